@@ -1,0 +1,66 @@
+"""`RuntimeConfig`: every tunable of a runtime, validated when it is made."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+
+from runtime.errors import InvalidInput
+
+__all__ = ["RuntimeConfig"]
+
+
+def _positive_number(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InvalidInput(
+            f"RuntimeConfig.{attribute.name} must be a positive, finite number, got {value!r}"
+        )
+
+
+def _positive_int(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInput(f"RuntimeConfig.{attribute.name} must be a positive int, got {value!r}")
+
+
+def _one_of(*choices: str):
+    def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value not in choices:
+            raise InvalidInput(
+                f"RuntimeConfig.{attribute.name} must be one of {', '.join(choices)}; got {value!r}"
+            )
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class RuntimeConfig:
+    """Every tunable of a `Runtime`, with defaults that suit most hosts.
+
+    Frozen: make a changed copy with `attrs.evolve(config, field=value)`. A bad value
+    (a negative or zero interval, a zero capacity, an unknown choice) raises
+    `InvalidInput` when the config is made, never later.
+    """
+
+    settle_timeout_s: float = attrs.field(default=30.0, validator=_positive_number)
+    """Real seconds `Runtime.settle()` waits for every actor to go idle."""
+
+    stop_timeout_s: float = attrs.field(default=30.0, validator=_positive_number)
+    """Real seconds `Runtime.close()` waits for the actors to finish and stop."""
+
+    file_chunk_bytes: int = attrs.field(default=256 * 1024, validator=_positive_int)
+    """Largest piece a stored file is split into; appends cost O(appended bytes)."""
+
+    sqlite_synchronous: str = attrs.field(
+        default="FULL", validator=_one_of("OFF", "NORMAL", "FULL", "EXTRA")
+    )
+    """SQLite `synchronous` setting: FULL survives power loss; NORMAL only crashes."""
+
+    sqlite_busy_timeout_s: float = attrs.field(default=5.0, validator=_positive_number)
+    """How long a write waits for another process (such as the CLI) holding the lock."""

@@ -1,0 +1,85 @@
+"""The greenroom exception hierarchy: every error the library raises on purpose.
+
+All of them derive from `GreenroomError`, so a host can catch the library's errors in
+one place. Each also derives from the closest built-in exception (`LookupError`,
+`ValueError`, `TimeoutError`, ...) so generic handlers keep working. Messages say what
+was wrong and with which id, so they can be shown to a user as they are.
+
+Later parts of greenroom add subclasses of these; they never add a second root.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GreenroomError",
+    "InvalidInput",
+    "InvalidTransition",
+    "NotFound",
+    "SchemaTooNew",
+    "SettleTimeout",
+    "Stopped",
+    "StorageError",
+    "Timeout",
+]
+
+
+class GreenroomError(Exception):
+    """Base class of every error greenroom raises on purpose."""
+
+
+class NotFound(GreenroomError, LookupError):
+    """The named thing (object, file, actor, session, ...) does not exist."""
+
+
+class InvalidInput(GreenroomError, ValueError):
+    """An argument was malformed or out of range; nothing was changed."""
+
+
+class InvalidTransition(GreenroomError):
+    """The request is well-formed but not allowed in the target's current state."""
+
+
+class StorageError(GreenroomError):
+    """The store or a file on disk could not be read or written."""
+
+
+class SchemaTooNew(StorageError):
+    """The database was written by a newer greenroom than this one."""
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        self.path = path
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"store {path!r} has schema version {found}, but this greenroom supports "
+            f"versions up to {supported}; upgrade greenroom to open it"
+        )
+
+
+class Stopped(GreenroomError):
+    """The runtime (or the part asked) has been closed and accepts no more calls."""
+
+
+class Timeout(GreenroomError, TimeoutError):
+    """Something did not finish within the time allowed."""
+
+
+class SettleTimeout(Timeout):
+    """Actors were still busy when a settle ran out of time.
+
+    `busy` maps each busy actor's name to the number of messages it still had queued
+    or in hand when the wait gave up.
+    """
+
+    def __init__(self, timeout_s: float, busy: dict[str, int]) -> None:
+        self.timeout_s = timeout_s
+        self.busy = dict(busy)
+        shown = sorted(self.busy.items(), key=lambda item: (-item[1], item[0]))[:10]
+        names = ", ".join(f"{name} ({count} pending)" for name, count in shown)
+        more = len(self.busy) - len(shown)
+        if more > 0:
+            names += f", and {more} more"
+        super().__init__(
+            f"actors did not settle within {timeout_s:g} s; still busy: {names or 'none'}"
+            " (a handler may be blocking, or actors may be messaging each other forever)"
+        )

@@ -1,0 +1,33 @@
+"""Thread-safe named counters behind `Runtime.metrics()`."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """Named integer counters that any thread may bump."""
+
+    __slots__ = ("_counts", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        """Add `amount` to the counter `name` (created at zero)."""
+        with self._lock:
+            self._counts[name] += amount
+
+    def get(self, name: str) -> int:
+        """The counter's current value (zero when never bumped)."""
+        with self._lock:
+            return self._counts[name]
+
+    def snapshot(self) -> dict[str, int]:
+        """A plain dict copy of every counter."""
+        with self._lock:
+            return dict(self._counts)

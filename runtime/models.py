@@ -1,0 +1,38 @@
+"""Records greenroom hands back to callers: stored objects and stored files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+__all__ = ["FileInfo", "StoredObject"]
+
+
+@attrs.frozen
+class StoredObject:
+    """One object of the store: its kind, id, JSON metadata and version.
+
+    `meta` is a fresh dict for every read; changing it changes nothing stored.
+    `version` starts at 1 and goes up by one with every metadata update.
+    """
+
+    kind: str
+    id: str
+    meta: dict[str, Any]
+    version: int
+    created_ms: int
+    updated_ms: int
+
+
+@attrs.frozen
+class FileInfo:
+    """What the store knows of one named byte file of an object."""
+
+    kind: str
+    id: str
+    name: str
+    size: int
+    chunks: int
+    created_ms: int
+    updated_ms: int

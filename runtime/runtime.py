@@ -1,0 +1,330 @@
+"""`Runtime`: the facade a host uses; it owns the store, the clock's timers and the actors."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import secrets
+import threading
+import weakref
+from collections import defaultdict
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from actors.base import ActorContext, GreenroomActor, GreenroomActorRef
+from runtime.activity import ActivityTracker
+from runtime.clock import Clock, SystemClock
+from runtime.config import RuntimeConfig
+from runtime.errors import InvalidInput, InvalidTransition, NotFound, SettleTimeout, Stopped
+from runtime.metrics import Metrics
+from runtime.store import Store
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("greenroom.runtime")
+
+A = TypeVar("A", bound=GreenroomActor)
+
+_open_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_forgotten_runtimes() -> None:
+    # Actor threads are daemons, so a runtime nobody closed must be closed here, or
+    # the interpreter would cut its actors off mid-flush.
+    for rt in list(_open_runtimes):
+        log.warning("runtime %r was not closed; closing it at interpreter exit", rt.path)
+        rt.close()
+
+
+class Runtime:
+    """A running greenroom: one store, one clock, and the actors on them.
+
+        with Runtime.open("app.db") as rt:
+            ref = rt.spawn(MyActor, actor_id="a1")
+            ...
+            rt.settle()
+            print(rt.metrics())
+
+    `close()` (or leaving the `with` block) stops every actor gracefully — each
+    handles what was queued before the stop and flushes in `on_stop` — then closes the
+    store. Any call after `close()` raises `Stopped`.
+    """
+
+    def __init__(
+        self, store: Store, clock: Clock, config: RuntimeConfig, *, owns_clock: bool
+    ) -> None:
+        """Wire a runtime from its parts; use `Runtime.open` instead."""
+        self._store = store
+        self._clock = clock
+        self._config = config
+        self._owns_clock = owns_clock
+        self._metrics = Metrics()
+        self._tracker = ActivityTracker()
+        self._lock = threading.Condition(threading.Lock())
+        self._actors: dict[str, dict[str, GreenroomActorRef | None]] = defaultdict(dict)
+        self._alive = 0
+        self._stopping: set[tuple[str, str]] = set()
+        self._closed = False
+        attach = getattr(clock, "attach", None)
+        if attach is not None:
+            attach(self._tracker)
+        _open_runtimes.add(self)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        config: RuntimeConfig | None = None,
+    ) -> Runtime:
+        """Open the store at `path` (created when new; `":memory:"` for a throwaway).
+
+        `clock` defaults to a `SystemClock` the runtime owns and closes; pass a
+        `FakeClock` in tests. `config` defaults to `RuntimeConfig()`.
+        """
+        if config is None:
+            config = RuntimeConfig()
+        elif not isinstance(config, RuntimeConfig):
+            raise InvalidInput(f"config must be a RuntimeConfig, got {type(config).__name__}")
+        owns_clock = clock is None
+        if clock is None:
+            clock = SystemClock()
+        else:
+            missing = [
+                name
+                for name in ("now_ms", "monotonic", "call_later", "call_every")
+                if not callable(getattr(clock, name, None))
+            ]
+            if missing:
+                raise InvalidInput(f"clock {clock!r} is not a Clock: it lacks {', '.join(missing)}")
+        store = Store.open(
+            path,
+            now_ms=clock.now_ms,
+            chunk_bytes=config.file_chunk_bytes,
+            synchronous=config.sqlite_synchronous,
+            busy_timeout_s=config.sqlite_busy_timeout_s,
+        )
+        log.info("runtime opened on %r", store.path)
+        return cls(store, clock, config, owns_clock=owns_clock)
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The database path the runtime was opened on."""
+        return self._store.path
+
+    @property
+    def clock(self) -> Clock:
+        """The clock every actor of this runtime reads time from."""
+        return self._clock
+
+    @property
+    def config(self) -> RuntimeConfig:
+        """The runtime's configuration."""
+        return self._config
+
+    @property
+    def store(self) -> Store:
+        """The embedded store (objects with metadata, and their files)."""
+        self._check_open()
+        return self._store
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` has been called."""
+        return self._closed
+
+    # -- actors --------------------------------------------------------------------------
+
+    def spawn(
+        self, actor_class: type[A], *args: Any, actor_id: str | None = None, **kwargs: Any
+    ) -> GreenroomActorRef:
+        """Start an actor of `actor_class` (a `GreenroomActor`) and return its ref.
+
+        The actor is constructed as `actor_class(ctx, *args, **kwargs)`. `actor_id`
+        defaults to a random one; (kind, id) must not be running already
+        (`InvalidTransition`).
+        """
+        self._check_open()
+        if not (isinstance(actor_class, type) and issubclass(actor_class, GreenroomActor)):
+            raise InvalidInput(f"spawn takes a GreenroomActor subclass, got {actor_class!r}")
+        kind = actor_class.kind
+        if actor_id is None:
+            actor_id = f"{kind}-{secrets.token_hex(8)}"
+        elif not isinstance(actor_id, str) or not actor_id:
+            raise InvalidInput(f"actor_id must be a non-empty str, got {actor_id!r}")
+        with self._lock:
+            self._check_open()
+            if actor_id in self._actors[kind]:
+                raise InvalidTransition(f"a {kind} actor with id {actor_id!r} is already running")
+            self._actors[kind][actor_id] = None  # reserved while it starts
+            self._alive += 1
+        ctx = ActorContext(
+            kind=kind,
+            actor_id=actor_id,
+            clock=self._clock,
+            store=self._store,
+            config=self._config,
+            metrics=self._metrics,
+            tracker=self._tracker,
+            on_stopped=self._forget,
+        )
+        try:
+            ref = actor_class.start(ctx, *args, **kwargs)
+        except BaseException:
+            with self._lock:
+                self._remove(kind, actor_id)
+            raise
+        with self._lock:
+            if kind in self._actors and actor_id in self._actors[kind]:
+                self._actors[kind][actor_id] = ref  # type: ignore[assignment]
+        self._metrics.incr("actors_started")
+        return ref  # type: ignore[return-value]
+
+    def get_actor(self, kind: str, actor_id: str) -> GreenroomActorRef:
+        """The running actor (kind, id); `NotFound` when there is none."""
+        self._check_open()
+        with self._lock:
+            ref = self._actors.get(kind, {}).get(actor_id)
+        if ref is None:
+            raise NotFound(f"no running {kind} actor with id {actor_id!r}")
+        return ref
+
+    def actor_ids(self, kind: str) -> list[str]:
+        """The ids of the running actors of `kind`, sorted."""
+        self._check_open()
+        with self._lock:
+            return sorted(key for key, ref in self._actors.get(kind, {}).items() if ref)
+
+    def _forget(self, actor: GreenroomActor) -> None:
+        """Called by an actor's teardown: drop it from the lookup."""
+        with self._lock:
+            self._remove(actor.ctx.kind, actor.ctx.actor_id)
+        self._metrics.incr("actors_stopped")
+
+    def _remove(self, kind: str, actor_id: str) -> None:
+        by_id = self._actors.get(kind)
+        if by_id is not None and actor_id in by_id:
+            del by_id[actor_id]
+            if not by_id:
+                del self._actors[kind]
+            self._alive -= 1
+            if self._stopping:
+                self._stopping.discard((kind, actor_id))
+                if not self._stopping:
+                    self._lock.notify_all()
+
+    # -- waiting and watching ------------------------------------------------------------
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait until every actor has an empty inbox and no running handler.
+
+        Works with any clock (it waits in real time). Raises `SettleTimeout`, naming
+        the busy actors, after `timeout` seconds (default `config.settle_timeout_s`).
+        """
+        self._check_open()
+        limit = self._config.settle_timeout_s if timeout is None else timeout
+        if not self._tracker.wait_idle(limit):
+            raise SettleTimeout(limit, self._tracker.busy())
+
+    def metrics(self) -> dict[str, int]:
+        """A plain dict of counters and gauges.
+
+        Counters: `actors_started`, `actors_stopped`, `actor_failures` (a tell whose
+        handler raised, or a failing `on_start` / `on_stop` / `on_failure`),
+        `actor_start_failures`, `ask_errors` (an ask whose handler raised; the asker got
+        the exception), `dead_letters` (messages to stopped actors), `messages_handled`,
+        `store_commits`. Gauges: `actors_alive`, `messages_pending`.
+        """
+        self._check_open()
+        counters = {
+            "actors_started": 0,
+            "actors_stopped": 0,
+            "actor_failures": 0,
+            "actor_start_failures": 0,
+            "ask_errors": 0,
+            "dead_letters": 0,
+        }
+        counters.update(self._metrics.snapshot())
+        counters.update(self._store.stats())
+        counters["messages_handled"] = self._tracker.handled
+        counters["messages_pending"] = self._tracker.pending
+        counters["actors_alive"] = self._alive
+        return counters
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every actor gracefully, then close the store. Idempotent.
+
+        Actors stop in groups by their class's `stop_order` (lowest first); each
+        handles what was queued before its stop and runs `on_stop`. Actors still
+        running after `config.stop_timeout_s` are logged and abandoned.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        _open_runtimes.discard(self)
+        try:
+            self._stop_actors()
+        finally:
+            detach = getattr(self._clock, "detach", None)
+            if detach is not None:
+                detach(self._tracker)
+            if self._owns_clock:
+                self._clock.close()  # type: ignore[attr-defined]
+            self._store.close()
+            log.info("runtime on %r closed", self._store.path)
+
+    def _stop_actors(self) -> None:
+        with self._lock:
+            refs = [ref for by_id in self._actors.values() for ref in by_id.values() if ref]
+        groups: dict[int, list[GreenroomActorRef]] = defaultdict(list)
+        for ref in refs:
+            groups[getattr(ref.actor_class, "stop_order", 0)].append(ref)
+        for order in sorted(groups):
+            with self._lock:
+                self._stopping = {
+                    (ref.kind, ref.actor_id)
+                    for ref in groups[order]
+                    if ref.actor_id in self._actors.get(ref.kind, ())
+                }
+            for ref in groups[order]:
+                ref.stop(block=False)
+            with self._lock:
+                done = self._lock.wait_for(
+                    lambda: not self._stopping, timeout=self._config.stop_timeout_s
+                )
+                stuck = sorted(f"{kind}:{actor_id}" for kind, actor_id in self._stopping)
+                self._stopping = set()
+                if not done:
+                    self._metrics.incr("actors_abandoned", len(stuck))
+                    log.error(
+                        "actors did not stop within %g s and were abandoned: %s",
+                        self._config.stop_timeout_s,
+                        ", ".join(stuck),
+                    )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Stopped(f"runtime on {self._store.path!r} is closed")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self._alive} actors"
+        return f"<Runtime {self._store.path!r} {state}>"

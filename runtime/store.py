@@ -1,0 +1,569 @@
+"""The embedded store: objects with JSON metadata and named byte files, in SQLite.
+
+One `Store` wraps one SQLite database through sqlite-utils. Every call runs on one
+connection under one lock, so writes from many actor threads are serialised in the
+process: none is lost and none fails with "database is locked" (the busy timeout only
+matters when another process, such as the CLI, writes at the same moment). Each write
+is one transaction. The database runs in WAL mode, so readers in other processes do
+not block it.
+
+    store = Store.open("app.db")
+    store.ensure_object("block", "b1", {"view": "agent"})
+    store.update_meta("block", "b1", {"session:line_count": 3, "old:*": True})
+    store.append_file("block", "b1", "output", b"hello\\n", create=True)
+    store.read_file("block", "b1", "output")  # b"hello\\n"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from runtime.clock import SystemClock
+from runtime.errors import (
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    SchemaTooNew,
+    Stopped,
+    StorageError,
+)
+from runtime.meta import dumps_meta, merge_meta, validate_update
+from runtime.models import FileInfo, StoredObject
+
+__all__ = ["SCHEMA_VERSION", "Store"]
+
+log = logging.getLogger("greenroom.store")
+
+SCHEMA_VERSION = 1
+"""The schema this greenroom writes; a database with a higher version is refused."""
+
+_KIND = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+_MAX_ID = 1024
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_PAGE_ROWS = 64
+
+
+def _check_kind(kind: object) -> str:
+    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+        raise InvalidInput(
+            f"object kind must be 1-64 lowercase letters, digits or '_' starting with a "
+            f"letter, got {kind!r}"
+        )
+    return kind
+
+
+def _check_id(kind: str, object_id: object) -> str:
+    if not isinstance(object_id, str) or not object_id or len(object_id) > _MAX_ID:
+        raise InvalidInput(f"{kind} id must be a non-empty str of at most {_MAX_ID} characters")
+    if "\x00" in object_id:
+        raise InvalidInput(f"{kind} id {object_id!r} contains a NUL character")
+    return object_id
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidInput(f"file name must be 1-128 letters, digits or '_.:@-', got {name!r}")
+    return name
+
+
+class Store:
+    """Objects addressed by (kind, id) with JSON metadata, and named files per object.
+
+    Open with `Store.open(path)`; a `Runtime` opens and owns one. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        path: str,
+        *,
+        now_ms: Callable[[], int],
+        chunk_bytes: int,
+    ) -> None:
+        """Wrap an open database; use `Store.open` instead."""
+        self._db = db
+        self._path = path
+        self._now_ms = now_ms
+        self._chunk_bytes = chunk_bytes
+        self._lock = threading.RLock()
+        self._closed = False
+        self._commits = 0
+
+    # -- opening and closing -------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        now_ms: Callable[[], int] | None = None,
+        chunk_bytes: int = 256 * 1024,
+        synchronous: str = "FULL",
+        busy_timeout_s: float = 5.0,
+    ) -> Store:
+        """Open (creating when new) the store at `path`, or `":memory:"` for a throwaway.
+
+        `now_ms` supplies the timestamps written to rows (the runtime passes its
+        clock's). Raises `SchemaTooNew` for a database written by a newer greenroom
+        and `StorageError` for a file that is not a usable SQLite database.
+        """
+        if synchronous not in _SYNCHRONOUS:
+            raise InvalidInput(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
+        if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes <= 0:
+            raise InvalidInput(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
+        target = str(path)
+        if target != ":memory:":
+            folder = Path(target).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                msg = f"cannot create folder {str(folder)!r} for the store: {exc}"
+                raise StorageError(msg) from exc
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(target, check_same_thread=False)
+            db = sqlite_utils.Database(conn, execute_plugins=False)
+            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            found = db.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                raise SchemaTooNew(target, found, SCHEMA_VERSION)
+            if target != ":memory:":
+                db.enable_wal()
+            db.execute(f"PRAGMA synchronous = {synchronous}")
+            if found < SCHEMA_VERSION:
+                _create_schema(db)
+        except SchemaTooNew:
+            conn.close()  # type: ignore[union-attr]
+            raise
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise StorageError(f"cannot open store {target!r}: {exc}") from exc
+        if now_ms is None:
+            now_ms = SystemClock().now_ms
+        return cls(db, target, now_ms=now_ms, chunk_bytes=chunk_bytes)
+
+    @property
+    def path(self) -> str:
+        """The database path as given (or `":memory:"`)."""
+        return self._path
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version recorded in the database."""
+        with self._reading("read the schema version"):
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Close the database; later calls raise `Stopped`. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._db.close()
+            except sqlite3.Error as exc:  # pragma: no cover - close rarely fails
+                raise StorageError(f"closing store {self._path!r} failed: {exc}") from exc
+
+    def stats(self) -> dict[str, int]:
+        """Counters for `Runtime.metrics()`: committed write transactions."""
+        return {"store_commits": self._commits}
+
+    # -- transactions ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        with self._lock:
+            self._ensure_open()
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise StorageError(f"could not {what} in store {self._path!r}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """One transaction under the store lock; rolled back whole on any error."""
+        with self._lock:
+            self._ensure_open()
+            try:
+                with self._db.atomic():
+                    yield
+            except sqlite3.Error as exc:
+                raise StorageError(f"could not {what} in store {self._path!r}: {exc}") from exc
+            self._commits += 1
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise Stopped(f"store {self._path!r} is closed")
+
+    # -- objects -----------------------------------------------------------------------
+
+    def create_object(
+        self, kind: str, object_id: str, meta: Mapping[str, Any] | None = None
+    ) -> StoredObject:
+        """Create a new object; `InvalidTransition` if (kind, id) exists already."""
+        obj, created = self.ensure_object(kind, object_id, meta)
+        if not created:
+            raise InvalidTransition(f"{kind} {object_id!r} already exists")
+        return obj
+
+    def ensure_object(
+        self, kind: str, object_id: str, meta: Mapping[str, Any] | None = None
+    ) -> tuple[StoredObject, bool]:
+        """Get the object, creating it with `meta` when missing; returns (object, created)."""
+        _check_kind(kind)
+        _check_id(kind, object_id)
+        initial = merge_meta({}, meta or {})
+        with self._writing(f"create {kind} {object_id!r}"):
+            existing = self._fetch(kind, object_id)
+            if existing is not None:
+                return existing, False
+            now = self._now_ms()
+            self._db["objects"].insert(
+                {
+                    "kind": kind,
+                    "id": object_id,
+                    "meta": dumps_meta(initial),
+                    "version": 1,
+                    "created_ms": now,
+                    "updated_ms": now,
+                }
+            )
+            return StoredObject(kind, object_id, initial, 1, now, now), True
+
+    def get_object(self, kind: str, object_id: str) -> StoredObject:
+        """The object (kind, id); `NotFound` when there is none."""
+        found = self.find_object(kind, object_id)
+        if found is None:
+            raise NotFound(f"no {kind} with id {object_id!r} in store {self._path!r}")
+        return found
+
+    def find_object(self, kind: str, object_id: str) -> StoredObject | None:
+        """The object (kind, id), or `None`."""
+        _check_kind(kind)
+        _check_id(kind, object_id)
+        with self._reading(f"read {kind} {object_id!r}"):
+            return self._fetch(kind, object_id)
+
+    def list_objects(self, kind: str) -> list[StoredObject]:
+        """Every object of `kind`, ordered by id."""
+        _check_kind(kind)
+        with self._reading(f"list {kind} objects"):
+            rows = self._db.execute(
+                "SELECT kind, id, meta, version, created_ms, updated_ms FROM objects "
+                "WHERE kind = ? ORDER BY id",
+                [kind],
+            ).fetchall()
+        return [_object_from_row(row) for row in rows]
+
+    def list_ids(self, kind: str) -> list[str]:
+        """The ids of every object of `kind`, sorted."""
+        _check_kind(kind)
+        with self._reading(f"list {kind} ids"):
+            rows = self._db.execute(
+                "SELECT id FROM objects WHERE kind = ? ORDER BY id", [kind]
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def update_meta(self, kind: str, object_id: str, update: Mapping[str, Any]) -> StoredObject:
+        """Merge `update` into the object's metadata in one transaction; bump its version.
+
+        Merge rules (see `runtime.meta.merge_meta`): `"prefix:*": True` first deletes
+        `prefix` and every `prefix:...` key; then `None` deletes a key and any other
+        value overwrites it. `NotFound` for an unknown object, `InvalidInput` for a
+        malformed update; either way nothing changes.
+        """
+        return self.update_meta_many([(kind, object_id, update)])[0]
+
+    def update_meta_many(
+        self, updates: Iterable[tuple[str, str, Mapping[str, Any]]]
+    ) -> list[StoredObject]:
+        """Apply several metadata updates in one transaction: all of them or none.
+
+        Every update is validated before anything is written; one unknown object or
+        malformed update raises and leaves every object as it was.
+        """
+        batch = [
+            (_check_kind(kind), _check_id(kind, oid), validate_update(update))
+            for kind, oid, update in updates
+        ]
+        if not batch:
+            return []
+        results: list[StoredObject] = []
+        with self._writing(f"update metadata of {len(batch)} object(s)"):
+            now = self._now_ms()
+            for kind, object_id, update in batch:
+                current = self._fetch(kind, object_id)
+                if current is None:
+                    raise NotFound(f"no {kind} with id {object_id!r}; metadata not updated")
+                merged = merge_meta(current.meta, update)
+                version = current.version + 1
+                self._db.execute(
+                    "UPDATE objects SET meta = ?, version = ?, updated_ms = ? "
+                    "WHERE kind = ? AND id = ?",
+                    [dumps_meta(merged), version, now, kind, object_id],
+                )
+                results.append(
+                    StoredObject(kind, object_id, merged, version, current.created_ms, now)
+                )
+        return results
+
+    def delete_object(self, kind: str, object_id: str) -> None:
+        """Delete the object and all its files; `NotFound` if it does not exist."""
+        _check_kind(kind)
+        _check_id(kind, object_id)
+        with self._writing(f"delete {kind} {object_id!r}"):
+            if self._fetch(kind, object_id) is None:
+                raise NotFound(f"no {kind} with id {object_id!r} to delete")
+            key = [kind, object_id]
+            self._db.execute("DELETE FROM file_chunks WHERE kind = ? AND id = ?", key)
+            self._db.execute("DELETE FROM files WHERE kind = ? AND id = ?", key)
+            self._db.execute("DELETE FROM objects WHERE kind = ? AND id = ?", key)
+
+    def _fetch(self, kind: str, object_id: str) -> StoredObject | None:
+        row = self._db.execute(
+            "SELECT kind, id, meta, version, created_ms, updated_ms FROM objects "
+            "WHERE kind = ? AND id = ?",
+            [kind, object_id],
+        ).fetchone()
+        return None if row is None else _object_from_row(row)
+
+    # -- files -------------------------------------------------------------------------
+
+    def create_file(self, kind: str, object_id: str, name: str) -> FileInfo:
+        """Create an empty file; `InvalidTransition` if it exists, `NotFound` without object."""
+        self._check_file_args(kind, object_id, name)
+        with self._writing(f"create file {name!r} of {kind} {object_id!r}"):
+            if self._file_row(kind, object_id, name) is not None:
+                raise InvalidTransition(f"file {name!r} of {kind} {object_id!r} already exists")
+            return self._insert_file(kind, object_id, name)
+
+    def append_file(
+        self, kind: str, object_id: str, name: str, data: bytes, *, create: bool = False
+    ) -> FileInfo:
+        """Append `data` in one transaction; cost grows with `len(data)`, not the file.
+
+        With `create=True` a missing file is created first; otherwise it is `NotFound`.
+        """
+        self._check_file_args(kind, object_id, name)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidInput(f"data must be bytes, got {type(data).__name__}")
+        data = bytes(data)
+        with self._writing(f"append to file {name!r} of {kind} {object_id!r}"):
+            row = self._file_row(kind, object_id, name)
+            if row is None:
+                if not create:
+                    raise NotFound(f"{kind} {object_id!r} has no file {name!r}")
+                info = self._insert_file(kind, object_id, name)
+                size, chunks, next_seq, created = 0, 0, 0, info.created_ms
+            else:
+                size, chunks, next_seq, created = row
+            if not data:
+                return FileInfo(kind, object_id, name, size, chunks, created, created)
+            pieces = [
+                data[at : at + self._chunk_bytes] for at in range(0, len(data), self._chunk_bytes)
+            ]
+            start = size
+            rows = []
+            for offset, piece in enumerate(pieces):
+                rows.append((kind, object_id, name, next_seq + offset, start, piece))
+                start += len(piece)
+            self._db.conn.executemany(
+                "INSERT INTO file_chunks (kind, id, name, seq, start, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            now = self._now_ms()
+            self._db.execute(
+                "UPDATE files SET size = ?, chunks = ?, next_seq = ?, updated_ms = ? "
+                "WHERE kind = ? AND id = ? AND name = ?",
+                [start, chunks + len(pieces), next_seq + len(pieces), now, kind, object_id, name],
+            )
+            return FileInfo(kind, object_id, name, start, chunks + len(pieces), created, now)
+
+    def read_file(
+        self, kind: str, object_id: str, name: str, *, offset: int = 0, size: int | None = None
+    ) -> bytes:
+        """The file's bytes from `offset` (all of them, or at most `size`)."""
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidInput(f"offset must be a non-negative int, got {offset!r}")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise InvalidInput(f"size must be a non-negative int or None, got {size!r}")
+        end = None if size is None else offset + size
+        parts = []
+        for start, piece in self._iter_chunks(kind, object_id, name, offset, end):
+            lo = max(offset - start, 0)
+            hi = len(piece) if end is None else min(end - start, len(piece))
+            parts.append(piece[lo:hi])
+        return b"".join(parts)
+
+    def iter_file(self, kind: str, object_id: str, name: str) -> Iterator[bytes]:
+        """Yield the file's bytes chunk by chunk, in bounded memory.
+
+        The lock is released between pages of chunks, so a long read does not stall
+        writers; bytes appended while iterating may or may not be included.
+        """
+        for _start, piece in self._iter_chunks(kind, object_id, name, 0, None):
+            yield piece
+
+    def _iter_chunks(
+        self, kind: str, object_id: str, name: str, lo: int, hi: int | None
+    ) -> Iterator[tuple[int, bytes]]:
+        self._check_file_args(kind, object_id, name)
+        what = f"read file {name!r} of {kind} {object_id!r}"
+        with self._reading(what):
+            if self._file_row(kind, object_id, name) is None:
+                raise NotFound(f"{kind} {object_id!r} has no file {name!r}")
+        after = -1
+        while True:
+            with self._reading(what):
+                rows = self._db.execute(
+                    "SELECT seq, start, data FROM file_chunks "
+                    "WHERE kind = ? AND id = ? AND name = ? AND seq > ? "
+                    "AND start + length(data) > ? AND (? IS NULL OR start < ?) "
+                    "ORDER BY seq LIMIT ?",
+                    [kind, object_id, name, after, lo, hi, hi, _PAGE_ROWS],
+                ).fetchall()
+            for seq, start, data in rows:
+                after = seq
+                yield start, data
+            if len(rows) < _PAGE_ROWS:
+                return
+
+    def stat_file(self, kind: str, object_id: str, name: str) -> FileInfo:
+        """Size and chunk count of the file; `NotFound` when it does not exist."""
+        self._check_file_args(kind, object_id, name)
+        with self._reading(f"stat file {name!r} of {kind} {object_id!r}"):
+            row = self._db.execute(
+                "SELECT size, chunks, created_ms, updated_ms FROM files "
+                "WHERE kind = ? AND id = ? AND name = ?",
+                [kind, object_id, name],
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"{kind} {object_id!r} has no file {name!r}")
+        return FileInfo(kind, object_id, name, *row)
+
+    def list_files(self, kind: str, object_id: str) -> list[FileInfo]:
+        """Every file of the object, ordered by name."""
+        _check_kind(kind)
+        _check_id(kind, object_id)
+        with self._reading(f"list files of {kind} {object_id!r}"):
+            rows = self._db.execute(
+                "SELECT name, size, chunks, created_ms, updated_ms FROM files "
+                "WHERE kind = ? AND id = ? ORDER BY name",
+                [kind, object_id],
+            ).fetchall()
+        return [FileInfo(kind, object_id, *row) for row in rows]
+
+    def delete_file(
+        self, kind: str, object_id: str, name: str, *, missing_ok: bool = False
+    ) -> bool:
+        """Delete the file and its bytes; returns whether one was deleted.
+
+        A missing file is `NotFound` unless `missing_ok=True`.
+        """
+        self._check_file_args(kind, object_id, name)
+        with self._writing(f"delete file {name!r} of {kind} {object_id!r}"):
+            if self._file_row(kind, object_id, name) is None:
+                if missing_ok:
+                    return False
+                raise NotFound(f"{kind} {object_id!r} has no file {name!r} to delete")
+            key = [kind, object_id, name]
+            self._db.execute("DELETE FROM file_chunks WHERE kind = ? AND id = ? AND name = ?", key)
+            self._db.execute("DELETE FROM files WHERE kind = ? AND id = ? AND name = ?", key)
+            return True
+
+    def _check_file_args(self, kind: str, object_id: str, name: str) -> None:
+        _check_kind(kind)
+        _check_id(kind, object_id)
+        _check_name(name)
+
+    def _file_row(self, kind: str, object_id: str, name: str) -> tuple[int, int, int, int] | None:
+        return self._db.execute(
+            "SELECT size, chunks, next_seq, created_ms FROM files "
+            "WHERE kind = ? AND id = ? AND name = ?",
+            [kind, object_id, name],
+        ).fetchone()
+
+    def _insert_file(self, kind: str, object_id: str, name: str) -> FileInfo:
+        if self._fetch(kind, object_id) is None:
+            raise NotFound(f"no {kind} with id {object_id!r}; create the object before its files")
+        now = self._now_ms()
+        self._db["files"].insert(
+            {
+                "kind": kind,
+                "id": object_id,
+                "name": name,
+                "size": 0,
+                "chunks": 0,
+                "next_seq": 0,
+                "created_ms": now,
+                "updated_ms": now,
+            }
+        )
+        return FileInfo(kind, object_id, name, 0, 0, now, now)
+
+    def __repr__(self) -> str:
+        return f"<Store {self._path!r}{' closed' if self._closed else ''}>"
+
+
+def _object_from_row(row: tuple[Any, ...]) -> StoredObject:
+    kind, object_id, meta, version, created_ms, updated_ms = row
+    return StoredObject(kind, object_id, json.loads(meta), version, created_ms, updated_ms)
+
+
+def _create_schema(db: sqlite_utils.Database) -> None:
+    """Create the tables of schema version 1 and record the version, in one transaction."""
+    with db.atomic():
+        db["objects"].create(
+            {
+                "kind": str,
+                "id": str,
+                "meta": str,
+                "version": int,
+                "created_ms": int,
+                "updated_ms": int,
+            },
+            pk=("kind", "id"),
+            not_null={"meta", "version", "created_ms", "updated_ms"},
+            if_not_exists=True,
+        )
+        db["files"].create(
+            {
+                "kind": str,
+                "id": str,
+                "name": str,
+                "size": int,
+                "chunks": int,
+                "next_seq": int,
+                "created_ms": int,
+                "updated_ms": int,
+            },
+            pk=("kind", "id", "name"),
+            not_null={"size", "chunks", "next_seq", "created_ms", "updated_ms"},
+            if_not_exists=True,
+        )
+        db["file_chunks"].create(
+            {"kind": str, "id": str, "name": str, "seq": int, "start": int, "data": bytes},
+            pk=("kind", "id", "name", "seq"),
+            not_null={"start", "data"},
+            if_not_exists=True,
+        )
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    log.info("created greenroom store schema version %d", SCHEMA_VERSION)

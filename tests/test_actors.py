@@ -1,0 +1,161 @@
+"""The actor base: settle, failure handling, dead letters, timers, stop semantics."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+
+import pykka
+import pytest
+
+from runtime import FakeClock, Runtime, RuntimeConfig
+from runtime.errors import InvalidInput, InvalidTransition, NotFound, SettleTimeout
+
+from .actors_for_tests import BadStart, Block, Counter, Relay, Ticker
+from .conftest import START_MS
+
+
+def test_tell_ask_and_proxy_through_the_runtime(rt: Runtime) -> None:
+    ref = rt.spawn(Counter, 10, actor_id="c1")
+    ref.tell(5)
+    assert ref.ask("get") == 15
+    assert ref.proxy().add(1).get() == 16
+    assert rt.get_actor("counter", "c1") is ref
+    assert rt.actor_ids("counter") == ["c1"]
+
+
+def test_settle_waits_for_a_chain_of_messages(rt: Runtime) -> None:
+    sink = rt.spawn(Counter, actor_id="sink")
+    relays = [rt.spawn(Relay, sink, actor_id=f"r{i}") for i in range(50)]
+    for here, nxt in itertools.pairwise(relays):
+        here.proxy().link(nxt).get()
+    for _ in range(20):
+        relays[0].tell(49)  # hops through every relay, then tells the sink
+    rt.settle()
+    assert rt.metrics()["messages_pending"] == 0
+    # If settle returned early the sink would not have every message yet.
+    assert sink.ask("get") == 20
+
+
+def test_fake_clock_advance_settles_what_timers_set_off(rt: Runtime, fake_clock: FakeClock) -> None:
+    ticker = rt.spawn(Ticker, 10.0, actor_id="t")
+    fake_clock.advance(35)
+    ticks = ticker.proxy().get_ticks().get()
+    # Each tick was handled while time stood at the timer's own due time.
+    assert ticks == [START_MS + 10_000, START_MS + 20_000, START_MS + 30_000]
+
+
+def test_settle_timeout_names_the_busy_actor(rt: Runtime) -> None:
+    release = threading.Event()
+
+    ref = rt.spawn(Counter, actor_id="stuck")
+    ref.proxy().add.defer(1)  # normal traffic first
+    blocker = threading.Thread(target=lambda: ref.ask(Block(release)))
+    blocker.start()
+    try:
+        with pytest.raises(SettleTimeout, match=r"counter:stuck \(\d+ pending\)") as info:
+            rt.settle(timeout=0.2)
+        assert "counter:stuck" in info.value.busy
+    finally:
+        release.set()
+        blocker.join()
+    rt.settle()
+
+
+def test_failing_tell_is_logged_counted_and_the_actor_goes_on(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    ref = rt.spawn(Counter, actor_id="c")
+    with caplog.at_level(logging.ERROR, logger="greenroom.actors"):
+        ref.tell(1)
+        ref.tell("fail")
+        ref.proxy().explode.defer()
+        ref.tell(2)
+        rt.settle()
+    assert ref.ask("get") == 3  # state kept, later messages handled
+    assert rt.metrics()["actor_failures"] == 2
+    failures = [r for r in caplog.records if "failed handling" in r.getMessage()]
+    assert len(failures) == 2
+    assert "counter:c" in failures[0].getMessage()
+    assert "call explode()" in failures[1].getMessage()
+    assert failures[0].exc_info is not None
+
+
+def test_failing_ask_goes_to_the_asker_not_the_failure_count(rt: Runtime) -> None:
+    ref = rt.spawn(Counter, actor_id="c")
+    with pytest.raises(ValueError, match="exploded"):
+        ref.proxy().explode().get()
+    assert ref.is_alive()
+    metrics = rt.metrics()
+    assert metrics["actor_failures"] == 0
+    assert metrics["ask_errors"] == 1
+
+
+def test_start_failure_stops_the_actor(rt: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="greenroom.actors"):
+        ref = rt.spawn(BadStart, actor_id="b")
+        rt.settle()
+        with pytest.raises(pykka.ActorDeadError):
+            ref.ask("anything", timeout=5)
+    assert not ref.is_alive()
+    assert rt.metrics()["actor_start_failures"] == 1
+    assert any("failed to start" in r.getMessage() for r in caplog.records)
+    with pytest.raises(NotFound):
+        rt.get_actor("badstart", "b")
+
+
+def test_stop_handles_what_was_queued_before_it_then_dead_letters(rt: Runtime) -> None:
+    ref = rt.spawn(Counter, actor_id="c")
+    actor_stop = ref.stop(block=False)
+    for n in range(3):
+        ref.tell(n)  # may land before or after the stop: either handled or dead
+    actor_stop.get(timeout=10)
+    assert not ref.is_alive()
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell(1)
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask("get", timeout=5)
+    assert rt.metrics()["dead_letters"] >= 2
+    assert rt.actor_ids("counter") == []
+
+
+def test_messages_before_stop_are_handled_and_on_stop_runs(rt: Runtime) -> None:
+    ref = rt.spawn(Counter, actor_id="c")
+    actor = ref._actor_weakref()
+    for _ in range(100):
+        ref.tell(1)
+    assert ref.stop() is True
+    assert actor.stopped_with == 100
+    assert ref.stop() is False  # already dead
+
+
+def test_spawn_rejects_duplicates_and_non_actors(rt: Runtime) -> None:
+    rt.spawn(Counter, actor_id="same")
+    with pytest.raises(InvalidTransition, match="already running"):
+        rt.spawn(Counter, actor_id="same")
+    with pytest.raises(InvalidInput):
+        rt.spawn(object, actor_id="x")  # type: ignore[type-var]
+    with pytest.raises(InvalidInput):
+        rt.spawn(Counter, actor_id="")
+
+
+def test_timers_die_with_their_actor(rt: Runtime, fake_clock: FakeClock) -> None:
+    ticker = rt.spawn(Ticker, 1.0, actor_id="t")
+    fake_clock.advance(2)
+    ticker.stop()
+    assert fake_clock.pending_timers() == 0
+    fake_clock.advance(5)
+    assert rt.metrics()["dead_letters"] == 0
+
+
+def test_close_stops_every_actor_gracefully(db_path, fake_clock: FakeClock) -> None:
+    rt = Runtime.open(db_path, clock=fake_clock, config=RuntimeConfig(settle_timeout_s=10))
+    refs = [rt.spawn(Counter, actor_id=f"c{i}") for i in range(20)]
+    actors = [ref._actor_weakref() for ref in refs]
+    for ref in refs:
+        for _ in range(10):
+            ref.tell(1)
+    rt.close()
+    assert [actor.stopped_with for actor in actors] == [10] * 20
+    assert not any(ref.is_alive() for ref in refs)
