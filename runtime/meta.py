@@ -8,7 +8,7 @@ from typing import Any
 
 from runtime.errors import InvalidInput
 
-__all__ = ["dumps_meta", "merge_meta", "validate_update"]
+__all__ = ["apply_update", "dumps_meta", "merge_meta", "validate_update"]
 
 _WILDCARD = ":*"
 
@@ -51,8 +51,12 @@ def merge_meta(current: Mapping[str, Any], update: Mapping[str, Any]) -> dict[st
     `prefix` and every key starting `prefix:`. Then every other key is applied: a
     value of `None` deletes that key, any other value overwrites it.
     """
+    return apply_update(current, validate_update(update))
+
+
+def apply_update(current: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
+    """`merge_meta` for an update that `validate_update` has already checked."""
     merged = dict(current)
-    checked = validate_update(update)
     for key, value in checked.items():
         if key.endswith(_WILDCARD) and value is True:
             prefix = key[: -len(_WILDCARD)]

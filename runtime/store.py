@@ -24,7 +24,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -37,10 +37,12 @@ from runtime.errors import (
     Stopped,
     StorageError,
 )
-from runtime.meta import dumps_meta, merge_meta, validate_update
+from runtime.meta import apply_update, dumps_meta, merge_meta, validate_update
 from runtime.models import FileInfo, StoredObject
 
 __all__ = ["SCHEMA_VERSION", "Store"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("greenroom.store")
 
@@ -77,6 +79,19 @@ def _check_name(name: object) -> str:
     return name
 
 
+class _WriteSlot:
+    """One queued write operation and, once its batch ran, its outcome."""
+
+    __slots__ = ("done", "error", "op", "value", "what")
+
+    def __init__(self, what: str, op: Callable[[], Any]) -> None:
+        self.what = what
+        self.op = op
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
 class Store:
     """Objects addressed by (kind, id) with JSON metadata, and named files per object.
 
@@ -96,7 +111,9 @@ class Store:
         self._path = path
         self._now_ms = now_ms
         self._chunk_bytes = chunk_bytes
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_WriteSlot] = []
         self._closed = False
         self._commits = 0
 
@@ -171,11 +188,19 @@ class Store:
         return self._closed
 
     def close(self) -> None:
-        """Close the database; later calls raise `Stopped`. Idempotent."""
-        with self._lock:
+        """Close the database; later calls raise `Stopped`. Idempotent.
+
+        Writes already queued when `close()` is called still commit; later ones fail.
+        """
+        with self._queue_lock:
             if self._closed:
                 return
             self._closed = True
+        with self._lock:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            if batch:
+                self._run_batch(batch)
             try:
                 self._db.close()
             except sqlite3.Error as exc:  # pragma: no cover - close rarely fails
@@ -196,17 +221,76 @@ class Store:
             except sqlite3.Error as exc:
                 raise StorageError(f"could not {what} in store {self._path!r}: {exc}") from exc
 
-    @contextlib.contextmanager
-    def _writing(self, what: str) -> Iterator[None]:
-        """One transaction under the store lock; rolled back whole on any error."""
-        with self._lock:
+    def _write(self, what: str, op: Callable[[], T]) -> T:
+        """Run `op` in a write transaction and return its result (or raise its error).
+
+        Group commit: callers queue their operation, and whichever thread holds the
+        store lock next runs every queued operation in one transaction, each inside its
+        own savepoint, so one failing operation is rolled back alone. One commit (one
+        fsync) then serves the whole batch. Every caller returns only after the commit
+        that holds its change, and sees its own error, if any.
+        """
+        slot = _WriteSlot(what, op)
+        with self._queue_lock:
             self._ensure_open()
-            try:
-                with self._db.atomic():
-                    yield
-            except sqlite3.Error as exc:
-                raise StorageError(f"could not {what} in store {self._path!r}: {exc}") from exc
-            self._commits += 1
+            self._queue.append(slot)
+        with self._lock:
+            if not slot.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._run_batch(batch)
+        if slot.error is not None:
+            raise slot.error
+        return slot.value
+
+    def _run_batch(self, batch: list[_WriteSlot]) -> None:
+        """Run queued writes in one transaction; on return every slot is done."""
+        conn = self._db.conn
+        savepoints = len(batch) > 1
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for index, slot in enumerate(batch):
+                if savepoints:
+                    conn.execute(f"SAVEPOINT w{index}")
+                try:
+                    slot.value = slot.op()
+                except Exception as exc:
+                    slot.error = self._translate(exc, slot.what)
+                    if not conn.in_transaction:
+                        raise  # the error ended the whole transaction: fail the batch
+                    if savepoints:
+                        conn.execute(f"ROLLBACK TO w{index}")
+                        conn.execute(f"RELEASE w{index}")
+                else:
+                    if savepoints:
+                        conn.execute(f"RELEASE w{index}")
+            if batch[0].error is not None and not savepoints:
+                conn.execute("ROLLBACK")
+            else:
+                conn.execute("COMMIT")
+                self._commits += 1
+        except BaseException as exc:
+            # Nothing of this batch is committed: every caller whose write looked fine
+            # gets the error too, so no change is reported done that was rolled back.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            for slot in batch:
+                if slot.error is None:
+                    slot.value = None
+                    slot.error = self._translate(exc, slot.what)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for slot in batch:
+                slot.done = True
+
+    def _translate(self, exc: BaseException, what: str) -> BaseException:
+        if isinstance(exc, sqlite3.Error):
+            error = StorageError(f"could not {what} in store {self._path!r}: {exc}")
+            error.__cause__ = exc
+            return error
+        return exc
 
     def _ensure_open(self) -> None:
         if self._closed:
@@ -230,7 +314,8 @@ class Store:
         _check_kind(kind)
         _check_id(kind, object_id)
         initial = merge_meta({}, meta or {})
-        with self._writing(f"create {kind} {object_id!r}"):
+
+        def op() -> tuple[StoredObject, bool]:
             existing = self._fetch(kind, object_id)
             if existing is not None:
                 return existing, False
@@ -246,6 +331,8 @@ class Store:
                 }
             )
             return StoredObject(kind, object_id, initial, 1, now, now), True
+
+        return self._write(f"create {kind} {object_id!r}", op)
 
     def get_object(self, kind: str, object_id: str) -> StoredObject:
         """The object (kind, id); `NotFound` when there is none."""
@@ -305,16 +392,17 @@ class Store:
         ]
         if not batch:
             return []
-        results: list[StoredObject] = []
-        with self._writing(f"update metadata of {len(batch)} object(s)"):
+
+        def op() -> list[StoredObject]:
+            results: list[StoredObject] = []
             now = self._now_ms()
             for kind, object_id, update in batch:
                 current = self._fetch(kind, object_id)
                 if current is None:
                     raise NotFound(f"no {kind} with id {object_id!r}; metadata not updated")
-                merged = merge_meta(current.meta, update)
+                merged = apply_update(current.meta, update)
                 version = current.version + 1
-                self._db.execute(
+                self._db.conn.execute(
                     "UPDATE objects SET meta = ?, version = ?, updated_ms = ? "
                     "WHERE kind = ? AND id = ?",
                     [dumps_meta(merged), version, now, kind, object_id],
@@ -322,22 +410,27 @@ class Store:
                 results.append(
                     StoredObject(kind, object_id, merged, version, current.created_ms, now)
                 )
-        return results
+            return results
+
+        return self._write(f"update metadata of {len(batch)} object(s)", op)
 
     def delete_object(self, kind: str, object_id: str) -> None:
         """Delete the object and all its files; `NotFound` if it does not exist."""
         _check_kind(kind)
         _check_id(kind, object_id)
-        with self._writing(f"delete {kind} {object_id!r}"):
+
+        def op() -> None:
             if self._fetch(kind, object_id) is None:
                 raise NotFound(f"no {kind} with id {object_id!r} to delete")
             key = [kind, object_id]
-            self._db.execute("DELETE FROM file_chunks WHERE kind = ? AND id = ?", key)
-            self._db.execute("DELETE FROM files WHERE kind = ? AND id = ?", key)
-            self._db.execute("DELETE FROM objects WHERE kind = ? AND id = ?", key)
+            self._db.conn.execute("DELETE FROM file_chunks WHERE kind = ? AND id = ?", key)
+            self._db.conn.execute("DELETE FROM files WHERE kind = ? AND id = ?", key)
+            self._db.conn.execute("DELETE FROM objects WHERE kind = ? AND id = ?", key)
+
+        self._write(f"delete {kind} {object_id!r}", op)
 
     def _fetch(self, kind: str, object_id: str) -> StoredObject | None:
-        row = self._db.execute(
+        row = self._db.conn.execute(
             "SELECT kind, id, meta, version, created_ms, updated_ms FROM objects "
             "WHERE kind = ? AND id = ?",
             [kind, object_id],
@@ -349,10 +442,13 @@ class Store:
     def create_file(self, kind: str, object_id: str, name: str) -> FileInfo:
         """Create an empty file; `InvalidTransition` if it exists, `NotFound` without object."""
         self._check_file_args(kind, object_id, name)
-        with self._writing(f"create file {name!r} of {kind} {object_id!r}"):
+
+        def op() -> FileInfo:
             if self._file_row(kind, object_id, name) is not None:
                 raise InvalidTransition(f"file {name!r} of {kind} {object_id!r} already exists")
             return self._insert_file(kind, object_id, name)
+
+        return self._write(f"create file {name!r} of {kind} {object_id!r}", op)
 
     def append_file(
         self, kind: str, object_id: str, name: str, data: bytes, *, create: bool = False
@@ -365,7 +461,11 @@ class Store:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidInput(f"data must be bytes, got {type(data).__name__}")
         data = bytes(data)
-        with self._writing(f"append to file {name!r} of {kind} {object_id!r}"):
+        pieces = [
+            data[at : at + self._chunk_bytes] for at in range(0, len(data), self._chunk_bytes)
+        ]
+
+        def op() -> FileInfo:
             row = self._file_row(kind, object_id, name)
             if row is None:
                 if not create:
@@ -376,9 +476,6 @@ class Store:
                 size, chunks, next_seq, created = row
             if not data:
                 return FileInfo(kind, object_id, name, size, chunks, created, created)
-            pieces = [
-                data[at : at + self._chunk_bytes] for at in range(0, len(data), self._chunk_bytes)
-            ]
             start = size
             rows = []
             for offset, piece in enumerate(pieces):
@@ -390,12 +487,14 @@ class Store:
                 rows,
             )
             now = self._now_ms()
-            self._db.execute(
+            self._db.conn.execute(
                 "UPDATE files SET size = ?, chunks = ?, next_seq = ?, updated_ms = ? "
                 "WHERE kind = ? AND id = ? AND name = ?",
                 [start, chunks + len(pieces), next_seq + len(pieces), now, kind, object_id, name],
             )
             return FileInfo(kind, object_id, name, start, chunks + len(pieces), created, now)
+
+        return self._write(f"append to file {name!r} of {kind} {object_id!r}", op)
 
     def read_file(
         self, kind: str, object_id: str, name: str, *, offset: int = 0, size: int | None = None
@@ -479,15 +578,20 @@ class Store:
         A missing file is `NotFound` unless `missing_ok=True`.
         """
         self._check_file_args(kind, object_id, name)
-        with self._writing(f"delete file {name!r} of {kind} {object_id!r}"):
+
+        def op() -> bool:
             if self._file_row(kind, object_id, name) is None:
                 if missing_ok:
                     return False
                 raise NotFound(f"{kind} {object_id!r} has no file {name!r} to delete")
             key = [kind, object_id, name]
-            self._db.execute("DELETE FROM file_chunks WHERE kind = ? AND id = ? AND name = ?", key)
-            self._db.execute("DELETE FROM files WHERE kind = ? AND id = ? AND name = ?", key)
+            self._db.conn.execute(
+                "DELETE FROM file_chunks WHERE kind = ? AND id = ? AND name = ?", key
+            )
+            self._db.conn.execute("DELETE FROM files WHERE kind = ? AND id = ? AND name = ?", key)
             return True
+
+        return self._write(f"delete file {name!r} of {kind} {object_id!r}", op)
 
     def _check_file_args(self, kind: str, object_id: str, name: str) -> None:
         _check_kind(kind)
@@ -495,7 +599,7 @@ class Store:
         _check_name(name)
 
     def _file_row(self, kind: str, object_id: str, name: str) -> tuple[int, int, int, int] | None:
-        return self._db.execute(
+        return self._db.conn.execute(
             "SELECT size, chunks, next_seq, created_ms FROM files "
             "WHERE kind = ? AND id = ? AND name = ?",
             [kind, object_id, name],

@@ -159,3 +159,19 @@ def test_close_stops_every_actor_gracefully(db_path, fake_clock: FakeClock) -> N
     rt.close()
     assert [actor.stopped_with for actor in actors] == [10] * 20
     assert not any(ref.is_alive() for ref in refs)
+
+
+def test_fake_clock_settles_every_runtime_attached_to_it(tmp_path, fake_clock: FakeClock) -> None:
+    config = RuntimeConfig(settle_timeout_s=10)
+    with (
+        Runtime.open(tmp_path / "a.db", clock=fake_clock, config=config) as rt_a,
+        Runtime.open(tmp_path / "b.db", clock=fake_clock, config=config) as rt_b,
+    ):
+        sink = rt_b.spawn(Counter, actor_id="sink")
+        relays = [rt_a.spawn(Relay, sink, actor_id=f"r{i}") for i in range(20)]
+        for here, nxt in itertools.pairwise(relays):
+            here.proxy().link(nxt).get()
+        fake_clock.call_later(1, lambda: relays[0].tell(19))
+        fake_clock.advance(1)
+        # The timer started a chain through runtime A that ends in runtime B.
+        assert sink.ask("get") == 1

@@ -1,0 +1,141 @@
+"""Store write path: one serialised connection against a connection per thread.
+
+The store serialises every write through one connection under a lock. The other
+common design gives each thread its own connection and lets SQLite's file lock (with a
+busy timeout) arbitrate. This script measures both on the same work, in the same run:
+8 threads each doing read-modify-write metadata updates of their own objects, and
+appends of small output pieces. It prints ops/s, errors, and the ratio
+store / per-thread-connections.
+
+    .venv/bin/python benchmarks/bench_store.py
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from runtime.clock import SystemClock
+from runtime.store import Store
+
+THREADS = 8
+UPDATES_PER_THREAD = 400
+APPENDS_PER_THREAD = 400
+PIECE = b'{"type":"token","text":"hello world"}\n' * 3
+
+_clock = SystemClock()
+
+
+def timed(fn: Callable[[], None]) -> float:
+    start = _clock.monotonic()
+    fn()
+    return _clock.monotonic() - start
+
+
+def run_threads(work: Callable[[int], None]) -> tuple[float, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def guarded(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(n,)) for n in range(THREADS)]
+
+    def go() -> None:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    return timed(go), errors
+
+
+def bench_store(folder: Path) -> tuple[float, float, int]:
+    store = Store.open(folder / "store.db")
+    for n in range(THREADS):
+        store.ensure_object("block", f"b{n}", {})
+
+    def updates(n: int) -> None:
+        for i in range(UPDATES_PER_THREAD):
+            store.update_meta("block", f"b{n}", {"session:line_count": i, f"k{i % 10}": i})
+
+    def appends(n: int) -> None:
+        for _ in range(APPENDS_PER_THREAD):
+            store.append_file("block", f"b{n}", "output", PIECE, create=True)
+
+    t_upd, e_upd = run_threads(updates)
+    t_app, e_app = run_threads(appends)
+    store.close()
+    return t_upd, t_app, len(e_upd) + len(e_app)
+
+
+def bench_per_thread_connections(folder: Path) -> tuple[float, float, int]:
+    path = folder / "raw.db"
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=wal")
+    setup.execute("CREATE TABLE objects (id TEXT PRIMARY KEY, meta TEXT, version INTEGER)")
+    setup.execute("CREATE TABLE chunks (id TEXT, seq INTEGER, data BLOB, PRIMARY KEY (id, seq))")
+    setup.executemany(
+        "INSERT INTO objects VALUES (?, '{}', 1)", [(f"b{n}",) for n in range(THREADS)]
+    )
+    setup.commit()
+    setup.close()
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    def updates(n: int) -> None:
+        conn = connect()
+        for i in range(UPDATES_PER_THREAD):
+            conn.execute("BEGIN IMMEDIATE")
+            meta, version = conn.execute(
+                "SELECT meta, version FROM objects WHERE id = ?", (f"b{n}",)
+            ).fetchone()
+            merged = json.loads(meta) | {"session:line_count": i, f"k{i % 10}": i}
+            conn.execute(
+                "UPDATE objects SET meta = ?, version = ? WHERE id = ?",
+                (json.dumps(merged), version + 1, f"b{n}"),
+            )
+            conn.execute("COMMIT")
+        conn.close()
+
+    def appends(n: int) -> None:
+        conn = connect()
+        for seq in range(APPENDS_PER_THREAD):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO chunks VALUES (?, ?, ?)", (f"b{n}", seq, PIECE))
+            conn.execute("COMMIT")
+        conn.close()
+
+    t_upd, e_upd = run_threads(updates)
+    t_app, e_app = run_threads(appends)
+    return t_upd, t_app, len(e_upd) + len(e_app)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        s_upd, s_app, s_err = bench_store(folder)
+        b_upd, b_app, b_err = bench_per_thread_connections(folder)
+    n_upd = THREADS * UPDATES_PER_THREAD
+    n_app = THREADS * APPENDS_PER_THREAD
+    rows = [
+        ("meta updates/s, 8 threads", n_upd / s_upd, n_upd / b_upd),
+        ("appends/s, 8 threads", n_app / s_app, n_app / b_app),
+    ]
+    print(f"{'figure':32} {'store':>12} {'per-thread':>12} {'ratio':>7}")
+    for name, value, baseline in rows:
+        print(f"{name:32} {value:12.0f} {baseline:12.0f} {value / baseline:7.2f}")
+    print(f"{'errors (locked, lost)':32} {s_err:12d} {b_err:12d}")
+
+
+if __name__ == "__main__":
+    main()
