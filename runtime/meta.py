@@ -16,6 +16,9 @@ _WILDCARD = ":*"
 def validate_update(update: object, *, where: str = "metadata update") -> dict[str, Any]:
     """Check that `update` is a mapping of str keys to JSON values; return a plain copy.
 
+    Values in the copy are as JSON keeps them (tuples become lists, dict keys become
+    strings), so what a merge returns is exactly what a later read gives back.
+
     A key ending in `":*"` (a prefix wildcard) takes `True` (delete the prefix) or
     `False` (do nothing); anything else there is refused.
     """
@@ -25,6 +28,7 @@ def validate_update(update: object, *, where: str = "metadata update") -> dict[s
     for key, value in update.items():
         if not isinstance(key, str) or not key:
             raise InvalidInput(f"{where}: keys must be non-empty strings, got {key!r}")
+        _check_text(key, f"{where}: key {key!r}")
         if key.endswith(_WILDCARD):
             if not isinstance(value, bool):
                 raise InvalidInput(
@@ -32,16 +36,32 @@ def validate_update(update: object, *, where: str = "metadata update") -> dict[s
                     f"{key[:-2]!r} key) or False, got {value!r}"
                 )
         elif value is not None:
-            _check_json(value, f"{where}: value of {key!r}")
+            value = _as_json(value, f"{where}: value of {key!r}")
         checked[key] = value
     return checked
 
 
-def _check_json(value: object, where: str) -> None:
+def _as_json(value: object, where: str) -> Any:
+    """The value as a JSON round trip gives it back; `InvalidInput` if it has none."""
+    if type(value) in (bool, int):
+        return value  # the common case, already exactly what JSON keeps
+    if type(value) is str:
+        _check_text(value, where)
+        return value
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise InvalidInput(f"{where} is not JSON-serialisable: {exc}") from None
+    return json.loads(text)
+
+
+def _check_text(text: str, where: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{where} is not valid Unicode text (lone surrogate)") from None
 
 
 def merge_meta(current: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

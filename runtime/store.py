@@ -3,9 +3,11 @@
 One `Store` wraps one SQLite database through sqlite-utils. Every call runs on one
 connection under one lock, so writes from many actor threads are serialised in the
 process: none is lost and none fails with "database is locked" (the busy timeout only
-matters when another process, such as the CLI, writes at the same moment). Each write
-is one transaction. The database runs in WAL mode, so readers in other processes do
-not block it.
+matters when another process, such as the CLI, writes at the same moment). Writes that
+arrive while another is committing are grouped into the next transaction, each in its
+own savepoint: one commit (one fsync) serves them all, and each caller still gets its
+own result or error, only after the commit that holds its change. The database runs
+in WAL mode, so readers in other processes do not block it.
 
     store = Store.open("app.db")
     store.ensure_object("block", "b1", {"view": "agent"})
@@ -70,6 +72,11 @@ def _check_id(kind: str, object_id: object) -> str:
         raise InvalidInput(f"{kind} id must be a non-empty str of at most {_MAX_ID} characters")
     if "\x00" in object_id:
         raise InvalidInput(f"{kind} id {object_id!r} contains a NUL character")
+    if not object_id.isascii():
+        try:
+            object_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{kind} id {object_id!r} is not valid Unicode text") from None
     return object_id
 
 
@@ -391,6 +398,7 @@ class Store:
             for kind, oid, update in updates
         ]
         if not batch:
+            self._ensure_open()
             return []
 
         def op() -> list[StoredObject]:
@@ -471,11 +479,11 @@ class Store:
                 if not create:
                     raise NotFound(f"{kind} {object_id!r} has no file {name!r}")
                 info = self._insert_file(kind, object_id, name)
-                size, chunks, next_seq, created = 0, 0, 0, info.created_ms
+                size, chunks, next_seq, created, updated = 0, 0, 0, info.created_ms, info.updated_ms
             else:
-                size, chunks, next_seq, created = row
+                size, chunks, next_seq, created, updated = row
             if not data:
-                return FileInfo(kind, object_id, name, size, chunks, created, created)
+                return FileInfo(kind, object_id, name, size, chunks, created, updated)
             start = size
             rows = []
             for offset, piece in enumerate(pieces):
@@ -518,17 +526,22 @@ class Store:
         The lock is released between pages of chunks, so a long read does not stall
         writers; bytes appended while iterating may or may not be included.
         """
-        for _start, piece in self._iter_chunks(kind, object_id, name, 0, None):
-            yield piece
+        return (piece for _start, piece in self._iter_chunks(kind, object_id, name, 0, None))
 
     def _iter_chunks(
         self, kind: str, object_id: str, name: str, lo: int, hi: int | None
     ) -> Iterator[tuple[int, bytes]]:
+        """Check the file exists (now, not on first iteration), then page its chunks."""
         self._check_file_args(kind, object_id, name)
         what = f"read file {name!r} of {kind} {object_id!r}"
         with self._reading(what):
             if self._file_row(kind, object_id, name) is None:
                 raise NotFound(f"{kind} {object_id!r} has no file {name!r}")
+        return self._page_chunks(kind, object_id, name, lo, hi, what)
+
+    def _page_chunks(
+        self, kind: str, object_id: str, name: str, lo: int, hi: int | None, what: str
+    ) -> Iterator[tuple[int, bytes]]:
         after = -1
         while True:
             with self._reading(what):
@@ -598,9 +611,11 @@ class Store:
         _check_id(kind, object_id)
         _check_name(name)
 
-    def _file_row(self, kind: str, object_id: str, name: str) -> tuple[int, int, int, int] | None:
+    def _file_row(
+        self, kind: str, object_id: str, name: str
+    ) -> tuple[int, int, int, int, int] | None:
         return self._db.conn.execute(
-            "SELECT size, chunks, next_seq, created_ms FROM files "
+            "SELECT size, chunks, next_seq, created_ms, updated_ms FROM files "
             "WHERE kind = ? AND id = ? AND name = ?",
             [kind, object_id, name],
         ).fetchone()
