@@ -50,13 +50,15 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import pykka
 from pykka import ActorDeadError, ActorRef
 from pykka._envelope import Envelope
 from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
+
+from runtime.errors import GreenroomError, InvalidTransition
 
 if TYPE_CHECKING:
     from runtime.activity import ActivityTracker
@@ -65,9 +67,16 @@ if TYPE_CHECKING:
     from runtime.metrics import Metrics
     from runtime.store import Store
 
-__all__ = ["ActorContext", "GreenroomActor", "GreenroomActorRef"]
+__all__ = ["ActorContext", "GreenroomActor", "GreenroomActorRef", "current_actor"]
 
 log = logging.getLogger("greenroom.actors")
+
+_local = threading.local()
+
+
+def current_actor() -> GreenroomActor | None:
+    """The actor whose handler is running on this thread, or `None` outside actors."""
+    return getattr(_local, "actor", None)
 
 
 @attrs.frozen
@@ -93,30 +102,38 @@ def describe_message(message: Any) -> str:
     return type(message).__name__
 
 
+def _dead(name: str) -> ActorDeadError:
+    return ActorDeadError(f"actor {name} is stopped; the message was not delivered")
+
+
 class _TrackedInbox:
     """An inbox that counts every queued message for settle and closes on stop.
 
-    Once closed (the actor has stopped), a message put is answered as a dead letter
-    at once instead of waiting forever in a queue nobody reads.
+    Once closed (the actor has stopped), `put` refuses the message: it is answered
+    with `ActorDeadError` and counted as a dead letter, instead of waiting forever in a
+    queue nobody reads. The inbox holds no reference to its actor, so a ref kept by a
+    host does not keep a stopped actor's state alive.
     """
 
-    __slots__ = ("_actor", "_closed", "_lock", "_name", "_queue", "_tracker")
+    __slots__ = ("_closed", "_lock", "_metrics", "_name", "_queue", "_tracker")
 
-    def __init__(self, actor: GreenroomActor) -> None:
-        self._actor = actor
-        self._name = actor.name
-        self._tracker = actor.ctx.tracker
+    def __init__(self, name: str, tracker: ActivityTracker, metrics: Metrics) -> None:
+        self._name = name
+        self._tracker = tracker
+        self._metrics = metrics
         self._queue: queue.SimpleQueue[Envelope[Any]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
 
-    def put(self, envelope: Envelope[Any], /) -> None:
+    def put(self, envelope: Envelope[Any], /) -> bool:
+        """Queue the envelope; `False` (after answering it as dead) once closed."""
         with self._lock:
             if not self._closed:
                 self._tracker.enter(self._name)
                 self._queue.put(envelope)
-                return
-        self._actor._dead_letter(envelope)
+                return True
+        self.dead_letter(envelope)
+        return False
 
     def get(self) -> Envelope[Any]:
         return self._queue.get()
@@ -135,27 +152,56 @@ class _TrackedInbox:
                 except queue.Empty:
                     return drained
 
+    def dead_letter(self, envelope: Envelope[Any]) -> None:
+        """Answer a message the actor will never handle, and count it (stops excepted)."""
+        # Asking a stopped actor to stop loses nothing: it is not counted or logged, but
+        # still answered ActorDeadError, so pykka's stop() reports False as usual.
+        if not isinstance(envelope.message, _ActorStop):
+            self._metrics.incr("dead_letters")
+            log.warning(
+                "actor %s is stopped; %s was not delivered (ActorDeadError)",
+                self._name,
+                describe_message(envelope.message),
+            )
+        if envelope.reply_to is not None:
+            error = _dead(self._name)
+            envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+
 
 class GreenroomActorRef(ActorRef[Any]):
-    """pykka's `ActorRef`, plus the actor's kind and id, counting dead letters."""
+    """pykka's `ActorRef`, plus the actor's kind and id; counts dead letters once."""
+
+    actor_inbox: _TrackedInbox
 
     def __init__(self, actor: GreenroomActor) -> None:
         super().__init__(actor)
         self.kind = actor.ctx.kind
         self.actor_id = actor.ctx.actor_id
+        self._name = actor.name
         self._metrics = actor.ctx.metrics
 
     def tell(self, message: Any) -> None:
         """Send without waiting; `ActorDeadError` (counted) if the actor has stopped."""
         if not self.is_alive():
             self._metrics.incr("dead_letters")
-        super().tell(message)
+            raise _dead(self._name)
+        if not self.actor_inbox.put(Envelope(message)):
+            raise _dead(self._name)
 
     def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any:
-        """Send and get the reply (or a future with `block=False`); see pykka."""
-        if not self.is_alive():
-            self._metrics.incr("dead_letters")
-        return super().ask(message, block=block, timeout=timeout)
+        """Send and get the reply (or a future with `block=False`); see pykka.
+
+        To a stopped actor the reply is `ActorDeadError` (counted as a dead letter).
+        """
+        future = self.actor_class._create_future()
+        envelope = Envelope(message, reply_to=future)
+        if self.is_alive():
+            self.actor_inbox.put(envelope)
+        else:
+            self.actor_inbox.dead_letter(envelope)
+        if block:
+            return future.get(timeout=timeout)
+        return future
 
     def __repr__(self) -> str:
         return f"<GreenroomActorRef {self.kind}:{self.actor_id}>"
@@ -177,6 +223,8 @@ class GreenroomActor(pykka.Actor):
     use_daemon_thread: ClassVar[bool] = True
     """Threads are daemons so a forgotten runtime cannot hang interpreter exit."""
 
+    actor_ref: GreenroomActorRef  # type: ignore[assignment]
+
     def __init__(self, ctx: ActorContext) -> None:
         self.ctx = ctx
         self.name = f"{ctx.kind}:{ctx.actor_id}"
@@ -188,21 +236,28 @@ class GreenroomActor(pykka.Actor):
     # pykka's hooks for new execution models ------------------------------------------
 
     def _create_actor_inbox(self) -> _TrackedInbox:  # type: ignore[override]
-        return _TrackedInbox(self)
+        return _TrackedInbox(self.name, self.ctx.tracker, self.ctx.metrics)
 
     @staticmethod
     def _create_future() -> pykka.Future[Any]:
         return pykka.ThreadingFuture()
 
     @classmethod
-    def start(cls, *args: Any, **kwargs: Any) -> ActorRef[Self]:
+    def start(cls, *args: Any, **kwargs: Any) -> GreenroomActorRef:
         """Create and start the actor; use `Runtime.spawn` rather than calling this.
 
         Unlike pykka, the actor is not put in pykka's global `ActorRegistry` (a list
-        with O(N) removal): the runtime keeps its own lookup by kind and id.
+        with O(N) removal): the runtime keeps its own lookup by kind and id. Start-up
+        (`on_start`) counts as work in progress, so a settle waits for it.
         """
         actor = cls(*args, **kwargs)
-        actor._start_actor_loop()
+        tracker = actor.ctx.tracker
+        tracker.enter(actor.name)
+        try:
+            actor._start_actor_loop()
+        except BaseException:
+            tracker.leave(actor.name, handled=False)
+            raise
         return actor.actor_ref
 
     def _start_actor_loop(self) -> None:
@@ -214,15 +269,20 @@ class GreenroomActor(pykka.Actor):
     # the loop --------------------------------------------------------------------------
 
     def _actor_loop(self) -> None:
-        if self._run_on_start():
-            tracker = self.ctx.tracker
-            while not self.actor_stopped.is_set():
+        _local.actor = self
+        tracker = self.ctx.tracker
+        try:
+            started = self._run_on_start()
+            tracker.leave(self.name)  # start-up is done
+            while started and not self.actor_stopped.is_set():
                 envelope = self.actor_inbox.get()
                 try:
                     self._handle_envelope(envelope)
                 finally:
                     tracker.leave(self.name)
-        self._teardown()
+        finally:
+            self._teardown()
+            _local.actor = None
 
     def _run_on_start(self) -> bool:
         try:
@@ -236,7 +296,7 @@ class GreenroomActor(pykka.Actor):
                 self.name,
                 type(self).__name__,
                 exc_info=exc_info,
-                extra={"actor_kind": self.ctx.kind, "actor_id": self.ctx.actor_id},
+                extra=self._log_extra(),
             )
             self._call_on_failure(exc_info)
             self.actor_stopped.set()
@@ -258,16 +318,27 @@ class GreenroomActor(pykka.Actor):
             result = self._handle_receive(message)
         except Exception:
             if reply_to is not None:
-                self.ctx.metrics.incr("ask_errors")
+                self._report_ask_error(message, sys.exc_info())
                 reply_to.set_exception()
             else:
                 self._report_failure(message, sys.exc_info())
         except BaseException:
             # KeyboardInterrupt, SystemExit and the like: stop this actor (not every
             # actor of the process, as pykka would), keeping the asker informed.
-            log.critical("actor %s stopping on %r", self.name, sys.exc_info()[1])
+            exc_info = sys.exc_info()
+            self.ctx.metrics.incr("actor_failures")
+            log.critical(
+                "actor %s (%s) stops: %s while handling %s",
+                self.name,
+                type(self).__name__,
+                type(exc_info[1]).__name__,
+                describe_message(message),
+                exc_info=exc_info,
+                extra=self._log_extra(),
+            )
             if reply_to is not None:
-                reply_to.set_exception()
+                reply_to.set_exception(exc_info)
+            self._call_on_failure(exc_info)
             self._stop()
         else:
             if reply_to is not None:
@@ -281,16 +352,35 @@ class GreenroomActor(pykka.Actor):
             type(self).__name__,
             describe_message(message),
             exc_info=exc_info,
-            extra={"actor_kind": self.ctx.kind, "actor_id": self.ctx.actor_id},
+            extra=self._log_extra(),
         )
         self._call_on_failure(exc_info)
+
+    def _report_ask_error(self, message: Any, exc_info: Any) -> None:
+        # The asker gets the exception; still log it, since a proxy call whose future
+        # nobody reads would otherwise fail in silence. Greenroom's own errors are
+        # answers (NotFound, InvalidInput, ...), so they get a quieter line.
+        self.ctx.metrics.incr("ask_errors")
+        error = exc_info[1]
+        expected = isinstance(error, GreenroomError)
+        log.log(
+            logging.INFO if expected else logging.WARNING,
+            "actor %s (%s) answered %s with %s: %s",
+            self.name,
+            type(self).__name__,
+            describe_message(message),
+            type(error).__name__,
+            error,
+            exc_info=None if expected else exc_info,
+            extra=self._log_extra(),
+        )
 
     def _call_on_failure(self, exc_info: Any) -> None:
         try:
             self.on_failure(*exc_info)
         except Exception:
             self.ctx.metrics.incr("actor_failures")
-            log.exception("on_failure of actor %s raised", self.name)
+            log.exception("on_failure of actor %s raised", self.name, extra=self._log_extra())
 
     def _stop(self) -> None:
         """Stop handling messages: cancel timers, then run `on_stop`."""
@@ -300,19 +390,20 @@ class GreenroomActor(pykka.Actor):
         self._cancel_timers()
         try:
             self.on_stop()
-        except Exception:
+        except BaseException:
             self.ctx.metrics.incr("actor_failures")
-            log.exception("on_stop of actor %s raised", self.name)
+            log.exception("on_stop of actor %s raised", self.name, extra=self._log_extra())
 
     def _teardown(self) -> None:
+        self.actor_stopped.set()
+        self._cancel_timers()
         tracker = self.ctx.tracker
         for envelope in self.actor_inbox.close():
             try:
-                if isinstance(envelope.message, _ActorStop):
-                    if envelope.reply_to is not None:
-                        self._stop_replies.append(envelope.reply_to)
+                if isinstance(envelope.message, _ActorStop) and envelope.reply_to is not None:
+                    self._stop_replies.append(envelope.reply_to)
                 else:
-                    self._dead_letter(envelope)
+                    self.actor_inbox.dead_letter(envelope)
             finally:
                 tracker.leave(self.name, handled=False)
         try:
@@ -322,36 +413,14 @@ class GreenroomActor(pykka.Actor):
                 reply.set(None)
             self._stop_replies.clear()
 
-    def _dead_letter(self, envelope: Envelope[Any]) -> None:
-        """Answer a message the actor will never handle, and count it."""
-        self.ctx.metrics.incr("dead_letters")
-        if isinstance(envelope.message, _ActorStop):
-            if envelope.reply_to is not None:
-                envelope.reply_to.set(None)
-            return
-        log.warning(
-            "actor %s stopped before handling %s; answered with ActorDeadError",
-            self.name,
-            describe_message(envelope.message),
-        )
-        if envelope.reply_to is not None:
-            error = ActorDeadError(f"{self.name} stopped before handling the message")
-            envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+    def _log_extra(self) -> dict[str, str]:
+        return {"actor_kind": self.ctx.kind, "actor_id": self.ctx.actor_id}
 
     # timers ------------------------------------------------------------------------------
 
     def schedule_once(self, delay_s: float, message: Any) -> TimerHandle:
         """Tell this actor `message` after `delay_s` seconds of the runtime clock."""
-        holder: list[TimerHandle] = []
-
-        def fire() -> None:
-            self._timers.discard(holder[0])
-            self._tell_self(message)
-
-        handle = self.ctx.clock.call_later(delay_s, fire)
-        holder.append(handle)
-        self._timers.add(handle)
-        return handle
+        return self._keep(self.ctx.clock.call_later(delay_s, lambda: self._tell_self(message)))
 
     def schedule_every(
         self, interval_s: float, message: Any, *, first_after_s: float | None = None
@@ -360,6 +429,15 @@ class GreenroomActor(pykka.Actor):
         handle = self.ctx.clock.call_every(
             interval_s, lambda: self._tell_self(message), first_after_s=first_after_s
         )
+        return self._keep(handle)
+
+    def _keep(self, handle: TimerHandle) -> TimerHandle:
+        if self.actor_stopped.is_set():
+            handle.cancel()
+            raise InvalidTransition(f"actor {self.name} is stopped; it schedules no timers")
+        if len(self._timers) >= 64:
+            # Fired one-shots and cancelled timers need no cancelling at stop.
+            self._timers = {timer for timer in self._timers if timer.active}
         self._timers.add(handle)
         return handle
 
@@ -370,7 +448,7 @@ class GreenroomActor(pykka.Actor):
             log.debug("timer message for stopped actor %s dropped (counted)", self.name)
 
     def _cancel_timers(self) -> None:
-        for handle in list(self._timers):
+        for handle in self._timers:
             handle.cancel()
         self._timers.clear()
 

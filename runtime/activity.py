@@ -16,11 +16,12 @@ class ActivityTracker:
     zero while a chain of messages is still moving.
     """
 
-    __slots__ = ("_by_actor", "_cond", "_handled", "_pending")
+    __slots__ = ("_by_actor", "_cond", "_entered", "_handled", "_pending")
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._pending = 0
+        self._entered = 0
         self._handled = 0
         self._by_actor: dict[str, int] = {}
 
@@ -28,6 +29,7 @@ class ActivityTracker:
         """Record one message queued for the actor `name`."""
         with self._cond:
             self._pending += 1
+            self._entered += 1
             self._by_actor[name] = self._by_actor.get(name, 0) + 1
 
     def leave(self, name: str, *, handled: bool = True) -> None:
@@ -62,6 +64,11 @@ class ActivityTracker:
     def pending(self) -> int:
         """Messages queued or in hand across all actors."""
         return self._pending
+
+    @property
+    def entered(self) -> int:
+        """Messages ever queued: a settle compares it before and after to spot new work."""
+        return self._entered
 
     @property
     def handled(self) -> int:

@@ -32,6 +32,7 @@ __all__ = ["Clock", "FakeClock", "Quiescent", "SystemClock", "TimerHandle"]
 log = logging.getLogger("greenroom.clock")
 
 _NS = 1_000_000_000
+_MAX_WAIT_S = 3600.0
 
 
 @runtime_checkable
@@ -44,29 +45,48 @@ class Quiescent(Protocol):
 
     def busy(self) -> dict[str, int]: ...
 
+    @property
+    def entered(self) -> int:
+        """How many messages were ever queued: changes whenever there is new work."""
+        ...
+
 
 class TimerHandle:
     """A scheduled callback; `cancel()` stops it from firing (again)."""
 
-    __slots__ = ("_cancelled", "_fn", "_interval_ns", "_seq", "due_ns")
+    __slots__ = ("_cancelled", "_fired", "_fn", "_interval_ns", "_queue", "_seq", "due_ns")
 
     def __init__(
-        self, due_ns: int, interval_ns: int | None, fn: Callable[[], object], seq: int
+        self,
+        due_ns: int,
+        interval_ns: int | None,
+        fn: Callable[[], object],
+        seq: int,
+        queue: _TimerQueue,
     ) -> None:
         self.due_ns = due_ns
         self._interval_ns = interval_ns
         self._fn = fn
         self._seq = seq
+        self._queue = queue
+        self._fired = False
         self._cancelled = False
 
     def cancel(self) -> None:
         """Stop the timer; harmless to call more than once or after it fired."""
-        self._cancelled = True
+        if not self._cancelled:
+            self._cancelled = True
+            self._queue.note_cancelled()
 
     @property
     def cancelled(self) -> bool:
         """Whether `cancel()` was called."""
         return self._cancelled
+
+    @property
+    def active(self) -> bool:
+        """Whether the timer may still fire: not cancelled, and not a one-shot that fired."""
+        return not self.cancelled and not (self._fired and self._interval_ns is None)
 
     @property
     def periodic(self) -> bool:
@@ -77,7 +97,7 @@ class TimerHandle:
         return (self.due_ns, self._seq) < (other.due_ns, other._seq)
 
     def __repr__(self) -> str:
-        state = "cancelled" if self._cancelled else f"due at {self.due_ns / _NS:.3f} s"
+        state = "cancelled" if self.cancelled else f"due at {self.due_ns / _NS:.3f} s"
         kind = "periodic" if self.periodic else "once"
         return f"<TimerHandle {kind} {state} {getattr(self._fn, '__qualname__', self._fn)!r}>"
 
@@ -115,21 +135,42 @@ def _to_ns(seconds: float, what: str, *, allow_zero: bool = True) -> int:
 
 
 class _TimerQueue:
-    """A heap of timers ordered by due time (then by scheduling order)."""
+    """A heap of timers ordered by due time (then by scheduling order).
+
+    Not thread-safe: each clock guards its queue with its own lock.
+    """
+
+    _PURGE_MIN = 64
 
     def __init__(self) -> None:
         self._heap: list[TimerHandle] = []
         self._seq = itertools.count()
+        self._cancelled = 0
 
-    def add(self, now_ns: int, delay_ns: int, interval_ns: int | None, fn: Callable[[], object]):
+    def add(
+        self, now_ns: int, delay_ns: int, interval_ns: int | None, fn: Callable[[], object]
+    ) -> TimerHandle:
         if not callable(fn):
             raise InvalidInput(f"timer callback must be callable, got {fn!r}")
-        timer = TimerHandle(now_ns + delay_ns, interval_ns, fn, next(self._seq))
+        self.purge()
+        timer = TimerHandle(now_ns + delay_ns, interval_ns, fn, next(self._seq), self)
         heapq.heappush(self._heap, timer)
         return timer
 
+    def note_cancelled(self) -> None:
+        # Called without the clock's lock: the count is only a hint for purging.
+        self._cancelled += 1
+
+    def purge(self) -> None:
+        """Drop cancelled timers once they are most of the heap (they hold closures)."""
+        if self._cancelled > self._PURGE_MIN and self._cancelled * 2 > len(self._heap):
+            self._heap = [timer for timer in self._heap if not timer.cancelled]
+            heapq.heapify(self._heap)
+            self._cancelled = 0
+
     def pop_due(self, until_ns: int) -> TimerHandle | None:
         """Remove and return the earliest live timer due at or before `until_ns`."""
+        self.purge()
         while self._heap:
             head = self._heap[0]
             if head.cancelled:
@@ -137,7 +178,9 @@ class _TimerQueue:
                 continue
             if head.due_ns > until_ns:
                 return None
-            return heapq.heappop(self._heap)
+            timer = heapq.heappop(self._heap)
+            timer._fired = True
+            return timer
         return None
 
     def next_due(self) -> int | None:
@@ -145,12 +188,21 @@ class _TimerQueue:
             heapq.heappop(self._heap)
         return self._heap[0].due_ns if self._heap else None
 
-    def reschedule(self, timer: TimerHandle) -> None:
-        """Put a periodic timer back for its next firing, unless it was cancelled."""
-        if timer._interval_ns is not None and not timer.cancelled:
-            timer.due_ns += timer._interval_ns
-            timer._seq = next(self._seq)
-            heapq.heappush(self._heap, timer)
+    def reschedule(self, timer: TimerHandle, *, not_before_ns: int | None = None) -> None:
+        """Put a periodic timer back for its next firing, unless it was cancelled.
+
+        With `not_before_ns`, firings that are already in the past are skipped (the
+        real clock does this after a slow callback, rather than firing in a burst).
+        """
+        interval = timer._interval_ns
+        if interval is None or timer.cancelled:
+            return
+        due = timer.due_ns + interval
+        if not_before_ns is not None and due < not_before_ns:
+            due += -(-(not_before_ns - due) // interval) * interval
+        timer.due_ns = due
+        timer._seq = next(self._seq)
+        heapq.heappush(self._heap, timer)
 
     def live_count(self) -> int:
         return sum(1 for timer in self._heap if not timer.cancelled)
@@ -214,13 +266,16 @@ class SystemClock:
                     if timer is not None:
                         break
                     due = self._timers.next_due()
-                    self._cond.wait(None if due is None else (due - now) / _NS)
+                    # Capped so a far-off timer cannot overflow the wait.
+                    wait = _MAX_WAIT_S if due is None else min((due - now) / _NS, _MAX_WAIT_S)
+                    self._cond.wait(wait)
             try:
                 timer._fn()
-            except Exception:
+            except BaseException:
+                # The one timer thread serves every timer: it must not die.
                 log.exception("timer callback %r raised; the timer thread goes on", timer._fn)
             with self._cond:
-                self._timers.reschedule(timer)
+                self._timers.reschedule(timer, not_before_ns=time.monotonic_ns())
 
     def close(self) -> None:
         """Cancel every timer and stop the timer thread (joins it)."""
@@ -338,12 +393,18 @@ class FakeClock:
             self._advancing.release()
 
     def settle(self, timeout: float | None = None) -> None:
-        """Wait until every attached runtime is idle; `SettleTimeout` after `timeout` s."""
+        """Wait until every attached runtime is idle; `SettleTimeout` after `timeout` s.
+
+        Returns only after a pass that found every runtime idle with no new message
+        queued anywhere since the pass began, so work one runtime hands to another
+        cannot slip between the checks.
+        """
         limit = self.settle_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + limit
         while True:
             with self._lock:
                 participants = list(self._attached)
+            marks = [participant.entered for participant in participants]
             waited = False
             for participant in participants:
                 if participant.is_idle():
@@ -355,7 +416,7 @@ class FakeClock:
                     for other in participants:
                         busy.update(other.busy())
                     raise SettleTimeout(limit, busy)
-            if not waited:
+            if not waited and marks == [participant.entered for participant in participants]:
                 return
 
     def __repr__(self) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from actors.base import ActorContext, GreenroomActor, GreenroomActorRef
+from actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
 from runtime.activity import ActivityTracker
 from runtime.clock import Clock, SystemClock
 from runtime.config import RuntimeConfig
@@ -65,8 +65,10 @@ class Runtime:
         self._lock = threading.Condition(threading.Lock())
         self._actors: dict[str, dict[str, GreenroomActorRef | None]] = defaultdict(dict)
         self._alive = 0
+        self._starting = 0
         self._stopping: set[tuple[str, str]] = set()
         self._closed = False
+        self._close_done = threading.Event()
         attach = getattr(clock, "attach", None)
         if attach is not None:
             attach(self._tracker)
@@ -163,6 +165,7 @@ class Runtime:
                 raise InvalidTransition(f"a {kind} actor with id {actor_id!r} is already running")
             self._actors[kind][actor_id] = None  # reserved while it starts
             self._alive += 1
+            self._starting += 1  # close() waits for this, so it never misses an actor
         ctx = ActorContext(
             kind=kind,
             actor_id=actor_id,
@@ -178,12 +181,19 @@ class Runtime:
         except BaseException:
             with self._lock:
                 self._remove(kind, actor_id)
+                self._started_one()
             raise
         with self._lock:
-            if kind in self._actors and actor_id in self._actors[kind]:
-                self._actors[kind][actor_id] = ref  # type: ignore[assignment]
+            if actor_id in self._actors.get(kind, ()):
+                self._actors[kind][actor_id] = ref
+            self._started_one()
         self._metrics.incr("actors_started")
-        return ref  # type: ignore[return-value]
+        return ref
+
+    def _started_one(self) -> None:
+        self._starting -= 1
+        if not self._starting:
+            self._lock.notify_all()
 
     def get_actor(self, kind: str, actor_id: str) -> GreenroomActorRef:
         """The running actor (kind, id); `NotFound` when there is none."""
@@ -225,8 +235,10 @@ class Runtime:
 
         Works with any clock (it waits in real time). Raises `SettleTimeout`, naming
         the busy actors, after `timeout` seconds (default `config.settle_timeout_s`).
+        Refused (`InvalidTransition`) inside a handler, which would wait for itself.
         """
         self._check_open()
+        self._refuse_inside_actor("settle()")
         limit = self._config.settle_timeout_s if timeout is None else timeout
         if not self._tracker.wait_idle(limit):
             raise SettleTimeout(limit, self._tracker.busy())
@@ -265,10 +277,14 @@ class Runtime:
         handles what was queued before its stop and runs `on_stop`. Actors still
         running after `config.stop_timeout_s` are logged and abandoned.
         """
+        self._refuse_inside_actor("close()")
         with self._lock:
-            if self._closed:
-                return
+            first = not self._closed
             self._closed = True
+        if not first:
+            # A second caller returns only once the first has finished closing.
+            self._close_done.wait()
+            return
         _open_runtimes.discard(self)
         try:
             self._stop_actors()
@@ -278,11 +294,24 @@ class Runtime:
                 detach(self._tracker)
             if self._owns_clock:
                 self._clock.close()  # type: ignore[attr-defined]
-            self._store.close()
-            log.info("runtime on %r closed", self._store.path)
+            try:
+                self._store.close()
+            finally:
+                self._close_done.set()
+                log.info("runtime on %r closed", self._store.path)
+
+    def _refuse_inside_actor(self, what: str) -> None:
+        actor = current_actor()
+        if actor is not None and actor.ctx.tracker is self._tracker:
+            raise InvalidTransition(
+                f"{what} was called from a handler of actor {actor.name}; it would wait for "
+                "that handler to finish. Call it from the host's own thread."
+            )
 
     def _stop_actors(self) -> None:
         with self._lock:
+            # Spawns under way finish first, so no actor is missed.
+            self._lock.wait_for(lambda: not self._starting, timeout=self._config.stop_timeout_s)
             refs = [ref for by_id in self._actors.values() for ref in by_id.values() if ref]
         groups: dict[int, list[GreenroomActorRef]] = defaultdict(list)
         for ref in refs:

@@ -69,7 +69,11 @@ def _check_kind(kind: object) -> str:
 
 def _check_id(kind: str, object_id: object) -> str:
     if not isinstance(object_id, str) or not object_id or len(object_id) > _MAX_ID:
-        raise InvalidInput(f"{kind} id must be a non-empty str of at most {_MAX_ID} characters")
+        shown = repr(object_id) if len(repr(object_id)) <= 80 else repr(object_id)[:77] + "..."
+        raise InvalidInput(
+            f"{kind} id must be a non-empty str of at most {_MAX_ID} characters, got {shown}"
+            + (f" ({len(object_id)} characters)" if isinstance(object_id, str) else "")
+        )
     if "\x00" in object_id:
         raise InvalidInput(f"{kind} id {object_id!r} contains a NUL character")
     if not object_id.isascii():
@@ -285,7 +289,10 @@ class Store:
             for slot in batch:
                 if slot.error is None:
                     slot.value = None
-                    slot.error = self._translate(exc, slot.what)
+                    slot.error = StorageError(
+                        f"could not {slot.what} in store {self._path!r}: the transaction it "
+                        f"shared with other writes failed and was rolled back ({exc})"
+                    )
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -394,7 +401,11 @@ class Store:
         malformed update raises and leaves every object as it was.
         """
         batch = [
-            (_check_kind(kind), _check_id(kind, oid), validate_update(update))
+            (
+                _check_kind(kind),
+                _check_id(kind, oid),
+                validate_update(update, where=f"metadata update of {kind} {oid!r}"),
+            )
             for kind, oid, update in updates
         ]
         if not batch:
