@@ -26,14 +26,20 @@ What the base adds to pykka's contract:
   Here the failure is logged through `logging` (logger `greenroom.actors`, naming the
   actor's kind and id and the message), counted in `Runtime.metrics()` as
   `actor_failures`, passed to `on_failure`, and the actor goes on with its next
-  message. An `ask` whose handler raises hands the exception to the asker instead.
-  Only a failure in `on_start` stops the actor.
+  message. An `ask` (or proxy call) whose handler raises hands the exception to the
+  asker instead; it is still logged (INFO for greenroom's own errors, which are
+  answers such as `NotFound`; WARNING with the traceback for anything else, so a proxy
+  call whose future nobody reads does not fail in silence) and counted as
+  `ask_errors`. Only a failure in `on_start` stops the actor.
 * **Dead letters are counted.** A message to a stopped actor raises `ActorDeadError`
   to the sender (a tell) or through the future (an ask); one that was still queued
   when the actor stopped is answered with `ActorDeadError` and logged. Both count as
   `dead_letters`.
 * **Timers that die with the actor.** `schedule_once` and `schedule_every` send the
-  actor a message on the runtime clock, and are cancelled when it stops.
+  actor a message on the runtime clock, and are cancelled when it stops (scheduling
+  from `on_stop` is refused).
+* **`current_actor()`** tells whether code runs inside a handler; the runtime uses it
+  to refuse `close()` and `settle()` there, since both would wait for that handler.
 
 **The rule for handlers: never block.** A handler must not wait on another actor's
 future (`.get()`), sleep, or wait on a lock held elsewhere: it sends messages and

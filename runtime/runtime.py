@@ -246,7 +246,8 @@ class Runtime:
     def metrics(self) -> dict[str, int]:
         """A plain dict of counters and gauges.
 
-        Counters: `actors_started`, `actors_stopped`, `actor_failures` (a tell whose
+        Counters: `actors_started`, `actors_stopped`, `actors_abandoned` (still running
+        when `close()` gave up on them), `actor_failures` (a tell whose
         handler raised, or a failing `on_start` / `on_stop` / `on_failure`),
         `actor_start_failures`, `ask_errors` (an ask whose handler raised; the asker got
         the exception), `dead_letters` (messages to stopped actors), `messages_handled`,
@@ -256,6 +257,7 @@ class Runtime:
         counters = {
             "actors_started": 0,
             "actors_stopped": 0,
+            "actors_abandoned": 0,
             "actor_failures": 0,
             "actor_start_failures": 0,
             "ask_errors": 0,
