@@ -18,6 +18,13 @@ an `ActorContext` (its kind and id, the clock, the store, the config, the metric
     ref = rt.spawn(Counter, actor_id="c1")
     ref.proxy().add(2).get()  # 2
 
+Actors own no thread. They run on the runtime's `Dispatcher`, a few worker threads
+shared by every actor (`RuntimeConfig.dispatcher_threads`), a turn of at most
+`dispatcher_throughput` messages at a time; see `actors.dispatcher` for how one actor
+never runs on two threads at once and why its state needs no lock anyway. pykka's
+contract holds as with `ThreadingActor`: `tell`, `ask`, `proxy()`, futures,
+`on_start` / `on_stop` / `on_failure`, messages in order per sender, one at a time.
+
 What the base adds to pykka's contract:
 
 * **Settle.** Every message queued is counted until handled, so `Runtime.settle()`
@@ -42,17 +49,22 @@ What the base adds to pykka's contract:
   to refuse `close()` and `settle()` there, since both would wait for that handler.
 
 **The rule for handlers: never block.** A handler must not wait on another actor's
-future (`.get()`), sleep, or wait on a lock held elsewhere: it sends messages and
-returns. Reply to an `ask` by returning a value. This keeps the execution model free to
-run many actors on a few shared threads instead of one thread each; a handler that
-blocks there would hold a thread that every other actor needs, and two actors asking
-each other would deadlock.
+future, sleep, or wait on a lock held elsewhere: it sends messages and returns. Reply
+to an `ask` by returning a value. A handler holds one of the few shared threads that
+every other actor needs, and two actors asking each other would deadlock the pool. So:
+
+* `future.get()` on an unresolved future inside a handler raises `InvalidTransition`
+  (use `ref.tell`, or `ref.stop(block=False)`, and let answers come back as messages);
+* a handler running longer than `RuntimeConfig.slow_handler_warning_s` (100 ms) logs a
+  warning naming the actor and the message type, counted as `slow_handlers`;
+* work that must block goes to `run_blocking(fn, ..., then=callback)`: it runs on a
+  separate bounded pool and `callback(future)` runs back in the actor when it is done.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import queue
 import sys
 import threading
 from collections.abc import Callable
@@ -64,25 +76,35 @@ from pykka import ActorDeadError, ActorRef
 from pykka._envelope import Envelope
 from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
+from actors.futures import GreenroomFuture, in_handler
+from actors.mailbox import Mailbox, dead_actor_error
+from actors.messages import START, BlockingDone, Start, describe_message
+from runtime.clock import stopwatch
 from runtime.errors import GreenroomError, InvalidTransition
 
 if TYPE_CHECKING:
+    from actors.blocking import BlockingPool
+    from actors.dispatcher import Dispatcher
     from runtime.activity import ActivityTracker
     from runtime.clock import Clock, TimerHandle
     from runtime.config import RuntimeConfig
     from runtime.metrics import Metrics
     from runtime.store import Store
 
-__all__ = ["ActorContext", "GreenroomActor", "GreenroomActorRef", "current_actor"]
+__all__ = [
+    "ActorContext",
+    "GreenroomActor",
+    "GreenroomActorRef",
+    "current_actor",
+    "describe_message",
+]
 
 log = logging.getLogger("greenroom.actors")
-
-_local = threading.local()
 
 
 def current_actor() -> GreenroomActor | None:
     """The actor whose handler is running on this thread, or `None` outside actors."""
-    return getattr(_local, "actor", None)
+    return getattr(in_handler, "actor", None)
 
 
 @attrs.frozen
@@ -96,88 +118,57 @@ class ActorContext:
     config: RuntimeConfig
     metrics: Metrics
     tracker: ActivityTracker
+    dispatcher: Dispatcher
+    blocking: BlockingPool
     on_stopped: Callable[[GreenroomActor], None]
 
 
-def describe_message(message: Any) -> str:
-    """A short, log-safe description of a message (its type or the proxied call)."""
-    if isinstance(message, ProxyCall):
-        return f"call {'.'.join(message.attr_path)}()"
-    if isinstance(message, ProxyGetAttr | ProxySetAttr):
-        return f"{type(message).__name__} {'.'.join(message.attr_path)}"
-    return type(message).__name__
+_INTERNAL_MESSAGES = frozenset({ProxyCall, ProxyGetAttr, ProxySetAttr, BlockingDone})
+_flag_lock = threading.Lock()
+_urn_counter = itertools.count(1)
 
 
-def _dead(name: str) -> ActorDeadError:
-    return ActorDeadError(f"actor {name} is stopped; the message was not delivered")
+class StopFlag:
+    """An actor's stopped flag: `threading.Event`'s interface at a fraction of its size.
 
-
-class _TrackedInbox:
-    """An inbox that counts every queued message for settle and closes on stop.
-
-    Once closed (the actor has stopped), `put` refuses the message: it is answered
-    with `ActorDeadError` and counted as a dead letter, instead of waiting forever in a
-    queue nobody reads. The inbox holds no reference to its actor, so a ref kept by a
-    host does not keep a stopped actor's state alive.
+    pykka exposes it as `actor_stopped`; an `Event` costs a condition and a lock per
+    actor, while almost every caller only asks `is_set()`. The event is made only for
+    a caller that waits.
     """
 
-    __slots__ = ("_closed", "_lock", "_metrics", "_name", "_queue", "_tracker")
+    __slots__ = ("_event", "_set")
 
-    def __init__(self, name: str, tracker: ActivityTracker, metrics: Metrics) -> None:
-        self._name = name
-        self._tracker = tracker
-        self._metrics = metrics
-        self._queue: queue.SimpleQueue[Envelope[Any]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._closed = False
+    def __init__(self) -> None:
+        self._set = False
+        self._event: threading.Event | None = None
 
-    def put(self, envelope: Envelope[Any], /) -> bool:
-        """Queue the envelope; `False` (after answering it as dead) once closed."""
-        with self._lock:
-            if not self._closed:
-                self._tracker.enter(self._name)
-                self._queue.put(envelope)
+    def is_set(self) -> bool:
+        """Whether the actor has stopped."""
+        return self._set
+
+    def set(self) -> None:
+        """Mark the actor stopped and wake any waiter."""
+        with _flag_lock:
+            self._set = True
+            event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the actor has stopped; whether it had within `timeout` seconds."""
+        with _flag_lock:
+            if self._set:
                 return True
-        self.dead_letter(envelope)
-        return False
-
-    def get(self) -> Envelope[Any]:
-        return self._queue.get()
-
-    def empty(self) -> bool:
-        return self._queue.empty()
-
-    def close(self) -> list[Envelope[Any]]:
-        """Refuse further messages; return what was still queued."""
-        with self._lock:
-            self._closed = True
-            drained = []
-            while True:
-                try:
-                    drained.append(self._queue.get_nowait())
-                except queue.Empty:
-                    return drained
-
-    def dead_letter(self, envelope: Envelope[Any]) -> None:
-        """Answer a message the actor will never handle, and count it (stops excepted)."""
-        # Asking a stopped actor to stop loses nothing: it is not counted or logged, but
-        # still answered ActorDeadError, so pykka's stop() reports False as usual.
-        if not isinstance(envelope.message, _ActorStop):
-            self._metrics.incr("dead_letters")
-            log.warning(
-                "actor %s is stopped; %s was not delivered (ActorDeadError)",
-                self._name,
-                describe_message(envelope.message),
-            )
-        if envelope.reply_to is not None:
-            error = _dead(self._name)
-            envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
 
 class GreenroomActorRef(ActorRef[Any]):
     """pykka's `ActorRef`, plus the actor's kind and id; counts dead letters once."""
 
-    actor_inbox: _TrackedInbox
+    actor_inbox: Mailbox
 
     def __init__(self, actor: GreenroomActor) -> None:
         super().__init__(actor)
@@ -188,23 +179,25 @@ class GreenroomActorRef(ActorRef[Any]):
 
     def tell(self, message: Any) -> None:
         """Send without waiting; `ActorDeadError` (counted) if the actor has stopped."""
-        if not self.is_alive():
+        if self.actor_stopped.is_set():
             self._metrics.incr("dead_letters")
-            raise _dead(self._name)
-        if not self.actor_inbox.put(Envelope(message)):
-            raise _dead(self._name)
+            raise dead_actor_error(self._name)
+        if type(message) is Envelope:
+            message = Envelope(message)  # a bare message in the mailbox is never an Envelope
+        if not self.actor_inbox.put(message):
+            raise dead_actor_error(self._name)
 
     def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any:
         """Send and get the reply (or a future with `block=False`); see pykka.
 
         To a stopped actor the reply is `ActorDeadError` (counted as a dead letter).
         """
-        future = self.actor_class._create_future()
+        future: GreenroomFuture[Any] = GreenroomFuture()
         envelope = Envelope(message, reply_to=future)
-        if self.is_alive():
-            self.actor_inbox.put(envelope)
-        else:
+        if self.actor_stopped.is_set():
             self.actor_inbox.dead_letter(envelope)
+        else:
+            self.actor_inbox.put(envelope)
         if block:
             return future.get(timeout=timeout)
         return future
@@ -226,27 +219,30 @@ class GreenroomActor(pykka.Actor):
     stop_order: ClassVar[int] = 0
     """`Runtime.close()` stops lower orders first, each group fully before the next."""
 
-    use_daemon_thread: ClassVar[bool] = True
-    """Threads are daemons so a forgotten runtime cannot hang interpreter exit."""
-
     actor_ref: GreenroomActorRef  # type: ignore[assignment]
+    actor_inbox: Mailbox  # type: ignore[assignment]
+    actor_stopped: StopFlag  # type: ignore[assignment]
 
     def __init__(self, ctx: ActorContext) -> None:
+        # pykka.Actor.__init__ is not called: it would give every actor a uuid4 and a
+        # threading.Event, both costly at 100,000 actors. The same fields are set here.
         self.ctx = ctx
         self.name = f"{ctx.kind}:{ctx.actor_id}"
-        self._timers: set[TimerHandle] = set()
+        self.actor_urn = f"urn:greenroom:{next(_urn_counter)}"
+        self.actor_inbox = self._create_actor_inbox()
+        self.actor_stopped = StopFlag()
+        self._timers: set[TimerHandle] | None = None
         self._stop_replies: list[pykka.Future[Any]] = []
-        super().__init__()
         self._actor_ref = GreenroomActorRef(self)
 
     # pykka's hooks for new execution models ------------------------------------------
 
-    def _create_actor_inbox(self) -> _TrackedInbox:  # type: ignore[override]
-        return _TrackedInbox(self.name, self.ctx.tracker, self.ctx.metrics)
+    def _create_actor_inbox(self) -> Mailbox:  # type: ignore[override]
+        return Mailbox(self.name, self.ctx.tracker, self.ctx.metrics, self.ctx.dispatcher)
 
     @staticmethod
-    def _create_future() -> pykka.Future[Any]:
-        return pykka.ThreadingFuture()
+    def _create_future() -> GreenroomFuture[Any]:
+        return GreenroomFuture()
 
     @classmethod
     def start(cls, *args: Any, **kwargs: Any) -> GreenroomActorRef:
@@ -254,43 +250,79 @@ class GreenroomActor(pykka.Actor):
 
         Unlike pykka, the actor is not put in pykka's global `ActorRegistry` (a list
         with O(N) removal): the runtime keeps its own lookup by kind and id. Start-up
-        (`on_start`) counts as work in progress, so a settle waits for it.
+        (`on_start`, run on a dispatcher thread before any message) counts as work in
+        progress, so a settle waits for it.
         """
         actor = cls(*args, **kwargs)
-        tracker = actor.ctx.tracker
-        tracker.enter(actor.name)
-        try:
-            actor._start_actor_loop()
-        except BaseException:
-            tracker.leave(actor.name, handled=False)
-            raise
+        actor._start_actor_loop()
         return actor.actor_ref
 
     def _start_actor_loop(self) -> None:
-        thread = threading.Thread(
-            target=self._actor_loop, name=f"greenroom-{self.name}", daemon=self.use_daemon_thread
-        )
-        thread.start()
+        self.actor_inbox.start(self, START)
 
-    # the loop --------------------------------------------------------------------------
+    # a turn on the dispatcher ------------------------------------------------------------
 
-    def _actor_loop(self) -> None:
-        _local.actor = self
-        tracker = self.ctx.tracker
+    def run_turn(self, throughput: int) -> None:
+        """Handle up to `throughput` queued messages; called by a dispatcher worker."""
+        mailbox = self.actor_inbox
+        slow_s = self.ctx.config.slow_handler_warning_s
+        in_handler.actor = self
+        batch = mailbox.take(throughput)
+        index = 0
         try:
-            started = self._run_on_start()
-            tracker.leave(self.name)  # start-up is done
-            while started and not self.actor_stopped.is_set():
-                envelope = self.actor_inbox.get()
-                try:
-                    self._handle_envelope(envelope)
-                finally:
-                    tracker.leave(self.name)
+            began = stopwatch() if slow_s is not None else 0.0
+            for index, item in enumerate(batch):
+                if type(item) is Envelope:
+                    stopped = self._handle_message(item.message, item.reply_to)
+                else:
+                    stopped = self._handle_message(item, None)
+                if slow_s is not None:
+                    # One clock read per message: each one's end is the next one's start.
+                    ended = stopwatch()
+                    if ended - began > slow_s:
+                        self._report_slow(item, ended - began, slow_s)
+                    began = ended
+                if stopped:
+                    self._teardown(batch[index + 1 :], handled=index + 1)
+                    return
+        except BaseException as error:
+            # Handlers' errors are caught in _handle_message; this is a BaseException
+            # escaping a hook (on_start, on_failure). Stop rather than leave the actor
+            # scheduled forever.
+            log.critical(
+                "actor %s (%s) stops: %s escaped its hooks",
+                self.name,
+                type(self).__name__,
+                type(error).__name__,
+                exc_info=True,
+                extra=self._log_extra(),
+            )
+            self.ctx.metrics.incr("actor_failures")
+            self._stop()
+            self._teardown(batch[index + 1 :], handled=index + 1)
+            return
         finally:
-            self._teardown()
-            _local.actor = None
+            in_handler.actor = None
+        if mailbox.end_turn(len(batch)):
+            self.ctx.dispatcher.schedule(self)  # to the back of the run queue
+
+    def _report_slow(self, item: Any, took: float, limit: float) -> None:
+        message = item.message if type(item) is Envelope else item
+        self.ctx.metrics.incr("slow_handlers")
+        log.warning(
+            "actor %s (%s) took %.3f s handling %s (slow_handler_warning_s is %g): a "
+            "handler holds a shared dispatcher thread, so it must not block; move "
+            "blocking work to run_blocking()",
+            self.name,
+            type(self).__name__,
+            took,
+            "on_start" if message is START else describe_message(message),
+            limit,
+            extra=self._log_extra(),
+        )
 
     def _run_on_start(self) -> bool:
+        """Run `on_start`; whether it failed (and the actor is stopped)."""
         try:
             self.on_start()
         except Exception:
@@ -307,27 +339,39 @@ class GreenroomActor(pykka.Actor):
             self._call_on_failure(exc_info)
             self.actor_stopped.set()
             self._cancel_timers()
-            return False
-        return True
+            return True
+        return False
 
-    def _handle_envelope(self, envelope: Envelope[Any]) -> None:
-        message = envelope.message
-        reply_to = envelope.reply_to
-        if isinstance(message, _ActorStop):
+    def _handle_receive(self, message: Any) -> Any:
+        if type(message) is BlockingDone:
+            return message.then(message.future)
+        return super()._handle_receive(message)
+
+    def _handle_message(self, message: Any, reply_to: pykka.Future[Any] | None) -> bool:
+        """Handle one message and answer its asker; whether the actor has now stopped."""
+        cls = type(message)
+        if cls is Start:
+            return self._run_on_start()
+        if cls is _ActorStop:
             self._stop()
             if reply_to is not None:
                 # Answered after teardown, so a blocking stop() returns only once the
                 # actor has answered its leftovers and left the runtime's lookup.
                 self._stop_replies.append(reply_to)
-            return
+            return True
         try:
-            result = self._handle_receive(message)
+            # Plain messages go straight to on_receive; proxy calls through pykka.
+            if cls in _INTERNAL_MESSAGES:
+                result = self._handle_receive(message)
+            else:
+                result = self.on_receive(message)
         except Exception:
             if reply_to is not None:
                 self._report_ask_error(message, sys.exc_info())
                 reply_to.set_exception()
             else:
                 self._report_failure(message, sys.exc_info())
+            return False
         except BaseException:
             # KeyboardInterrupt, SystemExit and the like: stop this actor (not every
             # actor of the process, as pykka would), keeping the asker informed.
@@ -346,9 +390,10 @@ class GreenroomActor(pykka.Actor):
                 reply_to.set_exception(exc_info)
             self._call_on_failure(exc_info)
             self._stop()
-        else:
-            if reply_to is not None:
-                reply_to.set(result)
+            return True
+        if reply_to is not None:
+            reply_to.set(result)
+        return False
 
     def _report_failure(self, message: Any, exc_info: Any) -> None:
         self.ctx.metrics.incr("actor_failures")
@@ -400,24 +445,26 @@ class GreenroomActor(pykka.Actor):
             self.ctx.metrics.incr("actor_failures")
             log.exception("on_stop of actor %s raised", self.name, extra=self._log_extra())
 
-    def _teardown(self) -> None:
+    def _teardown(self, unhandled: list[Any], *, handled: int) -> None:
+        """After the stop: answer what is left, leave the runtime, end the last turn."""
         self.actor_stopped.set()
         self._cancel_timers()
-        tracker = self.ctx.tracker
-        for envelope in self.actor_inbox.close():
-            try:
-                if isinstance(envelope.message, _ActorStop) and envelope.reply_to is not None:
-                    self._stop_replies.append(envelope.reply_to)
-                else:
-                    self.actor_inbox.dead_letter(envelope)
-            finally:
-                tracker.leave(self.name, handled=False)
         try:
+            for item in unhandled + self.actor_inbox.close():
+                if type(item) is Envelope and isinstance(item.message, _ActorStop):
+                    self._stop_replies.append(item.reply_to)
+                elif isinstance(item, _ActorStop):
+                    pass  # a told stop to an actor already stopping: nothing to answer
+                else:
+                    self.actor_inbox.dead_letter(item)
             self.ctx.on_stopped(self)
         finally:
             for reply in self._stop_replies:
-                reply.set(None)
+                if reply is not None:
+                    reply.set(None)
             self._stop_replies.clear()
+            # Last, so a settle never sees a stopping actor as idle.
+            self.ctx.tracker.leave(self.name, handled=handled)
 
     def _log_extra(self) -> dict[str, str]:
         return {"actor_kind": self.ctx.kind, "actor_id": self.ctx.actor_id}
@@ -441,11 +488,43 @@ class GreenroomActor(pykka.Actor):
         if self.actor_stopped.is_set():
             handle.cancel()
             raise InvalidTransition(f"actor {self.name} is stopped; it schedules no timers")
-        if len(self._timers) >= 64:
+        if self._timers is None:
+            self._timers = set()
+        elif len(self._timers) >= 64:
             # Fired one-shots and cancelled timers need no cancelling at stop.
             self._timers = {timer for timer in self._timers if timer.active}
         self._timers.add(handle)
         return handle
+
+    # blocking work ---------------------------------------------------------------------
+
+    def run_blocking(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        then: Callable[[GreenroomFuture[Any]], object] | None = None,
+        **kwargs: Any,
+    ) -> GreenroomFuture[Any]:
+        """Run `fn(*args, **kwargs)` on the blocking pool, off the dispatcher threads.
+
+        Returns the job's future at once. With `then`, `then(future)` runs later in
+        this actor, as a message, once the job is done: the future is resolved by then,
+        so `future.get()` there returns (or raises the job's error) without waiting.
+
+            def on_export(self, path):
+                self.run_blocking(copy_big_file, path, then=self._exported)
+
+            def _exported(self, future):
+                self.exported_bytes = future.get()
+        """
+        on_done = None
+        if then is not None:
+
+            def on_done(future: GreenroomFuture[Any]) -> None:
+                self._tell_self(BlockingDone(then, future))
+
+        return self.ctx.blocking.submit(fn, *args, on_done=on_done, **kwargs)
 
     def _tell_self(self, message: Any) -> None:
         try:
@@ -454,9 +533,9 @@ class GreenroomActor(pykka.Actor):
             log.debug("timer message for stopped actor %s dropped (counted)", self.name)
 
     def _cancel_timers(self) -> None:
-        for handle in self._timers:
+        timers, self._timers = self._timers, None
+        for handle in timers or ():
             handle.cancel()
-        self._timers.clear()
 
     def __str__(self) -> str:
         return f"{type(self).__name__}({self.name})"

@@ -1,73 +1,92 @@
-"""In-flight message accounting: knows when every actor of a runtime is idle."""
+"""Work-in-progress accounting: knows when every actor of a runtime is idle."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sized
 
 __all__ = ["ActivityTracker"]
 
 
 class ActivityTracker:
-    """Counts messages queued or in hand, per actor, so a settle can wait for zero.
+    """Counts units of work in progress, by name, so a settle can wait for zero.
 
-    An actor's inbox calls `enter` when a message is queued and the actor calls
-    `leave` once the message is fully handled (reply set) or dropped. A message a
-    handler sends on is entered before that handler leaves, so the count cannot touch
-    zero while a chain of messages is still moving.
+    A unit is an actor with mail (from the moment its mailbox hands it to the
+    dispatcher until a worker finds the mailbox empty) or a job on the blocking pool.
+    Counting actors rather than messages keeps the tracker off the per-message path: a
+    flooded actor enters once. A message a handler sends on makes its target busy
+    before the sender's turn ends, so the count cannot touch zero while a chain of
+    messages is still moving.
     """
 
-    __slots__ = ("_by_actor", "_cond", "_entered", "_handled", "_pending")
+    __slots__ = ("_by_name", "_cond", "_entered", "_handled", "_pending", "_probes")
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._pending = 0
         self._entered = 0
         self._handled = 0
-        self._by_actor: dict[str, int] = {}
+        self._by_name: dict[str, int] = {}
+        self._probes: dict[str, Sized] = {}
 
-    def enter(self, name: str) -> None:
-        """Record one message queued for the actor `name`."""
+    def enter(self, name: str, probe: Sized | None = None) -> None:
+        """Record one unit of work started for `name`.
+
+        `probe` (an actor's mailbox) tells `busy()` how many messages are queued.
+        """
         with self._cond:
             self._pending += 1
             self._entered += 1
-            self._by_actor[name] = self._by_actor.get(name, 0) + 1
+            self._by_name[name] = self._by_name.get(name, 0) + 1
+            if probe is not None:
+                self._probes[name] = probe
 
-    def leave(self, name: str, *, handled: bool = True) -> None:
-        """Record that one message of the actor `name` is finished (or dropped)."""
+    def leave(self, name: str, *, handled: int = 0) -> None:
+        """Record that one unit of work of `name` is finished, after `handled` messages."""
         with self._cond:
             self._pending -= 1
-            if handled:
-                self._handled += 1
-            left = self._by_actor[name] - 1
+            self._handled += handled
+            left = self._by_name[name] - 1
             if left:
-                self._by_actor[name] = left
+                self._by_name[name] = left
             else:
-                del self._by_actor[name]
+                del self._by_name[name]
+                self._probes.pop(name, None)
             if not self._pending:
                 self._cond.notify_all()
 
+    def count_handled(self, handled: int) -> None:
+        """Record `handled` messages handled by a unit of work that goes on."""
+        with self._cond:
+            self._handled += handled
+
     def wait_idle(self, timeout: float | None) -> bool:
-        """Wait up to `timeout` real seconds for zero pending messages; say if reached."""
+        """Wait up to `timeout` real seconds for zero work in progress; say if reached."""
         with self._cond:
             return self._cond.wait_for(lambda: not self._pending, timeout)
 
     def is_idle(self) -> bool:
-        """Whether no message is queued or in hand right now."""
+        """Whether nothing is queued or in hand right now."""
         return not self._pending
 
     def busy(self) -> dict[str, int]:
-        """Each busy actor's name and its pending message count, at this instant."""
+        """Each busy name with its queued messages (at least 1), at this instant."""
         with self._cond:
-            return dict(self._by_actor)
+            counts = dict(self._by_name)
+            probes = dict(self._probes)
+        for name, probe in probes.items():
+            if name in counts:
+                counts[name] = max(counts[name], len(probe))
+        return counts
 
     @property
     def pending(self) -> int:
-        """Messages queued or in hand across all actors."""
+        """Units of work in progress (busy actors and blocking jobs)."""
         return self._pending
 
     @property
     def entered(self) -> int:
-        """Messages ever queued: a settle compares it before and after to spot new work."""
+        """Units ever started: a settle compares it before and after to spot new work."""
         return self._entered
 
     @property

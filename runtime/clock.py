@@ -27,12 +27,22 @@ from typing import Protocol, runtime_checkable
 
 from runtime.errors import InvalidInput, InvalidTransition, SettleTimeout
 
-__all__ = ["Clock", "FakeClock", "Quiescent", "SystemClock", "TimerHandle"]
+__all__ = ["Clock", "FakeClock", "Quiescent", "SystemClock", "TimerHandle", "stopwatch"]
 
 log = logging.getLogger("greenroom.clock")
 
 _NS = 1_000_000_000
 _MAX_WAIT_S = 3600.0
+
+
+def stopwatch() -> float:
+    """Real elapsed seconds from an arbitrary origin, for measuring how long work took.
+
+    Not the runtime's time: a `FakeClock` does not move while a handler runs, so
+    durations that matter in real time (a slow-handler warning, a benchmark) are
+    measured here instead of on the injected clock.
+    """
+    return time.perf_counter()
 
 
 @runtime_checkable

@@ -29,6 +29,11 @@ def _positive_int(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise InvalidInput(f"RuntimeConfig.{attribute.name} must be a positive int, got {value!r}")
 
 
+def _optional_positive_number(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None:
+        _positive_number(inst, attribute, value)
+
+
 def _one_of(*choices: str):
     def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value not in choices:
@@ -64,3 +69,18 @@ class RuntimeConfig:
 
     sqlite_busy_timeout_s: float = attrs.field(default=5.0, validator=_positive_number)
     """How long a write waits for another process (such as the CLI) holding the lock."""
+
+    dispatcher_threads: int = attrs.field(default=4, validator=_positive_int)
+    """Worker threads that run every actor's handlers (actors share them, none owns one)."""
+
+    dispatcher_throughput: int = attrs.field(default=64, validator=_positive_int)
+    """Messages an actor handles in one turn before the next runnable actor gets a thread."""
+
+    slow_handler_warning_s: float | None = attrs.field(
+        default=0.1, validator=_optional_positive_number
+    )
+    """A handler running longer than this logs a warning naming the actor and message
+    type (handlers must not block); `None` turns the check off."""
+
+    blocking_threads: int = attrs.field(default=16, validator=_positive_int)
+    """Most threads of the separate pool for work that must block (`run_blocking`)."""

@@ -10,7 +10,10 @@ Later parts of greenroom add subclasses of these; they never add a second root.
 
 from __future__ import annotations
 
+import pykka
+
 __all__ = [
+    "FutureTimeout",
     "GreenroomError",
     "InvalidInput",
     "InvalidTransition",
@@ -62,6 +65,13 @@ class Stopped(GreenroomError):
 
 class Timeout(GreenroomError, TimeoutError):
     """Something did not finish within the time allowed."""
+
+
+class FutureTimeout(Timeout, pykka.Timeout):
+    """An actor's reply did not arrive within the `timeout` given to `Future.get`.
+
+    Also a `pykka.Timeout`, so code written against pykka's futures keeps working.
+    """
 
 
 class SettleTimeout(Timeout):

@@ -13,6 +13,8 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
+from actors.blocking import BlockingPool
+from actors.dispatcher import Dispatcher
 from runtime.activity import ActivityTracker
 from runtime.clock import Clock, SystemClock
 from runtime.config import RuntimeConfig
@@ -62,6 +64,8 @@ class Runtime:
         self._owns_clock = owns_clock
         self._metrics = Metrics()
         self._tracker = ActivityTracker()
+        self._dispatcher = Dispatcher(config.dispatcher_threads, config.dispatcher_throughput)
+        self._blocking = BlockingPool(config.blocking_threads, self._tracker)
         self._lock = threading.Condition(threading.Lock())
         self._actors: dict[str, dict[str, GreenroomActorRef | None]] = defaultdict(dict)
         self._alive = 0
@@ -174,6 +178,8 @@ class Runtime:
             config=self._config,
             metrics=self._metrics,
             tracker=self._tracker,
+            dispatcher=self._dispatcher,
+            blocking=self._blocking,
             on_stopped=self._forget,
         )
         try:
@@ -251,7 +257,9 @@ class Runtime:
         handler raised, or a failing `on_start` / `on_stop` / `on_failure`),
         `actor_start_failures`, `ask_errors` (an ask whose handler raised; the asker got
         the exception), `dead_letters` (messages to stopped actors), `messages_handled`,
-        `store_commits`. Gauges: `actors_alive`, `messages_pending`.
+        `slow_handlers` (handlers over `slow_handler_warning_s`), `store_commits`.
+        Gauges: `actors_alive`, `messages_pending`, `dispatcher_threads`,
+        `blocking_threads` (started so far), `blocking_queued` (jobs waiting for one).
         """
         self._check_open()
         counters = {
@@ -262,12 +270,16 @@ class Runtime:
             "actor_start_failures": 0,
             "ask_errors": 0,
             "dead_letters": 0,
+            "slow_handlers": 0,
         }
         counters.update(self._metrics.snapshot())
         counters.update(self._store.stats())
         counters["messages_handled"] = self._tracker.handled
-        counters["messages_pending"] = self._tracker.pending
+        counters["messages_pending"] = sum(self._tracker.busy().values())
         counters["actors_alive"] = self._alive
+        counters["dispatcher_threads"] = self._dispatcher.threads
+        counters["blocking_threads"] = self._blocking.threads
+        counters["blocking_queued"] = self._blocking.queued
         return counters
 
     # -- closing -------------------------------------------------------------------------
@@ -291,6 +303,10 @@ class Runtime:
         try:
             self._stop_actors()
         finally:
+            # Actors first (their on_stop may still hand work to the pools), then the
+            # blocking jobs, then the dispatcher threads that ran everything.
+            self._blocking.shutdown(self._config.stop_timeout_s)
+            self._dispatcher.shutdown(self._config.stop_timeout_s)
             detach = getattr(self._clock, "detach", None)
             if detach is not None:
                 detach(self._tracker)

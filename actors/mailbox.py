@@ -1,0 +1,170 @@
+"""`Mailbox`: an actor's inbox that hands the actor to the dispatcher when mail arrives.
+
+The mailbox is where the one-thread-at-a-time rule is kept. Its `scheduled` flag is
+true from the moment the actor is queued on the dispatcher until a worker finds the
+mailbox empty, so the actor is in the run queue or on a worker at most once, whatever
+the number of senders. Every step that moves that flag (put, take, end of turn) holds
+the mailbox's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from pykka import ActorDeadError
+from pykka._envelope import Envelope
+from pykka.messages import _ActorStop
+
+from actors.messages import describe_message
+
+if TYPE_CHECKING:
+    from actors.dispatcher import Dispatcher, Runnable
+    from runtime.activity import ActivityTracker
+    from runtime.metrics import Metrics
+
+__all__ = ["Mailbox", "dead_actor_error"]
+
+log = logging.getLogger("greenroom.actors")
+
+
+def dead_actor_error(name: str) -> ActorDeadError:
+    """The `ActorDeadError` a message to the stopped actor `name` is answered with."""
+    return ActorDeadError(f"actor {name} is stopped; the message was not delivered")
+
+
+class Mailbox:
+    """A FIFO of messages for one actor that hands the actor to the dispatcher.
+
+    Items are bare messages (a `tell`) or pykka `Envelope`s (an `ask`, which carries
+    the future to answer). Once closed (the actor has stopped), `put` refuses the
+    message: it is answered with `ActorDeadError` and counted as a dead letter, instead
+    of waiting forever in a queue nobody reads. Closing also drops the mailbox's
+    reference to its actor, so a ref kept by a host does not keep a stopped actor's
+    state alive.
+
+    No lock on the message path: `deque` appends and pops are thread-safe, and the
+    `scheduled` flag is a `Lock` used as an atomic test-and-set (held while the actor
+    is in the run queue or on a worker). A put that finds it free takes it and queues
+    the actor; the worker that finds the queue empty releases it, then looks once more
+    so that mail arriving in between is never stranded.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_dispatcher",
+        "_metrics",
+        "_name",
+        "_queue",
+        "_runnable",
+        "_scheduled",
+        "_tracker",
+    )
+
+    def __init__(
+        self, name: str, tracker: ActivityTracker, metrics: Metrics, dispatcher: Dispatcher
+    ) -> None:
+        self._name = name
+        self._tracker = tracker
+        self._metrics = metrics
+        self._dispatcher = dispatcher
+        self._queue: deque[Any] = deque()
+        self._closed = False
+        # Held until start(): mail sent to an actor that is not started yet waits.
+        self._scheduled = threading.Lock()
+        self._scheduled.acquire()
+        self._runnable: Runnable | None = None
+
+    def start(self, runnable: Runnable, first: Any) -> None:
+        """Put `first` ahead of any mail and queue `runnable` on the dispatcher."""
+        self._runnable = runnable
+        self._queue.appendleft(first)
+        self._tracker.enter(self._name, self)
+        self._dispatcher.schedule(runnable)
+
+    def put(self, item: Any, /) -> bool:
+        """Queue a message or envelope; `False` (after answering it as dead) once closed."""
+        if self._closed:
+            self.dead_letter(item)
+            return False
+        self._queue.append(item)
+        if self._closed:
+            # Closed while we appended: whoever pops an item answers it, exactly once.
+            self._drain_closed()
+            return False
+        if self._scheduled.acquire(False):
+            self._tracker.enter(self._name, self)
+            self._dispatcher.schedule(self._runnable)  # type: ignore[arg-type]
+        return True
+
+    def take(self, limit: int) -> list[Any]:
+        """Up to `limit` items from the front, in order. Only the scheduled worker takes."""
+        queue = self._queue
+        return [queue.popleft() for _ in range(min(limit, len(queue)))]
+
+    def end_turn(self, handled: int) -> bool:
+        """Whether mail remains (the actor stays scheduled); if not, it goes idle."""
+        queue = self._queue
+        if not queue:
+            self._scheduled.release()
+            # Mail that arrived before the release found the flag taken: look again.
+            if not (queue and self._scheduled.acquire(False)):
+                self._tracker.leave(self._name, handled=handled)
+                return False
+        self._tracker.count_handled(handled)
+        return True
+
+    def get(self) -> Envelope[Any]:
+        """pykka's inbox protocol (the dispatcher uses `take` instead)."""
+        item = self._queue.popleft()
+        return item if type(item) is Envelope else Envelope(item)
+
+    def empty(self) -> bool:
+        """Whether no message is queued."""
+        return not self._queue
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def close(self) -> list[Any]:
+        """Refuse further messages; return what was still queued.
+
+        The actor stays marked as scheduled, so nothing queues it again; its last turn
+        ends with `ActivityTracker.leave` in the teardown.
+        """
+        self._closed = True
+        self._runnable = None
+        return self._pop_all()
+
+    def _pop_all(self) -> list[Any]:
+        popped = []
+        while True:
+            try:
+                popped.append(self._queue.popleft())
+            except IndexError:
+                return popped
+
+    def _drain_closed(self) -> None:
+        for item in self._pop_all():
+            self.dead_letter(item)
+
+    def dead_letter(self, item: Any) -> None:
+        """Answer a message the actor will never handle, and count it (stops excepted)."""
+        if type(item) is Envelope:
+            message, reply_to = item.message, item.reply_to
+        else:
+            message, reply_to = item, None
+        # Asking a stopped actor to stop loses nothing: it is not counted or logged, but
+        # still answered ActorDeadError, so pykka's stop() reports False as usual.
+        if not isinstance(message, _ActorStop):
+            self._metrics.incr("dead_letters")
+            log.warning(
+                "actor %s is stopped; %s was not delivered (ActorDeadError)",
+                self._name,
+                describe_message(message),
+            )
+        if reply_to is not None:
+            error = dead_actor_error(self._name)
+            reply_to.set_exception(exc_info=(ActorDeadError, error, None))
