@@ -258,7 +258,10 @@ class GreenroomActor(pykka.Actor):
         return actor.actor_ref
 
     def _start_actor_loop(self) -> None:
-        self.actor_inbox.start(self, START)
+        if type(self).on_start is pykka.Actor.on_start:
+            self.actor_inbox.open(self)  # nothing to run first: no turn, no wake-up
+        else:
+            self.actor_inbox.start(self, START)
 
     # a turn on the dispatcher ------------------------------------------------------------
 
@@ -464,7 +467,7 @@ class GreenroomActor(pykka.Actor):
                     reply.set(None)
             self._stop_replies.clear()
             # Last, so a settle never sees a stopping actor as idle.
-            self.ctx.tracker.leave(self.name, handled=handled)
+            self.ctx.tracker.leave(handled)
 
     def _log_extra(self) -> dict[str, str]:
         return {"actor_kind": self.ctx.kind, "actor_id": self.ctx.actor_id}

@@ -65,6 +65,7 @@ class BlockingPool:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._queued = 0
+        self._active: dict[str, int] = {}  # tracked jobs not finished, by name
         self._closed = False
 
     @property
@@ -81,6 +82,11 @@ class BlockingPool:
     def queued(self) -> int:
         """Jobs waiting for a free thread."""
         return self._queued
+
+    def busy(self) -> dict[str, int]:
+        """Tracked jobs not finished yet, by `blocking:<function>` name."""
+        with self._lock:
+            return dict(self._active)
 
     def submit(
         self,
@@ -104,7 +110,8 @@ class BlockingPool:
             if self._closed:
                 raise Stopped(f"blocking pool of {self._name} is shut down")
             if name is not None:
-                self._tracker.enter(name)
+                self._tracker.enter()
+                self._active[name] = self._active.get(name, 0) + 1
             self._queued += 1
             if self._queued > self._idle and len(self._threads) < self._max:
                 thread = threading.Thread(
@@ -150,7 +157,13 @@ class BlockingPool:
                 log.exception("blocking job %r: its completion callback raised", job.fn)
             finally:
                 if job.track is not None:
-                    self._tracker.leave(job.track)
+                    with self._lock:
+                        left = self._active[job.track] - 1
+                        if left:
+                            self._active[job.track] = left
+                        else:
+                            del self._active[job.track]
+                    self._tracker.leave()
             del job  # drop the job's arguments before waiting for the next
 
     def shutdown(self, timeout: float) -> list[str]:

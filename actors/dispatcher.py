@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 from runtime.clock import stopwatch
 
@@ -39,7 +39,6 @@ class Runnable(Protocol):
 
 
 _SHUTDOWN = None
-_PARKED = object()
 
 
 def join_threads(threads: list[threading.Thread], timeout: float) -> list[str]:
@@ -78,8 +77,11 @@ class Dispatcher:
         self._throughput = throughput
         self._name = name
         self._lock = threading.Lock()
-        self._runq: deque[Runnable | None] = deque()
-        self._idle: list[_Worker] = []
+        self._runq: deque[Any] = deque()
+        # A stack of parked workers: a fixed array and a count, so pushing and popping
+        # under the lock call nothing (see ActivityTracker on lock convoys).
+        self._idle: list[_Worker | None] = [None] * threads
+        self._nidle = 0
         self._workers: list[_Worker] = []
         self._started = False
         self._shut = False
@@ -98,12 +100,16 @@ class Dispatcher:
         """Queue `runnable` for a turn on a worker."""
         if not self._started or self._shut:
             self._start(runnable)
+        self._runq.append(runnable)
         with self._lock:
-            self._runq.append(runnable)
-            if not self._idle:
+            n = self._nidle
+            if not n:
                 return  # every worker is busy; one will come back for it
-            worker = self._idle.pop()
-        worker.park.release()
+            n -= 1
+            worker = self._idle[n]
+            self._idle[n] = None
+            self._nidle = n
+        worker.park.release()  # type: ignore[union-attr]
 
     def _start(self, runnable: Runnable) -> None:
         with self._lock:
@@ -129,13 +135,16 @@ class Dispatcher:
         lock, runq, idle = self._lock, self._runq, self._idle
         throughput = self._throughput
         while True:
-            with lock:
-                if runq:
-                    runnable = runq.popleft()
-                else:
-                    idle.append(me)
-                    runnable = _PARKED
-            if runnable is _PARKED:
+            try:
+                runnable = runq.popleft()
+            except IndexError:
+                with lock:
+                    # Checked again under the lock that schedule() takes after its
+                    # append: either this sees the new runnable or schedule sees us.
+                    if runq:
+                        continue
+                    idle[self._nidle] = me
+                    self._nidle += 1
                 me.park.acquire()  # released by schedule() or shutdown()
                 continue
             if runnable is _SHUTDOWN:
@@ -160,9 +169,11 @@ class Dispatcher:
             self._shut = True
             workers = list(self._workers)
             self._runq.extend([_SHUTDOWN] * len(workers))
-            parked, self._idle[:] = list(self._idle), []
+            parked = self._idle[: self._nidle]
+            self._idle[:] = [None] * len(self._idle)
+            self._nidle = 0
         for worker in parked:
-            worker.park.release()
+            worker.park.release()  # type: ignore[union-attr]
         stuck = join_threads([w.thread for w in workers if w.thread is not None], timeout)
         if stuck:
             log.error(

@@ -34,7 +34,8 @@ __all__ = ["GreenroomFuture"]
 T = TypeVar("T")
 
 # Guards the one-time transition to "done" (set, set_exception, set_get_hook). Held for
-# a few instructions at a time, so one lock for all futures costs nothing measurable.
+# a few instructions that call nothing, so one lock for all futures costs nothing
+# measurable and never convoys (see runtime.activity).
 _settle_lock = threading.Lock()
 
 # Set by the dispatcher while a handler runs on this thread.
@@ -88,7 +89,8 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
     def set(self, value: Any | None = None) -> None:
         """Resolve with `value`; a second `set` raises `queue.Full` (as in pykka)."""
         with _settle_lock:
-            self._check_unset()
+            if self._has_result or self._get_hook is not None:
+                raise queue.Full
             self._value = value
             self._has_result = True
         self._done.release()
@@ -98,7 +100,8 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
         if exc_info is None:
             exc_info = sys.exc_info()
         with _settle_lock:
-            self._check_unset()
+            if self._has_result or self._get_hook is not None:
+                raise queue.Full
             self._exc_info = exc_info
             self._has_result = True
         self._done.release()
@@ -108,11 +111,7 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
         with _settle_lock:
             if self._has_result:
                 raise queue.Full
-            super().set_get_hook(func)
-
-    def _check_unset(self) -> None:
-        if self._has_result or self._get_hook is not None:
-            raise queue.Full
+            self._get_hook = func
 
     @property
     def done(self) -> bool:

@@ -81,8 +81,16 @@ class Mailbox:
         """Put `first` ahead of any mail and queue `runnable` on the dispatcher."""
         self._runnable = runnable
         self._queue.appendleft(first)
-        self._tracker.enter(self._name, self)
+        self._tracker.enter()
         self._dispatcher.schedule(runnable)
+
+    def open(self, runnable: Runnable) -> None:
+        """Start taking mail for `runnable` (an actor with no `on_start` to run first)."""
+        self._runnable = runnable
+        self._scheduled.release()
+        if self._queue and self._scheduled.acquire(False):
+            self._tracker.enter()
+            self._dispatcher.schedule(runnable)
 
     def put(self, item: Any, /) -> bool:
         """Queue a message or envelope; `False` (after answering it as dead) once closed."""
@@ -95,7 +103,7 @@ class Mailbox:
             self._drain_closed()
             return False
         if self._scheduled.acquire(False):
-            self._tracker.enter(self._name, self)
+            self._tracker.enter()
             self._dispatcher.schedule(self._runnable)  # type: ignore[arg-type]
         return True
 
@@ -111,7 +119,7 @@ class Mailbox:
             self._scheduled.release()
             # Mail that arrived before the release found the flag taken: look again.
             if not (queue and self._scheduled.acquire(False)):
-                self._tracker.leave(self._name, handled=handled)
+                self._tracker.leave(handled)
                 return False
         self._tracker.count_handled(handled)
         return True
@@ -127,6 +135,11 @@ class Mailbox:
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    @property
+    def busy(self) -> bool:
+        """Whether the actor is queued on the dispatcher or running a turn."""
+        return self._scheduled.locked() and not self._closed
 
     def close(self) -> list[Any]:
         """Refuse further messages; return what was still queued.

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sized
+from collections.abc import Callable
 
 __all__ = ["ActivityTracker"]
 
 
 class ActivityTracker:
-    """Counts units of work in progress, by name, so a settle can wait for zero.
+    """Counts units of work in progress so a settle can wait for zero.
 
     A unit is an actor with mail (from the moment its mailbox hands it to the
     dispatcher until a worker finds the mailbox empty) or a job on the blocking pool.
@@ -17,67 +17,70 @@ class ActivityTracker:
     flooded actor enters once. A message a handler sends on makes its target busy
     before the sender's turn ends, so the count cannot touch zero while a chain of
     messages is still moving.
+
+    `enter` and `leave` run on every thread of the runtime. Their critical sections do
+    plain arithmetic and call nothing, so under the GIL a thread is never switched
+    out while it holds the lock: no other thread can block on it and wait a whole
+    switch interval for the GIL to come back (a lock convoy). Who is busy is asked
+    of the runtime (`describe`) only when someone wants to know.
     """
 
-    __slots__ = ("_by_name", "_cond", "_entered", "_handled", "_pending", "_probes")
+    __slots__ = ("_cond", "_describe", "_entered", "_handled", "_lock", "_pending", "_waiting")
 
-    def __init__(self) -> None:
+    def __init__(self, describe: Callable[[], dict[str, int]] | None = None) -> None:
+        self._lock = threading.Lock()
         self._cond = threading.Condition(threading.Lock())
         self._pending = 0
         self._entered = 0
         self._handled = 0
-        self._by_name: dict[str, int] = {}
-        self._probes: dict[str, Sized] = {}
+        self._waiting = 0
+        self._describe = describe
 
-    def enter(self, name: str, probe: Sized | None = None) -> None:
-        """Record one unit of work started for `name`.
-
-        `probe` (an actor's mailbox) tells `busy()` how many messages are queued.
-        """
-        with self._cond:
+    def enter(self) -> None:
+        """Record one unit of work started."""
+        with self._lock:
             self._pending += 1
             self._entered += 1
-            self._by_name[name] = self._by_name.get(name, 0) + 1
-            if probe is not None:
-                self._probes[name] = probe
 
-    def leave(self, name: str, *, handled: int = 0) -> None:
-        """Record that one unit of work of `name` is finished, after `handled` messages."""
-        with self._cond:
+    def leave(self, handled: int = 0) -> None:
+        """Record one unit of work finished, after `handled` messages."""
+        with self._lock:
             self._pending -= 1
             self._handled += handled
-            left = self._by_name[name] - 1
-            if left:
-                self._by_name[name] = left
-            else:
-                del self._by_name[name]
-                self._probes.pop(name, None)
-            if not self._pending:
+            wake = not self._pending and self._waiting
+        if wake:
+            with self._cond:
                 self._cond.notify_all()
 
     def count_handled(self, handled: int) -> None:
         """Record `handled` messages handled by a unit of work that goes on."""
-        with self._cond:
+        with self._lock:
             self._handled += handled
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait up to `timeout` real seconds for zero work in progress; say if reached."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._pending, timeout)
+            with self._lock:
+                if not self._pending:
+                    return True
+                self._waiting += 1
+            try:
+                # A leave that reaches zero takes _cond to notify, which it can only do
+                # once this thread waits: no wake-up is lost between check and wait.
+                return self._cond.wait_for(lambda: not self._pending, timeout)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
 
     def is_idle(self) -> bool:
         """Whether nothing is queued or in hand right now."""
         return not self._pending
 
     def busy(self) -> dict[str, int]:
-        """Each busy name with its queued messages (at least 1), at this instant."""
-        with self._cond:
-            counts = dict(self._by_name)
-            probes = dict(self._probes)
-        for name, probe in probes.items():
-            if name in counts:
-                counts[name] = max(counts[name], len(probe))
-        return counts
+        """Each busy actor (or blocking job) with its queued messages, at this instant."""
+        if self._describe is not None:
+            return self._describe()
+        return {"work": self._pending} if self._pending else {}
 
     @property
     def pending(self) -> int:

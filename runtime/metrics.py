@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import defaultdict
 
 __all__ = ["Metrics"]
 
@@ -15,7 +15,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
+        # defaultdict fills a missing key from C: no Python-level call runs while the
+        # lock is held, so the GIL is never handed over inside it (see ActivityTracker).
+        self._counts: defaultdict[str, int] = defaultdict(int)
 
     def incr(self, name: str, amount: int = 1) -> None:
         """Add `amount` to the counter `name` (created at zero)."""
@@ -25,7 +27,7 @@ class Metrics:
     def get(self, name: str) -> int:
         """The counter's current value (zero when never bumped)."""
         with self._lock:
-            return self._counts[name]
+            return self._counts.get(name, 0)
 
     def snapshot(self) -> dict[str, int]:
         """A plain dict copy of every counter."""

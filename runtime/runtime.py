@@ -63,14 +63,18 @@ class Runtime:
         self._config = config
         self._owns_clock = owns_clock
         self._metrics = Metrics()
-        self._tracker = ActivityTracker()
+        self._tracker = ActivityTracker(describe=self._busy)
         self._dispatcher = Dispatcher(config.dispatcher_threads, config.dispatcher_throughput)
         self._blocking = BlockingPool(config.blocking_threads, self._tracker)
-        self._lock = threading.Condition(threading.Lock())
+        # A plain lock on the hot paths (spawn, an actor's teardown), whose critical
+        # sections call nothing where they can (see runtime.activity on lock convoys);
+        # the condition on the same lock is for waiting (close).
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._actors: dict[str, dict[str, GreenroomActorRef | None]] = defaultdict(dict)
         self._alive = 0
         self._starting = 0
-        self._stopping: set[tuple[str, str]] = set()
+        self._stopping: dict[tuple[str, str], None] = {}
         self._closed = False
         self._close_done = threading.Event()
         attach = getattr(clock, "attach", None)
@@ -185,8 +189,8 @@ class Runtime:
         try:
             ref = actor_class.start(ctx, *args, **kwargs)
         except BaseException:
+            self._remove(kind, actor_id)
             with self._lock:
-                self._remove(kind, actor_id)
                 self._started_one()
             raise
         with self._lock:
@@ -199,7 +203,7 @@ class Runtime:
     def _started_one(self) -> None:
         self._starting -= 1
         if not self._starting:
-            self._lock.notify_all()
+            self._changed.notify_all()
 
     def get_actor(self, kind: str, actor_id: str) -> GreenroomActorRef:
         """The running actor (kind, id); `NotFound` when there is none."""
@@ -217,22 +221,27 @@ class Runtime:
             return sorted(key for key, ref in self._actors.get(kind, {}).items() if ref)
 
     def _forget(self, actor: GreenroomActor) -> None:
-        """Called by an actor's teardown: drop it from the lookup."""
-        with self._lock:
-            self._remove(actor.ctx.kind, actor.ctx.actor_id)
+        """Called by an actor's teardown, on a dispatcher thread: drop it from the lookup."""
+        self._remove(actor.ctx.kind, actor.ctx.actor_id)
         self._metrics.incr("actors_stopped")
 
     def _remove(self, kind: str, actor_id: str) -> None:
-        by_id = self._actors.get(kind)
-        if by_id is not None and actor_id in by_id:
-            del by_id[actor_id]
-            if not by_id:
-                del self._actors[kind]
-            self._alive -= 1
-            if self._stopping:
-                self._stopping.discard((kind, actor_id))
-                if not self._stopping:
-                    self._lock.notify_all()
+        key = (kind, actor_id)
+        actors = self._actors
+        # Subscripts and `in` only: nothing in here is a call (see the lock's comment).
+        with self._lock:
+            stopping = self._stopping
+            if kind in actors:
+                by_id = actors[kind]
+                if actor_id in by_id:
+                    del by_id[actor_id]
+                    if not by_id:
+                        del actors[kind]
+                    self._alive -= 1
+            if key in stopping:
+                del stopping[key]
+                if not stopping:
+                    self._changed.notify_all()
 
     # -- waiting and watching ------------------------------------------------------------
 
@@ -248,6 +257,18 @@ class Runtime:
         limit = self._config.settle_timeout_s if timeout is None else timeout
         if not self._tracker.wait_idle(limit):
             raise SettleTimeout(limit, self._tracker.busy())
+
+    def _busy(self) -> dict[str, int]:
+        """Each busy actor's name with its queued messages (at least 1), and busy jobs."""
+        with self._lock:
+            refs = [ref for by_id in self._actors.values() for ref in by_id.values() if ref]
+        busy = {
+            f"{ref.kind}:{ref.actor_id}": len(ref.actor_inbox) or 1
+            for ref in refs
+            if ref.actor_inbox.busy
+        }
+        busy.update(self._blocking.busy())
+        return busy
 
     def metrics(self) -> dict[str, int]:
         """A plain dict of counters and gauges.
@@ -327,9 +348,9 @@ class Runtime:
             )
 
     def _stop_actors(self) -> None:
-        with self._lock:
+        with self._changed:
             # Spawns under way finish first, so no actor is missed.
-            self._lock.wait_for(lambda: not self._starting, timeout=self._config.stop_timeout_s)
+            self._changed.wait_for(lambda: not self._starting, timeout=self._config.stop_timeout_s)
             refs = [ref for by_id in self._actors.values() for ref in by_id.values() if ref]
         groups: dict[int, list[GreenroomActorRef]] = defaultdict(list)
         for ref in refs:
@@ -337,18 +358,18 @@ class Runtime:
         for order in sorted(groups):
             with self._lock:
                 self._stopping = {
-                    (ref.kind, ref.actor_id)
+                    (ref.kind, ref.actor_id): None
                     for ref in groups[order]
                     if ref.actor_id in self._actors.get(ref.kind, ())
                 }
             for ref in groups[order]:
                 ref.stop(block=False)
-            with self._lock:
-                done = self._lock.wait_for(
+            with self._changed:
+                done = self._changed.wait_for(
                     lambda: not self._stopping, timeout=self._config.stop_timeout_s
                 )
                 stuck = sorted(f"{kind}:{actor_id}" for kind, actor_id in self._stopping)
-                self._stopping = set()
+                self._stopping = {}
                 if not done:
                     self._metrics.incr("actors_abandoned", len(stuck))
                     log.error(
