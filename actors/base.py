@@ -272,9 +272,10 @@ class GreenroomActor(pykka.Actor):
         in_handler.actor = self
         batch = mailbox.take(throughput)
         index = 0
+        stopped = False
         try:
             began = stopwatch() if slow_s is not None else 0.0
-            for index, item in enumerate(batch):
+            for index, item in enumerate(batch):  # noqa: B007 (index is used below)
                 if type(item) is Envelope:
                     stopped = self._handle_message(item.message, item.reply_to)
                 else:
@@ -284,10 +285,10 @@ class GreenroomActor(pykka.Actor):
                     ended = stopwatch()
                     if ended - began > slow_s:
                         self._report_slow(item, ended - began, slow_s)
+                        ended = stopwatch()  # the report's own time is nobody's handler
                     began = ended
                 if stopped:
-                    self._teardown(batch[index + 1 :], handled=index + 1)
-                    return
+                    break
         except BaseException as error:
             # Handlers' errors are caught in _handle_message; this is a BaseException
             # escaping a hook (on_start, on_failure). Stop rather than leave the actor
@@ -302,10 +303,12 @@ class GreenroomActor(pykka.Actor):
             )
             self.ctx.metrics.incr("actor_failures")
             self._stop()
-            self._teardown(batch[index + 1 :], handled=index + 1)
-            return
+            stopped = True
         finally:
             in_handler.actor = None
+        if stopped:
+            self._teardown(batch[index + 1 :], handled=index + 1)
+            return
         if mailbox.end_turn(len(batch)):
             self.ctx.dispatcher.schedule(self)  # to the back of the run queue
 
@@ -447,6 +450,12 @@ class GreenroomActor(pykka.Actor):
         except BaseException:
             self.ctx.metrics.incr("actor_failures")
             log.exception("on_stop of actor %s raised", self.name, extra=self._log_extra())
+
+    def abandon(self) -> None:
+        """Answer all mail with `ActorDeadError`: the dispatcher is shut down (the actor
+        was abandoned by `Runtime.close()` and its handler returned only afterwards)."""
+        self.actor_stopped.set()
+        self._teardown([], handled=0)
 
     def _teardown(self, unhandled: list[Any], *, handled: int) -> None:
         """After the stop: answer what is left, leave the runtime, end the last turn."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from actors.dispatcher import join_threads
-from actors.futures import GreenroomFuture
+from actors.futures import GreenroomFuture, in_handler
 from runtime.errors import GreenroomError, InvalidInput, Stopped
 
 if TYPE_CHECKING:
@@ -67,6 +67,11 @@ class BlockingPool:
         self._queued = 0
         self._active: dict[str, int] = {}  # tracked jobs not finished, by name
         self._closed = False
+
+    @staticmethod
+    def current() -> BlockingPool | None:
+        """The pool whose thread this is, or `None` on any other thread."""
+        return getattr(in_handler, "pool", None)
 
     @property
     def max_threads(self) -> int:
@@ -121,10 +126,12 @@ class BlockingPool:
                 )
                 self._threads.append(thread)
                 thread.start()
-        self._jobs.put(_Job(fn, args, kwargs, future, name, on_done))
+            # Inside the lock, so a shutdown cannot slip its stop markers in before it.
+            self._jobs.put(_Job(fn, args, kwargs, future, name, on_done))
         return future
 
     def _work(self) -> None:
+        in_handler.pool = self
         while True:
             with self._lock:
                 self._idle += 1

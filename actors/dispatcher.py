@@ -9,11 +9,13 @@ most one turn of every actor queued ahead of it.
 One thread at a time, and memory visibility. An actor is in the run queue or on a
 worker at most once (the mailbox's `scheduled` flag, see `actors.mailbox`), so its
 handlers never overlap. Consecutive turns of one actor may run on different workers;
-what one turn wrote is visible to the next because every hand-over passes through
-locks: the worker that ends a turn releases the mailbox's lock (and the run queue's)
-after the handler's last write, and the worker that starts the next turn acquires
-them before its first read. A lock release followed by an acquire of the same lock is
-a happens-before edge: that holds under the GIL and on free-threaded builds alike.
+what one turn wrote is visible to the next because the actor can only pass from one
+worker to the next through synchronising operations: the run queue (`deque` append
+and pop, which the GIL orders, and which take the deque's own lock on free-threaded
+builds), the dispatcher's lock, and the `scheduled` lock that a put acquires after
+the previous worker released it. Each is a release by the worker that ran the last
+handler followed by an acquire by the worker that runs the next one: a happens-before
+edge, so the next handler sees every write of the previous one.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ class Runnable(Protocol):
         """Handle queued mail; reschedule itself if mail remains. Must not raise."""
         ...
 
+    def abandon(self) -> None:
+        """Answer queued mail as undeliverable: no worker will run it again."""
+        ...
+
 
 _SHUTDOWN = None
 
@@ -45,7 +51,8 @@ def join_threads(threads: list[threading.Thread], timeout: float) -> list[str]:
     """Join `threads` within `timeout` seconds in all; the names of those still alive."""
     deadline = stopwatch() + timeout
     for thread in threads:
-        thread.join(max(0.0, deadline - stopwatch()))
+        if thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - stopwatch()))
     return [thread.name for thread in threads if thread.is_alive()]
 
 
@@ -98,8 +105,8 @@ class Dispatcher:
 
     def schedule(self, runnable: Runnable) -> None:
         """Queue `runnable` for a turn on a worker."""
-        if not self._started or self._shut:
-            self._start(runnable)
+        if (not self._started or self._shut) and not self._start(runnable):
+            return
         self._runq.append(runnable)
         with self._lock:
             n = self._nidle
@@ -111,25 +118,29 @@ class Dispatcher:
             self._nidle = n
         worker.park.release()  # type: ignore[union-attr]
 
-    def _start(self, runnable: Runnable) -> None:
+    def _start(self, runnable: Runnable) -> bool:
+        """Start the workers on first use; `False` once shut down."""
         with self._lock:
-            if self._shut:
-                # Only an actor abandoned by close() can still get mail here.
-                log.error("dispatcher %s is shut down; %r will not run again", self._name, runnable)
-                return
-            if self._started:
-                return
-            for n in range(self._size):
-                worker = _Worker()
-                worker.thread = threading.Thread(
-                    target=self._work,
-                    args=(worker,),
-                    name=f"{self._name}-dispatch-{n}",
-                    daemon=True,
-                )
-                worker.thread.start()
-                self._workers.append(worker)
-            self._started = True
+            shut = self._shut
+            if not shut and not self._started:
+                for n in range(self._size):
+                    worker = _Worker()
+                    worker.thread = threading.Thread(
+                        target=self._work,
+                        args=(worker,),
+                        name=f"{self._name}-dispatch-{n}",
+                        daemon=True,
+                    )
+                    worker.thread.start()
+                    self._workers.append(worker)
+                self._started = True
+        if shut:
+            # Only an actor abandoned by close() can still get mail here: answer it
+            # (ActorDeadError) rather than leave an asker waiting forever.
+            log.error("dispatcher %s is shut down; %s will not run again", self._name, runnable)
+            runnable.abandon()
+            return False
+        return True
 
     def _work(self, me: _Worker) -> None:
         lock, runq, idle = self._lock, self._runq, self._idle

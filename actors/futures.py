@@ -23,6 +23,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pykka
+from pykka._future import _Unset
 
 from runtime.errors import FutureTimeout, InvalidTransition
 
@@ -38,7 +39,8 @@ T = TypeVar("T")
 # measurable and never convoys (see runtime.activity).
 _settle_lock = threading.Lock()
 
-# Set by the dispatcher while a handler runs on this thread.
+# `actor` is set by the dispatcher while a handler runs on this thread; `pool` on the
+# threads of a blocking pool (where waiting is allowed, but closing the runtime is not).
 in_handler = threading.local()
 
 
@@ -62,6 +64,8 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
         if self._get_hook is not None:
             return super().get(timeout=timeout)
         if not self._has_result:
+            if timeout is not None and timeout <= 0:
+                raise FutureTimeout(f"no reply within {timeout} seconds")  # a poll never waits
             if getattr(in_handler, "actor", None) is not None:
                 raise InvalidTransition(
                     f"a handler of actor {in_handler.actor} waited on a future that is not "
@@ -72,11 +76,13 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
             if timeout is None:
                 acquired = self._done.acquire()
             else:
-                acquired = self._done.acquire(timeout=max(timeout, 0.0))
-            if not acquired:
+                acquired = self._done.acquire(timeout=timeout)
+            if acquired:
+                # Pass the wake-up on to the next waiter, if several threads wait.
+                self._done.release()
+            elif not self._has_result:
+                # (The value may have arrived while another waiter held the hand-off.)
                 raise FutureTimeout(f"no reply within {timeout} seconds")
-            # Pass the wake-up on to the next waiter, if several threads wait.
-            self._done.release()
         exc_info = self._exc_info
         if exc_info is not None:
             exc_type, exc_value, exc_tb = exc_info
@@ -115,7 +121,10 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
 
     @property
     def done(self) -> bool:
-        """Whether the value (or exception) has arrived."""
+        """Whether the value (or exception) has arrived; for a derived future (`map`,
+        `join`, ...) whether `get()` has computed it."""
+        if self._get_hook is not None:
+            return not isinstance(self._get_hook_result, _Unset)
         return self._has_result
 
     def __repr__(self) -> str:

@@ -40,6 +40,15 @@ def _close_forgotten_runtimes() -> None:
         rt.close()
 
 
+class _Reservation:
+    """Holds an actor's place in the lookup while it starts; false, like no actor."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+
 class Runtime:
     """A running greenroom: one store, one clock, and the actors on them.
 
@@ -71,7 +80,7 @@ class Runtime:
         # the condition on the same lock is for waiting (close).
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._actors: dict[str, dict[str, GreenroomActorRef | None]] = defaultdict(dict)
+        self._actors: dict[str, dict[str, GreenroomActorRef | _Reservation]] = defaultdict(dict)
         self._alive = 0
         self._starting = 0
         self._stopping: dict[tuple[str, str], None] = {}
@@ -171,7 +180,8 @@ class Runtime:
             self._check_open()
             if actor_id in self._actors[kind]:
                 raise InvalidTransition(f"a {kind} actor with id {actor_id!r} is already running")
-            self._actors[kind][actor_id] = None  # reserved while it starts
+            reservation = _Reservation()
+            self._actors[kind][actor_id] = reservation  # reserved while it starts
             self._alive += 1
             self._starting += 1  # close() waits for this, so it never misses an actor
         ctx = ActorContext(
@@ -194,7 +204,9 @@ class Runtime:
                 self._started_one()
             raise
         with self._lock:
-            if actor_id in self._actors.get(kind, ()):
+            # Only our own reservation: if the actor already stopped (its on_start
+            # failed) and another spawn took the id, that newer actor stays.
+            if self._actors.get(kind, {}).get(actor_id) is reservation:
                 self._actors[kind][actor_id] = ref
             self._started_one()
         self._metrics.incr("actors_started")
@@ -210,7 +222,7 @@ class Runtime:
         self._check_open()
         with self._lock:
             ref = self._actors.get(kind, {}).get(actor_id)
-        if ref is None:
+        if not ref:
             raise NotFound(f"no running {kind} actor with id {actor_id!r}")
         return ref
 
@@ -321,23 +333,36 @@ class Runtime:
             self._close_done.wait()
             return
         _open_runtimes.discard(self)
+        # Actors first (their on_stop may still hand work to the pools), then the
+        # blocking jobs, then the dispatcher threads that ran everything, then the clock
+        # and the store. Each step runs even if an earlier one failed.
+        steps = [
+            self._stop_actors,
+            lambda: self._blocking.shutdown(self._config.stop_timeout_s),
+            lambda: self._dispatcher.shutdown(self._config.stop_timeout_s),
+            self._release_clock,
+            self._store.close,
+        ]
+        errors: list[BaseException] = []
         try:
-            self._stop_actors()
+            for step in steps:
+                try:
+                    step()
+                except BaseException as error:
+                    log.exception("closing runtime on %r: a step failed", self._store.path)
+                    errors.append(error)
         finally:
-            # Actors first (their on_stop may still hand work to the pools), then the
-            # blocking jobs, then the dispatcher threads that ran everything.
-            self._blocking.shutdown(self._config.stop_timeout_s)
-            self._dispatcher.shutdown(self._config.stop_timeout_s)
-            detach = getattr(self._clock, "detach", None)
-            if detach is not None:
-                detach(self._tracker)
-            if self._owns_clock:
-                self._clock.close()  # type: ignore[attr-defined]
-            try:
-                self._store.close()
-            finally:
-                self._close_done.set()
-                log.info("runtime on %r closed", self._store.path)
+            self._close_done.set()
+            log.info("runtime on %r closed", self._store.path)
+        if errors:
+            raise errors[0]
+
+    def _release_clock(self) -> None:
+        detach = getattr(self._clock, "detach", None)
+        if detach is not None:
+            detach(self._tracker)
+        if self._owns_clock:
+            self._clock.close()  # type: ignore[attr-defined]
 
     def _refuse_inside_actor(self, what: str) -> None:
         actor = current_actor()
@@ -345,6 +370,11 @@ class Runtime:
             raise InvalidTransition(
                 f"{what} was called from a handler of actor {actor.name}; it would wait for "
                 "that handler to finish. Call it from the host's own thread."
+            )
+        if BlockingPool.current() is self._blocking:
+            raise InvalidTransition(
+                f"{what} was called from a run_blocking job; it would wait for that job "
+                "to finish. Call it from the host's own thread."
             )
 
     def _stop_actors(self) -> None:

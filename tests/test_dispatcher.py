@@ -29,7 +29,6 @@ from actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current
 from runtime import FakeClock, Runtime, RuntimeConfig
 from runtime.errors import (
     FutureTimeout,
-    GreenroomError,
     InvalidTransition,
     SettleTimeout,
 )
@@ -855,8 +854,8 @@ def test_close_called_from_a_blocking_job_does_not_wedge_the_runtime(tmp_path: P
     if not host_closed.wait(5):
         problems.append("a host's close() after the job's close() never returned")
     [error] = outcome
-    if not (error is None or isinstance(error, GreenroomError)):
-        problems.append(f"close() from a blocking job raised {error!r}")
+    if not isinstance(error, InvalidTransition) or "run_blocking job" not in str(error):
+        problems.append(f"close() from a blocking job was not refused: {error!r}")
     left = [t for t in threading.enumerate() if t not in before and t is not closer]
     for thread in left:
         if thread.name.startswith(BLOCKING):
@@ -953,3 +952,116 @@ def test_on_start_runs_on_the_pool_before_any_message(make_rt: MakeRuntime) -> N
     assert thread.startswith(DISPATCH)
     assert in_actor
     assert messages == list(range(100))
+
+
+# -- review follow-ups ---------------------------------------------------------------------
+
+
+def test_settle_from_a_blocking_job_is_refused(make_rt: MakeRuntime) -> None:
+    rt = make_rt()
+    offloader = rt.spawn(Offloader, actor_id="o")
+    outcome: list[BaseException | None] = []
+    finished = threading.Event()
+
+    def settle_from_job() -> None:
+        try:
+            rt.settle(timeout=1)
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+        finally:
+            finished.set()
+
+    offloader.proxy().offload_without_then(settle_from_job).get(timeout=10)
+    assert finished.wait(10)
+    [error] = outcome
+    assert isinstance(error, InvalidTransition)
+    assert "run_blocking job" in str(error)
+
+
+class Poller(GreenroomActor):
+    """Polls another actor's future with a zero timeout from inside a handler."""
+
+    kind = "poller"
+
+    def poll(self, target: GreenroomActorRef, message: Any) -> str:
+        future = target.ask(message, block=False)
+        try:
+            future.get(timeout=0)
+        except FutureTimeout:
+            return "not yet"
+        return "done"
+
+
+def test_a_zero_timeout_poll_inside_a_handler_is_not_refused(make_rt: MakeRuntime) -> None:
+    rt = make_rt(slow_handler_warning_s=None)
+    gate = rt.spawn(Gate, actor_id="g")
+    hold, second = Hold(), Hold()
+    gate.tell(hold)
+    assert hold.entered.wait(10)
+    try:
+        poller = rt.spawn(Poller, actor_id="p")
+        assert poller.proxy().poll(gate, second).get(timeout=10) == "not yet"
+    finally:
+        hold.release.set()
+        second.release.set()
+
+
+def test_an_abandoned_actor_answers_its_queued_asks_once_its_handler_returns(
+    tmp_path: Path,
+) -> None:
+    rt = Runtime.open(
+        tmp_path / "abandon.db",
+        clock=FakeClock(),
+        config=RuntimeConfig(stop_timeout_s=0.3, slow_handler_warning_s=None),
+    )
+    gate = rt.spawn(Gate, actor_id="g")
+    hold = Hold()
+    gate.tell(hold)
+    assert hold.entered.wait(10)
+    queued = gate.ask(Hold(), block=False)  # behind the stuck handler
+    rt.close()  # gives up on the gate after stop_timeout_s
+    hold.release.set()  # the handler returns after the dispatcher is shut down
+    with pytest.raises(pykka.ActorDeadError):
+        queued.get(timeout=10)
+
+
+class FailsFirstStart(GreenroomActor):
+    """Its first incarnation fails in on_start; its first start() waits before returning."""
+
+    kind = "flaky"
+    failed_once = False
+    first_start_returned = threading.Event()
+    let_first_start_return = threading.Event()
+    first_start_used = False
+
+    def on_start(self) -> None:
+        if not FailsFirstStart.failed_once:
+            FailsFirstStart.failed_once = True
+            raise RuntimeError("first start fails")
+
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> GreenroomActorRef:
+        ref = super().start(*args, **kwargs)
+        if not FailsFirstStart.first_start_used:
+            FailsFirstStart.first_start_used = True
+            FailsFirstStart.first_start_returned.set()
+            FailsFirstStart.let_first_start_return.wait(10)
+        return ref
+
+
+def test_a_stalled_spawn_does_not_replace_a_newer_actor_with_the_same_id(
+    make_rt: MakeRuntime,
+) -> None:
+    rt = make_rt()
+    first: list[GreenroomActorRef] = []
+    spawner = threading.Thread(target=lambda: first.append(rt.spawn(FailsFirstStart, actor_id="x")))
+    spawner.start()
+    assert FailsFirstStart.first_start_returned.wait(10)
+    rt.settle()  # the first incarnation failed on_start and left the lookup
+    second = rt.spawn(FailsFirstStart, actor_id="x")
+    FailsFirstStart.let_first_start_return.set()
+    spawner.join(10)
+    assert not first[0].is_alive()
+    assert rt.get_actor("flaky", "x") is second
+    assert second.is_alive()
