@@ -63,8 +63,10 @@ every other actor needs, and two actors asking each other would deadlock the poo
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import queue
 import sys
 import threading
 from collections.abc import Callable
@@ -92,9 +94,11 @@ if TYPE_CHECKING:
     from runtime.store import Store
 
 __all__ = [
+    "DEFERRED",
     "ActorContext",
     "GreenroomActor",
     "GreenroomActorRef",
+    "Reply",
     "current_actor",
     "describe_message",
 ]
@@ -121,6 +125,37 @@ class ActorContext:
     dispatcher: Dispatcher
     blocking: BlockingPool
     on_stopped: Callable[[GreenroomActor], None]
+
+
+class _Deferred:
+    """Returned by a handler that answers its ask later (see `reply_later`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFERRED"
+
+
+DEFERRED: Any = _Deferred()
+
+
+class Reply:
+    """The answer to an ask, given later: `set(value)` or `fail(error)`, once."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: pykka.Future[Any]) -> None:
+        self._future = future
+
+    def set(self, value: Any = None) -> None:
+        """Answer with `value`; ignored if already answered."""
+        with contextlib.suppress(queue.Full):
+            self._future.set(value)
+
+    def fail(self, error: BaseException) -> None:
+        """Answer with `error` (raised to the asker); ignored if already answered."""
+        with contextlib.suppress(queue.Full):
+            self._future.set_exception((type(error), error, error.__traceback__))
 
 
 _INTERNAL_MESSAGES = frozenset({ProxyCall, ProxyGetAttr, ProxySetAttr, BlockingDone})
@@ -232,6 +267,7 @@ class GreenroomActor(pykka.Actor):
         self.actor_inbox = self._create_actor_inbox()
         self.actor_stopped = StopFlag()
         self._timers: set[TimerHandle] | None = None
+        self._reply_to: pykka.Future[Any] | None = None
         self._stop_replies: list[pykka.Future[Any]] = []
         self._actor_ref = GreenroomActorRef(self)
 
@@ -365,6 +401,7 @@ class GreenroomActor(pykka.Actor):
                 # actor has answered its leftovers and left the runtime's lookup.
                 self._stop_replies.append(reply_to)
             return True
+        self._reply_to = reply_to
         try:
             # Plain messages go straight to on_receive; proxy calls through pykka.
             if cls in _INTERNAL_MESSAGES:
@@ -397,7 +434,7 @@ class GreenroomActor(pykka.Actor):
             self._call_on_failure(exc_info)
             self._stop()
             return True
-        if reply_to is not None:
+        if reply_to is not None and result is not DEFERRED:
             reply_to.set(result)
         return False
 
@@ -507,6 +544,24 @@ class GreenroomActor(pykka.Actor):
             self._timers = {timer for timer in self._timers if timer.active}
         self._timers.add(handle)
         return handle
+
+    # answering later ------------------------------------------------------------------
+
+    def reply_later(self) -> Reply:
+        """Answer the ask being handled later, from another handler; return `DEFERRED`.
+
+        For an answer that needs work done elsewhere first (a blocking job, another
+        actor): keep the `Reply`, return `DEFERRED` from the handler, and call
+        `reply.set(value)` or `reply.fail(error)` when the answer is known.
+
+            def archive(self):
+                reply = self.reply_later()
+                self.run_blocking(compress, then=lambda f: self._done(f, reply))
+                return DEFERRED
+        """
+        if self._reply_to is None:
+            raise InvalidTransition(f"actor {self.name} is not handling an ask; nothing to answer")
+        return Reply(self._reply_to)
 
     # blocking work ---------------------------------------------------------------------
 

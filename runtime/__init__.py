@@ -8,6 +8,14 @@ Errors live in `runtime.errors`; the actor base in `actors.base`.
 import logging
 from typing import TYPE_CHECKING, Any
 
+from runtime.blocks import (
+    ArchiveResult,
+    Block,
+    OutputRead,
+    RestoreResult,
+    SessionStats,
+    SweepStats,
+)
 from runtime.clock import Clock, FakeClock, SystemClock, TimerHandle
 from runtime.config import RuntimeConfig
 from runtime.models import FileInfo, StoredObject
@@ -17,13 +25,19 @@ if TYPE_CHECKING:
     from runtime.runtime import Runtime
 
 __all__ = [
+    "ArchiveResult",
+    "Block",
     "Clock",
     "FakeClock",
     "FileInfo",
+    "OutputRead",
+    "RestoreResult",
     "Runtime",
     "RuntimeConfig",
+    "SessionStats",
     "Store",
     "StoredObject",
+    "SweepStats",
     "SystemClock",
     "TimerHandle",
 ]

@@ -29,9 +29,26 @@ def _positive_int(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise InvalidInput(f"RuntimeConfig.{attribute.name} must be a positive int, got {value!r}")
 
 
+def _at_least(minimum: int):
+    def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise InvalidInput(
+                f"RuntimeConfig.{attribute.name} must be an int >= {minimum}, got {value!r}"
+            )
+
+    return check
+
+
 def _optional_positive_number(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
     if value is not None:
         _positive_number(inst, attribute, value)
+
+
+def _optional_path(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidInput(
+            f"RuntimeConfig.{attribute.name} must be a non-empty str path or None, got {value!r}"
+        )
 
 
 def _one_of(*choices: str):
@@ -82,5 +99,29 @@ class RuntimeConfig:
     """A handler running longer than this logs a warning naming the actor and message
     type (handlers must not block); `None` turns the check off."""
 
-    blocking_threads: int = attrs.field(default=16, validator=_positive_int)
-    """Most threads of the separate pool for work that must block (`run_blocking`)."""
+    blocking_threads: int = attrs.field(default=16, validator=_at_least(2))
+    """Most threads of the separate pool for work that must block (`run_blocking`);
+    at least 2, since a sweep running there waits for archive jobs run there too."""
+
+    stats_flush_interval_s: float = attrs.field(default=1.0, validator=_positive_number)
+    """A block writes its session stats at most this often, and once more when an
+    interval with new lines ends (the first line is written at once)."""
+
+    archive_dir: str | None = attrs.field(default=None, validator=_optional_path)
+    """Folder for compressed block outputs; `None` means `<database>.archives` beside
+    the database (a temporary folder for `":memory:"`)."""
+
+    archive_codec: str = attrs.field(default="zstd", validator=_one_of("zstd", "gzip"))
+    """How archives are compressed; reading recognises either by its magic bytes."""
+
+    sweep_first_after_s: float = attrs.field(default=60.0, validator=_positive_number)
+    """Seconds after the sweep supervisor starts before its first sweep."""
+
+    sweep_interval_s: float = attrs.field(default=3600.0, validator=_positive_number)
+    """Seconds between sweeps after the first."""
+
+    inactive_days: float = attrs.field(default=7.0, validator=_positive_number)
+    """A sweep archives `view == "agent"` blocks idle for at least this many days."""
+
+    max_archive_bytes: int = attrs.field(default=2 * 1024**3, validator=_positive_int)
+    """A sweep prunes the archive folder, oldest first, down to this many bytes."""

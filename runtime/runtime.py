@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import secrets
+import tempfile
 import threading
 import weakref
 from collections import defaultdict
@@ -13,9 +14,14 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
+from actors.block import BlockActor
+from actors.block_writer import BlockWriter
 from actors.blocking import BlockingPool
 from actors.dispatcher import Dispatcher
+from actors.sweeper import SweepSupervisor
 from runtime.activity import ActivityTracker
+from runtime.archive import check_block_id
+from runtime.blocks import Block, SweepStats
 from runtime.clock import Clock, SystemClock
 from runtime.config import RuntimeConfig
 from runtime.errors import InvalidInput, InvalidTransition, NotFound, SettleTimeout, Stopped
@@ -38,6 +44,15 @@ def _close_forgotten_runtimes() -> None:
     for rt in list(_open_runtimes):
         log.warning("runtime %r was not closed; closing it at interpreter exit", rt.path)
         rt.close()
+
+
+def _archive_dir(db_path: str, configured: str | None) -> Path:
+    if configured is not None:
+        return Path(configured)
+    if db_path == ":memory:":
+        return Path(tempfile.mkdtemp(prefix="greenroom-archives-"))
+    db = Path(db_path)
+    return db.with_name(db.name + ".archives")
 
 
 class _Reservation:
@@ -86,6 +101,10 @@ class Runtime:
         self._stopping: dict[tuple[str, str], None] = {}
         self._closed = False
         self._close_done = threading.Event()
+        self._archive_dir = _archive_dir(store.path, config.archive_dir)
+        self._block_lock = threading.Lock()
+        self._writer: GreenroomActorRef | None = None
+        self._sweeper: GreenroomActorRef | None = None
         attach = getattr(clock, "attach", None)
         if attach is not None:
             attach(self._tracker)
@@ -127,7 +146,14 @@ class Runtime:
             busy_timeout_s=config.sqlite_busy_timeout_s,
         )
         log.info("runtime opened on %r", store.path)
-        return cls(store, clock, config, owns_clock=owns_clock)
+        rt = cls(store, clock, config, owns_clock=owns_clock)
+        try:
+            if store.list_ids("block"):
+                rt._start_block_services()  # blocks to sweep: the sweep timer starts now
+        except BaseException:
+            rt.close()
+            raise
+        return rt
 
     # -- properties ----------------------------------------------------------------------
 
@@ -254,6 +280,70 @@ class Runtime:
                 del stopping[key]
                 if not stopping:
                     self._changed.notify_all()
+
+    # -- blocks --------------------------------------------------------------------------
+
+    @property
+    def archive_dir(self) -> Path:
+        """The folder block archives are written to (`RuntimeConfig.archive_dir`)."""
+        return self._archive_dir
+
+    def block(self, block_id: str, *, view: str = "agent") -> Block:
+        """The block `block_id`, created (with metadata `view`) if it does not exist.
+
+        Block ids are 1-200 characters of letters, digits and `-_.:@` (else
+        `InvalidInput`). An existing block keeps the view it was created with.
+        """
+        self._check_open()
+        check_block_id(block_id)
+        if not isinstance(view, str) or not view:
+            raise InvalidInput(f"view must be a non-empty str, got {view!r}")
+        writer = self._start_block_services()
+        with self._lock:
+            ref = self._actors.get(BlockActor.kind, {}).get(block_id)
+        if not ref:
+            self._store.ensure_object("block", block_id, {"view": view})
+            try:
+                ref = self.spawn(BlockActor, writer, self._archive_dir, actor_id=block_id)
+            except InvalidTransition:
+                ref = self._wait_for_actor(BlockActor.kind, block_id)
+        return Block(ref, block_id)
+
+    def blocks(self, view: str | None = None) -> list[str]:
+        """The ids of every stored block (with metadata `view`, if given), sorted."""
+        self._check_open()
+        if view is None:
+            return self._store.list_ids("block")
+        return sorted(
+            obj.id for obj in self._store.list_objects("block") if obj.meta.get("view") == view
+        )
+
+    def sweep(self) -> SweepStats:
+        """Run a sweep now (archive idle agent blocks, prune the archives); its stats."""
+        self._check_open()
+        self._refuse_inside_actor("sweep()")
+        self._start_block_services()
+        assert self._sweeper is not None
+        return self._sweeper.proxy().sweep_now().get()
+
+    def _start_block_services(self) -> GreenroomActorRef:
+        """Start the block writer and the sweep supervisor once; the writer's ref."""
+        with self._block_lock:
+            if self._writer is None:
+                self._writer = self.spawn(BlockWriter, actor_id="writer")
+                self._sweeper = self.spawn(
+                    SweepSupervisor, self.block, self._archive_dir, actor_id="sweeper"
+                )
+            return self._writer
+
+    def _wait_for_actor(self, kind: str, actor_id: str) -> GreenroomActorRef:
+        # Another thread is spawning this very actor: wait for its ref to land.
+        with self._changed:
+            self._changed.wait_for(
+                lambda: bool(self._actors.get(kind, {}).get(actor_id)) or not self._starting,
+                timeout=self._config.stop_timeout_s,
+            )
+        return self.get_actor(kind, actor_id)
 
     # -- waiting and watching ------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import sqlite_utils
 
 from runtime.clock import SystemClock
@@ -42,7 +43,14 @@ from runtime.errors import (
 from runtime.meta import apply_update, dumps_meta, merge_meta, validate_update
 from runtime.models import FileInfo, StoredObject
 
-__all__ = ["SCHEMA_VERSION", "Store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "AppendFile",
+    "DeleteFile",
+    "RenameFile",
+    "Store",
+    "UpdateMeta",
+]
 
 T = TypeVar("T")
 
@@ -88,6 +96,45 @@ def _check_name(name: object) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInput(f"file name must be 1-128 letters, digits or '_.:@-', got {name!r}")
     return name
+
+
+@attrs.frozen
+class AppendFile:
+    """A write for `Store.write_batch`: append `data` to a file (created if `create`)."""
+
+    kind: str
+    object_id: str
+    name: str
+    data: bytes
+    create: bool = True
+
+
+@attrs.frozen
+class UpdateMeta:
+    """A write for `Store.write_batch`: merge `update` into an object's metadata."""
+
+    kind: str
+    object_id: str
+    update: Mapping[str, Any]
+
+
+@attrs.frozen
+class DeleteFile:
+    """A write for `Store.write_atomic`: delete a file (if it exists)."""
+
+    kind: str
+    object_id: str
+    name: str
+
+
+@attrs.frozen
+class RenameFile:
+    """A write for `Store.write_atomic`: rename a file, replacing any called `new`."""
+
+    kind: str
+    object_id: str
+    old: str
+    new: str
 
 
 class _WriteSlot:
@@ -241,18 +288,22 @@ class Store:
         fsync) then serves the whole batch. Every caller returns only after the commit
         that holds its change, and sees its own error, if any.
         """
-        slot = _WriteSlot(what, op)
-        with self._queue_lock:
-            self._ensure_open()
-            self._queue.append(slot)
-        with self._lock:
-            if not slot.done:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._run_batch(batch)
+        [slot] = self._write_all([_WriteSlot(what, op)])
         if slot.error is not None:
             raise slot.error
         return slot.value
+
+    def _write_all(self, slots: list[_WriteSlot]) -> list[_WriteSlot]:
+        """Queue several independent writes at once; return them done (value or error)."""
+        with self._queue_lock:
+            self._ensure_open()
+            self._queue.extend(slots)
+        with self._lock:
+            if not slots[-1].done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._run_batch(batch)
+        return slots
 
     def _run_batch(self, batch: list[_WriteSlot]) -> None:
         """Run queued writes in one transaction; on return every slot is done."""
@@ -400,6 +451,15 @@ class Store:
         Every update is validated before anything is written; one unknown object or
         malformed update raises and leaves every object as it was.
         """
+        slot = self._meta_slot(updates)
+        if slot is None:
+            self._ensure_open()
+            return []
+        return self._write(slot.what, slot.op)
+
+    def _meta_slot(
+        self, updates: Iterable[tuple[str, str, Mapping[str, Any]]]
+    ) -> _WriteSlot | None:
         batch = [
             (
                 _check_kind(kind),
@@ -409,8 +469,7 @@ class Store:
             for kind, oid, update in updates
         ]
         if not batch:
-            self._ensure_open()
-            return []
+            return None
 
         def op() -> list[StoredObject]:
             results: list[StoredObject] = []
@@ -431,7 +490,7 @@ class Store:
                 )
             return results
 
-        return self._write(f"update metadata of {len(batch)} object(s)", op)
+        return _WriteSlot(f"update metadata of {len(batch)} object(s)", op)
 
     def delete_object(self, kind: str, object_id: str) -> None:
         """Delete the object and all its files; `NotFound` if it does not exist."""
@@ -476,7 +535,13 @@ class Store:
 
         With `create=True` a missing file is created first; otherwise it is `NotFound`.
         """
+        slot = self._append_slot(AppendFile(kind, object_id, name, data, create=create))
+        return self._write(slot.what, slot.op)
+
+    def _append_slot(self, write: AppendFile) -> _WriteSlot:
+        kind, object_id, name, create = write.kind, write.object_id, write.name, write.create
         self._check_file_args(kind, object_id, name)
+        data = write.data
         if not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidInput(f"data must be bytes, got {type(data).__name__}")
         data = bytes(data)
@@ -513,7 +578,98 @@ class Store:
             )
             return FileInfo(kind, object_id, name, start, chunks + len(pieces), created, now)
 
-        return self._write(f"append to file {name!r} of {kind} {object_id!r}", op)
+        return _WriteSlot(f"append to file {name!r} of {kind} {object_id!r}", op)
+
+    def write_batch(self, writes: Iterable[AppendFile | UpdateMeta]) -> list[Any]:
+        """Apply independent writes in one transaction, each in its own savepoint.
+
+        One commit (one fsync) for the lot. Returns, in order, each write's result (a
+        `FileInfo` or `StoredObject`) or the exception it failed with: a failing write
+        is rolled back alone and does not stop the others. Malformed writes raise
+        `InvalidInput` before anything is written.
+        """
+        slots = []
+        for write in writes:
+            if isinstance(write, AppendFile):
+                slots.append(self._append_slot(write))
+            elif isinstance(write, UpdateMeta):
+                slots.append(self._meta_slot([(write.kind, write.object_id, write.update)]))
+            else:
+                raise InvalidInput(
+                    f"write_batch takes AppendFile and UpdateMeta, got {type(write).__name__}"
+                )
+        if not slots:
+            self._ensure_open()
+            return []
+        done = self._write_all(slots)
+        return [
+            slot.error
+            if slot.error is not None
+            else (slot.value[0] if isinstance(slot.value, list) else slot.value)
+            for slot in done
+        ]
+
+    def rename_file(self, kind: str, object_id: str, old: str, new: str) -> FileInfo:
+        """Rename a file in one transaction, replacing any file already called `new`.
+
+        `NotFound` if `old` does not exist.
+        """
+        slot = self._rename_slot(RenameFile(kind, object_id, old, new))
+        return self._write(slot.what, slot.op)
+
+    def _rename_slot(self, write: RenameFile) -> _WriteSlot:
+        kind, object_id, old, new = write.kind, write.object_id, write.old, write.new
+        self._check_file_args(kind, object_id, old)
+        _check_name(new)
+
+        def op() -> FileInfo:
+            row = self._file_row(kind, object_id, old)
+            if row is None:
+                raise NotFound(f"{kind} {object_id!r} has no file {old!r} to rename")
+            if old != new:
+                for table in ("file_chunks", "files"):
+                    self._db.conn.execute(
+                        f"DELETE FROM {table} WHERE kind = ? AND id = ? AND name = ?",
+                        [kind, object_id, new],
+                    )
+                    self._db.conn.execute(
+                        f"UPDATE {table} SET name = ? WHERE kind = ? AND id = ? AND name = ?",
+                        [new, kind, object_id, old],
+                    )
+            size, chunks, _next, created, updated = row
+            return FileInfo(kind, object_id, new, size, chunks, created, updated)
+
+        return _WriteSlot(f"rename file {old!r} of {kind} {object_id!r} to {new!r}", op)
+
+    def write_atomic(self, writes: Iterable[UpdateMeta | DeleteFile | RenameFile]) -> list[Any]:
+        """Apply several writes in one transaction: all of them, or none.
+
+        The first failing write raises (`NotFound`, ...) and rolls back every write
+        of the call. Returns each write's result in order.
+        """
+        slots: list[_WriteSlot] = []
+        for write in writes:
+            if isinstance(write, UpdateMeta):
+                slot = self._meta_slot([(write.kind, write.object_id, write.update)])
+                assert slot is not None
+            elif isinstance(write, DeleteFile):
+                slot = self._delete_slot(write.kind, write.object_id, write.name, missing_ok=True)
+            elif isinstance(write, RenameFile):
+                slot = self._rename_slot(write)
+            else:
+                raise InvalidInput(
+                    "write_atomic takes UpdateMeta, DeleteFile and RenameFile, "
+                    f"got {type(write).__name__}"
+                )
+            slots.append(slot)
+        if not slots:
+            self._ensure_open()
+            return []
+
+        def op() -> list[Any]:
+            return [slot.op() for slot in slots]
+
+        return self._write(" and ".join(slot.what for slot in slots), op)
 
     def read_file(
         self, kind: str, object_id: str, name: str, *, offset: int = 0, size: int | None = None
@@ -601,6 +757,10 @@ class Store:
 
         A missing file is `NotFound` unless `missing_ok=True`.
         """
+        slot = self._delete_slot(kind, object_id, name, missing_ok=missing_ok)
+        return self._write(slot.what, slot.op)
+
+    def _delete_slot(self, kind: str, object_id: str, name: str, *, missing_ok: bool) -> _WriteSlot:
         self._check_file_args(kind, object_id, name)
 
         def op() -> bool:
@@ -615,7 +775,7 @@ class Store:
             self._db.conn.execute("DELETE FROM files WHERE kind = ? AND id = ? AND name = ?", key)
             return True
 
-        return self._write(f"delete file {name!r} of {kind} {object_id!r}", op)
+        return _WriteSlot(f"delete file {name!r} of {kind} {object_id!r}", op)
 
     def _check_file_args(self, kind: str, object_id: str, name: str) -> None:
         _check_kind(kind)

@@ -1,0 +1,464 @@
+"""`BlockActor`: one per block; owns its output, its session stats and its archive.
+
+Stats: counted in memory, written at once on the first line after start, then at
+most once per `stats_flush_interval_s`, with a trailing write when an interval with
+new lines ends, so the last lines are never left unsaved. Counters start from the
+stored metadata, so they carry on across restarts. Output and stats go through the
+runtime's `BlockWriter`, which writes many blocks in one transaction.
+
+Archive, restore and read run their heavy part (compressing, decompressing) on the
+blocking pool. While one runs, the block holds back new output and queues further
+archive / restore / read calls, so none of them can interleave; stats keep counting.
+Every step that changes what the block points at is one store transaction:
+
+* archive: compress to a temporary file, fsync, rename into place; then, in one
+  transaction, point the metadata at it and delete the live output. A crash before
+  that transaction leaves the live output (and at worst an unreferenced file); after
+  it, a complete archive the metadata points to.
+* restore: decompress into a temporary store file; then, in one transaction, rename
+  it over the output and clear the `session:archived_*` keys. A corrupt or missing
+  archive raises `StorageError` and changes nothing.
+
+An archived block that gets new output keeps it live: its output is the archive
+followed by the live part, and the next archive (or a restore) joins the two.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef, Reply
+from actors.block_writer import Output, StatsUpdate, Sync
+from runtime.archive import archive_name, checked_archive_path, read_archive, write_archive
+from runtime.blocks import (
+    ARCHIVE_BACKUP,
+    ARCHIVE_PATH,
+    ARCHIVED_AT,
+    ARCHIVED_BYTES,
+    PRUNED_AT,
+    ArchiveResult,
+    OutputRead,
+    RestoreResult,
+    SessionStats,
+    count_lines,
+)
+from runtime.errors import InvalidTransition, NotFound, Stopped, StorageError
+from runtime.store import DeleteFile, RenameFile, UpdateMeta
+
+__all__ = ["AppendOutput", "BlockActor", "RecordLine"]
+
+log = logging.getLogger("greenroom.blocks")
+
+BLOCK = "block"
+OUTPUT = "output"
+RESTORING = "output.restoring"
+_PIECE = 1 << 20
+
+
+@attrs.frozen
+class AppendOutput:
+    """Tell a block: append these output bytes."""
+
+    data: bytes
+
+
+@attrs.frozen
+class RecordLine:
+    """Tell a block: count one line of `n_bytes` kept elsewhere."""
+
+    n_bytes: int
+
+
+@attrs.frozen
+class _Then:
+    """A continuation: call `fn(*args)` inside the actor."""
+
+    fn: Callable[..., object]
+    args: tuple[Any, ...] = ()
+
+
+class _Trailing:
+    pass
+
+
+_TRAILING = _Trailing()
+
+
+class BlockActor(GreenroomActor):
+    """Serves one block; see the module docstring."""
+
+    kind = "block"
+
+    def __init__(self, ctx: ActorContext, writer: GreenroomActorRef, archive_dir: Path) -> None:
+        super().__init__(ctx)
+        self.block_id = ctx.actor_id
+        self._writer = writer
+        self._archive_dir = archive_dir
+        self._stats = SessionStats()
+        self._partial = 0  # bytes of a line whose newline has not arrived
+        self._dirty = False
+        self._last_flush: float | None = None
+        self._trailing = None
+        self._busy = False
+        self._held = bytearray()  # output that arrived while an archive or restore ran
+        self._queued: deque[tuple[Callable[[Reply], None], Reply]] = deque()
+        self._archive_meta: tuple[int, Path | None, Any] = (0, None, None)
+        self._restore_from: Path | None = None
+
+    def on_start(self) -> None:
+        meta = self.ctx.store.get_object(BLOCK, self.block_id).meta
+        self._stats = SessionStats.from_meta(meta)
+
+    def on_stop(self) -> None:
+        self._end_partial_line()
+        self._flush_stats()
+        if self._held:
+            self._writer.tell(Output(self.block_id, bytes(self._held)))
+            self._held.clear()
+        for _op, reply in self._queued:
+            reply.fail(Stopped(f"block {self.block_id!r} stopped before it got to this call"))
+        self._queued.clear()
+
+    # -- output and stats (tells) ----------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        cls = type(message)
+        if cls is AppendOutput:
+            self._append(message.data)
+        elif cls is RecordLine:
+            self._count(1, message.n_bytes // 4)
+        elif cls is _Then:
+            message.fn(*message.args)
+        elif message is _TRAILING:
+            self._trailing = None
+            if self._dirty:
+                self._maybe_flush(force=False)
+        else:
+            return super().on_receive(message)
+        return None
+
+    def _append(self, data: bytes) -> None:
+        if not data:
+            return
+        pieces = data.split(b"\n")
+        if len(pieces) == 1:
+            self._partial += len(data)
+        else:
+            first = self._partial + len(pieces[0])
+            lengths = [first] if first else []
+            lengths += [len(piece) for piece in pieces[1:-1] if piece]
+            self._partial = len(pieces[-1])
+            if lengths:
+                self._count(len(lengths), sum(length // 4 for length in lengths))
+        if self._busy:
+            self._held += data
+        else:
+            self._writer.tell(Output(self.block_id, data))
+
+    def _end_partial_line(self) -> None:
+        # The output's last line has no newline yet; when the stream ends (stop,
+        # archive), it is a line all the same.
+        if self._partial:
+            self._count(1, self._partial // 4)
+            self._partial = 0
+
+    def _count(self, lines: int, tokens: int) -> None:
+        now = self.ctx.clock.now_ms()
+        stats = self._stats
+        self._stats = SessionStats(
+            stats.start_ts_ms or now,
+            now,
+            stats.line_count + lines,
+            stats.token_estimate + tokens,
+        )
+        self._dirty = True
+        self._maybe_flush(force=not stats.start_ts_ms)
+
+    def _maybe_flush(self, *, force: bool) -> None:
+        interval = self.ctx.config.stats_flush_interval_s
+        now = self.ctx.clock.monotonic()
+        if force or self._last_flush is None or now - self._last_flush >= interval:
+            self._flush_stats()
+        elif self._trailing is None:
+            self._trailing = self.schedule_once(interval - (now - self._last_flush), _TRAILING)
+
+    def _flush_stats(self) -> None:
+        if self._dirty:
+            self._writer.tell(StatsUpdate(self.block_id, self._stats.as_meta()))
+            self._dirty = False
+            self._last_flush = self.ctx.clock.monotonic()
+
+    # -- asks --------------------------------------------------------------------------------
+
+    def stats(self) -> SessionStats:
+        return self._stats
+
+    def meta(self) -> dict[str, Any]:
+        return self.ctx.store.get_object(BLOCK, self.block_id).meta
+
+    def update_meta(self, update: dict[str, Any]) -> dict[str, Any]:
+        return self.ctx.store.update_meta(BLOCK, self.block_id, update).meta
+
+    def flush(self) -> Any:
+        self._flush_stats()
+        reply = self.reply_later()
+        self._writer.tell(Sync(self.actor_ref, _Then(reply.set)))
+        return DEFERRED
+
+    def archive(self) -> Any:
+        return self._enqueue(self._archive)
+
+    def restore(self) -> Any:
+        return self._enqueue(self._restore)
+
+    def read_output(self) -> Any:
+        return self._enqueue(self._read)
+
+    def prune_archive(self, path: str) -> Any:
+        """Delete the archive file `path` (the sweep's pruning) and fix the metadata."""
+        return self._enqueue(lambda reply: self._prune(path, reply))
+
+    # -- one heavy operation at a time ----------------------------------------------------
+
+    def _enqueue(self, op: Callable[[Reply], None]) -> Any:
+        reply = self.reply_later()
+        if self._busy:
+            self._queued.append((op, reply))
+        else:
+            self._run(op, reply)
+        return DEFERRED
+
+    def _run(self, op: Callable[[Reply], None], reply: Reply) -> None:
+        self._busy = True
+        try:
+            op(reply)
+        except Exception as error:
+            reply.fail(error)
+            self._done()
+
+    def _done(self) -> None:
+        self._busy = False
+        if self._held:
+            self._writer.tell(Output(self.block_id, bytes(self._held)))
+            self._held.clear()
+        if self._queued:
+            self._run(*self._queued.popleft())
+
+    def _synced(self, then: Callable[..., None], *args: Any) -> None:
+        """Call `then(*args)` in this actor once the writer has stored all we sent."""
+        self._writer.tell(Sync(self.actor_ref, _Then(self._guarded, (then, *args))))
+
+    def _guarded(self, then: Callable[..., None], reply: Reply, *args: Any) -> None:
+        try:
+            then(reply, *args)
+        except Exception as error:
+            reply.fail(error)
+            self._done()
+
+    def _offload(self, job: Callable[[], Any], then: Callable[..., None], reply: Reply) -> None:
+        """Run `job` on the blocking pool; then `then(reply, result)` here (errors fail)."""
+
+        def back(future: Any) -> None:
+            try:
+                result = future.get()
+            except Exception as error:
+                reply.fail(error)
+                self._done()
+                return
+            self._guarded(then, reply, result)
+
+        self.run_blocking(job, then=back)
+
+    def _meta(self) -> dict[str, Any]:
+        return self.ctx.store.get_object(BLOCK, self.block_id).meta
+
+    def _archived_path(self, meta: dict[str, Any]) -> Path | None:
+        if not meta.get(ARCHIVE_PATH):
+            return None
+        return checked_archive_path(self._archive_dir, meta[ARCHIVE_PATH])
+
+    def _live_size(self) -> int:
+        try:
+            return self.ctx.store.stat_file(BLOCK, self.block_id, OUTPUT).size
+        except NotFound:
+            return 0
+
+    def _pieces(self, archived: Path | None, live: bool) -> Iterator[bytes]:
+        if archived is not None:
+            yield from read_archive(archived)
+        if live:
+            yield from self.ctx.store.iter_file(BLOCK, self.block_id, OUTPUT)
+
+    # archive
+
+    def _archive(self, reply: Reply) -> None:
+        self._end_partial_line()
+        self._flush_stats()
+        self._synced(self._archive_synced, reply)
+
+    def _archive_synced(self, reply: Reply) -> None:
+        meta = self._meta()
+        archived = self._archived_path(meta)
+        live = self._live_size() > 0
+        now = self.ctx.clock.now_ms()
+        if not live:
+            # Nothing new to archive (empty, missing, or archived already).
+            reply.set(ArchiveResult(self.block_id, 0, now, str(archived) if archived else None))
+            self._done()
+            return
+        codec = self.ctx.config.archive_codec
+        at = now
+        while (self._archive_dir / archive_name(self.block_id, at, codec)).exists():
+            at += 1  # a second archive within the same millisecond: never overwrite
+        name = archive_name(self.block_id, at, codec)
+
+        def job() -> tuple[int, int, Path]:
+            return write_archive(self._pieces(archived, live=True), self._archive_dir, name, codec)
+
+        self._archive_meta = (at, archived, meta.get(ARCHIVE_BACKUP))
+        self._offload(job, self._archive_written, reply)
+
+    def _archive_written(self, reply: Reply, written: tuple[int, int, Path]) -> None:
+        raw, _size, path = written
+        at, previous, backup = self._archive_meta
+        update = {
+            ARCHIVED_AT: at,
+            ARCHIVED_BYTES: raw,
+            ARCHIVE_PATH: str(path),
+            ARCHIVE_BACKUP: None,
+            PRUNED_AT: None,
+        }
+        try:
+            self.ctx.store.write_atomic(
+                [UpdateMeta(BLOCK, self.block_id, update), DeleteFile(BLOCK, self.block_id, OUTPUT)]
+            )
+        except Exception:
+            path.unlink(missing_ok=True)  # not referenced: the live output still holds it all
+            raise
+        for old in {previous, self._backup_path(backup)} - {None, path}:
+            old.unlink(missing_ok=True)  # type: ignore[union-attr]
+        log.info("block %r archived: %d bytes to %s", self.block_id, raw, path)
+        reply.set(ArchiveResult(self.block_id, raw, at, str(path)))
+        self._done()
+
+    def _backup_path(self, backup: Any) -> Path | None:
+        if not backup:
+            return None
+        try:
+            return checked_archive_path(self._archive_dir, backup)
+        except StorageError:
+            log.warning(
+                "block %r: ignoring a backup path outside the archive folder", self.block_id
+            )
+            return None
+
+    # restore
+
+    def _restore(self, reply: Reply) -> None:
+        meta = self._meta()
+        if not meta.get(ARCHIVE_PATH):
+            if meta.get(PRUNED_AT):
+                raise InvalidTransition(
+                    f"block {self.block_id!r} cannot be restored: its archive was pruned at "
+                    f"{meta[PRUNED_AT]} to keep the archive folder within max_archive_bytes"
+                )
+            raise InvalidTransition(f"block {self.block_id!r} is not archived; nothing to restore")
+        archived = self._archived_path(meta)
+        self._synced(self._restore_synced, reply, archived)
+
+    def _restore_synced(self, reply: Reply, archived: Path) -> None:
+        live = self._live_size() > 0
+        store, block_id = self.ctx.store, self.block_id
+
+        def job() -> int:
+            store.delete_file(BLOCK, block_id, RESTORING, missing_ok=True)
+            restored = 0
+            try:
+                batch = bytearray()
+                for piece in self._pieces(archived, live):
+                    batch += piece
+                    if len(batch) >= _PIECE:
+                        store.append_file(BLOCK, block_id, RESTORING, bytes(batch), create=True)
+                        restored += len(batch)
+                        batch.clear()
+                store.append_file(BLOCK, block_id, RESTORING, bytes(batch), create=True)
+                restored += len(batch)
+            except BaseException:
+                store.delete_file(BLOCK, block_id, RESTORING, missing_ok=True)
+                raise
+            return restored
+
+        self._restore_from = archived
+        self._offload(job, self._restore_written, reply)
+
+    def _restore_written(self, reply: Reply, restored: int) -> None:
+        update = {ARCHIVED_AT: None, ARCHIVED_BYTES: None, ARCHIVE_PATH: None}
+        update[ARCHIVE_BACKUP] = str(self._restore_from)  # kept until the next archive
+        try:
+            self.ctx.store.write_atomic(
+                [
+                    RenameFile(BLOCK, self.block_id, RESTORING, OUTPUT),
+                    UpdateMeta(BLOCK, self.block_id, update),
+                ]
+            )
+        except Exception:
+            self.ctx.store.delete_file(BLOCK, self.block_id, RESTORING, missing_ok=True)
+            raise
+        log.info("block %r restored: %d bytes", self.block_id, restored)
+        reply.set(RestoreResult(self.block_id, restored))
+        self._done()
+
+    # read
+
+    def _read(self, reply: Reply) -> None:
+        self._synced(self._read_synced, reply)
+
+    def _read_synced(self, reply: Reply) -> None:
+        meta = self._meta()
+        archived = self._archived_path(meta)
+        live = self._live_size() > 0
+        if archived is None and not live and meta.get(PRUNED_AT):
+            raise NotFound(
+                f"block {self.block_id!r} has no output: its archive was pruned at "
+                f"{meta[PRUNED_AT]} to keep the archive folder within max_archive_bytes"
+            )
+
+        def job() -> OutputRead:
+            data = b"".join(self._pieces(archived, live))
+            return OutputRead(data, count_lines(data), archived is not None)
+
+        self._offload(job, self._read_done, reply)
+
+    def _read_done(self, reply: Reply, read: OutputRead) -> None:
+        reply.set(read)
+        self._done()
+
+    # prune (from the sweep)
+
+    def _prune(self, path: str, reply: Reply) -> None:
+        target = checked_archive_path(self._archive_dir, path)
+        meta = self._meta()
+        update: dict[str, Any] = {}
+        if meta.get(ARCHIVE_PATH) and Path(meta[ARCHIVE_PATH]).resolve() == target:
+            update = {
+                ARCHIVED_AT: None,
+                ARCHIVED_BYTES: None,
+                ARCHIVE_PATH: None,
+                PRUNED_AT: self.ctx.clock.now_ms(),
+            }
+        elif meta.get(ARCHIVE_BACKUP) and Path(meta[ARCHIVE_BACKUP]).resolve() == target:
+            update = {ARCHIVE_BACKUP: None}
+        if update:
+            # Metadata first: a block never points at a file that is gone.
+            self.ctx.store.update_meta(BLOCK, self.block_id, update)
+        size = target.stat().st_size if target.exists() else 0
+        target.unlink(missing_ok=True)
+        log.info("block %r: pruned archive %s (%d bytes)", self.block_id, target, size)
+        reply.set(size)
+        self._done()

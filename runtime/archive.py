@@ -1,0 +1,149 @@
+"""Compressed archive files of block outputs: codecs, safe paths, streaming I/O.
+
+An archive is written to a temporary file in the archive folder, fsynced, renamed
+into place and the folder fsynced, so a crash leaves either no archive or a complete
+one. Nothing here holds a whole output in memory: data moves in bounded pieces.
+Readers recognise the codec by its magic bytes, whatever the current config says.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import secrets
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import zstandard
+
+from runtime.errors import InvalidInput, StorageError
+
+__all__ = [
+    "ARCHIVE_SUFFIXES",
+    "archive_name",
+    "check_block_id",
+    "checked_archive_path",
+    "read_archive",
+    "write_archive",
+]
+
+_BLOCK_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,200}")
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_GZIP_MAGIC = b"\x1f\x8b"
+ARCHIVE_SUFFIXES = {"zstd": ".zst", "gzip": ".gz"}
+_READ_PIECE = 1 << 20
+
+
+def check_block_id(block_id: object) -> str:
+    """The block id, if valid: 1-200 characters of letters, digits and `-_.:@`."""
+    if not isinstance(block_id, str) or not _BLOCK_ID.fullmatch(block_id):
+        raise InvalidInput(
+            f"block id must be 1-200 characters of letters, digits and -_.:@, got {block_id!r}"
+        )
+    return block_id
+
+
+def archive_name(block_id: str, archived_at_ms: int, codec: str) -> str:
+    """The file name of a block's archive made at `archived_at_ms`: never reused."""
+    return f"{check_block_id(block_id)}.{archived_at_ms}{ARCHIVE_SUFFIXES[codec]}"
+
+
+def checked_archive_path(archive_dir: Path, path: object) -> Path:
+    """`path` resolved, if it names a file directly inside `archive_dir`; else refused.
+
+    Paths come back from metadata, which anyone with the database can edit: one that
+    points elsewhere is refused with `StorageError`, never opened.
+    """
+    if not isinstance(path, str) or not path:
+        raise StorageError(f"archive path {path!r} in metadata is not a path")
+    folder = archive_dir.resolve()
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        candidate = folder / candidate
+    resolved = candidate.resolve()
+    if resolved.parent != folder or not resolved.name.endswith(tuple(ARCHIVE_SUFFIXES.values())):
+        raise StorageError(
+            f"refusing archive path {path!r}: it is not an archive file inside {str(folder)!r}"
+        )
+    return resolved
+
+
+def write_archive(
+    pieces: Iterable[bytes], archive_dir: Path, name: str, codec: str
+) -> tuple[int, int, Path]:
+    """Compress `pieces` into `archive_dir/name`; (raw bytes, file bytes, path).
+
+    Streams through a temporary file that is fsynced and renamed into place. An
+    existing file of that name is never overwritten.
+    """
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    final = archive_dir / name
+    if final.exists():
+        raise StorageError(f"archive {str(final)!r} exists already; it is never overwritten")
+    temp = archive_dir / f".{name}.{secrets.token_hex(4)}.tmp"
+    raw = 0
+    try:
+        with open(temp, "xb") as out:
+            if codec == "zstd":
+                compressor = zstandard.ZstdCompressor(level=3)
+                with compressor.stream_writer(out, closefd=False) as writer:
+                    for piece in pieces:
+                        raw += len(piece)
+                        writer.write(piece)
+            else:
+                with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as writer:
+                    for piece in pieces:
+                        raw += len(piece)
+                        writer.write(piece)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(temp, final)  # fails if `final` appeared meanwhile: never overwrite
+        _fsync_dir(archive_dir)
+    except OSError as exc:
+        raise StorageError(f"could not write archive {str(final)!r}: {exc}") from exc
+    finally:
+        temp.unlink(missing_ok=True)
+    return raw, final.stat().st_size, final
+
+
+def read_archive(path: Path) -> Iterator[bytes]:
+    """The uncompressed bytes of an archive, in pieces; `StorageError` if unreadable.
+
+    The codec is recognised by its magic bytes. A missing, truncated or corrupt file
+    raises `StorageError` (possibly after some pieces were yielded: callers that must
+    not act on a partial read collect into a temporary place first).
+    """
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (closed below, also on errors)
+    except OSError as exc:
+        raise StorageError(f"could not open archive {str(path)!r}: {exc}") from exc
+    with handle:
+        magic = handle.read(4)
+        handle.seek(0)
+        try:
+            if magic.startswith(_ZSTD_MAGIC):
+                reader = zstandard.ZstdDecompressor().stream_reader(handle, read_across_frames=True)
+                with reader:
+                    while piece := reader.read(_READ_PIECE):
+                        yield piece
+            elif magic.startswith(_GZIP_MAGIC):
+                with gzip.GzipFile(fileobj=handle, mode="rb") as reader:
+                    while piece := reader.read(_READ_PIECE):
+                        yield piece
+            else:
+                raise StorageError(f"{str(path)!r} is not a zstd or gzip archive")
+        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+            raise StorageError(f"archive {str(path)!r} is corrupt or truncated: {exc}") from exc
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not supported here (e.g. Windows): the rename is still atomic
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

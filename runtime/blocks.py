@@ -1,0 +1,182 @@
+"""Blocks: one per agent pane. The records a block returns, and the `Block` handle.
+
+    block = rt.block("pane-1")              # gets or creates it (view "agent")
+    block.append_output(b'{"type":"text"}\\n')  # fire and forget
+    block.stats()                           # SessionStats(start_ts_ms=..., line_count=1, ...)
+    block.archive()                         # ArchiveResult(archived_bytes=16, path=...)
+    block.read_output().data                # read back from the archive, transparently
+
+Every block is served by its own actor (`actors.block.BlockActor`), so appends,
+flushes, archiving and restoring of one block never race.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from runtime.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from actors.base import GreenroomActorRef
+
+__all__ = [
+    "ArchiveResult",
+    "Block",
+    "OutputRead",
+    "RestoreResult",
+    "SessionStats",
+    "SweepStats",
+]
+
+START_TS = "session:start_ts_ms"
+LAST_ACTIVITY = "session:last_activity_ms"
+LINE_COUNT = "session:line_count"
+TOKEN_ESTIMATE = "session:token_estimate"
+ARCHIVED_AT = "session:archived_at"
+ARCHIVED_BYTES = "session:archived_bytes"
+ARCHIVE_PATH = "session:archive_path"
+ARCHIVE_BACKUP = "session:archive_backup_path"
+PRUNED_AT = "session:archive_pruned_at"
+
+
+@attrs.frozen
+class SessionStats:
+    """A block's session statistics (`token_estimate` is bytes // 4, summed per line)."""
+
+    start_ts_ms: int = 0
+    last_activity_ms: int = 0
+    line_count: int = 0
+    token_estimate: int = 0
+
+    def as_meta(self) -> dict[str, int]:
+        """The stats as the `session:*` metadata keys they are stored under."""
+        return {
+            START_TS: self.start_ts_ms,
+            LAST_ACTIVITY: self.last_activity_ms,
+            LINE_COUNT: self.line_count,
+            TOKEN_ESTIMATE: self.token_estimate,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> SessionStats:
+        """The stats stored in a block's metadata (zero where absent or malformed)."""
+
+        def number(key: str) -> int:
+            value = meta.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        return cls(
+            number(START_TS), number(LAST_ACTIVITY), number(LINE_COUNT), number(TOKEN_ESTIMATE)
+        )
+
+
+@attrs.frozen
+class ArchiveResult:
+    """What `Block.archive()` did: `archived_bytes` is the uncompressed size (0: nothing)."""
+
+    block_id: str
+    archived_bytes: int
+    archived_at_ms: int
+    path: str | None
+
+
+@attrs.frozen
+class RestoreResult:
+    """What `Block.restore()` did: `restored_bytes` is the size of the output restored."""
+
+    block_id: str
+    restored_bytes: int
+
+
+@attrs.frozen
+class OutputRead:
+    """A block's output; `line_count` counts non-blank lines; `archived` says from where."""
+
+    data: bytes
+    line_count: int
+    archived: bool
+
+
+@attrs.frozen
+class SweepStats:
+    """What one sweep did: blocks archived, archives pruned, bytes freed by both."""
+
+    archived_count: int = 0
+    pruned_count: int = 0
+    bytes_freed: int = 0
+
+
+def count_lines(data: bytes) -> int:
+    """Lines of `data` with something other than whitespace on them."""
+    return sum(1 for line in data.splitlines() if line.strip())
+
+
+class Block:
+    """A handle on one block; every call goes to the block's actor.
+
+    `append_output` and `record_line` are fire and forget; the others wait for the
+    actor's answer. Get one with `Runtime.block(block_id)`.
+    """
+
+    __slots__ = ("_proxy", "_ref", "block_id")
+
+    def __init__(self, ref: GreenroomActorRef, block_id: str) -> None:
+        self._ref = ref
+        self._proxy = ref.proxy()
+        self.block_id = block_id
+
+    def append_output(self, data: bytes) -> None:
+        """Append `data` to the output and count its non-empty lines; returns at once."""
+        from actors.block import AppendOutput
+
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidInput(f"append_output takes bytes, got {type(data).__name__}")
+        self._ref.tell(AppendOutput(bytes(data)))
+
+    def record_line(self, n_bytes: int) -> None:
+        """Count one line of `n_bytes` bytes kept elsewhere; returns at once."""
+        from actors.block import RecordLine
+
+        if isinstance(n_bytes, bool) or not isinstance(n_bytes, int) or n_bytes < 0:
+            raise InvalidInput(f"record_line takes a byte count >= 0, got {n_bytes!r}")
+        self._ref.tell(RecordLine(n_bytes))
+
+    def stats(self) -> SessionStats:
+        """The live stats, including lines not flushed yet."""
+        return self._proxy.stats().get()
+
+    def meta(self) -> dict[str, Any]:
+        """The metadata as stored (stats as of the last flush)."""
+        return self._proxy.meta().get()
+
+    def update_meta(self, update: dict[str, Any]) -> dict[str, Any]:
+        """Merge `update` into the metadata (the store's rules); returns the new metadata."""
+        return self._proxy.update_meta(update).get()
+
+    def flush(self) -> None:
+        """Write the stats and any output not written yet; returns once they are stored."""
+        self._proxy.flush().get()
+
+    def archive(self) -> ArchiveResult:
+        """Compress the output into the archive folder and drop the live copy."""
+        return self._proxy.archive().get()
+
+    def restore(self) -> RestoreResult:
+        """Bring an archived output back; `InvalidTransition` if it is not archived."""
+        return self._proxy.restore().get()
+
+    def read_output(self) -> OutputRead:
+        """The whole output, read from the archive when the block is archived."""
+        return self._proxy.read_output().get()
+
+    def prune_archive(self, path: str) -> int:
+        """Delete the archive file `path` (pruning) and unlink it from the metadata.
+
+        Used by the sweep; returns the bytes freed.
+        """
+        return self._proxy.prune_archive(path).get()
+
+    def __repr__(self) -> str:
+        return f"<Block {self.block_id!r}>"
