@@ -47,11 +47,12 @@ def _close_forgotten_runtimes() -> None:
 
 
 def _archive_dir(db_path: str, configured: str | None) -> Path:
+    # Absolute, so the paths stored in metadata stay valid whatever the working folder.
     if configured is not None:
-        return Path(configured)
+        return Path(configured).resolve()
     if db_path == ":memory:":
-        return Path(tempfile.mkdtemp(prefix="greenroom-archives-"))
-    db = Path(db_path)
+        return Path(tempfile.mkdtemp(prefix="greenroom-archives-")).resolve()
+    db = Path(db_path).resolve()
     return db.with_name(db.name + ".archives")
 
 
