@@ -120,12 +120,20 @@ class Block:
     actor's answer. Get one with `Runtime.block(block_id)`.
     """
 
-    __slots__ = ("_proxy", "_ref", "block_id")
+    __slots__ = ("_proxy_cache", "_ref", "block_id")
 
     def __init__(self, ref: GreenroomActorRef, block_id: str) -> None:
         self._ref = ref
-        self._proxy = ref.proxy()
+        self._proxy_cache: Any = None
         self.block_id = block_id
+
+    @property
+    def _proxy(self) -> Any:
+        # Made on first use: a pykka proxy inspects the actor's attributes, which a
+        # handle used only for appends never needs.
+        if self._proxy_cache is None:
+            self._proxy_cache = self._ref.proxy()
+        return self._proxy_cache
 
     def append_output(self, data: bytes) -> None:
         """Append `data` to the output and count its non-empty lines; returns at once."""
