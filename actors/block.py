@@ -102,10 +102,12 @@ class BlockActor(GreenroomActor):
         self._archive_dir = archive_dir
         self._stats = SessionStats()
         self._partial = 0  # bytes of a line whose newline has not arrived
+        self._partial_counted = False  # counted already (at an archive)
         self._dirty = False
         self._last_flush: float | None = None
         self._trailing = None
         self._busy = False
+        self._current: Reply | None = None  # the archive / restore / read under way
         self._held = bytearray()  # output that arrived while an archive or restore ran
         self._queued: deque[tuple[Callable[[Reply], None], Reply]] = deque()
         self._archive_meta: tuple[int, Path | None, Any] = (0, None, None)
@@ -121,8 +123,12 @@ class BlockActor(GreenroomActor):
         if self._held:
             self._writer.tell(Output(self.block_id, bytes(self._held)))
             self._held.clear()
+        stopped = Stopped(f"block {self.block_id!r} stopped before this call finished")
+        if self._current is not None:
+            # Its job's result will come back to a stopped actor: answer now instead.
+            self._current.fail(stopped)
         for _op, reply in self._queued:
-            reply.fail(Stopped(f"block {self.block_id!r} stopped before it got to this call"))
+            reply.fail(stopped)
         self._queued.clear()
 
     # -- output and stats (tells) ----------------------------------------------------------
@@ -150,10 +156,14 @@ class BlockActor(GreenroomActor):
         if len(pieces) == 1:
             self._partial += len(data)
         else:
+            # Every non-empty line counts; the first piece ends the line carried over.
+            lengths = []
             first = self._partial + len(pieces[0])
-            lengths = [first] if first else []
+            if first and not self._partial_counted:
+                lengths.append(first)
             lengths += [len(piece) for piece in pieces[1:-1] if piece]
             self._partial = len(pieces[-1])
+            self._partial_counted = False
             if lengths:
                 self._count(len(lengths), sum(length // 4 for length in lengths))
         if self._busy:
@@ -162,11 +172,11 @@ class BlockActor(GreenroomActor):
             self._writer.tell(Output(self.block_id, data))
 
     def _end_partial_line(self) -> None:
-        # The output's last line has no newline yet; when the stream ends (stop,
-        # archive), it is a line all the same.
-        if self._partial:
+        # The output's last line has no newline yet; when the stream pauses for an
+        # archive or ends (stop), it is a line all the same, counted once.
+        if self._partial and not self._partial_counted:
             self._count(1, self._partial // 4)
-            self._partial = 0
+            self._partial_counted = True
 
     def _count(self, lines: int, tokens: int) -> None:
         now = self.ctx.clock.now_ms()
@@ -236,6 +246,7 @@ class BlockActor(GreenroomActor):
 
     def _run(self, op: Callable[[Reply], None], reply: Reply) -> None:
         self._busy = True
+        self._current = reply
         try:
             op(reply)
         except Exception as error:
@@ -244,6 +255,7 @@ class BlockActor(GreenroomActor):
 
     def _done(self) -> None:
         self._busy = False
+        self._current = None
         if self._held:
             self._writer.tell(Output(self.block_id, bytes(self._held)))
             self._held.clear()
@@ -441,18 +453,26 @@ class BlockActor(GreenroomActor):
 
     # prune (from the sweep)
 
+    def _points_at(self, stored: Any, target: Path) -> bool:
+        if not stored:
+            return False
+        try:
+            return checked_archive_path(self._archive_dir, stored) == target
+        except StorageError:
+            return False
+
     def _prune(self, path: str, reply: Reply) -> None:
         target = checked_archive_path(self._archive_dir, path)
         meta = self._meta()
         update: dict[str, Any] = {}
-        if meta.get(ARCHIVE_PATH) and Path(meta[ARCHIVE_PATH]).resolve() == target:
+        if self._points_at(meta.get(ARCHIVE_PATH), target):
             update = {
                 ARCHIVED_AT: None,
                 ARCHIVED_BYTES: None,
                 ARCHIVE_PATH: None,
                 PRUNED_AT: self.ctx.clock.now_ms(),
             }
-        elif meta.get(ARCHIVE_BACKUP) and Path(meta[ARCHIVE_BACKUP]).resolve() == target:
+        elif self._points_at(meta.get(ARCHIVE_BACKUP), target):
             update = {ARCHIVE_BACKUP: None}
         if update:
             # Metadata first: a block never points at a file that is gone.

@@ -117,7 +117,10 @@ class SweepSupervisor(GreenroomActor):
         for path, size in self._over_budget(config.max_archive_bytes):
             block_id = path.name.rsplit(".", 2)[0]
             try:
-                freed_now = self._block(block_id).prune_archive(str(path))
+                if self.ctx.store.find_object("block", block_id) is None:
+                    freed_now = _delete_orphan(path)  # no block (any more): just the file
+                else:
+                    freed_now = self._block(block_id).prune_archive(str(path))
             except Exception as error:
                 self.ctx.metrics.incr("sweep_failures")
                 log.warning("sweep: could not prune %s: %s", path, error)
@@ -135,9 +138,8 @@ class SweepSupervisor(GreenroomActor):
             return []
         files = []
         for path in self._archive_dir.iterdir():
-            if path.name.startswith(".") or not path.name.endswith(
-                tuple(ARCHIVE_SUFFIXES.values())
-            ):
+            # (Temporary files end in .tmp; a block id may start with a dot.)
+            if not path.name.endswith(tuple(ARCHIVE_SUFFIXES.values())):
                 continue
             try:
                 at = int(path.name.rsplit(".", 2)[1])
@@ -154,6 +156,13 @@ class SweepSupervisor(GreenroomActor):
             victims.append((path, size))
             total -= size
         return victims
+
+
+def _delete_orphan(path: Path) -> int:
+    size = path.stat().st_size
+    path.unlink(missing_ok=True)
+    log.info("sweep: pruned archive %s of no block (%d bytes)", path, size)
+    return size
 
 
 def _number(value: Any) -> int:

@@ -15,6 +15,7 @@ import secrets
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import zstandard
 
@@ -34,6 +35,7 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b"
 ARCHIVE_SUFFIXES = {"zstd": ".zst", "gzip": ".gz"}
 _READ_PIECE = 1 << 20
+_ZSTD_INPUT = 1 << 16
 
 
 def check_block_id(block_id: object) -> str:
@@ -87,7 +89,8 @@ def write_archive(
     try:
         with open(temp, "xb") as out:
             if codec == "zstd":
-                compressor = zstandard.ZstdCompressor(level=3)
+                # The checksum lets a read tell a damaged archive from a good one.
+                compressor = zstandard.ZstdCompressor(level=3, write_checksum=True)
                 with compressor.stream_writer(out, closefd=False) as writer:
                     for piece in pieces:
                         raw += len(piece)
@@ -124,10 +127,7 @@ def read_archive(path: Path) -> Iterator[bytes]:
         handle.seek(0)
         try:
             if magic.startswith(_ZSTD_MAGIC):
-                reader = zstandard.ZstdDecompressor().stream_reader(handle, read_across_frames=True)
-                with reader:
-                    while piece := reader.read(_READ_PIECE):
-                        yield piece
+                yield from _read_zstd(handle, path)
             elif magic.startswith(_GZIP_MAGIC):
                 with gzip.GzipFile(fileobj=handle, mode="rb") as reader:
                     while piece := reader.read(_READ_PIECE):
@@ -136,6 +136,20 @@ def read_archive(path: Path) -> Iterator[bytes]:
                 raise StorageError(f"{str(path)!r} is not a zstd or gzip archive")
         except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
             raise StorageError(f"archive {str(path)!r} is corrupt or truncated: {exc}") from exc
+
+
+def _read_zstd(handle: BinaryIO, path: Path) -> Iterator[bytes]:
+    # A decompression object reports whether its frame ended: a truncated file is an
+    # error, not a shorter output. Small input pieces keep each output piece bounded.
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    while data := handle.read(_ZSTD_INPUT):
+        if decompressor.eof:
+            raise StorageError(f"archive {str(path)!r} has data after its end")
+        piece = decompressor.decompress(data)
+        if piece:
+            yield piece
+    if not decompressor.eof:
+        raise StorageError(f"archive {str(path)!r} is truncated")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,0 +1,743 @@
+"""Block archives: archive / restore / read round trips in both codecs, corrupt and
+missing archives, crash safety between the steps, and path safety.
+
+Real SQLite files and real compressed files in tmp_path; monkeypatching is used only
+to inject failures (and, once, to hold a compression job until the test says go).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import gzip
+import random
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import zstandard
+
+import actors.block
+import runtime.archive
+from actors.block import BlockActor
+from runtime import (
+    ArchiveResult,
+    Block,
+    FakeClock,
+    OutputRead,
+    RestoreResult,
+    Runtime,
+    RuntimeConfig,
+)
+from runtime.errors import InvalidTransition, NotFound, Stopped, StorageError
+from runtime.store import Store
+
+ARCHIVED_AT = "session:archived_at"
+ARCHIVED_BYTES = "session:archived_bytes"
+ARCHIVE_PATH = "session:archive_path"
+BACKUP = "session:archive_backup_path"
+ARCHIVE_KEYS = (ARCHIVED_AT, ARCHIVED_BYTES, ARCHIVE_PATH)
+MAGIC = {"zstd": b"\x28\xb5\x2f\xfd", "gzip": b"\x1f\x8b"}
+SUFFIX = {"zstd": ".zst", "gzip": ".gz"}
+CODECS = ["zstd", "gzip"]
+
+QUIET = RuntimeConfig(settle_timeout_s=10.0, sweep_first_after_s=1e9, sweep_interval_s=1e9)
+
+
+@pytest.fixture
+def open_rt(db_path: Path, fake_clock: FakeClock) -> Iterator[Callable[..., Runtime]]:
+    """Open runtimes on the test's database (closing whichever are left open)."""
+    opened: list[Runtime] = []
+
+    def open_(**config: Any) -> Runtime:
+        new = Runtime.open(db_path, clock=fake_clock, config=attrs.evolve(QUIET, **config))
+        opened.append(new)
+        return new
+
+    yield open_
+    for each in opened:
+        each.close()
+
+
+@functools.cache
+def varied_output(size: int, seed: int = 0) -> bytes:
+    """About `size` bytes of agent-like output: JSON-ish text, hex, UTF-8, blank lines."""
+    rng = random.Random(seed)
+    words = [
+        '{"type":"text",',
+        '"tool_use"',
+        "read_file",
+        "assistant:",
+        "ok",
+        "error",
+        "déjà vu",
+        "日本語",
+        "🙂",
+        "\t",
+        "0x7fff",
+        "}",
+        "the",
+        "stream",
+    ]
+    lines: list[bytes] = []
+    total = 0
+    while total < size:
+        roll = rng.random()
+        if roll < 0.05:
+            line = b""
+        elif roll < 0.08:
+            line = b"   \t "
+        elif roll < 0.25:
+            line = rng.randbytes(rng.randint(1, 120)).hex().encode()
+        else:
+            line = " ".join(rng.choice(words) for _ in range(rng.randint(1, 40))).encode()
+        lines.append(line)
+        total += len(line) + 1
+    return b"\n".join(lines) + b"\n"
+
+
+def non_blank_lines(data: bytes) -> int:
+    return sum(1 for line in data.split(b"\n") if line.strip())
+
+
+def append_in_pieces(block: Block, data: bytes, piece: int = 65_521) -> None:
+    """Append `data` in pieces that do not line up with its lines, then flush."""
+    for start in range(0, len(data), piece):
+        block.append_output(data[start : start + piece])
+    block.flush()
+
+
+def live_output(rt: Runtime, block_id: str) -> bytes | None:
+    try:
+        rt.store.stat_file("block", block_id, "output")
+    except NotFound:
+        return None
+    return rt.store.read_file("block", block_id, "output")
+
+
+def snapshot(rt: Runtime, block_id: str) -> tuple[Any, ...]:
+    """Everything stored about a block: metadata, version, and every file's bytes."""
+    obj = rt.store.get_object("block", block_id)
+    files = {
+        info.name: rt.store.read_file("block", block_id, info.name)
+        for info in rt.store.list_files("block", block_id)
+    }
+    return obj.meta, obj.version, files
+
+
+def folder(path: Path) -> list[str]:
+    """Every name in the archive folder, hidden temporary files included."""
+    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+def archived_block(rt: Runtime, block_id: str, data: bytes) -> tuple[Block, ArchiveResult]:
+    block = rt.block(block_id)
+    append_in_pieces(block, data)
+    result = block.archive()
+    assert result.archived_bytes == len(data)
+    return block, result
+
+
+# -- round trips ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_archive_restore_read_round_trip_of_a_multi_megabyte_output(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock, codec: str
+) -> None:
+    data = varied_output(4_000_000)
+    rt = open_rt(archive_codec=codec)
+    block = rt.block("agent-1")
+    append_in_pieces(block, data)
+    stats = block.stats()
+    assert stats.line_count == sum(1 for line in data.split(b"\n") if line)
+
+    result = block.archive()
+    now = fake_clock.now_ms()
+    assert result == ArchiveResult("agent-1", len(data), now, result.path)
+    assert result.path is not None
+    path = Path(result.path)
+    assert path.parent == rt.archive_dir
+    assert path.name == f"agent-1.{now}{SUFFIX[codec]}"
+    assert folder(rt.archive_dir) == [path.name]  # no temporary file left behind
+    assert path.read_bytes()[: len(MAGIC[codec])] == MAGIC[codec]
+    assert path.stat().st_size < len(data) // 2
+    # The live copy is gone; the metadata points at the archive.
+    with pytest.raises(NotFound):
+        rt.store.stat_file("block", "agent-1", "output")
+    meta = block.meta()
+    assert meta[ARCHIVED_AT] == now
+    assert meta[ARCHIVED_BYTES] == len(data)
+    assert meta[ARCHIVE_PATH] == result.path
+    assert BACKUP not in meta
+    assert meta["session:line_count"] == stats.line_count
+    assert block.stats() == stats
+
+    read = block.read_output()
+    assert read == OutputRead(data, non_blank_lines(data), archived=True)
+
+    fake_clock.advance(1)
+    restored = block.restore()
+    assert restored == RestoreResult("agent-1", len(data))
+    assert rt.store.read_file("block", "agent-1", "output") == data
+    meta = block.meta()
+    assert not set(ARCHIVE_KEYS) & set(meta)
+    assert meta[BACKUP] == result.path  # kept as a backup...
+    assert path.read_bytes()[: len(MAGIC[codec])] == MAGIC[codec]
+    assert block.read_output() == OutputRead(data, non_blank_lines(data), archived=False)
+    assert block.stats() == stats  # a restore does not count the lines again
+    with pytest.raises(InvalidTransition, match="not archived"):
+        block.restore()
+
+    block.append_output(b"one more line\n")
+    fake_clock.advance(1)
+    again = block.archive()
+    assert again.archived_bytes == len(data) + 14
+    assert again.path != result.path
+    assert not path.exists()  # ...until the next successful archive
+    assert folder(rt.archive_dir) == [Path(again.path or "").name]
+    assert BACKUP not in block.meta()
+    assert block.read_output().data == data + b"one more line\n"
+
+
+@pytest.mark.parametrize(("first", "second"), [("zstd", "gzip"), ("gzip", "zstd")])
+def test_reads_recognise_either_codec_whatever_the_config_says(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock, first: str, second: str
+) -> None:
+    data = varied_output(300_000, seed=1)
+    rt = open_rt(archive_codec=first)
+    _block, result = archived_block(rt, "agent-1", data)
+    assert (result.path or "").endswith(SUFFIX[first])
+    rt.close()
+
+    rt = open_rt(archive_codec=second)
+    block = rt.block("agent-1")
+    assert block.read_output() == OutputRead(data, non_blank_lines(data), archived=True)
+    block.append_output(b"tail\n")
+    fake_clock.advance(1)
+    joined = block.archive()  # reads the old codec, writes the new one
+    assert joined.archived_bytes == len(data) + 5
+    assert (joined.path or "").endswith(SUFFIX[second])
+    assert Path(joined.path or "").read_bytes()[: len(MAGIC[second])] == MAGIC[second]
+    assert not Path(result.path or "").exists()
+    rt.close()
+
+    rt = open_rt(archive_codec=first)
+    block = rt.block("agent-1")
+    assert block.read_output().data == data + b"tail\n"
+    assert block.restore().restored_bytes == len(data) + 5
+    assert live_output(rt, "agent-1") == data + b"tail\n"
+
+
+def test_the_archive_folder_defaults_beside_the_database_or_follows_the_config(
+    open_rt: Callable[..., Runtime], db_path: Path, tmp_path: Path
+) -> None:
+    rt = open_rt()
+    assert rt.archive_dir == db_path.resolve().with_name(db_path.name + ".archives")
+    rt.close()
+    elsewhere = tmp_path / "archives" / "here"
+    rt = open_rt(archive_dir=str(elsewhere))
+    assert rt.archive_dir == elsewhere.resolve()
+    _block, result = archived_block(rt, "agent-1", b"some output\n")
+    assert Path(result.path or "").parent == elsewhere.resolve()
+    assert rt.block("agent-1").read_output().data == b"some output\n"
+
+
+# -- nothing to archive, nothing to restore ---------------------------------------------------
+
+
+def test_archiving_an_empty_or_missing_output_changes_nothing(rt: Runtime) -> None:
+    fresh = rt.block("fresh")
+    counted = rt.block("counted-elsewhere")
+    counted.record_line(80)  # lines, but no output here
+    blank = rt.block("blank")
+    blank.append_output(b"")
+    rt.settle()
+    for block in (fresh, counted, blank):
+        before = snapshot(rt, block.block_id)
+        result = block.archive()
+        assert result.archived_bytes == 0
+        assert result.path is None
+        assert snapshot(rt, block.block_id) == before
+        assert block.read_output() == OutputRead(b"", 0, archived=False)
+    assert folder(rt.archive_dir) == []
+
+
+def test_archiving_an_archived_block_without_new_output_changes_nothing(
+    rt: Runtime, fake_clock: FakeClock
+) -> None:
+    block, result = archived_block(rt, "agent-1", b"line one\nline two\n")
+    before = snapshot(rt, "agent-1")
+    file_bytes = Path(result.path or "").read_bytes()
+    fake_clock.advance(5)
+    again = block.archive()
+    assert again.archived_bytes == 0
+    assert again.path == result.path
+    assert snapshot(rt, "agent-1") == before
+    assert Path(result.path or "").read_bytes() == file_bytes
+    assert folder(rt.archive_dir) == [Path(result.path or "").name]
+
+
+def test_restoring_a_block_that_is_not_archived_is_an_invalid_transition(rt: Runtime) -> None:
+    block = rt.block("agent-1")
+    with pytest.raises(InvalidTransition, match="not archived"):
+        block.restore()
+    block.append_output(b"live only\n")
+    block.flush()
+    with pytest.raises(InvalidTransition, match="not archived"):
+        block.restore()
+    assert live_output(rt, "agent-1") == b"live only\n"
+
+
+# -- missing and corrupt archives -------------------------------------------------------------
+
+
+def _delete(path: Path) -> None:
+    path.unlink()
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(random.Random(5).randbytes(path.stat().st_size))
+
+
+def _garbage_after_magic(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:4] + random.Random(6).randbytes(len(data) - 4))
+
+
+def _truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+CORRUPTIONS = {
+    "deleted": _delete,
+    "garbage": _garbage,
+    "garbage-after-magic": _garbage_after_magic,
+    "truncated": _truncated,
+    "empty": _empty,
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_missing_or_corrupt_archive_raises_and_changes_nothing(
+    open_rt: Callable[..., Runtime], codec: str, corruption: str
+) -> None:
+    data = varied_output(600_000, seed=2)
+    rt = open_rt(archive_codec=codec)
+    block, result = archived_block(rt, "agent-1", data)
+    block.append_output(b"live tail\n")  # new output after the archive stays live
+    block.flush()
+    path = Path(result.path or "")
+    CORRUPTIONS[corruption](path)
+    before = snapshot(rt, "agent-1")
+    damaged = path.read_bytes() if path.exists() else None
+
+    with pytest.raises(StorageError):
+        block.restore()
+    assert snapshot(rt, "agent-1") == before  # no temporary store file, no meta change
+    assert live_output(rt, "agent-1") == b"live tail\n"
+    with pytest.raises(StorageError):
+        block.read_output()
+    with pytest.raises(StorageError):
+        block.archive()  # re-archiving must read the old archive: refused as well
+    assert snapshot(rt, "agent-1") == before
+    assert (path.read_bytes() if path.exists() else None) == damaged
+    assert folder(rt.archive_dir) == ([path.name] if damaged is not None else [])
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_flipped_bytes_are_never_read_back_as_output(
+    open_rt: Callable[..., Runtime], codec: str
+) -> None:
+    data = varied_output(300_000, seed=3)
+    rt = open_rt(archive_codec=codec)
+    block, result = archived_block(rt, "agent-1", data)
+    path = Path(result.path or "")
+    original = path.read_bytes()
+    silently_wrong = []
+    for position in range(64, len(original) - 16, (len(original) - 80) // 24):
+        damaged = bytearray(original)
+        damaged[position] ^= 0x55
+        path.write_bytes(bytes(damaged))
+        try:
+            read = block.read_output()
+        except StorageError:
+            continue
+        if read.data != data:
+            silently_wrong.append(position)
+    path.write_bytes(original)
+    assert block.read_output().data == data
+    assert silently_wrong == [], f"{codec}: corrupt archive read back as output"
+
+
+# -- crash safety -----------------------------------------------------------------------------
+
+
+def _fail(*_args: Any, **_kwargs: Any) -> Any:
+    raise OSError(errno.EIO, "injected failure")
+
+
+@pytest.mark.parametrize("step", ["fsync", "link"])
+def test_a_failure_while_writing_the_archive_file_loses_nothing(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    data = varied_output(500_000, seed=4)
+    block = rt.block("agent-1")
+    append_in_pieces(block, data)
+    before = snapshot(rt, "agent-1")
+    with monkeypatch.context() as patch:
+        patch.setattr(runtime.archive.os, step, _fail)
+        with pytest.raises(StorageError, match="injected failure"):
+            block.archive()
+    assert snapshot(rt, "agent-1") == before
+    assert live_output(rt, "agent-1") == data
+    assert folder(rt.archive_dir) == []  # neither the temporary file nor a final one
+    assert block.read_output() == OutputRead(data, non_blank_lines(data), archived=False)
+    # Afterwards a normal archive and restore work.
+    result = block.archive()
+    assert result.archived_bytes == len(data)
+    assert block.read_output().data == data
+    assert block.restore().restored_bytes == len(data)
+    assert live_output(rt, "agent-1") == data
+
+
+def test_a_failure_of_the_metadata_transaction_after_archiving_loses_nothing(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = varied_output(500_000, seed=5)
+    block = rt.block("agent-1")
+    append_in_pieces(block, data)
+    before = snapshot(rt, "agent-1")
+
+    def failing(self: Store, writes: Any) -> Any:
+        raise StorageError("injected: the disk is full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "write_atomic", failing)
+        with pytest.raises(StorageError, match="injected"):
+            block.archive()
+    assert snapshot(rt, "agent-1") == before
+    assert folder(rt.archive_dir) == []  # the archive nobody points to was removed
+    assert block.read_output() == OutputRead(data, non_blank_lines(data), archived=False)
+    result = block.archive()
+    assert block.meta()[ARCHIVE_PATH] == result.path
+    assert block.read_output().data == data
+
+
+def test_a_failed_re_archive_keeps_the_old_archive_and_the_new_output(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = varied_output(200_000, seed=6)
+    block, first = archived_block(rt, "agent-1", data)
+    block.append_output(b"written after the archive\n")
+    block.flush()
+    before = snapshot(rt, "agent-1")
+
+    def failing(self: Store, writes: Any) -> Any:
+        raise StorageError("injected")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "write_atomic", failing)
+        with pytest.raises(StorageError, match="injected"):
+            block.archive()
+    assert snapshot(rt, "agent-1") == before
+    assert folder(rt.archive_dir) == [Path(first.path or "").name]
+    assert block.read_output().data == data + b"written after the archive\n"
+    second = block.archive()  # same fake millisecond: a new name, never an overwrite
+    assert second.path != first.path
+    assert second.archived_bytes == len(data) + 26
+    assert folder(rt.archive_dir) == [Path(second.path or "").name]
+    assert live_output(rt, "agent-1") is None
+    assert block.read_output().data == data + b"written after the archive\n"
+
+
+def test_a_failure_of_the_restore_transaction_changes_nothing(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = varied_output(500_000, seed=7)
+    block, result = archived_block(rt, "agent-1", data)
+    before = snapshot(rt, "agent-1")
+
+    def failing(self: Store, writes: Any) -> Any:
+        raise StorageError("injected")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "write_atomic", failing)
+        with pytest.raises(StorageError, match="injected"):
+            block.restore()
+    # Still archived, output not replaced, the temporary store file removed.
+    assert snapshot(rt, "agent-1") == before
+    assert [info.name for info in rt.store.list_files("block", "agent-1")] == []
+    assert Path(result.path or "").exists()
+    assert block.read_output() == OutputRead(data, non_blank_lines(data), archived=True)
+    assert block.restore().restored_bytes == len(data)
+    assert live_output(rt, "agent-1") == data
+
+
+def test_a_failure_while_decompressing_into_the_store_changes_nothing(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = varied_output(3_200_000, seed=8)  # several pieces of the restore
+    block, _result = archived_block(rt, "agent-1", data)
+    before = snapshot(rt, "agent-1")
+    original = Store.append_file
+    calls = []
+
+    def failing_second(self: Store, kind: str, object_id: str, name: str, *a: Any, **k: Any) -> Any:
+        if name == "output.restoring":
+            calls.append(name)
+            if len(calls) == 2:
+                raise StorageError("injected: out of space")
+        return original(self, kind, object_id, name, *a, **k)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "append_file", failing_second)
+        with pytest.raises(StorageError, match="injected"):
+            block.restore()
+    assert len(calls) == 2
+    assert snapshot(rt, "agent-1") == before
+    assert block.restore().restored_bytes == len(data)
+    assert live_output(rt, "agent-1") == data
+
+
+def test_output_appended_while_an_archive_runs_is_kept_in_order(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = varied_output(200_000, seed=9)
+    block = rt.block("agent-1")
+    append_in_pieces(block, data)
+    entered, go = threading.Event(), threading.Event()
+    original = actors.block.write_archive
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert go.wait(10)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(actors.block, "write_archive", held)
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.append(block.archive()))
+    worker.start()
+    assert entered.wait(10)
+    later = [f"during the archive {n}\n".encode() for n in range(50)]
+    for piece in later:
+        block.append_output(piece)
+    go.set()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert results[0].archived_bytes == len(data)
+    rt.settle()
+    assert live_output(rt, "agent-1") == b"".join(later)
+    assert block.read_output().data == data + b"".join(later)
+    assert block.stats().line_count == sum(1 for line in data.split(b"\n") if line) + 50
+
+
+def test_closing_the_runtime_during_an_archive_answers_the_caller(
+    db_path: Path, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = Runtime.open(db_path, clock=fake_clock, config=attrs.evolve(QUIET, stop_timeout_s=5.0))
+    block = rt.block("agent-1")
+    block.append_output(b"some output\n")
+    block.flush()
+    entered, go = threading.Event(), threading.Event()
+    original_write, original_stop = actors.block.write_archive, BlockActor.on_stop
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert go.wait(10)
+        return original_write(*args, **kwargs)
+
+    def on_stop(self: BlockActor) -> None:
+        original_stop(self)
+        go.set()  # the archive job finishes only once its block has stopped
+
+    monkeypatch.setattr(actors.block, "write_archive", held)
+    monkeypatch.setattr(BlockActor, "on_stop", on_stop)
+    outcome: list[Any] = []
+
+    def archive() -> None:
+        try:
+            outcome.append(block.archive())
+        except Exception as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=archive, daemon=True)
+    worker.start()
+    assert entered.wait(10)
+    rt.close()
+    worker.join(3)  # close() has returned: the answer is due by now
+    assert not worker.is_alive(), "Block.archive() still waits after Runtime.close() returned"
+    assert isinstance(outcome[0], ArchiveResult | Stopped)
+    # Whatever happened, the output is not lost.
+    with Runtime.open(db_path, clock=fake_clock, config=QUIET) as again:
+        assert again.block("agent-1").read_output().data == b"some output\n"
+
+
+# -- new output after an archive --------------------------------------------------------------
+
+
+def test_new_output_after_an_archive_is_read_after_it_and_joined_by_the_next_archive(
+    rt: Runtime, fake_clock: FakeClock
+) -> None:
+    old = varied_output(400_000, seed=10)
+    block, first = archived_block(rt, "agent-1", old)
+    new = b"new line 1\n\nnew line 2\n"
+    block.append_output(new)
+    block.flush()
+    assert live_output(rt, "agent-1") == new
+    assert block.read_output() == OutputRead(old + new, non_blank_lines(old) + 2, archived=True)
+    fake_clock.advance(1)
+    second = block.archive()
+    assert second.archived_bytes == len(old) + len(new)
+    assert not Path(first.path or "").exists()
+    assert live_output(rt, "agent-1") is None
+    assert block.meta()[ARCHIVE_PATH] == second.path
+    assert block.read_output() == OutputRead(old + new, non_blank_lines(old) + 2, archived=True)
+
+
+def test_restoring_an_archived_block_with_new_output_restores_both_in_order(
+    rt: Runtime,
+) -> None:
+    old = varied_output(300_000, seed=11)
+    block, _first = archived_block(rt, "agent-1", old)
+    block.append_output(b"after\n")
+    block.flush()
+    assert block.restore().restored_bytes == len(old) + 6
+    assert live_output(rt, "agent-1") == old + b"after\n"
+    assert block.read_output().archived is False
+    block.append_output(b"and more\n")
+    assert block.read_output().data == old + b"after\nand more\n"
+
+
+# -- path safety ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block_id", [".", "..", "...", "..a", "a..", ":@-_"])
+def test_odd_but_valid_block_ids_archive_inside_the_archive_folder(
+    rt: Runtime, block_id: str
+) -> None:
+    block, result = archived_block(rt, block_id, b"output\n")
+    assert Path(result.path or "").parent == rt.archive_dir
+    assert Path(result.path or "").resolve().parent == rt.archive_dir
+    assert block.read_output().data == b"output\n"
+    assert block.restore().restored_bytes == 7
+
+
+def _zstd(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor().compress(data)
+
+
+def _tampered(kind: str, rt: Runtime, tmp_path: Path) -> tuple[object, Path | None]:
+    """A tampered archive path of the given kind and the (readable) file it names."""
+    outside = tmp_path / "outside.zst"
+    outside.write_bytes(_zstd(b"secret from outside\n"))
+    if kind == "etc-passwd":
+        return "/etc/passwd", None
+    if kind == "relative-parent":
+        return "../outside.zst", outside
+    if kind == "absolute-with-dotdot":
+        return str(rt.archive_dir / ".." / "outside.zst"), outside
+    if kind == "other-folder":
+        other = tmp_path / "other"
+        other.mkdir()
+        target = other / "agent-1.1.zst"
+        target.write_bytes(_zstd(b"secret from another folder\n"))
+        return str(target), target
+    if kind == "symlink-out":
+        link = rt.archive_dir / "agent-1.1.zst"
+        link.symlink_to(outside)
+        return str(link), outside
+    if kind == "not-an-archive-name":
+        inside = rt.archive_dir / "notes.txt"
+        inside.write_bytes(_zstd(b"not an archive name\n"))
+        return str(inside), inside
+    if kind == "not-a-string":
+        return 12345, None
+    raise AssertionError(kind)
+
+
+TAMPERED = [
+    "etc-passwd",
+    "relative-parent",
+    "absolute-with-dotdot",
+    "other-folder",
+    "symlink-out",
+    "not-an-archive-name",
+    "not-a-string",
+]
+
+
+@pytest.mark.parametrize("kind", TAMPERED)
+def test_a_tampered_archive_path_is_refused_not_read(
+    rt: Runtime, tmp_path: Path, kind: str
+) -> None:
+    block, _result = archived_block(rt, "agent-1", b"the real output\n")
+    tampered, target = _tampered(kind, rt, tmp_path)
+    rt.store.update_meta("block", "agent-1", {ARCHIVE_PATH: tampered})
+    target_bytes = target.read_bytes() if target is not None else None
+    before = snapshot(rt, "agent-1")
+
+    with pytest.raises(StorageError, match=r"refusing|not a path"):
+        block.read_output()
+    with pytest.raises(StorageError, match=r"refusing|not a path"):
+        block.restore()
+    block.append_output(b"new output\n")
+    block.flush()
+    with pytest.raises(StorageError, match=r"refusing|not a path"):
+        block.archive()
+    assert live_output(rt, "agent-1") == b"new output\n"
+    meta, _version, _files = snapshot(rt, "agent-1")
+    for key in (*ARCHIVE_KEYS, BACKUP):
+        assert meta.get(key) == before[0].get(key)
+    if target is not None:
+        assert target.exists()
+        assert target.read_bytes() == target_bytes
+
+
+def test_a_tampered_backup_path_is_never_deleted(
+    rt: Runtime, tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    block, _result = archived_block(rt, "agent-1", b"output\n")
+    block.restore()
+    outside = tmp_path / "precious.zst"
+    outside.write_bytes(_zstd(b"precious\n"))
+    rt.store.update_meta("block", "agent-1", {BACKUP: str(outside)})
+    block.append_output(b"more\n")
+    fake_clock.advance(1)
+    result = block.archive()  # would delete the backup: refuses to touch the outside file
+    assert result.archived_bytes == len(b"output\nmore\n")
+    assert outside.read_bytes() == _zstd(b"precious\n")
+    assert BACKUP not in block.meta()
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../precious.zst"])
+def test_prune_archive_refuses_a_path_outside_the_archive_folder(
+    rt: Runtime, tmp_path: Path, path: str
+) -> None:
+    block, _result = archived_block(rt, "agent-1", b"output\n")
+    precious = tmp_path / "precious.zst"
+    precious.write_bytes(_zstd(b"precious\n"))
+    with pytest.raises(StorageError, match="refusing"):
+        block.prune_archive(path)
+    assert precious.exists()
+    assert block.read_output().data == b"output\n"
+
+
+def test_gzip_and_zstd_files_written_by_others_are_read_by_magic(
+    rt: Runtime, fake_clock: FakeClock
+) -> None:
+    # Archives named with either suffix are read by their content, not their name.
+    block, result = archived_block(rt, "agent-1", b"original\n")
+    path = Path(result.path or "")
+    path.write_bytes(gzip.compress(b"gzip inside a .zst name\n"))
+    assert block.read_output().data == b"gzip inside a .zst name\n"
+    assert block.restore().restored_bytes == len(b"gzip inside a .zst name\n")

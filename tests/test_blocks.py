@@ -1,0 +1,510 @@
+"""Blocks: session stats, debounced and trailing flushes, counters across re-opens,
+the block writer's batching, block ids and views.
+
+Everything runs on real SQLite files in tmp_path with a `FakeClock`: time moves only
+through `fake_clock.advance`, which fires due timers and settles the actors.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runtime import Block, FakeClock, Runtime, RuntimeConfig, SessionStats
+from runtime.errors import InvalidInput, NotFound
+
+from .conftest import START_MS
+
+LINE_COUNT = "session:line_count"
+TOKENS = "session:token_estimate"
+START = "session:start_ts_ms"
+LAST = "session:last_activity_ms"
+STATS_KEYS = (START, LAST, LINE_COUNT, TOKENS)
+
+# Sweeps never fire by themselves in these tests (they are tested in test_sweep.py).
+QUIET = RuntimeConfig(settle_timeout_s=10.0, sweep_first_after_s=1e9, sweep_interval_s=1e9)
+
+
+@pytest.fixture
+def open_rt(db_path: Path, fake_clock: FakeClock) -> Iterator[Callable[..., Runtime]]:
+    """Open runtimes on the test's database (closing whichever are left open)."""
+    opened: list[Runtime] = []
+
+    def open_(**config: Any) -> Runtime:
+        new = Runtime.open(db_path, clock=fake_clock, config=attrs.evolve(QUIET, **config))
+        opened.append(new)
+        return new
+
+    yield open_
+    for each in opened:
+        each.close()
+
+
+def stored(rt: Runtime, block_id: str) -> dict[str, Any]:
+    """The block's stats keys as stored (what survives a crash)."""
+    meta = rt.store.get_object("block", block_id).meta
+    return {key: meta[key] for key in STATS_KEYS if key in meta}
+
+
+def version(rt: Runtime, block_id: str) -> int:
+    return rt.store.get_object("block", block_id).version
+
+
+def expected_stats(lines: list[bytes]) -> tuple[int, int]:
+    """(line_count, token_estimate) of complete lines: non-empty ones, bytes // 4 each."""
+    counted = [line for line in lines if line]
+    return len(counted), sum(len(line) // 4 for line in counted)
+
+
+# -- first line, debounce, trailing flush ----------------------------------------------------
+
+
+def test_first_line_is_stored_at_once(rt: Runtime) -> None:
+    block = rt.block("pane-1")
+    assert block.meta() == {"view": "agent"}
+    block.append_output(b'{"type":"text","text":"hello"}\n')  # 30 bytes
+    rt.settle()
+    assert stored(rt, "pane-1") == {
+        START: START_MS,
+        LAST: START_MS,
+        LINE_COUNT: 1,
+        TOKENS: 30 // 4,
+    }
+    assert block.meta()[LINE_COUNT] == 1
+    assert block.stats() == SessionStats(START_MS, START_MS, 1, 7)
+
+
+def test_lines_within_the_interval_wait_for_the_trailing_flush(
+    rt: Runtime, fake_clock: FakeClock
+) -> None:
+    block = rt.block("pane-1")
+    block.append_output(b"first line\n")  # flushed at once
+    rt.settle()
+    fake_clock.advance(0.1)
+    block.append_output(b"second line\nthird line!\n")
+    rt.settle()
+    # Counted in memory, not stored yet: the interval since the first flush is not over.
+    assert block.stats().line_count == 3
+    assert stored(rt, "pane-1")[LINE_COUNT] == 1
+    fake_clock.advance(0.5)  # t = 0.6 s
+    assert stored(rt, "pane-1")[LINE_COUNT] == 1
+    fake_clock.advance(0.399)  # t = 0.999 s
+    assert stored(rt, "pane-1")[LINE_COUNT] == 1
+    fake_clock.advance(0.001)  # t = 1.0 s: the interval ends, the trailing flush writes
+    assert stored(rt, "pane-1") == {
+        START: START_MS,
+        LAST: START_MS + 100,
+        LINE_COUNT: 3,
+        TOKENS: 10 // 4 + 11 // 4 + 11 // 4,
+    }
+    assert block.stats() == SessionStats.from_meta(block.meta())
+
+
+def test_trailing_flush_follows_the_configured_interval(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    rt = open_rt(stats_flush_interval_s=5.0)
+    block = rt.block("pane-1")
+    block.record_line(8)
+    block.record_line(8)
+    rt.settle()
+    assert stored(rt, "pane-1")[LINE_COUNT] == 1
+    fake_clock.advance(4.9)
+    assert stored(rt, "pane-1")[LINE_COUNT] == 1
+    fake_clock.advance(0.1)
+    assert stored(rt, "pane-1")[LINE_COUNT] == 2
+
+
+def test_at_most_one_flush_per_interval_while_lines_keep_coming(
+    rt: Runtime, fake_clock: FakeClock
+) -> None:
+    block = rt.block("busy")
+    rt.settle()
+    commits = rt.metrics()["store_commits"]
+    versions = [version(rt, "busy")]
+    # A line every 0.25 s for 6 s (record_line: no output, so every commit is a flush).
+    for _ in range(24):
+        block.record_line(40)
+        rt.settle()
+        versions.append(version(rt, "busy"))
+        fake_clock.advance(0.25)
+        versions.append(version(rt, "busy"))
+    flushes = versions[-1] - versions[0]
+    # Flushed at t = 0 (first line), then once as each interval ends: 1, 2, ..., 6 s.
+    assert flushes == 7
+    assert rt.metrics()["store_commits"] - commits == 7
+    # Sampled at t = 0 (before the first line), 1, 2, ..., 6 s: the first interval holds
+    # the first line's flush and its trailing flush, every later one a single flush.
+    per_interval = [later - earlier for earlier, later in itertools.pairwise(versions[::8])]
+    assert per_interval == [2, 1, 1, 1, 1, 1]
+    # The last lines are stored (the trailing flush at t = 6 s).
+    assert stored(rt, "busy")[LINE_COUNT] == 24
+    assert stored(rt, "busy")[TOKENS] == 24 * 10
+    assert stored(rt, "busy")[LAST] == START_MS + 5750
+
+
+def test_a_line_after_a_quiet_spell_is_stored_at_once(rt: Runtime, fake_clock: FakeClock) -> None:
+    block = rt.block("pane-1")
+    block.append_output(b"one\n")
+    rt.settle()
+    fake_clock.advance(30)
+    block.append_output(b"two\n")
+    rt.settle()
+    assert stored(rt, "pane-1")[LINE_COUNT] == 2
+    assert stored(rt, "pane-1")[LAST] == START_MS + 30_000
+    assert stored(rt, "pane-1")[START] == START_MS
+
+
+def test_no_flush_without_new_lines(rt: Runtime, fake_clock: FakeClock) -> None:
+    block = rt.block("pane-1")
+    block.append_output(b"only line\n")
+    rt.settle()
+    before = version(rt, "pane-1")
+    commits = rt.metrics()["store_commits"]
+    for _ in range(5):
+        fake_clock.advance(1.0)
+    assert version(rt, "pane-1") == before
+    assert rt.metrics()["store_commits"] == commits
+    # Blank lines and partial lines are not new lines: no flush either.
+    block.append_output(b"\n\n")
+    rt.settle()
+    fake_clock.advance(2.0)
+    assert version(rt, "pane-1") == before
+
+
+def test_flush_stores_pending_stats_now(rt: Runtime, fake_clock: FakeClock) -> None:
+    block = rt.block("pane-1")
+    block.append_output(b"aaaa\n")
+    block.append_output(b"bbbbbbbb\n")
+    block.record_line(100)
+    block.flush()
+    assert stored(rt, "pane-1")[LINE_COUNT] == 3
+    assert stored(rt, "pane-1")[TOKENS] == 1 + 2 + 25
+    assert block.stats() == SessionStats.from_meta(block.meta())
+    assert rt.store.read_file("block", "pane-1", "output") == b"aaaa\nbbbbbbbb\n"
+    # The pending trailing timer then finds nothing to write.
+    before = version(rt, "pane-1")
+    fake_clock.advance(2.0)
+    assert version(rt, "pane-1") == before
+
+
+def test_partial_line_is_counted_only_once_its_newline_arrives(rt: Runtime) -> None:
+    block = rt.block("pane-1")
+    block.append_output(b"abcd")
+    block.append_output(b"efgh")
+    assert block.stats().line_count == 0
+    block.append_output(b"ijkl\nmn")
+    assert block.stats() == SessionStats(START_MS, START_MS, 1, 12 // 4)
+    block.append_output(b"op\n")
+    assert block.stats().line_count == 2
+    assert block.stats().token_estimate == 3 + 1
+    block.flush()
+    assert rt.store.read_file("block", "pane-1", "output") == b"abcdefghijkl\nmnop\n"
+
+
+def test_partial_last_line_is_counted_when_the_block_is_archived(rt: Runtime) -> None:
+    block = rt.block("pane-1")
+    block.append_output(b"complete line\n" + b"y" * 12)
+    assert block.stats().line_count == 1
+    block.archive()
+    assert block.stats().line_count == 2
+    assert block.stats().token_estimate == 13 // 4 + 12 // 4
+    assert stored(rt, "pane-1")[LINE_COUNT] == 2
+    assert stored(rt, "pane-1")[TOKENS] == 3 + 3
+
+
+def test_close_stores_pending_stats_and_the_partial_last_line(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    rt = open_rt()
+    block = rt.block("pane-1")
+    block.append_output(b"first\n")  # stored at once
+    rt.settle()
+    fake_clock.advance(0.2)
+    block.append_output(b"second line\n" + b"z" * 10)  # within the interval; a partial line
+    rt.settle()
+    assert stored(rt, "pane-1")[LINE_COUNT] == 1
+    rt.close()
+    rt = open_rt()
+    assert stored(rt, "pane-1") == {
+        START: START_MS,
+        LAST: START_MS + 200,
+        LINE_COUNT: 3,
+        TOKENS: 5 // 4 + 11 // 4 + 10 // 4,  # newlines are not part of a line
+    }
+    assert rt.store.read_file("block", "pane-1", "output") == b"first\nsecond line\n" + b"z" * 10
+
+
+def test_record_line_counts_one_line_of_the_given_size(rt: Runtime, fake_clock: FakeClock) -> None:
+    block = rt.block("pane-1")
+    block.record_line(100)
+    block.record_line(7)
+    block.record_line(4)
+    assert block.stats() == SessionStats(START_MS, START_MS, 3, 25 + 1 + 1)
+    rt.settle()
+    assert stored(rt, "pane-1")[LINE_COUNT] == 1  # the first at once, the rest trail
+    fake_clock.advance(1.0)
+    assert stored(rt, "pane-1")[LINE_COUNT] == 3
+    assert stored(rt, "pane-1")[TOKENS] == 27
+    # No output is written for lines kept elsewhere.
+    with pytest.raises(NotFound):
+        rt.store.stat_file("block", "pane-1", "output")
+
+
+def test_empty_lines_are_not_counted(rt: Runtime) -> None:
+    block = rt.block("pane-1")
+    block.append_output(b"")
+    block.append_output(b"\n\n\n")
+    assert block.stats() == SessionStats()
+    block.append_output(b"a\n\n\nbbbb\n\n")
+    assert block.stats().line_count == 2
+    assert block.stats().token_estimate == 0 + 1
+    block.flush()
+    assert rt.store.read_file("block", "pane-1", "output") == b"\n\n\na\n\n\nbbbb\n\n"
+    assert block.read_output().line_count == 2
+
+
+def test_token_estimate_is_utf8_bytes_over_four_per_line(rt: Runtime) -> None:
+    lines = ["héllo wörld", "日本語のテキスト", "x", "abcd", "abcde", "a" * 1001, "🙂🙂🙂"]
+    block = rt.block("pane-1")
+    block.append_output("".join(line + "\n" for line in lines).encode())
+    encoded = [line.encode() for line in lines]
+    assert block.stats().line_count == len(lines)
+    assert block.stats().token_estimate == sum(len(line) // 4 for line in encoded)
+    assert block.stats().token_estimate != sum(len(line) // 4 for line in lines)  # bytes, not chars
+
+
+def test_output_accepts_bytes_like_objects(rt: Runtime) -> None:
+    block = rt.block("pane-1")
+    block.append_output(bytearray(b"one\n"))
+    block.append_output(memoryview(b"two\n"))
+    block.flush()
+    assert block.stats().line_count == 2
+    assert rt.store.read_file("block", "pane-1", "output") == b"one\ntwo\n"
+
+
+_ids = itertools.count()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=25),
+    tail=st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")),
+    data=st.data(),
+)
+def test_any_chunking_of_an_output_gives_the_same_stats(
+    rt: Runtime, lines: list[bytes], tail: bytes, data: st.DataObject
+) -> None:
+    output = b"".join(line + b"\n" for line in lines) + tail
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(output)), max_size=12), label="cuts"))
+    chunks = [output[lo:hi] for lo, hi in itertools.pairwise([0, *cuts, len(output)])]
+    n = next(_ids)
+    whole, chunked = rt.block(f"whole-{n}"), rt.block(f"chunked-{n}")
+    whole.append_output(output)
+    for chunk in chunks:
+        chunked.append_output(chunk)
+    count, tokens = expected_stats(lines)
+    for block in (whole, chunked):
+        stats = block.stats()
+        assert (stats.line_count, stats.token_estimate) == (count, tokens)
+        assert stats.start_ts_ms == (START_MS if count else 0)
+    # Archiving ends the stream: the last line without a newline counts then.
+    for block in (whole, chunked):
+        block.archive()
+        stats = block.stats()
+        assert (stats.line_count, stats.token_estimate) == expected_stats([*lines, tail])
+        assert block.read_output().data == output
+
+
+# -- invalid input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data", ["text\n", None, 5, [b"a\n"]])
+def test_append_output_refuses_what_is_not_bytes(rt: Runtime, data: object) -> None:
+    block = rt.block("pane-1")
+    with pytest.raises(InvalidInput, match="bytes"):
+        block.append_output(data)  # type: ignore[arg-type]
+    assert block.stats() == SessionStats()
+
+
+@pytest.mark.parametrize("n_bytes", [-1, True, False, 1.5, "10", None])
+def test_record_line_refuses_what_is_not_a_byte_count(rt: Runtime, n_bytes: object) -> None:
+    block = rt.block("pane-1")
+    with pytest.raises(InvalidInput):
+        block.record_line(n_bytes)  # type: ignore[arg-type]
+    assert block.stats() == SessionStats()
+
+
+@pytest.mark.parametrize(
+    "block_id",
+    ["", "a/b", "x" * 201, "../x", "..\\x", "a b", "tab\t", "new\nline", "é", None, 5, b"bytes"],
+)
+def test_bad_block_ids_are_refused(rt: Runtime, block_id: object) -> None:
+    with pytest.raises(InvalidInput, match="block id"):
+        rt.block(block_id)  # type: ignore[arg-type]
+    assert rt.blocks() == []
+
+
+def test_block_id_characters_and_length_allowed(rt: Runtime) -> None:
+    ids = ["x" * 200, "a", "A-Z_0.9:user@host"]
+    for block_id in ids:
+        rt.block(block_id).append_output(b"line\n")
+    rt.settle()
+    assert rt.blocks() == sorted(ids)
+
+
+@pytest.mark.parametrize("view", ["", None, 3])
+def test_bad_views_are_refused(rt: Runtime, view: object) -> None:
+    with pytest.raises(InvalidInput, match="view"):
+        rt.block("pane-1", view=view)  # type: ignore[arg-type]
+    assert rt.blocks() == []
+
+
+# -- counters across re-opens -----------------------------------------------------------------
+
+
+def test_counters_survive_a_reopen_and_keep_counting(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    rt = open_rt()
+    block = rt.block("pane-1")
+    block.append_output(b"12345678\n" * 5)  # 5 lines of 8 bytes
+    block.record_line(40)
+    rt.close()
+    fake_clock.advance(60)
+
+    rt = open_rt()
+    block = rt.block("pane-1")
+    assert block.stats() == SessionStats(START_MS, START_MS, 6, 5 * 2 + 10)
+    block.append_output(b"abcdefghijkl\n")  # the first line after the re-open: stored at once
+    rt.settle()
+    assert stored(rt, "pane-1") == {
+        START: START_MS,  # the session's start is kept
+        LAST: START_MS + 60_000,
+        LINE_COUNT: 7,
+        TOKENS: 20 + 3,
+    }
+    block.record_line(4)
+    rt.close()
+
+    rt = open_rt()
+    assert rt.block("pane-1").stats() == SessionStats(START_MS, START_MS + 60_000, 8, 24)
+    # The output itself is one stream across the re-opens.
+    assert rt.block("pane-1").read_output().data == b"12345678\n" * 5 + b"abcdefghijkl\n"
+
+
+def test_counters_carry_on_for_blocks_only_touched_by_record_line(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    rt = open_rt()
+    for n in range(3):
+        rt.block(f"b{n}").record_line(4 * (n + 1))
+    rt.close()
+    rt = open_rt()
+    for n in range(3):
+        rt.block(f"b{n}").record_line(4)
+    rt.settle()
+    assert [stored(rt, f"b{n}")[LINE_COUNT] for n in range(3)] == [2, 2, 2]
+    assert [stored(rt, f"b{n}")[TOKENS] for n in range(3)] == [2, 3, 4]
+
+
+# -- batched writes ---------------------------------------------------------------------------
+
+
+def test_many_blocks_are_flushed_in_a_few_batched_commits(rt: Runtime) -> None:
+    count = 320
+    blocks = [rt.block(f"pane-{n:03d}") for n in range(count)]
+    rt.settle()
+    commits = rt.metrics()["store_commits"]
+    for n, block in enumerate(blocks):
+        block.append_output(f"line of block {n}\n".encode())
+    rt.settle()
+    used = rt.metrics()["store_commits"] - commits
+    # Each block wrote an output append and a (first-line) stats flush: 640 writes.
+    # One commit per block would be >= 320; the writer batches what queued up meanwhile.
+    assert 1 <= used < count // 5, used
+    for n in (0, 1, count // 2, count - 1):
+        block_id = f"pane-{n:03d}"
+        assert stored(rt, block_id)[LINE_COUNT] == 1
+        assert rt.store.read_file("block", block_id, "output") == f"line of block {n}\n".encode()
+    assert all(
+        obj.meta.get(LINE_COUNT) == 1
+        for obj in rt.store.list_objects("block")
+        if obj.id.startswith("pane-")
+    )
+
+
+def test_appends_to_one_block_keep_their_order(rt: Runtime) -> None:
+    block = rt.block("pane-1")
+    pieces = [f"{n}:{'x' * (n % 7)}\n".encode() for n in range(500)]
+    for piece in pieces:
+        block.append_output(piece)
+    block.flush()
+    assert rt.store.read_file("block", "pane-1", "output") == b"".join(pieces)
+    assert block.stats().line_count == 500
+
+
+# -- listing and views ------------------------------------------------------------------------
+
+
+def test_blocks_lists_ids_sorted_and_filters_by_view(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    rt = open_rt()
+    assert rt.blocks() == []
+    rt.block("b-agent")
+    rt.block("a-agent", view="agent")
+    rt.block("shell-1", view="shell")
+    rt.block("term", view="terminal")
+    assert rt.blocks() == ["a-agent", "b-agent", "shell-1", "term"]
+    assert rt.blocks(view="agent") == ["a-agent", "b-agent"]
+    assert rt.blocks(view="shell") == ["shell-1"]
+    assert rt.blocks(view="nothing") == []
+    rt.close()
+    rt = open_rt()
+    assert rt.blocks(view="terminal") == ["term"]
+
+
+def test_a_block_keeps_the_view_it_was_created_with(open_rt: Callable[..., Runtime]) -> None:
+    rt = open_rt()
+    shell = rt.block("shell-1", view="shell")
+    assert shell.meta()["view"] == "shell"
+    again = rt.block("shell-1")  # default view "agent" does not change it
+    assert isinstance(again, Block)
+    assert again.block_id == "shell-1"
+    assert again.meta()["view"] == "shell"
+    rt.close()
+    rt = open_rt()
+    assert rt.block("shell-1", view="agent").meta()["view"] == "shell"
+    assert rt.blocks(view="agent") == []
+
+
+def test_update_meta_merges_with_the_stats(rt: Runtime) -> None:
+    block = rt.block("pane-1")
+    block.append_output(b"hello there\n")
+    rt.settle()
+    meta = block.update_meta({"title": "my pane", "view": None})
+    assert meta["title"] == "my pane"
+    assert "view" not in meta
+    assert meta[LINE_COUNT] == 1
+    assert block.meta() == meta
+
+
+def test_a_partial_line_counted_at_an_archive_is_not_counted_again(rt: Runtime) -> None:
+    block = rt.block("agent-partial")
+    block.append_output(b"one\nhalf a li")
+    block.archive()  # the stream pauses: "half a li" counts as a line
+    assert block.stats().line_count == 2
+    block.append_output(b"ne\ntwo\n")  # the same line ends, then one more
+    rt.settle()
+    assert block.stats().line_count == 3
+    assert block.read_output().data == b"one\nhalf a line\ntwo\n"
