@@ -254,6 +254,10 @@ class GreenroomActor(pykka.Actor):
     stop_order: ClassVar[int] = 0
     """`Runtime.close()` stops lower orders first, each group fully before the next."""
 
+    turn_throughput: ClassVar[int | None] = None
+    """Messages per turn for this class instead of `dispatcher_throughput` (for actors
+    that serve many others, such as a writer every block sends to)."""
+
     actor_ref: GreenroomActorRef  # type: ignore[assignment]
     actor_inbox: Mailbox  # type: ignore[assignment]
     actor_stopped: StopFlag  # type: ignore[assignment]
@@ -306,7 +310,7 @@ class GreenroomActor(pykka.Actor):
         mailbox = self.actor_inbox
         slow_s = self.ctx.config.slow_handler_warning_s
         in_handler.actor = self
-        batch = mailbox.take(throughput)
+        batch = mailbox.take(self.turn_throughput or throughput)
         index = 0
         stopped = False
         try:

@@ -16,7 +16,8 @@ from typing import Any
 import attrs
 
 from actors.base import ActorContext, GreenroomActor, GreenroomActorRef
-from runtime.store import AppendFile, UpdateMeta
+from runtime.errors import NotFound
+from runtime.store import AppendFile
 
 __all__ = ["BlockWriter", "Output", "StatsUpdate", "Sync"]
 
@@ -62,6 +63,7 @@ class BlockWriter(GreenroomActor):
 
     kind = "block_writer"
     stop_order = 10  # after the blocks, whose on_stop hands it their last stats
+    turn_throughput = 1024  # it serves every block: give it longer turns
 
     def __init__(self, ctx: ActorContext) -> None:
         super().__init__(ctx)
@@ -95,6 +97,13 @@ class BlockWriter(GreenroomActor):
             self.actor_ref.tell(_COMMIT)
         return None
 
+    def _failed(self, what: str, block_ids: list[str], error: BaseException) -> None:
+        # Counted and logged: this data of these blocks could not be stored.
+        self.failures += len(block_ids)
+        self.ctx.metrics.incr("block_write_failures", len(block_ids))
+        for block_id in block_ids:
+            log.error("could not write %s of block %r: %s", what, block_id, error)
+
     def on_stop(self) -> None:
         self._commit()  # nothing handed over is left unwritten
 
@@ -102,24 +111,31 @@ class BlockWriter(GreenroomActor):
         output, self._output = self._output, {}
         stats, self._stats = self._stats, {}
         waiting, self._waiting = self._waiting, []
-        writes: list[AppendFile | UpdateMeta] = [
-            AppendFile(BLOCK, block_id, OUTPUT, bytes(data), create=True)
-            for block_id, data in output.items()
-        ]
-        writes += [UpdateMeta(BLOCK, block_id, update) for block_id, update in stats.items()]
-        if writes:
+        store = self.ctx.store
+        if output:
+            writes = [
+                AppendFile(BLOCK, block_id, OUTPUT, bytes(data), create=True)
+                for block_id, data in output.items()
+            ]
             try:
-                results = self.ctx.store.write_batch(writes)
+                results: list[Any] = store.write_batch(writes)
             except Exception as error:
                 results = [error] * len(writes)
             self.commits += 1
             for write, result in zip(writes, results, strict=True):
                 if isinstance(result, BaseException):
-                    # Counted and logged: the block's data could not be stored.
-                    self.failures += 1
-                    self.ctx.metrics.incr("block_write_failures")
-                    what = "output" if isinstance(write, AppendFile) else "stats"
-                    log.error("could not write %s of block %r: %s", what, write.object_id, result)
+                    self._failed("output", [write.object_id], result)
+        if stats:
+            # Stats are plain keys: one statement for them all (see set_meta_values).
+            try:
+                changed = store.set_meta_values(BLOCK, stats)
+            except Exception as error:
+                self._failed("stats", list(stats), error)
+            else:
+                self.commits += 1
+                if changed < len(stats):
+                    missing = [bid for bid in stats if store.find_object(BLOCK, bid) is None]
+                    self._failed("stats", missing, NotFound("the block no longer exists"))
         for sync in waiting:
             try:
                 sync.notify.tell(sync.message)

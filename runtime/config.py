@@ -84,6 +84,10 @@ class RuntimeConfig:
     )
     """SQLite `synchronous` setting: FULL survives power loss; NORMAL only crashes."""
 
+    sqlite_secure_delete: str = attrs.field(default="FAST", validator=_one_of("OFF", "FAST", "ON"))
+    """SQLite `secure_delete`: FAST zeroes deleted content where it costs no extra I/O;
+    ON zeroes every freed page (dropping a 100 MB output writes 100 MB more)."""
+
     sqlite_busy_timeout_s: float = attrs.field(default=5.0, validator=_positive_number)
     """How long a write waits for another process (such as the CLI) holding the lock."""
 

@@ -104,6 +104,7 @@ class Runtime:
         self._close_done = threading.Event()
         self._archive_dir = _archive_dir(store.path, config.archive_dir)
         self._block_lock = threading.Lock()
+        self._block_handles: dict[str, Block] = {}
         self._writer: GreenroomActorRef | None = None
         self._sweeper: GreenroomActorRef | None = None
         attach = getattr(clock, "attach", None)
@@ -145,6 +146,7 @@ class Runtime:
             chunk_bytes=config.file_chunk_bytes,
             synchronous=config.sqlite_synchronous,
             busy_timeout_s=config.sqlite_busy_timeout_s,
+            secure_delete=config.sqlite_secure_delete,
         )
         log.info("runtime opened on %r", store.path)
         rt = cls(store, clock, config, owns_clock=owns_clock)
@@ -299,6 +301,9 @@ class Runtime:
         check_block_id(block_id)
         if not isinstance(view, str) or not view:
             raise InvalidInput(f"view must be a non-empty str, got {view!r}")
+        handle = self._block_handles.get(block_id)
+        if handle is not None and handle._ref.is_alive():
+            return handle  # a handle keeps its proxy: no new one per call
         writer = self._start_block_services()
         with self._lock:
             ref = self._actors.get(BlockActor.kind, {}).get(block_id)
@@ -308,7 +313,8 @@ class Runtime:
                 ref = self.spawn(BlockActor, writer, self._archive_dir, actor_id=block_id)
             except InvalidTransition:
                 ref = self._wait_for_actor(BlockActor.kind, block_id)
-        return Block(ref, block_id)
+        handle = self._block_handles[block_id] = Block(ref, block_id)
+        return handle
 
     def blocks(self, view: str | None = None) -> list[str]:
         """The ids of every stored block (with metadata `view`, if given), sorted."""
