@@ -66,6 +66,8 @@ _MAX_ID = 1024
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _SECURE_DELETE = ("OFF", "FAST", "ON")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.:@-]{1,256}")
+_PLAIN_VALUE = (int, float, str)
+_INFINITE = (math.inf, -math.inf)
 _PAGE_ROWS = 64
 
 
@@ -622,48 +624,54 @@ class Store:
         ]
 
     def set_meta_values(
-        self, kind: str, values: Mapping[str, Mapping[str, int | float | str | bool]]
+        self, kind: str, values: Mapping[str, Mapping[str, int | float | str]]
     ) -> int:
         """Set plain keys in many objects' metadata in one statement; how many changed.
 
-        `values` maps object id to `{key: value}`, scalars only, no merge rules (no
-        `None` deletes, no `prefix:*`). One transaction and no savepoint per object,
-        so thousands of small updates (block stats) cost one commit. Objects that do
-        not exist are skipped: compare the count returned.
+        `values` maps object id to `{key: value}`: keys of letters, digits and
+        `_.:@-`; values `int`, finite `float` or `str`; no merge rules (no `None`
+        deletes, no `prefix:*`). One transaction and no savepoint per object, so
+        thousands of small updates (block stats) cost one commit. Objects that do not
+        exist are skipped: compare the count returned.
         """
         _check_kind(kind)
         rows: dict[tuple[str, ...], list[list[Any]]] = {}
         for object_id, update in values.items():
             _check_id(kind, object_id)
             keys = tuple(update)
-            for key, value in update.items():
-                if (
-                    not isinstance(key, str)
-                    or not _PLAIN_KEY.fullmatch(key)
-                    or not isinstance(value, int | float | str | bool)
-                    or (isinstance(value, float) and not math.isfinite(value))
-                ):
+            params = rows.get(keys)
+            if params is None:
+                for key in keys:
+                    if not isinstance(key, str) or not _PLAIN_KEY.fullmatch(key):
+                        raise InvalidInput(
+                            "set_meta_values takes keys of letters, digits and _.:@-, "
+                            f"got {key!r} for {kind} {object_id!r}"
+                        )
+                params = rows[keys] = []
+            row = list(update.values())
+            for value in row:
+                if type(value) not in _PLAIN_VALUE or value != value or value in _INFINITE:
                     raise InvalidInput(
-                        "set_meta_values takes keys of letters, digits and _.:@- and finite "
-                        f"scalar values, got {key!r}: "
+                        "set_meta_values takes int, finite float and str values, got "
                         f"{value!r} for {kind} {object_id!r}"
                     )
-            rows.setdefault(keys, []).append([*update.values(), object_id])
+            row += (kind, object_id)
+            params.append(row)
         if not rows:
             self._ensure_open()
             return 0
 
         def op() -> int:
-            now = self._now_ms()
+            now = int(self._now_ms())
             changed = 0
             for keys, params in rows.items():
-                # One statement per distinct key set; json_set edits the stored JSON.
-                paths = ", ".join(f"'$.{json.dumps(key)}', json(?)" for key in keys)
+                # One statement per distinct key set; json_set edits the stored JSON in
+                # place (an int, float or str parameter becomes that JSON value).
+                paths = ", ".join(f"'$.{json.dumps(key)}', ?" for key in keys)
                 cursor = self._db.conn.executemany(
                     f"UPDATE objects SET meta = json_set(meta, {paths}), "
-                    f"version = version + 1, updated_ms = {int(now)} "
-                    "WHERE kind = ? AND id = ?",
-                    [[*(json.dumps(value) for value in row[:-1]), kind, row[-1]] for row in params],
+                    f"version = version + 1, updated_ms = {now} WHERE kind = ? AND id = ?",
+                    params,
                 )
                 changed += cursor.rowcount
             return changed

@@ -28,7 +28,14 @@ from runtime.errors import (
 )
 from runtime.meta import merge_meta
 from runtime.models import FileInfo, StoredObject
-from runtime.store import SCHEMA_VERSION, Store
+from runtime.store import (
+    SCHEMA_VERSION,
+    AppendFile,
+    DeleteFile,
+    RenameFile,
+    Store,
+    UpdateMeta,
+)
 
 from .conftest import START_MS
 
@@ -982,3 +989,77 @@ def test_an_empty_batch_after_close_raises_stopped(db_path: Path) -> None:
     store.close()
     with pytest.raises(Stopped):
         store.update_meta_many([])
+
+
+# -- batches ------------------------------------------------------------------------------
+
+
+def test_set_meta_values_sets_plain_keys_in_one_commit(store: Store) -> None:
+    for n in range(50):
+        store.ensure_object("block", f"b{n}", {"view": "agent", "keep": n})
+    commits = store.stats()["store_commits"]
+    values = {f"b{n}": {"session:line_count": n, "ratio": n / 2, "s": "it's"} for n in range(50)}
+    values["missing"] = {"session:line_count": 1}
+    assert store.set_meta_values("block", values) == 50  # the missing one is skipped
+    assert store.stats()["store_commits"] == commits + 1
+    obj = store.get_object("block", "b7")
+    assert obj.meta == {
+        "view": "agent",
+        "keep": 7,
+        "session:line_count": 7,
+        "ratio": 3.5,
+        "s": "it's",
+    }
+    assert obj.version == 2
+
+
+@pytest.mark.parametrize(
+    "update",
+    [{"n": True}, {"n": None}, {"n": float("nan")}, {"n": float("inf")}, {"k'": 1}, {"": 1}],
+)
+def test_set_meta_values_refuses_what_is_not_plain(store: Store, update: dict) -> None:
+    store.ensure_object("block", "b", {"view": "agent"})
+    with pytest.raises(InvalidInput):
+        store.set_meta_values("block", {"b": update})
+    assert store.get_object("block", "b").meta == {"view": "agent"}
+
+
+def test_write_batch_isolates_failures_in_one_commit(store: Store) -> None:
+    store.ensure_object("block", "a")
+    commits = store.stats()["store_commits"]
+    results = store.write_batch(
+        [
+            AppendFile("block", "a", "output", b"one\n"),
+            UpdateMeta("block", "missing", {"x": 1}),
+            UpdateMeta("block", "a", {"x": 2}),
+        ]
+    )
+    assert isinstance(results[0], FileInfo)
+    assert isinstance(results[1], NotFound)
+    assert results[2].meta == {"x": 2}
+    assert store.stats()["store_commits"] == commits + 1
+    assert store.read_file("block", "a", "output") == b"one\n"
+
+
+def test_write_atomic_is_all_or_nothing(store: Store) -> None:
+    store.ensure_object("block", "a", {"state": "live"})
+    store.append_file("block", "a", "output", b"live\n", create=True)
+    store.append_file("block", "a", "output.new", b"new\n", create=True)
+    with pytest.raises(NotFound):
+        store.write_atomic(
+            [
+                UpdateMeta("block", "a", {"state": "swapped"}),
+                RenameFile("block", "a", "no-such-file", "output"),
+            ]
+        )
+    assert store.get_object("block", "a").meta == {"state": "live"}
+    store.write_atomic(
+        [
+            RenameFile("block", "a", "output.new", "output"),
+            UpdateMeta("block", "a", {"state": "swapped"}),
+            DeleteFile("block", "a", "gone-already"),
+        ]
+    )
+    assert store.read_file("block", "a", "output") == b"new\n"
+    assert [f.name for f in store.list_files("block", "a")] == ["output"]
+    assert store.get_object("block", "a").meta == {"state": "swapped"}
