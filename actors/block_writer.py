@@ -4,7 +4,8 @@ Blocks hand it their output bytes and stats updates instead of writing themselve
 It gathers what arrives and writes it all in one store transaction (one fsync), so a
 host with thousands of active blocks costs a few commits a second, not thousands.
 Batching needs no timer: the first write to arrive queues a commit message behind it,
-everything that arrives before that message is handled joins the batch, and whatever
+everything that arrives before that message is handled joins the batch (if more mail
+is still waiting then, the commit moves behind it, a few times at most), and whatever
 arrives during a commit joins the next one.
 """
 
@@ -56,6 +57,7 @@ class _Commit:
 
 
 _COMMIT = _Commit()
+_MAX_DEFERRALS = 4
 
 
 class BlockWriter(GreenroomActor):
@@ -71,6 +73,7 @@ class BlockWriter(GreenroomActor):
         self._stats: dict[str, dict[str, Any]] = {}
         self._waiting: list[Sync] = []
         self._commit_queued = False
+        self._deferrals = 0
         self.commits = 0
         self.failures = 0
 
@@ -87,7 +90,14 @@ class BlockWriter(GreenroomActor):
         elif type(message) is Sync:
             self._waiting.append(message)
         elif message is _COMMIT:
+            if self.actor_inbox and self._deferrals < _MAX_DEFERRALS:
+                # More mail waits behind: let it join this batch (bounded, so a
+                # writer that is never idle still commits every few turns).
+                self._deferrals += 1
+                self.actor_ref.tell(_COMMIT)
+                return None
             self._commit_queued = False
+            self._deferrals = 0
             self._commit()
             return None
         else:
