@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
 from runtime import FakeClock, Runtime, RuntimeConfig
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+# Sweeps run only when a test asks (rt.sweep()) unless it sets the timer itself.
+QUIET = RuntimeConfig(settle_timeout_s=10.0, sweep_first_after_s=1e9, sweep_interval_s=1e9)
 
 
 @pytest.fixture
@@ -27,3 +32,18 @@ def rt(db_path: Path, fake_clock: FakeClock) -> Iterator[Runtime]:
     runtime = Runtime.open(db_path, clock=fake_clock, config=RuntimeConfig(settle_timeout_s=10.0))
     yield runtime
     runtime.close()
+
+
+@pytest.fixture
+def open_rt(db_path: Path, fake_clock: FakeClock) -> Iterator[Callable[..., Runtime]]:
+    """Open runtimes on the test's database (closing whichever are left open)."""
+    opened: list[Runtime] = []
+
+    def open_(**config: Any) -> Runtime:
+        new = Runtime.open(db_path, clock=fake_clock, config=attrs.evolve(QUIET, **config))
+        opened.append(new)
+        return new
+
+    yield open_
+    for each in opened:
+        each.close()

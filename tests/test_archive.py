@@ -12,7 +12,7 @@ import functools
 import gzip
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,11 @@ from runtime import (
     OutputRead,
     RestoreResult,
     Runtime,
-    RuntimeConfig,
 )
 from runtime.errors import InvalidTransition, NotFound, Stopped, StorageError
 from runtime.store import Store
+
+from .conftest import QUIET
 
 ARCHIVED_AT = "session:archived_at"
 ARCHIVED_BYTES = "session:archived_bytes"
@@ -43,23 +44,6 @@ ARCHIVE_KEYS = (ARCHIVED_AT, ARCHIVED_BYTES, ARCHIVE_PATH)
 MAGIC = {"zstd": b"\x28\xb5\x2f\xfd", "gzip": b"\x1f\x8b"}
 SUFFIX = {"zstd": ".zst", "gzip": ".gz"}
 CODECS = ["zstd", "gzip"]
-
-QUIET = RuntimeConfig(settle_timeout_s=10.0, sweep_first_after_s=1e9, sweep_interval_s=1e9)
-
-
-@pytest.fixture
-def open_rt(db_path: Path, fake_clock: FakeClock) -> Iterator[Callable[..., Runtime]]:
-    """Open runtimes on the test's database (closing whichever are left open)."""
-    opened: list[Runtime] = []
-
-    def open_(**config: Any) -> Runtime:
-        new = Runtime.open(db_path, clock=fake_clock, config=attrs.evolve(QUIET, **config))
-        opened.append(new)
-        return new
-
-    yield open_
-    for each in opened:
-        each.close()
 
 
 @functools.cache

@@ -8,16 +8,14 @@ through `fake_clock.advance`, which fires due timers and settles the actors.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime import Block, FakeClock, Runtime, RuntimeConfig, SessionStats
+from runtime import Block, FakeClock, Runtime, SessionStats
 from runtime.errors import InvalidInput, NotFound
 
 from .conftest import START_MS
@@ -27,24 +25,6 @@ TOKENS = "session:token_estimate"
 START = "session:start_ts_ms"
 LAST = "session:last_activity_ms"
 STATS_KEYS = (START, LAST, LINE_COUNT, TOKENS)
-
-# Sweeps never fire by themselves in these tests (they are tested in test_sweep.py).
-QUIET = RuntimeConfig(settle_timeout_s=10.0, sweep_first_after_s=1e9, sweep_interval_s=1e9)
-
-
-@pytest.fixture
-def open_rt(db_path: Path, fake_clock: FakeClock) -> Iterator[Callable[..., Runtime]]:
-    """Open runtimes on the test's database (closing whichever are left open)."""
-    opened: list[Runtime] = []
-
-    def open_(**config: Any) -> Runtime:
-        new = Runtime.open(db_path, clock=fake_clock, config=attrs.evolve(QUIET, **config))
-        opened.append(new)
-        return new
-
-    yield open_
-    for each in opened:
-        each.close()
 
 
 def stored(rt: Runtime, block_id: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ without sleeping.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,10 @@ import pytest
 import zstandard
 
 import actors.block
-from runtime import Block, FakeClock, OutputRead, Runtime, RuntimeConfig, SweepStats
+from runtime import Block, FakeClock, OutputRead, Runtime, SweepStats
 from runtime.errors import InvalidTransition, NotFound, StorageError
 
-from .conftest import START_MS
+from .conftest import QUIET, START_MS
 
 DAY = 86_400.0
 ARCHIVED_AT = "session:archived_at"
@@ -28,24 +28,6 @@ ARCHIVED_BYTES = "session:archived_bytes"
 ARCHIVE_PATH = "session:archive_path"
 BACKUP = "session:archive_backup_path"
 PRUNED_AT = "session:archive_pruned_at"
-
-# Sweeps run only when a test asks (rt.sweep()) unless it sets the timer itself.
-QUIET = RuntimeConfig(settle_timeout_s=10.0, sweep_first_after_s=1e9, sweep_interval_s=1e9)
-
-
-@pytest.fixture
-def open_rt(db_path: Path, fake_clock: FakeClock) -> Iterator[Callable[..., Runtime]]:
-    """Open runtimes on the test's database (closing whichever are left open)."""
-    opened: list[Runtime] = []
-
-    def open_(**config: Any) -> Runtime:
-        new = Runtime.open(db_path, clock=fake_clock, config=attrs.evolve(QUIET, **config))
-        opened.append(new)
-        return new
-
-    yield open_
-    for each in opened:
-        each.close()
 
 
 def with_output(rt: Runtime, block_id: str, data: bytes, view: str = "agent") -> Block:
