@@ -48,11 +48,39 @@ __version__ = "0.1.0.dev0"
 logging.getLogger("greenroom").addHandler(logging.NullHandler())
 
 
-def __getattr__(name: str) -> Any:
-    # `Runtime` wires in the actors package, which itself imports runtime.errors:
-    # loading it on first use keeps `import actors.base` free of an import cycle.
-    if name == "Runtime":
-        from runtime.runtime import Runtime
+# Loaded on first use: `Runtime` wires in the actors package, which itself imports
+# runtime.errors, so importing it here would make `import actors.base` circular.
+_LAZY = {
+    "Runtime": "runtime.runtime",
+    # executions
+    "FeedResult": "runtime.executions",
+    "LlmRequest": "runtime.executions",
+    # transcripts
+    "UserMessage": "runtime.transcripts",
+    "AssistantMessage": "runtime.transcripts",
+    "ToolCall": "runtime.transcripts",
+    "ToolResult": "runtime.transcripts",
+    "Usage": "runtime.transcripts",
+    "CompactionSummary": "runtime.transcripts",
+    "CompactionConfig": "runtime.transcripts",
+    "CompactionResult": "runtime.transcripts",
+    "TurnResult": "runtime.transcripts",
+    "Transcript": "runtime.transcripts",
+    "RecoveryReport": "runtime.transcripts",
+    "CostBreakdown": "runtime.pricing",
+    "ModelPricing": "runtime.pricing",
+    # replay buffers
+    "ObservationEvent": "runtime.replay",
+    "Replayed": "runtime.replay",
+    "Gap": "runtime.replay",
+    "Subscription": "runtime.replay",
+}
 
-        return Runtime
-    raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

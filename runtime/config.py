@@ -51,6 +51,19 @@ def _optional_path(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         )
 
 
+def _pricing(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            f"RuntimeConfig.{attribute.name} must be a dict of 'provider:model' to "
+            f"ModelPricing, got {type(value).__name__}"
+        )
+    if value:
+        # Imported here: the pricing module is the transcripts' and imports this one.
+        from runtime.pricing import check_pricing_table
+
+        check_pricing_table(value)
+
+
 def _one_of(*choices: str):
     def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value not in choices:
@@ -129,3 +142,49 @@ class RuntimeConfig:
 
     max_archive_bytes: int = attrs.field(default=2 * 1024**3, validator=_positive_int)
     """A sweep prunes the archive folder, oldest first, down to this many bytes."""
+
+    # -- executions ---------------------------------------------------------------------
+
+    strategy_threads: int = attrs.field(default=32, validator=_positive_int)
+    """Most threads running plain (non-async) strategies at once; async strategies
+    need none (a paused one is a suspended coroutine)."""
+
+    result_retention_s: float = attrs.field(default=3600.0, validator=_positive_number)
+    """A finished execution keeps its final result this long, for late status calls."""
+
+    gc_interval_s: float = attrs.field(default=60.0, validator=_positive_number)
+    """Seconds between the execution GC supervisor's reaps."""
+
+    execution_ttl_s: float = attrs.field(default=3 * 3600.0, validator=_positive_number)
+    """An execution idle (neither fed nor progressing) longer than this is cancelled
+    and removed by the GC, running ones included."""
+
+    # -- transcripts --------------------------------------------------------------------
+
+    transcript_dir: str | None = attrs.field(default=None, validator=_optional_path)
+    """Folder for transcript JSONL files; `None` means `<database>.transcripts` beside
+    the database (a temporary folder for `":memory:"`)."""
+
+    transcript_durability: str = attrs.field(
+        default="turn", validator=_one_of("turn", "entry", "none")
+    )
+    """Default fsync policy of transcripts: once per turn, after every entry, or never."""
+
+    pricing: dict[str, Any] = attrs.field(factory=dict, validator=_pricing)
+    """Extra or overriding `ModelPricing` entries keyed by `"provider:model"`, on top of
+    the built-in table used by `Transcript.cost()`."""
+
+    # -- replay buffers -----------------------------------------------------------------
+
+    max_events_per_session: int = attrs.field(default=2048, validator=_positive_int)
+    """Most events a replay buffer holds; older ones are trimmed (counted)."""
+
+    max_event_age_s: float = attrs.field(default=120.0, validator=_positive_number)
+    """Events older than this are trimmed; an empty buffer with no subscribers idle
+    longer than this is dropped."""
+
+    replay_trim_interval_s: float = attrs.field(default=10.0, validator=_positive_number)
+    """Seconds between the replay supervisor's age-trimming ticks."""
+
+    subscriber_queue_size: int = attrs.field(default=1024, validator=_positive_int)
+    """Live events a subscriber may have waiting before it is lagged."""

@@ -13,16 +13,23 @@ from __future__ import annotations
 import pykka
 
 __all__ = [
+    "AlreadyResponded",
+    "CompactionError",
+    "ExecutionCancelled",
     "FutureTimeout",
     "GreenroomError",
     "InvalidInput",
     "InvalidTransition",
+    "MalformedCursor",
     "NotFound",
     "SchemaTooNew",
     "SettleTimeout",
     "Stopped",
     "StorageError",
+    "SubscriberLagged",
     "Timeout",
+    "UnknownQuery",
+    "WrongSession",
 ]
 
 
@@ -92,4 +99,53 @@ class SettleTimeout(Timeout):
         super().__init__(
             f"actors did not settle within {timeout_s:g} s; still busy: {names or 'none'}"
             " (a handler may be blocking, or actors may be messaging each other forever)"
+        )
+
+
+# -- executions ---------------------------------------------------------------------------
+
+
+class UnknownQuery(NotFound):
+    """A feed named a query id the execution session never asked."""
+
+
+class AlreadyResponded(InvalidTransition):
+    """A query was already answered, with a different response."""
+
+
+class ExecutionCancelled(GreenroomError):
+    """The execution was cancelled (by the host or the GC) while waiting for an answer."""
+
+
+# -- transcripts --------------------------------------------------------------------------
+
+
+class CompactionError(GreenroomError):
+    """Compaction failed (for example the summarizer raised); nothing was changed."""
+
+
+# -- replay buffers -----------------------------------------------------------------------
+
+
+class MalformedCursor(InvalidInput):
+    """A replay cursor string could not be parsed; the message names the bad part."""
+
+
+class WrongSession(InvalidInput):
+    """A cursor belongs to another session than the one the call is about."""
+
+
+class SubscriberLagged(GreenroomError):
+    """A subscriber fell behind and its bounded queue overflowed.
+
+    `missed` is how many events it lost; `resume_cursor` is the cursor of the last
+    event it was given, to re-subscribe (or replay) from.
+    """
+
+    def __init__(self, missed: int, resume_cursor: str) -> None:
+        self.missed = missed
+        self.resume_cursor = resume_cursor
+        super().__init__(
+            f"subscriber lagged and missed {missed} events; re-subscribe from "
+            f"cursor {resume_cursor!r} to get them (or a Gap if they are gone)"
         )

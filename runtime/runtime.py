@@ -25,8 +25,11 @@ from runtime.blocks import Block, SweepStats
 from runtime.clock import Clock, SystemClock
 from runtime.config import RuntimeConfig
 from runtime.errors import InvalidInput, InvalidTransition, NotFound, SettleTimeout, Stopped
+from runtime.executions_api import ExecutionsAPI
 from runtime.metrics import Metrics
+from runtime.replay_api import ReplayAPI
 from runtime.store import Store
+from runtime.transcripts_api import TranscriptsAPI
 
 __all__ = ["Runtime"]
 
@@ -65,7 +68,7 @@ class _Reservation:
         return False
 
 
-class Runtime:
+class Runtime(ExecutionsAPI, TranscriptsAPI, ReplayAPI):
     """A running greenroom: one store, one clock, and the actors on them.
 
         with Runtime.open("app.db") as rt:
@@ -107,6 +110,9 @@ class Runtime:
         self._block_handles: dict[str, Block] = {}
         self._writer: GreenroomActorRef | None = None
         self._sweeper: GreenroomActorRef | None = None
+        self._init_executions()
+        self._init_transcripts()
+        self._init_replay()
         attach = getattr(clock, "attach", None)
         if attach is not None:
             attach(self._tracker)
@@ -402,6 +408,9 @@ class Runtime:
             "dead_letters": 0,
             "slow_handlers": 0,
         }
+        counters.update(self._executions_metrics())
+        counters.update(self._transcripts_metrics())
+        counters.update(self._replay_metrics())
         counters.update(self._metrics.snapshot())
         counters.update(self._store.stats())
         counters["messages_handled"] = self._tracker.handled
@@ -435,6 +444,9 @@ class Runtime:
         # and the store. Each step runs even if an earlier one failed.
         steps = [
             self._stop_actors,
+            self._close_executions,
+            self._close_transcripts,
+            self._close_replay,
             lambda: self._blocking.shutdown(self._config.stop_timeout_s),
             lambda: self._dispatcher.shutdown(self._config.stop_timeout_s),
             self._release_clock,
