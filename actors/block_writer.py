@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from actors.base import ActorContext, GreenroomActor, GreenroomActorRef
-from runtime.errors import NotFound
+from runtime.errors import NotFound, StorageError
 from runtime.store import AppendFile
 
 __all__ = ["BlockWriter", "Output", "StatsUpdate", "Sync"]
@@ -58,6 +58,8 @@ class _Commit:
 
 _COMMIT = _Commit()
 _MAX_DEFERRALS = 4
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 5.0
 
 
 class BlockWriter(GreenroomActor):
@@ -76,6 +78,8 @@ class BlockWriter(GreenroomActor):
         self._deferrals = 0
         self.commits = 0
         self.failures = 0
+        self._retries = 0
+        self._final = False
 
     def on_receive(self, message: Any) -> Any:
         if type(message) is Output:
@@ -107,6 +111,15 @@ class BlockWriter(GreenroomActor):
             self.actor_ref.tell(_COMMIT)
         return None
 
+    def commit_now(self) -> None:
+        """Store everything handed over so far, now (an ask: returns once stored).
+
+        Raises `StorageError` if it could not be stored; it is kept and retried.
+        """
+        self._commit()
+        if self._output or self._stats:
+            raise StorageError("block output or stats could not be stored yet; retrying")
+
     def _failed(self, what: str, block_ids: list[str], error: BaseException) -> None:
         # Counted and logged: this data of these blocks could not be stored.
         self.failures += len(block_ids)
@@ -115,6 +128,7 @@ class BlockWriter(GreenroomActor):
             log.error("could not write %s of block %r: %s", what, block_id, error)
 
     def on_stop(self) -> None:
+        self._final = True
         self._commit()  # nothing handed over is left unwritten
 
     def _commit(self) -> None:
@@ -122,6 +136,7 @@ class BlockWriter(GreenroomActor):
         stats, self._stats = self._stats, {}
         waiting, self._waiting = self._waiting, []
         store = self.ctx.store
+        failed: BaseException | None = None
         if output:
             writes = [
                 AppendFile(BLOCK, block_id, OUTPUT, bytes(data), create=True)
@@ -130,24 +145,58 @@ class BlockWriter(GreenroomActor):
             try:
                 results: list[Any] = store.write_batch(writes)
             except Exception as error:
-                results = [error] * len(writes)
-            self.commits += 1
-            for write, result in zip(writes, results, strict=True):
-                if isinstance(result, BaseException):
-                    self._failed("output", [write.object_id], result)
+                failed = error  # the whole transaction: nothing of it was stored
+                self._put_back_output(output)
+            else:
+                self.commits += 1
+                for write, result in zip(writes, results, strict=True):
+                    if isinstance(result, BaseException):
+                        self._failed("output", [write.object_id], result)
         if stats:
             # Stats are plain keys: one statement for them all (see set_meta_values).
             try:
                 changed = store.set_meta_values(BLOCK, stats)
             except Exception as error:
-                self._failed("stats", list(stats), error)
+                failed = failed or error
+                for block_id, update in stats.items():
+                    # Older than anything that arrived since: newer values win.
+                    self._stats[block_id] = {**update, **self._stats.get(block_id, {})}
             else:
                 self.commits += 1
                 if changed < len(stats):
                     missing = [bid for bid in stats if store.find_object(BLOCK, bid) is None]
                     self._failed("stats", missing, NotFound("the block no longer exists"))
+        if failed is not None:
+            self._waiting = waiting + self._waiting  # answered once it is stored
+            self._retry(failed)
+            return
+        self._retries = 0
         for sync in waiting:
             try:
                 sync.notify.tell(sync.message)
             except Exception:  # a stopped block: nothing waits any more
                 log.debug("block writer: sync target %r is gone", sync.notify)
+
+    def _put_back_output(self, output: dict[str, bytearray]) -> None:
+        for block_id, data in output.items():
+            newer = self._output.get(block_id)
+            self._output[block_id] = data if newer is None else data + newer
+
+    def _retry(self, error: BaseException) -> None:
+        """A batch's transaction failed: keep its data and try again later."""
+        if self._final:
+            # Stopping: no later. What could not be stored is counted and logged.
+            self._failed("output", list(self._output), error)
+            self._failed("stats", list(self._stats), error)
+            self._output, self._stats = {}, {}
+            return
+        delay = min(_RETRY_FIRST_S * 2**self._retries, _RETRY_MAX_S)
+        self._retries += 1
+        self.ctx.metrics.incr("block_write_retries")
+        log.warning(
+            "block writer: a batch could not be stored (%s); kept, retrying in %g s",
+            error,
+            delay,
+        )
+        self._commit_queued = True
+        self.schedule_once(delay, _COMMIT)

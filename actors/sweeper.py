@@ -17,12 +17,12 @@ from typing import Any
 from actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
 from runtime.archive import ARCHIVE_SUFFIXES
 from runtime.blocks import (
-    ARCHIVED_AT,
     LAST_ACTIVITY,
     LINE_COUNT,
     Block,
     SweepStats,
 )
+from runtime.errors import NotFound, Stopped
 
 __all__ = ["SweepSupervisor"]
 
@@ -49,6 +49,7 @@ class SweepSupervisor(GreenroomActor):
         self._block = block
         self._archive_dir = archive_dir
         self._running = False
+        self._stopping = False  # read by the sweep job: stop between blocks
         self._waiting: list[Reply] = []
 
     def on_start(self) -> None:
@@ -56,6 +57,12 @@ class SweepSupervisor(GreenroomActor):
         self.schedule_every(
             config.sweep_interval_s, _TICK, first_after_s=config.sweep_first_after_s
         )
+
+    def on_stop(self) -> None:
+        self._stopping = True
+        waiting, self._waiting = self._waiting, []
+        for reply in waiting:
+            reply.fail(Stopped("the runtime closed while the sweep ran; it was cut short"))
 
     def on_receive(self, message: Any) -> Any:
         if message is _TICK:
@@ -95,15 +102,19 @@ class SweepSupervisor(GreenroomActor):
         cutoff = config.inactive_days * _DAY_MS
         archived = pruned = freed = 0
         for obj in self.ctx.store.list_objects("block"):
+            if self._stopping:
+                break
             meta = obj.meta
             last = _number(meta.get(LAST_ACTIVITY))
             if (
                 meta.get("view") != "agent"
-                or _number(meta.get(ARCHIVED_AT)) > 0
                 or _number(meta.get(LINE_COUNT)) <= 0
                 or last <= 0
                 or now_ms - last < cutoff
+                or not self._has_live_output(obj.id)
             ):
+                # (An archived block with new output since is archived again: the
+                # next archive joins the two.)
                 continue
             try:
                 result = self._block(obj.id).archive()
@@ -115,6 +126,8 @@ class SweepSupervisor(GreenroomActor):
                 archived += 1
                 freed += result.archived_bytes
         for path, size in self._over_budget(config.max_archive_bytes):
+            if self._stopping:
+                break
             block_id = path.name.rsplit(".", 2)[0]
             try:
                 if self.ctx.store.find_object("block", block_id) is None:
@@ -131,6 +144,12 @@ class SweepSupervisor(GreenroomActor):
         self.ctx.metrics.incr("sweeps")
         log.info("sweep: %s", stats)
         return stats
+
+    def _has_live_output(self, block_id: str) -> bool:
+        try:
+            return self.ctx.store.stat_file("block", block_id, "output").size > 0
+        except NotFound:
+            return False  # nothing to archive (lines kept elsewhere, or archived)
 
     def _over_budget(self, budget: int) -> list[tuple[Path, int]]:
         """Archive files to delete, oldest first, to bring the folder within `budget`."""

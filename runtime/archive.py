@@ -23,6 +23,7 @@ from runtime.errors import InvalidInput, StorageError
 
 __all__ = [
     "ARCHIVE_SUFFIXES",
+    "archive_block_id",
     "archive_name",
     "check_block_id",
     "checked_archive_path",
@@ -34,6 +35,7 @@ _BLOCK_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,200}")
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b"
 ARCHIVE_SUFFIXES = {"zstd": ".zst", "gzip": ".gz"}
+_SUFFIXES = frozenset(ARCHIVE_SUFFIXES.values())
 _READ_PIECE = 1 << 20
 _ZSTD_INPUT = 1 << 16
 
@@ -52,11 +54,12 @@ def archive_name(block_id: str, archived_at_ms: int, codec: str) -> str:
     return f"{check_block_id(block_id)}.{archived_at_ms}{ARCHIVE_SUFFIXES[codec]}"
 
 
-def checked_archive_path(archive_dir: Path, path: object) -> Path:
-    """`path` resolved, if it names a file directly inside `archive_dir`; else refused.
+def checked_archive_path(archive_dir: Path, path: object, block_id: str) -> Path:
+    """`path` resolved, if it names one of `block_id`'s archives inside `archive_dir`.
 
     Paths come back from metadata, which anyone with the database can edit: one that
-    points elsewhere is refused with `StorageError`, never opened.
+    points outside the folder, or at another block's archive, is refused with
+    `StorageError`, never opened (nor deleted).
     """
     if not isinstance(path, str) or not path:
         raise StorageError(f"archive path {path!r} in metadata is not a path")
@@ -69,7 +72,19 @@ def checked_archive_path(archive_dir: Path, path: object) -> Path:
         raise StorageError(
             f"refusing archive path {path!r}: it is not an archive file inside {str(folder)!r}"
         )
+    if archive_block_id(resolved.name) != block_id:
+        raise StorageError(
+            f"refusing archive path {path!r}: it is not an archive of block {block_id!r}"
+        )
     return resolved
+
+
+def archive_block_id(name: str) -> str | None:
+    """The block id an archive file name (`<id>.<ms>.<suffix>`) belongs to, else None."""
+    parts = name.rsplit(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or f".{parts[2]}" not in _SUFFIXES:
+        return None
+    return parts[0] if _BLOCK_ID.fullmatch(parts[0]) else None
 
 
 def write_archive(
@@ -139,17 +154,44 @@ def read_archive(path: Path) -> Iterator[bytes]:
 
 
 def _read_zstd(handle: BinaryIO, path: Path) -> Iterator[bytes]:
-    # A decompression object reports whether its frame ended: a truncated file is an
-    # error, not a shorter output. Small input pieces keep each output piece bounded.
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    while data := handle.read(_ZSTD_INPUT):
-        if decompressor.eof:
-            raise StorageError(f"archive {str(path)!r} has data after its end")
-        piece = decompressor.decompress(data)
-        if piece:
-            yield piece
-    if not decompressor.eof:
+    # The frame is walked first (headers only), so a truncated file or data after the
+    # frame is an error before any byte is handed out; the checksum at the frame's end
+    # is checked while decompressing. `read_to_iter` bounds each output piece, whatever
+    # the compression ratio (a run of repeated lines shrinks ~30,000x).
+    _check_zstd_frame(handle, path)
+    handle.seek(0)
+    decompressor = zstandard.ZstdDecompressor()
+    yield from decompressor.read_to_iter(handle, read_size=_ZSTD_INPUT, write_size=_READ_PIECE)
+
+
+def _check_zstd_frame(handle: BinaryIO, path: Path) -> None:
+    """Raise `StorageError` unless the file is exactly one complete zstd frame."""
+    head = handle.read(18)  # the longest frame header
+    try:
+        header = zstandard.frame_header_size(head)
+        has_checksum = zstandard.get_frame_parameters(head).has_checksum
+    except zstandard.ZstdError as exc:
+        raise StorageError(f"archive {str(path)!r} has a corrupt zstd header: {exc}") from exc
+    handle.seek(header)
+    while True:
+        block = handle.read(3)
+        if len(block) < 3:
+            raise StorageError(f"archive {str(path)!r} is truncated")
+        value = int.from_bytes(block, "little")
+        last, kind, size = value & 1, (value >> 1) & 3, value >> 3
+        if kind == 3:
+            raise StorageError(f"archive {str(path)!r} has a corrupt block header")
+        skip = 1 if kind == 1 else size  # an RLE block stores one byte
+        if skip:
+            handle.seek(skip - 1, os.SEEK_CUR)
+            if len(handle.read(1)) != 1:
+                raise StorageError(f"archive {str(path)!r} is truncated")
+        if last:
+            break
+    if has_checksum and len(handle.read(4)) != 4:
         raise StorageError(f"archive {str(path)!r} is truncated")
+    if handle.read(1):
+        raise StorageError(f"archive {str(path)!r} has data after its end")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -12,9 +12,11 @@ flushes, archiving and restoring of one block never race.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import pykka
 
 from runtime.errors import InvalidInput
 
@@ -109,22 +111,30 @@ class SweepStats:
 
 
 def count_lines(data: bytes) -> int:
-    """Lines of `data` with something other than whitespace on them."""
-    return sum(1 for line in data.splitlines() if line.strip())
+    """Lines of `data` (split at `\\n`, as the stats count) not blank or whitespace."""
+    return sum(1 for line in data.split(b"\n") if line.strip())
 
 
 class Block:
     """A handle on one block; every call goes to the block's actor.
 
     `append_output` and `record_line` are fire and forget; the others wait for the
-    actor's answer. Get one with `Runtime.block(block_id)`.
+    actor's answer. Get one with `Runtime.block(block_id)`. A handle outlives its
+    actor: if the actor was stopped, the next call starts a new one (which carries
+    on from the stored counters); after `Runtime.close()` calls raise `Stopped`.
     """
 
-    __slots__ = ("_proxy_cache", "_ref", "block_id")
+    __slots__ = ("_proxy_cache", "_ref", "_resolve", "block_id")
 
-    def __init__(self, ref: GreenroomActorRef, block_id: str) -> None:
+    def __init__(
+        self,
+        ref: GreenroomActorRef,
+        block_id: str,
+        resolve: Callable[[str], Block] | None = None,
+    ) -> None:
         self._ref = ref
         self._proxy_cache: Any = None
+        self._resolve = resolve
         self.block_id = block_id
 
     @property
@@ -135,13 +145,35 @@ class Block:
             self._proxy_cache = self._ref.proxy()
         return self._proxy_cache
 
+    def _reconnect(self) -> None:
+        """Point this handle at the block's current actor (starting one if needed)."""
+        if self._resolve is None:
+            raise
+        fresh = self._resolve(self.block_id)  # `Stopped` once the runtime is closed
+        self._ref, self._proxy_cache = fresh._ref, None
+
+    def _ask(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(self._proxy, name)(*args).get()
+        except pykka.ActorDeadError:
+            # Not delivered (the actor had stopped): safe to send again, once.
+            self._reconnect()
+            return getattr(self._proxy, name)(*args).get()
+
+    def _tell(self, message: Any) -> None:
+        try:
+            self._ref.tell(message)
+        except pykka.ActorDeadError:
+            self._reconnect()
+            self._ref.tell(message)
+
     def append_output(self, data: bytes) -> None:
         """Append `data` to the output and count its non-empty lines; returns at once."""
         from actors.block import AppendOutput
 
         if not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidInput(f"append_output takes bytes, got {type(data).__name__}")
-        self._ref.tell(AppendOutput(bytes(data)))
+        self._tell(AppendOutput(bytes(data)))
 
     def record_line(self, n_bytes: int) -> None:
         """Count one line of `n_bytes` bytes kept elsewhere; returns at once."""
@@ -149,42 +181,45 @@ class Block:
 
         if isinstance(n_bytes, bool) or not isinstance(n_bytes, int) or n_bytes < 0:
             raise InvalidInput(f"record_line takes a byte count >= 0, got {n_bytes!r}")
-        self._ref.tell(RecordLine(n_bytes))
+        self._tell(RecordLine(n_bytes))
 
     def stats(self) -> SessionStats:
         """The live stats, including lines not flushed yet."""
-        return self._proxy.stats().get()
+        return self._ask("stats")
 
     def meta(self) -> dict[str, Any]:
         """The metadata as stored (stats as of the last flush)."""
-        return self._proxy.meta().get()
+        return self._ask("meta")
 
     def update_meta(self, update: dict[str, Any]) -> dict[str, Any]:
         """Merge `update` into the metadata (the store's rules); returns the new metadata."""
-        return self._proxy.update_meta(update).get()
+        return self._ask("update_meta", update)
 
     def flush(self) -> None:
-        """Write the stats and any output not written yet; returns once they are stored."""
-        self._proxy.flush().get()
+        """Store the stats and the output handed over so far; returns once they are stored.
+
+        Output that arrives while an archive or restore runs is held back until it ends.
+        """
+        self._ask("flush")
 
     def archive(self) -> ArchiveResult:
         """Compress the output into the archive folder and drop the live copy."""
-        return self._proxy.archive().get()
+        return self._ask("archive")
 
     def restore(self) -> RestoreResult:
         """Bring an archived output back; `InvalidTransition` if it is not archived."""
-        return self._proxy.restore().get()
+        return self._ask("restore")
 
     def read_output(self) -> OutputRead:
         """The whole output, read from the archive when the block is archived."""
-        return self._proxy.read_output().get()
+        return self._ask("read_output")
 
     def prune_archive(self, path: str) -> int:
         """Delete the archive file `path` (pruning) and unlink it from the metadata.
 
         Used by the sweep; returns the bytes freed.
         """
-        return self._proxy.prune_archive(path).get()
+        return self._ask("prune_archive", path)
 
     def __repr__(self) -> str:
         return f"<Block {self.block_id!r}>"

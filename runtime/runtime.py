@@ -24,7 +24,14 @@ from runtime.archive import check_block_id
 from runtime.blocks import Block, SweepStats
 from runtime.clock import Clock, SystemClock
 from runtime.config import RuntimeConfig
-from runtime.errors import InvalidInput, InvalidTransition, NotFound, SettleTimeout, Stopped
+from runtime.errors import (
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    SettleTimeout,
+    Stopped,
+    Timeout,
+)
 from runtime.executions_api import ExecutionsAPI
 from runtime.metrics import Metrics
 from runtime.replay_api import ReplayAPI
@@ -103,6 +110,7 @@ class Runtime(ExecutionsAPI, TranscriptsAPI, ReplayAPI):
         self._alive = 0
         self._starting = 0
         self._stopping: dict[tuple[str, str], None] = {}
+        self._leave_waiters = 0
         self._closed = False
         self._close_done = threading.Event()
         self._archive_dir = _archive_dir(store.path, config.archive_dir)
@@ -289,6 +297,8 @@ class Runtime(ExecutionsAPI, TranscriptsAPI, ReplayAPI):
                 del stopping[key]
                 if not stopping:
                     self._changed.notify_all()
+            if self._leave_waiters:
+                self._changed.notify_all()  # someone waits for an actor to leave
 
     # -- blocks --------------------------------------------------------------------------
 
@@ -313,13 +323,21 @@ class Runtime(ExecutionsAPI, TranscriptsAPI, ReplayAPI):
         writer = self._start_block_services()
         with self._lock:
             ref = self._actors.get(BlockActor.kind, {}).get(block_id)
+        if handle is not None and (not ref or ref is handle._ref):
+            # The block's actor stopped (or is stopping) in this runtime. Its on_stop
+            # handed its last stats to the writer: wait until it has left, then until
+            # the writer has stored them, so the new actor loads the real totals.
+            self._wait_for_leave(BlockActor.kind, block_id, handle._ref)
+            writer.proxy().commit_now().get(timeout=self._config.stop_timeout_s)
+            with self._lock:
+                ref = self._actors.get(BlockActor.kind, {}).get(block_id)
         if not ref:
             self._store.ensure_object("block", block_id, {"view": view})
             try:
                 ref = self.spawn(BlockActor, writer, self._archive_dir, actor_id=block_id)
             except InvalidTransition:
                 ref = self._wait_for_actor(BlockActor.kind, block_id)
-        handle = self._block_handles[block_id] = Block(ref, block_id)
+        handle = self._block_handles[block_id] = Block(ref, block_id, self.block)
         return handle
 
     def blocks(self, view: str | None = None) -> list[str]:
@@ -348,6 +366,23 @@ class Runtime(ExecutionsAPI, TranscriptsAPI, ReplayAPI):
                     SweepSupervisor, self.block, self._archive_dir, actor_id="sweeper"
                 )
             return self._writer
+
+    def _wait_for_leave(self, kind: str, actor_id: str, ref: GreenroomActorRef) -> None:
+        # Until the actor's teardown (after its on_stop) has removed `ref` from the lookup.
+        with self._changed:
+            self._leave_waiters += 1
+            try:
+                left = self._changed.wait_for(
+                    lambda: self._actors.get(kind, {}).get(actor_id) is not ref,
+                    timeout=self._config.stop_timeout_s,
+                )
+            finally:
+                self._leave_waiters -= 1
+        if not left:
+            raise Timeout(
+                f"the previous {kind} actor {actor_id!r} did not stop within "
+                f"{self._config.stop_timeout_s:g} s; try again later"
+            )
 
     def _wait_for_actor(self, kind: str, actor_id: str) -> GreenroomActorRef:
         # Another thread is spawning this very actor: wait for its ref to land.
@@ -407,6 +442,10 @@ class Runtime(ExecutionsAPI, TranscriptsAPI, ReplayAPI):
             "ask_errors": 0,
             "dead_letters": 0,
             "slow_handlers": 0,
+            "block_write_failures": 0,
+            "block_write_retries": 0,
+            "sweeps": 0,
+            "sweep_failures": 0,
         }
         counters.update(self._executions_metrics())
         counters.update(self._transcripts_metrics())

@@ -31,6 +31,7 @@ from runtime import (
     RestoreResult,
     Runtime,
 )
+from runtime.archive import checked_archive_path, read_archive, write_archive
 from runtime.errors import InvalidTransition, NotFound, Stopped, StorageError
 from runtime.store import Store
 
@@ -646,6 +647,9 @@ def _tampered(kind: str, rt: Runtime, tmp_path: Path) -> tuple[object, Path | No
         return str(inside), inside
     if kind == "not-a-string":
         return 12345, None
+    if kind == "another-blocks-archive":
+        _other, result = archived_block(rt, "agent-2", b"another block's output\n")
+        return result.path, Path(result.path or "")
     raise AssertionError(kind)
 
 
@@ -657,6 +661,7 @@ TAMPERED = [
     "symlink-out",
     "not-an-archive-name",
     "not-a-string",
+    "another-blocks-archive",
 ]
 
 
@@ -725,3 +730,59 @@ def test_gzip_and_zstd_files_written_by_others_are_read_by_magic(
     path.write_bytes(gzip.compress(b"gzip inside a .zst name\n"))
     assert block.read_output().data == b"gzip inside a .zst name\n"
     assert block.restore().restored_bytes == len(b"gzip inside a .zst name\n")
+
+
+# -- bounded reads of highly compressible archives -------------------------------------------
+
+
+def test_reading_a_highly_compressed_archive_hands_out_bounded_pieces(tmp_path: Path) -> None:
+    # 64 MiB of one repeated line shrinks to a few KB; one decompress call would hand
+    # it all back at once. Reads must stay in pieces of at most 1 MiB.
+    line = b'{"type":"progress","pct":50}\n'
+    piece = line * (1 << 15)
+    total = 64 << 20
+    pieces = (piece for _ in range(total // len(piece)))
+    raw, size, path = write_archive(pieces, tmp_path, "agent-1.1.zst", "zstd")
+    assert size < raw // 1000
+    sizes = [len(out) for out in read_archive(path)]
+    assert sum(sizes) == raw
+    assert max(sizes) <= 1 << 20
+
+
+@pytest.mark.parametrize("extra", [b"garbage", zstandard.compress(b"a second frame\n")])
+def test_data_after_the_zstd_frame_is_refused(tmp_path: Path, extra: bytes) -> None:
+    _raw, _size, path = write_archive([b"output\n"], tmp_path, "agent-1.1.zst", "zstd")
+    path.write_bytes(path.read_bytes() + extra)
+    with pytest.raises(StorageError, match="after its end"):
+        b"".join(read_archive(path))
+
+
+def test_a_truncated_zstd_frame_is_refused_before_any_byte(tmp_path: Path) -> None:
+    data = bytes(random.Random(7).getrandbits(8) for _ in range(300_000))
+    _raw, _size, path = write_archive([data], tmp_path, "agent-1.1.zst", "zstd")
+    path.write_bytes(path.read_bytes()[:-5])
+    pieces = read_archive(path)
+    with pytest.raises(StorageError, match="truncated"):
+        next(pieces)
+
+
+def test_another_blocks_archive_name_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path.resolve()
+    assert checked_archive_path(folder, "agent-1.5.zst", "agent-1") == folder / "agent-1.5.zst"
+    for name in ["agent-2.5.zst", "agent-1x.5.zst", "agent.5.zst", "agent-1.5.zst.zst"]:
+        with pytest.raises(StorageError, match="refusing"):
+            checked_archive_path(folder, name, "agent-1")
+
+
+def test_a_restore_cut_short_leaves_no_partial_copy_behind(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    # As a crash mid-restore leaves it: the archive in place, a partial copy beside.
+    rt = open_rt()
+    archived_block(rt, "agent-1", b"output\n")
+    rt.store.append_file("block", "agent-1", "output.restoring", b"outp", create=True)
+    rt.close()
+    rt = open_rt()
+    read = rt.block("agent-1").read_output()  # after the block's start
+    assert (read.data, read.archived) == (b"output\n", True)
+    assert [f.name for f in rt.store.list_files("block", "agent-1")] == []

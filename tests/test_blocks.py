@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runtime import Block, FakeClock, Runtime, SessionStats
-from runtime.errors import InvalidInput, NotFound
+from runtime.errors import InvalidInput, NotFound, Stopped, StorageError
 
 from .conftest import START_MS
 
@@ -397,6 +397,24 @@ def test_counters_carry_on_for_blocks_only_touched_by_record_line(
     assert [stored(rt, f"b{n}")[TOKENS] for n in range(3)] == [2, 3, 4]
 
 
+@pytest.mark.parametrize("round_", range(5))
+def test_counters_carry_on_when_a_blocks_actor_is_restarted(rt: Runtime, round_: int) -> None:
+    # The old actor's last stats are still on their way to the writer when it stops;
+    # the new actor must start from them, never from older stored totals.
+    block = rt.block("pane-1")
+    for _ in range(200):
+        block.append_output(b"12345678\n")
+    for other in range(20):  # keep the writer busy with other blocks
+        rt.block(f"other-{other}").append_output(b"x" * 1000 + b"\n")
+    rt.get_actor("block", "pane-1").stop(block=False)
+    again = rt.block("pane-1")
+    assert again.stats().line_count == 200
+    again.append_output(b"12345678\n")
+    again.flush()
+    assert stored(rt, "pane-1")[LINE_COUNT] == 201
+    assert stored(rt, "pane-1")[TOKENS] == 201 * 2
+
+
 # -- batched writes ---------------------------------------------------------------------------
 
 
@@ -488,3 +506,58 @@ def test_a_partial_line_counted_at_an_archive_is_not_counted_again(rt: Runtime) 
     rt.settle()
     assert block.stats().line_count == 3
     assert block.read_output().data == b"one\nhalf a line\ntwo\n"
+
+
+# -- a failing writer transaction -------------------------------------------------------------
+
+
+def test_a_failed_write_transaction_keeps_the_data_and_retries(
+    rt: Runtime, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = rt.block("pane-1")
+    block.append_output(b"one\n")
+    block.flush()
+    store = rt.store
+    real_batch, real_stats = store.write_batch, store.set_meta_values
+    failures = {"batch": 1, "stats": 1}
+
+    def failing_batch(*args: Any, **kwargs: Any) -> Any:
+        if failures["batch"]:
+            failures["batch"] -= 1
+            raise StorageError("disk I/O error (injected)")
+        return real_batch(*args, **kwargs)
+
+    def failing_stats(*args: Any, **kwargs: Any) -> Any:
+        if failures["stats"]:
+            failures["stats"] -= 1
+            raise StorageError("disk I/O error (injected)")
+        return real_stats(*args, **kwargs)
+
+    monkeypatch.setattr(store, "write_batch", failing_batch)
+    monkeypatch.setattr(store, "set_meta_values", failing_stats)
+    block.append_output(b"two\n")
+    rt.settle()
+    assert rt.metrics()["block_write_retries"] == 1
+    block.append_output(b"three\n")  # joins the kept batch
+    fake_clock.advance(2)  # the retries (the stats fail once the trailing flush comes)
+    block.flush()
+    assert block.read_output().data == b"one\ntwo\nthree\n"
+    assert stored(rt, "pane-1")[LINE_COUNT] == 3
+    assert rt.metrics()["block_write_failures"] == 0
+    assert rt.metrics()["block_write_retries"] == 2
+
+
+def test_a_handle_reconnects_after_its_actor_stopped_and_says_stopped_after_close(
+    rt: Runtime,
+) -> None:
+    block = rt.block("pane-1")
+    block.append_output(b"one\n")
+    rt.get_actor("block", "pane-1").stop()
+    block.append_output(b"two\n")  # starts a new actor for the block
+    assert block.stats().line_count == 2
+    assert block.read_output().data == b"one\ntwo\n"
+    rt.close()
+    with pytest.raises(Stopped):
+        block.stats()
+    with pytest.raises(Stopped):
+        block.append_output(b"three\n")

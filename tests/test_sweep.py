@@ -8,6 +8,7 @@ without sleeping.
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import zstandard
 
 import actors.block
 from runtime import Block, FakeClock, OutputRead, Runtime, SweepStats
-from runtime.errors import InvalidTransition, NotFound, StorageError
+from runtime.errors import InvalidTransition, NotFound, Stopped, StorageError
 
 from .conftest import QUIET, START_MS
 
@@ -363,3 +364,75 @@ def test_pruning_recognises_a_relative_archive_path_that_reads_accept(
     assert PRUNED_AT in meta
     with pytest.raises(NotFound, match="pruned"):
         block.read_output()
+
+
+# -- re-archiving, blocks with nothing to archive, close during a sweep ------------------------
+
+
+def test_an_archived_block_with_new_output_is_archived_again_when_idle(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    rt = open_rt()
+    block = with_output(rt, "agent-1", b"first\n")
+    block.archive()
+    block.append_output(b"second\n")
+    block.flush()
+    fake_clock.advance(8 * DAY)
+    stats = rt.sweep()
+    assert stats.archived_count == 1
+    read = block.read_output()
+    assert (read.data, read.archived) == (b"first\nsecond\n", True)
+    assert rt.store.list_files("block", "agent-1") == []
+
+
+def test_blocks_with_nothing_live_to_archive_are_not_started_by_the_sweep(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    rt = open_rt()
+    rt.block("counted-only").record_line(40)  # lines kept elsewhere: no output
+    with_output(rt, "archived", b"output\n").archive()
+    rt.close()
+    fake_clock.advance(8 * DAY)
+    rt = open_rt()
+    assert rt.sweep() == SweepStats(0, 0, 0)
+    assert rt.actor_ids("block") == []  # neither block was woken up
+
+
+def test_closing_the_runtime_during_a_sweep_answers_the_caller(
+    db_path: Path, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = Runtime.open(db_path, clock=fake_clock, config=attrs.evolve(QUIET, stop_timeout_s=5.0))
+    for n in range(3):
+        with_output(rt, f"agent-{n}", b"output\n")
+    fake_clock.advance(8 * DAY)
+    entered, go = threading.Event(), threading.Event()
+    original_write = actors.block.write_archive
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        go.wait(10)
+        return original_write(*args, **kwargs)
+
+    monkeypatch.setattr(actors.block, "write_archive", held)
+    outcome: list[Any] = []
+
+    def sweep() -> None:
+        try:
+            outcome.append(rt.sweep())
+        except Exception as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=sweep, daemon=True)
+    worker.start()
+    assert entered.wait(10)
+    closing = threading.Thread(target=rt.close, daemon=True)
+    closing.start()
+    go.set()
+    closing.join(10)
+    worker.join(3)
+    assert not worker.is_alive(), "rt.sweep() still waits after Runtime.close() returned"
+    assert isinstance(outcome[0], SweepStats | Stopped)
+    # Nothing is lost: every block's output is live or archived.
+    with Runtime.open(db_path, clock=fake_clock, config=QUIET) as again:
+        for n in range(3):
+            assert again.block(f"agent-{n}").read_output().data == b"output\n"
