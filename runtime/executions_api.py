@@ -1,19 +1,393 @@
-"""The `Runtime` facade's executions methods (a mixin of `Runtime`)."""
+"""The `Runtime` facade's executions methods (a mixin of `Runtime`).
+
+    first = rt.start_execution(strategy, "topic")          # FeedResult at the first pause
+    step = rt.feed(first.session_id, "an answer")           # the sole pending query
+    step = rt.feed_many(sid, [("q-2-0", "a", None), ("q-2-1", "b", usage)])
+    rt.execution_status(sid)                                # {"state": "paused", ...}
+    rt.cancel(sid)                                          # FeedResult "cancelled"
+
+See `runtime.executions` for the records and `actors.execution` for how a session
+drives its strategy.
+"""
 
 from __future__ import annotations
 
+import copy
+import inspect
+import math
+import secrets
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pykka import ActorDeadError
+
+from actors.execution import BEGIN, STATUS, Cancel, ExecutionActor, Feed
+from runtime.errors import (
+    FutureTimeout,
+    GreenroomError,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    Stopped,
+    Timeout,
+)
+from runtime.execution_registry import ExecutionRegistry
+from runtime.executions import FeedResult, check_usage
+
+if TYPE_CHECKING:
+    from actors.base import GreenroomActorRef
+    from actors.blocking import BlockingPool
+    from runtime.activity import ActivityTracker
+    from runtime.clock import Clock
+    from runtime.config import RuntimeConfig
+    from runtime.metrics import Metrics
+
 __all__ = ["ExecutionsAPI"]
+
+_COUNTERS = (
+    "executions_started",
+    "executions_completed",
+    "executions_failed",
+    "executions_cancelled",
+    "executions_reaped",
+    "execution_results_expired",
+    "execution_feeds",
+    "execution_logs_dropped",
+)
+
+
+def _check_session_id(session_id: Any) -> None:
+    if not isinstance(session_id, str) or not session_id:
+        raise InvalidInput(f"session_id must be a non-empty str, got {session_id!r}")
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is None:
+        return
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise InvalidInput(f"timeout must be None or a positive number of seconds, got {timeout!r}")
+
+
+def _is_async_strategy(strategy: Any) -> bool:
+    """Whether `strategy` is an `async def` (True) or a plain callable (False)."""
+    if not callable(strategy) or inspect.isclass(strategy):
+        raise InvalidInput(
+            f"a strategy must be an async def or a plain def function, got {strategy!r}"
+        )
+    if inspect.isasyncgenfunction(strategy) or inspect.isgeneratorfunction(strategy):
+        raise InvalidInput(
+            f"strategy {strategy!r} is a generator function; a strategy is an async def "
+            "(await ctx.llm) or a plain def (ctx.llm blocks)"
+        )
+    if inspect.iscoroutinefunction(strategy):
+        return True
+    call = getattr(strategy, "__call__", None)  # noqa: B004 (an object with async __call__)
+    return not inspect.isfunction(strategy) and inspect.iscoroutinefunction(call)
+
+
+def _check_feed_items(items: Any) -> tuple[tuple[str, str, dict[str, int] | None], ...]:
+    if isinstance(items, str | bytes) or not isinstance(items, list | tuple):
+        raise InvalidInput(
+            f"feed_many takes a list of (query_id, response, usage) tuples, got "
+            f"{type(items).__name__}"
+        )
+    if not items:
+        raise InvalidInput("feed_many needs at least one (query_id, response, usage) item")
+    checked = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if not isinstance(item, list | tuple) or len(item) != 3:
+            raise InvalidInput(
+                f"feed_many item {index} must be a (query_id, response, usage) tuple, got {item!r}"
+            )
+        query_id, response, usage = item
+        if not isinstance(query_id, str) or not query_id:
+            raise InvalidInput(
+                f"feed_many item {index}: query_id must be a non-empty str, got {query_id!r}"
+            )
+        if query_id in seen:
+            raise InvalidInput(
+                f"feed_many item {index}: query {query_id!r} appears more than once in the "
+                "batch; answer each query once"
+            )
+        seen.add(query_id)
+        if not isinstance(response, str):
+            raise InvalidInput(
+                f"feed_many item {index}: response must be a str, got {type(response).__name__}"
+            )
+        checked.append((query_id, response, check_usage(usage)))
+    return tuple(checked)
 
 
 class ExecutionsAPI:
     """`Runtime` methods for executions; `Runtime` inherits them."""
 
+    # Provided by Runtime.
+    _clock: Clock
+    _config: RuntimeConfig
+    _metrics: Metrics
+    _tracker: ActivityTracker
+    _closed: bool
+    spawn: Callable[..., GreenroomActorRef]
+    _check_open: Callable[[], None]
+    _refuse_inside_actor: Callable[[str], None]
+
     def _init_executions(self) -> None:
         """Set up this part's state; called once from `Runtime.__init__`."""
+        self._exec_registry = ExecutionRegistry(self._metrics, self._config.result_retention_s)
+        self._exec_lock = threading.Lock()
+        self._exec_gc: GreenroomActorRef | None = None
+        self._strategy_pool: BlockingPool | None = None
 
     def _executions_metrics(self) -> dict[str, int]:
         """This part's counters (at zero until bumped) and gauges for `metrics()`."""
-        return {}
+        counters = dict.fromkeys(_COUNTERS, 0)
+        live, retained = self._exec_registry.counts()
+        counters["executions_active"] = live
+        counters["executions_retained"] = retained
+        pool = self._strategy_pool
+        counters["strategy_threads"] = pool.threads if pool is not None else 0
+        return counters
 
     def _close_executions(self) -> None:
         """Release this part's resources; `close()` calls it after every actor stopped."""
+        with self._exec_lock:
+            pool, self._strategy_pool = self._strategy_pool, None
+        try:
+            if pool is not None:
+                # The session actors' on_stop woke every strategy waiting in ctx.llm
+                # with ExecutionCancelled; one that never returns is logged and left.
+                pool.shutdown(self._config.stop_timeout_s)
+        finally:
+            self._exec_registry.clear()
+
+    # -- services ----------------------------------------------------------------------
+
+    def _execution_gc(self) -> GreenroomActorRef:
+        """Start the execution GC supervisor once; its ref."""
+        with self._exec_lock:
+            if self._exec_gc is None:
+                from actors.execution_gc import ExecutionGC
+
+                self._exec_gc = self.spawn(
+                    ExecutionGC, self._exec_registry, actor_id="execution-gc"
+                )
+            return self._exec_gc
+
+    def _get_strategy_pool(self) -> BlockingPool:
+        """The bounded pool plain strategies run on, made on first use."""
+        with self._exec_lock:
+            if self._strategy_pool is None:
+                if self._closed:
+                    raise Stopped("the runtime is closed; no strategy starts")
+                from actors.blocking import BlockingPool
+
+                # Jobs are submitted untracked: a strategy counts as work in progress
+                # only while it runs, not while it waits for the host's answers.
+                self._strategy_pool = BlockingPool(
+                    self._config.strategy_threads, self._tracker, name="greenroom-strategy"
+                )
+            return self._strategy_pool
+
+    # -- the public surface ----------------------------------------------------------------
+
+    def start_execution(
+        self,
+        strategy: Callable[..., Any],
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> FeedResult:
+        """Start `strategy(ctx, *args, **kwargs)` in a new session; its first pause or end.
+
+        `strategy` is an `async def` (driven by the session's actor, no thread) or a
+        plain `def` (run on the bounded strategy pool). Returns `needs_response` with
+        the queries to answer, or the final `completed` / `error` result. With
+        `timeout` (real seconds), raises `Timeout` (its `session_id` attribute names
+        the session, which goes on and can be cancelled) if the strategy neither
+        pauses nor finishes in time. Refused inside an actor's handler.
+        """
+        self._check_open()
+        self._refuse_inside_actor("start_execution()")
+        is_async = _is_async_strategy(strategy)
+        _check_timeout(timeout)
+        self._execution_gc()
+        session_id = "s-" + secrets.token_hex(16)
+        ref = self.spawn(
+            ExecutionActor,
+            session_id,
+            strategy,
+            args,
+            kwargs,
+            is_async=is_async,
+            registry=self._exec_registry,
+            pool=self._get_strategy_pool,
+            actor_id=session_id,
+        )
+        self._metrics.incr("executions_started")
+        return self._exec_wait(session_id, ref.ask(BEGIN, block=False), timeout, "start")
+
+    def feed(
+        self,
+        session_id: str,
+        response: str,
+        *,
+        query_id: str | None = None,
+        usage: dict[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> FeedResult:
+        """Answer one query of a paused session; the session's next `FeedResult`.
+
+        `query_id=None` means the sole pending query (`InvalidTransition` saying how
+        many are pending otherwise). `usage` is `{"prompt_tokens": int,
+        "completion_tokens": int}` from the host's LLM; without it tokens are
+        estimated. Returns `accepted` (with `remaining`) while other queries of the
+        round wait, else the result of resuming the strategy until its next pause or
+        end. The same answer again is a no-op returning the current state; a
+        different one for an answered query is `AlreadyResponded`; an id the session
+        never asked is `UnknownQuery`; a finished session is `InvalidTransition`
+        naming its final state. `timeout` as in `start_execution` (the answer stays
+        applied).
+        """
+        self._check_open()
+        self._refuse_inside_actor("feed()")
+        _check_session_id(session_id)
+        if not isinstance(response, str):
+            raise InvalidInput(f"response must be a str, got {type(response).__name__}")
+        if query_id is not None and (not isinstance(query_id, str) or not query_id):
+            raise InvalidInput(f"query_id must be None or a non-empty str, got {query_id!r}")
+        usage = check_usage(usage)
+        _check_timeout(timeout)
+        return self._exec_feed(session_id, ((query_id, response, usage),), timeout)
+
+    def feed_many(
+        self,
+        session_id: str,
+        items: list[tuple[str, str, dict[str, int] | None]],
+        *,
+        timeout: float | None = None,
+    ) -> FeedResult:
+        """Answer several queries at once: `[(query_id, response, usage_or_None), ...]`.
+
+        Every item is validated first (malformed items, ids repeated in the batch,
+        unknown ids, changed answers); if any fails, none is applied. Returns as
+        `feed` does.
+        """
+        self._check_open()
+        self._refuse_inside_actor("feed_many()")
+        _check_session_id(session_id)
+        checked = _check_feed_items(items)
+        _check_timeout(timeout)
+        return self._exec_feed(session_id, checked, timeout)
+
+    def cancel(self, session_id: str) -> FeedResult:
+        """Cancel a running or paused session: its strategy is stopped; `cancelled`.
+
+        An async strategy's coroutine is closed; a plain strategy waiting in
+        `ctx.llm` gets `ExecutionCancelled` there (one busy computing gets it at its
+        next `ctx` call; its thread is freed when it returns). A finished session is
+        `InvalidTransition` naming its final state.
+        """
+        self._check_open()
+        self._refuse_inside_actor("cancel()")
+        _check_session_id(session_id)
+        entry = self._exec_registry.live(session_id)
+        if entry is None:
+            raise self._exec_gone(session_id, "cancel")
+        future = entry.ref.ask(Cancel("cancelled by the host"), block=False)
+        return self._exec_wait(session_id, future, None, "cancel")
+
+    def execution_status(self, session_id: str) -> dict[str, Any]:
+        """A session's state, pending query ids and metrics, live or finished.
+
+        `{"session_id", "state", "round", "pending_queries", "metrics"}`, plus
+        `result` (completed), `error` (error) or `reason` (cancelled) once finished;
+        finished sessions answer for `result_retention_s`. `NotFound` otherwise.
+        """
+        self._check_open()
+        self._refuse_inside_actor("execution_status()")
+        _check_session_id(session_id)
+        entry = self._exec_registry.live(session_id)
+        if entry is not None:
+            try:
+                return entry.ref.ask(STATUS)
+            except ActorDeadError:
+                pass  # it finished meanwhile: its result is retained
+        kept = self._exec_registry.retained(session_id, self._clock.monotonic())
+        if kept is None:
+            raise self._exec_gone(session_id, "query")
+        return copy.deepcopy(kept.status)
+
+    def execution_snapshots(self) -> dict[str, dict[str, Any]]:
+        """`execution_status` of every session, running, paused and retained, by id."""
+        self._check_open()
+        self._refuse_inside_actor("execution_snapshots()")
+        asked = []
+        for session_id, entry in self._exec_registry.live_entries():
+            try:
+                asked.append((session_id, entry.ref.ask(STATUS, block=False)))
+            except ActorDeadError:
+                continue
+        out: dict[str, dict[str, Any]] = {}
+        for session_id, future in asked:
+            try:
+                out[session_id] = future.get()
+            except ActorDeadError:
+                continue  # finished meanwhile: listed with the retained ones below
+        for session_id, kept in self._exec_registry.retained_items(self._clock.monotonic()):
+            if session_id not in out:
+                out[session_id] = copy.deepcopy(kept.status)
+        return out
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _exec_feed(
+        self, session_id: str, items: tuple[Any, ...], timeout: float | None
+    ) -> FeedResult:
+        entry = self._exec_registry.live(session_id)
+        if entry is None:
+            raise self._exec_gone(session_id, "feed")
+        return self._exec_wait(session_id, entry.ref.ask(Feed(items), block=False), timeout, "feed")
+
+    def _exec_wait(
+        self, session_id: str, future: Any, timeout: float | None, action: str
+    ) -> FeedResult:
+        try:
+            return future.get(timeout=timeout)
+        except FutureTimeout:
+            error = Timeout(
+                f"execution {session_id}: the strategy neither paused nor finished within "
+                f"{timeout:g} s of this {action}; it goes on running: "
+                f"rt.execution_status({session_id!r}) shows it, rt.cancel({session_id!r}) "
+                "stops it"
+            )
+            error.session_id = session_id  # type: ignore[attr-defined]
+            raise error from None
+        except ActorDeadError:
+            raise self._exec_gone(session_id, action) from None
+
+    def _exec_gone(self, session_id: str, action: str) -> GreenroomError:
+        """The error for a session that has no live actor (finished, unknown, closed)."""
+        kept = self._exec_registry.retained(session_id, self._clock.monotonic())
+        if kept is not None:
+            status = kept.final.status
+            ended = {"completed": "completed", "error": "failed (error)"}.get(
+                status, "been cancelled"
+            )
+            return InvalidTransition(
+                f"execution {session_id} has already {ended}; cannot {action} it "
+                f"(rt.execution_status({session_id!r}) shows its final result)"
+            )
+        if self._closed:
+            return Stopped(f"the runtime is closed; execution {session_id} is gone")
+        return NotFound(
+            f"no execution session {session_id!r}: never started here, or finished more "
+            f"than result_retention_s ({self._config.result_retention_s:g} s) ago"
+        )

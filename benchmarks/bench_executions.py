@@ -1,0 +1,203 @@
+"""Execution sessions: the feed round trip, and what a paused session costs.
+
+Two measurements:
+
+1. Feed-to-next-`needs_response` round trip for one async strategy looping over
+   10,000 `ctx.llm` queries: p50 and p99 of `rt.feed(...)`, beside a bare pykka ask
+   round trip (a `pykka.ThreadingActor` answering at once) measured in the same run,
+   alternating in rounds so drift in the machine's load hits both alike (ratio =
+   feed / pykka ask, lower is better; the target is p50 <= 2.0). A bare greenroom
+   actor's ask is printed too, with the feed's ratio to it: the feed is an ask to the
+   session's actor plus the protocol's work, so that ratio is the protocol's own cost,
+   while greenroom's ask against pykka's moves with the machine's load.
+2. 10,000 async sessions paused at once, in a child process (a clean heap): peak RSS
+   per session, and the process's thread count at 1,000 and at 10,000 paused sessions
+   (it must not grow with the number of sessions).
+
+    .venv/bin/python benchmarks/bench_executions.py          # the full run
+    .venv/bin/python benchmarks/bench_executions.py --quick  # smaller counts, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+from actors.base import GreenroomActor
+from runtime import Runtime
+from runtime.clock import stopwatch
+
+ROUNDS = 10
+
+
+class PykkaEcho(pykka.ThreadingActor):
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+
+class GreenEcho(GreenroomActor):
+    kind = "bench_echo"
+
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+
+async def loop_strategy(ctx: Any, count: int) -> int:
+    for i in range(count):
+        await ctx.llm(f"query {i}")
+    return count
+
+
+async def one_question(ctx: Any) -> str:
+    return await ctx.llm("waiting")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _asks(ref: Any, count: int) -> list[float]:
+    out = []
+    for i in range(count):
+        began = stopwatch()
+        ref.ask(i)
+        out.append(stopwatch() - began)
+    return out
+
+
+def bench_round_trip(queries: int) -> dict[str, list[float]]:
+    """Feed round trips for one session looping over `queries`, and bare asks alike."""
+    results: dict[str, list[float]] = {"feed": [], "pykka": [], "green": []}
+    per_round = queries // ROUNDS
+    with Runtime.open(":memory:") as rt:
+        pykka_ref = PykkaEcho.start()
+        green_ref = rt.spawn(GreenEcho)
+        try:
+            warm_up = 50
+            first = rt.start_execution(loop_strategy, warm_up + queries + 1)
+            sid = first.session_id
+            for _ in range(warm_up):  # warm up all three paths
+                rt.feed(sid, "warm")
+                pykka_ref.ask(0)
+                green_ref.ask(0)
+            for _ in range(ROUNDS):
+                for _ in range(per_round):
+                    began = stopwatch()
+                    result = rt.feed(sid, "answer")
+                    results["feed"].append(stopwatch() - began)
+                    assert result.status == "needs_response", result
+                results["pykka"] += _asks(pykka_ref, per_round)
+                results["green"] += _asks(green_ref, per_round)
+            rt.cancel(sid)
+        finally:
+            pykka_ref.stop()
+    return results
+
+
+# -- child process: many paused sessions ---------------------------------------------------
+
+
+def _status_kb(field: str) -> int:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def child_paused(count: int) -> dict[str, Any]:
+    rt = Runtime.open(":memory:")
+    warm = rt.start_execution(one_question)  # dispatcher threads up, imports done
+    rt.cancel(warm.session_id)
+    base_kb = _status_kb("VmRSS")
+    threads_before = threading.active_count()
+    began = stopwatch()
+    sids = []
+    threads_at_1000 = threads_before
+    for i in range(count):
+        sids.append(rt.start_execution(one_question).session_id)
+        if i + 1 == min(1000, count):
+            threads_at_1000 = threading.active_count()
+    started = stopwatch() - began
+    peak_kb = _status_kb("VmHWM")
+    threads_at_peak = threading.active_count()
+    paused = rt.metrics()["executions_active"]
+    feed_began = stopwatch()
+    for sid in sids:
+        assert rt.feed(sid, "done").status == "completed"
+    fed = stopwatch() - feed_began
+    rt.close()
+    return {
+        "count": count,
+        "paused": paused,
+        "start_s": started,
+        "feed_s": fed,
+        "rss_per_session_bytes": (peak_kb - base_kb) * 1024 / count,
+        "threads_before": threads_before,
+        "threads_at_1000": threads_at_1000,
+        "threads_at_peak": threads_at_peak,
+    }
+
+
+def run_child(count: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", "--count", str(count)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke test)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child_paused(args.count)))
+        return
+
+    queries = 2_000 if args.quick else 10_000
+    sessions = 2_000 if args.quick else 10_000
+
+    r = bench_round_trip(queries)
+    print(
+        f"feed -> next needs_response, one async strategy looping over {len(r['feed']):,} "
+        "queries (us; ratio feed / bare pykka ask, lower is better)"
+    )
+    for q, label in ((0.5, "p50"), (0.99, "p99")):
+        feed = _pct(r["feed"], q) * 1e6
+        base = _pct(r["pykka"], q) * 1e6
+        green = _pct(r["green"], q) * 1e6
+        print(
+            f"  {label}  feed {feed:8.1f}   pykka ask {base:8.1f}   greenroom ask {green:8.1f}"
+            f"   ratio {feed / base:.2f} (feed / greenroom ask {feed / green:.2f})"
+        )
+
+    c = run_child(sessions)
+    print(f"{c['count']:,} async sessions paused at once ({c['paused']:,} counted active)")
+    print(f"  start {c['start_s']:.2f} s, then feed each to completion {c['feed_s']:.2f} s")
+    print(f"  peak RSS per paused session: {c['rss_per_session_bytes']:,.0f} bytes")
+    print(
+        f"  threads: {c['threads_before']} before, {c['threads_at_1000']} at 1,000 paused, "
+        f"{c['threads_at_peak']} at {c['count']:,} paused"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,524 @@
+"""Execution sessions: the records a session hands back and the context a strategy sees.
+
+An execution runs a *strategy*. Whenever the strategy needs the host's LLM it pauses
+with one or more queries; the host answers them (`Runtime.feed` / `feed_many`), and
+once all are answered the strategy resumes. Each session is served by its own actor
+(`actors.execution.ExecutionActor`).
+
+    async def strategy(ctx, topic):
+        outline = await ctx.llm(f"Outline an essay on {topic}", max_tokens=200)
+        a, b = await ctx.llm_batch([LlmRequest("Intro: " + outline), LlmRequest("End")])
+        ctx.metric("sections", 2)
+        return {"intro": a, "end": b}
+
+    first = rt.start_execution(strategy, "tides")       # needs_response, one query
+    nxt = rt.feed(first.session_id, "1. Moon 2. Sun")   # needs_response, two queries
+    ...
+
+This module holds the records (`LlmRequest`, `LlmQuery`, `FeedResult`,
+`ExecutionStats`, `TokenCount`), the strategy context (`ExecutionContext`) and the
+per-session accounting (`SessionMetrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from runtime.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from runtime.clock import Clock
+
+__all__ = [
+    "FEED_STATUSES",
+    "SESSION_STATES",
+    "TERMINAL_STATES",
+    "ExecutionContext",
+    "ExecutionStats",
+    "FeedResult",
+    "LlmQuery",
+    "LlmRequest",
+    "SessionMetrics",
+    "TokenCount",
+    "check_usage",
+    "describe_error",
+    "json_value",
+]
+
+SESSION_STATES = ("running", "paused", "completed", "error", "cancelled")
+"""The states a session can be in, as `execution_status()["state"]` names them."""
+
+TERMINAL_STATES = frozenset({"completed", "error", "cancelled"})
+"""States a session never leaves."""
+
+FEED_STATUSES = ("accepted", "needs_response", "completed", "error", "cancelled")
+"""The values of `FeedResult.status`."""
+
+MAX_LOG_ENTRIES = 1000
+"""`ctx.log` entries a session keeps; older ones are dropped (counted in the stats as
+`logs_dropped` and in `Runtime.metrics()` as `execution_logs_dropped`)."""
+
+ESTIMATED = "estimated"
+PROVIDED = "provided"
+_USAGE_KEYS = frozenset({"prompt_tokens", "completion_tokens"})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def json_value(value: Any, what: str) -> Any:
+    """`value` as JSON gives it back (tuples become lists); `InvalidInput` if it is not JSON.
+
+    Round-tripping decouples the stored value from the strategy's own objects and makes
+    `to_json()` exact (NaN and infinities are refused: they are not JSON).
+    """
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as error:
+        raise InvalidInput(f"{what} is not JSON-serialisable: {error}") from None
+    return json.loads(text)
+
+
+def describe_error(error: BaseException) -> str:
+    """`"Type: message"` (just `"Type"` when the message is empty)."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def check_usage(usage: Any) -> dict[str, int] | None:
+    """Validate a host's `usage` dict (`prompt_tokens`, `completion_tokens`); a copy."""
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        raise InvalidInput(
+            "usage must be None or a dict {'prompt_tokens': int, 'completion_tokens': int}, "
+            f"got {type(usage).__name__}"
+        )
+    keys = set(usage)
+    if keys != _USAGE_KEYS:
+        missing = sorted(_USAGE_KEYS - keys)
+        extra = sorted(map(str, keys - _USAGE_KEYS))
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if extra:
+            parts.append(f"unknown {', '.join(extra)}")
+        raise InvalidInput(
+            "usage must have exactly the keys prompt_tokens and completion_tokens ("
+            + "; ".join(parts)
+            + ")"
+        )
+    for key in ("prompt_tokens", "completion_tokens"):
+        value = usage[key]
+        if not _is_int(value) or value < 0:
+            raise InvalidInput(f"usage[{key!r}] must be an int >= 0, got {value!r}")
+    return {
+        "prompt_tokens": usage["prompt_tokens"],
+        "completion_tokens": usage["completion_tokens"],
+    }
+
+
+# -- requests and queries ------------------------------------------------------------------
+
+
+def _check_prompt(_inst: Any, _attribute: Any, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"an LLM prompt must be a non-empty str, got {value!r}")
+
+
+def _check_system(_inst: Any, _attribute: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"system must be a str or None, got {type(value).__name__}")
+
+
+def _check_max_tokens(_inst: Any, _attribute: Any, value: Any) -> None:
+    if not _is_int(value) or value <= 0:
+        raise InvalidInput(f"max_tokens must be a positive int, got {value!r}")
+
+
+def _check_flag(_inst: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{attribute.name} must be a bool, got {value!r}")
+
+
+@attrs.frozen
+class LlmRequest:
+    """One question for the host's LLM, as a strategy asks it (`ctx.llm_batch`).
+
+    `grounded` asks the host to check the answer against sources; `underspecified`
+    says the strategy lacks information only the user can give. Malformed fields raise
+    `InvalidInput` when the request is made.
+    """
+
+    prompt: str = attrs.field(validator=_check_prompt)
+    system: str | None = attrs.field(default=None, kw_only=True, validator=_check_system)
+    max_tokens: int = attrs.field(default=1024, kw_only=True, validator=_check_max_tokens)
+    grounded: bool = attrs.field(default=False, kw_only=True, validator=_check_flag)
+    underspecified: bool = attrs.field(default=False, kw_only=True, validator=_check_flag)
+
+    @property
+    def prompt_chars(self) -> int:
+        """Characters of the prompt and the system prompt together."""
+        return len(self.prompt) + len(self.system or "")
+
+
+@attrs.frozen
+class LlmQuery:
+    """A request the session is waiting on, with its id (`q-<round>-<index>`)."""
+
+    id: str
+    prompt: str
+    system: str | None
+    max_tokens: int
+    grounded: bool = False
+    underspecified: bool = False
+
+    @classmethod
+    def of(cls, query_id: str, request: LlmRequest) -> LlmQuery:
+        """The query `query_id` asking `request`."""
+        return cls(
+            query_id,
+            request.prompt,
+            request.system,
+            request.max_tokens,
+            request.grounded,
+            request.underspecified,
+        )
+
+    @property
+    def prompt_chars(self) -> int:
+        """Characters of the prompt and the system prompt together."""
+        return len(self.prompt) + len(self.system or "")
+
+    def to_json(self, *, id_key: str = "id") -> dict[str, Any]:
+        """The MCP JSON of this query; `grounded` / `underspecified` only when true."""
+        out: dict[str, Any] = {
+            id_key: self.id,
+            "prompt": self.prompt,
+            "system": self.system,
+            "max_tokens": self.max_tokens,
+        }
+        if self.grounded:
+            out["grounded"] = True
+        if self.underspecified:
+            out["underspecified"] = True
+        return out
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TokenCount:
+    """A token count and where it came from: `estimated` (chars // 4) or `provided`."""
+
+    value: int = 0
+    source: str = ESTIMATED
+
+    def to_json(self) -> dict[str, Any]:
+        """`{"value": int, "source": "estimated" | "provided"}`."""
+        return {"value": self.value, "source": self.source}
+
+
+@attrs.frozen
+class ExecutionStats:
+    """A session's metrics at one moment (`stats` in the MCP JSON).
+
+    `llm_calls` counts queries asked (a batch of 3 counts 3), `pauses` the times the
+    strategy stopped to wait for answers (one per `ctx.llm` / `ctx.llm_batch`),
+    `rounds` the pauses whose answers were all fed. `prompt_chars` counts prompt and
+    system prompt. A token count is `provided` only when every query it sums had
+    host-supplied `usage`; otherwise `estimated` (chars // 4 where usage is missing).
+    `custom` holds `ctx.metric` values, `logs` the last `ctx.log` messages
+    (`logs_dropped` older ones were dropped).
+    """
+
+    elapsed_ms: int = 0
+    llm_calls: int = 0
+    pauses: int = 0
+    rounds: int = 0
+    prompt_chars: int = 0
+    response_chars: int = 0
+    prompt_tokens: TokenCount = TokenCount()
+    response_tokens: TokenCount = TokenCount()
+    total_tokens: TokenCount = TokenCount()
+    custom: dict[str, Any] = attrs.field(factory=dict)
+    logs: tuple[str, ...] = ()
+    logs_dropped: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The stats as a JSON object (a fresh dict every call)."""
+        return {
+            "elapsed_ms": self.elapsed_ms,
+            "llm_calls": self.llm_calls,
+            "pauses": self.pauses,
+            "rounds": self.rounds,
+            "prompt_chars": self.prompt_chars,
+            "response_chars": self.response_chars,
+            "prompt_tokens": self.prompt_tokens.to_json(),
+            "response_tokens": self.response_tokens.to_json(),
+            "total_tokens": self.total_tokens.to_json(),
+            "custom": dict(self.custom),
+            "logs": list(self.logs),
+            "logs_dropped": self.logs_dropped,
+        }
+
+
+class SessionMetrics:
+    """The live accounting of one session; owned by its actor (not thread-safe)."""
+
+    __slots__ = (
+        "custom",
+        "ended_at",
+        "llm_calls",
+        "logs",
+        "logs_dropped",
+        "logs_view",
+        "pauses",
+        "prompt_chars",
+        "prompt_estimated",
+        "prompt_tokens",
+        "response_chars",
+        "response_estimated",
+        "response_tokens",
+        "responses",
+        "rounds",
+        "started_at",
+    )
+
+    def __init__(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.ended_at: float | None = None
+        self.llm_calls = 0
+        self.pauses = 0
+        self.rounds = 0
+        self.prompt_chars = 0
+        self.response_chars = 0
+        self.prompt_tokens = 0
+        self.prompt_estimated = 0  # queries whose prompt tokens are still an estimate
+        self.response_tokens = 0
+        self.response_estimated = 0  # answers counted by estimate
+        self.responses = 0
+        self.custom: dict[str, Any] = {}
+        self.logs: list[str] = []
+        self.logs_view: tuple[str, ...] | None = ()  # `logs` as a tuple; None: stale
+        self.logs_dropped = 0
+
+    def asked(self, queries: Sequence[LlmQuery]) -> None:
+        """The strategy paused with `queries`."""
+        self.pauses += 1
+        self.llm_calls += len(queries)
+        for query in queries:
+            chars = query.prompt_chars
+            self.prompt_chars += chars
+            self.prompt_tokens += chars // 4
+            self.prompt_estimated += 1
+
+    def answered(self, query: LlmQuery, response: str, usage: dict[str, int] | None) -> None:
+        """`query` got `response`; host `usage` replaces the estimates for it."""
+        self.responses += 1
+        self.response_chars += len(response)
+        if usage is None:
+            self.response_tokens += len(response) // 4
+            self.response_estimated += 1
+        else:
+            self.prompt_tokens += usage["prompt_tokens"] - query.prompt_chars // 4
+            self.prompt_estimated -= 1
+            self.response_tokens += usage["completion_tokens"]
+
+    def log(self, message: str) -> bool:
+        """Keep `message`; whether an older entry had to be dropped for it."""
+        self.logs.append(message)
+        self.logs_view = None
+        if len(self.logs) > MAX_LOG_ENTRIES:
+            del self.logs[0]
+            self.logs_dropped += 1
+            return True
+        return False
+
+    def snapshot(self, now: float) -> ExecutionStats:
+        """The stats as of `now` (clock seconds; the end time once the session ended)."""
+        end = self.ended_at if self.ended_at is not None else now
+        prompt_source = PROVIDED if self.llm_calls and not self.prompt_estimated else ESTIMATED
+        response_source = PROVIDED if self.responses and not self.response_estimated else ESTIMATED
+        both = PROVIDED if prompt_source == response_source == PROVIDED else ESTIMATED
+        if self.logs_view is None:
+            # Cached: a snapshot is taken at every pause and feed, logs change rarely.
+            self.logs_view = tuple(self.logs)
+        return ExecutionStats(
+            elapsed_ms=max(0, round((end - self.started_at) * 1000)),
+            llm_calls=self.llm_calls,
+            pauses=self.pauses,
+            rounds=self.rounds,
+            prompt_chars=self.prompt_chars,
+            response_chars=self.response_chars,
+            prompt_tokens=TokenCount(self.prompt_tokens, prompt_source),
+            response_tokens=TokenCount(self.response_tokens, response_source),
+            total_tokens=TokenCount(self.prompt_tokens + self.response_tokens, both),
+            custom=dict(self.custom),
+            logs=self.logs_view,
+            logs_dropped=self.logs_dropped,
+        )
+
+
+# -- feed results ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class FeedResult:
+    """What a session says after a start, a feed or a cancel.
+
+    `status` is one of:
+
+    * `accepted`: the answer was taken; `remaining` queries of this round still wait
+      (`queries` lists them);
+    * `needs_response`: the strategy paused; `queries` are the ones to answer;
+    * `completed`: the strategy returned `result` (a JSON value);
+    * `error`: the strategy failed; `error` says how;
+    * `cancelled`: stopped by `Runtime.cancel` or reaped by the GC.
+
+    `metrics` is the session's `ExecutionStats` at that moment. `to_json()` gives the
+    MCP JSON shape of each status.
+    """
+
+    status: str
+    session_id: str
+    queries: tuple[LlmQuery, ...] = ()
+    remaining: int = 0
+    result: Any = None
+    error: str | None = None
+    metrics: ExecutionStats | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the session has ended (completed, error or cancelled)."""
+        return self.status in TERMINAL_STATES
+
+    @property
+    def query_ids(self) -> list[str]:
+        """The ids of `queries`, in order."""
+        return [query.id for query in self.queries]
+
+    def to_json(self) -> dict[str, Any]:
+        """The MCP JSON of this result.
+
+        * accepted: `{"status", "remaining"}`;
+        * one query: `{"status", "session_id", "query_id", "prompt", "system",
+          "max_tokens"}`, plus `grounded` / `underspecified` when true;
+        * several: `{"status", "session_id", "queries": [{"id", "prompt", "system",
+          "max_tokens", ...}, ...]}`;
+        * completed: `{"status", "result", "stats"}`; error: `{"status", "error"}`;
+          cancelled: `{"status", "stats"}`.
+        """
+        status = self.status
+        if status == "accepted":
+            return {"status": "accepted", "remaining": self.remaining}
+        if status == "needs_response":
+            if len(self.queries) == 1:
+                return {
+                    "status": "needs_response",
+                    "session_id": self.session_id,
+                    **self.queries[0].to_json(id_key="query_id"),
+                }
+            return {
+                "status": "needs_response",
+                "session_id": self.session_id,
+                "queries": [query.to_json() for query in self.queries],
+            }
+        stats = self.metrics.to_json() if self.metrics is not None else ExecutionStats().to_json()
+        if status == "completed":
+            return {"status": "completed", "result": self.result, "stats": stats}
+        if status == "error":
+            return {"status": "error", "error": self.error}
+        return {"status": "cancelled", "stats": stats}
+
+
+# -- the strategy context ---------------------------------------------------------------------
+
+
+class StrategyBackend(Protocol):
+    """How a context reaches its session (the actor's driver, or a thread's link)."""
+
+    def request(self, requests: tuple[LlmRequest, ...], single: bool) -> Any: ...
+
+    def log(self, message: str) -> None: ...
+
+    def metric(self, name: str, value: Any) -> None: ...
+
+
+class ExecutionContext:
+    """What a strategy gets as its first argument: the session's way to the host.
+
+    In an `async def` strategy, `await ctx.llm(...)` and `await ctx.llm_batch(...)`;
+    they are the only things it may await (the session drives the coroutine itself,
+    with no event loop). In a plain `def` strategy (run on a worker thread) the same
+    calls block until the host has answered, and raise `ExecutionCancelled` once the
+    session is cancelled.
+    """
+
+    __slots__ = ("_backend", "clock", "session_id")
+
+    def __init__(self, session_id: str, clock: Clock, backend: StrategyBackend) -> None:
+        self.session_id = session_id
+        self.clock = clock
+        self._backend = backend
+
+    def llm(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        max_tokens: int = 1024,
+        grounded: bool = False,
+        underspecified: bool = False,
+    ) -> Any:
+        """Ask the host's LLM one question; the answer (a str) once the host has fed it."""
+        request = LlmRequest(
+            prompt,
+            system=system,
+            max_tokens=max_tokens,
+            grounded=grounded,
+            underspecified=underspecified,
+        )
+        return self._backend.request((request,), True)
+
+    def llm_batch(self, requests: Sequence[LlmRequest]) -> Any:
+        """Ask several questions at once; the answers in request order.
+
+        An empty batch, or an item that is not an `LlmRequest`, is `InvalidInput`.
+        """
+        if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
+            raise InvalidInput(
+                f"llm_batch takes a list of LlmRequest, got {type(requests).__name__}"
+            )
+        if not requests:
+            raise InvalidInput("llm_batch needs at least one LlmRequest; got an empty batch")
+        for index, request in enumerate(requests):
+            if not isinstance(request, LlmRequest):
+                raise InvalidInput(
+                    f"llm_batch item {index} must be an LlmRequest, got {type(request).__name__}"
+                )
+        return self._backend.request(tuple(requests), False)
+
+    def log(self, message: str) -> None:
+        """Record `message` in the session's metrics (`stats["logs"]`)."""
+        if not isinstance(message, str):
+            raise InvalidInput(f"ctx.log takes a str, got {type(message).__name__}")
+        self._backend.log(message)
+
+    def metric(self, name: str, value: Any) -> None:
+        """Set the custom metric `name` to `value` (a JSON value) in `stats["custom"]`."""
+        if not isinstance(name, str) or not name:
+            raise InvalidInput(f"a metric name must be a non-empty str, got {name!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"metric {name!r} must be a finite number, got {value!r}")
+        self._backend.metric(name, json_value(value, f"metric {name!r}"))
+
+    def __repr__(self) -> str:
+        return f"<ExecutionContext {self.session_id}>"

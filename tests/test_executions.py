@@ -1,0 +1,941 @@
+"""Execution sessions through the runtime facade: pauses, feeds, errors, cancel, GC.
+
+Real SQLite in tmp_path and a `FakeClock` (conftest fixtures). Plain (`def`)
+strategies that must be caught *running* wait on a `threading.Event` the test sets;
+those tests wait on futures with real-time `timeout`s, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from actors.base import ActorContext, GreenroomActor
+from runtime import FakeClock, FeedResult, LlmRequest, Runtime
+from runtime.errors import (
+    AlreadyResponded,
+    ExecutionCancelled,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    Stopped,
+    Timeout,
+    UnknownQuery,
+)
+
+WAIT_S = 10.0  # real seconds a test waits for a thread strategy before failing
+
+EMPTY_STATS_KEYS = {
+    "elapsed_ms",
+    "llm_calls",
+    "pauses",
+    "rounds",
+    "prompt_chars",
+    "response_chars",
+    "prompt_tokens",
+    "response_tokens",
+    "total_tokens",
+    "custom",
+    "logs",
+    "logs_dropped",
+}
+
+
+# -- strategies ---------------------------------------------------------------------------
+
+
+async def ask_once(ctx: Any, prompt: str = "What is 2+2?") -> Any:
+    answer = await ctx.llm(prompt)
+    return {"answer": answer}
+
+
+async def ask_three(ctx: Any) -> Any:
+    first = await ctx.llm("one")
+    second, third = await ctx.llm_batch([LlmRequest("two"), LlmRequest("three")])
+    return [first, second, third]
+
+
+async def batch_of(ctx: Any, n: int) -> Any:
+    return await ctx.llm_batch([LlmRequest(f"p{i}") for i in range(n)])
+
+
+def plain_twice(ctx: Any) -> Any:
+    first = ctx.llm("first?")
+    second = ctx.llm("second?", system="be brief")
+    return [first, second]
+
+
+def sid_of(result: FeedResult) -> str:
+    return result.session_id
+
+
+# -- single and batch pauses ------------------------------------------------------------------
+
+
+def test_single_pause_then_completion(rt: Runtime) -> None:
+    first = rt.start_execution(ask_once, "What is 2+2?")
+    assert first.status == "needs_response"
+    assert re.fullmatch(r"s-[0-9a-f]{32}", first.session_id)
+    assert first.query_ids == ["q-1-0"]
+    assert first.queries[0].prompt == "What is 2+2?"
+    done = rt.feed(first.session_id, "4")
+    assert done.status == "completed"
+    assert done.result == {"answer": "4"}
+    assert done.metrics is not None
+    assert done.metrics.rounds == 1
+
+
+def test_batch_pause_gives_every_query_and_answers_in_request_order(rt: Runtime) -> None:
+    first = rt.start_execution(ask_three)
+    sid = first.session_id
+    batch = rt.feed(sid, "1")
+    assert batch.status == "needs_response"
+    assert batch.query_ids == ["q-2-0", "q-2-1"]  # ids unique across rounds
+    assert [q.prompt for q in batch.queries] == ["two", "three"]
+    assert rt.feed(sid, "3", query_id="q-2-1").to_json() == {"status": "accepted", "remaining": 1}
+    done = rt.feed(sid, "2", query_id="q-2-0")
+    assert done.result == ["1", "2", "3"]
+    stats = done.metrics
+    assert (stats.llm_calls, stats.pauses, stats.rounds) == (3, 2, 2)
+
+
+def test_plain_strategy_runs_on_a_thread_and_blocks_in_llm(rt: Runtime) -> None:
+    first = rt.start_execution(plain_twice, timeout=WAIT_S)
+    assert first.to_json()["prompt"] == "first?"
+    second = rt.feed(first.session_id, "A", timeout=WAIT_S)
+    assert second.queries[0].system == "be brief"
+    done = rt.feed(first.session_id, "B", timeout=WAIT_S)
+    assert done.result == ["A", "B"]
+    rt.settle()  # a finished thread strategy leaves no work in progress behind
+    assert rt.metrics()["strategy_threads"] == 1
+
+
+def test_a_paused_plain_strategy_does_not_hold_up_settle(
+    rt: Runtime, fake_clock: FakeClock
+) -> None:
+    first = rt.start_execution(plain_twice, timeout=WAIT_S)
+    rt.settle()
+    fake_clock.advance(5)  # settles: would raise SettleTimeout if the wait counted as work
+    assert rt.execution_status(first.session_id)["state"] == "paused"
+
+
+# -- partial feeds in any order -----------------------------------------------------------------
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data(), n=st.integers(min_value=2, max_value=6))
+def test_partial_feeds_in_any_order(rt: Runtime, data: st.DataObject, n: int) -> None:
+    first = rt.start_execution(batch_of, n)
+    sid = first.session_id
+    ids = first.query_ids
+    assert ids == [f"q-1-{i}" for i in range(n)]
+    order = data.draw(st.permutations(ids))
+    # Split the order into groups fed with feed (one) or feed_many (several).
+    cuts = sorted(data.draw(st.sets(st.integers(1, n - 1), max_size=n - 1)))
+    groups = [order[a:b] for a, b in zip([0, *cuts], [*cuts, n], strict=True)]
+    answered = 0
+    for index, group in enumerate(groups):
+        if len(group) == 1 and data.draw(st.booleans()):
+            result = rt.feed(sid, f"a-{group[0]}", query_id=group[0])
+        else:
+            result = rt.feed_many(sid, [(qid, f"a-{qid}", None) for qid in group])
+        answered += len(group)
+        if index < len(groups) - 1:
+            assert result.to_json() == {"status": "accepted", "remaining": n - answered}
+            assert sorted(result.query_ids) == sorted(set(ids) - set(order[:answered]))
+            assert rt.execution_status(sid)["pending_queries"] == [
+                qid for qid in ids if qid not in order[:answered]
+            ]
+    assert result.status == "completed"
+    assert result.result == [f"a-{qid}" for qid in ids]
+
+
+# -- sole-pending resolution ------------------------------------------------------------------
+
+
+def test_query_id_none_needs_exactly_one_pending(rt: Runtime) -> None:
+    sid = rt.start_execution(batch_of, 3).session_id
+    with pytest.raises(InvalidTransition, match=r"has 3 queries pending .*pass query_id"):
+        rt.feed(sid, "x")
+    rt.feed(sid, "a", query_id="q-1-0")
+    with pytest.raises(InvalidTransition, match="has 2 queries pending"):
+        rt.feed(sid, "x")
+    rt.feed(sid, "c", query_id="q-1-2")
+    assert rt.feed(sid, "b").result == ["a", "b", "c"]  # the sole one left: q-1-1
+
+
+def test_query_id_none_while_running_says_nothing_is_pending(rt: Runtime) -> None:
+    gate = threading.Event()
+
+    def gated(ctx: Any) -> Any:
+        gate.wait(WAIT_S)
+        return ctx.llm("after")
+
+    with pytest.raises(Timeout) as info:
+        rt.start_execution(gated, timeout=0.05)
+    sid = info.value.session_id  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(InvalidTransition, match=r"no query pending \(it is running\)"):
+            rt.feed(sid, "x")
+        with pytest.raises(UnknownQuery, match="never asked a query 'q-1-0'"):
+            rt.feed(sid, "x", query_id="q-1-0")
+    finally:
+        gate.set()
+    rt.settle()  # the strategy ran on to its pause: settle waited for it
+    assert rt.execution_status(sid)["pending_queries"] == ["q-1-0"]
+
+
+# -- duplicates ---------------------------------------------------------------------------------
+
+
+def test_the_same_answer_again_is_a_no_op_and_a_different_one_is_refused(rt: Runtime) -> None:
+    sid = rt.start_execution(ask_three).session_id
+    batch = rt.feed(sid, "1", query_id="q-1-0")
+    feeds = rt.metrics()["execution_feeds"]
+    # A late duplicate from the earlier round: the current state, nothing applied.
+    again = rt.feed(sid, "1", query_id="q-1-0")
+    assert again == batch or again.to_json() == batch.to_json()
+    with pytest.raises(AlreadyResponded, match=r"'q-1-0'.*different response"):
+        rt.feed(sid, "one!", query_id="q-1-0")
+    assert rt.feed(sid, "2", query_id="q-2-0").remaining == 1
+    assert rt.feed(sid, "2", query_id="q-2-0").to_json() == {"status": "accepted", "remaining": 1}
+    with pytest.raises(AlreadyResponded):
+        rt.feed(sid, "two", query_id="q-2-0")
+    assert rt.metrics()["execution_feeds"] == feeds + 1
+    status = rt.execution_status(sid)
+    assert status["pending_queries"] == ["q-2-1"]
+    assert status["metrics"]["response_chars"] == 2  # rejected feeds counted nothing
+    assert rt.feed(sid, "3").result == ["1", "2", "3"]
+
+
+def test_unknown_query_ids_are_refused(rt: Runtime) -> None:
+    sid = rt.start_execution(ask_once).session_id
+    with pytest.raises(UnknownQuery, match=r"never asked a query 'q-9-0'; pending: q-1-0"):
+        rt.feed(sid, "x", query_id="q-9-0")
+    assert isinstance(UnknownQuery("x"), NotFound)
+    assert rt.execution_status(sid)["pending_queries"] == ["q-1-0"]
+
+
+# -- feed_many is atomic ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("items", "error", "match"),
+    [
+        ([("q-1-1", "b", None), ("q-7-0", "x", None)], UnknownQuery, "q-7-0"),
+        ([("q-1-1", "b", None), ("q-1-0", "changed", None)], AlreadyResponded, "q-1-0"),
+        ([("q-1-1", "b", None), ("q-1-1", "b", None)], InvalidInput, "more than once"),
+        ([("q-1-1", "b", None), ("q-1-2", "c", {"prompt_tokens": 1})], InvalidInput, "missing"),
+        ([("q-1-1", "b", None), ("q-1-2", 3, None)], InvalidInput, "response must be a str"),
+        ([("q-1-1", "b")], InvalidInput, "tuple"),
+        ([], InvalidInput, "at least one"),
+    ],
+)
+def test_feed_many_applies_all_or_none(
+    rt: Runtime, items: list[Any], error: type[Exception], match: str
+) -> None:
+    sid = rt.start_execution(batch_of, 3).session_id
+    rt.feed(sid, "a", query_id="q-1-0")
+    before = rt.execution_status(sid)
+    with pytest.raises(error, match=match):
+        rt.feed_many(sid, items)
+    assert rt.execution_status(sid) == before  # nothing applied, nothing counted
+    done = rt.feed_many(sid, [("q-1-2", "c", None), ("q-1-1", "b", None), ("q-1-0", "a", None)])
+    assert done.result == ["a", "b", "c"]
+
+
+# -- strategy failures ----------------------------------------------------------------------
+
+
+async def fails_at_once(ctx: Any) -> Any:
+    raise ValueError("boom")
+
+
+async def fails_after_a_pause(ctx: Any) -> Any:
+    answer = await ctx.llm("number?")
+    return int(answer)
+
+
+def plain_fails(ctx: Any) -> Any:
+    ctx.llm("anything")
+    raise KeyError("missing")
+
+
+async def returns_a_set(ctx: Any) -> Any:
+    return {1, 2}
+
+
+async def returns_nan(ctx: Any) -> Any:
+    return {"x": float("nan")}
+
+
+async def sleeps(ctx: Any) -> Any:
+    await asyncio.sleep(0)
+
+
+async def sleeps_long(ctx: Any) -> Any:
+    await asyncio.sleep(1)
+
+
+async def empty_batch(ctx: Any) -> Any:
+    return await ctx.llm_batch([])
+
+
+def test_strategy_exception_ends_in_error_with_type_and_message(rt: Runtime) -> None:
+    assert rt.start_execution(fails_at_once).to_json() == {
+        "status": "error",
+        "error": "ValueError: boom",
+    }
+    sid = rt.start_execution(fails_after_a_pause).session_id
+    result = rt.feed(sid, "not a number")
+    assert result.status == "error"
+    assert result.error == "ValueError: invalid literal for int() with base 10: 'not a number'"
+    plain = rt.start_execution(plain_fails, timeout=WAIT_S)
+    assert rt.feed(plain.session_id, "x", timeout=WAIT_S).error == "KeyError: 'missing'"
+    assert rt.execution_status(sid)["error"].startswith("ValueError")
+    assert rt.metrics()["executions_failed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("strategy", "message"),
+    [
+        (returns_a_set, "not JSON-serialisable: Object of type set is not JSON serializable"),
+        (returns_nan, "not JSON-serialisable: Out of range float values"),
+        (sleeps, "awaited None, which is not ctx.llm or ctx.llm_batch"),
+        (sleeps_long, "RuntimeError: no running event loop"),
+        (empty_batch, "InvalidInput: llm_batch needs at least one LlmRequest"),
+    ],
+)
+def test_bad_results_and_awaits_end_in_error(
+    rt: Runtime, strategy: Callable[..., Any], message: str
+) -> None:
+    result = rt.start_execution(strategy)
+    assert result.status == "error"
+    assert message in result.error
+    if "await" in message or "event loop" in message:
+        assert "without an event loop" in result.error  # says what to do instead
+
+
+def test_custom_logs_and_metrics_are_recorded(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def chatty(ctx: Any) -> Any:
+        ctx.metric("temperature", 0.5)
+        for i in range(1005):
+            ctx.log(f"line {i}")
+        await ctx.llm("go on?")
+        ctx.metric("rounds_seen", [1, 2])
+        with pytest.raises(InvalidInput, match="not JSON-serialisable"):
+            ctx.metric("bad", object())
+        return "ok"
+
+    with caplog.at_level(logging.WARNING, logger="greenroom.executions"):
+        first = rt.start_execution(chatty)
+        done = rt.feed(first.session_id, "yes")
+    stats = done.to_json()["stats"]
+    assert stats["custom"] == {"temperature": 0.5, "rounds_seen": [1, 2]}
+    assert len(stats["logs"]) == 1000
+    assert stats["logs"][0] == "line 5"
+    assert stats["logs_dropped"] == 5
+    assert rt.metrics()["execution_logs_dropped"] == 5
+    assert sum("oldest are dropped" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_plain_strategy_logs_and_metrics_arrive_in_order(rt: Runtime) -> None:
+    def plain(ctx: Any) -> Any:
+        ctx.log("before")
+        ctx.metric("k", 1)
+        ctx.llm("q")
+        ctx.log("after")
+        return None
+
+    first = rt.start_execution(plain, timeout=WAIT_S)
+    assert first.metrics.logs == ("before",)
+    done = rt.feed(first.session_id, "a", timeout=WAIT_S)
+    assert done.metrics.logs == ("before", "after")
+    assert done.metrics.custom == {"k": 1}
+    assert done.to_json()["result"] is None
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+def test_host_usage_upgrades_token_counts_to_provided(rt: Runtime) -> None:
+    sid = rt.start_execution(ask_once, "x" * 40).session_id
+    estimated = rt.execution_status(sid)["metrics"]
+    assert estimated["prompt_tokens"] == {"value": 10, "source": "estimated"}
+    done = rt.feed(sid, "y" * 8, usage={"prompt_tokens": 12, "completion_tokens": 3})
+    stats = done.to_json()["stats"]
+    assert stats["prompt_tokens"] == {"value": 12, "source": "provided"}
+    assert stats["response_tokens"] == {"value": 3, "source": "provided"}
+    assert stats["total_tokens"] == {"value": 15, "source": "provided"}
+    assert (stats["prompt_chars"], stats["response_chars"]) == (40, 8)
+
+
+def test_partial_usage_stays_estimated(rt: Runtime) -> None:
+    sid = rt.start_execution(batch_of, 2).session_id
+    rt.feed(sid, "aaaa", query_id="q-1-0", usage={"prompt_tokens": 5, "completion_tokens": 1})
+    stats = rt.feed(sid, "bbbbbbbb", query_id="q-1-1").to_json()["stats"]
+    # p1 is 2 chars (0 estimated tokens); the answer to it 8 chars (2 tokens).
+    assert stats["prompt_tokens"] == {"value": 5, "source": "estimated"}
+    assert stats["response_tokens"] == {"value": 3, "source": "estimated"}
+    assert stats["total_tokens"] == {"value": 8, "source": "estimated"}
+
+
+@pytest.mark.parametrize(
+    ("usage", "match"),
+    [
+        ("lots", "must be None or a dict"),
+        ({"prompt_tokens": 1}, "missing completion_tokens"),
+        ({"prompt_tokens": 1, "completion_tokens": 2, "total": 3}, "unknown total"),
+        ({"prompt_tokens": -1, "completion_tokens": 2}, "int >= 0"),
+        ({"prompt_tokens": True, "completion_tokens": 2}, "int >= 0"),
+    ],
+)
+def test_malformed_usage_is_refused(rt: Runtime, usage: Any, match: str) -> None:
+    sid = rt.start_execution(ask_once).session_id
+    with pytest.raises(InvalidInput, match=match):
+        rt.feed(sid, "4", usage=usage)
+    assert rt.execution_status(sid)["state"] == "paused"
+
+
+# -- cancel ---------------------------------------------------------------------------------
+
+
+def test_cancel_a_paused_async_session_closes_its_coroutine(rt: Runtime) -> None:
+    closed = []
+
+    async def careful(ctx: Any) -> Any:
+        try:
+            await ctx.llm("wait for me")
+        finally:
+            closed.append(True)
+            ctx.log("closing")
+
+    sid = rt.start_execution(careful).session_id
+    cancelled = rt.cancel(sid)
+    assert cancelled.status == "cancelled"
+    assert closed == [True]
+    assert cancelled.metrics.logs == ("closing",)
+    status = rt.execution_status(sid)
+    assert (status["state"], status["reason"]) == ("cancelled", "cancelled by the host")
+    with pytest.raises(InvalidTransition, match="already been cancelled; cannot cancel"):
+        rt.cancel(sid)
+    with pytest.raises(InvalidTransition, match="already been cancelled; cannot feed"):
+        rt.feed(sid, "late")
+    assert rt.metrics()["executions_cancelled"] == 1
+
+
+def test_cancel_a_paused_plain_session_raises_in_its_llm_call(rt: Runtime) -> None:
+    seen: list[BaseException] = []
+
+    def plain(ctx: Any) -> Any:
+        try:
+            ctx.llm("wait")
+        except ExecutionCancelled as error:
+            seen.append(error)
+            raise
+
+    sid = rt.start_execution(plain, timeout=WAIT_S).session_id
+    assert rt.cancel(sid).status == "cancelled"
+    rt.settle()  # the strategy unwinds on its thread; settle waits for that
+    assert len(seen) == 1
+    assert "cancelled" in str(seen[0])
+    assert rt.execution_status(sid)["state"] == "cancelled"  # the unwinding changed nothing
+
+
+def test_cancel_a_running_plain_session(rt: Runtime) -> None:
+    gate = threading.Event()
+    seen: list[BaseException] = []
+
+    def busy(ctx: Any) -> Any:
+        gate.wait(WAIT_S)
+        try:
+            ctx.llm("too late")
+        except ExecutionCancelled as error:
+            seen.append(error)
+            raise
+        return "unreachable"
+
+    with pytest.raises(Timeout, match=r"neither paused nor finished within 0\.05 s") as info:
+        rt.start_execution(busy, timeout=0.05)
+    sid = info.value.session_id  # type: ignore[attr-defined]
+    assert rt.execution_status(sid)["state"] == "running"
+    assert sid in rt.execution_snapshots()
+    cancelled = rt.cancel(sid)
+    gate.set()
+    rt.settle()
+    assert cancelled.to_json()["status"] == "cancelled"
+    assert len(seen) == 1
+    assert rt.execution_status(sid)["state"] == "cancelled"
+
+
+def test_feed_timeout_leaves_the_answer_applied_and_the_session_visible(rt: Runtime) -> None:
+    gate = threading.Event()
+
+    def slow_second_round(ctx: Any) -> Any:
+        first = ctx.llm("first")
+        gate.wait(WAIT_S)
+        return [first, ctx.llm("second")]
+
+    sid = rt.start_execution(slow_second_round, timeout=WAIT_S).session_id
+    with pytest.raises(Timeout) as info:
+        rt.feed(sid, "one", timeout=0.05)
+    assert info.value.session_id == sid  # type: ignore[attr-defined]
+    status = rt.execution_status(sid)
+    assert (status["state"], status["metrics"]["rounds"]) == ("running", 1)
+    gate.set()
+    rt.settle()
+    assert rt.execution_status(sid)["pending_queries"] == ["q-2-0"]
+    assert rt.feed(sid, "two", timeout=WAIT_S).result == ["one", "two"]
+
+
+# -- GC -------------------------------------------------------------------------------------
+
+
+def test_gc_reaps_idle_sessions_and_expired_results(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = open_rt(execution_ttl_s=300, gc_interval_s=60, result_retention_s=600)
+    idle = rt.start_execution(ask_three).session_id
+    active = rt.start_execution(ask_three).session_id
+    done = rt.start_execution(fails_at_once).session_id  # finished at t=0
+    fake_clock.advance(240)
+    rt.feed(active, "1")  # active again at t=240
+    with caplog.at_level(logging.INFO, logger="greenroom.executions"):
+        fake_clock.advance(120)  # t=360: the tick at t=300 found `idle` idle for 300 s
+    status = rt.execution_status(idle)
+    assert status["state"] == "cancelled"
+    assert "reaped by the GC" in status["reason"]
+    assert rt.execution_status(active)["state"] == "paused"
+    assert rt.metrics()["executions_reaped"] == 1
+    assert any("reaped by the GC" in r.getMessage() for r in caplog.records)
+    with pytest.raises(InvalidTransition, match="already been cancelled"):
+        rt.feed(idle, "late answer")
+    fake_clock.advance(600)  # t=960: `done` (t=0) and `idle` (t=300) results expire
+    for gone in (done, idle):
+        with pytest.raises(NotFound, match="result_retention_s"):
+            rt.execution_status(gone)
+        with pytest.raises(NotFound):
+            rt.feed(gone, "x")
+    # `active`, idle since t=240, was reaped at t=540 and is still retained.
+    assert rt.execution_status(active)["state"] == "cancelled"
+    metrics = rt.metrics()
+    assert (metrics["executions_reaped"], metrics["execution_results_expired"]) == (2, 2)
+    assert (metrics["executions_active"], metrics["executions_retained"]) == (0, 1)
+    assert set(rt.execution_snapshots()) == {active}
+
+
+def test_gc_reaps_a_running_plain_session(open_rt: Callable[..., Runtime]) -> None:
+    from actors.execution_gc import COLLECT
+
+    rt = open_rt(execution_ttl_s=300, gc_interval_s=60)
+    gate = threading.Event()
+    seen: list[BaseException] = []
+
+    def stuck(ctx: Any) -> Any:
+        gate.wait(WAIT_S)
+        try:
+            return ctx.llm("x")
+        except ExecutionCancelled as error:
+            seen.append(error)
+            raise
+
+    with pytest.raises(Timeout) as info:
+        rt.start_execution(stuck, timeout=0.05)
+    sid = info.value.session_id  # type: ignore[attr-defined]
+    # The thread counts as work in progress, so FakeClock.advance would wait for it:
+    # age the session by hand and run one GC pass directly.
+    rt._exec_registry.live(sid).last_active = -1e9
+    gc_pass = rt._execution_gc().ask(COLLECT)
+    assert gc_pass.reap_candidates == (sid,)
+    status = rt.execution_status(sid)  # after the Reap in the session's mailbox
+    assert status["state"] == "cancelled"
+    assert "reaped" in status["reason"]
+    gate.set()
+    rt.settle()
+    assert len(seen) == 1
+    assert "reaped by the GC" in str(seen[0])
+    assert rt.metrics()["executions_reaped"] == 1
+
+
+# -- 1,000 sessions, 8 feeding threads ----------------------------------------------------------
+
+
+async def arithmetic(ctx: Any, n: int) -> Any:
+    doubled = await ctx.llm(f"double {n}")
+    plus_one, minus_n = await ctx.llm_batch(
+        [LlmRequest(f"inc {doubled}"), LlmRequest(f"neg {n}", grounded=True)]
+    )
+    return {"n": n, "sum": int(plus_one) + int(minus_n)}
+
+
+def _answer(prompt: str) -> str:
+    op, value = prompt.split()
+    return str({"double": 2 * int(value), "inc": int(value) + 1, "neg": -int(value)}[op])
+
+
+def test_thousand_async_sessions_fed_from_eight_threads(rt: Runtime) -> None:
+    threads = 8
+    per_thread = 125
+    barrier = threading.Barrier(threads)
+
+    def start(offset: int) -> list[FeedResult]:
+        barrier.wait()
+        return [rt.start_execution(arithmetic, n) for n in range(offset, 1000, threads)]
+
+    def feed_all(firsts: list[FeedResult]) -> list[Any]:
+        rng = random.Random(len(firsts))
+        barrier.wait()
+        batches = []
+        for first in firsts:
+            batches.append(rt.feed(first.session_id, _answer(first.queries[0].prompt)))
+        results = []
+        for batch in batches:
+            assert batch.status == "needs_response"
+            assert len(batch.queries) == 2
+            items = [(q.id, _answer(q.prompt), None) for q in batch.queries]
+            rng.shuffle(items)
+            if rng.random() < 0.5:
+                results.append(rt.feed_many(batch.session_id, items))
+            else:
+                rt.feed(batch.session_id, items[0][1], query_id=items[0][0])
+                results.append(rt.feed(batch.session_id, items[1][1], query_id=items[1][0]))
+        return results
+
+    with ThreadPoolExecutor(threads) as pool:
+        started = list(pool.map(start, range(threads)))
+        assert all(len(firsts) == per_thread for firsts in started)
+        assert rt.metrics()["executions_active"] == 1000  # all paused at once
+        # Each thread feeds another thread's sessions.
+        finished = list(pool.map(feed_all, started[1:] + started[:1]))
+    results = [result for chunk in finished for result in chunk]
+    assert len(results) == 1000
+    assert all(result.status == "completed" for result in results)
+    assert sorted(r.result["n"] for r in results) == list(range(1000))
+    assert all(r.result["sum"] == r.result["n"] + 1 for r in results)
+    metrics = rt.metrics()
+    assert metrics["executions_completed"] == 1000
+    assert metrics["executions_active"] == 0
+    assert metrics["execution_feeds"] == 3000
+    assert metrics["strategy_threads"] == 0  # async sessions use no thread
+
+
+# -- exact JSON shapes ------------------------------------------------------------------------
+
+
+def test_exact_json_of_every_status(rt: Runtime, fake_clock: FakeClock) -> None:
+    async def shapes(ctx: Any) -> Any:
+        await ctx.llm("plain")
+        await ctx.llm("full", system="sys", max_tokens=50, grounded=True, underspecified=True)
+        await ctx.llm_batch(
+            [
+                LlmRequest("a", grounded=True),
+                LlmRequest("b", system="s", max_tokens=7, underspecified=True),
+            ]
+        )
+        ctx.metric("m", {"k": [1]})
+        return {"ok": True, "items": (1, 2)}
+
+    first = rt.start_execution(shapes)
+    sid = first.session_id
+    assert first.to_json() == {
+        "status": "needs_response",
+        "session_id": sid,
+        "query_id": "q-1-0",
+        "prompt": "plain",
+        "system": None,
+        "max_tokens": 1024,
+    }
+    fake_clock.advance(2.5)
+    assert rt.feed(sid, "r1").to_json() == {
+        "status": "needs_response",
+        "session_id": sid,
+        "query_id": "q-2-0",
+        "prompt": "full",
+        "system": "sys",
+        "max_tokens": 50,
+        "grounded": True,
+        "underspecified": True,
+    }
+    assert rt.feed(sid, "r2").to_json() == {
+        "status": "needs_response",
+        "session_id": sid,
+        "queries": [
+            {"id": "q-3-0", "prompt": "a", "system": None, "max_tokens": 1024, "grounded": True},
+            {"id": "q-3-1", "prompt": "b", "system": "s", "max_tokens": 7, "underspecified": True},
+        ],
+    }
+    assert rt.feed(sid, "r3a", query_id="q-3-0").to_json() == {
+        "status": "accepted",
+        "remaining": 1,
+    }
+    stats = {
+        "elapsed_ms": 2500,
+        "llm_calls": 4,
+        "pauses": 3,
+        "rounds": 3,
+        "prompt_chars": 5 + 4 + 3 + 1 + 2,
+        "response_chars": 2 + 2 + 3 + 4,
+        "prompt_tokens": {"value": 1 + 1 + 0 + 0, "source": "estimated"},
+        "response_tokens": {"value": 0 + 0 + 0 + 1, "source": "estimated"},
+        "total_tokens": {"value": 3, "source": "estimated"},
+        "custom": {"m": {"k": [1]}},
+        "logs": [],
+        "logs_dropped": 0,
+    }
+    assert rt.feed(sid, "r3bb", query_id="q-3-1").to_json() == {
+        "status": "completed",
+        "result": {"ok": True, "items": [1, 2]},
+        "stats": stats,
+    }
+    assert rt.execution_status(sid) == {
+        "session_id": sid,
+        "state": "completed",
+        "round": 3,
+        "pending_queries": [],
+        "metrics": stats,
+        "result": {"ok": True, "items": [1, 2]},
+    }
+
+    assert rt.start_execution(fails_at_once).to_json() == {
+        "status": "error",
+        "error": "ValueError: boom",
+    }
+
+    paused = rt.start_execution(ask_once, "hello").session_id
+    live = rt.execution_status(paused)
+    assert set(live) == {"session_id", "state", "round", "pending_queries", "metrics"}
+    assert (live["state"], live["round"], live["pending_queries"]) == ("paused", 1, ["q-1-0"])
+    assert set(live["metrics"]) == EMPTY_STATS_KEYS
+    fake_clock.advance(1)
+    assert rt.cancel(paused).to_json() == {
+        "status": "cancelled",
+        "stats": {
+            "elapsed_ms": 1000,
+            "llm_calls": 1,
+            "pauses": 1,
+            "rounds": 0,
+            "prompt_chars": 5,
+            "response_chars": 0,
+            "prompt_tokens": {"value": 1, "source": "estimated"},
+            "response_tokens": {"value": 0, "source": "estimated"},
+            "total_tokens": {"value": 1, "source": "estimated"},
+            "custom": {},
+            "logs": [],
+            "logs_dropped": 0,
+        },
+    }
+
+
+# -- the facade's refusals ----------------------------------------------------------------------
+
+
+async def gen_strategy(ctx: Any) -> Any:
+    yield 1
+
+
+class Starter(GreenroomActor):
+    kind = "starter"
+
+    def __init__(self, ctx: ActorContext, rt: Runtime) -> None:
+        super().__init__(ctx)
+        self.rt = rt
+
+    def on_receive(self, message: Any) -> Any:
+        return self.rt.start_execution(ask_once)
+
+
+def test_bad_arguments_are_refused_with_nothing_started(rt: Runtime) -> None:
+    for strategy, match in [
+        ("not callable", "must be an async def or a plain def"),
+        (Starter, "must be an async def"),
+        (gen_strategy, "generator function"),
+    ]:
+        with pytest.raises(InvalidInput, match=match):
+            rt.start_execution(strategy)
+    with pytest.raises(InvalidInput, match="timeout"):
+        rt.start_execution(ask_once, timeout=0)
+    sid = rt.start_execution(ask_once).session_id
+    with pytest.raises(InvalidInput, match="response must be a str"):
+        rt.feed(sid, 4)
+    with pytest.raises(InvalidInput, match="query_id"):
+        rt.feed(sid, "4", query_id=5)
+    with pytest.raises(InvalidInput, match="session_id"):
+        rt.feed(None, "4")
+    with pytest.raises(NotFound, match="no execution session 's-nope'"):
+        rt.feed("s-nope", "4")
+    with pytest.raises(NotFound):
+        rt.cancel("s-nope")
+    with pytest.raises(NotFound):
+        rt.execution_status("s-nope")
+    assert rt.metrics()["executions_started"] == 1
+    assert rt.execution_status(sid)["state"] == "paused"
+
+
+def test_start_execution_is_refused_inside_a_handler(rt: Runtime) -> None:
+    ref = rt.spawn(Starter, rt)
+    with pytest.raises(InvalidTransition, match="start_execution\\(\\) was called from a handler"):
+        ref.ask("go")
+
+
+def test_an_async_callable_object_is_driven_as_async(rt: Runtime) -> None:
+    class Strategy:
+        async def __call__(self, ctx: Any) -> Any:
+            return await ctx.llm("hi")
+
+    first = rt.start_execution(Strategy())
+    assert rt.feed(first.session_id, "there").result == "there"
+    assert rt.metrics()["strategy_threads"] == 0
+
+
+def test_close_stops_paused_and_running_strategies(open_rt: Callable[..., Runtime]) -> None:
+    rt = open_rt()
+    seen: list[BaseException] = []
+
+    def plain(ctx: Any) -> Any:
+        try:
+            ctx.llm("never answered")
+        except ExecutionCancelled as error:
+            seen.append(error)
+            raise
+
+    plain_sid = rt.start_execution(plain, timeout=WAIT_S).session_id
+    rt.start_execution(ask_once)
+    rt.close()  # returns: the waiting thread was woken, the coroutine closed
+    assert len(seen) == 1
+    with pytest.raises(Stopped):
+        rt.feed(plain_sid, "late")
+
+
+def test_metrics_start_at_zero(rt: Runtime) -> None:
+    metrics = rt.metrics()
+    for key in (
+        "executions_started",
+        "executions_completed",
+        "executions_failed",
+        "executions_cancelled",
+        "executions_reaped",
+        "execution_results_expired",
+        "execution_feeds",
+        "execution_logs_dropped",
+        "executions_active",
+        "executions_retained",
+        "strategy_threads",
+    ):
+        assert metrics[key] == 0, key
+
+
+# -- the feed protocol against a model -------------------------------------------------------
+
+
+async def rounds_of(ctx: Any, sizes: list[int]) -> Any:
+    answers: list[str] = []
+    for k, size in enumerate(sizes):
+        if size == 1:
+            answers.append(await ctx.llm(f"r{k}"))
+        else:
+            answers += await ctx.llm_batch([LlmRequest(f"r{k}-{i}") for i in range(size)])
+    return answers
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(sizes=st.lists(st.integers(1, 4), min_size=1, max_size=4), data=st.data())
+def test_feed_protocol_matches_a_model(rt: Runtime, sizes: list[int], data: st.DataObject) -> None:
+    first = rt.start_execution(rounds_of, sizes)
+    sid = first.session_id
+    round_no = 1
+    pending = [f"q-1-{i}" for i in range(sizes[0])]
+    assert first.query_ids == pending
+    answered: dict[str, str] = {}
+    in_round = 0  # answered in the current round
+    expected_result: list[str] = []
+    feeds = 0
+    while True:
+        op = data.draw(st.sampled_from(["answer", "answer", "sole", "repeat", "change", "unknown"]))
+        if op == "repeat" and answered:
+            qid = data.draw(st.sampled_from(sorted(answered)))
+            result = rt.feed(sid, answered[qid], query_id=qid)
+            if in_round:
+                assert result.to_json() == {"status": "accepted", "remaining": len(pending)}
+            else:
+                assert result.status == "needs_response"
+                assert result.query_ids == pending
+            continue
+        if op == "change" and answered:
+            qid = data.draw(st.sampled_from(sorted(answered)))
+            with pytest.raises(AlreadyResponded):
+                rt.feed(sid, answered[qid] + "!", query_id=qid)
+            continue
+        if op == "unknown":
+            qid = data.draw(st.sampled_from([f"q-{round_no + 1}-0", "q-0-0", f"q-{round_no}-9"]))
+            with pytest.raises(UnknownQuery):
+                rt.feed(sid, "x", query_id=qid)
+            continue
+        if op == "sole" and len(pending) != 1:
+            with pytest.raises(InvalidTransition, match=f"has {len(pending)} queries pending"):
+                rt.feed(sid, "x")
+            continue
+        qid = pending[0] if op == "sole" else data.draw(st.sampled_from(pending))
+        text = f"answer to {qid}"
+        result = rt.feed(sid, text, query_id=None if op == "sole" else qid)
+        feeds += 1
+        answered[qid] = text
+        pending.remove(qid)
+        in_round += 1
+        if pending:
+            assert result.to_json() == {"status": "accepted", "remaining": len(pending)}
+            continue
+        expected_result += [f"answer to q-{round_no}-{i}" for i in range(sizes[round_no - 1])]
+        if round_no == len(sizes):
+            assert result.status == "completed"
+            assert result.result == expected_result
+            break
+        round_no += 1
+        in_round = 0
+        pending = [f"q-{round_no}-{i}" for i in range(sizes[round_no - 1])]
+        assert result.status == "needs_response"
+        assert result.query_ids == pending
+    stats = result.metrics
+    assert (stats.rounds, stats.pauses, stats.llm_calls) == (len(sizes), len(sizes), sum(sizes))
+    assert stats.response_chars == sum(map(len, answered.values()))
+    assert feeds == sum(sizes)
+
+
+def test_many_plain_sessions_fed_from_four_threads(open_rt: Callable[..., Runtime]) -> None:
+    rt = open_rt(strategy_threads=8)
+
+    def plain(ctx: Any, n: int) -> Any:
+        total = 0
+        for step in range(3):
+            total += int(ctx.llm(f"{n} {step}"))
+        return total
+
+    def run(n: int) -> Any:
+        result = rt.start_execution(plain, n, timeout=WAIT_S)
+        while result.status == "needs_response":
+            value, step = map(int, result.queries[0].prompt.split())
+            result = rt.feed(result.session_id, str(value * 10 + step), timeout=WAIT_S)
+        return result
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, range(60)))
+    assert [r.result for r in results] == [n * 30 + 3 for n in range(60)]
+    rt.settle()  # every thread's work in progress was counted out again
+    metrics = rt.metrics()
+    assert metrics["executions_completed"] == 60
+    assert metrics["strategy_threads"] <= 8

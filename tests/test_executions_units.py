@@ -1,0 +1,287 @@
+"""Execution sessions, the parts on their own: records and their JSON, the metrics
+accounting, the registry's retention, the bounded strategy pool, cheap paused sessions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runtime import FakeClock, FeedResult, LlmRequest, Runtime
+from runtime.errors import ExecutionCancelled, InvalidInput, InvalidTransition, Timeout
+from runtime.execution_registry import ExecutionRegistry, RetainedResult
+from runtime.executions import (
+    ExecutionStats,
+    LlmQuery,
+    SessionMetrics,
+    TokenCount,
+    check_usage,
+    describe_error,
+    json_value,
+)
+from runtime.metrics import Metrics
+
+WAIT_S = 10.0
+
+
+# -- LlmRequest -----------------------------------------------------------------------------
+
+
+def test_llm_request_defaults_and_validation() -> None:
+    request = LlmRequest("hi")
+    assert (request.system, request.max_tokens, request.grounded, request.underspecified) == (
+        None,
+        1024,
+        False,
+        False,
+    )
+    for kwargs, match in [
+        ({"prompt": ""}, "non-empty str"),
+        ({"prompt": 3}, "non-empty str"),
+        ({"prompt": "p", "system": 1}, "system must be a str"),
+        ({"prompt": "p", "max_tokens": 0}, "positive int"),
+        ({"prompt": "p", "max_tokens": True}, "positive int"),
+        ({"prompt": "p", "grounded": 1}, "grounded must be a bool"),
+        ({"prompt": "p", "underspecified": "yes"}, "underspecified must be a bool"),
+    ]:
+        with pytest.raises(InvalidInput, match=match):
+            LlmRequest(**kwargs)
+    with pytest.raises(TypeError):
+        LlmRequest("p", None)  # type: ignore[misc]  # the options are keyword-only
+
+
+# -- FeedResult.to_json ---------------------------------------------------------------------------
+
+
+def _query(index: int, **flags: Any) -> LlmQuery:
+    return LlmQuery(f"q-1-{index}", f"prompt-{index}", None, 100, **flags)
+
+
+@given(grounded=st.booleans(), underspecified=st.booleans(), system=st.none() | st.text())
+def test_single_query_json_has_flags_only_when_true(
+    grounded: bool, underspecified: bool, system: str | None
+) -> None:
+    query = LlmQuery("q-1-0", "p", system, 5, grounded, underspecified)
+    out = FeedResult("needs_response", "s-x", (query,)).to_json()
+    expected: dict[str, Any] = {
+        "status": "needs_response",
+        "session_id": "s-x",
+        "query_id": "q-1-0",
+        "prompt": "p",
+        "system": system,
+        "max_tokens": 5,
+    }
+    if grounded:
+        expected["grounded"] = True
+    if underspecified:
+        expected["underspecified"] = True
+    assert out == expected
+
+
+@given(flags=st.lists(st.tuples(st.booleans(), st.booleans()), min_size=2, max_size=6))
+def test_several_queries_go_under_queries(flags: list[tuple[bool, bool]]) -> None:
+    queries = tuple(_query(i, grounded=g, underspecified=u) for i, (g, u) in enumerate(flags))
+    out = FeedResult("needs_response", "s-m", queries).to_json()
+    assert set(out) == {"status", "session_id", "queries"}
+    assert [q["id"] for q in out["queries"]] == [f"q-1-{i}" for i in range(len(flags))]
+    for entry, (grounded, underspecified) in zip(out["queries"], flags, strict=True):
+        assert ("grounded" in entry) is grounded
+        assert ("underspecified" in entry) is underspecified
+        assert entry["system"] is None
+        assert entry["max_tokens"] == 100
+
+
+def test_terminal_and_accepted_json() -> None:
+    stats = ExecutionStats(elapsed_ms=3, llm_calls=1)
+    assert FeedResult("accepted", "s-a", remaining=3).to_json() == {
+        "status": "accepted",
+        "remaining": 3,
+    }
+    done = FeedResult("completed", "s-d", result={"answer": 42}, metrics=stats).to_json()
+    assert done == {"status": "completed", "result": {"answer": 42}, "stats": stats.to_json()}
+    assert FeedResult("error", "s-e", error="lua error: bad").to_json() == {
+        "status": "error",
+        "error": "lua error: bad",
+    }
+    cancelled = FeedResult("cancelled", "s-c", metrics=stats).to_json()
+    assert cancelled == {"status": "cancelled", "stats": stats.to_json()}
+    assert FeedResult("completed", "s-d").finished
+    assert not FeedResult("accepted", "s-d").finished
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+@given(
+    prompts=st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_token_accounting(prompts: list[str], data: st.DataObject) -> None:
+    metrics = SessionMetrics(0.0)
+    queries = [LlmQuery(f"q-1-{i}", p, None, 10) for i, p in enumerate(prompts)]
+    metrics.asked(queries)
+    prompt_total = 0
+    response_total = 0
+    all_provided = True
+    for query in queries:
+        response = data.draw(st.text(max_size=40))
+        usage = data.draw(
+            st.none()
+            | st.fixed_dictionaries(
+                {"prompt_tokens": st.integers(0, 99), "completion_tokens": st.integers(0, 99)}
+            )
+        )
+        metrics.answered(query, response, usage)
+        if usage is None:
+            all_provided = False
+            prompt_total += len(query.prompt) // 4
+            response_total += len(response) // 4
+        else:
+            prompt_total += usage["prompt_tokens"]
+            response_total += usage["completion_tokens"]
+    stats = metrics.snapshot(1.5)
+    source = "provided" if all_provided else "estimated"
+    assert stats.prompt_tokens == TokenCount(prompt_total, source)
+    assert stats.response_tokens == TokenCount(response_total, source)
+    assert stats.total_tokens == TokenCount(prompt_total + response_total, source)
+    assert stats.prompt_chars == sum(map(len, prompts))
+    assert (stats.elapsed_ms, stats.llm_calls, stats.pauses) == (1500, len(prompts), 1)
+
+
+def test_no_queries_means_estimated_zero() -> None:
+    stats = SessionMetrics(0.0).snapshot(0.0)
+    assert stats.total_tokens == TokenCount(0, "estimated")
+    assert stats.to_json()["logs"] == []
+
+
+def test_check_usage_and_helpers() -> None:
+    usage = {"completion_tokens": 2, "prompt_tokens": 1}
+    assert check_usage(usage) == {"prompt_tokens": 1, "completion_tokens": 2}
+    assert check_usage(None) is None
+    assert json_value((1, {"a": (2,)}), "x") == [1, {"a": [2]}]
+    with pytest.raises(InvalidInput, match="x is not JSON-serialisable"):
+        json_value(float("inf"), "x")
+    assert describe_error(ValueError()) == "ValueError"
+    assert describe_error(ValueError("v")) == "ValueError: v"
+
+
+# -- the registry's retention ----------------------------------------------------------------------
+
+
+def test_registry_expires_results_at_the_retention_limit() -> None:
+    metrics = Metrics()
+    registry = ExecutionRegistry(metrics, retention_s=100)
+    final = FeedResult("completed", "s-1", result=1)
+    registry.finish("s-1", RetainedResult(final, {"state": "completed"}, finished_at=10.0))
+    assert registry.retained("s-1", 109.9) is not None
+    assert registry.expire(109.9) == []
+    assert registry.expire(110.0) == ["s-1"]
+    assert registry.retained("s-1", 110.0) is None
+    assert metrics.get("execution_results_expired") == 1
+    registry.finish("s-2", RetainedResult(final, {}, finished_at=0.0))
+    assert registry.retained("s-2", 500.0) is None  # found expired on lookup: counted too
+    assert metrics.get("execution_results_expired") == 2
+
+
+# -- the strategy pool ------------------------------------------------------------------------
+
+
+def test_plain_strategies_share_a_bounded_pool(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    rt = open_rt(strategy_threads=1)
+    ran: list[str] = []
+
+    def holds_the_thread(ctx: Any) -> Any:
+        return ctx.llm("x")  # the only thread waits here for the host
+
+    def queued(ctx: Any) -> Any:
+        ran.append("queued")
+        return 1
+
+    holder = rt.start_execution(holds_the_thread, timeout=WAIT_S).session_id
+    with pytest.raises(Timeout) as info:
+        rt.start_execution(queued, timeout=0.05)  # waits for the only thread
+    sid = info.value.session_id  # type: ignore[attr-defined]
+    assert rt.execution_status(sid)["state"] == "running"
+    # A job queued behind a thread that waits for the host is not work in progress.
+    fake_clock.advance(1)
+    assert rt.cancel(sid).status == "cancelled"
+    assert rt.feed(holder, "y", timeout=WAIT_S).result == "y"
+    assert rt.metrics()["strategy_threads"] == 1
+    rt.close()  # runs what the pool still had queued, then joins its thread
+    assert ran == []  # cancelled before it got a thread: it never ran
+
+
+def test_cancelled_plain_strategy_cannot_log_any_more(rt: Runtime) -> None:
+    gate = threading.Event()
+    seen: list[BaseException] = []
+
+    def logs_late(ctx: Any) -> Any:
+        gate.wait(WAIT_S)
+        try:
+            ctx.log("after cancel")
+        except ExecutionCancelled as error:
+            seen.append(error)
+
+    with pytest.raises(Timeout) as info:
+        rt.start_execution(logs_late, timeout=0.05)
+    sid = info.value.session_id  # type: ignore[attr-defined]
+    rt.cancel(sid)
+    gate.set()
+    rt.settle()
+    assert len(seen) == 1
+    assert "cancelled by the host" in str(seen[0])
+    assert rt.execution_status(sid)["metrics"]["logs"] == []
+
+
+def test_paused_async_sessions_take_no_threads(rt: Runtime) -> None:
+    async def waits(ctx: Any) -> Any:
+        return await ctx.llm("?")
+
+    rt.start_execution(waits)  # dispatcher threads up
+    before = threading.active_count()
+    sids = [rt.start_execution(waits).session_id for _ in range(500)]
+    assert threading.active_count() == before
+    assert rt.metrics()["executions_active"] == 501
+    assert len(rt.execution_snapshots()) == 501
+    assert rt.feed(sids[-1], "!").result == "!"
+
+
+def test_a_second_concurrent_llm_call_of_a_plain_strategy_is_refused(rt: Runtime) -> None:
+    errors: list[BaseException] = []
+    go = threading.Event()
+    refused = threading.Event()
+
+    def two_threads(ctx: Any) -> Any:
+        def second() -> None:
+            go.wait(WAIT_S)  # set by the test once the first call is pending
+            try:
+                ctx.llm("from a second thread")
+            except InvalidTransition as error:
+                errors.append(error)
+            finally:
+                refused.set()
+
+        answers: list[str] = []
+        threads = [
+            threading.Thread(target=lambda: answers.append(ctx.llm("first"))),
+            threading.Thread(target=second),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT_S)
+        return answers
+
+    first = rt.start_execution(two_threads, timeout=WAIT_S)
+    assert first.query_ids == ["q-1-0"]
+    go.set()
+    assert refused.wait(WAIT_S)  # the host answers only after the second call was refused
+    assert rt.feed(first.session_id, "one", timeout=WAIT_S).result == ["one"]
+    assert len(errors) == 1
+    assert "another ctx.llm call" in str(errors[0])
