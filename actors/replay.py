@@ -1,0 +1,451 @@
+"""Replay buffer actors: one `ReplayBuffer` per session, and the `ReplayTrimmer`.
+
+A `ReplayBuffer` owns one incarnation of a session's buffer: its random epoch, its
+events (a deque, oldest first, positions contiguous), the time each append arrived,
+and its live subscriptions. Everything about one session happens in its messages, one
+at a time, so a replay snapshot and a subscriber's registration taken in the same
+message can never miss or repeat an event appended around them.
+
+Bounds: at most `max_events_per_session` events (trimmed on append) and none older
+than `max_event_age_s` of the runtime clock (trimmed on append, before every replay,
+and on the trimmer's tick every `replay_trim_interval_s`). A buffer with no events
+and no subscribers for longer than `max_event_age_s` retires on a tick: it answers
+anything still queued with `RETIRED` (the facade asks a fresh buffer instead), leaves
+the facade's lookup and stops, so its memory is returned. Every trim, drop and lag is
+counted in `Runtime.metrics()` and logged (logger `greenroom.replay`; trims at DEBUG).
+
+Live events are pushed into each subscription's bounded queue without waiting
+(`Subscription._offer`); one that overflows lags, is detached, and is told so on its
+next `next_event`. Subscriptions are held weakly: one its holder dropped without
+closing it is let go at the next append or tick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import weakref
+from collections import deque
+from collections.abc import Callable
+from itertools import islice
+from typing import Any
+
+from pykka import ActorDeadError
+
+from actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef
+from runtime.cursor import CURSOR_VERSION, ParsedCursor
+from runtime.replay import TRIMMED, UNAVAILABLE, Gap, ObservationEvent, Replayed, Subscription
+
+__all__ = [
+    "RETIRED",
+    "Append",
+    "CurrentCursor",
+    "ReplayAfter",
+    "ReplayBuffer",
+    "ReplayTrimmer",
+    "Subscribe",
+    "Unsubscribe",
+]
+
+log = logging.getLogger("greenroom.replay")
+
+
+class Append:
+    """Ask a buffer: append `payloads` at `revision`; answers the event (`single`) or
+    the list of events."""
+
+    __slots__ = ("payloads", "revision", "single")
+
+    def __init__(self, payloads: tuple[Any, ...], revision: int, single: bool) -> None:
+        self.payloads = payloads
+        self.revision = revision
+        self.single = single
+
+
+class CurrentCursor:
+    """Ask a buffer: the cursor at its tail, made at `revision`."""
+
+    __slots__ = ("revision",)
+
+    def __init__(self, revision: int) -> None:
+        self.revision = revision
+
+
+class ReplayAfter:
+    """Ask a buffer: `Replayed` or `Gap` for the events after `cursor`."""
+
+    __slots__ = ("cursor", "parsed")
+
+    def __init__(self, parsed: ParsedCursor, cursor: str) -> None:
+        self.parsed = parsed
+        self.cursor = cursor
+
+
+class Subscribe:
+    """Ask a buffer: queue the events after `cursor` into `subscription` and register
+    it for live ones (answers `None`), or answer a `Gap`."""
+
+    __slots__ = ("cursor", "parsed", "subscription")
+
+    def __init__(self, parsed: ParsedCursor, cursor: str, subscription: Subscription) -> None:
+        self.parsed = parsed
+        self.cursor = cursor
+        self.subscription = subscription
+
+
+class Unsubscribe:
+    """Tell a buffer: `subscription` was closed; stop pushing to it."""
+
+    __slots__ = ("subscription",)
+
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+
+
+class _Trim:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TRIM"
+
+
+class _Retired:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "RETIRED"
+
+
+TRIM: Any = _Trim()
+RETIRED: Any = _Retired()
+"""A retired buffer's answer to every ask: ask the session's new buffer instead."""
+
+
+class ReplayBuffer(GreenroomActor):
+    """One incarnation of a session's replay buffer; see the module docstring."""
+
+    kind = "replay_buffer"
+
+    def __init__(
+        self,
+        ctx: ActorContext,
+        session_id: str,
+        epoch: str,
+        on_retire: Callable[[str, GreenroomActorRef], None],
+        on_detached: Callable[[Subscription], None],
+    ) -> None:
+        super().__init__(ctx)
+        config = ctx.config
+        self.session_id = session_id
+        self.epoch = epoch
+        self._prefix = f"{CURSOR_VERSION}:{epoch}:"
+        self._max_events = config.max_events_per_session
+        self._max_age = config.max_event_age_s
+        self._on_retire = on_retire
+        self._on_detached = on_detached
+        self._events: deque[ObservationEvent] = deque()
+        # (arrival time on the runtime clock, last position of that append), oldest
+        # first: one entry per append message, not per event.
+        self._stamps: deque[tuple[float, int]] = deque()
+        self._tail = 0  # position of the last event ever appended (0: none)
+        self._revision = 0  # highest revision appended or asked a cursor for
+        # Weak: a subscription its holder dropped without closing is let go, not kept
+        # (with its queue, and this buffer) for ever.
+        self._subs: list[weakref.ref[Subscription]] = []
+        self._idle_since = ctx.clock.monotonic()
+        self._retired = False
+
+    def on_stop(self) -> None:
+        subs, self._subs = self._subs, []
+        for ref in subs:
+            sub = ref()
+            if sub is not None:
+                sub._stop(
+                    f"the replay buffer of session {self.session_id!r} stopped (runtime closed)"
+                )
+
+    def on_receive(self, message: Any) -> Any:
+        if self._retired:
+            return RETIRED
+        cls = type(message)
+        if cls is Append:
+            return self._append(message)
+        if cls is ReplayAfter:
+            return self._replay_after(message)
+        if cls is Subscribe:
+            return self._subscribe(message)
+        if cls is CurrentCursor:
+            return self._current_cursor(message.revision)
+        if cls is Unsubscribe:
+            self._unsubscribe(message.subscription)
+            return None
+        if message is TRIM:
+            self._tick()
+            return None
+        return super().on_receive(message)
+
+    # -- appends ------------------------------------------------------------------------
+
+    def _append(self, message: Append) -> Any:
+        now = self.ctx.clock.monotonic()
+        revision = message.revision
+        if revision > self._revision:
+            self._revision = revision
+        sid = self.session_id
+        head = f"{self._prefix}{revision}:"
+        position = self._tail
+        events = []
+        for payload in message.payloads:
+            position += 1
+            events.append(
+                ObservationEvent(sid, revision, position, f"{head}{position}:{sid}", payload)
+            )
+        self._tail = position
+        self._events.extend(events)
+        self._stamps.append((now, position))
+        excess = len(self._events) - self._max_events
+        if excess > 0:
+            self._trim_count(excess)
+        self._trim_age(now)
+        self.ctx.metrics.incr("replay_events_appended", len(events))
+        answer = events[0] if message.single else events
+        if not self._subs:
+            return answer
+        if self._reply_to is None:  # told, not asked: nobody to answer
+            self._fan_out(events)
+            return None
+        # The appender is answered first (the events are held, so replayable, from
+        # here on): it can send its next append while this one is fanned out.
+        self.reply_later().set(answer)
+        self._fan_out(events)
+        return DEFERRED
+
+    def _trim_count(self, excess: int) -> None:
+        events = self._events
+        for _ in range(excess):
+            events.popleft()
+        first = events[0].position if events else self._tail + 1
+        stamps = self._stamps
+        while stamps and stamps[0][1] < first:
+            stamps.popleft()
+        self.ctx.metrics.incr("replay_events_trimmed", excess)
+        log.debug(
+            "replay buffer %r: trimmed %d events over max_events_per_session=%d",
+            self.session_id,
+            excess,
+            self._max_events,
+        )
+
+    def _trim_age(self, now: float) -> None:
+        stamps = self._stamps
+        cutoff = now - self._max_age
+        if not stamps or stamps[0][0] >= cutoff:
+            return
+        events = self._events
+        trimmed = 0
+        while stamps and stamps[0][0] < cutoff:
+            last = stamps.popleft()[1]
+            while events and events[0].position <= last:
+                events.popleft()
+                trimmed += 1
+        if not events:
+            self._idle_since = now
+        if trimmed:
+            self.ctx.metrics.incr("replay_events_trimmed", trimmed)
+            log.debug(
+                "replay buffer %r: trimmed %d events older than max_event_age_s=%g",
+                self.session_id,
+                trimmed,
+                self._max_age,
+            )
+
+    def _fan_out(self, events: list[ObservationEvent]) -> None:
+        detached = None
+        for ref in self._subs:
+            sub = ref()
+            if sub is None or not sub._offer(events):
+                if detached is None:
+                    detached = []
+                detached.append(ref)
+        if detached is None:
+            return
+        self._subs = [ref for ref in self._subs if ref not in detached]
+        if not self._subs:
+            self._idle_since = self.ctx.clock.monotonic()
+        for ref in detached:
+            sub = ref()
+            if sub is None:
+                continue  # dropped by its holder: gone from the facade's set as well
+            if sub._lagged:
+                self.ctx.metrics.incr("replay_subscriber_lags")
+                self.ctx.metrics.incr("replay_events_missed", sub._missed)
+                log.warning(
+                    "replay subscriber of session %r lagged: more than %d live events "
+                    "were waiting (subscriber_queue_size); %d dropped from its queue. Its "
+                    "next next_event raises SubscriberLagged with cursor %r to resume from",
+                    self.session_id,
+                    sub._capacity,
+                    sub._missed,
+                    sub.cursor,
+                )
+            self._on_detached(sub)
+
+    # -- cursors, replays and subscriptions -------------------------------------------
+
+    def _current_cursor(self, revision: int) -> str:
+        self._touch()
+        if revision > self._revision:
+            self._revision = revision
+        return f"{self._prefix}{revision}:{self._tail}:{self.session_id}"
+
+    def _touch(self) -> None:
+        if not self._events and not self._subs:
+            self._idle_since = self.ctx.clock.monotonic()
+
+    def _latest_cursor(self) -> str:
+        return f"{self._prefix}{self._revision}:{self._tail}:{self.session_id}"
+
+    def _gap(self, cursor: ParsedCursor, requested: str) -> Gap | None:
+        detail = None
+        if cursor.epoch != self.epoch:
+            detail = (
+                f"the cursor is from another incarnation of this session's buffer (epoch "
+                f"{cursor.epoch}, now {self.epoch}): it was dropped and made again, or the "
+                "process restarted, and what it held is gone"
+            )
+        elif cursor.position > self._tail:
+            detail = (
+                f"the cursor's position {cursor.position} is ahead of the buffer's tail "
+                f"{self._tail}"
+            )
+        elif cursor.revision > self._revision:
+            detail = (
+                f"the cursor's revision {cursor.revision} is ahead of the buffer's "
+                f"revision {self._revision}"
+            )
+        if detail is not None:
+            return Gap(
+                self.session_id,
+                UNAVAILABLE,
+                requested,
+                self._latest_cursor(),
+                self._revision,
+                None,
+                detail,
+            )
+        events = self._events
+        first = events[0].position if events else self._tail + 1
+        if cursor.position + 1 < first:
+            oldest = events[0].position if events else None
+            held = f"the oldest held is {oldest}" if events else "none are held"
+            return Gap(
+                self.session_id,
+                TRIMMED,
+                requested,
+                self._latest_cursor(),
+                self._revision,
+                oldest,
+                f"events {cursor.position + 1} to {first - 1} were trimmed; {held}",
+            )
+        return None
+
+    def _after(self, position: int) -> tuple[ObservationEvent, ...]:
+        """The held events after `position` (which the gap check found in range)."""
+        events = self._events
+        if not events:
+            return ()
+        start = position + 1 - events[0].position
+        count = len(events) - start
+        if count <= 0:
+            return ()
+        if start == 0:
+            return tuple(events)
+        if count < start:
+            return tuple(islice(reversed(events), count))[::-1]
+        return tuple(islice(events, start, None))
+
+    def _replay_after(self, message: ReplayAfter) -> Replayed | Gap:
+        self._trim_age(self.ctx.clock.monotonic())
+        self._touch()
+        gap = self._gap(message.parsed, message.cursor)
+        if gap is not None:
+            return gap
+        events = self._after(message.parsed.position)
+        latest = events[-1].cursor if events else message.cursor
+        return Replayed(self.session_id, events, latest)
+
+    def _subscribe(self, message: Subscribe) -> Gap | None:
+        self._trim_age(self.ctx.clock.monotonic())
+        self._touch()
+        gap = self._gap(message.parsed, message.cursor)
+        if gap is not None:
+            return gap
+        sub = message.subscription
+        sub._start(self._after(message.parsed.position))
+        if not sub.closed:
+            self._subs.append(weakref.ref(sub))
+        return None
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        kept = [ref for ref in self._subs if ref() is not sub]
+        if len(kept) != len(self._subs):
+            self._subs = kept
+            self._touch()
+
+    # -- the trimmer's tick ---------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = self.ctx.clock.monotonic()
+        self._trim_age(now)
+        if self._subs:
+            # Let go of subscriptions dropped by their holders without a close (and any
+            # closed one whose Unsubscribe has not arrived yet).
+            kept = []
+            for ref in self._subs:
+                sub = ref()
+                if sub is not None and not sub.closed:
+                    kept.append(ref)
+            if len(kept) != len(self._subs):
+                self._subs = kept
+                self._touch()
+            if kept:
+                return
+        if self._events or now - self._idle_since <= self._max_age:
+            return
+        self._retired = True
+        self._on_retire(self.session_id, self.actor_ref)
+        self.actor_ref.stop(block=False)
+        self.ctx.metrics.incr("replay_buffers_dropped")
+        log.info(
+            "replay buffer %r (epoch %s, tail %d) dropped: no events and no subscribers "
+            "for more than max_event_age_s=%g",
+            self.session_id,
+            self.epoch,
+            self._tail,
+            self._max_age,
+        )
+
+
+class ReplayTrimmer(GreenroomActor):
+    """Tells every replay buffer to trim (and maybe retire) every `replay_trim_interval_s`."""
+
+    kind = "replay_trimmer"
+    stop_order = -10  # first: no tick reaches buffers while they stop
+
+    def __init__(self, ctx: ActorContext, buffers: Callable[[], list[GreenroomActorRef]]) -> None:
+        super().__init__(ctx)
+        self._buffers = buffers
+
+    def on_start(self) -> None:
+        self.schedule_every(self.ctx.config.replay_trim_interval_s, TRIM)
+
+    def on_receive(self, message: Any) -> Any:
+        if message is TRIM:
+            for ref in self._buffers():
+                if ref.actor_stopped.is_set():
+                    continue
+                # Retired between the listing and the tell: nothing to trim.
+                with contextlib.suppress(ActorDeadError):
+                    ref.tell(TRIM)
+            return None
+        return super().on_receive(message)

@@ -1,0 +1,237 @@
+"""Replay buffers against bare pykka actors doing the same work, in one run.
+
+Three measurements, each printed with greenroom's figure, the baseline's and the ratio:
+
+1. append throughput into one session's buffer, from one host thread: one
+   `replay_append` (an ask: it returns the event and its cursor) at a time, and
+   `replay_append_many` in batches of 100 (events/s; baseline: a pykka
+   `ThreadingActor` asked to append each event to a deque, one ask per event);
+2. fan-out to 100 subscribers, each drained by its own host thread, until every
+   subscriber has every event (deliveries/s = events x 100 / seconds), beside
+   `pykka.ActorRegistry.broadcast` of the same events to 100 bare `ThreadingActor`s
+   until every one has counted them all (ratio = greenroom / pykka, higher is better);
+3. `replay_after` a cursor 2,048 events back (the whole default buffer): time per call,
+   median of many (baseline: asking a `ThreadingActor` for a tuple of its 2,048-event
+   deque; ratio = greenroom / pykka, lower is better).
+
+    .venv/bin/python benchmarks/bench_replay.py          # the full run
+    .venv/bin/python benchmarks/bench_replay.py --quick  # smaller counts, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+from collections import deque
+from typing import Any
+
+import attrs
+import pykka
+
+from runtime import Replayed, Runtime, RuntimeConfig, Subscription
+from runtime.clock import stopwatch
+
+SUBSCRIBERS = 100
+BATCH = 100
+PAYLOAD = {"type": "turn_activity", "text": "hello"}
+
+
+class PykkaLog(pykka.ThreadingActor):
+    """The baseline buffer: appends to a deque, answers a snapshot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: deque[Any] = deque(maxlen=2048)
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "snapshot":
+            return tuple(self.events)
+        self.events.append(message)
+        return len(self.events)
+
+
+class PykkaCounter(pykka.ThreadingActor):
+    """The baseline subscriber: counts broadcasts, says when it has them all."""
+
+    def __init__(self, expected: int, done: threading.Event) -> None:
+        super().__init__()
+        self.expected = expected
+        self.done = done
+        self.count = 0
+
+    def on_receive(self, message: Any) -> Any:
+        self.count += 1
+        if self.count == self.expected:
+            self.done.set()
+
+
+def bench_append(rt: Runtime, count: int) -> dict[str, float]:
+    for _ in range(200):  # warm up
+        rt.replay_append("warm", PAYLOAD)
+    began = stopwatch()
+    for _ in range(count):
+        rt.replay_append("single", PAYLOAD)
+    single = count / (stopwatch() - began)
+
+    payloads = [PAYLOAD] * BATCH
+    began = stopwatch()
+    for _ in range(count // BATCH):
+        rt.replay_append_many("batched", payloads)
+    batched = (count // BATCH) * BATCH / (stopwatch() - began)
+
+    ref = PykkaLog.start()
+    try:
+        for _ in range(200):
+            ref.ask(PAYLOAD)
+        began = stopwatch()
+        for _ in range(count):
+            ref.ask(PAYLOAD)
+        baseline = count / (stopwatch() - began)
+    finally:
+        ref.stop()
+    return {"single": single, "batched": batched, "baseline": baseline}
+
+
+def _drain(sub: Subscription, count: int, ready: threading.Barrier) -> None:
+    ready.wait()
+    for _ in range(count):
+        sub.next_event()
+
+
+def bench_fan_out(rt: Runtime, events: int, batch: int) -> float:
+    """Deliveries/s from one appender (batches of `batch`; 1: single appends)."""
+    session = f"fan-out-{batch}"
+    start = rt.current_cursor(session)
+    subs = [rt.subscribe_after(start) for _ in range(SUBSCRIBERS)]
+    ready = threading.Barrier(SUBSCRIBERS + 1)
+    threads = [
+        threading.Thread(target=_drain, args=(sub, events, ready), daemon=True)
+        for sub in subs
+        if isinstance(sub, Subscription)
+    ]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    began = stopwatch()
+    if batch == 1:
+        for _ in range(events):
+            rt.replay_append(session, PAYLOAD)
+    else:
+        payloads = [PAYLOAD] * batch
+        for _ in range(events // batch):
+            rt.replay_append_many(session, payloads)
+    for thread in threads:
+        thread.join()
+    took = stopwatch() - began
+    lags = rt.metrics()["replay_subscriber_lags"]
+    assert lags == 0, f"{lags} subscribers lagged: raise subscriber_queue_size"
+    for sub in subs:
+        sub.close()  # type: ignore[union-attr]
+    return events * SUBSCRIBERS / took
+
+
+def bench_broadcast(events: int) -> float:
+    dones = [threading.Event() for _ in range(SUBSCRIBERS)]
+    refs = [PykkaCounter.start(events, done) for done in dones]
+    try:
+        began = stopwatch()
+        for _ in range(events):
+            pykka.ActorRegistry.broadcast(PAYLOAD, target_class=PykkaCounter)
+        for done in dones:
+            done.wait()
+        return events * SUBSCRIBERS / (stopwatch() - began)
+    finally:
+        for ref in refs:
+            ref.stop(block=False)
+        pykka.ActorRegistry.stop_all()
+
+
+def bench_replay_after(rt: Runtime, calls: int) -> dict[str, float]:
+    first = rt.current_cursor("replay")  # position 0: the whole buffer comes after it
+    rt.replay_append_many("replay", [PAYLOAD] * 2048)
+    result = rt.replay_after(first)
+    assert isinstance(result, Replayed), result
+    assert len(result.events) == 2048
+    green = []
+    for _ in range(calls):
+        began = stopwatch()
+        rt.replay_after(first)
+        green.append(stopwatch() - began)
+
+    ref = PykkaLog.start()
+    try:
+        for _ in range(2048):
+            ref.tell(PAYLOAD)
+        assert len(ref.ask("snapshot")) == 2048
+        base = []
+        for _ in range(calls):
+            began = stopwatch()
+            ref.ask("snapshot")
+            base.append(stopwatch() - began)
+    finally:
+        ref.stop()
+    return {"green": statistics.median(green), "baseline": statistics.median(base)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke test)")
+    args = parser.parse_args()
+    scale = 0.1 if args.quick else 1.0
+    appends = int(20_000 * scale)
+    fan_events = int(10_000 * scale)
+    single_events = int(2_000 * scale)
+    calls = int(2_000 * scale)
+
+    config = attrs.evolve(
+        RuntimeConfig(), subscriber_queue_size=fan_events + BATCH, max_events_per_session=2048
+    )
+    with Runtime.open(":memory:", config=config) as rt:
+        a = bench_append(rt, appends)
+        print("append into one buffer, one host thread (events/s; ratio greenroom/pykka)")
+        print(
+            f"  {'single (ask each)':22} greenroom {a['single']:>10,.0f}  "
+            f"pykka ask {a['baseline']:>10,.0f}  ratio {a['single'] / a['baseline']:.2f}"
+        )
+        print(
+            f"  {'batches of ' + str(BATCH):22} greenroom {a['batched']:>10,.0f}  "
+            f"pykka ask {a['baseline']:>10,.0f}  ratio {a['batched'] / a['baseline']:.2f}"
+        )
+
+        print(
+            f"fan-out to {SUBSCRIBERS} subscribers, each drained by its own thread "
+            "(deliveries/s; ratio greenroom/pykka)"
+        )
+        # Alternate, so drift in the machine's load hits both alike.
+        green_batched, green_single, base = [], [], []
+        for _ in range(2):
+            green_batched.append(bench_fan_out(rt, fan_events, BATCH))
+            base.append(bench_broadcast(fan_events))
+            green_single.append(bench_fan_out(rt, single_events, 1))
+        broadcast = max(base)
+        for label, figures in (
+            (f"batches of {BATCH}", green_batched),
+            ("single appends", green_single),
+        ):
+            best = max(figures)
+            print(
+                f"  {label:22} greenroom {best:>10,.0f}  broadcast {broadcast:>10,.0f}  "
+                f"ratio {best / broadcast:.2f}"
+            )
+        print(
+            "  (a single replay_append is an ask: the appender waits for its cursor, so the\n"
+            "   100 subscriber threads wake once per event; broadcast is a tell, and batches\n"
+            "   give the subscribers many events per wake-up as well)"
+        )
+
+        r = bench_replay_after(rt, calls)
+        print("replay_after of 2,048 events (time per call, median; ratio greenroom/pykka)")
+        print(
+            f"  {'whole buffer':22} greenroom {r['green'] * 1e6:>8.1f} us  "
+            f"pykka ask {r['baseline'] * 1e6:>8.1f} us  ratio {r['green'] / r['baseline']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Replay cursors: the opaque strings a client keeps to resume a session's events.
+
+    v1:<epoch>:<revision>:<position>:<session_id>
+
+* `v1`: the format's version; any other prefix is refused.
+* `epoch`: 16 lowercase hex digits, random per replay-buffer incarnation. A buffer
+  made again (after it was dropped, or in a new process) has a new epoch, so a cursor
+  from before can never silently replay the wrong suffix.
+* `revision`: the session revision the cursor was made at (a non-negative integer).
+* `position`: the position of the last event the holder has seen (0: none yet).
+* `session_id`: last, so it may itself contain `:`.
+
+Clients treat cursors as opaque: they only store them and hand them back. Integers
+are canonical (no sign, no leading zero, at most 19 digits), so a cursor parses back
+to exactly the parts it was made from, and formatting them again gives the same
+string.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from runtime.errors import MalformedCursor, WrongSession
+
+__all__ = ["CURSOR_VERSION", "ParsedCursor", "format_cursor", "parse_cursor"]
+
+CURSOR_VERSION = "v1"
+EPOCH_HEX_DIGITS = 16
+_MAX_DIGITS = 19  # below 2**63: an int a cursor may carry
+_HEX = frozenset("0123456789abcdef")
+_SHOWN = 60  # characters of a bad cursor quoted in an error message
+
+
+@attrs.frozen
+class ParsedCursor:
+    """The parts of a cursor (see the module docstring)."""
+
+    epoch: str
+    revision: int
+    position: int
+    session_id: str
+
+    def format(self) -> str:
+        """The cursor string these parts make."""
+        return format_cursor(self.epoch, self.revision, self.position, self.session_id)
+
+
+def format_cursor(epoch: str, revision: int, position: int, session_id: str) -> str:
+    """The cursor string for these parts (callers pass parts that are already valid)."""
+    return f"{CURSOR_VERSION}:{epoch}:{revision}:{position}:{session_id}"
+
+
+def _shown(cursor: str) -> str:
+    return repr(cursor if len(cursor) <= _SHOWN else cursor[:_SHOWN] + "...")
+
+
+def _number(text: str, part: str, cursor: str) -> int:
+    if not text:
+        raise MalformedCursor(f"malformed cursor {_shown(cursor)}: its {part} is empty")
+    if not (text.isascii() and text.isdigit()):
+        raise MalformedCursor(
+            f"malformed cursor {_shown(cursor)}: its {part} {text[:20]!r} is not a "
+            "non-negative integer"
+        )
+    if len(text) > 1 and text[0] == "0":
+        raise MalformedCursor(
+            f"malformed cursor {_shown(cursor)}: its {part} {text[:20]!r} has a leading zero"
+        )
+    if len(text) > _MAX_DIGITS:
+        raise MalformedCursor(
+            f"malformed cursor {_shown(cursor)}: its {part} has more than {_MAX_DIGITS} digits"
+        )
+    return int(text)
+
+
+def parse_cursor(cursor: object, *, session_id: str | None = None) -> ParsedCursor:
+    """The parts of `cursor`; `MalformedCursor` naming the part that is wrong.
+
+    With `session_id`, a cursor of another session raises `WrongSession`.
+    """
+    if not isinstance(cursor, str):
+        raise MalformedCursor(f"a cursor is a str, got {type(cursor).__name__}")
+    parts = cursor.split(":", 4)
+    if parts[0] != CURSOR_VERSION:
+        raise MalformedCursor(
+            f"malformed cursor {_shown(cursor)}: it does not start with "
+            f"{CURSOR_VERSION + ':'!r} (its version prefix); use a cursor this runtime gave"
+        )
+    names = ("epoch", "revision", "position", "session id")
+    if len(parts) < 5:
+        missing = names[len(parts) - 1]
+        raise MalformedCursor(f"malformed cursor {_shown(cursor)}: its {missing} is missing")
+    _version, epoch, revision, position, sid = parts
+    if len(epoch) != EPOCH_HEX_DIGITS or not _HEX.issuperset(epoch):
+        raise MalformedCursor(
+            f"malformed cursor {_shown(cursor)}: its epoch {epoch[:20]!r} is not "
+            f"{EPOCH_HEX_DIGITS} lowercase hex digits"
+        )
+    parsed_revision = _number(revision, "revision", cursor)
+    parsed_position = _number(position, "position", cursor)
+    if not sid:
+        raise MalformedCursor(f"malformed cursor {_shown(cursor)}: its session id is empty")
+    if session_id is not None and sid != session_id:
+        raise WrongSession(
+            f"cursor belongs to session {sid!r}, not {session_id!r}; use a cursor of "
+            f"session {session_id!r}"
+        )
+    return ParsedCursor(epoch, parsed_revision, parsed_position, sid)

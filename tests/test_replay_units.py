@@ -1,0 +1,212 @@
+"""Units of the replay parts: a `Subscription`'s queue and a `Follower`'s recovery."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from actors.replay import TRIM
+from runtime import FakeClock, Runtime
+from runtime.cursor import parse_cursor
+from runtime.errors import Stopped, SubscriberLagged, Timeout
+from runtime.replay import Follower, Gap, ObservationEvent, Subscription
+
+from .actors_for_tests import Block, Counter
+
+WAIT = 10.0
+
+
+def event(position: int, session_id: str = "s") -> ObservationEvent:
+    return ObservationEvent(session_id, 0, position, f"c{position}", position)
+
+
+def test_offer_then_take_in_order() -> None:
+    sub = Subscription("s", "c0", capacity=10)
+    sub._start([event(1), event(2)])
+    assert sub._offer([event(3)])
+    assert sub._offer([event(4), event(5)])
+    assert [sub.next_event(timeout=0).position for _ in range(5)] == [1, 2, 3, 4, 5]
+    assert sub.cursor == "c5"
+    assert sub.pending == 0
+
+
+def test_overflow_lags_and_drops_the_queue() -> None:
+    sub = Subscription("s", "c0", capacity=3)
+    sub._start([event(1)])  # replayed: not counted against the capacity
+    assert sub._offer([event(2), event(3)])
+    assert sub.next_event(timeout=0).position == 1
+    assert not sub._offer([event(4), event(5)])  # 2 waiting + 2 > 3
+    assert sub._lagged
+    assert sub.closed
+    assert sub.pending == 0
+    with pytest.raises(SubscriberLagged) as caught:
+        sub.next_event(timeout=0)
+    assert (caught.value.missed, caught.value.resume_cursor) == (4, "c1")
+    assert not sub._offer([event(6)])  # detached: takes nothing more
+
+
+def test_a_stop_gives_what_was_queued_then_stopped() -> None:
+    sub = Subscription("s", "c0", capacity=10)
+    sub._offer([event(1)])
+    sub._stop("runtime closed")
+    sub._stop("twice")  # the first reason stays
+    assert not sub._offer([event(2)])
+    assert sub.next_event().position == 1
+    with pytest.raises(Stopped, match="runtime closed"):
+        sub.next_event()
+
+
+def test_close_drops_the_queue_and_reports_once() -> None:
+    closed: list[Subscription] = []
+    sub = Subscription("s", "c0", capacity=10, on_close=closed.append)
+    sub._offer([event(1)])
+    sub.close()
+    sub.close()
+    assert closed == [sub]
+    with pytest.raises(Stopped, match="was closed"):
+        sub.next_event(timeout=0)
+    assert list(sub) == []
+
+
+def test_a_lagged_subscription_closed_by_its_holder_is_not_reported() -> None:
+    closed: list[Subscription] = []
+    sub = Subscription("s", "c0", capacity=1, on_close=closed.append)
+    sub._offer([event(1), event(2)])
+    sub.close()
+    assert closed == []  # the buffer let it go already
+
+
+def test_a_timed_out_wait_leaves_the_subscription_usable() -> None:
+    sub = Subscription("s", "c0", capacity=10)
+    with pytest.raises(Timeout):
+        sub.next_event(timeout=0)
+    assert sub._waiters == []
+    sub._offer([event(1)])
+    assert sub.next_event(timeout=0).position == 1
+
+
+def test_two_waiting_consumers_each_get_an_event() -> None:
+    sub = Subscription("s", "c0", capacity=10)
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def consume() -> None:
+        position = sub.next_event(timeout=WAIT).position
+        with lock:
+            got.append(position)
+
+    threads = [threading.Thread(target=consume, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for _ in range(50_000_000):  # spin (no sleep) until both wait
+        if len(sub._waiters) == 2:
+            break
+    sub._offer([event(1)])
+    sub._offer([event(2)])
+    for thread in threads:
+        thread.join(WAIT)
+    assert sorted(got) == [1, 2]
+
+
+# -- Follower, on a scripted subscribe ------------------------------------------------
+
+
+def test_follower_resubscribes_from_the_last_cursor_it_gave() -> None:
+    asked: list[str] = []
+    first = Subscription("s", "c0", capacity=1)
+    second = Subscription("s", "c1", capacity=10)
+    subs = iter([first, second])
+
+    def subscribe(cursor: str) -> Subscription | Gap:
+        asked.append(cursor)
+        return next(subs)
+
+    follower = Follower(subscribe, "c0")
+    first._offer([event(1)])
+    assert follower.next_item(timeout=0) == event(1)
+    first._offer([event(2), event(3)])  # lags
+    second._start([event(2), event(3)])
+    assert [follower.next_item(timeout=0) for _ in range(2)] == [event(2), event(3)]
+    assert asked == ["c0", "c1"]
+    assert follower.lags == 1
+    follower.close()
+    assert second.closed
+    with pytest.raises(Stopped):
+        follower.next_item()
+
+
+def test_follower_yields_each_gap_once_then_goes_on_from_its_tail() -> None:
+    asked: list[str] = []
+    gap = Gap("s", "trimmed", "c0", "c9", 0, 5, "gone")
+    sub = Subscription("s", "c9", capacity=10)
+    results = iter([gap, sub])
+
+    def subscribe(cursor: str) -> Subscription | Gap:
+        asked.append(cursor)
+        return next(results)
+
+    with Follower(subscribe, "c0") as follower:
+        assert next(follower) is gap
+        assert follower.cursor == "c9"
+        sub._offer([event(10)])
+        assert next(follower) == event(10)
+        assert asked == ["c0", "c9"]
+        assert follower.gaps == 1
+    assert sub.closed
+
+
+# -- a buffer retiring under a call (white-box: the order of its mail is arranged) ----
+
+
+def spin_until(condition: Callable[[], bool]) -> None:
+    """Spin (no sleep) until `condition()` holds."""
+    for _ in range(50_000_000):
+        if condition():
+            return
+    pytest.fail("condition never held")
+
+
+def test_an_ask_queued_behind_a_retirement_goes_to_a_fresh_buffer(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    rt = open_rt(dispatcher_threads=1, slow_handler_warning_s=None, replay_trim_interval_s=1e6)
+    old = rt.current_cursor("s")
+    ref = rt.get_actor("replay_buffer", rt.actor_ids("replay_buffer")[0])
+    fake_clock.advance(121)  # idle for longer than max_event_age_s; no tick yet
+    blocker = rt.spawn(Counter)
+    release = threading.Event()
+    blocker.tell(Block(release))  # holds the only dispatcher thread
+    spin_until(lambda: len(blocker.actor_inbox) == 0)
+    ref.tell(TRIM)  # the buffer will retire on this...
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(rt.current_cursor("s")), daemon=True)
+    thread.start()
+    spin_until(lambda: len(ref.actor_inbox) == 2)  # ...with this ask queued behind it
+    release.set()
+    thread.join(WAIT)
+    assert len(out) == 1
+    new = out[0]
+    assert isinstance(new, str)
+    assert parse_cursor(new).epoch != parse_cursor(old).epoch
+    metrics = rt.metrics()
+    assert metrics["replay_buffers_dropped"] == 1
+    assert metrics["replay_buffers"] == 1
+    assert metrics["ask_errors"] == 0
+
+
+def test_an_ask_to_a_buffer_already_stopped_goes_to_a_fresh_buffer(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    rt = open_rt(replay_trim_interval_s=1e6)
+    old = rt.current_cursor("s")
+    ref = rt._replay_buffers["s"]
+    fake_clock.advance(121)
+    ref.tell(TRIM)
+    rt.settle()
+    assert not ref.is_alive()
+    rt._replay_buffers["s"] = ref  # as a caller that looked it up just before
+    new = rt.current_cursor("s")
+    assert parse_cursor(new).epoch != parse_cursor(old).epoch
+    assert rt._replay_buffers["s"] is not ref
