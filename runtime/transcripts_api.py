@@ -1,19 +1,382 @@
-"""The `Runtime` facade's transcripts methods (a mixin of `Runtime`)."""
+"""The `Runtime` facade's transcripts methods (a mixin of `Runtime`).
+
+    t = rt.transcript_create(model="anthropic:claude-sonnet-4-5")
+    t.on_turn_end([UserMessage("hi"), AssistantMessage("hello")])
+    t.close()
+    t = rt.transcript_resume(t.path)   # same context, usage and next entry id
+    f = rt.transcript_fork(t.path)     # a new file with only the active branch
+
+Opening work (creating the file, or reading back and repairing an existing one, up to
+100,000 entries and more) runs here on the caller's thread, never on a dispatcher
+thread; the transcript's actor starts afterwards with the file and the state in hand.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.errors import InvalidInput, InvalidTransition
+from runtime.transcripts import DURABILITIES, CompactionConfig
+
+if TYPE_CHECKING:
+    from actors.base import GreenroomActorRef
+    from runtime.logformat import Header, LogFile, TranscriptState
+    from runtime.transcripts import RecoveryReport, Transcript
+
 __all__ = ["TranscriptsAPI"]
+
+log = logging.getLogger("greenroom.transcripts")
+
+_DEFAULT_COMPACTION = CompactionConfig()
+
+
+def _check_str(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a str, got {type(value).__name__}")
+
+
+def _check_path(name: str, value: Any) -> Path:
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        raise InvalidInput(f"{name} must be a non-empty path (str or Path), got {value!r}")
+    return Path(value).resolve()
+
+
+def _create_file(
+    folder: Path, make_header: Callable[[str], Header], *, sync: bool
+) -> tuple[LogFile, Header]:
+    """A new `<random id>.jsonl` in `folder`, created exclusively, with its header."""
+    from runtime.errors import StorageError
+    from runtime.logformat import LogFile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(f"cannot create transcript folder {str(folder)!r}: {error}") from error
+    while True:
+        header = make_header(secrets.token_hex(8))
+        path = folder / f"{header.session_id}.jsonl"
+        try:
+            return LogFile.create(path, header, sync=sync), header
+        except FileExistsError:
+            continue  # 64 random bits taken already: draw again, never overwrite
+        except OSError as error:
+            raise StorageError(f"cannot create transcript {str(path)!r}: {error}") from error
 
 
 class TranscriptsAPI:
     """`Runtime` methods for transcripts; `Runtime` inherits them."""
 
+    if TYPE_CHECKING:
+        from runtime.clock import Clock
+        from runtime.config import RuntimeConfig
+        from runtime.metrics import Metrics
+        from runtime.store import Store
+
+        _store: Store
+        _clock: Clock
+        _config: RuntimeConfig
+        _metrics: Metrics
+        _lock: threading.Lock
+        _actors: dict[str, dict[str, Any]]
+
+        def _check_open(self) -> None: ...
+        def _refuse_inside_actor(self, what: str) -> None: ...
+        def spawn(self, actor_class: Any, *args: Any, **kwargs: Any) -> GreenroomActorRef: ...
+
     def _init_transcripts(self) -> None:
         """Set up this part's state; called once from `Runtime.__init__`."""
+        self._transcripts_lock = threading.Lock()
+        self._transcripts_temp_dir: Path | None = None
 
     def _transcripts_metrics(self) -> dict[str, int]:
         """This part's counters (at zero until bumped) and gauges for `metrics()`."""
-        return {}
+        from actors.transcript import TranscriptActor
+
+        with self._lock:  # the runtime's lookup of running actors
+            running = sum(1 for ref in self._actors.get(TranscriptActor.kind, {}).values() if ref)
+        return {
+            "transcripts_created": 0,
+            "transcripts_resumed": 0,
+            "transcripts_forked": 0,
+            "transcripts_closed": 0,
+            "transcript_turns": 0,
+            "transcript_entries_written": 0,
+            "transcript_fsyncs": 0,
+            "transcript_write_failures": 0,
+            "transcript_compactions": 0,
+            "transcript_compaction_failures": 0,
+            "transcript_branch_moves": 0,
+            "transcript_repairs": 0,
+            "transcript_corrupt_lines": 0,
+            "transcript_leaf_fallbacks": 0,
+            "transcripts_open": running,
+        }
 
     def _close_transcripts(self) -> None:
-        """Release this part's resources; `close()` calls it after every actor stopped."""
+        """Release this part's resources; `close()` calls it after every actor stopped.
+
+        Each transcript's actor flushed and closed its file in `on_stop`; nothing is left.
+        """
+
+    # -- the folder --------------------------------------------------------------------
+
+    @property
+    def transcript_dir(self) -> Path:
+        """The folder new transcripts go to (`RuntimeConfig.transcript_dir`; by default
+        `<database>.transcripts` beside the database, a temporary folder for
+        `":memory:"`). Created on first use."""
+        configured = self._config.transcript_dir
+        if configured is not None:
+            return Path(configured).resolve()
+        if self._store.path == ":memory:":
+            with self._transcripts_lock:
+                if self._transcripts_temp_dir is None:
+                    self._transcripts_temp_dir = Path(
+                        tempfile.mkdtemp(prefix="greenroom-transcripts-")
+                    ).resolve()
+                return self._transcripts_temp_dir
+        db = Path(self._store.path).resolve()
+        return db.with_name(db.name + ".transcripts")
+
+    # -- opening -----------------------------------------------------------------------
+
+    def transcript_create(
+        self,
+        *,
+        directory: str | os.PathLike[str] | None = None,
+        cwd: str = ".",
+        model: str = "",
+        compaction: CompactionConfig = _DEFAULT_COMPACTION,
+        durability: str | None = None,
+    ) -> Transcript:
+        """Start a new transcript: a new `<session id>.jsonl` file in `directory`
+        (default `transcript_dir`), created exclusively, with its session header.
+
+        `model` (`"provider:model"`) is recorded in the header and prices `cost()`;
+        `durability` is `"turn"` (one fsync per turn), `"entry"` or `"none"`, `None`
+        meaning `RuntimeConfig.transcript_durability`.
+        """
+        from runtime.logformat import Header, TranscriptState, iso_utc
+        from runtime.transcripts import RecoveryReport
+
+        self._check_open()
+        self._refuse_inside_actor("transcript_create()")
+        folder = self.transcript_dir if directory is None else _check_path("directory", directory)
+        _check_str("cwd", cwd)
+        _check_str("model", model)
+        compaction, durability = self._transcript_options(compaction, durability)
+        now = iso_utc(self._clock.now_ms())
+        file, header = _create_file(
+            folder,
+            lambda session_id: Header(session_id, now, cwd, None, model),
+            sync=durability != "none",
+        )
+        path = file.path
+        session_id = header.session_id
+        self._metrics.incr("transcripts_created")
+        log.info("transcript %s created at %s", session_id, path)
+        return self._start_transcript(
+            file, header, TranscriptState(), RecoveryReport(str(path)), compaction, durability
+        )
+
+    def transcript_resume(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        model: str | None = None,
+        compaction: CompactionConfig = _DEFAULT_COMPACTION,
+        durability: str | None = None,
+    ) -> Transcript:
+        """Reopen a transcript file and carry on appending to it.
+
+        The active branch is the one the last leaf points at; its context, the usage over
+        the whole file and the next entry id are what the live transcript had. A last
+        line cut short by a crash is repaired, corrupt lines are skipped; both are in
+        `Transcript.recovery` (and logged). `model=None` takes the header's. The
+        summarizer is host code and is not in the file: pass `compaction` again.
+        `NotFound` when there is no such file, `StorageError` when it is not a
+        transcript, `InvalidTransition` when it is open already.
+        """
+        from runtime.logformat import LogFile, load
+
+        self._check_open()
+        self._refuse_inside_actor("transcript_resume()")
+        where = _check_path("path", path)
+        if model is not None:
+            _check_str("model", model)
+        compaction, durability = self._transcript_options(compaction, durability)
+        file = LogFile.open_existing(where)
+        try:
+            loaded = load(where, repair=True)
+            file.refresh_size()
+        except BaseException:
+            file.close(sync=False)
+            raise
+        self._count_recovery(loaded.recovery)
+        self._metrics.incr("transcripts_resumed")
+        header = loaded.header
+        if model is not None:
+            header = header._replace(model=model)
+        log.info(
+            "transcript %s resumed from %s (%d entries)",
+            header.session_id,
+            where,
+            len(loaded.state.nodes),
+        )
+        return self._start_transcript(
+            file, header, loaded.state, loaded.recovery, compaction, durability
+        )
+
+    def transcript_fork(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        directory: str | os.PathLike[str] | None = None,
+        model: str | None = None,
+        compaction: CompactionConfig = _DEFAULT_COMPACTION,
+        durability: str | None = None,
+    ) -> Transcript:
+        """A new transcript holding only the active branch of the file at `path`.
+
+        The new file (in `directory`, default `transcript_dir`) has a new session id and
+        `parent_session` set to the source's; the branch's entries keep their ids, so the
+        fork's next entry id continues after them. The source is only read (a transcript
+        open elsewhere may be forked); what reading it found is the fork's `recovery`.
+        Usage counts the copied assistant messages' own usage.
+        """
+        from runtime.logformat import (
+            Header,
+            compaction_entry,
+            encode,
+            iso_utc,
+            leaf_entry,
+            load,
+            message_entry,
+        )
+        from runtime.transcripts import CompactionSummary
+
+        self._check_open()
+        self._refuse_inside_actor("transcript_fork()")
+        source_path = _check_path("path", path)
+        folder = self.transcript_dir if directory is None else _check_path("directory", directory)
+        if model is not None:
+            _check_str("model", model)
+        compaction, durability = self._transcript_options(compaction, durability)
+        source = load(source_path, repair=False)
+        self._count_recovery(source.recovery)
+        state = source.state
+        chain = state.chain(state.tip)
+        state.notes.clear()  # reported by load already
+        now = iso_utc(self._clock.now_ms())
+        lines: list[bytes] = []
+        for index, node in enumerate(chain):
+            parent = node.parent_id if index else None  # the branch's root is the fork's
+            when = node.timestamp or now
+            if type(node.message) is CompactionSummary:
+                entry = compaction_entry(node.id, parent, when, node.message)
+            else:
+                entry = message_entry(node.id, parent, when, node.message)
+            lines.append(encode(entry))
+        if chain:
+            tip = chain[-1].id
+            lines.append(encode(leaf_entry(str(state.next_seq), tip, now, tip)))
+        sync = durability != "none"
+        file, header = _create_file(
+            folder,
+            lambda session_id: Header(
+                session_id,
+                now,
+                source.header.cwd,
+                source.header.session_id,
+                source.header.model if model is None else model,
+            ),
+            sync=False,  # synced with the entries below
+        )
+        new_path = file.path
+        session_id = header.session_id
+        try:
+            if lines:
+                file.append(lines, "turn" if sync else "none")
+            forked = load(new_path, repair=False)
+        except BaseException:
+            file.close(sync=False)
+            new_path.unlink(missing_ok=True)
+            raise
+        self._metrics.incr("transcripts_forked")
+        log.info(
+            "transcript %s forked from %s (%d entries on its branch) at %s",
+            session_id,
+            source.header.session_id,
+            len(chain),
+            new_path,
+        )
+        return self._start_transcript(
+            file, header, forked.state, source.recovery, compaction, durability
+        )
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _transcript_options(self, compaction: Any, durability: Any) -> tuple[CompactionConfig, str]:
+        if not isinstance(compaction, CompactionConfig):
+            raise InvalidInput(
+                f"compaction must be a CompactionConfig, got {type(compaction).__name__}"
+            )
+        if durability is None:
+            durability = self._config.transcript_durability
+        if durability not in DURABILITIES:
+            raise InvalidInput(
+                f"durability must be one of {', '.join(DURABILITIES)} (or None for the "
+                f"runtime's default), got {durability!r}"
+            )
+        return compaction, durability
+
+    def _count_recovery(self, report: RecoveryReport) -> None:
+        if report.truncated_line is not None:
+            self._metrics.incr("transcript_repairs")
+        if report.corrupt_lines:
+            self._metrics.incr("transcript_corrupt_lines", len(report.corrupt_lines))
+        if report.fallback_entry_id is not None:
+            self._metrics.incr("transcript_leaf_fallbacks")
+
+    def _start_transcript(
+        self,
+        file: LogFile,
+        header: Header,
+        state: TranscriptState,
+        recovery: RecoveryReport,
+        compaction: CompactionConfig,
+        durability: str,
+    ) -> Transcript:
+        from actors.transcript import TranscriptActor
+        from runtime.transcripts import Transcript
+
+        if file.fsyncs:
+            self._metrics.incr("transcript_fsyncs", file.fsyncs)  # the header's, a fork's
+
+        try:
+            ref = self.spawn(
+                TranscriptActor,
+                file,
+                state,
+                model=header.model,
+                compaction=compaction,
+                durability=durability,
+                actor_id=header.session_id,
+            )
+        except InvalidTransition:
+            file.close(sync=False)
+            raise InvalidTransition(
+                f"session {header.session_id!r} is open already in this runtime (from "
+                f"another copy of its file); close it before opening {str(file.path)!r}"
+            ) from None
+        except BaseException:
+            file.close(sync=False)
+            raise
+        return Transcript(ref, header.session_id, str(file.path), recovery, header.model)

@@ -1,0 +1,553 @@
+"""Transcripts: the message model, compaction settings, results, and the `Transcript` handle.
+
+One transcript per agent conversation: an append-only JSONL file, owned by its own
+actor (`actors.transcript.TranscriptActor`), holding every message the host reports at
+the end of each turn, the compactions, and the branch pointers ("leaves").
+
+    t = rt.transcript_create(model="anthropic:claude-sonnet-4-5")
+    t.on_turn_end([UserMessage("hi"), AssistantMessage("hello", usage=Usage(12, 3))])
+    t.context()   # [UserMessage('hi'), AssistantMessage('hello', ...)]
+    t.usage()     # Usage(input_tokens=12, output_tokens=3, ...)
+    t.close()
+    again = rt.transcript_resume(t.path)  # the same context, usage and next entry id
+
+The log format, the recovery rules and the compaction rules are described in
+`runtime.logformat` and `runtime.compaction`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import attrs
+
+from runtime.errors import InvalidInput, Stopped
+from runtime.pricing import CostBreakdown, ModelPricing
+
+if TYPE_CHECKING:
+    from actors.base import GreenroomActorRef
+
+__all__ = [
+    "DURABILITIES",
+    "AssistantMessage",
+    "CompactionConfig",
+    "CompactionResult",
+    "CompactionSummary",
+    "CostBreakdown",
+    "Message",
+    "ModelPricing",
+    "RecoveryReport",
+    "ToolCall",
+    "ToolResult",
+    "Transcript",
+    "TurnResult",
+    "Usage",
+    "UserMessage",
+]
+
+DURABILITIES = ("turn", "entry", "none")
+"""`durability` choices: one fsync per turn, one per entry, or none (the OS decides)."""
+
+COMPACTION_RESERVE_TOKENS = 16_384
+"""Room kept free for the next answer when `threshold_tokens` is left to its default."""
+
+
+# -- validators ---------------------------------------------------------------------------
+
+
+def _text(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, str):
+        raise InvalidInput(
+            f"{type(inst).__name__}.{attribute.name} must be a str, got {type(value).__name__}"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidInput(
+            f"{type(inst).__name__}.{attribute.name} is not valid Unicode (a lone surrogate "
+            f"at position {error.start}); it could not be written to the log"
+        ) from None
+
+
+def _nonempty_text(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    _text(inst, attribute, value)
+    if not value:
+        raise InvalidInput(f"{type(inst).__name__}.{attribute.name} must not be empty")
+
+
+def _count(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(
+            f"{type(inst).__name__}.{attribute.name} must be an int >= 0, got {value!r}"
+        )
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _json_object(value: Any) -> tuple[dict[str, Any], int]:
+    """A copy of `value` through JSON, and the size of that JSON in UTF-8 bytes.
+
+    The copy is what the log will hold, so a resumed transcript's messages equal the
+    live ones, and later changes to the caller's dict change nothing here.
+    """
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            f"ToolCall.arguments must be a dict (a JSON object), got {type(value).__name__}"
+        )
+    try:
+        text = _ENCODER.encode(value)
+        size = len(text.encode("utf-8"))
+    except (TypeError, ValueError) as error:  # UnicodeEncodeError is a ValueError
+        raise InvalidInput(f"ToolCall.arguments must be JSON-serialisable: {error}") from None
+    return json.loads(text), size
+
+
+# -- the message model ----------------------------------------------------------------------
+
+
+@attrs.frozen
+class Usage:
+    """Tokens billed for one or more model calls (Python ints, never truncated)."""
+
+    input_tokens: int = attrs.field(default=0, validator=_count)
+    output_tokens: int = attrs.field(default=0, validator=_count)
+    cache_read_tokens: int = attrs.field(default=0, validator=_count)
+    cache_write_tokens: int = attrs.field(default=0, validator=_count)
+
+    @property
+    def total_tokens(self) -> int:
+        """All four kinds added up."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+
+ZERO_USAGE = Usage()
+
+
+@attrs.frozen
+class ToolCall:
+    """A tool call the assistant made; `arguments` is a JSON object (kept as a copy)."""
+
+    id: str = attrs.field(validator=_nonempty_text)
+    name: str = attrs.field(validator=_nonempty_text)
+    arguments: dict[str, Any] = attrs.field(factory=dict)
+    _size: int = attrs.field(init=False, default=0, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        arguments, size = _json_object(self.arguments)
+        object.__setattr__(self, "arguments", arguments)
+        object.__setattr__(self, "_size", size + len(self.name.encode("utf-8")))
+
+    @classmethod
+    def from_log(cls, id: str, name: str, arguments: Any) -> ToolCall:
+        """A call read back from a log line: `arguments` is fresh from `json.loads` (no
+        copy needed), only measured."""
+        if not isinstance(arguments, dict):
+            raise InvalidInput(f"ToolCall.arguments must be a dict, got {arguments!r}")
+        call = cls.__new__(cls)
+        _nonempty_text(call, _TOOL_CALL_FIELDS.id, id)
+        _nonempty_text(call, _TOOL_CALL_FIELDS.name, name)
+        size = len(_ENCODER.encode(arguments).encode("utf-8")) + len(name.encode("utf-8"))
+        object.__setattr__(call, "id", id)
+        object.__setattr__(call, "name", name)
+        object.__setattr__(call, "arguments", arguments)
+        object.__setattr__(call, "_size", size)
+        return call
+
+    @property
+    def size_bytes(self) -> int:
+        """The name's and the arguments' (compact JSON) size in UTF-8 bytes."""
+        return self._size
+
+
+_TOOL_CALL_FIELDS = attrs.fields(ToolCall)
+
+
+def _tool_calls(value: Any) -> tuple[ToolCall, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise InvalidInput(
+            f"AssistantMessage.tool_calls must be a sequence of ToolCall, got {value!r}"
+        )
+    calls = tuple(value)
+    for call in calls:
+        if not isinstance(call, ToolCall):
+            raise InvalidInput(
+                f"AssistantMessage.tool_calls must hold ToolCall objects, got {call!r}"
+            )
+    return calls
+
+
+def _usage(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, Usage):
+        raise InvalidInput(f"{type(inst).__name__}.{attribute.name} must be a Usage, got {value!r}")
+
+
+@attrs.frozen
+class UserMessage:
+    """What the user said: a turn starts with one."""
+
+    text: str = attrs.field(validator=_text)
+
+
+@attrs.frozen
+class AssistantMessage:
+    """A model answer: text, the tool calls it made, and what that call was billed."""
+
+    text: str = attrs.field(validator=_text)
+    tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_tool_calls)
+    usage: Usage = attrs.field(default=ZERO_USAGE, validator=_usage)
+
+
+@attrs.frozen
+class ToolResult:
+    """The result of the tool call `tool_call_id`."""
+
+    tool_call_id: str = attrs.field(validator=_nonempty_text)
+    text: str = attrs.field(validator=_text)
+    is_error: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+
+
+@attrs.frozen
+class CompactionSummary:
+    """Stands for every message before `first_kept_entry_id` in a compacted context."""
+
+    summary: str = attrs.field(validator=_text)
+    first_kept_entry_id: str = attrs.field(validator=_nonempty_text)
+    tokens_before: int = attrs.field(validator=_count)
+    tokens_after: int = attrs.field(validator=_count)
+
+
+Message: TypeAlias = UserMessage | AssistantMessage | ToolResult | CompactionSummary
+"""Anything in a transcript's context."""
+
+TURN_MESSAGES = (UserMessage, AssistantMessage, ToolResult)
+"""What a host may append with `on_turn_end` (summaries are the transcript's own)."""
+
+
+# -- settings and results -----------------------------------------------------------------
+
+
+def _positive(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInput(f"CompactionConfig.{attribute.name} must be an int > 0, got {value!r}")
+
+
+def _optional_positive(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None:
+        _positive(inst, attribute, value)
+
+
+def _optional_callable(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise InvalidInput(
+            f"CompactionConfig.{attribute.name} must be a callable(messages) -> str or None, "
+            f"got {value!r}"
+        )
+
+
+@attrs.frozen
+class CompactionConfig:
+    """When and how a transcript compacts its context.
+
+    Compaction triggers after a turn whose **current context** (the active branch after
+    the last compaction) is estimated above `threshold_tokens`; the estimate is the
+    usage of the newest assistant message since that compaction (input + output +
+    cache read + cache write: what that call's context was) plus bytes // 4 for any
+    message after it, or bytes // 4 of the whole context when no such usage is known.
+    `threshold_tokens=None` means `max(context_window_tokens - 16_384,
+    context_window_tokens * 8 // 10)`: 183,616 for the default 200,000 window.
+
+    Compaction keeps the newest messages up to `keep_recent_tokens` (bytes // 4 each),
+    cut at a turn boundary where it can be, never between a tool call and its result,
+    and replaces the rest with a summary from `summarizer(messages) -> str` (run on the
+    blocking pool; it may call an LLM) or, when `None`, a deterministic digest.
+    `enabled=False` turns the automatic trigger off; `Transcript.compact()` still works.
+    """
+
+    enabled: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    context_window_tokens: int = attrs.field(default=200_000, validator=_positive)
+    threshold_tokens: int | None = attrs.field(default=None, validator=_optional_positive)
+    keep_recent_tokens: int = attrs.field(default=20_000, validator=_positive)
+    summarizer: Callable[[list[Message]], str] | None = attrs.field(
+        default=None, validator=_optional_callable, eq=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        threshold = self.effective_threshold
+        if threshold > self.context_window_tokens:
+            raise InvalidInput(
+                f"CompactionConfig.threshold_tokens ({threshold}) must not exceed "
+                f"context_window_tokens ({self.context_window_tokens})"
+            )
+        if self.keep_recent_tokens >= threshold:
+            raise InvalidInput(
+                f"CompactionConfig.keep_recent_tokens ({self.keep_recent_tokens}) must be "
+                f"below the threshold ({threshold}), or every compaction would keep it all"
+            )
+
+    @property
+    def effective_threshold(self) -> int:
+        """`threshold_tokens`, or its default derived from the window (see the class)."""
+        if self.threshold_tokens is not None:
+            return self.threshold_tokens
+        window = self.context_window_tokens
+        return max(window - COMPACTION_RESERVE_TOKENS, window * 8 // 10)
+
+
+@attrs.frozen
+class CompactionResult:
+    """A compaction that happened: its entry, its summary and the new agent buffer.
+
+    `context` is what the agent should now hold: `[summary, ...kept messages]`.
+    """
+
+    reason: str
+    entry_id: str
+    summary: CompactionSummary
+    context: tuple[Message, ...]
+
+    @property
+    def first_kept_entry_id(self) -> str:
+        """The entry id of the oldest message kept verbatim."""
+        return self.summary.first_kept_entry_id
+
+    @property
+    def tokens_before(self) -> int:
+        """The context's estimated size before the compaction."""
+        return self.summary.tokens_before
+
+    @property
+    def tokens_after(self) -> int:
+        """The context's estimated size after it (summary + kept, bytes // 4)."""
+        return self.summary.tokens_after
+
+
+@attrs.frozen
+class TurnResult:
+    """What `on_turn_end` did: the entry ids given to the turn's messages (in order, for
+    `append_leaf`), the compaction it triggered (or `None`), and the context's
+    estimated size afterwards."""
+
+    entry_ids: tuple[str, ...]
+    compaction: CompactionResult | None
+    context_tokens: int
+
+
+@attrs.frozen
+class RecoveryReport:
+    """What opening a transcript file found and did; `clean` when nothing at all.
+
+    * `truncated_line`: the 1-based line number of a last line cut short by a crash,
+      repaired on open: cut off (`truncated_bytes` bytes), or completed with its
+      missing newline when it held a whole entry (`truncated_bytes == 0`).
+    * `corrupt_lines`: 1-based line numbers of lines skipped (not JSON, not an entry,
+      a duplicate id, an unknown entry type).
+    * `missing_leaf`: the entry id the last leaf pointed at when that entry is not in
+      the file; the branch then ends at `fallback_entry_id`, the newest intact entry
+      (also set, with `missing_leaf` `None`, when the file has no leaf at all).
+    * `unfinished_entries`: entries written after the last leaf that are not on the
+      active branch (a turn cut short by a crash); kept in the file, and counted in
+      `usage()`, but not in the context.
+    * `notes`: every finding in words, including broken parent links.
+
+    A fork's report is the one of reading its source file (the fork itself is new).
+    """
+
+    path: str
+    truncated_line: int | None = None
+    truncated_bytes: int = 0
+    corrupt_lines: tuple[int, ...] = ()
+    missing_leaf: str | None = None
+    fallback_entry_id: str | None = None
+    unfinished_entries: int = 0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        """Whether the file was read as written, with nothing skipped or repaired."""
+        return not self.notes
+
+
+# -- the handle -------------------------------------------------------------------------------
+
+
+class Transcript:
+    """A handle on one open transcript; every call is answered by the transcript's actor.
+
+    Get one from `rt.transcript_create`, `rt.transcript_resume` or `rt.transcript_fork`.
+    Calls wait for the actor's answer (do not call them from inside an actor's handler).
+    After `close()` (or the runtime's), every call raises `Stopped`.
+    """
+
+    __slots__ = ("_ref", "model", "path", "recovery", "session_id")
+
+    def __init__(
+        self,
+        ref: GreenroomActorRef,
+        session_id: str,
+        path: str,
+        recovery: RecoveryReport,
+        model: str,
+    ) -> None:
+        self._ref = ref
+        self.session_id = session_id
+        """The session's random id (also the file's name, without `.jsonl`)."""
+        self.path = path
+        """The absolute path of the JSONL file."""
+        self.recovery = recovery
+        """The `RecoveryReport` of opening the file (clean for a new transcript)."""
+        self.model = model
+        """The `provider:model` the transcript was created with (for `cost()`)."""
+
+    def _ask(self, message: Any) -> Any:
+        from pykka import ActorDeadError
+
+        from actors.transcript import summarizing
+
+        if getattr(summarizing, "session", None) == self.session_id:
+            from runtime.errors import InvalidTransition
+
+            raise InvalidTransition(
+                f"transcript {self.session_id!r} was called from its own summarizer, which "
+                "it waits for: the summarizer gets the messages to summarise as its argument"
+            )
+        try:
+            return self._ref.ask(message)
+        except ActorDeadError:
+            raise Stopped(
+                f"transcript {self.session_id!r} is closed; reopen it with "
+                f"rt.transcript_resume({self.path!r})"
+            ) from None
+
+    def on_turn_end(
+        self,
+        new_messages: Sequence[UserMessage | AssistantMessage | ToolResult],
+        usage: Usage | None = None,
+    ) -> TurnResult:
+        """Append the turn's messages and a leaf; compact if the context crossed the
+        threshold.
+
+        `usage` is the turn's total billed usage; `None` means the sum of the assistant
+        messages' usage. Raises `InvalidInput` for a bad message (nothing written),
+        `StorageError` when the file could not be written (nothing recorded, in memory
+        or on disk), and `CompactionError` when the compaction this turn triggered
+        failed: the turn itself is then saved, its `TurnResult` is the error's `turn`
+        attribute, and the transcript stays uncompacted.
+        """
+        from actors.transcript import TurnEnd
+
+        if isinstance(new_messages, str | bytes) or not isinstance(new_messages, Sequence):
+            raise InvalidInput(
+                f"new_messages must be a list of UserMessage, AssistantMessage and "
+                f"ToolResult, got {type(new_messages).__name__}"
+            )
+        messages = tuple(new_messages)
+        if not messages:
+            raise InvalidInput("a turn needs at least one message; nothing was written")
+        for message in messages:
+            if not isinstance(message, TURN_MESSAGES):
+                raise InvalidInput(
+                    f"a turn holds UserMessage, AssistantMessage and ToolResult objects, "
+                    f"got {message!r} (summaries are written by compaction only)"
+                )
+        if usage is not None and not isinstance(usage, Usage):
+            raise InvalidInput(f"usage must be a Usage or None, got {usage!r}")
+        return self._ask(TurnEnd(messages, usage))
+
+    def compact(self, reason: str = "manual") -> CompactionResult | None:
+        """Compact now, whatever the threshold; `None` when there is nothing to summarise
+        (the kept part would be the whole context). `CompactionError` if the summarizer
+        failed (nothing changed)."""
+        from actors.transcript import Compact
+
+        if not isinstance(reason, str) or not reason:
+            raise InvalidInput(f"reason must be a non-empty str, got {reason!r}")
+        return self._ask(Compact(reason))
+
+    def append_leaf(self, entry_id: str) -> None:
+        """Move the active branch to end at `entry_id`, an earlier message or compaction
+        entry (branching); the next turn continues from there. `NotFound` for an id
+        that is not a message or compaction entry of this transcript."""
+        from actors.transcript import AppendLeaf
+
+        if not isinstance(entry_id, str) or not entry_id:
+            raise InvalidInput(f"entry_id must be a non-empty str, got {entry_id!r}")
+        self._ask(AppendLeaf(entry_id))
+
+    def context(self) -> list[Message]:
+        """The agent buffer: `[summary?, ...kept, ...newer]` on the active branch."""
+        from actors.transcript import GET_CONTEXT
+
+        return self._ask(GET_CONTEXT)
+
+    def context_tokens(self) -> int:
+        """The estimated size of the current context (what the threshold is checked on)."""
+        from actors.transcript import GET_CONTEXT_TOKENS
+
+        return self._ask(GET_CONTEXT_TOKENS)
+
+    def usage(self) -> Usage:
+        """Cumulative usage over the whole file, every branch included."""
+        from actors.transcript import GET_USAGE
+
+        return self._ask(GET_USAGE)
+
+    def cost(self) -> CostBreakdown | None:
+        """What `usage()` cost at the model's pricing; `None` for an unknown model."""
+        from actors.transcript import GET_COST
+
+        return self._ask(GET_COST)
+
+    def next_entry_id(self) -> str:
+        """The id the next entry written will get (ids continue after a resume)."""
+        from actors.transcript import GET_NEXT_ID
+
+        return self._ask(GET_NEXT_ID)
+
+    def leaf_id(self) -> str | None:
+        """The entry the active branch ends at (`None` while the transcript is empty)."""
+        from actors.transcript import GET_TIP
+
+        return self._ask(GET_TIP)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the transcript's actor has stopped (closed, or the runtime closed)."""
+        return not self._ref.is_alive()
+
+    def close(self) -> None:
+        """Flush (fsync unless durability is `"none"`), release the file, stop the actor.
+
+        Waits for a compaction under way. Idempotent.
+        """
+        from pykka import ActorDeadError
+
+        from actors.transcript import CLOSE
+
+        try:
+            self._ref.ask(CLOSE)
+        except ActorDeadError:
+            return
+        finally:
+            self._ref.stop(block=True)  # even when the last fsync failed (raised here)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Transcript {self.session_id!r} {state} {self.path!r}>"
