@@ -2,7 +2,11 @@
 
     from runtime import Runtime, RuntimeConfig, FakeClock, SystemClock
 
-Errors live in `runtime.errors`; the actor base in `actors.base`.
+Each part's records are importable from here too: blocks (`Block`, `SessionStats`,
+...), executions (`FeedResult`, `LlmRequest`), transcripts (`UserMessage`,
+`Transcript`, `CompactionConfig`, ...) and replay buffers (`ObservationEvent`,
+`Replayed`, `Gap`, `Subscription`). Errors live in `runtime.errors`; the actor base in
+`actors.base`.
 """
 
 import logging
@@ -26,20 +30,39 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ArchiveResult",
+    "AssistantMessage",
     "Block",
     "Clock",
+    "CompactionConfig",
+    "CompactionResult",
+    "CompactionSummary",
+    "CostBreakdown",
     "FakeClock",
+    "FeedResult",
     "FileInfo",
+    "Gap",
+    "LlmRequest",
+    "ModelPricing",
+    "ObservationEvent",
     "OutputRead",
+    "RecoveryReport",
+    "Replayed",
     "RestoreResult",
     "Runtime",
     "RuntimeConfig",
     "SessionStats",
     "Store",
     "StoredObject",
+    "Subscription",
     "SweepStats",
     "SystemClock",
     "TimerHandle",
+    "ToolCall",
+    "ToolResult",
+    "Transcript",
+    "TurnResult",
+    "Usage",
+    "UserMessage",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -145,3 +145,14 @@ def test_memory_store_for_throwaway_use() -> None:
     with Runtime.open(":memory:", clock=FakeClock()) as rt:
         rt.store.ensure_object("block", "b")
         assert rt.store.list_ids("block") == ["b"]
+
+
+def test_every_public_name_is_importable_from_runtime() -> None:
+    import runtime
+
+    for name in runtime.__all__:
+        assert getattr(runtime, name) is not None, name
+    for name in ("FeedResult", "LlmRequest", "Transcript", "Gap", "Subscription", "Block"):
+        assert name in runtime.__all__
+    with pytest.raises(AttributeError):
+        runtime.NoSuchThing  # noqa: B018
