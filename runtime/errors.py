@@ -16,6 +16,7 @@ __all__ = [
     "AlreadyResponded",
     "CompactionError",
     "ExecutionCancelled",
+    "ExecutionTimeout",
     "FutureTimeout",
     "GreenroomError",
     "InvalidInput",
@@ -111,6 +112,18 @@ class UnknownQuery(NotFound):
 
 class AlreadyResponded(InvalidTransition):
     """A query was already answered, with a different response."""
+
+
+class ExecutionTimeout(Timeout):
+    """An execution neither paused nor finished within the `timeout` given.
+
+    The session goes on (an answer already fed stays applied) and stays visible and
+    cancellable: `session_id` names it.
+    """
+
+    def __init__(self, message: str, session_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
 
 
 class ExecutionCancelled(GreenroomError):

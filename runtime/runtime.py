@@ -519,10 +519,16 @@ class Runtime(ExecutionsAPI, TranscriptsAPI, ReplayAPI):
                 f"{what} was called from a handler of actor {actor.name}; it would wait for "
                 "that handler to finish. Call it from the host's own thread."
             )
-        if BlockingPool.current() is self._blocking:
+        pool = BlockingPool.current()
+        if pool is not None and pool is self._blocking:
             raise InvalidTransition(
                 f"{what} was called from a run_blocking job; it would wait for that job "
                 "to finish. Call it from the host's own thread."
+            )
+        if pool is not None and pool is getattr(self, "_strategy_pool", None):
+            raise InvalidTransition(
+                f"{what} was called from a strategy running on the strategy pool; it "
+                "would wait for that strategy. Call it from the host's own thread."
             )
 
     def _stop_actors(self) -> None:
