@@ -17,6 +17,7 @@ about 12 ms for a 20,000-entry branch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -26,7 +27,7 @@ import attrs
 
 from actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
 from runtime.compaction import choose_cut, context_tokens, default_summarizer
-from runtime.errors import CompactionError, InvalidTransition, NotFound, Stopped
+from runtime.errors import CompactionError, InvalidTransition, NotFound, Stopped, StorageError
 from runtime.logformat import (
     LogFile,
     Node,
@@ -120,9 +121,17 @@ def _summarise(session_id: str, summarizer: Any, messages: list[Message]) -> str
         summarizing.session = None
     if not isinstance(summary, str) or not summary.strip():
         raise CompactionError(
-            f"the summarizer must return a non-empty str, it returned {summary!r}; the "
+            f"the summarizer must return a non-empty str, it returned {summary!r:.200}; the "
             "transcript was not compacted"
         )
+    try:
+        summary.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise CompactionError(
+            "the summarizer returned text that is not valid Unicode (a lone surrogate at "
+            f"position {error.start}), which the log cannot hold; the transcript was not "
+            "compacted"
+        ) from None
     return summary
 
 
@@ -163,9 +172,14 @@ class TranscriptActor(GreenroomActor):
         for _message, reply in self._queued:
             reply.fail(stopped)
         self._queued.clear()
-        self._close_file()
+        # A failed last fsync is counted and logged in _close_file; nobody waits for
+        # this stop's answer to raise it to (the runtime is closing, or close() raised).
+        with contextlib.suppress(StorageError):
+            self._close_file()
 
     def _close_file(self) -> None:
+        """fsync (unless durability is "none") and close the file; `StorageError`
+        (counted as a write failure, logged) when that fails: the file is closed anyway."""
         if self._closed:
             return
         self._closed = True
@@ -173,6 +187,10 @@ class TranscriptActor(GreenroomActor):
         before = self._file.fsyncs
         try:
             self._file.close(sync=self._durability != "none")
+        except StorageError as error:
+            self.ctx.metrics.incr("transcript_write_failures")
+            log.error("transcript %s: %s", self.ctx.actor_id, error)
+            raise
         finally:
             self._count_fsyncs(before)
             self.ctx.metrics.incr("transcripts_closed")
@@ -361,20 +379,24 @@ class TranscriptActor(GreenroomActor):
                         "transcript was not compacted"
                     )
                     error.__cause__ = raised
-                self.ctx.metrics.incr("transcript_compaction_failures")
-                log.warning("transcript %s: %s", self.ctx.actor_id, error)
-                if turn is not None:
-                    error.turn = turn  # type: ignore[attr-defined]
-                    error.add_note(
-                        f"the turn itself was saved (entries {', '.join(turn.entry_ids)}); "
-                        "only the compaction failed"
-                    )
-                reply.fail(error)
+                self._compaction_failed(error, reply, turn)
                 return
             try:
                 result = self._write_compaction(plan, summary)
-            except Exception as error:
-                reply.fail(error)
+            except Exception as raised:
+                if turn is None:  # compact(): its own write failed, nothing changed
+                    self.ctx.metrics.incr("transcript_compaction_failures")
+                    log.warning("transcript %s: compaction: %s", self.ctx.actor_id, raised)
+                    reply.fail(raised)
+                    return
+                # The turn is saved already: a bare StorageError ("nothing kept") would
+                # make the host write the turn again.
+                error = CompactionError(
+                    f"the compaction entry could not be written ({type(raised).__name__}: "
+                    f"{raised}); the transcript was not compacted"
+                )
+                error.__cause__ = raised
+                self._compaction_failed(error, reply, turn)
                 return
             if turn is not None:
                 reply.set(
@@ -384,6 +406,21 @@ class TranscriptActor(GreenroomActor):
                 reply.set(result)
         finally:
             self._finish()
+
+    def _compaction_failed(
+        self, error: CompactionError, reply: Reply, turn: TurnResult | None
+    ) -> None:
+        """Count, log and answer a failed compaction; with the turn that triggered it
+        (saved already) as the error's `turn`."""
+        self.ctx.metrics.incr("transcript_compaction_failures")
+        if turn is not None:
+            error.turn = turn  # type: ignore[attr-defined]
+            error.add_note(
+                f"the turn itself was saved (entries {', '.join(turn.entry_ids)}); only the "
+                "compaction failed: do not write the turn again"
+            )
+        log.warning("transcript %s: %s", self.ctx.actor_id, error)
+        reply.fail(error)
 
     def _write_compaction(self, plan: _Plan, text: str) -> CompactionResult:
         state = self._state

@@ -3,7 +3,13 @@
 One JSON object per line. Line 1 is the session header::
 
     {"type":"session","version":1,"id":"9f2c...","timestamp":"2026-01-01T00:00:00.000Z",
-     "cwd":".","parent_session":null,"model":"anthropic:claude-sonnet-4-5"}
+     "cwd":".","parent_session":null,"model":"anthropic:claude-sonnet-4-5",
+     "compaction":{"enabled":true,"context_window_tokens":200000,"threshold_tokens":null,
+                   "keep_recent_tokens":null}}
+
+`compaction` records the settings the transcript was created with (not the summarizer,
+host code; `null` for a value left to its default), so a resume without `compaction=`
+keeps them; a file without it (or with it unreadable, reported) gets the defaults.
 
 Every later line is an entry with an `id` (per transcript: "1", "2", ... continuing
 after a resume), a `parent_id` (the previous entry on its branch; `null` for the first)
@@ -39,6 +45,7 @@ from runtime.errors import InvalidInput, StorageError
 from runtime.transcripts import (
     ZERO_USAGE,
     AssistantMessage,
+    CompactionConfig,
     CompactionSummary,
     Message,
     RecoveryReport,
@@ -216,18 +223,47 @@ def leaf_entry(
     return entry
 
 
+def compaction_to_json(config: CompactionConfig) -> dict[str, Any]:
+    """A `CompactionConfig`'s settings as the header records them (not the summarizer,
+    which is host code; `keep_recent_tokens` is `null` when left to its default)."""
+    keep = config.keep_recent_tokens
+    return {
+        "enabled": config.enabled,
+        "context_window_tokens": config.context_window_tokens,
+        "threshold_tokens": config.threshold_tokens,
+        "keep_recent_tokens": None if config.keep_recent_is_default else keep,
+    }
+
+
+def compaction_from_json(data: Any) -> CompactionConfig:
+    """The `CompactionConfig` a header records; `ValueError` when malformed."""
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    settings = {
+        name: data[name]
+        for name in ("enabled", "context_window_tokens", "threshold_tokens", "keep_recent_tokens")
+        if data.get(name) is not None
+    }
+    try:
+        return CompactionConfig(**settings)
+    except InvalidInput as error:
+        raise ValueError(str(error)) from None
+
+
 class Header(NamedTuple):
-    """A transcript file's first line."""
+    """A transcript file's first line; `compaction` is the settings it was created
+    with (`None` in a file from before they were recorded, or when unreadable)."""
 
     session_id: str
     timestamp: str
     cwd: str
     parent_session: str | None
     model: str
+    compaction: CompactionConfig | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The header as the log writes it."""
-        return {
+        data = {
             "type": "session",
             "version": VERSION,
             "id": self.session_id,
@@ -236,6 +272,9 @@ class Header(NamedTuple):
             "parent_session": self.parent_session,
             "model": self.model,
         }
+        if self.compaction is not None:
+            data["compaction"] = compaction_to_json(self.compaction)
+        return data
 
 
 class Node(NamedTuple):
@@ -506,7 +545,11 @@ class LogFile:
             self.fsyncs += 1
 
     def close(self, *, sync: bool) -> None:
-        """fsync (when asked) and close; releases the lock. Idempotent."""
+        """fsync (when asked) and close; releases the lock. Idempotent.
+
+        `StorageError` when the fsync or the close fails; the descriptor (and the lock)
+        is released either way.
+        """
         fd, self.fd = self.fd, None
         if fd is None:
             return
@@ -514,8 +557,22 @@ class LogFile:
             if sync and self.broken is None:
                 fsync(fd)
                 self.fsyncs += 1
-        finally:
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise StorageError(
+                f"could not flush transcript {str(self.path)!r} to disk on close: {error}; "
+                "the file is closed, and entries written since the last fsync may be lost "
+                "after a system crash: resume it to check what it holds"
+            ) from error
+        try:
             os.close(fd)
+        except OSError as error:
+            raise StorageError(
+                f"could not close transcript {str(self.path)!r}: {error}; entries written "
+                "since the last fsync may be lost after a system crash: resume it to check "
+                "what it holds"
+            ) from error
 
 
 # -- reading back ---------------------------------------------------------------------------
@@ -527,6 +584,9 @@ class Loaded(NamedTuple):
     header: Header
     state: TranscriptState
     recovery: RecoveryReport
+    first_leaves: dict[str, tuple[str, str, Usage | None]] = {}
+    """The first leaf written for each entry it points at: (leaf id, timestamp, the
+    turn's usage or `None`); a fork copies them to keep its turns' totals."""
 
 
 def _parse_header(line: bytes, path: Path) -> Header:
@@ -556,6 +616,22 @@ def _parse_header(line: bytes, path: Path) -> Header:
     ):
         raise StorageError(f"transcript {str(path)!r} has a malformed session header")
     return Header(session_id, fields[1], fields[2], parent, fields[3])
+
+
+def _header_compaction(line: bytes, header: Header, notes: list[str]) -> Header:
+    """`header` with the compaction settings its line records (a note when they are
+    unreadable: the file is still read, with the default settings)."""
+    data = json.loads(line)
+    if "compaction" not in data:
+        return header
+    try:
+        return header._replace(compaction=compaction_from_json(data["compaction"]))
+    except ValueError as error:
+        notes.append(
+            f"line 1: the recorded compaction settings are unreadable ({error}); the "
+            "defaults apply unless compaction= is given"
+        )
+        return header
 
 
 def _parse_entry(line: bytes) -> tuple[str, str, str | None, Any, str]:
@@ -628,6 +704,7 @@ def load(path: Path, *, repair: bool) -> Loaded:
             "was cut short while it was being created)"
         )
     header = _parse_header(lines[0], path)
+    header = _header_compaction(lines[0], header, notes)
     if header_only:
         truncated_line = 1
         notes.append("line 1: the session header was missing its newline; it was added")
@@ -665,8 +742,9 @@ def load(path: Path, *, repair: bool) -> Loaded:
     usage = ZERO_USAGE
     pending: dict[str, Usage] = {}  # assistant usage since the last leaf, by entry id
     last_leaf: str | None = None
-    after_leaf: list[str] = []  # message / compaction entries since the last leaf
+    after_leaf: dict[str, None] = {}  # message / compaction entries since the last leaf
     leaf_ids: set[str] = set()
+    first_leaves: dict[str, tuple[str, str, Usage | None]] = {}
     for number, line in enumerate(lines[1:], start=2):
         try:
             kind, entry_id, parent, payload, ts = _parse_entry(line)
@@ -686,12 +764,18 @@ def load(path: Path, *, repair: bool) -> Loaded:
         if kind == "leaf":
             leaf_ids.add(entry_id)
             target, turn_usage = payload
+            if target not in first_leaves:
+                first_leaves[target] = (entry_id, ts, turn_usage)
             if turn_usage is not None:
-                # The host's figure for the turn replaces its messages' own usage; any
-                # other message since the last leaf (a turn cut short) still counts.
+                # The host's figure for the turn replaces the own usage of the turn's
+                # messages: those written since the last leaf on the branch ending at
+                # the target (a tool result or a user message in between does not end
+                # the walk). Any other entry since the last leaf (a turn cut short)
+                # still counts.
                 current = target
-                while current in pending:
-                    del pending[current]
+                while current in after_leaf:
+                    pending.pop(current, None)
+                    del after_leaf[current]  # each entry once, whatever its links
                     current = nodes[current].parent_id
                 usage = usage + turn_usage
             for spent in pending.values():
@@ -701,7 +785,7 @@ def load(path: Path, *, repair: bool) -> Loaded:
             after_leaf.clear()
             continue
         nodes[entry_id] = Node(entry_id, parent, payload, estimate_tokens(payload), ts)
-        after_leaf.append(entry_id)
+        after_leaf[entry_id] = None
         if type(payload) is AssistantMessage and payload.usage != ZERO_USAGE:
             pending[entry_id] = payload.usage
     for spent in pending.values():
@@ -734,6 +818,7 @@ def load(path: Path, *, repair: bool) -> Loaded:
             f"{unfinished} entries after the last leaf (a turn cut short) are not on the "
             "active branch; they stay in the file and count in usage()"
         )
+    broken_links = len(state.notes)  # missing parents, cycles, missing first kept entries
     notes.extend(state.notes)
     state.notes.clear()
     for note in notes:
@@ -746,9 +831,10 @@ def load(path: Path, *, repair: bool) -> Loaded:
         missing_leaf=missing_leaf,
         fallback_entry_id=fallback,
         unfinished_entries=unfinished,
+        broken_links=broken_links,
         notes=tuple(notes),
     )
-    return Loaded(header, state, report)
+    return Loaded(header, state, report, first_leaves)
 
 
 def _repair(path: Path, fix: Any) -> None:

@@ -18,12 +18,12 @@ The log format, the recovery rules and the compaction rules are described in
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
-from runtime.errors import InvalidInput, Stopped
+from runtime.errors import InvalidInput, InvalidTransition, Stopped
 from runtime.pricing import CostBreakdown, ModelPricing
 
 if TYPE_CHECKING:
@@ -87,11 +87,77 @@ def _count(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-def _json_object(value: Any) -> tuple[dict[str, Any], int]:
-    """A copy of `value` through JSON, and the size of that JSON in UTF-8 bytes.
+def _read_only(self: Any, *_args: Any, **_kwargs: Any) -> Any:
+    raise InvalidTransition(
+        f"ToolCall.arguments is read-only (the transcript's own record of the call, "
+        f"{type(self).__name__}); take a mutable copy with ToolCall.arguments_copy()"
+    )
+
+
+class JSONObject(dict):  # type: ignore[type-arg]
+    """A read-only JSON object: `ToolCall.arguments` (and the objects nested in it).
+
+    A `dict` (so `json.dumps`, `isinstance(x, dict)` and `==` with a plain dict work)
+    whose mutating methods raise `InvalidTransition`; hashable by content.
+    """
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (JSONObject, (dict(self),))
+
+    def __repr__(self) -> str:
+        return dict.__repr__(self)
+
+
+class JSONArray(list):  # type: ignore[type-arg]
+    """A read-only JSON array nested in `ToolCall.arguments` (a `list`, see
+    `JSONObject`)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
+    append = extend = insert = pop = remove = clear = sort = reverse = _read_only
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (JSONArray, (list(self),))
+
+    def __repr__(self) -> str:
+        return list.__repr__(self)
+
+
+def _freeze(value: Any) -> Any:
+    """`value` (fresh from `json.loads`) with its objects and arrays made read-only."""
+    cls = type(value)
+    if cls is dict:
+        return JSONObject({key: _freeze(item) for key, item in value.items()})
+    if cls is list:
+        return JSONArray([_freeze(item) for item in value])
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _thaw(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_thaw(item) for item in value]
+    return value
+
+
+def _json_object(value: Any) -> tuple[JSONObject, int]:
+    """A read-only copy of `value` through JSON, and the size of that JSON in UTF-8
+    bytes.
 
     The copy is what the log will hold, so a resumed transcript's messages equal the
-    live ones, and later changes to the caller's dict change nothing here.
+    live ones; later changes to the caller's dict change nothing here, and the copy
+    itself cannot be changed (a context handed to the host shares it).
     """
     if not isinstance(value, dict):
         raise InvalidInput(
@@ -102,7 +168,7 @@ def _json_object(value: Any) -> tuple[dict[str, Any], int]:
         size = len(text.encode("utf-8"))
     except (TypeError, ValueError) as error:  # UnicodeEncodeError is a ValueError
         raise InvalidInput(f"ToolCall.arguments must be JSON-serialisable: {error}") from None
-    return json.loads(text), size
+    return _freeze(json.loads(text)), size
 
 
 # -- the message model ----------------------------------------------------------------------
@@ -143,11 +209,12 @@ ZERO_USAGE = Usage()
 
 @attrs.frozen
 class ToolCall:
-    """A tool call the assistant made; `arguments` is a JSON object (kept as a copy)."""
+    """A tool call the assistant made; `arguments` is a JSON object, kept as a read-only
+    copy (a `JSONObject`: a `dict` whose changes raise `InvalidTransition`)."""
 
     id: str = attrs.field(validator=_nonempty_text)
     name: str = attrs.field(validator=_nonempty_text)
-    arguments: dict[str, Any] = attrs.field(factory=dict)
+    arguments: Mapping[str, Any] = attrs.field(factory=dict)
     _size: int = attrs.field(init=False, default=0, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -161,6 +228,7 @@ class ToolCall:
         copy needed), only measured."""
         if not isinstance(arguments, dict):
             raise InvalidInput(f"ToolCall.arguments must be a dict, got {arguments!r}")
+        arguments = _freeze(arguments)
         call = cls.__new__(cls)
         _nonempty_text(call, _TOOL_CALL_FIELDS.id, id)
         _nonempty_text(call, _TOOL_CALL_FIELDS.name, name)
@@ -170,6 +238,10 @@ class ToolCall:
         object.__setattr__(call, "arguments", arguments)
         object.__setattr__(call, "_size", size)
         return call
+
+    def arguments_copy(self) -> dict[str, Any]:
+        """A deep, mutable copy of `arguments` (plain dicts and lists)."""
+        return _thaw(self.arguments)
 
     @property
     def size_bytes(self) -> int:
@@ -262,6 +334,20 @@ def _optional_callable(_inst: Any, attribute: attrs.Attribute, value: Any) -> No
         )
 
 
+class _DefaultKeepRecent(int):
+    """`CompactionConfig.keep_recent_tokens` left to its default (an int like any other;
+    the type only marks that it may be clamped to the threshold)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return int.__repr__(self)
+
+
+DEFAULT_KEEP_RECENT_TOKENS = 20_000
+_DEFAULT_KEEP_RECENT = _DefaultKeepRecent(DEFAULT_KEEP_RECENT_TOKENS)
+
+
 @attrs.frozen
 class CompactionConfig:
     """When and how a transcript compacts its context.
@@ -274,7 +360,9 @@ class CompactionConfig:
     `threshold_tokens=None` means `max(context_window_tokens - 16_384,
     context_window_tokens * 8 // 10)`: 183,616 for the default 200,000 window.
 
-    Compaction keeps the newest messages up to `keep_recent_tokens` (bytes // 4 each),
+    Compaction keeps the newest messages up to `keep_recent_tokens` (bytes // 4 each;
+    left to its default, 20,000 or half the threshold when that is smaller, so a small
+    window works without setting it; given explicitly, it must be below the threshold),
     cut at a turn boundary where it can be, never between a tool call and its result,
     and replaces the rest with a summary from `summarizer(messages) -> str` (run on the
     blocking pool; it may call an LLM) or, when `None`, a deterministic digest.
@@ -284,7 +372,7 @@ class CompactionConfig:
     enabled: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
     context_window_tokens: int = attrs.field(default=200_000, validator=_positive)
     threshold_tokens: int | None = attrs.field(default=None, validator=_optional_positive)
-    keep_recent_tokens: int = attrs.field(default=20_000, validator=_positive)
+    keep_recent_tokens: int = attrs.field(default=_DEFAULT_KEEP_RECENT, validator=_positive)
     summarizer: Callable[[list[Message]], str] | None = attrs.field(
         default=None, validator=_optional_callable, eq=False
     )
@@ -296,11 +384,22 @@ class CompactionConfig:
                 f"CompactionConfig.threshold_tokens ({threshold}) must not exceed "
                 f"context_window_tokens ({self.context_window_tokens})"
             )
+        if type(self.keep_recent_tokens) is _DefaultKeepRecent:
+            # Left to its default (also through attrs.evolve): fit it to the threshold.
+            keep = min(DEFAULT_KEEP_RECENT_TOKENS, threshold // 2)
+            if keep > 0:
+                object.__setattr__(self, "keep_recent_tokens", _DefaultKeepRecent(keep))
         if self.keep_recent_tokens >= threshold:
             raise InvalidInput(
                 f"CompactionConfig.keep_recent_tokens ({self.keep_recent_tokens}) must be "
                 f"below the threshold ({threshold}), or every compaction would keep it all"
             )
+
+    @property
+    def keep_recent_is_default(self) -> bool:
+        """Whether `keep_recent_tokens` was left to its default (and so fitted to the
+        threshold) rather than chosen."""
+        return type(self.keep_recent_tokens) is _DefaultKeepRecent
 
     @property
     def effective_threshold(self) -> int:
@@ -365,7 +464,11 @@ class RecoveryReport:
     * `unfinished_entries`: entries written after the last leaf that are not on the
       active branch (a turn cut short by a crash); kept in the file, and counted in
       `usage()`, but not in the context.
-    * `notes`: every finding in words, including broken parent links.
+    * `broken_links`: links the active branch could not follow: an entry whose parent
+      is missing or loops back into the branch (the context starts after it), and a
+      compaction whose first kept entry is not on its branch (the context starts at
+      its summary). Each is also in `notes`.
+    * `notes`: every finding in words.
 
     A fork's report is the one of reading its source file (the fork itself is new).
     """
@@ -377,6 +480,7 @@ class RecoveryReport:
     missing_leaf: str | None = None
     fallback_entry_id: str | None = None
     unfinished_entries: int = 0
+    broken_links: int = 0
     notes: tuple[str, ...] = ()
 
     @property
@@ -392,7 +496,8 @@ class Transcript:
     """A handle on one open transcript; every call is answered by the transcript's actor.
 
     Get one from `rt.transcript_create`, `rt.transcript_resume` or `rt.transcript_fork`.
-    Calls wait for the actor's answer (do not call them from inside an actor's handler).
+    Calls wait for the actor's answer; from inside an actor's handler (where the wait
+    would block a shared dispatcher thread) they raise `InvalidTransition`.
     After `close()` (or the runtime's), every call raises `Stopped`.
     """
 
@@ -416,18 +521,32 @@ class Transcript:
         self.model = model
         """The `provider:model` the transcript was created with (for `cost()`)."""
 
-    def _ask(self, message: Any) -> Any:
-        from pykka import ActorDeadError
-
+    def _refuse_blocking_call(self, what: str) -> None:
+        """`InvalidTransition` where waiting for this transcript's actor would block: in
+        this transcript's own summarizer (the actor waits for it), or in any actor's
+        handler (it would hold a shared dispatcher thread while it waits)."""
+        from actors.base import current_actor
         from actors.transcript import summarizing
+        from runtime.errors import InvalidTransition
 
         if getattr(summarizing, "session", None) == self.session_id:
-            from runtime.errors import InvalidTransition
-
             raise InvalidTransition(
-                f"transcript {self.session_id!r} was called from its own summarizer, which "
-                "it waits for: the summarizer gets the messages to summarise as its argument"
+                f"Transcript.{what} was called from the transcript's own summarizer, which "
+                "it waits for: the summarizer gets the messages to summarise as its "
+                "argument; call the transcript once the compaction returned"
             )
+        actor = current_actor()
+        if actor is not None:
+            raise InvalidTransition(
+                f"Transcript.{what} of {self.session_id!r} was called from a handler of "
+                f"actor {actor.name}; it would block a shared dispatcher thread while it "
+                "waits. Call it from the host's own thread (or a run_blocking job)."
+            )
+
+    def _ask(self, what: str, message: Any) -> Any:
+        from pykka import ActorDeadError
+
+        self._refuse_blocking_call(what)
         try:
             return self._ref.ask(message)
         except ActorDeadError:
@@ -446,10 +565,13 @@ class Transcript:
 
         `usage` is the turn's total billed usage; `None` means the sum of the assistant
         messages' usage. Raises `InvalidInput` for a bad message (nothing written),
-        `StorageError` when the file could not be written (nothing recorded, in memory
-        or on disk), and `CompactionError` when the compaction this turn triggered
-        failed: the turn itself is then saved, its `TurnResult` is the error's `turn`
-        attribute, and the transcript stays uncompacted.
+        `StorageError` when the turn could not be written (nothing recorded, in memory
+        or on disk: the turn may be sent again), and `CompactionError` when the
+        compaction this turn triggered failed, whether its summarizer raised or returned
+        no usable text, or the compaction entry could not be written (the `StorageError`
+        is then its `__cause__`): the turn itself is saved, in the file and in memory
+        (do not send it again), its `TurnResult` is the error's `turn` attribute, and
+        the transcript stays uncompacted.
         """
         from actors.transcript import TurnEnd
 
@@ -469,7 +591,7 @@ class Transcript:
                 )
         if usage is not None and not isinstance(usage, Usage):
             raise InvalidInput(f"usage must be a Usage or None, got {usage!r}")
-        return self._ask(TurnEnd(messages, usage))
+        return self._ask("on_turn_end()", TurnEnd(messages, usage))
 
     def compact(self, reason: str = "manual") -> CompactionResult | None:
         """Compact now, whatever the threshold; `None` when there is nothing to summarise
@@ -479,7 +601,7 @@ class Transcript:
 
         if not isinstance(reason, str) or not reason:
             raise InvalidInput(f"reason must be a non-empty str, got {reason!r}")
-        return self._ask(Compact(reason))
+        return self._ask("compact()", Compact(reason))
 
     def append_leaf(self, entry_id: str) -> None:
         """Move the active branch to end at `entry_id`, an earlier message or compaction
@@ -489,43 +611,43 @@ class Transcript:
 
         if not isinstance(entry_id, str) or not entry_id:
             raise InvalidInput(f"entry_id must be a non-empty str, got {entry_id!r}")
-        self._ask(AppendLeaf(entry_id))
+        self._ask("append_leaf()", AppendLeaf(entry_id))
 
     def context(self) -> list[Message]:
         """The agent buffer: `[summary?, ...kept, ...newer]` on the active branch."""
         from actors.transcript import GET_CONTEXT
 
-        return self._ask(GET_CONTEXT)
+        return self._ask("context()", GET_CONTEXT)
 
     def context_tokens(self) -> int:
         """The estimated size of the current context (what the threshold is checked on)."""
         from actors.transcript import GET_CONTEXT_TOKENS
 
-        return self._ask(GET_CONTEXT_TOKENS)
+        return self._ask("context_tokens()", GET_CONTEXT_TOKENS)
 
     def usage(self) -> Usage:
         """Cumulative usage over the whole file, every branch included."""
         from actors.transcript import GET_USAGE
 
-        return self._ask(GET_USAGE)
+        return self._ask("usage()", GET_USAGE)
 
     def cost(self) -> CostBreakdown | None:
         """What `usage()` cost at the model's pricing; `None` for an unknown model."""
         from actors.transcript import GET_COST
 
-        return self._ask(GET_COST)
+        return self._ask("cost()", GET_COST)
 
     def next_entry_id(self) -> str:
         """The id the next entry written will get (ids continue after a resume)."""
         from actors.transcript import GET_NEXT_ID
 
-        return self._ask(GET_NEXT_ID)
+        return self._ask("next_entry_id()", GET_NEXT_ID)
 
     def leaf_id(self) -> str | None:
         """The entry the active branch ends at (`None` while the transcript is empty)."""
         from actors.transcript import GET_TIP
 
-        return self._ask(GET_TIP)
+        return self._ask("leaf_id()", GET_TIP)
 
     @property
     def closed(self) -> bool:
@@ -535,12 +657,16 @@ class Transcript:
     def close(self) -> None:
         """Flush (fsync unless durability is `"none"`), release the file, stop the actor.
 
-        Waits for a compaction under way. Idempotent.
+        Waits for a compaction under way. Idempotent. `StorageError` when the last
+        fsync failed (counted in `transcript_write_failures`): the file is released and
+        the actor stopped anyway. `InvalidTransition` from the transcript's own
+        summarizer or an actor's handler, like every call.
         """
         from pykka import ActorDeadError
 
         from actors.transcript import CLOSE
 
+        self._refuse_blocking_call("close()")
         try:
             self._ref.ask(CLOSE)
         except ActorDeadError:

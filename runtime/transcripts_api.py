@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -116,14 +117,27 @@ class TranscriptsAPI:
             "transcript_repairs": 0,
             "transcript_corrupt_lines": 0,
             "transcript_leaf_fallbacks": 0,
+            "transcript_unfinished_entries": 0,
+            "transcript_broken_links": 0,
             "transcripts_open": running,
         }
 
     def _close_transcripts(self) -> None:
         """Release this part's resources; `close()` calls it after every actor stopped.
 
-        Each transcript's actor flushed and closed its file in `on_stop`; nothing is left.
+        Each transcript's actor flushed and closed its file in `on_stop`. What is left is
+        the temporary folder made for a `":memory:"` database's transcripts (and only
+        that one: a configured or default folder stays), removed with its files.
         """
+        with self._transcripts_lock:
+            folder, self._transcripts_temp_dir = self._transcripts_temp_dir, None
+        if folder is None:
+            return
+
+        def failed(_function: Any, where: str, error: Any) -> None:
+            log.warning("could not remove the temporary transcript folder %s: %s", where, error)
+
+        shutil.rmtree(folder, onerror=failed)
 
     # -- the folder --------------------------------------------------------------------
 
@@ -175,7 +189,7 @@ class TranscriptsAPI:
         now = iso_utc(self._clock.now_ms())
         file, header = _create_file(
             folder,
-            lambda session_id: Header(session_id, now, cwd, None, model),
+            lambda session_id: Header(session_id, now, cwd, None, model, compaction),
             sync=durability != "none",
         )
         path = file.path
@@ -183,7 +197,13 @@ class TranscriptsAPI:
         self._metrics.incr("transcripts_created")
         log.info("transcript %s created at %s", session_id, path)
         return self._start_transcript(
-            file, header, TranscriptState(), RecoveryReport(str(path)), compaction, durability
+            file,
+            header,
+            TranscriptState(),
+            RecoveryReport(str(path)),
+            compaction,
+            durability,
+            new=True,
         )
 
     def transcript_resume(
@@ -191,7 +211,7 @@ class TranscriptsAPI:
         path: str | os.PathLike[str],
         *,
         model: str | None = None,
-        compaction: CompactionConfig = _DEFAULT_COMPACTION,
+        compaction: CompactionConfig | None = None,
         durability: str | None = None,
     ) -> Transcript:
         """Reopen a transcript file and carry on appending to it.
@@ -199,8 +219,12 @@ class TranscriptsAPI:
         The active branch is the one the last leaf points at; its context, the usage over
         the whole file and the next entry id are what the live transcript had. A last
         line cut short by a crash is repaired, corrupt lines are skipped; both are in
-        `Transcript.recovery` (and logged). `model=None` takes the header's. The
-        summarizer is host code and is not in the file: pass `compaction` again.
+        `Transcript.recovery` (and logged). `model=None` takes the header's.
+        `compaction=None` takes the settings the header records (window, threshold,
+        keep_recent_tokens, enabled; the defaults for a file that records none) with the
+        default summarizer: the summarizer is host code and is not in the file, so pass
+        `compaction` again to keep one. `model` and `compaction` given here apply to this
+        session only (the header, line 1 of an append-only file, is not rewritten).
         `NotFound` when there is no such file, `StorageError` when it is not a
         transcript, `InvalidTransition` when it is open already.
         """
@@ -211,7 +235,10 @@ class TranscriptsAPI:
         where = _check_path("path", path)
         if model is not None:
             _check_str("model", model)
-        compaction, durability = self._transcript_options(compaction, durability)
+        given = compaction
+        compaction, durability = self._transcript_options(
+            _DEFAULT_COMPACTION if given is None else given, durability
+        )
         file = LogFile.open_existing(where)
         try:
             loaded = load(where, repair=True)
@@ -219,6 +246,8 @@ class TranscriptsAPI:
         except BaseException:
             file.close(sync=False)
             raise
+        if given is None and loaded.header.compaction is not None:
+            compaction = loaded.header.compaction
         self._count_recovery(loaded.recovery)
         self._metrics.incr("transcripts_resumed")
         header = loaded.header
@@ -240,21 +269,28 @@ class TranscriptsAPI:
         *,
         directory: str | os.PathLike[str] | None = None,
         model: str | None = None,
-        compaction: CompactionConfig = _DEFAULT_COMPACTION,
+        compaction: CompactionConfig | None = None,
         durability: str | None = None,
     ) -> Transcript:
         """A new transcript holding only the active branch of the file at `path`.
+
+        `model=None` and `compaction=None` take the source header's (as `resume` does);
+        the fork's header records the ones it uses.
 
         The new file (in `directory`, default `transcript_dir`) has a new session id and
         `parent_session` set to the source's; the branch's entries keep their ids, so the
         fork's next entry id continues after them. The source is only read (a transcript
         open elsewhere may be forked); what reading it found is the fork's `recovery`.
-        Usage counts the copied assistant messages' own usage.
+        Usage is what the copied branch cost: each turn's total where the host gave one
+        (its leaf is copied too), else its assistant messages' own usage; abandoned
+        branches are not copied, and neither is what they cost.
         """
+        from runtime.errors import StorageError
         from runtime.logformat import (
             Header,
             compaction_entry,
             encode,
+            fsync_dir,
             iso_utc,
             leaf_entry,
             load,
@@ -268,8 +304,13 @@ class TranscriptsAPI:
         folder = self.transcript_dir if directory is None else _check_path("directory", directory)
         if model is not None:
             _check_str("model", model)
-        compaction, durability = self._transcript_options(compaction, durability)
+        given = compaction
+        compaction, durability = self._transcript_options(
+            _DEFAULT_COMPACTION if given is None else given, durability
+        )
         source = load(source_path, repair=False)
+        if given is None and source.header.compaction is not None:
+            compaction = source.header.compaction
         self._count_recovery(source.recovery)
         state = source.state
         chain = state.chain(state.tip)
@@ -284,6 +325,12 @@ class TranscriptsAPI:
             else:
                 entry = message_entry(node.id, parent, when, node.message)
             lines.append(encode(entry))
+            leaf = source.first_leaves.get(node.id)
+            if leaf is not None:
+                # The leaf that ended this entry's turn, with the turn's total: the turns
+                # stay delimited and their usage is the source's.
+                leaf_id, leaf_ts, turn_usage = leaf
+                lines.append(encode(leaf_entry(leaf_id, node.id, leaf_ts, node.id, turn_usage)))
         if chain:
             tip = chain[-1].id
             lines.append(encode(leaf_entry(str(state.next_seq), tip, now, tip)))
@@ -296,6 +343,7 @@ class TranscriptsAPI:
                 source.header.cwd,
                 source.header.session_id,
                 source.header.model if model is None else model,
+                compaction,
             ),
             sync=False,  # synced with the entries below
         )
@@ -304,10 +352,18 @@ class TranscriptsAPI:
         try:
             if lines:
                 file.append(lines, "turn" if sync else "none")
+            elif sync:
+                file.sync()  # an empty source: the header alone
+            if sync:
+                fsync_dir(new_path.parent)  # the new file's name
             forked = load(new_path, repair=False)
-        except BaseException:
+        except BaseException as error:
             file.close(sync=False)
             new_path.unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise StorageError(
+                    f"could not write the fork {str(new_path)!r}: {error}; it was removed"
+                ) from error
             raise
         self._metrics.incr("transcripts_forked")
         log.info(
@@ -318,7 +374,7 @@ class TranscriptsAPI:
             new_path,
         )
         return self._start_transcript(
-            file, header, forked.state, source.recovery, compaction, durability
+            file, header, forked.state, source.recovery, compaction, durability, new=True
         )
 
     # -- helpers -----------------------------------------------------------------------
@@ -344,6 +400,10 @@ class TranscriptsAPI:
             self._metrics.incr("transcript_corrupt_lines", len(report.corrupt_lines))
         if report.fallback_entry_id is not None:
             self._metrics.incr("transcript_leaf_fallbacks")
+        if report.unfinished_entries:
+            self._metrics.incr("transcript_unfinished_entries", report.unfinished_entries)
+        if report.broken_links:
+            self._metrics.incr("transcript_broken_links", report.broken_links)
 
     def _start_transcript(
         self,
@@ -353,7 +413,12 @@ class TranscriptsAPI:
         recovery: RecoveryReport,
         compaction: CompactionConfig,
         durability: str,
+        *,
+        new: bool = False,
     ) -> Transcript:
+        """Start the transcript's actor on `file`; when that fails the file is closed,
+        and removed if it is `new` (made by this create or fork: it holds nothing the
+        host was told about)."""
         from actors.transcript import TranscriptActor
         from runtime.transcripts import Transcript
 
@@ -370,13 +435,23 @@ class TranscriptsAPI:
                 durability=durability,
                 actor_id=header.session_id,
             )
-        except InvalidTransition:
+        except BaseException as error:
             file.close(sync=False)
-            raise InvalidTransition(
-                f"session {header.session_id!r} is open already in this runtime (from "
-                f"another copy of its file); close it before opening {str(file.path)!r}"
-            ) from None
-        except BaseException:
-            file.close(sync=False)
+            if new:
+                try:
+                    file.path.unlink(missing_ok=True)
+                except OSError as unlink_error:
+                    log.error(
+                        "transcript %s: its actor did not start, and its new file %s could "
+                        "not be removed: %s",
+                        header.session_id,
+                        file.path,
+                        unlink_error,
+                    )
+            if isinstance(error, InvalidTransition) and not new:
+                raise InvalidTransition(
+                    f"session {header.session_id!r} is open already in this runtime (from "
+                    f"another copy of its file); close it before opening {str(file.path)!r}"
+                ) from None
             raise
         return Transcript(ref, header.session_id, str(file.path), recovery, header.model)

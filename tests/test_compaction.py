@@ -57,18 +57,16 @@ def turn_shapes(draw: st.DrawFn) -> list[Any]:
 
 
 def pairs(messages: list[Any]) -> list[tuple[int, int]]:
-    """(call index, result index) of every answered tool call."""
-    where = {
-        call.id: index
-        for index, message in enumerate(messages)
-        if isinstance(message, AssistantMessage)
-        for call in message.tool_calls
-    }
-    return [
-        (where[message.tool_call_id], index)
-        for index, message in enumerate(messages)
-        if isinstance(message, ToolResult) and message.tool_call_id in where
-    ]
+    """(call index, result index) of every answered tool call: a result goes with the
+    newest call before it that has its id (ids may repeat across turns)."""
+    where: dict[str, int] = {}
+    found = []
+    for index, message in enumerate(messages):
+        if isinstance(message, AssistantMessage):
+            where.update((call.id, index) for call in message.tool_calls)
+        elif isinstance(message, ToolResult) and message.tool_call_id in where:
+            found.append((where[message.tool_call_id], index))
+    return found
 
 
 def splits(messages: list[Any], cut: int) -> bool:
@@ -151,23 +149,29 @@ def test_live_compactions_never_orphan_a_tool_result(shared_rt: Runtime, turns: 
         context_window_tokens=1_000, threshold_tokens=120, keep_recent_tokens=60
     )
     t = shared_rt.transcript_create(compaction=config, durability="none")
+    written: list[Any] = []  # every message of the transcript, in order (one branch)
     try:
         for turn in turns:
             turn = [m for m in turn if not isinstance(m, CompactionSummary)]
             if not turn:
                 continue
             result = t.on_turn_end(turn)
+            written += turn
             context = t.context()
             if result.compaction is not None:
                 assert list(result.compaction.context) == context
-            calls = {
-                call.id for m in context if isinstance(m, AssistantMessage) for call in m.tool_calls
-            }
-            answered = {m.tool_call_id for m in context if isinstance(m, ToolResult)}
-            every_call = {
-                call.id for m in turn if isinstance(m, AssistantMessage) for call in m.tool_calls
-            }
-            assert answered & every_call <= calls  # no result without its call
+            # The context is [summary?, ...the newest written messages]: where it starts.
+            kept = context[1:] if isinstance(context[0], CompactionSummary) else context
+            start = len(written) - len(kept)
+            assert written[start:] == kept
+            # Over the whole context, in both directions: a result kept has its call
+            # kept (before it), and a call kept has its result kept when there is one.
+            for call_index, result_index in pairs(written):
+                assert (call_index >= start) == (result_index >= start), (
+                    call_index,
+                    result_index,
+                    start,
+                )
     finally:
         t.close()
 

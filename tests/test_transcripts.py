@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -83,6 +85,12 @@ def test_create_writes_header_and_turn_entries_linked_by_parent(rt: Runtime) -> 
         "cwd": "/work",
         "parent_session": None,
         "model": "anthropic:claude-sonnet-4-5",
+        "compaction": {  # the settings (not the summarizer), for a resume without them
+            "enabled": True,
+            "context_window_tokens": 200_000,
+            "threshold_tokens": None,
+            "keep_recent_tokens": None,  # left to its default
+        },
     }
     assert [(e["type"], e["id"], e["parent_id"]) for e in entries] == [
         ("message", "1", None),
@@ -184,6 +192,18 @@ def test_memory_database_uses_a_temporary_folder(fake_clock: FakeClock) -> None:
         t = rt.transcript_create()
         assert Path(t.path).exists()
         assert Path(t.path).parent == rt.transcript_dir
+        folder = rt.transcript_dir
+    assert not folder.exists()  # the runtime made it: the runtime removes it
+
+
+def test_a_folder_the_runtime_did_not_make_is_left_on_close(
+    open_rt: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    rt = open_rt()
+    t = rt.transcript_create()
+    rt.close()
+    assert Path(t.path).exists()
+    assert Path(t.path).parent == rt.transcript_dir
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -231,7 +251,9 @@ def test_bad_messages_and_options_are_refused_when_made(rt: Runtime) -> None:
     with pytest.raises(InvalidInput, match="must not exceed"):
         CompactionConfig(context_window_tokens=1_000, threshold_tokens=2_000)
     with pytest.raises(InvalidInput, match="below the threshold"):
-        CompactionConfig(context_window_tokens=10_000, threshold_tokens=5_000)
+        CompactionConfig(
+            context_window_tokens=10_000, threshold_tokens=5_000, keep_recent_tokens=5_000
+        )
     with pytest.raises(InvalidInput, match="callable"):
         CompactionConfig(summarizer="nope")  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="durability"):
@@ -250,21 +272,64 @@ def test_tool_call_arguments_are_a_copy(rt: Runtime) -> None:
     assert call.arguments == {"path": "a.py"}
 
 
+def test_tool_call_arguments_are_read_only_so_the_context_cannot_be_changed(
+    rt: Runtime,
+) -> None:
+    arguments = {"path": "a.py", "lines": [1, 2], "opts": {"follow": True}}
+    t = rt.transcript_create()
+    t.on_turn_end(
+        [UserMessage("read"), AssistantMessage("", tool_calls=[ToolCall("c1", "read", arguments)])]
+    )
+    call = t.context()[1].tool_calls[0]
+    for change in (
+        lambda: call.arguments.__setitem__("path", "other.py"),
+        lambda: call.arguments.update(path="other.py"),
+        lambda: call.arguments.pop("path"),
+        lambda: call.arguments.clear(),
+        lambda: call.arguments["lines"].append(3),
+        lambda: call.arguments["lines"].__setitem__(0, 9),
+        lambda: call.arguments["opts"].__setitem__("follow", False),
+    ):
+        with pytest.raises(InvalidTransition, match="read-only"):
+            change()
+    assert t.context()[1].tool_calls[0].arguments == arguments  # memory unchanged
+    # Still a JSON object: equal to a dict, serialisable, hashable; a mutable copy on demand.
+    assert isinstance(call.arguments, dict)
+    assert json.loads(json.dumps(call.arguments)) == arguments
+    assert hash(call) == hash(ToolCall("c1", "read", dict(arguments)))
+    mine = call.arguments_copy()
+    mine["lines"].append(3)
+    assert mine["lines"] == [1, 2, 3]
+    assert call.arguments["lines"] == [1, 2]
+    live = snapshot(t)
+    t.close()
+    again = rt.transcript_resume(t.path)
+    assert snapshot(again) == live
+    with pytest.raises(InvalidTransition, match="read-only"):
+        again.context()[1].tool_calls[0].arguments["opts"].clear()
+    again.close()
+
+
 # -- resume ----------------------------------------------------------------------------------
 
 
 def test_round_trip_with_compaction_resume_equals_live_state(rt: Runtime) -> None:
     t = rt.transcript_create(model="anthropic:claude-haiku-4-5", compaction=SMALL)
     compactions = []
+    expected: list[Any] = []  # the agent buffer as the host keeps it
     for n in range(8):
         result = t.on_turn_end(tool_turn(n), usage=Usage(100 + n, 10, 5, 1) if n % 2 else None)
+        expected += tool_turn(n)
         if result.compaction is not None:
             compactions.append(result.compaction)
             assert result.context_tokens < result.compaction.tokens_before
+            expected = list(result.compaction.context)
+            assert isinstance(expected[0], CompactionSummary)
+            assert expected[1:] == tool_turn(n)[-len(expected) + 1 :]  # kept: the newest
     assert len(compactions) >= 2
     live = snapshot(t)
     assert isinstance(live[0][0], CompactionSummary)
-    assert live[0] == list(compactions[-1].context) or len(live[0]) > len(compactions[-1].context)
+    assert live[0] == expected
     t.close()
     again = rt.transcript_resume(t.path)
     assert again.recovery.clean
@@ -399,7 +464,12 @@ def test_fork_holds_only_the_active_branch(rt: Runtime) -> None:
     texts = json.dumps(entries)
     assert "dead end" not in texts
     assert fork.usage() == Usage(7, 1)  # the copied messages' own usage
-    assert int(fork.next_entry_id()) > int(t.next_entry_id()) - 1
+    # The copied entries keep their ids; the fork's own leaf takes the source's next id.
+    source_ids = {e["id"] for e in lines(t.path)[1:]}
+    assert {e["id"] for e in entries[:-1]} <= source_ids
+    assert entries[-1]["type"] == "leaf"
+    assert entries[-1]["id"] == t.next_entry_id()
+    assert fork.next_entry_id() == str(int(t.next_entry_id()) + 1)
     # The fork goes its own way; the source is unaffected.
     fork.on_turn_end([UserMessage("only in the fork")])
     assert UserMessage("only in the fork") not in t.context()
@@ -759,3 +829,383 @@ def test_a_folder_that_cannot_be_made_is_a_storage_error(rt: Runtime, tmp_path: 
         rt.transcript_create(directory=blocker)
     with pytest.raises(StorageError, match="cannot create transcript folder"):
         rt.transcript_fork(rt.transcript_create().path, directory=blocker)
+
+
+# -- usage of turns given a total, through resume ------------------------------------------
+
+
+def test_turn_total_replaces_assistant_usage_not_in_the_turns_last_message(rt: Runtime) -> None:
+    t = rt.transcript_create()
+    t.on_turn_end(
+        [
+            UserMessage("go"),
+            AssistantMessage("", tool_calls=[ToolCall("c1", "ls", {})], usage=Usage(5)),
+            ToolResult("c1", "files"),
+        ],
+        usage=Usage(7),
+    )
+    t.on_turn_end(
+        [
+            UserMessage("more"),
+            AssistantMessage("a", usage=Usage(3, 1)),
+            AssistantMessage("b"),  # no usage of its own
+            UserMessage("and?"),
+        ],
+        usage=Usage(10, 2),
+    )
+    assert t.usage() == Usage(17, 2)
+    live = snapshot(t)
+    t.close()
+    again = rt.transcript_resume(t.path)
+    assert again.usage() == Usage(17, 2)  # not 17 + 5 + 3
+    assert snapshot(again) == live
+    again.close()
+
+
+def _random_turn(rng: Any, n: int) -> list[Any]:
+    turn: list[Any] = [UserMessage(f"q{n} " + "u" * rng.randrange(0, 300))]
+    for step in range(rng.randrange(0, 3)):
+        calls = [ToolCall(f"c{n}-{step}-{k}", "tool", {"k": k}) for k in range(rng.randrange(3))]
+        usage = Usage(rng.randrange(50), rng.randrange(20)) if rng.random() < 0.6 else Usage()
+        turn.append(AssistantMessage("s" * rng.randrange(0, 200), calls, usage))
+        turn.extend(ToolResult(call.id, "r" * rng.randrange(0, 300)) for call in calls)
+    if rng.random() < 0.5:
+        turn.append(AssistantMessage("done", usage=Usage(rng.randrange(9))))
+    return turn
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_resume_equals_live_over_random_turns_branches_and_compactions(
+    rt: Runtime, seed: int
+) -> None:
+    import random
+
+    rng = random.Random(seed)
+    config = CompactionConfig(
+        context_window_tokens=2_000, threshold_tokens=400, keep_recent_tokens=150
+    )
+    t = rt.transcript_create(compaction=config, durability="none")
+    seen: list[str] = []
+    for n in range(25):
+        action = rng.random()
+        if action < 0.1 and seen:
+            t.append_leaf(rng.choice(seen))
+        elif action < 0.15:
+            t.compact()
+        elif action < 0.22:
+            live = snapshot(t)
+            t.close()
+            t = rt.transcript_resume(t.path, compaction=config, durability="none")
+            assert t.recovery.clean
+            assert snapshot(t) == live
+        else:
+            total = Usage(rng.randrange(100), rng.randrange(30), rng.randrange(5))
+            result = t.on_turn_end(
+                _random_turn(rng, n), usage=total if rng.random() < 0.5 else None
+            )
+            seen.extend(result.entry_ids)
+    live = snapshot(t)
+    t.close()
+    again = rt.transcript_resume(t.path, compaction=config)
+    assert again.recovery.clean
+    assert snapshot(again) == live
+    again.close()
+
+
+# -- compaction failing inside a turn ---------------------------------------------------------
+
+
+def test_failed_compaction_write_in_a_turn_is_a_compaction_error_carrying_the_turn(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = rt.transcript_create(compaction=SMALL)
+    t.on_turn_end(tool_turn(0))
+    t.on_turn_end(tool_turn(1))
+    before = snapshot(t)
+    calls = []
+
+    def second_fsync_fails(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:  # the turn's fsync passes, the compaction's fails
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("runtime.logformat.fsync", second_fsync_fails)
+    with pytest.raises(CompactionError, match="not compacted") as caught:
+        t.on_turn_end(tool_turn(2))
+    monkeypatch.undo()
+    error = caught.value
+    assert isinstance(error.__cause__, StorageError)
+    assert "do not write the turn again" in "".join(error.__notes__)
+    turn = error.turn  # type: ignore[attr-defined]
+    assert turn.compaction is None
+    assert turn.entry_ids == ("11", "12", "13", "14")
+    # Saved in memory and in the file; not compacted.
+    assert t.context() == before[0] + tool_turn(2)
+    assert [e["type"] for e in lines(t.path)].count("compaction") == 0
+    assert rt.metrics()["transcript_compaction_failures"] == 1
+    assert rt.metrics()["transcript_write_failures"] == 1
+    live = snapshot(t)
+    t.close()
+    assert snapshot(rt.transcript_resume(t.path)) == live
+
+
+def test_a_summary_that_is_not_valid_unicode_is_a_compaction_error(rt: Runtime) -> None:
+    config = attrs.evolve(SMALL, summarizer=lambda messages: "half a pair: \ud800")
+    t = rt.transcript_create(compaction=config)
+    t.on_turn_end(tool_turn(0))
+    t.on_turn_end(tool_turn(1))
+    before = snapshot(t)
+    with pytest.raises(CompactionError, match="not valid Unicode") as caught:
+        t.on_turn_end(tool_turn(2))
+    assert caught.value.turn.entry_ids == ("11", "12", "13", "14")  # type: ignore[attr-defined]
+    assert t.context() == before[0] + tool_turn(2)
+    with pytest.raises(CompactionError, match="not valid Unicode"):
+        t.compact()
+    assert t.context() == before[0] + tool_turn(2)
+    assert rt.metrics()["transcript_compaction_failures"] == 2
+    live = snapshot(t)
+    t.close()
+    assert snapshot(rt.transcript_resume(t.path)) == live
+
+
+# -- the last fsync on close ---------------------------------------------------------------
+
+
+def test_close_with_a_failing_fsync_is_a_storage_error_and_releases_the_file(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = rt.transcript_create()
+    t.on_turn_end([UserMessage("a"), AssistantMessage("b")])
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("runtime.logformat.os.fsync", broken_fsync)
+    with pytest.raises(StorageError, match="could not flush transcript"):
+        t.close()
+    monkeypatch.undo()
+    assert t.closed
+    assert rt.metrics()["transcript_write_failures"] == 1
+    assert rt.metrics()["transcripts_closed"] == 1
+    again = rt.transcript_resume(t.path)  # the descriptor and its lock were released
+    assert again.context() == [UserMessage("a"), AssistantMessage("b")]
+    again.close()
+
+
+def test_runtime_close_with_a_failing_fsync_counts_and_logs_it(
+    open_rt: Callable[..., Runtime],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rt = open_rt()
+    t = rt.transcript_create()
+    t.on_turn_end([UserMessage("a")])
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("runtime.logformat.os.fsync", broken_fsync)
+    with caplog.at_level(logging.ERROR, logger="greenroom"):
+        rt.close()
+    monkeypatch.undo()
+    assert t.closed
+    counters = rt._metrics.snapshot()
+    assert counters.get("transcript_write_failures") == 1
+    assert counters.get("actor_failures", 0) == 0  # handled in on_stop, not escaped
+    assert "could not flush transcript" in caplog.text
+    other = open_rt()
+    other.transcript_resume(t.path).close()
+
+
+# -- forks: durable, and removed when they cannot start --------------------------------------
+
+
+@pytest.mark.parametrize("empty", [False, True])
+@pytest.mark.parametrize("durability", ["turn", "none"])
+def test_fork_syncs_its_file_and_folder(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, empty: bool, durability: str
+) -> None:
+    t = rt.transcript_create()
+    if not empty:
+        t.on_turn_end([UserMessage("q"), AssistantMessage("a")])
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr("runtime.logformat.os.fsync", fsync)
+    fork = rt.transcript_fork(t.path, durability=durability)
+    monkeypatch.undo()
+    if durability == "none":
+        assert synced == []
+    else:
+        assert fork.path in synced  # its entries (or, when empty, its header)
+        assert str(Path(fork.path).parent) in synced  # its name in the folder
+    fork.close()
+    t.close()
+
+
+@pytest.mark.parametrize("how", ["fork", "create"])
+def test_a_new_file_whose_actor_cannot_start_is_removed(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    t = rt.transcript_create()
+    t.on_turn_end([UserMessage("q")])
+    t.close()
+    folder = Path(t.path).parent
+    before = set(folder.iterdir())
+
+    def spawn(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no room for another actor")
+
+    monkeypatch.setattr(rt, "spawn", spawn)
+    start = (lambda: rt.transcript_fork(t.path)) if how == "fork" else rt.transcript_create
+    with pytest.raises(RuntimeError, match="no room"):
+        start()
+    assert set(folder.iterdir()) == before
+
+
+# -- calls that would block -------------------------------------------------------------------
+
+
+def test_a_summarizer_closing_its_own_transcript_is_refused_not_deadlocked(rt: Runtime) -> None:
+    holder: list[Transcript] = []
+
+    def summarizer(messages: list[Any]) -> str:
+        holder[0].close()  # would wait for the compaction it is part of
+        return "never"
+
+    t = rt.transcript_create(compaction=attrs.evolve(MANUAL, summarizer=summarizer))
+    holder.append(t)
+    for n in range(3):
+        t.on_turn_end(tool_turn(n))
+    outcome: list[BaseException] = []
+
+    def compact() -> None:
+        try:
+            t.compact()
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=compact, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "close() from the summarizer deadlocked"
+    assert isinstance(outcome[0], CompactionError)
+    assert isinstance(outcome[0].__cause__, InvalidTransition)
+    assert "close()" in str(outcome[0].__cause__)
+    assert not t.closed
+    t.on_turn_end([UserMessage("still open")])
+    t.close()
+
+
+def test_handle_calls_from_an_actor_handler_are_refused(rt: Runtime) -> None:
+    from actors.base import GreenroomActor
+
+    t = rt.transcript_create()
+    t.on_turn_end([UserMessage("q")])
+
+    class Caller(GreenroomActor):
+        kind = "transcript-caller"
+
+        def on_receive(self, message: Any) -> Any:
+            try:
+                message()
+            except InvalidTransition as error:
+                return str(error)
+            return "allowed"
+
+    caller = rt.spawn(Caller, actor_id="caller")
+    for call in (t.context, t.usage, lambda: t.on_turn_end([UserMessage("x")]), t.close):
+        answer = caller.ask(call)
+        assert "handler of actor" in answer
+        assert "dispatcher thread" in answer
+    assert not t.closed
+    assert t.context() == [UserMessage("q")]
+    t.close()
+
+
+# -- compaction settings ----------------------------------------------------------------------
+
+
+def test_default_threshold_for_the_default_window() -> None:
+    config = CompactionConfig()
+    assert config.context_window_tokens == 200_000
+    assert config.threshold_tokens is None
+    assert config.effective_threshold == 183_616  # 200,000 - 16,384 (above 80 %)
+    assert config.keep_recent_tokens == 20_000
+    assert CompactionConfig(context_window_tokens=50_000).effective_threshold == 40_000  # 80 %
+
+
+def test_default_keep_recent_is_clamped_for_a_small_window() -> None:
+    small = CompactionConfig(context_window_tokens=16_000)
+    assert small.effective_threshold == 12_800
+    assert small.keep_recent_tokens == 6_400  # half the threshold
+    assert CompactionConfig(threshold_tokens=300).keep_recent_tokens == 150
+    # Back to a big window through evolve: the default again, not the clamped value.
+    assert attrs.evolve(small, context_window_tokens=200_000).keep_recent_tokens == 20_000
+    # Chosen explicitly, a value at or above the threshold is still an error.
+    with pytest.raises(InvalidInput, match="below the threshold"):
+        CompactionConfig(context_window_tokens=16_000, keep_recent_tokens=20_000)
+    assert CompactionConfig(context_window_tokens=16_000, keep_recent_tokens=9_000)
+
+
+def test_fork_keeps_the_turn_totals_of_the_copied_branch(rt: Runtime) -> None:
+    t = rt.transcript_create(compaction=SMALL)
+    for n in range(6):
+        t.on_turn_end(tool_turn(n, usage=Usage(5)), usage=Usage(100, 10) if n % 2 else None)
+    t.on_turn_end([UserMessage("no total"), AssistantMessage("x", usage=Usage(1, 1))])
+    assert t.usage() == Usage(3 * 5 + 3 * 100 + 1, 3 * 10 + 1)
+    fork = rt.transcript_fork(t.path)
+    assert fork.usage() == t.usage()  # one branch: the same cost, turn totals included
+    assert fork.context() == t.context()
+    assert fork.next_entry_id() == str(int(t.next_entry_id()) + 1)
+    live = snapshot(fork)
+    fork.close()
+    assert snapshot(rt.transcript_resume(fork.path)) == live
+    t.close()
+
+
+def test_resume_and_fork_without_compaction_keep_the_recorded_settings(rt: Runtime) -> None:
+    config = CompactionConfig(
+        context_window_tokens=3_000, threshold_tokens=300, keep_recent_tokens=150
+    )
+    t = rt.transcript_create(compaction=config)
+    t.on_turn_end(tool_turn(0))
+    t.on_turn_end(tool_turn(1))
+    t.close()
+    assert lines(t.path)[0]["compaction"] == {
+        "enabled": True,
+        "context_window_tokens": 3_000,
+        "threshold_tokens": 300,
+        "keep_recent_tokens": 150,
+    }
+    again = rt.transcript_resume(t.path)  # no compaction=: the file's settings
+    assert again.recovery.clean
+    assert again.on_turn_end(tool_turn(2)).compaction is not None  # 300, not 183,616
+    again.close()
+    fork = rt.transcript_fork(t.path)
+    assert lines(fork.path)[0]["compaction"] == lines(t.path)[0]["compaction"]
+    fork.close()
+    # Given explicitly, settings apply to that session only.
+    off = rt.transcript_resume(t.path, compaction=attrs.evolve(config, enabled=False))
+    assert off.on_turn_end(tool_turn(3)).compaction is None
+    off.close()
+    assert lines(t.path)[0]["compaction"]["enabled"] is True
+
+
+def test_unreadable_recorded_settings_are_reported_and_the_defaults_used(rt: Runtime) -> None:
+    t = rt.transcript_create()
+    t.on_turn_end([UserMessage("q")])
+    t.close()
+    header, *rest = Path(t.path).read_bytes().splitlines(keepends=True)
+    data = json.loads(header)
+    data["compaction"]["threshold_tokens"] = -5
+    Path(t.path).write_bytes(json.dumps(data).encode() + b"\n" + b"".join(rest))
+    again = rt.transcript_resume(t.path)
+    assert not again.recovery.clean
+    assert any("compaction settings are unreadable" in note for note in again.recovery.notes)
+    assert again.context() == [UserMessage("q")]
+    again.close()

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from runtime import AssistantMessage, Runtime, ToolCall, ToolResult, Usage, UserMessage
+from runtime import (
+    AssistantMessage,
+    CompactionSummary,
+    Runtime,
+    ToolCall,
+    ToolResult,
+    Usage,
+    UserMessage,
+)
 from runtime.errors import StorageError
 
 LOGGER = "greenroom.transcripts"
@@ -283,3 +291,59 @@ def test_header_missing_its_newline_is_completed(rt: Runtime) -> None:
     again.on_turn_end([UserMessage("fine")])
     assert again.context() == [UserMessage("fine")]
     again.close()
+
+
+def test_unfinished_entries_and_broken_links_are_counted(rt: Runtime) -> None:
+    metrics = rt.metrics()
+    assert metrics["transcript_unfinished_entries"] == 0
+    assert metrics["transcript_broken_links"] == 0
+    # A turn cut short: two entries after the last leaf.
+    path, _context, _usage, _next_id = make(rt)
+    with Path(path).open("ab") as file:
+        for entry_id, parent in (("13", "11"), ("14", "13")):
+            line = {
+                "type": "message",
+                "id": entry_id,
+                "parent_id": parent,
+                "timestamp": "2026-01-01T00:00:00.000Z",
+                "message": {"role": "user", "text": "half"},
+            }
+            file.write(json.dumps(line).encode() + b"\n")
+    t = rt.transcript_resume(path)
+    assert t.recovery.unfinished_entries == 2
+    assert t.recovery.broken_links == 0
+    t.close()
+    assert rt.metrics()["transcript_unfinished_entries"] == 2
+    # A corrupt message line: the next entry's parent is missing.
+    path, _context, _usage, _next_id = make(rt)
+    lines = raw_lines(path)
+    lines[6] = b'{"type":"message","id":"6", garbage\n'
+    write_lines(path, lines)
+    t = rt.transcript_resume(path)
+    assert t.recovery.broken_links == 1
+    t.close()
+    assert rt.metrics()["transcript_broken_links"] == 1
+    # A compaction whose first kept entry is not on its branch.
+    t = rt.transcript_create()
+    for n in range(4):
+        t.on_turn_end([UserMessage(f"q{n} " + "x" * 400), AssistantMessage(f"a{n}")])
+    assert t.compact() is not None
+    t.close()
+    lines = raw_lines(t.path)
+    for index, line in enumerate(lines):
+        entry = json.loads(line)
+        if entry["type"] == "compaction":
+            entry["first_kept_entry_id"] = "999"
+            lines[index] = json.dumps(entry).encode() + b"\n"
+    write_lines(t.path, lines)
+    again = rt.transcript_resume(t.path)
+    assert again.recovery.broken_links == 1
+    assert any("999" in note for note in again.recovery.notes)
+    assert isinstance(again.context()[0], CompactionSummary)  # starts at its summary
+    again.close()
+    assert rt.metrics()["transcript_broken_links"] == 2
+    # A fork reading a damaged source counts what it found too.
+    fork = rt.transcript_fork(t.path)
+    assert fork.recovery.broken_links == 1
+    fork.close()
+    assert rt.metrics()["transcript_broken_links"] == 3
