@@ -13,10 +13,29 @@ warning names it); put heavy computing in a plain `def` strategy instead.
 Awaiting anything other than `ctx.llm` / `ctx.llm_batch` (such as `asyncio.sleep`)
 ends the session in `error`: there is no event loop to wait on.
 
+A strategy step cannot be interrupted: `Runtime.cancel` of a session whose async
+strategy is in a long step records the cancel (`LiveEntry.cancel_requested`) and
+returns; the actor ends the session `cancelled` as soon as the step gives control back
+(its pause, its end or its error), discarding whatever the step produced. The actor
+keeps a `LiveSnapshot` of its state in the registry, replaced at every change, so the
+status calls never wait for a busy session.
+
+Any exception from an async strategy, `BaseException`s such as `SystemExit` or
+`KeyboardInterrupt` included (a dispatcher thread never receives a signal, so one
+there was raised by the strategy itself), ends the session in `error`, as on the
+thread path; so does any failure while turning the strategy's outcome into a result
+(a return value whose serialisation raises, an exception whose `__str__` raises).
+
 **Plain strategies** (`def strategy(ctx, ...)`) run on the runtime's bounded strategy
-pool (`RuntimeConfig.strategy_threads`). There `ctx.llm` tells the actor the queries
-and blocks on a future that the actor resolves once the round is answered (or fails
-with `ExecutionCancelled` when the session is cancelled). While a plain strategy runs
+pool (`RuntimeConfig.strategy_threads`). There `ctx.llm` asks the actor with the
+queries and blocks on the reply, which the actor gives once the round is answered (or
+fails with `ExecutionCancelled` when the session is cancelled, reaped or closed, or
+has ended while a helper thread of the strategy still waited). A pause that arrives
+after the actor stopped is answered `ActorDeadError` by the mailbox, which `ctx.llm`
+turns into `ExecutionCancelled`: no cancel, reap or close can leave it waiting forever.
+A job that must wait because every strategy thread is held (paused plain sessions hold
+one each) is logged and counted (`strategy_starts_queued`, gauge `strategy_queued`).
+While a plain strategy runs
 it counts as work in progress for `Runtime.settle()` / `FakeClock.advance()`; while it
 waits for the host, or for a free thread of the pool, it does not (the actor counts it
 again just before it resolves the future, so a settle never misses the resumed work).
@@ -28,7 +47,6 @@ A finished session (completed, error, cancelled) hands its final `FeedResult` to
 from __future__ import annotations
 
 import copy
-import hashlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -38,7 +56,6 @@ import attrs
 from pykka import ActorDeadError
 
 from actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
-from actors.futures import GreenroomFuture
 from runtime.errors import (
     AlreadyResponded,
     ExecutionCancelled,
@@ -47,14 +64,22 @@ from runtime.errors import (
     Stopped,
     UnknownQuery,
 )
-from runtime.execution_registry import ExecutionRegistry, LiveEntry, RetainedResult
+from runtime.execution_registry import (
+    ENDED,
+    ExecutionRegistry,
+    LiveEntry,
+    LiveSnapshot,
+    RetainedResult,
+)
 from runtime.executions import (
+    MAX_LOG_CHARS,
     TERMINAL_STATES,
     ExecutionContext,
     FeedResult,
     LlmQuery,
     LlmRequest,
     SessionMetrics,
+    answer_digest,
     describe_error,
     json_value,
 )
@@ -126,8 +151,9 @@ class Reap:
 
 @attrs.frozen
 class _ThreadPause:
+    """Asked by a plain strategy's `ctx.llm`: answered with the answers, or failed."""
+
     requests: tuple[LlmRequest, ...]
-    future: GreenroomFuture[Any]
 
 
 @attrs.frozen
@@ -183,12 +209,15 @@ class _AsyncBackend:
 class _ThreadLink:
     """The context's way to its actor in a plain strategy, on a strategy-pool thread."""
 
-    __slots__ = ("cancelled", "ref", "session_id", "tracker")
+    __slots__ = ("cancelled", "ref", "registry", "session_id", "tracker")
 
-    def __init__(self, ref: Any, tracker: ActivityTracker, session_id: str) -> None:
+    def __init__(
+        self, ref: Any, tracker: ActivityTracker, session_id: str, registry: ExecutionRegistry
+    ) -> None:
         self.ref = ref
         self.tracker = tracker
         self.session_id = session_id
+        self.registry = registry
         # Set by the actor to why the session was cancelled; read here (one attribute).
         self.cancelled: str | None = None
 
@@ -198,15 +227,21 @@ class _ThreadLink:
 
     def request(self, requests: tuple[LlmRequest, ...], single: bool) -> Any:
         self._refuse_if_cancelled()
-        future: GreenroomFuture[Any] = GreenroomFuture()
-        try:
-            self.ref.tell(_ThreadPause(requests, future))
-        except ActorDeadError:
-            raise ExecutionCancelled(f"execution {self.session_id} has ended") from None
+        # An ask, not a tell: if the session stops before it handles the pause (a
+        # cancel, a reap or a close landing just after the check above), the mailbox
+        # answers the envelope ActorDeadError, so this wait always ends.
+        future = self.ref.ask(_ThreadPause(requests), block=False)
         # Waiting for the host is not work in progress: a settle must not wait for it.
-        # The actor enters the tracker again before it resolves the future.
+        # The actor enters the tracker again before it answers.
         self.tracker.leave()
-        answers = future.get()
+        try:
+            answers = future.get()
+        except ActorDeadError:
+            self.tracker.enter()  # running again, to unwind (nobody else counts it)
+            why = f" (cancelled: {self.cancelled})" if self.cancelled is not None else ""
+            raise ExecutionCancelled(
+                f"execution {self.session_id} has ended{why}; its ctx.llm call cannot be answered"
+            ) from None
         return answers[0] if single else answers
 
     def log(self, message: str) -> None:
@@ -239,6 +274,7 @@ def _run_plain_strategy(
     """
     if link.cancelled is not None:
         return  # cancelled (or reaped) while it waited for a free thread
+    link.registry.strategy_started()
     link.tracker.enter()
     try:
         try:
@@ -252,14 +288,11 @@ def _run_plain_strategy(
             except ActorDeadError:
                 log.debug("execution %s ended before its strategy thread did", link.session_id)
     finally:
+        link.registry.strategy_finished()
         link.tracker.leave()  # after the tell: the actor is busy before we stop counting
 
 
 # -- the actor ------------------------------------------------------------------------------
-
-
-def _digest(response: str) -> bytes:
-    return hashlib.blake2b(response.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 _END_COUNTERS = {
@@ -267,7 +300,6 @@ _END_COUNTERS = {
     "error": "executions_failed",
     "cancelled": "executions_cancelled",
 }
-_ENDED = {"completed": "completed", "error": "failed (error)", "cancelled": "been cancelled"}
 
 
 class ExecutionActor(GreenroomActor):
@@ -291,6 +323,7 @@ class ExecutionActor(GreenroomActor):
         "_queries",
         "_reason",
         "_registry",
+        "_retained",
         "_round",
         "_start",
         "_state",
@@ -332,12 +365,13 @@ class ExecutionActor(GreenroomActor):
         self._waiters: list[Reply] = []  # asks answered at the next pause or end
         self._coro: Any = None
         self._link: _ThreadLink | None = None
-        self._thread_future: GreenroomFuture[Any] | None = None
+        self._thread_future: Reply | None = None  # a plain strategy's waiting ctx.llm
         self._reason: str | None = None
         self._final: dict[str, Any] | None = None  # the status once finished
+        self._retained: RetainedResult | None = None  # what the registry keeps, once finished
         now = ctx.clock.monotonic()
         self._metrics = SessionMetrics(now)
-        self._entry = LiveEntry(self.actor_ref, now)
+        self._entry = LiveEntry(self.actor_ref, now, self._snapshot_of(self._stats()))
         registry.add(session_id, self._entry)
 
     def on_receive(self, message: Any) -> Any:
@@ -370,7 +404,7 @@ class ExecutionActor(GreenroomActor):
             context = ExecutionContext(self.session_id, self.ctx.clock, _AsyncBackend(self))
             try:
                 coro = strategy(context, *args, **kwargs)
-            except Exception as error:
+            except BaseException as error:  # as in _drive: the session's error
                 return self._end("error", error=describe_error(error))
             if not inspect.iscoroutine(coro):
                 return self._end(
@@ -379,33 +413,62 @@ class ExecutionActor(GreenroomActor):
                 )
             self._coro = coro
             return self._drive(None)
-        link = _ThreadLink(self.actor_ref, self.ctx.tracker, self.session_id)
+        link = _ThreadLink(self.actor_ref, self.ctx.tracker, self.session_id, self._registry)
         self._link = link
         context = ExecutionContext(self.session_id, self.ctx.clock, link)
         self._waiters.append(self.reply_later())
         try:
-            self._pool().submit(
-                _run_plain_strategy, link, strategy, context, args, kwargs, track=False
-            )
+            pool = self._pool()
+            self._warn_if_queued(pool)
+            pool.submit(_run_plain_strategy, link, strategy, context, args, kwargs, track=False)
         except Exception as error:
             self._end("error", error=f"the strategy could not start: {describe_error(error)}")
         return DEFERRED
+
+    def _warn_if_queued(self, pool: BlockingPool) -> None:
+        held = self._registry.strategies_running + pool.queued
+        if held < pool.max_threads:
+            return
+        self.ctx.metrics.incr("strategy_starts_queued")
+        log.warning(
+            "execution %s: all %d strategy threads are held (plain strategies running or "
+            "waiting in ctx.llm for the host's answers), so this plain strategy waits for a "
+            "free thread (strategy_queued in rt.metrics()); answer or cancel paused plain "
+            "sessions, write the strategy as async def, or raise strategy_threads",
+            self.session_id,
+            pool.max_threads,
+        )
 
     # -- driving an async strategy ---------------------------------------------------------
 
     def _drive(self, answers: list[str] | None) -> FeedResult:
         """Run the coroutine with `answers` (`None` to start it) until it pauses or ends."""
+        try:
+            return self._step(answers)
+        except Exception as error:
+            return self._internal_failure(error)
+
+    def _step(self, answers: list[str] | None) -> FeedResult:
         coro = self._coro
         try:
             yielded = coro.send(answers)
         except StopIteration as stop:
             self._coro = None
             return self._complete(stop.value)
-        except Exception as error:
+        except BaseException as error:
+            # Whatever the strategy raised (SystemExit, KeyboardInterrupt and even a
+            # GeneratorExit of its own included) is the session's error, as on the
+            # thread path; it must not stop the actor and lose the session.
             self._coro = None
             text = describe_error(error)
-            if isinstance(error, RuntimeError) and "event loop" in str(error):
+            if isinstance(error, RuntimeError) and "event loop" in text:
                 text += _NO_LOOP_HINT
+            if not isinstance(error, Exception):
+                log.warning(
+                    "execution %s: the strategy raised %s; the session ends in error",
+                    self.session_id,
+                    type(error).__name__,
+                )
             return self._end("error", error=text)
         if type(yielded) is not _Await:
             self._close_coro()
@@ -433,6 +496,9 @@ class ExecutionActor(GreenroomActor):
     # -- pauses, feeds and resuming -------------------------------------------------------
 
     def _pause(self, requests: tuple[LlmRequest, ...]) -> FeedResult:
+        if self._entry.cancel_requested is not None:
+            # The host cancelled while the strategy computed: it stops here.
+            return self._cancel_now(self._entry.cancel_requested)
         self._round += 1
         prefix = f"q-{self._round}-"
         queries = tuple(LlmQuery.of(prefix + str(i), req) for i, req in enumerate(requests))
@@ -445,11 +511,13 @@ class ExecutionActor(GreenroomActor):
         return self._notify(self._needs_response(queries))
 
     def _needs_response(self, queries: tuple[LlmQuery, ...]) -> FeedResult:
-        return FeedResult("needs_response", self.session_id, queries, metrics=self._stats())
+        stats = self._stats()
+        self._snap(stats)
+        return FeedResult("needs_response", self.session_id, queries, metrics=stats)
 
     def _feed(self, message: Feed) -> Any:
-        if self._state in TERMINAL_STATES:
-            raise self._ended_error("feed")
+        if self._retained is not None:  # ended, its stop not handled yet
+            return self._retained.refeed(message.items)
         # Validate every item before changing anything: all or none.
         plan: list[tuple[LlmQuery, str, dict[str, int] | None]] = []
         seen: set[str] = set()
@@ -464,7 +532,7 @@ class ExecutionActor(GreenroomActor):
             seen.add(query_id)
             previous = self._answered.get(query_id)
             if previous is not None:
-                if previous != _digest(response):
+                if previous != answer_digest(response):
                     raise AlreadyResponded(
                         f"query {query_id!r} of execution {self.session_id} was already "
                         "answered with a different response; an answer cannot be changed"
@@ -483,19 +551,21 @@ class ExecutionActor(GreenroomActor):
         for query, response, usage in plan:
             del pending[query.id]
             self._answers[query.id] = response
-            self._answered[query.id] = _digest(response)
+            self._answered[query.id] = answer_digest(response)
             self._metrics.answered(query, response, usage)
         self.ctx.metrics.incr("execution_feeds", len(plan))
         if pending:
             self._touch()  # (resuming touches it at the next pause)
-            return FeedResult(
-                "accepted",
-                self.session_id,
-                tuple(pending.values()),
-                remaining=len(pending),
-                metrics=self._stats(),
-            )
+            return self._accepted()
         return self._resume()
+
+    def _accepted(self) -> FeedResult:
+        pending = tuple(self._pending.values())
+        stats = self._stats()
+        self._snap(stats)
+        return FeedResult(
+            "accepted", self.session_id, pending, remaining=len(pending), metrics=stats
+        )
 
     def _sole_pending(self) -> str:
         count = len(self._pending)
@@ -519,16 +589,9 @@ class ExecutionActor(GreenroomActor):
     def _current(self) -> Any:
         """The session's state as a feed result (for a feed that changed nothing)."""
         if self._state == "paused":
-            pending = tuple(self._pending.values())
             if self._answers:  # some of this round are answered
-                return FeedResult(
-                    "accepted",
-                    self.session_id,
-                    pending,
-                    remaining=len(pending),
-                    metrics=self._stats(),
-                )
-            return self._needs_response(pending)
+                return self._accepted()
+            return self._needs_response(tuple(self._pending.values()))
         # Running (a plain strategy between pauses): answer with its next event.
         self._waiters.append(self.reply_later())
         return DEFERRED
@@ -539,60 +602,90 @@ class ExecutionActor(GreenroomActor):
         self._queries = ()
         self._answers = {}
         self._state = "running"
+        self._snap()  # visible as running while the strategy computes
         if self._async:
             return self._drive(answers)
-        future, self._thread_future = self._thread_future, None
-        assert future is not None
+        reply, self._thread_future = self._thread_future, None
+        assert reply is not None
         self._waiters.append(self.reply_later())
         self._touch()
         self.ctx.tracker.enter()  # the strategy runs again: work in progress
-        future.set(answers)
+        reply.set(answers)
         return DEFERRED
 
     # -- a plain strategy's messages --------------------------------------------------------
 
-    def _thread_pause(self, message: _ThreadPause) -> None:
+    def _thread_pause(self, message: _ThreadPause) -> Any:
+        reply = self.reply_later()
         if self._state in TERMINAL_STATES:
-            self._wake_cancelled(message.future)
-            return
+            self._wake_cancelled(reply)
+            return DEFERRED
         if self._thread_future is not None:
             # ctx.llm from a second thread of the strategy while one call waits.
             self.ctx.tracker.enter()  # that thread runs on, to take the error
-            error = InvalidTransition(
-                f"execution {self.session_id}: ctx.llm was called while another ctx.llm "
-                "call of the same strategy is waiting; call it from one thread at a time"
+            reply.fail(
+                InvalidTransition(
+                    f"execution {self.session_id}: ctx.llm was called while another ctx.llm "
+                    "call of the same strategy is waiting; call it from one thread at a time"
+                )
             )
-            message.future.set_exception((InvalidTransition, error, None))
-            return
-        self._thread_future = message.future
-        self._pause(message.requests)
+            return DEFERRED
+        self._thread_future = reply
+        try:
+            self._pause(message.requests)
+        except Exception as error:
+            self._internal_failure(error)
+        return DEFERRED
 
     def _thread_done(self, message: _ThreadDone) -> None:
         if self._state in TERMINAL_STATES:
             return  # cancelled while it ran: its result is not wanted
-        if message.error is not None:
-            self._end("error", error=describe_error(message.error))
-        else:
-            self._complete(message.value)
+        try:
+            if message.error is not None:
+                self._end("error", error=describe_error(message.error))
+            else:
+                self._complete(message.value)
+        except Exception as error:
+            self._internal_failure(error)
 
     def _thread_custom(self, message: _ThreadCustom) -> None:
         if self._state not in TERMINAL_STATES:
             self._custom(message.name, message.value)
 
-    def _wake_cancelled(self, future: GreenroomFuture[Any]) -> None:
-        error = ExecutionCancelled(
-            f"execution {self.session_id} was cancelled"
-            + (f": {self._reason}" if self._reason else "")
-        )
+    def _wake_cancelled(self, reply: Reply) -> None:
+        if self._state in ("running", "paused", "cancelled"):
+            text = f"execution {self.session_id} was cancelled" + (
+                f": {self._reason}" if self._reason else ""
+            )
+        else:  # completed or error: the strategy returned while a helper thread waited
+            text = (
+                f"execution {self.session_id} has ended ({self._state}); its ctx.llm call "
+                "cannot be answered"
+            )
         self.ctx.tracker.enter()  # the strategy runs again, to unwind
-        future.set_exception((ExecutionCancelled, error, None))
+        reply.fail(ExecutionCancelled(text))
 
     # -- custom entries ------------------------------------------------------------------
 
     def _custom(self, name: str | None, value: Any) -> None:
         if name is not None:
             self._metrics.custom[name] = value
-        elif self._metrics.log(value):
+        else:
+            self._log_entry(value)
+        self._touch()
+        self._snap()
+
+    def _log_entry(self, value: str) -> None:
+        if len(value) > MAX_LOG_CHARS:
+            self.ctx.metrics.incr("execution_logs_truncated")
+            log.info(
+                "execution %s: a ctx.log message of %d chars was cut to %d (counted in "
+                "execution_logs_truncated)",
+                self.session_id,
+                len(value),
+                MAX_LOG_CHARS,
+            )
+        if self._metrics.log(value):
             self.ctx.metrics.incr("execution_logs_dropped")
             if self._metrics.logs_dropped == 1:  # the first drop; the rest are counted
                 log.warning(
@@ -601,7 +694,6 @@ class ExecutionActor(GreenroomActor):
                     self.session_id,
                     len(self._metrics.logs),
                 )
-        self._touch()
 
     # -- ending --------------------------------------------------------------------------
 
@@ -617,14 +709,40 @@ class ExecutionActor(GreenroomActor):
             value = json_value(value, "the strategy's return value")
         except InvalidInput as error:
             return self._end("error", error=str(error))
+        except Exception as error:  # (json_value converts any failure; belt and braces)
+            return self._end(
+                "error",
+                error=f"the strategy's return value could not be stored: {describe_error(error)}",
+            )
         return self._end("completed", result=value)
 
     def _cancel(self, message: Cancel) -> FeedResult:
-        if self._state in TERMINAL_STATES:
+        if self._retained is not None:
+            if self._state == "cancelled":
+                # A cancel that arrives after the session ended cancelled (another
+                # cancel, or this one deferred while the strategy computed): the same.
+                return self._retained.final
             raise self._ended_error("cancel")
-        self._reason = message.reason
-        self._stop_strategy(message.reason)
+        return self._cancel_now(message.reason)
+
+    def _cancel_now(self, reason: str) -> FeedResult:
+        self._reason = self._reason or reason
+        self._stop_strategy(reason)
         return self._end("cancelled")
+
+    def _internal_failure(self, error: Exception) -> FeedResult:
+        """Something failed while handling the strategy's outcome: end in error."""
+        log.error(
+            "execution %s: failed while handling its strategy's outcome; the session ends in error",
+            self.session_id,
+            exc_info=(type(error), error, error.__traceback__),
+        )
+        if self._retained is not None:
+            return self._retained.final
+        self._stop_strategy("the session failed")
+        return self._end(
+            "error", error=f"the session failed handling its strategy: {describe_error(error)}"
+        )
 
     def _reap(self, message: Reap) -> bool:
         if self._state in TERMINAL_STATES or self._entry.last_active > message.cutoff:
@@ -653,6 +771,19 @@ class ExecutionActor(GreenroomActor):
                 self._wake_cancelled(future)
 
     def _end(self, status: str, *, result: Any = None, error: str | None = None) -> FeedResult:
+        requested = self._entry.cancel_requested
+        if status != "cancelled" and requested is not None:
+            # `Runtime.cancel` already told the host "cancelled" (the strategy was busy
+            # computing): that stays true, and what the strategy produced is dropped.
+            log.info(
+                "execution %s: the strategy %s after the host cancelled it; the session "
+                "ends cancelled",
+                self.session_id,
+                "failed" if status == "error" else "finished",
+            )
+            status, result, error = "cancelled", None, None
+            self._reason = self._reason or requested
+            self._stop_strategy(requested)
         now = self.ctx.clock.monotonic()
         self._state = status
         self._metrics.ended_at = now
@@ -662,9 +793,15 @@ class ExecutionActor(GreenroomActor):
             status, self.session_id, result=result, error=error, metrics=self._stats()
         )
         self._final = self._status(final)
-        self._registry.finish(self.session_id, RetainedResult(final, self._final, now))
+        # The answers' digests stay with the result: a retried answer stays a no-op.
+        self._retained = RetainedResult(final, self._final, now, self._answered)
+        self._registry.finish(self.session_id, self._retained)
         self._answers = {}
-        self._answered = {}
+        # A helper thread of a plain strategy still waiting in ctx.llm (its main
+        # function has returned): wake it, once the final state is visible.
+        reply, self._thread_future = self._thread_future, None
+        if reply is not None:
+            self._wake_cancelled(reply)
         self.ctx.metrics.incr(_END_COUNTERS[status])
         if status == "completed":
             log.debug("execution %s completed", self.session_id)
@@ -678,7 +815,7 @@ class ExecutionActor(GreenroomActor):
 
     def _ended_error(self, action: str) -> InvalidTransition:
         return InvalidTransition(
-            f"execution {self.session_id} has already {_ENDED[self._state]}; cannot {action} it"
+            f"execution {self.session_id} has already {ENDED[self._state]}; cannot {action} it"
         )
 
     # -- helpers ---------------------------------------------------------------------------
@@ -695,6 +832,16 @@ class ExecutionActor(GreenroomActor):
 
     def _stats(self) -> Any:
         return self._metrics.snapshot(self.ctx.clock.monotonic())
+
+    def _snapshot_of(self, stats: Any) -> LiveSnapshot:
+        return LiveSnapshot(
+            self._state, self._round, tuple(self._pending), stats, self._metrics.started_at
+        )
+
+    def _snap(self, stats: Any = None) -> None:
+        """Publish the session's state to the registry (read by the status calls)."""
+        if self._retained is None:
+            self._entry.snapshot = self._snapshot_of(stats if stats is not None else self._stats())
 
     def _status(self, final: FeedResult | None = None) -> dict[str, Any]:
         stats = final.metrics if final is not None else self._stats()

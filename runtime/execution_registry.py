@@ -1,10 +1,15 @@
 """`ExecutionRegistry`: where the runtime finds execution sessions, live or finished.
 
 A live session is an actor (`actors.execution.ExecutionActor`); the registry maps its
-id to the actor's ref and to the clock time it was last active, which the actor
-updates and the GC supervisor reads. A finished session's actor stops; its final
-`FeedResult` and status are kept here for `result_retention_s`, so a late status call
-still answers and a late feed is told the final state instead of a bare not-found.
+id to a `LiveEntry`: the actor's ref, the clock time it was last active (which the
+actor updates and the GC supervisor reads), a `LiveSnapshot` of its state that the
+actor replaces at every change (so `Runtime.execution_status` answers without asking
+the actor, even while an async strategy holds it in a long CPU step), and whether the
+host has asked to cancel it. A finished session's actor stops; its final `FeedResult`,
+status and the digests of every answer it was fed are kept here for
+`result_retention_s`, so a late status call still answers, a retried final answer is
+an idempotent no-op and any other late feed is told the final state instead of a bare
+not-found.
 """
 
 from __future__ import annotations
@@ -15,37 +20,105 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from runtime.errors import AlreadyResponded, InvalidTransition
+from runtime.executions import ExecutionStats, FeedResult, answer_digest
+
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from actors.base import GreenroomActorRef
-    from runtime.executions import FeedResult
     from runtime.metrics import Metrics
 
-__all__ = ["ExecutionRegistry", "LiveEntry", "RetainedResult"]
+__all__ = ["ENDED", "ExecutionRegistry", "LiveEntry", "LiveSnapshot", "RetainedResult"]
 
 log = logging.getLogger("greenroom.executions")
 
+ENDED = {"completed": "completed", "error": "failed (error)", "cancelled": "been cancelled"}
+"""How an error message says a session ended: "has already <ENDED[state]>"."""
+
+
+@attrs.frozen
+class LiveSnapshot:
+    """A live session's state as of its last change (written by its actor only)."""
+
+    state: str
+    round: int
+    pending: tuple[str, ...]
+    stats: ExecutionStats
+    started_at: float  # clock seconds: `elapsed_ms` is computed when it is read
+
+    def stats_at(self, now: float) -> ExecutionStats:
+        """The stats with `elapsed_ms` as of `now` (and their own `custom` copy)."""
+        elapsed_ms = max(0, round((now - self.started_at) * 1000))
+        return attrs.evolve(self.stats.detached(), elapsed_ms=elapsed_ms)
+
+    def status(self, session_id: str, now: float, cancel_requested: str | None) -> dict[str, Any]:
+        """The `execution_status` dict of this snapshot at `now` (a fresh dict)."""
+        status: dict[str, Any] = {
+            "session_id": session_id,
+            "state": self.state,
+            "round": self.round,
+            "pending_queries": list(self.pending),
+            "metrics": self.stats_at(now).to_json(),
+        }
+        if cancel_requested is not None:
+            status["cancel_requested"] = cancel_requested
+        return status
+
 
 class LiveEntry:
-    """A running or paused session: its actor and when it was last active.
+    """A running or paused session: its actor, when it was last active, its snapshot.
 
-    `last_active` (clock seconds) is written by the session's actor only and read by
-    the GC; a float attribute is read and written whole, so it needs no lock.
+    `last_active` (clock seconds) and `snapshot` are written by the session's actor
+    only and read by the GC and the runtime's status calls; `cancel_requested` (the
+    reason) is written by `Runtime.cancel` and read by the actor when it next gets
+    control. Each is one attribute, read and written whole, so none needs a lock.
     """
 
-    __slots__ = ("last_active", "ref")
+    __slots__ = ("cancel_requested", "last_active", "ref", "snapshot")
 
-    def __init__(self, ref: GreenroomActorRef, last_active: float) -> None:
+    def __init__(self, ref: GreenroomActorRef, last_active: float, snapshot: LiveSnapshot) -> None:
         self.ref = ref
         self.last_active = last_active
+        self.snapshot = snapshot
+        self.cancel_requested: str | None = None
 
 
 @attrs.frozen
 class RetainedResult:
-    """A finished session: its final result and status, and when it finished."""
+    """A finished session: its final result and status, when it finished, and the
+    digests of every answer it was fed (by query id)."""
 
     final: FeedResult
     status: dict[str, Any]
     finished_at: float
+    answered: Mapping[str, bytes] = attrs.field(factory=dict)
+
+    def refeed(self, items: Iterable[tuple[str | None, str, Any]]) -> FeedResult:
+        """A feed after the end: the final result if every item repeats an answer given.
+
+        A repeated answer is an idempotent no-op (a host retrying the feed that
+        finished the session gets the final result again); a changed one is
+        `AlreadyResponded`; anything else (no query id, an id never answered) is
+        `InvalidTransition` naming the final state. The caller copies the result.
+        """
+        final = self.final
+        session_id = final.session_id
+        ended = f"execution {session_id} has already {ENDED[final.status]}; cannot feed it"
+        for query_id, response, _usage in items:
+            digest = self.answered.get(query_id) if query_id is not None else None
+            if digest is None:
+                what = "" if query_id is None else f" (query {query_id!r} was never answered)"
+                raise InvalidTransition(
+                    f"{ended}{what}; rt.execution_status({session_id!r}) shows its final result"
+                )
+            if digest != answer_digest(response):
+                raise AlreadyResponded(
+                    f"query {query_id!r} of execution {session_id} was already answered with "
+                    f"a different response; an answer cannot be changed (the session has "
+                    f"already {ENDED[final.status]})"
+                )
+        return final
 
 
 class ExecutionRegistry:
@@ -57,6 +130,24 @@ class ExecutionRegistry:
         self._retention_s = retention_s
         self._live: dict[str, LiveEntry] = {}
         self._retained: dict[str, RetainedResult] = {}
+        self._strategies_running = 0  # plain strategies on a strategy-pool thread
+
+    # -- plain strategies holding pool threads ---------------------------------------------
+
+    def strategy_started(self) -> None:
+        """A plain strategy got a strategy-pool thread."""
+        with self._lock:
+            self._strategies_running += 1
+
+    def strategy_finished(self) -> None:
+        """A plain strategy gave its strategy-pool thread back."""
+        with self._lock:
+            self._strategies_running -= 1
+
+    @property
+    def strategies_running(self) -> int:
+        """Plain strategies holding a strategy-pool thread (running or waiting in ctx.llm)."""
+        return self._strategies_running
 
     # -- writers -----------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ per-session accounting (`SessionMetrics`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -45,8 +46,10 @@ __all__ = [
     "LlmRequest",
     "SessionMetrics",
     "TokenCount",
+    "answer_digest",
     "check_usage",
     "describe_error",
+    "json_copy",
     "json_value",
 ]
 
@@ -63,6 +66,11 @@ MAX_LOG_ENTRIES = 1000
 """`ctx.log` entries a session keeps; older ones are dropped (counted in the stats as
 `logs_dropped` and in `Runtime.metrics()` as `execution_logs_dropped`)."""
 
+MAX_LOG_CHARS = 4000
+"""Characters of one `ctx.log` message a session keeps; a longer message is cut to this
+length plus a `[... N more chars truncated]` marker (counted in `Runtime.metrics()` as
+`execution_logs_truncated`)."""
+
 ESTIMATED = "estimated"
 PROVIDED = "provided"
 _USAGE_KEYS = frozenset({"prompt_tokens", "completion_tokens"})
@@ -76,19 +84,51 @@ def json_value(value: Any, what: str) -> Any:
     """`value` as JSON gives it back (tuples become lists); `InvalidInput` if it is not JSON.
 
     Round-tripping decouples the stored value from the strategy's own objects and makes
-    `to_json()` exact (NaN and infinities are refused: they are not JSON).
+    `to_json()` exact (NaN and infinities are refused: they are not JSON). Any failure
+    while serialising (such as a `dict` subclass whose `items()` raises) is
+    `InvalidInput` too.
     """
     try:
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as error:
-        raise InvalidInput(f"{what} is not JSON-serialisable: {error}") from None
+        raise InvalidInput(f"{what} is not JSON-serialisable: {_text_of(error)}") from None
+    except Exception as error:  # a broken __iter__, items(), __str__ ... of the value
+        raise InvalidInput(
+            f"{what} is not JSON-serialisable: serialising it raised {describe_error(error)}"
+        ) from None
     return json.loads(text)
 
 
+def json_copy(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts and lists copied, the rest shared: immutable)."""
+    kind = type(value)
+    if kind is dict:
+        return {key: json_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [json_copy(item) for item in value]
+    return value
+
+
+def _text_of(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:
+        return f"<unprintable {type(error).__name__} object>"
+
+
 def describe_error(error: BaseException) -> str:
-    """`"Type: message"` (just `"Type"` when the message is empty)."""
-    text = str(error)
+    """`"Type: message"` (just `"Type"` when the message is empty).
+
+    An exception whose `__str__` raises is described as
+    `"Type: <unprintable Type object>"`.
+    """
+    text = _text_of(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def answer_digest(response: str) -> bytes:
+    """A 16-byte digest of an answer: enough to tell a repeated answer from a changed one."""
+    return hashlib.blake2b(response.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def check_usage(usage: Any) -> dict[str, int] | None:
@@ -226,7 +266,7 @@ class TokenCount:
         return {"value": self.value, "source": self.source}
 
 
-@attrs.frozen
+@attrs.frozen(eq=True, hash=False)
 class ExecutionStats:
     """A session's metrics at one moment (`stats` in the MCP JSON).
 
@@ -237,6 +277,9 @@ class ExecutionStats:
     host-supplied `usage`; otherwise `estimated` (chars // 4 where usage is missing).
     `custom` holds `ctx.metric` values, `logs` the last `ctx.log` messages
     (`logs_dropped` older ones were dropped).
+
+    Unhashable (`custom` is a dict). The stats a `Runtime` method returns are the
+    caller's own: changing them (or `to_json()`'s output) changes nothing in the session.
     """
 
     elapsed_ms: int = 0
@@ -264,10 +307,16 @@ class ExecutionStats:
             "prompt_tokens": self.prompt_tokens.to_json(),
             "response_tokens": self.response_tokens.to_json(),
             "total_tokens": self.total_tokens.to_json(),
-            "custom": dict(self.custom),
+            "custom": json_copy(self.custom),
             "logs": list(self.logs),
             "logs_dropped": self.logs_dropped,
         }
+
+    def detached(self) -> ExecutionStats:
+        """These stats with a deep copy of `custom` (the rest is immutable)."""
+        if not self.custom:
+            return self
+        return attrs.evolve(self, custom=json_copy(self.custom))
 
 
 class SessionMetrics:
@@ -333,7 +382,9 @@ class SessionMetrics:
             self.response_tokens += usage["completion_tokens"]
 
     def log(self, message: str) -> bool:
-        """Keep `message`; whether an older entry had to be dropped for it."""
+        """Keep `message` (cut to `MAX_LOG_CHARS`); whether an older entry was dropped."""
+        if len(message) > MAX_LOG_CHARS:
+            message = truncate_log(message)
         self.logs.append(message)
         self.logs_view = None
         if len(self.logs) > MAX_LOG_ENTRIES:
@@ -367,10 +418,16 @@ class SessionMetrics:
         )
 
 
+def truncate_log(message: str) -> str:
+    """`message` cut to `MAX_LOG_CHARS`, with a marker saying how much was cut."""
+    cut = len(message) - MAX_LOG_CHARS
+    return f"{message[:MAX_LOG_CHARS]}[... {cut} more chars truncated]"
+
+
 # -- feed results ------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(eq=True, hash=False)
 class FeedResult:
     """What a session says after a start, a feed or a cancel.
 
@@ -384,7 +441,9 @@ class FeedResult:
     * `cancelled`: stopped by `Runtime.cancel` or reaped by the GC.
 
     `metrics` is the session's `ExecutionStats` at that moment. `to_json()` gives the
-    MCP JSON shape of each status.
+    MCP JSON shape of each status (a fresh, deep-copied dict every call). Unhashable
+    (`result` and `metrics.custom` may be dicts); a result a `Runtime` method returns is
+    the caller's own copy.
     """
 
     status: str
@@ -404,6 +463,16 @@ class FeedResult:
     def query_ids(self) -> list[str]:
         """The ids of `queries`, in order."""
         return [query.id for query in self.queries]
+
+    def detached(self) -> FeedResult:
+        """This result with its own copies of `result` and `metrics.custom`."""
+        metrics = self.metrics.detached() if self.metrics is not None else None
+        result = self.result
+        if type(result) is dict or type(result) is list:
+            result = json_copy(result)
+        elif metrics is self.metrics:
+            return self
+        return attrs.evolve(self, result=result, metrics=metrics)
 
     def to_json(self) -> dict[str, Any]:
         """The MCP JSON of this result.
@@ -433,7 +502,7 @@ class FeedResult:
             }
         stats = self.metrics.to_json() if self.metrics is not None else ExecutionStats().to_json()
         if status == "completed":
-            return {"status": "completed", "result": self.result, "stats": stats}
+            return {"status": "completed", "result": json_copy(self.result), "stats": stats}
         if status == "error":
             return {"status": "error", "error": self.error}
         return {"status": "cancelled", "stats": stats}

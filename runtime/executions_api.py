@@ -8,12 +8,21 @@
 
 See `runtime.executions` for the records and `actors.execution` for how a session
 drives its strategy.
+
+Where these may be called: `start_execution`, `feed`, `feed_many` and `cancel` wait for
+a session's actor (and a plain strategy for a strategy-pool thread), so they are
+refused (`InvalidTransition`) inside an actor's handler, a `run_blocking` job and a
+plain strategy's own thread (where a full pool, or the caller's own session, would
+deadlock; this includes starting an async strategy from a plain one, refused for one
+simple rule). `execution_status` and `execution_snapshots` never wait (they read the
+snapshot each session keeps in the registry), so they may be called from anywhere.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import math
 import secrets
 import threading
@@ -22,17 +31,17 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError
 
-from actors.execution import BEGIN, STATUS, Cancel, ExecutionActor, Feed
+from actors.execution import BEGIN, Cancel, ExecutionActor, Feed
 from runtime.errors import (
+    ExecutionTimeout,
     FutureTimeout,
     GreenroomError,
     InvalidInput,
     InvalidTransition,
     NotFound,
     Stopped,
-    Timeout,
 )
-from runtime.execution_registry import ExecutionRegistry
+from runtime.execution_registry import ENDED, ExecutionRegistry
 from runtime.executions import FeedResult, check_usage
 
 if TYPE_CHECKING:
@@ -43,7 +52,16 @@ if TYPE_CHECKING:
     from runtime.config import RuntimeConfig
     from runtime.metrics import Metrics
 
-__all__ = ["ExecutionsAPI"]
+__all__ = ["CANCEL_WAIT_S", "ExecutionsAPI"]
+
+log = logging.getLogger("greenroom.executions")
+
+CANCEL_WAIT_S = 0.5
+"""Real seconds `cancel` waits for a session busy in a strategy step before it returns
+`cancelled` with the cancel recorded (the session ends `cancelled` once the step gives
+control back)."""
+
+_CANCELLED_BY_HOST = "cancelled by the host"
 
 _COUNTERS = (
     "executions_started",
@@ -54,6 +72,9 @@ _COUNTERS = (
     "execution_results_expired",
     "execution_feeds",
     "execution_logs_dropped",
+    "execution_logs_truncated",
+    "execution_cancels_deferred",
+    "strategy_starts_queued",
 )
 
 
@@ -153,6 +174,8 @@ class ExecutionsAPI:
         counters["executions_retained"] = retained
         pool = self._strategy_pool
         counters["strategy_threads"] = pool.threads if pool is not None else 0
+        # Plain strategies waiting for a free strategy thread (every one is held).
+        counters["strategy_queued"] = pool.queued if pool is not None else 0
         return counters
 
     def _close_executions(self) -> None:
@@ -210,9 +233,12 @@ class ExecutionsAPI:
         `strategy` is an `async def` (driven by the session's actor, no thread) or a
         plain `def` (run on the bounded strategy pool). Returns `needs_response` with
         the queries to answer, or the final `completed` / `error` result. With
-        `timeout` (real seconds), raises `Timeout` (its `session_id` attribute names
-        the session, which goes on and can be cancelled) if the strategy neither
-        pauses nor finishes in time. Refused inside an actor's handler.
+        `timeout` (real seconds), raises `ExecutionTimeout` (a `Timeout`; its
+        `session_id` names the session, which goes on and can be cancelled) if the
+        strategy neither pauses nor finishes in time. A plain strategy needs a free
+        strategy thread: while every one is held (paused plain sessions hold one each)
+        it waits, logged and counted (`strategy_queued`). Refused inside an actor's
+        handler and on a strategy thread (see the module docstring).
         """
         self._check_open()
         self._refuse_inside_actor("start_execution()")
@@ -252,9 +278,12 @@ class ExecutionsAPI:
         round wait, else the result of resuming the strategy until its next pause or
         end. The same answer again is a no-op returning the current state; a
         different one for an answered query is `AlreadyResponded`; an id the session
-        never asked is `UnknownQuery`; a finished session is `InvalidTransition`
-        naming its final state. `timeout` as in `start_execution` (the answer stays
-        applied).
+        never asked is `UnknownQuery`. A finished session (kept `result_retention_s`)
+        takes the same answer again to a query it was fed (a retried final feed) as a
+        no-op returning its final result; a different answer is `AlreadyResponded`,
+        anything else `InvalidTransition` naming its final state. `usage` counts only
+        with the first feed of an answer: a repeated feed with a different `usage` is
+        a no-op too. `timeout` as in `start_execution` (the answer stays applied).
         """
         self._check_open()
         self._refuse_inside_actor("feed()")
@@ -294,6 +323,14 @@ class ExecutionsAPI:
         `ctx.llm` gets `ExecutionCancelled` there (one busy computing gets it at its
         next `ctx` call; its thread is freed when it returns). A finished session is
         `InvalidTransition` naming its final state.
+
+        A running step of a strategy cannot be interrupted. If the session's actor
+        does not answer within `CANCEL_WAIT_S` (0.5 s; an async strategy in a long CPU
+        step holds it), the cancel is recorded and `cancelled` is returned at once,
+        with the metrics of the session's last change (counted as
+        `execution_cancels_deferred`, logged): the session ends `cancelled` as soon
+        as the step gives control back, whatever the step produced; until then
+        `execution_status` shows it `running` with `cancel_requested`.
         """
         self._check_open()
         self._refuse_inside_actor("cancel()")
@@ -301,49 +338,65 @@ class ExecutionsAPI:
         entry = self._exec_registry.live(session_id)
         if entry is None:
             raise self._exec_gone(session_id, "cancel")
-        future = entry.ref.ask(Cancel("cancelled by the host"), block=False)
-        return self._exec_wait(session_id, future, None, "cancel")
+        if entry.cancel_requested is None:
+            entry.cancel_requested = _CANCELLED_BY_HOST
+        future = entry.ref.ask(Cancel(_CANCELLED_BY_HOST), block=False)
+        try:
+            return future.get(timeout=CANCEL_WAIT_S).detached()
+        except FutureTimeout:
+            self._metrics.incr("execution_cancels_deferred")
+            log.warning(
+                "execution %s: busy in a strategy step for more than %g s; the cancel is "
+                "recorded and the session ends cancelled when the step gives control back "
+                "(a running step cannot be interrupted)",
+                session_id,
+                CANCEL_WAIT_S,
+            )
+            stats = entry.snapshot.stats_at(self._clock.monotonic())
+            return FeedResult("cancelled", session_id, metrics=stats)
+        except ActorDeadError:
+            # It ended meanwhile; if it ended cancelled, this cancel may be why.
+            kept = self._exec_registry.retained(session_id, self._clock.monotonic())
+            if kept is not None and kept.final.status == "cancelled":
+                return kept.final.detached()
+            raise self._exec_gone(session_id, "cancel") from None
 
     def execution_status(self, session_id: str) -> dict[str, Any]:
         """A session's state, pending query ids and metrics, live or finished.
 
         `{"session_id", "state", "round", "pending_queries", "metrics"}`, plus
-        `result` (completed), `error` (error) or `reason` (cancelled) once finished;
-        finished sessions answer for `result_retention_s`. `NotFound` otherwise.
+        `result` (completed), `error` (error) or `reason` (cancelled) once finished,
+        and `cancel_requested` (the reason) while a deferred cancel waits for a busy
+        strategy step; finished sessions answer for `result_retention_s`. `NotFound`
+        otherwise. Never waits: a live session's status is the snapshot its actor
+        published at its last change (`elapsed_ms` as of now), so a session busy in
+        a long step answers at once (`running`). Allowed anywhere, handlers and
+        strategy threads included.
         """
         self._check_open()
-        self._refuse_inside_actor("execution_status()")
         _check_session_id(session_id)
         entry = self._exec_registry.live(session_id)
+        now = self._clock.monotonic()
         if entry is not None:
-            try:
-                return entry.ref.ask(STATUS)
-            except ActorDeadError:
-                pass  # it finished meanwhile: its result is retained
-        kept = self._exec_registry.retained(session_id, self._clock.monotonic())
+            return entry.snapshot.status(session_id, now, entry.cancel_requested)
+        kept = self._exec_registry.retained(session_id, now)
         if kept is None:
             raise self._exec_gone(session_id, "query")
         return copy.deepcopy(kept.status)
 
     def execution_snapshots(self) -> dict[str, dict[str, Any]]:
-        """`execution_status` of every session, running, paused and retained, by id."""
+        """`execution_status` of every session, running, paused and retained, by id.
+
+        Never waits for any session (see `execution_status`).
+        """
         self._check_open()
-        self._refuse_inside_actor("execution_snapshots()")
-        asked = []
-        for session_id, entry in self._exec_registry.live_entries():
-            try:
-                asked.append((session_id, entry.ref.ask(STATUS, block=False)))
-            except ActorDeadError:
-                continue
+        now = self._clock.monotonic()
         out: dict[str, dict[str, Any]] = {}
-        for session_id, future in asked:
-            try:
-                out[session_id] = future.get()
-            except ActorDeadError:
-                continue  # finished meanwhile: listed with the retained ones below
-        for session_id, kept in self._exec_registry.retained_items(self._clock.monotonic()):
-            if session_id not in out:
-                out[session_id] = copy.deepcopy(kept.status)
+        for session_id, entry in self._exec_registry.live_entries():
+            out[session_id] = entry.snapshot.status(session_id, now, entry.cancel_requested)
+        # A session that finished since it was listed above: its final status wins.
+        for session_id, kept in self._exec_registry.retained_items(now):
+            out[session_id] = copy.deepcopy(kept.status)
         return out
 
     # -- helpers -------------------------------------------------------------------------
@@ -353,34 +406,43 @@ class ExecutionsAPI:
     ) -> FeedResult:
         entry = self._exec_registry.live(session_id)
         if entry is None:
+            return self._exec_finished_feed(session_id, items)
+        future = entry.ref.ask(Feed(items), block=False)
+        try:
+            return self._exec_wait(session_id, future, timeout, "feed")
+        except _Gone:
+            return self._exec_finished_feed(session_id, items)
+
+    def _exec_finished_feed(self, session_id: str, items: tuple[Any, ...]) -> FeedResult:
+        """A feed to a session with no live actor: a retried answer, or an error."""
+        kept = self._exec_registry.retained(session_id, self._clock.monotonic())
+        if kept is None:
             raise self._exec_gone(session_id, "feed")
-        return self._exec_wait(session_id, entry.ref.ask(Feed(items), block=False), timeout, "feed")
+        return kept.refeed(items).detached()
 
     def _exec_wait(
         self, session_id: str, future: Any, timeout: float | None, action: str
     ) -> FeedResult:
         try:
-            return future.get(timeout=timeout)
+            return future.get(timeout=timeout).detached()
         except FutureTimeout:
-            error = Timeout(
+            raise ExecutionTimeout(
                 f"execution {session_id}: the strategy neither paused nor finished within "
                 f"{timeout:g} s of this {action}; it goes on running: "
                 f"rt.execution_status({session_id!r}) shows it, rt.cancel({session_id!r}) "
-                "stops it"
-            )
-            error.session_id = session_id  # type: ignore[attr-defined]
-            raise error from None
+                "stops it",
+                session_id,
+            ) from None
         except ActorDeadError:
+            if action == "feed":
+                raise _Gone from None
             raise self._exec_gone(session_id, action) from None
 
     def _exec_gone(self, session_id: str, action: str) -> GreenroomError:
         """The error for a session that has no live actor (finished, unknown, closed)."""
         kept = self._exec_registry.retained(session_id, self._clock.monotonic())
         if kept is not None:
-            status = kept.final.status
-            ended = {"completed": "completed", "error": "failed (error)"}.get(
-                status, "been cancelled"
-            )
+            ended = ENDED[kept.final.status]
             return InvalidTransition(
                 f"execution {session_id} has already {ended}; cannot {action} it "
                 f"(rt.execution_status({session_id!r}) shows its final result)"
@@ -391,3 +453,7 @@ class ExecutionsAPI:
             f"no execution session {session_id!r}: never started here, or finished more "
             f"than result_retention_s ({self._config.result_retention_s:g} s) ago"
         )
+
+
+class _Gone(Exception):
+    """A feed's session stopped before it handled the feed (internal)."""

@@ -20,11 +20,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from actors import execution as execution_actor
 from actors.base import ActorContext, GreenroomActor
-from runtime import FakeClock, FeedResult, LlmRequest, Runtime
+from actors.execution import Cancel, ExecutionActor, Reap
+from runtime import FakeClock, FeedResult, LlmRequest, Runtime, RuntimeConfig
+from runtime import executions_api as executions_api_module
 from runtime.errors import (
     AlreadyResponded,
     ExecutionCancelled,
+    ExecutionTimeout,
     InvalidInput,
     InvalidTransition,
     NotFound,
@@ -561,11 +565,11 @@ def test_gc_reaps_a_running_plain_session(open_rt: Callable[..., Runtime]) -> No
     rt._exec_registry.live(sid).last_active = -1e9
     gc_pass = rt._execution_gc().ask(COLLECT)
     assert gc_pass.reap_candidates == (sid,)
-    status = rt.execution_status(sid)  # after the Reap in the session's mailbox
+    gate.set()
+    rt.settle()  # the Reap is handled, the strategy unwound
+    status = rt.execution_status(sid)
     assert status["state"] == "cancelled"
     assert "reaped" in status["reason"]
-    gate.set()
-    rt.settle()
     assert len(seen) == 1
     assert "reaped by the GC" in str(seen[0])
     assert rt.metrics()["executions_reaped"] == 1
@@ -804,6 +808,7 @@ def test_an_async_callable_object_is_driven_as_async(rt: Runtime) -> None:
 def test_close_stops_paused_and_running_strategies(open_rt: Callable[..., Runtime]) -> None:
     rt = open_rt()
     seen: list[BaseException] = []
+    closed: list[str] = []
 
     def plain(ctx: Any) -> Any:
         try:
@@ -812,12 +817,87 @@ def test_close_stops_paused_and_running_strategies(open_rt: Callable[..., Runtim
             seen.append(error)
             raise
 
+    async def careful(ctx: Any) -> Any:
+        try:
+            await ctx.llm("wait for me")
+        finally:
+            closed.append("closed")
+
+    # A plain strategy caught running: its start waits on another thread; the strategy
+    # goes on (and reaches ctx.llm) only once that start was answered by the close.
+    running = threading.Event()
+    gate = threading.Event()
+    seen_running: list[BaseException] = []
+    waiter_errors: list[BaseException] = []
+
+    def busy(ctx: Any) -> Any:
+        running.set()
+        gate.wait(WAIT_S)
+        try:
+            return ctx.llm("too late")
+        except ExecutionCancelled as error:
+            seen_running.append(error)
+            raise
+
+    def start_busy() -> None:
+        try:
+            rt.start_execution(busy)
+        except Stopped as error:
+            waiter_errors.append(error)
+        finally:
+            gate.set()
+
     plain_sid = rt.start_execution(plain, timeout=WAIT_S).session_id
-    rt.start_execution(ask_once)
+    rt.start_execution(careful)
+    starter = threading.Thread(target=start_busy)
+    starter.start()
+    assert running.wait(WAIT_S)
+    running_sid = next(
+        sid for sid, status in rt.execution_snapshots().items() if status["state"] == "running"
+    )
     rt.close()  # returns: the waiting thread was woken, the coroutine closed
+    starter.join(WAIT_S)
     assert len(seen) == 1
+    assert closed == ["closed"]
+    assert len(waiter_errors) == 1  # the start waiting on the running strategy: Stopped
+    assert "the runtime was closed" in str(waiter_errors[0])
+    assert len(seen_running) == 1  # the running strategy's next ctx call raised
     with pytest.raises(Stopped):
         rt.feed(plain_sid, "late")
+    with pytest.raises(Stopped):
+        rt.feed(running_sid, "late")
+
+
+def test_close_while_a_feed_waits_on_a_running_plain_strategy(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    rt = open_rt()
+    resumed = threading.Event()
+    gate = threading.Event()
+    waiter_errors: list[BaseException] = []
+
+    def two_rounds(ctx: Any) -> Any:
+        first = ctx.llm("one")
+        resumed.set()
+        gate.wait(WAIT_S)
+        return [first, ctx.llm("two")]
+
+    sid = rt.start_execution(two_rounds, timeout=WAIT_S).session_id
+
+    def feed() -> None:
+        try:
+            rt.feed(sid, "1")
+        except Stopped as error:
+            waiter_errors.append(error)
+        finally:
+            gate.set()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    assert resumed.wait(WAIT_S)  # the feed was applied and waits for the next pause
+    rt.close()
+    feeder.join(WAIT_S)
+    assert [type(error) for error in waiter_errors] == [Stopped]
 
 
 def test_metrics_start_at_zero(rt: Runtime) -> None:
@@ -939,3 +1019,432 @@ def test_many_plain_sessions_fed_from_four_threads(open_rt: Callable[..., Runtim
     metrics = rt.metrics()
     assert metrics["executions_completed"] == 60
     assert metrics["strategy_threads"] <= 8
+
+
+# -- review fixes -------------------------------------------------------------------------------
+
+
+def _actor_of(rt: Runtime, sid: str) -> Any:
+    return rt._exec_registry.live(sid).ref._actor_weakref()
+
+
+class _SignallingTracker:
+    """Wraps a session's tracker: `left` is set when the strategy thread stops counting
+    (just after it has sent its pause to the actor)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.left = threading.Event()
+
+    def enter(self) -> None:
+        self.inner.enter()
+
+    def leave(self, handled: int = 0) -> None:
+        self.inner.leave(handled)
+        self.left.set()
+
+
+@pytest.mark.parametrize("how", ["cancel", "reap", "close"])
+def test_a_stop_landing_between_the_cancel_check_and_the_pause_wakes_the_strategy(
+    open_rt: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The pause of a plain strategy queued behind the session's stop is answered
+    (ActorDeadError -> ExecutionCancelled), so its thread does not wait forever."""
+    rt = open_rt(execution_ttl_s=300)
+    checked, go = threading.Event(), threading.Event()
+    outcome: list[str] = []
+    done = threading.Event()
+    tracker: list[_SignallingTracker] = []
+
+    original_check = execution_actor._ThreadLink._refuse_if_cancelled
+
+    def check(link: Any) -> None:
+        original_check(link)  # passes: not cancelled yet
+        checked.set()
+        go.wait(WAIT_S)  # the stop lands here
+
+    monkeypatch.setattr(execution_actor._ThreadLink, "_refuse_if_cancelled", check)
+
+    def hold_until_the_pause_is_queued() -> None:
+        go.set()  # the stop is queued; let the strategy send its pause behind it
+        assert tracker[0].left.wait(WAIT_S)
+
+    if how == "close":
+        original_on_stop = ExecutionActor.on_stop
+
+        def on_stop(actor: Any) -> None:
+            original_on_stop(actor)
+            hold_until_the_pause_is_queued()
+
+        monkeypatch.setattr(ExecutionActor, "on_stop", on_stop)
+    else:
+        kind = Cancel if how == "cancel" else Reap
+        original = execution_actor._HANDLERS[kind]
+
+        def handler(actor: Any, message: Any) -> Any:
+            result = original(actor, message)  # ends the session: its stop is queued
+            hold_until_the_pause_is_queued()
+            return result
+
+        monkeypatch.setitem(execution_actor._HANDLERS, kind, handler)
+
+    def plain(ctx: Any) -> Any:
+        try:
+            ctx.llm("q")
+            outcome.append("answered")
+        except ExecutionCancelled as error:
+            outcome.append(str(error))
+            raise
+        finally:
+            done.set()
+
+    with pytest.raises(ExecutionTimeout) as info:
+        rt.start_execution(plain, timeout=0.05)
+    sid = info.value.session_id
+    assert checked.wait(WAIT_S)
+    actor = _actor_of(rt, sid)
+    tracker.append(_SignallingTracker(actor._link.tracker))
+    actor._link.tracker = tracker[0]
+    if how == "cancel":
+        assert rt.cancel(sid).status == "cancelled"
+    elif how == "reap":
+        from actors.execution_gc import COLLECT
+
+        rt._exec_registry.live(sid).last_active = -1e9
+        assert rt._execution_gc().ask(COLLECT).reap_candidates == (sid,)
+    else:
+        rt.close()
+    assert done.wait(WAIT_S), "the strategy still waits in ctx.llm"
+    assert len(outcome) == 1
+    assert "has ended" in outcome[0]
+    if how != "close":
+        rt.settle()
+        assert rt.execution_status(sid)["state"] == "cancelled"
+        assert rt.metrics()["dead_letters"] >= 1  # the pause was dead-lettered, counted
+
+
+class _BadDict(dict):  # type: ignore[type-arg]
+    def items(self) -> Any:
+        raise KeyError("boom")
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("unprintable")
+
+
+def _plain_bad_dict(ctx: Any) -> Any:
+    return _BadDict(a=1)
+
+
+async def _async_bad_dict(ctx: Any) -> Any:
+    return _BadDict(a=1)
+
+
+def _plain_unprintable(ctx: Any) -> Any:
+    raise _Unprintable
+
+
+async def _async_unprintable(ctx: Any) -> Any:
+    raise _Unprintable
+
+
+def _plain_set(ctx: Any) -> Any:
+    return {1, 2}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "message"),
+    [
+        (_plain_bad_dict, "not JSON-serialisable: serialising it raised KeyError: 'boom'"),
+        (_async_bad_dict, "not JSON-serialisable: serialising it raised KeyError: 'boom'"),
+        (_plain_unprintable, "_Unprintable: <unprintable _Unprintable object>"),
+        (_async_unprintable, "_Unprintable: <unprintable _Unprintable object>"),
+        (_plain_set, "not JSON-serialisable: Object of type set is not JSON serializable"),
+    ],
+)
+def test_odd_results_and_errors_end_the_session_in_error(
+    rt: Runtime, strategy: Callable[..., Any], message: str
+) -> None:
+    result = rt.start_execution(strategy, timeout=WAIT_S)
+    assert result.status == "error"
+    assert message in result.error
+    assert rt.execution_status(result.session_id)["state"] == "error"
+    assert rt.metrics()["executions_active"] == 0
+
+
+@pytest.mark.parametrize("strategy", [ask_once, plain_twice])
+def test_a_failure_handling_the_outcome_ends_the_session_in_error(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, strategy: Callable[..., Any]
+) -> None:
+    def broken(actor: Any, value: Any) -> Any:
+        raise RuntimeError("internal")
+
+    first = rt.start_execution(strategy, timeout=WAIT_S)
+    monkeypatch.setattr(ExecutionActor, "_complete", broken)
+    result = first
+    while result.status == "needs_response":
+        result = rt.feed(first.session_id, "x", timeout=WAIT_S)
+    assert result.status == "error"
+    assert "failed handling its strategy: RuntimeError: internal" in result.error
+    assert rt.execution_status(first.session_id)["state"] == "error"
+
+
+@pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
+def test_a_base_exception_from_an_async_strategy_ends_the_session_in_error(
+    rt: Runtime, error: BaseException
+) -> None:
+    async def raises_at_once(ctx: Any) -> Any:
+        raise error
+
+    async def raises_after_a_pause(ctx: Any) -> Any:
+        await ctx.llm("q")
+        raise error
+
+    result = rt.start_execution(raises_at_once)
+    assert result.status == "error"
+    assert result.error.startswith(type(error).__name__)
+    sid = rt.start_execution(raises_after_a_pause).session_id
+    assert rt.feed(sid, "a").status == "error"
+    assert rt.execution_status(sid)["state"] == "error"
+    metrics = rt.metrics()
+    assert (metrics["executions_failed"], metrics["executions_active"]) == (2, 0)
+
+
+def test_a_helper_thread_waiting_in_llm_is_woken_when_the_strategy_returns(rt: Runtime) -> None:
+    release = threading.Event()
+    helper_done = threading.Event()
+    helper_out: list[BaseException | str] = []
+
+    def leaves_a_helper(ctx: Any) -> Any:
+        def helper() -> None:
+            try:
+                helper_out.append(ctx.llm("from the helper"))
+            except ExecutionCancelled as error:
+                helper_out.append(error)
+            finally:
+                helper_done.set()
+
+        threading.Thread(target=helper, daemon=True).start()
+        release.wait(WAIT_S)
+        return "done"
+
+    first = rt.start_execution(leaves_a_helper, timeout=WAIT_S)
+    assert first.query_ids == ["q-1-0"]  # the helper's pause
+    release.set()
+    assert helper_done.wait(WAIT_S), "the helper still waits in ctx.llm"
+    assert isinstance(helper_out[0], ExecutionCancelled)
+    assert "has ended (completed)" in str(helper_out[0])
+    status = rt.execution_status(first.session_id)
+    assert (status["state"], status["result"]) == ("completed", "done")
+
+
+@pytest.mark.parametrize("then", ["pauses", "returns", "fails"])
+def test_a_busy_async_session_is_visible_and_cancellable(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    monkeypatch.setattr(executions_api_module, "CANCEL_WAIT_S", 0.01)
+    entered, release = threading.Event(), threading.Event()
+    closed: list[bool] = []
+
+    async def busy(ctx: Any) -> Any:
+        entered.set()
+        release.wait(WAIT_S)  # a long CPU step: holds the actor
+        if then == "returns":
+            return "computed"
+        if then == "fails":
+            raise ValueError("late")
+        try:
+            return await ctx.llm("x")
+        finally:
+            closed.append(True)
+
+    with pytest.raises(ExecutionTimeout) as info:
+        rt.start_execution(busy, timeout=0.05)
+    sid = info.value.session_id
+    assert isinstance(info.value, Timeout)
+    assert entered.wait(WAIT_S)
+    try:
+        status = rt.execution_status(sid)  # answers at once, from the snapshot
+        assert (status["state"], status["pending_queries"]) == ("running", [])
+        assert rt.execution_snapshots()[sid]["state"] == "running"
+        cancelled = rt.cancel(sid)  # returns after CANCEL_WAIT_S: recorded
+        assert cancelled.status == "cancelled"
+        assert cancelled.to_json()["stats"]["llm_calls"] == 0
+        assert rt.metrics()["execution_cancels_deferred"] == 1
+        status = rt.execution_status(sid)
+        assert status["state"] == "running"
+        assert status["cancel_requested"] == "cancelled by the host"
+    finally:
+        release.set()
+    rt.settle()
+    final = rt.execution_status(sid)
+    assert (final["state"], final["reason"]) == ("cancelled", "cancelled by the host")
+    assert "result" not in final
+    assert closed == ([True] if then == "pauses" else [])
+    with pytest.raises(InvalidTransition, match="already been cancelled"):
+        rt.feed(sid, "x")
+    metrics = rt.metrics()
+    assert (metrics["executions_cancelled"], metrics["executions_completed"]) == (1, 0)
+
+
+def test_a_full_strategy_pool_is_logged_and_counted(
+    open_rt: Callable[..., Runtime], caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = open_rt(strategy_threads=1)
+
+    def holds(ctx: Any) -> Any:
+        return ctx.llm("x")
+
+    holder = rt.start_execution(holds, timeout=WAIT_S).session_id
+    assert rt.metrics()["strategy_queued"] == 0
+    with (
+        caplog.at_level(logging.WARNING, logger="greenroom.executions"),
+        pytest.raises(ExecutionTimeout) as info,
+    ):
+        rt.start_execution(holds, timeout=0.05)
+    metrics = rt.metrics()
+    assert (metrics["strategy_queued"], metrics["strategy_starts_queued"]) == (1, 1)
+    assert any("all 1 strategy threads are held" in r.getMessage() for r in caplog.records)
+    rt.cancel(info.value.session_id)
+    assert rt.feed(holder, "y", timeout=WAIT_S).result == "y"
+
+
+def test_waiting_calls_are_refused_on_a_strategy_thread(rt: Runtime) -> None:
+    paused = rt.start_execution(ask_once).session_id
+
+    def nests(ctx: Any) -> Any:
+        refused = {}
+        for name, call in [
+            ("start_plain", lambda: rt.start_execution(_plain_set)),
+            ("start_async", lambda: rt.start_execution(ask_once)),
+            ("feed", lambda: rt.feed(paused, "x")),
+            ("feed_many", lambda: rt.feed_many(paused, [("q-1-0", "x", None)])),
+            ("cancel", lambda: rt.cancel(paused)),
+            ("settle", lambda: rt.settle(timeout=1)),
+        ]:
+            try:
+                call()
+                refused[name] = "allowed"
+            except InvalidTransition as error:
+                refused[name] = "strategy pool" in str(error)
+        # The status calls never wait: allowed here.
+        refused["status"] = rt.execution_status(ctx.session_id)["state"]
+        refused["snapshots"] = len(rt.execution_snapshots())
+        return refused
+
+    result = rt.start_execution(nests, timeout=WAIT_S)
+    assert result.result == {
+        "start_plain": True,
+        "start_async": True,
+        "feed": True,
+        "feed_many": True,
+        "cancel": True,
+        "settle": True,
+        "status": "running",
+        "snapshots": 2,
+    }
+    assert rt.execution_status(paused)["state"] == "paused"
+    assert rt.metrics()["executions_started"] == 2
+
+
+def test_status_calls_are_allowed_in_a_handler(rt: Runtime) -> None:
+    class Looker(GreenroomActor):
+        kind = "looker"
+
+        def __init__(self, ctx: ActorContext, rt: Runtime) -> None:
+            super().__init__(ctx)
+            self.rt = rt
+
+        def on_receive(self, message: Any) -> Any:
+            return self.rt.execution_status(message)["state"], len(self.rt.execution_snapshots())
+
+    sid = rt.start_execution(ask_once).session_id
+    assert rt.spawn(Looker, rt).ask(sid) == ("paused", 1)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "answer", "ended"),
+    [(ask_once, "4", "completed"), (fails_after_a_pause, "NaN!", "failed \\(error\\)")],
+)
+def test_late_feeds_to_a_finished_session_name_its_state(
+    rt: Runtime, strategy: Callable[..., Any], answer: str, ended: str
+) -> None:
+    sid = rt.start_execution(strategy).session_id
+    final = rt.feed(sid, answer)
+    feeds = rt.metrics()["execution_feeds"]
+    with pytest.raises(InvalidTransition, match=f"has already {ended}; cannot feed it"):
+        rt.feed(sid, "late")  # no query id: nothing is pending any more
+    with pytest.raises(InvalidTransition, match=f"has already {ended}; cannot feed it"):
+        rt.feed(sid, "late", query_id="q-2-0")  # never asked
+    with pytest.raises(AlreadyResponded, match="different response"):
+        rt.feed(sid, answer + "!", query_id="q-1-0")
+    # A retried final answer: the same answer again is a no-op giving the final result.
+    assert rt.feed(sid, answer, query_id="q-1-0") == final
+    assert rt.feed_many(sid, [("q-1-0", answer, None)]) == final
+    with pytest.raises(InvalidTransition, match=f"has already {ended}"):
+        rt.feed_many(sid, [("q-1-0", answer, None), ("q-9-0", "x", None)])
+    assert rt.metrics()["execution_feeds"] == feeds
+
+
+def test_returned_records_are_the_callers_own(rt: Runtime) -> None:
+    async def keeps(ctx: Any) -> Any:
+        ctx.metric("m", [1])
+        await ctx.llm("x")
+        return {"list": [1]}
+
+    first = rt.start_execution(keeps)
+    sid = first.session_id
+    first.metrics.custom["m"].append("host")
+    rt.execution_status(sid)["metrics"]["custom"]["m"].append("host")
+    rt.execution_snapshots()[sid]["metrics"]["custom"]["m"].append("host")
+    assert rt.execution_status(sid)["metrics"]["custom"] == {"m": [1]}
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(first)
+    done = rt.feed(sid, "y")
+    done.result["list"].append("host")
+    done.to_json()["result"]["list"].append("host")
+    done.to_json()["stats"]["custom"]["m"].append("host")
+    assert done.metrics.custom == {"m": [1]}
+    status = rt.execution_status(sid)
+    assert status["result"] == {"list": [1]}
+    assert status["metrics"]["custom"] == {"m": [1]}
+    again = rt.feed(sid, "y", query_id="q-1-0")  # the retained final result, a copy
+    assert again.result == {"list": [1]}
+    assert again.to_json()["stats"]["custom"] == {"m": [1]}
+
+
+def test_long_log_messages_are_cut_and_counted(rt: Runtime) -> None:
+    async def verbose(ctx: Any) -> Any:
+        ctx.log("x" * 5000)
+        ctx.log("short")
+        return None
+
+    logs = rt.start_execution(verbose).metrics.logs
+    assert logs[0] == "x" * 4000 + "[... 1000 more chars truncated]"
+    assert logs[1] == "short"
+    assert rt.metrics()["execution_logs_truncated"] == 1
+
+
+def test_execution_config_defaults() -> None:
+    config = RuntimeConfig()
+    assert config.result_retention_s == 3600
+    assert config.execution_ttl_s == 10800
+    assert config.gc_interval_s == 60
+
+
+def test_a_start_timeout_is_an_execution_timeout_naming_the_session(rt: Runtime) -> None:
+    gate = threading.Event()
+
+    def gated(ctx: Any) -> Any:
+        gate.wait(WAIT_S)
+        return 1
+
+    try:
+        with pytest.raises(ExecutionTimeout, match="neither paused nor finished") as info:
+            rt.start_execution(gated, timeout=0.05)
+    finally:
+        gate.set()
+    assert isinstance(info.value, Timeout)
+    rt.settle()
+    assert rt.execution_status(info.value.session_id)["result"] == 1

@@ -12,15 +12,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runtime import FakeClock, FeedResult, LlmRequest, Runtime
-from runtime.errors import ExecutionCancelled, InvalidInput, InvalidTransition, Timeout
-from runtime.execution_registry import ExecutionRegistry, RetainedResult
+from runtime.errors import (
+    AlreadyResponded,
+    ExecutionCancelled,
+    InvalidInput,
+    InvalidTransition,
+    Timeout,
+)
+from runtime.execution_registry import ExecutionRegistry, LiveSnapshot, RetainedResult
 from runtime.executions import (
+    MAX_LOG_CHARS,
     ExecutionStats,
     LlmQuery,
     SessionMetrics,
     TokenCount,
+    answer_digest,
     check_usage,
     describe_error,
+    json_copy,
     json_value,
 )
 from runtime.metrics import Metrics
@@ -285,3 +294,88 @@ def test_a_second_concurrent_llm_call_of_a_plain_strategy_is_refused(rt: Runtime
     assert rt.feed(first.session_id, "one", timeout=WAIT_S).result == ["one"]
     assert len(errors) == 1
     assert "another ctx.llm call" in str(errors[0])
+
+
+# -- review fixes: odd values, copies, retained answers, snapshots ------------------------------
+
+
+class _BadDict(dict):  # type: ignore[type-arg]
+    def items(self) -> Any:
+        raise KeyError("boom")
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no")
+
+
+def test_helpers_survive_odd_values() -> None:
+    with pytest.raises(InvalidInput, match="serialising it raised KeyError: 'boom'"):
+        json_value(_BadDict(a=1), "x")
+    with pytest.raises(InvalidInput, match="not JSON-serialisable"):
+        json_value({"a": [_BadDict(a=1)]}, "x")
+    assert describe_error(_Unprintable()) == "_Unprintable: <unprintable _Unprintable object>"
+
+
+def test_json_copy_is_deep() -> None:
+    value = {"a": [1, {"b": [2]}], "c": "s"}
+    copied = json_copy(value)
+    assert copied == value
+    copied["a"][1]["b"].append(3)
+    assert value == {"a": [1, {"b": [2]}], "c": "s"}
+
+
+def test_records_with_json_values_are_unhashable_and_hand_out_copies() -> None:
+    stats = ExecutionStats(custom={"m": [1]})
+    result = FeedResult("completed", "s-1", result={"r": [1]}, metrics=stats)
+    for record in (stats, result):
+        with pytest.raises(TypeError, match="unhashable"):
+            hash(record)
+    assert result == FeedResult("completed", "s-1", result={"r": [1]}, metrics=stats)
+    out = result.to_json()
+    out["result"]["r"].append(2)
+    out["stats"]["custom"]["m"].append(2)
+    mine = result.detached()
+    mine.result["r"].append(2)
+    mine.metrics.custom["m"].append(2)
+    assert (result.result, stats.custom) == ({"r": [1]}, {"m": [1]})
+    plain = FeedResult("accepted", "s-1", remaining=1, metrics=ExecutionStats())
+    assert plain.detached() is plain  # nothing mutable to copy
+
+
+def test_long_log_entries_are_cut() -> None:
+    metrics = SessionMetrics(0.0)
+    metrics.log("y" * (MAX_LOG_CHARS + 7))
+    metrics.log("z" * MAX_LOG_CHARS)
+    first, second = metrics.snapshot(0.0).logs
+    assert first == "y" * MAX_LOG_CHARS + "[... 7 more chars truncated]"
+    assert second == "z" * MAX_LOG_CHARS
+
+
+def test_retained_result_takes_a_retried_answer_only() -> None:
+    final = FeedResult("completed", "s-1", result=1)
+    kept = RetainedResult(final, {}, 0.0, {"q-1-0": answer_digest("a")})
+    assert kept.refeed([("q-1-0", "a", None)]) is final
+    with pytest.raises(AlreadyResponded, match=r"'q-1-0'.*different response"):
+        kept.refeed([("q-1-0", "b", None)])
+    with pytest.raises(InvalidTransition, match="has already completed; cannot feed it"):
+        kept.refeed([(None, "a", None)])
+    with pytest.raises(InvalidTransition, match="'q-2-0' was never answered"):
+        kept.refeed([("q-1-0", "a", None), ("q-2-0", "a", None)])
+
+
+def test_live_snapshot_status_computes_elapsed_when_read() -> None:
+    metrics = SessionMetrics(10.0)
+    metrics.custom["m"] = [1]
+    snapshot = LiveSnapshot("paused", 2, ("q-2-0",), metrics.snapshot(11.0), 10.0)
+    status = snapshot.status("s-1", 12.5, None)
+    assert status["metrics"]["elapsed_ms"] == 2500
+    assert (status["state"], status["round"], status["pending_queries"]) == (
+        "paused",
+        2,
+        ["q-2-0"],
+    )
+    assert "cancel_requested" not in status
+    status["metrics"]["custom"]["m"].append(2)
+    assert snapshot.status("s-1", 12.5, "why")["cancel_requested"] == "why"
+    assert snapshot.stats.custom == {"m": [1]}
