@@ -8,11 +8,21 @@ message can never miss or repeat an event appended around them.
 
 Bounds: at most `max_events_per_session` events (trimmed on append) and none older
 than `max_event_age_s` of the runtime clock (trimmed on append, before every replay,
-and on the trimmer's tick every `replay_trim_interval_s`). A buffer with no events
-and no subscribers for longer than `max_event_age_s` retires on a tick: it answers
-anything still queued with `RETIRED` (the facade asks a fresh buffer instead), leaves
-the facade's lookup and stops, so its memory is returned. Every trim, drop and lag is
-counted in `Runtime.metrics()` and logged (logger `greenroom.replay`; trims at DEBUG).
+and on the trimmer's tick every `replay_trim_interval_s`).
+
+Idleness: a buffer is idle while it holds no events and has no subscribers. The idle
+time starts when the buffer is made, when its last event is trimmed, when its last
+subscriber goes, and again whenever `current_cursor` hands out a cursor (so a cursor
+just handed out stays resumable for at least `max_event_age_s`). Reads
+(`replay_after`, and a `subscribe_after` answered with a `Gap`) do not extend it. A
+buffer idle for longer than `max_event_age_s` retires on a tick: it answers any ask
+still queued with `RETIRED` (the facade asks a fresh buffer instead), leaves the
+facade's lookup and stops, so its memory is returned. It never retires while told
+appends (`Runtime.replay_publish`) are on their way to it: its `BufferSlot` counts
+those sent and those handled, and the facade lets it retire only when the two are
+equal (under the lock publishers take), so a publish can never reach a retired buffer
+and be lost. Every trim, drop and lag is counted in `Runtime.metrics()` and logged
+(logger `greenroom.replay`; trims at DEBUG).
 
 Live events are pushed into each subscription's bounded queue without waiting
 (`Subscription._offer`); one that overflows lags, is detached, and is told so on its
@@ -39,20 +49,44 @@ from runtime.replay import TRIMMED, UNAVAILABLE, Gap, ObservationEvent, Replayed
 __all__ = [
     "RETIRED",
     "Append",
+    "BufferSlot",
     "CurrentCursor",
     "ReplayAfter",
     "ReplayBuffer",
     "ReplayTrimmer",
     "Subscribe",
     "Unsubscribe",
+    "gap_after",
 ]
 
 log = logging.getLogger("greenroom.replay")
 
 
+class BufferSlot:
+    """The facade's entry for one buffer incarnation: its ref, and its told appends.
+
+    `sent` is bumped by publishers under the facade's replay lock before they tell;
+    `handled` only by the buffer, on its own thread, as it handles each one. The
+    buffer may retire only when the two are equal, checked under that same lock.
+    """
+
+    __slots__ = ("epoch", "handled", "ref", "sent")
+
+    def __init__(self, epoch: str) -> None:
+        self.epoch = epoch
+        self.ref: GreenroomActorRef | None = None
+        self.sent = 0
+        self.handled = 0
+
+    @property
+    def pending(self) -> int:
+        """Told appends sent and not handled yet."""
+        return self.sent - self.handled
+
+
 class Append:
     """Ask a buffer: append `payloads` at `revision`; answers the event (`single`) or
-    the list of events."""
+    the list of events. Told (`Runtime.replay_publish`), it answers nobody."""
 
     __slots__ = ("payloads", "revision", "single")
 
@@ -121,6 +155,53 @@ RETIRED: Any = _Retired()
 """A retired buffer's answer to every ask: ask the session's new buffer instead."""
 
 
+def gap_after(
+    cursor: ParsedCursor,
+    requested: str,
+    session_id: str,
+    epoch: str,
+    tail: int,
+    revision: int,
+    oldest: int | None,
+) -> Gap | None:
+    """The `Gap` for resuming after `cursor` from a buffer in this state, or `None`.
+
+    `tail` is the buffer's last position ever appended, `revision` the highest it has
+    seen, `oldest` the position of its oldest held event (`None`: it holds none). The
+    rules are in `runtime.replay`'s docstring. The facade applies them too, to a
+    session with no buffer: an empty buffer at the epoch reserved for its next one.
+    """
+    latest = f"{CURSOR_VERSION}:{epoch}:{revision}:{tail}:{session_id}"
+    detail = None
+    if cursor.epoch != epoch:
+        detail = (
+            f"the cursor is from another incarnation of this session's buffer (epoch "
+            f"{cursor.epoch}, now {epoch}): it was dropped and made again, or the "
+            "process restarted, and what it held is gone"
+        )
+    elif cursor.position > tail:
+        detail = f"the cursor's position {cursor.position} is ahead of the buffer's tail {tail}"
+    elif cursor.revision > revision:
+        detail = (
+            f"the cursor's revision {cursor.revision} is ahead of the buffer's revision {revision}"
+        )
+    if detail is not None:
+        return Gap(session_id, UNAVAILABLE, requested, latest, revision, None, detail)
+    first = oldest if oldest is not None else tail + 1
+    if cursor.position + 1 < first:
+        held = f"the oldest held is {oldest}" if oldest is not None else "none are held"
+        return Gap(
+            session_id,
+            TRIMMED,
+            requested,
+            latest,
+            revision,
+            oldest,
+            f"events {cursor.position + 1} to {first - 1} were trimmed; {held}",
+        )
+    return None
+
+
 class ReplayBuffer(GreenroomActor):
     """One incarnation of a session's replay buffer; see the module docstring."""
 
@@ -130,14 +211,15 @@ class ReplayBuffer(GreenroomActor):
         self,
         ctx: ActorContext,
         session_id: str,
-        epoch: str,
-        on_retire: Callable[[str, GreenroomActorRef], None],
+        slot: BufferSlot,
+        on_retire: Callable[[str, BufferSlot], bool],
         on_detached: Callable[[Subscription], None],
     ) -> None:
         super().__init__(ctx)
         config = ctx.config
         self.session_id = session_id
-        self.epoch = epoch
+        self._slot = slot
+        epoch = self.epoch = slot.epoch
         self._prefix = f"{CURSOR_VERSION}:{epoch}:"
         self._max_events = config.max_events_per_session
         self._max_age = config.max_event_age_s
@@ -166,6 +248,16 @@ class ReplayBuffer(GreenroomActor):
 
     def on_receive(self, message: Any) -> Any:
         if self._retired:
+            if self._reply_to is None and type(message) is Append:
+                # Cannot happen (the facade lets a buffer retire only with no told
+                # append on its way); said loudly rather than lost in silence.
+                log.error(
+                    "replay buffer %r (epoch %s) retired, yet a told append of %d events "
+                    "reached it; they are not appended. This is a greenroom bug: report it",
+                    self.session_id,
+                    self.epoch,
+                    len(message.payloads),
+                )
             return RETIRED
         cls = type(message)
         if cls is Append:
@@ -208,12 +300,14 @@ class ReplayBuffer(GreenroomActor):
             self._trim_count(excess)
         self._trim_age(now)
         self.ctx.metrics.incr("replay_events_appended", len(events))
+        if self._reply_to is None:  # told (replay_publish): nobody to answer
+            self._slot.handled += 1
+            if self._subs:
+                self._fan_out(events)
+            return None
         answer = events[0] if message.single else events
         if not self._subs:
             return answer
-        if self._reply_to is None:  # told, not asked: nobody to answer
-            self._fan_out(events)
-            return None
         # The appender is answered first (the events are held, so replayable, from
         # here on): it can send its next append while this one is fanned out.
         self.reply_later().set(answer)
@@ -302,52 +396,17 @@ class ReplayBuffer(GreenroomActor):
         if not self._events and not self._subs:
             self._idle_since = self.ctx.clock.monotonic()
 
-    def _latest_cursor(self) -> str:
-        return f"{self._prefix}{self._revision}:{self._tail}:{self.session_id}"
-
     def _gap(self, cursor: ParsedCursor, requested: str) -> Gap | None:
-        detail = None
-        if cursor.epoch != self.epoch:
-            detail = (
-                f"the cursor is from another incarnation of this session's buffer (epoch "
-                f"{cursor.epoch}, now {self.epoch}): it was dropped and made again, or the "
-                "process restarted, and what it held is gone"
-            )
-        elif cursor.position > self._tail:
-            detail = (
-                f"the cursor's position {cursor.position} is ahead of the buffer's tail "
-                f"{self._tail}"
-            )
-        elif cursor.revision > self._revision:
-            detail = (
-                f"the cursor's revision {cursor.revision} is ahead of the buffer's "
-                f"revision {self._revision}"
-            )
-        if detail is not None:
-            return Gap(
-                self.session_id,
-                UNAVAILABLE,
-                requested,
-                self._latest_cursor(),
-                self._revision,
-                None,
-                detail,
-            )
         events = self._events
-        first = events[0].position if events else self._tail + 1
-        if cursor.position + 1 < first:
-            oldest = events[0].position if events else None
-            held = f"the oldest held is {oldest}" if events else "none are held"
-            return Gap(
-                self.session_id,
-                TRIMMED,
-                requested,
-                self._latest_cursor(),
-                self._revision,
-                oldest,
-                f"events {cursor.position + 1} to {first - 1} were trimmed; {held}",
-            )
-        return None
+        return gap_after(
+            cursor,
+            requested,
+            self.session_id,
+            self.epoch,
+            self._tail,
+            self._revision,
+            events[0].position if events else None,
+        )
 
     def _after(self, position: int) -> tuple[ObservationEvent, ...]:
         """The held events after `position` (which the gap check found in range)."""
@@ -365,8 +424,8 @@ class ReplayBuffer(GreenroomActor):
         return tuple(islice(events, start, None))
 
     def _replay_after(self, message: ReplayAfter) -> Replayed | Gap:
+        # A read: it does not extend the buffer's idleness (see the module docstring).
         self._trim_age(self.ctx.clock.monotonic())
-        self._touch()
         gap = self._gap(message.parsed, message.cursor)
         if gap is not None:
             return gap
@@ -375,8 +434,8 @@ class ReplayBuffer(GreenroomActor):
         return Replayed(self.session_id, events, latest)
 
     def _subscribe(self, message: Subscribe) -> Gap | None:
+        # Registered, the subscriber keeps the buffer; answered with a Gap, it is a read.
         self._trim_age(self.ctx.clock.monotonic())
-        self._touch()
         gap = self._gap(message.parsed, message.cursor)
         if gap is not None:
             return gap
@@ -412,8 +471,10 @@ class ReplayBuffer(GreenroomActor):
                 return
         if self._events or now - self._idle_since <= self._max_age:
             return
+        if not self._on_retire(self.session_id, self._slot):
+            # Told appends are on their way: they will make it busy again.
+            return
         self._retired = True
-        self._on_retire(self.session_id, self.actor_ref)
         self.actor_ref.stop(block=False)
         self.ctx.metrics.incr("replay_buffers_dropped")
         log.info(

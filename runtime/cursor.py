@@ -11,7 +11,8 @@
 * `session_id`: last, so it may itself contain `:`.
 
 Clients treat cursors as opaque: they only store them and hand them back. Integers
-are canonical (no sign, no leading zero, at most 19 digits), so a cursor parses back
+are canonical (no sign, no leading zero, below 2**63: the same bound the runtime's
+facade puts on a revision), so a cursor parses back
 to exactly the parts it was made from, and formatting them again gives the same
 string.
 """
@@ -22,11 +23,12 @@ import attrs
 
 from runtime.errors import MalformedCursor, WrongSession
 
-__all__ = ["CURSOR_VERSION", "ParsedCursor", "format_cursor", "parse_cursor"]
+__all__ = ["CURSOR_VERSION", "MAX_CURSOR_INT", "ParsedCursor", "format_cursor", "parse_cursor"]
 
 CURSOR_VERSION = "v1"
 EPOCH_HEX_DIGITS = 16
-_MAX_DIGITS = 19  # below 2**63: an int a cursor may carry
+MAX_CURSOR_INT = 2**63  # every int a cursor carries is below this (as the facade's)
+_MAX_DIGITS = len(str(MAX_CURSOR_INT))  # longer texts are refused before int() runs
 _HEX = frozenset("0123456789abcdef")
 _SHOWN = 60  # characters of a bad cursor quoted in an error message
 
@@ -66,9 +68,10 @@ def _number(text: str, part: str, cursor: str) -> int:
         raise MalformedCursor(
             f"malformed cursor {_shown(cursor)}: its {part} {text[:20]!r} has a leading zero"
         )
-    if len(text) > _MAX_DIGITS:
+    if len(text) > _MAX_DIGITS or int(text) >= MAX_CURSOR_INT:
         raise MalformedCursor(
-            f"malformed cursor {_shown(cursor)}: its {part} has more than {_MAX_DIGITS} digits"
+            f"malformed cursor {_shown(cursor)}: its {part} is not below 2**63 "
+            f"({MAX_CURSOR_INT}); use a cursor this runtime gave"
         )
     return int(text)
 

@@ -6,8 +6,9 @@ comes back with the cursor of the last event it saw gets exactly what it missed
 (`Replayed`), or is told precisely that it cannot (`Gap`):
 
     start = rt.current_cursor("s1")
-    rt.replay_append("s1", {"type": "turn_started"})
-    result = rt.replay_after(start)      # Replayed(events=(ObservationEvent(...),), ...)
+    rt.replay_append("s1", {"type": "turn_started"})     # waits; returns the event
+    rt.replay_publish("s1", {"type": "turn_activity"})   # never waits; returns None
+    result = rt.replay_after(start)      # Replayed(events=(ObservationEvent(...), ...), ...)
 
     with rt.subscribe_after(start) as sub:   # or a Gap
         event = sub.next_event(timeout=5)    # the replayed events, then live ones
@@ -21,8 +22,19 @@ Gap rules, checked in this order (`Gap.detail` says which one applied):
   the buffer was dropped and made again, or the process restarted); its position is
   ahead of the buffer's tail; or its revision is ahead of every revision the buffer
   has seen. None of these can be a cursor this buffer gave, so nothing is replayed.
+  A session with no buffer (none made yet, or dropped) answers reads as an empty
+  buffer at the epoch reserved for its next buffer, without making one: so every
+  cursor of it is `unavailable` except that reserved epoch's own at position 0, which
+  replays nothing (see `runtime.replay_api`).
 * `trimmed`: events after the cursor were trimmed (`max_events_per_session`,
   `max_event_age_s`); `Gap.oldest_position` is the oldest position still held.
+
+Gap.latest_revision is the revision of the buffer that answers: the highest revision
+appended to *this incarnation* or passed to `current_cursor` for it. After the buffer
+was made again it knows nothing of the old one, so an `unavailable` gap for a stale
+cursor at revision 7 may well say `latest_revision=0`: it is not the session's
+revision (the host owns that; reload the session's state from the host), only the
+revision `latest_cursor` carries.
 
 Revisions: events carry the revision they were appended with, and a cursor the
 revision it was made at. Within one epoch positions never repeat, so the position
@@ -37,11 +49,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 
 import attrs
 
 from actors.futures import in_handler
+from runtime.clock import stopwatch
 from runtime.errors import InvalidInput, InvalidTransition, Stopped, SubscriberLagged, Timeout
 
 __all__ = [
@@ -50,6 +63,7 @@ __all__ = [
     "Follower",
     "Gap",
     "ObservationEvent",
+    "PendingSubscription",
     "Replayed",
     "Subscription",
 ]
@@ -92,7 +106,9 @@ class Gap:
     """The events after `requested_cursor` cannot be replayed; see the module docstring.
 
     `reason` is `"trimmed"` or `"unavailable"`; `latest_cursor` and `latest_revision`
-    are the buffer's tail now (reload the session's state, then resume from there);
+    are the buffer's tail now (reload the session's state, then resume from there;
+    `latest_revision` is the answering buffer incarnation's, which after a re-creation
+    may be below the requested cursor's: see the module docstring);
     `oldest_position` is the oldest position still held for `trimmed` (`None` when the
     buffer holds nothing, and for `unavailable`); `detail` says why, in words.
     """
@@ -109,11 +125,25 @@ class Gap:
 _OPEN, _LAGGED, _STOPPED, _CLOSED = "open", "lagged", "stopped", "closed"
 
 
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
-    ):
-        raise InvalidInput(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
+def wait_limit(timeout: float | None) -> float | None:
+    """The seconds a call may wait for `timeout` (`None`: no limit); `InvalidInput` if bad.
+
+    `None`, and any timeout of `threading.TIMEOUT_MAX` or more (`float("inf")`
+    included), mean no limit; NaN, negative numbers and non-numbers are refused.
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        raise InvalidInput(
+            f"timeout must be None or a number of seconds >= 0 (inf: no limit), got {timeout!r}"
+        )
+    if timeout >= threading.TIMEOUT_MAX:
+        return None
+    return float(timeout)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - stopwatch())
 
 
 class Subscription:
@@ -128,9 +158,14 @@ class Subscription:
 
     * `next_event(timeout=None)`: the next event. Raises `SubscriberLagged` once more
       than `subscriber_queue_size` live events were waiting (the subscription is then
-      over: resume from `lag.resume_cursor`), `Stopped` after `close()` or once the
+      over: resume from `lag.resume_cursor`; `lag.missed` counts the events dropped
+      from its queue at the overflow, not those appended after it, which it was no
+      longer given: the resume gets them all), `Stopped` after `close()` or once the
       runtime closed (events already queued are still given first), `Timeout` when
-      nothing came within `timeout` seconds.
+      nothing came within `timeout` seconds in all (a deadline: an event another
+      consumer of the same subscription took does not restart it). `timeout=None`,
+      and any timeout of `threading.TIMEOUT_MAX` or more (`inf` included), wait with no
+      limit; NaN or a negative timeout is `InvalidInput`.
     * Iterating yields events until the subscription or the runtime is closed.
     * `close()` (or leaving a `with` block) ends it; safe from any thread, and it wakes
       a `next_event` waiting on another thread.
@@ -194,42 +229,59 @@ class Subscription:
         """The next event, waiting up to `timeout` seconds (`None`: no limit)."""
         mutex = self._mutex
         waiter = None
-        while True:
-            with mutex:
-                if self._replay:
-                    event = self._replay.popleft()
-                elif self._live:
-                    event = self._live.popleft()
-                elif waiter is not None and waiter in self._waiters:
-                    # Timed out with nobody releasing us (checked under the mutex).
-                    self._waiters.remove(waiter)
-                    raise Timeout(
-                        f"no event for session {self.session_id!r} within {timeout} s "
-                        "(the subscription stays open; call next_event again)"
-                    )
-                elif self._state is not _OPEN:
-                    raise self._ended()
-                else:
-                    if waiter is None:
-                        _check_timeout(timeout)
-                        if timeout != 0 and getattr(in_handler, "actor", None) is not None:
-                            raise InvalidTransition(
-                                f"next_event() would wait inside a handler of actor "
-                                f"{in_handler.actor}; handlers must not block a shared "
-                                "dispatcher thread. Read subscriptions on a host thread "
-                                "(or poll with timeout=0)"
+        deadline = None
+        remaining = None
+        checked = False
+        try:
+            while True:
+                with mutex:
+                    if waiter is not None:
+                        # Released by a put or a close, or timed out (then still listed).
+                        if waiter in self._waiters:
+                            self._waiters.remove(waiter)
+                        waiter = None
+                    if self._replay:
+                        event = self._replay.popleft()
+                    elif self._live:
+                        event = self._live.popleft()
+                    elif self._state is not _OPEN:
+                        raise self._ended()
+                    else:
+                        if not checked:
+                            # First time round: check, then fix the deadline once.
+                            checked = True
+                            limit = wait_limit(timeout)
+                            if limit != 0 and getattr(in_handler, "actor", None) is not None:
+                                raise InvalidTransition(
+                                    f"next_event() would wait inside a handler of actor "
+                                    f"{in_handler.actor}; handlers must not block a shared "
+                                    "dispatcher thread. Read subscriptions on a host thread "
+                                    "(or poll with timeout=0)"
+                                )
+                            if limit is not None:
+                                deadline = stopwatch() + limit
+                        remaining = _remaining(deadline)
+                        if remaining is not None and remaining <= 0:
+                            raise Timeout(
+                                f"no event for session {self.session_id!r} within {timeout} s "
+                                "(the subscription stays open; call next_event again)"
                             )
-                    waiter = threading.Lock()
+                        waiter = threading.Lock()
+                        waiter.acquire()
+                        self._waiters.append(waiter)
+                        event = None
+                    if event is not None:
+                        self._cursor = event.cursor
+                        return event
+                if remaining is None:
                     waiter.acquire()
-                    self._waiters.append(waiter)
-                    event = None
-                if event is not None:
-                    self._cursor = event.cursor
-                    return event
-            if timeout is None:
-                waiter.acquire()
-            else:
-                waiter.acquire(timeout=timeout)
+                else:
+                    waiter.acquire(timeout=remaining)
+        finally:
+            if waiter is not None:
+                with mutex:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
 
     def _ended(self) -> Exception:
         if self._state is _LAGGED:
@@ -328,6 +380,19 @@ class Subscription:
             self._wake()
 
 
+class PendingSubscription(Protocol):
+    """A subscribe the buffer has not answered yet (what `Runtime.follow` re-subscribes
+    with, so that `Follower.next_item`'s timeout bounds the re-subscribe too)."""
+
+    def wait(self, timeout: float | None) -> Subscription | Gap:
+        """The answer, waiting up to `timeout`; `Timeout` leaves it pending."""
+        ...
+
+    def cancel(self) -> None:
+        """Give it up: the subscription it would give is closed."""
+        ...
+
+
 class Follower:
     """An iterator over a session's events that recovers by itself; see `Runtime.follow`.
 
@@ -336,28 +401,51 @@ class Follower:
     last cursor it yielded, so no event is skipped or repeated (events trimmed in the
     meantime come as a `Gap`). Iteration ends when `close()` is called (from any
     thread) or the runtime closes. One thread iterates; `close()` may come from any.
+
+    `next_item(timeout)` keeps one deadline for the whole call: waiting for events,
+    recovering from lags and re-subscribing all count against it. A re-subscribe not
+    answered in time stays pending and the next call picks it up (a poll with
+    `timeout=0` never waits for it, and never sends it twice).
     """
 
-    def __init__(self, subscribe: Callable[[str], Subscription | Gap], cursor: str) -> None:
+    def __init__(
+        self,
+        subscribe: Callable[[str], Subscription | Gap | PendingSubscription],
+        cursor: str,
+    ) -> None:
         self._subscribe = subscribe
         self._cursor = cursor
         self._lock = threading.Lock()
         self._sub: Subscription | None = None
+        self._pending: PendingSubscription | None = None
         self._gap: Gap | None = None
         self._closed = False
         self.lags = 0
         """How many times the subscription lagged and was made again."""
         self.gaps = 0
         """How many gaps were yielded."""
-        self._connect()
+        self._connect(None)
 
     @property
     def cursor(self) -> str:
         """The cursor of the last event yielded (or of the last gap's tail)."""
         return self._cursor
 
-    def _connect(self) -> None:
-        result = self._subscribe(self._cursor)
+    def _connect(self, deadline: float | None) -> None:
+        pending = self._pending
+        if pending is None:
+            result = self._subscribe(self._cursor)
+            if not isinstance(result, Subscription | Gap):
+                pending = result
+                with self._lock:
+                    if self._closed:
+                        pending.cancel()
+                        return
+                    self._pending = pending
+        if pending is not None:
+            # Timeout: it stays pending, for the next call to pick up.
+            result = pending.wait(_remaining(deadline))
+            self._pending = None
         with self._lock:
             if self._closed:
                 if isinstance(result, Subscription):
@@ -370,11 +458,13 @@ class Follower:
                 self._sub = result
 
     def next_item(self, timeout: float | None = None) -> ObservationEvent | Gap:
-        """The next event or gap, waiting up to `timeout` seconds for an event.
+        """The next event or gap, waiting up to `timeout` seconds in all.
 
         Raises `Stopped` once closed (or the runtime closed), `Timeout` when nothing
-        came in time.
+        came in time. Timeouts are as for `Subscription.next_event`.
         """
+        limit = wait_limit(timeout)
+        deadline = None if limit is None else stopwatch() + limit
         while True:
             if self._closed:
                 raise Stopped("this follow() was closed")
@@ -384,10 +474,22 @@ class Follower:
                 return gap
             sub = self._sub
             if sub is None:
-                self._connect()
+                try:
+                    self._connect(deadline)
+                except Timeout:
+                    raise Timeout(
+                        f"no event within {timeout} s: re-subscribing from cursor "
+                        f"{self._cursor!r} is not answered yet (it stays pending; call "
+                        "next_item again)"
+                    ) from None
                 continue
             try:
-                event = sub.next_event(timeout)
+                event = sub.next_event(_remaining(deadline))
+            except Timeout:
+                raise Timeout(
+                    f"no event for session {sub.session_id!r} within {timeout} s (still "
+                    "following; call next_item again)"
+                ) from None
             except SubscriberLagged as lag:
                 self.lags += 1
                 self._cursor = lag.resume_cursor
@@ -401,8 +503,11 @@ class Follower:
         with self._lock:
             self._closed = True
             sub, self._sub = self._sub, None
+            pending, self._pending = self._pending, None
         if sub is not None:
             sub.close()
+        if pending is not None:
+            pending.cancel()
 
     def __iter__(self) -> Iterator[ObservationEvent | Gap]:
         return self

@@ -92,12 +92,30 @@ def test_near_cursors_raise_nothing_but_malformed_cursor(text: str) -> None:
         ("v1:0123456789abcdef:0: 1:s", "position"),
         ("v1:0123456789abcdef:0:+1:s", "position"),
         ("v1:0123456789abcdef:0:1_0:s", "position"),
-        ("v1:0123456789abcdef:0:" + "9" * 20 + ":s", "position has more than 19 digits"),
+        ("v1:0123456789abcdef:0:" + "9" * 20 + ":s", "position is not below 2\\*\\*63"),
+        ("v1:0123456789abcdef:0:" + "9" * 5000 + ":s", "position is not below 2\\*\\*63"),
+        ("v1:0123456789abcdef:9223372036854775808:0:s", "revision is not below 2\\*\\*63"),
+        ("v1:0123456789abcdef:0:9999999999999999999:s", "position is not below 2\\*\\*63"),
     ],
 )
 def test_malformed_cursors_name_the_bad_part(cursor: str, named: str) -> None:
     with pytest.raises(MalformedCursor, match=named):
         parse_cursor(cursor)
+
+
+def test_the_int_bound_is_2_to_the_63_as_in_the_facade(rt: Runtime) -> None:
+    """Below 2**63 parses; 2**63 (19 digits, as are larger ones) is refused."""
+    top = 2**63 - 1
+    parsed = parse_cursor(format_cursor(EPOCH, top, top, "s"))
+    assert (parsed.revision, parsed.position) == (top, top)
+    for revision, position in ((2**63, 0), (0, 2**63)):
+        with pytest.raises(MalformedCursor, match="not below 2\\*\\*63"):
+            parse_cursor(format_cursor(EPOCH, revision, position, "s"))
+    # The facade takes the same revisions: the largest cursor revision is a valid one.
+    cursor = rt.current_cursor("s", revision=top)
+    assert parse_cursor(cursor).revision == top
+    with pytest.raises(InvalidInput, match="below 2\\*\\*63"):
+        rt.current_cursor("s", revision=2**63)
 
 
 @pytest.mark.parametrize("cursor", [None, 5, b"v1:0123456789abcdef:0:0:s", ["v1"]])

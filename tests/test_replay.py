@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -439,3 +440,166 @@ def test_drops_and_trims_are_logged(
     assert any("trimmed 1 events older than max_event_age_s=120" in m for m in messages)
     drops = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert [r.levelno for r in drops] == [logging.INFO]
+
+
+# -- publishing (fire and forget) ------------------------------------------------------
+
+
+def test_publish_appends_in_order_and_checks_input_on_the_callers_thread(rt: Runtime) -> None:
+    start = rt.current_cursor("s")
+    sub = rt.subscribe_after(start)
+    assert isinstance(sub, Subscription)
+    assert rt.replay_publish("s", {"n": 0}) is None
+    rt.replay_publish_many("s", [{"n": 1}, {"n": 2}], revision=2)
+    rt.replay_publish_many("s", [])  # nothing to send
+    event = rt.replay_append("s", {"n": 3})  # an ask after publishes: after them, in order
+    assert event.position == 4
+    assert replayed(rt.replay_after(start)) == [{"n": n} for n in range(4)]
+    assert [e.revision for e in rt.replay_after(start).events] == [0, 2, 2, 0]  # type: ignore[union-attr]
+    assert [sub.next_event(timeout=10).payload for _ in range(4)] == [{"n": n} for n in range(4)]
+    sub.close()
+
+    bad: list[tuple[Callable[[], object], str]] = [
+        (lambda: rt.replay_publish("", 1), "session_id"),
+        (lambda: rt.replay_publish("s", 1, revision=-1), "revision"),
+        (lambda: rt.replay_publish("s", object()), "payload must be JSON-serialisable"),
+        (lambda: rt.replay_publish_many("s", [1, {2}]), "payloads\\[1\\] must be JSON"),
+        (lambda: rt.replay_publish_many("s", "abc"), "payloads must be a list"),
+    ]
+    for call, message in bad:
+        with pytest.raises(InvalidInput, match=message):
+            call()
+    rt.settle()
+    metrics = rt.metrics()
+    assert metrics["replay_events_appended"] == 4
+    assert metrics["replay_publishes_pending"] == 0
+    assert metrics["ask_errors"] == 0  # refused on the caller's side
+    assert metrics["actor_failures"] == 0
+
+
+@pytest.mark.parametrize(
+    "payloads",
+    [{1, 2}, frozenset({1}), {"a": 1}.keys(), {"a": 1}.values(), {"a": 1}.items()],
+    ids=["set", "frozenset", "keys", "values", "items"],
+)
+def test_batches_with_no_defined_order_are_refused(rt: Runtime, payloads: Any) -> None:
+    for call in (rt.replay_append_many, rt.replay_publish_many):
+        with pytest.raises(InvalidInput, match="has no defined order"):
+            call("s", payloads)
+    assert rt.metrics()["replay_buffers"] == 0  # refused before anything was made
+
+
+def test_a_publish_on_its_way_keeps_its_buffer_from_retiring(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window between the publisher's lookup and its tell: the tick must not
+    retire the buffer then (the told append would reach a retired buffer, and be lost)."""
+    from actors.base import GreenroomActorRef
+    from actors.replay import Append
+
+    rt = open_rt()
+    start = rt.current_cursor("s")  # the buffer, idle from now on
+    told = GreenroomActorRef.tell
+    looked_up, go = threading.Event(), threading.Event()
+
+    def slow_tell(self: GreenroomActorRef, message: Any) -> None:
+        if type(message) is Append:
+            looked_up.set()
+            assert go.wait(10)
+        told(self, message)
+
+    monkeypatch.setattr(GreenroomActorRef, "tell", slow_tell)
+    publisher = threading.Thread(target=lambda: rt.replay_publish("s", "late"), daemon=True)
+    publisher.start()
+    assert looked_up.wait(10)
+    assert rt.metrics()["replay_publishes_pending"] == 1
+    fake_clock.advance(MAX_AGE + TICK)  # idle long enough: the tick would retire it
+    assert rt.metrics()["replay_buffers_dropped"] == 0
+    go.set()
+    publisher.join(10)
+    rt.settle()
+    assert replayed(rt.replay_after(start)) == ["late"]  # same incarnation, nothing lost
+    metrics = rt.metrics()
+    assert metrics["replay_publishes_pending"] == 0
+    assert metrics["dead_letters"] == 0
+    fake_clock.advance(2 * (MAX_AGE + TICK))  # trimmed, then idle: now it goes
+    assert rt.metrics()["replay_buffers_dropped"] == 1
+
+
+# -- sessions with no buffer, idleness -----------------------------------------------
+
+
+def test_reads_of_a_session_with_no_buffer_make_none(open_rt: Callable[..., Runtime]) -> None:
+    rt = open_rt()
+    forged = format_cursor("0123456789abcdef", 7, 5, "nobody")
+    for cursor in (forged, attrs.evolve(parse_cursor(forged), position=0).format()):
+        gap = rt.replay_after(cursor)
+        assert isinstance(gap, Gap)
+        assert gap.reason == "unavailable"
+        assert "no replay buffer now" in gap.detail
+        assert isinstance(rt.subscribe_after(cursor), Gap)
+    assert rt.metrics()["replay_buffers"] == 0
+    assert rt.actor_ids("replay_buffer") == []
+
+    # The gap names the epoch reserved for the session's next buffer: resuming from
+    # it replays nothing now (still without a buffer), and everything appended later.
+    latest = gap.latest_cursor
+    assert parse_cursor(latest).position == 0
+    assert rt.replay_after(latest) == Replayed("nobody", (), latest)
+    assert rt.replay_after(forged).latest_cursor == latest  # type: ignore[union-attr]
+    assert rt.actor_ids("replay_buffer") == []
+    event = rt.replay_append("nobody", "first")
+    assert parse_cursor(event.cursor).epoch == parse_cursor(latest).epoch
+    assert replayed(rt.replay_after(latest)) == ["first"]
+
+
+def test_following_a_session_with_no_buffer_yields_a_gap_then_live_events(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    rt = open_rt()
+    forged = format_cursor("0123456789abcdef", 0, 3, "s")
+    with rt.follow(forged) as follower:
+        gap = next(follower)
+        assert isinstance(gap, Gap)
+        assert gap.reason == "unavailable"
+        assert rt.metrics()["replay_buffers"] == 0  # a gap made none
+        rt.replay_append("s", "live")  # made with the epoch the gap named
+        event = follower.next_item(timeout=10)
+        assert isinstance(event, ObservationEvent)
+        assert (event.payload, event.position) == ("live", 1)
+        rt.replay_append("s", "later")
+        assert follower.next_item(timeout=10).payload == "later"  # type: ignore[union-attr]
+        assert follower.gaps == 1
+
+
+def test_reads_do_not_extend_idleness_but_current_cursor_does(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    rt = open_rt()
+    read = rt.current_cursor("read")
+    held = rt.current_cursor("held")
+    fake_clock.advance(100)
+    assert rt.replay_after(read) == Replayed("read", (), read)  # a read at 100 s
+    assert isinstance(rt.subscribe_after(format_cursor("0" * 16, 0, 0, "read")), Gap)
+    assert rt.current_cursor("held") == held  # a cursor handed out at 100 s
+    fake_clock.advance(30)  # "read" idle for 130 s: dropped; "held" for 30 s
+    assert [a.split("#")[0] for a in rt.actor_ids("replay_buffer")] == ["held"]
+    assert rt.metrics()["replay_buffers_dropped"] == 1
+    fake_clock.advance(100)
+    assert rt.actor_ids("replay_buffer") == []
+
+
+def test_gap_latest_revision_is_the_new_incarnations(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    rt = open_rt()
+    stale = rt.replay_append("s", "old", revision=7).cursor
+    fake_clock.advance(2 * (MAX_AGE + TICK))  # trimmed, then dropped
+    assert rt.actor_ids("replay_buffer") == []
+    rt.replay_append("s", "new", revision=1)
+    gap = rt.replay_after(stale)
+    assert isinstance(gap, Gap)
+    assert gap.reason == "unavailable"
+    # Documented: the answering incarnation's revision, not the stale cursor's 7.
+    assert gap.latest_revision == 1
+    assert parse_cursor(gap.latest_cursor).revision == gap.latest_revision

@@ -355,6 +355,7 @@ def test_a_closed_subscription_lets_its_buffer_be_dropped(
     sub.close()
     fake_clock.advance(130)
     assert rt.metrics()["replay_buffers"] == 0
+    assert rt.actor_ids("replay_buffer") == []  # the actor is really gone
 
 
 @pytest.mark.parametrize("timeout", [-1, "1", True, float("nan")])
@@ -392,11 +393,15 @@ def test_concurrent_appenders_get_unique_positions_in_their_own_order(
     total = per_thread * threads
     positions = sorted(e.position for events in results.values() for e in events)
     assert positions == list(range(1, total + 1))
-    for events in results.values():  # each sender's events in the order it sent them
-        assert [e.position for e in events] == sorted(e.position for e in events)
     live = [sub.next_event(timeout=WAIT) for _ in range(total)]
     assert [e.position for e in live] == list(range(1, total + 1))
-    assert [e.payload for e in live] == [e.payload for e in rt.replay_after(start).events]  # type: ignore[union-attr]
+    held = rt.replay_after(start).events  # type: ignore[union-attr]
+    assert [e.payload for e in live] == [e.payload for e in held]
+    for k, events in results.items():
+        # The event each call returned is the one held at its position...
+        assert all(held[e.position - 1] == e for e in events)
+        # ...and each sender's events reach subscribers in the order it sent them.
+        assert [e.payload for e in live if e.payload[0] == k] == [(k, n) for n in range(per_thread)]
 
 
 class _Inside(GreenroomActor):
@@ -412,6 +417,8 @@ class _Inside(GreenroomActor):
     def on_receive(self, message: Any) -> Any:
         if message == "append":
             return self.rt.replay_append("s", "from a handler")
+        if message == "publish":
+            return self.rt.replay_publish("s", "published from a handler")
         if message == "wait":
             return self.sub.next_event()
         try:
@@ -429,7 +436,10 @@ def test_handlers_may_not_wait_on_replay_calls(rt: Runtime) -> None:
         ref.ask("wait")
     assert ref.ask("poll") == "nothing yet"
     rt.replay_append("s", "from the host")
+    rt.settle()  # the buffer answers the append before it fans the event out
     assert ref.ask("poll") == "from the host"
+    assert ref.ask("publish") is None  # a publish never waits: allowed in a handler
+    assert sub.next_event(timeout=WAIT).payload == "published from a handler"
 
 
 def test_a_subscription_dropped_without_a_close_is_let_go(
@@ -448,3 +458,57 @@ def test_a_subscription_dropped_without_a_close_is_let_go(
     metrics = rt.metrics()
     assert metrics["replay_buffers"] == 0
     assert metrics["replay_buffers_dropped"] == 2
+    assert rt.actor_ids("replay_buffer") == []
+
+
+# -- timeouts, gaps during recovery, lag counts -----------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e300, threading.TIMEOUT_MAX])
+def test_a_timeout_beyond_timeout_max_means_no_limit(rt: Runtime, timeout: float) -> None:
+    sub = subscribe(rt, rt.current_cursor("s"))
+    thread, out = in_thread(lambda: sub.next_event(timeout=timeout))
+    until_waiting(sub)
+    rt.replay_append("s", "came")
+    thread.join(WAIT)
+    assert isinstance(out[0], ObservationEvent), out  # not an OverflowError
+    assert out[0].payload == "came"
+    assert sub._waiters == []  # no stale waiter left behind
+    with rt.follow(rt.current_cursor("s")) as follower:
+        rt.replay_append("s", "followed")
+        assert follower.next_item(timeout=timeout).payload == "followed"  # type: ignore[union-attr]
+
+
+def test_follow_meets_a_trimmed_gap_while_recovering_from_a_lag(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    rt = open_rt(subscriber_queue_size=2, max_events_per_session=3)
+    start = rt.current_cursor("s")
+    with rt.follow(start) as follower:
+        rt.replay_append_many("s", [1, 2, 3])  # 3 > 2 waiting: the subscription lags
+        rt.replay_append_many("s", [4, 5, 6])  # and 1-3 are trimmed from the buffer
+        gap = follower.next_item(timeout=WAIT)  # re-subscribing from `start` meets it
+        assert isinstance(gap, Gap)
+        assert (gap.reason, gap.oldest_position) == ("trimmed", 4)
+        assert gap.requested_cursor == start
+        assert (follower.lags, follower.gaps) == (1, 1)
+        rt.replay_append("s", 7)  # goes on from the gap's latest cursor (6)
+        event = follower.next_item(timeout=WAIT)
+        assert isinstance(event, ObservationEvent)
+        assert (event.payload, event.position) == (7, 7)
+    assert rt.metrics()["replay_subscriber_lags"] == 1
+
+
+def test_lagged_missed_counts_what_was_dropped_at_the_overflow(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    rt = open_rt(subscriber_queue_size=2)
+    sub = subscribe(rt, rt.current_cursor("s"))
+    rt.replay_append_many("s", [1, 2, 3])  # overflow: 3 dropped
+    rt.replay_append_many("s", [4, 5])  # appended after: not counted (documented)
+    with pytest.raises(SubscriberLagged) as caught:
+        sub.next_event(timeout=WAIT)
+    assert caught.value.missed == 3
+    assert rt.metrics()["replay_events_missed"] == 3
+    again = subscribe(rt, caught.value.resume_cursor)  # the resume gets every one
+    assert take(again, 5) == [1, 2, 3, 4, 5]

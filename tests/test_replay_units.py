@@ -201,12 +201,206 @@ def test_an_ask_to_a_buffer_already_stopped_goes_to_a_fresh_buffer(
 ) -> None:
     rt = open_rt(replay_trim_interval_s=1e6)
     old = rt.current_cursor("s")
-    ref = rt._replay_buffers["s"]
+    slot = rt._replay_buffers["s"]
+    ref = slot.ref
+    assert ref is not None
     fake_clock.advance(121)
     ref.tell(TRIM)
     rt.settle()
     assert not ref.is_alive()
-    rt._replay_buffers["s"] = ref  # as a caller that looked it up just before
+    rt._replay_buffers["s"] = slot  # as a caller that looked it up just before
     new = rt.current_cursor("s")
     assert parse_cursor(new).epoch != parse_cursor(old).epoch
-    assert rt._replay_buffers["s"] is not ref
+    assert rt._replay_buffers["s"] is not slot
+
+
+def _hold_the_dispatcher(rt: Runtime) -> threading.Event:
+    """Block the only dispatcher thread until the returned event is set."""
+    blocker = rt.spawn(Counter)
+    release = threading.Event()
+    blocker.tell(Block(release))
+    spin_until(lambda: len(blocker.actor_inbox) == 0)
+    return release
+
+
+def test_a_publish_queued_behind_a_retiring_tick_is_appended_not_lost(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    rt = open_rt(dispatcher_threads=1, slow_handler_warning_s=None, replay_trim_interval_s=1e6)
+    start = rt.current_cursor("s")
+    ref = rt.get_actor("replay_buffer", rt.actor_ids("replay_buffer")[0])
+    fake_clock.advance(121)  # idle for longer than max_event_age_s; no tick yet
+    release = _hold_the_dispatcher(rt)
+    ref.tell(TRIM)  # the buffer would retire on this...
+    rt.replay_publish("s", "told")  # ...with this told append queued behind it
+    assert len(ref.actor_inbox) == 2
+    release.set()
+    rt.settle()
+    assert ref.is_alive()  # it did not retire: a publish was on its way
+    assert rt.replay_after(start).events[0].payload == "told"  # type: ignore[union-attr]
+    metrics = rt.metrics()
+    assert metrics["replay_buffers_dropped"] == 0
+    assert metrics["replay_publishes_pending"] == 0
+    assert metrics["dead_letters"] == 0
+
+
+@pytest.mark.parametrize("call", ["append", "subscribe"])
+def test_an_append_or_subscribe_queued_behind_a_retirement_is_answered_afresh(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock, call: str
+) -> None:
+    rt = open_rt(dispatcher_threads=1, slow_handler_warning_s=None, replay_trim_interval_s=1e6)
+    old = rt.current_cursor("s")
+    ref = rt.get_actor("replay_buffer", rt.actor_ids("replay_buffer")[0])
+    fake_clock.advance(121)
+    release = _hold_the_dispatcher(rt)
+    ref.tell(TRIM)  # the buffer will retire on this...
+    out: list[object] = []
+
+    def run() -> None:
+        if call == "append":
+            out.append(rt.replay_append("s", "after"))
+        else:
+            out.append(rt.subscribe_after(old))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    spin_until(lambda: len(ref.actor_inbox) == 2)  # ...with this ask queued behind it
+    release.set()
+    thread.join(WAIT)
+    assert len(out) == 1
+    result = out[0]
+    if call == "append":
+        assert isinstance(result, ObservationEvent)
+        assert result.position == 1  # the new incarnation's first
+        assert parse_cursor(result.cursor).epoch != parse_cursor(old).epoch
+        assert rt.metrics()["replay_buffers"] == 1
+    else:
+        assert isinstance(result, Gap)  # its cursor's incarnation is gone
+        assert result.reason == "unavailable"
+        assert rt.metrics()["replay_buffers"] == 0  # a gap made no new buffer
+        assert rt.metrics()["replay_subscribers"] == 0
+    assert not ref.is_alive()
+    metrics = rt.metrics()
+    assert metrics["replay_buffers_dropped"] == 1
+    assert metrics["ask_errors"] == 0
+
+
+# -- deadlines ----------------------------------------------------------------------------
+
+
+class FakeStopwatch:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def watch(monkeypatch: pytest.MonkeyPatch) -> FakeStopwatch:
+    fake = FakeStopwatch()
+    monkeypatch.setattr("runtime.replay.stopwatch", fake)
+    return fake
+
+
+def test_next_event_keeps_its_deadline_when_another_consumer_takes_the_event(
+    watch: FakeStopwatch,
+) -> None:
+    sub = Subscription("s", "c0", capacity=10)
+    thread_out: list[object] = []
+
+    def wait() -> None:
+        try:
+            thread_out.append(sub.next_event(timeout=60))
+        except BaseException as error:
+            thread_out.append(error)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    spin_until(lambda: bool(sub._waiters))
+    watch.now = 61.0  # the deadline passed while it waited...
+    sub._offer([event(1)])  # ...and an event came, which another consumer takes first
+    assert sub.next_event(timeout=0).position == 1
+    thread.join(WAIT)  # a restarted 60 s wait would still be waiting here
+    assert len(thread_out) == 1
+    assert isinstance(thread_out[0], Timeout)
+    assert sub._waiters == []
+
+
+class ScriptedPending:
+    """A re-subscribe the buffer has not answered (a `PendingSubscription`)."""
+
+    def __init__(self, answer: Subscription) -> None:
+        self.answer = answer
+        self.ready = False
+        self.waits: list[float | None] = []
+        self.cancelled = False
+
+    def wait(self, timeout: float | None) -> Subscription | Gap:
+        self.waits.append(timeout)
+        if not self.ready:
+            raise Timeout("not answered yet")
+        return self.answer
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_follower_bounds_its_resubscribe_by_the_calls_deadline(watch: FakeStopwatch) -> None:
+    first = Subscription("s", "c0", capacity=1)
+    second = Subscription("s", "c0", capacity=10)
+    pending = ScriptedPending(second)
+    asked: list[str] = []
+
+    def subscribe(cursor: str) -> Subscription | ScriptedPending:
+        asked.append(cursor)
+        if len(asked) == 1:
+            return first
+        watch.now += 3.0  # sending the re-subscribe took 3 s of the call's 5
+        return pending
+
+    follower = Follower(subscribe, "c0")
+    first._offer([event(1), event(2)])  # lags at once
+    with pytest.raises(Timeout, match="stays pending"):
+        follower.next_item(timeout=5)
+    assert pending.waits == [2.0]  # the rest of the deadline, not 5 again
+    with pytest.raises(Timeout):
+        follower.next_item(timeout=0)  # a poll: never waits, never re-sends
+    assert pending.waits == [2.0, 0.0]
+    assert asked == ["c0", "c0"]
+    pending.ready = True
+    second._start([event(1)])
+    assert follower.next_item(timeout=0) == event(1)
+    assert follower.lags == 1
+    follower.close()
+    assert second.closed
+
+
+def test_closing_a_follower_cancels_its_pending_resubscribe(watch: FakeStopwatch) -> None:
+    first = Subscription("s", "c0", capacity=1)
+    pending = ScriptedPending(Subscription("s", "c0", capacity=10))
+    results = iter([first, pending])
+    follower = Follower(lambda cursor: next(results), "c0")
+    first._offer([event(1), event(2)])
+    with pytest.raises(Timeout):
+        follower.next_item(timeout=0)
+    follower.close()
+    assert pending.cancelled
+
+
+def test_a_pending_resubscribe_through_the_runtime_is_picked_up_later(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    rt = open_rt(dispatcher_threads=1, slow_handler_warning_s=None, subscriber_queue_size=1)
+    follower = rt.follow(rt.current_cursor("s"))
+    rt.replay_append_many("s", [1, 2])  # lags at once
+    rt.settle()
+    release = _hold_the_dispatcher(rt)  # the buffer cannot answer the re-subscribe
+    with pytest.raises(Timeout, match="stays pending"):
+        follower.next_item(timeout=0)
+    with pytest.raises(Timeout):
+        follower.next_item(timeout=0)
+    release.set()
+    assert [follower.next_item(timeout=WAIT).payload for _ in range(2)] == [1, 2]  # type: ignore[union-attr]
+    assert rt.metrics()["replay_subscribers"] == 1  # one re-subscribe, not one per poll
+    follower.close()
