@@ -68,8 +68,6 @@ import os
 import random
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -82,6 +80,8 @@ import zstandard
 from runtime import FakeClock, Runtime
 from runtime.blocks import LINE_COUNT, SessionStats
 from runtime.clock import stopwatch
+
+from _child import run_child, status_kb  # isort: skip (this folder's own module)
 
 SENDERS = 4
 BLOCKS = 100
@@ -435,14 +435,7 @@ def output_pieces(total: int, seed: int = 3) -> Iterator[bytes]:
 
 
 def _rss_now_kb() -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+    return status_kb("VmRSS") if Path("/proc/self/status").exists() else None
 
 
 def _peak_rss_kb() -> int:
@@ -518,15 +511,8 @@ CHILDREN: dict[str, Callable[[int, str], dict[str, Any]]] = {
 }
 
 
-def run_child(name: str, size: int, folder: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--size", str(size), "--folder", folder],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def child(name: str, size: int, folder: str) -> dict[str, Any]:
+    return run_child(__file__, "--child", name, "--size", size, "--folder", folder)
 
 
 def main() -> None:
@@ -545,7 +531,7 @@ def main() -> None:
     output = 10 * MB if args.quick else 100 * MB
 
     with tempfile.TemporaryDirectory(prefix="bench-blocks-") as tmp:
-        r = run_child("append", lines, tmp)
+        r = child("append", lines, tmp)
     rates = [g["rate"] for g in r["green"]]
     mid = r["green"][rates.index(statistics.median_low(rates))]
     base_rates = [p["rate"] for p in r["pykka"]]
@@ -580,8 +566,8 @@ def main() -> None:
     )
 
     with tempfile.TemporaryDirectory(prefix="bench-blocks-") as tmp:
-        b = run_child("flush-burst", dirty, tmp)
-        f = run_child("flush-fake", dirty, tmp)
+        b = child("flush-burst", dirty, tmp)
+        f = child("flush-fake", dirty, tmp)
     print(f"stats flush of {b['count']:,} dirty blocks: one interval's writes")
     print(
         f"  greenroom, every interval ending at once {b['flush_s']:.3f} s in {b['commits']:,} "
@@ -607,8 +593,8 @@ def main() -> None:
     )
 
     with tempfile.TemporaryDirectory(prefix="bench-blocks-") as tmp:
-        s = run_child("archive-setup", output, tmp)
-        a = run_child("archive", output, tmp)
+        s = child("archive-setup", output, tmp)
+        a = child("archive", output, tmp)
     mb = a["total"] / MB
     green_rate, raw_rate = mb / a["archive_s"], mb / a["raw_s"]
     print(f"archive of a {mb:,.0f} MB output (zstd level 3; MB = 10^6 bytes)")

@@ -23,13 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pykka
@@ -37,6 +33,8 @@ import pykka
 from actors.base import ActorContext, GreenroomActor
 from runtime import Runtime
 from runtime.clock import stopwatch
+
+from _child import run_child, status_kb  # isort: skip (this folder's own module)
 
 SENDERS = 4
 
@@ -134,25 +132,12 @@ def bench_tell_and_ask(scale: float) -> dict[str, Any]:
 # -- child processes ------------------------------------------------------------------
 
 
-def _status_kb(field: str) -> int:
-    """A `/proc/self/status` figure in KB (Linux). `ru_maxrss` will not do for the base:
-    an exec'd child starts with its parent's RSS at fork as its high-water mark."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def _rss_kb() -> int:
-    return _status_kb("VmRSS")
+    return status_kb("VmRSS")
 
 
 def _peak_kb() -> int:
-    return _status_kb("VmHWM")
+    return status_kb("VmHWM")
 
 
 def child_start_stop(count: int, asked: int) -> dict[str, Any]:
@@ -213,15 +198,8 @@ CHILDREN: dict[str, Callable[[int, int], dict[str, Any]]] = {
 }
 
 
-def run_child(name: str, count: int, asked: int) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--count", str(count), "--asked", str(asked)],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def child(name: str, count: int, asked: int) -> dict[str, Any]:
+    return run_child(__file__, "--child", name, "--count", count, "--asked", asked)
 
 
 def main() -> None:
@@ -257,7 +235,7 @@ def main() -> None:
     mean_base = statistics.fmean(r["pykka_ask"]) * 1e6
     print(f"  {'mean':16} greenroom {mean_green:>10.1f}  pykka {mean_base:>10.1f}")
 
-    s = run_child("start-stop", actors, asked)
+    s = child("start-stop", actors, asked)
     print(f"start then stop {s['count']:,} greenroom actors")
     print(f"  start {s['start_s']:.2f} s + stop {s['stop_s']:.2f} s = {s['total_s']:.2f} s")
     print(f"  peak RSS per actor: {s['rss_per_actor_bytes']:,.0f} bytes")
@@ -265,7 +243,7 @@ def main() -> None:
         f"  threads: {s['threads_before']} before, {s['threads_at_peak']} at the peak, "
         f"{s['threads_after_close']} after close (pool size {s['pool_threads']})"
     )
-    p = run_child("pykka-asks", asked, asked)
+    p = child("pykka-asks", asked, asked)
     print(f"ask each of {asked:,} actors once, pipelined with get_all")
     print(
         f"  greenroom {s['ask_10k_s']:.3f} s (among {s['count']:,} actors)  "

@@ -26,11 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import pykka
@@ -38,6 +34,8 @@ import pykka
 from actors.base import GreenroomActor
 from runtime import Runtime
 from runtime.clock import stopwatch
+
+from _child import run_child, status_kb  # isort: skip (this folder's own module)
 
 ROUNDS = 10
 TARGET_P50_RATIO = 2.0  # the target: feed p50 <= 2.0 x the bare pykka ask's p50
@@ -109,22 +107,11 @@ def bench_round_trip(queries: int) -> dict[str, list[float]]:
 # -- child process: many paused sessions ---------------------------------------------------
 
 
-def _status_kb(field: str) -> int:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def child_paused(count: int) -> dict[str, Any]:
     rt = Runtime.open(":memory:")
     warm = rt.start_execution(one_question)  # dispatcher threads up, imports done
     rt.cancel(warm.session_id)
-    base_kb = _status_kb("VmRSS")
+    base_kb = status_kb("VmRSS")
     threads_before = threading.active_count()
     began = stopwatch()
     sids = []
@@ -134,7 +121,7 @@ def child_paused(count: int) -> dict[str, Any]:
         if i + 1 == min(1000, count):
             threads_at_1000 = threading.active_count()
     started = stopwatch() - began
-    peak_kb = _status_kb("VmHWM")
+    peak_kb = status_kb("VmHWM")
     threads_at_peak = threading.active_count()
     paused = rt.metrics()["executions_active"]
     feed_began = stopwatch()
@@ -152,17 +139,6 @@ def child_paused(count: int) -> dict[str, Any]:
         "threads_at_1000": threads_at_1000,
         "threads_at_peak": threads_at_peak,
     }
-
-
-def run_child(count: int) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", "--count", str(count)],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -199,7 +175,7 @@ def main() -> None:
             f"{green / base:.2f})"
         )
 
-    c = run_child(sessions)
+    c = run_child(__file__, "--child", "--count", sessions)
     print(f"{c['count']:,} async sessions paused at once ({c['paused']:,} counted active)")
     print(f"  start {c['start_s']:.2f} s, then feed each to completion {c['feed_s']:.2f} s")
     print(f"  peak RSS per paused session: {c['rss_per_session_bytes']:,.0f} bytes")
