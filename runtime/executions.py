@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from runtime.errors import InvalidInput
+from runtime.jsonvalue import json_copy
 
 if TYPE_CHECKING:
     from runtime.clock import Clock
@@ -97,16 +98,6 @@ def json_value(value: Any, what: str) -> Any:
             f"{what} is not JSON-serialisable: serialising it raised {describe_error(error)}"
         ) from None
     return json.loads(text)
-
-
-def json_copy(value: Any) -> Any:
-    """A deep copy of a JSON value (dicts and lists copied, the rest shared: immutable)."""
-    kind = type(value)
-    if kind is dict:
-        return {key: json_copy(item) for key, item in value.items()}
-    if kind is list:
-        return [json_copy(item) for item in value]
-    return value
 
 
 def _text_of(error: BaseException) -> str:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import attrs
 
 from runtime.errors import InvalidInput, InvalidTransition, Stopped
+from runtime.jsonvalue import json_copy
 from runtime.pricing import CostBreakdown, ModelPricing
 
 if TYPE_CHECKING:
@@ -143,14 +144,6 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def _thaw(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _thaw(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_thaw(item) for item in value]
-    return value
-
-
 def _json_object(value: Any) -> tuple[JSONObject, int]:
     """A read-only copy of `value` through JSON, and the size of that JSON in UTF-8
     bytes.
@@ -241,7 +234,7 @@ class ToolCall:
 
     def arguments_copy(self) -> dict[str, Any]:
         """A deep, mutable copy of `arguments` (plain dicts and lists)."""
-        return _thaw(self.arguments)
+        return json_copy(self.arguments)
 
     @property
     def size_bytes(self) -> int:
