@@ -78,6 +78,7 @@ from pykka import ActorDeadError, ActorRef
 from pykka._envelope import Envelope
 from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
+from actors.caller_runs import put_running_here
 from actors.futures import GreenroomFuture, in_handler
 from actors.mailbox import Mailbox, dead_actor_error
 from actors.messages import START, BlockingDone, Start, describe_message
@@ -211,6 +212,7 @@ class GreenroomActorRef(ActorRef[Any]):
         self.actor_id = actor.ctx.actor_id
         self._name = actor.name
         self._metrics = actor.ctx.metrics
+        self._caller_runs = actor.ctx.config.caller_runs
 
     def tell(self, message: Any) -> None:
         """Send without waiting; `ActorDeadError` (counted) if the actor has stopped."""
@@ -225,8 +227,12 @@ class GreenroomActorRef(ActorRef[Any]):
     def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any:
         """Send and get the reply (or a future with `block=False`); see pykka.
 
-        To a stopped actor the reply is `ActorDeadError` (counted as a dead letter).
+        To a stopped actor the reply is `ActorDeadError` (counted as a dead letter). An
+        ask that waits with no timeout for an idle actor runs the actor's turn on the
+        calling thread (`RuntimeConfig.caller_runs`, see `actors.caller_runs`).
         """
+        if block and timeout is None:
+            return self.ask_here(message).get()
         future: GreenroomFuture[Any] = GreenroomFuture()
         envelope = Envelope(message, reply_to=future)
         if self.actor_stopped.is_set():
@@ -235,6 +241,23 @@ class GreenroomActorRef(ActorRef[Any]):
             self.actor_inbox.put(envelope)
         if block:
             return future.get(timeout=timeout)
+        return future
+
+    def ask_here(self, message: Any) -> GreenroomFuture[Any]:
+        """Send an ask whose answer the caller is about to wait for; return its future.
+
+        If the actor is idle, its turn runs on this thread first (when
+        `RuntimeConfig.caller_runs` allows, see `actors.caller_runs`), so the future is
+        usually resolved on return; otherwise this is `ask(message, block=False)`.
+        """
+        future: GreenroomFuture[Any] = GreenroomFuture()
+        envelope = Envelope(message, reply_to=future)
+        if self.actor_stopped.is_set():
+            self.actor_inbox.dead_letter(envelope)
+        elif self._caller_runs:
+            put_running_here(self.actor_inbox, envelope)
+        else:
+            self.actor_inbox.put(envelope)
         return future
 
     def __repr__(self) -> str:

@@ -103,6 +103,11 @@ class Dispatcher:
         """Messages an actor handles per turn before yielding its worker."""
         return self._throughput
 
+    @property
+    def running(self) -> bool:
+        """Whether turns may still run: not shut down yet."""
+        return not self._shut
+
     def schedule(self, runnable: Runnable) -> None:
         """Queue `runnable` for a turn on a worker."""
         if (not self._started or self._shut) and not self._start(runnable):

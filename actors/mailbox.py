@@ -92,8 +92,12 @@ class Mailbox:
             self._tracker.enter()
             self._dispatcher.schedule(runnable)
 
-    def put(self, item: Any, /) -> bool:
-        """Queue a message or envelope; `False` (after answering it as dead) once closed."""
+    def put(self, item: Any, /, *, run_here: bool = False) -> bool:
+        """Queue a message or envelope; `False` (after answering it as dead) once closed.
+
+        With `run_here`, an idle actor's turn runs on the calling thread instead of a
+        worker's (see `actors.caller_runs` for when that is safe).
+        """
         if self._closed:
             self.dead_letter(item)
             return False
@@ -104,7 +108,13 @@ class Mailbox:
             return False
         if self._scheduled.acquire(False):
             self._tracker.enter()
-            self._dispatcher.schedule(self._runnable)  # type: ignore[arg-type]
+            runnable = self._runnable
+            if run_here and self._dispatcher.running:
+                # Holding the flag, this thread is the actor's worker for one turn; a
+                # turn that leaves mail behind queues the actor on the dispatcher.
+                runnable.run_turn(self._dispatcher.throughput)  # type: ignore[union-attr]
+            else:
+                self._dispatcher.schedule(runnable)  # type: ignore[arg-type]
         return True
 
     def take(self, limit: int) -> list[Any]:

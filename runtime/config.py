@@ -39,6 +39,11 @@ def _at_least(minimum: int):
     return check
 
 
+def _bool(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"RuntimeConfig.{attribute.name} must be True or False, got {value!r}")
+
+
 def _optional_positive_number(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
     if value is not None:
         _positive_number(inst, attribute, value)
@@ -109,6 +114,11 @@ class RuntimeConfig:
 
     dispatcher_throughput: int = attrs.field(default=64, validator=_positive_int)
     """Messages an actor handles in one turn before the next runnable actor gets a thread."""
+
+    caller_runs: bool = attrs.field(default=True, validator=_bool)
+    """A thread that asks an idle actor and waits for the answer with no timeout runs
+    the actor's turn itself instead of waking a dispatcher worker (see
+    `actors.caller_runs`); `False` sends every turn to the workers."""
 
     slow_handler_warning_s: float | None = attrs.field(
         default=0.1, validator=_optional_positive_number

@@ -258,7 +258,8 @@ class ExecutionsAPI:
             actor_id=session_id,
         )
         self._metrics.incr("executions_started")
-        return self._exec_wait(session_id, ref.ask(BEGIN, block=False), timeout, "start")
+        future = ref.ask_here(BEGIN) if timeout is None else ref.ask(BEGIN, block=False)
+        return self._exec_wait(session_id, future, timeout, "start")
 
     def feed(
         self,
@@ -407,7 +408,11 @@ class ExecutionsAPI:
         entry = self._exec_registry.live(session_id)
         if entry is None:
             return self._exec_finished_feed(session_id, items)
-        future = entry.ref.ask(Feed(items), block=False)
+        message = Feed(items)
+        # With no timeout the session's turn may run right here (caller runs).
+        future = (
+            entry.ref.ask_here(message) if timeout is None else entry.ref.ask(message, block=False)
+        )
         try:
             return self._exec_wait(session_id, future, timeout, "feed")
         except _Gone:
