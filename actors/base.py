@@ -329,14 +329,18 @@ class GreenroomActor(pykka.Actor):
     # a turn on the dispatcher ------------------------------------------------------------
 
     def run_turn(self, throughput: int) -> None:
-        """Handle up to `throughput` queued messages; called by a dispatcher worker."""
+        """Handle up to `throughput` queued messages; called by a dispatcher worker, or
+        by a thread waiting for this actor's answer (see `actors.caller_runs`)."""
         mailbox = self.actor_inbox
         slow_s = self.ctx.config.slow_handler_warning_s
-        in_handler.actor = self
-        batch = mailbox.take(self.turn_throughput or throughput)
+        batch: list[Any] = []
         index = 0
         stopped = False
         try:
+            # Inside the try: on a caller's thread (see actors.caller_runs) nothing may
+            # leave the marker set, or that thread could never wait on a future again.
+            in_handler.actor = self
+            batch = mailbox.take(self.turn_throughput or throughput)
             began = stopwatch() if slow_s is not None else 0.0
             for index, item in enumerate(batch):  # noqa: B007 (index is used below)
                 if type(item) is Envelope:

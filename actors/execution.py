@@ -6,9 +6,10 @@ returns an awaitable whose `__await__` yields a pause request to this driver; th
 actor records the queries and returns `needs_response`. When the host has answered
 every query of the round, the actor sends the answers into the coroutine, which runs
 until its next pause or its end. A paused session costs a suspended coroutine and an
-idle actor. The strategy's steps between pauses run on a dispatcher thread, so a
-CPU-heavy async strategy holds that thread while it computes (the slow-handler
-warning names it); put heavy computing in a plain `def` strategy instead.
+idle actor. The strategy's steps between pauses run in the actor's turns, on a
+dispatcher thread or on the host thread waiting in `rt.feed` (see
+`actors.caller_runs`), so a CPU-heavy async strategy holds that thread while it
+computes (the slow-handler warning names it); put heavy computing in a plain `def` strategy instead.
 
 Awaiting anything other than `ctx.llm` / `ctx.llm_batch` (such as `asyncio.sleep`)
 ends the session in `error`: there is no event loop to wait on.
@@ -21,8 +22,9 @@ keeps a `LiveSnapshot` of its state in the registry, replaced at every change, s
 status calls never wait for a busy session.
 
 Any exception from an async strategy, `BaseException`s such as `SystemExit` or
-`KeyboardInterrupt` included (a dispatcher thread never receives a signal, so one
-there was raised by the strategy itself), ends the session in `error`, as on the
+`KeyboardInterrupt` included (no Python signal handler runs inside a turn, except a
+second Ctrl-C during one long turn on the main thread: see `actors.caller_runs`; so
+one there was raised by the strategy itself), ends the session in `error`, as on the
 thread path; so does any failure while turning the strategy's outcome into a result
 (a return value whose serialisation raises, an exception whose `__str__` raises).
 

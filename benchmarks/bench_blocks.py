@@ -55,6 +55,8 @@ For the same reason part 3 appends its output in one child and archives it in an
 
     .venv/bin/python benchmarks/bench_blocks.py          # the full run (~70 s, 2 vCPUs)
     .venv/bin/python benchmarks/bench_blocks.py --quick  # smaller sizes, a smoke test
+
+`--json PATH` also writes the headline figures there as rows for `run_all.py`.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ from runtime.blocks import LINE_COUNT, SessionStats
 from runtime.clock import stopwatch
 
 from _child import run_child, status_kb  # isort: skip (this folder's own module)
+from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
 
 SENDERS = 4
 BLOCKS = 100
@@ -89,6 +92,12 @@ ROUNDS = 5  # part 1 alternates greenroom and pykka this many times; medians are
 LINE_BYTES = 80
 MB = 1_000_000
 PIECE = MB  # part 3 appends (and the baseline compresses) in pieces of this size
+
+# The targets, as the docstring gives them.
+APPEND_TARGET = Target(">=", 0.8)  # append_output lines/s / the pykka counter's tells/s
+FLUSH_TARGET = Target("<", 0.25, on="value")  # one interval's flush of every dirty block, s
+ARCHIVE_TARGET = Target(">=", 0.7)  # Block.archive() MB/s / the raw compressor's
+RSS_TARGET = Target("<", 64, on="value")  # peak RSS growth during the archive, MB
 
 
 def ndjson_line(rng: random.Random, seq: int, size: int | None = None) -> bytes:
@@ -518,6 +527,7 @@ def child(name: str, size: int, folder: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
+    add_json_option(parser)
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--folder", default="", help=argparse.SUPPRESS)
@@ -529,6 +539,7 @@ def main() -> None:
     lines = 20_000 if args.quick else 200_000
     dirty = 1_000 if args.quick else 10_000
     output = 10 * MB if args.quick else 100 * MB
+    rows: list[Row] = []
 
     with tempfile.TemporaryDirectory(prefix="bench-blocks-") as tmp:
         r = child("append", lines, tmp)
@@ -543,6 +554,17 @@ def main() -> None:
     print(
         f"  greenroom {mid['rate']:>10,.0f}  pykka counter {base:>10,.0f}"
         f"  ratio {mid['rate'] / base:.2f}  (target >= 0.8)"
+    )
+    rows.append(
+        figure(
+            f"append_output, {SENDERS} threads into {BLOCKS} blocks",
+            mid["rate"],
+            "lines/s",
+            baseline=base,
+            baseline_label="tells into a pykka counter",
+            ratio=mid["rate"] / base,
+            target=APPEND_TARGET,
+        )
     )
     print(
         "  rounds: greenroom "
@@ -591,6 +613,21 @@ def main() -> None:
         f"  setup (create the blocks, two lines each; not timed) {b['setup_s']:.1f} s; "
         f"timers fired {b['fired']:,}; slow handlers {b['slow_handlers']}"
     )
+    for name, seconds in (
+        ("the store's writes", b["writes_s"]),
+        ("until all stored", b["flush_s"]),
+    ):
+        rows.append(
+            figure(
+                f"stats flush of {b['count']:,} dirty blocks: {name}",
+                seconds,
+                "s",
+                baseline=b["baseline_s"],
+                baseline_label="update_meta each",
+                ratio=seconds / b["baseline_s"],
+                target=FLUSH_TARGET,
+            )
+        )
 
     with tempfile.TemporaryDirectory(prefix="bench-blocks-") as tmp:
         s = child("archive-setup", output, tmp)
@@ -602,6 +639,17 @@ def main() -> None:
         f"  Block.archive() {green_rate:>7,.1f} MB/s ({a['archive_s']:.2f} s)  raw compressor "
         f"{raw_rate:>7,.1f} MB/s ({a['raw_s']:.2f} s)  ratio {green_rate / raw_rate:.2f}"
         "  (target >= 0.7)"
+    )
+    rows.append(
+        figure(
+            f"Block.archive() of a {mb:,.0f} MB output",
+            green_rate,
+            "MB/s",
+            baseline=raw_rate,
+            baseline_label="zstd alone",
+            ratio=green_rate / raw_rate,
+            target=ARCHIVE_TARGET,
+        )
     )
     print(
         f"  compressed to {a['archive_size'] / MB:,.1f} MB (raw compressor "
@@ -626,6 +674,8 @@ def main() -> None:
         f"  setup in another process (append in 1 MB pieces, flush; not timed) "
         f"{s['setup_s']:.1f} s, its peak RSS {mbytes(s['setup_peak_kb']):,.1f} MB"
     )
+    rows.append(figure("peak RSS growth during the archive", growth, "MB", target=RSS_TARGET))
+    write_rows(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ heap and thread count.
 
     .venv/bin/python benchmarks/bench_dispatch.py          # the full run
     .venv/bin/python benchmarks/bench_dispatch.py --quick  # smaller counts, a smoke test
+
+`--json PATH` also writes the headline figures there as rows for `run_all.py`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from runtime import Runtime
 from runtime.clock import stopwatch
 
 from _child import run_child, status_kb  # isort: skip (this folder's own module)
+from _table import Row, add_json_option, figure, write_rows  # isort: skip
 
 SENDERS = 4
 
@@ -205,6 +208,7 @@ def child(name: str, count: int, asked: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke test)")
+    add_json_option(parser)
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--asked", type=int, default=0, help=argparse.SUPPRESS)
@@ -217,6 +221,7 @@ def main() -> None:
     actors = 10_000 if args.quick else 100_000
     asked = 2_000 if args.quick else 10_000
 
+    rows: list[Row] = []
     r = bench_tell_and_ask(scale)
     print(f"tell throughput, {SENDERS} sender threads (messages/s; ratio greenroom/pykka)")
     for label, key in (("into 1 actor", "tell_one"), ("into 100 actors", "tell_100")):
@@ -225,11 +230,33 @@ def main() -> None:
             f"  {label:16} greenroom {green:>10,.0f}  pykka {base:>10,.0f}"
             f"  ratio {green / base:.2f}"
         )
+        rows.append(
+            figure(
+                f"tell {label}, {SENDERS} threads",
+                green,
+                "msg/s",
+                baseline=base,
+                baseline_label="pykka",
+                ratio=green / base,
+            )
+        )
     print("ask round trip from outside (us; ratio greenroom/pykka, lower is better)")
     for q, label in ((0.5, "p50"), (0.99, "p99")):
         green, base = _pct(r["green_ask"], q) * 1e6, _pct(r["pykka_ask"], q) * 1e6
         print(
             f"  {label:16} greenroom {green:>10.1f}  pykka {base:>10.1f}  ratio {green / base:.2f}"
+        )
+        if label != "p50":
+            continue  # the table keeps the p50; the p99 is printed above
+        rows.append(
+            figure(
+                f"ask round trip, {label}",
+                green,
+                "us",
+                baseline=base,
+                baseline_label="pykka",
+                ratio=green / base,
+            )
         )
     mean_green = statistics.fmean(r["green_ask"]) * 1e6
     mean_base = statistics.fmean(r["pykka_ask"]) * 1e6
@@ -250,6 +277,21 @@ def main() -> None:
         f"pykka {p['ask_s']:.3f} s ({p['count']:,} ThreadingActors, "
         f"{p['start_s']:.1f} s to start them)  ratio {s['ask_10k_s'] / p['ask_s']:.2f}"
     )
+    rows.append(figure(f"start then stop {s['count']:,} actors", s["total_s"], "s"))
+    rows.append(
+        figure(f"peak RSS per actor, {s['count']:,} alive", s["rss_per_actor_bytes"], "bytes")
+    )
+    rows.append(
+        figure(
+            f"ask {asked:,} actors once (get_all)",
+            s["ask_10k_s"],
+            "s",
+            baseline=p["ask_s"],
+            baseline_label="pykka",
+            ratio=s["ask_10k_s"] / p["ask_s"],
+        )
+    )
+    write_rows(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ Two measurements:
 
     .venv/bin/python benchmarks/bench_executions.py          # the full run
     .venv/bin/python benchmarks/bench_executions.py --quick  # smaller counts, a smoke test
+
+`--json PATH` also writes the headline figures there as rows for `run_all.py`.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ from runtime import Runtime, RuntimeConfig
 from runtime.clock import stopwatch
 
 from _child import run_child, status_kb  # isort: skip (this folder's own module)
+from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
 
 ROUNDS = 10
 TARGET_P50_RATIO = 2.0  # the issue's target: feed p50 <= 2.0 x the bare pykka ask's p50
+TARGET = Target("<=", TARGET_P50_RATIO)
 
 
 class PykkaEcho(pykka.ThreadingActor):
@@ -168,9 +172,24 @@ def _print_round_trips(
         )
 
 
+def _feed_row(name: str, at: dict[str, float], *, target: bool = True) -> Row:
+    """The feed's figure at one percentile, beside the bare pykka ask's."""
+    feed, base = at["feed"] * 1e6, at["pykka"] * 1e6
+    return figure(
+        name,
+        feed,
+        "us",
+        baseline=base,
+        baseline_label="pykka ask",
+        ratio=feed / base,
+        target=TARGET if target else None,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke test)")
+    add_json_option(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--one-cpu", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
@@ -185,23 +204,24 @@ def main() -> None:
     queries = 2_000 if args.quick else 10_000
     sessions = 2_000 if args.quick else 10_000
 
+    rows: list[Row] = []
     r = bench_round_trip(queries)
     print(
         f"feed -> next needs_response, one async strategy looping over {len(r['feed']):,} "
         "queries (us; ratio feed / bare pykka ask, lower is better)"
     )
     print("  threads free to run on any CPU:")
-    _print_round_trips(
-        {key: _pct(values, 0.5) for key, values in r.items()},
-        {key: _pct(values, 0.99) for key, values in r.items()},
-    )
+    p50 = {key: _pct(values, 0.5) for key, values in r.items()}
+    p99 = {key: _pct(values, 0.99) for key, values in r.items()}
+    _print_round_trips(p50, p99)
+    rows.append(_feed_row("feed p50, any CPU", p50))
     off = bench_round_trip(queries, caller_runs=False)
     print("  the same with caller_runs=False (every turn on a dispatcher worker):")
+    off_p50 = {key: _pct(values, 0.5) for key, values in off.items()}
     _print_round_trips(
-        {key: _pct(values, 0.5) for key, values in off.items()},
-        {key: _pct(values, 0.99) for key, values in off.items()},
-        target=False,
+        off_p50, {key: _pct(values, 0.99) for key, values in off.items()}, target=False
     )
+    rows.append(_feed_row("feed p50, any CPU, caller_runs=False", off_p50, target=False))
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
         one = run_child(__file__, "--child", "--one-cpu", "--count", queries)
         print("  the same with every thread of the process on one CPU (no cross-CPU wake-ups):")
@@ -209,6 +229,9 @@ def main() -> None:
             {key: value[0] for key, value in one.items()},
             {key: value[1] for key, value in one.items()},
         )
+        one_p50 = {key: value[0] for key, value in one.items()}
+        rows.append(_feed_row("feed p50, one CPU", one_p50))
+    rows.append(_feed_row("feed p99, any CPU", p99, target=False))
 
     c = run_child(__file__, "--child", "--count", sessions)
     print(f"{c['count']:,} async sessions paused at once ({c['paused']:,} counted active)")
@@ -218,6 +241,23 @@ def main() -> None:
         f"  threads: {c['threads_before']} before, {c['threads_at_1000']} at 1,000 paused, "
         f"{c['threads_at_peak']} at {c['count']:,} paused"
     )
+    rows.append(
+        figure(
+            f"peak RSS per paused session, {c['count']:,}",
+            c["rss_per_session_bytes"],
+            "bytes",
+        )
+    )
+    rows.append(
+        figure(
+            f"threads, {c['count']:,} sessions paused",
+            c["threads_at_peak"],
+            "threads",
+            baseline=c["threads_before"],
+            baseline_label="before",
+        )
+    )
+    write_rows(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ Three measurements, each printed with greenroom's figure, the baseline's and the
 
     .venv/bin/python benchmarks/bench_replay.py          # the full run
     .venv/bin/python benchmarks/bench_replay.py --quick  # smaller counts, a smoke test
+
+`--json PATH` also writes the headline figures there as rows for `run_all.py`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import pykka
 
 from runtime import Replayed, Runtime, RuntimeConfig, Subscription
 from runtime.clock import stopwatch
+
+from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
 
 SUBSCRIBERS = 100
 BATCH = 100
@@ -192,6 +196,7 @@ def bench_replay_after(rt: Runtime, calls: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke test)")
+    add_json_option(parser)
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
     appends = int(20_000 * scale)
@@ -259,6 +264,42 @@ def main() -> None:
             f"  {'whole buffer':24} greenroom {r['green'] * 1e6:>8.1f} us  "
             f"pykka ask {r['baseline'] * 1e6:>8.1f} us  ratio {r['green'] / r['baseline']:.2f}"
         )
+    rows: list[Row] = [
+        figure(
+            f"fan-out to {SUBSCRIBERS}, replay_publish per event",
+            max(published),
+            "deliveries/s",
+            baseline=broadcast,
+            baseline_label="pykka broadcast",
+            ratio=ratio,
+            target=Target(">=", 1.0),
+        ),
+        figure(
+            f"fan-out to {SUBSCRIBERS}, batches of {BATCH}",
+            max(batched),
+            "deliveries/s",
+            baseline=broadcast,
+            baseline_label="pykka broadcast",
+            ratio=max(batched) / broadcast,
+        ),
+        figure(
+            f"append, batches of {BATCH}",
+            a["batched"],
+            "events/s",
+            baseline=a["baseline"],
+            baseline_label="pykka ask each",
+            ratio=a["batched"] / a["baseline"],
+        ),
+        figure(
+            "replay_after of 2,048 events",
+            r["green"] * 1e6,
+            "us",
+            baseline=r["baseline"] * 1e6,
+            baseline_label="pykka ask",
+            ratio=r["green"] / r["baseline"],
+        ),
+    ]
+    write_rows(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,15 @@ busy timeout) arbitrate. This script measures both on the same work, in the same
 appends of small output pieces. It prints ops/s, errors, and the ratio
 store / per-thread-connections.
 
-    .venv/bin/python benchmarks/bench_store.py
+    .venv/bin/python benchmarks/bench_store.py          # the full run
+    .venv/bin/python benchmarks/bench_store.py --quick  # a quarter of the counts, a smoke test
+
+`--json PATH` also writes the headline figures there as rows for `run_all.py`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sqlite3
 import tempfile
@@ -22,8 +26,10 @@ from pathlib import Path
 from runtime.clock import SystemClock
 from runtime.store import Store
 
+from _table import Row, add_json_option, figure, write_rows  # isort: skip
+
 THREADS = 8
-UPDATES_PER_THREAD = 400
+UPDATES_PER_THREAD = 400  # a quarter of each with --quick
 APPENDS_PER_THREAD = 400
 PIECE = b'{"type":"token","text":"hello world"}\n' * 3
 
@@ -56,17 +62,17 @@ def run_threads(work: Callable[[int], None]) -> tuple[float, list[BaseException]
     return timed(go), errors
 
 
-def bench_store(folder: Path) -> tuple[float, float, int]:
+def bench_store(folder: Path, n_updates: int, n_appends: int) -> tuple[float, float, int]:
     store = Store.open(folder / "store.db")
     for n in range(THREADS):
         store.ensure_object("block", f"b{n}", {})
 
     def updates(n: int) -> None:
-        for i in range(UPDATES_PER_THREAD):
+        for i in range(n_updates):
             store.update_meta("block", f"b{n}", {"session:line_count": i, f"k{i % 10}": i})
 
     def appends(n: int) -> None:
-        for _ in range(APPENDS_PER_THREAD):
+        for _ in range(n_appends):
             store.append_file("block", f"b{n}", "output", PIECE, create=True)
 
     t_upd, e_upd = run_threads(updates)
@@ -75,7 +81,9 @@ def bench_store(folder: Path) -> tuple[float, float, int]:
     return t_upd, t_app, len(e_upd) + len(e_app)
 
 
-def bench_per_thread_connections(folder: Path) -> tuple[float, float, int]:
+def bench_per_thread_connections(
+    folder: Path, n_updates: int, n_appends: int
+) -> tuple[float, float, int]:
     path = folder / "raw.db"
     setup = sqlite3.connect(path)
     setup.execute("PRAGMA journal_mode=wal")
@@ -94,7 +102,7 @@ def bench_per_thread_connections(folder: Path) -> tuple[float, float, int]:
 
     def updates(n: int) -> None:
         conn = connect()
-        for i in range(UPDATES_PER_THREAD):
+        for i in range(n_updates):
             conn.execute("BEGIN IMMEDIATE")
             meta, version = conn.execute(
                 "SELECT meta, version FROM objects WHERE id = ?", (f"b{n}",)
@@ -109,7 +117,7 @@ def bench_per_thread_connections(folder: Path) -> tuple[float, float, int]:
 
     def appends(n: int) -> None:
         conn = connect()
-        for seq in range(APPENDS_PER_THREAD):
+        for seq in range(n_appends):
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("INSERT INTO chunks VALUES (?, ?, ?)", (f"b{n}", seq, PIECE))
             conn.execute("COMMIT")
@@ -121,12 +129,18 @@ def bench_per_thread_connections(folder: Path) -> tuple[float, float, int]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke test)")
+    add_json_option(parser)
+    args = parser.parse_args()
+    scale = 4 if args.quick else 1
+    updates, appends = UPDATES_PER_THREAD // scale, APPENDS_PER_THREAD // scale
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        s_upd, s_app, s_err = bench_store(folder)
-        b_upd, b_app, b_err = bench_per_thread_connections(folder)
-    n_upd = THREADS * UPDATES_PER_THREAD
-    n_app = THREADS * APPENDS_PER_THREAD
+        s_upd, s_app, s_err = bench_store(folder, updates, appends)
+        b_upd, b_app, b_err = bench_per_thread_connections(folder, updates, appends)
+    n_upd = THREADS * updates
+    n_app = THREADS * appends
     rows = [
         ("meta updates/s, 8 threads", n_upd / s_upd, n_upd / b_upd),
         ("appends/s, 8 threads", n_app / s_app, n_app / b_app),
@@ -135,6 +149,29 @@ def main() -> None:
     for name, value, baseline in rows:
         print(f"{name:32} {value:12.0f} {baseline:12.0f} {value / baseline:7.2f}")
     print(f"{'errors (locked, lost)':32} {s_err:12d} {b_err:12d}")
+    out: list[Row] = [
+        figure(
+            f"{name}, {THREADS} threads",
+            value,
+            unit,
+            baseline=baseline,
+            baseline_label="connection per thread",
+            ratio=value / baseline,
+        )
+        for name, unit, (_, value, baseline) in zip(
+            ("metadata updates", "small appends"), ("updates/s", "appends/s"), rows, strict=True
+        )
+    ]
+    out.append(
+        figure(
+            "writes failed or lost",
+            s_err,
+            "writes",
+            baseline=b_err,
+            baseline_label="connection per thread",
+        )
+    )
+    write_rows(args.json, out)
 
 
 if __name__ == "__main__":

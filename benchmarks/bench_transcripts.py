@@ -16,6 +16,8 @@ Two measurements, each beside a baseline measured in the same run:
 
     .venv/bin/python benchmarks/bench_transcripts.py          # the full run
     .venv/bin/python benchmarks/bench_transcripts.py --quick  # smaller counts, a smoke test
+
+`--json PATH` also writes the headline figures there as rows for `run_all.py`.
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ from runtime import (
 from runtime.clock import stopwatch
 from runtime.logformat import iso_utc, message_to_json
 
+from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
+
 OFF = CompactionConfig(enabled=False)
+TURNS_TARGET = Target(">=", 0.7)  # transcript turns/s / the raw loop's, median of the rounds
 
 
 def make_turn(n: int) -> list[Any]:
@@ -141,6 +146,7 @@ def bench_resume(rt: Runtime, folder: Path, entries: int) -> tuple[float, float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke test)")
+    add_json_option(parser)
     args = parser.parse_args()
     n_turns, rounds, entries = (50, 3, 11_000) if args.quick else (300, 5, 100_001)
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,6 +177,26 @@ def main() -> None:
         f"({rounds} rounds of {n_turns} turns, the two alternating turn by turn; baselines: "
         "a raw JSONL loop, a bare json.loads of every line)"
     )
+    rows: list[Row] = [
+        figure(
+            "10-message turns, fsync per turn",
+            ours_med,
+            "turns/s",
+            baseline=raw_med,
+            baseline_label="raw JSONL loop",
+            ratio=statistics.median(ratios),
+            target=TURNS_TARGET,
+        ),
+        figure(
+            f"resume a {lines:,}-entry log",
+            resume_s,
+            "s",
+            baseline=parse_s,
+            baseline_label="json.loads each line",
+            ratio=resume_s / parse_s,
+        ),
+    ]
+    write_rows(args.json, rows)
 
 
 if __name__ == "__main__":

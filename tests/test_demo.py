@@ -1,0 +1,92 @@
+"""`make demo` (examples/multi_agent_host.py) runs, checks itself and leaves its files."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "examples" / "multi_agent_host.py"
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=50, check=False)
+
+
+def test_demo_runs_and_replaces_a_previous_run(tmp_path: Path) -> None:
+    # What a previous run would have left, none of it usable: the demo must clear it.
+    (tmp_path / "demo.db").write_bytes(b"not a database")
+    (tmp_path / "demo.db-wal").write_bytes(b"stale")
+    (tmp_path / "demo.db.archives").mkdir()
+    (tmp_path / "demo.db.archives" / "agent-00.1.zst").write_bytes(b"x" * 50_000)
+    (tmp_path / "demo.db.transcripts").mkdir()
+    (tmp_path / "demo.db.transcripts" / "stale.jsonl").write_text("{}\n")
+
+    done = run([sys.executable, str(DEMO)], tmp_path)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for line in (
+        "50 panes streamed 1213 NDJSON lines (~26401 tokens) in 53 ticks",
+        "10 executions: 8 completed, 1 cancelled, 1 error; 39 answers fed",
+        "the failing one ended in error: ValueError: the judge named no winner",
+        "closed and resumed: the same 9-message context, next entry 61",
+        "5 transcripts, 51 turns, 10 compactions",
+        "connected: 8 events live; disconnected while 12 more came",
+        "reconnected from its cursor: 12 replayed (exactly those), then 1 live",
+        "came back too late: Gap 'trimmed' (41 of 141 events trimmed, 100 kept)",
+        "the hourly sweep archived 40 idle panes; the 10 busy ones stay live",
+        "All checks passed.",
+        "  greenroom blocks demo.db",
+        "  greenroom show demo.db agent-40",
+    ):
+        assert line in out, line
+
+    # The MCP JSON of the paused execution is printed whole and parses.
+    start = out.index("\n{\n") + 1
+    paused = json.loads(out[start : out.index("\n}\n", start) + 2])
+    assert paused["status"] == "needs_response"
+    assert re.fullmatch(r"s-[0-9a-f]{32}", paused["session_id"])
+    assert [query["id"] for query in paused["queries"]] == ["q-1-0", "q-1-1", "q-1-2"]
+    assert {query["system"] for query in paused["queries"]} == {
+        "You are the planner.",
+        "You are the coder.",
+        "You are the reviewer.",
+    }
+
+    # What it leaves: the database, archives within the budget, the transcripts.
+    assert (tmp_path / "demo.db").read_bytes()[:16] == b"SQLite format 3\x00"
+    archives = sorted((tmp_path / "demo.db.archives").iterdir())
+    assert archives, "no archives left"
+    assert all(path.name.startswith("agent-") and path.suffix == ".zst" for path in archives)
+    assert "agent-00.1.zst" not in {path.name for path in archives}
+    assert sum(path.stat().st_size for path in archives) <= 12_000
+    export = re.search(r"^  greenroom export demo\.db (agent-\d\d)$", out, re.MULTILINE)
+    assert export
+    assert any(path.name.startswith(export[1] + ".") for path in archives)
+    transcripts = sorted((tmp_path / "demo.db.transcripts").iterdir())
+    assert len(transcripts) == 5
+    assert all(path.suffix == ".jsonl" for path in transcripts)
+    shown = re.search(r"^  greenroom transcript (\S+)$", out, re.MULTILINE)
+    assert shown
+    assert (tmp_path / shown[1]).resolve() in {path.resolve() for path in transcripts}
+
+
+def test_demo_fails_when_the_runtime_misbehaves(tmp_path: Path) -> None:
+    # A runtime bug (each counted line's token estimate one too high) must fail the demo.
+    broken = f"""
+import runpy, sys
+sys.path.insert(0, {str(DEMO.parent)!r})
+from actors.block import BlockActor
+count = BlockActor._count
+BlockActor._count = lambda self, lines, tokens: count(self, lines, tokens + 1)
+runpy.run_path({str(DEMO)!r}, run_name="__main__")
+"""
+    done = run([sys.executable, "-c", broken], tmp_path)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "demo check failed: agent-00 token estimate" in done.stderr
+    assert "All checks passed." not in done.stdout
