@@ -3,32 +3,98 @@
 On a clock timer (first after `sweep_first_after_s`, then every `sweep_interval_s`)
 and on `Runtime.sweep()`, it runs one sweep on the blocking pool, where waiting is
 allowed: every archive and prune is asked of the block's own actor, so a sweep can
-never race with that block's appends, restores or reads. One sweep runs at a time;
-a sweep asked for while one runs gets that one's result.
+never race with that block's appends, restores or reads. One sweep runs at a time.
+A plain sweep (the config's settings, no progress callback) asked for while another
+plain one runs gets that one's result; a sweep with options (`SweepRequest`) waits
+for its own turn, in the order asked.
+
+A dry run (`SweepRequest(dry_run=True)`) works out the same plan and reports it
+(through the stats and the progress callback) without archiving or deleting anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
-from runtime.archive import ARCHIVE_SUFFIXES
+from runtime.archive import ARCHIVE_SUFFIXES, archive_block_id, checked_archive_path
 from runtime.blocks import (
+    ARCHIVE_BACKUP,
+    ARCHIVE_PATH,
+    ARCHIVED_BYTES,
     LAST_ACTIVITY,
     LINE_COUNT,
     Block,
     SweepStats,
 )
-from runtime.errors import NotFound, Stopped
+from runtime.errors import NotFound, Stopped, StorageError
 
-__all__ = ["SweepSupervisor"]
+__all__ = ["SWEEP_OUTCOMES", "SweepProgress", "SweepRequest", "SweepSupervisor"]
 
 log = logging.getLogger("greenroom.sweep")
 
 _DAY_MS = 86_400_000
+
+SWEEP_OUTCOMES = (
+    "started",
+    "archived",
+    "would_archive",
+    "skipped",
+    "pruned",
+    "would_prune",
+    "failed",
+)
+"""`SweepProgress.outcome` values."""
+
+
+@attrs.frozen
+class SweepProgress:
+    """One step of a sweep, handed to the `progress` callback of `Runtime.sweep`.
+
+    `phase` is `"archive"` (idle agent blocks) then `"prune"` (archive files over the
+    budget, oldest first). Each phase starts with an event whose `outcome` is
+    `"started"` and `done == 0`, `total` being the items it will go through; then one
+    event per item, `done` counting it: `"archived"` / `"would_archive"` (a dry run),
+    `"skipped"` (nothing live to archive any more), `"pruned"` / `"would_prune"`, or
+    `"failed"` with `error`. `block_id` names the block (for a prune, the block the
+    archive file belongs to, `None` for a file of no block), `path` the archive file
+    written or pruned, `bytes` what was archived (uncompressed) or freed.
+    """
+
+    phase: str
+    done: int
+    total: int
+    outcome: str
+    block_id: str | None = None
+    path: str | None = None
+    bytes: int = 0
+    error: str | None = None
+    dry_run: bool = False
+
+
+@attrs.frozen
+class SweepRequest:
+    """The options of one sweep; `None` means the runtime config's setting."""
+
+    inactive_days: float | None = None
+    max_archive_bytes: int | None = None
+    dry_run: bool = False
+    progress: Callable[[SweepProgress], object] | None = attrs.field(default=None, eq=False)
+
+    @property
+    def plain(self) -> bool:
+        """Whether this is the timer's sweep: the config's settings, no callback."""
+        return self == _PLAIN and self.progress is None
+
+
+_PLAIN = SweepRequest()
 
 
 class _Tick:
@@ -36,6 +102,28 @@ class _Tick:
 
 
 _TICK = _Tick()
+
+
+class _Reporter:
+    """Calls the progress callback; one that raises is logged and not called again."""
+
+    __slots__ = ("_callback", "_dry_run")
+
+    def __init__(self, callback: Callable[[SweepProgress], object] | None, dry_run: bool) -> None:
+        self._callback = callback
+        self._dry_run = dry_run
+
+    def __call__(self, phase: str, done: int, total: int, outcome: str, **fields: Any) -> None:
+        if self._callback is None:
+            return
+        event = SweepProgress(phase, done, total, outcome, dry_run=self._dry_run, **fields)
+        try:
+            self._callback(event)
+        except Exception:
+            # Progress is for display: its failure must not cut the sweep short.
+            log.warning("sweep: the progress callback raised; it is not called again")
+            log.debug("progress callback failure", exc_info=True)
+            self._callback = None
 
 
 class SweepSupervisor(GreenroomActor):
@@ -48,9 +136,10 @@ class SweepSupervisor(GreenroomActor):
         super().__init__(ctx)
         self._block = block
         self._archive_dir = archive_dir
-        self._running = False
-        self._stopping = False  # read by the sweep job: stop between blocks
-        self._waiting: list[Reply] = []
+        self._current: SweepRequest | None = None  # the sweep running, if any
+        self._stopping = False  # read by the sweep job: stop between items
+        self._waiting: list[Reply] = []  # callers of the sweep running
+        self._queued: deque[tuple[SweepRequest, list[Reply]]] = deque()
 
     def on_start(self) -> None:
         config = self.ctx.config
@@ -61,29 +150,43 @@ class SweepSupervisor(GreenroomActor):
     def on_stop(self) -> None:
         self._stopping = True
         waiting, self._waiting = self._waiting, []
+        for _request, replies in self._queued:
+            waiting += replies
+        self._queued.clear()
         for reply in waiting:
             reply.fail(Stopped("the runtime closed while the sweep ran; it was cut short"))
 
     def on_receive(self, message: Any) -> Any:
         if message is _TICK:
-            self._start()
+            if self._current is None:
+                self._start(_PLAIN, [])
             return None
         return super().on_receive(message)
 
-    def sweep_now(self) -> Any:
-        self._waiting.append(self.reply_later())
-        self._start()
+    def sweep_now(self, request: SweepRequest | None = None) -> Any:
+        request = _PLAIN if request is None else request
+        reply = self.reply_later()
+        if self._current is None:
+            self._start(request, [reply])
+        elif request.plain and self._current.plain:
+            self._waiting.append(reply)
+        else:
+            for queued, replies in self._queued:
+                if request.plain and queued.plain:
+                    replies.append(reply)
+                    break
+            else:
+                self._queued.append((request, [reply]))
         return DEFERRED
 
-    def _start(self) -> None:
-        if self._running:
-            return
-        self._running = True
+    def _start(self, request: SweepRequest, replies: list[Reply]) -> None:
+        self._current = request
+        self._waiting = replies
         now = self.ctx.clock.now_ms()
-        self.run_blocking(self._sweep, now, then=self._swept)
+        self.run_blocking(self._sweep, now, request, then=self._swept)
 
     def _swept(self, future: Any) -> None:
-        self._running = False
+        self._current = None
         waiting, self._waiting = self._waiting, []
         try:
             stats = future.get()
@@ -91,16 +194,28 @@ class SweepSupervisor(GreenroomActor):
             log.exception("sweep failed")
             for reply in waiting:
                 reply.fail(error)
-            return
-        for reply in waiting:
-            reply.set(stats)
+        else:
+            for reply in waiting:
+                reply.set(stats)
+        if self._queued:
+            self._start(*self._queued.popleft())
 
     # -- on the blocking pool ------------------------------------------------------------
 
-    def _sweep(self, now_ms: int) -> SweepStats:
+    def _sweep(self, now_ms: int, request: SweepRequest) -> SweepStats:
         config = self.ctx.config
-        cutoff = config.inactive_days * _DAY_MS
+        days = config.inactive_days if request.inactive_days is None else request.inactive_days
+        budget = (
+            config.max_archive_bytes
+            if request.max_archive_bytes is None
+            else request.max_archive_bytes
+        )
+        dry_run = request.dry_run
+        report = _Reporter(request.progress, dry_run)
+        cutoff = days * _DAY_MS
         archived = pruned = freed = 0
+
+        candidates: list[tuple[str, dict[str, Any], int]] = []
         for obj in self.ctx.store.list_objects("block"):
             if self._stopping:
                 break
@@ -111,48 +226,131 @@ class SweepSupervisor(GreenroomActor):
                 or _number(meta.get(LINE_COUNT)) <= 0
                 or last <= 0
                 or now_ms - last < cutoff
-                or not self._has_live_output(obj.id)
             ):
+                continue
+            live = self._live_size(obj.id)
+            if live > 0:
                 # (An archived block with new output since is archived again: the
                 # next archive joins the two.)
+                candidates.append((obj.id, meta, live))
+
+        replaced: set[Path] = set()  # a dry run's archive files a new archive replaces
+        total = len(candidates)
+        report("archive", 0, total, "started")
+        for done, (block_id, meta, live) in enumerate(candidates, start=1):
+            if self._stopping:
+                break
+            if dry_run:
+                # What the archive would hold: the earlier archive (if any) and the live part.
+                size = live + (_number(meta.get(ARCHIVED_BYTES)) if meta.get(ARCHIVE_PATH) else 0)
+                replaced |= self._archive_files(block_id, meta)
+                archived += 1
+                freed += size
+                report("archive", done, total, "would_archive", block_id=block_id, bytes=size)
                 continue
             try:
-                result = self._block(obj.id).archive()
+                result = self._block(block_id).archive()
             except Exception as error:
                 self.ctx.metrics.incr("sweep_failures")
-                log.warning("sweep: could not archive block %r: %s", obj.id, error)
+                log.warning("sweep: could not archive block %r: %s", block_id, error)
+                report("archive", done, total, "failed", block_id=block_id, error=str(error))
                 continue
             if result.archived_bytes > 0:
                 archived += 1
                 freed += result.archived_bytes
-        for path, size in self._over_budget(config.max_archive_bytes):
+                report(
+                    "archive",
+                    done,
+                    total,
+                    "archived",
+                    block_id=block_id,
+                    path=result.path,
+                    bytes=result.archived_bytes,
+                )
+            else:
+                report("archive", done, total, "skipped", block_id=block_id)
+
+        victims = [] if self._stopping else self._over_budget(budget, replaced)
+        total = len(victims)
+        report("prune", 0, total, "started")
+        for done, (path, size) in enumerate(victims, start=1):
             if self._stopping:
                 break
-            block_id = path.name.rsplit(".", 2)[0]
+            block_id = archive_block_id(path.name)
+            if dry_run:
+                pruned += 1
+                freed += size
+                report(
+                    "prune",
+                    done,
+                    total,
+                    "would_prune",
+                    block_id=block_id,
+                    path=str(path),
+                    bytes=size,
+                )
+                continue
             try:
-                if self.ctx.store.find_object("block", block_id) is None:
+                if block_id is None or self.ctx.store.find_object("block", block_id) is None:
                     freed_now = _delete_orphan(path)  # no block (any more): just the file
+                    block_id = None
                 else:
                     freed_now = self._block(block_id).prune_archive(str(path))
             except Exception as error:
                 self.ctx.metrics.incr("sweep_failures")
                 log.warning("sweep: could not prune %s: %s", path, error)
+                report(
+                    "prune",
+                    done,
+                    total,
+                    "failed",
+                    block_id=block_id,
+                    path=str(path),
+                    error=str(error),
+                )
                 continue
             pruned += 1
             freed += freed_now or size
+            report(
+                "prune",
+                done,
+                total,
+                "pruned",
+                block_id=block_id,
+                path=str(path),
+                bytes=freed_now or size,
+            )
         stats = SweepStats(archived, pruned, freed)
-        self.ctx.metrics.incr("sweeps")
-        log.info("sweep: %s", stats)
+        if dry_run:
+            log.info("sweep (dry run, nothing changed): %s", stats)
+        else:
+            self.ctx.metrics.incr("sweeps")
+            log.info("sweep: %s", stats)
         return stats
 
-    def _has_live_output(self, block_id: str) -> bool:
+    def _live_size(self, block_id: str) -> int:
         try:
-            return self.ctx.store.stat_file("block", block_id, "output").size > 0
+            return self.ctx.store.stat_file("block", block_id, "output").size
         except NotFound:
-            return False  # nothing to archive (lines kept elsewhere, or archived)
+            return 0  # nothing to archive (lines kept elsewhere, or archived)
 
-    def _over_budget(self, budget: int) -> list[tuple[Path, int]]:
-        """Archive files to delete, oldest first, to bring the folder within `budget`."""
+    def _archive_files(self, block_id: str, meta: dict[str, Any]) -> set[Path]:
+        """The archive files of `block_id` that archiving it again would delete."""
+        files = set()
+        for key in (ARCHIVE_PATH, ARCHIVE_BACKUP):
+            if meta.get(key):
+                # (A path the archive would refuse, and not delete, either.)
+                with contextlib.suppress(StorageError):
+                    files.add(checked_archive_path(self._archive_dir, meta[key], block_id))
+        return files
+
+    def _over_budget(self, budget: int, replaced: set[Path]) -> list[tuple[Path, int]]:
+        """Archive files to delete, oldest first, to bring the folder within `budget`.
+
+        Files in `replaced` (a dry run's: those a new archive would replace) are left
+        out; archives a dry run would write are not counted (their size is unknown
+        until they are written).
+        """
         if not self._archive_dir.is_dir():
             return []
         files = []
@@ -164,6 +362,8 @@ class SweepSupervisor(GreenroomActor):
                 at = int(path.name.rsplit(".", 2)[1])
                 size = path.stat().st_size
             except (ValueError, IndexError, OSError):
+                continue
+            if replaced and path.resolve() in replaced:
                 continue
             files.append((at, path, size))
         files.sort()

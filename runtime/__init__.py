@@ -54,6 +54,7 @@ __all__ = [
     "Store",
     "StoredObject",
     "Subscription",
+    "SweepProgress",
     "SweepStats",
     "SystemClock",
     "TimerHandle",
@@ -92,6 +93,8 @@ _LAZY = {
     "RecoveryReport": "runtime.transcripts",
     "CostBreakdown": "runtime.pricing",
     "ModelPricing": "runtime.pricing",
+    # blocks
+    "SweepProgress": "actors.sweeper",
     # replay buffers
     "ObservationEvent": "runtime.replay",
     "Replayed": "runtime.replay",

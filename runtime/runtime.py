@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import secrets
 import tempfile
 import threading
 import weakref
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -18,7 +20,7 @@ from actors.block import BlockActor
 from actors.block_writer import BlockWriter
 from actors.blocking import BlockingPool
 from actors.dispatcher import Dispatcher
-from actors.sweeper import SweepSupervisor
+from actors.sweeper import SweepProgress, SweepRequest, SweepSupervisor
 from runtime.activity import ActivityTracker
 from runtime.archive import check_block_id
 from runtime.blocks import Block, SweepStats
@@ -349,13 +351,53 @@ class Runtime(ExecutionsAPI, TranscriptsAPI, ReplayAPI):
             obj.id for obj in self._store.list_objects("block") if obj.meta.get("view") == view
         )
 
-    def sweep(self) -> SweepStats:
-        """Run a sweep now (archive idle agent blocks, prune the archives); its stats."""
+    def sweep(
+        self,
+        *,
+        inactive_days: float | None = None,
+        max_archive_bytes: int | None = None,
+        dry_run: bool = False,
+        progress: Callable[[SweepProgress], object] | None = None,
+    ) -> SweepStats:
+        """Run a sweep now (archive idle agent blocks, prune the archives); its stats.
+
+        `inactive_days` and `max_archive_bytes` override the config's for this sweep
+        only (`None`: the config's; 0 is allowed: every agent block with output, an
+        empty archive folder). With `dry_run=True` nothing is archived or deleted: the
+        stats (and the progress events) say what a sweep would do; archives it would
+        write are not counted towards the budget (their size is unknown until
+        written). `progress(SweepProgress)` is called on the sweep's thread (not the
+        caller's) as each phase starts and after each item; one that raises is logged
+        and not called again. A sweep with options waits for a sweep already running;
+        one without joins it. `InvalidInput` for a bad option.
+        """
         self._check_open()
         self._refuse_inside_actor("sweep()")
+        if inactive_days is not None and (
+            isinstance(inactive_days, bool)
+            or not isinstance(inactive_days, int | float)
+            or not math.isfinite(inactive_days)
+            or inactive_days < 0
+        ):
+            raise InvalidInput(
+                f"inactive_days must be a finite number >= 0 or None, got {inactive_days!r}"
+            )
+        if max_archive_bytes is not None and (
+            isinstance(max_archive_bytes, bool)
+            or not isinstance(max_archive_bytes, int)
+            or max_archive_bytes < 0
+        ):
+            raise InvalidInput(
+                f"max_archive_bytes must be an int >= 0 or None, got {max_archive_bytes!r}"
+            )
+        if not isinstance(dry_run, bool):
+            raise InvalidInput(f"dry_run must be True or False, got {dry_run!r}")
+        if progress is not None and not callable(progress):
+            raise InvalidInput(f"progress must be a callable or None, got {progress!r}")
+        request = SweepRequest(inactive_days, max_archive_bytes, dry_run, progress)
         self._start_block_services()
         assert self._sweeper is not None
-        return self._sweeper.proxy().sweep_now().get()
+        return self._sweeper.proxy().sweep_now(None if request.plain else request).get()
 
     def _start_block_services(self) -> GreenroomActorRef:
         """Start the block writer and the sweep supervisor once; the writer's ref."""

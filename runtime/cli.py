@@ -1,0 +1,266 @@
+"""`greenroom`: the command line (the console script calls `main`).
+
+    greenroom blocks app.db                  # every block: lines, tokens, activity, state
+    greenroom show app.db pane-1             # one block's stats and metadata
+    greenroom export app.db pane-1 -o out.jsonl
+    greenroom archive app.db pane-1
+    greenroom restore app.db pane-1
+    greenroom sweep app.db --dry-run --inactive-days 3
+    greenroom transcript app.db.transcripts/9f2c0a1b2c3d4e5f.jsonl
+
+Every command takes `--json` (one JSON document on stdout) and `--help`. Exit status:
+0 done, 1 an error (one line on stderr: `greenroom: error: ...`), 2 bad usage, 130
+interrupted (Ctrl-C). Commands on a database open it with a real clock and never
+create it; the runtime is closed on every way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+
+from runtime.cli_blocks import run_archive, run_blocks, run_export, run_restore, run_show
+from runtime.cli_common import PROG, one_line
+from runtime.cli_sweep import parse_byte_count, parse_days, run_sweep
+from runtime.cli_transcript import run_transcript
+from runtime.errors import GreenroomError, StorageError
+
+__all__ = ["build_parser", "main"]
+
+_RAW = argparse.RawDescriptionHelpFormatter
+
+_EXIT_STATUS = """\
+exit status:
+  0    done
+  1    an error (one line on stderr), a missing or unreadable file, or a sweep item
+       that failed
+  2    bad usage
+  130  interrupted (Ctrl-C)
+"""
+
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    # name: (one-line help, description, examples)
+    "blocks": (
+        "list the blocks of a database",
+        "List every block: id, view, line count, token estimate, last activity (ISO-8601 "
+        "UTC), state (live, archived, archived+live, pruned or empty) and output bytes "
+        "(archived plus live). Stats are as last stored by the host.",
+        "example:\n  greenroom blocks app.db --view agent\n  greenroom blocks app.db --json",
+    ),
+    "show": (
+        "show one block's stats and metadata",
+        "Show one block: its stats, state, output size, archive file, stored files and "
+        "every metadata key.",
+        "example:\n  greenroom show app.db pane-1",
+    ),
+    "export": (
+        "write a block's output bytes to stdout or a file",
+        "Write a block's whole output, byte for byte, to stdout or to FILE, read "
+        "transparently from its archive when it is archived. With --json and -o FILE, "
+        "the JSON document describes the export (bytes written, lines, archived); with "
+        "--json and no -o, the bytes are in the document, base64-encoded "
+        "(data_base64).",
+        "example:\n  greenroom export app.db pane-1 > pane-1.jsonl\n"
+        "  greenroom export app.db pane-1 -o pane-1.jsonl --json",
+    ),
+    "archive": (
+        "compress a block's output into the archive folder",
+        "Compress a block's live output into the archive folder and drop the live copy "
+        "(reads stay transparent). A block with no live output is left as it is.",
+        "example:\n  greenroom archive app.db pane-1",
+    ),
+    "restore": (
+        "bring an archived block's output back into the database",
+        "Decompress an archived block's output back into the database. A block that is "
+        "not archived, or whose archive was pruned, is an error.",
+        "example:\n  greenroom restore app.db pane-1",
+    ),
+    "sweep": (
+        "archive idle agent blocks and prune the archive folder",
+        "Run one sweep: archive the view=agent blocks idle for --inactive-days (default "
+        "7), then delete the oldest archive files until the folder fits in "
+        "--max-archive-bytes (default 2G). --dry-run lists what would be archived and "
+        "pruned and changes nothing (archives it would write are not counted towards "
+        "the budget: their size is unknown until written). A progress bar is drawn on "
+        "stderr when stderr is a terminal. Exit status 1 when an item failed (the "
+        "others are done all the same; each failure is a warning on stderr).",
+        "example:\n  greenroom sweep app.db --dry-run\n"
+        "  greenroom sweep app.db --inactive-days 3 --max-archive-bytes 500M",
+    ),
+    "transcript": (
+        "inspect a transcript file (context, usage, cost, recovery)",
+        "Read a transcript JSONL file without changing it (no repair, no lock: a file a "
+        "host has open can be read) and show its session header, the active branch's "
+        "context with its estimated size, the usage over the whole file, its cost at "
+        "the model's built-in price, and what recovery finds: corrupt lines skipped, "
+        "and a last line cut short by a crash, reported as what a resume would do.",
+        "example:\n  greenroom transcript app.db.transcripts/9f2c0a1b2c3d4e5f.jsonl\n"
+        "  greenroom transcript session.jsonl --model anthropic:claude-sonnet-4-5 --json",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `greenroom` and its commands."""
+    from runtime import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inspect and maintain greenroom databases and transcript files.",
+        epilog=_EXIT_STATUS,
+        formatter_class=_RAW,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout instead of text"
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="show the runtime's log on stderr (-v: info, -vv: debug)",
+    )
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "db", metavar="DB", help="an existing greenroom database file (never created)"
+    )
+    database.add_argument(
+        "--archive-dir",
+        metavar="DIR",
+        help="the archive folder, if the host sets RuntimeConfig.archive_dir "
+        "(default: DB.archives beside the database)",
+    )
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, title="commands"
+    )
+
+    def add(name: str, *, on_database: bool = True) -> argparse.ArgumentParser:
+        summary, description, examples = _COMMANDS[name]
+        return commands.add_parser(
+            name,
+            parents=[common, database] if on_database else [common],
+            help=summary,
+            description=textwrap.fill(description, 79),
+            epilog=f"{examples}\n\n{_EXIT_STATUS}",
+            formatter_class=_RAW,
+        )
+
+    blocks = add("blocks")
+    blocks.add_argument("--view", metavar="V", help="only the blocks with this view")
+    blocks.set_defaults(run=run_blocks)
+
+    for name, run in (("show", run_show), ("archive", run_archive), ("restore", run_restore)):
+        command = add(name)
+        command.add_argument("block", metavar="BLOCK", help="the block id")
+        command.set_defaults(run=run)
+
+    export = add("export")
+    export.add_argument("block", metavar="BLOCK", help="the block id")
+    export.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE instead of stdout ('-': stdout)"
+    )
+    export.set_defaults(run=run_export)
+
+    sweep = add("sweep")
+    sweep.add_argument(
+        "--dry-run", action="store_true", help="only report what would be done; change nothing"
+    )
+    sweep.add_argument(
+        "--inactive-days",
+        metavar="N",
+        type=parse_days,
+        help="archive agent blocks idle for N days or more (fractions allowed; default: 7)",
+    )
+    sweep.add_argument(
+        "--max-archive-bytes",
+        metavar="N",
+        type=parse_byte_count,
+        help="prune the archive folder down to N bytes, oldest first (K, M, G, T: powers "
+        "of 1024; default: 2G)",
+    )
+    sweep.set_defaults(run=run_sweep)
+
+    transcript = add("transcript", on_database=False)
+    transcript.add_argument("path", metavar="PATH", help="a transcript JSONL file")
+    transcript.add_argument(
+        "--model",
+        metavar="PROVIDER:MODEL",
+        help="price the usage as this model (default: the model the header records)",
+    )
+    transcript.set_defaults(run=run_transcript)
+    return parser
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"{PROG}: error: {one_line(message)}\n")
+
+
+def _describe(error: BaseException, args: argparse.Namespace) -> str:
+    if isinstance(error, OSError) and not isinstance(error, GreenroomError):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or error}"
+    message = str(error) or type(error).__name__
+    if (
+        isinstance(error, StorageError)
+        and "refusing archive path" in message
+        and not getattr(args, "archive_dir", None)
+    ):
+        message += " (if the host keeps its archives elsewhere, pass --archive-dir)"
+    return message
+
+
+def _log_to_stderr(verbose: int) -> tuple[logging.Handler, int] | None:
+    # The library logs to a NullHandler by default; -v shows its records on stderr.
+    if not verbose:
+        return None
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: log: %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("greenroom")
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+    return handler, previous
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `greenroom` with `argv` (default: the process's arguments); the exit status.
+
+    Usage errors and `--help` return the status argparse exits with (2 and 0) instead
+    of raising `SystemExit`, so `sys.exit(main())` is the whole console script.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
+    logging_added = _log_to_stderr(args.verbose)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`greenroom blocks db | head`): nothing more to say.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    except (GreenroomError, OSError) as error:
+        _error(_describe(error, args))
+        return 1
+    finally:
+        if logging_added is not None:
+            handler, level = logging_added
+            logger = logging.getLogger("greenroom")
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,307 @@
+"""The block commands of `greenroom`: `blocks`, `show`, `export`, `archive`, `restore`.
+
+Listing and showing read the store only (no block actor is started); export, archive
+and restore go through the block's actor, as a host's calls do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.archive import check_block_id, checked_archive_path
+from runtime.blocks import (
+    ARCHIVE_PATH,
+    ARCHIVED_AT,
+    ARCHIVED_BYTES,
+    PRUNED_AT,
+    SessionStats,
+)
+from runtime.cli_common import CliError, emit_json, iso, open_database, plural, print_table, say
+from runtime.errors import NotFound, StorageError
+
+if TYPE_CHECKING:
+    from runtime.models import StoredObject
+    from runtime.runtime import Runtime
+    from runtime.store import Store
+
+__all__ = ["block_record", "run_archive", "run_blocks", "run_export", "run_restore", "run_show"]
+
+
+def _number(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _live_bytes(store: Store, block_id: str) -> int:
+    try:
+        return store.stat_file("block", block_id, "output").size
+    except NotFound:
+        return 0
+
+
+def block_record(store: Store, obj: StoredObject) -> dict[str, Any]:
+    """One block as the commands report it (the `--json` shape of `blocks` and `show`).
+
+    `state` is `live` (output in the database), `archived` (output in an archive
+    file), `archived+live` (archived, with new output since), `pruned` (the archive
+    was deleted to keep the folder within its budget) or `empty`. `bytes` is the
+    whole output: the archive's uncompressed size plus the live part.
+    """
+    meta = obj.meta
+    stats = SessionStats.from_meta(meta)
+    live = _live_bytes(store, obj.id)
+    path = meta.get(ARCHIVE_PATH)
+    archive_path = path if isinstance(path, str) and path else None
+    archived = _number(meta.get(ARCHIVED_BYTES)) if archive_path else 0
+    archived_at = _number(meta.get(ARCHIVED_AT)) if archive_path else 0
+    pruned_at = _number(meta.get(PRUNED_AT))
+    if archive_path:
+        state = "archived+live" if live else "archived"
+    elif live:
+        state = "live"
+    elif pruned_at:
+        state = "pruned"
+    else:
+        state = "empty"
+    view = meta.get("view")
+    return {
+        "id": obj.id,
+        "view": view if isinstance(view, str) else None,
+        "state": state,
+        "archived": archive_path is not None,
+        "line_count": stats.line_count,
+        "token_estimate": stats.token_estimate,
+        "start_ts_ms": stats.start_ts_ms or None,
+        "started": iso(stats.start_ts_ms),
+        "last_activity_ms": stats.last_activity_ms or None,
+        "last_activity": iso(stats.last_activity_ms),
+        "bytes": archived + live,
+        "live_bytes": live,
+        "archived_bytes": archived,
+        "archive_path": archive_path,
+        "archived_at_ms": archived_at or None,
+        "archived_at": iso(archived_at),
+        "archive_pruned_at_ms": pruned_at or None,
+        "archive_pruned_at": iso(pruned_at),
+    }
+
+
+def _require_block(rt: Runtime, block_id: str) -> StoredObject:
+    """The stored block `block_id`; `NotFound` (never a new block) when there is none."""
+    check_block_id(block_id)
+    obj = rt.store.find_object("block", block_id)
+    if obj is None:
+        raise NotFound(f"no block {block_id!r} in {rt.path!r}")
+    return obj
+
+
+# -- blocks ------------------------------------------------------------------------------
+
+
+def run_blocks(args: argparse.Namespace) -> int:
+    """`greenroom blocks DB [--view V]`: one line per block."""
+    with open_database(args.db, args.archive_dir) as rt:
+        store = rt.store
+        records = [
+            block_record(store, obj)
+            for obj in store.list_objects("block")
+            if args.view is None or obj.meta.get("view") == args.view
+        ]
+        path = rt.path
+    if args.json:
+        emit_json({"database": path, "view": args.view, "blocks": records})
+        return 0
+    if not records:
+        say(f"no blocks with view {args.view!r}" if args.view is not None else "no blocks")
+        return 0
+    rows = [
+        [
+            record["id"],
+            record["view"] or "-",
+            f"{record['line_count']:,}",
+            f"{record['token_estimate']:,}",
+            record["last_activity"] or "-",
+            record["state"],
+            f"{record['bytes']:,}",
+        ]
+        for record in records
+    ]
+    print_table(
+        ["ID", "VIEW", "LINES", "TOKENS", "LAST ACTIVITY", "STATE", "BYTES"], rows, {2, 3, 6}
+    )
+    return 0
+
+
+# -- show --------------------------------------------------------------------------------
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """`greenroom show DB BLOCK`: a block's stats, state, files and metadata."""
+    with open_database(args.db, args.archive_dir) as rt:
+        obj = _require_block(rt, args.block)
+        record = block_record(rt.store, obj)
+        files = [
+            {"name": info.name, "bytes": info.size} for info in rt.store.list_files("block", obj.id)
+        ]
+        archive_file_bytes: int | None = None
+        archive_error: str | None = None
+        if record["archive_path"]:
+            try:
+                checked = checked_archive_path(rt.archive_dir, record["archive_path"], obj.id)
+                archive_file_bytes = checked.stat().st_size
+            except StorageError as error:
+                archive_error = str(error)
+            except OSError as error:
+                archive_error = f"the archive file cannot be read: {error.strerror}"
+    record.update(
+        version=obj.version,
+        created_ms=obj.created_ms,
+        created=iso(obj.created_ms),
+        updated_ms=obj.updated_ms,
+        updated=iso(obj.updated_ms),
+        files=files,
+        archive_file_bytes=archive_file_bytes,
+        archive_error=archive_error,
+        meta=obj.meta,
+    )
+    if args.json:
+        emit_json(record)
+        return 0
+    lines = [
+        ("block", record["id"]),
+        ("view", record["view"] or "-"),
+        ("state", record["state"]),
+        ("lines", f"{record['line_count']:,}"),
+        ("tokens", f"{record['token_estimate']:,} (estimated: bytes // 4 per line)"),
+        ("started", record["started"] or "-"),
+        ("last activity", record["last_activity"] or "-"),
+        (
+            "output",
+            f"{plural(record['bytes'], 'byte')} ({record['archived_bytes']:,} archived, "
+            f"{record['live_bytes']:,} live)",
+        ),
+    ]
+    if record["archive_path"]:
+        size = (
+            f"{plural(archive_file_bytes, 'byte')} compressed"
+            if archive_file_bytes is not None
+            else f"unreadable: {archive_error}"
+        )
+        lines += [
+            ("archive", f"{record['archive_path']} ({size})"),
+            ("archived at", record["archived_at"] or "-"),
+        ]
+    if record["archive_pruned_at"]:
+        lines.append(("archive pruned", record["archive_pruned_at"]))
+    lines += [
+        ("files", ", ".join(f"{f['name']} ({f['bytes']:,} bytes)" for f in files) or "none"),
+        ("version", str(record["version"])),
+        ("created", record["created"] or "-"),
+        ("updated", record["updated"] or "-"),
+    ]
+    width = max(len(label) for label, _value in lines)
+    for label, value in lines:
+        say(f"{label.ljust(width)}  {value}")
+    say("metadata:")
+    for key in sorted(obj.meta):
+        say(f"  {key} = {json.dumps(obj.meta[key], ensure_ascii=False)}")
+    return 0
+
+
+# -- export ------------------------------------------------------------------------------
+
+
+def _write_file(target: Path, data: bytes) -> None:
+    existed = target.exists()
+    try:
+        with open(target, "wb") as out:
+            out.write(data)
+    except OSError:
+        if not existed:
+            with contextlib.suppress(OSError):
+                target.unlink()  # no half-written file left behind
+        raise
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """`greenroom export DB BLOCK [-o FILE]`: the block's output bytes, as they are."""
+    to_file = args.output is not None and args.output != "-"
+    if to_file:
+        target = Path(args.output)
+        db = Path(args.db).resolve()
+        if target.resolve() in {db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")}:
+            raise CliError(f"refusing to export over the database itself ({args.output!r})")
+    with open_database(args.db, args.archive_dir) as rt:
+        _require_block(rt, args.block)
+        read = rt.block(args.block).read_output()
+    document: dict[str, Any] = {
+        "block_id": args.block,
+        "bytes": len(read.data),
+        "line_count": read.line_count,
+        "archived": read.archived,
+        "output": None,
+    }
+    if to_file:
+        _write_file(target, read.data)
+        document["output"] = str(target)
+        if args.json:
+            emit_json(document)
+        return 0
+    if args.json:
+        # The bytes themselves cannot go to stdout beside the document: they go in it.
+        document["data_base64"] = base64.b64encode(read.data).decode("ascii")
+        emit_json(document)
+        return 0
+    sys.stdout.flush()
+    sys.stdout.buffer.write(read.data)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+# -- archive and restore -----------------------------------------------------------------
+
+
+def run_archive(args: argparse.Namespace) -> int:
+    """`greenroom archive DB BLOCK`: compress the live output into the archive folder."""
+    with open_database(args.db, args.archive_dir) as rt:
+        _require_block(rt, args.block)
+        result = rt.block(args.block).archive()
+    done = result.archived_bytes > 0
+    if args.json:
+        emit_json(
+            {
+                "block_id": result.block_id,
+                "archived": done,
+                "archived_bytes": result.archived_bytes,
+                "archived_at_ms": result.archived_at_ms if done else None,
+                "archived_at": iso(result.archived_at_ms) if done else None,
+                "path": result.path,
+            }
+        )
+    elif done:
+        say(
+            f"archived block {result.block_id!r}: {plural(result.archived_bytes, 'byte')} "
+            f"to {result.path}"
+        )
+    elif result.path:
+        say(f"block {result.block_id!r} has no new output: it is archived already ({result.path})")
+    else:
+        say(f"block {result.block_id!r} has no output to archive; nothing changed")
+    return 0
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    """`greenroom restore DB BLOCK`: bring an archived output back into the database."""
+    with open_database(args.db, args.archive_dir) as rt:
+        _require_block(rt, args.block)
+        result = rt.block(args.block).restore()
+    if args.json:
+        emit_json({"block_id": result.block_id, "restored_bytes": result.restored_bytes})
+    else:
+        say(f"restored block {result.block_id!r}: {plural(result.restored_bytes, 'byte')}")
+    return 0

@@ -1,0 +1,145 @@
+"""What the `greenroom` commands share: opening a database, JSON and text output.
+
+Opening never creates a database: a missing file, a folder, or a file that is not a
+greenroom database is a `CliError` (exit status 1) before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.errors import GreenroomError, NotFound, StorageError
+
+if TYPE_CHECKING:
+    from runtime.runtime import Runtime
+
+__all__ = [
+    "PROG",
+    "CliError",
+    "check_database",
+    "emit_json",
+    "iso",
+    "one_line",
+    "open_database",
+    "plural",
+    "print_table",
+    "say",
+    "warn",
+]
+
+PROG = "greenroom"
+
+# The CLI's runtime never sweeps by itself: only `greenroom sweep` does (a command that
+# runs longer than the default first-sweep delay must not archive anything on its own).
+_NEVER_S = 1e9
+
+
+class CliError(GreenroomError):
+    """A user error found by the command line itself (exit status 1, one line)."""
+
+
+def say(text: str = "") -> None:
+    """Print a line of text output on stdout."""
+    sys.stdout.write(text + "\n")
+
+
+def warn(text: str) -> None:
+    """Print a one-line warning on stderr."""
+    sys.stderr.write(f"{PROG}: warning: {one_line(text)}\n")
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks folded, for a one-line message."""
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
+def emit_json(document: Any) -> None:
+    """Print one JSON document on stdout (indented, UTF-8, a newline at the end)."""
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 block`, `2 blocks` (with thousands separators)."""
+    return f"{count:,} {word if count == 1 else (many or word + 's')}"
+
+
+def iso(ms: int | None) -> str | None:
+    """Unix milliseconds as ISO-8601 UTC (`2026-01-01T00:00:00.000Z`); `None` for 0."""
+    if not ms:
+        return None
+    from runtime.logformat import iso_utc
+
+    return iso_utc(ms)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> None:
+    """Print rows under headers, columns padded; the columns in `right` right-aligned."""
+    widths = [len(header) for header in headers]
+    for row in rows:
+        for index, cell in enumerate(row):
+            widths[index] = max(widths[index], len(cell))
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(cells)
+        ]
+        return "  ".join(padded).rstrip()
+
+    say(line(headers))
+    for row in rows:
+        say(line(row))
+
+
+def check_database(path: Path) -> None:
+    """Refuse (`CliError` / `NotFound`) what is not an existing greenroom database.
+
+    A read-only look (SQLite `mode=ro`), so a wrong path never becomes a new database:
+    an empty file or another SQLite database has no greenroom schema (version 0).
+    """
+    if not path.exists():
+        raise NotFound(f"no database at {str(path)!r} (the command line never creates one)")
+    if path.is_dir():
+        raise CliError(f"{str(path)!r} is a folder, not a greenroom database")
+    if not os.access(path, os.R_OK):
+        raise CliError(f"cannot read {str(path)!r}: permission denied")
+    try:
+        probe = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise StorageError(f"cannot open {str(path)!r}: {error}") from error
+    try:
+        version = probe.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as error:
+        raise StorageError(f"cannot open {str(path)!r}: {error}") from error
+    finally:
+        probe.close()
+    if version == 0:
+        raise CliError(f"{str(path)!r} is not a greenroom database (it has no greenroom schema)")
+
+
+@contextlib.contextmanager
+def open_database(db: str, archive_dir: str | None) -> Iterator[Runtime]:
+    """A runtime on the existing database `db` (real clock, no timed sweeps), closed
+    on every way out."""
+    from runtime.config import RuntimeConfig
+    from runtime.runtime import Runtime
+
+    path = Path(db)
+    check_database(path)
+    config = RuntimeConfig(
+        sweep_first_after_s=_NEVER_S,
+        sweep_interval_s=_NEVER_S,
+        archive_dir=archive_dir,
+    )
+    rt = Runtime.open(path, config=config)
+    try:
+        yield rt
+    finally:
+        rt.close()
