@@ -13,14 +13,22 @@ two differences:
 
 A timed-out `get` raises `FutureTimeout`, which is both a greenroom `Timeout` and a
 `pykka.Timeout`.
+
+Two additions serve code that must not wait on a thread at all (`runtime.aio`, the
+asyncio facade): `add_done_callback(fn)` runs `fn(future)` once the future resolves,
+on the thread that resolves it (at once, on the caller's thread, if it already has);
+and `drive(steps)` runs a call written as a generator of the futures it needs (see
+`drive`), so one piece of code serves both the blocking and the asyncio face.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 import pykka
 from pykka._future import _Unset
@@ -30,9 +38,12 @@ from runtime.errors import FutureTimeout, InvalidTransition
 if TYPE_CHECKING:
     from pykka._types import OptExcInfo
 
-__all__ = ["GreenroomFuture"]
+__all__ = ["GreenroomFuture", "Steps", "drive"]
+
+log = logging.getLogger("greenroom.actors")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # Guards the one-time transition to "done" (set, set_exception, set_get_hook). Held for
 # a few instructions that call nothing, so one lock for all futures costs nothing
@@ -46,6 +57,12 @@ in_handler = threading.local()
 
 class GreenroomFuture(pykka.Future[T], Generic[T]):
     """A pykka future whose waiters sleep on one lock until the value is set."""
+
+    # Class-level defaults: most futures never get a callback or a source, and an
+    # instance attribute set only when needed keeps the common future as small as before.
+    _callbacks: list[Callable[[GreenroomFuture[Any]], object]] | None = None
+    _sources: tuple[GreenroomFuture[Any], ...] | None = None
+    """The futures a derived future (`map`, `filter`, `join`, `reduce`) is computed from."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,6 +109,32 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
             raise exc_value.with_traceback(exc_tb)
         return self._value
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the value (or exception) has arrived; whether it has, in `timeout` s.
+
+        Reads nothing and raises nothing but what `get` raises before it waits
+        (`InvalidTransition` inside a handler). Not for derived futures (`map`, ...),
+        whose value exists only once `get()` computes it: call `get` on those.
+        """
+        if self._get_hook is not None:
+            raise InvalidTransition(
+                "wait() on a derived future (map, filter, join, reduce): it has no value "
+                "of its own until get() computes it; call get() instead"
+            )
+        if self._has_result:
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        if getattr(in_handler, "actor", None) is not None:
+            raise InvalidTransition(
+                f"a handler of actor {in_handler.actor} waited on a future that is not "
+                "resolved yet; handlers must not block a shared dispatcher thread"
+            )
+        # (-1: no limit, as Lock.acquire spells it.)
+        if self._done.acquire(timeout=-1 if timeout is None else timeout):
+            self._done.release()  # pass the wake-up on, as in get()
+        return self._has_result
+
     def set(self, value: Any | None = None) -> None:
         """Resolve with `value`; a second `set` raises `queue.Full` (as in pykka)."""
         with _settle_lock:
@@ -99,7 +142,12 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
                 raise queue.Full
             self._value = value
             self._has_result = True
+            callbacks = self._callbacks
+            if callbacks is not None:
+                self._callbacks = None
         self._done.release()
+        if callbacks is not None:
+            self._run_callbacks(callbacks)
 
     def set_exception(self, exc_info: OptExcInfo | None = None) -> None:
         """Resolve with an exception (default: the one being handled); see pykka."""
@@ -110,14 +158,128 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
                 raise queue.Full
             self._exc_info = exc_info
             self._has_result = True
+            callbacks = self._callbacks
+            if callbacks is not None:
+                self._callbacks = None
         self._done.release()
+        if callbacks is not None:
+            self._run_callbacks(callbacks)
 
     def set_get_hook(self, func: Any) -> None:
-        """Compute the value on `get()` with `func(timeout)` instead; see pykka."""
+        """Compute the value on `get()` with `func(timeout)` instead; see pykka.
+
+        Refused (`InvalidTransition`) once a done-callback is registered: the callback
+        waits for a value this future would then never be given.
+        """
         with _settle_lock:
             if self._has_result:
                 raise queue.Full
+            if self._callbacks is not None:
+                raise InvalidTransition(
+                    "set_get_hook() on a future with done-callbacks registered: they would "
+                    "never run"
+                )
             self._get_hook = func
+
+    # -- done-callbacks -------------------------------------------------------------------
+
+    def add_done_callback(self, fn: Callable[[GreenroomFuture[T]], object]) -> None:
+        """Run `fn(self)` once this future resolves; at once if it already has.
+
+        `fn` runs on the thread that resolves the future (often a dispatcher worker, so
+        it must be quick and must not block: hand the news on, e.g. with an event
+        loop's `call_soon_threadsafe`), or on the caller's thread when the future is
+        already resolved. An exception from `fn` is logged, never raised to the
+        resolver. Callbacks run in the order registered.
+
+        A derived future (`map`, `filter`, `join`, `reduce` of greenroom futures) runs
+        `fn` once every future it is computed from has resolved, so its `get()` then
+        computes without waiting. A future derived any other way (`set_get_hook`
+        called directly, or a `join` with a non-greenroom future) is refused with
+        `InvalidTransition`: there is no telling when its value is ready.
+        """
+        if self._get_hook is not None:
+            self._add_derived_callback(fn)
+            return
+        with _settle_lock:
+            if not self._has_result:
+                if self._callbacks is None:
+                    self._callbacks = [fn]
+                else:
+                    self._callbacks.append(fn)
+                return
+        self._run_callbacks([fn])
+
+    def _add_derived_callback(self, fn: Callable[[GreenroomFuture[T]], object]) -> None:
+        roots = self._roots()
+        remaining = [len(roots)]
+
+        def one_resolved(_source: GreenroomFuture[Any]) -> None:
+            with _settle_lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                self._run_callbacks([fn])
+
+        for root in roots:
+            root.add_done_callback(one_resolved)
+
+    def _roots(self) -> list[GreenroomFuture[Any]]:
+        """The plain futures this derived one is computed from (checked before any is
+        registered, so a refusal registers nothing)."""
+        roots: list[GreenroomFuture[Any]] = []
+        todo: list[Any] = [self]
+        while todo:
+            future = todo.pop()
+            if not isinstance(future, GreenroomFuture):
+                raise InvalidTransition(
+                    f"a done-callback on a future derived from {future!r}, which is not a "
+                    "greenroom future: there is no telling when it resolves; derive only "
+                    "from greenroom futures (ask, proxy calls)"
+                )
+            if future._get_hook is None:
+                roots.append(future)
+            elif future._sources is None:
+                raise InvalidTransition(
+                    "a done-callback on a future given a get hook by set_get_hook(): there "
+                    "is no telling when its value is ready; register on the futures it is "
+                    "computed from instead"
+                )
+            else:
+                todo.extend(future._sources)
+        return roots
+
+    def _run_callbacks(self, callbacks: list[Callable[[GreenroomFuture[Any]], object]]) -> None:
+        for fn in callbacks:
+            try:
+                fn(self)
+            except Exception:
+                # The resolver is an actor replying to an ask: a host's callback must not
+                # break that reply, nor the callbacks after it.
+                log.exception("a done-callback of %r raised; ignored", self)
+
+    # -- derived futures: remember what they are computed from ----------------------------
+
+    def map(self, func: Callable[[T], R]) -> GreenroomFuture[R]:  # type: ignore[override]
+        """A future of `func(value)`; see pykka."""
+        return self._derived(super().map(func), (self,))
+
+    def filter(self, func: Callable[[Any], bool]) -> GreenroomFuture[Any]:  # type: ignore[override]
+        """A future of the items of the value passing `func`; see pykka."""
+        return self._derived(super().filter(func), (self,))  # type: ignore[arg-type]
+
+    def join(self, *futures: pykka.Future[Any]) -> GreenroomFuture[Any]:  # type: ignore[override]
+        """A future of the list of this value and the values of `futures`; see pykka."""
+        return self._derived(super().join(*futures), (self, *futures))
+
+    def reduce(self, func: Callable[[Any, Any], Any], *args: Any) -> GreenroomFuture[Any]:  # type: ignore[override]
+        """A future of the value reduced with `func`; see pykka."""
+        return self._derived(super().reduce(func, *args), (self,))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _derived(future: Any, sources: tuple[Any, ...]) -> Any:
+        future._sources = sources
+        return future
 
     @property
     def done(self) -> bool:
@@ -129,3 +291,25 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"<GreenroomFuture {'done' if self._has_result else 'pending'}>"
+
+
+Steps: TypeAlias = Generator[GreenroomFuture[Any], None, R]
+"""A call written once for the blocking and the asyncio face: a generator that yields
+each future it needs resolved and goes on once it is (reading it then never waits)."""
+
+
+def drive(steps: Steps[R], timeout: float | None = None) -> R:
+    """Run `steps` on this thread, waiting for each future it yields; its return value.
+
+    `timeout` bounds each wait (`FutureTimeout` when one runs out; the steps are then
+    abandoned). `runtime.aio` drives the same generators on an event loop instead.
+    """
+    try:
+        future = next(steps)
+        while True:
+            if not future.wait(timeout):
+                steps.close()
+                raise FutureTimeout(f"no reply within {timeout} seconds")
+            future = steps.send(None)
+    except StopIteration as stop:
+        return stop.value

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ArchiveResult",
     "AssistantMessage",
+    "AsyncRuntime",
     "Block",
     "Clock",
     "CompactionConfig",
@@ -76,6 +77,7 @@ logging.getLogger("greenroom").addHandler(logging.NullHandler())
 # runtime.errors, so importing it here would make `import actors.base` circular.
 _LAZY = {
     "Runtime": "runtime.runtime",
+    "AsyncRuntime": "runtime.aio",
     # executions
     "FeedResult": "runtime.executions",
     "LlmRequest": "runtime.executions",

@@ -115,6 +115,24 @@ def count_lines(data: bytes) -> int:
     return sum(1 for line in data.split(b"\n") if line.strip())
 
 
+def output_message(data: Any) -> Any:
+    """The message `append_output(data)` tells the block's actor; `InvalidInput` if bad."""
+    from actors.block import AppendOutput
+
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidInput(f"append_output takes bytes, got {type(data).__name__}")
+    return AppendOutput(bytes(data))
+
+
+def line_message(n_bytes: Any) -> Any:
+    """The message `record_line(n_bytes)` tells the block's actor; `InvalidInput` if bad."""
+    from actors.block import RecordLine
+
+    if isinstance(n_bytes, bool) or not isinstance(n_bytes, int) or n_bytes < 0:
+        raise InvalidInput(f"record_line takes a byte count >= 0, got {n_bytes!r}")
+    return RecordLine(n_bytes)
+
+
 class Block:
     """A handle on one block; every call goes to the block's actor.
 
@@ -154,11 +172,19 @@ class Block:
 
     def _ask(self, name: str, *args: Any) -> Any:
         try:
-            return getattr(self._proxy, name)(*args).get()
+            return self._send(name, *args).get()
         except pykka.ActorDeadError:
             # Not delivered (the actor had stopped): safe to send again, once.
             self._reconnect()
-            return getattr(self._proxy, name)(*args).get()
+            return self._send(name, *args).get()
+
+    def _send(self, name: str, *args: Any) -> Any:
+        """Call the actor's method `name` without waiting; the answer's future.
+
+        `ActorDeadError` (raised, or in the future) means the call was not delivered:
+        reconnect and send it again (what `_ask` does; `runtime.aio` awaits the future).
+        """
+        return getattr(self._proxy, name)(*args)
 
     def _tell(self, message: Any) -> None:
         try:
@@ -167,21 +193,17 @@ class Block:
             self._reconnect()
             self._ref.tell(message)
 
+    def _tell_once(self, message: Any) -> None:
+        """Tell the actor `message`; `ActorDeadError` if it has stopped (no reconnect)."""
+        self._ref.tell(message)
+
     def append_output(self, data: bytes) -> None:
         """Append `data` to the output and count its non-empty lines; returns at once."""
-        from actors.block import AppendOutput
-
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise InvalidInput(f"append_output takes bytes, got {type(data).__name__}")
-        self._tell(AppendOutput(bytes(data)))
+        self._tell(output_message(data))
 
     def record_line(self, n_bytes: int) -> None:
         """Count one line of `n_bytes` bytes kept elsewhere; returns at once."""
-        from actors.block import RecordLine
-
-        if isinstance(n_bytes, bool) or not isinstance(n_bytes, int) or n_bytes < 0:
-            raise InvalidInput(f"record_line takes a byte count >= 0, got {n_bytes!r}")
-        self._tell(RecordLine(n_bytes))
+        self._tell(line_message(n_bytes))
 
     def stats(self) -> SessionStats:
         """The live stats, including lines not flushed yet."""

@@ -47,9 +47,11 @@ from runtime.executions import FeedResult, check_usage
 if TYPE_CHECKING:
     from actors.base import GreenroomActorRef
     from actors.blocking import BlockingPool
+    from actors.futures import GreenroomFuture
     from runtime.activity import ActivityTracker
     from runtime.clock import Clock
     from runtime.config import RuntimeConfig
+    from runtime.execution_registry import LiveEntry
     from runtime.metrics import Metrics
 
 __all__ = ["CANCEL_WAIT_S", "ExecutionsAPI"]
@@ -240,25 +242,8 @@ class ExecutionsAPI:
         it waits, logged and counted (`strategy_queued`). Refused inside an actor's
         handler and on a strategy thread (see the module docstring).
         """
-        self._check_open()
-        self._refuse_inside_actor("start_execution()")
-        is_async = _is_async_strategy(strategy)
-        _check_timeout(timeout)
-        self._execution_gc()
-        session_id = "s-" + secrets.token_hex(16)
-        ref = self.spawn(
-            ExecutionActor,
-            session_id,
-            strategy,
-            args,
-            kwargs,
-            is_async=is_async,
-            registry=self._exec_registry,
-            pool=self._get_strategy_pool,
-            actor_id=session_id,
-        )
-        self._metrics.incr("executions_started")
-        future = ref.ask_here(BEGIN) if timeout is None else ref.ask(BEGIN, block=False)
+        # With no timeout the session's first turn may run right here (caller runs).
+        session_id, future = self._exec_start(strategy, args, kwargs, timeout, here=timeout is None)
         return self._exec_wait(session_id, future, timeout, "start")
 
     def feed(
@@ -286,16 +271,8 @@ class ExecutionsAPI:
         with the first feed of an answer: a repeated feed with a different `usage` is
         a no-op too. `timeout` as in `start_execution` (the answer stays applied).
         """
-        self._check_open()
-        self._refuse_inside_actor("feed()")
-        _check_session_id(session_id)
-        if not isinstance(response, str):
-            raise InvalidInput(f"response must be a str, got {type(response).__name__}")
-        if query_id is not None and (not isinstance(query_id, str) or not query_id):
-            raise InvalidInput(f"query_id must be None or a non-empty str, got {query_id!r}")
-        usage = check_usage(usage)
-        _check_timeout(timeout)
-        return self._exec_feed(session_id, ((query_id, response, usage),), timeout)
+        items = self._exec_feed_items(session_id, response, query_id, usage, timeout)
+        return self._exec_feed(session_id, items, timeout)
 
     def feed_many(
         self,
@@ -310,11 +287,7 @@ class ExecutionsAPI:
         unknown ids, changed answers); if any fails, none is applied. Returns as
         `feed` does.
         """
-        self._check_open()
-        self._refuse_inside_actor("feed_many()")
-        _check_session_id(session_id)
-        checked = _check_feed_items(items)
-        _check_timeout(timeout)
+        checked = self._exec_feed_many_items(session_id, items, timeout)
         return self._exec_feed(session_id, checked, timeout)
 
     def cancel(self, session_id: str) -> FeedResult:
@@ -333,34 +306,8 @@ class ExecutionsAPI:
         as the step gives control back, whatever the step produced; until then
         `execution_status` shows it `running` with `cancel_requested`.
         """
-        self._check_open()
-        self._refuse_inside_actor("cancel()")
-        _check_session_id(session_id)
-        entry = self._exec_registry.live(session_id)
-        if entry is None:
-            raise self._exec_gone(session_id, "cancel")
-        if entry.cancel_requested is None:
-            entry.cancel_requested = _CANCELLED_BY_HOST
-        future = entry.ref.ask(Cancel(_CANCELLED_BY_HOST), block=False)
-        try:
-            return future.get(timeout=CANCEL_WAIT_S).detached()
-        except FutureTimeout:
-            self._metrics.incr("execution_cancels_deferred")
-            log.warning(
-                "execution %s: busy in a strategy step for more than %g s; the cancel is "
-                "recorded and the session ends cancelled when the step gives control back "
-                "(a running step cannot be interrupted)",
-                session_id,
-                CANCEL_WAIT_S,
-            )
-            stats = entry.snapshot.stats_at(self._clock.monotonic())
-            return FeedResult("cancelled", session_id, metrics=stats)
-        except ActorDeadError:
-            # It ended meanwhile; if it ended cancelled, this cancel may be why.
-            kept = self._exec_registry.retained(session_id, self._clock.monotonic())
-            if kept is not None and kept.final.status == "cancelled":
-                return kept.final.detached()
-            raise self._exec_gone(session_id, "cancel") from None
+        entry, future = self._exec_cancel_send(session_id)
+        return self._exec_cancel_result(session_id, entry, future, CANCEL_WAIT_S)
 
     def execution_status(self, session_id: str) -> dict[str, Any]:
         """A session's state, pending query ids and metrics, live or finished.
@@ -401,22 +348,150 @@ class ExecutionsAPI:
         return out
 
     # -- helpers -------------------------------------------------------------------------
+    #
+    # Each call is split into a part that checks and sends without waiting (returning
+    # the future of the session's answer) and a part that turns the resolved answer
+    # into the result or the error. The methods above wait in between on this thread;
+    # `runtime.aio` awaits the same futures on an event loop, so both faces share every
+    # check and every result rule.
+
+    def _exec_start(
+        self,
+        strategy: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        *,
+        here: bool,
+    ) -> tuple[str, GreenroomFuture[Any]]:
+        """Check, start the session and send it `BEGIN`; its id and the answer's future.
+
+        Never waits, except that with `here` the session's first turn may run on this
+        thread (caller runs: only for a caller about to wait with no timeout).
+        """
+        self._check_open()
+        self._refuse_inside_actor("start_execution()")
+        is_async = _is_async_strategy(strategy)
+        _check_timeout(timeout)
+        self._execution_gc()
+        session_id = "s-" + secrets.token_hex(16)
+        ref = self.spawn(
+            ExecutionActor,
+            session_id,
+            strategy,
+            args,
+            kwargs,
+            is_async=is_async,
+            registry=self._exec_registry,
+            pool=self._get_strategy_pool,
+            actor_id=session_id,
+        )
+        self._metrics.incr("executions_started")
+        future = ref.ask_here(BEGIN) if here else ref.ask(BEGIN, block=False)
+        return session_id, future
+
+    def _exec_feed_items(
+        self,
+        session_id: str,
+        response: str,
+        query_id: str | None,
+        usage: dict[str, int] | None,
+        timeout: float | None,
+    ) -> tuple[tuple[str | None, str, dict[str, int] | None], ...]:
+        """`feed`'s checks; its one item."""
+        self._check_open()
+        self._refuse_inside_actor("feed()")
+        _check_session_id(session_id)
+        if not isinstance(response, str):
+            raise InvalidInput(f"response must be a str, got {type(response).__name__}")
+        if query_id is not None and (not isinstance(query_id, str) or not query_id):
+            raise InvalidInput(f"query_id must be None or a non-empty str, got {query_id!r}")
+        usage = check_usage(usage)
+        _check_timeout(timeout)
+        return ((query_id, response, usage),)
+
+    def _exec_feed_many_items(
+        self, session_id: str, items: Any, timeout: float | None
+    ) -> tuple[tuple[str, str, dict[str, int] | None], ...]:
+        """`feed_many`'s checks; the items, checked."""
+        self._check_open()
+        self._refuse_inside_actor("feed_many()")
+        _check_session_id(session_id)
+        checked = _check_feed_items(items)
+        _check_timeout(timeout)
+        return checked
 
     def _exec_feed(
         self, session_id: str, items: tuple[Any, ...], timeout: float | None
     ) -> FeedResult:
+        # With no timeout the session's turn may run right here (caller runs).
+        future = self._exec_feed_send(session_id, items, here=timeout is None)
+        return self._exec_feed_result(session_id, items, future, timeout)
+
+    def _exec_feed_send(
+        self, session_id: str, items: tuple[Any, ...], *, here: bool
+    ) -> GreenroomFuture[Any] | None:
+        """Send checked `items` to the session; the answer's future, or `None` when the
+        session has no live actor (`_exec_feed_result` answers that). Never waits
+        (with `here`, the session's turn may run on this thread: see `_exec_start`)."""
         entry = self._exec_registry.live(session_id)
         if entry is None:
-            return self._exec_finished_feed(session_id, items)
+            return None
         message = Feed(items)
-        # With no timeout the session's turn may run right here (caller runs).
-        future = (
-            entry.ref.ask_here(message) if timeout is None else entry.ref.ask(message, block=False)
-        )
+        return entry.ref.ask_here(message) if here else entry.ref.ask(message, block=False)
+
+    def _exec_feed_result(
+        self,
+        session_id: str,
+        items: tuple[Any, ...],
+        future: GreenroomFuture[Any] | None,
+        timeout: float | None,
+    ) -> FeedResult:
+        """The feed's result from the future `_exec_feed_send` gave (waiting up to
+        `timeout` for it; none once it is resolved)."""
+        if future is None:
+            return self._exec_finished_feed(session_id, items)
         try:
             return self._exec_wait(session_id, future, timeout, "feed")
         except _Gone:
             return self._exec_finished_feed(session_id, items)
+
+    def _exec_cancel_send(self, session_id: str) -> tuple[LiveEntry, GreenroomFuture[Any]]:
+        """`cancel`'s checks; record the cancel and send it. Never waits."""
+        self._check_open()
+        self._refuse_inside_actor("cancel()")
+        _check_session_id(session_id)
+        entry = self._exec_registry.live(session_id)
+        if entry is None:
+            raise self._exec_gone(session_id, "cancel")
+        if entry.cancel_requested is None:
+            entry.cancel_requested = _CANCELLED_BY_HOST
+        return entry, entry.ref.ask(Cancel(_CANCELLED_BY_HOST), block=False)
+
+    def _exec_cancel_result(
+        self, session_id: str, entry: LiveEntry, future: GreenroomFuture[Any], wait: float
+    ) -> FeedResult:
+        """The cancel's result, waiting up to `wait` s for the session's answer (0: it
+        was awaited elsewhere; a session that has not answered is deferred)."""
+        try:
+            return future.get(timeout=wait).detached()
+        except FutureTimeout:
+            self._metrics.incr("execution_cancels_deferred")
+            log.warning(
+                "execution %s: busy in a strategy step for more than %g s; the cancel is "
+                "recorded and the session ends cancelled when the step gives control back "
+                "(a running step cannot be interrupted)",
+                session_id,
+                CANCEL_WAIT_S,
+            )
+            stats = entry.snapshot.stats_at(self._clock.monotonic())
+            return FeedResult("cancelled", session_id, metrics=stats)
+        except ActorDeadError:
+            # It ended meanwhile; if it ended cancelled, this cancel may be why.
+            kept = self._exec_registry.retained(session_id, self._clock.monotonic())
+            if kept is not None and kept.final.status == "cancelled":
+                return kept.final.detached()
+            raise self._exec_gone(session_id, "cancel") from None
 
     def _exec_finished_feed(self, session_id: str, items: tuple[Any, ...]) -> FeedResult:
         """A feed to a session with no live actor: a retried answer, or an error."""
@@ -428,20 +503,26 @@ class ExecutionsAPI:
     def _exec_wait(
         self, session_id: str, future: Any, timeout: float | None, action: str
     ) -> FeedResult:
+        """The result of a start (`action` "start") or feed ("feed": raises `_Gone` when
+        the session stopped first) from its future, waiting up to `timeout` for it."""
         try:
             return future.get(timeout=timeout).detached()
         except FutureTimeout:
-            raise ExecutionTimeout(
-                f"execution {session_id}: the strategy neither paused nor finished within "
-                f"{timeout:g} s of this {action}; it goes on running: "
-                f"rt.execution_status({session_id!r}) shows it, rt.cancel({session_id!r}) "
-                "stops it",
-                session_id,
-            ) from None
+            raise self._exec_timeout(session_id, timeout, action) from None
         except ActorDeadError:
             if action == "feed":
                 raise _Gone from None
             raise self._exec_gone(session_id, action) from None
+
+    def _exec_timeout(self, session_id: str, timeout: Any, action: str) -> ExecutionTimeout:
+        """The error for a start or feed whose strategy did not pause in `timeout` s."""
+        return ExecutionTimeout(
+            f"execution {session_id}: the strategy neither paused nor finished within "
+            f"{timeout:g} s of this {action}; it goes on running: "
+            f"rt.execution_status({session_id!r}) shows it, rt.cancel({session_id!r}) "
+            "stops it",
+            session_id,
+        )
 
     def _exec_gone(self, session_id: str, action: str) -> GreenroomError:
         """The error for a session that has no live actor (finished, unknown, closed)."""

@@ -146,6 +146,12 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - stopwatch())
 
 
+class _Releasable(Protocol):
+    """What a subscription wakes: a held `threading.Lock`, or an asyncio waker."""
+
+    def release(self) -> None: ...
+
+
 class Subscription:
     """A session's events after a cursor: first the replayed ones, then live ones.
 
@@ -202,8 +208,9 @@ class Subscription:
         self._replay: deque[ObservationEvent] = deque()
         self._live: deque[ObservationEvent] = deque()
         # A lock per waiting call, held until the buffer (or a close) releases it:
-        # waking a waiter costs one C-level release, not a condition's notify.
-        self._waiters: list[threading.Lock] = []
+        # waking a waiter costs one C-level release, not a condition's notify. An
+        # asyncio waiter (`runtime.aio`) lists an object whose `release` wakes its loop.
+        self._waiters: list[_Releasable] = []
         self._state = _OPEN
         self._missed = 0
         self._reason = ""
@@ -282,6 +289,34 @@ class Subscription:
                 with mutex:
                     if waiter in self._waiters:
                         self._waiters.remove(waiter)
+
+    def _take_or_wake(self, waker: _Releasable) -> ObservationEvent | None:
+        """The next queued event without waiting, or `None` with `waker` registered.
+
+        A registered `waker` has its `release()` called once, under this subscription's
+        mutex on the buffer's (or the closer's) thread, at the next put or end: it must
+        only hand the news on (`runtime.aio` calls its loop's `call_soon_threadsafe`).
+        Raises as `next_event` does once the subscription is over and drained.
+        """
+        with self._mutex:
+            if self._replay:
+                event = self._replay.popleft()
+            elif self._live:
+                event = self._live.popleft()
+            elif self._state is not _OPEN:
+                raise self._ended()
+            else:
+                if waker not in self._waiters:
+                    self._waiters.append(waker)
+                return None
+            self._cursor = event.cursor
+            return event
+
+    def _drop_waker(self, waker: _Releasable) -> None:
+        """Unregister a `waker` of `_take_or_wake` that no longer waits."""
+        with self._mutex:
+            if waker in self._waiters:
+                self._waiters.remove(waker)
 
     def _ended(self) -> Exception:
         if self._state is _LAGGED:

@@ -40,13 +40,14 @@ import secrets
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, MappingView, Set
+from collections.abc import Callable, Iterable, Mapping, MappingView, Set
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from pykka import ActorDeadError
 
 from actors.base import current_actor
+from actors.futures import GreenroomFuture, Steps, drive
 from actors.replay import (
     RETIRED,
     Append,
@@ -61,7 +62,7 @@ from actors.replay import (
 )
 from runtime.clock import stopwatch
 from runtime.cursor import MAX_CURSOR_INT, ParsedCursor, parse_cursor
-from runtime.errors import InvalidInput, InvalidTransition, Timeout
+from runtime.errors import FutureTimeout, InvalidInput, InvalidTransition
 from runtime.replay import Follower, Gap, ObservationEvent, Replayed, Subscription, wait_limit
 
 if TYPE_CHECKING:
@@ -262,14 +263,27 @@ class ReplayAPI:
         self, session_id: str, message: Any, *, make: bool = True, timeout: float | None = None
     ) -> Any:
         """The session's buffer's answer to `message` (`_NO_BUFFER`: none, and not `make`)."""
+        # With no timeout the buffer's turn may run right here (caller runs).
+        steps = self._replay_ask_steps(session_id, message, make=make, here=timeout is None)
+        return drive(steps, timeout)
+
+    def _replay_ask_steps(
+        self, session_id: str, message: Any, *, make: bool = True, here: bool = False
+    ) -> Steps[Any]:
+        """`_replay_ask` as steps (`actors.futures.drive`): yields the ask's future, so
+        the asyncio facade (`runtime.aio`) can await it. With `here`, the buffer's turn
+        may run on this thread when the future is sent (only for a caller that is about
+        to wait with no timeout)."""
         self._refuse_in_handler()
         for _ in range(_RETRIES):
             slot = self._replay_slot(session_id, make=make)
             if slot is None:
                 return _NO_BUFFER
             assert slot.ref is not None
+            future = slot.ref.ask_here(message) if here else slot.ref.ask(message, block=False)
+            yield future
             try:
-                answer = slot.ref.ask(message, timeout=timeout)
+                answer = future.get(timeout=0)  # resolved: the driver waited for it
             except ActorDeadError:
                 self._check_open()
                 self._replay_forget(session_id, slot)
@@ -356,6 +370,58 @@ class ReplayAPI:
         with contextlib.suppress(ActorDeadError):
             ref.tell(Unsubscribe(sub))
 
+    # -- checks and steps shared with the asyncio facade (runtime.aio) -------------------
+
+    def _replay_append_message(self, session_id: str, payload: Any, revision: int) -> Append:
+        """`replay_append`'s checks; the message to ask the buffer."""
+        self._check_open()
+        _check_session_id(session_id)
+        _check_revision(revision)
+        payloads = (payload,)
+        _check_payloads(payloads)
+        return Append(payloads, revision, True)
+
+    def _replay_batch_message(
+        self, session_id: str, payloads: Iterable[Any], revision: int
+    ) -> Append | None:
+        """`replay_append_many`'s checks; the message (`None`: an empty batch)."""
+        self._check_open()
+        _check_session_id(session_id)
+        _check_revision(revision)
+        batch = _check_batch(payloads)
+        if not batch:
+            return None
+        return Append(batch, revision, False)
+
+    def _replay_cursor_message(self, session_id: str, revision: int) -> CurrentCursor:
+        """`current_cursor`'s checks; the message."""
+        self._check_open()
+        _check_session_id(session_id)
+        _check_revision(revision)
+        return CurrentCursor(revision)
+
+    def _replay_after_steps(
+        self, cursor: str, session_id: str | None, *, here: bool
+    ) -> Steps[Replayed | Gap]:
+        """`replay_after` as steps (see `_replay_ask_steps`)."""
+        self._check_open()
+        if session_id is not None:
+            _check_session_id(session_id)
+        parsed = parse_cursor(cursor, session_id=session_id)
+        sid = parsed.session_id
+        for _ in range(_RETRIES):
+            answer = yield from self._replay_ask_steps(
+                sid, ReplayAfter(parsed, cursor), make=False, here=here
+            )
+            if answer is not _NO_BUFFER:
+                return answer
+            answer = self._replay_unknown(parsed, cursor)
+            if answer is not _AGAIN:
+                return Replayed(sid, (), cursor) if answer is None else answer
+        raise InvalidTransition(  # pragma: no cover (a fresh buffer never retires at once)
+            f"the replay buffer of session {sid!r} kept retiring; try again"
+        )
+
     # -- the public surface -------------------------------------------------------------
 
     def replay_append(
@@ -368,12 +434,9 @@ class ReplayAPI:
         to (an int >= 0). Bad input raises `InvalidInput` and appends nothing. Waits
         for the buffer (not from inside an actor handler: use `replay_publish`).
         """
-        self._check_open()
-        _check_session_id(session_id)
-        _check_revision(revision)
-        payloads = (payload,)
-        _check_payloads(payloads)
-        return self._replay_ask(session_id, Append(payloads, revision, True))
+        return self._replay_ask(
+            session_id, self._replay_append_message(session_id, payload, revision)
+        )
 
     def replay_append_many(
         self, session_id: str, payloads: Iterable[Any], *, revision: int = 0
@@ -385,13 +448,10 @@ class ReplayAPI:
         reaches subscribers at once, so a batch larger than `subscriber_queue_size`
         lags every live subscriber.
         """
-        self._check_open()
-        _check_session_id(session_id)
-        _check_revision(revision)
-        batch = _check_batch(payloads)
-        if not batch:
+        message = self._replay_batch_message(session_id, payloads, revision)
+        if message is None:
             return []
-        return self._replay_ask(session_id, Append(batch, revision, False))
+        return self._replay_ask(session_id, message)
 
     def replay_publish(self, session_id: str, payload: Any, *, revision: int = 0) -> None:
         """Append one event without waiting for it (fire and forget).
@@ -430,10 +490,7 @@ class ReplayAPI:
         buffer if it has none, and restarts the buffer's idle time (the cursor stays
         resumable for at least `max_event_age_s` if nothing is appended).
         """
-        self._check_open()
-        _check_session_id(session_id)
-        _check_revision(revision)
-        return self._replay_ask(session_id, CurrentCursor(revision))
+        return self._replay_ask(session_id, self._replay_cursor_message(session_id, revision))
 
     def replay_after(self, cursor: str, *, session_id: str | None = None) -> Replayed | Gap:
         """The events after `cursor`, in order (`Replayed`), or a `Gap` saying why not.
@@ -442,21 +499,8 @@ class ReplayAPI:
         `session_id`, a cursor of another session raises `WrongSession`. A read: it
         makes no buffer and does not extend a buffer's idle time.
         """
-        self._check_open()
-        if session_id is not None:
-            _check_session_id(session_id)
-        parsed = parse_cursor(cursor, session_id=session_id)
-        sid = parsed.session_id
-        for _ in range(_RETRIES):
-            answer = self._replay_ask(sid, ReplayAfter(parsed, cursor), make=False)
-            if answer is not _NO_BUFFER:
-                return answer
-            answer = self._replay_unknown(parsed, cursor)
-            if answer is not _AGAIN:
-                return Replayed(sid, (), cursor) if answer is None else answer
-        raise InvalidTransition(  # pragma: no cover (a fresh buffer never retires at once)
-            f"the replay buffer of session {sid!r} kept retiring; try again"
-        )
+        # With no timeout the buffer's turn may run right here (caller runs).
+        return drive(self._replay_after_steps(cursor, session_id, here=True))
 
     def subscribe_after(self, cursor: str, *, session_id: str | None = None) -> Subscription | Gap:
         """A `Subscription` giving the events after `cursor`, then live ones; or a `Gap`.
@@ -483,6 +527,12 @@ class ReplayAPI:
         or when the runtime closes; `next_item(timeout)` waits for at most `timeout`
         in all, re-subscribing included.
         """
+        return Follower(self._replay_follow_subscriber(cursor, session_id), cursor)
+
+    def _replay_follow_subscriber(
+        self, cursor: str, session_id: str | None
+    ) -> Callable[[str], _PendingSubscribe]:
+        """`follow`'s checks; what subscribes the follower (again) from a cursor."""
         self._check_open()
         if session_id is not None:
             _check_session_id(session_id)
@@ -493,7 +543,7 @@ class ReplayAPI:
         def subscribe(at: str) -> _PendingSubscribe:
             return _PendingSubscribe(self, parse_cursor(at, session_id=sid), at)
 
-        return Follower(subscribe, cursor)
+        return subscribe
 
 
 class _PendingSubscribe:
@@ -559,27 +609,45 @@ class _PendingSubscribe:
         """The `Subscription` or `Gap`; `Timeout` (still pending) after `timeout` s."""
         limit = wait_limit(timeout)
         deadline = None if limit is None else stopwatch() + limit
-        api = self._api
         while self._result is None:
             remaining = None if deadline is None else max(0.0, deadline - stopwatch())
-            try:
-                answer = self._future.get(timeout=remaining)
-            except Timeout:
-                raise  # still pending: a later wait picks it up
-            except ActorDeadError:
-                api._check_open()
-                assert self._slot is not None
-                api._replay_forget(self._parsed.session_id, self._slot)
-                self._send()
-                continue
-            except BaseException:
-                self.cancel()
-                raise
-            if answer is RETIRED:
-                self._send()
-                continue
-            self._done(answer)
+            if not self._future.wait(remaining):
+                # Still pending: a later wait picks it up.
+                raise FutureTimeout(f"no reply within {remaining} seconds")
+            self._take()
         return self._result
+
+    @property
+    def future(self) -> GreenroomFuture[Any]:
+        """The future of the buffer's answer `poll` waits for (for an asyncio waiter)."""
+        return self._future
+
+    def poll(self) -> Subscription | Gap | None:
+        """The `Subscription` or `Gap` if the buffer has answered, else `None`: wait for
+        `future` to resolve, then poll again (a retired or stopped buffer's answer sends
+        the subscribe again, to a new `future`). Never waits."""
+        while self._result is None and self._future.done:
+            self._take()
+        return self._result
+
+    def _take(self) -> None:
+        """Act on the buffer's answer in the resolved `_future`."""
+        api = self._api
+        try:
+            answer = self._future.get(timeout=0)
+        except ActorDeadError:
+            api._check_open()
+            assert self._slot is not None
+            api._replay_forget(self._parsed.session_id, self._slot)
+            self._send()
+            return
+        except BaseException:
+            self.cancel()
+            raise
+        if answer is RETIRED:
+            self._send()
+            return
+        self._done(answer)
 
     def cancel(self) -> None:
         """Give it up; a `Subscribe` still queued finds the subscription closed."""
