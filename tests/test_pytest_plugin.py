@@ -75,3 +75,22 @@ def test_the_readme_example_passes_under_pytest(pytester: pytest.Pytester) -> No
     pytester.makepyfile(test_readme_example=example)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_a_host_with_its_own_runtime_package_is_not_broken_by_the_plugin(
+    pytester: pytest.Pytester,
+) -> None:
+    # The plugin loads in every pytest run of the environment: it must not import
+    # greenroom's `runtime` package until a fixture of its is used.
+    pytester.mkpydir("runtime").joinpath("__init__.py").write_text("HOST = True\n")
+    pytester.makepyfile(
+        test_host_runtime="""
+import runtime
+
+
+def test_the_hosts_own_package():
+    assert runtime.HOST
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
