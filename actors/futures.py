@@ -198,16 +198,19 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
         called directly, or a `join` with a non-greenroom future) is refused with
         `InvalidTransition`: there is no telling when its value is ready.
         """
-        if self._get_hook is not None:
-            self._add_derived_callback(fn)
-            return
         with _settle_lock:
-            if not self._has_result:
+            # Read under the lock: a set_get_hook racing this call either sees the
+            # callback registered (and refuses) or is seen here.
+            derived = self._get_hook is not None
+            if not derived and not self._has_result:
                 if self._callbacks is None:
                     self._callbacks = [fn]
                 else:
                     self._callbacks.append(fn)
                 return
+        if derived:
+            self._add_derived_callback(fn)  # takes the lock itself, per source
+            return
         self._run_callbacks([fn])
 
     def _add_derived_callback(self, fn: Callable[[GreenroomFuture[T]], object]) -> None:

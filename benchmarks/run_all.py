@@ -11,9 +11,11 @@ runs, with a progress line per script; the table goes to stdout.
     .venv/bin/python benchmarks/run_all.py --quick              # smaller counts, a smoke test
     .venv/bin/python benchmarks/run_all.py --markdown table.md  # also the table as Markdown
 
-Exit status: 1 if a script crashed (a non-zero exit, a timeout, or no figures written),
-or, with `--strict`, if a figure missed its target; otherwise 0. A missed target is
-always shown in the table and in the summary line.
+Exit status: 2 for a usage error (no scripts to run, or a `--markdown` path whose folder
+does not exist or is not writable: checked before any script runs); 1 if a script crashed
+(a non-zero exit, a timeout, or no figures written), or, with `--strict`, if a figure
+missed its target; otherwise 0. A missed target is always shown in the table and in the
+summary line.
 """
 
 from __future__ import annotations
@@ -400,9 +402,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def markdown_path_problem(path: Path) -> str | None:
+    """Why the table could not be written to `path`, or None when it can (it is checked
+    before any script runs, so a typo does not cost a whole benchmark run)."""
+    folder = path.parent
+    if path.is_dir():
+        return f"--markdown {path}: is a folder; give a file path such as {path / 'perf.md'}"
+    if not folder.is_dir():
+        return f"--markdown {path}: the folder {folder} does not exist; create it first"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"--markdown {path}: the folder {folder} is not writable"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"--markdown {path}: the file exists and is not writable"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the scripts, print the table; the exit status (see the module's docstring)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.markdown is not None and (problem := markdown_path_problem(args.markdown)):
+        parser.error(problem)  # a usage error: exit status 2, before anything runs
     scripts = discover(args.dir, args.only)
     if not scripts:
         print(f"run_all: no bench_*.py scripts to run in {args.dir}", file=sys.stderr)

@@ -28,6 +28,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import attrs
 from _demo_world import (
     AGENTS,
     PANEL_TASKS,
@@ -64,6 +65,7 @@ from runtime import (
     UserMessage,
 )
 from runtime.errors import NotFound, Timeout
+from runtime.pricing import BUILTIN_PRICING
 
 DB = Path("demo.db")
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -80,6 +82,7 @@ COMPACTION = CompactionConfig(
     keep_recent_tokens=1_000,
     summarizer=summarize,  # a real host would ask its LLM for the summary
 )
+TurnMessage = UserMessage | AssistantMessage | ToolResult
 
 
 def check(condition: bool, message: str) -> None:
@@ -155,6 +158,12 @@ def stream_panes(rt: Runtime, clock: FakeClock) -> dict[str, Block]:
         tokens += stats.token_estimate
     check(lagging > 0, "no pane's stored stats lagged behind its live stats")
     check(rt.blocks(view="agent") == sorted(panes), "the store does not list the 50 panes")
+    # What the agents printed, counted here: the totals and the ticks it took.
+    everything = [pane_lines(n) for n in range(PANES)]
+    check(lines == sum(map(len, everything)), f"{lines} lines in all")
+    check(tokens == sum(map(tokens_of, everything)), f"{tokens} tokens in all")
+    longest = max(len(pane_chunks(n, b"".join(pane_lines(n)))) for n in range(PANES))
+    check(ticks == longest, f"{ticks} ticks for at most {longest} chunks a pane")
     print(f"{PANES} panes streamed {lines} NDJSON lines (~{tokens} tokens) in {ticks} ticks")
     print(f"{lagging} of {PANES} panes' stored stats trailed the live ones until the flush 1 s on")
     return panes
@@ -201,6 +210,46 @@ def answer(rt: Runtime, step: FeedResult, *, billed: bool, one_by_one: bool = Fa
     return step
 
 
+def panel_calls(task: str) -> list[tuple[str, str, str]]:
+    """The (prompt, system, answer) of each LLM call a completed `panel` makes."""
+    drafts = [(task, f"You are the {agent}.") for agent in AGENTS]
+    calls = [(prompt, system, llm_answer(prompt, system)) for prompt, system in drafts]
+    judge = (judge_prompt(task, [answer for *_, answer in calls]), "You are the judge.")
+    return [*calls, (*judge, llm_answer(*judge))]
+
+
+def panel_tokens(task: str, *, billed: bool) -> int:
+    """The tokens a completed `panel` on `task` should count: what the scripted provider
+    billed, or, unbilled, the runtime's documented estimate (chars // 4)."""
+    total = 0
+    for prompt, system, text in panel_calls(task):
+        if billed:
+            usage = llm_usage(prompt, system, text)
+            total += usage["prompt_tokens"] + usage["completion_tokens"]
+        else:
+            total += (len(prompt) + len(system)) // 4 + len(text) // 4
+    return total
+
+
+def expected_error(task: str) -> str:
+    """The error a `panel` on `task` ends in: its judge's verdict names no winner."""
+    *_, (_, _, verdict) = panel_calls(task)
+    try:
+        parse_verdict(verdict)
+    except ValueError as error:
+        return f"ValueError: {error}"
+    raise SystemExit(f"demo check failed: the judge of {task!r} named a winner")
+
+
+def expected_pause(session_id: str, task: str) -> dict[str, Any]:
+    """The MCP JSON of a `panel` paused at its first batch: the three agents asked."""
+    queries = [
+        {"id": f"q-1-{n}", "prompt": task, "system": f"You are the {agent}.", "max_tokens": 300}
+        for n, agent in enumerate(AGENTS)
+    ]
+    return {"status": "needs_response", "session_id": session_id, "queries": queries}
+
+
 def run_executions(rt: Runtime) -> dict[str, Any]:
     """10 panel executions: 8 complete, 1 is cancelled by the user, 1 fails."""
     section("2. Executions")
@@ -209,17 +258,21 @@ def run_executions(rt: Runtime) -> dict[str, Any]:
     failure = None
     outcomes: dict[str, int] = {}
     tokens = {"provided": 0, "estimated": 0}
+    fed = 0  # answers the demo fed
     for n, task in enumerate(PANEL_TASKS):
         billed = n % 2 == 0  # half the answers come with the provider's usage
         step = rt.start_execution(panel, task)  # returns at the strategy's first pause
         check(step.status == "needs_response" and len(step.queries) == 3, str(step))
         if not paused_json:
             paused_json = step.to_json()
+            check(paused_json == expected_pause(step.session_id, task), "the paused JSON")
+        fed += len(step.queries)
         step = answer(rt, step, billed=billed, one_by_one=n == 1)
         check(step.status == "needs_response" and len(step.queries) == 1, str(step))
         if task == cancelled_task:
             step = rt.cancel(step.session_id)  # the user closed the tab before the verdict
         else:
+            fed += len(step.queries)
             step = answer(rt, step, billed=billed)
         state = rt.execution_status(step.session_id)["state"]
         check(state == step.status, f"status says {state}, the feed said {step.status}")
@@ -228,7 +281,7 @@ def run_executions(rt: Runtime) -> dict[str, Any]:
             check(step.status == "cancelled", f"the cancelled execution is {step.status}")
         elif task == failing_task:
             check(step.status == "error", f"the failing execution is {step.status}")
-            check("the judge named no winner" in (step.error or ""), f"error: {step.error}")
+            check(step.error == expected_error(task), f"error: {step.error}")
             failure = step.error
         else:
             check(step.status == "completed", f"{task!r} ended {step.status}: {step.error}")
@@ -240,13 +293,24 @@ def run_executions(rt: Runtime) -> dict[str, Any]:
             expected_source = "provided" if billed else "estimated"
             check(total["source"] == expected_source, f"token source {total}")
             check(result["stats"]["llm_calls"] == 4, f"llm calls {result['stats']}")
+            check(total["value"] == panel_tokens(task, billed=billed), f"tokens {total}")
             tokens[total["source"]] += total["value"]
     check(outcomes == {"completed": 8, "cancelled": 1, "error": 1}, f"outcomes {outcomes}")
     metrics = rt.metrics()
     check(metrics["executions_completed"] == 8, "metrics: executions_completed")
     check(metrics["executions_cancelled"] == 1, "metrics: executions_cancelled")
     check(metrics["executions_failed"] == 1, "metrics: executions_failed")
-    check(metrics["execution_feeds"] == 39, f"metrics: {metrics['execution_feeds']} feeds")
+    check(metrics["execution_feeds"] == fed, f"metrics: {metrics['execution_feeds']} feeds")
+    completed = [
+        (n, task)
+        for n, task in enumerate(PANEL_TASKS)
+        if task not in (cancelled_task, failing_task)
+    ]
+    for source, parity in (("provided", 0), ("estimated", 1)):
+        expected = sum(
+            panel_tokens(task, billed=n % 2 == 0) for n, task in completed if n % 2 == parity
+        )
+        check(tokens[source] == expected, f"{tokens[source]} tokens {source}, not {expected}")
     print(
         f"{len(PANEL_TASKS)} executions: {outcomes['completed']} completed, "
         f"{outcomes['cancelled']} cancelled, {outcomes['error']} error; "
@@ -265,7 +329,34 @@ def run_executions(rt: Runtime) -> dict[str, Any]:
 # -- 3. transcripts -------------------------------------------------------------------------
 
 
-def run_turn(t: Transcript, conversation: int, turn: int) -> TurnResult:
+@attrs.define
+class Ledger:
+    """What the demo itself wrote to one transcript, to check the transcript against.
+
+    Entry ids follow the documented log format: "1", "2", ... per transcript; a turn
+    writes an entry per message, then its leaf; a compaction writes its entry and a
+    leaf; a branch move writes a leaf.
+    """
+
+    entries: int = 0  # entries written so far (the last id given)
+    turns: int = 0
+    compactions: int = 0
+    usage: Usage = attrs.Factory(Usage)  # what the demo billed in its assistant messages
+    branch: list[tuple[str, TurnMessage]] = attrs.Factory(list)  # active branch: (id, message)
+
+    def cost(self) -> float:
+        """What `usage` costs at the model's list price (the public pricing table)."""
+        price = BUILTIN_PRICING[MODEL]
+        u = self.usage
+        return (
+            u.input_tokens * price.input
+            + u.output_tokens * price.output
+            + u.cache_read_tokens * price.cache_read
+            + u.cache_write_tokens * price.cache_write
+        ) / 1_000_000
+
+
+def run_turn(t: Transcript, ledger: Ledger, conversation: int, turn: int) -> TurnResult:
     """One agent turn: the user asks, the model reads a file, then answers."""
     ask, path, body, reply = turn_texts(conversation, turn)
     call = ToolCall(f"call-{turn}", "read_file", {"path": path})
@@ -273,14 +364,35 @@ def run_turn(t: Transcript, conversation: int, turn: int) -> TurnResult:
     # compaction goes by.
     first = Usage(t.context_tokens() + len(ask) // 4, 12)
     second = Usage(first.input_tokens + 12 + len(body) // 4, len(reply) // 4)
-    return t.on_turn_end(
-        [
-            UserMessage(ask),
-            AssistantMessage("", tool_calls=[call], usage=first),
-            ToolResult(call.id, body),
-            AssistantMessage(reply, usage=second),
-        ]
+    messages: list[TurnMessage] = [
+        UserMessage(ask),
+        AssistantMessage("", tool_calls=[call], usage=first),
+        ToolResult(call.id, body),
+        AssistantMessage(reply, usage=second),
+    ]
+    result = t.on_turn_end(messages)
+
+    ids = [str(ledger.entries + n) for n in range(1, len(messages) + 1)]
+    check(list(result.entry_ids) == ids, f"turn {turn} got entry ids {result.entry_ids}")
+    ledger.entries += len(messages) + 1  # and the turn's leaf
+    ledger.turns += 1
+    ledger.usage += first + second
+    ledger.branch += zip(ids, messages, strict=True)
+    # After the turn the context is what the last call was billed for: above the
+    # threshold, the transcript must compact.
+    size = second.total_tokens
+    compacts = size > COMPACTION.threshold_tokens
+    check(
+        (result.compaction is not None) == compacts,
+        f"turn {turn}: a {size}-token context, compaction {result.compaction}",
     )
+    if result.compaction is None:
+        check(result.context_tokens == size, f"turn {turn}: size {result.context_tokens}")
+    else:
+        check(result.compaction.entry_id == str(ledger.entries + 1), "compaction entry id")
+        ledger.entries += 2  # the compaction and its leaf
+        ledger.compactions += 1
+    return result
 
 
 def run_transcripts(rt: Runtime, clock: FakeClock) -> Path:
@@ -290,34 +402,48 @@ def run_transcripts(rt: Runtime, clock: FakeClock) -> Path:
     """
     section("3. Transcripts")
     paths = []
+    ledgers = []
     compactions = 0
     billed = Usage()
     dollars = 0.0
     for conversation in range(5):
         t = rt.transcript_create(cwd="/repo", model=MODEL, compaction=COMPACTION)
+        ledger = Ledger()
         results = []
         for turn in range(1, 11):
             clock.advance(20)  # the agent works on the turn for 20 s
-            results.append(run_turn(t, conversation, turn))
+            results.append(run_turn(t, ledger, conversation, turn))
         done = [r.compaction for r in results if r.compaction is not None]
         check(len(done) >= 1, f"transcript {conversation} never compacted")
         check(isinstance(t.context()[0], CompactionSummary), "the context is not compacted")
         compactions += len(done)
         if conversation == 0:
-            t = branch_and_resume(rt, t, results)
+            t = branch_and_resume(rt, t, results, ledger)
         usage, cost = t.usage(), t.cost()
-        check(cost is not None and cost.total > 0, f"no price for {MODEL}")
+        check(usage == ledger.usage, f"transcript {conversation}: usage {usage}")
+        check(cost is not None and abs(cost.total - ledger.cost()) < 1e-9, f"cost {cost}")
         billed += usage
         dollars += cost.total if cost else 0.0
         t.close()
         paths.append(Path(t.path))
+        ledgers.append(ledger)
+        with open(t.path, "rb") as file:  # the session header, then the entries
+            lines = sum(1 for _ in file)
+        check(lines == 1 + ledger.entries, f"transcript {conversation}: {lines} lines")
 
     metrics = rt.metrics()
+    entries = sum(ledger.entries for ledger in ledgers)
+    turns = sum(ledger.turns for ledger in ledgers)
+    check(compactions == sum(ledger.compactions for ledger in ledgers), "compactions")
     check(metrics["transcript_compactions"] == compactions, "metrics: transcript_compactions")
+    check(metrics["transcript_turns"] == turns, f"metrics: {metrics['transcript_turns']} turns")
+    check(metrics["transcript_entries_written"] == entries, "metrics: entries written")
     check(metrics["transcripts_created"] == 5, "metrics: transcripts_created")
     check(metrics["transcripts_resumed"] == 1, "metrics: transcripts_resumed")
     check(metrics["transcript_branch_moves"] == 1, "metrics: transcript_branch_moves")
     check(metrics["transcripts_open"] == 0, "a transcript was left open")
+    check(billed == sum((ledger.usage for ledger in ledgers), Usage()), f"billed {billed}")
+    check(abs(dollars - sum(ledger.cost() for ledger in ledgers)) < 1e-9, f"${dollars}")
     print(
         f"5 transcripts, {metrics['transcript_turns']} turns, {compactions} compactions, "
         f"{metrics['transcript_entries_written']} entries written"
@@ -326,7 +452,9 @@ def run_transcripts(rt: Runtime, clock: FakeClock) -> Path:
     return paths[0]
 
 
-def branch_and_resume(rt: Runtime, t: Transcript, results: list[TurnResult]) -> Transcript:
+def branch_and_resume(
+    rt: Runtime, t: Transcript, results: list[TurnResult], ledger: Ledger
+) -> Transcript:
     """The user rewinds the last turn and asks again; the host restarts and resumes.
 
     Returns the resumed transcript, still open.
@@ -337,13 +465,24 @@ def branch_and_resume(rt: Runtime, t: Transcript, results: list[TurnResult]) -> 
     previous = results[-2]
     back_to = previous.compaction.entry_id if previous.compaction else previous.entry_ids[-1]
     t.append_leaf(back_to)
+    ledger.entries += 1  # the branch move's leaf
+    del ledger.branch[-4:]  # turn 10's messages leave the active branch
     context = t.context()
     check(isinstance(context[0], CompactionSummary), "the branch lost the compaction")
-    check(context[-1] == AssistantMessage(turn_texts(0, 9)[3], usage=context[-1].usage), "leaf")
-    retry = run_turn(t, 0, 11)  # the new answer replaces turn 10 on the active branch
+    check(context[-1] == ledger.branch[-1][1], f"the branch ends at {context[-1]}")
+    retry = run_turn(t, ledger, 0, 11)  # the new answer replaces turn 10 on the branch
     check(retry.compaction is None, "the retried turn compacted")
     context, usage, next_id = t.context(), t.usage(), t.next_entry_id()
     check(usage.total_tokens > before.total_tokens, "the abandoned branch's usage was lost")
+    # The context: the summary, then what the demo wrote from the first kept entry on.
+    ids = [entry_id for entry_id, _ in ledger.branch]
+    summary = context[0]
+    check(isinstance(summary, CompactionSummary), "the retried turn lost the compaction")
+    assert isinstance(summary, CompactionSummary)
+    check(summary.first_kept_entry_id in ids, f"first kept {summary.first_kept_entry_id}")
+    kept = [message for _, message in ledger.branch[ids.index(summary.first_kept_entry_id) :]]
+    check(list(context[1:]) == kept, "the context is not the summary and the kept messages")
+    check(next_id == str(ledger.entries + 1), f"next entry {next_id}")
     t.close()  # the host restarts...
 
     again = rt.transcript_resume(t.path, compaction=COMPACTION)  # (keeps the summarizer)
@@ -363,9 +502,12 @@ def follow_pane(rt: Runtime, clock: FakeClock) -> None:
     section("4. Replay: a UI follows " + UI_PANE)
     pane = rt.block(UI_PANE)
     stream = line_stream(7, first_turn=10)
+    published_here = 0  # events the demo published (the only ones in this runtime)
 
     def agent_prints(count: int) -> list[Any]:
         # The host's reader stores each line and publishes it to the UI; neither waits.
+        nonlocal published_here
+        published_here += count
         lines = list(itertools.islice(stream, count))
         pane.append_output(b"".join(lines))
         events = [json.loads(line) for line in lines]
@@ -406,13 +548,15 @@ def follow_pane(rt: Runtime, clock: FakeClock) -> None:
     check(pane.read_output().line_count == pane.stats().line_count, "pane reload")
     metrics = rt.metrics()
     trimmed, published = metrics["replay_events_trimmed"], metrics["replay_events_appended"]
-    check(trimmed == published - REPLAY_LIMIT, f"{trimmed} of {published} events trimmed")
+    check(published == published_here, f"{published} events published, not {published_here}")
+    check(trimmed == published_here - REPLAY_LIMIT, f"{trimmed} of {published} events trimmed")
     check(late.oldest_position == trimmed + 1, f"oldest position {late.oldest_position}")
     follower = rt.follow(late.latest_cursor)
     live = agent_prints(1)
     item = follower.next_item(timeout=10)
     check(isinstance(item, ObservationEvent) and item.payload == live[0], f"after gap: {item}")
     follower.close()
+    check((len(seen), len(missed), len(replayed)) == (8, 12, 12), "the events counted")
     print(f"connected: {len(seen)} events live; disconnected while {len(missed)} more came")
     print(f"reconnected from its cursor: {len(replayed)} replayed (exactly those), then 1 live")
     print(
@@ -446,6 +590,12 @@ def a_week_later(rt: Runtime, clock: FakeClock, panes: dict[str, Block]) -> tupl
     archives = sorted(rt.archive_dir.iterdir())
     size = sum(path.stat().st_size for path in archives)
     check(len(archives) == len(archived), f"{len(archives)} archive files")
+    idle = sorted(set(panes) - set(busy))
+    check(sorted(archived + pruned) == idle, "the idle panes are not all archived or pruned")
+    # Oldest first (by archive time, then name): none kept is older than one pruned.
+    first_at = min(metas[block_id]["session:archived_at"] for block_id in archived)
+    oldest_kept = min(b for b in archived if metas[b]["session:archived_at"] == first_at)
+    check(max(pruned) < oldest_kept, f"pruned {pruned}, but kept the older {oldest_kept}")
     check(size <= ARCHIVE_BUDGET, f"{size} archive bytes over the budget")
     kept = next(block_id for block_id in archived if block_id != UI_PANE)
     first = panes[kept].read_output()  # transparently from the archive
@@ -459,8 +609,8 @@ def a_week_later(rt: Runtime, clock: FakeClock, panes: dict[str, Block]) -> tupl
     again = rt.sweep()  # a sweep on demand: nothing left to do
     check(again.archived_count == again.pruned_count == 0, f"second sweep {again}")
     check(rt.metrics()["sweep_failures"] == 0, "a sweep failed")
-    idle = len(archived) + len(pruned)
-    print(f"the hourly sweep archived {idle} idle panes; the {len(live)} busy ones stay live")
+    check(len(idle) == PANES - BUSY_PANES and len(live) == BUSY_PANES, "idle and busy panes")
+    print(f"the hourly sweep archived {len(idle)} idle panes; the {len(live)} busy ones stay live")
     print(
         f"it pruned {len(pruned)} archives (oldest first) to fit {ARCHIVE_BUDGET} bytes: "
         f"{len(archives)} left, {size} bytes"

@@ -527,6 +527,9 @@ class AsyncFollower(AsyncIterator["ObservationEvent | Gap"]):
         self._gap: Gap | None = None
         self._closed = False
         self._waker: _Waker | None = None
+        # The loop's waiter for the pending subscribe's future: one per future, however
+        # often `next_item` times out while the buffer has not answered.
+        self._sub_wait: tuple[GreenroomFuture[Any], asyncio.Future[None]] | None = None
         self.lags = 0
         """How many times the subscription lagged and was made again."""
         self.gaps = 0
@@ -615,13 +618,15 @@ class AsyncFollower(AsyncIterator["ObservationEvent | Gap"]):
             pending = self._pending = self._subscribe(self._cursor)
         try:
             while (result := pending.poll()) is None:
-                await _settled(pending.future)
+                # Shielded: a timed-out next_item leaves the waiter (and the one callback
+                # on the pending future) for the next call, instead of adding another.
+                await asyncio.shield(self._subscribe_waiter(pending.future))
         except asyncio.CancelledError:
             raise  # still pending: the next call picks it up
         except BaseException:
-            self._pending = None
+            self._pending = self._sub_wait = None
             raise
-        self._pending = None
+        self._pending = self._sub_wait = None
         with self._lock:
             if self._closed:
                 if isinstance(result, Subscription):
@@ -632,6 +637,16 @@ class AsyncFollower(AsyncIterator["ObservationEvent | Gap"]):
                 self._cursor = result.latest_cursor
             else:
                 self._sub = result
+
+    def _subscribe_waiter(self, future: GreenroomFuture[Any]) -> asyncio.Future[None]:
+        """The loop's waiter that completes once `future` resolves (made once per future)."""
+        held = self._sub_wait
+        if held is not None and held[0] is future:
+            return held[1]
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._sub_wait = (future, waiter)
+        _on_loop(future, self._loop, functools.partial(_set_none, waiter))
+        return waiter
 
     def close(self) -> None:
         """Stop following; an `__anext__` awaiting ends. Safe from any thread; idempotent."""

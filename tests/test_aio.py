@@ -21,6 +21,7 @@ import pykka
 import pytest
 
 from actors.futures import GreenroomFuture, drive
+from actors.replay import ReplayBuffer
 from runtime import FakeClock, Gap, LlmRequest, ObservationEvent, Runtime, RuntimeConfig
 from runtime import executions_api as executions_api_module
 from runtime.aio import AsyncBlock, AsyncFollower, AsyncRuntime, wrap_future
@@ -200,11 +201,20 @@ def test_wrap_future_awaits_asks_and_proxy_calls_of_any_actor(rt: Runtime) -> No
         assert await wrap_future(ref.proxy().add(1).map(lambda n: n * 10)) == 80
         with pytest.raises(RuntimeError, match="told to fail"):
             await wrap_future(ref.ask("fail", block=False))
+        reported: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, c: reported.append(c))
         pending: GreenroomFuture[int] = GreenroomFuture()
         waiter = wrap_future(pending)
         waiter.cancel()  # giving up the wait is harmless when the value comes later
         pending.set(1)
-        await ticks(1)
+        failing: GreenroomFuture[int] = GreenroomFuture()
+        dropped = wrap_future(failing)
+        dropped.cancel()
+        failing.set_exception((ValueError, ValueError("late"), None))
+        await ticks(2)
+        assert waiter.cancelled()
+        assert dropped.cancelled()
+        assert reported == []  # no InvalidStateError from setting a cancelled future
 
     run(main())
 
@@ -331,7 +341,7 @@ def test_timeouts_are_kept_by_the_loop_and_raise_execution_timeout(rt: Runtime) 
 def test_a_cancel_of_a_busy_session_is_deferred_without_blocking_the_loop(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(executions_api_module, "CANCEL_WAIT_S", 0.05)
+    monkeypatch.setattr(executions_api_module, "CANCEL_WAIT_S", 0.2)
     art = AsyncRuntime(rt)
     entered, release = threading.Event(), threading.Event()
 
@@ -345,12 +355,21 @@ def test_a_cancel_of_a_busy_session_is_deferred_without_blocking_the_loop(
             await art.start_execution(busy, timeout=0.05)
         sid = info.value.session_id
         assert entered.wait(WAIT)
+        ticked = [0]
+
+        async def ticker() -> None:
+            while True:
+                await ticks(1)
+                ticked[0] += 1
+
         try:
-            ticker = asyncio.create_task(ticks(3))
+            ticking = asyncio.create_task(ticker())
             cancelled = await art.cancel(sid)
+            during = ticked[0]  # a cancel that blocked the loop would leave this at 0
+            ticking.cancel()
+            assert during >= 3, f"{during} ticks while the cancel waited 0.2 s"
             assert cancelled.status == "cancelled"
             assert (await art.execution_status(sid))["cancel_requested"] == "cancelled by the host"
-            await ticker  # the loop ticked while the cancel waited
         finally:
             release.set()
         return sid
@@ -782,6 +801,45 @@ def test_next_item_waits_with_a_bound_and_goes_on_following(
         assert rt.metrics()["replay_subscribers"] == 0
 
     run(main())
+
+
+def test_polling_a_follower_while_its_subscribe_is_held_piles_up_nothing(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    art = AsyncRuntime(rt)
+    entered, release = threading.Event(), threading.Event()
+    subscribe = ReplayBuffer._subscribe
+
+    def held(buffer: ReplayBuffer, message: Any) -> Any:
+        entered.set()
+        release.wait(WAIT)  # a slow buffer: the Subscribe stays unanswered meanwhile
+        return subscribe(buffer, message)
+
+    async def main() -> None:
+        start = await art.current_cursor("s")
+        await art.replay_append("s", "first")  # the session's buffer exists
+        monkeypatch.setattr(ReplayBuffer, "_subscribe", held)
+        follower = art.follow(start)
+        assert entered.wait(WAIT)
+        pending = follower._pending
+        assert pending is not None
+        try:
+            for _ in range(2_000):
+                with pytest.raises(Timeout):
+                    await follower.next_item(0)
+            # One loop waiter for the pending subscribe, however often the host polled.
+            assert len(pending.future._callbacks or ()) == 1
+        finally:
+            release.set()
+        item = await follower.next_item(WAIT)
+        assert isinstance(item, ObservationEvent)
+        assert item.payload == "first"
+        await art.replay_append("s", "second")
+        assert (await follower.next_item(WAIT)).payload == "second"  # type: ignore[union-attr]
+        await follower.aclose()
+
+    run(main())
+    assert rt.metrics()["replay_subscribers"] == 0
 
 
 def test_closing_a_follower_from_another_thread_ends_its_iteration(rt: Runtime) -> None:

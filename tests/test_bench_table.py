@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -397,3 +399,66 @@ def test_no_scripts_is_an_error(tmp_path: Path) -> None:
     done = _run("--dir", tmp_path)
     assert done.returncode == 2
     assert "no bench_*.py scripts" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("missing/t.md", "does not exist"),
+        (".", "is a folder"),
+    ],
+)
+def test_a_bad_markdown_path_is_refused_before_any_script_runs(
+    tmp_path: Path, where: str, message: str
+) -> None:
+    marker = tmp_path / "ran"
+    runs = f"open({str(marker)!r}, 'w').close()\n" + GOOD
+    folder = _scripts(tmp_path / "b", runs=runs)
+    done = _run("--dir", folder, "--quiet", "--markdown", tmp_path / where)
+    assert done.returncode == 2, done.stderr
+    assert "usage:" in done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not marker.exists()  # refused before the benchmark ran
+    assert done.stdout == ""
+
+
+def test_a_read_only_markdown_folder_is_refused(tmp_path: Path) -> None:
+    folder = _scripts(tmp_path / "b", good=GOOD)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        done = _run("--dir", folder, "--quiet", "--markdown", locked / "t.md")
+    finally:
+        locked.chmod(0o755)
+    assert done.returncode == 2, done.stderr
+    assert "is not writable" in done.stderr
+    assert done.stdout == ""
+
+
+# -- the real scripts ---------------------------------------------------------------------
+
+
+REAL_SCRIPTS = sorted(BENCH.glob("bench_*.py"))
+
+
+def test_there_are_real_scripts() -> None:
+    assert len(REAL_SCRIPTS) >= 6, REAL_SCRIPTS
+
+
+@pytest.mark.parametrize("script", REAL_SCRIPTS, ids=lambda path: path.name)
+def test_every_real_script_takes_json(script: Path) -> None:
+    # `--help` only parses the options: no benchmark runs.
+    done = subprocess.run(
+        [sys.executable, str(script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+        cwd=BENCH.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^\s+--json PATH\b", done.stdout, re.MULTILINE), done.stdout
+    assert "--quick" in done.stdout  # run_all.py passes it on too

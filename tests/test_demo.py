@@ -6,7 +6,10 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "multi_agent_host.py"
@@ -34,7 +37,10 @@ def test_demo_runs_and_replaces_a_previous_run(tmp_path: Path) -> None:
         "10 executions: 8 completed, 1 cancelled, 1 error; 39 answers fed",
         "the failing one ended in error: ValueError: the judge named no winner",
         "closed and resumed: the same 9-message context, next entry 61",
-        "5 transcripts, 51 turns, 10 compactions",
+        "tokens of the completed ones: 1506 provided by the LLM, 834 estimated",
+        "5 transcripts, 51 turns, 10 compactions, 276 entries written",
+        "148126 tokens billed in all: $0.5121 at anthropic:claude-sonnet-4-5's price",
+        "it pruned 16 archives (oldest first) to fit 12000 bytes: 24 left, 11748 bytes",
         "connected: 8 events live; disconnected while 12 more came",
         "reconnected from its cursor: 12 replayed (exactly those), then 1 live",
         "came back too late: Gap 'trimmed' (41 of 141 events trimmed, 100 kept)",
@@ -75,18 +81,59 @@ def test_demo_runs_and_replaces_a_previous_run(tmp_path: Path) -> None:
     assert (tmp_path / shown[1]).resolve() in {path.resolve() for path in transcripts}
 
 
-def test_demo_fails_when_the_runtime_misbehaves(tmp_path: Path) -> None:
-    # A runtime bug (each counted line's token estimate one too high) must fail the demo.
+def run_broken(tmp_path: Path, patch: str) -> subprocess.CompletedProcess[str]:
+    """Run the demo after `patch` (Python source) has broken the runtime."""
     broken = f"""
 import runpy, sys
 sys.path.insert(0, {str(DEMO.parent)!r})
-from actors.block import BlockActor
-count = BlockActor._count
-BlockActor._count = lambda self, lines, tokens: count(self, lines, tokens + 1)
+{textwrap.dedent(patch).strip()}
 runpy.run_path({str(DEMO)!r}, run_name="__main__")
 """
-    done = run([sys.executable, "-c", broken], tmp_path)
+    return run([sys.executable, "-c", broken], tmp_path)
+
+
+# Runtime bugs, each one making a figure the demo prints wrong, and the check that fails.
+BUGS = {
+    "block token estimate": (
+        """
+        from actors.block import BlockActor
+        count = BlockActor._count
+        BlockActor._count = lambda self, lines, tokens: count(self, lines, tokens + 1)
+        """,
+        "demo check failed: agent-00 token estimate",
+    ),
+    "execution token estimate": (
+        """
+        from runtime.executions import SessionMetrics
+        answered = SessionMetrics.answered
+        def off_by_one(self, query, response, usage):
+            answered(self, query, response, usage)
+            if usage is None:
+                self.response_tokens += 1
+        SessionMetrics.answered = off_by_one
+        """,
+        "demo check failed: tokens {'value': 226, 'source': 'estimated'}",
+    ),
+    "transcript cost": (
+        """
+        import attrs
+        import runtime.pricing
+        calculate_cost = runtime.pricing.calculate_cost
+        def dearer(usage, pricing):
+            cost = calculate_cost(usage, pricing)
+            return attrs.evolve(cost, output=cost.output * 1.01)
+        runtime.pricing.calculate_cost = dearer
+        """,
+        "demo check failed: cost CostBreakdown(",
+    ),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(BUGS))
+def test_demo_fails_when_the_runtime_misbehaves(tmp_path: Path, bug: str) -> None:
+    patch, failure = BUGS[bug]
+    done = run_broken(tmp_path, patch)
 
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "demo check failed: agent-00 token estimate" in done.stderr
+    assert failure in done.stderr
     assert "All checks passed." not in done.stdout
