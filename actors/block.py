@@ -12,12 +12,20 @@ archive / restore / read calls, so none of them can interleave; stats keep count
 Every step that changes what the block points at is one store transaction:
 
 * archive: compress to a temporary file, fsync, rename into place; then, in one
-  transaction, point the metadata at it and delete the live output. A crash before
-  that transaction leaves the live output (and at worst an unreferenced file); after
-  it, a complete archive the metadata points to.
+  transaction, point the metadata at it (by file name, relative to the archive
+  folder) and delete the live output. A crash before that transaction leaves the
+  live output (and at worst an unreferenced file); after it, a complete archive the
+  metadata points to.
 * restore: decompress into a temporary store file; then, in one transaction, rename
   it over the output and clear the `session:archived_*` keys. A corrupt or missing
   archive raises `StorageError` and changes nothing.
+
+Another process (the CLI, a second host) may open the same database, with its own
+actor for the same block: nothing serialises the two. So the final transaction of an
+archive or restore first checks that the live output and the archive pointer are
+still what was read; if another process appended output (or archived, restored)
+meanwhile, it changes nothing, removes what it wrote, and raises `InvalidTransition`
+("try again"): no byte is dropped.
 
 An archived block that gets new output keeps it live: its output is the archive
 followed by the live part, and the next archive (or a restore) joins the two.
@@ -48,8 +56,8 @@ from runtime.blocks import (
     SessionStats,
     count_lines,
 )
-from runtime.errors import InvalidTransition, NotFound, Stopped, StorageError
-from runtime.store import DeleteFile, RenameFile, UpdateMeta
+from runtime.errors import Conflict, InvalidTransition, NotFound, Stopped, StorageError
+from runtime.store import DeleteFile, ExpectFile, ExpectMeta, RenameFile, Store, UpdateMeta
 
 __all__ = ["AppendOutput", "BlockActor", "RecordLine"]
 
@@ -83,6 +91,35 @@ class _Then:
     args: tuple[Any, ...] = ()
 
 
+class _Changed(InvalidTransition):
+    """The block's output or archive changed under an archive / restore (another process)."""
+
+
+def _write_if_unchanged(
+    store: Store,
+    block_id: str,
+    live_bytes: int,
+    archive_path: Any,
+    writes: list[UpdateMeta | DeleteFile | RenameFile],
+) -> None:
+    """`store.write_atomic(writes)`, if the live output still holds `live_bytes` bytes
+    and `session:archive_path` is still `archive_path`, checked in the same transaction.
+
+    Else nothing is written and `_Changed` is raised.
+    """
+    expect = [
+        ExpectFile(BLOCK, block_id, OUTPUT, live_bytes),
+        ExpectMeta(BLOCK, block_id, ARCHIVE_PATH, archive_path),
+    ]
+    try:
+        store.write_atomic(writes, expect=expect)
+    except Conflict as error:
+        raise _Changed(
+            f"block {block_id!r} changed while this ran ({error}; another process wrote "
+            "to it); nothing changed, try again"
+        ) from None
+
+
 class _Trailing:
     pass
 
@@ -110,8 +147,14 @@ class BlockActor(GreenroomActor):
         self._current: Reply | None = None  # the archive / restore / read under way
         self._held = bytearray()  # output that arrived while an archive or restore ran
         self._queued: deque[tuple[Callable[[Reply], None], Reply]] = deque()
-        self._archive_meta: tuple[int, Path | None, Any] = (0, None, None)
-        self._restore_from: Path | None = None
+        self._archive_meta: tuple[int, Path | None, Any, Any, list[int]] = (
+            0,
+            None,
+            None,
+            None,
+            [0],
+        )
+        self._restore_from: tuple[Path, Any, list[int]] | None = None
 
     def on_start(self) -> None:
         meta = self.ctx.store.get_object(BLOCK, self.block_id).meta
@@ -297,7 +340,9 @@ class BlockActor(GreenroomActor):
     def _archived_path(self, meta: dict[str, Any]) -> Path | None:
         if not meta.get(ARCHIVE_PATH):
             return None
-        return checked_archive_path(self._archive_dir, meta[ARCHIVE_PATH], self.block_id)
+        return checked_archive_path(
+            self._archive_dir, meta[ARCHIVE_PATH], self.block_id, must_exist=True
+        )
 
     def _live_size(self) -> int:
         try:
@@ -305,11 +350,17 @@ class BlockActor(GreenroomActor):
         except NotFound:
             return 0
 
-    def _pieces(self, archived: Path | None, live: bool) -> Iterator[bytes]:
+    def _pieces(
+        self, archived: Path | None, live: bool, read: list[int] | None = None
+    ) -> Iterator[bytes]:
+        """The archive's bytes, then the live output's; `read[0]` counts the live ones."""
         if archived is not None:
             yield from read_archive(archived)
         if live:
-            yield from self.ctx.store.iter_file(BLOCK, self.block_id, OUTPUT)
+            for piece in self.ctx.store.iter_file(BLOCK, self.block_id, OUTPUT):
+                if read is not None:
+                    read[0] += len(piece)
+                yield piece
 
     # archive
 
@@ -334,28 +385,40 @@ class BlockActor(GreenroomActor):
             at += 1  # a second archive within the same millisecond: never overwrite
         name = archive_name(self.block_id, at, codec)
 
-        def job() -> tuple[int, int, Path]:
-            return write_archive(self._pieces(archived, live=True), self._archive_dir, name, codec)
+        read = [0]  # live bytes compressed: the final transaction checks there are no more
 
-        self._archive_meta = (at, archived, meta.get(ARCHIVE_BACKUP))
+        def job() -> tuple[int, int, Path]:
+            pieces = self._pieces(archived, True, read)
+            return write_archive(pieces, self._archive_dir, name, codec)
+
+        self._archive_meta = (at, archived, meta.get(ARCHIVE_BACKUP), meta.get(ARCHIVE_PATH), read)
         self._offload(job, self._archive_written, reply)
 
     def _archive_written(self, reply: Reply, written: tuple[int, int, Path]) -> None:
         raw, _size, path = written
-        at, previous, backup = self._archive_meta
+        at, previous, backup, stored, read = self._archive_meta
         update = {
             ARCHIVED_AT: at,
             ARCHIVED_BYTES: raw,
-            ARCHIVE_PATH: str(path),
+            ARCHIVE_PATH: path.name,  # relative: the folder may move with the database
             ARCHIVE_BACKUP: None,
             PRUNED_AT: None,
         }
         try:
-            self.ctx.store.write_atomic(
-                [UpdateMeta(BLOCK, self.block_id, update), DeleteFile(BLOCK, self.block_id, OUTPUT)]
+            _write_if_unchanged(
+                self.ctx.store,
+                self.block_id,
+                read[0],
+                stored,
+                [
+                    UpdateMeta(BLOCK, self.block_id, update),
+                    DeleteFile(BLOCK, self.block_id, OUTPUT),
+                ],
             )
-        except Exception:
+        except Exception as error:
             path.unlink(missing_ok=True)  # not referenced: the live output still holds it all
+            if isinstance(error, _Changed):
+                log.info("block %r not archived: %s", self.block_id, error)
             raise
         for old in {previous, self._backup_path(backup)} - {None, path}:
             old.unlink(missing_ok=True)  # type: ignore[union-attr]
@@ -385,19 +448,23 @@ class BlockActor(GreenroomActor):
                     f"{meta[PRUNED_AT]} to keep the archive folder within max_archive_bytes"
                 )
             raise InvalidTransition(f"block {self.block_id!r} is not archived; nothing to restore")
-        archived = self._archived_path(meta)
-        self._synced(self._restore_synced, reply, archived)
+        self._synced(self._restore_synced, reply)
 
-    def _restore_synced(self, reply: Reply, archived: Path) -> None:
+    def _restore_synced(self, reply: Reply) -> None:
+        meta = self._meta()  # (read again: another process may have changed it)
+        if not meta.get(ARCHIVE_PATH):
+            raise InvalidTransition(f"block {self.block_id!r} is not archived; nothing to restore")
+        archived = self._archived_path(meta)
         live = self._live_size() > 0
         store, block_id = self.ctx.store, self.block_id
+        read = [0]  # live bytes copied: the final transaction checks there are no more
 
         def job() -> int:
             store.delete_file(BLOCK, block_id, RESTORING, missing_ok=True)
             restored = 0
             try:
                 batch = bytearray()
-                for piece in self._pieces(archived, live):
+                for piece in self._pieces(archived, live, read):
                     batch += piece
                     if len(batch) >= _PIECE:
                         store.append_file(BLOCK, block_id, RESTORING, bytes(batch), create=True)
@@ -410,21 +477,29 @@ class BlockActor(GreenroomActor):
                 raise
             return restored
 
-        self._restore_from = archived
+        self._restore_from = (archived, meta.get(ARCHIVE_PATH), read)
         self._offload(job, self._restore_written, reply)
 
     def _restore_written(self, reply: Reply, restored: int) -> None:
+        assert self._restore_from is not None
+        archived, stored, read = self._restore_from
         update = {ARCHIVED_AT: None, ARCHIVED_BYTES: None, ARCHIVE_PATH: None}
-        update[ARCHIVE_BACKUP] = str(self._restore_from)  # kept until the next archive
+        update[ARCHIVE_BACKUP] = archived.name  # kept until the next archive
         try:
-            self.ctx.store.write_atomic(
+            _write_if_unchanged(
+                self.ctx.store,
+                self.block_id,
+                read[0],
+                stored,
                 [
                     RenameFile(BLOCK, self.block_id, RESTORING, OUTPUT),
                     UpdateMeta(BLOCK, self.block_id, update),
-                ]
+                ],
             )
-        except Exception:
+        except Exception as error:
             self.ctx.store.delete_file(BLOCK, self.block_id, RESTORING, missing_ok=True)
+            if isinstance(error, _Changed):
+                log.info("block %r not restored: %s", self.block_id, error)
             raise
         log.info("block %r restored: %d bytes", self.block_id, restored)
         reply.set(RestoreResult(self.block_id, restored))
@@ -457,30 +532,37 @@ class BlockActor(GreenroomActor):
 
     # prune (from the sweep)
 
-    def _points_at(self, stored: Any, target: Path) -> bool:
-        if not stored:
-            return False
-        try:
-            return checked_archive_path(self._archive_dir, stored, self.block_id) == target
-        except StorageError:
-            return False
-
     def _prune(self, path: str, reply: Reply) -> None:
         target = checked_archive_path(self._archive_dir, path, self.block_id)
         meta = self._meta()
+        uses = []
+        for key in (ARCHIVE_PATH, ARCHIVE_BACKUP):
+            if not meta.get(key):
+                continue
+            try:
+                if checked_archive_path(self._archive_dir, meta[key], self.block_id) == target:
+                    uses.append(key)
+            except StorageError as error:
+                # It cannot be told whether that names this file: deleting it might
+                # leave the block pointing at a file that is gone. Left alone.
+                raise StorageError(
+                    f"archive {target.name!r} left alone: block {self.block_id!r} has a "
+                    f"{key} that cannot be checked ({error})"
+                ) from error
         update: dict[str, Any] = {}
-        if self._points_at(meta.get(ARCHIVE_PATH), target):
+        if ARCHIVE_PATH in uses:
             update = {
                 ARCHIVED_AT: None,
                 ARCHIVED_BYTES: None,
                 ARCHIVE_PATH: None,
                 PRUNED_AT: self.ctx.clock.now_ms(),
             }
-        elif self._points_at(meta.get(ARCHIVE_BACKUP), target):
-            update = {ARCHIVE_BACKUP: None}
+        if ARCHIVE_BACKUP in uses:
+            update[ARCHIVE_BACKUP] = None
         if update:
             # Metadata first: a block never points at a file that is gone.
             self.ctx.store.update_meta(BLOCK, self.block_id, update)
+        # (Referenced by neither: a leftover of an archive that was never committed.)
         size = target.stat().st_size if target.exists() else 0
         target.unlink(missing_ok=True)
         log.info("block %r: pruned archive %s (%d bytes)", self.block_id, target, size)

@@ -34,7 +34,7 @@ from runtime.blocks import (
     Block,
     SweepStats,
 )
-from runtime.errors import NotFound, Stopped, StorageError
+from runtime.errors import InvalidTransition, NotFound, Stopped, StorageError
 
 __all__ = ["SWEEP_OUTCOMES", "SweepProgress", "SweepRequest", "SweepSupervisor"]
 
@@ -62,10 +62,11 @@ class SweepProgress:
     budget, oldest first). Each phase starts with an event whose `outcome` is
     `"started"` and `done == 0`, `total` being the items it will go through; then one
     event per item, `done` counting it: `"archived"` / `"would_archive"` (a dry run),
-    `"skipped"` (nothing live to archive any more), `"pruned"` / `"would_prune"`, or
-    `"failed"` with `error`. `block_id` names the block (for a prune, the block the
-    archive file belongs to, `None` for a file of no block), `path` the archive file
-    written or pruned, `bytes` what was archived (uncompressed) or freed.
+    `"skipped"` (nothing live to archive any more, or, with `error`, its output changed
+    while it was archived: another process appended to it), `"pruned"` /
+    `"would_prune"`, or `"failed"` with `error`. `block_id` names the block (for a
+    prune, the block the archive file belongs to), `path` the archive file written or
+    pruned, `bytes` what was archived (uncompressed) or freed.
     """
 
     phase: str
@@ -213,7 +214,7 @@ class SweepSupervisor(GreenroomActor):
         dry_run = request.dry_run
         report = _Reporter(request.progress, dry_run)
         cutoff = days * _DAY_MS
-        archived = pruned = freed = 0
+        archived = pruned = freed = skipped = 0
 
         candidates: list[tuple[str, dict[str, Any], int]] = []
         for obj in self.ctx.store.list_objects("block"):
@@ -250,6 +251,13 @@ class SweepSupervisor(GreenroomActor):
                 continue
             try:
                 result = self._block(block_id).archive()
+            except InvalidTransition as error:
+                # Its output changed meanwhile (another process): left live, tried again
+                # by the next sweep.
+                skipped += 1
+                log.info("sweep: block %r not archived: %s", block_id, error)
+                report("archive", done, total, "skipped", block_id=block_id, error=str(error))
+                continue
             except Exception as error:
                 self.ctx.metrics.incr("sweep_failures")
                 log.warning("sweep: could not archive block %r: %s", block_id, error)
@@ -268,6 +276,7 @@ class SweepSupervisor(GreenroomActor):
                     bytes=result.archived_bytes,
                 )
             else:
+                skipped += 1
                 report("archive", done, total, "skipped", block_id=block_id)
 
         victims = [] if self._stopping else self._over_budget(budget, replaced)
@@ -291,11 +300,9 @@ class SweepSupervisor(GreenroomActor):
                 )
                 continue
             try:
-                if block_id is None or self.ctx.store.find_object("block", block_id) is None:
-                    freed_now = _delete_orphan(path)  # no block (any more): just the file
-                    block_id = None
-                else:
-                    freed_now = self._block(block_id).prune_archive(str(path))
+                # (Files of no block are never victims: see _over_budget.)
+                assert block_id is not None
+                freed_now = self._block(block_id).prune_archive(str(path))
             except Exception as error:
                 self.ctx.metrics.incr("sweep_failures")
                 log.warning("sweep: could not prune %s: %s", path, error)
@@ -320,7 +327,7 @@ class SweepSupervisor(GreenroomActor):
                 path=str(path),
                 bytes=freed_now or size,
             )
-        stats = SweepStats(archived, pruned, freed)
+        stats = SweepStats(archived, pruned, freed, skipped)
         if dry_run:
             log.info("sweep (dry run, nothing changed): %s", stats)
         else:
@@ -349,7 +356,9 @@ class SweepSupervisor(GreenroomActor):
 
         Files in `replaced` (a dry run's: those a new archive would replace) are left
         out; archives a dry run would write are not counted (their size is unknown
-        until they are written).
+        until they are written). A file that belongs to no block in the database (its
+        name names none) counts towards the total but is left alone, and logged: no
+        metadata could say it is gone, and it may be another database's.
         """
         if not self._archive_dir.is_dir():
             return []
@@ -369,19 +378,25 @@ class SweepSupervisor(GreenroomActor):
         files.sort()
         total = sum(size for _at, _path, size in files)
         victims = []
+        unowned = []
         for _at, path, size in files:
             if total <= budget:
                 break
+            block_id = archive_block_id(path.name)
+            if block_id is None or self.ctx.store.find_object("block", block_id) is None:
+                unowned.append(path.name)
+                continue
             victims.append((path, size))
             total -= size
+        if unowned:
+            self.ctx.metrics.incr("sweep_unowned_archives", len(unowned))
+            log.warning(
+                "sweep: left %d archive file(s) of no block in this database alone "
+                "(delete them by hand if they are not another database's): %s",
+                len(unowned),
+                ", ".join(unowned[:10]),
+            )
         return victims
-
-
-def _delete_orphan(path: Path) -> int:
-    size = path.stat().st_size
-    path.unlink(missing_ok=True)
-    log.info("sweep: pruned archive %s of no block (%d bytes)", path, size)
-    return size
 
 
 def _number(value: Any) -> int:

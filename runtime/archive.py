@@ -54,12 +54,20 @@ def archive_name(block_id: str, archived_at_ms: int, codec: str) -> str:
     return f"{check_block_id(block_id)}.{archived_at_ms}{ARCHIVE_SUFFIXES[codec]}"
 
 
-def checked_archive_path(archive_dir: Path, path: object, block_id: str) -> Path:
+def checked_archive_path(
+    archive_dir: Path, path: object, block_id: str, *, must_exist: bool = False
+) -> Path:
     """`path` resolved, if it names one of `block_id`'s archives inside `archive_dir`.
 
+    Metadata stores the file name alone (relative to the folder), so a database moved
+    together with its archive folder keeps working. Older versions stored absolute
+    paths: one that is not inside `archive_dir` is looked up by its file name inside
+    it (the folder was moved), and used if that file exists.
+
     Paths come back from metadata, which anyone with the database can edit: one that
-    points outside the folder, or at another block's archive, is refused with
-    `StorageError`, never opened (nor deleted).
+    points outside the folder (with no file of its name inside), or at another block's
+    archive, is refused with `StorageError`, never opened (nor deleted). With
+    `must_exist`, so is a path naming no file (the archives may be kept elsewhere).
     """
     if not isinstance(path, str) or not path:
         raise StorageError(f"archive path {path!r} in metadata is not a path")
@@ -68,6 +76,11 @@ def checked_archive_path(archive_dir: Path, path: object, block_id: str) -> Path
     if not candidate.is_absolute():
         candidate = folder / candidate
     resolved = candidate.resolve()
+    if resolved.parent != folder and Path(path).is_absolute():
+        # An absolute path from before the folder moved: the same name inside it.
+        moved = folder / candidate.name
+        if moved.is_file():
+            resolved = moved.resolve()  # (a symlink out of the folder is still refused)
     if resolved.parent != folder or not resolved.name.endswith(tuple(ARCHIVE_SUFFIXES.values())):
         raise StorageError(
             f"refusing archive path {path!r}: it is not an archive file inside {str(folder)!r}"
@@ -75,6 +88,11 @@ def checked_archive_path(archive_dir: Path, path: object, block_id: str) -> Path
     if archive_block_id(resolved.name) != block_id:
         raise StorageError(
             f"refusing archive path {path!r}: it is not an archive of block {block_id!r}"
+        )
+    if must_exist and not resolved.is_file():
+        raise StorageError(
+            f"refusing archive path {path!r}: it is not an archive file inside {str(folder)!r} "
+            "(no such file)"
         )
     return resolved
 

@@ -103,11 +103,17 @@ class OutputRead:
 
 @attrs.frozen
 class SweepStats:
-    """What one sweep did: blocks archived, archives pruned, bytes freed by both."""
+    """What one sweep did: blocks archived, archives pruned, bytes freed by both.
+
+    `skipped_count`: idle blocks it left as they were, because nothing was live any
+    more or their output changed while it ran (another process appended to it; the
+    next sweep tries again).
+    """
 
     archived_count: int = 0
     pruned_count: int = 0
     bytes_freed: int = 0
+    skipped_count: int = 0
 
 
 def count_lines(data: bytes) -> int:

@@ -104,6 +104,22 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser: it reports unknown arguments itself, with its own usage.
+
+    argparse hands a subcommand's leftovers to the top-level parser, whose message
+    would show `greenroom`'s usage instead of the command's.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `greenroom` and its commands."""
     from runtime import __version__
@@ -137,7 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: DB.archives beside the database)",
     )
     commands = parser.add_subparsers(
-        dest="command", metavar="COMMAND", required=True, title="commands"
+        dest="command",
+        metavar="COMMAND",
+        required=True,
+        title="commands",
+        parser_class=_CommandParser,
     )
 
     def add(name: str, *, on_database: bool = True) -> argparse.ArgumentParser:
@@ -206,13 +226,26 @@ def _describe(error: BaseException, args: argparse.Namespace) -> str:
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror or error}"
     message = str(error) or type(error).__name__
+    # Only a path outside the folder can be fixed by naming the host's folder (a path
+    # naming another block's archive cannot); once given, the hint would say nothing.
     if (
         isinstance(error, StorageError)
         and "refusing archive path" in message
+        and "not an archive file inside" in message
         and not getattr(args, "archive_dir", None)
     ):
         message += " (if the host keeps its archives elsewhere, pass --archive-dir)"
     return message
+
+
+def _quiet_stdout() -> None:
+    # The reader went away: whatever is still buffered (and the interpreter's flush at
+    # exit) goes to /dev/null instead of raising BrokenPipeError again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _log_to_stderr(verbose: int) -> tuple[logging.Handler, int] | None:
@@ -242,15 +275,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code if isinstance(code, int) else (0 if code is None else 2)
     logging_added = _log_to_stderr(args.verbose)
     try:
-        return args.run(args)
+        status = args.run(args)
+        # Flushed here, so a reader that went away is seen here, not at exit.
+        sys.stdout.flush()
+        return status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # The reader went away (`greenroom blocks db | head`): nothing more to say.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return 1
+        # The reader went away (`greenroom blocks db | head -1`): it has what it wanted.
+        _quiet_stdout()
+        return 0
     except (GreenroomError, OSError) as error:
         _error(_describe(error, args))
         return 1

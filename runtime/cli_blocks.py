@@ -10,6 +10,9 @@ import argparse
 import base64
 import contextlib
 import json
+import os
+import secrets
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,12 +26,15 @@ from runtime.blocks import (
     SessionStats,
 )
 from runtime.cli_common import CliError, emit_json, iso, open_database, plural, print_table, say
-from runtime.errors import NotFound, StorageError
+from runtime.errors import InvalidTransition, NotFound, StorageError
 
 if TYPE_CHECKING:
     from runtime.models import StoredObject
     from runtime.runtime import Runtime
     from runtime.store import Store
+
+# The database file and the files SQLite keeps beside it.
+_DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 __all__ = ["block_record", "run_archive", "run_blocks", "run_export", "run_restore", "run_show"]
 
@@ -44,19 +50,24 @@ def _live_bytes(store: Store, block_id: str) -> int:
         return 0
 
 
-def block_record(store: Store, obj: StoredObject) -> dict[str, Any]:
+def block_record(
+    store: Store, obj: StoredObject, archive_dir: Path | None = None
+) -> dict[str, Any]:
     """One block as the commands report it (the `--json` shape of `blocks` and `show`).
 
     `state` is `live` (output in the database), `archived` (output in an archive
     file), `archived+live` (archived, with new output since), `pruned` (the archive
     was deleted to keep the folder within its budget) or `empty`. `bytes` is the
-    whole output: the archive's uncompressed size plus the live part.
+    whole output: the archive's uncompressed size plus the live part. `archive_path`
+    is in `archive_dir` when metadata stores a name relative to the folder.
     """
     meta = obj.meta
     stats = SessionStats.from_meta(meta)
     live = _live_bytes(store, obj.id)
     path = meta.get(ARCHIVE_PATH)
     archive_path = path if isinstance(path, str) and path else None
+    if archive_path and archive_dir is not None and not Path(archive_path).is_absolute():
+        archive_path = str(archive_dir / archive_path)
     archived = _number(meta.get(ARCHIVED_BYTES)) if archive_path else 0
     archived_at = _number(meta.get(ARCHIVED_AT)) if archive_path else 0
     pruned_at = _number(meta.get(PRUNED_AT))
@@ -100,6 +111,23 @@ def _require_block(rt: Runtime, block_id: str) -> StoredObject:
     return obj
 
 
+def _pruned_at(rt: Runtime, obj: StoredObject, *, live_counts: bool) -> str | None:
+    """When (ISO-8601) the block's archive was pruned, if that is all there is to it:
+    no archive now and, if `live_counts`, no live output either.
+
+    The CLI says so itself, as a time, instead of the runtime's milliseconds.
+    """
+    pruned_at = _number(obj.meta.get(PRUNED_AT))
+    if not pruned_at or obj.meta.get(ARCHIVE_PATH):
+        return None
+    if live_counts and _live_bytes(rt.store, obj.id):
+        return None
+    return iso(pruned_at)
+
+
+_PRUNED = "its archive was pruned at {} to keep the archive folder within max_archive_bytes"
+
+
 # -- blocks ------------------------------------------------------------------------------
 
 
@@ -108,7 +136,7 @@ def run_blocks(args: argparse.Namespace) -> int:
     with open_database(args.db, args.archive_dir) as rt:
         store = rt.store
         records = [
-            block_record(store, obj)
+            block_record(store, obj, rt.archive_dir)
             for obj in store.list_objects("block")
             if args.view is None or obj.meta.get("view") == args.view
         ]
@@ -144,7 +172,7 @@ def run_show(args: argparse.Namespace) -> int:
     """`greenroom show DB BLOCK`: a block's stats, state, files and metadata."""
     with open_database(args.db, args.archive_dir) as rt:
         obj = _require_block(rt, args.block)
-        record = block_record(rt.store, obj)
+        record = block_record(rt.store, obj, rt.archive_dir)
         files = [
             {"name": info.name, "bytes": info.size} for info in rt.store.list_files("block", obj.id)
         ]
@@ -152,7 +180,7 @@ def run_show(args: argparse.Namespace) -> int:
         archive_error: str | None = None
         if record["archive_path"]:
             try:
-                checked = checked_archive_path(rt.archive_dir, record["archive_path"], obj.id)
+                checked = checked_archive_path(rt.archive_dir, obj.meta[ARCHIVE_PATH], obj.id)
                 archive_file_bytes = checked.stat().st_size
             except StorageError as error:
                 archive_error = str(error)
@@ -217,27 +245,58 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def _write_file(target: Path, data: bytes) -> None:
-    existed = target.exists()
+    """Write `data` to `target` through a temporary file beside it, then rename it into
+    place: a write that fails leaves an existing `target` as it was."""
     try:
+        status = target.stat()
+    except FileNotFoundError:
+        status = None
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        # A device or a pipe (`-o /dev/stdout`) cannot be replaced: written as it is.
         with open(target, "wb") as out:
             out.write(data)
-    except OSError:
-        if not existed:
-            with contextlib.suppress(OSError):
-                target.unlink()  # no half-written file left behind
+        return
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temp, "xb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if status is not None:
+            os.chmod(temp, stat.S_IMODE(status.st_mode))  # the file keeps its permissions
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()  # no half-written file left behind
         raise
+
+
+def _refuse_own_files(rt: Runtime, db: str, output: str) -> None:
+    """Refuse an export target that is the database, one of its SQLite side files, or
+    inside its archive or transcript folder (real paths: links are followed)."""
+    target = Path(output).resolve()
+    real_db = Path(db).resolve()
+    if target in {real_db.with_name(real_db.name + suffix) for suffix in _DB_SUFFIXES}:
+        raise CliError(f"refusing to export over the database itself ({output!r})")
+    for what, folder in (("archive", rt.archive_dir), ("transcript", rt.transcript_dir)):
+        real = folder.resolve()
+        if target == real or target.is_relative_to(real):
+            raise CliError(
+                f"refusing to export into the database's {what} folder ({output!r} is in "
+                f"{str(real)!r}); choose a file outside it"
+            )
 
 
 def run_export(args: argparse.Namespace) -> int:
     """`greenroom export DB BLOCK [-o FILE]`: the block's output bytes, as they are."""
     to_file = args.output is not None and args.output != "-"
-    if to_file:
-        target = Path(args.output)
-        db = Path(args.db).resolve()
-        if target.resolve() in {db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")}:
-            raise CliError(f"refusing to export over the database itself ({args.output!r})")
     with open_database(args.db, args.archive_dir) as rt:
-        _require_block(rt, args.block)
+        if to_file:
+            _refuse_own_files(rt, args.db, args.output)
+        obj = _require_block(rt, args.block)
+        pruned = _pruned_at(rt, obj, live_counts=True)
+        if pruned is not None:
+            raise NotFound(f"block {obj.id!r} has no output: {_PRUNED.format(pruned)}")
         read = rt.block(args.block).read_output()
     document: dict[str, Any] = {
         "block_id": args.block,
@@ -247,6 +306,7 @@ def run_export(args: argparse.Namespace) -> int:
         "output": None,
     }
     if to_file:
+        target = Path(args.output)
         _write_file(target, read.data)
         document["output"] = str(target)
         if args.json:
@@ -298,7 +358,12 @@ def run_archive(args: argparse.Namespace) -> int:
 def run_restore(args: argparse.Namespace) -> int:
     """`greenroom restore DB BLOCK`: bring an archived output back into the database."""
     with open_database(args.db, args.archive_dir) as rt:
-        _require_block(rt, args.block)
+        obj = _require_block(rt, args.block)
+        pruned = _pruned_at(rt, obj, live_counts=False)
+        if pruned is not None:
+            raise InvalidTransition(
+                f"block {obj.id!r} cannot be restored: {_PRUNED.format(pruned)}"
+            )
         result = rt.block(args.block).restore()
     if args.json:
         emit_json({"block_id": result.block_id, "restored_bytes": result.restored_bytes})

@@ -40,6 +40,9 @@ PROG = "greenroom"
 # runs longer than the default first-sweep delay must not archive anything on its own).
 _NEVER_S = 1e9
 
+# The tables of greenroom's store schema (runtime/store.py, `_create_schema`).
+_TABLES = ("objects", "files", "file_chunks")
+
 
 class CliError(GreenroomError):
     """A user error found by the command line itself (exit status 1, one line)."""
@@ -101,8 +104,10 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: se
 def check_database(path: Path) -> None:
     """Refuse (`CliError` / `NotFound`) what is not an existing greenroom database.
 
-    A read-only look (SQLite `mode=ro`), so a wrong path never becomes a new database:
-    an empty file or another SQLite database has no greenroom schema (version 0).
+    A read-only look (SQLite `mode=ro`), so a wrong path never becomes a new database
+    and a foreign one is never touched (opening the store would switch it to WAL): an
+    empty file or another SQLite database has no greenroom schema (version 0) or lacks
+    greenroom's tables.
     """
     if not path.exists():
         raise NotFound(f"no database at {str(path)!r} (the command line never creates one)")
@@ -116,12 +121,21 @@ def check_database(path: Path) -> None:
         raise StorageError(f"cannot open {str(path)!r}: {error}") from error
     try:
         version = probe.execute("PRAGMA user_version").fetchone()[0]
+        tables = {
+            row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
     except sqlite3.Error as error:
         raise StorageError(f"cannot open {str(path)!r}: {error}") from error
     finally:
         probe.close()
     if version == 0:
         raise CliError(f"{str(path)!r} is not a greenroom database (it has no greenroom schema)")
+    missing = [table for table in _TABLES if table not in tables]
+    if missing:
+        raise CliError(
+            f"{str(path)!r} is not a greenroom database (it lacks greenroom's tables: "
+            f"{', '.join(missing)}); nothing was changed in it"
+        )
 
 
 @contextlib.contextmanager

@@ -103,6 +103,11 @@ class SettleTimeout(Timeout):
         )
 
 
+class Conflict(InvalidTransition):
+    """A conditional write found the stored state changed since it was read; nothing
+    was written (another process, or another writer, got there first)."""
+
+
 # -- executions ---------------------------------------------------------------------------
 
 

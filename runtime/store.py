@@ -34,6 +34,7 @@ import sqlite_utils
 
 from runtime.clock import SystemClock
 from runtime.errors import (
+    Conflict,
     InvalidInput,
     InvalidTransition,
     NotFound,
@@ -48,6 +49,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "AppendFile",
     "DeleteFile",
+    "ExpectFile",
+    "ExpectMeta",
     "RenameFile",
     "Store",
     "UpdateMeta",
@@ -140,6 +143,28 @@ class RenameFile:
     object_id: str
     old: str
     new: str
+
+
+@attrs.frozen
+class ExpectFile:
+    """A condition for `Store.write_atomic`: the file holds exactly `size` bytes (a
+    missing file counts as 0)."""
+
+    kind: str
+    object_id: str
+    name: str
+    size: int
+
+
+@attrs.frozen
+class ExpectMeta:
+    """A condition for `Store.write_atomic`: the object's metadata `key` is `value`
+    (`None` also matches a missing key or object)."""
+
+    kind: str
+    object_id: str
+    key: str
+    value: Any
 
 
 class _WriteSlot:
@@ -710,12 +735,27 @@ class Store:
 
         return _WriteSlot(f"rename file {old!r} of {kind} {object_id!r} to {new!r}", op)
 
-    def write_atomic(self, writes: Iterable[UpdateMeta | DeleteFile | RenameFile]) -> list[Any]:
+    def write_atomic(
+        self,
+        writes: Iterable[UpdateMeta | DeleteFile | RenameFile],
+        *,
+        expect: Iterable[ExpectFile | ExpectMeta] = (),
+    ) -> list[Any]:
         """Apply several writes in one transaction: all of them, or none.
 
         The first failing write raises (`NotFound`, ...) and rolls back every write
-        of the call. Returns each write's result in order.
+        of the call. Returns each write's result in order. Each `expect` condition is
+        checked inside the same transaction, before any write: if one does not hold
+        (another process wrote since the caller read), nothing is written and
+        `Conflict` is raised, naming the condition.
         """
+        conditions = list(expect)
+        for condition in conditions:
+            if not isinstance(condition, ExpectFile | ExpectMeta):
+                raise InvalidInput(
+                    "write_atomic's expect takes ExpectFile and ExpectMeta, "
+                    f"got {type(condition).__name__}"
+                )
         slots: list[_WriteSlot] = []
         for write in writes:
             if isinstance(write, UpdateMeta):
@@ -736,9 +776,29 @@ class Store:
             return []
 
         def op() -> list[Any]:
+            for condition in conditions:
+                self._check_condition(condition)
             return [slot.op() for slot in slots]
 
         return self._write(" and ".join(slot.what for slot in slots), op)
+
+    def _check_condition(self, condition: ExpectFile | ExpectMeta) -> None:
+        if isinstance(condition, ExpectFile):
+            row = self._file_row(condition.kind, condition.object_id, condition.name)
+            size = 0 if row is None else row[0]
+            if size != condition.size:
+                raise Conflict(
+                    f"file {condition.name!r} of {condition.kind} {condition.object_id!r} "
+                    f"holds {size} bytes, not the {condition.size} expected"
+                )
+            return
+        current = self._fetch(condition.kind, condition.object_id)
+        value = None if current is None else current.meta.get(condition.key)
+        if value != condition.value:
+            raise Conflict(
+                f"metadata {condition.key!r} of {condition.kind} {condition.object_id!r} "
+                f"is {value!r}, not the {condition.value!r} expected"
+            )
 
     def read_file(
         self, kind: str, object_id: str, name: str, *, offset: int = 0, size: int | None = None

@@ -41,6 +41,7 @@ ARCHIVED_AT = "session:archived_at"
 ARCHIVED_BYTES = "session:archived_bytes"
 ARCHIVE_PATH = "session:archive_path"
 BACKUP = "session:archive_backup_path"
+PRUNED_AT = "session:archive_pruned_at"
 ARCHIVE_KEYS = (ARCHIVED_AT, ARCHIVED_BYTES, ARCHIVE_PATH)
 MAGIC = {"zstd": b"\x28\xb5\x2f\xfd", "gzip": b"\x1f\x8b"}
 SUFFIX = {"zstd": ".zst", "gzip": ".gz"}
@@ -156,7 +157,7 @@ def test_archive_restore_read_round_trip_of_a_multi_megabyte_output(
     meta = block.meta()
     assert meta[ARCHIVED_AT] == now
     assert meta[ARCHIVED_BYTES] == len(data)
-    assert meta[ARCHIVE_PATH] == result.path
+    assert meta[ARCHIVE_PATH] == Path(result.path).name  # relative to the folder
     assert BACKUP not in meta
     assert meta["session:line_count"] == stats.line_count
     assert block.stats() == stats
@@ -170,7 +171,7 @@ def test_archive_restore_read_round_trip_of_a_multi_megabyte_output(
     assert rt.store.read_file("block", "agent-1", "output") == data
     meta = block.meta()
     assert not set(ARCHIVE_KEYS) & set(meta)
-    assert meta[BACKUP] == result.path  # kept as a backup...
+    assert meta[BACKUP] == path.name  # kept as a backup...
     assert path.read_bytes()[: len(MAGIC[codec])] == MAGIC[codec]
     assert block.read_output() == OutputRead(data, non_blank_lines(data), archived=False)
     assert block.stats() == stats  # a restore does not count the lines again
@@ -275,6 +276,18 @@ def test_restoring_a_block_that_is_not_archived_is_an_invalid_transition(rt: Run
     with pytest.raises(InvalidTransition, match="not archived"):
         block.restore()
     assert live_output(rt, "agent-1") == b"live only\n"
+
+
+def fail_final_transaction(patch: pytest.MonkeyPatch, message: str) -> None:
+    """Make the store fail the final transaction of an archive or restore."""
+    real = Store.write_atomic
+
+    def failing(self: Store, writes: Any, *, expect: Any = ()) -> Any:
+        if expect:  # only the final, conditional transaction
+            raise StorageError(message)
+        return real(self, writes, expect=expect)
+
+    patch.setattr(Store, "write_atomic", failing)
 
 
 # -- missing and corrupt archives -------------------------------------------------------------
@@ -403,18 +416,15 @@ def test_a_failure_of_the_metadata_transaction_after_archiving_loses_nothing(
     append_in_pieces(block, data)
     before = snapshot(rt, "agent-1")
 
-    def failing(self: Store, writes: Any) -> Any:
-        raise StorageError("injected: the disk is full")
-
     with monkeypatch.context() as patch:
-        patch.setattr(Store, "write_atomic", failing)
+        fail_final_transaction(patch, "injected: the disk is full")
         with pytest.raises(StorageError, match="injected"):
             block.archive()
     assert snapshot(rt, "agent-1") == before
     assert folder(rt.archive_dir) == []  # the archive nobody points to was removed
     assert block.read_output() == OutputRead(data, non_blank_lines(data), archived=False)
     result = block.archive()
-    assert block.meta()[ARCHIVE_PATH] == result.path
+    assert block.meta()[ARCHIVE_PATH] == Path(result.path or "").name
     assert block.read_output().data == data
 
 
@@ -427,11 +437,8 @@ def test_a_failed_re_archive_keeps_the_old_archive_and_the_new_output(
     block.flush()
     before = snapshot(rt, "agent-1")
 
-    def failing(self: Store, writes: Any) -> Any:
-        raise StorageError("injected")
-
     with monkeypatch.context() as patch:
-        patch.setattr(Store, "write_atomic", failing)
+        fail_final_transaction(patch, "injected")
         with pytest.raises(StorageError, match="injected"):
             block.archive()
     assert snapshot(rt, "agent-1") == before
@@ -452,11 +459,8 @@ def test_a_failure_of_the_restore_transaction_changes_nothing(
     block, result = archived_block(rt, "agent-1", data)
     before = snapshot(rt, "agent-1")
 
-    def failing(self: Store, writes: Any) -> Any:
-        raise StorageError("injected")
-
     with monkeypatch.context() as patch:
-        patch.setattr(Store, "write_atomic", failing)
+        fail_final_transaction(patch, "injected")
         with pytest.raises(StorageError, match="injected"):
             block.restore()
     # Still archived, output not replaced, the temporary store file removed.
@@ -585,7 +589,7 @@ def test_new_output_after_an_archive_is_read_after_it_and_joined_by_the_next_arc
     assert second.archived_bytes == len(old) + len(new)
     assert not Path(first.path or "").exists()
     assert live_output(rt, "agent-1") is None
-    assert block.meta()[ARCHIVE_PATH] == second.path
+    assert block.meta()[ARCHIVE_PATH] == Path(second.path or "").name
     assert block.read_output() == OutputRead(old + new, non_blank_lines(old) + 2, archived=True)
 
 
@@ -786,3 +790,190 @@ def test_a_restore_cut_short_leaves_no_partial_copy_behind(
     read = rt.block("agent-1").read_output()  # after the block's start
     assert (read.data, read.archived) == (b"output\n", True)
     assert [f.name for f in rt.store.list_files("block", "agent-1")] == []
+
+
+# -- another process on the same database -----------------------------------------------------
+
+
+def numbered(first: int, last: int) -> bytes:
+    return b"".join(b"line %06d\n" % n for n in range(first, last))
+
+
+def append_elsewhere_after_reading(
+    patch: pytest.MonkeyPatch, other: Runtime, block_id: str, data: bytes
+) -> threading.Event:
+    """Once an archive or restore has read the whole output (and before its final
+    transaction), `other` (as another process would) appends `data` to the block.
+    """
+    real = BlockActor._pieces
+    done = threading.Event()
+
+    def pieces(self: BlockActor, *args: Any, **kwargs: Any) -> Any:
+        yield from real(self, *args, **kwargs)
+        if not done.is_set() and self.block_id == block_id:
+            done.set()
+            elsewhere = other.block(block_id)  # its own block actor, its own writer
+            elsewhere.append_output(data)
+            elsewhere.flush()
+
+    patch.setattr(BlockActor, "_pieces", pieces)
+    return done
+
+
+def test_output_another_process_appends_while_archiving_is_never_dropped(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    rt, other = open_rt(), open_rt()  # two runtimes: two actors for the same block
+    block = rt.block("pane-1")
+    block.append_output(numbered(0, 5000))
+    block.flush()
+    with pytest.MonkeyPatch.context() as patch:
+        appended = append_elsewhere_after_reading(patch, other, "pane-1", numbered(5000, 5100))
+        with pytest.raises(InvalidTransition, match=r"changed while this ran.*holds.*try again"):
+            block.archive()
+        assert appended.is_set()
+    # Nothing changed: still live, every line there, no archive file left behind.
+    assert folder(rt.archive_dir) == []
+    assert ARCHIVE_PATH not in block.meta()
+    assert live_output(rt, "pane-1") == numbered(0, 5100)
+    # Tried again, it archives every line.
+    result = block.archive()
+    assert result.archived_bytes == len(numbered(0, 5100))
+    assert block.read_output().data == numbered(0, 5100)
+    assert other.block("pane-1").read_output().data == numbered(0, 5100)
+
+
+def test_output_another_process_appends_while_restoring_is_never_dropped(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    rt, other = open_rt(), open_rt()
+    block, result = archived_block(rt, "pane-1", numbered(0, 3000))
+    with pytest.MonkeyPatch.context() as patch:
+        append_elsewhere_after_reading(patch, other, "pane-1", numbered(3000, 3010))
+        with pytest.raises(InvalidTransition, match=r"changed while this ran.*holds.*try again"):
+            block.restore()
+    # Still archived, with the new lines live after it; no partial copy left.
+    assert block.meta()[ARCHIVE_PATH] == Path(result.path or "").name
+    assert live_output(rt, "pane-1") == numbered(3000, 3010)
+    assert [info.name for info in rt.store.list_files("block", "pane-1")] == ["output"]
+    assert block.read_output().data == numbered(0, 3010)
+    assert block.restore().restored_bytes == len(numbered(0, 3010))
+    assert live_output(rt, "pane-1") == numbered(0, 3010)
+
+
+def test_a_sweep_skips_a_block_another_process_appends_to_while_it_is_archived(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    rt, other = open_rt(), open_rt()
+    block = rt.block("pane-1")
+    block.append_output(numbered(0, 100))
+    block.flush()
+    events: list[Any] = []
+    with pytest.MonkeyPatch.context() as patch:
+        append_elsewhere_after_reading(patch, other, "pane-1", numbered(100, 110))
+        stats = rt.sweep(inactive_days=0, progress=events.append)
+    assert (stats.archived_count, stats.skipped_count) == (0, 1)
+    [skipped] = [event for event in events if event.phase == "archive" and event.done]
+    assert skipped.outcome == "skipped"
+    assert "try again" in (skipped.error or "")
+    assert live_output(rt, "pane-1") == numbered(0, 110)
+    stats = rt.sweep(inactive_days=0)  # the next sweep archives it all
+    assert (stats.archived_count, stats.skipped_count) == (1, 0)
+    assert block.read_output().data == numbered(0, 110)
+
+
+# -- moving the database with its archive folder ----------------------------------------------
+
+
+def _open_at(db: Path, clock: FakeClock, **config: Any) -> Runtime:
+    return Runtime.open(db, clock=clock, config=attrs.evolve(QUIET, **config))
+
+
+def _move(tmp_path: Path) -> Path:
+    """Move the folder holding the database and its archives; the new database path."""
+    (tmp_path / "before").rename(tmp_path / "after")
+    return tmp_path / "after" / "app.db"
+
+
+def _consistent(rt: Runtime, block_id: str) -> None:
+    """Every archive the metadata names exists, and every archive file is named by it."""
+    meta = rt.store.get_object("block", block_id).meta
+    named = set()
+    for key in (ARCHIVE_PATH, BACKUP):
+        if meta.get(key):
+            path = checked_archive_path(rt.archive_dir, meta[key], block_id)
+            assert path.is_file(), f"{key} names {path}, which is gone"
+            named.add(path.name)
+    assert set(folder(rt.archive_dir)) == named
+
+
+@pytest.mark.parametrize("stored", ["names", "absolute-paths-of-older-versions"])
+def test_a_database_moved_with_its_archive_folder_keeps_its_archives(
+    tmp_path: Path, fake_clock: FakeClock, stored: str
+) -> None:
+    first, second = numbered(0, 2000), numbered(2000, 2100)
+    with _open_at(tmp_path / "before" / "app.db", fake_clock) as rt:
+        block = rt.block("pane-1")
+        block.append_output(first)
+        old = block.archive()
+        fake_clock.advance(1)
+        block.restore()  # the first archive stays as the backup...
+        block.append_output(second)
+        fake_clock.advance(1)
+        block.archive()  # ...until this one replaces it
+        fake_clock.advance(1)
+        block.restore()
+        fake_clock.advance(1)
+        block.archive()
+        assert Path(old.path or "").parent == rt.archive_dir
+        if stored != "names":
+            # As older versions stored them: absolute paths into the old folder.
+            meta = block.meta()
+            absolute = {key: str(rt.archive_dir / meta[key]) for key in (ARCHIVE_PATH,)}
+            block.update_meta(absolute)
+            assert Path(block.meta()[ARCHIVE_PATH]).is_absolute()
+    db = _move(tmp_path)
+    with _open_at(db, fake_clock) as rt:
+        assert rt.archive_dir == db.with_name("app.db.archives")
+        block = rt.block("pane-1")
+        assert block.read_output() == OutputRead(first + second, 2100, archived=True)
+        _consistent(rt, "pane-1")
+        block.restore()
+        assert live_output(rt, "pane-1") == first + second
+        _consistent(rt, "pane-1")
+        fake_clock.advance(1)
+        block.archive()
+        _consistent(rt, "pane-1")
+    # A sweep of an over-full folder after another move (absolute names again).
+    if stored != "names":
+        with _open_at(db, fake_clock) as rt:
+            meta = rt.store.get_object("block", "pane-1").meta
+            rt.store.update_meta(
+                "block", "pane-1", {ARCHIVE_PATH: str(rt.archive_dir / meta[ARCHIVE_PATH])}
+            )
+        (tmp_path / "after").rename(tmp_path / "before")
+        db = tmp_path / "before" / "app.db"
+    with _open_at(db, fake_clock) as rt:
+        stats = rt.sweep(max_archive_bytes=0)
+        assert stats.pruned_count == 1
+        meta = rt.store.get_object("block", "pane-1").meta
+        assert PRUNED_AT in meta
+        assert ARCHIVE_PATH not in meta
+        _consistent(rt, "pane-1")
+        with pytest.raises(NotFound, match="pruned"):
+            rt.block("pane-1").read_output()
+
+
+def test_a_legacy_absolute_path_is_still_refused_outside_the_folder(tmp_path: Path) -> None:
+    folder_ = tmp_path / "archives"
+    folder_.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "agent-1.5.zst").write_bytes(_zstd(b"outside\n"))
+    with pytest.raises(StorageError, match="refusing"):
+        checked_archive_path(folder_, str(elsewhere / "agent-1.5.zst"), "agent-1")
+    (folder_ / "agent-1.5.zst").write_bytes(_zstd(b"inside\n"))
+    moved = checked_archive_path(folder_, str(elsewhere / "agent-1.5.zst"), "agent-1")
+    assert moved == (folder_ / "agent-1.5.zst").resolve()
+    with pytest.raises(StorageError, match="not an archive of block"):
+        checked_archive_path(folder_, str(elsewhere / "agent-1.5.zst"), "agent-2")

@@ -10,10 +10,13 @@ tested in-process at the end.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import pty
+import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -149,23 +152,37 @@ def test_top_level_help_lists_the_commands_and_exit_statuses() -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "complaint"),
+    ("args", "prog", "complaint"),
     [
-        ((), "the following arguments are required: COMMAND"),
-        (("frobnicate", "x.db"), "invalid choice: 'frobnicate'"),
-        (("show", "x.db"), "the following arguments are required: BLOCK"),
-        (("sweep", "x.db", "--inactive-days", "-1"), "expected a number of days >= 0"),
-        (("sweep", "x.db", "--max-archive-bytes", "lots"), "expected a byte count"),
-        (("blocks", "x.db", "--bogus"), "unrecognized arguments: --bogus"),
+        ((), "greenroom", "the following arguments are required: COMMAND"),
+        (("frobnicate", "x.db"), "greenroom", "invalid choice: 'frobnicate'"),
+        (("--bogus", "blocks", "x.db"), "greenroom", "unrecognized arguments: --bogus"),
+        (("show", "x.db"), "greenroom show", "the following arguments are required: BLOCK"),
+        (
+            ("sweep", "x.db", "--inactive-days", "-1"),
+            "greenroom sweep",
+            "expected a number of days >= 0",
+        ),
+        (
+            ("sweep", "x.db", "--max-archive-bytes", "lots"),
+            "greenroom sweep",
+            "expected a byte count",
+        ),
+        # Unknown arguments after a command are that command's usage error.
+        (("blocks", "x.db", "--bogus"), "greenroom blocks", "unrecognized arguments: --bogus"),
+        (("blocks", "--bogus", "x.db"), "greenroom blocks", "unrecognized arguments: --bogus"),
+        (("show", "x.db", "b", "more"), "greenroom show", "unrecognized arguments: more"),
+        (("transcript", "t.jsonl", "-x"), "greenroom transcript", "unrecognized arguments: -x"),
     ],
 )
 def test_bad_usage_exits_2_with_argparse_usage(
-    args: tuple[str, ...], complaint: str, tmp_path: Path
+    args: tuple[str, ...], prog: str, complaint: str, tmp_path: Path
 ) -> None:
     result = cli(*args, cwd=tmp_path)
     assert result.returncode == 2
     err = result.stderr.decode()
-    assert err.startswith("usage: greenroom")
+    assert err.startswith(f"usage: {prog} "), err  # the usage of the parser that complains
+    assert f"\n{prog}: error: " in err
     assert complaint in err
     assert "Traceback" not in err
     assert not (tmp_path / "x.db").exists()
@@ -201,6 +218,33 @@ def test_files_that_are_not_greenroom_databases_are_refused_untouched(tmp_path: 
     result = cli("blocks", tmp_path)
     assert result.returncode == 1
     assert "is a folder" in one_error_line(result)
+
+
+def test_a_foreign_sqlite_database_with_a_schema_version_is_refused_untouched(
+    tmp_path: Path,
+) -> None:
+    foreign = tmp_path / "foreign.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE objects (name TEXT)")  # one name alike is not enough
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    before = foreign.read_bytes()
+    for command in (("blocks", foreign), ("sweep", foreign), ("export", foreign, "pane")):
+        result = cli(*command)
+        assert result.returncode == 1
+        assert one_error_line(result) == (
+            f"{str(foreign)!r} is not a greenroom database (it lacks greenroom's tables: "
+            "files, file_chunks); nothing was changed in it"
+        )
+    assert foreign.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.db"]  # no -wal, no -shm
+    conn = sqlite3.connect(foreign)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    finally:
+        conn.close()
 
 
 # -- blocks and show ----------------------------------------------------------------------
@@ -355,6 +399,158 @@ def test_export_to_an_unwritable_place_is_one_line_exit_1(world: World, tmp_path
     assert "No such file or directory" in one_error_line(result)
 
 
+def own_files_db(folder: Path) -> tuple[Path, Path, Path]:
+    """A database with pane (live), bin (archived) and a transcript in its own folder;
+    (database, bin's archive, the transcript)."""
+    db = folder / "own.db"
+    with Runtime.open(db, clock=FakeClock(start_ms=START_MS), config=QUIET) as rt:
+        pane = rt.block("pane")
+        pane.append_output(PANE_OUTPUT)
+        pane.flush()
+        binary = rt.block("bin")
+        binary.append_output(BINARY_OUTPUT)
+        archived = Path(binary.archive().path)
+        t = rt.transcript_create(cwd="/repo", model=MODEL)
+        t.on_turn_end([UserMessage("hi"), AssistantMessage("hello", usage=Usage(10, 2))])
+        t.close()
+    return db, archived, Path(t.path)
+
+
+def test_export_refuses_targets_in_the_archive_and_transcript_folders(tmp_path: Path) -> None:
+    db, archived, transcript = own_files_db(tmp_path)
+    archive_bytes, transcript_bytes = archived.read_bytes(), transcript.read_bytes()
+    link = tmp_path / "innocent.jsonl"
+    link.symlink_to(archived)  # a link into the folder is the folder
+    before = files_under(tmp_path)
+    for target, folder in (
+        (archived, "archive"),  # the block's own archive
+        (archived.with_name("new.jsonl"), "archive"),
+        (archived.parent, "archive"),
+        (link, "archive"),
+        (transcript, "transcript"),
+        (tmp_path / "own.db.transcripts" / "sub" / ".." / "x.jsonl", "transcript"),
+    ):
+        result = cli("export", db, "pane", "-o", target)
+        assert result.returncode == 1, target
+        assert f"refusing to export into the database's {folder} folder" in one_error_line(result)
+    for target in (db, db.with_name("own.db-wal"), db.with_name("own.db-shm")):
+        result = cli("export", db, "pane", "-o", target)
+        assert result.returncode == 1
+        assert "refusing to export over the database itself" in one_error_line(result)
+    assert archived.read_bytes() == archive_bytes
+    assert transcript.read_bytes() == transcript_bytes
+    assert files_under(tmp_path) == before
+    assert cli("export", db, "bin").stdout == BINARY_OUTPUT  # the archive still reads
+
+
+def test_a_failed_export_leaves_the_existing_target_as_it_was(tmp_path: Path) -> None:
+    db = tmp_path / "big.db"
+    big = b"x" * 1023 + b"\n"
+    with Runtime.open(db, clock=FakeClock(start_ms=START_MS), config=QUIET) as rt:
+        block = rt.block("big")
+        block.append_output(big * 1024)  # 1 MiB
+        block.flush()
+    target = tmp_path / "out" / "big.jsonl"
+    target.parent.mkdir()
+    target.write_bytes(b"an earlier export\n")
+
+    def small_files() -> None:
+        # Files in the child may not grow past 256 KiB: the export's write fails (EFBIG)
+        # part way through. Ignored SIGXFSZ stays ignored across exec.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "export", str(db), "big", "-o", str(target)],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=50,
+        check=False,
+        preexec_fn=small_files,
+    )
+    assert result.returncode == 1
+    assert "File too large" in one_error_line(result)
+    assert target.read_bytes() == b"an earlier export\n"
+    assert list(target.parent.iterdir()) == [target]  # no temporary file left behind
+    result = cli("export", db, "big", "-o", target)  # without the limit: replaced whole
+    assert result.returncode == 0
+    assert target.read_bytes() == big * 1024
+    assert list(target.parent.iterdir()) == [target]
+
+
+def test_export_to_a_device_writes_through_it(world: World) -> None:
+    result = cli("export", world.db, "pane-1", "-o", "/dev/stdout")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == PANE_OUTPUT
+
+
+_FILES_UNDER = """
+import hashlib, json, sys
+from pathlib import Path
+folder = Path(sys.argv[1])
+found = {}
+for path in sorted(folder.rglob("*")):
+    key = str(path.relative_to(folder))
+    if path.is_symlink() or path.is_dir():
+        found[key] = "link" if path.is_symlink() else "folder"
+    elif key.endswith("-shm"):
+        found[key] = "shm"  # shared memory: readers take their marks in it, by design
+    else:
+        found[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+print(json.dumps(found))
+"""
+
+
+def files_under(folder: Path) -> dict[str, str]:
+    """Every file and folder under `folder`: its relative path and, for a file, the
+    SHA-256 of its bytes.
+
+    Read in a child process: closing a file in this process would drop the SQLite
+    locks a runtime in this process holds on it (POSIX locks are per process), and a
+    CLI would then take itself for the last user and checkpoint the host's -wal.
+    """
+    run = [sys.executable, "-c", _FILES_UNDER, str(folder)]
+    done = subprocess.run(run, capture_output=True, timeout=50, check=True)
+    found: dict[str, str] = json.loads(done.stdout)
+    return found
+
+
+@pytest.mark.parametrize("host_open", [False, True], ids=["closed", "host-open"])
+def test_reading_commands_change_no_byte_and_make_no_file(tmp_path: Path, host_open: bool) -> None:
+    db, _archived, transcript = own_files_db(tmp_path)
+    out = tmp_path / "exports"
+    out.mkdir()
+    commands = [
+        ("blocks", db),
+        ("blocks", db, "--json"),
+        ("show", db, "pane"),
+        ("show", db, "bin", "--json"),
+        ("export", db, "pane"),
+        ("export", db, "bin"),
+        ("export", db, "bin", "--json"),
+        ("export", db, "pane", "-o", out / "pane.jsonl"),
+        ("export", db, "bin", "-o", out / "bin.jsonl", "--json"),
+        ("transcript", transcript),
+        ("transcript", transcript, "--json"),
+    ]
+    with contextlib.ExitStack() as stack:
+        if host_open:
+            # A host holds the database open with writes still in its -wal.
+            rt = stack.enter_context(
+                Runtime.open(db, clock=FakeClock(start_ms=START_MS), config=QUIET)
+            )
+            rt.store.update_meta("block", "pane", {"title": "from the host"})
+            assert db.with_name("own.db-wal").stat().st_size > 0
+        before = files_under(tmp_path)
+        for command in commands:
+            result = cli(*command)
+            assert result.returncode == 0, (command, result.stderr)
+        after = files_under(tmp_path)
+    made = {"exports/pane.jsonl", "exports/bin.jsonl"}
+    assert {k: v for k, v in after.items() if k not in made} == before
+    assert set(after) - set(before) == made
+
+
 # -- archive and restore --------------------------------------------------------------------
 
 
@@ -423,6 +619,56 @@ def test_archives_kept_in_another_folder_need_archive_dir(tmp_path: Path) -> Non
     result = cli("export", tmp_path / "app.db", "pane", "--archive-dir", elsewhere)
     assert result.returncode == 0
     assert result.stdout == PANE_OUTPUT
+
+
+def pruned_db(folder: Path) -> Path:
+    """`gone` (agent): archived, then its archive pruned at START_MS + 1 day."""
+    clock = FakeClock(start_ms=START_MS)
+    db = folder / "pruned.db"
+    with Runtime.open(db, clock=clock, config=QUIET) as rt:
+        block = rt.block("gone")
+        block.append_output(PANE_OUTPUT)
+        block.archive()
+        clock.advance(86_400)
+        assert rt.sweep(max_archive_bytes=0).pruned_count == 1
+    return db
+
+
+def test_a_pruned_block_is_reported_with_an_iso_time(tmp_path: Path) -> None:
+    db = pruned_db(tmp_path)
+    when = iso(START_MS + DAY_MS)
+    result = cli("export", db, "gone")
+    assert result.returncode == 1
+    assert one_error_line(result) == (
+        f"block 'gone' has no output: its archive was pruned at {when} to keep the archive "
+        "folder within max_archive_bytes"
+    )
+    result = cli("restore", db, "gone")
+    assert result.returncode == 1
+    assert one_error_line(result) == (
+        f"block 'gone' cannot be restored: its archive was pruned at {when} to keep the "
+        "archive folder within max_archive_bytes"
+    )
+
+
+def test_the_archive_dir_hint_is_given_only_where_it_could_help(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    with Runtime.open(db, clock=FakeClock(start_ms=START_MS), config=QUIET) as rt:
+        for name in ("pane", "other"):
+            block = rt.block(name)
+            block.append_output(PANE_OUTPUT)
+            block.archive()
+        others = rt.block("other").meta()["session:archive_path"]
+    store = look(db)
+    try:  # pane's metadata now names other's archive: no folder would make it right
+        store.update_meta("block", "pane", {"session:archive_path": others})
+    finally:
+        store.close()
+    result = cli("export", db, "pane")
+    assert result.returncode == 1
+    message = one_error_line(result)
+    assert "it is not an archive of block 'pane'" in message
+    assert "--archive-dir" not in message
 
 
 # -- sweep ----------------------------------------------------------------------------------
@@ -706,6 +952,30 @@ def test_the_installed_console_script_exits_with_mains_status(world: World) -> N
     assert failed.stderr.decode().startswith("greenroom: error: no block 'ghost'")
     run = [str(script), "show"]
     assert subprocess.run(run, capture_output=True, timeout=50, check=False).returncode == 2
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("blocks",), ("blocks", "--json"), ("show", "pane-1"), ("export", "bin")],
+    ids=["blocks", "blocks-json", "show", "export"],
+)
+def test_a_reader_that_goes_away_is_exit_0_quietly(world: World, command: tuple[str, ...]) -> None:
+    # `greenroom blocks app.db | head -1`, made certain: the reader is gone before the
+    # first write.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.cli", command[0], str(world.db), *command[1:]],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(write_end)
+    _out, err = proc.communicate(timeout=50)
+    assert proc.returncode == 0
+    assert err == b""
 
 
 def test_ctrl_c_exits_130_quietly(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from runtime import FakeClock, Runtime
 from runtime.errors import (
+    Conflict,
     GreenroomError,
     InvalidInput,
     InvalidTransition,
@@ -32,6 +33,8 @@ from runtime.store import (
     SCHEMA_VERSION,
     AppendFile,
     DeleteFile,
+    ExpectFile,
+    ExpectMeta,
     RenameFile,
     Store,
     UpdateMeta,
@@ -1063,3 +1066,34 @@ def test_write_atomic_is_all_or_nothing(store: Store) -> None:
     assert store.read_file("block", "a", "output") == b"new\n"
     assert [f.name for f in store.list_files("block", "a")] == ["output"]
     assert store.get_object("block", "a").meta == {"state": "swapped"}
+
+
+def test_write_atomic_writes_only_if_every_expectation_holds(store: Store) -> None:
+    store.ensure_object("block", "a", {"archive": "a-1.zst"})
+    store.append_file("block", "a", "output", b"12345", create=True)
+    ok = [ExpectFile("block", "a", "output", 5), ExpectMeta("block", "a", "archive", "a-1.zst")]
+    # Another writer appended since the caller read: nothing is written.
+    store.append_file("block", "a", "output", b"6")
+    with pytest.raises(Conflict, match=r"'output' of block 'a' holds 6 bytes, not the 5"):
+        store.write_atomic(
+            [UpdateMeta("block", "a", {"archive": "a-2.zst"}), DeleteFile("block", "a", "output")],
+            expect=ok,
+        )
+    assert store.read_file("block", "a", "output") == b"123456"
+    assert store.get_object("block", "a").meta == {"archive": "a-1.zst"}
+    with pytest.raises(Conflict, match=r"'archive' of block 'a' is 'a-1.zst', not the None"):
+        store.write_atomic(
+            [DeleteFile("block", "a", "output")], expect=[ExpectMeta("block", "a", "archive", None)]
+        )
+    # Missing file counts as 0 bytes; a missing key matches None.
+    store.write_atomic(
+        [UpdateMeta("block", "a", {"archive": None})],
+        expect=[
+            ExpectFile("block", "a", "output", 6),
+            ExpectFile("block", "a", "nothing", 0),
+            ExpectMeta("block", "a", "absent", None),
+        ],
+    )
+    assert store.get_object("block", "a").meta == {}
+    with pytest.raises(InvalidInput, match="expect takes ExpectFile and ExpectMeta"):
+        store.write_atomic([], expect=["size 5"])  # type: ignore[list-item]
