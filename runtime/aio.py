@@ -65,7 +65,14 @@ from runtime.blocks import (
 )
 from runtime.errors import InvalidInput, Stopped, SubscriberLagged, Timeout
 from runtime.executions import FeedResult
-from runtime.replay import Gap, ObservationEvent, Replayed, Subscription, wait_limit
+from runtime.replay import (
+    Gap,
+    ObservationEvent,
+    Replayed,
+    Subscription,
+    adopt_subscribed,
+    wait_limit,
+)
 from runtime.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -627,16 +634,7 @@ class AsyncFollower(AsyncIterator["ObservationEvent | Gap"]):
             self._pending = self._sub_wait = None
             raise
         self._pending = self._sub_wait = None
-        with self._lock:
-            if self._closed:
-                if isinstance(result, Subscription):
-                    result.close()
-                return
-            if isinstance(result, Gap):
-                self._gap = result
-                self._cursor = result.latest_cursor
-            else:
-                self._sub = result
+        adopt_subscribed(self, result)
 
     def _subscribe_waiter(self, future: GreenroomFuture[Any]) -> asyncio.Future[None]:
         """The loop's waiter that completes once `future` resolves (made once per future)."""

@@ -247,13 +247,8 @@ class Subscription:
                         if waiter in self._waiters:
                             self._waiters.remove(waiter)
                         waiter = None
-                    if self._replay:
-                        event = self._replay.popleft()
-                    elif self._live:
-                        event = self._live.popleft()
-                    elif self._state is not _OPEN:
-                        raise self._ended()
-                    else:
+                    event = self._pop_ready()
+                    if event is None:
                         if not checked:
                             # First time round: check, then fix the deadline once.
                             checked = True
@@ -276,7 +271,6 @@ class Subscription:
                         waiter = threading.Lock()
                         waiter.acquire()
                         self._waiters.append(waiter)
-                        event = None
                     if event is not None:
                         self._cursor = event.cursor
                         return event
@@ -299,18 +293,24 @@ class Subscription:
         Raises as `next_event` does once the subscription is over and drained.
         """
         with self._mutex:
-            if self._replay:
-                event = self._replay.popleft()
-            elif self._live:
-                event = self._live.popleft()
-            elif self._state is not _OPEN:
-                raise self._ended()
-            else:
+            event = self._pop_ready()
+            if event is None:
                 if waker not in self._waiters:
                     self._waiters.append(waker)
                 return None
             self._cursor = event.cursor
             return event
+
+    def _pop_ready(self) -> ObservationEvent | None:
+        """The next queued event, `None` if none yet; raises once over and drained.
+        Called holding the mutex."""
+        if self._replay:
+            return self._replay.popleft()
+        if self._live:
+            return self._live.popleft()
+        if self._state is not _OPEN:
+            raise self._ended()
+        return None
 
     def _drop_waker(self, waker: _Releasable) -> None:
         """Unregister a `waker` of `_take_or_wake` that no longer waits."""
@@ -428,6 +428,30 @@ class PendingSubscription(Protocol):
         ...
 
 
+class _FollowerState(Protocol):
+    _lock: threading.Lock
+    _closed: bool
+    _gap: Gap | None
+    _cursor: str
+    _sub: Subscription | None
+
+
+def adopt_subscribed(follower: _FollowerState, result: Subscription | Gap) -> None:
+    """Take a subscribe's answer into a follower (this module's, or `runtime.aio`'s):
+    a subscription to read from, or a gap to yield and go on after. Closed meanwhile:
+    the new subscription is closed at once."""
+    with follower._lock:
+        if follower._closed:
+            if isinstance(result, Subscription):
+                result.close()
+            return
+        if isinstance(result, Gap):
+            follower._gap = result
+            follower._cursor = result.latest_cursor
+        else:
+            follower._sub = result
+
+
 class Follower:
     """An iterator over a session's events that recovers by itself; see `Runtime.follow`.
 
@@ -481,16 +505,7 @@ class Follower:
             # Timeout: it stays pending, for the next call to pick up.
             result = pending.wait(_remaining(deadline))
             self._pending = None
-        with self._lock:
-            if self._closed:
-                if isinstance(result, Subscription):
-                    result.close()
-                return
-            if isinstance(result, Gap):
-                self._gap = result
-                self._cursor = result.latest_cursor
-            else:
-                self._sub = result
+        adopt_subscribed(self, result)
 
     def next_item(self, timeout: float | None = None) -> ObservationEvent | Gap:
         """The next event or gap, waiting up to `timeout` seconds in all.
