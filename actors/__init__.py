@@ -1,5 +1,5 @@
 """greenroom's actors: the `GreenroomActor` base and, later, the actors built on it."""
 
-from actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
+from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
 
 __all__ = ["ActorContext", "GreenroomActor", "GreenroomActorRef", "current_actor"]

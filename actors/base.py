@@ -20,7 +20,7 @@ an `ActorContext` (its kind and id, the clock, the store, the config, the metric
 
 Actors own no thread. They run on the runtime's `Dispatcher`, a few worker threads
 shared by every actor (`RuntimeConfig.dispatcher_threads`), a turn of at most
-`dispatcher_throughput` messages at a time; see `actors.dispatcher` for how one actor
+`dispatcher_throughput` messages at a time; see `greenroom.actors.dispatcher` for how one actor
 never runs on two threads at once and why its state needs no lock anyway. pykka's
 contract holds as with `ThreadingActor`: `tell`, `ask`, `proxy()`, futures,
 `on_start` / `on_stop` / `on_failure`, messages in order per sender, one at a time.
@@ -74,25 +74,24 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import pykka
+from greenroom.actors.caller_runs import put_running_here
+from greenroom.actors.futures import GreenroomFuture, in_handler
+from greenroom.actors.mailbox import Mailbox, dead_actor_error
+from greenroom.actors.messages import START, BlockingDone, Start, describe_message
+from greenroom.clock import stopwatch
+from greenroom.errors import GreenroomError, InvalidTransition
 from pykka import ActorDeadError, ActorRef
 from pykka._envelope import Envelope
 from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
-from actors.caller_runs import put_running_here
-from actors.futures import GreenroomFuture, in_handler
-from actors.mailbox import Mailbox, dead_actor_error
-from actors.messages import START, BlockingDone, Start, describe_message
-from runtime.clock import stopwatch
-from runtime.errors import GreenroomError, InvalidTransition
-
 if TYPE_CHECKING:
-    from actors.blocking import BlockingPool
-    from actors.dispatcher import Dispatcher
-    from runtime.activity import ActivityTracker
-    from runtime.clock import Clock, TimerHandle
-    from runtime.config import RuntimeConfig
-    from runtime.metrics import Metrics
-    from runtime.store import Store
+    from greenroom.activity import ActivityTracker
+    from greenroom.actors.blocking import BlockingPool
+    from greenroom.actors.dispatcher import Dispatcher
+    from greenroom.clock import Clock, TimerHandle
+    from greenroom.config import RuntimeConfig
+    from greenroom.metrics import Metrics
+    from greenroom.store import Store
 
 __all__ = [
     "DEFERRED",
@@ -229,7 +228,7 @@ class GreenroomActorRef(ActorRef[Any]):
 
         To a stopped actor the reply is `ActorDeadError` (counted as a dead letter). An
         ask that waits with no timeout for an idle actor runs the actor's turn on the
-        calling thread (`RuntimeConfig.caller_runs`, see `actors.caller_runs`).
+        calling thread (`RuntimeConfig.caller_runs`, see `greenroom.actors.caller_runs`).
         """
         if block and timeout is None:
             return self.ask_here(message).get()
@@ -247,7 +246,7 @@ class GreenroomActorRef(ActorRef[Any]):
         """Send an ask whose answer the caller is about to wait for; return its future.
 
         If the actor is idle, its turn runs on this thread first (when
-        `RuntimeConfig.caller_runs` allows, see `actors.caller_runs`), so the future is
+        `RuntimeConfig.caller_runs` allows, see `greenroom.actors.caller_runs`), so the future is
         usually resolved on return; otherwise this is `ask(message, block=False)`.
         """
         future: GreenroomFuture[Any] = GreenroomFuture()
@@ -330,7 +329,7 @@ class GreenroomActor(pykka.Actor):
 
     def run_turn(self, throughput: int) -> None:
         """Handle up to `throughput` queued messages; called by a dispatcher worker, or
-        by a thread waiting for this actor's answer (see `actors.caller_runs`)."""
+        by a thread waiting for this actor's answer (see `greenroom.actors.caller_runs`)."""
         mailbox = self.actor_inbox
         slow_s = self.ctx.config.slow_handler_warning_s
         batch: list[Any] = []

@@ -40,11 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
-from actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef, Reply
-from actors.block_writer import Output, StatsUpdate, Sync
-from runtime.archive import archive_name, checked_archive_path, read_archive, write_archive
-from runtime.blocks import (
+from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef, Reply
+from greenroom.actors.block_writer import Output, StatsUpdate, Sync
+from greenroom.archive import archive_name, checked_archive_path, read_archive, write_archive
+from greenroom.blocks import (
     ARCHIVE_BACKUP,
     ARCHIVE_PATH,
     ARCHIVED_AT,
@@ -56,8 +55,8 @@ from runtime.blocks import (
     SessionStats,
     count_lines,
 )
-from runtime.errors import Conflict, InvalidTransition, NotFound, Stopped, StorageError
-from runtime.store import DeleteFile, ExpectFile, ExpectMeta, RenameFile, Store, UpdateMeta
+from greenroom.errors import Conflict, InvalidTransition, NotFound, Stopped, StorageError
+from greenroom.store import DeleteFile, ExpectFile, ExpectMeta, RenameFile, Store, UpdateMeta
 
 __all__ = ["AppendOutput", "BlockActor", "RecordLine"]
 

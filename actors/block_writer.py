@@ -15,10 +15,9 @@ import logging
 from typing import Any
 
 import attrs
-
-from actors.base import ActorContext, GreenroomActor, GreenroomActorRef
-from runtime.errors import NotFound, StorageError
-from runtime.store import AppendFile
+from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef
+from greenroom.errors import NotFound, StorageError
+from greenroom.store import AppendFile
 
 __all__ = ["BlockWriter", "Output", "StatsUpdate", "Sync"]
 

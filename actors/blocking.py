@@ -14,12 +14,12 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from actors.dispatcher import join_threads
-from actors.futures import GreenroomFuture, in_handler
-from runtime.errors import GreenroomError, InvalidInput, Stopped
+from greenroom.actors.dispatcher import join_threads
+from greenroom.actors.futures import GreenroomFuture, in_handler
+from greenroom.errors import GreenroomError, InvalidInput, Stopped
 
 if TYPE_CHECKING:
-    from runtime.activity import ActivityTracker
+    from greenroom.activity import ActivityTracker
 
 __all__ = ["BlockingPool"]
 

@@ -47,10 +47,10 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
-from actors.futures import in_handler
+from greenroom.actors.futures import in_handler
 
 if TYPE_CHECKING:
-    from actors.mailbox import Mailbox
+    from greenroom.actors.mailbox import Mailbox
 
 __all__ = ["put_running_here"]
 

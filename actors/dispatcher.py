@@ -7,7 +7,7 @@ one flooded actor cannot starve the others: any runnable actor gets a turn after
 most one turn of every actor queued ahead of it.
 
 One thread at a time, and memory visibility. An actor is in the run queue or on a
-worker at most once (the mailbox's `scheduled` flag, see `actors.mailbox`), so its
+worker at most once (the mailbox's `scheduled` flag, see `greenroom.actors.mailbox`), so its
 handlers never overlap. Consecutive turns of one actor may run on different workers;
 what one turn wrote is visible to the next because the actor can only pass from one
 worker to the next through synchronising operations: the run queue (`deque` append
@@ -25,7 +25,7 @@ import threading
 from collections import deque
 from typing import Any, Protocol
 
-from runtime.clock import stopwatch
+from greenroom.clock import stopwatch
 
 __all__ = ["Dispatcher", "Runnable", "join_threads"]
 

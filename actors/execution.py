@@ -8,7 +8,7 @@ every query of the round, the actor sends the answers into the coroutine, which 
 until its next pause or its end. A paused session costs a suspended coroutine and an
 idle actor. The strategy's steps between pauses run in the actor's turns, on a
 dispatcher thread or on the host thread waiting in `rt.feed` (see
-`actors.caller_runs`), so a CPU-heavy async strategy holds that thread while it
+`greenroom.actors.caller_runs`), so a CPU-heavy async strategy holds that thread while it
 computes (the slow-handler warning names it); put heavy computing in a plain `def` strategy instead.
 
 Awaiting anything other than `ctx.llm` / `ctx.llm_batch` (such as `asyncio.sleep`)
@@ -23,7 +23,7 @@ status calls never wait for a busy session.
 
 Any exception from an async strategy, `BaseException`s such as `SystemExit` or
 `KeyboardInterrupt` included (no Python signal handler runs inside a turn, except a
-second Ctrl-C during one long turn on the main thread: see `actors.caller_runs`; so
+second Ctrl-C during one long turn on the main thread: see `greenroom.actors.caller_runs`; so
 one there was raised by the strategy itself), ends the session in `error`, as on the
 thread path; so does any failure while turning the strategy's outcome into a result
 (a return value whose serialisation raises, an exception whose `__str__` raises).
@@ -55,10 +55,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from pykka import ActorDeadError
-
-from actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
-from runtime.errors import (
+from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
+from greenroom.errors import (
     AlreadyResponded,
     ExecutionCancelled,
     InvalidInput,
@@ -66,14 +64,14 @@ from runtime.errors import (
     Stopped,
     UnknownQuery,
 )
-from runtime.execution_registry import (
+from greenroom.execution_registry import (
     ENDED,
     ExecutionRegistry,
     LiveEntry,
     LiveSnapshot,
     RetainedResult,
 )
-from runtime.executions import (
+from greenroom.executions import (
     MAX_LOG_CHARS,
     TERMINAL_STATES,
     ExecutionContext,
@@ -85,10 +83,11 @@ from runtime.executions import (
     describe_error,
     json_value,
 )
+from pykka import ActorDeadError
 
 if TYPE_CHECKING:
-    from actors.blocking import BlockingPool
-    from runtime.activity import ActivityTracker
+    from greenroom.activity import ActivityTracker
+    from greenroom.actors.blocking import BlockingPool
 
 __all__ = [
     "BEGIN",

@@ -14,11 +14,10 @@ import logging
 from typing import Any
 
 import attrs
+from greenroom.actors.base import ActorContext, GreenroomActor
+from greenroom.actors.execution import Reap
+from greenroom.execution_registry import ExecutionRegistry
 from pykka import ActorDeadError
-
-from actors.base import ActorContext, GreenroomActor
-from actors.execution import Reap
-from runtime.execution_registry import ExecutionRegistry
 
 __all__ = ["COLLECT", "Collect", "ExecutionGC", "GcPass"]
 

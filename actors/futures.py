@@ -14,7 +14,7 @@ two differences:
 A timed-out `get` raises `FutureTimeout`, which is both a greenroom `Timeout` and a
 `pykka.Timeout`.
 
-Two additions serve code that must not wait on a thread at all (`runtime.aio`, the
+Two additions serve code that must not wait on a thread at all (`greenroom.aio`, the
 asyncio facade): `add_done_callback(fn)` runs `fn(future)` once the future resolves,
 on the thread that resolves it (at once, on the caller's thread, if it already has);
 and `drive(steps)` runs a call written as a generator of the futures it needs (see
@@ -31,9 +31,8 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 import pykka
+from greenroom.errors import FutureTimeout, InvalidTransition
 from pykka._future import _Unset
-
-from runtime.errors import FutureTimeout, InvalidTransition
 
 if TYPE_CHECKING:
     from pykka._types import OptExcInfo
@@ -305,7 +304,7 @@ def drive(steps: Steps[R], timeout: float | None = None) -> R:
     """Run `steps` on this thread, waiting for each future it yields; its return value.
 
     `timeout` bounds each wait (`FutureTimeout` when one runs out; the steps are then
-    abandoned). `runtime.aio` drives the same generators on an event loop instead.
+    abandoned). `greenroom.aio` drives the same generators on an event loop instead.
     """
     try:
         future = next(steps)

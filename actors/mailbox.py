@@ -14,16 +14,15 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from greenroom.actors.messages import describe_message
 from pykka import ActorDeadError
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
-from actors.messages import describe_message
-
 if TYPE_CHECKING:
-    from actors.dispatcher import Dispatcher, Runnable
-    from runtime.activity import ActivityTracker
-    from runtime.metrics import Metrics
+    from greenroom.activity import ActivityTracker
+    from greenroom.actors.dispatcher import Dispatcher, Runnable
+    from greenroom.metrics import Metrics
 
 __all__ = ["Mailbox", "dead_actor_error"]
 
@@ -96,7 +95,7 @@ class Mailbox:
         """Queue a message or envelope; `False` (after answering it as dead) once closed.
 
         With `run_here`, an idle actor's turn runs on the calling thread instead of a
-        worker's (see `actors.caller_runs` for when that is safe).
+        worker's (see `greenroom.actors.caller_runs` for when that is safe).
         """
         if self._closed:
             self.dead_letter(item)

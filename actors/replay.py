@@ -40,11 +40,10 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
+from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef
+from greenroom.cursor import CURSOR_VERSION, ParsedCursor
+from greenroom.replay import TRIMMED, UNAVAILABLE, Gap, ObservationEvent, Replayed, Subscription
 from pykka import ActorDeadError
-
-from actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef
-from runtime.cursor import CURSOR_VERSION, ParsedCursor
-from runtime.replay import TRIMMED, UNAVAILABLE, Gap, ObservationEvent, Replayed, Subscription
 
 __all__ = [
     "RETIRED",
@@ -168,7 +167,7 @@ def gap_after(
 
     `tail` is the buffer's last position ever appended, `revision` the highest it has
     seen, `oldest` the position of its oldest held event (`None`: it holds none). The
-    rules are in `runtime.replay`'s docstring. The facade applies them too, to a
+    rules are in `greenroom.replay`'s docstring. The facade applies them too, to a
     session with no buffer: an empty buffer at the epoch reserved for its next one.
     """
     latest = f"{CURSOR_VERSION}:{epoch}:{revision}:{tail}:{session_id}"

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
-from actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
-from runtime.archive import ARCHIVE_SUFFIXES, archive_block_id, checked_archive_path
-from runtime.blocks import (
+from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
+from greenroom.archive import ARCHIVE_SUFFIXES, archive_block_id, checked_archive_path
+from greenroom.blocks import (
     ARCHIVE_BACKUP,
     ARCHIVE_PATH,
     ARCHIVED_BYTES,
@@ -34,7 +33,7 @@ from runtime.blocks import (
     Block,
     SweepStats,
 )
-from runtime.errors import InvalidTransition, NotFound, Stopped, StorageError
+from greenroom.errors import InvalidTransition, NotFound, Stopped, StorageError
 
 __all__ = ["SWEEP_OUTCOMES", "SweepProgress", "SweepRequest", "SweepSupervisor"]
 

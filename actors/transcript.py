@@ -24,11 +24,10 @@ from collections import deque
 from typing import Any
 
 import attrs
-
-from actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
-from runtime.compaction import choose_cut, context_tokens, default_summarizer
-from runtime.errors import CompactionError, InvalidTransition, NotFound, Stopped, StorageError
-from runtime.logformat import (
+from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
+from greenroom.compaction import choose_cut, context_tokens, default_summarizer
+from greenroom.errors import CompactionError, InvalidTransition, NotFound, Stopped, StorageError
+from greenroom.logformat import (
     LogFile,
     Node,
     TranscriptState,
@@ -39,8 +38,8 @@ from runtime.logformat import (
     leaf_entry,
     message_entry,
 )
-from runtime.pricing import calculate_cost, lookup_pricing
-from runtime.transcripts import (
+from greenroom.pricing import calculate_cost, lookup_pricing
+from greenroom.transcripts import (
     ZERO_USAGE,
     AssistantMessage,
     CompactionConfig,

@@ -78,10 +78,9 @@ from typing import Any
 
 import pykka
 import zstandard
-
-from runtime import FakeClock, Runtime
-from runtime.blocks import LINE_COUNT, SessionStats
-from runtime.clock import stopwatch
+from greenroom import FakeClock, Runtime
+from greenroom.blocks import LINE_COUNT, SessionStats
+from greenroom.clock import stopwatch
 
 from _child import run_child, status_kb  # isort: skip (this folder's own module)
 from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip

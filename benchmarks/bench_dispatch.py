@@ -31,10 +31,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pykka
-
-from actors.base import ActorContext, GreenroomActor
-from runtime import Runtime
-from runtime.clock import stopwatch
+from greenroom import Runtime
+from greenroom.actors.base import ActorContext, GreenroomActor
+from greenroom.clock import stopwatch
 
 from _child import run_child, status_kb  # isort: skip (this folder's own module)
 from _table import Row, add_json_option, figure, write_rows  # isort: skip

@@ -33,10 +33,9 @@ import threading
 from typing import Any
 
 import pykka
-
-from actors.base import GreenroomActor
-from runtime import Runtime, RuntimeConfig
-from runtime.clock import stopwatch
+from greenroom import Runtime, RuntimeConfig
+from greenroom.actors.base import GreenroomActor
+from greenroom.clock import stopwatch
 
 from _child import run_child, status_kb  # isort: skip (this folder's own module)
 from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip

@@ -35,9 +35,8 @@ from typing import Any
 
 import attrs
 import pykka
-
-from runtime import Replayed, Runtime, RuntimeConfig, Subscription
-from runtime.clock import stopwatch
+from greenroom import Replayed, Runtime, RuntimeConfig, Subscription
+from greenroom.clock import stopwatch
 
 from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
 

@@ -23,8 +23,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from runtime.clock import SystemClock
-from runtime.store import Store
+from greenroom.clock import SystemClock
+from greenroom.store import Store
 
 from _table import Row, add_json_option, figure, write_rows  # isort: skip
 

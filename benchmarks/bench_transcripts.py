@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from runtime import (
+from greenroom import (
     AssistantMessage,
     CompactionConfig,
     Runtime,
@@ -40,8 +40,8 @@ from runtime import (
     Usage,
     UserMessage,
 )
-from runtime.clock import stopwatch
-from runtime.logformat import iso_utc, message_to_json
+from greenroom.clock import stopwatch
+from greenroom.logformat import iso_utc, message_to_json
 
 from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
 

@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import TextIO
 
 import attrs
-
-from runtime.clock import stopwatch
-from runtime.errors import InvalidInput
+from greenroom.clock import stopwatch
+from greenroom.errors import InvalidInput
 
 from _table import Row, read_rows  # isort: skip (this folder's own module)
 

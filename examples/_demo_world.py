@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from runtime import AssistantMessage, CompactionSummary, UserMessage
+from greenroom import AssistantMessage, CompactionSummary, UserMessage
 
 __all__ = [
     "AGENTS",

@@ -43,8 +43,7 @@ from _demo_world import (
     turn_lines,
     turn_texts,
 )
-
-from runtime import (
+from greenroom import (
     AssistantMessage,
     Block,
     CompactionConfig,
@@ -64,8 +63,8 @@ from runtime import (
     Usage,
     UserMessage,
 )
-from runtime.errors import NotFound, Timeout
-from runtime.pricing import BUILTIN_PRICING
+from greenroom.errors import NotFound, Timeout
+from greenroom.pricing import BUILTIN_PRICING
 
 DB = Path("demo.db")
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

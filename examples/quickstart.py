@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from actors.base import ActorContext, GreenroomActor
-from runtime import FakeClock, Runtime
+from greenroom import FakeClock, Runtime
+from greenroom.actors.base import ActorContext, GreenroomActor
 
 
 class PaneWatcher(GreenroomActor):

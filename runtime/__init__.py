@@ -1,18 +1,19 @@
 """greenroom: an actor runtime for AI-agent sessions.
 
-    from runtime import Runtime, RuntimeConfig, FakeClock, SystemClock
+    from greenroom import Runtime, RuntimeConfig, FakeClock, SystemClock
 
 Each part's records are importable from here too: blocks (`Block`, `SessionStats`,
 ...), executions (`FeedResult`, `LlmRequest`), transcripts (`UserMessage`,
 `Transcript`, `CompactionConfig`, ...) and replay buffers (`ObservationEvent`,
-`Replayed`, `Gap`, `Subscription`). Errors live in `runtime.errors`; the actor base in
-`actors.base`.
+`Replayed`, `Gap`, `Subscription`). Errors live in `greenroom.errors`; the actor base in
+`greenroom.actors.base`.
 """
 
 import logging
-from typing import TYPE_CHECKING, Any
 
-from runtime.blocks import (
+from greenroom.actors.sweeper import SweepProgress
+from greenroom.aio import AsyncRuntime
+from greenroom.blocks import (
     ArchiveResult,
     Block,
     OutputRead,
@@ -20,13 +21,27 @@ from runtime.blocks import (
     SessionStats,
     SweepStats,
 )
-from runtime.clock import Clock, FakeClock, SystemClock, TimerHandle
-from runtime.config import RuntimeConfig
-from runtime.models import FileInfo, StoredObject
-from runtime.store import Store
-
-if TYPE_CHECKING:
-    from runtime.runtime import Runtime
+from greenroom.clock import Clock, FakeClock, SystemClock, TimerHandle
+from greenroom.config import RuntimeConfig
+from greenroom.executions import FeedResult, LlmRequest
+from greenroom.models import FileInfo, StoredObject
+from greenroom.pricing import CostBreakdown, ModelPricing
+from greenroom.replay import Gap, ObservationEvent, Replayed, Subscription
+from greenroom.runtime import Runtime
+from greenroom.store import Store
+from greenroom.transcripts import (
+    AssistantMessage,
+    CompactionConfig,
+    CompactionResult,
+    CompactionSummary,
+    RecoveryReport,
+    ToolCall,
+    ToolResult,
+    Transcript,
+    TurnResult,
+    Usage,
+    UserMessage,
+)
 
 __all__ = [
     "ArchiveResult",
@@ -71,44 +86,3 @@ __version__ = "0.1.0.dev0"
 
 # A library logs but never configures logging; hosts attach their own handlers.
 logging.getLogger("greenroom").addHandler(logging.NullHandler())
-
-
-# Loaded on first use: `Runtime` wires in the actors package, which itself imports
-# runtime.errors, so importing it here would make `import actors.base` circular.
-_LAZY = {
-    "Runtime": "runtime.runtime",
-    "AsyncRuntime": "runtime.aio",
-    # executions
-    "FeedResult": "runtime.executions",
-    "LlmRequest": "runtime.executions",
-    # transcripts
-    "UserMessage": "runtime.transcripts",
-    "AssistantMessage": "runtime.transcripts",
-    "ToolCall": "runtime.transcripts",
-    "ToolResult": "runtime.transcripts",
-    "Usage": "runtime.transcripts",
-    "CompactionSummary": "runtime.transcripts",
-    "CompactionConfig": "runtime.transcripts",
-    "CompactionResult": "runtime.transcripts",
-    "TurnResult": "runtime.transcripts",
-    "Transcript": "runtime.transcripts",
-    "RecoveryReport": "runtime.transcripts",
-    "CostBreakdown": "runtime.pricing",
-    "ModelPricing": "runtime.pricing",
-    # blocks
-    "SweepProgress": "actors.sweeper",
-    # replay buffers
-    "ObservationEvent": "runtime.replay",
-    "Replayed": "runtime.replay",
-    "Gap": "runtime.replay",
-    "Subscription": "runtime.replay",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)

@@ -20,7 +20,7 @@ blocking `get()` on a future that is not resolved yet.
 
 Semantics. Every method has the same name, arguments, results and errors as the `Runtime`
 method it mirrors, and shares its code: the checks and the result rules of executions
-(`ExecutionsAPI._exec_*`), the retry steps of replay calls (`actors.futures.Steps`,
+(`ExecutionsAPI._exec_*`), the retry steps of replay calls (`greenroom.actors.futures.Steps`,
 driven here on the loop instead of a thread). Timeouts (`start_execution`, `feed`,
 `feed_many`) are kept by the loop (`asyncio.timeout`), in real seconds, and raise the
 same `ExecutionTimeout`.
@@ -50,11 +50,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from pykka import ActorDeadError
-
-from actors.futures import GreenroomFuture, Steps
-from runtime import executions_api
-from runtime.blocks import (
+from greenroom import executions_api
+from greenroom.actors.futures import GreenroomFuture, Steps
+from greenroom.blocks import (
     ArchiveResult,
     Block,
     OutputRead,
@@ -63,9 +61,9 @@ from runtime.blocks import (
     line_message,
     output_message,
 )
-from runtime.errors import InvalidInput, Stopped, SubscriberLagged, Timeout
-from runtime.executions import FeedResult
-from runtime.replay import (
+from greenroom.errors import InvalidInput, Stopped, SubscriberLagged, Timeout
+from greenroom.executions import FeedResult
+from greenroom.replay import (
     Gap,
     ObservationEvent,
     Replayed,
@@ -73,12 +71,13 @@ from runtime.replay import (
     adopt_subscribed,
     wait_limit,
 )
-from runtime.runtime import Runtime
+from greenroom.runtime import Runtime
+from pykka import ActorDeadError
 
 if TYPE_CHECKING:
-    from runtime.clock import Clock
-    from runtime.config import RuntimeConfig
-    from runtime.replay_api import _PendingSubscribe
+    from greenroom.clock import Clock
+    from greenroom.config import RuntimeConfig
+    from greenroom.replay_api import _PendingSubscribe
 
 __all__ = ["AsyncBlock", "AsyncFollower", "AsyncRuntime", "wrap_future"]
 
@@ -158,7 +157,7 @@ def wrap_future(
 
 
 async def _drive(steps: Steps[T]) -> T:
-    """Run `steps` (see `actors.futures.drive`) on the loop: each future is awaited."""
+    """Run `steps` (see `greenroom.actors.futures.drive`) on the loop: each future is awaited."""
     try:
         future = next(steps)
         while True:

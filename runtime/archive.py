@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import zstandard
-
-from runtime.errors import InvalidInput, StorageError
+from greenroom.errors import InvalidInput, StorageError
 
 __all__ = [
     "ARCHIVE_SUFFIXES",

@@ -6,7 +6,7 @@
     block.archive()                         # ArchiveResult(archived_bytes=16, path=...)
     block.read_output().data                # read back from the archive, transparently
 
-Every block is served by its own actor (`actors.block.BlockActor`), so appends,
+Every block is served by its own actor (`greenroom.actors.block.BlockActor`), so appends,
 flushes, archiving and restoring of one block never race.
 """
 
@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pykka
-
-from runtime.errors import InvalidInput
+from greenroom.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from actors.base import GreenroomActorRef
+    from greenroom.actors.base import GreenroomActorRef
 
 __all__ = [
     "ArchiveResult",
@@ -123,7 +122,7 @@ def count_lines(data: bytes) -> int:
 
 def output_message(data: Any) -> Any:
     """The message `append_output(data)` tells the block's actor; `InvalidInput` if bad."""
-    from actors.block import AppendOutput
+    from greenroom.actors.block import AppendOutput
 
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidInput(f"append_output takes bytes, got {type(data).__name__}")
@@ -132,7 +131,7 @@ def output_message(data: Any) -> Any:
 
 def line_message(n_bytes: Any) -> Any:
     """The message `record_line(n_bytes)` tells the block's actor; `InvalidInput` if bad."""
-    from actors.block import RecordLine
+    from greenroom.actors.block import RecordLine
 
     if isinstance(n_bytes, bool) or not isinstance(n_bytes, int) or n_bytes < 0:
         raise InvalidInput(f"record_line takes a byte count >= 0, got {n_bytes!r}")
@@ -188,7 +187,7 @@ class Block:
         """Call the actor's method `name` without waiting; the answer's future.
 
         `ActorDeadError` (raised, or in the future) means the call was not delivered:
-        reconnect and send it again (what `_ask` does; `runtime.aio` awaits the future).
+        reconnect and send it again (what `_ask` does; `greenroom.aio` awaits the future).
         """
         return getattr(self._proxy, name)(*args)
 

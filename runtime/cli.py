@@ -23,11 +23,11 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
-from runtime.cli_blocks import run_archive, run_blocks, run_export, run_restore, run_show
-from runtime.cli_common import PROG, one_line
-from runtime.cli_sweep import parse_byte_count, parse_days, run_sweep
-from runtime.cli_transcript import run_transcript
-from runtime.errors import GreenroomError, StorageError
+from greenroom.cli_blocks import run_archive, run_blocks, run_export, run_restore, run_show
+from greenroom.cli_common import PROG, one_line
+from greenroom.cli_sweep import parse_byte_count, parse_days, run_sweep
+from greenroom.cli_transcript import run_transcript
+from greenroom.errors import GreenroomError, StorageError
 
 __all__ = ["build_parser", "main"]
 
@@ -122,7 +122,7 @@ class _CommandParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `greenroom` and its commands."""
-    from runtime import __version__
+    from greenroom import __version__
 
     parser = argparse.ArgumentParser(
         prog=PROG,

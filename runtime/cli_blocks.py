@@ -17,21 +17,21 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.archive import check_block_id, checked_archive_path
-from runtime.blocks import (
+from greenroom.archive import check_block_id, checked_archive_path
+from greenroom.blocks import (
     ARCHIVE_PATH,
     ARCHIVED_AT,
     ARCHIVED_BYTES,
     PRUNED_AT,
     SessionStats,
 )
-from runtime.cli_common import CliError, emit_json, iso, open_database, plural, print_table, say
-from runtime.errors import InvalidTransition, NotFound, StorageError
+from greenroom.cli_common import CliError, emit_json, iso, open_database, plural, print_table, say
+from greenroom.errors import InvalidTransition, NotFound, StorageError
 
 if TYPE_CHECKING:
-    from runtime.models import StoredObject
-    from runtime.runtime import Runtime
-    from runtime.store import Store
+    from greenroom.models import StoredObject
+    from greenroom.runtime import Runtime
+    from greenroom.store import Store
 
 # The database file and the files SQLite keeps beside it.
 _DB_SUFFIXES = ("", "-wal", "-shm", "-journal")

@@ -15,10 +15,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.errors import GreenroomError, NotFound, StorageError
+from greenroom.errors import GreenroomError, NotFound, StorageError
 
 if TYPE_CHECKING:
-    from runtime.runtime import Runtime
+    from greenroom.runtime import Runtime
 
 __all__ = [
     "PROG",
@@ -77,7 +77,7 @@ def iso(ms: int | None) -> str | None:
     """Unix milliseconds as ISO-8601 UTC (`2026-01-01T00:00:00.000Z`); `None` for 0."""
     if not ms:
         return None
-    from runtime.logformat import iso_utc
+    from greenroom.logformat import iso_utc
 
     return iso_utc(ms)
 
@@ -142,8 +142,8 @@ def check_database(path: Path) -> None:
 def open_database(db: str, archive_dir: str | None) -> Iterator[Runtime]:
     """A runtime on the existing database `db` (real clock, no timed sweeps), closed
     on every way out."""
-    from runtime.config import RuntimeConfig
-    from runtime.runtime import Runtime
+    from greenroom.config import RuntimeConfig
+    from greenroom.runtime import Runtime
 
     path = Path(db)
     check_database(path)

@@ -11,11 +11,11 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from runtime.cli_common import emit_json, open_database, plural, say, warn
-from runtime.clock import stopwatch
+from greenroom.cli_common import emit_json, open_database, plural, say, warn
+from greenroom.clock import stopwatch
 
 if TYPE_CHECKING:
-    from actors.sweeper import SweepProgress
+    from greenroom.actors.sweeper import SweepProgress
 
 __all__ = ["ProgressBar", "parse_byte_count", "parse_days", "run_sweep"]
 

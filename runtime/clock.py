@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from runtime.errors import InvalidInput, InvalidTransition, SettleTimeout
+from greenroom.errors import InvalidInput, InvalidTransition, SettleTimeout
 
 __all__ = ["Clock", "FakeClock", "Quiescent", "SystemClock", "TimerHandle", "stopwatch"]
 

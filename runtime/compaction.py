@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from runtime.transcripts import (
+from greenroom.transcripts import (
     AssistantMessage,
     CompactionSummary,
     Message,
@@ -26,7 +26,7 @@ from runtime.transcripts import (
 )
 
 if TYPE_CHECKING:
-    from runtime.logformat import Node
+    from greenroom.logformat import Node
 
 __all__ = ["choose_cut", "context_tokens", "default_summarizer", "straddled_cuts"]
 

@@ -6,8 +6,7 @@ import math
 from typing import Any
 
 import attrs
-
-from runtime.errors import InvalidInput
+from greenroom.errors import InvalidInput
 
 __all__ = ["RuntimeConfig"]
 
@@ -64,7 +63,7 @@ def _pricing(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         )
     if value:
         # Imported here: the pricing module is the transcripts' and imports this one.
-        from runtime.pricing import check_pricing_table
+        from greenroom.pricing import check_pricing_table
 
         check_pricing_table(value)
 
@@ -118,7 +117,7 @@ class RuntimeConfig:
     caller_runs: bool = attrs.field(default=True, validator=_bool)
     """A thread that asks an idle actor and waits for the answer with no timeout runs
     the actor's turn itself instead of waking a dispatcher worker (see
-    `actors.caller_runs`); `False` sends every turn to the workers."""
+    `greenroom.actors.caller_runs`); `False` sends every turn to the workers."""
 
     slow_handler_warning_s: float | None = attrs.field(
         default=0.1, validator=_optional_positive_number

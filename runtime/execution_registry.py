@@ -1,6 +1,6 @@
 """`ExecutionRegistry`: where the runtime finds execution sessions, live or finished.
 
-A live session is an actor (`actors.execution.ExecutionActor`); the registry maps its
+A live session is an actor (`greenroom.actors.execution.ExecutionActor`); the registry maps its
 id to a `LiveEntry`: the actor's ref, the clock time it was last active (which the
 actor updates and the GC supervisor reads), a `LiveSnapshot` of its state that the
 actor replaces at every change (so `Runtime.execution_status` answers without asking
@@ -19,15 +19,14 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import attrs
-
-from runtime.errors import AlreadyResponded, InvalidTransition
-from runtime.executions import ExecutionStats, FeedResult, answer_digest
+from greenroom.errors import AlreadyResponded, InvalidTransition
+from greenroom.executions import ExecutionStats, FeedResult, answer_digest
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from actors.base import GreenroomActorRef
-    from runtime.metrics import Metrics
+    from greenroom.actors.base import GreenroomActorRef
+    from greenroom.metrics import Metrics
 
 __all__ = ["ENDED", "ExecutionRegistry", "LiveEntry", "LiveSnapshot", "RetainedResult"]
 

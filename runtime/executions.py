@@ -3,7 +3,7 @@
 An execution runs a *strategy*. Whenever the strategy needs the host's LLM it pauses
 with one or more queries; the host answers them (`Runtime.feed` / `feed_many`), and
 once all are answered the strategy resumes. Each session is served by its own actor
-(`actors.execution.ExecutionActor`).
+(`greenroom.actors.execution.ExecutionActor`).
 
     async def strategy(ctx, topic):
         outline = await ctx.llm(f"Outline an essay on {topic}", max_tokens=200)
@@ -29,12 +29,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
-
-from runtime.errors import InvalidInput
-from runtime.jsonvalue import json_copy
+from greenroom.errors import InvalidInput
+from greenroom.jsonvalue import json_copy
 
 if TYPE_CHECKING:
-    from runtime.clock import Clock
+    from greenroom.clock import Clock
 
 __all__ = [
     "FEED_STATUSES",

@@ -6,7 +6,7 @@
     rt.execution_status(sid)                                # {"state": "paused", ...}
     rt.cancel(sid)                                          # FeedResult "cancelled"
 
-See `runtime.executions` for the records and `actors.execution` for how a session
+See `greenroom.executions` for the records and `greenroom.actors.execution` for how a session
 drives its strategy.
 
 Where these may be called: `start_execution`, `feed`, `feed_many` and `cancel` wait for
@@ -29,10 +29,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pykka import ActorDeadError
-
-from actors.execution import BEGIN, Cancel, ExecutionActor, Feed
-from runtime.errors import (
+from greenroom.actors.execution import BEGIN, Cancel, ExecutionActor, Feed
+from greenroom.errors import (
     ExecutionTimeout,
     FutureTimeout,
     GreenroomError,
@@ -41,18 +39,19 @@ from runtime.errors import (
     NotFound,
     Stopped,
 )
-from runtime.execution_registry import ENDED, ExecutionRegistry
-from runtime.executions import FeedResult, check_usage
+from greenroom.execution_registry import ENDED, ExecutionRegistry
+from greenroom.executions import FeedResult, check_usage
+from pykka import ActorDeadError
 
 if TYPE_CHECKING:
-    from actors.base import GreenroomActorRef
-    from actors.blocking import BlockingPool
-    from actors.futures import GreenroomFuture
-    from runtime.activity import ActivityTracker
-    from runtime.clock import Clock
-    from runtime.config import RuntimeConfig
-    from runtime.execution_registry import LiveEntry
-    from runtime.metrics import Metrics
+    from greenroom.activity import ActivityTracker
+    from greenroom.actors.base import GreenroomActorRef
+    from greenroom.actors.blocking import BlockingPool
+    from greenroom.actors.futures import GreenroomFuture
+    from greenroom.clock import Clock
+    from greenroom.config import RuntimeConfig
+    from greenroom.execution_registry import LiveEntry
+    from greenroom.metrics import Metrics
 
 __all__ = ["CANCEL_WAIT_S", "ExecutionsAPI"]
 
@@ -198,7 +197,7 @@ class ExecutionsAPI:
         """Start the execution GC supervisor once; its ref."""
         with self._exec_lock:
             if self._exec_gc is None:
-                from actors.execution_gc import ExecutionGC
+                from greenroom.actors.execution_gc import ExecutionGC
 
                 self._exec_gc = self.spawn(
                     ExecutionGC, self._exec_registry, actor_id="execution-gc"
@@ -211,7 +210,7 @@ class ExecutionsAPI:
             if self._strategy_pool is None:
                 if self._closed:
                     raise Stopped("the runtime is closed; no strategy starts")
-                from actors.blocking import BlockingPool
+                from greenroom.actors.blocking import BlockingPool
 
                 # Jobs are submitted untracked: a strategy counts as work in progress
                 # only while it runs, not while it waits for the host's answers.
@@ -352,7 +351,7 @@ class ExecutionsAPI:
     # Each call is split into a part that checks and sends without waiting (returning
     # the future of the session's answer) and a part that turns the resolved answer
     # into the result or the error. The methods above wait in between on this thread;
-    # `runtime.aio` awaits the same futures on an event loop, so both faces share every
+    # `greenroom.aio` awaits the same futures on an event loop, so both faces share every
     # check and every result rule.
 
     def _exec_start(

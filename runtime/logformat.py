@@ -41,8 +41,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from runtime.errors import InvalidInput, StorageError
-from runtime.transcripts import (
+from greenroom.errors import InvalidInput, StorageError
+from greenroom.transcripts import (
     ZERO_USAGE,
     AssistantMessage,
     CompactionConfig,
@@ -417,7 +417,7 @@ def _lock(fd: int, path: Path) -> None:
     try:
         _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
     except BlockingIOError:
-        from runtime.errors import InvalidTransition
+        from greenroom.errors import InvalidTransition
 
         raise InvalidTransition(
             f"transcript file {str(path)!r} is open already (in this or another process); "
@@ -476,7 +476,7 @@ class LogFile:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         except FileNotFoundError:
-            from runtime.errors import NotFound
+            from greenroom.errors import NotFound
 
             raise NotFound(f"no transcript file at {str(path)!r}") from None
         except OSError as error:
@@ -680,7 +680,7 @@ def load(path: Path, *, repair: bool) -> Loaded:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        from runtime.errors import NotFound
+        from greenroom.errors import NotFound
 
         raise NotFound(f"no transcript file at {str(path)!r}") from None
     except OSError as error:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from runtime.errors import InvalidInput
+from greenroom.errors import InvalidInput
 
 __all__ = ["apply_update", "dumps_meta", "merge_meta", "validate_update"]
 

@@ -19,11 +19,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
-
-from runtime.errors import InvalidInput
+from greenroom.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from runtime.transcripts import Usage
+    from greenroom.transcripts import Usage
 
 __all__ = [
     "BUILTIN_PRICING",

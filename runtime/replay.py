@@ -25,7 +25,7 @@ Gap rules, checked in this order (`Gap.detail` says which one applied):
   A session with no buffer (none made yet, or dropped) answers reads as an empty
   buffer at the epoch reserved for its next buffer, without making one: so every
   cursor of it is `unavailable` except that reserved epoch's own at position 0, which
-  replays nothing (see `runtime.replay_api`).
+  replays nothing (see `greenroom.replay_api`).
 * `trimmed`: events after the cursor were trimmed (`max_events_per_session`,
   `max_event_age_s`); `Gap.oldest_position` is the oldest position still held.
 
@@ -52,10 +52,9 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
 import attrs
-
-from actors.futures import in_handler
-from runtime.clock import stopwatch
-from runtime.errors import InvalidInput, InvalidTransition, Stopped, SubscriberLagged, Timeout
+from greenroom.actors.futures import in_handler
+from greenroom.clock import stopwatch
+from greenroom.errors import InvalidInput, InvalidTransition, Stopped, SubscriberLagged, Timeout
 
 __all__ = [
     "TRIMMED",
@@ -209,7 +208,7 @@ class Subscription:
         self._live: deque[ObservationEvent] = deque()
         # A lock per waiting call, held until the buffer (or a close) releases it:
         # waking a waiter costs one C-level release, not a condition's notify. An
-        # asyncio waiter (`runtime.aio`) lists an object whose `release` wakes its loop.
+        # asyncio waiter (`greenroom.aio`) lists an object whose `release` wakes its loop.
         self._waiters: list[_Releasable] = []
         self._state = _OPEN
         self._missed = 0
@@ -289,7 +288,7 @@ class Subscription:
 
         A registered `waker` has its `release()` called once, under this subscription's
         mutex on the buffer's (or the closer's) thread, at the next put or end: it must
-        only hand the news on (`runtime.aio` calls its loop's `call_soon_threadsafe`).
+        only hand the news on (`greenroom.aio` calls its loop's `call_soon_threadsafe`).
         Raises as `next_event` does once the subscription is over and drained.
         """
         with self._mutex:
@@ -437,7 +436,7 @@ class _FollowerState(Protocol):
 
 
 def adopt_subscribed(follower: _FollowerState, result: Subscription | Gap) -> None:
-    """Take a subscribe's answer into a follower (this module's, or `runtime.aio`'s):
+    """Take a subscribe's answer into a follower (this module's, or `greenroom.aio`'s):
     a subscription to read from, or a gap to yield and go on after. Closed meanwhile:
     the new subscription is closed at once."""
     with follower._lock:

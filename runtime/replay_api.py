@@ -8,7 +8,7 @@
     for item in rt.follow(start):   # events and gaps; recovers from lags by itself
         ...
 
-Each session's buffer is a `ReplayBuffer` actor (`actors.replay`), made on first use
+Each session's buffer is a `ReplayBuffer` actor (`greenroom.actors.replay`), made on first use
 by a call that needs one: `replay_append`, `replay_publish`, `current_cursor` (a
 cursor names a buffer incarnation, so there must be one to name) and a
 `subscribe_after` that registers a subscriber. Reads never make one: `replay_after`
@@ -19,8 +19,8 @@ buffer: `Gap(unavailable)` for any cursor but that reserved epoch's own at posit
 resuming from it replays everything appended from then on. Reservations are held for
 the last `_MAX_RESERVED` sessions asked about; a client resuming from an older one
 gets another `Gap(unavailable)`, never a wrong replay. An empty buffer nobody
-subscribes to is dropped again once idle for `max_event_age_s`. See `runtime.replay`
-for the gap rules and `runtime.cursor` for the cursor format.
+subscribes to is dropped again once idle for `max_event_age_s`. See `greenroom.replay`
+for the gap rules and `greenroom.cursor` for the cursor format.
 
 Publishing: `replay_publish` / `replay_publish_many` tell the buffer instead of
 asking it, so they never wait (usable inside actor handlers) and the buffer handles
@@ -44,11 +44,9 @@ from collections.abc import Callable, Iterable, Mapping, MappingView, Set
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from pykka import ActorDeadError
-
-from actors.base import current_actor
-from actors.futures import GreenroomFuture, Steps, drive
-from actors.replay import (
+from greenroom.actors.base import current_actor
+from greenroom.actors.futures import GreenroomFuture, Steps, drive
+from greenroom.actors.replay import (
     RETIRED,
     Append,
     BufferSlot,
@@ -60,16 +58,17 @@ from actors.replay import (
     Unsubscribe,
     gap_after,
 )
-from runtime.clock import stopwatch
-from runtime.cursor import MAX_CURSOR_INT, ParsedCursor, parse_cursor
-from runtime.errors import FutureTimeout, InvalidInput, InvalidTransition
-from runtime.replay import Follower, Gap, ObservationEvent, Replayed, Subscription, wait_limit
+from greenroom.clock import stopwatch
+from greenroom.cursor import MAX_CURSOR_INT, ParsedCursor, parse_cursor
+from greenroom.errors import FutureTimeout, InvalidInput, InvalidTransition
+from greenroom.replay import Follower, Gap, ObservationEvent, Replayed, Subscription, wait_limit
+from pykka import ActorDeadError
 
 if TYPE_CHECKING:
-    from actors.base import GreenroomActorRef
-    from runtime.clock import Clock
-    from runtime.config import RuntimeConfig
-    from runtime.metrics import Metrics
+    from greenroom.actors.base import GreenroomActorRef
+    from greenroom.clock import Clock
+    from greenroom.config import RuntimeConfig
+    from greenroom.metrics import Metrics
 
 __all__ = ["ReplayAPI"]
 
@@ -270,8 +269,8 @@ class ReplayAPI:
     def _replay_ask_steps(
         self, session_id: str, message: Any, *, make: bool = True, here: bool = False
     ) -> Steps[Any]:
-        """`_replay_ask` as steps (`actors.futures.drive`): yields the ask's future, so
-        the asyncio facade (`runtime.aio`) can await it. With `here`, the buffer's turn
+        """`_replay_ask` as steps (`greenroom.actors.futures.drive`): yields the ask's future, so
+        the asyncio facade (`greenroom.aio`) can await it. With `here`, the buffer's turn
         may run on this thread when the future is sent (only for a caller that is about
         to wait with no timeout)."""
         self._refuse_in_handler()

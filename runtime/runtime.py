@@ -15,18 +15,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
-from actors.block import BlockActor
-from actors.block_writer import BlockWriter
-from actors.blocking import BlockingPool
-from actors.dispatcher import Dispatcher
-from actors.sweeper import SweepProgress, SweepRequest, SweepSupervisor
-from runtime.activity import ActivityTracker
-from runtime.archive import check_block_id
-from runtime.blocks import Block, SweepStats
-from runtime.clock import Clock, SystemClock
-from runtime.config import RuntimeConfig
-from runtime.errors import (
+from greenroom.activity import ActivityTracker
+from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
+from greenroom.actors.block import BlockActor
+from greenroom.actors.block_writer import BlockWriter
+from greenroom.actors.blocking import BlockingPool
+from greenroom.actors.dispatcher import Dispatcher
+from greenroom.actors.sweeper import SweepProgress, SweepRequest, SweepSupervisor
+from greenroom.archive import check_block_id
+from greenroom.blocks import Block, SweepStats
+from greenroom.clock import Clock, SystemClock
+from greenroom.config import RuntimeConfig
+from greenroom.errors import (
     InvalidInput,
     InvalidTransition,
     NotFound,
@@ -34,11 +34,11 @@ from runtime.errors import (
     Stopped,
     Timeout,
 )
-from runtime.executions_api import ExecutionsAPI
-from runtime.metrics import Metrics
-from runtime.replay_api import ReplayAPI
-from runtime.store import Store
-from runtime.transcripts_api import TranscriptsAPI
+from greenroom.executions_api import ExecutionsAPI
+from greenroom.metrics import Metrics
+from greenroom.replay_api import ReplayAPI
+from greenroom.store import Store
+from greenroom.transcripts_api import TranscriptsAPI
 
 __all__ = ["Runtime"]
 

@@ -31,9 +31,8 @@ from typing import Any, TypeVar
 
 import attrs
 import sqlite_utils
-
-from runtime.clock import SystemClock
-from runtime.errors import (
+from greenroom.clock import SystemClock
+from greenroom.errors import (
     Conflict,
     InvalidInput,
     InvalidTransition,
@@ -42,8 +41,8 @@ from runtime.errors import (
     Stopped,
     StorageError,
 )
-from runtime.meta import apply_update, dumps_meta, merge_meta, validate_update
-from runtime.models import FileInfo, StoredObject
+from greenroom.meta import apply_update, dumps_meta, merge_meta, validate_update
+from greenroom.models import FileInfo, StoredObject
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -475,7 +474,7 @@ class Store:
     def update_meta(self, kind: str, object_id: str, update: Mapping[str, Any]) -> StoredObject:
         """Merge `update` into the object's metadata in one transaction; bump its version.
 
-        Merge rules (see `runtime.meta.merge_meta`): `"prefix:*": True` first deletes
+        Merge rules (see `greenroom.meta.merge_meta`): `"prefix:*": True` first deletes
         `prefix` and every `prefix:...` key; then `None` deletes a key and any other
         value overwrites it. `NotFound` for an unknown object, `InvalidInput` for a
         malformed update; either way nothing changes.

@@ -1,7 +1,7 @@
 """Transcripts: the message model, compaction settings, results, and the `Transcript` handle.
 
 One transcript per agent conversation: an append-only JSONL file, owned by its own
-actor (`actors.transcript.TranscriptActor`), holding every message the host reports at
+actor (`greenroom.actors.transcript.TranscriptActor`), holding every message the host reports at
 the end of each turn, the compactions, and the branch pointers ("leaves").
 
     t = rt.transcript_create(model="anthropic:claude-sonnet-4-5")
@@ -12,7 +12,7 @@ the end of each turn, the compactions, and the branch pointers ("leaves").
     again = rt.transcript_resume(t.path)  # the same context, usage and next entry id
 
 The log format, the recovery rules and the compaction rules are described in
-`runtime.logformat` and `runtime.compaction`.
+`greenroom.logformat` and `greenroom.compaction`.
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
-
-from runtime.errors import InvalidInput, InvalidTransition, Stopped
-from runtime.jsonvalue import json_copy
-from runtime.pricing import CostBreakdown, ModelPricing
+from greenroom.errors import InvalidInput, InvalidTransition, Stopped
+from greenroom.jsonvalue import json_copy
+from greenroom.pricing import CostBreakdown, ModelPricing
 
 if TYPE_CHECKING:
-    from actors.base import GreenroomActorRef
+    from greenroom.actors.base import GreenroomActorRef
 
 __all__ = [
     "DURABILITIES",
@@ -518,9 +517,9 @@ class Transcript:
         """`InvalidTransition` where waiting for this transcript's actor would block: in
         this transcript's own summarizer (the actor waits for it), or in any actor's
         handler (it would hold a shared dispatcher thread while it waits)."""
-        from actors.base import current_actor
-        from actors.transcript import summarizing
-        from runtime.errors import InvalidTransition
+        from greenroom.actors.base import current_actor
+        from greenroom.actors.transcript import summarizing
+        from greenroom.errors import InvalidTransition
 
         if getattr(summarizing, "session", None) == self.session_id:
             raise InvalidTransition(
@@ -566,7 +565,7 @@ class Transcript:
         (do not send it again), its `TurnResult` is the error's `turn` attribute, and
         the transcript stays uncompacted.
         """
-        from actors.transcript import TurnEnd
+        from greenroom.actors.transcript import TurnEnd
 
         if isinstance(new_messages, str | bytes) or not isinstance(new_messages, Sequence):
             raise InvalidInput(
@@ -590,7 +589,7 @@ class Transcript:
         """Compact now, whatever the threshold; `None` when there is nothing to summarise
         (the kept part would be the whole context). `CompactionError` if the summarizer
         failed (nothing changed)."""
-        from actors.transcript import Compact
+        from greenroom.actors.transcript import Compact
 
         if not isinstance(reason, str) or not reason:
             raise InvalidInput(f"reason must be a non-empty str, got {reason!r}")
@@ -600,7 +599,7 @@ class Transcript:
         """Move the active branch to end at `entry_id`, an earlier message or compaction
         entry (branching); the next turn continues from there. `NotFound` for an id
         that is not a message or compaction entry of this transcript."""
-        from actors.transcript import AppendLeaf
+        from greenroom.actors.transcript import AppendLeaf
 
         if not isinstance(entry_id, str) or not entry_id:
             raise InvalidInput(f"entry_id must be a non-empty str, got {entry_id!r}")
@@ -608,37 +607,37 @@ class Transcript:
 
     def context(self) -> list[Message]:
         """The agent buffer: `[summary?, ...kept, ...newer]` on the active branch."""
-        from actors.transcript import GET_CONTEXT
+        from greenroom.actors.transcript import GET_CONTEXT
 
         return self._ask("context()", GET_CONTEXT)
 
     def context_tokens(self) -> int:
         """The estimated size of the current context (what the threshold is checked on)."""
-        from actors.transcript import GET_CONTEXT_TOKENS
+        from greenroom.actors.transcript import GET_CONTEXT_TOKENS
 
         return self._ask("context_tokens()", GET_CONTEXT_TOKENS)
 
     def usage(self) -> Usage:
         """Cumulative usage over the whole file, every branch included."""
-        from actors.transcript import GET_USAGE
+        from greenroom.actors.transcript import GET_USAGE
 
         return self._ask("usage()", GET_USAGE)
 
     def cost(self) -> CostBreakdown | None:
         """What `usage()` cost at the model's pricing; `None` for an unknown model."""
-        from actors.transcript import GET_COST
+        from greenroom.actors.transcript import GET_COST
 
         return self._ask("cost()", GET_COST)
 
     def next_entry_id(self) -> str:
         """The id the next entry written will get (ids continue after a resume)."""
-        from actors.transcript import GET_NEXT_ID
+        from greenroom.actors.transcript import GET_NEXT_ID
 
         return self._ask("next_entry_id()", GET_NEXT_ID)
 
     def leaf_id(self) -> str | None:
         """The entry the active branch ends at (`None` while the transcript is empty)."""
-        from actors.transcript import GET_TIP
+        from greenroom.actors.transcript import GET_TIP
 
         return self._ask("leaf_id()", GET_TIP)
 
@@ -655,9 +654,8 @@ class Transcript:
         the actor stopped anyway. `InvalidTransition` from the transcript's own
         summarizer or an actor's handler, like every call.
         """
+        from greenroom.actors.transcript import CLOSE
         from pykka import ActorDeadError
-
-        from actors.transcript import CLOSE
 
         self._refuse_blocking_call("close()")
         try:

@@ -23,13 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.errors import InvalidInput, InvalidTransition
-from runtime.transcripts import DURABILITIES, CompactionConfig
+from greenroom.errors import InvalidInput, InvalidTransition
+from greenroom.transcripts import DURABILITIES, CompactionConfig
 
 if TYPE_CHECKING:
-    from actors.base import GreenroomActorRef
-    from runtime.logformat import Header, LogFile, TranscriptState
-    from runtime.transcripts import RecoveryReport, Transcript
+    from greenroom.actors.base import GreenroomActorRef
+    from greenroom.logformat import Header, LogFile, TranscriptState
+    from greenroom.transcripts import RecoveryReport, Transcript
 
 __all__ = ["TranscriptsAPI"]
 
@@ -53,8 +53,8 @@ def _create_file(
     folder: Path, make_header: Callable[[str], Header], *, sync: bool
 ) -> tuple[LogFile, Header]:
     """A new `<random id>.jsonl` in `folder`, created exclusively, with its header."""
-    from runtime.errors import StorageError
-    from runtime.logformat import LogFile
+    from greenroom.errors import StorageError
+    from greenroom.logformat import LogFile
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -75,10 +75,10 @@ class TranscriptsAPI:
     """`Runtime` methods for transcripts; `Runtime` inherits them."""
 
     if TYPE_CHECKING:
-        from runtime.clock import Clock
-        from runtime.config import RuntimeConfig
-        from runtime.metrics import Metrics
-        from runtime.store import Store
+        from greenroom.clock import Clock
+        from greenroom.config import RuntimeConfig
+        from greenroom.metrics import Metrics
+        from greenroom.store import Store
 
         _store: Store
         _clock: Clock
@@ -98,7 +98,7 @@ class TranscriptsAPI:
 
     def _transcripts_metrics(self) -> dict[str, int]:
         """This part's counters (at zero until bumped) and gauges for `metrics()`."""
-        from actors.transcript import TranscriptActor
+        from greenroom.actors.transcript import TranscriptActor
 
         with self._lock:  # the runtime's lookup of running actors
             running = sum(1 for ref in self._actors.get(TranscriptActor.kind, {}).values() if ref)
@@ -177,8 +177,8 @@ class TranscriptsAPI:
         `durability` is `"turn"` (one fsync per turn), `"entry"` or `"none"`, `None`
         meaning `RuntimeConfig.transcript_durability`.
         """
-        from runtime.logformat import Header, TranscriptState, iso_utc
-        from runtime.transcripts import RecoveryReport
+        from greenroom.logformat import Header, TranscriptState, iso_utc
+        from greenroom.transcripts import RecoveryReport
 
         self._check_open()
         self._refuse_inside_actor("transcript_create()")
@@ -228,7 +228,7 @@ class TranscriptsAPI:
         `NotFound` when there is no such file, `StorageError` when it is not a
         transcript, `InvalidTransition` when it is open already.
         """
-        from runtime.logformat import LogFile, load
+        from greenroom.logformat import LogFile, load
 
         self._check_open()
         self._refuse_inside_actor("transcript_resume()")
@@ -285,8 +285,8 @@ class TranscriptsAPI:
         (its leaf is copied too), else its assistant messages' own usage; abandoned
         branches are not copied, and neither is what they cost.
         """
-        from runtime.errors import StorageError
-        from runtime.logformat import (
+        from greenroom.errors import StorageError
+        from greenroom.logformat import (
             Header,
             compaction_entry,
             encode,
@@ -296,7 +296,7 @@ class TranscriptsAPI:
             load,
             message_entry,
         )
-        from runtime.transcripts import CompactionSummary
+        from greenroom.transcripts import CompactionSummary
 
         self._check_open()
         self._refuse_inside_actor("transcript_fork()")
@@ -419,8 +419,8 @@ class TranscriptsAPI:
         """Start the transcript's actor on `file`; when that fails the file is closed,
         and removed if it is `new` (made by this create or fork: it holds nothing the
         host was told about)."""
-        from actors.transcript import TranscriptActor
-        from runtime.transcripts import Transcript
+        from greenroom.actors.transcript import TranscriptActor
+        from greenroom.transcripts import Transcript
 
         if file.fsyncs:
             self._metrics.incr("transcript_fsyncs", file.fsyncs)  # the header's, a fork's

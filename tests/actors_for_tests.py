@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from actors.base import ActorContext, GreenroomActor, GreenroomActorRef
+from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef
 
 
 class Block:

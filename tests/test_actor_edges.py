@@ -9,10 +9,9 @@ from typing import Any
 
 import pykka
 import pytest
-
-from actors.base import ActorContext, GreenroomActor
-from runtime import FakeClock, Runtime, RuntimeConfig, SystemClock
-from runtime.errors import InvalidTransition, NotFound
+from greenroom import FakeClock, Runtime, RuntimeConfig, SystemClock
+from greenroom.actors.base import ActorContext, GreenroomActor
+from greenroom.errors import InvalidTransition, NotFound
 
 from .actors_for_tests import Counter
 

@@ -9,9 +9,8 @@ import threading
 
 import pykka
 import pytest
-
-from runtime import FakeClock, Runtime, RuntimeConfig
-from runtime.errors import InvalidInput, InvalidTransition, NotFound, SettleTimeout
+from greenroom import FakeClock, Runtime, RuntimeConfig
+from greenroom.errors import InvalidInput, InvalidTransition, NotFound, SettleTimeout
 
 from .actors_for_tests import BadStart, Block, Counter, Relay, Ticker
 from .conftest import START_MS

@@ -1,4 +1,4 @@
-"""The asyncio facade (`runtime.aio`): coroutines that never block the event loop.
+"""The asyncio facade (`greenroom.aio`): coroutines that never block the event loop.
 
 Each test runs its coroutine with `asyncio.run` (no pytest-asyncio). Waits in tests are
 awaits with real-time bounds or `threading.Event` waits with timeouts, never sleeps:
@@ -19,15 +19,14 @@ from typing import Any, TypeVar
 
 import pykka
 import pytest
-
-from actors.futures import GreenroomFuture, drive
-from actors.replay import ReplayBuffer
-from runtime import FakeClock, Gap, LlmRequest, ObservationEvent, Runtime, RuntimeConfig
-from runtime import executions_api as executions_api_module
-from runtime.aio import AsyncBlock, AsyncFollower, AsyncRuntime, wrap_future
-from runtime.blocks import ArchiveResult, OutputRead, RestoreResult, SessionStats
-from runtime.clock import stopwatch
-from runtime.errors import (
+from greenroom import FakeClock, Gap, LlmRequest, ObservationEvent, Runtime, RuntimeConfig
+from greenroom import executions_api as executions_api_module
+from greenroom.actors.futures import GreenroomFuture, drive
+from greenroom.actors.replay import ReplayBuffer
+from greenroom.aio import AsyncBlock, AsyncFollower, AsyncRuntime, wrap_future
+from greenroom.blocks import ArchiveResult, OutputRead, RestoreResult, SessionStats
+from greenroom.clock import stopwatch
+from greenroom.errors import (
     AlreadyResponded,
     ExecutionCancelled,
     ExecutionTimeout,
@@ -41,6 +40,7 @@ from runtime.errors import (
     UnknownQuery,
     WrongSession,
 )
+
 from tests.actors_for_tests import Counter
 
 T = TypeVar("T")
@@ -429,84 +429,6 @@ def test_the_loop_runs_while_a_feed_waits_for_its_strategy(rt: Runtime) -> None:
         assert done.result == "released"
 
     run(main())
-
-
-def _cpu_step() -> int:
-    # About 0.3 ms of pure-Python work, holding the GIL as a real strategy step would.
-    return sum(i * i for i in range(8_000))
-
-
-async def two_rounds(ctx: Any, n: int) -> str:
-    _cpu_step()
-    first = await ctx.llm(f"first {n}")
-    _cpu_step()
-    second = await ctx.llm(f"second {n}")
-    _cpu_step()
-    return f"{n}:{first}{second}"
-
-
-def test_a_10ms_ticker_keeps_ticking_while_1000_executions_are_fed(rt: Runtime) -> None:
-    """The issue's test: 1,000 executions started and fed to completion from the loop.
-
-    Each execution pauses twice; its three steps do ~0.3 ms of CPU work each on the
-    dispatcher's workers (about 1 s of work in all; the run takes ~1.4 s). 100 tasks
-    drive 10 executions each.
-
-    Bounds. The largest gap between ticks stays under 0.25 s: the loop thread shares
-    the GIL with 4 busy dispatcher workers, so it may wait a few 5 ms switch intervals
-    in a row (55-75 ms at worst measured on the 2-vCPU CI machine). And at least a
-    fifth of the ticks the run's length allows must happen (~80 of ~140 measured). The
-    same workload through the sync calls on the loop (whose turns run on the loop's
-    thread: caller runs) ticked 11 times with gaps of 165-240 ms, failing the count.
-    Threads: none is started per execution or per call; the process has no more
-    threads at its peak than after the first execution started the dispatcher.
-    """
-    art = AsyncRuntime(rt)
-    gaps: list[float] = []
-    peak_threads = [0]
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        last = stopwatch()
-        while not stop.is_set():
-            await asyncio.sleep(0.01)
-            now = stopwatch()
-            gaps.append(now - last)
-            last = now
-            peak_threads[0] = max(peak_threads[0], threading.active_count())
-
-    async def driver(first: int) -> list[str]:
-        results = []
-        for n in range(first, first + 10):
-            step = await art.start_execution(two_rounds, n)
-            step = await art.feed(step.session_id, "a")
-            done = await art.feed(step.session_id, "b")
-            assert done.status == "completed", done
-            results.append(done.result)
-        return results
-
-    async def main() -> tuple[list[list[str]], float, int]:
-        warm = await art.start_execution(two_rounds, -1)  # starts the dispatcher, the GC
-        await art.cancel(warm.session_id)
-        threads_before = threading.active_count()
-        ticking = asyncio.create_task(ticker())
-        began = stopwatch()
-        results = await asyncio.gather(*(driver(first) for first in range(0, 1_000, 10)))
-        elapsed = stopwatch() - began
-        stop.set()
-        await ticking
-        return results, elapsed, threads_before
-
-    results, elapsed, threads_before = run(main(), timeout=55)
-    assert sorted(r for batch in results for r in batch) == sorted(f"{n}:ab" for n in range(1_000))
-    assert rt.metrics()["executions_completed"] == 1_000
-    assert max(gaps) < 0.25, f"largest gap {max(gaps):.3f} s"
-    assert len(gaps) >= elapsed / 0.01 / 5, f"{len(gaps)} ticks in {elapsed:.2f} s"
-    assert peak_threads[0] <= threads_before
-    assert rt.metrics()["strategy_threads"] == 0  # async strategies hold no thread
-
-
-# -- blocks -------------------------------------------------------------------------------------
 
 
 def test_block_calls_through_the_facade(rt: Runtime) -> None:

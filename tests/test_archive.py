@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import greenroom.actors.block
+import greenroom.archive
 import pytest
 import zstandard
-
-import actors.block
-import runtime.archive
-from actors.block import BlockActor
-from runtime import (
+from greenroom import (
     ArchiveResult,
     Block,
     FakeClock,
@@ -31,9 +29,10 @@ from runtime import (
     RestoreResult,
     Runtime,
 )
-from runtime.archive import checked_archive_path, read_archive, write_archive
-from runtime.errors import InvalidTransition, NotFound, Stopped, StorageError
-from runtime.store import Store
+from greenroom.actors.block import BlockActor
+from greenroom.archive import checked_archive_path, read_archive, write_archive
+from greenroom.errors import InvalidTransition, NotFound, Stopped, StorageError
+from greenroom.store import Store
 
 from .conftest import QUIET
 
@@ -393,7 +392,7 @@ def test_a_failure_while_writing_the_archive_file_loses_nothing(
     append_in_pieces(block, data)
     before = snapshot(rt, "agent-1")
     with monkeypatch.context() as patch:
-        patch.setattr(runtime.archive.os, step, _fail)
+        patch.setattr(greenroom.archive.os, step, _fail)
         with pytest.raises(StorageError, match="injected failure"):
             block.archive()
     assert snapshot(rt, "agent-1") == before
@@ -505,14 +504,14 @@ def test_output_appended_while_an_archive_runs_is_kept_in_order(
     block = rt.block("agent-1")
     append_in_pieces(block, data)
     entered, go = threading.Event(), threading.Event()
-    original = actors.block.write_archive
+    original = greenroom.actors.block.write_archive
 
     def held(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         assert go.wait(10)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(actors.block, "write_archive", held)
+    monkeypatch.setattr(greenroom.actors.block, "write_archive", held)
     results: list[Any] = []
     worker = threading.Thread(target=lambda: results.append(block.archive()))
     worker.start()
@@ -538,7 +537,7 @@ def test_closing_the_runtime_during_an_archive_answers_the_caller(
     block.append_output(b"some output\n")
     block.flush()
     entered, go = threading.Event(), threading.Event()
-    original_write, original_stop = actors.block.write_archive, BlockActor.on_stop
+    original_write, original_stop = greenroom.actors.block.write_archive, BlockActor.on_stop
 
     def held(*args: Any, **kwargs: Any) -> Any:
         entered.set()
@@ -549,7 +548,7 @@ def test_closing_the_runtime_during_an_archive_answers_the_caller(
         original_stop(self)
         go.set()  # the archive job finishes only once its block has stopped
 
-    monkeypatch.setattr(actors.block, "write_archive", held)
+    monkeypatch.setattr(greenroom.actors.block, "write_archive", held)
     monkeypatch.setattr(BlockActor, "on_stop", on_stop)
     outcome: list[Any] = []
 

@@ -19,8 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-
-from runtime.errors import InvalidInput
+from greenroom.errors import InvalidInput
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 RUN_ALL = BENCH / "run_all.py"

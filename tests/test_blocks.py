@@ -12,11 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from greenroom import Block, FakeClock, Runtime, SessionStats
+from greenroom.errors import InvalidInput, NotFound, Stopped, StorageError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from runtime import Block, FakeClock, Runtime, SessionStats
-from runtime.errors import InvalidInput, NotFound, Stopped, StorageError
 
 from .conftest import START_MS
 

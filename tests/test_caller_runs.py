@@ -9,10 +9,9 @@ from contextvars import ContextVar
 from typing import Any
 
 import pytest
-
-from actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
-from runtime import Runtime
-from runtime.errors import InvalidInput, InvalidTransition
+from greenroom import Runtime
+from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
+from greenroom.errors import InvalidInput, InvalidTransition
 
 from .actors_for_tests import Block, Counter
 
@@ -187,7 +186,7 @@ def test_settle_counts_a_callers_turn(rt: Runtime) -> None:
 
 
 def test_caller_runs_must_be_a_bool() -> None:
-    from runtime import RuntimeConfig
+    from greenroom import RuntimeConfig
 
     with pytest.raises(InvalidInput, match="caller_runs must be True or False"):
         RuntimeConfig(caller_runs="yes")  # type: ignore[arg-type]

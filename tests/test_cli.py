@@ -26,8 +26,7 @@ from typing import Any
 
 import attrs
 import pytest
-
-from runtime import (
+from greenroom import (
     AssistantMessage,
     FakeClock,
     Runtime,
@@ -39,9 +38,9 @@ from runtime import (
     Usage,
     UserMessage,
 )
-from runtime.cli import main
-from runtime.clock import stopwatch
-from runtime.errors import InvalidInput
+from greenroom.cli import main
+from greenroom.clock import stopwatch
+from greenroom.errors import InvalidInput
 
 from .conftest import QUIET, START_MS
 
@@ -55,7 +54,7 @@ MODEL = "anthropic:claude-sonnet-4-5"
 def cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run `python -m runtime.cli ARGS` in a child process; its exit status and output."""
     return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *map(str, args)],
+        [sys.executable, "-m", "greenroom.cli", *map(str, args)],
         capture_output=True,
         cwd=cwd,
         stdin=subprocess.DEVNULL,
@@ -122,7 +121,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 def iso(ms: int) -> str:
-    from runtime.logformat import iso_utc
+    from greenroom.logformat import iso_utc
 
     return iso_utc(ms)
 
@@ -461,7 +460,7 @@ def test_a_failed_export_leaves_the_existing_target_as_it_was(tmp_path: Path) ->
         resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
 
     result = subprocess.run(
-        [sys.executable, "-m", "runtime.cli", "export", str(db), "big", "-o", str(target)],
+        [sys.executable, "-m", "greenroom.cli", "export", str(db), "big", "-o", str(target)],
         capture_output=True,
         stdin=subprocess.DEVNULL,
         timeout=50,
@@ -806,7 +805,7 @@ def test_sweep_draws_a_progress_bar_when_stderr_is_a_terminal(tmp_path: Path) ->
     db = build_sweep_db(tmp_path)
     controller, terminal = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime.cli", "sweep", str(db), "--inactive-days", "5"],
+        [sys.executable, "-m", "greenroom.cli", "sweep", str(db), "--inactive-days", "5"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=terminal,
@@ -966,7 +965,7 @@ def test_a_reader_that_goes_away_is_exit_0_quietly(world: World, command: tuple[
     os.close(read_end)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli", command[0], str(world.db), *command[1:]],
+            [sys.executable, "-m", "greenroom.cli", command[0], str(world.db), *command[1:]],
             stdin=subprocess.DEVNULL,
             stdout=write_end,
             stderr=subprocess.PIPE,
@@ -982,7 +981,7 @@ def test_ctrl_c_exits_130_quietly(tmp_path: Path) -> None:
     fifo = tmp_path / "slow.jsonl"
     os.mkfifo(fifo)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime.cli", "transcript", str(fifo)],
+        [sys.executable, "-m", "greenroom.cli", "transcript", str(fifo)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -1117,7 +1116,7 @@ def test_a_progress_callback_that_raises_does_not_stop_the_sweep(
 def test_a_sweep_with_options_waits_for_the_running_one_and_gets_its_own_result(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import actors.block
+    import greenroom.actors.block
 
     rt = open_rt()
     old = rt.block("old")
@@ -1128,14 +1127,14 @@ def test_a_sweep_with_options_waits_for_the_running_one_and_gets_its_own_result(
     fresh.append_output(b"fresh output\n")
     fresh.flush()
     entered, go = threading.Event(), threading.Event()
-    original = actors.block.write_archive
+    original = greenroom.actors.block.write_archive
 
     def held(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         assert go.wait(20)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(actors.block, "write_archive", held)
+    monkeypatch.setattr(greenroom.actors.block, "write_archive", held)
     results: dict[str, Any] = {}
 
     def run(name: str, **options: Any) -> threading.Thread:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-
-from runtime import FakeClock, SystemClock
-from runtime.errors import InvalidInput, InvalidTransition
+from greenroom import FakeClock, SystemClock
+from greenroom.errors import InvalidInput, InvalidTransition
 
 from .conftest import START_MS
 

@@ -7,10 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from runtime import (
+from greenroom import (
     AssistantMessage,
     CompactionConfig,
     CompactionSummary,
@@ -21,9 +18,11 @@ from runtime import (
     Usage,
     UserMessage,
 )
-from runtime.compaction import choose_cut, context_tokens, default_summarizer
-from runtime.logformat import Node, estimate_tokens, iso_utc
-from runtime.pricing import BUILTIN_PRICING, ModelPricing, lookup_pricing
+from greenroom.compaction import choose_cut, context_tokens, default_summarizer
+from greenroom.logformat import Node, estimate_tokens, iso_utc
+from greenroom.pricing import BUILTIN_PRICING, ModelPricing, lookup_pricing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 # -- random turn shapes ------------------------------------------------------------------------
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from greenroom import FakeClock, Gap, Replayed, Runtime, RuntimeConfig
+from greenroom.cursor import ParsedCursor, format_cursor, parse_cursor
+from greenroom.errors import InvalidInput, MalformedCursor, WrongSession
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from runtime import FakeClock, Gap, Replayed, Runtime, RuntimeConfig
-from runtime.cursor import ParsedCursor, format_cursor, parse_cursor
-from runtime.errors import InvalidInput, MalformedCursor, WrongSession
 
 EPOCH = "0123456789abcdef"
 

@@ -96,7 +96,7 @@ runpy.run_path({str(DEMO)!r}, run_name="__main__")
 BUGS = {
     "block token estimate": (
         """
-        from actors.block import BlockActor
+        from greenroom.actors.block import BlockActor
         count = BlockActor._count
         BlockActor._count = lambda self, lines, tokens: count(self, lines, tokens + 1)
         """,
@@ -104,7 +104,7 @@ BUGS = {
     ),
     "execution token estimate": (
         """
-        from runtime.executions import SessionMetrics
+        from greenroom.executions import SessionMetrics
         answered = SessionMetrics.answered
         def off_by_one(self, query, response, usage):
             answered(self, query, response, usage)
@@ -117,12 +117,12 @@ BUGS = {
     "transcript cost": (
         """
         import attrs
-        import runtime.pricing
-        calculate_cost = runtime.pricing.calculate_cost
+        import greenroom.pricing
+        calculate_cost = greenroom.pricing.calculate_cost
         def dearer(usage, pricing):
             cost = calculate_cost(usage, pricing)
             return attrs.evolve(cost, output=cost.output * 1.01)
-        runtime.pricing.calculate_cost = dearer
+        greenroom.pricing.calculate_cost = dearer
         """,
         "demo check failed: cost CostBreakdown(",
     ),

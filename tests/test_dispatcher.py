@@ -24,10 +24,9 @@ from typing import Any
 
 import pykka
 import pytest
-
-from actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
-from runtime import FakeClock, Runtime, RuntimeConfig
-from runtime.errors import (
+from greenroom import FakeClock, Runtime, RuntimeConfig
+from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
+from greenroom.errors import (
     FutureTimeout,
     InvalidTransition,
     SettleTimeout,

@@ -17,15 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from actors import execution as execution_actor
-from actors.base import ActorContext, GreenroomActor
-from actors.execution import Cancel, ExecutionActor, Reap
-from runtime import FakeClock, FeedResult, LlmRequest, Runtime, RuntimeConfig
-from runtime import executions_api as executions_api_module
-from runtime.errors import (
+from greenroom import FakeClock, FeedResult, LlmRequest, Runtime, RuntimeConfig
+from greenroom import executions_api as executions_api_module
+from greenroom.actors import execution as execution_actor
+from greenroom.actors.base import ActorContext, GreenroomActor
+from greenroom.actors.execution import Cancel, ExecutionActor, Reap
+from greenroom.errors import (
     AlreadyResponded,
     ExecutionCancelled,
     ExecutionTimeout,
@@ -36,6 +33,8 @@ from runtime.errors import (
     Timeout,
     UnknownQuery,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 WAIT_S = 10.0  # real seconds a test waits for a thread strategy before failing
 
@@ -543,7 +542,7 @@ def test_gc_reaps_idle_sessions_and_expired_results(
 
 
 def test_gc_reaps_a_running_plain_session(open_rt: Callable[..., Runtime]) -> None:
-    from actors.execution_gc import COLLECT
+    from greenroom.actors.execution_gc import COLLECT
 
     rt = open_rt(execution_ttl_s=300, gc_interval_s=60)
     gate = threading.Event()
@@ -1108,7 +1107,7 @@ def test_a_stop_landing_between_the_cancel_check_and_the_pause_wakes_the_strateg
     if how == "cancel":
         assert rt.cancel(sid).status == "cancelled"
     elif how == "reap":
-        from actors.execution_gc import COLLECT
+        from greenroom.actors.execution_gc import COLLECT
 
         rt._exec_registry.live(sid).last_active = -1e9
         assert rt._execution_gc().ask(COLLECT).reap_candidates == (sid,)

@@ -8,19 +8,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from runtime import FakeClock, FeedResult, LlmRequest, Runtime
-from runtime.errors import (
+from greenroom import FakeClock, FeedResult, LlmRequest, Runtime
+from greenroom.errors import (
     AlreadyResponded,
     ExecutionCancelled,
     InvalidInput,
     InvalidTransition,
     Timeout,
 )
-from runtime.execution_registry import ExecutionRegistry, LiveSnapshot, RetainedResult
-from runtime.executions import (
+from greenroom.execution_registry import ExecutionRegistry, LiveSnapshot, RetainedResult
+from greenroom.executions import (
     MAX_LOG_CHARS,
     ExecutionStats,
     LlmQuery,
@@ -32,7 +29,9 @@ from runtime.executions import (
     json_copy,
     json_value,
 )
-from runtime.metrics import Metrics
+from greenroom.metrics import Metrics
+from hypothesis import given
+from hypothesis import strategies as st
 
 WAIT_S = 10.0
 

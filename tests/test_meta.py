@@ -1,4 +1,4 @@
-"""The metadata merge rules of `runtime.meta`, against a simple reference model."""
+"""The metadata merge rules of `greenroom.meta`, against a simple reference model."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+from greenroom.errors import GreenroomError, InvalidInput
+from greenroom.meta import apply_update, dumps_meta, merge_meta, validate_update
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from runtime.errors import GreenroomError, InvalidInput
-from runtime.meta import apply_update, dumps_meta, merge_meta, validate_update
 
 # -- the reference model ------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 pytest_plugins = ["pytester"]
 
 HOST_TESTS = """
-from runtime import FakeClock, Runtime, RuntimeConfig
+from greenroom import FakeClock, Runtime, RuntimeConfig
 
 SEEN = []
 
@@ -29,7 +29,7 @@ def test_fixtures_work_together(greenroom_runtime, fake_clock):
 
 
 def test_the_runtime_was_closed_after_the_test(tmp_path):
-    from runtime.errors import Stopped
+    from greenroom.errors import Stopped
     import pytest
 
     (rt,) = SEEN
@@ -52,7 +52,7 @@ def test_a_suite_can_override_the_config(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         """
 import pytest
-from runtime import RuntimeConfig
+from greenroom import RuntimeConfig
 
 @pytest.fixture
 def greenroom_config():
@@ -77,20 +77,33 @@ def test_the_readme_example_passes_under_pytest(pytester: pytest.Pytester) -> No
     result.assert_outcomes(passed=1)
 
 
-def test_a_host_with_its_own_runtime_package_is_not_broken_by_the_plugin(
+def test_a_host_with_its_own_runtime_and_actors_packages_runs_greenroom(
     pytester: pytest.Pytester,
 ) -> None:
-    # The plugin loads in every pytest run of the environment: it must not import
-    # greenroom's `runtime` package until a fixture of its is used.
-    pytester.mkpydir("runtime").joinpath("__init__.py").write_text("HOST = True\n")
+    # Both folder names of greenroom's repository are common package names; installed,
+    # greenroom is one import package, so a host's own `runtime` and `actors` stay its.
+    pytester.mkpydir("runtime").joinpath("__init__.py").write_text("HOST = 'runtime'\n")
+    pytester.mkpydir("actors").joinpath("__init__.py").write_text("HOST = 'actors'\n")
     pytester.makepyfile(
         test_host_runtime="""
+import actors
 import runtime
 
+from greenroom import Runtime
 
-def test_the_hosts_own_package():
-    assert runtime.HOST
+
+def test_the_hosts_own_packages():
+    assert (runtime.HOST, actors.HOST) == ("runtime", "actors")
+
+
+def test_greenroom_and_its_fixtures(greenroom_runtime, fake_clock):
+    assert isinstance(greenroom_runtime, Runtime)
+    pane = greenroom_runtime.block("pane-1")
+    pane.append_output(b"one\\n")
+    fake_clock.advance(1.0)
+    assert pane.stats().line_count == 1
+    assert runtime.HOST == "runtime"
 """
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)

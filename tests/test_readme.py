@@ -31,8 +31,7 @@ def _section(title: str) -> str:
 
 def test_the_configuration_reference_lists_every_field_with_its_default() -> None:
     import attrs
-
-    from runtime import RuntimeConfig
+    from greenroom import RuntimeConfig
 
     rows = {
         match[0]: match[1]
@@ -48,7 +47,7 @@ def test_the_configuration_reference_lists_every_field_with_its_default() -> Non
 def test_the_error_reference_lists_every_error_class() -> None:
     import inspect
 
-    from runtime import errors
+    from greenroom import errors
 
     table = _section("Errors")
     for name, cls in vars(errors).items():

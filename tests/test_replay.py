@@ -9,10 +9,9 @@ from typing import Any
 
 import attrs
 import pytest
-
-from runtime import FakeClock, Gap, ObservationEvent, Replayed, Runtime, Subscription
-from runtime.cursor import format_cursor, parse_cursor
-from runtime.errors import InvalidInput, MalformedCursor, Stopped, WrongSession
+from greenroom import FakeClock, Gap, ObservationEvent, Replayed, Runtime, Subscription
+from greenroom.cursor import format_cursor, parse_cursor
+from greenroom.errors import InvalidInput, MalformedCursor, Stopped, WrongSession
 
 MAX_AGE = 120.0
 TICK = 10.0
@@ -100,13 +99,13 @@ def test_sessions_are_separate_and_ids_may_hold_colons(rt: Runtime) -> None:
 
 
 def test_public_names_are_importable() -> None:
-    import runtime
-    from runtime.errors import SubscriberLagged
+    import greenroom
+    from greenroom.errors import SubscriberLagged
 
-    assert runtime.ObservationEvent is ObservationEvent
-    assert runtime.Replayed is Replayed
-    assert runtime.Gap is Gap
-    assert runtime.Subscription is Subscription
+    assert greenroom.ObservationEvent is ObservationEvent
+    assert greenroom.Replayed is Replayed
+    assert greenroom.Gap is Gap
+    assert greenroom.Subscription is Subscription
     assert SubscriberLagged(3, "c").missed == 3
 
 
@@ -494,8 +493,8 @@ def test_a_publish_on_its_way_keeps_its_buffer_from_retiring(
 ) -> None:
     """The window between the publisher's lookup and its tell: the tick must not
     retire the buffer then (the told append would reach a retired buffer, and be lost)."""
-    from actors.base import GreenroomActorRef
-    from actors.replay import Append
+    from greenroom.actors.base import GreenroomActorRef
+    from greenroom.actors.replay import Append
 
     rt = open_rt()
     start = rt.current_cursor("s")  # the buffer, idle from now on

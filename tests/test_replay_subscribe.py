@@ -10,12 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-from actors.base import ActorContext, GreenroomActor
-from runtime import FakeClock, Gap, ObservationEvent, Runtime, Subscription
-from runtime.cursor import parse_cursor
-from runtime.errors import InvalidInput, InvalidTransition, Stopped, SubscriberLagged, Timeout
-from runtime.replay import Follower
+from greenroom import FakeClock, Gap, ObservationEvent, Runtime, Subscription
+from greenroom.actors.base import ActorContext, GreenroomActor
+from greenroom.cursor import parse_cursor
+from greenroom.errors import InvalidInput, InvalidTransition, Stopped, SubscriberLagged, Timeout
+from greenroom.replay import Follower
 
 WAIT = 10.0  # real seconds a test waits for another thread before failing
 

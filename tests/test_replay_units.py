@@ -6,12 +6,11 @@ import threading
 from collections.abc import Callable
 
 import pytest
-
-from actors.replay import TRIM
-from runtime import FakeClock, Runtime
-from runtime.cursor import parse_cursor
-from runtime.errors import Stopped, SubscriberLagged, Timeout
-from runtime.replay import Follower, Gap, ObservationEvent, Subscription
+from greenroom import FakeClock, Runtime
+from greenroom.actors.replay import TRIM
+from greenroom.cursor import parse_cursor
+from greenroom.errors import Stopped, SubscriberLagged, Timeout
+from greenroom.replay import Follower, Gap, ObservationEvent, Subscription
 
 from .actors_for_tests import Block, Counter
 
@@ -299,7 +298,7 @@ class FakeStopwatch:
 @pytest.fixture
 def watch(monkeypatch: pytest.MonkeyPatch) -> FakeStopwatch:
     fake = FakeStopwatch()
-    monkeypatch.setattr("runtime.replay.stopwatch", fake)
+    monkeypatch.setattr("greenroom.replay.stopwatch", fake)
     return fake
 
 

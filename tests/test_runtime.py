@@ -7,21 +7,20 @@ import threading
 from pathlib import Path
 
 import attrs
+import greenroom
 import pytest
-
-import runtime
-from runtime import FakeClock, Runtime, RuntimeConfig, SystemClock
-from runtime.errors import GreenroomError, InvalidInput, SchemaTooNew, Stopped, StorageError
+from greenroom import FakeClock, Runtime, RuntimeConfig, SystemClock
+from greenroom.errors import GreenroomError, InvalidInput, SchemaTooNew, Stopped, StorageError
 
 from .actors_for_tests import Counter
 
 
 def test_public_names_import_from_runtime() -> None:
-    assert {"Runtime", "RuntimeConfig", "FakeClock", "SystemClock"} <= set(runtime.__all__)
+    assert {"Runtime", "RuntimeConfig", "FakeClock", "SystemClock"} <= set(greenroom.__all__)
 
 
 def test_every_error_is_a_greenroom_error() -> None:
-    from runtime import errors
+    from greenroom import errors
 
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), GreenroomError)
@@ -148,11 +147,11 @@ def test_memory_store_for_throwaway_use() -> None:
 
 
 def test_every_public_name_is_importable_from_runtime() -> None:
-    import runtime
+    import greenroom
 
-    for name in runtime.__all__:
-        assert getattr(runtime, name) is not None, name
+    for name in greenroom.__all__:
+        assert getattr(greenroom, name) is not None, name
     for name in ("FeedResult", "LlmRequest", "Transcript", "Gap", "Subscription", "Block"):
-        assert name in runtime.__all__
+        assert name in greenroom.__all__
     with pytest.raises(AttributeError):
-        runtime.NoSuchThing  # noqa: B018
+        greenroom.NoSuchThing  # noqa: B018

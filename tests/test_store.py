@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from runtime import FakeClock, Runtime
-from runtime.errors import (
+from greenroom import FakeClock, Runtime
+from greenroom.errors import (
     Conflict,
     GreenroomError,
     InvalidInput,
@@ -27,9 +24,9 @@ from runtime.errors import (
     Stopped,
     StorageError,
 )
-from runtime.meta import merge_meta
-from runtime.models import FileInfo, StoredObject
-from runtime.store import (
+from greenroom.meta import merge_meta
+from greenroom.models import FileInfo, StoredObject
+from greenroom.store import (
     SCHEMA_VERSION,
     AppendFile,
     DeleteFile,
@@ -39,6 +36,8 @@ from runtime.store import (
     Store,
     UpdateMeta,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .conftest import START_MS
 

@@ -8,10 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from runtime import FakeClock
-from runtime.errors import NotFound, Stopped, StorageError
-from runtime.store import Store
+from greenroom import FakeClock
+from greenroom.errors import NotFound, Stopped, StorageError
+from greenroom.store import Store
 
 
 def _queue_then_release(store: Store, calls: list[Callable[[], object]]) -> list[object]:

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import greenroom.actors.block
 import pytest
 import zstandard
-
-import actors.block
-from runtime import Block, FakeClock, OutputRead, Runtime, SweepStats
-from runtime.errors import InvalidTransition, NotFound, Stopped, StorageError
+from greenroom import Block, FakeClock, OutputRead, Runtime, SweepStats
+from greenroom.errors import InvalidTransition, NotFound, Stopped, StorageError
 
 from .conftest import QUIET, START_MS
 
@@ -188,7 +187,7 @@ def test_a_failing_block_is_counted_and_the_sweep_goes_on(
     for name in ("a", "bad", "c"):
         with_output(rt, name, f"output of {name}\n".encode())
     fake_clock.advance(8 * DAY)
-    original = actors.block.write_archive
+    original = greenroom.actors.block.write_archive
 
     def failing_for_bad(pieces: Any, folder: Path, name: str, codec: str) -> Any:
         if name.startswith("bad."):
@@ -196,7 +195,7 @@ def test_a_failing_block_is_counted_and_the_sweep_goes_on(
         return original(pieces, folder, name, codec)
 
     with monkeypatch.context() as patch:
-        patch.setattr(actors.block, "write_archive", failing_for_bad)
+        patch.setattr(greenroom.actors.block, "write_archive", failing_for_bad)
         stats = rt.sweep()
     assert stats.archived_count == 2
     assert rt.metrics()["sweep_failures"] == 1
@@ -411,14 +410,14 @@ def test_closing_the_runtime_during_a_sweep_answers_the_caller(
         with_output(rt, f"agent-{n}", b"output\n")
     fake_clock.advance(8 * DAY)
     entered, go = threading.Event(), threading.Event()
-    original_write = actors.block.write_archive
+    original_write = greenroom.actors.block.write_archive
 
     def held(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         go.wait(10)
         return original_write(*args, **kwargs)
 
-    monkeypatch.setattr(actors.block, "write_archive", held)
+    monkeypatch.setattr(greenroom.actors.block, "write_archive", held)
     outcome: list[Any] = []
 
     def sweep() -> None:

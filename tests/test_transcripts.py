@@ -12,9 +12,7 @@ from typing import Any
 
 import attrs
 import pytest
-
-from actors.transcript import GET_CONTEXT
-from runtime import (
+from greenroom import (
     AssistantMessage,
     CompactionConfig,
     CompactionSummary,
@@ -28,7 +26,8 @@ from runtime import (
     Usage,
     UserMessage,
 )
-from runtime.errors import (
+from greenroom.actors.transcript import GET_CONTEXT
+from greenroom.errors import (
     CompactionError,
     InvalidInput,
     InvalidTransition,
@@ -125,7 +124,7 @@ def test_session_ids_are_random_and_files_never_overwritten(
     before = Path(first.path).read_bytes()
     # The next random draw collides with an existing file: it must draw again.
     draws = iter([first.session_id, "00000000000000ab"])
-    monkeypatch.setattr("runtime.transcripts_api.secrets.token_hex", lambda _n: next(draws))
+    monkeypatch.setattr("greenroom.transcripts_api.secrets.token_hex", lambda _n: next(draws))
     third = rt.transcript_create()
     assert third.session_id == "00000000000000ab"
     assert Path(first.path).read_bytes() == before
@@ -594,7 +593,7 @@ def test_compaction_entry_written_with_its_leaf(rt: Runtime) -> None:
 def test_custom_summarizer_gets_the_summarised_messages_on_the_blocking_pool(
     rt: Runtime,
 ) -> None:
-    from actors.blocking import BlockingPool
+    from greenroom.actors.blocking import BlockingPool
 
     seen: list[Any] = []
 
@@ -695,7 +694,7 @@ def test_failed_compaction_write_leaves_memory_and_file_as_they_were(
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("runtime.logformat.fsync", broken_fsync)
+    monkeypatch.setattr("greenroom.logformat.fsync", broken_fsync)
     with pytest.raises(StorageError, match="nothing of this write was kept"):
         t.compact()
     assert snapshot(t) == before
@@ -756,7 +755,7 @@ def test_pricing_from_the_config_adds_and_overrides(open_rt: Callable[..., Runti
 
 
 def test_bad_pricing_tables_are_refused() -> None:
-    from runtime import RuntimeConfig
+    from greenroom import RuntimeConfig
 
     with pytest.raises(InvalidInput, match="provider:model"):
         RuntimeConfig(pricing={"no-provider": ModelPricing(1, 1)})
@@ -929,7 +928,7 @@ def test_failed_compaction_write_in_a_turn_is_a_compaction_error_carrying_the_tu
         if len(calls) == 2:  # the turn's fsync passes, the compaction's fails
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("runtime.logformat.fsync", second_fsync_fails)
+    monkeypatch.setattr("greenroom.logformat.fsync", second_fsync_fails)
     with pytest.raises(CompactionError, match="not compacted") as caught:
         t.on_turn_end(tool_turn(2))
     monkeypatch.undo()
@@ -980,7 +979,7 @@ def test_close_with_a_failing_fsync_is_a_storage_error_and_releases_the_file(
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("runtime.logformat.os.fsync", broken_fsync)
+    monkeypatch.setattr("greenroom.logformat.os.fsync", broken_fsync)
     with pytest.raises(StorageError, match="could not flush transcript"):
         t.close()
     monkeypatch.undo()
@@ -1004,7 +1003,7 @@ def test_runtime_close_with_a_failing_fsync_counts_and_logs_it(
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("runtime.logformat.os.fsync", broken_fsync)
+    monkeypatch.setattr("greenroom.logformat.os.fsync", broken_fsync)
     with caplog.at_level(logging.ERROR, logger="greenroom"):
         rt.close()
     monkeypatch.undo()
@@ -1035,7 +1034,7 @@ def test_fork_syncs_its_file_and_folder(
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
-    monkeypatch.setattr("runtime.logformat.os.fsync", fsync)
+    monkeypatch.setattr("greenroom.logformat.os.fsync", fsync)
     fork = rt.transcript_fork(t.path, durability=durability)
     monkeypatch.undo()
     if durability == "none":
@@ -1102,7 +1101,7 @@ def test_a_summarizer_closing_its_own_transcript_is_refused_not_deadlocked(rt: R
 
 
 def test_handle_calls_from_an_actor_handler_are_refused(rt: Runtime) -> None:
-    from actors.base import GreenroomActor
+    from greenroom.actors.base import GreenroomActor
 
     t = rt.transcript_create()
     t.on_turn_end([UserMessage("q")])

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from runtime import (
+from greenroom import (
     AssistantMessage,
     CompactionSummary,
     Runtime,
@@ -18,7 +17,7 @@ from runtime import (
     Usage,
     UserMessage,
 )
-from runtime.errors import StorageError
+from greenroom.errors import StorageError
 
 LOGGER = "greenroom.transcripts"
 
@@ -229,7 +228,7 @@ def test_failed_turn_write_is_cut_back_out_of_the_file(
         if len(calls) == 2:  # the second entry of the turn
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("runtime.logformat.fsync", flaky_fsync)
+    monkeypatch.setattr("greenroom.logformat.fsync", flaky_fsync)
     with pytest.raises(StorageError, match="No space left"):
         t.on_turn_end([UserMessage("a"), UserMessage("b"), UserMessage("c")])
     assert Path(t.path).stat().st_size == size
@@ -252,8 +251,8 @@ def test_a_write_that_cannot_be_undone_makes_the_transcript_refuse_writes(
     def fail(*_args: Any) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("runtime.logformat.fsync", fail)
-    monkeypatch.setattr("runtime.logformat.os.ftruncate", fail)
+    monkeypatch.setattr("greenroom.logformat.fsync", fail)
+    monkeypatch.setattr("greenroom.logformat.os.ftruncate", fail)
     with pytest.raises(StorageError):
         t.on_turn_end([UserMessage("lost")])
     monkeypatch.undo()

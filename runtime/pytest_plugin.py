@@ -20,23 +20,19 @@ without importing anything:
 A suite that defines fixtures of the same names (in its `conftest.py`) keeps its own:
 pytest prefers them to a plugin's.
 
-The plugin is a top-level module of its own, and imports greenroom only when a fixture
-is used: a host whose suite never asks for these fixtures pays nothing for them, even
-if it has a package of its own named `runtime`.
+The plugin is `greenroom.pytest_plugin`, inside greenroom's one import package, so a
+host with packages of its own named `runtime` or `actors` keeps them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
-
-if TYPE_CHECKING:
-    from runtime.clock import FakeClock
-    from runtime.config import RuntimeConfig
-    from runtime.runtime import Runtime
+from greenroom.clock import FakeClock
+from greenroom.config import RuntimeConfig
+from greenroom.runtime import Runtime
 
 __all__ = ["fake_clock", "greenroom_config", "greenroom_runtime"]
 
@@ -48,16 +44,12 @@ _NEVER_S = 1e9
 @pytest.fixture
 def fake_clock() -> FakeClock:
     """A `FakeClock` at 2026-01-01T00:00:00Z; `advance(seconds)` moves it."""
-    from runtime.clock import FakeClock
-
     return FakeClock(settle_timeout_s=10.0)
 
 
 @pytest.fixture
 def greenroom_config() -> RuntimeConfig:
     """The `RuntimeConfig` of `greenroom_runtime`; override it to change settings."""
-    from runtime.config import RuntimeConfig
-
     return RuntimeConfig(
         settle_timeout_s=10.0, sweep_first_after_s=_NEVER_S, sweep_interval_s=_NEVER_S
     )
@@ -68,8 +60,6 @@ def greenroom_runtime(
     tmp_path: Path, fake_clock: FakeClock, greenroom_config: RuntimeConfig
 ) -> Iterator[Runtime]:
     """A `Runtime` on `tmp_path / "greenroom.db"` and `fake_clock`, closed afterwards."""
-    from runtime.runtime import Runtime
-
     rt = Runtime.open(tmp_path / "greenroom.db", clock=fake_clock, config=greenroom_config)
     try:
         yield rt
