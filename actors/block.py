@@ -42,8 +42,8 @@ from typing import Any
 import attrs
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef, Reply
 from greenroom.actors.block_writer import Output, StatsUpdate, Sync
-from greenroom.archive import archive_name, checked_archive_path, read_archive, write_archive
-from greenroom.blocks import (
+from greenroom.blocks.archive import archive_name, checked_archive_path, read_archive, write_archive
+from greenroom.blocks.records import (
     ARCHIVE_BACKUP,
     ARCHIVE_PATH,
     ARCHIVED_AT,

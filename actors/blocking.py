@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from greenroom.actors.dispatcher import join_threads
-from greenroom.actors.futures import GreenroomFuture, in_handler
 from greenroom.errors import GreenroomError, InvalidInput, Stopped
+from greenroom.futures import GreenroomFuture, in_handler
 
 if TYPE_CHECKING:
     from greenroom.activity import ActivityTracker

@@ -47,7 +47,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
-from greenroom.actors.futures import in_handler
+from greenroom.futures import in_handler
 
 if TYPE_CHECKING:
     from greenroom.actors.mailbox import Mailbox

@@ -64,14 +64,7 @@ from greenroom.errors import (
     Stopped,
     UnknownQuery,
 )
-from greenroom.execution_registry import (
-    ENDED,
-    ExecutionRegistry,
-    LiveEntry,
-    LiveSnapshot,
-    RetainedResult,
-)
-from greenroom.executions import (
+from greenroom.executions.records import (
     MAX_LOG_CHARS,
     TERMINAL_STATES,
     ExecutionContext,
@@ -82,6 +75,13 @@ from greenroom.executions import (
     answer_digest,
     describe_error,
     json_value,
+)
+from greenroom.executions.registry import (
+    ENDED,
+    ExecutionRegistry,
+    LiveEntry,
+    LiveSnapshot,
+    RetainedResult,
 )
 from pykka import ActorDeadError
 

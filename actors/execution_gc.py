@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 from greenroom.actors.base import ActorContext, GreenroomActor
 from greenroom.actors.execution import Reap
-from greenroom.execution_registry import ExecutionRegistry
+from greenroom.executions.registry import ExecutionRegistry
 from pykka import ActorDeadError
 
 __all__ = ["COLLECT", "Collect", "ExecutionGC", "GcPass"]

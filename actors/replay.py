@@ -22,7 +22,7 @@ appends (`Runtime.replay_publish`) are on their way to it: its `BufferSlot` coun
 those sent and those handled, and the facade lets it retire only when the two are
 equal (under the lock publishers take), so a publish can never reach a retired buffer
 and be lost. Every trim, drop and lag is counted in `Runtime.metrics()` and logged
-(logger `greenroom.replay`; trims at DEBUG).
+(logger `greenroom.replay.records`; trims at DEBUG).
 
 Live events are pushed into each subscription's bounded queue without waiting
 (`Subscription._offer`); one that overflows lags, is detached, and is told so on its
@@ -42,7 +42,14 @@ from typing import Any
 
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef
 from greenroom.cursor import CURSOR_VERSION, ParsedCursor
-from greenroom.replay import TRIMMED, UNAVAILABLE, Gap, ObservationEvent, Replayed, Subscription
+from greenroom.replay.records import (
+    TRIMMED,
+    UNAVAILABLE,
+    Gap,
+    ObservationEvent,
+    Replayed,
+    Subscription,
+)
 from pykka import ActorDeadError
 
 __all__ = [
@@ -167,7 +174,7 @@ def gap_after(
 
     `tail` is the buffer's last position ever appended, `revision` the highest it has
     seen, `oldest` the position of its oldest held event (`None`: it holds none). The
-    rules are in `greenroom.replay`'s docstring. The facade applies them too, to a
+    rules are in `greenroom.replay.records`'s docstring. The facade applies them too, to a
     session with no buffer: an empty buffer at the epoch reserved for its next one.
     """
     latest = f"{CURSOR_VERSION}:{epoch}:{revision}:{tail}:{session_id}"

@@ -23,8 +23,8 @@ from typing import Any
 
 import attrs
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
-from greenroom.archive import ARCHIVE_SUFFIXES, archive_block_id, checked_archive_path
-from greenroom.blocks import (
+from greenroom.blocks.archive import ARCHIVE_SUFFIXES, archive_block_id, checked_archive_path
+from greenroom.blocks.records import (
     ARCHIVE_BACKUP,
     ARCHIVE_PATH,
     ARCHIVED_BYTES,

@@ -25,9 +25,9 @@ from typing import Any
 
 import attrs
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
-from greenroom.compaction import choose_cut, context_tokens, default_summarizer
 from greenroom.errors import CompactionError, InvalidTransition, NotFound, Stopped, StorageError
-from greenroom.logformat import (
+from greenroom.transcripts.compaction import choose_cut, context_tokens, default_summarizer
+from greenroom.transcripts.logformat import (
     LogFile,
     Node,
     TranscriptState,
@@ -38,8 +38,8 @@ from greenroom.logformat import (
     leaf_entry,
     message_entry,
 )
-from greenroom.pricing import calculate_cost, lookup_pricing
-from greenroom.transcripts import (
+from greenroom.transcripts.pricing import calculate_cost, lookup_pricing
+from greenroom.transcripts.records import (
     ZERO_USAGE,
     AssistantMessage,
     CompactionConfig,

@@ -79,7 +79,7 @@ from typing import Any
 import pykka
 import zstandard
 from greenroom import FakeClock, Runtime
-from greenroom.blocks import LINE_COUNT, SessionStats
+from greenroom.blocks.records import LINE_COUNT, SessionStats
 from greenroom.clock import stopwatch
 
 from _child import run_child, status_kb  # isort: skip (this folder's own module)

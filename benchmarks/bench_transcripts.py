@@ -41,7 +41,7 @@ from greenroom import (
     UserMessage,
 )
 from greenroom.clock import stopwatch
-from greenroom.logformat import iso_utc, message_to_json
+from greenroom.transcripts.logformat import iso_utc, message_to_json
 
 from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
 

@@ -13,7 +13,7 @@ import logging
 
 from greenroom.actors.sweeper import SweepProgress
 from greenroom.aio import AsyncRuntime
-from greenroom.blocks import (
+from greenroom.blocks.records import (
     ArchiveResult,
     Block,
     OutputRead,
@@ -23,13 +23,13 @@ from greenroom.blocks import (
 )
 from greenroom.clock import Clock, FakeClock, SystemClock, TimerHandle
 from greenroom.config import RuntimeConfig
-from greenroom.executions import FeedResult, LlmRequest
+from greenroom.executions.records import FeedResult, LlmRequest
 from greenroom.models import FileInfo, StoredObject
-from greenroom.pricing import CostBreakdown, ModelPricing
-from greenroom.replay import Gap, ObservationEvent, Replayed, Subscription
+from greenroom.replay.records import Gap, ObservationEvent, Replayed, Subscription
 from greenroom.runtime import Runtime
 from greenroom.store import Store
-from greenroom.transcripts import (
+from greenroom.transcripts.pricing import CostBreakdown, ModelPricing
+from greenroom.transcripts.records import (
     AssistantMessage,
     CompactionConfig,
     CompactionResult,

@@ -20,7 +20,7 @@ blocking `get()` on a future that is not resolved yet.
 
 Semantics. Every method has the same name, arguments, results and errors as the `Runtime`
 method it mirrors, and shares its code: the checks and the result rules of executions
-(`ExecutionsAPI._exec_*`), the retry steps of replay calls (`greenroom.actors.futures.Steps`,
+(`ExecutionsAPI._exec_*`), the retry steps of replay calls (`greenroom.futures.Steps`,
 driven here on the loop instead of a thread). Timeouts (`start_execution`, `feed`,
 `feed_many`) are kept by the loop (`asyncio.timeout`), in real seconds, and raise the
 same `ExecutionTimeout`.
@@ -50,9 +50,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from greenroom import executions_api
-from greenroom.actors.futures import GreenroomFuture, Steps
-from greenroom.blocks import (
+from greenroom.blocks.records import (
     ArchiveResult,
     Block,
     OutputRead,
@@ -62,8 +60,10 @@ from greenroom.blocks import (
     output_message,
 )
 from greenroom.errors import InvalidInput, Stopped, SubscriberLagged, Timeout
-from greenroom.executions import FeedResult
-from greenroom.replay import (
+from greenroom.executions import namespace
+from greenroom.executions.records import FeedResult
+from greenroom.futures import GreenroomFuture, Steps
+from greenroom.replay.records import (
     Gap,
     ObservationEvent,
     Replayed,
@@ -77,7 +77,7 @@ from pykka import ActorDeadError
 if TYPE_CHECKING:
     from greenroom.clock import Clock
     from greenroom.config import RuntimeConfig
-    from greenroom.replay_api import _PendingSubscribe
+    from greenroom.replay.namespace import _PendingSubscribe
 
 __all__ = ["AsyncBlock", "AsyncFollower", "AsyncRuntime", "wrap_future"]
 
@@ -157,7 +157,7 @@ def wrap_future(
 
 
 async def _drive(steps: Steps[T]) -> T:
-    """Run `steps` (see `greenroom.actors.futures.drive`) on the loop: each future is awaited."""
+    """Run `steps` (see `greenroom.futures.drive`) on the loop: each future is awaited."""
     try:
         future = next(steps)
         while True:
@@ -300,7 +300,7 @@ class AsyncRuntime:
         session is busy in a strategy step, as the sync call)."""
         rt = self._rt
         entry, future = rt._exec_cancel_send(session_id)
-        await _settled(future, executions_api.CANCEL_WAIT_S)
+        await _settled(future, namespace.CANCEL_WAIT_S)
         return rt._exec_cancel_result(session_id, entry, future, 0)
 
     async def execution_status(self, session_id: str) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from greenroom.actors.block_writer import BlockWriter
 from greenroom.actors.blocking import BlockingPool
 from greenroom.actors.dispatcher import Dispatcher
 from greenroom.actors.sweeper import SweepProgress, SweepRequest, SweepSupervisor
-from greenroom.archive import check_block_id
-from greenroom.blocks import Block, SweepStats
+from greenroom.blocks.archive import check_block_id
+from greenroom.blocks.records import Block, SweepStats
 from greenroom.clock import Clock, SystemClock
 from greenroom.config import RuntimeConfig
 from greenroom.errors import (
@@ -34,11 +34,11 @@ from greenroom.errors import (
     Stopped,
     Timeout,
 )
-from greenroom.executions_api import ExecutionsAPI
+from greenroom.executions.namespace import ExecutionsAPI
 from greenroom.metrics import Metrics
-from greenroom.replay_api import ReplayAPI
+from greenroom.replay.namespace import ReplayAPI
 from greenroom.store import Store
-from greenroom.transcripts_api import TranscriptsAPI
+from greenroom.transcripts.namespace import TranscriptsAPI
 
 __all__ = ["Runtime"]
 

@@ -20,11 +20,9 @@ from typing import Any, TypeVar
 import pykka
 import pytest
 from greenroom import FakeClock, Gap, LlmRequest, ObservationEvent, Runtime, RuntimeConfig
-from greenroom import executions_api as executions_api_module
-from greenroom.actors.futures import GreenroomFuture, drive
 from greenroom.actors.replay import ReplayBuffer
 from greenroom.aio import AsyncBlock, AsyncFollower, AsyncRuntime, wrap_future
-from greenroom.blocks import ArchiveResult, OutputRead, RestoreResult, SessionStats
+from greenroom.blocks.records import ArchiveResult, OutputRead, RestoreResult, SessionStats
 from greenroom.clock import stopwatch
 from greenroom.errors import (
     AlreadyResponded,
@@ -40,6 +38,8 @@ from greenroom.errors import (
     UnknownQuery,
     WrongSession,
 )
+from greenroom.executions import namespace as executions_api_module
+from greenroom.futures import GreenroomFuture, drive
 
 from tests.actors_for_tests import Counter
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 import greenroom.actors.block
-import greenroom.archive
+import greenroom.blocks.archive
 import pytest
 import zstandard
 from greenroom import (
@@ -30,7 +30,7 @@ from greenroom import (
     Runtime,
 )
 from greenroom.actors.block import BlockActor
-from greenroom.archive import checked_archive_path, read_archive, write_archive
+from greenroom.blocks.archive import checked_archive_path, read_archive, write_archive
 from greenroom.errors import InvalidTransition, NotFound, Stopped, StorageError
 from greenroom.store import Store
 
@@ -392,7 +392,7 @@ def test_a_failure_while_writing_the_archive_file_loses_nothing(
     append_in_pieces(block, data)
     before = snapshot(rt, "agent-1")
     with monkeypatch.context() as patch:
-        patch.setattr(greenroom.archive.os, step, _fail)
+        patch.setattr(greenroom.blocks.archive.os, step, _fail)
         with pytest.raises(StorageError, match="injected failure"):
             block.archive()
     assert snapshot(rt, "agent-1") == before

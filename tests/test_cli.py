@@ -121,7 +121,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 def iso(ms: int) -> str:
-    from greenroom.logformat import iso_utc
+    from greenroom.transcripts.logformat import iso_utc
 
     return iso_utc(ms)
 

@@ -18,9 +18,9 @@ from greenroom import (
     Usage,
     UserMessage,
 )
-from greenroom.compaction import choose_cut, context_tokens, default_summarizer
-from greenroom.logformat import Node, estimate_tokens, iso_utc
-from greenroom.pricing import BUILTIN_PRICING, ModelPricing, lookup_pricing
+from greenroom.transcripts.compaction import choose_cut, context_tokens, default_summarizer
+from greenroom.transcripts.logformat import Node, estimate_tokens, iso_utc
+from greenroom.transcripts.pricing import BUILTIN_PRICING, ModelPricing, lookup_pricing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

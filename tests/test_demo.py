@@ -104,7 +104,7 @@ BUGS = {
     ),
     "execution token estimate": (
         """
-        from greenroom.executions import SessionMetrics
+        from greenroom.executions.records import SessionMetrics
         answered = SessionMetrics.answered
         def off_by_one(self, query, response, usage):
             answered(self, query, response, usage)
@@ -117,12 +117,12 @@ BUGS = {
     "transcript cost": (
         """
         import attrs
-        import greenroom.pricing
-        calculate_cost = greenroom.pricing.calculate_cost
+        import greenroom.transcripts.pricing
+        calculate_cost = greenroom.transcripts.pricing.calculate_cost
         def dearer(usage, pricing):
             cost = calculate_cost(usage, pricing)
             return attrs.evolve(cost, output=cost.output * 1.01)
-        greenroom.pricing.calculate_cost = dearer
+        greenroom.transcripts.pricing.calculate_cost = dearer
         """,
         "demo check failed: cost CostBreakdown(",
     ),

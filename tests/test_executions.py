@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from greenroom import FakeClock, FeedResult, LlmRequest, Runtime, RuntimeConfig
-from greenroom import executions_api as executions_api_module
 from greenroom.actors import execution as execution_actor
 from greenroom.actors.base import ActorContext, GreenroomActor
 from greenroom.actors.execution import Cancel, ExecutionActor, Reap
@@ -33,6 +32,7 @@ from greenroom.errors import (
     Timeout,
     UnknownQuery,
 )
+from greenroom.executions import namespace as executions_api_module
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -16,8 +16,7 @@ from greenroom.errors import (
     InvalidTransition,
     Timeout,
 )
-from greenroom.execution_registry import ExecutionRegistry, LiveSnapshot, RetainedResult
-from greenroom.executions import (
+from greenroom.executions.records import (
     MAX_LOG_CHARS,
     ExecutionStats,
     LlmQuery,
@@ -29,6 +28,7 @@ from greenroom.executions import (
     json_copy,
     json_value,
 )
+from greenroom.executions.registry import ExecutionRegistry, LiveSnapshot, RetainedResult
 from greenroom.metrics import Metrics
 from hypothesis import given
 from hypothesis import strategies as st

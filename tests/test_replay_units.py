@@ -10,7 +10,7 @@ from greenroom import FakeClock, Runtime
 from greenroom.actors.replay import TRIM
 from greenroom.cursor import parse_cursor
 from greenroom.errors import Stopped, SubscriberLagged, Timeout
-from greenroom.replay import Follower, Gap, ObservationEvent, Subscription
+from greenroom.replay.records import Follower, Gap, ObservationEvent, Subscription
 
 from .actors_for_tests import Block, Counter
 
@@ -298,7 +298,7 @@ class FakeStopwatch:
 @pytest.fixture
 def watch(monkeypatch: pytest.MonkeyPatch) -> FakeStopwatch:
     fake = FakeStopwatch()
-    monkeypatch.setattr("greenroom.replay.stopwatch", fake)
+    monkeypatch.setattr("greenroom.replay.records.stopwatch", fake)
     return fake
 
 

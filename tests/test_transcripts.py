@@ -124,7 +124,7 @@ def test_session_ids_are_random_and_files_never_overwritten(
     before = Path(first.path).read_bytes()
     # The next random draw collides with an existing file: it must draw again.
     draws = iter([first.session_id, "00000000000000ab"])
-    monkeypatch.setattr("greenroom.transcripts_api.secrets.token_hex", lambda _n: next(draws))
+    monkeypatch.setattr("greenroom.transcripts.namespace.secrets.token_hex", lambda _n: next(draws))
     third = rt.transcript_create()
     assert third.session_id == "00000000000000ab"
     assert Path(first.path).read_bytes() == before
@@ -694,7 +694,7 @@ def test_failed_compaction_write_leaves_memory_and_file_as_they_were(
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("greenroom.logformat.fsync", broken_fsync)
+    monkeypatch.setattr("greenroom.transcripts.logformat.fsync", broken_fsync)
     with pytest.raises(StorageError, match="nothing of this write was kept"):
         t.compact()
     assert snapshot(t) == before
@@ -928,7 +928,7 @@ def test_failed_compaction_write_in_a_turn_is_a_compaction_error_carrying_the_tu
         if len(calls) == 2:  # the turn's fsync passes, the compaction's fails
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("greenroom.logformat.fsync", second_fsync_fails)
+    monkeypatch.setattr("greenroom.transcripts.logformat.fsync", second_fsync_fails)
     with pytest.raises(CompactionError, match="not compacted") as caught:
         t.on_turn_end(tool_turn(2))
     monkeypatch.undo()
@@ -979,7 +979,7 @@ def test_close_with_a_failing_fsync_is_a_storage_error_and_releases_the_file(
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("greenroom.logformat.os.fsync", broken_fsync)
+    monkeypatch.setattr("greenroom.transcripts.logformat.os.fsync", broken_fsync)
     with pytest.raises(StorageError, match="could not flush transcript"):
         t.close()
     monkeypatch.undo()
@@ -1003,7 +1003,7 @@ def test_runtime_close_with_a_failing_fsync_counts_and_logs_it(
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("greenroom.logformat.os.fsync", broken_fsync)
+    monkeypatch.setattr("greenroom.transcripts.logformat.os.fsync", broken_fsync)
     with caplog.at_level(logging.ERROR, logger="greenroom"):
         rt.close()
     monkeypatch.undo()
@@ -1034,7 +1034,7 @@ def test_fork_syncs_its_file_and_folder(
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
-    monkeypatch.setattr("greenroom.logformat.os.fsync", fsync)
+    monkeypatch.setattr("greenroom.transcripts.logformat.os.fsync", fsync)
     fork = rt.transcript_fork(t.path, durability=durability)
     monkeypatch.undo()
     if durability == "none":

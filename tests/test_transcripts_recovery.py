@@ -228,7 +228,7 @@ def test_failed_turn_write_is_cut_back_out_of_the_file(
         if len(calls) == 2:  # the second entry of the turn
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("greenroom.logformat.fsync", flaky_fsync)
+    monkeypatch.setattr("greenroom.transcripts.logformat.fsync", flaky_fsync)
     with pytest.raises(StorageError, match="No space left"):
         t.on_turn_end([UserMessage("a"), UserMessage("b"), UserMessage("c")])
     assert Path(t.path).stat().st_size == size
@@ -251,8 +251,8 @@ def test_a_write_that_cannot_be_undone_makes_the_transcript_refuse_writes(
     def fail(*_args: Any) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("greenroom.logformat.fsync", fail)
-    monkeypatch.setattr("greenroom.logformat.os.ftruncate", fail)
+    monkeypatch.setattr("greenroom.transcripts.logformat.fsync", fail)
+    monkeypatch.setattr("greenroom.transcripts.logformat.os.ftruncate", fail)
     with pytest.raises(StorageError):
         t.on_turn_end([UserMessage("lost")])
     monkeypatch.undo()

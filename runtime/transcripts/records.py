@@ -12,7 +12,7 @@ the end of each turn, the compactions, and the branch pointers ("leaves").
     again = rt.transcript_resume(t.path)  # the same context, usage and next entry id
 
 The log format, the recovery rules and the compaction rules are described in
-`greenroom.logformat` and `greenroom.compaction`.
+`greenroom.transcripts.logformat` and `greenroom.transcripts.compaction`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import attrs
 from greenroom.errors import InvalidInput, InvalidTransition, Stopped
 from greenroom.jsonvalue import json_copy
-from greenroom.pricing import CostBreakdown, ModelPricing
+from greenroom.transcripts.pricing import CostBreakdown, ModelPricing
 
 if TYPE_CHECKING:
     from greenroom.actors.base import GreenroomActorRef

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from greenroom.errors import InvalidInput, StorageError
-from greenroom.transcripts import (
+from greenroom.transcripts.records import (
     ZERO_USAGE,
     AssistantMessage,
     CompactionConfig,

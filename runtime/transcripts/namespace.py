@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from greenroom.errors import InvalidInput, InvalidTransition
-from greenroom.transcripts import DURABILITIES, CompactionConfig
+from greenroom.transcripts.records import DURABILITIES, CompactionConfig
 
 if TYPE_CHECKING:
     from greenroom.actors.base import GreenroomActorRef
-    from greenroom.logformat import Header, LogFile, TranscriptState
-    from greenroom.transcripts import RecoveryReport, Transcript
+    from greenroom.transcripts.logformat import Header, LogFile, TranscriptState
+    from greenroom.transcripts.records import RecoveryReport, Transcript
 
 __all__ = ["TranscriptsAPI"]
 
@@ -54,7 +54,7 @@ def _create_file(
 ) -> tuple[LogFile, Header]:
     """A new `<random id>.jsonl` in `folder`, created exclusively, with its header."""
     from greenroom.errors import StorageError
-    from greenroom.logformat import LogFile
+    from greenroom.transcripts.logformat import LogFile
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -177,8 +177,8 @@ class TranscriptsAPI:
         `durability` is `"turn"` (one fsync per turn), `"entry"` or `"none"`, `None`
         meaning `RuntimeConfig.transcript_durability`.
         """
-        from greenroom.logformat import Header, TranscriptState, iso_utc
-        from greenroom.transcripts import RecoveryReport
+        from greenroom.transcripts.logformat import Header, TranscriptState, iso_utc
+        from greenroom.transcripts.records import RecoveryReport
 
         self._check_open()
         self._refuse_inside_actor("transcript_create()")
@@ -228,7 +228,7 @@ class TranscriptsAPI:
         `NotFound` when there is no such file, `StorageError` when it is not a
         transcript, `InvalidTransition` when it is open already.
         """
-        from greenroom.logformat import LogFile, load
+        from greenroom.transcripts.logformat import LogFile, load
 
         self._check_open()
         self._refuse_inside_actor("transcript_resume()")
@@ -286,7 +286,7 @@ class TranscriptsAPI:
         branches are not copied, and neither is what they cost.
         """
         from greenroom.errors import StorageError
-        from greenroom.logformat import (
+        from greenroom.transcripts.logformat import (
             Header,
             compaction_entry,
             encode,
@@ -296,7 +296,7 @@ class TranscriptsAPI:
             load,
             message_entry,
         )
-        from greenroom.transcripts import CompactionSummary
+        from greenroom.transcripts.records import CompactionSummary
 
         self._check_open()
         self._refuse_inside_actor("transcript_fork()")
@@ -420,7 +420,7 @@ class TranscriptsAPI:
         and removed if it is `new` (made by this create or fork: it holds nothing the
         host was told about)."""
         from greenroom.actors.transcript import TranscriptActor
-        from greenroom.transcripts import Transcript
+        from greenroom.transcripts.records import Transcript
 
         if file.fsyncs:
             self._metrics.incr("transcript_fsyncs", file.fsyncs)  # the header's, a fork's

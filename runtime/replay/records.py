@@ -25,7 +25,7 @@ Gap rules, checked in this order (`Gap.detail` says which one applied):
   A session with no buffer (none made yet, or dropped) answers reads as an empty
   buffer at the epoch reserved for its next buffer, without making one: so every
   cursor of it is `unavailable` except that reserved epoch's own at position 0, which
-  replays nothing (see `greenroom.replay_api`).
+  replays nothing (see `greenroom.replay.namespace`).
 * `trimmed`: events after the cursor were trimmed (`max_events_per_session`,
   `max_event_age_s`); `Gap.oldest_position` is the oldest position still held.
 
@@ -52,9 +52,9 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
 import attrs
-from greenroom.actors.futures import in_handler
 from greenroom.clock import stopwatch
 from greenroom.errors import InvalidInput, InvalidTransition, Stopped, SubscriberLagged, Timeout
+from greenroom.futures import in_handler
 
 __all__ = [
     "TRIMMED",

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from greenroom.cli_common import emit_json, open_database, plural, say, warn
+from greenroom.cli.common import emit_json, open_database, plural, say, warn
 from greenroom.clock import stopwatch
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from greenroom.errors import AlreadyResponded, InvalidTransition
-from greenroom.executions import ExecutionStats, FeedResult, answer_digest
+from greenroom.executions.records import ExecutionStats, FeedResult, answer_digest
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

@@ -1,6 +1,6 @@
 """`greenroom transcript PATH`: what a transcript file holds, read without changing it.
 
-The file is read as `Runtime.transcript_resume` reads it (`greenroom.logformat.load`),
+The file is read as `Runtime.transcript_resume` reads it (`greenroom.transcripts.logformat.load`),
 but with `repair=False` and without the lock: a transcript a host has open can be
 inspected, and a last line cut short by a crash is reported (what a resume would do
 to it) instead of repaired.
@@ -13,11 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from greenroom.cli_common import emit_json, plural, say
-from greenroom.compaction import context_tokens
-from greenroom.logformat import Node, load, message_to_json
-from greenroom.pricing import calculate_cost, lookup_pricing
-from greenroom.transcripts import AssistantMessage, CompactionSummary, RecoveryReport, ToolResult
+from greenroom.cli.common import emit_json, plural, say
+from greenroom.transcripts.compaction import context_tokens
+from greenroom.transcripts.logformat import Node, load, message_to_json
+from greenroom.transcripts.pricing import calculate_cost, lookup_pricing
+from greenroom.transcripts.records import (
+    AssistantMessage,
+    CompactionSummary,
+    RecoveryReport,
+    ToolResult,
+)
 
 __all__ = ["recovery_record", "run_transcript"]
 

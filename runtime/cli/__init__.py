@@ -23,10 +23,10 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
-from greenroom.cli_blocks import run_archive, run_blocks, run_export, run_restore, run_show
-from greenroom.cli_common import PROG, one_line
-from greenroom.cli_sweep import parse_byte_count, parse_days, run_sweep
-from greenroom.cli_transcript import run_transcript
+from greenroom.cli.blocks import run_archive, run_blocks, run_export, run_restore, run_show
+from greenroom.cli.common import PROG, one_line
+from greenroom.cli.sweep import parse_byte_count, parse_days, run_sweep
+from greenroom.cli.transcript import run_transcript
 from greenroom.errors import GreenroomError, StorageError
 
 __all__ = ["build_parser", "main"]
@@ -294,7 +294,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger = logging.getLogger("greenroom")
             logger.removeHandler(handler)
             logger.setLevel(level)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -22,7 +22,7 @@ import attrs
 from greenroom.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from greenroom.transcripts import Usage
+    from greenroom.transcripts.records import Usage
 
 __all__ = [
     "BUILTIN_PRICING",

@@ -19,7 +19,7 @@ buffer: `Gap(unavailable)` for any cursor but that reserved epoch's own at posit
 resuming from it replays everything appended from then on. Reservations are held for
 the last `_MAX_RESERVED` sessions asked about; a client resuming from an older one
 gets another `Gap(unavailable)`, never a wrong replay. An empty buffer nobody
-subscribes to is dropped again once idle for `max_event_age_s`. See `greenroom.replay`
+subscribes to is dropped again once idle for `max_event_age_s`. See `greenroom.replay.records`
 for the gap rules and `greenroom.cursor` for the cursor format.
 
 Publishing: `replay_publish` / `replay_publish_many` tell the buffer instead of
@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from greenroom.actors.base import current_actor
-from greenroom.actors.futures import GreenroomFuture, Steps, drive
 from greenroom.actors.replay import (
     RETIRED,
     Append,
@@ -61,7 +60,15 @@ from greenroom.actors.replay import (
 from greenroom.clock import stopwatch
 from greenroom.cursor import MAX_CURSOR_INT, ParsedCursor, parse_cursor
 from greenroom.errors import FutureTimeout, InvalidInput, InvalidTransition
-from greenroom.replay import Follower, Gap, ObservationEvent, Replayed, Subscription, wait_limit
+from greenroom.futures import GreenroomFuture, Steps, drive
+from greenroom.replay.records import (
+    Follower,
+    Gap,
+    ObservationEvent,
+    Replayed,
+    Subscription,
+    wait_limit,
+)
 from pykka import ActorDeadError
 
 if TYPE_CHECKING:
@@ -269,7 +276,7 @@ class ReplayAPI:
     def _replay_ask_steps(
         self, session_id: str, message: Any, *, make: bool = True, here: bool = False
     ) -> Steps[Any]:
-        """`_replay_ask` as steps (`greenroom.actors.futures.drive`): yields the ask's future, so
+        """`_replay_ask` as steps (`greenroom.futures.drive`): yields the ask's future, so
         the asyncio facade (`greenroom.aio`) can await it. With `here`, the buffer's turn
         may run on this thread when the future is sent (only for a caller that is about
         to wait with no timeout)."""

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from greenroom.transcripts import (
+from greenroom.transcripts.records import (
     AssistantMessage,
     CompactionSummary,
     Message,
@@ -26,7 +26,7 @@ from greenroom.transcripts import (
 )
 
 if TYPE_CHECKING:
-    from greenroom.logformat import Node
+    from greenroom.transcripts.logformat import Node
 
 __all__ = ["choose_cut", "context_tokens", "default_summarizer", "straddled_cuts"]
 

@@ -77,7 +77,7 @@ def iso(ms: int | None) -> str | None:
     """Unix milliseconds as ISO-8601 UTC (`2026-01-01T00:00:00.000Z`); `None` for 0."""
     if not ms:
         return None
-    from greenroom.logformat import iso_utc
+    from greenroom.transcripts.logformat import iso_utc
 
     return iso_utc(ms)
 

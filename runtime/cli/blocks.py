@@ -17,15 +17,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from greenroom.archive import check_block_id, checked_archive_path
-from greenroom.blocks import (
+from greenroom.blocks.archive import check_block_id, checked_archive_path
+from greenroom.blocks.records import (
     ARCHIVE_PATH,
     ARCHIVED_AT,
     ARCHIVED_BYTES,
     PRUNED_AT,
     SessionStats,
 )
-from greenroom.cli_common import CliError, emit_json, iso, open_database, plural, print_table, say
+from greenroom.cli.common import CliError, emit_json, iso, open_database, plural, print_table, say
 from greenroom.errors import InvalidTransition, NotFound, StorageError
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@
     rt.execution_status(sid)                                # {"state": "paused", ...}
     rt.cancel(sid)                                          # FeedResult "cancelled"
 
-See `greenroom.executions` for the records and `greenroom.actors.execution` for how a session
-drives its strategy.
+See `greenroom.executions.records` for the records and `greenroom.actors.execution` for
+how a session drives its strategy.
 
 Where these may be called: `start_execution`, `feed`, `feed_many` and `cancel` wait for
 a session's actor (and a plain strategy for a strategy-pool thread), so they are
@@ -39,18 +39,18 @@ from greenroom.errors import (
     NotFound,
     Stopped,
 )
-from greenroom.execution_registry import ENDED, ExecutionRegistry
-from greenroom.executions import FeedResult, check_usage
+from greenroom.executions.records import FeedResult, check_usage
+from greenroom.executions.registry import ENDED, ExecutionRegistry
 from pykka import ActorDeadError
 
 if TYPE_CHECKING:
     from greenroom.activity import ActivityTracker
     from greenroom.actors.base import GreenroomActorRef
     from greenroom.actors.blocking import BlockingPool
-    from greenroom.actors.futures import GreenroomFuture
     from greenroom.clock import Clock
     from greenroom.config import RuntimeConfig
-    from greenroom.execution_registry import LiveEntry
+    from greenroom.executions.registry import LiveEntry
+    from greenroom.futures import GreenroomFuture
     from greenroom.metrics import Metrics
 
 __all__ = ["CANCEL_WAIT_S", "ExecutionsAPI"]
