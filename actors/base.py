@@ -74,15 +74,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import pykka
+from pykka import ActorDeadError, ActorRef
+from pykka._envelope import Envelope
+from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
+
 from greenroom.actors.caller_runs import put_running_here
 from greenroom.actors.mailbox import Mailbox, dead_actor_error
 from greenroom.actors.messages import START, BlockingDone, Start, describe_message
 from greenroom.clock import stopwatch
 from greenroom.errors import GreenroomError, InvalidTransition
 from greenroom.futures import GreenroomFuture, in_handler
-from pykka import ActorDeadError, ActorRef
-from pykka._envelope import Envelope
-from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
 if TYPE_CHECKING:
     from greenroom.activity import ActivityTracker

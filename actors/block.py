@@ -40,9 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef, Reply
 from greenroom.actors.block_writer import Output, StatsUpdate, Sync
 from greenroom.blocks.archive import archive_name, checked_archive_path, read_archive, write_archive
+from greenroom.blocks.messages import AppendOutput, RecordLine
 from greenroom.blocks.records import (
     ARCHIVE_BACKUP,
     ARCHIVE_PATH,
@@ -58,7 +60,7 @@ from greenroom.blocks.records import (
 from greenroom.errors import Conflict, InvalidTransition, NotFound, Stopped, StorageError
 from greenroom.store import DeleteFile, ExpectFile, ExpectMeta, RenameFile, Store, UpdateMeta
 
-__all__ = ["AppendOutput", "BlockActor", "RecordLine"]
+__all__ = ["BlockActor"]
 
 log = logging.getLogger("greenroom.blocks")
 
@@ -66,20 +68,6 @@ BLOCK = "block"
 OUTPUT = "output"
 RESTORING = "output.restoring"
 _PIECE = 1 << 20
-
-
-@attrs.frozen
-class AppendOutput:
-    """Tell a block: append these output bytes."""
-
-    data: bytes
-
-
-@attrs.frozen
-class RecordLine:
-    """Tell a block: count one line of `n_bytes` kept elsewhere."""
-
-    n_bytes: int
 
 
 @attrs.frozen

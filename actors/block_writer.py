@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 import attrs
+
 from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef
 from greenroom.errors import NotFound, StorageError
 from greenroom.store import AppendFile

@@ -55,6 +55,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from pykka import ActorDeadError
+
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
 from greenroom.errors import (
     AlreadyResponded,
@@ -83,7 +85,6 @@ from greenroom.executions.registry import (
     LiveSnapshot,
     RetainedResult,
 )
-from pykka import ActorDeadError
 
 if TYPE_CHECKING:
     from greenroom.activity import ActivityTracker

@@ -14,10 +14,11 @@ import logging
 from typing import Any
 
 import attrs
+from pykka import ActorDeadError
+
 from greenroom.actors.base import ActorContext, GreenroomActor
 from greenroom.actors.execution import Reap
 from greenroom.executions.registry import ExecutionRegistry
-from pykka import ActorDeadError
 
 __all__ = ["COLLECT", "Collect", "ExecutionGC", "GcPass"]
 

@@ -14,10 +14,11 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from greenroom.actors.messages import describe_message
 from pykka import ActorDeadError
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
+
+from greenroom.actors.messages import describe_message
 
 if TYPE_CHECKING:
     from greenroom.activity import ActivityTracker

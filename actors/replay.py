@@ -40,17 +40,12 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
+from pykka import ActorDeadError
+
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef
 from greenroom.cursor import CURSOR_VERSION, ParsedCursor
-from greenroom.replay.records import (
-    TRIMMED,
-    UNAVAILABLE,
-    Gap,
-    ObservationEvent,
-    Replayed,
-    Subscription,
-)
-from pykka import ActorDeadError
+from greenroom.replay.records import TRIMMED, UNAVAILABLE, Gap, ObservationEvent, Replayed
+from greenroom.replay.subscription import Subscription
 
 __all__ = [
     "RETIRED",

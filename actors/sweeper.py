@@ -22,15 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
 from greenroom.blocks.archive import ARCHIVE_SUFFIXES, archive_block_id, checked_archive_path
+from greenroom.blocks.handle import Block
 from greenroom.blocks.records import (
     ARCHIVE_BACKUP,
     ARCHIVE_PATH,
     ARCHIVED_BYTES,
     LAST_ACTIVITY,
     LINE_COUNT,
-    Block,
     SweepStats,
 )
 from greenroom.errors import InvalidTransition, NotFound, Stopped, StorageError

@@ -24,6 +24,7 @@ from collections import deque
 from typing import Any
 
 import attrs
+
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
 from greenroom.errors import CompactionError, InvalidTransition, NotFound, Stopped, StorageError
 from greenroom.transcripts.compaction import choose_cut, context_tokens, default_summarizer

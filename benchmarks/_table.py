@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
+
 from greenroom.errors import InvalidInput
 
 __all__ = ["Row", "Target", "add_json_option", "figure", "read_rows", "write_rows"]

@@ -78,6 +78,7 @@ from typing import Any
 
 import pykka
 import zstandard
+
 from greenroom import FakeClock, Runtime
 from greenroom.blocks.records import LINE_COUNT, SessionStats
 from greenroom.clock import stopwatch

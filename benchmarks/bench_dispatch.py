@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pykka
+
 from greenroom import Runtime
 from greenroom.actors.base import ActorContext, GreenroomActor
 from greenroom.clock import stopwatch

@@ -33,6 +33,7 @@ import threading
 from typing import Any
 
 import pykka
+
 from greenroom import Runtime, RuntimeConfig
 from greenroom.actors.base import GreenroomActor
 from greenroom.clock import stopwatch

@@ -35,6 +35,7 @@ from typing import Any
 
 import attrs
 import pykka
+
 from greenroom import Replayed, Runtime, RuntimeConfig, Subscription
 from greenroom.clock import stopwatch
 

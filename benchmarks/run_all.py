@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TextIO
 
 import attrs
+
 from greenroom.clock import stopwatch
 from greenroom.errors import InvalidInput
 

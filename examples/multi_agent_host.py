@@ -43,6 +43,7 @@ from _demo_world import (
     turn_lines,
     turn_texts,
 )
+
 from greenroom import (
     AssistantMessage,
     Block,

@@ -13,9 +13,9 @@ import logging
 
 from greenroom.actors.sweeper import SweepProgress
 from greenroom.aio import AsyncRuntime
+from greenroom.blocks.handle import Block
 from greenroom.blocks.records import (
     ArchiveResult,
-    Block,
     OutputRead,
     RestoreResult,
     SessionStats,
@@ -25,9 +25,11 @@ from greenroom.clock import Clock, FakeClock, SystemClock, TimerHandle
 from greenroom.config import RuntimeConfig
 from greenroom.executions.records import FeedResult, LlmRequest
 from greenroom.models import FileInfo, StoredObject
-from greenroom.replay.records import Gap, ObservationEvent, Replayed, Subscription
+from greenroom.replay.records import Gap, ObservationEvent, Replayed
+from greenroom.replay.subscription import Subscription
 from greenroom.runtime import Runtime
 from greenroom.store import Store
+from greenroom.transcripts.handle import Transcript
 from greenroom.transcripts.pricing import CostBreakdown, ModelPricing
 from greenroom.transcripts.records import (
     AssistantMessage,
@@ -37,7 +39,6 @@ from greenroom.transcripts.records import (
     RecoveryReport,
     ToolCall,
     ToolResult,
-    Transcript,
     TurnResult,
     Usage,
     UserMessage,

@@ -50,29 +50,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from greenroom.blocks.records import (
-    ArchiveResult,
-    Block,
-    OutputRead,
-    RestoreResult,
-    SessionStats,
-    line_message,
-    output_message,
-)
+from pykka import ActorDeadError
+
+from greenroom.blocks.handle import Block
+from greenroom.blocks.messages import line_message, output_message
+from greenroom.blocks.records import ArchiveResult, OutputRead, RestoreResult, SessionStats
 from greenroom.errors import InvalidInput, Stopped, SubscriberLagged, Timeout
 from greenroom.executions import namespace
 from greenroom.executions.records import FeedResult
 from greenroom.futures import GreenroomFuture, Steps
-from greenroom.replay.records import (
-    Gap,
-    ObservationEvent,
-    Replayed,
-    Subscription,
-    adopt_subscribed,
-    wait_limit,
-)
+from greenroom.replay.follower import adopt_subscribed
+from greenroom.replay.records import Gap, ObservationEvent, Replayed
+from greenroom.replay.subscription import Subscription, wait_limit
 from greenroom.runtime import Runtime
-from pykka import ActorDeadError
 
 if TYPE_CHECKING:
     from greenroom.clock import Clock

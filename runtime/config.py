@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import attrs
+
 from greenroom.errors import InvalidInput
 
 __all__ = ["RuntimeConfig"]

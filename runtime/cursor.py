@@ -20,6 +20,7 @@ string.
 from __future__ import annotations
 
 import attrs
+
 from greenroom.errors import MalformedCursor, WrongSession
 
 __all__ = ["CURSOR_VERSION", "MAX_CURSOR_INT", "ParsedCursor", "format_cursor", "parse_cursor"]

@@ -31,8 +31,9 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 import pykka
-from greenroom.errors import FutureTimeout, InvalidTransition
 from pykka._future import _Unset
+
+from greenroom.errors import FutureTimeout, InvalidTransition
 
 if TYPE_CHECKING:
     from pykka._types import OptExcInfo

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from greenroom.clock import FakeClock
 from greenroom.config import RuntimeConfig
 from greenroom.runtime import Runtime

@@ -23,7 +23,8 @@ from greenroom.actors.blocking import BlockingPool
 from greenroom.actors.dispatcher import Dispatcher
 from greenroom.actors.sweeper import SweepProgress, SweepRequest, SweepSupervisor
 from greenroom.blocks.archive import check_block_id
-from greenroom.blocks.records import Block, SweepStats
+from greenroom.blocks.handle import Block
+from greenroom.blocks.records import SweepStats
 from greenroom.clock import Clock, SystemClock
 from greenroom.config import RuntimeConfig
 from greenroom.errors import (

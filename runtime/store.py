@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import attrs
 import sqlite_utils
+
 from greenroom.clock import SystemClock
 from greenroom.errors import (
     Conflict,

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
+
 from greenroom import FakeClock, Runtime, RuntimeConfig
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

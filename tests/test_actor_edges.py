@@ -9,6 +9,7 @@ from typing import Any
 
 import pykka
 import pytest
+
 from greenroom import FakeClock, Runtime, RuntimeConfig, SystemClock
 from greenroom.actors.base import ActorContext, GreenroomActor
 from greenroom.errors import InvalidTransition, NotFound

@@ -9,6 +9,7 @@ import threading
 
 import pykka
 import pytest
+
 from greenroom import FakeClock, Runtime, RuntimeConfig
 from greenroom.errors import InvalidInput, InvalidTransition, NotFound, SettleTimeout
 

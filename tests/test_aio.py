@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import pykka
 import pytest
+
 from greenroom import FakeClock, Gap, LlmRequest, ObservationEvent, Runtime, RuntimeConfig
 from greenroom.actors.replay import ReplayBuffer
 from greenroom.aio import AsyncBlock, AsyncFollower, AsyncRuntime, wrap_future
@@ -40,7 +41,6 @@ from greenroom.errors import (
 )
 from greenroom.executions import namespace as executions_api_module
 from greenroom.futures import GreenroomFuture, drive
-
 from tests.actors_for_tests import Counter
 
 T = TypeVar("T")

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import greenroom.actors.block
-import greenroom.blocks.archive
 import pytest
 import zstandard
+
+import greenroom.actors.block
+import greenroom.blocks.archive
 from greenroom import (
     ArchiveResult,
     Block,

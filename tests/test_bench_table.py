@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
 from greenroom.errors import InvalidInput
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"

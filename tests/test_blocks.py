@@ -12,10 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from greenroom import Block, FakeClock, Runtime, SessionStats
-from greenroom.errors import InvalidInput, NotFound, Stopped, StorageError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from greenroom import Block, FakeClock, Runtime, SessionStats
+from greenroom.errors import InvalidInput, NotFound, Stopped, StorageError
 
 from .conftest import START_MS
 

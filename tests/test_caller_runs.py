@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import pytest
+
 from greenroom import Runtime
 from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
 from greenroom.errors import InvalidInput, InvalidTransition

@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 import pytest
+
 from greenroom import (
     AssistantMessage,
     FakeClock,

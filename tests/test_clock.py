@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from greenroom import FakeClock, SystemClock
 from greenroom.errors import InvalidInput, InvalidTransition
 

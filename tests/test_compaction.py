@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from greenroom import (
     AssistantMessage,
     CompactionConfig,
@@ -21,8 +24,6 @@ from greenroom import (
 from greenroom.transcripts.compaction import choose_cut, context_tokens, default_summarizer
 from greenroom.transcripts.logformat import Node, estimate_tokens, iso_utc
 from greenroom.transcripts.pricing import BUILTIN_PRICING, ModelPricing, lookup_pricing
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 # -- random turn shapes ------------------------------------------------------------------------
 

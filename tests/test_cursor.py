@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from greenroom import FakeClock, Gap, Replayed, Runtime, RuntimeConfig
 from greenroom.cursor import ParsedCursor, format_cursor, parse_cursor
 from greenroom.errors import InvalidInput, MalformedCursor, WrongSession
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 EPOCH = "0123456789abcdef"
 

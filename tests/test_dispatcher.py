@@ -24,6 +24,7 @@ from typing import Any
 
 import pykka
 import pytest
+
 from greenroom import FakeClock, Runtime, RuntimeConfig
 from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
 from greenroom.errors import (

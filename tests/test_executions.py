@@ -17,6 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from greenroom import FakeClock, FeedResult, LlmRequest, Runtime, RuntimeConfig
 from greenroom.actors import execution as execution_actor
 from greenroom.actors.base import ActorContext, GreenroomActor
@@ -33,8 +36,6 @@ from greenroom.errors import (
     UnknownQuery,
 )
 from greenroom.executions import namespace as executions_api_module
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 WAIT_S = 10.0  # real seconds a test waits for a thread strategy before failing
 

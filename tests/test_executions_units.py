@@ -8,6 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from greenroom import FakeClock, FeedResult, LlmRequest, Runtime
 from greenroom.errors import (
     AlreadyResponded,
@@ -30,8 +33,6 @@ from greenroom.executions.records import (
 )
 from greenroom.executions.registry import ExecutionRegistry, LiveSnapshot, RetainedResult
 from greenroom.metrics import Metrics
-from hypothesis import given
-from hypothesis import strategies as st
 
 WAIT_S = 10.0
 

@@ -10,10 +10,11 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from greenroom.errors import GreenroomError, InvalidInput
-from greenroom.meta import apply_update, dumps_meta, merge_meta, validate_update
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from greenroom.errors import GreenroomError, InvalidInput
+from greenroom.meta import apply_update, dumps_meta, merge_meta, validate_update
 
 # -- the reference model ------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 import pytest
+
 from greenroom import FakeClock, Gap, ObservationEvent, Replayed, Runtime, Subscription
 from greenroom.cursor import format_cursor, parse_cursor
 from greenroom.errors import InvalidInput, MalformedCursor, Stopped, WrongSession

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from greenroom import FakeClock, Gap, ObservationEvent, Runtime, Subscription
 from greenroom.actors.base import ActorContext, GreenroomActor
 from greenroom.cursor import parse_cursor
 from greenroom.errors import InvalidInput, InvalidTransition, Stopped, SubscriberLagged, Timeout
-from greenroom.replay.records import Follower
+from greenroom.replay.follower import Follower
 
 WAIT = 10.0  # real seconds a test waits for another thread before failing
 

@@ -6,11 +6,14 @@ import threading
 from collections.abc import Callable
 
 import pytest
+
 from greenroom import FakeClock, Runtime
 from greenroom.actors.replay import TRIM
 from greenroom.cursor import parse_cursor
 from greenroom.errors import Stopped, SubscriberLagged, Timeout
-from greenroom.replay.records import Follower, Gap, ObservationEvent, Subscription
+from greenroom.replay.follower import Follower
+from greenroom.replay.records import Gap, ObservationEvent
+from greenroom.replay.subscription import Subscription
 
 from .actors_for_tests import Block, Counter
 
@@ -298,7 +301,8 @@ class FakeStopwatch:
 @pytest.fixture
 def watch(monkeypatch: pytest.MonkeyPatch) -> FakeStopwatch:
     fake = FakeStopwatch()
-    monkeypatch.setattr("greenroom.replay.records.stopwatch", fake)
+    monkeypatch.setattr("greenroom.replay.subscription.stopwatch", fake)
+    monkeypatch.setattr("greenroom.replay.follower.stopwatch", fake)
     return fake
 
 

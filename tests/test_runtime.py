@@ -7,8 +7,9 @@ import threading
 from pathlib import Path
 
 import attrs
-import greenroom
 import pytest
+
+import greenroom
 from greenroom import FakeClock, Runtime, RuntimeConfig, SystemClock
 from greenroom.errors import GreenroomError, InvalidInput, SchemaTooNew, Stopped, StorageError
 

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from greenroom import FakeClock, Runtime
 from greenroom.errors import (
     Conflict,
@@ -36,8 +39,6 @@ from greenroom.store import (
     Store,
     UpdateMeta,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from .conftest import START_MS
 

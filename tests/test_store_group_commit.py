@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from greenroom import FakeClock
 from greenroom.errors import NotFound, Stopped, StorageError
 from greenroom.store import Store

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import greenroom.actors.block
 import pytest
 import zstandard
+
+import greenroom.actors.block
 from greenroom import Block, FakeClock, OutputRead, Runtime, SweepStats
 from greenroom.errors import InvalidTransition, NotFound, Stopped, StorageError
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 import pytest
+
 from greenroom import (
     AssistantMessage,
     CompactionConfig,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import zstandard
+
 from greenroom.errors import InvalidInput, StorageError
 
 __all__ = [

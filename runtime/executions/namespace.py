@@ -29,6 +29,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pykka import ActorDeadError
+
 from greenroom.actors.execution import BEGIN, Cancel, ExecutionActor, Feed
 from greenroom.errors import (
     ExecutionTimeout,
@@ -41,7 +43,6 @@ from greenroom.errors import (
 )
 from greenroom.executions.records import FeedResult, check_usage
 from greenroom.executions.registry import ENDED, ExecutionRegistry
-from pykka import ActorDeadError
 
 if TYPE_CHECKING:
     from greenroom.activity import ActivityTracker

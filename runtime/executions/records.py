@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
+
 from greenroom.errors import InvalidInput
 from greenroom.jsonvalue import json_copy
 

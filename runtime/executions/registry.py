@@ -19,6 +19,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
 from greenroom.errors import AlreadyResponded, InvalidTransition
 from greenroom.executions.records import ExecutionStats, FeedResult, answer_digest
 

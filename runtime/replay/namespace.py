@@ -44,6 +44,8 @@ from collections.abc import Callable, Iterable, Mapping, MappingView, Set
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from pykka import ActorDeadError
+
 from greenroom.actors.base import current_actor
 from greenroom.actors.replay import (
     RETIRED,
@@ -61,15 +63,9 @@ from greenroom.clock import stopwatch
 from greenroom.cursor import MAX_CURSOR_INT, ParsedCursor, parse_cursor
 from greenroom.errors import FutureTimeout, InvalidInput, InvalidTransition
 from greenroom.futures import GreenroomFuture, Steps, drive
-from greenroom.replay.records import (
-    Follower,
-    Gap,
-    ObservationEvent,
-    Replayed,
-    Subscription,
-    wait_limit,
-)
-from pykka import ActorDeadError
+from greenroom.replay.follower import Follower
+from greenroom.replay.records import Gap, ObservationEvent, Replayed
+from greenroom.replay.subscription import Subscription, wait_limit
 
 if TYPE_CHECKING:
     from greenroom.actors.base import GreenroomActorRef

@@ -28,8 +28,9 @@ from greenroom.transcripts.records import DURABILITIES, CompactionConfig
 
 if TYPE_CHECKING:
     from greenroom.actors.base import GreenroomActorRef
+    from greenroom.transcripts.handle import Transcript
     from greenroom.transcripts.logformat import Header, LogFile, TranscriptState
-    from greenroom.transcripts.records import RecoveryReport, Transcript
+    from greenroom.transcripts.records import RecoveryReport
 
 __all__ = ["TranscriptsAPI"]
 
@@ -420,7 +421,7 @@ class TranscriptsAPI:
         and removed if it is `new` (made by this create or fork: it holds nothing the
         host was told about)."""
         from greenroom.actors.transcript import TranscriptActor
-        from greenroom.transcripts.records import Transcript
+        from greenroom.transcripts.handle import Transcript
 
         if file.fsyncs:
             self._metrics.incr("transcript_fsyncs", file.fsyncs)  # the header's, a fork's

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
 from greenroom.errors import InvalidInput
 
 if TYPE_CHECKING:
