@@ -7,14 +7,14 @@ actor records the queries and returns `needs_response`. When the host has answer
 every query of the round, the actor sends the answers into the coroutine, which runs
 until its next pause or its end. A paused session costs a suspended coroutine and an
 idle actor. The strategy's steps between pauses run in the actor's turns, on a
-dispatcher thread or on the host thread waiting in `rt.feed` (see
+dispatcher thread or on the host thread waiting in `rt.executions.feed` (see
 `greenroom.actors.caller_runs`), so a CPU-heavy async strategy holds that thread while it
 computes (the slow-handler warning names it); put heavy computing in a plain `def` strategy instead.
 
 Awaiting anything other than `ctx.llm` / `ctx.llm_batch` (such as `asyncio.sleep`)
 ends the session in `error`: there is no event loop to wait on.
 
-A strategy step cannot be interrupted: `Runtime.cancel` of a session whose async
+A strategy step cannot be interrupted: `Runtime.executions.cancel` of a session whose async
 strategy is in a long step records the cancel (`LiveEntry.cancel_requested`) and
 returns; the actor ends the session `cancelled` as soon as the step gives control back
 (its pause, its end or its error), discarding whatever the step produced. The actor
@@ -775,7 +775,7 @@ class ExecutionActor(GreenroomActor):
     def _end(self, status: str, *, result: Any = None, error: str | None = None) -> FeedResult:
         requested = self._entry.cancel_requested
         if status != "cancelled" and requested is not None:
-            # `Runtime.cancel` already told the host "cancelled" (the strategy was busy
+            # `Runtime.executions.cancel` already told the host "cancelled" (the strategy was busy
             # computing): that stays true, and what the strategy produced is dropped.
             log.info(
                 "execution %s: the strategy %s after the host cancelled it; the session "

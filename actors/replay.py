@@ -18,7 +18,7 @@ just handed out stays resumable for at least `max_event_age_s`). Reads
 buffer idle for longer than `max_event_age_s` retires on a tick: it answers any ask
 still queued with `RETIRED` (the facade asks a fresh buffer instead), leaves the
 facade's lookup and stops, so its memory is returned. It never retires while told
-appends (`Runtime.replay_publish`) are on their way to it: its `BufferSlot` counts
+appends (`Runtime.replay.publish`) are on their way to it: its `BufferSlot` counts
 those sent and those handled, and the facade lets it retire only when the two are
 equal (under the lock publishers take), so a publish can never reach a retired buffer
 and be lost. Every trim, drop and lag is counted in `Runtime.metrics()` and logged
@@ -87,7 +87,7 @@ class BufferSlot:
 
 class Append:
     """Ask a buffer: append `payloads` at `revision`; answers the event (`single`) or
-    the list of events. Told (`Runtime.replay_publish`), it answers nobody."""
+    the list of events. Told (`Runtime.replay.publish`), it answers nobody."""
 
     __slots__ = ("payloads", "revision", "single")
 

@@ -1,7 +1,7 @@
 """`SweepSupervisor`: archives idle agent blocks and prunes the archive folder.
 
 On a clock timer (first after `sweep_first_after_s`, then every `sweep_interval_s`)
-and on `Runtime.sweep()`, it runs one sweep on the blocking pool, where waiting is
+and on `Runtime.blocks.sweep()`, it runs one sweep on the blocking pool, where waiting is
 allowed: every archive and prune is asked of the block's own actor, so a sweep can
 never race with that block's appends, restores or reads. One sweep runs at a time.
 A plain sweep (the config's settings, no progress callback) asked for while another
@@ -19,83 +19,37 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import attrs
+from typing import Any, Protocol
 
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
 from greenroom.blocks.archive import ARCHIVE_SUFFIXES, archive_block_id, checked_archive_path
-from greenroom.blocks.handle import Block
+from greenroom.blocks.messages import PLAIN_SWEEP, SweepRequest
 from greenroom.blocks.records import (
     ARCHIVE_BACKUP,
     ARCHIVE_PATH,
     ARCHIVED_BYTES,
     LAST_ACTIVITY,
     LINE_COUNT,
+    ArchiveResult,
+    SweepProgress,
     SweepStats,
 )
 from greenroom.errors import InvalidTransition, NotFound, Stopped, StorageError
 
-__all__ = ["SWEEP_OUTCOMES", "SweepProgress", "SweepRequest", "SweepSupervisor"]
+__all__ = ["BlockHandle", "SweepSupervisor"]
+
+
+class BlockHandle(Protocol):
+    """What the sweep asks of a block (`greenroom.blocks.handle.Block` is one)."""
+
+    def archive(self) -> ArchiveResult: ...
+
+    def prune_archive(self, path: str) -> int: ...
+
 
 log = logging.getLogger("greenroom.sweep")
 
 _DAY_MS = 86_400_000
-
-SWEEP_OUTCOMES = (
-    "started",
-    "archived",
-    "would_archive",
-    "skipped",
-    "pruned",
-    "would_prune",
-    "failed",
-)
-"""`SweepProgress.outcome` values."""
-
-
-@attrs.frozen
-class SweepProgress:
-    """One step of a sweep, handed to the `progress` callback of `Runtime.sweep`.
-
-    `phase` is `"archive"` (idle agent blocks) then `"prune"` (archive files over the
-    budget, oldest first). Each phase starts with an event whose `outcome` is
-    `"started"` and `done == 0`, `total` being the items it will go through; then one
-    event per item, `done` counting it: `"archived"` / `"would_archive"` (a dry run),
-    `"skipped"` (nothing live to archive any more, or, with `error`, its output changed
-    while it was archived: another process appended to it), `"pruned"` /
-    `"would_prune"`, or `"failed"` with `error`. `block_id` names the block (for a
-    prune, the block the archive file belongs to), `path` the archive file written or
-    pruned, `bytes` what was archived (uncompressed) or freed.
-    """
-
-    phase: str
-    done: int
-    total: int
-    outcome: str
-    block_id: str | None = None
-    path: str | None = None
-    bytes: int = 0
-    error: str | None = None
-    dry_run: bool = False
-
-
-@attrs.frozen
-class SweepRequest:
-    """The options of one sweep; `None` means the runtime config's setting."""
-
-    inactive_days: float | None = None
-    max_archive_bytes: int | None = None
-    dry_run: bool = False
-    progress: Callable[[SweepProgress], object] | None = attrs.field(default=None, eq=False)
-
-    @property
-    def plain(self) -> bool:
-        """Whether this is the timer's sweep: the config's settings, no callback."""
-        return self == _PLAIN and self.progress is None
-
-
-_PLAIN = SweepRequest()
 
 
 class _Tick:
@@ -133,7 +87,9 @@ class SweepSupervisor(GreenroomActor):
     kind = "sweeper"
     stop_order = -10  # first: no new archive starts while the blocks stop
 
-    def __init__(self, ctx: ActorContext, block: Callable[[str], Block], archive_dir: Path) -> None:
+    def __init__(
+        self, ctx: ActorContext, block: Callable[[str], BlockHandle], archive_dir: Path
+    ) -> None:
         super().__init__(ctx)
         self._block = block
         self._archive_dir = archive_dir
@@ -160,12 +116,12 @@ class SweepSupervisor(GreenroomActor):
     def on_receive(self, message: Any) -> Any:
         if message is _TICK:
             if self._current is None:
-                self._start(_PLAIN, [])
+                self._start(PLAIN_SWEEP, [])
             return None
         return super().on_receive(message)
 
     def sweep_now(self, request: SweepRequest | None = None) -> Any:
-        request = _PLAIN if request is None else request
+        request = PLAIN_SWEEP if request is None else request
         reply = self.reply_later()
         if self._current is None:
             self._start(request, [reply])

@@ -217,7 +217,7 @@ def child_append(total: int, folder: str) -> dict[str, Any]:
     with Runtime.open(Path(folder) / "append.db") as rt:
         # Warm up: every block exists, has flushed its first line, and is idle. The host
         # keeps its handles (each makes its pykka proxy on first use, here).
-        blocks = [rt.block(f"pane-{i}") for i in range(BLOCKS)]
+        blocks = [rt.blocks.get(f"pane-{i}") for i in range(BLOCKS)]
         for block in blocks:
             block.append_output(ndjson_line(random.Random(0), 0, LINE_BYTES))
         rt.settle()
@@ -324,14 +324,14 @@ def _dirty_blocks(rt: Runtime, count: int) -> list[Any]:
 
     def make(k: int) -> None:
         for block_id in ids[k::8]:
-            rt.block(block_id)
+            rt.blocks.get(block_id)
 
     threads = [threading.Thread(target=make, args=(k,)) for k in range(8)]  # group commits
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    blocks = [rt.block(block_id) for block_id in ids]
+    blocks = [rt.blocks.get(block_id) for block_id in ids]
     rng = random.Random(2)
     for seq, block in enumerate(blocks):
         block.append_output(ndjson_line(rng, seq, LINE_BYTES))
@@ -454,7 +454,7 @@ def _peak_rss_kb() -> int:
 def child_archive_setup(total: int, folder: str) -> dict[str, Any]:
     """Append `total` bytes into block "big" in 1 MB pieces, flushed; then close."""
     with Runtime.open(Path(folder) / "blocks.db") as rt:
-        block = rt.block("big")
+        block = rt.blocks.get("big")
         began = stopwatch()
         for n, piece in enumerate(output_pieces(total), 1):
             block.append_output(piece)
@@ -470,7 +470,7 @@ def child_archive_setup(total: int, folder: str) -> dict[str, Any]:
 def child_archive(total: int, folder: str) -> dict[str, Any]:
     """Archive block "big" (set up by another process, so the peak RSS is ours alone)."""
     with Runtime.open(Path(folder) / "blocks.db") as rt:
-        block = rt.block("big")
+        block = rt.blocks.get("big")
         assert block.stats().line_count > 0  # the actor is up, its stats loaded
         gc.collect()
         rss_before = _rss_now_kb()

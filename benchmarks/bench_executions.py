@@ -3,7 +3,7 @@
 Two measurements:
 
 1. Feed-to-next-`needs_response` round trip for one async strategy looping over
-   10,000 `ctx.llm` queries: p50 and p99 of `rt.feed(...)`, beside a bare pykka ask
+   10,000 `ctx.llm` queries: p50 and p99 of `rt.executions.feed(...)`, beside a bare pykka ask
    round trip (a `pykka.ThreadingActor` answering at once) measured in the same run,
    alternating call by call so drift in the machine's load hits both alike (ratio =
    feed / pykka ask, lower is better; the target is p50 <= 2.0, printed with PASS or
@@ -83,10 +83,10 @@ def bench_round_trip(queries: int, *, caller_runs: bool = True) -> dict[str, lis
         green_ref = rt.spawn(GreenEcho)
         try:
             warm_up = 50
-            first = rt.start_execution(loop_strategy, warm_up + queries + 1)
+            first = rt.executions.start(loop_strategy, warm_up + queries + 1)
             sid = first.session_id
             for _ in range(warm_up):  # warm up all three paths
-                rt.feed(sid, "warm")
+                rt.executions.feed(sid, "warm")
                 pykka_ref.ask(0)
                 green_ref.ask(0)
             # The three alternate call by call: on a shared VM how fast a sleeping
@@ -95,7 +95,7 @@ def bench_round_trip(queries: int, *, caller_runs: bool = True) -> dict[str, lis
             feeds, pykkas, greens = results["feed"], results["pykka"], results["green"]
             for _ in range(ROUNDS * per_round):
                 began = stopwatch()
-                result = rt.feed(sid, "answer")
+                result = rt.executions.feed(sid, "answer")
                 feeds.append(stopwatch() - began)
                 assert result.status == "needs_response", result
                 began = stopwatch()
@@ -104,7 +104,7 @@ def bench_round_trip(queries: int, *, caller_runs: bool = True) -> dict[str, lis
                 began = stopwatch()
                 green_ref.ask(0)
                 greens.append(stopwatch() - began)
-            rt.cancel(sid)
+            rt.executions.cancel(sid)
         finally:
             pykka_ref.stop()
     return results
@@ -115,15 +115,15 @@ def bench_round_trip(queries: int, *, caller_runs: bool = True) -> dict[str, lis
 
 def child_paused(count: int) -> dict[str, Any]:
     rt = Runtime.open(":memory:")
-    warm = rt.start_execution(one_question)  # dispatcher threads up, imports done
-    rt.cancel(warm.session_id)
+    warm = rt.executions.start(one_question)  # dispatcher threads up, imports done
+    rt.executions.cancel(warm.session_id)
     base_kb = status_kb("VmRSS")
     threads_before = threading.active_count()
     began = stopwatch()
     sids = []
     threads_at_1000 = threads_before
     for i in range(count):
-        sids.append(rt.start_execution(one_question).session_id)
+        sids.append(rt.executions.start(one_question).session_id)
         if i + 1 == min(1000, count):
             threads_at_1000 = threading.active_count()
     started = stopwatch() - began
@@ -132,7 +132,7 @@ def child_paused(count: int) -> dict[str, Any]:
     paused = rt.metrics()["executions_active"]
     feed_began = stopwatch()
     for sid in sids:
-        assert rt.feed(sid, "done").status == "completed"
+        assert rt.executions.feed(sid, "done").status == "completed"
     fed = stopwatch() - feed_began
     rt.close()
     return {

@@ -77,22 +77,22 @@ class PykkaCounter(pykka.ThreadingActor):
 
 def bench_append(rt: Runtime, count: int) -> dict[str, float]:
     for _ in range(200):  # warm up
-        rt.replay_append("warm", PAYLOAD)
+        rt.replay.append("warm", PAYLOAD)
     began = stopwatch()
     for _ in range(count):
-        rt.replay_append("single", PAYLOAD)
+        rt.replay.append("single", PAYLOAD)
     single = count / (stopwatch() - began)
 
     payloads = [PAYLOAD] * BATCH
     began = stopwatch()
     for _ in range(count // BATCH):
-        rt.replay_append_many("batched", payloads)
+        rt.replay.append_many("batched", payloads)
     batched = (count // BATCH) * BATCH / (stopwatch() - began)
 
     began = stopwatch()
     for _ in range(count):
-        rt.replay_publish("published", PAYLOAD)
-    rt.current_cursor("published")  # an ask: answered once every publish is appended
+        rt.replay.publish("published", PAYLOAD)
+    rt.replay.current_cursor("published")  # an ask: answered once every publish is appended
     published = count / (stopwatch() - began)
 
     ref = PykkaLog.start()
@@ -118,8 +118,8 @@ def bench_fan_out(rt: Runtime, events: int, mode: str) -> float:
     """Deliveries/s from one appender: `publish` (one replay_publish per event),
     `ask` (one replay_append per event) or `batched` (replay_append_many of BATCH)."""
     session = f"fan-out-{mode}"
-    start = rt.current_cursor(session)
-    subs = [rt.subscribe_after(start) for _ in range(SUBSCRIBERS)]
+    start = rt.replay.current_cursor(session)
+    subs = [rt.replay.subscribe(start) for _ in range(SUBSCRIBERS)]
     ready = threading.Barrier(SUBSCRIBERS + 1)
     threads = [
         threading.Thread(target=_drain, args=(sub, events, ready), daemon=True)
@@ -132,14 +132,14 @@ def bench_fan_out(rt: Runtime, events: int, mode: str) -> float:
     began = stopwatch()
     if mode == "publish":
         for _ in range(events):
-            rt.replay_publish(session, PAYLOAD)
+            rt.replay.publish(session, PAYLOAD)
     elif mode == "ask":
         for _ in range(events):
-            rt.replay_append(session, PAYLOAD)
+            rt.replay.append(session, PAYLOAD)
     else:
         payloads = [PAYLOAD] * BATCH
         for _ in range(events // BATCH):
-            rt.replay_append_many(session, payloads)
+            rt.replay.append_many(session, payloads)
     for thread in threads:
         thread.join()
     took = stopwatch() - began
@@ -167,15 +167,15 @@ def bench_broadcast(events: int) -> float:
 
 
 def bench_replay_after(rt: Runtime, calls: int) -> dict[str, float]:
-    first = rt.current_cursor("replay")  # position 0: the whole buffer comes after it
-    rt.replay_append_many("replay", [PAYLOAD] * 2048)
-    result = rt.replay_after(first)
+    first = rt.replay.current_cursor("replay")  # position 0: the whole buffer comes after it
+    rt.replay.append_many("replay", [PAYLOAD] * 2048)
+    result = rt.replay.after(first)
     assert isinstance(result, Replayed), result
     assert len(result.events) == 2048
     green = []
     for _ in range(calls):
         began = stopwatch()
-        rt.replay_after(first)
+        rt.replay.after(first)
         green.append(stopwatch() - began)
 
     ref = PykkaLog.start()

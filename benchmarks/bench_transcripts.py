@@ -10,7 +10,7 @@ Two measurements, each beside a baseline measured in the same run:
    alike; the median of the rounds is printed, with every round's ratio. Ratio =
    transcript / raw, higher is better (target >= 0.7).
    Automatic compaction is off in both (the raw loop has none).
-2. `rt.transcript_resume` of a 100,000-entry log (9,091 such turns of 11 entries; open, lock,
+2. `rt.transcripts.resume` of a 100,000-entry log (9,091 such turns of 11 entries; open, lock,
    parse, rebuild the context and usage, start the actor), against a bare loop that only
    `json.loads` every line of the same file. Ratio = resume / bare parse, lower is better.
 
@@ -106,7 +106,7 @@ class RawLog:
 def bench_turns(rt: Runtime, folder: Path, turns: list[list[Any]]) -> tuple[float, float]:
     """Seconds spent in the transcript's turns and in the raw loop's, turn by turn
     alternating, so that a slow phase of the shared machine hits both alike."""
-    t = rt.transcript_create(compaction=OFF, durability="turn")
+    t = rt.transcripts.create(compaction=OFF, durability="turn")
     raw = RawLog(folder, rt.clock.now_ms())
     ours_s = raw_s = 0.0
     for turn in turns:
@@ -123,14 +123,14 @@ def bench_turns(rt: Runtime, folder: Path, turns: list[list[Any]]) -> tuple[floa
 
 def bench_resume(rt: Runtime, folder: Path, entries: int) -> tuple[float, float, int]:
     turns = entries // 11
-    t = rt.transcript_create(compaction=OFF, durability="none")
+    t = rt.transcripts.create(compaction=OFF, durability="none")
     for n in range(turns):
         t.on_turn_end(make_turn(n))
     t.close()
     path = Path(t.path)
     lines = path.read_bytes().count(b"\n") - 1  # entries: every line but the header
     start = stopwatch()
-    again = rt.transcript_resume(path, compaction=OFF)
+    again = rt.transcripts.resume(path, compaction=OFF)
     resume_s = stopwatch() - start
     assert again.recovery.clean
     assert len(again.context()) == turns * 10

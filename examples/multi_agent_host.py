@@ -128,7 +128,7 @@ def tokens_of(lines: list[bytes]) -> int:
 def stream_panes(rt: Runtime, clock: FakeClock) -> dict[str, Block]:
     """50 panes print their output in pipe-sized chunks, a quarter second apart."""
     section("1. Agent panes")
-    panes = {pane_id(n): rt.block(pane_id(n)) for n in range(PANES)}
+    panes = {pane_id(n): rt.blocks.get(pane_id(n)) for n in range(PANES)}
     pending = {pane_id(n): pane_chunks(n, b"".join(pane_lines(n))) for n in range(PANES)}
     ticks = 0
     while any(pending.values()):
@@ -157,7 +157,7 @@ def stream_panes(rt: Runtime, clock: FakeClock) -> dict[str, Block]:
         lines += stats.line_count
         tokens += stats.token_estimate
     check(lagging > 0, "no pane's stored stats lagged behind its live stats")
-    check(rt.blocks(view="agent") == sorted(panes), "the store does not list the 50 panes")
+    check(rt.blocks.ids(view="agent") == sorted(panes), "the store does not list the 50 panes")
     # What the agents printed, counted here: the totals and the ticks it took.
     everything = [pane_lines(n) for n in range(PANES)]
     check(lines == sum(map(len, everything)), f"{lines} lines in all")
@@ -199,11 +199,11 @@ def answer(rt: Runtime, step: FeedResult, *, billed: bool, one_by_one: bool = Fa
         )
     if len(replies) == 1:
         _, text, usage = replies[0]
-        return rt.feed(step.session_id, text, usage=usage)
+        return rt.executions.feed(step.session_id, text, usage=usage)
     if not one_by_one:
-        return rt.feed_many(step.session_id, replies)
+        return rt.executions.feed_many(step.session_id, replies)
     for n, (query_id, text, usage) in enumerate(replies, start=1):
-        step = rt.feed(step.session_id, text, query_id=query_id, usage=usage)
+        step = rt.executions.feed(step.session_id, text, query_id=query_id, usage=usage)
         if n < len(replies):  # the rest of the round still waits: the strategy too
             remaining = len(replies) - n
             check(step.to_json() == {"status": "accepted", "remaining": remaining}, str(step))
@@ -261,7 +261,7 @@ def run_executions(rt: Runtime) -> dict[str, Any]:
     fed = 0  # answers the demo fed
     for n, task in enumerate(PANEL_TASKS):
         billed = n % 2 == 0  # half the answers come with the provider's usage
-        step = rt.start_execution(panel, task)  # returns at the strategy's first pause
+        step = rt.executions.start(panel, task)  # returns at the strategy's first pause
         check(step.status == "needs_response" and len(step.queries) == 3, str(step))
         if not paused_json:
             paused_json = step.to_json()
@@ -270,11 +270,13 @@ def run_executions(rt: Runtime) -> dict[str, Any]:
         step = answer(rt, step, billed=billed, one_by_one=n == 1)
         check(step.status == "needs_response" and len(step.queries) == 1, str(step))
         if task == cancelled_task:
-            step = rt.cancel(step.session_id)  # the user closed the tab before the verdict
+            step = rt.executions.cancel(
+                step.session_id
+            )  # the user closed the tab before the verdict
         else:
             fed += len(step.queries)
             step = answer(rt, step, billed=billed)
-        state = rt.execution_status(step.session_id)["state"]
+        state = rt.executions.status(step.session_id)["state"]
         check(state == step.status, f"status says {state}, the feed said {step.status}")
         outcomes[step.status] = outcomes.get(step.status, 0) + 1
         if task == cancelled_task:
@@ -407,7 +409,7 @@ def run_transcripts(rt: Runtime, clock: FakeClock) -> Path:
     billed = Usage()
     dollars = 0.0
     for conversation in range(5):
-        t = rt.transcript_create(cwd="/repo", model=MODEL, compaction=COMPACTION)
+        t = rt.transcripts.create(cwd="/repo", model=MODEL, compaction=COMPACTION)
         ledger = Ledger()
         results = []
         for turn in range(1, 11):
@@ -485,7 +487,7 @@ def branch_and_resume(
     check(next_id == str(ledger.entries + 1), f"next entry {next_id}")
     t.close()  # the host restarts...
 
-    again = rt.transcript_resume(t.path, compaction=COMPACTION)  # (keeps the summarizer)
+    again = rt.transcripts.resume(t.path, compaction=COMPACTION)  # (keeps the summarizer)
     check(again.recovery.clean, f"resume found {again.recovery}")
     check(again.context() == context, "the resumed context differs")
     check(again.usage() == usage and again.next_entry_id() == next_id, "resumed state")
@@ -500,7 +502,7 @@ def branch_and_resume(
 def follow_pane(rt: Runtime, clock: FakeClock) -> None:
     """A UI follows agent-07, disconnects, catches up, then comes back too late."""
     section("4. Replay: a UI follows " + UI_PANE)
-    pane = rt.block(UI_PANE)
+    pane = rt.blocks.get(UI_PANE)
     stream = line_stream(7, first_turn=10)
     published_here = 0  # events the demo published (the only ones in this runtime)
 
@@ -511,10 +513,10 @@ def follow_pane(rt: Runtime, clock: FakeClock) -> None:
         lines = list(itertools.islice(stream, count))
         pane.append_output(b"".join(lines))
         events = [json.loads(line) for line in lines]
-        rt.replay_publish_many(UI_PANE, events)
+        rt.replay.publish_many(UI_PANE, events)
         return events
 
-    follower = rt.follow(rt.current_cursor(UI_PANE))  # the UI opens the pane
+    follower = rt.replay.follow(rt.replay.current_cursor(UI_PANE))  # the UI opens the pane
     printed = agent_prints(8)
     seen = [follower.next_item(timeout=10) for _ in printed]
     check(all(isinstance(item, ObservationEvent) for item in seen), f"follow gave {seen}")
@@ -524,7 +526,7 @@ def follow_pane(rt: Runtime, clock: FakeClock) -> None:
 
     missed = agent_prints(12)
     clock.advance(30)
-    sub = rt.subscribe_after(cursor)  # back 30 s later: the replay, then live events
+    sub = rt.replay.subscribe(cursor)  # back 30 s later: the replay, then live events
     check(isinstance(sub, Subscription), f"reconnect gave {sub}")
     assert isinstance(sub, Subscription)
     with sub:
@@ -541,7 +543,7 @@ def follow_pane(rt: Runtime, clock: FakeClock) -> None:
         cursor = replayed[-1].cursor
 
     agent_prints(REPLAY_LIMIT + 20)  # the UI stays away while the buffer overflows
-    late = rt.subscribe_after(cursor)
+    late = rt.replay.subscribe(cursor)
     check(isinstance(late, Gap) and late.reason == "trimmed", f"late reconnect gave {late}")
     assert isinstance(late, Gap)
     # The UI reloads the pane's output from the block, then follows from the tail.
@@ -551,7 +553,7 @@ def follow_pane(rt: Runtime, clock: FakeClock) -> None:
     check(published == published_here, f"{published} events published, not {published_here}")
     check(trimmed == published_here - REPLAY_LIMIT, f"{trimmed} of {published} events trimmed")
     check(late.oldest_position == trimmed + 1, f"oldest position {late.oldest_position}")
-    follower = rt.follow(late.latest_cursor)
+    follower = rt.replay.follow(late.latest_cursor)
     live = agent_prints(1)
     item = follower.next_item(timeout=10)
     check(isinstance(item, ObservationEvent) and item.payload == live[0], f"after gap: {item}")
@@ -587,7 +589,7 @@ def a_week_later(rt: Runtime, clock: FakeClock, panes: dict[str, Block]) -> tupl
     live = [b for b, meta in metas.items() if b not in archived and b not in pruned]
     check(sorted(live) == sorted(busy), f"live panes {live}")
     check(bool(archived and pruned), f"{len(archived)} archived, {len(pruned)} pruned")
-    archives = sorted(rt.archive_dir.iterdir())
+    archives = sorted(rt.blocks.archive_dir.iterdir())
     size = sum(path.stat().st_size for path in archives)
     check(len(archives) == len(archived), f"{len(archives)} archive files")
     idle = sorted(set(panes) - set(busy))
@@ -606,7 +608,7 @@ def a_week_later(rt: Runtime, clock: FakeClock, panes: dict[str, Block]) -> tupl
         pass  # its archive was deleted to fit the budget; the metadata says when
     else:
         check(False, f"{pruned[0]} was pruned but still reads")
-    again = rt.sweep()  # a sweep on demand: nothing left to do
+    again = rt.blocks.sweep()  # a sweep on demand: nothing left to do
     check(again.archived_count == again.pruned_count == 0, f"second sweep {again}")
     check(rt.metrics()["sweep_failures"] == 0, "a sweep failed")
     check(len(idle) == PANES - BUSY_PANES and len(live) == BUSY_PANES, "idle and busy panes")
@@ -631,7 +633,7 @@ def main() -> None:
         follow_pane(rt, clock)
         live_pane, archived_pane = a_week_later(rt, clock, panes)
         check(rt.metrics()["actor_failures"] == 0, "an actor failed")
-        archive_dir = rt.archive_dir
+        archive_dir = rt.blocks.archive_dir
 
     print("\nAll checks passed.")
     section("Inspect what it left")

@@ -11,7 +11,6 @@ Each part's records are importable from here too: blocks (`Block`, `SessionStats
 
 import logging
 
-from greenroom.actors.sweeper import SweepProgress
 from greenroom.aio import AsyncRuntime
 from greenroom.blocks.handle import Block
 from greenroom.blocks.records import (
@@ -19,6 +18,7 @@ from greenroom.blocks.records import (
     OutputRead,
     RestoreResult,
     SessionStats,
+    SweepProgress,
     SweepStats,
 )
 from greenroom.clock import Clock, FakeClock, SystemClock, TimerHandle

@@ -240,17 +240,17 @@ class AsyncRuntime:
         timeout: float | None = None,
         **kwargs: Any,
     ) -> FeedResult:
-        """`Runtime.start_execution`, awaited: the session's first pause or its end.
+        """`Runtime.executions.start`, awaited: the session's first pause or its end.
 
         `timeout` (real seconds) raises `ExecutionTimeout` as the sync call does; the
         strategy's first step runs on a dispatcher worker (async strategies) or a
         strategy thread (plain ones), never on the loop.
         """
         rt = self._rt
-        session_id, future = rt._exec_start(strategy, args, kwargs, timeout, here=False)
+        session_id, future = rt.executions._exec_start(strategy, args, kwargs, timeout, here=False)
         if not await _settled(future, timeout):
-            raise rt._exec_timeout(session_id, timeout, "start")
-        return rt._exec_wait(session_id, future, 0, "start")
+            raise rt.executions._exec_timeout(session_id, timeout, "start")
+        return rt.executions._exec_wait(session_id, future, 0, "start")
 
     async def feed(
         self,
@@ -261,8 +261,8 @@ class AsyncRuntime:
         usage: dict[str, int] | None = None,
         timeout: float | None = None,
     ) -> FeedResult:
-        """`Runtime.feed`, awaited: answer one query; the session's next `FeedResult`."""
-        items = self._rt._exec_feed_items(session_id, response, query_id, usage, timeout)
+        """`Runtime.executions.feed`, awaited: answer one query; the session's next `FeedResult`."""
+        items = self._rt.executions._exec_feed_items(session_id, response, query_id, usage, timeout)
         return await self._feed(session_id, items, timeout)
 
     async def feed_many(
@@ -272,93 +272,93 @@ class AsyncRuntime:
         *,
         timeout: float | None = None,
     ) -> FeedResult:
-        """`Runtime.feed_many`, awaited: answer several queries at once, all or none."""
-        checked = self._rt._exec_feed_many_items(session_id, items, timeout)
+        """`Runtime.executions.feed_many`, awaited: answer several queries at once, all or none."""
+        checked = self._rt.executions._exec_feed_many_items(session_id, items, timeout)
         return await self._feed(session_id, checked, timeout)
 
     async def _feed(
         self, session_id: str, items: tuple[Any, ...], timeout: float | None
     ) -> FeedResult:
         rt = self._rt
-        future = rt._exec_feed_send(session_id, items, here=False)
+        future = rt.executions._exec_feed_send(session_id, items, here=False)
         if future is not None and not await _settled(future, timeout):
-            raise rt._exec_timeout(session_id, timeout, "feed")
-        return rt._exec_feed_result(session_id, items, future, 0)
+            raise rt.executions._exec_timeout(session_id, timeout, "feed")
+        return rt.executions._exec_feed_result(session_id, items, future, 0)
 
     async def cancel(self, session_id: str) -> FeedResult:
-        """`Runtime.cancel`, awaited: `cancelled` (deferred after `CANCEL_WAIT_S` when the
-        session is busy in a strategy step, as the sync call)."""
+        """`Runtime.executions.cancel`, awaited: `cancelled` (deferred after
+        `CANCEL_WAIT_S` when the session is busy in a strategy step, as the sync call)."""
         rt = self._rt
-        entry, future = rt._exec_cancel_send(session_id)
+        entry, future = rt.executions._exec_cancel_send(session_id)
         await _settled(future, namespace.CANCEL_WAIT_S)
-        return rt._exec_cancel_result(session_id, entry, future, 0)
+        return rt.executions._exec_cancel_result(session_id, entry, future, 0)
 
     async def execution_status(self, session_id: str) -> dict[str, Any]:
-        """`Runtime.execution_status` (which never waits)."""
-        return self._rt.execution_status(session_id)
+        """`Runtime.executions.status` (which never waits)."""
+        return self._rt.executions.status(session_id)
 
     async def execution_snapshots(self) -> dict[str, dict[str, Any]]:
-        """`Runtime.execution_snapshots` (which never waits)."""
-        return self._rt.execution_snapshots()
+        """`Runtime.executions.snapshots` (which never waits)."""
+        return self._rt.executions.snapshots()
 
     # -- blocks ----------------------------------------------------------------------------
 
     async def block(self, block_id: str, *, view: str = "agent") -> AsyncBlock:
-        """`Runtime.block`, on the loop's default executor: an `AsyncBlock` handle.
+        """`Runtime.blocks.get`, on the loop's default executor: an `AsyncBlock` handle.
 
         Getting the handle may write to the store and wait for a stopping actor, so it
         runs off the loop; keep the handle, whose calls never leave the loop.
         """
-        return AsyncBlock(self, await _in_executor(self._rt.block, block_id, view=view))
+        return AsyncBlock(self, await _in_executor(self._rt.blocks.get, block_id, view=view))
 
     # -- replay ----------------------------------------------------------------------------
 
     async def replay_append(
         self, session_id: str, payload: Any, *, revision: int = 0
     ) -> ObservationEvent:
-        """`Runtime.replay_append`, awaited: the event appended, with its cursor."""
+        """`Runtime.replay.append`, awaited: the event appended, with its cursor."""
         rt = self._rt
-        message = rt._replay_append_message(session_id, payload, revision)
-        return await _drive(rt._replay_ask_steps(session_id, message))
+        message = rt.replay._replay_append_message(session_id, payload, revision)
+        return await _drive(rt.replay._replay_ask_steps(session_id, message))
 
     async def replay_append_many(
         self, session_id: str, payloads: Iterable[Any], *, revision: int = 0
     ) -> list[ObservationEvent]:
-        """`Runtime.replay_append_many`, awaited: the events, in order; all or none."""
+        """`Runtime.replay.append_many`, awaited: the events, in order; all or none."""
         rt = self._rt
-        message = rt._replay_batch_message(session_id, payloads, revision)
+        message = rt.replay._replay_batch_message(session_id, payloads, revision)
         if message is None:
             return []
-        return await _drive(rt._replay_ask_steps(session_id, message))
+        return await _drive(rt.replay._replay_ask_steps(session_id, message))
 
     def replay_publish(self, session_id: str, payload: Any, *, revision: int = 0) -> None:
-        """`Runtime.replay_publish`: append without waiting (a plain call: it never waits)."""
-        self._rt.replay_publish(session_id, payload, revision=revision)
+        """`Runtime.replay.publish`: append without waiting (a plain call: it never waits)."""
+        self._rt.replay.publish(session_id, payload, revision=revision)
 
     def replay_publish_many(
         self, session_id: str, payloads: Iterable[Any], *, revision: int = 0
     ) -> None:
-        """`Runtime.replay_publish_many` (a plain call: it never waits)."""
-        self._rt.replay_publish_many(session_id, payloads, revision=revision)
+        """`Runtime.replay.publish_many` (a plain call: it never waits)."""
+        self._rt.replay.publish_many(session_id, payloads, revision=revision)
 
     async def current_cursor(self, session_id: str, revision: int = 0) -> str:
-        """`Runtime.current_cursor`, awaited: the cursor at the session's tail now."""
+        """`Runtime.replay.current_cursor`, awaited: the cursor at the session's tail now."""
         rt = self._rt
-        message = rt._replay_cursor_message(session_id, revision)
-        return await _drive(rt._replay_ask_steps(session_id, message))
+        message = rt.replay._replay_cursor_message(session_id, revision)
+        return await _drive(rt.replay._replay_ask_steps(session_id, message))
 
     async def replay_after(self, cursor: str, *, session_id: str | None = None) -> Replayed | Gap:
-        """`Runtime.replay_after`, awaited: the events after `cursor`, or a `Gap`."""
-        return await _drive(self._rt._replay_after_steps(cursor, session_id, here=False))
+        """`Runtime.replay.after`, awaited: the events after `cursor`, or a `Gap`."""
+        return await _drive(self._rt.replay._replay_after_steps(cursor, session_id, here=False))
 
     def follow(self, cursor: str, *, session_id: str | None = None) -> AsyncFollower:
-        """`Runtime.follow` for `async for`: the session's events after `cursor`, and gaps.
+        """`Runtime.replay.follow` for `async for`: the session's events after `cursor`, and gaps.
 
         A plain call, from a coroutine: it checks the cursor (errors as for
         `replay_after`) and sends the subscribe at once, so events appended after it
         returns are never missed; see `AsyncFollower`.
         """
-        return AsyncFollower(self._rt._replay_follow_subscriber(cursor, session_id), cursor)
+        return AsyncFollower(self._rt.replay._replay_follow_subscriber(cursor, session_id), cursor)
 
 
 class _Opening:
@@ -402,7 +402,7 @@ class AsyncBlock:
     Get one with `await art.block(block_id)`. Each call is a message to the block's
     actor (`append_output` and `record_line` are tells; the others await the actor's
     answer). If the block's actor was stopped, the call reconnects once, as `Block`
-    does, through `Runtime.block` on the loop's default executor.
+    does, through `Runtime.blocks.get` on the loop's default executor.
     """
 
     __slots__ = ("_art", "_handle", "block_id")
@@ -419,7 +419,7 @@ class AsyncBlock:
 
     async def _reconnect(self) -> None:
         # `Stopped` once the runtime is closed, as for Block.
-        self._handle = await _in_executor(self._art.runtime.block, self.block_id)
+        self._handle = await _in_executor(self._art.runtime.blocks.get, self.block_id)
 
     async def _tell(self, message: Any) -> None:
         try:
@@ -495,7 +495,7 @@ class _Waker:
 
 
 class AsyncFollower(AsyncIterator["ObservationEvent | Gap"]):
-    """`async for` over a session's events that recovers by itself; see `Runtime.follow`.
+    """`async for` over a session's events that recovers by itself; see `Runtime.replay.follow`.
 
     Yields `ObservationEvent`s, and a `Gap` once per gap (then goes on from the gap's
     `latest_cursor`); when its subscription lags it subscribes again from the last

@@ -4,7 +4,7 @@ Installed with greenroom as a `pytest11` plugin, so a host's tests get the fixtu
 without importing anything:
 
     def test_pane_counts_lines(greenroom_runtime, fake_clock):
-        pane = greenroom_runtime.block("pane-1", view="agent")
+        pane = greenroom_runtime.blocks.get("pane-1", view="agent")
         pane.append_output(b"one\\ntwo\\n")
         fake_clock.advance(1.0)  # fires due timers, then waits until every actor is idle
         assert pane.stats().line_count == 2
@@ -15,7 +15,7 @@ without importing anything:
   `fake_clock`, closed after the test (a close that fails fails the test).
 * `greenroom_config`: the `RuntimeConfig` the runtime gets; override this fixture in a
   `conftest.py` to change settings for a suite. The default waits at most 10 s for
-  actors to settle and runs sweeps only when the test asks (`rt.sweep()`).
+  actors to settle and runs sweeps only when the test asks (`rt.blocks.sweep()`).
 
 A suite that defines fixtures of the same names (in its `conftest.py`) keeps its own:
 pytest prefers them to a plugin's.

@@ -13,7 +13,7 @@ from greenroom import FakeClock, Runtime, RuntimeConfig
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
-# Sweeps run only when a test asks (rt.sweep()) unless it sets the timer itself.
+# Sweeps run only when a test asks (rt.blocks.sweep()) unless it sets the timer itself.
 QUIET = RuntimeConfig(settle_timeout_s=10.0, sweep_first_after_s=1e9, sweep_interval_s=1e9)
 
 

@@ -376,7 +376,7 @@ def test_a_cancel_of_a_busy_session_is_deferred_without_blocking_the_loop(
 
     sid = run(main())
     rt.settle()
-    assert rt.execution_status(sid)["state"] == "cancelled"
+    assert rt.executions.status(sid)["state"] == "cancelled"
     assert rt.metrics()["execution_cancels_deferred"] == 1
 
 
@@ -405,8 +405,8 @@ def test_no_turn_of_a_session_runs_on_the_loop_thread(rt: Runtime) -> None:
     # The sync call, by contrast, runs the turns on the calling thread (caller runs):
     # what this test would see if the facade waited the sync way.
     where.clear()
-    step = rt.start_execution(records)
-    rt.feed(rt.feed(step.session_id, "1").session_id, "2")
+    step = rt.executions.start(records)
+    rt.executions.feed(rt.executions.feed(step.session_id, "1").session_id, "2")
     assert threading.get_ident() in where
 
 
@@ -460,7 +460,7 @@ def test_block_calls_through_the_facade(rt: Runtime) -> None:
         assert (await notes.meta())["view"] == "notes"
 
     run(main())
-    assert rt.block("pane-1").read_output().line_count == 2  # the sync handle agrees
+    assert rt.blocks.get("pane-1").read_output().line_count == 2  # the sync handle agrees
 
 
 def test_block_errors_are_those_of_the_sync_handle(rt: Runtime) -> None:
@@ -666,7 +666,7 @@ def test_cancelling_a_waiting_follower_unsubscribes(rt: Runtime) -> None:
         consumer = asyncio.create_task(consume())
         await ticks(2)
         assert rt.metrics()["replay_subscribers"] == 1
-        (sub,) = rt._replay_subs
+        (sub,) = rt.replay._replay_subs
         assert sub._waiters  # the follower's waker: waiting without a thread
         consumer.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -120,7 +120,7 @@ def folder(path: Path) -> list[str]:
 
 
 def archived_block(rt: Runtime, block_id: str, data: bytes) -> tuple[Block, ArchiveResult]:
-    block = rt.block(block_id)
+    block = rt.blocks.get(block_id)
     append_in_pieces(block, data)
     result = block.archive()
     assert result.archived_bytes == len(data)
@@ -136,7 +136,7 @@ def test_archive_restore_read_round_trip_of_a_multi_megabyte_output(
 ) -> None:
     data = varied_output(4_000_000)
     rt = open_rt(archive_codec=codec)
-    block = rt.block("agent-1")
+    block = rt.blocks.get("agent-1")
     append_in_pieces(block, data)
     stats = block.stats()
     assert stats.line_count == sum(1 for line in data.split(b"\n") if line)
@@ -146,9 +146,9 @@ def test_archive_restore_read_round_trip_of_a_multi_megabyte_output(
     assert result == ArchiveResult("agent-1", len(data), now, result.path)
     assert result.path is not None
     path = Path(result.path)
-    assert path.parent == rt.archive_dir
+    assert path.parent == rt.blocks.archive_dir
     assert path.name == f"agent-1.{now}{SUFFIX[codec]}"
-    assert folder(rt.archive_dir) == [path.name]  # no temporary file left behind
+    assert folder(rt.blocks.archive_dir) == [path.name]  # no temporary file left behind
     assert path.read_bytes()[: len(MAGIC[codec])] == MAGIC[codec]
     assert path.stat().st_size < len(data) // 2
     # The live copy is gone; the metadata points at the archive.
@@ -184,7 +184,7 @@ def test_archive_restore_read_round_trip_of_a_multi_megabyte_output(
     assert again.archived_bytes == len(data) + 14
     assert again.path != result.path
     assert not path.exists()  # ...until the next successful archive
-    assert folder(rt.archive_dir) == [Path(again.path or "").name]
+    assert folder(rt.blocks.archive_dir) == [Path(again.path or "").name]
     assert BACKUP not in block.meta()
     assert block.read_output().data == data + b"one more line\n"
 
@@ -200,7 +200,7 @@ def test_reads_recognise_either_codec_whatever_the_config_says(
     rt.close()
 
     rt = open_rt(archive_codec=second)
-    block = rt.block("agent-1")
+    block = rt.blocks.get("agent-1")
     assert block.read_output() == OutputRead(data, non_blank_lines(data), archived=True)
     block.append_output(b"tail\n")
     fake_clock.advance(1)
@@ -212,7 +212,7 @@ def test_reads_recognise_either_codec_whatever_the_config_says(
     rt.close()
 
     rt = open_rt(archive_codec=first)
-    block = rt.block("agent-1")
+    block = rt.blocks.get("agent-1")
     assert block.read_output().data == data + b"tail\n"
     assert block.restore().restored_bytes == len(data) + 5
     assert live_output(rt, "agent-1") == data + b"tail\n"
@@ -222,24 +222,24 @@ def test_the_archive_folder_defaults_beside_the_database_or_follows_the_config(
     open_rt: Callable[..., Runtime], db_path: Path, tmp_path: Path
 ) -> None:
     rt = open_rt()
-    assert rt.archive_dir == db_path.resolve().with_name(db_path.name + ".archives")
+    assert rt.blocks.archive_dir == db_path.resolve().with_name(db_path.name + ".archives")
     rt.close()
     elsewhere = tmp_path / "archives" / "here"
     rt = open_rt(archive_dir=str(elsewhere))
-    assert rt.archive_dir == elsewhere.resolve()
+    assert rt.blocks.archive_dir == elsewhere.resolve()
     _block, result = archived_block(rt, "agent-1", b"some output\n")
     assert Path(result.path or "").parent == elsewhere.resolve()
-    assert rt.block("agent-1").read_output().data == b"some output\n"
+    assert rt.blocks.get("agent-1").read_output().data == b"some output\n"
 
 
 # -- nothing to archive, nothing to restore ---------------------------------------------------
 
 
 def test_archiving_an_empty_or_missing_output_changes_nothing(rt: Runtime) -> None:
-    fresh = rt.block("fresh")
-    counted = rt.block("counted-elsewhere")
+    fresh = rt.blocks.get("fresh")
+    counted = rt.blocks.get("counted-elsewhere")
     counted.record_line(80)  # lines, but no output here
-    blank = rt.block("blank")
+    blank = rt.blocks.get("blank")
     blank.append_output(b"")
     rt.settle()
     for block in (fresh, counted, blank):
@@ -249,7 +249,7 @@ def test_archiving_an_empty_or_missing_output_changes_nothing(rt: Runtime) -> No
         assert result.path is None
         assert snapshot(rt, block.block_id) == before
         assert block.read_output() == OutputRead(b"", 0, archived=False)
-    assert folder(rt.archive_dir) == []
+    assert folder(rt.blocks.archive_dir) == []
 
 
 def test_archiving_an_archived_block_without_new_output_changes_nothing(
@@ -264,11 +264,11 @@ def test_archiving_an_archived_block_without_new_output_changes_nothing(
     assert again.path == result.path
     assert snapshot(rt, "agent-1") == before
     assert Path(result.path or "").read_bytes() == file_bytes
-    assert folder(rt.archive_dir) == [Path(result.path or "").name]
+    assert folder(rt.blocks.archive_dir) == [Path(result.path or "").name]
 
 
 def test_restoring_a_block_that_is_not_archived_is_an_invalid_transition(rt: Runtime) -> None:
-    block = rt.block("agent-1")
+    block = rt.blocks.get("agent-1")
     with pytest.raises(InvalidTransition, match="not archived"):
         block.restore()
     block.append_output(b"live only\n")
@@ -349,7 +349,7 @@ def test_a_missing_or_corrupt_archive_raises_and_changes_nothing(
         block.archive()  # re-archiving must read the old archive: refused as well
     assert snapshot(rt, "agent-1") == before
     assert (path.read_bytes() if path.exists() else None) == damaged
-    assert folder(rt.archive_dir) == ([path.name] if damaged is not None else [])
+    assert folder(rt.blocks.archive_dir) == ([path.name] if damaged is not None else [])
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -389,7 +389,7 @@ def test_a_failure_while_writing_the_archive_file_loses_nothing(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
     data = varied_output(500_000, seed=4)
-    block = rt.block("agent-1")
+    block = rt.blocks.get("agent-1")
     append_in_pieces(block, data)
     before = snapshot(rt, "agent-1")
     with monkeypatch.context() as patch:
@@ -398,7 +398,7 @@ def test_a_failure_while_writing_the_archive_file_loses_nothing(
             block.archive()
     assert snapshot(rt, "agent-1") == before
     assert live_output(rt, "agent-1") == data
-    assert folder(rt.archive_dir) == []  # neither the temporary file nor a final one
+    assert folder(rt.blocks.archive_dir) == []  # neither the temporary file nor a final one
     assert block.read_output() == OutputRead(data, non_blank_lines(data), archived=False)
     # Afterwards a normal archive and restore work.
     result = block.archive()
@@ -412,7 +412,7 @@ def test_a_failure_of_the_metadata_transaction_after_archiving_loses_nothing(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = varied_output(500_000, seed=5)
-    block = rt.block("agent-1")
+    block = rt.blocks.get("agent-1")
     append_in_pieces(block, data)
     before = snapshot(rt, "agent-1")
 
@@ -421,7 +421,7 @@ def test_a_failure_of_the_metadata_transaction_after_archiving_loses_nothing(
         with pytest.raises(StorageError, match="injected"):
             block.archive()
     assert snapshot(rt, "agent-1") == before
-    assert folder(rt.archive_dir) == []  # the archive nobody points to was removed
+    assert folder(rt.blocks.archive_dir) == []  # the archive nobody points to was removed
     assert block.read_output() == OutputRead(data, non_blank_lines(data), archived=False)
     result = block.archive()
     assert block.meta()[ARCHIVE_PATH] == Path(result.path or "").name
@@ -442,12 +442,12 @@ def test_a_failed_re_archive_keeps_the_old_archive_and_the_new_output(
         with pytest.raises(StorageError, match="injected"):
             block.archive()
     assert snapshot(rt, "agent-1") == before
-    assert folder(rt.archive_dir) == [Path(first.path or "").name]
+    assert folder(rt.blocks.archive_dir) == [Path(first.path or "").name]
     assert block.read_output().data == data + b"written after the archive\n"
     second = block.archive()  # same fake millisecond: a new name, never an overwrite
     assert second.path != first.path
     assert second.archived_bytes == len(data) + 26
-    assert folder(rt.archive_dir) == [Path(second.path or "").name]
+    assert folder(rt.blocks.archive_dir) == [Path(second.path or "").name]
     assert live_output(rt, "agent-1") is None
     assert block.read_output().data == data + b"written after the archive\n"
 
@@ -502,7 +502,7 @@ def test_output_appended_while_an_archive_runs_is_kept_in_order(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = varied_output(200_000, seed=9)
-    block = rt.block("agent-1")
+    block = rt.blocks.get("agent-1")
     append_in_pieces(block, data)
     entered, go = threading.Event(), threading.Event()
     original = greenroom.actors.block.write_archive
@@ -534,7 +534,7 @@ def test_closing_the_runtime_during_an_archive_answers_the_caller(
     db_path: Path, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rt = Runtime.open(db_path, clock=fake_clock, config=attrs.evolve(QUIET, stop_timeout_s=5.0))
-    block = rt.block("agent-1")
+    block = rt.blocks.get("agent-1")
     block.append_output(b"some output\n")
     block.flush()
     entered, go = threading.Event(), threading.Event()
@@ -568,7 +568,7 @@ def test_closing_the_runtime_during_an_archive_answers_the_caller(
     assert isinstance(outcome[0], ArchiveResult | Stopped)
     # Whatever happened, the output is not lost.
     with Runtime.open(db_path, clock=fake_clock, config=QUIET) as again:
-        assert again.block("agent-1").read_output().data == b"some output\n"
+        assert again.blocks.get("agent-1").read_output().data == b"some output\n"
 
 
 # -- new output after an archive --------------------------------------------------------------
@@ -615,8 +615,8 @@ def test_odd_but_valid_block_ids_archive_inside_the_archive_folder(
     rt: Runtime, block_id: str
 ) -> None:
     block, result = archived_block(rt, block_id, b"output\n")
-    assert Path(result.path or "").parent == rt.archive_dir
-    assert Path(result.path or "").resolve().parent == rt.archive_dir
+    assert Path(result.path or "").parent == rt.blocks.archive_dir
+    assert Path(result.path or "").resolve().parent == rt.blocks.archive_dir
     assert block.read_output().data == b"output\n"
     assert block.restore().restored_bytes == 7
 
@@ -634,7 +634,7 @@ def _tampered(kind: str, rt: Runtime, tmp_path: Path) -> tuple[object, Path | No
     if kind == "relative-parent":
         return "../outside.zst", outside
     if kind == "absolute-with-dotdot":
-        return str(rt.archive_dir / ".." / "outside.zst"), outside
+        return str(rt.blocks.archive_dir / ".." / "outside.zst"), outside
     if kind == "other-folder":
         other = tmp_path / "other"
         other.mkdir()
@@ -642,11 +642,11 @@ def _tampered(kind: str, rt: Runtime, tmp_path: Path) -> tuple[object, Path | No
         target.write_bytes(_zstd(b"secret from another folder\n"))
         return str(target), target
     if kind == "symlink-out":
-        link = rt.archive_dir / "agent-1.1.zst"
+        link = rt.blocks.archive_dir / "agent-1.1.zst"
         link.symlink_to(outside)
         return str(link), outside
     if kind == "not-an-archive-name":
-        inside = rt.archive_dir / "notes.txt"
+        inside = rt.blocks.archive_dir / "notes.txt"
         inside.write_bytes(_zstd(b"not an archive name\n"))
         return str(inside), inside
     if kind == "not-a-string":
@@ -787,7 +787,7 @@ def test_a_restore_cut_short_leaves_no_partial_copy_behind(
     rt.store.append_file("block", "agent-1", "output.restoring", b"outp", create=True)
     rt.close()
     rt = open_rt()
-    read = rt.block("agent-1").read_output()  # after the block's start
+    read = rt.blocks.get("agent-1").read_output()  # after the block's start
     assert (read.data, read.archived) == (b"output\n", True)
     assert [f.name for f in rt.store.list_files("block", "agent-1")] == []
 
@@ -812,7 +812,7 @@ def append_elsewhere_after_reading(
         yield from real(self, *args, **kwargs)
         if not done.is_set() and self.block_id == block_id:
             done.set()
-            elsewhere = other.block(block_id)  # its own block actor, its own writer
+            elsewhere = other.blocks.get(block_id)  # its own block actor, its own writer
             elsewhere.append_output(data)
             elsewhere.flush()
 
@@ -824,7 +824,7 @@ def test_output_another_process_appends_while_archiving_is_never_dropped(
     open_rt: Callable[..., Runtime],
 ) -> None:
     rt, other = open_rt(), open_rt()  # two runtimes: two actors for the same block
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(numbered(0, 5000))
     block.flush()
     with pytest.MonkeyPatch.context() as patch:
@@ -833,14 +833,14 @@ def test_output_another_process_appends_while_archiving_is_never_dropped(
             block.archive()
         assert appended.is_set()
     # Nothing changed: still live, every line there, no archive file left behind.
-    assert folder(rt.archive_dir) == []
+    assert folder(rt.blocks.archive_dir) == []
     assert ARCHIVE_PATH not in block.meta()
     assert live_output(rt, "pane-1") == numbered(0, 5100)
     # Tried again, it archives every line.
     result = block.archive()
     assert result.archived_bytes == len(numbered(0, 5100))
     assert block.read_output().data == numbered(0, 5100)
-    assert other.block("pane-1").read_output().data == numbered(0, 5100)
+    assert other.blocks.get("pane-1").read_output().data == numbered(0, 5100)
 
 
 def test_output_another_process_appends_while_restoring_is_never_dropped(
@@ -865,19 +865,19 @@ def test_a_sweep_skips_a_block_another_process_appends_to_while_it_is_archived(
     open_rt: Callable[..., Runtime],
 ) -> None:
     rt, other = open_rt(), open_rt()
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(numbered(0, 100))
     block.flush()
     events: list[Any] = []
     with pytest.MonkeyPatch.context() as patch:
         append_elsewhere_after_reading(patch, other, "pane-1", numbered(100, 110))
-        stats = rt.sweep(inactive_days=0, progress=events.append)
+        stats = rt.blocks.sweep(inactive_days=0, progress=events.append)
     assert (stats.archived_count, stats.skipped_count) == (0, 1)
     [skipped] = [event for event in events if event.phase == "archive" and event.done]
     assert skipped.outcome == "skipped"
     assert "try again" in (skipped.error or "")
     assert live_output(rt, "pane-1") == numbered(0, 110)
-    stats = rt.sweep(inactive_days=0)  # the next sweep archives it all
+    stats = rt.blocks.sweep(inactive_days=0)  # the next sweep archives it all
     assert (stats.archived_count, stats.skipped_count) == (1, 0)
     assert block.read_output().data == numbered(0, 110)
 
@@ -901,10 +901,10 @@ def _consistent(rt: Runtime, block_id: str) -> None:
     named = set()
     for key in (ARCHIVE_PATH, BACKUP):
         if meta.get(key):
-            path = checked_archive_path(rt.archive_dir, meta[key], block_id)
+            path = checked_archive_path(rt.blocks.archive_dir, meta[key], block_id)
             assert path.is_file(), f"{key} names {path}, which is gone"
             named.add(path.name)
-    assert set(folder(rt.archive_dir)) == named
+    assert set(folder(rt.blocks.archive_dir)) == named
 
 
 @pytest.mark.parametrize("stored", ["names", "absolute-paths-of-older-versions"])
@@ -913,7 +913,7 @@ def test_a_database_moved_with_its_archive_folder_keeps_its_archives(
 ) -> None:
     first, second = numbered(0, 2000), numbered(2000, 2100)
     with _open_at(tmp_path / "before" / "app.db", fake_clock) as rt:
-        block = rt.block("pane-1")
+        block = rt.blocks.get("pane-1")
         block.append_output(first)
         old = block.archive()
         fake_clock.advance(1)
@@ -925,17 +925,17 @@ def test_a_database_moved_with_its_archive_folder_keeps_its_archives(
         block.restore()
         fake_clock.advance(1)
         block.archive()
-        assert Path(old.path or "").parent == rt.archive_dir
+        assert Path(old.path or "").parent == rt.blocks.archive_dir
         if stored != "names":
             # As older versions stored them: absolute paths into the old folder.
             meta = block.meta()
-            absolute = {key: str(rt.archive_dir / meta[key]) for key in (ARCHIVE_PATH,)}
+            absolute = {key: str(rt.blocks.archive_dir / meta[key]) for key in (ARCHIVE_PATH,)}
             block.update_meta(absolute)
             assert Path(block.meta()[ARCHIVE_PATH]).is_absolute()
     db = _move(tmp_path)
     with _open_at(db, fake_clock) as rt:
-        assert rt.archive_dir == db.with_name("app.db.archives")
-        block = rt.block("pane-1")
+        assert rt.blocks.archive_dir == db.with_name("app.db.archives")
+        block = rt.blocks.get("pane-1")
         assert block.read_output() == OutputRead(first + second, 2100, archived=True)
         _consistent(rt, "pane-1")
         block.restore()
@@ -949,19 +949,19 @@ def test_a_database_moved_with_its_archive_folder_keeps_its_archives(
         with _open_at(db, fake_clock) as rt:
             meta = rt.store.get_object("block", "pane-1").meta
             rt.store.update_meta(
-                "block", "pane-1", {ARCHIVE_PATH: str(rt.archive_dir / meta[ARCHIVE_PATH])}
+                "block", "pane-1", {ARCHIVE_PATH: str(rt.blocks.archive_dir / meta[ARCHIVE_PATH])}
             )
         (tmp_path / "after").rename(tmp_path / "before")
         db = tmp_path / "before" / "app.db"
     with _open_at(db, fake_clock) as rt:
-        stats = rt.sweep(max_archive_bytes=0)
+        stats = rt.blocks.sweep(max_archive_bytes=0)
         assert stats.pruned_count == 1
         meta = rt.store.get_object("block", "pane-1").meta
         assert PRUNED_AT in meta
         assert ARCHIVE_PATH not in meta
         _consistent(rt, "pane-1")
         with pytest.raises(NotFound, match="pruned"):
-            rt.block("pane-1").read_output()
+            rt.blocks.get("pane-1").read_output()
 
 
 def test_a_legacy_absolute_path_is_still_refused_outside_the_folder(tmp_path: Path) -> None:

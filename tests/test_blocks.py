@@ -47,7 +47,7 @@ def expected_stats(lines: list[bytes]) -> tuple[int, int]:
 
 
 def test_first_line_is_stored_at_once(rt: Runtime) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     assert block.meta() == {"view": "agent"}
     block.append_output(b'{"type":"text","text":"hello"}\n')  # 30 bytes
     rt.settle()
@@ -64,7 +64,7 @@ def test_first_line_is_stored_at_once(rt: Runtime) -> None:
 def test_lines_within_the_interval_wait_for_the_trailing_flush(
     rt: Runtime, fake_clock: FakeClock
 ) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(b"first line\n")  # flushed at once
     rt.settle()
     fake_clock.advance(0.1)
@@ -91,7 +91,7 @@ def test_trailing_flush_follows_the_configured_interval(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt(stats_flush_interval_s=5.0)
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.record_line(8)
     block.record_line(8)
     rt.settle()
@@ -105,7 +105,7 @@ def test_trailing_flush_follows_the_configured_interval(
 def test_at_most_one_flush_per_interval_while_lines_keep_coming(
     rt: Runtime, fake_clock: FakeClock
 ) -> None:
-    block = rt.block("busy")
+    block = rt.blocks.get("busy")
     rt.settle()
     commits = rt.metrics()["store_commits"]
     versions = [version(rt, "busy")]
@@ -131,7 +131,7 @@ def test_at_most_one_flush_per_interval_while_lines_keep_coming(
 
 
 def test_a_line_after_a_quiet_spell_is_stored_at_once(rt: Runtime, fake_clock: FakeClock) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(b"one\n")
     rt.settle()
     fake_clock.advance(30)
@@ -143,7 +143,7 @@ def test_a_line_after_a_quiet_spell_is_stored_at_once(rt: Runtime, fake_clock: F
 
 
 def test_no_flush_without_new_lines(rt: Runtime, fake_clock: FakeClock) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(b"only line\n")
     rt.settle()
     before = version(rt, "pane-1")
@@ -160,7 +160,7 @@ def test_no_flush_without_new_lines(rt: Runtime, fake_clock: FakeClock) -> None:
 
 
 def test_flush_stores_pending_stats_now(rt: Runtime, fake_clock: FakeClock) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(b"aaaa\n")
     block.append_output(b"bbbbbbbb\n")
     block.record_line(100)
@@ -176,7 +176,7 @@ def test_flush_stores_pending_stats_now(rt: Runtime, fake_clock: FakeClock) -> N
 
 
 def test_partial_line_is_counted_only_once_its_newline_arrives(rt: Runtime) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(b"abcd")
     block.append_output(b"efgh")
     assert block.stats().line_count == 0
@@ -190,7 +190,7 @@ def test_partial_line_is_counted_only_once_its_newline_arrives(rt: Runtime) -> N
 
 
 def test_partial_last_line_is_counted_when_the_block_is_archived(rt: Runtime) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(b"complete line\n" + b"y" * 12)
     assert block.stats().line_count == 1
     block.archive()
@@ -204,7 +204,7 @@ def test_close_stores_pending_stats_and_the_partial_last_line(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt()
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(b"first\n")  # stored at once
     rt.settle()
     fake_clock.advance(0.2)
@@ -223,7 +223,7 @@ def test_close_stores_pending_stats_and_the_partial_last_line(
 
 
 def test_record_line_counts_one_line_of_the_given_size(rt: Runtime, fake_clock: FakeClock) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.record_line(100)
     block.record_line(7)
     block.record_line(4)
@@ -239,7 +239,7 @@ def test_record_line_counts_one_line_of_the_given_size(rt: Runtime, fake_clock: 
 
 
 def test_empty_lines_are_not_counted(rt: Runtime) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(b"")
     block.append_output(b"\n\n\n")
     assert block.stats() == SessionStats()
@@ -253,7 +253,7 @@ def test_empty_lines_are_not_counted(rt: Runtime) -> None:
 
 def test_token_estimate_is_utf8_bytes_over_four_per_line(rt: Runtime) -> None:
     lines = ["héllo wörld", "日本語のテキスト", "x", "abcd", "abcde", "a" * 1001, "🙂🙂🙂"]
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output("".join(line + "\n" for line in lines).encode())
     encoded = [line.encode() for line in lines]
     assert block.stats().line_count == len(lines)
@@ -262,7 +262,7 @@ def test_token_estimate_is_utf8_bytes_over_four_per_line(rt: Runtime) -> None:
 
 
 def test_output_accepts_bytes_like_objects(rt: Runtime) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(bytearray(b"one\n"))
     block.append_output(memoryview(b"two\n"))
     block.flush()
@@ -288,7 +288,7 @@ def test_any_chunking_of_an_output_gives_the_same_stats(
     cuts = sorted(data.draw(st.lists(st.integers(0, len(output)), max_size=12), label="cuts"))
     chunks = [output[lo:hi] for lo, hi in itertools.pairwise([0, *cuts, len(output)])]
     n = next(_ids)
-    whole, chunked = rt.block(f"whole-{n}"), rt.block(f"chunked-{n}")
+    whole, chunked = rt.blocks.get(f"whole-{n}"), rt.blocks.get(f"chunked-{n}")
     whole.append_output(output)
     for chunk in chunks:
         chunked.append_output(chunk)
@@ -310,7 +310,7 @@ def test_any_chunking_of_an_output_gives_the_same_stats(
 
 @pytest.mark.parametrize("data", ["text\n", None, 5, [b"a\n"]])
 def test_append_output_refuses_what_is_not_bytes(rt: Runtime, data: object) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     with pytest.raises(InvalidInput, match="bytes"):
         block.append_output(data)  # type: ignore[arg-type]
     assert block.stats() == SessionStats()
@@ -318,7 +318,7 @@ def test_append_output_refuses_what_is_not_bytes(rt: Runtime, data: object) -> N
 
 @pytest.mark.parametrize("n_bytes", [-1, True, False, 1.5, "10", None])
 def test_record_line_refuses_what_is_not_a_byte_count(rt: Runtime, n_bytes: object) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     with pytest.raises(InvalidInput):
         block.record_line(n_bytes)  # type: ignore[arg-type]
     assert block.stats() == SessionStats()
@@ -330,23 +330,23 @@ def test_record_line_refuses_what_is_not_a_byte_count(rt: Runtime, n_bytes: obje
 )
 def test_bad_block_ids_are_refused(rt: Runtime, block_id: object) -> None:
     with pytest.raises(InvalidInput, match="block id"):
-        rt.block(block_id)  # type: ignore[arg-type]
-    assert rt.blocks() == []
+        rt.blocks.get(block_id)  # type: ignore[arg-type]
+    assert rt.blocks.ids() == []
 
 
 def test_block_id_characters_and_length_allowed(rt: Runtime) -> None:
     ids = ["x" * 200, "a", "A-Z_0.9:user@host"]
     for block_id in ids:
-        rt.block(block_id).append_output(b"line\n")
+        rt.blocks.get(block_id).append_output(b"line\n")
     rt.settle()
-    assert rt.blocks() == sorted(ids)
+    assert rt.blocks.ids() == sorted(ids)
 
 
 @pytest.mark.parametrize("view", ["", None, 3])
 def test_bad_views_are_refused(rt: Runtime, view: object) -> None:
     with pytest.raises(InvalidInput, match="view"):
-        rt.block("pane-1", view=view)  # type: ignore[arg-type]
-    assert rt.blocks() == []
+        rt.blocks.get("pane-1", view=view)  # type: ignore[arg-type]
+    assert rt.blocks.ids() == []
 
 
 # -- counters across re-opens -----------------------------------------------------------------
@@ -356,14 +356,14 @@ def test_counters_survive_a_reopen_and_keep_counting(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt()
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(b"12345678\n" * 5)  # 5 lines of 8 bytes
     block.record_line(40)
     rt.close()
     fake_clock.advance(60)
 
     rt = open_rt()
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     assert block.stats() == SessionStats(START_MS, START_MS, 6, 5 * 2 + 10)
     block.append_output(b"abcdefghijkl\n")  # the first line after the re-open: stored at once
     rt.settle()
@@ -377,9 +377,9 @@ def test_counters_survive_a_reopen_and_keep_counting(
     rt.close()
 
     rt = open_rt()
-    assert rt.block("pane-1").stats() == SessionStats(START_MS, START_MS + 60_000, 8, 24)
+    assert rt.blocks.get("pane-1").stats() == SessionStats(START_MS, START_MS + 60_000, 8, 24)
     # The output itself is one stream across the re-opens.
-    assert rt.block("pane-1").read_output().data == b"12345678\n" * 5 + b"abcdefghijkl\n"
+    assert rt.blocks.get("pane-1").read_output().data == b"12345678\n" * 5 + b"abcdefghijkl\n"
 
 
 def test_counters_carry_on_for_blocks_only_touched_by_record_line(
@@ -387,11 +387,11 @@ def test_counters_carry_on_for_blocks_only_touched_by_record_line(
 ) -> None:
     rt = open_rt()
     for n in range(3):
-        rt.block(f"b{n}").record_line(4 * (n + 1))
+        rt.blocks.get(f"b{n}").record_line(4 * (n + 1))
     rt.close()
     rt = open_rt()
     for n in range(3):
-        rt.block(f"b{n}").record_line(4)
+        rt.blocks.get(f"b{n}").record_line(4)
     rt.settle()
     assert [stored(rt, f"b{n}")[LINE_COUNT] for n in range(3)] == [2, 2, 2]
     assert [stored(rt, f"b{n}")[TOKENS] for n in range(3)] == [2, 3, 4]
@@ -401,13 +401,13 @@ def test_counters_carry_on_for_blocks_only_touched_by_record_line(
 def test_counters_carry_on_when_a_blocks_actor_is_restarted(rt: Runtime, round_: int) -> None:
     # The old actor's last stats are still on their way to the writer when it stops;
     # the new actor must start from them, never from older stored totals.
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     for _ in range(200):
         block.append_output(b"12345678\n")
     for other in range(20):  # keep the writer busy with other blocks
-        rt.block(f"other-{other}").append_output(b"x" * 1000 + b"\n")
+        rt.blocks.get(f"other-{other}").append_output(b"x" * 1000 + b"\n")
     rt.get_actor("block", "pane-1").stop(block=False)
-    again = rt.block("pane-1")
+    again = rt.blocks.get("pane-1")
     assert again.stats().line_count == 200
     again.append_output(b"12345678\n")
     again.flush()
@@ -420,7 +420,7 @@ def test_counters_carry_on_when_a_blocks_actor_is_restarted(rt: Runtime, round_:
 
 def test_many_blocks_are_flushed_in_a_few_batched_commits(rt: Runtime) -> None:
     count = 320
-    blocks = [rt.block(f"pane-{n:03d}") for n in range(count)]
+    blocks = [rt.blocks.get(f"pane-{n:03d}") for n in range(count)]
     rt.settle()
     commits = rt.metrics()["store_commits"]
     for n, block in enumerate(blocks):
@@ -442,7 +442,7 @@ def test_many_blocks_are_flushed_in_a_few_batched_commits(rt: Runtime) -> None:
 
 
 def test_appends_to_one_block_keep_their_order(rt: Runtime) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     pieces = [f"{n}:{'x' * (n % 7)}\n".encode() for n in range(500)]
     for piece in pieces:
         block.append_output(piece)
@@ -458,36 +458,36 @@ def test_blocks_lists_ids_sorted_and_filters_by_view(
     open_rt: Callable[..., Runtime],
 ) -> None:
     rt = open_rt()
-    assert rt.blocks() == []
-    rt.block("b-agent")
-    rt.block("a-agent", view="agent")
-    rt.block("shell-1", view="shell")
-    rt.block("term", view="terminal")
-    assert rt.blocks() == ["a-agent", "b-agent", "shell-1", "term"]
-    assert rt.blocks(view="agent") == ["a-agent", "b-agent"]
-    assert rt.blocks(view="shell") == ["shell-1"]
-    assert rt.blocks(view="nothing") == []
+    assert rt.blocks.ids() == []
+    rt.blocks.get("b-agent")
+    rt.blocks.get("a-agent", view="agent")
+    rt.blocks.get("shell-1", view="shell")
+    rt.blocks.get("term", view="terminal")
+    assert rt.blocks.ids() == ["a-agent", "b-agent", "shell-1", "term"]
+    assert rt.blocks.ids(view="agent") == ["a-agent", "b-agent"]
+    assert rt.blocks.ids(view="shell") == ["shell-1"]
+    assert rt.blocks.ids(view="nothing") == []
     rt.close()
     rt = open_rt()
-    assert rt.blocks(view="terminal") == ["term"]
+    assert rt.blocks.ids(view="terminal") == ["term"]
 
 
 def test_a_block_keeps_the_view_it_was_created_with(open_rt: Callable[..., Runtime]) -> None:
     rt = open_rt()
-    shell = rt.block("shell-1", view="shell")
+    shell = rt.blocks.get("shell-1", view="shell")
     assert shell.meta()["view"] == "shell"
-    again = rt.block("shell-1")  # default view "agent" does not change it
+    again = rt.blocks.get("shell-1")  # default view "agent" does not change it
     assert isinstance(again, Block)
     assert again.block_id == "shell-1"
     assert again.meta()["view"] == "shell"
     rt.close()
     rt = open_rt()
-    assert rt.block("shell-1", view="agent").meta()["view"] == "shell"
-    assert rt.blocks(view="agent") == []
+    assert rt.blocks.get("shell-1", view="agent").meta()["view"] == "shell"
+    assert rt.blocks.ids(view="agent") == []
 
 
 def test_update_meta_merges_with_the_stats(rt: Runtime) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(b"hello there\n")
     rt.settle()
     meta = block.update_meta({"title": "my pane", "view": None})
@@ -498,7 +498,7 @@ def test_update_meta_merges_with_the_stats(rt: Runtime) -> None:
 
 
 def test_a_partial_line_counted_at_an_archive_is_not_counted_again(rt: Runtime) -> None:
-    block = rt.block("agent-partial")
+    block = rt.blocks.get("agent-partial")
     block.append_output(b"one\nhalf a li")
     block.archive()  # the stream pauses: "half a li" counts as a line
     assert block.stats().line_count == 2
@@ -514,7 +514,7 @@ def test_a_partial_line_counted_at_an_archive_is_not_counted_again(rt: Runtime) 
 def test_a_failed_write_transaction_keeps_the_data_and_retries(
     rt: Runtime, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(b"one\n")
     block.flush()
     store = rt.store
@@ -550,7 +550,7 @@ def test_a_failed_write_transaction_keeps_the_data_and_retries(
 def test_a_handle_reconnects_after_its_actor_stopped_and_says_stopped_after_close(
     rt: Runtime,
 ) -> None:
-    block = rt.block("pane-1")
+    block = rt.blocks.get("pane-1")
     block.append_output(b"one\n")
     rt.get_actor("block", "pane-1").stop()
     block.append_output(b"two\n")  # starts a new actor for the block

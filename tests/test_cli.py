@@ -39,6 +39,7 @@ from greenroom import (
     Usage,
     UserMessage,
 )
+from greenroom.blocks.namespace import Blocks
 from greenroom.cli import main
 from greenroom.clock import stopwatch
 from greenroom.errors import InvalidInput
@@ -93,20 +94,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     folder = tmp_path_factory.mktemp("world")
     clock = FakeClock(start_ms=START_MS)
     with Runtime.open(folder / "app.db", clock=clock, config=QUIET) as rt:
-        pane = rt.block("pane-1")
+        pane = rt.blocks.get("pane-1")
         pane.append_output(PANE_OUTPUT)
         pane.update_meta({"title": "build"})
         pane.flush()
         clock.advance(60)
-        notes = rt.block("notes", view="notes")
+        notes = rt.blocks.get("notes", view="notes")
         notes.append_output(b"a note\n")
         notes.flush()
         clock.advance(60)
-        binary = rt.block("bin")
+        binary = rt.blocks.get("bin")
         binary.append_output(BINARY_OUTPUT)
         binary.flush()
         assert binary.archive().archived_bytes == len(BINARY_OUTPUT)
-        t = rt.transcript_create(directory=folder, cwd="/repo", model=MODEL)
+        t = rt.transcripts.create(directory=folder, cwd="/repo", model=MODEL)
         t.on_turn_end(
             [
                 UserMessage("list the files"),
@@ -404,13 +405,13 @@ def own_files_db(folder: Path) -> tuple[Path, Path, Path]:
     (database, bin's archive, the transcript)."""
     db = folder / "own.db"
     with Runtime.open(db, clock=FakeClock(start_ms=START_MS), config=QUIET) as rt:
-        pane = rt.block("pane")
+        pane = rt.blocks.get("pane")
         pane.append_output(PANE_OUTPUT)
         pane.flush()
-        binary = rt.block("bin")
+        binary = rt.blocks.get("bin")
         binary.append_output(BINARY_OUTPUT)
         archived = Path(binary.archive().path)
-        t = rt.transcript_create(cwd="/repo", model=MODEL)
+        t = rt.transcripts.create(cwd="/repo", model=MODEL)
         t.on_turn_end([UserMessage("hi"), AssistantMessage("hello", usage=Usage(10, 2))])
         t.close()
     return db, archived, Path(t.path)
@@ -447,7 +448,7 @@ def test_a_failed_export_leaves_the_existing_target_as_it_was(tmp_path: Path) ->
     db = tmp_path / "big.db"
     big = b"x" * 1023 + b"\n"
     with Runtime.open(db, clock=FakeClock(start_ms=START_MS), config=QUIET) as rt:
-        block = rt.block("big")
+        block = rt.blocks.get("big")
         block.append_output(big * 1024)  # 1 MiB
         block.flush()
     target = tmp_path / "out" / "big.jsonl"
@@ -561,7 +562,7 @@ def small_db(tmp_path: Path) -> Path:
         tmp_path / "small.db", clock=FakeClock(start_ms=START_MS), config=QUIET
     ) as rt:
         for name, data in (("pane", PANE_OUTPUT), ("bin", BINARY_OUTPUT)):
-            block = rt.block(name)
+            block = rt.blocks.get(name)
             block.append_output(data)
             block.flush()
     return tmp_path / "small.db"
@@ -608,7 +609,7 @@ def test_archives_kept_in_another_folder_need_archive_dir(tmp_path: Path) -> Non
     elsewhere = tmp_path / "elsewhere"
     config = attrs.evolve(QUIET, archive_dir=str(elsewhere))
     with Runtime.open(tmp_path / "app.db", clock=FakeClock(start_ms=START_MS), config=config) as rt:
-        block = rt.block("pane")
+        block = rt.blocks.get("pane")
         block.append_output(PANE_OUTPUT)
         block.archive()
     result = cli("export", tmp_path / "app.db", "pane")
@@ -626,11 +627,11 @@ def pruned_db(folder: Path) -> Path:
     clock = FakeClock(start_ms=START_MS)
     db = folder / "pruned.db"
     with Runtime.open(db, clock=clock, config=QUIET) as rt:
-        block = rt.block("gone")
+        block = rt.blocks.get("gone")
         block.append_output(PANE_OUTPUT)
         block.archive()
         clock.advance(86_400)
-        assert rt.sweep(max_archive_bytes=0).pruned_count == 1
+        assert rt.blocks.sweep(max_archive_bytes=0).pruned_count == 1
     return db
 
 
@@ -655,10 +656,10 @@ def test_the_archive_dir_hint_is_given_only_where_it_could_help(tmp_path: Path) 
     db = tmp_path / "app.db"
     with Runtime.open(db, clock=FakeClock(start_ms=START_MS), config=QUIET) as rt:
         for name in ("pane", "other"):
-            block = rt.block(name)
+            block = rt.blocks.get(name)
             block.append_output(PANE_OUTPUT)
             block.archive()
-        others = rt.block("other").meta()["session:archive_path"]
+        others = rt.blocks.get("other").meta()["session:archive_path"]
     store = look(db)
     try:  # pane's metadata now names other's archive: no folder would make it right
         store.update_meta("block", "pane", {"session:archive_path": others})
@@ -685,14 +686,14 @@ def build_sweep_db(folder: Path) -> Path:
     db = folder / "sweep.db"
     with Runtime.open(db, clock=clock, config=QUIET) as rt:
         for name, view in (("old-1", "agent"), ("old-2", "agent"), ("old-notes", "notes")):
-            block = rt.block(name, view=view)
+            block = rt.blocks.get(name, view=view)
             block.append_output(f"output of {name}\n".encode()[:16] * 50)
             block.flush()
-        pre = rt.block("pre")
+        pre = rt.blocks.get("pre")
         pre.append_output(b"archived long ago\n" * 10)
         pre.archive()
         clock.advance(9 * 86_400)
-        recent = rt.block("recent")
+        recent = rt.blocks.get("recent")
         recent.append_output(b"still here\n")
         recent.flush()
     return db
@@ -1002,14 +1003,14 @@ def test_ctrl_c_during_a_sweep_closes_the_runtime(
     closed: list[Runtime] = []
     original_close = Runtime.close
 
-    def interrupted(self: Runtime, **_options: Any) -> SweepStats:
+    def interrupted(self: Blocks, **_options: Any) -> SweepStats:
         raise KeyboardInterrupt
 
     def close(self: Runtime) -> None:
         closed.append(self)
         original_close(self)
 
-    monkeypatch.setattr(Runtime, "sweep", interrupted)
+    monkeypatch.setattr(Blocks, "sweep", interrupted)
     monkeypatch.setattr(Runtime, "close", close)
     assert main(["sweep", str(db)]) == 130
     assert capsys.readouterr() == ("", "")
@@ -1033,7 +1034,7 @@ DAY = 86_400.0
 
 def _idle_blocks(rt: Runtime, clock: FakeClock) -> None:
     for name in ("a", "b"):
-        block = rt.block(name)
+        block = rt.blocks.get(name)
         block.append_output(name.encode() * 99 + b"\n")
         block.flush()
     clock.advance(3 * DAY)
@@ -1045,7 +1046,7 @@ def test_a_dry_run_plans_what_the_sweep_then_does(
     rt = open_rt()
     _idle_blocks(rt, fake_clock)
     events: list[Any] = []
-    dry = rt.sweep(inactive_days=2, dry_run=True, progress=events.append)
+    dry = rt.blocks.sweep(inactive_days=2, dry_run=True, progress=events.append)
     assert dry == SweepStats(2, 0, 200)
     assert [(e.phase, e.done, e.total, e.outcome, e.block_id, e.bytes) for e in events] == [
         ("archive", 0, 2, "started", None, 0),
@@ -1054,11 +1055,11 @@ def test_a_dry_run_plans_what_the_sweep_then_does(
         ("prune", 0, 0, "started", None, 0),
     ]
     assert all(e.dry_run for e in events)
-    assert not rt.archive_dir.exists()
+    assert not rt.blocks.archive_dir.exists()
     assert rt.metrics()["sweeps"] == 0  # a dry run is not a sweep
-    assert rt.sweep() == SweepStats()  # the config's 7 days: nothing yet
+    assert rt.blocks.sweep() == SweepStats()  # the config's 7 days: nothing yet
     events.clear()
-    assert rt.sweep(inactive_days=2, progress=events.append) == dry
+    assert rt.blocks.sweep(inactive_days=2, progress=events.append) == dry
     assert [e.outcome for e in events] == ["started", "archived", "archived", "started"]
     assert all(Path(e.path).exists() for e in events if e.outcome == "archived")
 
@@ -1067,15 +1068,15 @@ def test_a_dry_run_prune_leaves_out_the_archives_an_archive_would_replace(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt()
-    block = rt.block("a")
+    block = rt.blocks.get("a")
     block.append_output(b"first\n")
     block.archive()
     block.append_output(b"then more\n")  # live again: the next archive replaces the file
     block.flush()
     fake_clock.advance(3 * DAY)
-    dry = rt.sweep(inactive_days=1, max_archive_bytes=0, dry_run=True)
+    dry = rt.blocks.sweep(inactive_days=1, max_archive_bytes=0, dry_run=True)
     assert dry == SweepStats(1, 0, len(b"first\nthen more\n"))
-    real = rt.sweep(inactive_days=1, max_archive_bytes=0)
+    real = rt.blocks.sweep(inactive_days=1, max_archive_bytes=0)
     assert (real.archived_count, real.pruned_count) == (1, 1)  # its new archive, pruned
 
 
@@ -1096,7 +1097,7 @@ def test_bad_sweep_options_are_invalid_input(
 ) -> None:
     rt = open_rt()
     with pytest.raises(InvalidInput):
-        rt.sweep(**options)
+        rt.blocks.sweep(**options)
 
 
 def test_a_progress_callback_that_raises_does_not_stop_the_sweep(
@@ -1110,7 +1111,7 @@ def test_a_progress_callback_that_raises_does_not_stop_the_sweep(
         calls.append(event)
         raise RuntimeError("display gone")
 
-    assert rt.sweep(inactive_days=1, progress=broken).archived_count == 2
+    assert rt.blocks.sweep(inactive_days=1, progress=broken).archived_count == 2
     assert len(calls) == 1  # not called again after it raised
 
 
@@ -1120,11 +1121,11 @@ def test_a_sweep_with_options_waits_for_the_running_one_and_gets_its_own_result(
     import greenroom.actors.block
 
     rt = open_rt()
-    old = rt.block("old")
+    old = rt.blocks.get("old")
     old.append_output(b"old output\n")
     old.flush()
     fake_clock.advance(8 * DAY)
-    fresh = rt.block("fresh")
+    fresh = rt.blocks.get("fresh")
     fresh.append_output(b"fresh output\n")
     fresh.flush()
     entered, go = threading.Event(), threading.Event()
@@ -1140,7 +1141,7 @@ def test_a_sweep_with_options_waits_for_the_running_one_and_gets_its_own_result(
 
     def run(name: str, **options: Any) -> threading.Thread:
         def target() -> None:
-            results[name] = rt.sweep(**options)
+            results[name] = rt.blocks.sweep(**options)
 
         thread = threading.Thread(target=target, daemon=True)
         thread.start()

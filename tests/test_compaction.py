@@ -148,7 +148,7 @@ def test_live_compactions_never_orphan_a_tool_result(shared_rt: Runtime, turns: 
     config = CompactionConfig(
         context_window_tokens=1_000, threshold_tokens=120, keep_recent_tokens=60
     )
-    t = shared_rt.transcript_create(compaction=config, durability="none")
+    t = shared_rt.transcripts.create(compaction=config, durability="none")
     written: list[Any] = []  # every message of the transcript, in order (one branch)
     try:
         for turn in turns:

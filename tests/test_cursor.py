@@ -112,10 +112,10 @@ def test_the_int_bound_is_2_to_the_63_as_in_the_facade(rt: Runtime) -> None:
         with pytest.raises(MalformedCursor, match="not below 2\\*\\*63"):
             parse_cursor(format_cursor(EPOCH, revision, position, "s"))
     # The facade takes the same revisions: the largest cursor revision is a valid one.
-    cursor = rt.current_cursor("s", revision=top)
+    cursor = rt.replay.current_cursor("s", revision=top)
     assert parse_cursor(cursor).revision == top
     with pytest.raises(InvalidInput, match="below 2\\*\\*63"):
-        rt.current_cursor("s", revision=2**63)
+        rt.replay.current_cursor("s", revision=2**63)
 
 
 @pytest.mark.parametrize("cursor", [None, 5, b"v1:0123456789abcdef:0:0:s", ["v1"]])
@@ -150,7 +150,7 @@ def test_the_runtime_raises_nothing_but_malformed_cursor_for_random_strings() ->
         @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
         @given(st.one_of(st.text(), near_cursors))
         def check(text: str) -> None:
-            for call in (rt.replay_after, rt.subscribe_after):
+            for call in (rt.replay.after, rt.replay.subscribe):
                 try:
                     result = call(text)
                 except MalformedCursor:
@@ -159,7 +159,7 @@ def test_the_runtime_raises_nothing_but_malformed_cursor_for_random_strings() ->
                 assert isinstance(result, Gap), result
                 assert result.reason == "unavailable"
             try:
-                follower = rt.follow(text)
+                follower = rt.replay.follow(text)
             except MalformedCursor:
                 return
             follower.close()
@@ -175,10 +175,10 @@ def test_the_runtime_round_trips_any_session_id() -> None:
         @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
         @given(session_ids)
         def check(session_id: str) -> None:
-            start = rt.current_cursor(session_id)
-            event = rt.replay_append(session_id, session_id)
+            start = rt.replay.current_cursor(session_id)
+            event = rt.replay.append(session_id, session_id)
             assert parse_cursor(event.cursor, session_id=session_id).position == event.position
-            result = rt.replay_after(start, session_id=session_id)
+            result = rt.replay.after(start, session_id=session_id)
             assert isinstance(result, Replayed)
             assert result.events[-1] == event
 

@@ -123,6 +123,8 @@ BUGS = {
             cost = calculate_cost(usage, pricing)
             return attrs.evolve(cost, output=cost.output * 1.01)
         greenroom.transcripts.pricing.calculate_cost = dearer
+        import greenroom.actors.transcript
+        greenroom.actors.transcript.calculate_cost = dearer
         """,
         "demo check failed: cost CostBreakdown(",
     ),

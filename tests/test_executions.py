@@ -87,12 +87,12 @@ def sid_of(result: FeedResult) -> str:
 
 
 def test_single_pause_then_completion(rt: Runtime) -> None:
-    first = rt.start_execution(ask_once, "What is 2+2?")
+    first = rt.executions.start(ask_once, "What is 2+2?")
     assert first.status == "needs_response"
     assert re.fullmatch(r"s-[0-9a-f]{32}", first.session_id)
     assert first.query_ids == ["q-1-0"]
     assert first.queries[0].prompt == "What is 2+2?"
-    done = rt.feed(first.session_id, "4")
+    done = rt.executions.feed(first.session_id, "4")
     assert done.status == "completed"
     assert done.result == {"answer": "4"}
     assert done.metrics is not None
@@ -100,25 +100,28 @@ def test_single_pause_then_completion(rt: Runtime) -> None:
 
 
 def test_batch_pause_gives_every_query_and_answers_in_request_order(rt: Runtime) -> None:
-    first = rt.start_execution(ask_three)
+    first = rt.executions.start(ask_three)
     sid = first.session_id
-    batch = rt.feed(sid, "1")
+    batch = rt.executions.feed(sid, "1")
     assert batch.status == "needs_response"
     assert batch.query_ids == ["q-2-0", "q-2-1"]  # ids unique across rounds
     assert [q.prompt for q in batch.queries] == ["two", "three"]
-    assert rt.feed(sid, "3", query_id="q-2-1").to_json() == {"status": "accepted", "remaining": 1}
-    done = rt.feed(sid, "2", query_id="q-2-0")
+    assert rt.executions.feed(sid, "3", query_id="q-2-1").to_json() == {
+        "status": "accepted",
+        "remaining": 1,
+    }
+    done = rt.executions.feed(sid, "2", query_id="q-2-0")
     assert done.result == ["1", "2", "3"]
     stats = done.metrics
     assert (stats.llm_calls, stats.pauses, stats.rounds) == (3, 2, 2)
 
 
 def test_plain_strategy_runs_on_a_thread_and_blocks_in_llm(rt: Runtime) -> None:
-    first = rt.start_execution(plain_twice, timeout=WAIT_S)
+    first = rt.executions.start(plain_twice, timeout=WAIT_S)
     assert first.to_json()["prompt"] == "first?"
-    second = rt.feed(first.session_id, "A", timeout=WAIT_S)
+    second = rt.executions.feed(first.session_id, "A", timeout=WAIT_S)
     assert second.queries[0].system == "be brief"
-    done = rt.feed(first.session_id, "B", timeout=WAIT_S)
+    done = rt.executions.feed(first.session_id, "B", timeout=WAIT_S)
     assert done.result == ["A", "B"]
     rt.settle()  # a finished thread strategy leaves no work in progress behind
     assert rt.metrics()["strategy_threads"] == 1
@@ -127,10 +130,10 @@ def test_plain_strategy_runs_on_a_thread_and_blocks_in_llm(rt: Runtime) -> None:
 def test_a_paused_plain_strategy_does_not_hold_up_settle(
     rt: Runtime, fake_clock: FakeClock
 ) -> None:
-    first = rt.start_execution(plain_twice, timeout=WAIT_S)
+    first = rt.executions.start(plain_twice, timeout=WAIT_S)
     rt.settle()
     fake_clock.advance(5)  # settles: would raise SettleTimeout if the wait counted as work
-    assert rt.execution_status(first.session_id)["state"] == "paused"
+    assert rt.executions.status(first.session_id)["state"] == "paused"
 
 
 # -- partial feeds in any order -----------------------------------------------------------------
@@ -141,7 +144,7 @@ def test_a_paused_plain_strategy_does_not_hold_up_settle(
 )
 @given(data=st.data(), n=st.integers(min_value=2, max_value=6))
 def test_partial_feeds_in_any_order(rt: Runtime, data: st.DataObject, n: int) -> None:
-    first = rt.start_execution(batch_of, n)
+    first = rt.executions.start(batch_of, n)
     sid = first.session_id
     ids = first.query_ids
     assert ids == [f"q-1-{i}" for i in range(n)]
@@ -152,14 +155,14 @@ def test_partial_feeds_in_any_order(rt: Runtime, data: st.DataObject, n: int) ->
     answered = 0
     for index, group in enumerate(groups):
         if len(group) == 1 and data.draw(st.booleans()):
-            result = rt.feed(sid, f"a-{group[0]}", query_id=group[0])
+            result = rt.executions.feed(sid, f"a-{group[0]}", query_id=group[0])
         else:
-            result = rt.feed_many(sid, [(qid, f"a-{qid}", None) for qid in group])
+            result = rt.executions.feed_many(sid, [(qid, f"a-{qid}", None) for qid in group])
         answered += len(group)
         if index < len(groups) - 1:
             assert result.to_json() == {"status": "accepted", "remaining": n - answered}
             assert sorted(result.query_ids) == sorted(set(ids) - set(order[:answered]))
-            assert rt.execution_status(sid)["pending_queries"] == [
+            assert rt.executions.status(sid)["pending_queries"] == [
                 qid for qid in ids if qid not in order[:answered]
             ]
     assert result.status == "completed"
@@ -170,14 +173,14 @@ def test_partial_feeds_in_any_order(rt: Runtime, data: st.DataObject, n: int) ->
 
 
 def test_query_id_none_needs_exactly_one_pending(rt: Runtime) -> None:
-    sid = rt.start_execution(batch_of, 3).session_id
+    sid = rt.executions.start(batch_of, 3).session_id
     with pytest.raises(InvalidTransition, match=r"has 3 queries pending .*pass query_id"):
-        rt.feed(sid, "x")
-    rt.feed(sid, "a", query_id="q-1-0")
+        rt.executions.feed(sid, "x")
+    rt.executions.feed(sid, "a", query_id="q-1-0")
     with pytest.raises(InvalidTransition, match="has 2 queries pending"):
-        rt.feed(sid, "x")
-    rt.feed(sid, "c", query_id="q-1-2")
-    assert rt.feed(sid, "b").result == ["a", "b", "c"]  # the sole one left: q-1-1
+        rt.executions.feed(sid, "x")
+    rt.executions.feed(sid, "c", query_id="q-1-2")
+    assert rt.executions.feed(sid, "b").result == ["a", "b", "c"]  # the sole one left: q-1-1
 
 
 def test_query_id_none_while_running_says_nothing_is_pending(rt: Runtime) -> None:
@@ -188,48 +191,51 @@ def test_query_id_none_while_running_says_nothing_is_pending(rt: Runtime) -> Non
         return ctx.llm("after")
 
     with pytest.raises(Timeout) as info:
-        rt.start_execution(gated, timeout=0.05)
+        rt.executions.start(gated, timeout=0.05)
     sid = info.value.session_id  # type: ignore[attr-defined]
     try:
         with pytest.raises(InvalidTransition, match=r"no query pending \(it is running\)"):
-            rt.feed(sid, "x")
+            rt.executions.feed(sid, "x")
         with pytest.raises(UnknownQuery, match="never asked a query 'q-1-0'"):
-            rt.feed(sid, "x", query_id="q-1-0")
+            rt.executions.feed(sid, "x", query_id="q-1-0")
     finally:
         gate.set()
     rt.settle()  # the strategy ran on to its pause: settle waited for it
-    assert rt.execution_status(sid)["pending_queries"] == ["q-1-0"]
+    assert rt.executions.status(sid)["pending_queries"] == ["q-1-0"]
 
 
 # -- duplicates ---------------------------------------------------------------------------------
 
 
 def test_the_same_answer_again_is_a_no_op_and_a_different_one_is_refused(rt: Runtime) -> None:
-    sid = rt.start_execution(ask_three).session_id
-    batch = rt.feed(sid, "1", query_id="q-1-0")
+    sid = rt.executions.start(ask_three).session_id
+    batch = rt.executions.feed(sid, "1", query_id="q-1-0")
     feeds = rt.metrics()["execution_feeds"]
     # A late duplicate from the earlier round: the current state, nothing applied.
-    again = rt.feed(sid, "1", query_id="q-1-0")
+    again = rt.executions.feed(sid, "1", query_id="q-1-0")
     assert again == batch or again.to_json() == batch.to_json()
     with pytest.raises(AlreadyResponded, match=r"'q-1-0'.*different response"):
-        rt.feed(sid, "one!", query_id="q-1-0")
-    assert rt.feed(sid, "2", query_id="q-2-0").remaining == 1
-    assert rt.feed(sid, "2", query_id="q-2-0").to_json() == {"status": "accepted", "remaining": 1}
+        rt.executions.feed(sid, "one!", query_id="q-1-0")
+    assert rt.executions.feed(sid, "2", query_id="q-2-0").remaining == 1
+    assert rt.executions.feed(sid, "2", query_id="q-2-0").to_json() == {
+        "status": "accepted",
+        "remaining": 1,
+    }
     with pytest.raises(AlreadyResponded):
-        rt.feed(sid, "two", query_id="q-2-0")
+        rt.executions.feed(sid, "two", query_id="q-2-0")
     assert rt.metrics()["execution_feeds"] == feeds + 1
-    status = rt.execution_status(sid)
+    status = rt.executions.status(sid)
     assert status["pending_queries"] == ["q-2-1"]
     assert status["metrics"]["response_chars"] == 2  # rejected feeds counted nothing
-    assert rt.feed(sid, "3").result == ["1", "2", "3"]
+    assert rt.executions.feed(sid, "3").result == ["1", "2", "3"]
 
 
 def test_unknown_query_ids_are_refused(rt: Runtime) -> None:
-    sid = rt.start_execution(ask_once).session_id
+    sid = rt.executions.start(ask_once).session_id
     with pytest.raises(UnknownQuery, match=r"never asked a query 'q-9-0'; pending: q-1-0"):
-        rt.feed(sid, "x", query_id="q-9-0")
+        rt.executions.feed(sid, "x", query_id="q-9-0")
     assert isinstance(UnknownQuery("x"), NotFound)
-    assert rt.execution_status(sid)["pending_queries"] == ["q-1-0"]
+    assert rt.executions.status(sid)["pending_queries"] == ["q-1-0"]
 
 
 # -- feed_many is atomic ----------------------------------------------------------------------
@@ -250,13 +256,15 @@ def test_unknown_query_ids_are_refused(rt: Runtime) -> None:
 def test_feed_many_applies_all_or_none(
     rt: Runtime, items: list[Any], error: type[Exception], match: str
 ) -> None:
-    sid = rt.start_execution(batch_of, 3).session_id
-    rt.feed(sid, "a", query_id="q-1-0")
-    before = rt.execution_status(sid)
+    sid = rt.executions.start(batch_of, 3).session_id
+    rt.executions.feed(sid, "a", query_id="q-1-0")
+    before = rt.executions.status(sid)
     with pytest.raises(error, match=match):
-        rt.feed_many(sid, items)
-    assert rt.execution_status(sid) == before  # nothing applied, nothing counted
-    done = rt.feed_many(sid, [("q-1-2", "c", None), ("q-1-1", "b", None), ("q-1-0", "a", None)])
+        rt.executions.feed_many(sid, items)
+    assert rt.executions.status(sid) == before  # nothing applied, nothing counted
+    done = rt.executions.feed_many(
+        sid, [("q-1-2", "c", None), ("q-1-1", "b", None), ("q-1-0", "a", None)]
+    )
     assert done.result == ["a", "b", "c"]
 
 
@@ -298,17 +306,17 @@ async def empty_batch(ctx: Any) -> Any:
 
 
 def test_strategy_exception_ends_in_error_with_type_and_message(rt: Runtime) -> None:
-    assert rt.start_execution(fails_at_once).to_json() == {
+    assert rt.executions.start(fails_at_once).to_json() == {
         "status": "error",
         "error": "ValueError: boom",
     }
-    sid = rt.start_execution(fails_after_a_pause).session_id
-    result = rt.feed(sid, "not a number")
+    sid = rt.executions.start(fails_after_a_pause).session_id
+    result = rt.executions.feed(sid, "not a number")
     assert result.status == "error"
     assert result.error == "ValueError: invalid literal for int() with base 10: 'not a number'"
-    plain = rt.start_execution(plain_fails, timeout=WAIT_S)
-    assert rt.feed(plain.session_id, "x", timeout=WAIT_S).error == "KeyError: 'missing'"
-    assert rt.execution_status(sid)["error"].startswith("ValueError")
+    plain = rt.executions.start(plain_fails, timeout=WAIT_S)
+    assert rt.executions.feed(plain.session_id, "x", timeout=WAIT_S).error == "KeyError: 'missing'"
+    assert rt.executions.status(sid)["error"].startswith("ValueError")
     assert rt.metrics()["executions_failed"] == 3
 
 
@@ -325,7 +333,7 @@ def test_strategy_exception_ends_in_error_with_type_and_message(rt: Runtime) -> 
 def test_bad_results_and_awaits_end_in_error(
     rt: Runtime, strategy: Callable[..., Any], message: str
 ) -> None:
-    result = rt.start_execution(strategy)
+    result = rt.executions.start(strategy)
     assert result.status == "error"
     assert message in result.error
     if "await" in message or "event loop" in message:
@@ -346,8 +354,8 @@ def test_custom_logs_and_metrics_are_recorded(
         return "ok"
 
     with caplog.at_level(logging.WARNING, logger="greenroom.executions"):
-        first = rt.start_execution(chatty)
-        done = rt.feed(first.session_id, "yes")
+        first = rt.executions.start(chatty)
+        done = rt.executions.feed(first.session_id, "yes")
     stats = done.to_json()["stats"]
     assert stats["custom"] == {"temperature": 0.5, "rounds_seen": [1, 2]}
     assert len(stats["logs"]) == 1000
@@ -365,9 +373,9 @@ def test_plain_strategy_logs_and_metrics_arrive_in_order(rt: Runtime) -> None:
         ctx.log("after")
         return None
 
-    first = rt.start_execution(plain, timeout=WAIT_S)
+    first = rt.executions.start(plain, timeout=WAIT_S)
     assert first.metrics.logs == ("before",)
-    done = rt.feed(first.session_id, "a", timeout=WAIT_S)
+    done = rt.executions.feed(first.session_id, "a", timeout=WAIT_S)
     assert done.metrics.logs == ("before", "after")
     assert done.metrics.custom == {"k": 1}
     assert done.to_json()["result"] is None
@@ -377,10 +385,10 @@ def test_plain_strategy_logs_and_metrics_arrive_in_order(rt: Runtime) -> None:
 
 
 def test_host_usage_upgrades_token_counts_to_provided(rt: Runtime) -> None:
-    sid = rt.start_execution(ask_once, "x" * 40).session_id
-    estimated = rt.execution_status(sid)["metrics"]
+    sid = rt.executions.start(ask_once, "x" * 40).session_id
+    estimated = rt.executions.status(sid)["metrics"]
     assert estimated["prompt_tokens"] == {"value": 10, "source": "estimated"}
-    done = rt.feed(sid, "y" * 8, usage={"prompt_tokens": 12, "completion_tokens": 3})
+    done = rt.executions.feed(sid, "y" * 8, usage={"prompt_tokens": 12, "completion_tokens": 3})
     stats = done.to_json()["stats"]
     assert stats["prompt_tokens"] == {"value": 12, "source": "provided"}
     assert stats["response_tokens"] == {"value": 3, "source": "provided"}
@@ -389,9 +397,11 @@ def test_host_usage_upgrades_token_counts_to_provided(rt: Runtime) -> None:
 
 
 def test_partial_usage_stays_estimated(rt: Runtime) -> None:
-    sid = rt.start_execution(batch_of, 2).session_id
-    rt.feed(sid, "aaaa", query_id="q-1-0", usage={"prompt_tokens": 5, "completion_tokens": 1})
-    stats = rt.feed(sid, "bbbbbbbb", query_id="q-1-1").to_json()["stats"]
+    sid = rt.executions.start(batch_of, 2).session_id
+    rt.executions.feed(
+        sid, "aaaa", query_id="q-1-0", usage={"prompt_tokens": 5, "completion_tokens": 1}
+    )
+    stats = rt.executions.feed(sid, "bbbbbbbb", query_id="q-1-1").to_json()["stats"]
     # p1 is 2 chars (0 estimated tokens); the answer to it 8 chars (2 tokens).
     assert stats["prompt_tokens"] == {"value": 5, "source": "estimated"}
     assert stats["response_tokens"] == {"value": 3, "source": "estimated"}
@@ -409,10 +419,10 @@ def test_partial_usage_stays_estimated(rt: Runtime) -> None:
     ],
 )
 def test_malformed_usage_is_refused(rt: Runtime, usage: Any, match: str) -> None:
-    sid = rt.start_execution(ask_once).session_id
+    sid = rt.executions.start(ask_once).session_id
     with pytest.raises(InvalidInput, match=match):
-        rt.feed(sid, "4", usage=usage)
-    assert rt.execution_status(sid)["state"] == "paused"
+        rt.executions.feed(sid, "4", usage=usage)
+    assert rt.executions.status(sid)["state"] == "paused"
 
 
 # -- cancel ---------------------------------------------------------------------------------
@@ -428,17 +438,17 @@ def test_cancel_a_paused_async_session_closes_its_coroutine(rt: Runtime) -> None
             closed.append(True)
             ctx.log("closing")
 
-    sid = rt.start_execution(careful).session_id
-    cancelled = rt.cancel(sid)
+    sid = rt.executions.start(careful).session_id
+    cancelled = rt.executions.cancel(sid)
     assert cancelled.status == "cancelled"
     assert closed == [True]
     assert cancelled.metrics.logs == ("closing",)
-    status = rt.execution_status(sid)
+    status = rt.executions.status(sid)
     assert (status["state"], status["reason"]) == ("cancelled", "cancelled by the host")
     with pytest.raises(InvalidTransition, match="already been cancelled; cannot cancel"):
-        rt.cancel(sid)
+        rt.executions.cancel(sid)
     with pytest.raises(InvalidTransition, match="already been cancelled; cannot feed"):
-        rt.feed(sid, "late")
+        rt.executions.feed(sid, "late")
     assert rt.metrics()["executions_cancelled"] == 1
 
 
@@ -452,12 +462,12 @@ def test_cancel_a_paused_plain_session_raises_in_its_llm_call(rt: Runtime) -> No
             seen.append(error)
             raise
 
-    sid = rt.start_execution(plain, timeout=WAIT_S).session_id
-    assert rt.cancel(sid).status == "cancelled"
+    sid = rt.executions.start(plain, timeout=WAIT_S).session_id
+    assert rt.executions.cancel(sid).status == "cancelled"
     rt.settle()  # the strategy unwinds on its thread; settle waits for that
     assert len(seen) == 1
     assert "cancelled" in str(seen[0])
-    assert rt.execution_status(sid)["state"] == "cancelled"  # the unwinding changed nothing
+    assert rt.executions.status(sid)["state"] == "cancelled"  # the unwinding changed nothing
 
 
 def test_cancel_a_running_plain_session(rt: Runtime) -> None:
@@ -474,16 +484,16 @@ def test_cancel_a_running_plain_session(rt: Runtime) -> None:
         return "unreachable"
 
     with pytest.raises(Timeout, match=r"neither paused nor finished within 0\.05 s") as info:
-        rt.start_execution(busy, timeout=0.05)
+        rt.executions.start(busy, timeout=0.05)
     sid = info.value.session_id  # type: ignore[attr-defined]
-    assert rt.execution_status(sid)["state"] == "running"
-    assert sid in rt.execution_snapshots()
-    cancelled = rt.cancel(sid)
+    assert rt.executions.status(sid)["state"] == "running"
+    assert sid in rt.executions.snapshots()
+    cancelled = rt.executions.cancel(sid)
     gate.set()
     rt.settle()
     assert cancelled.to_json()["status"] == "cancelled"
     assert len(seen) == 1
-    assert rt.execution_status(sid)["state"] == "cancelled"
+    assert rt.executions.status(sid)["state"] == "cancelled"
 
 
 def test_feed_timeout_leaves_the_answer_applied_and_the_session_visible(rt: Runtime) -> None:
@@ -494,16 +504,16 @@ def test_feed_timeout_leaves_the_answer_applied_and_the_session_visible(rt: Runt
         gate.wait(WAIT_S)
         return [first, ctx.llm("second")]
 
-    sid = rt.start_execution(slow_second_round, timeout=WAIT_S).session_id
+    sid = rt.executions.start(slow_second_round, timeout=WAIT_S).session_id
     with pytest.raises(Timeout) as info:
-        rt.feed(sid, "one", timeout=0.05)
+        rt.executions.feed(sid, "one", timeout=0.05)
     assert info.value.session_id == sid  # type: ignore[attr-defined]
-    status = rt.execution_status(sid)
+    status = rt.executions.status(sid)
     assert (status["state"], status["metrics"]["rounds"]) == ("running", 1)
     gate.set()
     rt.settle()
-    assert rt.execution_status(sid)["pending_queries"] == ["q-2-0"]
-    assert rt.feed(sid, "two", timeout=WAIT_S).result == ["one", "two"]
+    assert rt.executions.status(sid)["pending_queries"] == ["q-2-0"]
+    assert rt.executions.feed(sid, "two", timeout=WAIT_S).result == ["one", "two"]
 
 
 # -- GC -------------------------------------------------------------------------------------
@@ -513,33 +523,33 @@ def test_gc_reaps_idle_sessions_and_expired_results(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     rt = open_rt(execution_ttl_s=300, gc_interval_s=60, result_retention_s=600)
-    idle = rt.start_execution(ask_three).session_id
-    active = rt.start_execution(ask_three).session_id
-    done = rt.start_execution(fails_at_once).session_id  # finished at t=0
+    idle = rt.executions.start(ask_three).session_id
+    active = rt.executions.start(ask_three).session_id
+    done = rt.executions.start(fails_at_once).session_id  # finished at t=0
     fake_clock.advance(240)
-    rt.feed(active, "1")  # active again at t=240
+    rt.executions.feed(active, "1")  # active again at t=240
     with caplog.at_level(logging.INFO, logger="greenroom.executions"):
         fake_clock.advance(120)  # t=360: the tick at t=300 found `idle` idle for 300 s
-    status = rt.execution_status(idle)
+    status = rt.executions.status(idle)
     assert status["state"] == "cancelled"
     assert "reaped by the GC" in status["reason"]
-    assert rt.execution_status(active)["state"] == "paused"
+    assert rt.executions.status(active)["state"] == "paused"
     assert rt.metrics()["executions_reaped"] == 1
     assert any("reaped by the GC" in r.getMessage() for r in caplog.records)
     with pytest.raises(InvalidTransition, match="already been cancelled"):
-        rt.feed(idle, "late answer")
+        rt.executions.feed(idle, "late answer")
     fake_clock.advance(600)  # t=960: `done` (t=0) and `idle` (t=300) results expire
     for gone in (done, idle):
         with pytest.raises(NotFound, match="result_retention_s"):
-            rt.execution_status(gone)
+            rt.executions.status(gone)
         with pytest.raises(NotFound):
-            rt.feed(gone, "x")
+            rt.executions.feed(gone, "x")
     # `active`, idle since t=240, was reaped at t=540 and is still retained.
-    assert rt.execution_status(active)["state"] == "cancelled"
+    assert rt.executions.status(active)["state"] == "cancelled"
     metrics = rt.metrics()
     assert (metrics["executions_reaped"], metrics["execution_results_expired"]) == (2, 2)
     assert (metrics["executions_active"], metrics["executions_retained"]) == (0, 1)
-    assert set(rt.execution_snapshots()) == {active}
+    assert set(rt.executions.snapshots()) == {active}
 
 
 def test_gc_reaps_a_running_plain_session(open_rt: Callable[..., Runtime]) -> None:
@@ -558,16 +568,16 @@ def test_gc_reaps_a_running_plain_session(open_rt: Callable[..., Runtime]) -> No
             raise
 
     with pytest.raises(Timeout) as info:
-        rt.start_execution(stuck, timeout=0.05)
+        rt.executions.start(stuck, timeout=0.05)
     sid = info.value.session_id  # type: ignore[attr-defined]
     # The thread counts as work in progress, so FakeClock.advance would wait for it:
     # age the session by hand and run one GC pass directly.
-    rt._exec_registry.live(sid).last_active = -1e9
-    gc_pass = rt._execution_gc().ask(COLLECT)
+    rt.executions._exec_registry.live(sid).last_active = -1e9
+    gc_pass = rt.executions._execution_gc().ask(COLLECT)
     assert gc_pass.reap_candidates == (sid,)
     gate.set()
     rt.settle()  # the Reap is handled, the strategy unwound
-    status = rt.execution_status(sid)
+    status = rt.executions.status(sid)
     assert status["state"] == "cancelled"
     assert "reaped" in status["reason"]
     assert len(seen) == 1
@@ -598,14 +608,14 @@ def test_thousand_async_sessions_fed_from_eight_threads(rt: Runtime) -> None:
 
     def start(offset: int) -> list[FeedResult]:
         barrier.wait()
-        return [rt.start_execution(arithmetic, n) for n in range(offset, 1000, threads)]
+        return [rt.executions.start(arithmetic, n) for n in range(offset, 1000, threads)]
 
     def feed_all(firsts: list[FeedResult]) -> list[Any]:
         rng = random.Random(len(firsts))
         barrier.wait()
         batches = []
         for first in firsts:
-            batches.append(rt.feed(first.session_id, _answer(first.queries[0].prompt)))
+            batches.append(rt.executions.feed(first.session_id, _answer(first.queries[0].prompt)))
         results = []
         for batch in batches:
             assert batch.status == "needs_response"
@@ -613,10 +623,12 @@ def test_thousand_async_sessions_fed_from_eight_threads(rt: Runtime) -> None:
             items = [(q.id, _answer(q.prompt), None) for q in batch.queries]
             rng.shuffle(items)
             if rng.random() < 0.5:
-                results.append(rt.feed_many(batch.session_id, items))
+                results.append(rt.executions.feed_many(batch.session_id, items))
             else:
-                rt.feed(batch.session_id, items[0][1], query_id=items[0][0])
-                results.append(rt.feed(batch.session_id, items[1][1], query_id=items[1][0]))
+                rt.executions.feed(batch.session_id, items[0][1], query_id=items[0][0])
+                results.append(
+                    rt.executions.feed(batch.session_id, items[1][1], query_id=items[1][0])
+                )
         return results
 
     with ThreadPoolExecutor(threads) as pool:
@@ -653,7 +665,7 @@ def test_exact_json_of_every_status(rt: Runtime, fake_clock: FakeClock) -> None:
         ctx.metric("m", {"k": [1]})
         return {"ok": True, "items": (1, 2)}
 
-    first = rt.start_execution(shapes)
+    first = rt.executions.start(shapes)
     sid = first.session_id
     assert first.to_json() == {
         "status": "needs_response",
@@ -664,7 +676,7 @@ def test_exact_json_of_every_status(rt: Runtime, fake_clock: FakeClock) -> None:
         "max_tokens": 1024,
     }
     fake_clock.advance(2.5)
-    assert rt.feed(sid, "r1").to_json() == {
+    assert rt.executions.feed(sid, "r1").to_json() == {
         "status": "needs_response",
         "session_id": sid,
         "query_id": "q-2-0",
@@ -674,7 +686,7 @@ def test_exact_json_of_every_status(rt: Runtime, fake_clock: FakeClock) -> None:
         "grounded": True,
         "underspecified": True,
     }
-    assert rt.feed(sid, "r2").to_json() == {
+    assert rt.executions.feed(sid, "r2").to_json() == {
         "status": "needs_response",
         "session_id": sid,
         "queries": [
@@ -682,7 +694,7 @@ def test_exact_json_of_every_status(rt: Runtime, fake_clock: FakeClock) -> None:
             {"id": "q-3-1", "prompt": "b", "system": "s", "max_tokens": 7, "underspecified": True},
         ],
     }
-    assert rt.feed(sid, "r3a", query_id="q-3-0").to_json() == {
+    assert rt.executions.feed(sid, "r3a", query_id="q-3-0").to_json() == {
         "status": "accepted",
         "remaining": 1,
     }
@@ -700,12 +712,12 @@ def test_exact_json_of_every_status(rt: Runtime, fake_clock: FakeClock) -> None:
         "logs": [],
         "logs_dropped": 0,
     }
-    assert rt.feed(sid, "r3bb", query_id="q-3-1").to_json() == {
+    assert rt.executions.feed(sid, "r3bb", query_id="q-3-1").to_json() == {
         "status": "completed",
         "result": {"ok": True, "items": [1, 2]},
         "stats": stats,
     }
-    assert rt.execution_status(sid) == {
+    assert rt.executions.status(sid) == {
         "session_id": sid,
         "state": "completed",
         "round": 3,
@@ -714,18 +726,18 @@ def test_exact_json_of_every_status(rt: Runtime, fake_clock: FakeClock) -> None:
         "result": {"ok": True, "items": [1, 2]},
     }
 
-    assert rt.start_execution(fails_at_once).to_json() == {
+    assert rt.executions.start(fails_at_once).to_json() == {
         "status": "error",
         "error": "ValueError: boom",
     }
 
-    paused = rt.start_execution(ask_once, "hello").session_id
-    live = rt.execution_status(paused)
+    paused = rt.executions.start(ask_once, "hello").session_id
+    live = rt.executions.status(paused)
     assert set(live) == {"session_id", "state", "round", "pending_queries", "metrics"}
     assert (live["state"], live["round"], live["pending_queries"]) == ("paused", 1, ["q-1-0"])
     assert set(live["metrics"]) == EMPTY_STATS_KEYS
     fake_clock.advance(1)
-    assert rt.cancel(paused).to_json() == {
+    assert rt.executions.cancel(paused).to_json() == {
         "status": "cancelled",
         "stats": {
             "elapsed_ms": 1000,
@@ -759,7 +771,7 @@ class Starter(GreenroomActor):
         self.rt = rt
 
     def on_receive(self, message: Any) -> Any:
-        return self.rt.start_execution(ask_once)
+        return self.rt.executions.start(ask_once)
 
 
 def test_bad_arguments_are_refused_with_nothing_started(rt: Runtime) -> None:
@@ -769,29 +781,29 @@ def test_bad_arguments_are_refused_with_nothing_started(rt: Runtime) -> None:
         (gen_strategy, "generator function"),
     ]:
         with pytest.raises(InvalidInput, match=match):
-            rt.start_execution(strategy)
+            rt.executions.start(strategy)
     with pytest.raises(InvalidInput, match="timeout"):
-        rt.start_execution(ask_once, timeout=0)
-    sid = rt.start_execution(ask_once).session_id
+        rt.executions.start(ask_once, timeout=0)
+    sid = rt.executions.start(ask_once).session_id
     with pytest.raises(InvalidInput, match="response must be a str"):
-        rt.feed(sid, 4)
+        rt.executions.feed(sid, 4)
     with pytest.raises(InvalidInput, match="query_id"):
-        rt.feed(sid, "4", query_id=5)
+        rt.executions.feed(sid, "4", query_id=5)
     with pytest.raises(InvalidInput, match="session_id"):
-        rt.feed(None, "4")
+        rt.executions.feed(None, "4")
     with pytest.raises(NotFound, match="no execution session 's-nope'"):
-        rt.feed("s-nope", "4")
+        rt.executions.feed("s-nope", "4")
     with pytest.raises(NotFound):
-        rt.cancel("s-nope")
+        rt.executions.cancel("s-nope")
     with pytest.raises(NotFound):
-        rt.execution_status("s-nope")
+        rt.executions.status("s-nope")
     assert rt.metrics()["executions_started"] == 1
-    assert rt.execution_status(sid)["state"] == "paused"
+    assert rt.executions.status(sid)["state"] == "paused"
 
 
 def test_start_execution_is_refused_inside_a_handler(rt: Runtime) -> None:
     ref = rt.spawn(Starter, rt)
-    with pytest.raises(InvalidTransition, match="start_execution\\(\\) was called from a handler"):
+    with pytest.raises(InvalidTransition, match=r"executions\.start\(\) was called from a handler"):
         ref.ask("go")
 
 
@@ -800,8 +812,8 @@ def test_an_async_callable_object_is_driven_as_async(rt: Runtime) -> None:
         async def __call__(self, ctx: Any) -> Any:
             return await ctx.llm("hi")
 
-    first = rt.start_execution(Strategy())
-    assert rt.feed(first.session_id, "there").result == "there"
+    first = rt.executions.start(Strategy())
+    assert rt.executions.feed(first.session_id, "there").result == "there"
     assert rt.metrics()["strategy_threads"] == 0
 
 
@@ -841,19 +853,19 @@ def test_close_stops_paused_and_running_strategies(open_rt: Callable[..., Runtim
 
     def start_busy() -> None:
         try:
-            rt.start_execution(busy)
+            rt.executions.start(busy)
         except Stopped as error:
             waiter_errors.append(error)
         finally:
             gate.set()
 
-    plain_sid = rt.start_execution(plain, timeout=WAIT_S).session_id
-    rt.start_execution(careful)
+    plain_sid = rt.executions.start(plain, timeout=WAIT_S).session_id
+    rt.executions.start(careful)
     starter = threading.Thread(target=start_busy)
     starter.start()
     assert running.wait(WAIT_S)
     running_sid = next(
-        sid for sid, status in rt.execution_snapshots().items() if status["state"] == "running"
+        sid for sid, status in rt.executions.snapshots().items() if status["state"] == "running"
     )
     rt.close()  # returns: the waiting thread was woken, the coroutine closed
     starter.join(WAIT_S)
@@ -863,9 +875,9 @@ def test_close_stops_paused_and_running_strategies(open_rt: Callable[..., Runtim
     assert "the runtime was closed" in str(waiter_errors[0])
     assert len(seen_running) == 1  # the running strategy's next ctx call raised
     with pytest.raises(Stopped):
-        rt.feed(plain_sid, "late")
+        rt.executions.feed(plain_sid, "late")
     with pytest.raises(Stopped):
-        rt.feed(running_sid, "late")
+        rt.executions.feed(running_sid, "late")
 
 
 def test_close_while_a_feed_waits_on_a_running_plain_strategy(
@@ -882,11 +894,11 @@ def test_close_while_a_feed_waits_on_a_running_plain_strategy(
         gate.wait(WAIT_S)
         return [first, ctx.llm("two")]
 
-    sid = rt.start_execution(two_rounds, timeout=WAIT_S).session_id
+    sid = rt.executions.start(two_rounds, timeout=WAIT_S).session_id
 
     def feed() -> None:
         try:
-            rt.feed(sid, "1")
+            rt.executions.feed(sid, "1")
         except Stopped as error:
             waiter_errors.append(error)
         finally:
@@ -936,7 +948,7 @@ async def rounds_of(ctx: Any, sizes: list[int]) -> Any:
 )
 @given(sizes=st.lists(st.integers(1, 4), min_size=1, max_size=4), data=st.data())
 def test_feed_protocol_matches_a_model(rt: Runtime, sizes: list[int], data: st.DataObject) -> None:
-    first = rt.start_execution(rounds_of, sizes)
+    first = rt.executions.start(rounds_of, sizes)
     sid = first.session_id
     round_no = 1
     pending = [f"q-1-{i}" for i in range(sizes[0])]
@@ -949,7 +961,7 @@ def test_feed_protocol_matches_a_model(rt: Runtime, sizes: list[int], data: st.D
         op = data.draw(st.sampled_from(["answer", "answer", "sole", "repeat", "change", "unknown"]))
         if op == "repeat" and answered:
             qid = data.draw(st.sampled_from(sorted(answered)))
-            result = rt.feed(sid, answered[qid], query_id=qid)
+            result = rt.executions.feed(sid, answered[qid], query_id=qid)
             if in_round:
                 assert result.to_json() == {"status": "accepted", "remaining": len(pending)}
             else:
@@ -959,20 +971,20 @@ def test_feed_protocol_matches_a_model(rt: Runtime, sizes: list[int], data: st.D
         if op == "change" and answered:
             qid = data.draw(st.sampled_from(sorted(answered)))
             with pytest.raises(AlreadyResponded):
-                rt.feed(sid, answered[qid] + "!", query_id=qid)
+                rt.executions.feed(sid, answered[qid] + "!", query_id=qid)
             continue
         if op == "unknown":
             qid = data.draw(st.sampled_from([f"q-{round_no + 1}-0", "q-0-0", f"q-{round_no}-9"]))
             with pytest.raises(UnknownQuery):
-                rt.feed(sid, "x", query_id=qid)
+                rt.executions.feed(sid, "x", query_id=qid)
             continue
         if op == "sole" and len(pending) != 1:
             with pytest.raises(InvalidTransition, match=f"has {len(pending)} queries pending"):
-                rt.feed(sid, "x")
+                rt.executions.feed(sid, "x")
             continue
         qid = pending[0] if op == "sole" else data.draw(st.sampled_from(pending))
         text = f"answer to {qid}"
-        result = rt.feed(sid, text, query_id=None if op == "sole" else qid)
+        result = rt.executions.feed(sid, text, query_id=None if op == "sole" else qid)
         feeds += 1
         answered[qid] = text
         pending.remove(qid)
@@ -1006,10 +1018,10 @@ def test_many_plain_sessions_fed_from_four_threads(open_rt: Callable[..., Runtim
         return total
 
     def run(n: int) -> Any:
-        result = rt.start_execution(plain, n, timeout=WAIT_S)
+        result = rt.executions.start(plain, n, timeout=WAIT_S)
         while result.status == "needs_response":
             value, step = map(int, result.queries[0].prompt.split())
-            result = rt.feed(result.session_id, str(value * 10 + step), timeout=WAIT_S)
+            result = rt.executions.feed(result.session_id, str(value * 10 + step), timeout=WAIT_S)
         return result
 
     with ThreadPoolExecutor(4) as pool:
@@ -1025,7 +1037,7 @@ def test_many_plain_sessions_fed_from_four_threads(open_rt: Callable[..., Runtim
 
 
 def _actor_of(rt: Runtime, sid: str) -> Any:
-    return rt._exec_registry.live(sid).ref._actor_weakref()
+    return rt.executions._exec_registry.live(sid).ref._actor_weakref()
 
 
 class _SignallingTracker:
@@ -1099,19 +1111,19 @@ def test_a_stop_landing_between_the_cancel_check_and_the_pause_wakes_the_strateg
             done.set()
 
     with pytest.raises(ExecutionTimeout) as info:
-        rt.start_execution(plain, timeout=0.05)
+        rt.executions.start(plain, timeout=0.05)
     sid = info.value.session_id
     assert checked.wait(WAIT_S)
     actor = _actor_of(rt, sid)
     tracker.append(_SignallingTracker(actor._link.tracker))
     actor._link.tracker = tracker[0]
     if how == "cancel":
-        assert rt.cancel(sid).status == "cancelled"
+        assert rt.executions.cancel(sid).status == "cancelled"
     elif how == "reap":
         from greenroom.actors.execution_gc import COLLECT
 
-        rt._exec_registry.live(sid).last_active = -1e9
-        assert rt._execution_gc().ask(COLLECT).reap_candidates == (sid,)
+        rt.executions._exec_registry.live(sid).last_active = -1e9
+        assert rt.executions._execution_gc().ask(COLLECT).reap_candidates == (sid,)
     else:
         rt.close()
     assert done.wait(WAIT_S), "the strategy still waits in ctx.llm"
@@ -1119,7 +1131,7 @@ def test_a_stop_landing_between_the_cancel_check_and_the_pause_wakes_the_strateg
     assert "has ended" in outcome[0]
     if how != "close":
         rt.settle()
-        assert rt.execution_status(sid)["state"] == "cancelled"
+        assert rt.executions.status(sid)["state"] == "cancelled"
         assert rt.metrics()["dead_letters"] >= 1  # the pause was dead-lettered, counted
 
 
@@ -1166,10 +1178,10 @@ def _plain_set(ctx: Any) -> Any:
 def test_odd_results_and_errors_end_the_session_in_error(
     rt: Runtime, strategy: Callable[..., Any], message: str
 ) -> None:
-    result = rt.start_execution(strategy, timeout=WAIT_S)
+    result = rt.executions.start(strategy, timeout=WAIT_S)
     assert result.status == "error"
     assert message in result.error
-    assert rt.execution_status(result.session_id)["state"] == "error"
+    assert rt.executions.status(result.session_id)["state"] == "error"
     assert rt.metrics()["executions_active"] == 0
 
 
@@ -1180,14 +1192,14 @@ def test_a_failure_handling_the_outcome_ends_the_session_in_error(
     def broken(actor: Any, value: Any) -> Any:
         raise RuntimeError("internal")
 
-    first = rt.start_execution(strategy, timeout=WAIT_S)
+    first = rt.executions.start(strategy, timeout=WAIT_S)
     monkeypatch.setattr(ExecutionActor, "_complete", broken)
     result = first
     while result.status == "needs_response":
-        result = rt.feed(first.session_id, "x", timeout=WAIT_S)
+        result = rt.executions.feed(first.session_id, "x", timeout=WAIT_S)
     assert result.status == "error"
     assert "failed handling its strategy: RuntimeError: internal" in result.error
-    assert rt.execution_status(first.session_id)["state"] == "error"
+    assert rt.executions.status(first.session_id)["state"] == "error"
 
 
 @pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
@@ -1201,12 +1213,12 @@ def test_a_base_exception_from_an_async_strategy_ends_the_session_in_error(
         await ctx.llm("q")
         raise error
 
-    result = rt.start_execution(raises_at_once)
+    result = rt.executions.start(raises_at_once)
     assert result.status == "error"
     assert result.error.startswith(type(error).__name__)
-    sid = rt.start_execution(raises_after_a_pause).session_id
-    assert rt.feed(sid, "a").status == "error"
-    assert rt.execution_status(sid)["state"] == "error"
+    sid = rt.executions.start(raises_after_a_pause).session_id
+    assert rt.executions.feed(sid, "a").status == "error"
+    assert rt.executions.status(sid)["state"] == "error"
     metrics = rt.metrics()
     assert (metrics["executions_failed"], metrics["executions_active"]) == (2, 0)
 
@@ -1229,13 +1241,13 @@ def test_a_helper_thread_waiting_in_llm_is_woken_when_the_strategy_returns(rt: R
         release.wait(WAIT_S)
         return "done"
 
-    first = rt.start_execution(leaves_a_helper, timeout=WAIT_S)
+    first = rt.executions.start(leaves_a_helper, timeout=WAIT_S)
     assert first.query_ids == ["q-1-0"]  # the helper's pause
     release.set()
     assert helper_done.wait(WAIT_S), "the helper still waits in ctx.llm"
     assert isinstance(helper_out[0], ExecutionCancelled)
     assert "has ended (completed)" in str(helper_out[0])
-    status = rt.execution_status(first.session_id)
+    status = rt.executions.status(first.session_id)
     assert (status["state"], status["result"]) == ("completed", "done")
 
 
@@ -1260,30 +1272,30 @@ def test_a_busy_async_session_is_visible_and_cancellable(
             closed.append(True)
 
     with pytest.raises(ExecutionTimeout) as info:
-        rt.start_execution(busy, timeout=0.05)
+        rt.executions.start(busy, timeout=0.05)
     sid = info.value.session_id
     assert isinstance(info.value, Timeout)
     assert entered.wait(WAIT_S)
     try:
-        status = rt.execution_status(sid)  # answers at once, from the snapshot
+        status = rt.executions.status(sid)  # answers at once, from the snapshot
         assert (status["state"], status["pending_queries"]) == ("running", [])
-        assert rt.execution_snapshots()[sid]["state"] == "running"
-        cancelled = rt.cancel(sid)  # returns after CANCEL_WAIT_S: recorded
+        assert rt.executions.snapshots()[sid]["state"] == "running"
+        cancelled = rt.executions.cancel(sid)  # returns after CANCEL_WAIT_S: recorded
         assert cancelled.status == "cancelled"
         assert cancelled.to_json()["stats"]["llm_calls"] == 0
         assert rt.metrics()["execution_cancels_deferred"] == 1
-        status = rt.execution_status(sid)
+        status = rt.executions.status(sid)
         assert status["state"] == "running"
         assert status["cancel_requested"] == "cancelled by the host"
     finally:
         release.set()
     rt.settle()
-    final = rt.execution_status(sid)
+    final = rt.executions.status(sid)
     assert (final["state"], final["reason"]) == ("cancelled", "cancelled by the host")
     assert "result" not in final
     assert closed == ([True] if then == "pauses" else [])
     with pytest.raises(InvalidTransition, match="already been cancelled"):
-        rt.feed(sid, "x")
+        rt.executions.feed(sid, "x")
     metrics = rt.metrics()
     assert (metrics["executions_cancelled"], metrics["executions_completed"]) == (1, 0)
 
@@ -1296,31 +1308,31 @@ def test_a_full_strategy_pool_is_logged_and_counted(
     def holds(ctx: Any) -> Any:
         return ctx.llm("x")
 
-    holder = rt.start_execution(holds, timeout=WAIT_S).session_id
+    holder = rt.executions.start(holds, timeout=WAIT_S).session_id
     assert rt.metrics()["strategy_queued"] == 0
     with (
         caplog.at_level(logging.WARNING, logger="greenroom.executions"),
         pytest.raises(ExecutionTimeout) as info,
     ):
-        rt.start_execution(holds, timeout=0.05)
+        rt.executions.start(holds, timeout=0.05)
     metrics = rt.metrics()
     assert (metrics["strategy_queued"], metrics["strategy_starts_queued"]) == (1, 1)
     assert any("all 1 strategy threads are held" in r.getMessage() for r in caplog.records)
-    rt.cancel(info.value.session_id)
-    assert rt.feed(holder, "y", timeout=WAIT_S).result == "y"
+    rt.executions.cancel(info.value.session_id)
+    assert rt.executions.feed(holder, "y", timeout=WAIT_S).result == "y"
 
 
 def test_waiting_calls_are_refused_on_a_strategy_thread(rt: Runtime) -> None:
-    paused = rt.start_execution(ask_once).session_id
+    paused = rt.executions.start(ask_once).session_id
 
     def nests(ctx: Any) -> Any:
         refused = {}
         for name, call in [
-            ("start_plain", lambda: rt.start_execution(_plain_set)),
-            ("start_async", lambda: rt.start_execution(ask_once)),
-            ("feed", lambda: rt.feed(paused, "x")),
-            ("feed_many", lambda: rt.feed_many(paused, [("q-1-0", "x", None)])),
-            ("cancel", lambda: rt.cancel(paused)),
+            ("start_plain", lambda: rt.executions.start(_plain_set)),
+            ("start_async", lambda: rt.executions.start(ask_once)),
+            ("feed", lambda: rt.executions.feed(paused, "x")),
+            ("feed_many", lambda: rt.executions.feed_many(paused, [("q-1-0", "x", None)])),
+            ("cancel", lambda: rt.executions.cancel(paused)),
             ("settle", lambda: rt.settle(timeout=1)),
         ]:
             try:
@@ -1329,11 +1341,11 @@ def test_waiting_calls_are_refused_on_a_strategy_thread(rt: Runtime) -> None:
             except InvalidTransition as error:
                 refused[name] = "strategy pool" in str(error)
         # The status calls never wait: allowed here.
-        refused["status"] = rt.execution_status(ctx.session_id)["state"]
-        refused["snapshots"] = len(rt.execution_snapshots())
+        refused["status"] = rt.executions.status(ctx.session_id)["state"]
+        refused["snapshots"] = len(rt.executions.snapshots())
         return refused
 
-    result = rt.start_execution(nests, timeout=WAIT_S)
+    result = rt.executions.start(nests, timeout=WAIT_S)
     assert result.result == {
         "start_plain": True,
         "start_async": True,
@@ -1344,7 +1356,7 @@ def test_waiting_calls_are_refused_on_a_strategy_thread(rt: Runtime) -> None:
         "status": "running",
         "snapshots": 2,
     }
-    assert rt.execution_status(paused)["state"] == "paused"
+    assert rt.executions.status(paused)["state"] == "paused"
     assert rt.metrics()["executions_started"] == 2
 
 
@@ -1357,9 +1369,9 @@ def test_status_calls_are_allowed_in_a_handler(rt: Runtime) -> None:
             self.rt = rt
 
         def on_receive(self, message: Any) -> Any:
-            return self.rt.execution_status(message)["state"], len(self.rt.execution_snapshots())
+            return self.rt.executions.status(message)["state"], len(self.rt.executions.snapshots())
 
-    sid = rt.start_execution(ask_once).session_id
+    sid = rt.executions.start(ask_once).session_id
     assert rt.spawn(Looker, rt).ask(sid) == ("paused", 1)
 
 
@@ -1370,20 +1382,20 @@ def test_status_calls_are_allowed_in_a_handler(rt: Runtime) -> None:
 def test_late_feeds_to_a_finished_session_name_its_state(
     rt: Runtime, strategy: Callable[..., Any], answer: str, ended: str
 ) -> None:
-    sid = rt.start_execution(strategy).session_id
-    final = rt.feed(sid, answer)
+    sid = rt.executions.start(strategy).session_id
+    final = rt.executions.feed(sid, answer)
     feeds = rt.metrics()["execution_feeds"]
     with pytest.raises(InvalidTransition, match=f"has already {ended}; cannot feed it"):
-        rt.feed(sid, "late")  # no query id: nothing is pending any more
+        rt.executions.feed(sid, "late")  # no query id: nothing is pending any more
     with pytest.raises(InvalidTransition, match=f"has already {ended}; cannot feed it"):
-        rt.feed(sid, "late", query_id="q-2-0")  # never asked
+        rt.executions.feed(sid, "late", query_id="q-2-0")  # never asked
     with pytest.raises(AlreadyResponded, match="different response"):
-        rt.feed(sid, answer + "!", query_id="q-1-0")
+        rt.executions.feed(sid, answer + "!", query_id="q-1-0")
     # A retried final answer: the same answer again is a no-op giving the final result.
-    assert rt.feed(sid, answer, query_id="q-1-0") == final
-    assert rt.feed_many(sid, [("q-1-0", answer, None)]) == final
+    assert rt.executions.feed(sid, answer, query_id="q-1-0") == final
+    assert rt.executions.feed_many(sid, [("q-1-0", answer, None)]) == final
     with pytest.raises(InvalidTransition, match=f"has already {ended}"):
-        rt.feed_many(sid, [("q-1-0", answer, None), ("q-9-0", "x", None)])
+        rt.executions.feed_many(sid, [("q-1-0", answer, None), ("q-9-0", "x", None)])
     assert rt.metrics()["execution_feeds"] == feeds
 
 
@@ -1393,23 +1405,23 @@ def test_returned_records_are_the_callers_own(rt: Runtime) -> None:
         await ctx.llm("x")
         return {"list": [1]}
 
-    first = rt.start_execution(keeps)
+    first = rt.executions.start(keeps)
     sid = first.session_id
     first.metrics.custom["m"].append("host")
-    rt.execution_status(sid)["metrics"]["custom"]["m"].append("host")
-    rt.execution_snapshots()[sid]["metrics"]["custom"]["m"].append("host")
-    assert rt.execution_status(sid)["metrics"]["custom"] == {"m": [1]}
+    rt.executions.status(sid)["metrics"]["custom"]["m"].append("host")
+    rt.executions.snapshots()[sid]["metrics"]["custom"]["m"].append("host")
+    assert rt.executions.status(sid)["metrics"]["custom"] == {"m": [1]}
     with pytest.raises(TypeError, match="unhashable"):
         hash(first)
-    done = rt.feed(sid, "y")
+    done = rt.executions.feed(sid, "y")
     done.result["list"].append("host")
     done.to_json()["result"]["list"].append("host")
     done.to_json()["stats"]["custom"]["m"].append("host")
     assert done.metrics.custom == {"m": [1]}
-    status = rt.execution_status(sid)
+    status = rt.executions.status(sid)
     assert status["result"] == {"list": [1]}
     assert status["metrics"]["custom"] == {"m": [1]}
-    again = rt.feed(sid, "y", query_id="q-1-0")  # the retained final result, a copy
+    again = rt.executions.feed(sid, "y", query_id="q-1-0")  # the retained final result, a copy
     assert again.result == {"list": [1]}
     assert again.to_json()["stats"]["custom"] == {"m": [1]}
 
@@ -1420,7 +1432,7 @@ def test_long_log_messages_are_cut_and_counted(rt: Runtime) -> None:
         ctx.log("short")
         return None
 
-    logs = rt.start_execution(verbose).metrics.logs
+    logs = rt.executions.start(verbose).metrics.logs
     assert logs[0] == "x" * 4000 + "[... 1000 more chars truncated]"
     assert logs[1] == "short"
     assert rt.metrics()["execution_logs_truncated"] == 1
@@ -1442,9 +1454,9 @@ def test_a_start_timeout_is_an_execution_timeout_naming_the_session(rt: Runtime)
 
     try:
         with pytest.raises(ExecutionTimeout, match="neither paused nor finished") as info:
-            rt.start_execution(gated, timeout=0.05)
+            rt.executions.start(gated, timeout=0.05)
     finally:
         gate.set()
     assert isinstance(info.value, Timeout)
     rt.settle()
-    assert rt.execution_status(info.value.session_id)["result"] == 1
+    assert rt.executions.status(info.value.session_id)["result"] == 1

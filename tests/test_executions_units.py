@@ -212,15 +212,15 @@ def test_plain_strategies_share_a_bounded_pool(
         ran.append("queued")
         return 1
 
-    holder = rt.start_execution(holds_the_thread, timeout=WAIT_S).session_id
+    holder = rt.executions.start(holds_the_thread, timeout=WAIT_S).session_id
     with pytest.raises(Timeout) as info:
-        rt.start_execution(queued, timeout=0.05)  # waits for the only thread
+        rt.executions.start(queued, timeout=0.05)  # waits for the only thread
     sid = info.value.session_id  # type: ignore[attr-defined]
-    assert rt.execution_status(sid)["state"] == "running"
+    assert rt.executions.status(sid)["state"] == "running"
     # A job queued behind a thread that waits for the host is not work in progress.
     fake_clock.advance(1)
-    assert rt.cancel(sid).status == "cancelled"
-    assert rt.feed(holder, "y", timeout=WAIT_S).result == "y"
+    assert rt.executions.cancel(sid).status == "cancelled"
+    assert rt.executions.feed(holder, "y", timeout=WAIT_S).result == "y"
     assert rt.metrics()["strategy_threads"] == 1
     rt.close()  # runs what the pool still had queued, then joins its thread
     assert ran == []  # cancelled before it got a thread: it never ran
@@ -238,27 +238,27 @@ def test_cancelled_plain_strategy_cannot_log_any_more(rt: Runtime) -> None:
             seen.append(error)
 
     with pytest.raises(Timeout) as info:
-        rt.start_execution(logs_late, timeout=0.05)
+        rt.executions.start(logs_late, timeout=0.05)
     sid = info.value.session_id  # type: ignore[attr-defined]
-    rt.cancel(sid)
+    rt.executions.cancel(sid)
     gate.set()
     rt.settle()
     assert len(seen) == 1
     assert "cancelled by the host" in str(seen[0])
-    assert rt.execution_status(sid)["metrics"]["logs"] == []
+    assert rt.executions.status(sid)["metrics"]["logs"] == []
 
 
 def test_paused_async_sessions_take_no_threads(rt: Runtime) -> None:
     async def waits(ctx: Any) -> Any:
         return await ctx.llm("?")
 
-    rt.start_execution(waits)  # dispatcher threads up
+    rt.executions.start(waits)  # dispatcher threads up
     before = threading.active_count()
-    sids = [rt.start_execution(waits).session_id for _ in range(500)]
+    sids = [rt.executions.start(waits).session_id for _ in range(500)]
     assert threading.active_count() == before
     assert rt.metrics()["executions_active"] == 501
-    assert len(rt.execution_snapshots()) == 501
-    assert rt.feed(sids[-1], "!").result == "!"
+    assert len(rt.executions.snapshots()) == 501
+    assert rt.executions.feed(sids[-1], "!").result == "!"
 
 
 def test_a_second_concurrent_llm_call_of_a_plain_strategy_is_refused(rt: Runtime) -> None:
@@ -287,11 +287,11 @@ def test_a_second_concurrent_llm_call_of_a_plain_strategy_is_refused(rt: Runtime
             thread.join(WAIT_S)
         return answers
 
-    first = rt.start_execution(two_threads, timeout=WAIT_S)
+    first = rt.executions.start(two_threads, timeout=WAIT_S)
     assert first.query_ids == ["q-1-0"]
     go.set()
     assert refused.wait(WAIT_S)  # the host answers only after the second call was refused
-    assert rt.feed(first.session_id, "one", timeout=WAIT_S).result == ["one"]
+    assert rt.executions.feed(first.session_id, "one", timeout=WAIT_S).result == ["one"]
     assert len(errors) == 1
     assert "another ctx.llm call" in str(errors[0])
 

@@ -20,7 +20,7 @@ SEEN = []
 def test_fixtures_work_together(greenroom_runtime, fake_clock):
     assert isinstance(greenroom_runtime, Runtime)
     assert isinstance(fake_clock, FakeClock)
-    pane = greenroom_runtime.block("pane-1", view="agent")
+    pane = greenroom_runtime.blocks.get("pane-1", view="agent")
     pane.append_output(b"one\\ntwo\\n")
     fake_clock.advance(1.0)
     assert pane.stats().line_count == 2
@@ -34,7 +34,7 @@ def test_the_runtime_was_closed_after_the_test(tmp_path):
 
     (rt,) = SEEN
     with pytest.raises(Stopped):
-        rt.block("pane-2")
+        rt.blocks.get("pane-2")
 
 
 def test_each_test_gets_its_own_database(greenroom_runtime):
@@ -98,7 +98,7 @@ def test_the_hosts_own_packages():
 
 def test_greenroom_and_its_fixtures(greenroom_runtime, fake_clock):
     assert isinstance(greenroom_runtime, Runtime)
-    pane = greenroom_runtime.block("pane-1")
+    pane = greenroom_runtime.blocks.get("pane-1")
     pane.append_output(b"one\\n")
     fake_clock.advance(1.0)
     assert pane.stats().line_count == 1

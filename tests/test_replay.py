@@ -33,68 +33,68 @@ def positions(result: Replayed | Gap) -> list[int]:
 
 
 def test_replay_after_a_cursor_gives_the_events_in_order(rt: Runtime) -> None:
-    start = rt.current_cursor("s1")
-    appended = [rt.replay_append("s1", {"n": n}) for n in range(5)]
+    start = rt.replay.current_cursor("s1")
+    appended = [rt.replay.append("s1", {"n": n}) for n in range(5)]
     assert [event.position for event in appended] == [1, 2, 3, 4, 5]
     assert len({event.cursor for event in appended}) == 5
     assert all(event.session_id == "s1" and event.revision == 0 for event in appended)
 
-    result = rt.replay_after(start)
+    result = rt.replay.after(start)
     assert isinstance(result, Replayed)
     assert result.events == tuple(appended)
     assert result.latest_cursor == appended[-1].cursor
-    assert replayed(rt.replay_after(appended[1].cursor)) == [{"n": 2}, {"n": 3}, {"n": 4}]
+    assert replayed(rt.replay.after(appended[1].cursor)) == [{"n": 2}, {"n": 3}, {"n": 4}]
 
-    at_tail = rt.replay_after(appended[-1].cursor)
+    at_tail = rt.replay.after(appended[-1].cursor)
     assert at_tail == Replayed("s1", (), appended[-1].cursor)
-    assert rt.current_cursor("s1") == appended[-1].cursor  # same revision, same tail
+    assert rt.replay.current_cursor("s1") == appended[-1].cursor  # same revision, same tail
 
 
 def test_position_zero_on_a_fresh_buffer_replays_everything(rt: Runtime) -> None:
-    start = rt.current_cursor("fresh")
+    start = rt.replay.current_cursor("fresh")
     assert parse_cursor(start).position == 0
-    rt.replay_append_many("fresh", ["a", "b", "c"])
-    assert replayed(rt.replay_after(start)) == ["a", "b", "c"]
+    rt.replay.append_many("fresh", ["a", "b", "c"])
+    assert replayed(rt.replay.after(start)) == ["a", "b", "c"]
 
 
 def test_append_many_continues_the_positions(rt: Runtime) -> None:
-    first = rt.replay_append("s", "one")
-    batch = rt.replay_append_many("s", ("two", "three"), revision=2)
+    first = rt.replay.append("s", "one")
+    batch = rt.replay.append_many("s", ("two", "three"), revision=2)
     assert [event.position for event in batch] == [2, 3]
     assert [event.revision for event in batch] == [2, 2]
-    assert rt.replay_append_many("s", []) == []
-    assert rt.replay_append_many("s", (n for n in range(2)))[-1].position == 5
-    assert replayed(rt.replay_after(first.cursor)) == ["two", "three", 0, 1]
+    assert rt.replay.append_many("s", []) == []
+    assert rt.replay.append_many("s", (n for n in range(2)))[-1].position == 5
+    assert replayed(rt.replay.after(first.cursor)) == ["two", "three", 0, 1]
     assert rt.metrics()["replay_events_appended"] == 5
 
 
 def test_events_are_immutable_and_payloads_stored_as_given(rt: Runtime) -> None:
     payload = {"big": list(range(100))}
-    event = rt.replay_append("s", payload)
+    event = rt.replay.append("s", payload)
     assert event.payload is payload
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         event.position = 7  # type: ignore[misc]
     start = format_cursor(parse_cursor(event.cursor).epoch, 0, 0, "s")
-    again = rt.replay_after(start)
+    again = rt.replay.after(start)
     assert isinstance(again, Replayed)
     assert again.events[0] is event  # the same object: no copy per reader
     assert isinstance(again.events, tuple)
 
 
 def test_partial_replays_of_a_long_buffer(rt: Runtime) -> None:
-    events = rt.replay_append_many("long", list(range(100)))
-    assert positions(rt.replay_after(events[94].cursor)) == [96, 97, 98, 99, 100]
-    assert positions(rt.replay_after(events[9].cursor)) == list(range(11, 101))
-    assert positions(rt.replay_after(events[49].cursor)) == list(range(51, 101))
+    events = rt.replay.append_many("long", list(range(100)))
+    assert positions(rt.replay.after(events[94].cursor)) == [96, 97, 98, 99, 100]
+    assert positions(rt.replay.after(events[9].cursor)) == list(range(11, 101))
+    assert positions(rt.replay.after(events[49].cursor)) == list(range(51, 101))
 
 
 def test_sessions_are_separate_and_ids_may_hold_colons(rt: Runtime) -> None:
-    a = rt.current_cursor("team:a:1")
-    b = rt.current_cursor("team:b")
-    rt.replay_append("team:a:1", "for a")
-    rt.replay_append("team:b", "for b")
-    assert replayed(rt.replay_after(a)) == ["for a"]
-    assert replayed(rt.replay_after(b)) == ["for b"]
+    a = rt.replay.current_cursor("team:a:1")
+    b = rt.replay.current_cursor("team:b")
+    rt.replay.append("team:a:1", "for a")
+    rt.replay.append("team:b", "for b")
+    assert replayed(rt.replay.after(a)) == ["for a"]
+    assert replayed(rt.replay.after(b)) == ["for b"]
     assert parse_cursor(a).session_id == "team:a:1"
     assert rt.metrics()["replay_buffers"] == 2
 
@@ -115,11 +115,11 @@ def test_public_names_are_importable() -> None:
 
 def test_gap_after_a_capacity_trim(open_rt: Callable[..., Runtime]) -> None:
     rt = open_rt(max_events_per_session=3)
-    start = rt.current_cursor("s")
-    events = rt.replay_append_many("s", ["a", "b"])
-    events += [rt.replay_append("s", payload) for payload in ("c", "d", "e")]
+    start = rt.replay.current_cursor("s")
+    events = rt.replay.append_many("s", ["a", "b"])
+    events += [rt.replay.append("s", payload) for payload in ("c", "d", "e")]
 
-    gap = rt.replay_after(start)
+    gap = rt.replay.after(start)
     assert isinstance(gap, Gap)
     assert gap.reason == "trimmed"
     assert gap.oldest_position == 3
@@ -128,17 +128,17 @@ def test_gap_after_a_capacity_trim(open_rt: Callable[..., Runtime]) -> None:
     assert gap.latest_revision == 0
     assert gap.session_id == "s"
     assert "1 to 2 were trimmed" in gap.detail
-    assert isinstance(rt.replay_after(events[0].cursor), Gap)
-    assert replayed(rt.replay_after(events[1].cursor)) == ["c", "d", "e"]
+    assert isinstance(rt.replay.after(events[0].cursor), Gap)
+    assert replayed(rt.replay.after(events[1].cursor)) == ["c", "d", "e"]
     assert rt.metrics()["replay_events_trimmed"] == 2
 
 
 def test_a_batch_larger_than_the_buffer_keeps_its_newest(open_rt: Callable[..., Runtime]) -> None:
     rt = open_rt(max_events_per_session=3)
-    events = rt.replay_append_many("s", list(range(10)))
+    events = rt.replay.append_many("s", list(range(10)))
     assert len(events) == 10
-    assert replayed(rt.replay_after(events[6].cursor)) == [7, 8, 9]
-    gap = rt.replay_after(events[5].cursor)
+    assert replayed(rt.replay.after(events[6].cursor)) == [7, 8, 9]
+    gap = rt.replay.after(events[5].cursor)
     assert isinstance(gap, Gap)
     assert gap.oldest_position == 8
     assert rt.metrics()["replay_events_trimmed"] == 7
@@ -148,38 +148,38 @@ def test_gap_after_an_age_trim_on_the_clock_alone(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt()
-    start = rt.current_cursor("s")
-    old = rt.replay_append("s", "old")
+    start = rt.replay.current_cursor("s")
+    old = rt.replay.append("s", "old")
     fake_clock.advance(60)
-    young = rt.replay_append("s", "young")
-    assert replayed(rt.replay_after(start)) == ["old", "young"]
+    young = rt.replay.append("s", "young")
+    assert replayed(rt.replay.after(start)) == ["old", "young"]
     fake_clock.advance(65)  # "old" is 125 s old; the tick at 120 s found it 120 s old: kept
     assert rt.metrics()["replay_events_trimmed"] == 0
     fake_clock.advance(5)  # the tick at 130 s trims it, with no append and no read
     assert rt.metrics()["replay_events_trimmed"] == 1
 
-    gap = rt.replay_after(start)
+    gap = rt.replay.after(start)
     assert isinstance(gap, Gap)
     assert gap.reason == "trimmed"
     assert gap.oldest_position == 2
     assert gap.latest_cursor == young.cursor
-    assert replayed(rt.replay_after(old.cursor)) == ["young"]
+    assert replayed(rt.replay.after(old.cursor)) == ["young"]
 
     fake_clock.advance(70)  # "young" ages out too: nothing held
-    gap = rt.replay_after(old.cursor)
+    gap = rt.replay.after(old.cursor)
     assert isinstance(gap, Gap)
     assert (gap.reason, gap.oldest_position) == ("trimmed", None)
-    assert replayed(rt.replay_after(young.cursor)) == []
+    assert replayed(rt.replay.after(young.cursor)) == []
 
 
 def test_a_replay_never_returns_an_expired_event_between_ticks(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt(replay_trim_interval_s=1000.0)
-    start = rt.current_cursor("s")
-    rt.replay_append("s", "old")
+    start = rt.replay.current_cursor("s")
+    rt.replay.append("s", "old")
     fake_clock.advance(121)  # no tick yet: the replay itself trims
-    gap = rt.replay_after(start)
+    gap = rt.replay.after(start)
     assert isinstance(gap, Gap)
     assert gap.reason == "trimmed"
 
@@ -188,109 +188,109 @@ def test_stale_epoch_after_the_buffer_is_made_again(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt()
-    event = rt.replay_append("s", "before")
+    event = rt.replay.append("s", "before")
     fake_clock.advance(130)  # trimmed by age
     fake_clock.advance(130)  # empty and idle for longer than max_event_age_s: dropped
     assert rt.metrics()["replay_buffers_dropped"] == 1
-    fresh = rt.replay_append("s", "after")  # a new incarnation, positions from 1 again
+    fresh = rt.replay.append("s", "after")  # a new incarnation, positions from 1 again
     assert fresh.position == 1
     assert parse_cursor(fresh.cursor).epoch != parse_cursor(event.cursor).epoch
 
     stale = format_cursor(parse_cursor(event.cursor).epoch, 0, 0, "s")
     for cursor in (event.cursor, stale):
-        gap = rt.replay_after(cursor)
+        gap = rt.replay.after(cursor)
         assert isinstance(gap, Gap)
         assert gap.reason == "unavailable"  # never "after", the wrong suffix
         assert gap.latest_cursor == fresh.cursor
         assert "another incarnation" in gap.detail
-        assert isinstance(rt.subscribe_after(cursor), Gap)
+        assert isinstance(rt.replay.subscribe(cursor), Gap)
 
 
 def test_stale_epoch_after_a_host_restart(open_rt: Callable[..., Runtime]) -> None:
     first = open_rt()
-    start = first.current_cursor("s")
-    event = first.replay_append("s", "before restart")
+    start = first.replay.current_cursor("s")
+    event = first.replay.append("s", "before restart")
     first.close()
     second = open_rt()
-    second.replay_append("s", "after restart")
+    second.replay.append("s", "after restart")
     for cursor in (start, event.cursor):
-        gap = second.replay_after(cursor)
+        gap = second.replay.after(cursor)
         assert isinstance(gap, Gap)
         assert gap.reason == "unavailable"
     # Even with no buffer yet for the session in the new process.
-    gap = second.replay_after(format_cursor(parse_cursor(start).epoch, 0, 0, "other"))
+    gap = second.replay.after(format_cursor(parse_cursor(start).epoch, 0, 0, "other"))
     assert isinstance(gap, Gap)
     assert gap.reason == "unavailable"
 
 
 def test_cursor_ahead_of_the_tail_is_unavailable(rt: Runtime) -> None:
-    tail = rt.replay_append_many("s", ["a", "b"])[-1]
+    tail = rt.replay.append_many("s", ["a", "b"])[-1]
     parts = parse_cursor(tail.cursor)
     ahead = attrs.evolve(parts, position=parts.position + 1).format()
-    gap = rt.replay_after(ahead)
+    gap = rt.replay.after(ahead)
     assert isinstance(gap, Gap)
     assert gap.reason == "unavailable"
     assert gap.latest_cursor == tail.cursor
     assert "ahead of the buffer's tail 2" in gap.detail
-    assert isinstance(rt.subscribe_after(ahead), Gap)
+    assert isinstance(rt.replay.subscribe(ahead), Gap)
 
 
 def test_revisions(rt: Runtime) -> None:
-    start = rt.current_cursor("s", revision=1)
+    start = rt.replay.current_cursor("s", revision=1)
     assert parse_cursor(start).revision == 1
-    rt.replay_append("s", "at 1", revision=1)
-    two = rt.replay_append("s", "at 2", revision=2)
+    rt.replay.append("s", "at 1", revision=1)
+    two = rt.replay.append("s", "at 2", revision=2)
     # A replay across a revision change delivers the change, in order.
-    result = rt.replay_after(start)
+    result = rt.replay.after(start)
     assert [(event.payload, event.revision) for event in result.events] == [
         ("at 1", 1),
         ("at 2", 2),
     ]
     # A revision the buffer never reached cannot be a cursor it gave.
     ahead = attrs.evolve(parse_cursor(two.cursor), revision=3).format()
-    gap = rt.replay_after(ahead)
+    gap = rt.replay.after(ahead)
     assert isinstance(gap, Gap)
     assert (gap.reason, gap.latest_revision, gap.latest_cursor) == ("unavailable", 2, two.cursor)
     assert "revision 3 is ahead" in gap.detail
     # Asking a cursor at a revision makes it known (the host's state moved on first).
-    at_three = rt.current_cursor("s", revision=3)
-    assert replayed(rt.replay_after(at_three)) == []
-    assert replayed(rt.replay_after(ahead)) == []
+    at_three = rt.replay.current_cursor("s", revision=3)
+    assert replayed(rt.replay.after(at_three)) == []
+    assert replayed(rt.replay.after(ahead)) == []
 
 
 def test_resuming_from_a_gaps_latest_cursor(open_rt: Callable[..., Runtime]) -> None:
     rt = open_rt(max_events_per_session=2)
-    start = rt.current_cursor("s")
-    rt.replay_append_many("s", [1, 2, 3])
-    gap = rt.replay_after(start)
+    start = rt.replay.current_cursor("s")
+    rt.replay.append_many("s", [1, 2, 3])
+    gap = rt.replay.after(start)
     assert isinstance(gap, Gap)
-    rt.replay_append("s", 4)
-    assert replayed(rt.replay_after(gap.latest_cursor)) == [4]
+    rt.replay.append("s", 4)
+    assert replayed(rt.replay.after(gap.latest_cursor)) == [4]
 
 
 # -- bad input -------------------------------------------------------------------------
 
 
 def test_bad_input_is_refused_and_changes_nothing(rt: Runtime) -> None:
-    start = rt.current_cursor("s")
+    start = rt.replay.current_cursor("s")
     cases: list[tuple[Callable[[], object], str]] = [
-        (lambda: rt.replay_append("", 1), "session_id must be a non-empty str"),
-        (lambda: rt.replay_append(5, 1), "session_id"),  # type: ignore[arg-type]
-        (lambda: rt.replay_append("s", 1, revision=-1), "revision must be an int >= 0"),
-        (lambda: rt.replay_append("s", 1, revision=True), "revision"),
-        (lambda: rt.replay_append("s", 1, revision=1.0), "revision"),  # type: ignore[arg-type]
-        (lambda: rt.replay_append("s", 1, revision=2**63), "below 2\\*\\*63"),
-        (lambda: rt.replay_append("s", {1, 2}), "payload must be JSON-serialisable"),
-        (lambda: rt.replay_append("s", object()), "payload must be JSON-serialisable"),
-        (lambda: rt.replay_append("s", float("nan")), "payload must be JSON-serialisable"),
-        (lambda: rt.replay_append("s", b"bytes"), "payload must be JSON-serialisable"),
-        (lambda: rt.replay_append_many("s", "abc"), "payloads must be a list"),
-        (lambda: rt.replay_append_many("s", {"a": 1}), "payloads must be a list"),
-        (lambda: rt.replay_append_many("s", 3), "payloads must be a list"),  # type: ignore[arg-type]
-        (lambda: rt.replay_append_many("s", [1, 2, {3}]), "payloads\\[2\\] must be JSON"),
-        (lambda: rt.current_cursor(""), "session_id"),
-        (lambda: rt.current_cursor("s", revision=-2), "revision"),
-        (lambda: rt.replay_after(start, session_id=""), "session_id"),
+        (lambda: rt.replay.append("", 1), "session_id must be a non-empty str"),
+        (lambda: rt.replay.append(5, 1), "session_id"),  # type: ignore[arg-type]
+        (lambda: rt.replay.append("s", 1, revision=-1), "revision must be an int >= 0"),
+        (lambda: rt.replay.append("s", 1, revision=True), "revision"),
+        (lambda: rt.replay.append("s", 1, revision=1.0), "revision"),  # type: ignore[arg-type]
+        (lambda: rt.replay.append("s", 1, revision=2**63), "below 2\\*\\*63"),
+        (lambda: rt.replay.append("s", {1, 2}), "payload must be JSON-serialisable"),
+        (lambda: rt.replay.append("s", object()), "payload must be JSON-serialisable"),
+        (lambda: rt.replay.append("s", float("nan")), "payload must be JSON-serialisable"),
+        (lambda: rt.replay.append("s", b"bytes"), "payload must be JSON-serialisable"),
+        (lambda: rt.replay.append_many("s", "abc"), "payloads must be a list"),
+        (lambda: rt.replay.append_many("s", {"a": 1}), "payloads must be a list"),
+        (lambda: rt.replay.append_many("s", 3), "payloads must be a list"),  # type: ignore[arg-type]
+        (lambda: rt.replay.append_many("s", [1, 2, {3}]), "payloads\\[2\\] must be JSON"),
+        (lambda: rt.replay.current_cursor(""), "session_id"),
+        (lambda: rt.replay.current_cursor("s", revision=-2), "revision"),
+        (lambda: rt.replay.after(start, session_id=""), "session_id"),
     ]
     for call, message in cases:
         with pytest.raises(InvalidInput, match=message):
@@ -298,14 +298,14 @@ def test_bad_input_is_refused_and_changes_nothing(rt: Runtime) -> None:
     circular: list[Any] = []
     circular.append(circular)
     with pytest.raises(InvalidInput, match="JSON"):
-        rt.replay_append("s", circular)
-    assert rt.current_cursor("s") == start  # nothing was appended
+        rt.replay.append("s", circular)
+    assert rt.replay.current_cursor("s") == start  # nothing was appended
     assert rt.metrics()["replay_events_appended"] == 0
     assert rt.metrics()["ask_errors"] == 0  # refused on the caller's side
 
 
 def test_malformed_cursors_are_refused_by_every_call(rt: Runtime) -> None:
-    for call in (rt.replay_after, rt.subscribe_after, rt.follow):
+    for call in (rt.replay.after, rt.replay.subscribe, rt.replay.follow):
         with pytest.raises(MalformedCursor, match="its position"):
             call("v1:0123456789abcdef:0:x:s")
         with pytest.raises(MalformedCursor, match="version prefix"):
@@ -314,18 +314,18 @@ def test_malformed_cursors_are_refused_by_every_call(rt: Runtime) -> None:
 
 
 def test_wrong_session(rt: Runtime) -> None:
-    cursor = rt.current_cursor("a")
-    for call in (rt.replay_after, rt.subscribe_after, rt.follow):
+    cursor = rt.replay.current_cursor("a")
+    for call in (rt.replay.after, rt.replay.subscribe, rt.replay.follow):
         with pytest.raises(WrongSession, match="belongs to session 'a', not 'b'"):
             call(cursor, session_id="b")
-    assert isinstance(rt.replay_after(cursor, session_id="a"), Replayed)
+    assert isinstance(rt.replay.after(cursor, session_id="a"), Replayed)
 
 
 def test_json_values_of_every_kind_are_accepted(rt: Runtime) -> None:
     payloads = [None, True, 0, -1.5, "text", [1, "two"], {"k": {"nested": [None]}}, (1, 2)]
-    events = rt.replay_append_many("s", payloads)
+    events = rt.replay.append_many("s", payloads)
     assert [event.payload for event in events] == payloads
-    assert rt.replay_append("s", {"a": [1, 2]}).payload == {"a": [1, 2]}
+    assert rt.replay.append("s", {"a": [1, 2]}).payload == {"a": [1, 2]}
 
 
 # -- idle buffers, metrics, close ----------------------------------------------------
@@ -335,8 +335,8 @@ def test_idle_buffers_are_dropped_and_their_actors_stopped(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt()
-    rt.current_cursor("idle")  # made, and never used again
-    rt.replay_append("busy", "event")
+    rt.replay.current_cursor("idle")  # made, and never used again
+    rt.replay.append("busy", "event")
     assert rt.metrics()["replay_buffers"] == 2
     assert len(rt.actor_ids("replay_buffer")) == 2
 
@@ -361,9 +361,9 @@ def test_a_buffer_with_a_subscriber_or_events_is_kept(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt(max_event_age_s=1000.0)
-    sub = rt.subscribe_after(rt.current_cursor("watched"))
+    sub = rt.replay.subscribe(rt.replay.current_cursor("watched"))
     assert isinstance(sub, Subscription)
-    rt.replay_append("held", "young")
+    rt.replay.append("held", "young")
     fake_clock.advance(2000)  # "held" loses its event at 1010 s, then idles 990 s: kept
     assert rt.metrics()["replay_buffers_dropped"] == 0
     assert rt.metrics()["replay_buffers"] == 2
@@ -376,12 +376,12 @@ def test_a_call_racing_a_retiring_buffer_gets_a_fresh_one(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt()
-    old = rt.current_cursor("s")
+    old = rt.replay.current_cursor("s")
     ref = rt.get_actor("replay_buffer", rt.actor_ids("replay_buffer")[0])
     fake_clock.advance(MAX_AGE + TICK)
     assert not ref.is_alive()
     # The facade's lookup no longer has it; a call now makes a new incarnation.
-    new = rt.current_cursor("s")
+    new = rt.replay.current_cursor("s")
     assert parse_cursor(new).epoch != parse_cursor(old).epoch
 
 
@@ -405,7 +405,7 @@ def test_the_trimmer_starts_with_the_first_buffer(
     timers = fake_clock.pending_timers()
     rt = open_rt()
     assert fake_clock.pending_timers() == timers  # a runtime without replay has no tick
-    rt.current_cursor("s")
+    rt.replay.current_cursor("s")
     rt.settle()
     assert fake_clock.pending_timers() == timers + 1
     assert rt.actor_ids("replay_trimmer") == ["replay_trimmer"]
@@ -413,15 +413,15 @@ def test_the_trimmer_starts_with_the_first_buffer(
 
 def test_calls_after_close_raise_stopped(open_rt: Callable[..., Runtime]) -> None:
     rt = open_rt()
-    cursor = rt.current_cursor("s")
+    cursor = rt.replay.current_cursor("s")
     rt.close()
     calls: list[Callable[[], object]] = [
-        lambda: rt.replay_append("s", 1),
-        lambda: rt.replay_append_many("s", [1]),
-        lambda: rt.current_cursor("s"),
-        lambda: rt.replay_after(cursor),
-        lambda: rt.subscribe_after(cursor),
-        lambda: rt.follow(cursor),
+        lambda: rt.replay.append("s", 1),
+        lambda: rt.replay.append_many("s", [1]),
+        lambda: rt.replay.current_cursor("s"),
+        lambda: rt.replay.after(cursor),
+        lambda: rt.replay.subscribe(cursor),
+        lambda: rt.replay.follow(cursor),
     ]
     for call in calls:
         with pytest.raises(Stopped):
@@ -433,7 +433,7 @@ def test_drops_and_trims_are_logged(
 ) -> None:
     rt = open_rt(max_events_per_session=1)
     with caplog.at_level(logging.DEBUG, logger="greenroom.replay"):
-        rt.replay_append_many("s", [1, 2, 3])
+        rt.replay.append_many("s", [1, 2, 3])
         fake_clock.advance(2 * (MAX_AGE + TICK))
     messages = [record.getMessage() for record in caplog.records]
     assert any("trimmed 2 events over max_events_per_session=1" in m for m in messages)
@@ -446,25 +446,25 @@ def test_drops_and_trims_are_logged(
 
 
 def test_publish_appends_in_order_and_checks_input_on_the_callers_thread(rt: Runtime) -> None:
-    start = rt.current_cursor("s")
-    sub = rt.subscribe_after(start)
+    start = rt.replay.current_cursor("s")
+    sub = rt.replay.subscribe(start)
     assert isinstance(sub, Subscription)
-    assert rt.replay_publish("s", {"n": 0}) is None
-    rt.replay_publish_many("s", [{"n": 1}, {"n": 2}], revision=2)
-    rt.replay_publish_many("s", [])  # nothing to send
-    event = rt.replay_append("s", {"n": 3})  # an ask after publishes: after them, in order
+    assert rt.replay.publish("s", {"n": 0}) is None
+    rt.replay.publish_many("s", [{"n": 1}, {"n": 2}], revision=2)
+    rt.replay.publish_many("s", [])  # nothing to send
+    event = rt.replay.append("s", {"n": 3})  # an ask after publishes: after them, in order
     assert event.position == 4
-    assert replayed(rt.replay_after(start)) == [{"n": n} for n in range(4)]
-    assert [e.revision for e in rt.replay_after(start).events] == [0, 2, 2, 0]  # type: ignore[union-attr]
+    assert replayed(rt.replay.after(start)) == [{"n": n} for n in range(4)]
+    assert [e.revision for e in rt.replay.after(start).events] == [0, 2, 2, 0]  # type: ignore[union-attr]
     assert [sub.next_event(timeout=10).payload for _ in range(4)] == [{"n": n} for n in range(4)]
     sub.close()
 
     bad: list[tuple[Callable[[], object], str]] = [
-        (lambda: rt.replay_publish("", 1), "session_id"),
-        (lambda: rt.replay_publish("s", 1, revision=-1), "revision"),
-        (lambda: rt.replay_publish("s", object()), "payload must be JSON-serialisable"),
-        (lambda: rt.replay_publish_many("s", [1, {2}]), "payloads\\[1\\] must be JSON"),
-        (lambda: rt.replay_publish_many("s", "abc"), "payloads must be a list"),
+        (lambda: rt.replay.publish("", 1), "session_id"),
+        (lambda: rt.replay.publish("s", 1, revision=-1), "revision"),
+        (lambda: rt.replay.publish("s", object()), "payload must be JSON-serialisable"),
+        (lambda: rt.replay.publish_many("s", [1, {2}]), "payloads\\[1\\] must be JSON"),
+        (lambda: rt.replay.publish_many("s", "abc"), "payloads must be a list"),
     ]
     for call, message in bad:
         with pytest.raises(InvalidInput, match=message):
@@ -483,7 +483,7 @@ def test_publish_appends_in_order_and_checks_input_on_the_callers_thread(rt: Run
     ids=["set", "frozenset", "keys", "values", "items"],
 )
 def test_batches_with_no_defined_order_are_refused(rt: Runtime, payloads: Any) -> None:
-    for call in (rt.replay_append_many, rt.replay_publish_many):
+    for call in (rt.replay.append_many, rt.replay.publish_many):
         with pytest.raises(InvalidInput, match="has no defined order"):
             call("s", payloads)
     assert rt.metrics()["replay_buffers"] == 0  # refused before anything was made
@@ -498,7 +498,7 @@ def test_a_publish_on_its_way_keeps_its_buffer_from_retiring(
     from greenroom.actors.replay import Append
 
     rt = open_rt()
-    start = rt.current_cursor("s")  # the buffer, idle from now on
+    start = rt.replay.current_cursor("s")  # the buffer, idle from now on
     told = GreenroomActorRef.tell
     looked_up, go = threading.Event(), threading.Event()
 
@@ -509,7 +509,7 @@ def test_a_publish_on_its_way_keeps_its_buffer_from_retiring(
         told(self, message)
 
     monkeypatch.setattr(GreenroomActorRef, "tell", slow_tell)
-    publisher = threading.Thread(target=lambda: rt.replay_publish("s", "late"), daemon=True)
+    publisher = threading.Thread(target=lambda: rt.replay.publish("s", "late"), daemon=True)
     publisher.start()
     assert looked_up.wait(10)
     assert rt.metrics()["replay_publishes_pending"] == 1
@@ -518,7 +518,7 @@ def test_a_publish_on_its_way_keeps_its_buffer_from_retiring(
     go.set()
     publisher.join(10)
     rt.settle()
-    assert replayed(rt.replay_after(start)) == ["late"]  # same incarnation, nothing lost
+    assert replayed(rt.replay.after(start)) == ["late"]  # same incarnation, nothing lost
     metrics = rt.metrics()
     assert metrics["replay_publishes_pending"] == 0
     assert metrics["dead_letters"] == 0
@@ -533,11 +533,11 @@ def test_reads_of_a_session_with_no_buffer_make_none(open_rt: Callable[..., Runt
     rt = open_rt()
     forged = format_cursor("0123456789abcdef", 7, 5, "nobody")
     for cursor in (forged, attrs.evolve(parse_cursor(forged), position=0).format()):
-        gap = rt.replay_after(cursor)
+        gap = rt.replay.after(cursor)
         assert isinstance(gap, Gap)
         assert gap.reason == "unavailable"
         assert "no replay buffer now" in gap.detail
-        assert isinstance(rt.subscribe_after(cursor), Gap)
+        assert isinstance(rt.replay.subscribe(cursor), Gap)
     assert rt.metrics()["replay_buffers"] == 0
     assert rt.actor_ids("replay_buffer") == []
 
@@ -545,12 +545,12 @@ def test_reads_of_a_session_with_no_buffer_make_none(open_rt: Callable[..., Runt
     # it replays nothing now (still without a buffer), and everything appended later.
     latest = gap.latest_cursor
     assert parse_cursor(latest).position == 0
-    assert rt.replay_after(latest) == Replayed("nobody", (), latest)
-    assert rt.replay_after(forged).latest_cursor == latest  # type: ignore[union-attr]
+    assert rt.replay.after(latest) == Replayed("nobody", (), latest)
+    assert rt.replay.after(forged).latest_cursor == latest  # type: ignore[union-attr]
     assert rt.actor_ids("replay_buffer") == []
-    event = rt.replay_append("nobody", "first")
+    event = rt.replay.append("nobody", "first")
     assert parse_cursor(event.cursor).epoch == parse_cursor(latest).epoch
-    assert replayed(rt.replay_after(latest)) == ["first"]
+    assert replayed(rt.replay.after(latest)) == ["first"]
 
 
 def test_following_a_session_with_no_buffer_yields_a_gap_then_live_events(
@@ -558,16 +558,16 @@ def test_following_a_session_with_no_buffer_yields_a_gap_then_live_events(
 ) -> None:
     rt = open_rt()
     forged = format_cursor("0123456789abcdef", 0, 3, "s")
-    with rt.follow(forged) as follower:
+    with rt.replay.follow(forged) as follower:
         gap = next(follower)
         assert isinstance(gap, Gap)
         assert gap.reason == "unavailable"
         assert rt.metrics()["replay_buffers"] == 0  # a gap made none
-        rt.replay_append("s", "live")  # made with the epoch the gap named
+        rt.replay.append("s", "live")  # made with the epoch the gap named
         event = follower.next_item(timeout=10)
         assert isinstance(event, ObservationEvent)
         assert (event.payload, event.position) == ("live", 1)
-        rt.replay_append("s", "later")
+        rt.replay.append("s", "later")
         assert follower.next_item(timeout=10).payload == "later"  # type: ignore[union-attr]
         assert follower.gaps == 1
 
@@ -576,12 +576,12 @@ def test_reads_do_not_extend_idleness_but_current_cursor_does(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt()
-    read = rt.current_cursor("read")
-    held = rt.current_cursor("held")
+    read = rt.replay.current_cursor("read")
+    held = rt.replay.current_cursor("held")
     fake_clock.advance(100)
-    assert rt.replay_after(read) == Replayed("read", (), read)  # a read at 100 s
-    assert isinstance(rt.subscribe_after(format_cursor("0" * 16, 0, 0, "read")), Gap)
-    assert rt.current_cursor("held") == held  # a cursor handed out at 100 s
+    assert rt.replay.after(read) == Replayed("read", (), read)  # a read at 100 s
+    assert isinstance(rt.replay.subscribe(format_cursor("0" * 16, 0, 0, "read")), Gap)
+    assert rt.replay.current_cursor("held") == held  # a cursor handed out at 100 s
     fake_clock.advance(30)  # "read" idle for 130 s: dropped; "held" for 30 s
     assert [a.split("#")[0] for a in rt.actor_ids("replay_buffer")] == ["held"]
     assert rt.metrics()["replay_buffers_dropped"] == 1
@@ -593,11 +593,11 @@ def test_gap_latest_revision_is_the_new_incarnations(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt()
-    stale = rt.replay_append("s", "old", revision=7).cursor
+    stale = rt.replay.append("s", "old", revision=7).cursor
     fake_clock.advance(2 * (MAX_AGE + TICK))  # trimmed, then dropped
     assert rt.actor_ids("replay_buffer") == []
-    rt.replay_append("s", "new", revision=1)
-    gap = rt.replay_after(stale)
+    rt.replay.append("s", "new", revision=1)
+    gap = rt.replay.after(stale)
     assert isinstance(gap, Gap)
     assert gap.reason == "unavailable"
     # Documented: the answering incarnation's revision, not the stale cursor's 7.

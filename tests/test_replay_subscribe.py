@@ -21,7 +21,7 @@ WAIT = 10.0  # real seconds a test waits for another thread before failing
 
 
 def subscribe(rt: Runtime, cursor: str) -> Subscription:
-    sub = rt.subscribe_after(cursor)
+    sub = rt.replay.subscribe(cursor)
     assert isinstance(sub, Subscription), sub
     return sub
 
@@ -57,15 +57,15 @@ def in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]
 
 
 def test_subscribe_gives_the_replay_then_live_events(rt: Runtime) -> None:
-    start = rt.current_cursor("s")
-    rt.replay_append_many("s", ["a", "b"])
+    start = rt.replay.current_cursor("s")
+    rt.replay.append_many("s", ["a", "b"])
     with subscribe(rt, start) as sub:
         assert sub.session_id == "s"
         assert sub.pending == 2
         assert take(sub, 2) == ["a", "b"]
         with pytest.raises(Timeout, match="no event for session 's'"):
             sub.next_event(timeout=0)
-        rt.replay_append("s", "c")
+        rt.replay.append("s", "c")
         event = sub.next_event(timeout=WAIT)
         assert (event.payload, event.position) == ("c", 3)
         assert sub.cursor == event.cursor
@@ -76,18 +76,18 @@ def test_subscribe_gives_the_replay_then_live_events(rt: Runtime) -> None:
 
 
 def test_a_waiting_subscriber_wakes_on_a_live_event(rt: Runtime) -> None:
-    sub = subscribe(rt, rt.current_cursor("s"))
+    sub = subscribe(rt, rt.replay.current_cursor("s"))
     thread, out = in_thread(lambda: sub.next_event(timeout=WAIT))
     until_waiting(sub)
-    rt.replay_append("s", "wake up")
+    rt.replay.append("s", "wake up")
     thread.join(WAIT)
     assert isinstance(out[0], ObservationEvent)
     assert out[0].payload == "wake up"
 
 
 def test_iterating_a_subscription_ends_when_it_is_closed(rt: Runtime) -> None:
-    start = rt.current_cursor("s")
-    rt.replay_append_many("s", [1, 2, 3])
+    start = rt.replay.current_cursor("s")
+    rt.replay.append_many("s", [1, 2, 3])
     sub = subscribe(rt, start)
     seen = []
     for event in sub:
@@ -99,9 +99,9 @@ def test_iterating_a_subscription_ends_when_it_is_closed(rt: Runtime) -> None:
 
 def test_subscribe_after_a_trimmed_cursor_is_a_gap(open_rt: Callable[..., Runtime]) -> None:
     rt = open_rt(max_events_per_session=1)
-    start = rt.current_cursor("s")
-    rt.replay_append_many("s", [1, 2])
-    gap = rt.subscribe_after(start)
+    start = rt.replay.current_cursor("s")
+    rt.replay.append_many("s", [1, 2])
+    gap = rt.replay.subscribe(start)
     assert isinstance(gap, Gap)
     assert gap.reason == "trimmed"
     assert rt.metrics()["replay_subscribers"] == 0
@@ -112,17 +112,17 @@ def test_subscribe_with_no_gap_or_duplicate_while_another_thread_appends(
 ) -> None:
     total, batch = 100_000, 100
     rt = open_rt(max_events_per_session=total, subscriber_queue_size=total)
-    start = rt.current_cursor("s")
+    start = rt.replay.current_cursor("s")
     cursors: list[str] = [start]
     appended = threading.Condition()
 
     def append() -> None:
         for offset in range(0, total, batch):
             if offset % 1000 == 0:
-                cursors.append(rt.replay_append("s", offset).cursor)  # singles too
-                events = rt.replay_append_many("s", range(offset + 1, offset + batch))
+                cursors.append(rt.replay.append("s", offset).cursor)  # singles too
+                events = rt.replay.append_many("s", range(offset + 1, offset + batch))
             else:
-                events = rt.replay_append_many("s", range(offset, offset + batch))
+                events = rt.replay.append_many("s", range(offset, offset + batch))
             with appended:
                 cursors.append(events[-1].cursor)
                 appended.notify_all()
@@ -172,13 +172,13 @@ def test_a_slow_subscriber_lags_without_slowing_the_others(
     open_rt: Callable[..., Runtime], caplog: pytest.LogCaptureFixture
 ) -> None:
     rt = open_rt(subscriber_queue_size=4)
-    start = rt.current_cursor("s")
+    start = rt.replay.current_cursor("s")
     slow = subscribe(rt, start)
     fast = subscribe(rt, start)
     got = []
     with caplog.at_level(logging.WARNING, logger="greenroom.replay"):
         for n in range(1, 9):
-            rt.replay_append("s", n)  # never waits for the slow one
+            rt.replay.append("s", n)  # never waits for the slow one
             got.append(fast.next_event(timeout=WAIT).payload)
     assert got == list(range(1, 9))
     assert slow.closed  # detached at the overflow
@@ -203,10 +203,10 @@ def test_a_slow_subscriber_lags_without_slowing_the_others(
 
 def test_a_lag_resumes_from_the_last_event_given(open_rt: Callable[..., Runtime]) -> None:
     rt = open_rt(subscriber_queue_size=2)
-    sub = subscribe(rt, rt.current_cursor("s"))
-    rt.replay_append_many("s", [1, 2])
+    sub = subscribe(rt, rt.replay.current_cursor("s"))
+    rt.replay.append_many("s", [1, 2])
     first = sub.next_event(timeout=WAIT)
-    rt.replay_append_many("s", [3, 4])  # 1 waiting + 2 > 2: lagged
+    rt.replay.append_many("s", [3, 4])  # 1 waiting + 2 > 2: lagged
     with pytest.raises(SubscriberLagged) as caught:
         sub.next_event(timeout=WAIT)
     assert caught.value.resume_cursor == first.cursor
@@ -217,41 +217,41 @@ def test_the_replayed_part_does_not_count_against_the_queue(
     open_rt: Callable[..., Runtime],
 ) -> None:
     rt = open_rt(subscriber_queue_size=2)
-    start = rt.current_cursor("s")
-    rt.replay_append_many("s", list(range(10)))
+    start = rt.replay.current_cursor("s")
+    rt.replay.append_many("s", list(range(10)))
     sub = subscribe(rt, start)
-    rt.replay_append_many("s", [10, 11])
+    rt.replay.append_many("s", [10, 11])
     assert take(sub, 12) == list(range(12))
 
 
 def test_follow_recovers_from_a_lag(open_rt: Callable[..., Runtime]) -> None:
     rt = open_rt(subscriber_queue_size=4)
-    start = rt.current_cursor("s")
-    follower = rt.follow(start)
+    start = rt.replay.current_cursor("s")
+    follower = rt.replay.follow(start)
     assert isinstance(follower, Follower)
     for n in range(1, 11):
-        rt.replay_append("s", n)  # overflows the first subscription at the 5th
+        rt.replay.append("s", n)  # overflows the first subscription at the 5th
     got = [next(follower) for _ in range(10)]
     assert all(isinstance(item, ObservationEvent) for item in got)
     assert [item.payload for item in got] == list(range(1, 11))  # type: ignore[union-attr]
     assert follower.lags == 1
     assert rt.metrics()["replay_subscriber_lags"] == 1
-    rt.replay_append("s", 11)
+    rt.replay.append("s", 11)
     assert follower.next_item(timeout=WAIT).payload == 11  # type: ignore[union-attr]
-    assert follower.cursor == rt.current_cursor("s")
+    assert follower.cursor == rt.replay.current_cursor("s")
     follower.close()
     assert list(follower) == []
 
 
 def test_follow_yields_a_gap_once_and_goes_on(open_rt: Callable[..., Runtime]) -> None:
     rt = open_rt(max_events_per_session=2)
-    start = rt.current_cursor("s")
-    rt.replay_append_many("s", [1, 2, 3])
-    with rt.follow(start) as follower:
+    start = rt.replay.current_cursor("s")
+    rt.replay.append_many("s", [1, 2, 3])
+    with rt.replay.follow(start) as follower:
         gap = next(follower)
         assert isinstance(gap, Gap)
         assert gap.reason == "trimmed"
-        rt.replay_append("s", 4)
+        rt.replay.append("s", 4)
         event = next(follower)
         assert isinstance(event, ObservationEvent)
         assert (event.payload, event.position) == (4, 4)
@@ -262,14 +262,14 @@ def test_follow_after_the_buffer_was_made_again(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt()
-    old = rt.replay_append("s", "gone").cursor
+    old = rt.replay.append("s", "gone").cursor
     fake_clock.advance(260)  # trimmed, then dropped
-    rt.replay_append("s", "new")
-    follower = rt.follow(old)
+    rt.replay.append("s", "new")
+    follower = rt.replay.follow(old)
     gap = next(follower)
     assert isinstance(gap, Gap)
     assert gap.reason == "unavailable"
-    rt.replay_append("s", "newer")
+    rt.replay.append("s", "newer")
     assert follower.next_item(timeout=WAIT).payload == "newer"  # type: ignore[union-attr]
     follower.close()
 
@@ -277,11 +277,11 @@ def test_follow_after_the_buffer_was_made_again(
 def test_follow_survives_many_lags_under_load(open_rt: Callable[..., Runtime]) -> None:
     total = 3_000
     rt = open_rt(subscriber_queue_size=8, max_events_per_session=total)
-    follower = rt.follow(rt.current_cursor("s"))
+    follower = rt.replay.follow(rt.replay.current_cursor("s"))
 
     def append() -> None:
         for n in range(0, total, 10):
-            rt.replay_append_many("s", range(n, n + 10))
+            rt.replay.append_many("s", range(n, n + 10))
 
     appender, _ = in_thread(append)
     got = [follower.next_item(timeout=WAIT).payload for _ in range(total)]  # type: ignore[union-attr]
@@ -293,7 +293,7 @@ def test_follow_survives_many_lags_under_load(open_rt: Callable[..., Runtime]) -
 
 
 def test_closing_a_follower_from_another_thread_ends_its_iteration(rt: Runtime) -> None:
-    follower = rt.follow(rt.current_cursor("s"))
+    follower = rt.replay.follow(rt.replay.current_cursor("s"))
     thread, out = in_thread(lambda: list(follower))
     assert follower._sub is not None
     until_waiting(follower._sub)
@@ -306,27 +306,27 @@ def test_closing_a_follower_from_another_thread_ends_its_iteration(rt: Runtime) 
 
 
 def test_closing_a_subscription_from_another_thread_wakes_its_waiter(rt: Runtime) -> None:
-    sub = subscribe(rt, rt.current_cursor("s"))
+    sub = subscribe(rt, rt.replay.current_cursor("s"))
     thread, out = in_thread(lambda: sub.next_event())
     until_waiting(sub)
     sub.close()
     thread.join(WAIT)
     assert isinstance(out[0], Stopped)
     sub.close()  # idempotent
-    rt.replay_append("s", "after close")  # pushes to nobody
+    rt.replay.append("s", "after close")  # pushes to nobody
     assert rt.metrics()["replay_subscribers"] == 0
 
 
 def test_closing_the_runtime_wakes_waiting_subscribers(open_rt: Callable[..., Runtime]) -> None:
     rt = open_rt()
-    start = rt.current_cursor("s")
+    start = rt.replay.current_cursor("s")
     waiting = subscribe(rt, start)
     queued = subscribe(rt, start)
     thread, out = in_thread(lambda: waiting.next_event())
-    rt.replay_append("s", "last")
+    rt.replay.append("s", "last")
     thread.join(WAIT)
     assert out[0].payload == "last"  # type: ignore[attr-defined]
-    follower = rt.follow(rt.current_cursor("s"))
+    follower = rt.replay.follow(rt.replay.current_cursor("s"))
     follow_thread, follow_out = in_thread(lambda: list(follower))
     blocked, blocked_out = in_thread(lambda: waiting.next_event())
     until_waiting(waiting)
@@ -349,7 +349,7 @@ def test_a_closed_subscription_lets_its_buffer_be_dropped(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt()
-    sub = subscribe(rt, rt.current_cursor("s"))
+    sub = subscribe(rt, rt.replay.current_cursor("s"))
     fake_clock.advance(300)
     assert rt.metrics()["replay_buffers"] == 1
     sub.close()
@@ -360,15 +360,15 @@ def test_a_closed_subscription_lets_its_buffer_be_dropped(
 
 @pytest.mark.parametrize("timeout", [-1, "1", True, float("nan")])
 def test_bad_timeouts_are_refused(rt: Runtime, timeout: object) -> None:
-    sub = subscribe(rt, rt.current_cursor("s"))
+    sub = subscribe(rt, rt.replay.current_cursor("s"))
     with pytest.raises(InvalidInput, match="timeout"):
         sub.next_event(timeout=timeout)  # type: ignore[arg-type]
 
 
 def test_a_subscription_gets_its_own_session_only(rt: Runtime) -> None:
-    sub = subscribe(rt, rt.current_cursor("mine"))
-    rt.replay_append("other", "not for me")
-    rt.replay_append("mine", "for me")
+    sub = subscribe(rt, rt.replay.current_cursor("mine"))
+    rt.replay.append("other", "not for me")
+    rt.replay.append("mine", "for me")
     assert sub.next_event(timeout=WAIT).payload == "for me"
     assert sub.pending == 0
 
@@ -378,12 +378,12 @@ def test_concurrent_appenders_get_unique_positions_in_their_own_order(
 ) -> None:
     per_thread, threads = 300, 4
     rt = open_rt(subscriber_queue_size=per_thread * threads)
-    start = rt.current_cursor("s")
+    start = rt.replay.current_cursor("s")
     sub = subscribe(rt, start)
     results: dict[int, list[ObservationEvent]] = {}
 
     def append(k: int) -> None:
-        results[k] = [rt.replay_append("s", (k, n)) for n in range(per_thread)]
+        results[k] = [rt.replay.append("s", (k, n)) for n in range(per_thread)]
 
     workers = [threading.Thread(target=append, args=(k,), daemon=True) for k in range(threads)]
     for worker in workers:
@@ -395,7 +395,7 @@ def test_concurrent_appenders_get_unique_positions_in_their_own_order(
     assert positions == list(range(1, total + 1))
     live = [sub.next_event(timeout=WAIT) for _ in range(total)]
     assert [e.position for e in live] == list(range(1, total + 1))
-    held = rt.replay_after(start).events  # type: ignore[union-attr]
+    held = rt.replay.after(start).events  # type: ignore[union-attr]
     assert [e.payload for e in live] == [e.payload for e in held]
     for k, events in results.items():
         # The event each call returned is the one held at its position...
@@ -416,9 +416,9 @@ class _Inside(GreenroomActor):
 
     def on_receive(self, message: Any) -> Any:
         if message == "append":
-            return self.rt.replay_append("s", "from a handler")
+            return self.rt.replay.append("s", "from a handler")
         if message == "publish":
-            return self.rt.replay_publish("s", "published from a handler")
+            return self.rt.replay.publish("s", "published from a handler")
         if message == "wait":
             return self.sub.next_event()
         try:
@@ -428,14 +428,14 @@ class _Inside(GreenroomActor):
 
 
 def test_handlers_may_not_wait_on_replay_calls(rt: Runtime) -> None:
-    sub = subscribe(rt, rt.current_cursor("s"))
+    sub = subscribe(rt, rt.replay.current_cursor("s"))
     ref = rt.spawn(_Inside, rt, sub)
     with pytest.raises(InvalidTransition, match="handlers must not block"):
         ref.ask("append")
     with pytest.raises(InvalidTransition, match="next_event\\(\\) would wait inside a handler"):
         ref.ask("wait")
     assert ref.ask("poll") == "nothing yet"
-    rt.replay_append("s", "from the host")
+    rt.replay.append("s", "from the host")
     rt.settle()  # the buffer answers the append before it fans the event out
     assert ref.ask("poll") == "from the host"
     assert ref.ask("publish") is None  # a publish never waits: allowed in a handler
@@ -446,13 +446,13 @@ def test_a_subscription_dropped_without_a_close_is_let_go(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt()
-    quiet = subscribe(rt, rt.current_cursor("quiet"))  # no event will ever come
-    busy = subscribe(rt, rt.current_cursor("busy"))
+    quiet = subscribe(rt, rt.replay.current_cursor("quiet"))  # no event will ever come
+    busy = subscribe(rt, rt.replay.current_cursor("busy"))
     assert rt.metrics()["replay_subscribers"] == 2
     del quiet, busy
     gc.collect()
     assert rt.metrics()["replay_subscribers"] == 0
-    rt.replay_append("busy", "to nobody")  # the fan-out finds it gone
+    rt.replay.append("busy", "to nobody")  # the fan-out finds it gone
     fake_clock.advance(130)  # "quiet": the tick lets it go; "busy": its event trimmed
     fake_clock.advance(130)
     metrics = rt.metrics()
@@ -466,16 +466,16 @@ def test_a_subscription_dropped_without_a_close_is_let_go(
 
 @pytest.mark.parametrize("timeout", [float("inf"), 1e300, threading.TIMEOUT_MAX])
 def test_a_timeout_beyond_timeout_max_means_no_limit(rt: Runtime, timeout: float) -> None:
-    sub = subscribe(rt, rt.current_cursor("s"))
+    sub = subscribe(rt, rt.replay.current_cursor("s"))
     thread, out = in_thread(lambda: sub.next_event(timeout=timeout))
     until_waiting(sub)
-    rt.replay_append("s", "came")
+    rt.replay.append("s", "came")
     thread.join(WAIT)
     assert isinstance(out[0], ObservationEvent), out  # not an OverflowError
     assert out[0].payload == "came"
     assert sub._waiters == []  # no stale waiter left behind
-    with rt.follow(rt.current_cursor("s")) as follower:
-        rt.replay_append("s", "followed")
+    with rt.replay.follow(rt.replay.current_cursor("s")) as follower:
+        rt.replay.append("s", "followed")
         assert follower.next_item(timeout=timeout).payload == "followed"  # type: ignore[union-attr]
 
 
@@ -483,16 +483,16 @@ def test_follow_meets_a_trimmed_gap_while_recovering_from_a_lag(
     open_rt: Callable[..., Runtime],
 ) -> None:
     rt = open_rt(subscriber_queue_size=2, max_events_per_session=3)
-    start = rt.current_cursor("s")
-    with rt.follow(start) as follower:
-        rt.replay_append_many("s", [1, 2, 3])  # 3 > 2 waiting: the subscription lags
-        rt.replay_append_many("s", [4, 5, 6])  # and 1-3 are trimmed from the buffer
+    start = rt.replay.current_cursor("s")
+    with rt.replay.follow(start) as follower:
+        rt.replay.append_many("s", [1, 2, 3])  # 3 > 2 waiting: the subscription lags
+        rt.replay.append_many("s", [4, 5, 6])  # and 1-3 are trimmed from the buffer
         gap = follower.next_item(timeout=WAIT)  # re-subscribing from `start` meets it
         assert isinstance(gap, Gap)
         assert (gap.reason, gap.oldest_position) == ("trimmed", 4)
         assert gap.requested_cursor == start
         assert (follower.lags, follower.gaps) == (1, 1)
-        rt.replay_append("s", 7)  # goes on from the gap's latest cursor (6)
+        rt.replay.append("s", 7)  # goes on from the gap's latest cursor (6)
         event = follower.next_item(timeout=WAIT)
         assert isinstance(event, ObservationEvent)
         assert (event.payload, event.position) == (7, 7)
@@ -503,9 +503,9 @@ def test_lagged_missed_counts_what_was_dropped_at_the_overflow(
     open_rt: Callable[..., Runtime],
 ) -> None:
     rt = open_rt(subscriber_queue_size=2)
-    sub = subscribe(rt, rt.current_cursor("s"))
-    rt.replay_append_many("s", [1, 2, 3])  # overflow: 3 dropped
-    rt.replay_append_many("s", [4, 5])  # appended after: not counted (documented)
+    sub = subscribe(rt, rt.replay.current_cursor("s"))
+    rt.replay.append_many("s", [1, 2, 3])  # overflow: 3 dropped
+    rt.replay.append_many("s", [4, 5])  # appended after: not counted (documented)
     with pytest.raises(SubscriberLagged) as caught:
         sub.next_event(timeout=WAIT)
     assert caught.value.missed == 3

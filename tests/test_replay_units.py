@@ -174,7 +174,7 @@ def test_an_ask_queued_behind_a_retirement_goes_to_a_fresh_buffer(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt(dispatcher_threads=1, slow_handler_warning_s=None, replay_trim_interval_s=1e6)
-    old = rt.current_cursor("s")
+    old = rt.replay.current_cursor("s")
     ref = rt.get_actor("replay_buffer", rt.actor_ids("replay_buffer")[0])
     fake_clock.advance(121)  # idle for longer than max_event_age_s; no tick yet
     blocker = rt.spawn(Counter)
@@ -183,7 +183,7 @@ def test_an_ask_queued_behind_a_retirement_goes_to_a_fresh_buffer(
     spin_until(lambda: len(blocker.actor_inbox) == 0)
     ref.tell(TRIM)  # the buffer will retire on this...
     out: list[object] = []
-    thread = threading.Thread(target=lambda: out.append(rt.current_cursor("s")), daemon=True)
+    thread = threading.Thread(target=lambda: out.append(rt.replay.current_cursor("s")), daemon=True)
     thread.start()
     spin_until(lambda: len(ref.actor_inbox) == 2)  # ...with this ask queued behind it
     release.set()
@@ -202,18 +202,18 @@ def test_an_ask_to_a_buffer_already_stopped_goes_to_a_fresh_buffer(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt(replay_trim_interval_s=1e6)
-    old = rt.current_cursor("s")
-    slot = rt._replay_buffers["s"]
+    old = rt.replay.current_cursor("s")
+    slot = rt.replay._replay_buffers["s"]
     ref = slot.ref
     assert ref is not None
     fake_clock.advance(121)
     ref.tell(TRIM)
     rt.settle()
     assert not ref.is_alive()
-    rt._replay_buffers["s"] = slot  # as a caller that looked it up just before
-    new = rt.current_cursor("s")
+    rt.replay._replay_buffers["s"] = slot  # as a caller that looked it up just before
+    new = rt.replay.current_cursor("s")
     assert parse_cursor(new).epoch != parse_cursor(old).epoch
-    assert rt._replay_buffers["s"] is not slot
+    assert rt.replay._replay_buffers["s"] is not slot
 
 
 def _hold_the_dispatcher(rt: Runtime) -> threading.Event:
@@ -229,17 +229,17 @@ def test_a_publish_queued_behind_a_retiring_tick_is_appended_not_lost(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt(dispatcher_threads=1, slow_handler_warning_s=None, replay_trim_interval_s=1e6)
-    start = rt.current_cursor("s")
+    start = rt.replay.current_cursor("s")
     ref = rt.get_actor("replay_buffer", rt.actor_ids("replay_buffer")[0])
     fake_clock.advance(121)  # idle for longer than max_event_age_s; no tick yet
     release = _hold_the_dispatcher(rt)
     ref.tell(TRIM)  # the buffer would retire on this...
-    rt.replay_publish("s", "told")  # ...with this told append queued behind it
+    rt.replay.publish("s", "told")  # ...with this told append queued behind it
     assert len(ref.actor_inbox) == 2
     release.set()
     rt.settle()
     assert ref.is_alive()  # it did not retire: a publish was on its way
-    assert rt.replay_after(start).events[0].payload == "told"  # type: ignore[union-attr]
+    assert rt.replay.after(start).events[0].payload == "told"  # type: ignore[union-attr]
     metrics = rt.metrics()
     assert metrics["replay_buffers_dropped"] == 0
     assert metrics["replay_publishes_pending"] == 0
@@ -251,7 +251,7 @@ def test_an_append_or_subscribe_queued_behind_a_retirement_is_answered_afresh(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock, call: str
 ) -> None:
     rt = open_rt(dispatcher_threads=1, slow_handler_warning_s=None, replay_trim_interval_s=1e6)
-    old = rt.current_cursor("s")
+    old = rt.replay.current_cursor("s")
     ref = rt.get_actor("replay_buffer", rt.actor_ids("replay_buffer")[0])
     fake_clock.advance(121)
     release = _hold_the_dispatcher(rt)
@@ -260,9 +260,9 @@ def test_an_append_or_subscribe_queued_behind_a_retirement_is_answered_afresh(
 
     def run() -> None:
         if call == "append":
-            out.append(rt.replay_append("s", "after"))
+            out.append(rt.replay.append("s", "after"))
         else:
-            out.append(rt.subscribe_after(old))
+            out.append(rt.replay.subscribe(old))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -395,8 +395,8 @@ def test_a_pending_resubscribe_through_the_runtime_is_picked_up_later(
     open_rt: Callable[..., Runtime],
 ) -> None:
     rt = open_rt(dispatcher_threads=1, slow_handler_warning_s=None, subscriber_queue_size=1)
-    follower = rt.follow(rt.current_cursor("s"))
-    rt.replay_append_many("s", [1, 2])  # lags at once
+    follower = rt.replay.follow(rt.replay.current_cursor("s"))
+    rt.replay.append_many("s", [1, 2])  # lags at once
     rt.settle()
     release = _hold_the_dispatcher(rt)  # the buffer cannot answer the re-subscribe
     with pytest.raises(Timeout, match="stays pending"):

@@ -32,7 +32,7 @@ PRUNED_AT = "session:archive_pruned_at"
 
 
 def with_output(rt: Runtime, block_id: str, data: bytes, view: str = "agent") -> Block:
-    block = rt.block(block_id, view=view)
+    block = rt.blocks.get(block_id, view=view)
     block.append_output(data)
     block.flush()
     return block
@@ -44,9 +44,9 @@ def noise(size: int, seed: int) -> bytes:
 
 
 def archive_files(rt: Runtime) -> list[str]:
-    if not rt.archive_dir.exists():
+    if not rt.blocks.archive_dir.exists():
         return []
-    return sorted(p.name for p in rt.archive_dir.iterdir())
+    return sorted(p.name for p in rt.blocks.archive_dir.iterdir())
 
 
 def is_archived(rt: Runtime, block_id: str) -> bool:
@@ -64,19 +64,19 @@ def test_sweep_archives_only_idle_agent_blocks_with_lines(
     old_b = with_output(rt, "old-b", b"x" * 1000 + b"\n")
     with_output(rt, "old-shell", b"$ ls\n", view="shell")
     with_output(rt, "old-blank", b"\n\n\n")  # output, but no lines
-    rt.block("old-empty")  # no output at all
-    rt.block("old-elsewhere").record_line(50)  # lines, but the output is kept elsewhere
+    rt.blocks.get("old-empty")  # no output at all
+    rt.blocks.get("old-elsewhere").record_line(50)  # lines, but the output is kept elsewhere
     fake_clock.advance(1 * DAY)
     with_output(rt, "fresh", b"recent\n")
     fake_clock.advance(7 * DAY)  # 8 days since the old ones, 7 since "fresh"
     with_output(rt, "very-fresh", b"now\n")
 
-    stats = rt.sweep()
+    stats = rt.blocks.sweep()
     # "fresh" has been idle exactly 7 days: inactive_days is "at least".
     assert stats == SweepStats(
         archived_count=3, pruned_count=0, bytes_freed=18 + 1001 + len(b"recent\n")
     )
-    assert [b for b in rt.blocks() if is_archived(rt, b)] == ["fresh", "old-a", "old-b"]
+    assert [b for b in rt.blocks.ids() if is_archived(rt, b)] == ["fresh", "old-a", "old-b"]
     assert rt.store.get_object("block", "old-shell").meta.get(ARCHIVED_AT) is None
     assert rt.store.read_file("block", "old-shell", "output") == b"$ ls\n"
     assert rt.store.read_file("block", "old-blank", "output") == b"\n\n\n"
@@ -85,7 +85,7 @@ def test_sweep_archives_only_idle_agent_blocks_with_lines(
     assert old_b.meta()[ARCHIVED_BYTES] == 1001
     assert len(archive_files(rt)) == 3
     # Nothing is left to do: a second sweep archives nothing and counts nothing.
-    assert rt.sweep() == SweepStats()
+    assert rt.blocks.sweep() == SweepStats()
     assert rt.metrics()["sweeps"] == 2
 
 
@@ -95,10 +95,10 @@ def test_inactivity_boundary_is_inclusive(
     rt = open_rt()
     with_output(rt, "pane", b"some output\n")
     fake_clock.advance(7 * DAY - 0.001)
-    assert rt.sweep().archived_count == 0
+    assert rt.blocks.sweep().archived_count == 0
     assert not is_archived(rt, "pane")
     fake_clock.advance(0.001)
-    assert rt.sweep().archived_count == 1
+    assert rt.blocks.sweep().archived_count == 1
     assert is_archived(rt, "pane")
 
 
@@ -108,9 +108,9 @@ def test_inactive_days_is_configurable(
     rt = open_rt(inactive_days=0.5)
     with_output(rt, "pane", b"some output\n")
     fake_clock.advance(0.4 * DAY)
-    assert rt.sweep().archived_count == 0
+    assert rt.blocks.sweep().archived_count == 0
     fake_clock.advance(0.1 * DAY)
-    assert rt.sweep().archived_count == 1
+    assert rt.blocks.sweep().archived_count == 1
 
 
 def test_activity_resets_the_idle_time(
@@ -122,9 +122,9 @@ def test_activity_resets_the_idle_time(
     block.append_output(b"still working\n")
     rt.settle()
     fake_clock.advance(2 * DAY)  # 8 days since the first line, 2 since the last
-    assert rt.sweep().archived_count == 0
+    assert rt.blocks.sweep().archived_count == 0
     fake_clock.advance(5 * DAY)
-    assert rt.sweep().archived_count == 1
+    assert rt.blocks.sweep().archived_count == 1
     assert block.read_output().data == b"first\nstill working\n"
 
 
@@ -135,7 +135,7 @@ def test_archived_blocks_are_not_archived_again(
     block = with_output(rt, "pane", b"output\n")
     first = block.archive()
     fake_clock.advance(10 * DAY)
-    assert rt.sweep() == SweepStats()
+    assert rt.blocks.sweep() == SweepStats()
     assert block.meta()[ARCHIVE_PATH] == Path(first.path or "").name
 
 
@@ -154,7 +154,7 @@ def test_sweep_runs_by_itself_shortly_after_the_runtime_opens(
     fake_clock.advance(1.0)  # the first sweep, long before an interval has passed
     assert is_archived(rt, "old")
     assert rt.metrics()["sweeps"] == 1
-    assert rt.block("old").read_output().data == b"an old session\n"
+    assert rt.blocks.get("old").read_output().data == b"an old session\n"
 
     # Then every interval: a block going idle now is archived by the sweep 7 days on.
     with_output(rt, "later", b"a later session\n")
@@ -197,7 +197,7 @@ def test_a_failing_block_is_counted_and_the_sweep_goes_on(
 
     with monkeypatch.context() as patch:
         patch.setattr(greenroom.actors.block, "write_archive", failing_for_bad)
-        stats = rt.sweep()
+        stats = rt.blocks.sweep()
     assert stats.archived_count == 2
     assert rt.metrics()["sweep_failures"] == 1
     assert is_archived(rt, "a")
@@ -205,8 +205,8 @@ def test_a_failing_block_is_counted_and_the_sweep_goes_on(
     assert not is_archived(rt, "bad")
     assert rt.store.read_file("block", "bad", "output") == b"output of bad\n"
     # The next sweep picks it up.
-    assert rt.sweep().archived_count == 1
-    assert rt.block("bad").read_output().data == b"output of bad\n"
+    assert rt.blocks.sweep().archived_count == 1
+    assert rt.blocks.get("bad").read_output().data == b"output of bad\n"
     assert rt.metrics()["sweep_failures"] == 1
 
 
@@ -235,25 +235,25 @@ def test_pruning_deletes_the_oldest_archives_down_to_the_budget(
     rt = open_rt(max_archive_bytes=budget)
     now = fake_clock.now_ms()
 
-    stats = rt.sweep()
+    stats = rt.blocks.sweep()
     assert stats == SweepStats(0, 2, sizes["p0"] + sizes["p1"])
-    assert sum(p.stat().st_size for p in rt.archive_dir.iterdir()) == budget
+    assert sum(p.stat().st_size for p in rt.blocks.archive_dir.iterdir()) == budget
     assert [name.split(".")[0] for name in archive_files(rt)] == ["p2", "p3", "p4"]
     for name in ("p0", "p1"):
         meta = rt.store.get_object("block", name).meta
         assert meta[PRUNED_AT] == now
         assert not {ARCHIVED_AT, ARCHIVED_BYTES, ARCHIVE_PATH} & set(meta)
         assert meta["session:line_count"] == 1  # the stats stay
-        block = rt.block(name)
+        block = rt.blocks.get(name)
         with pytest.raises(NotFound, match="pruned"):
             block.read_output()
         with pytest.raises(InvalidTransition, match="pruned"):
             block.restore()
     for name in ("p2", "p3", "p4"):
-        assert rt.block(name).read_output().data == noise(20_000, seed=names.index(name))
+        assert rt.blocks.get(name).read_output().data == noise(20_000, seed=names.index(name))
     # Within budget now: nothing more to prune, and the pruned blocks are not swept.
     fake_clock.advance(30 * DAY)
-    assert rt.sweep() == SweepStats()
+    assert rt.blocks.sweep() == SweepStats()
 
 
 def test_a_sweep_archives_then_prunes_what_does_not_fit(
@@ -264,7 +264,7 @@ def test_a_sweep_archives_then_prunes_what_does_not_fit(
         with_output(rt, f"old-{n}", noise(5000, seed=n))
         fake_clock.advance(1)
     fake_clock.advance(8 * DAY)
-    stats = rt.sweep()
+    stats = rt.blocks.sweep()
     assert stats.archived_count == 3
     assert stats.pruned_count == 3
     assert stats.bytes_freed > 3 * 5001  # the outputs dropped plus the files deleted
@@ -272,7 +272,7 @@ def test_a_sweep_archives_then_prunes_what_does_not_fit(
     for n in range(3):
         assert PRUNED_AT in rt.store.get_object("block", f"old-{n}").meta
         with pytest.raises(NotFound, match="pruned"):
-            rt.block(f"old-{n}").read_output()
+            rt.blocks.get(f"old-{n}").read_output()
 
 
 def test_a_pruned_block_with_new_output_reads_its_live_part(
@@ -281,7 +281,7 @@ def test_a_pruned_block_with_new_output_reads_its_live_part(
     rt = open_rt(max_archive_bytes=1)
     block = with_output(rt, "pane", b"old output\n")
     block.archive()
-    assert rt.sweep().pruned_count == 1
+    assert rt.blocks.sweep().pruned_count == 1
     block.append_output(b"new output\n")
     block.flush()
     assert block.read_output() == OutputRead(b"new output\n", 1, archived=False)
@@ -300,7 +300,7 @@ def test_pruning_a_restored_blocks_backup_unlinks_it(
     result = block.archive()
     block.restore()
     assert block.meta()[BACKUP] == Path(result.path or "").name
-    stats = rt.sweep()
+    stats = rt.blocks.sweep()
     assert stats.pruned_count == 1
     assert stats.bytes_freed > 0
     assert not Path(result.path or "").exists()
@@ -320,8 +320,8 @@ def test_archives_of_blocks_whose_id_starts_with_a_dot_count_towards_the_budget(
     rt.close()
     budget = sizes[".hidden"] + sizes["z-new"]
     rt = open_rt(max_archive_bytes=budget)
-    stats = rt.sweep()
-    on_disk = sum(p.stat().st_size for p in rt.archive_dir.iterdir())
+    stats = rt.blocks.sweep()
+    on_disk = sum(p.stat().st_size for p in rt.blocks.archive_dir.iterdir())
     assert on_disk <= budget, f"archive folder holds {on_disk} bytes, budget {budget}"
     assert stats.pruned_count == 1
     assert PRUNED_AT in rt.store.get_object("block", "a-old").meta
@@ -334,22 +334,22 @@ def test_an_archive_of_no_block_is_left_alone_and_not_counted_as_pruned(
     # A file in the archive folder of a block that is not in this database (deleted,
     # or another database's): no metadata could record its deletion.
     with_output(rt, "pane", b"output\n").archive()
-    rt.archive_dir.mkdir(exist_ok=True)
-    orphan = rt.archive_dir / f"gone.{START_MS - 1000}.zst"
+    rt.blocks.archive_dir.mkdir(exist_ok=True)
+    orphan = rt.blocks.archive_dir / f"gone.{START_MS - 1000}.zst"
     orphan.write_bytes(zstandard.ZstdCompressor().compress(b"old\n" * 1000))
-    budget = sum(p.stat().st_size for p in rt.archive_dir.iterdir()) - 1
+    budget = sum(p.stat().st_size for p in rt.blocks.archive_dir.iterdir()) - 1
     rt.close()
     with Runtime.open(
         rt.path, clock=fake_clock, config=attrs.evolve(QUIET, max_archive_bytes=budget)
     ) as again:
-        stats = again.sweep()
+        stats = again.blocks.sweep()
         assert orphan.exists(), "the sweep deleted a file no block's metadata can account for"
         # The oldest file the sweep may delete went instead, and its block says so.
         assert stats.pruned_count == 1
         assert archive_files(again) == [orphan.name]
         assert PRUNED_AT in again.store.get_object("block", "pane").meta
         assert again.metrics()["sweep_unowned_archives"] == 1
-        assert again.blocks() == ["pane"], "the sweep created a block for an orphan file"
+        assert again.blocks.ids() == ["pane"], "the sweep created a block for an orphan file"
 
 
 def test_pruning_recognises_a_relative_archive_path_that_reads_accept(
@@ -363,7 +363,7 @@ def test_pruning_recognises_a_relative_archive_path_that_reads_accept(
     name = Path(result.path or "").name
     rt.store.update_meta("block", "pane", {ARCHIVE_PATH: name})
     assert block.read_output() == OutputRead(b"hello\n", 1, archived=True)
-    assert rt.sweep().pruned_count == 1
+    assert rt.blocks.sweep().pruned_count == 1
     meta = block.meta()
     assert ARCHIVE_PATH not in meta, "the block still points at the archive the sweep deleted"
     assert PRUNED_AT in meta
@@ -383,7 +383,7 @@ def test_an_archived_block_with_new_output_is_archived_again_when_idle(
     block.append_output(b"second\n")
     block.flush()
     fake_clock.advance(8 * DAY)
-    stats = rt.sweep()
+    stats = rt.blocks.sweep()
     assert stats.archived_count == 1
     read = block.read_output()
     assert (read.data, read.archived) == (b"first\nsecond\n", True)
@@ -394,12 +394,12 @@ def test_blocks_with_nothing_live_to_archive_are_not_started_by_the_sweep(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
     rt = open_rt()
-    rt.block("counted-only").record_line(40)  # lines kept elsewhere: no output
+    rt.blocks.get("counted-only").record_line(40)  # lines kept elsewhere: no output
     with_output(rt, "archived", b"output\n").archive()
     rt.close()
     fake_clock.advance(8 * DAY)
     rt = open_rt()
-    assert rt.sweep() == SweepStats(0, 0, 0)
+    assert rt.blocks.sweep() == SweepStats(0, 0, 0)
     assert rt.actor_ids("block") == []  # neither block was woken up
 
 
@@ -423,7 +423,7 @@ def test_closing_the_runtime_during_a_sweep_answers_the_caller(
 
     def sweep() -> None:
         try:
-            outcome.append(rt.sweep())
+            outcome.append(rt.blocks.sweep())
         except Exception as error:
             outcome.append(error)
 
@@ -435,9 +435,9 @@ def test_closing_the_runtime_during_a_sweep_answers_the_caller(
     go.set()
     closing.join(10)
     worker.join(3)
-    assert not worker.is_alive(), "rt.sweep() still waits after Runtime.close() returned"
+    assert not worker.is_alive(), "rt.blocks.sweep() still waits after Runtime.close() returned"
     assert isinstance(outcome[0], SweepStats | Stopped)
     # Nothing is lost: every block's output is live or archived.
     with Runtime.open(db_path, clock=fake_clock, config=QUIET) as again:
         for n in range(3):
-            assert again.block(f"agent-{n}").read_output().data == b"output\n"
+            assert again.blocks.get(f"agent-{n}").read_output().data == b"output\n"

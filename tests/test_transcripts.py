@@ -69,7 +69,7 @@ def snapshot(t: Transcript) -> tuple[Any, ...]:
 
 
 def test_create_writes_header_and_turn_entries_linked_by_parent(rt: Runtime) -> None:
-    t = rt.transcript_create(cwd="/work", model="anthropic:claude-sonnet-4-5")
+    t = rt.transcripts.create(cwd="/work", model="anthropic:claude-sonnet-4-5")
     result = t.on_turn_end([UserMessage("hi"), AssistantMessage("hello", usage=Usage(12, 3))])
     assert result.entry_ids == ("1", "2")
     assert result.compaction is None
@@ -105,7 +105,7 @@ def test_create_writes_header_and_turn_entries_linked_by_parent(rt: Runtime) -> 
 
 
 def test_timestamps_come_from_the_runtime_clock(rt: Runtime, fake_clock: FakeClock) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     fake_clock.advance(61.5)
     t.on_turn_end([UserMessage("later")])
     assert lines(t.path)[1]["timestamp"] == "2026-01-01T00:01:01.500Z"
@@ -115,8 +115,8 @@ def test_timestamps_come_from_the_runtime_clock(rt: Runtime, fake_clock: FakeClo
 def test_session_ids_are_random_and_files_never_overwritten(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = rt.transcript_create()
-    second = rt.transcript_create()
+    first = rt.transcripts.create()
+    second = rt.transcripts.create()
     assert first.session_id != second.session_id
     # Entry ids are per transcript, not one counter shared by the process.
     assert first.on_turn_end([UserMessage("a")]).entry_ids == ("1",)
@@ -126,7 +126,7 @@ def test_session_ids_are_random_and_files_never_overwritten(
     # The next random draw collides with an existing file: it must draw again.
     draws = iter([first.session_id, "00000000000000ab"])
     monkeypatch.setattr("greenroom.transcripts.namespace.secrets.token_hex", lambda _n: next(draws))
-    third = rt.transcript_create()
+    third = rt.transcripts.create()
     assert third.session_id == "00000000000000ab"
     assert Path(first.path).read_bytes() == before
     for t in (first, second, third):
@@ -145,7 +145,7 @@ def test_metrics_start_at_zero_and_count(rt: Runtime) -> None:
         "transcripts_open",
     ):
         assert metrics[name] == 0
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end([UserMessage("a"), AssistantMessage("b")])
     metrics = rt.metrics()
     assert metrics["transcripts_created"] == 1
@@ -160,7 +160,7 @@ def test_metrics_start_at_zero_and_count(rt: Runtime) -> None:
 def test_durability_fsyncs_per_turn_per_entry_or_never(
     rt: Runtime, durability: str, fsyncs: int
 ) -> None:
-    t = rt.transcript_create(durability=durability)
+    t = rt.transcripts.create(durability=durability)
     before = rt.metrics()["transcript_fsyncs"]
     t.on_turn_end([UserMessage("a"), AssistantMessage("b"), UserMessage("c")])
     assert rt.metrics()["transcript_fsyncs"] - before == fsyncs
@@ -169,7 +169,7 @@ def test_durability_fsyncs_per_turn_per_entry_or_never(
 
 def test_default_durability_comes_from_the_config(open_rt: Callable[..., Runtime]) -> None:
     rt = open_rt(transcript_durability="none")
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end([UserMessage("a")])
     t.close()
     assert rt.metrics()["transcript_fsyncs"] == 0
@@ -179,9 +179,9 @@ def test_transcript_dir_from_config_and_directory_argument(
     open_rt: Callable[..., Runtime], tmp_path: Path
 ) -> None:
     rt = open_rt(transcript_dir=str(tmp_path / "logs"))
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     assert Path(t.path).parent == tmp_path / "logs"
-    other = rt.transcript_create(directory=tmp_path / "elsewhere")
+    other = rt.transcripts.create(directory=tmp_path / "elsewhere")
     assert Path(other.path).parent == tmp_path / "elsewhere"
     t.close()
     other.close()
@@ -189,10 +189,10 @@ def test_transcript_dir_from_config_and_directory_argument(
 
 def test_memory_database_uses_a_temporary_folder(fake_clock: FakeClock) -> None:
     with Runtime.open(":memory:", clock=fake_clock) as rt:
-        t = rt.transcript_create()
+        t = rt.transcripts.create()
         assert Path(t.path).exists()
-        assert Path(t.path).parent == rt.transcript_dir
-        folder = rt.transcript_dir
+        assert Path(t.path).parent == rt.transcripts.directory
+        folder = rt.transcripts.directory
     assert not folder.exists()  # the runtime made it: the runtime removes it
 
 
@@ -200,17 +200,17 @@ def test_a_folder_the_runtime_did_not_make_is_left_on_close(
     open_rt: Callable[..., Runtime], tmp_path: Path
 ) -> None:
     rt = open_rt()
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     rt.close()
     assert Path(t.path).exists()
-    assert Path(t.path).parent == rt.transcript_dir
+    assert Path(t.path).parent == rt.transcripts.directory
 
 
 # -- bad input -------------------------------------------------------------------------------
 
 
 def test_bad_input_is_refused_and_changes_nothing(rt: Runtime) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end([UserMessage("a")])
     size = Path(t.path).stat().st_size
     state = snapshot(t)
@@ -257,11 +257,11 @@ def test_bad_messages_and_options_are_refused_when_made(rt: Runtime) -> None:
     with pytest.raises(InvalidInput, match="callable"):
         CompactionConfig(summarizer="nope")  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="durability"):
-        rt.transcript_create(durability="sometimes")
+        rt.transcripts.create(durability="sometimes")
     with pytest.raises(InvalidInput, match="CompactionConfig"):
-        rt.transcript_create(compaction={"enabled": False})  # type: ignore[arg-type]
+        rt.transcripts.create(compaction={"enabled": False})  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="cwd"):
-        rt.transcript_create(cwd=3)  # type: ignore[arg-type]
+        rt.transcripts.create(cwd=3)  # type: ignore[arg-type]
     assert rt.metrics()["transcripts_created"] == 0
 
 
@@ -276,7 +276,7 @@ def test_tool_call_arguments_are_read_only_so_the_context_cannot_be_changed(
     rt: Runtime,
 ) -> None:
     arguments = {"path": "a.py", "lines": [1, 2], "opts": {"follow": True}}
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end(
         [UserMessage("read"), AssistantMessage("", tool_calls=[ToolCall("c1", "read", arguments)])]
     )
@@ -303,7 +303,7 @@ def test_tool_call_arguments_are_read_only_so_the_context_cannot_be_changed(
     assert call.arguments["lines"] == [1, 2]
     live = snapshot(t)
     t.close()
-    again = rt.transcript_resume(t.path)
+    again = rt.transcripts.resume(t.path)
     assert snapshot(again) == live
     with pytest.raises(InvalidTransition, match="read-only"):
         again.context()[1].tool_calls[0].arguments["opts"].clear()
@@ -314,7 +314,7 @@ def test_tool_call_arguments_are_read_only_so_the_context_cannot_be_changed(
 
 
 def test_round_trip_with_compaction_resume_equals_live_state(rt: Runtime) -> None:
-    t = rt.transcript_create(model="anthropic:claude-haiku-4-5", compaction=SMALL)
+    t = rt.transcripts.create(model="anthropic:claude-haiku-4-5", compaction=SMALL)
     compactions = []
     expected: list[Any] = []  # the agent buffer as the host keeps it
     for n in range(8):
@@ -331,7 +331,7 @@ def test_round_trip_with_compaction_resume_equals_live_state(rt: Runtime) -> Non
     assert isinstance(live[0][0], CompactionSummary)
     assert live[0] == expected
     t.close()
-    again = rt.transcript_resume(t.path)
+    again = rt.transcripts.resume(t.path)
     assert again.recovery.clean
     assert again.session_id == t.session_id
     assert snapshot(again) == live
@@ -344,42 +344,42 @@ def test_round_trip_with_compaction_resume_equals_live_state(rt: Runtime) -> Non
 
 
 def test_usage_is_the_sum_of_messages_or_the_turn_figure_and_survives_resume(rt: Runtime) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end([UserMessage("a"), AssistantMessage("b", usage=Usage(10, 1, 2, 3))])
     t.on_turn_end(
         [UserMessage("c"), AssistantMessage("d", usage=Usage(5, 5))], usage=Usage(1000, 100)
     )
     assert t.usage() == Usage(1010, 101, 2, 3)
     t.close()
-    assert rt.transcript_resume(t.path).usage() == Usage(1010, 101, 2, 3)
+    assert rt.transcripts.resume(t.path).usage() == Usage(1010, 101, 2, 3)
 
 
 def test_usage_is_python_ints_without_truncation(rt: Runtime) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     big = 2**40
     t.on_turn_end([AssistantMessage("x", usage=Usage(big, big))])
     t.on_turn_end([AssistantMessage("y", usage=Usage(big, 1))])
     assert t.usage() == Usage(2 * big, big + 1)
     t.close()
-    assert rt.transcript_resume(t.path).usage().input_tokens == 2 * big
+    assert rt.transcripts.resume(t.path).usage().input_tokens == 2 * big
 
 
 def test_resume_refuses_an_open_file_and_missing_or_foreign_files(
     rt: Runtime, tmp_path: Path
 ) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     with pytest.raises(InvalidTransition, match="open already"):
-        rt.transcript_resume(t.path)
+        rt.transcripts.resume(t.path)
     with pytest.raises(NotFound):
-        rt.transcript_resume(tmp_path / "nope.jsonl")
+        rt.transcripts.resume(tmp_path / "nope.jsonl")
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_text('{"hello": 1}\n')
     with pytest.raises(StorageError, match="not a transcript"):
-        rt.transcript_resume(foreign)
+        rt.transcripts.resume(foreign)
     newer = tmp_path / "newer.jsonl"
     newer.write_text('{"type":"session","version":9,"id":"x","timestamp":"","cwd":"."}\n')
     with pytest.raises(StorageError, match="upgrade greenroom"):
-        rt.transcript_resume(newer)
+        rt.transcripts.resume(newer)
     t.close()
 
 
@@ -387,7 +387,7 @@ def test_resume_refuses_an_open_file_and_missing_or_foreign_files(
 
 
 def test_append_leaf_branches_and_resume_picks_the_branch(rt: Runtime) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     first = t.on_turn_end([UserMessage("q1"), AssistantMessage("a1")])
     t.on_turn_end([UserMessage("q2"), AssistantMessage("a2")])
     t.append_leaf(first.entry_ids[-1])  # back to after the first answer
@@ -404,14 +404,14 @@ def test_append_leaf_branches_and_resume_picks_the_branch(rt: Runtime) -> None:
         AssistantMessage("a2 again"),
     ]
     t.close()
-    again = rt.transcript_resume(t.path)
+    again = rt.transcripts.resume(t.path)
     assert snapshot(again) == live
     assert rt.metrics()["transcript_branch_moves"] == 1
     again.close()
 
 
 def test_branching_to_before_a_compaction_restores_the_full_context(rt: Runtime) -> None:
-    t = rt.transcript_create(compaction=SMALL)
+    t = rt.transcripts.create(compaction=SMALL)
     ids = []
     for n in range(6):
         ids.append(t.on_turn_end(tool_turn(n)).entry_ids)
@@ -420,11 +420,11 @@ def test_branching_to_before_a_compaction_restores_the_full_context(rt: Runtime)
     assert t.context() == tool_turn(0) + tool_turn(1)
     live = snapshot(t)
     t.close()
-    assert snapshot(rt.transcript_resume(t.path)) == live
+    assert snapshot(rt.transcripts.resume(t.path)) == live
 
 
 def test_usage_counts_every_branch_and_context_only_the_active_one(rt: Runtime) -> None:
-    t = rt.transcript_create(model="anthropic:claude-sonnet-4-5")
+    t = rt.transcripts.create(model="anthropic:claude-sonnet-4-5")
     first = t.on_turn_end([UserMessage("q"), AssistantMessage("a", usage=Usage(100, 10))])
     t.on_turn_end([UserMessage("abandoned"), AssistantMessage("x", usage=Usage(1000, 100))])
     t.append_leaf(first.entry_ids[-1])
@@ -434,7 +434,7 @@ def test_usage_counts_every_branch_and_context_only_the_active_one(rt: Runtime) 
     # The context size comes from the active branch's newest usage, not the spend.
     assert t.context_tokens() == 11
     t.close()
-    again = rt.transcript_resume(t.path)
+    again = rt.transcripts.resume(t.path)
     assert again.usage() == Usage(1110, 111)
     assert again.context_tokens() == 11
     again.close()
@@ -444,7 +444,7 @@ def test_usage_counts_every_branch_and_context_only_the_active_one(rt: Runtime) 
 
 
 def test_fork_holds_only_the_active_branch(rt: Runtime) -> None:
-    t = rt.transcript_create(cwd="/repo", model="openai:gpt-4o", compaction=SMALL)
+    t = rt.transcripts.create(cwd="/repo", model="openai:gpt-4o", compaction=SMALL)
     first = t.on_turn_end([UserMessage("q1"), AssistantMessage("a1", usage=Usage(7, 1))])
     t.on_turn_end([UserMessage("dead end"), AssistantMessage("x", usage=Usage(500, 5))])
     t.append_leaf(first.entry_ids[-1])
@@ -452,7 +452,7 @@ def test_fork_holds_only_the_active_branch(rt: Runtime) -> None:
         t.on_turn_end(tool_turn(n))
     live_context = t.context()
     source_bytes = Path(t.path).read_bytes()
-    fork = rt.transcript_fork(t.path)  # the source is still open: forking only reads it
+    fork = rt.transcripts.fork(t.path)  # the source is still open: forking only reads it
     assert Path(t.path).read_bytes() == source_bytes
     assert fork.session_id != t.session_id
     assert fork.path != t.path
@@ -475,13 +475,13 @@ def test_fork_holds_only_the_active_branch(rt: Runtime) -> None:
     assert UserMessage("only in the fork") not in t.context()
     fork_state = snapshot(fork)
     fork.close()
-    assert snapshot(rt.transcript_resume(fork.path)) == fork_state
+    assert snapshot(rt.transcripts.resume(fork.path)) == fork_state
     t.close()
 
 
 def test_fork_of_an_empty_transcript(rt: Runtime) -> None:
-    t = rt.transcript_create()
-    fork = rt.transcript_fork(t.path)
+    t = rt.transcripts.create()
+    fork = rt.transcripts.fork(t.path)
     assert fork.context() == []
     assert fork.leaf_id() is None
     fork.on_turn_end([UserMessage("first")])
@@ -497,7 +497,7 @@ def test_threshold_is_on_context_size_not_cumulative_spend(rt: Runtime) -> None:
     config = CompactionConfig(
         context_window_tokens=10_000, threshold_tokens=5_000, keep_recent_tokens=1_000
     )
-    t = rt.transcript_create(compaction=config)
+    t = rt.transcripts.create(compaction=config)
     # Each call is billed 3,000 tokens on a context of ~3,000: the spend passes the
     # threshold on turn 2, the context never does.
     for n in range(10):
@@ -518,7 +518,7 @@ def test_usage_from_before_a_compaction_does_not_retrigger_it(rt: Runtime) -> No
     config = CompactionConfig(
         context_window_tokens=10_000, threshold_tokens=5_000, keep_recent_tokens=10
     )
-    t = rt.transcript_create(compaction=config)
+    t = rt.transcripts.create(compaction=config)
     t.on_turn_end([UserMessage("q0"), AssistantMessage("a0")])
     result = t.on_turn_end([UserMessage("q1"), AssistantMessage("a1", usage=Usage(6_000, 10))])
     assert result.compaction is not None
@@ -532,7 +532,7 @@ def test_disabled_compaction_never_triggers_but_manual_does(rt: Runtime) -> None
     config = CompactionConfig(
         enabled=False, context_window_tokens=2_000, threshold_tokens=300, keep_recent_tokens=150
     )
-    t = rt.transcript_create(compaction=config)
+    t = rt.transcripts.create(compaction=config)
     for n in range(6):
         assert t.on_turn_end(tool_turn(n)).compaction is None
     result = t.compact()
@@ -546,7 +546,7 @@ def test_disabled_compaction_never_triggers_but_manual_does(rt: Runtime) -> None
 
 
 def test_manual_compaction_with_nothing_to_summarise_returns_none(rt: Runtime) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     assert t.compact() is None
     t.on_turn_end([UserMessage("just one")])
     size = Path(t.path).stat().st_size
@@ -556,7 +556,7 @@ def test_manual_compaction_with_nothing_to_summarise_returns_none(rt: Runtime) -
 
 
 def test_compaction_keeps_recent_turns_whole_and_tool_pairs_together(rt: Runtime) -> None:
-    t = rt.transcript_create(compaction=MANUAL)
+    t = rt.transcripts.create(compaction=MANUAL)
     for n in range(3):
         t.on_turn_end(tool_turn(n))
     result = t.compact()
@@ -570,7 +570,7 @@ def test_compaction_keeps_recent_turns_whole_and_tool_pairs_together(rt: Runtime
 
 
 def test_compaction_entry_written_with_its_leaf(rt: Runtime) -> None:
-    t = rt.transcript_create(compaction=MANUAL)
+    t = rt.transcripts.create(compaction=MANUAL)
     for n in range(3):
         t.on_turn_end(tool_turn(n))
     result = t.compact()
@@ -602,7 +602,7 @@ def test_custom_summarizer_gets_the_summarised_messages_on_the_blocking_pool(
         seen.append((list(messages), BlockingPool.current() is not None))
         return f"{len(messages)} messages"
 
-    t = rt.transcript_create(compaction=attrs.evolve(MANUAL, summarizer=summarizer))
+    t = rt.transcripts.create(compaction=attrs.evolve(MANUAL, summarizer=summarizer))
     for n in range(3):
         t.on_turn_end(tool_turn(n))
     result = t.compact()
@@ -631,7 +631,7 @@ def test_summarizer_failure_leaves_the_transcript_uncompacted(rt: Runtime, failu
         keep_recent_tokens=150,
         summarizer=summarizer,
     )
-    t = rt.transcript_create(compaction=config)
+    t = rt.transcripts.create(compaction=config)
     t.on_turn_end(tool_turn(0))
     t.on_turn_end(tool_turn(1))
     before = snapshot(t)
@@ -648,7 +648,7 @@ def test_summarizer_failure_leaves_the_transcript_uncompacted(rt: Runtime, failu
     assert rt.metrics()["transcript_compaction_failures"] == 2
     live = snapshot(t)
     t.close()
-    assert snapshot(rt.transcript_resume(t.path)) == live
+    assert snapshot(rt.transcripts.resume(t.path)) == live
 
 
 def test_calls_wait_for_a_compaction_under_way(rt: Runtime) -> None:
@@ -666,7 +666,7 @@ def test_calls_wait_for_a_compaction_under_way(rt: Runtime) -> None:
         keep_recent_tokens=150,
         summarizer=summarizer,
     )
-    t = rt.transcript_create(compaction=config)
+    t = rt.transcripts.create(compaction=config)
     t.on_turn_end(tool_turn(0))
     t.on_turn_end(tool_turn(1))
     results: dict[str, Any] = {}
@@ -686,7 +686,7 @@ def test_calls_wait_for_a_compaction_under_way(rt: Runtime) -> None:
 def test_failed_compaction_write_leaves_memory_and_file_as_they_were(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    t = rt.transcript_create(compaction=MANUAL)
+    t = rt.transcripts.create(compaction=MANUAL)
     for n in range(3):
         t.on_turn_end(tool_turn(n))
     before = snapshot(t)
@@ -708,14 +708,14 @@ def test_failed_compaction_write_leaves_memory_and_file_as_they_were(
     assert t.compact() is not None  # works again once the disk does
     live = snapshot(t)
     t.close()
-    assert snapshot(rt.transcript_resume(t.path)) == live
+    assert snapshot(rt.transcripts.resume(t.path)) == live
 
 
 # -- cost ------------------------------------------------------------------------------------
 
 
 def test_cost_for_a_known_model(rt: Runtime) -> None:
-    t = rt.transcript_create(model="anthropic:claude-sonnet-4-5")
+    t = rt.transcripts.create(model="anthropic:claude-sonnet-4-5")
     t.on_turn_end([AssistantMessage("x", usage=Usage(1_000_000, 100_000, 2_000_000, 10_000))])
     cost = t.cost()
     assert isinstance(cost, CostBreakdown)
@@ -725,12 +725,12 @@ def test_cost_for_a_known_model(rt: Runtime) -> None:
     assert cost.cache_write == pytest.approx(0.0375)
     assert cost.total == pytest.approx(5.1375)
     t.close()
-    assert rt.transcript_resume(t.path).cost() == cost  # the model is in the header
+    assert rt.transcripts.resume(t.path).cost() == cost  # the model is in the header
 
 
 def test_cost_for_an_unknown_model_is_none(rt: Runtime) -> None:
     for model in ("acme:unknown-model", ""):
-        t = rt.transcript_create(model=model)
+        t = rt.transcripts.create(model=model)
         t.on_turn_end([AssistantMessage("x", usage=Usage(10, 10))])
         assert t.cost() is None
         t.close()
@@ -743,15 +743,15 @@ def test_pricing_from_the_config_adds_and_overrides(open_rt: Callable[..., Runti
             "anthropic:claude-sonnet-4-5": ModelPricing(0.0, 0.0, 0.0, 0.0),
         }
     )
-    tiny = rt.transcript_create(model="acme:tiny")
+    tiny = rt.transcripts.create(model="acme:tiny")
     tiny.on_turn_end([AssistantMessage("x", usage=Usage(500_000, 500_000))])
     assert tiny.cost() == CostBreakdown(0.5, 1.0, 0.0, 0.0)
-    sonnet = rt.transcript_create(model="anthropic:claude-sonnet-4-5")
+    sonnet = rt.transcripts.create(model="anthropic:claude-sonnet-4-5")
     sonnet.on_turn_end([AssistantMessage("x", usage=Usage(500_000, 500_000))])
     assert sonnet.cost().total == 0.0  # type: ignore[union-attr]
     # A resume may name the model when the header has none.
     tiny.close()
-    assert rt.transcript_resume(tiny.path, model="acme:tiny").cost().total == 1.5  # type: ignore[union-attr]
+    assert rt.transcripts.resume(tiny.path, model="acme:tiny").cost().total == 1.5  # type: ignore[union-attr]
     sonnet.close()
 
 
@@ -772,16 +772,16 @@ def test_bad_pricing_tables_are_refused() -> None:
 
 
 def test_close_releases_the_file_and_later_calls_raise_stopped(rt: Runtime) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end([UserMessage("a")])
     t.close()
     t.close()  # idempotent
     assert t.closed
-    with pytest.raises(Stopped, match="transcript_resume"):
+    with pytest.raises(Stopped, match=r"rt\.transcripts\.resume"):
         t.on_turn_end([UserMessage("b")])
     with pytest.raises(Stopped):
         t.context()
-    again = rt.transcript_resume(t.path)  # the lock is released
+    again = rt.transcripts.resume(t.path)  # the lock is released
     assert again.context() == [UserMessage("a")]
     again.close()
     assert rt.metrics()["transcripts_closed"] == 2
@@ -791,16 +791,16 @@ def test_runtime_close_closes_open_transcripts(
     open_rt: Callable[..., Runtime], tmp_path: Path
 ) -> None:
     rt = open_rt(transcript_durability="none")
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end([UserMessage("a"), AssistantMessage("b", usage=Usage(1, 2))])
     rt.close()
     assert t.closed
     with pytest.raises(Stopped):
         t.usage()
     with pytest.raises(Stopped):
-        rt.transcript_create()
+        rt.transcripts.create()
     other = open_rt()
-    again = other.transcript_resume(t.path)
+    again = other.transcripts.resume(t.path)
     assert again.usage() == Usage(1, 2)
     assert again.recovery.clean
 
@@ -811,7 +811,7 @@ def test_a_summarizer_calling_its_own_transcript_is_refused_not_deadlocked(rt: R
     def summarizer(messages: list[Any]) -> str:
         return str(len(holder[0].context()))  # would wait for the compaction it is part of
 
-    t = rt.transcript_create(compaction=attrs.evolve(MANUAL, summarizer=summarizer))
+    t = rt.transcripts.create(compaction=attrs.evolve(MANUAL, summarizer=summarizer))
     holder.append(t)
     for n in range(3):
         t.on_turn_end(tool_turn(n))
@@ -826,16 +826,16 @@ def test_a_folder_that_cannot_be_made_is_a_storage_error(rt: Runtime, tmp_path: 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(StorageError, match="cannot create transcript folder"):
-        rt.transcript_create(directory=blocker)
+        rt.transcripts.create(directory=blocker)
     with pytest.raises(StorageError, match="cannot create transcript folder"):
-        rt.transcript_fork(rt.transcript_create().path, directory=blocker)
+        rt.transcripts.fork(rt.transcripts.create().path, directory=blocker)
 
 
 # -- usage of turns given a total, through resume ------------------------------------------
 
 
 def test_turn_total_replaces_assistant_usage_not_in_the_turns_last_message(rt: Runtime) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end(
         [
             UserMessage("go"),
@@ -856,7 +856,7 @@ def test_turn_total_replaces_assistant_usage_not_in_the_turns_last_message(rt: R
     assert t.usage() == Usage(17, 2)
     live = snapshot(t)
     t.close()
-    again = rt.transcript_resume(t.path)
+    again = rt.transcripts.resume(t.path)
     assert again.usage() == Usage(17, 2)  # not 17 + 5 + 3
     assert snapshot(again) == live
     again.close()
@@ -884,7 +884,7 @@ def test_resume_equals_live_over_random_turns_branches_and_compactions(
     config = CompactionConfig(
         context_window_tokens=2_000, threshold_tokens=400, keep_recent_tokens=150
     )
-    t = rt.transcript_create(compaction=config, durability="none")
+    t = rt.transcripts.create(compaction=config, durability="none")
     seen: list[str] = []
     for n in range(25):
         action = rng.random()
@@ -895,7 +895,7 @@ def test_resume_equals_live_over_random_turns_branches_and_compactions(
         elif action < 0.22:
             live = snapshot(t)
             t.close()
-            t = rt.transcript_resume(t.path, compaction=config, durability="none")
+            t = rt.transcripts.resume(t.path, compaction=config, durability="none")
             assert t.recovery.clean
             assert snapshot(t) == live
         else:
@@ -906,7 +906,7 @@ def test_resume_equals_live_over_random_turns_branches_and_compactions(
             seen.extend(result.entry_ids)
     live = snapshot(t)
     t.close()
-    again = rt.transcript_resume(t.path, compaction=config)
+    again = rt.transcripts.resume(t.path, compaction=config)
     assert again.recovery.clean
     assert snapshot(again) == live
     again.close()
@@ -918,7 +918,7 @@ def test_resume_equals_live_over_random_turns_branches_and_compactions(
 def test_failed_compaction_write_in_a_turn_is_a_compaction_error_carrying_the_turn(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    t = rt.transcript_create(compaction=SMALL)
+    t = rt.transcripts.create(compaction=SMALL)
     t.on_turn_end(tool_turn(0))
     t.on_turn_end(tool_turn(1))
     before = snapshot(t)
@@ -946,12 +946,12 @@ def test_failed_compaction_write_in_a_turn_is_a_compaction_error_carrying_the_tu
     assert rt.metrics()["transcript_write_failures"] == 1
     live = snapshot(t)
     t.close()
-    assert snapshot(rt.transcript_resume(t.path)) == live
+    assert snapshot(rt.transcripts.resume(t.path)) == live
 
 
 def test_a_summary_that_is_not_valid_unicode_is_a_compaction_error(rt: Runtime) -> None:
     config = attrs.evolve(SMALL, summarizer=lambda messages: "half a pair: \ud800")
-    t = rt.transcript_create(compaction=config)
+    t = rt.transcripts.create(compaction=config)
     t.on_turn_end(tool_turn(0))
     t.on_turn_end(tool_turn(1))
     before = snapshot(t)
@@ -965,7 +965,7 @@ def test_a_summary_that_is_not_valid_unicode_is_a_compaction_error(rt: Runtime) 
     assert rt.metrics()["transcript_compaction_failures"] == 2
     live = snapshot(t)
     t.close()
-    assert snapshot(rt.transcript_resume(t.path)) == live
+    assert snapshot(rt.transcripts.resume(t.path)) == live
 
 
 # -- the last fsync on close ---------------------------------------------------------------
@@ -974,7 +974,7 @@ def test_a_summary_that_is_not_valid_unicode_is_a_compaction_error(rt: Runtime) 
 def test_close_with_a_failing_fsync_is_a_storage_error_and_releases_the_file(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end([UserMessage("a"), AssistantMessage("b")])
 
     def broken_fsync(fd: int) -> None:
@@ -987,7 +987,7 @@ def test_close_with_a_failing_fsync_is_a_storage_error_and_releases_the_file(
     assert t.closed
     assert rt.metrics()["transcript_write_failures"] == 1
     assert rt.metrics()["transcripts_closed"] == 1
-    again = rt.transcript_resume(t.path)  # the descriptor and its lock were released
+    again = rt.transcripts.resume(t.path)  # the descriptor and its lock were released
     assert again.context() == [UserMessage("a"), AssistantMessage("b")]
     again.close()
 
@@ -998,7 +998,7 @@ def test_runtime_close_with_a_failing_fsync_counts_and_logs_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     rt = open_rt()
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end([UserMessage("a")])
 
     def broken_fsync(fd: int) -> None:
@@ -1009,12 +1009,12 @@ def test_runtime_close_with_a_failing_fsync_counts_and_logs_it(
         rt.close()
     monkeypatch.undo()
     assert t.closed
-    counters = rt._metrics.snapshot()
+    counters = rt._kernel.metrics.snapshot()
     assert counters.get("transcript_write_failures") == 1
     assert counters.get("actor_failures", 0) == 0  # handled in on_stop, not escaped
     assert "could not flush transcript" in caplog.text
     other = open_rt()
-    other.transcript_resume(t.path).close()
+    other.transcripts.resume(t.path).close()
 
 
 # -- forks: durable, and removed when they cannot start --------------------------------------
@@ -1025,7 +1025,7 @@ def test_runtime_close_with_a_failing_fsync_counts_and_logs_it(
 def test_fork_syncs_its_file_and_folder(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch, empty: bool, durability: str
 ) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     if not empty:
         t.on_turn_end([UserMessage("q"), AssistantMessage("a")])
     synced: list[str] = []
@@ -1036,7 +1036,7 @@ def test_fork_syncs_its_file_and_folder(
         real_fsync(fd)
 
     monkeypatch.setattr("greenroom.transcripts.logformat.os.fsync", fsync)
-    fork = rt.transcript_fork(t.path, durability=durability)
+    fork = rt.transcripts.fork(t.path, durability=durability)
     monkeypatch.undo()
     if durability == "none":
         assert synced == []
@@ -1051,7 +1051,7 @@ def test_fork_syncs_its_file_and_folder(
 def test_a_new_file_whose_actor_cannot_start_is_removed(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end([UserMessage("q")])
     t.close()
     folder = Path(t.path).parent
@@ -1060,8 +1060,8 @@ def test_a_new_file_whose_actor_cannot_start_is_removed(
     def spawn(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("no room for another actor")
 
-    monkeypatch.setattr(rt, "spawn", spawn)
-    start = (lambda: rt.transcript_fork(t.path)) if how == "fork" else rt.transcript_create
+    monkeypatch.setattr(rt.transcripts, "spawn", spawn)
+    start = (lambda: rt.transcripts.fork(t.path)) if how == "fork" else rt.transcripts.create
     with pytest.raises(RuntimeError, match="no room"):
         start()
     assert set(folder.iterdir()) == before
@@ -1077,7 +1077,7 @@ def test_a_summarizer_closing_its_own_transcript_is_refused_not_deadlocked(rt: R
         holder[0].close()  # would wait for the compaction it is part of
         return "never"
 
-    t = rt.transcript_create(compaction=attrs.evolve(MANUAL, summarizer=summarizer))
+    t = rt.transcripts.create(compaction=attrs.evolve(MANUAL, summarizer=summarizer))
     holder.append(t)
     for n in range(3):
         t.on_turn_end(tool_turn(n))
@@ -1104,7 +1104,7 @@ def test_a_summarizer_closing_its_own_transcript_is_refused_not_deadlocked(rt: R
 def test_handle_calls_from_an_actor_handler_are_refused(rt: Runtime) -> None:
     from greenroom.actors.base import GreenroomActor
 
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end([UserMessage("q")])
 
     class Caller(GreenroomActor):
@@ -1153,18 +1153,18 @@ def test_default_keep_recent_is_clamped_for_a_small_window() -> None:
 
 
 def test_fork_keeps_the_turn_totals_of_the_copied_branch(rt: Runtime) -> None:
-    t = rt.transcript_create(compaction=SMALL)
+    t = rt.transcripts.create(compaction=SMALL)
     for n in range(6):
         t.on_turn_end(tool_turn(n, usage=Usage(5)), usage=Usage(100, 10) if n % 2 else None)
     t.on_turn_end([UserMessage("no total"), AssistantMessage("x", usage=Usage(1, 1))])
     assert t.usage() == Usage(3 * 5 + 3 * 100 + 1, 3 * 10 + 1)
-    fork = rt.transcript_fork(t.path)
+    fork = rt.transcripts.fork(t.path)
     assert fork.usage() == t.usage()  # one branch: the same cost, turn totals included
     assert fork.context() == t.context()
     assert fork.next_entry_id() == str(int(t.next_entry_id()) + 1)
     live = snapshot(fork)
     fork.close()
-    assert snapshot(rt.transcript_resume(fork.path)) == live
+    assert snapshot(rt.transcripts.resume(fork.path)) == live
     t.close()
 
 
@@ -1172,7 +1172,7 @@ def test_resume_and_fork_without_compaction_keep_the_recorded_settings(rt: Runti
     config = CompactionConfig(
         context_window_tokens=3_000, threshold_tokens=300, keep_recent_tokens=150
     )
-    t = rt.transcript_create(compaction=config)
+    t = rt.transcripts.create(compaction=config)
     t.on_turn_end(tool_turn(0))
     t.on_turn_end(tool_turn(1))
     t.close()
@@ -1182,29 +1182,29 @@ def test_resume_and_fork_without_compaction_keep_the_recorded_settings(rt: Runti
         "threshold_tokens": 300,
         "keep_recent_tokens": 150,
     }
-    again = rt.transcript_resume(t.path)  # no compaction=: the file's settings
+    again = rt.transcripts.resume(t.path)  # no compaction=: the file's settings
     assert again.recovery.clean
     assert again.on_turn_end(tool_turn(2)).compaction is not None  # 300, not 183,616
     again.close()
-    fork = rt.transcript_fork(t.path)
+    fork = rt.transcripts.fork(t.path)
     assert lines(fork.path)[0]["compaction"] == lines(t.path)[0]["compaction"]
     fork.close()
     # Given explicitly, settings apply to that session only.
-    off = rt.transcript_resume(t.path, compaction=attrs.evolve(config, enabled=False))
+    off = rt.transcripts.resume(t.path, compaction=attrs.evolve(config, enabled=False))
     assert off.on_turn_end(tool_turn(3)).compaction is None
     off.close()
     assert lines(t.path)[0]["compaction"]["enabled"] is True
 
 
 def test_unreadable_recorded_settings_are_reported_and_the_defaults_used(rt: Runtime) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end([UserMessage("q")])
     t.close()
     header, *rest = Path(t.path).read_bytes().splitlines(keepends=True)
     data = json.loads(header)
     data["compaction"]["threshold_tokens"] = -5
     Path(t.path).write_bytes(json.dumps(data).encode() + b"\n" + b"".join(rest))
-    again = rt.transcript_resume(t.path)
+    again = rt.transcripts.resume(t.path)
     assert not again.recovery.clean
     assert any("compaction settings are unreadable" in note for note in again.recovery.notes)
     assert again.context() == [UserMessage("q")]

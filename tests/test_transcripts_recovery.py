@@ -25,7 +25,7 @@ LOGGER = "greenroom.transcripts"
 
 def make(rt: Runtime, turns: int = 3) -> tuple[str, list[Any], Usage, str]:
     """A closed transcript of `turns` turns: its path, context, usage and next id."""
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     for n in range(turns):
         t.on_turn_end(
             [
@@ -51,7 +51,7 @@ def write_lines(path: str, lines: list[bytes]) -> None:
 
 def test_clean_file_reports_clean(rt: Runtime) -> None:
     path, context, usage, next_id = make(rt)
-    t = rt.transcript_resume(path)
+    t = rt.transcripts.resume(path)
     assert t.recovery.clean
     assert t.recovery.notes == ()
     assert (t.context(), t.usage(), t.next_entry_id()) == (context, usage, next_id)
@@ -66,7 +66,7 @@ def test_truncated_last_line_is_cut_off_and_reported(
     partial = b'{"type":"message","id":"13","parent_id":"12","timest'
     Path(path).write_bytes(whole + partial)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        t = rt.transcript_resume(path)
+        t = rt.transcripts.resume(path)
     report = t.recovery
     assert not report.clean
     assert report.truncated_line == len(whole.splitlines()) + 1
@@ -79,7 +79,7 @@ def test_truncated_last_line_is_cut_off_and_reported(
     t.on_turn_end([UserMessage("after the crash")])
     live = (t.context(), t.usage(), t.next_entry_id())
     t.close()
-    again = rt.transcript_resume(path)
+    again = rt.transcripts.resume(path)
     assert again.recovery.clean
     assert (again.context(), again.usage(), again.next_entry_id()) == live
     assert rt.metrics()["transcript_repairs"] == 1
@@ -90,7 +90,7 @@ def test_whole_last_entry_missing_its_newline_is_kept(rt: Runtime) -> None:
     path, context, usage, _next_id = make(rt)
     data = Path(path).read_bytes()
     Path(path).write_bytes(data[:-1])  # the final leaf without its newline
-    t = rt.transcript_resume(path)
+    t = rt.transcripts.resume(path)
     assert t.recovery.truncated_line == len(data.splitlines())
     assert t.recovery.truncated_bytes == 0
     assert Path(path).read_bytes() == data
@@ -110,7 +110,7 @@ def test_corrupt_lines_are_skipped_with_their_line_numbers(
     lines.insert(8, b"[1, 2]\n")  # line 9
     write_lines(path, lines)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        t = rt.transcript_resume(path)
+        t = rt.transcripts.resume(path)
     assert t.recovery.corrupt_lines == (6, 7, 8, 9)
     assert t.recovery.truncated_line is None
     assert len([r for r in caplog.records if "skipped" in r.getMessage()]) == 4
@@ -127,7 +127,7 @@ def test_a_corrupt_message_line_breaks_the_chain_and_is_reported(rt: Runtime) ->
     assert json.loads(lines[6])["id"] == "6"  # the second turn's assistant message
     lines[6] = b'{"type":"message","id":"6", garbage\n'
     write_lines(path, lines)
-    t = rt.transcript_resume(path)
+    t = rt.transcripts.resume(path)
     assert t.recovery.corrupt_lines == (7,)
     assert any("missing" in note for note in t.recovery.notes)
     # The context keeps what is still linked: from the entry after the broken link.
@@ -142,7 +142,7 @@ def test_corrupt_line_ids_are_not_reused(rt: Runtime) -> None:
     # The last line is the leaf, id "4"; damage it beyond parsing, id still readable.
     lines[-1] = b'{"type":"leaf","id":"4","parent_id":"3",\n'
     write_lines(path, lines)
-    t = rt.transcript_resume(path)
+    t = rt.transcripts.resume(path)
     assert t.recovery.corrupt_lines == (5,)
     assert t.recovery.fallback_entry_id == "3"  # no leaf left: the newest entry
     assert t.next_entry_id() == "5"
@@ -156,7 +156,7 @@ def test_last_leaf_pointing_at_a_missing_entry_falls_back_to_the_newest(
     with Path(path).open("ab") as file:
         file.write(b'{"type":"leaf","id":"99","parent_id":"12","timestamp":"t","entry_id":"77"}\n')
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        t = rt.transcript_resume(path)
+        t = rt.transcripts.resume(path)
     assert t.recovery.missing_leaf == "77"
     assert t.recovery.fallback_entry_id == "11"  # the newest message entry
     assert "missing" in caplog.text
@@ -180,14 +180,14 @@ def test_unfinished_turn_after_the_last_leaf_is_reported_and_counted(rt: Runtime
         ):
             line = {"type": "message", "timestamp": "2026-01-01T00:00:00.000Z", **entry}
             file.write(json.dumps(line).encode() + b"\n")
-    t = rt.transcript_resume(path)
+    t = rt.transcripts.resume(path)
     assert t.recovery.unfinished_entries == 2
     assert t.context() == context  # the active branch ends at the last leaf
     assert t.usage() == usage + Usage(5)  # money spent is still spent
     t.on_turn_end([UserMessage("again"), AssistantMessage("y", usage=Usage(1))], usage=Usage(7))
     live = (t.context(), t.usage(), t.next_entry_id())
     t.close()
-    again = rt.transcript_resume(path)
+    again = rt.transcripts.resume(path)
     assert (again.context(), again.usage(), again.next_entry_id()) == live
     again.close()
 
@@ -196,19 +196,19 @@ def test_file_with_only_a_partial_header_is_refused_untouched(rt: Runtime, tmp_p
     path = tmp_path / "cut.jsonl"
     path.write_bytes(b'{"type":"session","vers')
     with pytest.raises(StorageError, match="no complete session header"):
-        rt.transcript_resume(path)
+        rt.transcripts.resume(path)
     assert path.read_bytes() == b'{"type":"session","vers'
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")
     with pytest.raises(StorageError, match="no complete session header"):
-        rt.transcript_resume(empty)
+        rt.transcripts.resume(empty)
 
 
 def test_fork_reads_a_damaged_source_without_repairing_it(rt: Runtime) -> None:
     path, context, _usage, _next_id = make(rt)
     damaged = Path(path).read_bytes() + b'{"type":"mess'
     Path(path).write_bytes(damaged)
-    fork = rt.transcript_fork(path)
+    fork = rt.transcripts.fork(path)
     assert Path(path).read_bytes() == damaged  # the source is only read
     assert fork.recovery.truncated_line is not None
     assert fork.recovery.path == str(Path(path))
@@ -219,7 +219,7 @@ def test_fork_reads_a_damaged_source_without_repairing_it(rt: Runtime) -> None:
 def test_failed_turn_write_is_cut_back_out_of_the_file(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    t = rt.transcript_create(durability="entry")
+    t = rt.transcripts.create(durability="entry")
     t.on_turn_end([UserMessage("kept")])
     size = Path(t.path).stat().st_size
     calls = []
@@ -237,7 +237,7 @@ def test_failed_turn_write_is_cut_back_out_of_the_file(
     assert t.next_entry_id() == "3"
     monkeypatch.undo()
     t.close()
-    again = rt.transcript_resume(t.path)
+    again = rt.transcripts.resume(t.path)
     assert again.recovery.clean
     assert again.context() == [UserMessage("kept")]
     again.close()
@@ -246,7 +246,7 @@ def test_failed_turn_write_is_cut_back_out_of_the_file(
 def test_a_write_that_cannot_be_undone_makes_the_transcript_refuse_writes(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.on_turn_end([UserMessage("kept")])
 
     def fail(*_args: Any) -> None:
@@ -262,7 +262,7 @@ def test_a_write_that_cannot_be_undone_makes_the_transcript_refuse_writes(
     assert t.context() == [UserMessage("kept")]
     t.close()
     # The half-written turn is in the file, whole: a resume reports it, never hides it.
-    again = rt.transcript_resume(t.path)
+    again = rt.transcripts.resume(t.path)
     assert again.recovery.unfinished_entries == 0
     assert again.context() == [UserMessage("kept"), UserMessage("lost")]
     again.close()
@@ -272,7 +272,7 @@ def test_many_corrupt_lines_are_all_counted_but_described_up_to_a_limit(rt: Runt
     path, context, _usage, _next_id = make(rt, turns=1)
     lines = raw_lines(path)
     write_lines(path, lines[:-1] + [b"#garbage\n"] * 150 + lines[-1:])
-    t = rt.transcript_resume(path)
+    t = rt.transcripts.resume(path)
     assert t.recovery.corrupt_lines == tuple(range(5, 155))
     assert len(t.recovery.notes) == 101
     assert "50 more corrupt lines" in t.recovery.notes[-1]
@@ -281,11 +281,11 @@ def test_many_corrupt_lines_are_all_counted_but_described_up_to_a_limit(rt: Runt
 
 
 def test_header_missing_its_newline_is_completed(rt: Runtime) -> None:
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     t.close()
     data = Path(t.path).read_bytes()
     Path(t.path).write_bytes(data[:-1])
-    again = rt.transcript_resume(t.path)
+    again = rt.transcripts.resume(t.path)
     assert again.recovery.truncated_line == 1
     assert Path(t.path).read_bytes() == data
     again.on_turn_end([UserMessage("fine")])
@@ -309,7 +309,7 @@ def test_unfinished_entries_and_broken_links_are_counted(rt: Runtime) -> None:
                 "message": {"role": "user", "text": "half"},
             }
             file.write(json.dumps(line).encode() + b"\n")
-    t = rt.transcript_resume(path)
+    t = rt.transcripts.resume(path)
     assert t.recovery.unfinished_entries == 2
     assert t.recovery.broken_links == 0
     t.close()
@@ -319,12 +319,12 @@ def test_unfinished_entries_and_broken_links_are_counted(rt: Runtime) -> None:
     lines = raw_lines(path)
     lines[6] = b'{"type":"message","id":"6", garbage\n'
     write_lines(path, lines)
-    t = rt.transcript_resume(path)
+    t = rt.transcripts.resume(path)
     assert t.recovery.broken_links == 1
     t.close()
     assert rt.metrics()["transcript_broken_links"] == 1
     # A compaction whose first kept entry is not on its branch.
-    t = rt.transcript_create()
+    t = rt.transcripts.create()
     for n in range(4):
         t.on_turn_end([UserMessage(f"q{n} " + "x" * 400), AssistantMessage(f"a{n}")])
     assert t.compact() is not None
@@ -336,14 +336,14 @@ def test_unfinished_entries_and_broken_links_are_counted(rt: Runtime) -> None:
             entry["first_kept_entry_id"] = "999"
             lines[index] = json.dumps(entry).encode() + b"\n"
     write_lines(t.path, lines)
-    again = rt.transcript_resume(t.path)
+    again = rt.transcripts.resume(t.path)
     assert again.recovery.broken_links == 1
     assert any("999" in note for note in again.recovery.notes)
     assert isinstance(again.context()[0], CompactionSummary)  # starts at its summary
     again.close()
     assert rt.metrics()["transcript_broken_links"] == 2
     # A fork reading a damaged source counts what it found too.
-    fork = rt.transcript_fork(t.path)
+    fork = rt.transcripts.fork(t.path)
     assert fork.recovery.broken_links == 1
     fork.close()
     assert rt.metrics()["transcript_broken_links"] == 3

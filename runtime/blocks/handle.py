@@ -20,7 +20,7 @@ class Block:
     """A handle on one block; every call goes to the block's actor.
 
     `append_output` and `record_line` are fire and forget; the others wait for the
-    actor's answer. Get one with `Runtime.block(block_id)`. A handle outlives its
+    actor's answer. Get one with `Runtime.blocks.get(block_id)`. A handle outlives its
     actor: if the actor was stopped, the next call starts a new one (which carries
     on from the stored counters); after `Runtime.close()` calls raise `Stopped`.
     """

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
+from greenroom.blocks.records import SweepProgress
 from greenroom.errors import InvalidInput
 
-__all__ = ["AppendOutput", "RecordLine", "line_message", "output_message"]
+__all__ = ["AppendOutput", "RecordLine", "SweepRequest", "line_message", "output_message"]
 
 
 @attrs.frozen
@@ -37,3 +39,21 @@ def line_message(n_bytes: Any) -> RecordLine:
     if isinstance(n_bytes, bool) or not isinstance(n_bytes, int) or n_bytes < 0:
         raise InvalidInput(f"record_line takes a byte count >= 0, got {n_bytes!r}")
     return RecordLine(n_bytes)
+
+
+@attrs.frozen
+class SweepRequest:
+    """The options of one sweep; `None` means the runtime config's setting."""
+
+    inactive_days: float | None = None
+    max_archive_bytes: int | None = None
+    dry_run: bool = False
+    progress: Callable[[SweepProgress], object] | None = attrs.field(default=None, eq=False)
+
+    @property
+    def plain(self) -> bool:
+        """Whether this is the timer's sweep: the config's settings, no callback."""
+        return self == PLAIN_SWEEP and self.progress is None
+
+
+PLAIN_SWEEP = SweepRequest()

@@ -1,6 +1,6 @@
 """Blocks: one per agent pane. The records a block returns, and the `Block` handle.
 
-    block = rt.block("pane-1")              # gets or creates it (view "agent")
+    block = rt.blocks.get("pane-1")              # gets or creates it (view "agent")
     block.append_output(b'{"type":"text"}\\n')  # fire and forget
     block.stats()                           # SessionStats(start_ts_ms=..., line_count=1, ...)
     block.archive()                         # ArchiveResult(archived_bytes=16, path=...)
@@ -20,10 +20,12 @@ if TYPE_CHECKING:
     pass
 
 __all__ = [
+    "SWEEP_OUTCOMES",
     "ArchiveResult",
     "OutputRead",
     "RestoreResult",
     "SessionStats",
+    "SweepProgress",
     "SweepStats",
 ]
 
@@ -114,3 +116,41 @@ class SweepStats:
 def count_lines(data: bytes) -> int:
     """Lines of `data` (split at `\\n`, as the stats count) not blank or whitespace."""
     return sum(1 for line in data.split(b"\n") if line.strip())
+
+
+SWEEP_OUTCOMES = (
+    "started",
+    "archived",
+    "would_archive",
+    "skipped",
+    "pruned",
+    "would_prune",
+    "failed",
+)
+"""`SweepProgress.outcome` values."""
+
+
+@attrs.frozen
+class SweepProgress:
+    """One step of a sweep, handed to the `progress` callback of `Runtime.blocks.sweep`.
+
+    `phase` is `"archive"` (idle agent blocks) then `"prune"` (archive files over the
+    budget, oldest first). Each phase starts with an event whose `outcome` is
+    `"started"` and `done == 0`, `total` being the items it will go through; then one
+    event per item, `done` counting it: `"archived"` / `"would_archive"` (a dry run),
+    `"skipped"` (nothing live to archive any more, or, with `error`, its output changed
+    while it was archived: another process appended to it), `"pruned"` /
+    `"would_prune"`, or `"failed"` with `error`. `block_id` names the block (for a
+    prune, the block the archive file belongs to), `path` the archive file written or
+    pruned, `bytes` what was archived (uncompressed) or freed.
+    """
+
+    phase: str
+    done: int
+    total: int
+    outcome: str
+    block_id: str | None = None
+    path: str | None = None
+    bytes: int = 0
+    error: str | None = None
+    dry_run: bool = False

@@ -136,7 +136,7 @@ def run_blocks(args: argparse.Namespace) -> int:
     with open_database(args.db, args.archive_dir) as rt:
         store = rt.store
         records = [
-            block_record(store, obj, rt.archive_dir)
+            block_record(store, obj, rt.blocks.archive_dir)
             for obj in store.list_objects("block")
             if args.view is None or obj.meta.get("view") == args.view
         ]
@@ -172,7 +172,7 @@ def run_show(args: argparse.Namespace) -> int:
     """`greenroom show DB BLOCK`: a block's stats, state, files and metadata."""
     with open_database(args.db, args.archive_dir) as rt:
         obj = _require_block(rt, args.block)
-        record = block_record(rt.store, obj, rt.archive_dir)
+        record = block_record(rt.store, obj, rt.blocks.archive_dir)
         files = [
             {"name": info.name, "bytes": info.size} for info in rt.store.list_files("block", obj.id)
         ]
@@ -180,7 +180,9 @@ def run_show(args: argparse.Namespace) -> int:
         archive_error: str | None = None
         if record["archive_path"]:
             try:
-                checked = checked_archive_path(rt.archive_dir, obj.meta[ARCHIVE_PATH], obj.id)
+                checked = checked_archive_path(
+                    rt.blocks.archive_dir, obj.meta[ARCHIVE_PATH], obj.id
+                )
                 archive_file_bytes = checked.stat().st_size
             except StorageError as error:
                 archive_error = str(error)
@@ -278,7 +280,10 @@ def _refuse_own_files(rt: Runtime, db: str, output: str) -> None:
     real_db = Path(db).resolve()
     if target in {real_db.with_name(real_db.name + suffix) for suffix in _DB_SUFFIXES}:
         raise CliError(f"refusing to export over the database itself ({output!r})")
-    for what, folder in (("archive", rt.archive_dir), ("transcript", rt.transcript_dir)):
+    for what, folder in (
+        ("archive", rt.blocks.archive_dir),
+        ("transcript", rt.transcripts.directory),
+    ):
         real = folder.resolve()
         if target == real or target.is_relative_to(real):
             raise CliError(
@@ -297,7 +302,7 @@ def run_export(args: argparse.Namespace) -> int:
         pruned = _pruned_at(rt, obj, live_counts=True)
         if pruned is not None:
             raise NotFound(f"block {obj.id!r} has no output: {_PRUNED.format(pruned)}")
-        read = rt.block(args.block).read_output()
+        read = rt.blocks.get(args.block).read_output()
     document: dict[str, Any] = {
         "block_id": args.block,
         "bytes": len(read.data),
@@ -330,7 +335,7 @@ def run_archive(args: argparse.Namespace) -> int:
     """`greenroom archive DB BLOCK`: compress the live output into the archive folder."""
     with open_database(args.db, args.archive_dir) as rt:
         _require_block(rt, args.block)
-        result = rt.block(args.block).archive()
+        result = rt.blocks.get(args.block).archive()
     done = result.archived_bytes > 0
     if args.json:
         emit_json(
@@ -364,7 +369,7 @@ def run_restore(args: argparse.Namespace) -> int:
             raise InvalidTransition(
                 f"block {obj.id!r} cannot be restored: {_PRUNED.format(pruned)}"
             )
-        result = rt.block(args.block).restore()
+        result = rt.blocks.get(args.block).restore()
     if args.json:
         emit_json({"block_id": result.block_id, "restored_bytes": result.restored_bytes})
     else:

@@ -15,7 +15,7 @@ from greenroom.cli.common import emit_json, open_database, plural, say, warn
 from greenroom.clock import stopwatch
 
 if TYPE_CHECKING:
-    from greenroom.actors.sweeper import SweepProgress
+    from greenroom.blocks.records import SweepProgress
 
 __all__ = ["ProgressBar", "parse_byte_count", "parse_days", "run_sweep"]
 
@@ -106,7 +106,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             else args.max_archive_bytes
         )
         try:
-            stats = rt.sweep(
+            stats = rt.blocks.sweep(
                 inactive_days=days,
                 max_archive_bytes=budget,
                 dry_run=args.dry_run,

@@ -1,6 +1,6 @@
 """`greenroom transcript PATH`: what a transcript file holds, read without changing it.
 
-The file is read as `Runtime.transcript_resume` reads it (`greenroom.transcripts.logformat.load`),
+The file is read as `Runtime.transcripts.resume` reads it (`greenroom.transcripts.logformat.load`),
 but with `repair=False` and without the lock: a transcript a host has open can be
 inspected, and a last line cut short by a crash is reported (what a resume would do
 to it) instead of repaired.

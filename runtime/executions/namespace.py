@@ -1,20 +1,20 @@
-"""The `Runtime` facade's executions methods (a mixin of `Runtime`).
+"""`rt.executions`: run strategies that pause to ask the host's LLM, and feed them.
 
-    first = rt.start_execution(strategy, "topic")          # FeedResult at the first pause
-    step = rt.feed(first.session_id, "an answer")           # the sole pending query
-    step = rt.feed_many(sid, [("q-2-0", "a", None), ("q-2-1", "b", usage)])
-    rt.execution_status(sid)                                # {"state": "paused", ...}
-    rt.cancel(sid)                                          # FeedResult "cancelled"
+    first = rt.executions.start(strategy, "topic")          # FeedResult at the first pause
+    step = rt.executions.feed(first.session_id, "an answer")  # the sole pending query
+    step = rt.executions.feed_many(sid, [("q-2-0", "a", None), ("q-2-1", "b", usage)])
+    rt.executions.status(sid)                               # {"state": "paused", ...}
+    rt.executions.cancel(sid)                               # FeedResult "cancelled"
 
 See `greenroom.executions.records` for the records and `greenroom.actors.execution` for
 how a session drives its strategy.
 
-Where these may be called: `start_execution`, `feed`, `feed_many` and `cancel` wait for
+Where these may be called: `start`, `feed`, `feed_many` and `cancel` wait for
 a session's actor (and a plain strategy for a strategy-pool thread), so they are
 refused (`InvalidTransition`) inside an actor's handler, a `run_blocking` job and a
 plain strategy's own thread (where a full pool, or the caller's own session, would
 deadlock; this includes starting an async strategy from a plain one, refused for one
-simple rule). `execution_status` and `execution_snapshots` never wait (they read the
+simple rule). `status` and `snapshots` never wait (they read the
 snapshot each session keeps in the registry), so they may be called from anywhere.
 """
 
@@ -43,18 +43,15 @@ from greenroom.errors import (
 )
 from greenroom.executions.records import FeedResult, check_usage
 from greenroom.executions.registry import ENDED, ExecutionRegistry
+from greenroom.kernel import Kernel
 
 if TYPE_CHECKING:
-    from greenroom.activity import ActivityTracker
     from greenroom.actors.base import GreenroomActorRef
     from greenroom.actors.blocking import BlockingPool
-    from greenroom.clock import Clock
-    from greenroom.config import RuntimeConfig
     from greenroom.executions.registry import LiveEntry
     from greenroom.futures import GreenroomFuture
-    from greenroom.metrics import Metrics
 
-__all__ = ["CANCEL_WAIT_S", "ExecutionsAPI"]
+__all__ = ["CANCEL_WAIT_S", "Executions"]
 
 log = logging.getLogger("greenroom.executions")
 
@@ -148,28 +145,26 @@ def _check_feed_items(items: Any) -> tuple[tuple[str, str, dict[str, int] | None
     return tuple(checked)
 
 
-class ExecutionsAPI:
-    """`Runtime` methods for executions; `Runtime` inherits them."""
+class Executions:
+    """The executions of one runtime (`rt.executions`): start, feed, cancel, status."""
 
-    # Provided by Runtime.
-    _clock: Clock
-    _config: RuntimeConfig
-    _metrics: Metrics
-    _tracker: ActivityTracker
-    _closed: bool
-    spawn: Callable[..., GreenroomActorRef]
-    _check_open: Callable[[], None]
-    _refuse_inside_actor: Callable[[str], None]
-
-    def _init_executions(self) -> None:
-        """Set up this part's state; called once from `Runtime.__init__`."""
+    def __init__(self, kernel: Kernel) -> None:
+        """Build the namespace on `kernel`; `Runtime` makes one."""
+        self._kernel = kernel
+        self._clock = kernel.clock
+        self._config = kernel.config
+        self._metrics = kernel.metrics
+        self._tracker = kernel.tracker
+        self._check_open = kernel.check_open
+        self._refuse_inside_actor = kernel.refuse_inside_actor
+        self.spawn = kernel.spawn
         self._exec_registry = ExecutionRegistry(self._metrics, self._config.result_retention_s)
         self._exec_lock = threading.Lock()
         self._exec_gc: GreenroomActorRef | None = None
         self._strategy_pool: BlockingPool | None = None
 
-    def _executions_metrics(self) -> dict[str, int]:
-        """This part's counters (at zero until bumped) and gauges for `metrics()`."""
+    def counters(self) -> dict[str, int]:
+        """This part's counters (at zero until bumped) and gauges (`Runtime.metrics`)."""
         counters = dict.fromkeys(_COUNTERS, 0)
         live, retained = self._exec_registry.counts()
         counters["executions_active"] = live
@@ -180,7 +175,7 @@ class ExecutionsAPI:
         counters["strategy_queued"] = pool.queued if pool is not None else 0
         return counters
 
-    def _close_executions(self) -> None:
+    def close(self) -> None:
         """Release this part's resources; `close()` calls it after every actor stopped."""
         with self._exec_lock:
             pool, self._strategy_pool = self._strategy_pool, None
@@ -209,7 +204,7 @@ class ExecutionsAPI:
         """The bounded pool plain strategies run on, made on first use."""
         with self._exec_lock:
             if self._strategy_pool is None:
-                if self._closed:
+                if self._kernel.closed:
                     raise Stopped("the runtime is closed; no strategy starts")
                 from greenroom.actors.blocking import BlockingPool
 
@@ -218,11 +213,14 @@ class ExecutionsAPI:
                 self._strategy_pool = BlockingPool(
                     self._config.strategy_threads, self._tracker, name="greenroom-strategy"
                 )
+                self._kernel.guard_pool(
+                    self._strategy_pool, "a strategy running on the strategy pool"
+                )
             return self._strategy_pool
 
     # -- the public surface ----------------------------------------------------------------
 
-    def start_execution(
+    def start(
         self,
         strategy: Callable[..., Any],
         /,
@@ -269,7 +267,7 @@ class ExecutionsAPI:
         no-op returning its final result; a different answer is `AlreadyResponded`,
         anything else `InvalidTransition` naming its final state. `usage` counts only
         with the first feed of an answer: a repeated feed with a different `usage` is
-        a no-op too. `timeout` as in `start_execution` (the answer stays applied).
+        a no-op too. `timeout` as in `start` (the answer stays applied).
         """
         items = self._exec_feed_items(session_id, response, query_id, usage, timeout)
         return self._exec_feed(session_id, items, timeout)
@@ -304,12 +302,12 @@ class ExecutionsAPI:
         with the metrics of the session's last change (counted as
         `execution_cancels_deferred`, logged): the session ends `cancelled` as soon
         as the step gives control back, whatever the step produced; until then
-        `execution_status` shows it `running` with `cancel_requested`.
+        `status` shows it `running` with `cancel_requested`.
         """
         entry, future = self._exec_cancel_send(session_id)
         return self._exec_cancel_result(session_id, entry, future, CANCEL_WAIT_S)
 
-    def execution_status(self, session_id: str) -> dict[str, Any]:
+    def status(self, session_id: str) -> dict[str, Any]:
         """A session's state, pending query ids and metrics, live or finished.
 
         `{"session_id", "state", "round", "pending_queries", "metrics"}`, plus
@@ -332,10 +330,10 @@ class ExecutionsAPI:
             raise self._exec_gone(session_id, "query")
         return copy.deepcopy(kept.status)
 
-    def execution_snapshots(self) -> dict[str, dict[str, Any]]:
-        """`execution_status` of every session, running, paused and retained, by id.
+    def snapshots(self) -> dict[str, dict[str, Any]]:
+        """`status` of every session, running, paused and retained, by id.
 
-        Never waits for any session (see `execution_status`).
+        Never waits for any session (see `status`).
         """
         self._check_open()
         now = self._clock.monotonic()
@@ -370,7 +368,7 @@ class ExecutionsAPI:
         thread (caller runs: only for a caller about to wait with no timeout).
         """
         self._check_open()
-        self._refuse_inside_actor("start_execution()")
+        self._refuse_inside_actor("executions.start()")
         is_async = _is_async_strategy(strategy)
         _check_timeout(timeout)
         self._execution_gc()
@@ -519,7 +517,7 @@ class ExecutionsAPI:
         return ExecutionTimeout(
             f"execution {session_id}: the strategy neither paused nor finished within "
             f"{timeout:g} s of this {action}; it goes on running: "
-            f"rt.execution_status({session_id!r}) shows it, rt.cancel({session_id!r}) "
+            f"rt.executions.status({session_id!r}) shows it, rt.executions.cancel({session_id!r}) "
             "stops it",
             session_id,
         )
@@ -531,9 +529,9 @@ class ExecutionsAPI:
             ended = ENDED[kept.final.status]
             return InvalidTransition(
                 f"execution {session_id} has already {ended}; cannot {action} it "
-                f"(rt.execution_status({session_id!r}) shows its final result)"
+                f"(rt.executions.status({session_id!r}) shows its final result)"
             )
-        if self._closed:
+        if self._kernel.closed:
             return Stopped(f"the runtime is closed; execution {session_id} is gone")
         return NotFound(
             f"no execution session {session_id!r}: never started here, or finished more "

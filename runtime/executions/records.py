@@ -1,7 +1,7 @@
 """Execution sessions: the records a session hands back and the context a strategy sees.
 
 An execution runs a *strategy*. Whenever the strategy needs the host's LLM it pauses
-with one or more queries; the host answers them (`Runtime.feed` / `feed_many`), and
+with one or more queries; the host answers them (`Runtime.executions.feed` / `feed_many`), and
 once all are answered the strategy resumes. Each session is served by its own actor
 (`greenroom.actors.execution.ExecutionActor`).
 
@@ -11,8 +11,8 @@ once all are answered the strategy resumes. Each session is served by its own ac
         ctx.metric("sections", 2)
         return {"intro": a, "end": b}
 
-    first = rt.start_execution(strategy, "tides")       # needs_response, one query
-    nxt = rt.feed(first.session_id, "1. Moon 2. Sun")   # needs_response, two queries
+    first = rt.executions.start(strategy, "tides")       # needs_response, one query
+    nxt = rt.executions.feed(first.session_id, "1. Moon 2. Sun")   # needs_response, two queries
     ...
 
 This module holds the records (`LlmRequest`, `LlmQuery`, `FeedResult`,
@@ -429,7 +429,7 @@ class FeedResult:
     * `needs_response`: the strategy paused; `queries` are the ones to answer;
     * `completed`: the strategy returned `result` (a JSON value);
     * `error`: the strategy failed; `error` says how;
-    * `cancelled`: stopped by `Runtime.cancel` or reaped by the GC.
+    * `cancelled`: stopped by `Runtime.executions.cancel` or reaped by the GC.
 
     `metrics` is the session's `ExecutionStats` at that moment. `to_json()` gives the
     MCP JSON shape of each status (a fresh, deep-copied dict every call). Unhashable

@@ -3,7 +3,7 @@
 A live session is an actor (`greenroom.actors.execution.ExecutionActor`); the registry maps its
 id to a `LiveEntry`: the actor's ref, the clock time it was last active (which the
 actor updates and the GC supervisor reads), a `LiveSnapshot` of its state that the
-actor replaces at every change (so `Runtime.execution_status` answers without asking
+actor replaces at every change (so `Runtime.executions.status` answers without asking
 the actor, even while an async strategy holds it in a long CPU step), and whether the
 host has asked to cancel it. A finished session's actor stops; its final `FeedResult`,
 status and the digests of every answer it was fed are kept here for
@@ -71,7 +71,7 @@ class LiveEntry:
 
     `last_active` (clock seconds) and `snapshot` are written by the session's actor
     only and read by the GC and the runtime's status calls; `cancel_requested` (the
-    reason) is written by `Runtime.cancel` and read by the actor when it next gets
+    reason) is written by `Runtime.executions.cancel` and read by the actor when it next gets
     control. Each is one attribute, read and written whole, so none needs a lock.
     """
 
@@ -110,7 +110,7 @@ class RetainedResult:
             if digest is None:
                 what = "" if query_id is None else f" (query {query_id!r} was never answered)"
                 raise InvalidTransition(
-                    f"{ended}{what}; rt.execution_status({session_id!r}) shows its final result"
+                    f"{ended}{what}; rt.executions.status({session_id!r}) shows its final result"
                 )
             if digest != answer_digest(response):
                 raise AlreadyResponded(

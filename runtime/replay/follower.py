@@ -16,7 +16,7 @@ __all__ = ["Follower", "PendingSubscription", "adopt_subscribed"]
 
 
 class PendingSubscription(Protocol):
-    """A subscribe the buffer has not answered yet (what `Runtime.follow` re-subscribes
+    """A subscribe the buffer has not answered yet (what `Runtime.replay.follow` re-subscribes
     with, so that `Follower.next_item`'s timeout bounds the re-subscribe too)."""
 
     def wait(self, timeout: float | None) -> Subscription | Gap:
@@ -53,7 +53,7 @@ def adopt_subscribed(follower: _FollowerState, result: Subscription | Gap) -> No
 
 
 class Follower:
-    """An iterator over a session's events that recovers by itself; see `Runtime.follow`.
+    """An iterator over a session's events that recovers by itself; see `Runtime.replay.follow`.
 
     Yields `ObservationEvent`s, and a `Gap` once for each gap (then goes on from the
     gap's `latest_cursor`). When its subscription lags it subscribes again from the

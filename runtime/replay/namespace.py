@@ -1,18 +1,18 @@
-"""The `Runtime` facade's replay methods (a mixin of `Runtime`).
+"""`rt.replay`: per-session event buffers with cursors, gaps and live subscriptions.
 
-    start = rt.current_cursor("s1")
-    event = rt.replay_append("s1", {"type": "commit"}, revision=3)
-    rt.replay_publish("s1", {"type": "turn_activity"})  # fire and forget
-    rt.replay_after(start)          # Replayed(events=(event, ...), ...) or a Gap
-    sub = rt.subscribe_after(start) # replayed events, then live ones (or a Gap)
-    for item in rt.follow(start):   # events and gaps; recovers from lags by itself
+    start = rt.replay.current_cursor("s1")
+    event = rt.replay.append("s1", {"type": "commit"}, revision=3)
+    rt.replay.publish("s1", {"type": "turn_activity"})  # fire and forget
+    rt.replay.after(start)          # Replayed(events=(event, ...), ...) or a Gap
+    sub = rt.replay.subscribe(start) # replayed events, then live ones (or a Gap)
+    for item in rt.replay.follow(start):   # events and gaps; recovers from lags by itself
         ...
 
 Each session's buffer is a `ReplayBuffer` actor (`greenroom.actors.replay`), made on first use
-by a call that needs one: `replay_append`, `replay_publish`, `current_cursor` (a
+by a call that needs one: `append`, `publish`, `current_cursor` (a
 cursor names a buffer incarnation, so there must be one to name) and a
-`subscribe_after` that registers a subscriber. Reads never make one: `replay_after`
-(or `subscribe_after`, `follow`) of a cursor of a session that has no buffer is
+`subscribe` that registers a subscriber. Reads never make one: `after`
+(or `subscribe`, `follow`) of a cursor of a session that has no buffer is
 answered here, as by an empty buffer at the epoch reserved for the session's next
 buffer: `Gap(unavailable)` for any cursor but that reserved epoch's own at position 0
 (which replays nothing), and the gap's `latest_cursor` names that reserved epoch, so
@@ -22,12 +22,12 @@ gets another `Gap(unavailable)`, never a wrong replay. An empty buffer nobody
 subscribes to is dropped again once idle for `max_event_age_s`. See `greenroom.replay.records`
 for the gap rules and `greenroom.cursor` for the cursor format.
 
-Publishing: `replay_publish` / `replay_publish_many` tell the buffer instead of
+Publishing: `publish` / `publish_many` tell the buffer instead of
 asking it, so they never wait (usable inside actor handlers) and the buffer handles
 many appends per turn. Backpressure: there is none beyond the buffer's mailbox, which
 is unbounded. A host that publishes faster than the buffer appends and fans out grows
 that mailbox; `rt.metrics()["replay_publishes_pending"]` shows how many publishes
-are on their way, and `replay_append` (which waits for its event) paces a producer
+are on their way, and `append` (which waits for its event) paces a producer
 that needs it.
 """
 
@@ -63,17 +63,15 @@ from greenroom.clock import stopwatch
 from greenroom.cursor import MAX_CURSOR_INT, ParsedCursor, parse_cursor
 from greenroom.errors import FutureTimeout, InvalidInput, InvalidTransition
 from greenroom.futures import GreenroomFuture, Steps, drive
+from greenroom.kernel import Kernel
 from greenroom.replay.follower import Follower
 from greenroom.replay.records import Gap, ObservationEvent, Replayed
 from greenroom.replay.subscription import Subscription, wait_limit
 
 if TYPE_CHECKING:
     from greenroom.actors.base import GreenroomActorRef
-    from greenroom.clock import Clock
-    from greenroom.config import RuntimeConfig
-    from greenroom.metrics import Metrics
 
-__all__ = ["ReplayAPI"]
+__all__ = ["Replay"]
 
 log = logging.getLogger("greenroom.replay")
 
@@ -138,21 +136,17 @@ def _check_batch(payloads: object) -> tuple[Any, ...]:
     return batch
 
 
-class ReplayAPI:
-    """`Runtime` methods for replay; `Runtime` inherits them."""
+class Replay:
+    """The replay buffers of one runtime (`rt.replay`): append, read after, subscribe."""
 
-    if TYPE_CHECKING:
-        _clock: Clock
-        _config: RuntimeConfig
-        _metrics: Metrics
-
-        def spawn(self, actor_class: Any, *args: Any, **kwargs: Any) -> GreenroomActorRef: ...
-        def _check_open(self) -> None: ...
-
-    # -- hooks ----------------------------------------------------------------------------
-
-    def _init_replay(self) -> None:
-        """Set up this part's state; called once from `Runtime.__init__`."""
+    def __init__(self, kernel: Kernel) -> None:
+        """Build the namespace on `kernel`; `Runtime` makes one."""
+        self._kernel = kernel
+        self._clock = kernel.clock
+        self._config = kernel.config
+        self._metrics = kernel.metrics
+        self._check_open = kernel.check_open
+        self.spawn = kernel.spawn
         self._replay_lock = threading.Lock()
         self._replay_buffers: dict[str, BufferSlot] = {}
         # The epoch the next buffer of a session without one will take (see the
@@ -162,15 +156,15 @@ class ReplayAPI:
         self._replay_subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._replay_trimmer: GreenroomActorRef | None = None
 
-    def _replay_metrics(self) -> dict[str, int]:
-        """This part's counters (at zero until bumped) and gauges for `metrics()`.
+    def counters(self) -> dict[str, int]:
+        """This part's counters (at zero until bumped) and gauges (`Runtime.metrics`).
 
         Counters: `replay_events_appended` (asked or published), `replay_events_trimmed`
         (by count or age), `replay_subscriber_lags`, `replay_events_missed` (dropped
         from lagging subscribers' queues at the overflow), `replay_buffers_dropped`
         (idle buffers retired). Gauges: `replay_buffers` (live buffers),
         `replay_subscribers` (open subscriptions), `replay_publishes_pending`
-        (`replay_publish` messages sent and not yet appended, over every buffer).
+        (`publish` messages sent and not yet appended, over every buffer).
         """
         with self._replay_lock:
             buffers = len(self._replay_buffers)
@@ -187,7 +181,7 @@ class ReplayAPI:
             "replay_publishes_pending": pending,
         }
 
-    def _close_replay(self) -> None:
+    def close(self) -> None:
         """Release this part's resources; `close()` calls it after every actor stopped.
 
         Ends every subscription still open, so a `next_event` waiting on a host thread
@@ -297,7 +291,7 @@ class ReplayAPI:
         )
 
     def _replay_tell(self, session_id: str, message: Append) -> None:
-        """Tell the session's buffer `message`, never waiting; see `replay_publish`."""
+        """Tell the session's buffer `message`, never waiting; see `publish`."""
         for _ in range(_RETRIES):
             with self._replay_lock:
                 slot = self._replay_slot_locked(session_id)
@@ -357,7 +351,7 @@ class ReplayAPI:
                 f"replay calls wait for the session's buffer actor, and this one was made "
                 f"inside a handler of actor {actor.name}; handlers must not block a shared "
                 "dispatcher thread. Call it from a host thread or a run_blocking job "
-                "(or use replay_publish, which never waits)"
+                "(or use replay.publish, which never waits)"
             )
 
     def _replay_closed(self, sub: Subscription) -> None:
@@ -375,7 +369,7 @@ class ReplayAPI:
     # -- checks and steps shared with the asyncio facade (runtime.aio) -------------------
 
     def _replay_append_message(self, session_id: str, payload: Any, revision: int) -> Append:
-        """`replay_append`'s checks; the message to ask the buffer."""
+        """`append`'s checks; the message to ask the buffer."""
         self._check_open()
         _check_session_id(session_id)
         _check_revision(revision)
@@ -386,7 +380,7 @@ class ReplayAPI:
     def _replay_batch_message(
         self, session_id: str, payloads: Iterable[Any], revision: int
     ) -> Append | None:
-        """`replay_append_many`'s checks; the message (`None`: an empty batch)."""
+        """`append_many`'s checks; the message (`None`: an empty batch)."""
         self._check_open()
         _check_session_id(session_id)
         _check_revision(revision)
@@ -405,7 +399,7 @@ class ReplayAPI:
     def _replay_after_steps(
         self, cursor: str, session_id: str | None, *, here: bool
     ) -> Steps[Replayed | Gap]:
-        """`replay_after` as steps (see `_replay_ask_steps`)."""
+        """`after` as steps (see `_replay_ask_steps`)."""
         self._check_open()
         if session_id is not None:
             _check_session_id(session_id)
@@ -426,21 +420,19 @@ class ReplayAPI:
 
     # -- the public surface -------------------------------------------------------------
 
-    def replay_append(
-        self, session_id: str, payload: Any, *, revision: int = 0
-    ) -> ObservationEvent:
+    def append(self, session_id: str, payload: Any, *, revision: int = 0) -> ObservationEvent:
         """Append one event to the session's buffer; the event, with its cursor.
 
         `payload` is any JSON-serialisable value, stored as given (not copied; do not
         change it afterwards). `revision` is the session revision the event belongs
         to (an int >= 0). Bad input raises `InvalidInput` and appends nothing. Waits
-        for the buffer (not from inside an actor handler: use `replay_publish`).
+        for the buffer (not from inside an actor handler: use `publish`).
         """
         return self._replay_ask(
             session_id, self._replay_append_message(session_id, payload, revision)
         )
 
-    def replay_append_many(
+    def append_many(
         self, session_id: str, payloads: Iterable[Any], *, revision: int = 0
     ) -> list[ObservationEvent]:
         """Append several events in one message; the events, in order.
@@ -455,14 +447,14 @@ class ReplayAPI:
             return []
         return self._replay_ask(session_id, message)
 
-    def replay_publish(self, session_id: str, payload: Any, *, revision: int = 0) -> None:
+    def publish(self, session_id: str, payload: Any, *, revision: int = 0) -> None:
         """Append one event without waiting for it (fire and forget).
 
         The payload, session id and revision are checked on the caller's thread
         (`InvalidInput`, nothing appended), then the buffer is told. Never waits, so
         it may be called from inside actor handlers. Events published from one thread
         are appended in the order sent (also relative to that thread's
-        `replay_append` calls); the buffer never retires while publishes are on their
+        `append` calls); the buffer never retires while publishes are on their
         way to it, so none is lost. There is no backpressure: see the module docstring
         (`replay_publishes_pending` in `metrics()`). The event's position and cursor
         are not returned: subscribers get it, and `current_cursor` names the tail.
@@ -474,10 +466,8 @@ class ReplayAPI:
         _check_payloads(payloads)
         self._replay_tell(session_id, Append(payloads, revision, True))
 
-    def replay_publish_many(
-        self, session_id: str, payloads: Iterable[Any], *, revision: int = 0
-    ) -> None:
-        """`replay_publish` of a batch, in one message, all or none (as `replay_append_many`)."""
+    def publish_many(self, session_id: str, payloads: Iterable[Any], *, revision: int = 0) -> None:
+        """`publish` of a batch, in one message, all or none (as `append_many`)."""
         self._check_open()
         _check_session_id(session_id)
         _check_revision(revision)
@@ -488,13 +478,13 @@ class ReplayAPI:
     def current_cursor(self, session_id: str, revision: int = 0) -> str:
         """The cursor at the session's tail now, made at `revision`.
 
-        `replay_after` of it replays what is appended from now on. Makes the session's
+        `after` of it replays what is appended from now on. Makes the session's
         buffer if it has none, and restarts the buffer's idle time (the cursor stays
         resumable for at least `max_event_age_s` if nothing is appended).
         """
         return self._replay_ask(session_id, self._replay_cursor_message(session_id, revision))
 
-    def replay_after(self, cursor: str, *, session_id: str | None = None) -> Replayed | Gap:
+    def after(self, cursor: str, *, session_id: str | None = None) -> Replayed | Gap:
         """The events after `cursor`, in order (`Replayed`), or a `Gap` saying why not.
 
         A malformed cursor raises `MalformedCursor` (naming the bad part); with
@@ -504,12 +494,12 @@ class ReplayAPI:
         # With no timeout the buffer's turn may run right here (caller runs).
         return drive(self._replay_after_steps(cursor, session_id, here=True))
 
-    def subscribe_after(self, cursor: str, *, session_id: str | None = None) -> Subscription | Gap:
+    def subscribe(self, cursor: str, *, session_id: str | None = None) -> Subscription | Gap:
         """A `Subscription` giving the events after `cursor`, then live ones; or a `Gap`.
 
         The replay and the registration happen in one message of the session's
         buffer, so there is no gap and no duplicate between them. Errors as for
-        `replay_after`. A subscription is what makes a buffer for a session that has
+        `after`. A subscription is what makes a buffer for a session that has
         none (a `Gap` answer makes none).
         """
         self._check_open()
@@ -553,14 +543,14 @@ class _PendingSubscribe:
     `PendingSubscription`: `Follower` keeps one whose wait timed out for its next call).
 
     The replay and the registration happen in one message of the buffer. A session
-    with no buffer is answered here (`ReplayAPI._replay_unknown`), making the buffer
+    with no buffer is answered here (`Replay._replay_unknown`), making the buffer
     only for the cursor that needs one. A buffer that retired or stopped under the
     message is replaced, and the message sent again.
     """
 
     __slots__ = ("_api", "_cursor", "_future", "_parsed", "_result", "_slot", "_sub")
 
-    def __init__(self, api: ReplayAPI, parsed: ParsedCursor, cursor: str) -> None:
+    def __init__(self, api: Replay, parsed: ParsedCursor, cursor: str) -> None:
         self._api = api
         self._parsed = parsed
         self._cursor = cursor

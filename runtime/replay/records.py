@@ -1,19 +1,19 @@
 """Replay buffers: what a client gets back when it resumes a session's events.
 
-A host appends observation events per session (`Runtime.replay_append`); each event
+A host appends observation events per session (`Runtime.replay.append`); each event
 gets the next position in the session's buffer and a cursor naming it. A client that
 comes back with the cursor of the last event it saw gets exactly what it missed
 (`Replayed`), or is told precisely that it cannot (`Gap`):
 
-    start = rt.current_cursor("s1")
-    rt.replay_append("s1", {"type": "turn_started"})     # waits; returns the event
-    rt.replay_publish("s1", {"type": "turn_activity"})   # never waits; returns None
-    result = rt.replay_after(start)      # Replayed(events=(ObservationEvent(...), ...), ...)
+    start = rt.replay.current_cursor("s1")
+    rt.replay.append("s1", {"type": "turn_started"})     # waits; returns the event
+    rt.replay.publish("s1", {"type": "turn_activity"})   # never waits; returns None
+    result = rt.replay.after(start)      # Replayed(events=(ObservationEvent(...), ...), ...)
 
-    with rt.subscribe_after(start) as sub:   # or a Gap
+    with rt.replay.subscribe(start) as sub:   # or a Gap
         event = sub.next_event(timeout=5)    # the replayed events, then live ones
 
-    for item in rt.follow(start):        # recovers from lags and gaps by itself
+    for item in rt.replay.follow(start):        # recovers from lags and gaps by itself
         ...                              # an ObservationEvent, or a Gap (once per gap)
 
 Gap rules, checked in this order (`Gap.detail` says which one applied):

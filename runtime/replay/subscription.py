@@ -48,7 +48,7 @@ class _Releasable(Protocol):
 class Subscription:
     """A session's events after a cursor: first the replayed ones, then live ones.
 
-    Made by `Runtime.subscribe_after`. The replay and the registration for live
+    Made by `Runtime.replay.subscribe`. The replay and the registration for live
     events happen in one message of the session's buffer actor, so there is no gap
     and no duplicate between them. Lives on the host's threads: the buffer actor puts
     live events into this subscription's bounded queue without ever waiting, and

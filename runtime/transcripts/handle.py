@@ -28,7 +28,7 @@ __all__ = ["Transcript"]
 class Transcript:
     """A handle on one open transcript; every call is answered by the transcript's actor.
 
-    Get one from `rt.transcript_create`, `rt.transcript_resume` or `rt.transcript_fork`.
+    Get one from `rt.transcripts.create`, `rt.transcripts.resume` or `rt.transcripts.fork`.
     Calls wait for the actor's answer; from inside an actor's handler (where the wait
     would block a shared dispatcher thread) they raise `InvalidTransition`.
     After `close()` (or the runtime's), every call raises `Stopped`.
@@ -84,7 +84,7 @@ class Transcript:
         except ActorDeadError:
             raise Stopped(
                 f"transcript {self.session_id!r} is closed; reopen it with "
-                f"rt.transcript_resume({self.path!r})"
+                f"rt.transcripts.resume({self.path!r})"
             ) from None
 
     def on_turn_end(

@@ -1,10 +1,10 @@
-"""The `Runtime` facade's transcripts methods (a mixin of `Runtime`).
+"""`rt.transcripts`: append-only conversation logs, created, resumed or forked.
 
-    t = rt.transcript_create(model="anthropic:claude-sonnet-4-5")
+    t = rt.transcripts.create(model="anthropic:claude-sonnet-4-5")
     t.on_turn_end([UserMessage("hi"), AssistantMessage("hello")])
     t.close()
-    t = rt.transcript_resume(t.path)   # same context, usage and next entry id
-    f = rt.transcript_fork(t.path)     # a new file with only the active branch
+    t = rt.transcripts.resume(t.path)   # same context, usage and next entry id
+    f = rt.transcripts.fork(t.path)     # a new file with only the active branch
 
 Opening work (creating the file, or reading back and repairing an existing one, up to
 100,000 entries and more) runs here on the caller's thread, never on a dispatcher
@@ -23,16 +23,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from greenroom.actors.transcript import TranscriptActor
 from greenroom.errors import InvalidInput, InvalidTransition
+from greenroom.kernel import Kernel
 from greenroom.transcripts.records import DURABILITIES, CompactionConfig
 
 if TYPE_CHECKING:
-    from greenroom.actors.base import GreenroomActorRef
     from greenroom.transcripts.handle import Transcript
     from greenroom.transcripts.logformat import Header, LogFile, TranscriptState
     from greenroom.transcripts.records import RecoveryReport
 
-__all__ = ["TranscriptsAPI"]
+__all__ = ["Transcripts"]
 
 log = logging.getLogger("greenroom.transcripts")
 
@@ -72,37 +73,25 @@ def _create_file(
             raise StorageError(f"cannot create transcript {str(path)!r}: {error}") from error
 
 
-class TranscriptsAPI:
-    """`Runtime` methods for transcripts; `Runtime` inherits them."""
+class Transcripts:
+    """The transcripts of one runtime (`rt.transcripts`): create, resume and fork logs."""
 
-    if TYPE_CHECKING:
-        from greenroom.clock import Clock
-        from greenroom.config import RuntimeConfig
-        from greenroom.metrics import Metrics
-        from greenroom.store import Store
-
-        _store: Store
-        _clock: Clock
-        _config: RuntimeConfig
-        _metrics: Metrics
-        _lock: threading.Lock
-        _actors: dict[str, dict[str, Any]]
-
-        def _check_open(self) -> None: ...
-        def _refuse_inside_actor(self, what: str) -> None: ...
-        def spawn(self, actor_class: Any, *args: Any, **kwargs: Any) -> GreenroomActorRef: ...
-
-    def _init_transcripts(self) -> None:
-        """Set up this part's state; called once from `Runtime.__init__`."""
+    def __init__(self, kernel: Kernel) -> None:
+        """Build the namespace on `kernel`; `Runtime` makes one."""
+        self._kernel = kernel
+        self._store = kernel.store
+        self._clock = kernel.clock
+        self._config = kernel.config
+        self._metrics = kernel.metrics
+        self._check_open = kernel.check_open
+        self._refuse_inside_actor = kernel.refuse_inside_actor
+        self.spawn = kernel.spawn
         self._transcripts_lock = threading.Lock()
         self._transcripts_temp_dir: Path | None = None
 
-    def _transcripts_metrics(self) -> dict[str, int]:
-        """This part's counters (at zero until bumped) and gauges for `metrics()`."""
-        from greenroom.actors.transcript import TranscriptActor
-
-        with self._lock:  # the runtime's lookup of running actors
-            running = sum(1 for ref in self._actors.get(TranscriptActor.kind, {}).values() if ref)
+    def counters(self) -> dict[str, int]:
+        """This part's counters (at zero until bumped) and gauges (`Runtime.metrics`)."""
+        running = self._kernel.running(TranscriptActor.kind)
         return {
             "transcripts_created": 0,
             "transcripts_resumed": 0,
@@ -123,7 +112,7 @@ class TranscriptsAPI:
             "transcripts_open": running,
         }
 
-    def _close_transcripts(self) -> None:
+    def close(self) -> None:
         """Release this part's resources; `close()` calls it after every actor stopped.
 
         Each transcript's actor flushed and closed its file in `on_stop`. What is left is
@@ -143,7 +132,7 @@ class TranscriptsAPI:
     # -- the folder --------------------------------------------------------------------
 
     @property
-    def transcript_dir(self) -> Path:
+    def directory(self) -> Path:
         """The folder new transcripts go to (`RuntimeConfig.transcript_dir`; by default
         `<database>.transcripts` beside the database, a temporary folder for
         `":memory:"`). Created on first use."""
@@ -162,7 +151,7 @@ class TranscriptsAPI:
 
     # -- opening -----------------------------------------------------------------------
 
-    def transcript_create(
+    def create(
         self,
         *,
         directory: str | os.PathLike[str] | None = None,
@@ -172,7 +161,7 @@ class TranscriptsAPI:
         durability: str | None = None,
     ) -> Transcript:
         """Start a new transcript: a new `<session id>.jsonl` file in `directory`
-        (default `transcript_dir`), created exclusively, with its session header.
+        (default `directory`), created exclusively, with its session header.
 
         `model` (`"provider:model"`) is recorded in the header and prices `cost()`;
         `durability` is `"turn"` (one fsync per turn), `"entry"` or `"none"`, `None`
@@ -182,8 +171,8 @@ class TranscriptsAPI:
         from greenroom.transcripts.records import RecoveryReport
 
         self._check_open()
-        self._refuse_inside_actor("transcript_create()")
-        folder = self.transcript_dir if directory is None else _check_path("directory", directory)
+        self._refuse_inside_actor("transcripts.create()")
+        folder = self.directory if directory is None else _check_path("directory", directory)
         _check_str("cwd", cwd)
         _check_str("model", model)
         compaction, durability = self._transcript_options(compaction, durability)
@@ -207,7 +196,7 @@ class TranscriptsAPI:
             new=True,
         )
 
-    def transcript_resume(
+    def resume(
         self,
         path: str | os.PathLike[str],
         *,
@@ -232,7 +221,7 @@ class TranscriptsAPI:
         from greenroom.transcripts.logformat import LogFile, load
 
         self._check_open()
-        self._refuse_inside_actor("transcript_resume()")
+        self._refuse_inside_actor("transcripts.resume()")
         where = _check_path("path", path)
         if model is not None:
             _check_str("model", model)
@@ -264,7 +253,7 @@ class TranscriptsAPI:
             file, header, loaded.state, loaded.recovery, compaction, durability
         )
 
-    def transcript_fork(
+    def fork(
         self,
         path: str | os.PathLike[str],
         *,
@@ -278,7 +267,7 @@ class TranscriptsAPI:
         `model=None` and `compaction=None` take the source header's (as `resume` does);
         the fork's header records the ones it uses.
 
-        The new file (in `directory`, default `transcript_dir`) has a new session id and
+        The new file (in `directory`, default `directory`) has a new session id and
         `parent_session` set to the source's; the branch's entries keep their ids, so the
         fork's next entry id continues after them. The source is only read (a transcript
         open elsewhere may be forked); what reading it found is the fork's `recovery`.
@@ -300,9 +289,9 @@ class TranscriptsAPI:
         from greenroom.transcripts.records import CompactionSummary
 
         self._check_open()
-        self._refuse_inside_actor("transcript_fork()")
+        self._refuse_inside_actor("transcripts.fork()")
         source_path = _check_path("path", path)
-        folder = self.transcript_dir if directory is None else _check_path("directory", directory)
+        folder = self.directory if directory is None else _check_path("directory", directory)
         if model is not None:
             _check_str("model", model)
         given = compaction

@@ -4,12 +4,12 @@ One transcript per agent conversation: an append-only JSONL file, owned by its o
 actor (`greenroom.actors.transcript.TranscriptActor`), holding every message the host reports at
 the end of each turn, the compactions, and the branch pointers ("leaves").
 
-    t = rt.transcript_create(model="anthropic:claude-sonnet-4-5")
+    t = rt.transcripts.create(model="anthropic:claude-sonnet-4-5")
     t.on_turn_end([UserMessage("hi"), AssistantMessage("hello", usage=Usage(12, 3))])
     t.context()   # [UserMessage('hi'), AssistantMessage('hello', ...)]
     t.usage()     # Usage(input_tokens=12, output_tokens=3, ...)
     t.close()
-    again = rt.transcript_resume(t.path)  # the same context, usage and next entry id
+    again = rt.transcripts.resume(t.path)  # the same context, usage and next entry id
 
 The log format, the recovery rules and the compaction rules are described in
 `greenroom.transcripts.logformat` and `greenroom.transcripts.compaction`.
