@@ -27,6 +27,7 @@ import attrs
 
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
 from greenroom.errors import CompactionError, InvalidTransition, NotFound, Stopped, StorageError
+from greenroom.pricing import calculate_cost, lookup_pricing
 from greenroom.transcripts.compaction import choose_cut, context_tokens, default_summarizer
 from greenroom.transcripts.logformat import (
     LogFile,
@@ -39,7 +40,6 @@ from greenroom.transcripts.logformat import (
     leaf_entry,
     message_entry,
 )
-from greenroom.transcripts.pricing import calculate_cost, lookup_pricing
 from greenroom.transcripts.records import (
     ZERO_USAGE,
     AssistantMessage,

@@ -65,7 +65,7 @@ from greenroom import (
     UserMessage,
 )
 from greenroom.errors import NotFound, Timeout
-from greenroom.transcripts.pricing import BUILTIN_PRICING
+from greenroom.pricing import BUILTIN_PRICING
 
 DB = Path("demo.db")
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

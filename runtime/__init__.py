@@ -25,12 +25,12 @@ from greenroom.clock import Clock, FakeClock, SystemClock, TimerHandle
 from greenroom.config import RuntimeConfig
 from greenroom.executions.records import FeedResult, LlmRequest
 from greenroom.models import FileInfo, StoredObject
+from greenroom.pricing import CostBreakdown, ModelPricing
 from greenroom.replay.records import Gap, ObservationEvent, Replayed
 from greenroom.replay.subscription import Subscription
 from greenroom.runtime import Runtime
 from greenroom.store import Store
 from greenroom.transcripts.handle import Transcript
-from greenroom.transcripts.pricing import CostBreakdown, ModelPricing
 from greenroom.transcripts.records import (
     AssistantMessage,
     CompactionConfig,

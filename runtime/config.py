@@ -64,7 +64,7 @@ def _pricing(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         )
     if value:
         # Imported here: the pricing module is the transcripts' and imports this one.
-        from greenroom.transcripts.pricing import check_pricing_table
+        from greenroom.pricing import check_pricing_table
 
         check_pricing_table(value)
 

@@ -21,9 +21,9 @@ from greenroom import (
     Usage,
     UserMessage,
 )
+from greenroom.pricing import BUILTIN_PRICING, ModelPricing, lookup_pricing
 from greenroom.transcripts.compaction import choose_cut, context_tokens, default_summarizer
 from greenroom.transcripts.logformat import Node, estimate_tokens, iso_utc
-from greenroom.transcripts.pricing import BUILTIN_PRICING, ModelPricing, lookup_pricing
 
 # -- random turn shapes ------------------------------------------------------------------------
 

@@ -117,12 +117,12 @@ BUGS = {
     "transcript cost": (
         """
         import attrs
-        import greenroom.transcripts.pricing
-        calculate_cost = greenroom.transcripts.pricing.calculate_cost
+        import greenroom.pricing
+        calculate_cost = greenroom.pricing.calculate_cost
         def dearer(usage, pricing):
             cost = calculate_cost(usage, pricing)
             return attrs.evolve(cost, output=cost.output * 1.01)
-        greenroom.transcripts.pricing.calculate_cost = dearer
+        greenroom.pricing.calculate_cost = dearer
         import greenroom.actors.transcript
         greenroom.actors.transcript.calculate_cost = dearer
         """,

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from greenroom.cli.common import emit_json, plural, say
+from greenroom.pricing import calculate_cost, lookup_pricing
 from greenroom.transcripts.compaction import context_tokens
 from greenroom.transcripts.logformat import Node, load, message_to_json
-from greenroom.transcripts.pricing import calculate_cost, lookup_pricing
 from greenroom.transcripts.records import (
     AssistantMessage,
     CompactionSummary,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from greenroom.errors import InvalidInput, InvalidTransition, Stopped
-from greenroom.transcripts.pricing import CostBreakdown
+from greenroom.pricing import CostBreakdown
 from greenroom.transcripts.records import (
     TURN_MESSAGES,
     AssistantMessage,

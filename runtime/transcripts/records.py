@@ -25,7 +25,8 @@ import attrs
 
 from greenroom.errors import InvalidInput, InvalidTransition
 from greenroom.jsonvalue import json_copy
-from greenroom.transcripts.pricing import CostBreakdown, ModelPricing
+from greenroom.pricing import CostBreakdown, ModelPricing
+from greenroom.usage import ZERO_USAGE, Usage
 
 if TYPE_CHECKING:
     pass
@@ -164,39 +165,6 @@ def _json_object(value: Any) -> tuple[JSONObject, int]:
 
 
 # -- the message model ----------------------------------------------------------------------
-
-
-@attrs.frozen
-class Usage:
-    """Tokens billed for one or more model calls (Python ints, never truncated)."""
-
-    input_tokens: int = attrs.field(default=0, validator=_count)
-    output_tokens: int = attrs.field(default=0, validator=_count)
-    cache_read_tokens: int = attrs.field(default=0, validator=_count)
-    cache_write_tokens: int = attrs.field(default=0, validator=_count)
-
-    @property
-    def total_tokens(self) -> int:
-        """All four kinds added up."""
-        return (
-            self.input_tokens
-            + self.output_tokens
-            + self.cache_read_tokens
-            + self.cache_write_tokens
-        )
-
-    def __add__(self, other: Usage) -> Usage:
-        if not isinstance(other, Usage):
-            return NotImplemented
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.cache_read_tokens + other.cache_read_tokens,
-            self.cache_write_tokens + other.cache_write_tokens,
-        )
-
-
-ZERO_USAGE = Usage()
 
 
 @attrs.frozen

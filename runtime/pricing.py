@@ -23,7 +23,7 @@ import attrs
 from greenroom.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from greenroom.transcripts.records import Usage
+    from greenroom.usage import Usage
 
 __all__ = [
     "BUILTIN_PRICING",

@@ -1,0 +1,173 @@
+"""Reusable checks for callers' input: each raises `InvalidInput` naming what was wrong.
+
+Every check takes the value and `what` (the name a message uses, such as `"timeout"` or
+`"RuntimeConfig.stop_timeout_s"`) and returns the value, normalised where that helps
+(a path becomes a `Path`). `validator(check, **options)` makes an attrs validator of any
+of them, naming the field as `Class.field`:
+
+    timeout: float = attrs.field(validator=validator(check_number, positive=True))
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import attrs
+
+from greenroom.errors import InvalidInput
+
+__all__ = [
+    "MAX_TIMEOUT_S",
+    "check_bool",
+    "check_callable",
+    "check_choice",
+    "check_int",
+    "check_number",
+    "check_path",
+    "check_text",
+    "check_timeout",
+    "validator",
+]
+
+T = TypeVar("T")
+
+MAX_TIMEOUT_S = 10.0 * 365 * 24 * 3600
+"""The longest timeout a call takes (ten years): larger ones overflow the OS's waits."""
+
+
+def check_int(
+    value: Any, what: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """`value` as an int (never a bool) within [minimum, maximum]."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+    ):
+        bounds = ([f">= {minimum}"] if minimum is not None else []) + (
+            [f"<= {maximum}"] if maximum is not None else []
+        )
+        need = f" {' and '.join(bounds)}" if bounds else ""
+        raise InvalidInput(f"{what} must be an int{need}, got {_shown(value)}")
+    return value
+
+
+def check_number(
+    value: Any,
+    what: str,
+    *,
+    positive: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> float:
+    """`value` as a finite int or float (never a bool): positive, or within the bounds."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or (positive and value <= 0)
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+    ):
+        bounds = []
+        if positive:
+            bounds.append("> 0")
+        if minimum is not None:
+            bounds.append(f">= {minimum:g}")
+        if maximum is not None:
+            bounds.append(f"<= {maximum:g}")
+        need = f" {' and '.join(bounds)}" if bounds else ""
+        raise InvalidInput(f"{what} must be a finite number{need}, got {_shown(value)}")
+    return value
+
+
+def check_timeout(value: Any, what: str = "timeout") -> float | None:
+    """`None` (wait as long as it takes) or seconds: finite, >= 0, at most ten years."""
+    if value is None:
+        return None
+    return check_number(value, what, minimum=0, maximum=MAX_TIMEOUT_S)
+
+
+def check_bool(value: Any, what: str) -> bool:
+    """`value` if it is True or False (not merely truthy)."""
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{what} must be True or False, got {_shown(value)}")
+    return value
+
+
+def check_text(value: Any, what: str, *, nonempty: bool = False) -> str:
+    """`value` as a str that encodes to UTF-8 (no lone surrogate); non-empty if asked."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a str, got {type(value).__name__}")
+    if nonempty and not value:
+        raise InvalidInput(f"{what} must not be empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidInput(
+            f"{what} is not valid Unicode (a lone surrogate at position {error.start})"
+        ) from None
+    return value
+
+
+def check_choice(value: Any, what: str, choices: Collection[T]) -> T:
+    """`value` if it is one of `choices`."""
+    if not isinstance(value, str | int) or value not in choices:
+        shown = ", ".join(repr(choice) for choice in choices)
+        raise InvalidInput(f"{what} must be one of {shown}, got {_shown(value)}")
+    return value  # type: ignore[return-value]
+
+
+def check_callable(value: Any, what: str) -> Callable[..., Any]:
+    """`value` if it can be called."""
+    if not callable(value):
+        raise InvalidInput(f"{what} must be callable, got {_shown(value)}")
+    return value
+
+
+def check_path(value: Any, what: str) -> Path:
+    """`value` (a str or an `os.PathLike`) as a `Path`: non-empty, no NUL, encodable."""
+    if not isinstance(value, str | os.PathLike):
+        raise InvalidInput(f"{what} must be a str or os.PathLike path, got {_shown(value)}")
+    text = os.fspath(value)
+    if isinstance(text, bytes):
+        raise InvalidInput(f"{what} must be a text path, got bytes {text!r}")
+    if not text:
+        raise InvalidInput(f"{what} must not be empty")
+    if "\0" in text:
+        raise InvalidInput(f"{what} must not hold a NUL character, got {text!r}")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what} cannot be encoded for the file system: {text!r}") from None
+    return Path(text)
+
+
+class _Check(Protocol):
+    def __call__(self, value: Any, what: str, /, **options: Any) -> Any: ...
+
+
+def validator(
+    check: _Check, *, optional: bool = False, **options: Any
+) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """An attrs validator running `check` (with `options`); `None` passes if `optional`."""
+
+    def validate(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if optional and value is None:
+            return
+        check(value, f"{type(inst).__name__}.{attribute.name}", **options)
+
+    return validate
+
+
+def _shown(value: Any) -> str:
+    # A repr that cannot flood a log line (or take forever, for a huge int).
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"an int of {len(str(abs(value))) if abs(value) < 10**4000 else 'over 4000'} digits"
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."

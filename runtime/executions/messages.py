@@ -1,0 +1,1 @@
+"""The messages the executions actors handle."""
