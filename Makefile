@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(MAKE) --no-print-directory lint-imports typecheck docs
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
 
 stage:
 	rm -rf $(STAGE) && mkdir -p $(STAGE)
@@ -40,7 +40,7 @@ lint-imports: $(STAMP) stage
 # paths are shown as the repository has them.
 typecheck: $(STAMP) stage
 	set -o pipefail; MYPYPATH=$(STAGE) $(VENV)/bin/mypy --strict $(STAGE)/greenroom \
-	    examples tests/typed_surface.py \
+	    examples tests/test_typed_surface.py \
 	  | sed -e 's#^$(STAGE)/greenroom/actors/#actors/#' -e 's#^$(STAGE)/greenroom/#runtime/#'
 
 docs: $(STAMP)

@@ -1,4 +1,4 @@
-"""greenroom's actors: the `GreenroomActor` base and, later, the actors built on it."""
+"""greenroom's actors: the `GreenroomActor` base for a host's own actors, and its context."""
 
 from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
 

@@ -75,8 +75,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 import pykka
 from pykka import ActorDeadError, ActorRef
-from pykka._envelope import Envelope
-from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
+from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr
 
 from greenroom.actors.caller_runs import put_running_here
 from greenroom.actors.mailbox import Mailbox, dead_actor_error
@@ -84,6 +83,7 @@ from greenroom.actors.messages import START, BlockingDone, Start, describe_messa
 from greenroom.clock import stopwatch
 from greenroom.errors import GreenroomError, InvalidTransition
 from greenroom.futures import GreenroomFuture, in_handler
+from greenroom.pykka_internals import ActorStop, Envelope
 
 if TYPE_CHECKING:
     from greenroom.activity import ActivityTracker
@@ -204,7 +204,7 @@ class StopFlag:
 class GreenroomActorRef(ActorRef[Any]):
     """pykka's `ActorRef`, plus the actor's kind and id; counts dead letters once."""
 
-    actor_inbox: Mailbox
+    actor_inbox: Mailbox  # type: ignore[assignment]  # greenroom's mailbox stands in for pykka's
 
     def __init__(self, actor: GreenroomActor) -> None:
         super().__init__(actor)
@@ -281,8 +281,8 @@ class GreenroomActor(pykka.Actor):
     """Messages per turn for this class instead of `dispatcher_throughput` (for actors
     that serve many others, such as a writer every block sends to)."""
 
-    actor_ref: GreenroomActorRef  # type: ignore[assignment]
-    actor_inbox: Mailbox  # type: ignore[assignment]
+    actor_ref: GreenroomActorRef
+    actor_inbox: Mailbox  # type: ignore[assignment]  # greenroom's mailbox stands in for pykka's
     actor_stopped: StopFlag  # type: ignore[assignment]
 
     def __init__(self, ctx: ActorContext) -> None:
@@ -425,7 +425,7 @@ class GreenroomActor(pykka.Actor):
         cls = type(message)
         if cls is Start:
             return self._run_on_start()
-        if cls is _ActorStop:
+        if cls is ActorStop:
             self._stop()
             if reply_to is not None:
                 # Answered after teardown, so a blocking stop() returns only once the
@@ -531,9 +531,10 @@ class GreenroomActor(pykka.Actor):
         self._cancel_timers()
         try:
             for item in unhandled + self.actor_inbox.close():
-                if type(item) is Envelope and isinstance(item.message, _ActorStop):
-                    self._stop_replies.append(item.reply_to)
-                elif isinstance(item, _ActorStop):
+                if type(item) is Envelope and isinstance(item.message, ActorStop):
+                    if item.reply_to is not None:
+                        self._stop_replies.append(item.reply_to)
+                elif isinstance(item, ActorStop):
                     pass  # a told stop to an actor already stopping: nothing to answer
                 else:
                     self.actor_inbox.dead_letter(item)

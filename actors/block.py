@@ -33,8 +33,8 @@ followed by the live part, and the next archive (or a restore) joins the two.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,24 @@ from typing import Any
 import attrs
 
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef, Reply
-from greenroom.actors.block_writer import Output, StatsUpdate, Sync
+from greenroom.actors.busy_queue import BusyQueue
 from greenroom.blocks.archive import archive_name, checked_archive_path, read_archive, write_archive
-from greenroom.blocks.messages import AppendOutput, RecordLine
+from greenroom.blocks.messages import (
+    AppendOutput,
+    Archive,
+    Flush,
+    GetMeta,
+    GetStats,
+    MergeMeta,
+    PruneArchive,
+    ReadOutput,
+    RecordLine,
+    Restore,
+    TrailingFlush,
+    WhenWritten,
+    WriteOutput,
+    WriteStats,
+)
 from greenroom.blocks.records import (
     ARCHIVE_BACKUP,
     ARCHIVE_PATH,
@@ -68,11 +83,15 @@ BLOCK = "block"
 OUTPUT = "output"
 RESTORING = "output.restoring"
 _PIECE = 1 << 20
+_TRAILING = TrailingFlush()
+
+Op = Callable[[Reply], None]
+"""One heavy operation (archive, restore, read, prune): started with its caller's reply."""
 
 
 @attrs.frozen
 class _Then:
-    """A continuation: call `fn(*args)` inside the actor."""
+    """A continuation: call `fn(*args)` inside the actor (once the writer has synced)."""
 
     fn: Callable[..., object]
     args: tuple[Any, ...] = ()
@@ -94,7 +113,7 @@ def _write_if_unchanged(
 
     Else nothing is written and `_Changed` is raised.
     """
-    expect = [
+    expect: list[ExpectFile | ExpectMeta] = [
         ExpectFile(BLOCK, block_id, OUTPUT, live_bytes),
         ExpectMeta(BLOCK, block_id, ARCHIVE_PATH, archive_path),
     ]
@@ -105,13 +124,6 @@ def _write_if_unchanged(
             f"block {block_id!r} changed while this ran ({error}; another process wrote "
             "to it); nothing changed, try again"
         ) from None
-
-
-class _Trailing:
-    pass
-
-
-_TRAILING = _Trailing()
 
 
 class BlockActor(GreenroomActor):
@@ -129,11 +141,10 @@ class BlockActor(GreenroomActor):
         self._partial_counted = False  # counted already (at an archive)
         self._dirty = False
         self._last_flush: float | None = None
-        self._trailing = None
-        self._busy = False
-        self._current: Reply | None = None  # the archive / restore / read under way
+        self._trailing: Any = None
+        # The archive / restore / read / prune under way, and those waiting for it.
+        self._ops: BusyQueue[Op] = BusyQueue(self._start_op)
         self._held = bytearray()  # output that arrived while an archive or restore ran
-        self._queued: deque[tuple[Callable[[Reply], None], Reply]] = deque()
         self._archive_meta: tuple[int, Path | None, Any, Any, list[int]] = (
             0,
             None,
@@ -154,34 +165,44 @@ class BlockActor(GreenroomActor):
     def on_stop(self) -> None:
         self._end_partial_line()
         self._flush_stats()
-        if self._held:
-            self._writer.tell(Output(self.block_id, bytes(self._held)))
-            self._held.clear()
-        stopped = Stopped(f"block {self.block_id!r} stopped before this call finished")
-        if self._current is not None:
-            # Its job's result will come back to a stopped actor: answer now instead.
-            self._current.fail(stopped)
-        for _op, reply in self._queued:
-            reply.fail(stopped)
-        self._queued.clear()
-
-    # -- output and stats (tells) ----------------------------------------------------------
+        self._release_held()
+        # The job under way will answer a stopped actor: its caller is answered now.
+        self._ops.fail_all(Stopped(f"block {self.block_id!r} stopped before this call finished"))
 
     def on_receive(self, message: Any) -> Any:
         cls = type(message)
+        # Tells first: they are most of the traffic.
         if cls is AppendOutput:
             self._append(message.data)
         elif cls is RecordLine:
             self._count(1, message.n_bytes // 4)
         elif cls is _Then:
             message.fn(*message.args)
-        elif message is _TRAILING:
+        elif cls is TrailingFlush:
             self._trailing = None
             if self._dirty:
                 self._maybe_flush(force=False)
+        elif cls is GetStats:
+            return self._stats
+        elif cls is GetMeta:
+            return self._meta()
+        elif cls is MergeMeta:
+            return self.ctx.store.update_meta(BLOCK, self.block_id, message.update).meta
+        elif cls is Flush:
+            return self._flush()
+        elif cls is Archive:
+            return self._enqueue(self._archive)
+        elif cls is Restore:
+            return self._enqueue(self._restore)
+        elif cls is ReadOutput:
+            return self._enqueue(self._read)
+        elif cls is PruneArchive:
+            return self._enqueue(functools.partial(self._prune, message.path))
         else:
             return super().on_receive(message)
         return None
+
+    # -- output and stats (tells) ----------------------------------------------------------
 
     def _append(self, data: bytes) -> None:
         if not data:
@@ -200,10 +221,15 @@ class BlockActor(GreenroomActor):
             self._partial_counted = False
             if lengths:
                 self._count(len(lengths), sum(length // 4 for length in lengths))
-        if self._busy:
+        if self._ops.busy:
             self._held += data
         else:
-            self._writer.tell(Output(self.block_id, data))
+            self._writer.tell(WriteOutput(self.block_id, data))
+
+    def _release_held(self) -> None:
+        if self._held:
+            self._writer.tell(WriteOutput(self.block_id, bytes(self._held)))
+            self._held.clear()
 
     def _end_partial_line(self) -> None:
         # The output's last line has no newline yet; when the stream pauses for an
@@ -234,71 +260,36 @@ class BlockActor(GreenroomActor):
 
     def _flush_stats(self) -> None:
         if self._dirty:
-            self._writer.tell(StatsUpdate(self.block_id, self._stats.as_meta()))
+            self._writer.tell(WriteStats(self.block_id, self._stats.as_meta()))
             self._dirty = False
             self._last_flush = self.ctx.clock.monotonic()
 
-    # -- asks --------------------------------------------------------------------------------
-
-    def stats(self) -> SessionStats:
-        return self._stats
-
-    def meta(self) -> dict[str, Any]:
-        return self.ctx.store.get_object(BLOCK, self.block_id).meta
-
-    def update_meta(self, update: dict[str, Any]) -> dict[str, Any]:
-        return self.ctx.store.update_meta(BLOCK, self.block_id, update).meta
-
-    def flush(self) -> Any:
+    def _flush(self) -> Any:
+        """`Flush`: answered once the writer has stored the stats and output sent so far."""
         self._flush_stats()
         reply = self.reply_later()
-        self._writer.tell(Sync(self.actor_ref, _Then(reply.set)))
+        self._writer.tell(WhenWritten(self.actor_ref, _Then(reply.set)))
         return DEFERRED
-
-    def archive(self) -> Any:
-        return self._enqueue(self._archive)
-
-    def restore(self) -> Any:
-        return self._enqueue(self._restore)
-
-    def read_output(self) -> Any:
-        return self._enqueue(self._read)
-
-    def prune_archive(self, path: str) -> Any:
-        """Delete the archive file `path` (the sweep's pruning) and fix the metadata."""
-        return self._enqueue(lambda reply: self._prune(path, reply))
 
     # -- one heavy operation at a time ----------------------------------------------------
 
-    def _enqueue(self, op: Callable[[Reply], None]) -> Any:
-        reply = self.reply_later()
-        if self._busy:
-            self._queued.append((op, reply))
-        else:
-            self._run(op, reply)
+    def _enqueue(self, op: Op) -> Any:
+        self._ops.submit(op, self.reply_later())
         return DEFERRED
 
-    def _run(self, op: Callable[[Reply], None], reply: Reply) -> None:
-        self._busy = True
-        self._current = reply
-        try:
-            op(reply)
-        except Exception as error:
-            reply.fail(error)
-            self._done()
+    @staticmethod
+    def _start_op(op: Op, reply: Reply) -> None:
+        op(reply)  # (an error raised here fails the reply; the queue goes on)
 
     def _done(self) -> None:
-        self._busy = False
-        self._current = None
-        if self._held:
-            self._writer.tell(Output(self.block_id, bytes(self._held)))
-            self._held.clear()
-        if self._queued:
-            self._run(*self._queued.popleft())
+        """The operation under way ended (its reply answered): output held back goes on,
+        and the next operation starts."""
+        self._release_held()
+        self._ops.done()
 
     def _synced(self, then: Callable[..., None], *args: Any) -> None:
         """Call `then(*args)` in this actor once the writer has stored all we sent."""
-        self._writer.tell(Sync(self.actor_ref, _Then(self._guarded, (then, *args))))
+        self._writer.tell(WhenWritten(self.actor_ref, _Then(self._guarded, (then, *args))))
 
     def _guarded(self, then: Callable[..., None], reply: Reply, *args: Any) -> None:
         try:
@@ -363,7 +354,7 @@ class BlockActor(GreenroomActor):
         now = self.ctx.clock.now_ms()
         if not live:
             # Nothing new to archive (empty, missing, or archived already).
-            reply.set(ArchiveResult(self.block_id, 0, now, str(archived) if archived else None))
+            reply.set(ArchiveResult(self.block_id, 0, now, archived))
             self._done()
             return
         codec = self.ctx.config.archive_codec
@@ -410,7 +401,7 @@ class BlockActor(GreenroomActor):
         for old in {previous, self._backup_path(backup)} - {None, path}:
             old.unlink(missing_ok=True)  # type: ignore[union-attr]
         log.info("block %r archived: %d bytes to %s", self.block_id, raw, path)
-        reply.set(ArchiveResult(self.block_id, raw, at, str(path)))
+        reply.set(ArchiveResult(self.block_id, raw, at, path))
         self._done()
 
     def _backup_path(self, backup: Any) -> Path | None:
@@ -442,6 +433,7 @@ class BlockActor(GreenroomActor):
         if not meta.get(ARCHIVE_PATH):
             raise InvalidTransition(f"block {self.block_id!r} is not archived; nothing to restore")
         archived = self._archived_path(meta)
+        assert archived is not None  # (archived: the path was checked and exists)
         live = self._live_size() > 0
         store, block_id = self.ctx.store, self.block_id
         read = [0]  # live bytes copied: the final transaction checks there are no more
@@ -470,7 +462,7 @@ class BlockActor(GreenroomActor):
     def _restore_written(self, reply: Reply, restored: int) -> None:
         assert self._restore_from is not None
         archived, stored, read = self._restore_from
-        update = {ARCHIVED_AT: None, ARCHIVED_BYTES: None, ARCHIVE_PATH: None}
+        update: dict[str, Any] = {ARCHIVED_AT: None, ARCHIVED_BYTES: None, ARCHIVE_PATH: None}
         update[ARCHIVE_BACKUP] = archived.name  # kept until the next archive
         try:
             _write_if_unchanged(
@@ -519,7 +511,7 @@ class BlockActor(GreenroomActor):
 
     # prune (from the sweep)
 
-    def _prune(self, path: str, reply: Reply) -> None:
+    def _prune(self, path: Path, reply: Reply) -> None:
         target = checked_archive_path(self._archive_dir, path, self.block_id)
         meta = self._meta()
         uses = []

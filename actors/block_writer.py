@@ -14,49 +14,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import attrs
-
-from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef
+from greenroom.actors.base import ActorContext, GreenroomActor
+from greenroom.blocks.messages import CommitDue, CommitNow, WhenWritten, WriteOutput, WriteStats
 from greenroom.errors import NotFound, StorageError
 from greenroom.store import AppendFile
 
-__all__ = ["BlockWriter", "Output", "StatsUpdate", "Sync"]
+__all__ = ["BlockWriter"]
 
 log = logging.getLogger("greenroom.blocks")
 
 BLOCK = "block"
 OUTPUT = "output"
-
-
-@attrs.frozen
-class Output:
-    """Append `data` to the block's output file."""
-
-    block_id: str
-    data: bytes
-
-
-@attrs.frozen
-class StatsUpdate:
-    """Merge `update` (plain keys) into the block's metadata."""
-
-    block_id: str
-    update: dict[str, Any]
-
-
-@attrs.frozen
-class Sync:
-    """Once everything sent before this is committed, tell `notify` the `message`."""
-
-    notify: GreenroomActorRef
-    message: Any
-
-
-class _Commit:
-    pass
-
-
-_COMMIT = _Commit()
+_COMMIT = CommitDue()
 _MAX_DEFERRALS = 4
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 5.0
@@ -73,7 +42,7 @@ class BlockWriter(GreenroomActor):
         super().__init__(ctx)
         self._output: dict[str, bytearray] = {}
         self._stats: dict[str, dict[str, Any]] = {}
-        self._waiting: list[Sync] = []
+        self._waiting: list[WhenWritten] = []
         self._commit_queued = False
         self._deferrals = 0
         self.commits = 0
@@ -82,18 +51,22 @@ class BlockWriter(GreenroomActor):
         self._final = False
 
     def on_receive(self, message: Any) -> Any:
-        if type(message) is Output:
+        cls = type(message)
+        if cls is WriteOutput:
             pending = self._output.get(message.block_id)
             if pending is None:
                 self._output[message.block_id] = bytearray(message.data)
             else:
                 pending += message.data
-        elif type(message) is StatsUpdate:
+        elif cls is WriteStats:
             # Each update is a snapshot of the same keys: the last one wins.
             self._stats.setdefault(message.block_id, {}).update(message.update)
-        elif type(message) is Sync:
+        elif cls is WhenWritten:
             self._waiting.append(message)
-        elif message is _COMMIT:
+        elif cls is CommitNow:
+            self._commit_now()
+            return None
+        elif cls is CommitDue:
             if self.actor_inbox and self._deferrals < _MAX_DEFERRALS:
                 # More mail waits behind: let it join this batch (bounded, so a
                 # writer that is never idle still commits every few turns).
@@ -111,8 +84,8 @@ class BlockWriter(GreenroomActor):
             self.actor_ref.tell(_COMMIT)
         return None
 
-    def commit_now(self) -> None:
-        """Store everything handed over so far, now (an ask: returns once stored).
+    def _commit_now(self) -> None:
+        """Store everything handed over so far, now (`CommitNow`: answered once stored).
 
         Raises `StorageError` if it could not be stored; it is kept and retried.
         """

@@ -65,7 +65,7 @@ _OTHER_SIGNALS = tuple(
 # `signal.signal` and `signal.getsignal` wrap the C module's functions to convert to
 # and from enums, which costs 2-3 us a call; the C functions take 0.3 us and 14 ns.
 try:
-    from _signal import getsignal as _get_handler
+    from _signal import getsignal as _get_handler  # type: ignore[import-not-found]
     from _signal import signal as _set_handler
 except ImportError:  # pragma: no cover (an interpreter without the C module)
     _get_handler, _set_handler = signal.getsignal, signal.signal

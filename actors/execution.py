@@ -2,7 +2,7 @@
 
 **Async strategies** (`async def strategy(ctx, ...)`) are driven by the actor itself
 with `coro.send(...)`, inside its handlers: no event loop and no thread. `ctx.llm`
-returns an awaitable whose `__await__` yields a pause request to this driver; the
+returns an `LlmCall` whose `__await__` yields itself (a pause request) to this driver; the
 actor records the queries and returns `needs_response`. When the host has answered
 every query of the round, the actor sends the answers into the coroutine, which runs
 until its next pause or its end. A paused session costs a suspended coroutine and an
@@ -51,13 +51,14 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-import attrs
 from pykka import ActorDeadError
 
-from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
+from greenroom.activity import ActivityTracker
+from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef, Reply
+from greenroom.actors.blocking import BlockingPool
 from greenroom.errors import (
     AlreadyResponded,
     ExecutionCancelled,
@@ -66,11 +67,24 @@ from greenroom.errors import (
     Stopped,
     UnknownQuery,
 )
+from greenroom.executions.messages import (
+    Begin,
+    Cancel,
+    Feed,
+    Reap,
+    Status,
+    ThreadCustom,
+    ThreadDone,
+    ThreadPause,
+)
 from greenroom.executions.records import (
     MAX_LOG_CHARS,
     TERMINAL_STATES,
+    AsyncExecutionContext,
     ExecutionContext,
+    ExecutionStats,
     FeedResult,
+    LlmCall,
     LlmQuery,
     LlmRequest,
     SessionMetrics,
@@ -85,21 +99,9 @@ from greenroom.executions.registry import (
     LiveSnapshot,
     RetainedResult,
 )
+from greenroom.usage import Usage
 
-if TYPE_CHECKING:
-    from greenroom.activity import ActivityTracker
-    from greenroom.actors.blocking import BlockingPool
-
-__all__ = [
-    "BEGIN",
-    "STATUS",
-    "Begin",
-    "Cancel",
-    "ExecutionActor",
-    "Feed",
-    "Reap",
-    "Status",
-]
+__all__ = ["ExecutionActor"]
 
 log = logging.getLogger("greenroom.executions")
 
@@ -108,86 +110,8 @@ _NO_LOOP_HINT = (
     "ctx.llm and ctx.llm_batch, or write a plain def strategy to use blocking calls)"
 )
 
-FeedItem = tuple[str | None, str, dict[str, int] | None]
-
-
-# -- messages -----------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Begin:
-    """Start the strategy; answered at its first pause or its end."""
-
-
-BEGIN = Begin()
-
-
-@attrs.frozen
-class Feed:
-    """Answers for the session: (query_id or None, response, usage or None) each."""
-
-    items: tuple[FeedItem, ...]
-
-
-@attrs.frozen
-class Cancel:
-    """Stop the strategy; answered with the `cancelled` result."""
-
-    reason: str
-
-
-@attrs.frozen
-class Status:
-    """Answered with the session's status dict."""
-
-
-STATUS = Status()
-
-
-@attrs.frozen
-class Reap:
-    """From the GC: cancel the session if it was last active at or before `cutoff`."""
-
-    cutoff: float
-
-
-@attrs.frozen
-class _ThreadPause:
-    """Asked by a plain strategy's `ctx.llm`: answered with the answers, or failed."""
-
-    requests: tuple[LlmRequest, ...]
-
-
-@attrs.frozen
-class _ThreadDone:
-    value: Any
-    error: BaseException | None
-
-
-@attrs.frozen
-class _ThreadCustom:
-    name: str | None  # None: a log message
-    value: Any
-
 
 # -- the strategy side --------------------------------------------------------------------
-
-
-class _Await:
-    """What `ctx.llm` returns in an async strategy: awaiting it pauses the session."""
-
-    __slots__ = ("requests", "single")
-
-    def __init__(self, requests: tuple[LlmRequest, ...], single: bool) -> None:
-        self.requests = requests
-        self.single = single
-
-    def __await__(self) -> Any:
-        answers = yield self  # to ExecutionActor._drive, which sends the answers back
-        return answers[0] if self.single else answers
-
-    def __repr__(self) -> str:
-        return f"<pending ctx.llm of {len(self.requests)} quer{'y' if self.single else 'ies'}>"
 
 
 class _AsyncBackend:
@@ -197,9 +121,6 @@ class _AsyncBackend:
 
     def __init__(self, actor: ExecutionActor) -> None:
         self._actor = actor
-
-    def request(self, requests: tuple[LlmRequest, ...], single: bool) -> _Await:
-        return _Await(requests, single)
 
     def log(self, message: str) -> None:
         self._actor._custom(None, message)
@@ -214,7 +135,11 @@ class _ThreadLink:
     __slots__ = ("cancelled", "ref", "registry", "session_id", "tracker")
 
     def __init__(
-        self, ref: Any, tracker: ActivityTracker, session_id: str, registry: ExecutionRegistry
+        self,
+        ref: GreenroomActorRef,
+        tracker: ActivityTracker,
+        session_id: str,
+        registry: ExecutionRegistry,
     ) -> None:
         self.ref = ref
         self.tracker = tracker
@@ -227,32 +152,32 @@ class _ThreadLink:
         if self.cancelled is not None:
             raise ExecutionCancelled(f"execution {self.session_id} was cancelled: {self.cancelled}")
 
-    def request(self, requests: tuple[LlmRequest, ...], single: bool) -> Any:
+    def request(self, requests: tuple[LlmRequest, ...]) -> list[str]:
         self._refuse_if_cancelled()
         # An ask, not a tell: if the session stops before it handles the pause (a
         # cancel, a reap or a close landing just after the check above), the mailbox
         # answers the envelope ActorDeadError, so this wait always ends.
-        future = self.ref.ask(_ThreadPause(requests), block=False)
+        future = self.ref.ask(ThreadPause(requests), block=False)
         # Waiting for the host is not work in progress: a settle must not wait for it.
         # The actor enters the tracker again before it answers.
         self.tracker.leave()
         try:
-            answers = future.get()
+            answers: list[str] = future.get()
         except ActorDeadError:
             self.tracker.enter()  # running again, to unwind (nobody else counts it)
             why = f" (cancelled: {self.cancelled})" if self.cancelled is not None else ""
             raise ExecutionCancelled(
                 f"execution {self.session_id} has ended{why}; its ctx.llm call cannot be answered"
             ) from None
-        return answers[0] if single else answers
+        return answers
 
     def log(self, message: str) -> None:
-        self._tell(_ThreadCustom(None, message))
+        self._tell(ThreadCustom(None, message))
 
     def metric(self, name: str, value: Any) -> None:
-        self._tell(_ThreadCustom(name, value))
+        self._tell(ThreadCustom(name, value))
 
-    def _tell(self, message: Any) -> None:
+    def _tell(self, message: ThreadCustom) -> None:
         self._refuse_if_cancelled()
         try:
             self.ref.tell(message)
@@ -271,7 +196,7 @@ def _run_plain_strategy(
 
     It counts as work in progress from here, not from its submission: a job queued
     behind threads that all wait for the host's answers waits for the host too, and a
-    settle must not wait for that. (`start_execution` returns only at the strategy's
+    settle must not wait for that. (`rt.executions.start` returns only at the strategy's
     first pause or end, so sequential code never sees the job not started yet.)
     """
     if link.cancelled is not None:
@@ -281,9 +206,9 @@ def _run_plain_strategy(
     try:
         try:
             value = strategy(context, *args, **kwargs)
-            message = _ThreadDone(value, None)
+            message = ThreadDone(value, None)
         except BaseException as error:  # the session's error, whatever it is
-            message = _ThreadDone(None, error)
+            message = ThreadDone(None, error)
         if link.cancelled is None:
             try:
                 link.ref.tell(message)
@@ -305,7 +230,7 @@ _END_COUNTERS = {
 
 
 class ExecutionActor(GreenroomActor):
-    """One execution session; see the module docstring. Spawned by `start_execution`."""
+    """One execution session; see the module docstring. Spawned by `rt.executions.start`."""
 
     kind = "execution"
 
@@ -365,7 +290,7 @@ class ExecutionActor(GreenroomActor):
         # repeated answer from a changed one, without keeping old rounds' texts.
         self._answered: dict[str, bytes] = {}
         self._waiters: list[Reply] = []  # asks answered at the next pause or end
-        self._coro: Any = None
+        self._coro: Coroutine[Any, Any, Any] | None = None
         self._link: _ThreadLink | None = None
         self._thread_future: Reply | None = None  # a plain strategy's waiting ctx.llm
         self._reason: str | None = None
@@ -403,9 +328,13 @@ class ExecutionActor(GreenroomActor):
         strategy, args, kwargs = self._start
         self._start = None  # the arguments are the strategy's from now on
         if self._async:
-            context = ExecutionContext(self.session_id, self.ctx.clock, _AsyncBackend(self))
+            backend = _AsyncBackend(self)
             try:
-                coro = strategy(context, *args, **kwargs)
+                coro = strategy(
+                    AsyncExecutionContext(self.session_id, self.ctx.clock, backend),
+                    *args,
+                    **kwargs,
+                )
             except BaseException as error:  # as in _drive: the session's error
                 return self._end("error", error=describe_error(error))
             if not inspect.iscoroutine(coro):
@@ -452,6 +381,7 @@ class ExecutionActor(GreenroomActor):
 
     def _step(self, answers: list[str] | None) -> FeedResult:
         coro = self._coro
+        assert coro is not None  # (driven only while it runs)
         try:
             yielded = coro.send(answers)
         except StopIteration as stop:
@@ -472,7 +402,7 @@ class ExecutionActor(GreenroomActor):
                     type(error).__name__,
                 )
             return self._end("error", error=text)
-        if type(yielded) is not _Await:
+        if type(yielded) is not LlmCall:
             self._close_coro()
             return self._end(
                 "error",
@@ -521,7 +451,7 @@ class ExecutionActor(GreenroomActor):
         if self._retained is not None:  # ended, its stop not handled yet
             return self._retained.refeed(message.items)
         # Validate every item before changing anything: all or none.
-        plan: list[tuple[LlmQuery, str, dict[str, int] | None]] = []
+        plan: list[tuple[LlmQuery, str, Usage | None]] = []
         seen: set[str] = set()
         for query_id, response, usage in message.items:
             if query_id is None:
@@ -617,7 +547,7 @@ class ExecutionActor(GreenroomActor):
 
     # -- a plain strategy's messages --------------------------------------------------------
 
-    def _thread_pause(self, message: _ThreadPause) -> Any:
+    def _thread_pause(self, message: ThreadPause) -> Any:
         reply = self.reply_later()
         if self._state in TERMINAL_STATES:
             self._wake_cancelled(reply)
@@ -639,7 +569,7 @@ class ExecutionActor(GreenroomActor):
             self._internal_failure(error)
         return DEFERRED
 
-    def _thread_done(self, message: _ThreadDone) -> None:
+    def _thread_done(self, message: ThreadDone) -> None:
         if self._state in TERMINAL_STATES:
             return  # cancelled while it ran: its result is not wanted
         try:
@@ -650,7 +580,7 @@ class ExecutionActor(GreenroomActor):
         except Exception as error:
             self._internal_failure(error)
 
-    def _thread_custom(self, message: _ThreadCustom) -> None:
+    def _thread_custom(self, message: ThreadCustom) -> None:
         if self._state not in TERMINAL_STATES:
             self._custom(message.name, message.value)
 
@@ -832,21 +762,23 @@ class ExecutionActor(GreenroomActor):
     def _touch(self) -> None:
         self._entry.last_active = self.ctx.clock.monotonic()
 
-    def _stats(self) -> Any:
+    def _stats(self) -> ExecutionStats:
         return self._metrics.snapshot(self.ctx.clock.monotonic())
 
-    def _snapshot_of(self, stats: Any) -> LiveSnapshot:
+    def _snapshot_of(self, stats: ExecutionStats) -> LiveSnapshot:
         return LiveSnapshot(
             self._state, self._round, tuple(self._pending), stats, self._metrics.started_at
         )
 
-    def _snap(self, stats: Any = None) -> None:
+    def _snap(self, stats: ExecutionStats | None = None) -> None:
         """Publish the session's state to the registry (read by the status calls)."""
         if self._retained is None:
             self._entry.snapshot = self._snapshot_of(stats if stats is not None else self._stats())
 
     def _status(self, final: FeedResult | None = None) -> dict[str, Any]:
-        stats = final.metrics if final is not None else self._stats()
+        stats = final.metrics if final is not None and final.metrics is not None else None
+        if stats is None:
+            stats = self._stats()
         status: dict[str, Any] = {
             "session_id": self.session_id,
             "state": self._state,
@@ -879,7 +811,7 @@ _HANDLERS: dict[type, Callable[[ExecutionActor, Any], Any]] = {
     Cancel: ExecutionActor._cancel,
     Status: ExecutionActor._get_status,
     Reap: ExecutionActor._reap,
-    _ThreadPause: ExecutionActor._thread_pause,
-    _ThreadDone: ExecutionActor._thread_done,
-    _ThreadCustom: ExecutionActor._thread_custom,
+    ThreadPause: ExecutionActor._thread_pause,
+    ThreadDone: ExecutionActor._thread_done,
+    ThreadCustom: ExecutionActor._thread_custom,
 }

@@ -13,32 +13,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import attrs
 from pykka import ActorDeadError
 
 from greenroom.actors.base import ActorContext, GreenroomActor
-from greenroom.actors.execution import Reap
+from greenroom.executions.messages import COLLECT, Collect, GcPass, Reap
 from greenroom.executions.registry import ExecutionRegistry
 
-__all__ = ["COLLECT", "Collect", "ExecutionGC", "GcPass"]
+__all__ = ["ExecutionGC"]
 
 log = logging.getLogger("greenroom.executions")
-
-
-@attrs.frozen
-class Collect:
-    """Run one GC pass now (the timer sends this; asked, it answers a `GcPass`)."""
-
-
-COLLECT = Collect()
-
-
-@attrs.frozen
-class GcPass:
-    """What one pass did: sessions told to reap themselves, results removed."""
-
-    reap_candidates: tuple[str, ...]
-    results_expired: tuple[str, ...]
 
 
 class ExecutionGC(GreenroomActor):
@@ -62,7 +45,7 @@ class ExecutionGC(GreenroomActor):
     def _collect(self) -> GcPass:
         now = self.ctx.clock.monotonic()
         cutoff = now - self.ctx.config.execution_ttl_s
-        candidates = []
+        candidates: list[str] = []
         for session_id, entry in self._registry.idle(cutoff):
             try:
                 entry.ref.tell(Reap(cutoff))

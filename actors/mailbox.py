@@ -15,10 +15,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError
-from pykka._envelope import Envelope
-from pykka.messages import _ActorStop
 
 from greenroom.actors.messages import describe_message
+from greenroom.pykka_internals import ActorStop, Envelope
 
 if TYPE_CHECKING:
     from greenroom.activity import ActivityTracker
@@ -102,7 +101,7 @@ class Mailbox:
             self.dead_letter(item)
             return False
         self._queue.append(item)
-        if self._closed:
+        if self._closed_now():
             # Closed while we appended: whoever pops an item answers it, exactly once.
             self._drain_closed()
             return False
@@ -133,6 +132,10 @@ class Mailbox:
                 return False
         self._tracker.count_handled(handled)
         return True
+
+    def _closed_now(self) -> bool:
+        # Read again after the append: another thread may have closed the mailbox.
+        return self._closed
 
     def get(self) -> Envelope[Any]:
         """pykka's inbox protocol (the dispatcher uses `take` instead)."""
@@ -181,7 +184,7 @@ class Mailbox:
             message, reply_to = item, None
         # Asking a stopped actor to stop loses nothing: it is not counted or logged, but
         # still answered ActorDeadError, so pykka's stop() reports False as usual.
-        if not isinstance(message, _ActorStop):
+        if not isinstance(message, ActorStop):
             self._metrics.incr("dead_letters")
             log.warning(
                 "actor %s is stopped; %s was not delivered (ActorDeadError)",

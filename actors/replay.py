@@ -14,15 +14,16 @@ Idleness: a buffer is idle while it holds no events and has no subscribers. The 
 time starts when the buffer is made, when its last event is trimmed, when its last
 subscriber goes, and again whenever `current_cursor` hands out a cursor (so a cursor
 just handed out stays resumable for at least `max_event_age_s`). Reads
-(`replay_after`, and a `subscribe_after` answered with a `Gap`) do not extend it. A
+(`Runtime.replay.after`, and a `subscribe` answered with a `Gap`) do not extend it. A
 buffer idle for longer than `max_event_age_s` retires on a tick: it answers any ask
 still queued with `RETIRED` (the facade asks a fresh buffer instead), leaves the
 facade's lookup and stops, so its memory is returned. It never retires while told
-appends (`Runtime.replay.publish`) are on their way to it: its `BufferSlot` counts
-those sent and those handled, and the facade lets it retire only when the two are
-equal (under the lock publishers take), so a publish can never reach a retired buffer
-and be lost. Every trim, drop and lag is counted in `Runtime.metrics()` and logged
-(logger `greenroom.replay.records`; trims at DEBUG).
+appends (`Runtime.replay.publish`) are on their way to it: its `BufferSlot`
+(`greenroom.replay.slot`) counts those sent and those handled, and the facade lets it
+retire only when the two are equal (under the lock publishers take), so a publish can
+never reach a retired buffer and be lost. Every trim, drop and lag is counted in
+`Runtime.metrics()` and logged (logger `greenroom.replay`; trims at DEBUG). The
+messages are in `greenroom.replay.messages`.
 
 Live events are pushed into each subscription's bounded queue without waiting
 (`Subscription._offer`); one that overflows lags, is detached, and is told so on its
@@ -44,116 +45,23 @@ from pykka import ActorDeadError
 
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef
 from greenroom.cursor import CURSOR_VERSION, ParsedCursor
+from greenroom.replay.messages import (
+    RETIRED,
+    TRIM,
+    Append,
+    CurrentCursor,
+    ReplayAfter,
+    Subscribe,
+    Trim,
+    Unsubscribe,
+)
 from greenroom.replay.records import TRIMMED, UNAVAILABLE, Gap, ObservationEvent, Replayed
+from greenroom.replay.slot import BufferSlot
 from greenroom.replay.subscription import Subscription
 
-__all__ = [
-    "RETIRED",
-    "Append",
-    "BufferSlot",
-    "CurrentCursor",
-    "ReplayAfter",
-    "ReplayBuffer",
-    "ReplayTrimmer",
-    "Subscribe",
-    "Unsubscribe",
-    "gap_after",
-]
+__all__ = ["ReplayBuffer", "ReplayTrimmer", "gap_after"]
 
 log = logging.getLogger("greenroom.replay")
-
-
-class BufferSlot:
-    """The facade's entry for one buffer incarnation: its ref, and its told appends.
-
-    `sent` is bumped by publishers under the facade's replay lock before they tell;
-    `handled` only by the buffer, on its own thread, as it handles each one. The
-    buffer may retire only when the two are equal, checked under that same lock.
-    """
-
-    __slots__ = ("epoch", "handled", "ref", "sent")
-
-    def __init__(self, epoch: str) -> None:
-        self.epoch = epoch
-        self.ref: GreenroomActorRef | None = None
-        self.sent = 0
-        self.handled = 0
-
-    @property
-    def pending(self) -> int:
-        """Told appends sent and not handled yet."""
-        return self.sent - self.handled
-
-
-class Append:
-    """Ask a buffer: append `payloads` at `revision`; answers the event (`single`) or
-    the list of events. Told (`Runtime.replay.publish`), it answers nobody."""
-
-    __slots__ = ("payloads", "revision", "single")
-
-    def __init__(self, payloads: tuple[Any, ...], revision: int, single: bool) -> None:
-        self.payloads = payloads
-        self.revision = revision
-        self.single = single
-
-
-class CurrentCursor:
-    """Ask a buffer: the cursor at its tail, made at `revision`."""
-
-    __slots__ = ("revision",)
-
-    def __init__(self, revision: int) -> None:
-        self.revision = revision
-
-
-class ReplayAfter:
-    """Ask a buffer: `Replayed` or `Gap` for the events after `cursor`."""
-
-    __slots__ = ("cursor", "parsed")
-
-    def __init__(self, parsed: ParsedCursor, cursor: str) -> None:
-        self.parsed = parsed
-        self.cursor = cursor
-
-
-class Subscribe:
-    """Ask a buffer: queue the events after `cursor` into `subscription` and register
-    it for live ones (answers `None`), or answer a `Gap`."""
-
-    __slots__ = ("cursor", "parsed", "subscription")
-
-    def __init__(self, parsed: ParsedCursor, cursor: str, subscription: Subscription) -> None:
-        self.parsed = parsed
-        self.cursor = cursor
-        self.subscription = subscription
-
-
-class Unsubscribe:
-    """Tell a buffer: `subscription` was closed; stop pushing to it."""
-
-    __slots__ = ("subscription",)
-
-    def __init__(self, subscription: Subscription) -> None:
-        self.subscription = subscription
-
-
-class _Trim:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "TRIM"
-
-
-class _Retired:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "RETIRED"
-
-
-TRIM: Any = _Trim()
-RETIRED: Any = _Retired()
-"""A retired buffer's answer to every ask: ask the session's new buffer instead."""
 
 
 def gap_after(
@@ -247,7 +155,7 @@ class ReplayBuffer(GreenroomActor):
                     f"the replay buffer of session {self.session_id!r} stopped (runtime closed)"
                 )
 
-    def on_receive(self, message: Any) -> Any:
+    def on_receive(self, message: object) -> Any:
         if self._retired:
             if self._reply_to is None and type(message) is Append:
                 # Cannot happen (the facade lets a buffer retire only with no told
@@ -260,19 +168,19 @@ class ReplayBuffer(GreenroomActor):
                     len(message.payloads),
                 )
             return RETIRED
-        cls = type(message)
-        if cls is Append:
+        # (`type(...) is`: exact classes, the cheapest test, and one mypy narrows.)
+        if type(message) is Append:
             return self._append(message)
-        if cls is ReplayAfter:
+        if type(message) is ReplayAfter:
             return self._replay_after(message)
-        if cls is Subscribe:
+        if type(message) is Subscribe:
             return self._subscribe(message)
-        if cls is CurrentCursor:
+        if type(message) is CurrentCursor:
             return self._current_cursor(message.revision)
-        if cls is Unsubscribe:
+        if type(message) is Unsubscribe:
             self._unsubscribe(message.subscription)
             return None
-        if message is TRIM:
+        if type(message) is Trim:
             self._tick()
             return None
         return super().on_receive(message)
@@ -355,7 +263,7 @@ class ReplayBuffer(GreenroomActor):
             )
 
     def _fan_out(self, events: list[ObservationEvent]) -> None:
-        detached = None
+        detached: list[weakref.ref[Subscription]] | None = None
         for ref in self._subs:
             sub = ref()
             if sub is None or not sub._offer(events):
@@ -501,8 +409,8 @@ class ReplayTrimmer(GreenroomActor):
     def on_start(self) -> None:
         self.schedule_every(self.ctx.config.replay_trim_interval_s, TRIM)
 
-    def on_receive(self, message: Any) -> Any:
-        if message is TRIM:
+    def on_receive(self, message: object) -> Any:
+        if type(message) is Trim:
             for ref in self._buffers():
                 if ref.actor_stopped.is_set():
                     continue

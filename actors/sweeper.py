@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable
+from os import PathLike
 from pathlib import Path
 from typing import Any, Protocol
 
+import attrs
+
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
+from greenroom.actors.busy_queue import BusyQueue
 from greenroom.blocks.archive import ARCHIVE_SUFFIXES, archive_block_id, checked_archive_path
-from greenroom.blocks.messages import PLAIN_SWEEP, SweepRequest
+from greenroom.blocks.messages import PLAIN_SWEEP, SweepDue, SweepRequest
 from greenroom.blocks.records import (
     ARCHIVE_BACKUP,
     ARCHIVE_PATH,
@@ -33,8 +36,10 @@ from greenroom.blocks.records import (
     ArchiveResult,
     SweepProgress,
     SweepStats,
+    meta_count,
 )
 from greenroom.errors import InvalidTransition, NotFound, Stopped, StorageError
+from greenroom.futures import GreenroomFuture
 
 __all__ = ["BlockHandle", "SweepSupervisor"]
 
@@ -44,7 +49,7 @@ class BlockHandle(Protocol):
 
     def archive(self) -> ArchiveResult: ...
 
-    def prune_archive(self, path: str) -> int: ...
+    def prune_archive(self, path: str | PathLike[str]) -> int: ...
 
 
 log = logging.getLogger("greenroom.sweep")
@@ -52,11 +57,29 @@ log = logging.getLogger("greenroom.sweep")
 _DAY_MS = 86_400_000
 
 
-class _Tick:
-    pass
+@attrs.frozen
+class _Sweep:
+    """One sweep, run or waiting: its options, and the future its callers wait on.
+
+    Every caller of a plain sweep that joins it forwards from the same `outcome`.
+    """
+
+    request: SweepRequest
+    outcome: GreenroomFuture[SweepStats] = attrs.field(factory=GreenroomFuture, eq=False)
 
 
-_TICK = _Tick()
+def _forward(reply: Reply) -> Callable[[GreenroomFuture[SweepStats]], None]:
+    """A done-callback answering `reply` with what the sweep's outcome resolved to."""
+
+    def forward(outcome: GreenroomFuture[SweepStats]) -> None:
+        try:
+            stats = outcome.get(timeout=0)  # resolved: never waits
+        except Exception as error:
+            reply.fail(error)
+        else:
+            reply.set(stats)
+
+    return forward
 
 
 class _Reporter:
@@ -93,69 +116,69 @@ class SweepSupervisor(GreenroomActor):
         super().__init__(ctx)
         self._block = block
         self._archive_dir = archive_dir
-        self._current: SweepRequest | None = None  # the sweep running, if any
+        self._sweeps: BusyQueue[_Sweep] = BusyQueue(self._start)
+        self._running: _Sweep | None = None  # the sweep under way, if any
         self._stopping = False  # read by the sweep job: stop between items
-        self._waiting: list[Reply] = []  # callers of the sweep running
-        self._queued: deque[tuple[SweepRequest, list[Reply]]] = deque()
 
     def on_start(self) -> None:
         config = self.ctx.config
         self.schedule_every(
-            config.sweep_interval_s, _TICK, first_after_s=config.sweep_first_after_s
+            config.sweep_interval_s, SweepDue(), first_after_s=config.sweep_first_after_s
         )
 
     def on_stop(self) -> None:
         self._stopping = True
-        waiting, self._waiting = self._waiting, []
-        for _request, replies in self._queued:
-            waiting += replies
-        self._queued.clear()
-        for reply in waiting:
-            reply.fail(Stopped("the runtime closed while the sweep ran; it was cut short"))
+        self._sweeps.fail_all(Stopped("the runtime closed while the sweep ran; it was cut short"))
 
     def on_receive(self, message: Any) -> Any:
-        if message is _TICK:
-            if self._current is None:
-                self._start(PLAIN_SWEEP, [])
+        cls = type(message)
+        if cls is SweepRequest:
+            return self._ask_sweep(message)
+        if cls is SweepDue:
+            if not self._sweeps.busy:  # (a sweep under way does the timer's work)
+                self._submit(_Sweep(PLAIN_SWEEP))
             return None
         return super().on_receive(message)
 
-    def sweep_now(self, request: SweepRequest | None = None) -> Any:
-        request = PLAIN_SWEEP if request is None else request
+    def _ask_sweep(self, request: SweepRequest) -> Any:
+        """`SweepRequest`: answered with the stats of a sweep with these options.
+
+        A plain request joins the plain sweep under way, or else a plain one waiting.
+        """
         reply = self.reply_later()
-        if self._current is None:
-            self._start(request, [reply])
-        elif request.plain and self._current.plain:
-            self._waiting.append(reply)
-        else:
-            for queued, replies in self._queued:
-                if request.plain and queued.plain:
-                    replies.append(reply)
-                    break
-            else:
-                self._queued.append((request, [reply]))
+        if request.plain:
+            joined = [self._running] if self._running is not None else []
+            joined += [sweep for sweep, _reply in self._sweeps.waiting()]
+            for sweep in joined:
+                if sweep.request.plain:
+                    sweep.outcome.add_done_callback(_forward(reply))
+                    return DEFERRED
+        sweep = _Sweep(request)
+        sweep.outcome.add_done_callback(_forward(reply))
+        self._submit(sweep)
         return DEFERRED
 
-    def _start(self, request: SweepRequest, replies: list[Reply]) -> None:
-        self._current = request
-        self._waiting = replies
-        now = self.ctx.clock.now_ms()
-        self.run_blocking(self._sweep, now, request, then=self._swept)
+    def _submit(self, sweep: _Sweep) -> None:
+        self._sweeps.submit(sweep, Reply(sweep.outcome))
 
-    def _swept(self, future: Any) -> None:
-        self._current = None
-        waiting, self._waiting = self._waiting, []
+    def _start(self, sweep: _Sweep, _reply: Reply) -> None:
+        self._running = sweep
+        now = self.ctx.clock.now_ms()
+        self.run_blocking(self._sweep, now, sweep.request, then=self._swept)
+
+    def _swept(self, future: GreenroomFuture[SweepStats]) -> None:
+        reply = self._sweeps.current
+        self._running = None
         try:
             stats = future.get()
         except Exception as error:
             log.exception("sweep failed")
-            for reply in waiting:
+            if reply is not None:
                 reply.fail(error)
         else:
-            for reply in waiting:
+            if reply is not None:
                 reply.set(stats)
-        if self._queued:
-            self._start(*self._queued.popleft())
+        self._sweeps.done()
 
     # -- on the blocking pool ------------------------------------------------------------
 
@@ -177,10 +200,10 @@ class SweepSupervisor(GreenroomActor):
             if self._stopping:
                 break
             meta = obj.meta
-            last = _number(meta.get(LAST_ACTIVITY))
+            last = meta_count(meta, LAST_ACTIVITY)
             if (
                 meta.get("view") != "agent"
-                or _number(meta.get(LINE_COUNT)) <= 0
+                or meta_count(meta, LINE_COUNT) <= 0
                 or last <= 0
                 or now_ms - last < cutoff
             ):
@@ -199,7 +222,7 @@ class SweepSupervisor(GreenroomActor):
                 break
             if dry_run:
                 # What the archive would hold: the earlier archive (if any) and the live part.
-                size = live + (_number(meta.get(ARCHIVED_BYTES)) if meta.get(ARCHIVE_PATH) else 0)
+                size = live + (meta_count(meta, ARCHIVED_BYTES) if meta.get(ARCHIVE_PATH) else 0)
                 replaced |= self._archive_files(block_id, meta)
                 archived += 1
                 freed += size
@@ -238,10 +261,9 @@ class SweepSupervisor(GreenroomActor):
         victims = [] if self._stopping else self._over_budget(budget, replaced)
         total = len(victims)
         report("prune", 0, total, "started")
-        for done, (path, size) in enumerate(victims, start=1):
+        for done, (path, size, owner) in enumerate(victims, start=1):
             if self._stopping:
                 break
-            block_id = archive_block_id(path.name)
             if dry_run:
                 pruned += 1
                 freed += size
@@ -250,15 +272,13 @@ class SweepSupervisor(GreenroomActor):
                     done,
                     total,
                     "would_prune",
-                    block_id=block_id,
-                    path=str(path),
+                    block_id=owner,
+                    path=path,
                     bytes=size,
                 )
                 continue
             try:
-                # (Files of no block are never victims: see _over_budget.)
-                assert block_id is not None
-                freed_now = self._block(block_id).prune_archive(str(path))
+                freed_now = self._block(owner).prune_archive(path)
             except Exception as error:
                 self.ctx.metrics.incr("sweep_failures")
                 log.warning("sweep: could not prune %s: %s", path, error)
@@ -267,8 +287,8 @@ class SweepSupervisor(GreenroomActor):
                     done,
                     total,
                     "failed",
-                    block_id=block_id,
-                    path=str(path),
+                    block_id=owner,
+                    path=path,
                     error=str(error),
                 )
                 continue
@@ -279,8 +299,8 @@ class SweepSupervisor(GreenroomActor):
                 done,
                 total,
                 "pruned",
-                block_id=block_id,
-                path=str(path),
+                block_id=owner,
+                path=path,
                 bytes=freed_now or size,
             )
         stats = SweepStats(archived, pruned, freed, skipped)
@@ -307,8 +327,9 @@ class SweepSupervisor(GreenroomActor):
                     files.add(checked_archive_path(self._archive_dir, meta[key], block_id))
         return files
 
-    def _over_budget(self, budget: int, replaced: set[Path]) -> list[tuple[Path, int]]:
-        """Archive files to delete, oldest first, to bring the folder within `budget`.
+    def _over_budget(self, budget: int, replaced: set[Path]) -> list[tuple[Path, int, str]]:
+        """Archive files to delete, oldest first, to bring the folder within `budget`:
+        (path, size, the block it belongs to).
 
         Files in `replaced` (a dry run's: those a new archive would replace) are left
         out; archives a dry run would write are not counted (their size is unknown
@@ -342,7 +363,7 @@ class SweepSupervisor(GreenroomActor):
             if block_id is None or self.ctx.store.find_object("block", block_id) is None:
                 unowned.append(path.name)
                 continue
-            victims.append((path, size))
+            victims.append((path, size, block_id))
             total -= size
         if unowned:
             self.ctx.metrics.incr("sweep_unowned_archives", len(unowned))
@@ -353,7 +374,3 @@ class SweepSupervisor(GreenroomActor):
                 ", ".join(unowned[:10]),
             )
         return victims
-
-
-def _number(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

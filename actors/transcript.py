@@ -4,13 +4,15 @@ Every call of the `Transcript` handle is an ask answered here, one at a time. A 
 entries are written with one `write` and (with durability `"turn"`) one fsync inside
 the handler: that is the turn's own I/O, a few milliseconds at most, and it keeps the
 answer ordered after the write. The summarizer, which may call an LLM, runs on the
-blocking pool instead; while it runs the actor holds every further call back (queued,
-answered in order afterwards), so nothing can change the context the cut was chosen on.
+blocking pool instead; while it runs the actor holds every further call back (queued in a
+`BusyQueue`, answered in order afterwards), so nothing can change the context the cut
+was chosen on. The messages are in `greenroom.transcripts.messages`.
 
 Every write goes to the file first; memory changes only once the write (and its fsync)
 succeeded. A failed write is cut back out of the file (`LogFile`), so file and memory
 agree either way. Resuming a file (parsing every entry: about 1.3 s for 100,000) happens
-in the facade, on the caller's thread, before this actor starts. Moving the branch
+in `Transcripts.resume`, on the caller's thread (a worker thread for `greenroom.aio`),
+before this actor starts. Moving the branch
 (`append_leaf`) rebuilds the context by walking the new branch: linear in its length,
 about 12 ms for a 20,000-entry branch.
 """
@@ -20,13 +22,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
+from greenroom.actors.busy_queue import BusyQueue
 from greenroom.errors import CompactionError, InvalidTransition, NotFound, Stopped, StorageError
+from greenroom.futures import GreenroomFuture
 from greenroom.pricing import calculate_cost, lookup_pricing
 from greenroom.transcripts.compaction import choose_cut, context_tokens, default_summarizer
 from greenroom.transcripts.logformat import (
@@ -40,66 +44,32 @@ from greenroom.transcripts.logformat import (
     leaf_entry,
     message_entry,
 )
+from greenroom.transcripts.messages import AppendLeaf, Close, Compact, Get, TurnEnd
 from greenroom.transcripts.records import (
-    ZERO_USAGE,
     AssistantMessage,
     CompactionConfig,
     CompactionResult,
     CompactionSummary,
     Message,
     TurnResult,
-    Usage,
 )
+from greenroom.usage import ZERO_USAGE, Usage
 
-__all__ = ["AppendLeaf", "Compact", "TranscriptActor", "TurnEnd"]
+__all__ = ["TranscriptActor", "summarizing"]
 
 log = logging.getLogger("greenroom.transcripts")
 
 
 @attrs.frozen
-class TurnEnd:
-    """Ask: append a turn's messages (and a leaf), then compact if over the threshold."""
-
-    messages: tuple[Any, ...]
-    usage: Usage | None
-
-
-@attrs.frozen
-class Compact:
-    """Ask: compact now."""
-
-    reason: str
-
-
-@attrs.frozen
-class AppendLeaf:
-    """Ask: move the active branch to end at `entry_id`."""
-
-    entry_id: str
-
-
-@attrs.frozen
-class _Get:
-    what: str
-
-
-GET_CONTEXT = _Get("context")
-GET_CONTEXT_TOKENS = _Get("context_tokens")
-GET_USAGE = _Get("usage")
-GET_COST = _Get("cost")
-GET_NEXT_ID = _Get("next_id")
-GET_TIP = _Get("tip")
-CLOSE = _Get("close")
-
-
-@attrs.frozen
 class _Plan:
-    """A compaction on its way: where the cut is and what it saw."""
+    """A compaction on its way: where the cut is, what it saw, and the turn that
+    triggered it (`None` for `compact()`)."""
 
     reason: str
     cut: int
     tokens_before: int
     summarised: tuple[Message, ...]
+    turn: TurnResult | None
 
 
 summarizing = threading.local()
@@ -107,7 +77,9 @@ summarizing = threading.local()
 transcript holds its calls back until the summary is in, so the handle refuses them."""
 
 
-def _summarise(session_id: str, summarizer: Any, messages: list[Message]) -> str:
+def _summarise(
+    session_id: str, summarizer: Callable[[list[Message]], Any], messages: list[Message]
+) -> str:
     """Run on the blocking pool: the host's summarizer, its failure made typed."""
     summarizing.session = session_id
     try:
@@ -157,21 +129,19 @@ class TranscriptActor(GreenroomActor):
         self._compaction = compaction
         self._threshold = compaction.effective_threshold
         self._durability = durability
-        self._busy = False
-        self._current: Reply | None = None  # the ask a compaction under way answers
-        self._queued: deque[tuple[Any, Reply]] = deque()
+        # The compaction under way is the queue's current operation; every call that
+        # arrives meanwhile waits behind it (a _Plan or a message: see _start).
+        self._ops: BusyQueue[Any] = BusyQueue(self._start)
+        self._draining = False
+        self._more = False
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def on_stop(self) -> None:
-        stopped = Stopped(f"transcript {self.ctx.actor_id!r} stopped before this call finished")
-        if self._current is not None:
-            self._current.fail(stopped)
-            self._current = None
-        for _message, reply in self._queued:
-            reply.fail(stopped)
-        self._queued.clear()
+        self._ops.fail_all(
+            Stopped(f"transcript {self.ctx.actor_id!r} stopped before this call finished")
+        )
         # A failed last fsync is counted and logged in _close_file; nobody waits for
         # this stop's answer to raise it to (the runtime is closing, or close() raised).
         with contextlib.suppress(StorageError):
@@ -198,26 +168,69 @@ class TranscriptActor(GreenroomActor):
     # -- dispatch ----------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
-        if self._busy:
-            self._queued.append((message, self.reply_later()))
+        if self._ops.busy:
+            self._ops.submit(message, self.reply_later())
             return DEFERRED
-        return self._handle(message, None)
+        outcome = self._handle(message)
+        if type(outcome) is _Plan:
+            self._ops.submit(outcome, self.reply_later())  # idle: it starts at once
+            return DEFERRED
+        return outcome
 
-    def _handle(self, message: Any, reply: Reply | None) -> Any:
+    def _handle(self, message: Any) -> Any:
+        """Answer `message`, or return the `_Plan` of the compaction it needs."""
         cls = type(message)
         if self._closed:
-            if message is CLOSE:
+            if cls is Close:
                 return None
             raise Stopped(f"transcript {self.ctx.actor_id!r} is closed")
         if cls is TurnEnd:
-            return self._turn(message, reply)
+            return self._turn(message)
         if cls is Compact:
-            return self._start_compaction(message.reason, reply, None)
+            return self._plan(message.reason, None)
         if cls is AppendLeaf:
             return self._append_leaf(message.entry_id)
-        if cls is _Get:
+        if cls is Get:
             return self._get(message.what)
+        if cls is Close:
+            self._close_file()
+            return None
         raise InvalidTransition(f"transcript actor got an unknown message {message!r}")
+
+    def _start(self, item: Any, reply: Reply) -> None:
+        """`BusyQueue`'s start: begin a compaction, or answer a call held back by one."""
+        if type(item) is _Plan:
+            self._summarise(item, reply)
+            return
+        try:
+            outcome = self._handle(item)
+        except Exception as error:
+            log.info("transcript %s: a queued call failed: %s", self.ctx.actor_id, error)
+            raise  # the queue fails its reply and starts the next one
+        if type(outcome) is _Plan:
+            self._summarise(outcome, reply)  # stays the operation under way
+            return
+        reply.set(outcome)
+        self._next()
+
+    def _next(self) -> None:
+        """The operation under way ended: start the waiting ones, in order.
+
+        `done()` starts the next one, whose `_start` comes back here when it answered at
+        once: that call only marks `_more`, and this loop goes on, so a long queue is
+        served without one stack frame per call.
+        """
+        if self._draining:
+            self._more = True
+            return
+        self._draining = True
+        try:
+            self._more = True
+            while self._more:
+                self._more = False
+                self._ops.done()
+        finally:
+            self._draining = False
 
     def _get(self, what: str) -> Any:
         state = self._state
@@ -234,25 +247,7 @@ class TranscriptActor(GreenroomActor):
             return str(state.next_seq)
         if what == "tip":
             return state.tip
-        if what == "close":
-            self._close_file()
-            return None
         raise InvalidTransition(f"unknown transcript query {what!r}")
-
-    def _finish(self) -> None:
-        """A compaction is over: answer the held-back calls, in order."""
-        self._busy = False
-        self._current = None
-        while self._queued and not self._busy:
-            message, reply = self._queued.popleft()
-            try:
-                result = self._handle(message, reply)
-            except Exception as error:
-                log.info("transcript %s: a queued call failed: %s", self.ctx.actor_id, error)
-                reply.fail(error)
-                continue
-            if result is not DEFERRED:
-                reply.set(result)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -280,7 +275,7 @@ class TranscriptActor(GreenroomActor):
 
     # -- turns -------------------------------------------------------------------------
 
-    def _turn(self, message: TurnEnd, reply: Reply | None) -> Any:
+    def _turn(self, message: TurnEnd) -> TurnResult | _Plan:
         state = self._state
         now = self._now()
         seq = state.next_seq
@@ -300,9 +295,10 @@ class TranscriptActor(GreenroomActor):
                 spent[2] += usage.cache_read_tokens
                 spent[3] += usage.cache_write_tokens
             parent = entry_id
+        last = nodes[-1].id  # the handle sends no empty turn
         leaf_id = str(seq)
         seq += 1
-        lines.append(encode(leaf_entry(leaf_id, parent, now, parent, message.usage)))
+        lines.append(encode(leaf_entry(leaf_id, last, now, last, message.usage)))
         self._write(lines)  # raises before anything below changes
         state.next_seq = seq
         state.add_messages(nodes, Usage(*spent) if message.usage is None else message.usage)
@@ -310,7 +306,7 @@ class TranscriptActor(GreenroomActor):
         size = self._context_tokens()
         result = TurnResult(tuple(node.id for node in nodes), None, size)
         if self._compaction.enabled and size > self._threshold:
-            return self._start_compaction("threshold", reply, result)
+            return self._plan("threshold", result) or result
         return result
 
     def _append_leaf(self, entry_id: str) -> None:
@@ -331,9 +327,9 @@ class TranscriptActor(GreenroomActor):
 
     # -- compaction --------------------------------------------------------------------
 
-    def _start_compaction(self, reason: str, reply: Reply | None, turn: TurnResult | None) -> Any:
-        state = self._state
-        context = state.context
+    def _plan(self, reason: str, turn: TurnResult | None) -> _Plan | None:
+        """Where to cut the context now; `None` (logged) when nothing can be summarised."""
+        context = self._state.context
         cut = choose_cut(
             [item.message for item in context],
             [item.tokens for item in context],
@@ -346,66 +342,62 @@ class TranscriptActor(GreenroomActor):
                 reason,
                 len(context),
             )
-            return turn
-        plan = _Plan(
-            reason,
-            cut,
-            self._context_tokens(),
-            tuple(item.message for item in context[:cut]),
-        )
-        if reply is None:
-            reply = self.reply_later()
+            return None
+        summarised = tuple(item.message for item in context[:cut])
+        return _Plan(reason, cut, self._context_tokens(), summarised, turn)
+
+    def _summarise(self, plan: _Plan, reply: Reply) -> None:
+        """Run the summarizer on the blocking pool; `_summarised` ends the compaction."""
         summarizer = self._compaction.summarizer or default_summarizer
-        self._busy = True
-        self._current = reply
         self.run_blocking(
             _summarise,
             self.ctx.actor_id,
             summarizer,
             list(plan.summarised),
-            then=lambda future: self._summarised(future, plan, reply, turn),
+            then=lambda future: self._summarised(future, plan, reply),
         )
-        return DEFERRED
 
-    def _summarised(self, future: Any, plan: _Plan, reply: Reply, turn: TurnResult | None) -> None:
+    def _summarised(self, future: GreenroomFuture[str], plan: _Plan, reply: Reply) -> None:
         try:
-            try:
-                summary = future.get()
-            except Exception as raised:
-                error = raised
-                if not isinstance(error, CompactionError):
-                    error = CompactionError(
-                        f"compaction failed: {type(raised).__name__}: {raised}; the "
-                        "transcript was not compacted"
-                    )
-                    error.__cause__ = raised
-                self._compaction_failed(error, reply, turn)
-                return
-            try:
-                result = self._write_compaction(plan, summary)
-            except Exception as raised:
-                if turn is None:  # compact(): its own write failed, nothing changed
-                    self.ctx.metrics.incr("transcript_compaction_failures")
-                    log.warning("transcript %s: compaction: %s", self.ctx.actor_id, raised)
-                    reply.fail(raised)
-                    return
-                # The turn is saved already: a bare StorageError ("nothing kept") would
-                # make the host write the turn again.
+            self._answer_compaction(future, plan, reply)
+        finally:
+            self._next()
+
+    def _answer_compaction(self, future: GreenroomFuture[str], plan: _Plan, reply: Reply) -> None:
+        turn = plan.turn
+        try:
+            summary = future.get()
+        except Exception as raised:
+            error = raised
+            if not isinstance(error, CompactionError):
                 error = CompactionError(
-                    f"the compaction entry could not be written ({type(raised).__name__}: "
-                    f"{raised}); the transcript was not compacted"
+                    f"compaction failed: {type(raised).__name__}: {raised}; the "
+                    "transcript was not compacted"
                 )
                 error.__cause__ = raised
-                self._compaction_failed(error, reply, turn)
+            self._compaction_failed(error, reply, turn)
+            return
+        try:
+            result = self._write_compaction(plan, summary)
+        except Exception as raised:
+            if turn is None:  # compact(): its own write failed, nothing changed
+                self.ctx.metrics.incr("transcript_compaction_failures")
+                log.warning("transcript %s: compaction: %s", self.ctx.actor_id, raised)
+                reply.fail(raised)
                 return
-            if turn is not None:
-                reply.set(
-                    attrs.evolve(turn, compaction=result, context_tokens=self._context_tokens())
-                )
-            else:
-                reply.set(result)
-        finally:
-            self._finish()
+            # The turn is saved already: a bare StorageError ("nothing kept") would
+            # make the host write the turn again.
+            error = CompactionError(
+                f"the compaction entry could not be written ({type(raised).__name__}: "
+                f"{raised}); the transcript was not compacted"
+            )
+            error.__cause__ = raised
+            self._compaction_failed(error, reply, turn)
+            return
+        if turn is not None:
+            reply.set(attrs.evolve(turn, compaction=result, context_tokens=self._context_tokens()))
+        else:
+            reply.set(result)
 
     def _compaction_failed(
         self, error: CompactionError, reply: Reply, turn: TurnResult | None

@@ -2,17 +2,22 @@
 
     from greenroom import Runtime, RuntimeConfig, FakeClock, SystemClock
 
-Each part's records are importable from here too: blocks (`Block`, `SessionStats`,
-...), executions (`FeedResult`, `LlmRequest`), transcripts (`UserMessage`,
-`Transcript`, `CompactionConfig`, ...) and replay buffers (`ObservationEvent`,
-`Replayed`, `Gap`, `Subscription`). Errors live in `greenroom.errors`; the actor base in
-`greenroom.actors.base`.
+    with Runtime.open("app.db") as rt:
+        rt.blocks.get("pane-1").append_output(b"hello\n")
+
+Every part's records and namespaces are importable from here: blocks (`Block`,
+`SessionStats`, ...), executions (`FeedResult`, `LlmRequest`, `ExecutionContext`),
+transcripts (`UserMessage`, `Transcript`, `CompactionConfig`, ...), replay buffers
+(`ObservationEvent`, `Replayed`, `Gap`, `Subscription`) and the one `Usage`. Errors are in
+`greenroom.errors`, the actor base in `greenroom.actors`, the async facade in
+`greenroom.aio`.
 """
 
 import logging
 
 from greenroom.aio import AsyncRuntime
 from greenroom.blocks.handle import Block
+from greenroom.blocks.namespace import Blocks
 from greenroom.blocks.records import (
     ArchiveResult,
     OutputRead,
@@ -23,14 +28,24 @@ from greenroom.blocks.records import (
 )
 from greenroom.clock import Clock, FakeClock, SystemClock, TimerHandle
 from greenroom.config import RuntimeConfig
-from greenroom.executions.records import FeedResult, LlmRequest
+from greenroom.executions.namespace import Executions, PendingStep
+from greenroom.executions.records import (
+    AsyncExecutionContext,
+    ExecutionContext,
+    FeedResult,
+    LlmQuery,
+    LlmRequest,
+)
 from greenroom.models import FileInfo, StoredObject
 from greenroom.pricing import CostBreakdown, ModelPricing
+from greenroom.replay.follower import Follower
+from greenroom.replay.namespace import Replay
 from greenroom.replay.records import Gap, ObservationEvent, Replayed
 from greenroom.replay.subscription import Subscription
 from greenroom.runtime import Runtime
 from greenroom.store import Store
 from greenroom.transcripts.handle import Transcript
+from greenroom.transcripts.namespace import Transcripts
 from greenroom.transcripts.records import (
     AssistantMessage,
     CompactionConfig,
@@ -40,29 +55,37 @@ from greenroom.transcripts.records import (
     ToolCall,
     ToolResult,
     TurnResult,
-    Usage,
     UserMessage,
 )
+from greenroom.usage import Usage
 
 __all__ = [
     "ArchiveResult",
     "AssistantMessage",
+    "AsyncExecutionContext",
     "AsyncRuntime",
     "Block",
+    "Blocks",
     "Clock",
     "CompactionConfig",
     "CompactionResult",
     "CompactionSummary",
     "CostBreakdown",
+    "ExecutionContext",
+    "Executions",
     "FakeClock",
     "FeedResult",
     "FileInfo",
+    "Follower",
     "Gap",
+    "LlmQuery",
     "LlmRequest",
     "ModelPricing",
     "ObservationEvent",
     "OutputRead",
+    "PendingStep",
     "RecoveryReport",
+    "Replay",
     "Replayed",
     "RestoreResult",
     "Runtime",
@@ -78,6 +101,7 @@ __all__ = [
     "ToolCall",
     "ToolResult",
     "Transcript",
+    "Transcripts",
     "TurnResult",
     "Usage",
     "UserMessage",

@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -127,7 +127,8 @@ def check_callable(value: Any, what: str) -> Callable[..., Any]:
     """`value` if it can be called."""
     if not callable(value):
         raise InvalidInput(f"{what} must be callable, got {_shown(value)}")
-    return value
+    function: Callable[..., Any] = value
+    return function
 
 
 def check_path(value: Any, what: str) -> Path:
@@ -148,12 +149,8 @@ def check_path(value: Any, what: str) -> Path:
     return Path(text)
 
 
-class _Check(Protocol):
-    def __call__(self, value: Any, what: str, /, **options: Any) -> Any: ...
-
-
 def validator(
-    check: _Check, *, optional: bool = False, **options: Any
+    check: Callable[..., Any], *, optional: bool = False, **options: Any
 ) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     """An attrs validator running `check` (with `options`); `None` passes if `optional`."""
 
@@ -171,3 +168,12 @@ def _shown(value: Any) -> str:
         return f"an int of {len(str(abs(value))) if abs(value) < 10**4000 else 'over 4000'} digits"
     text = repr(value)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def check_bytes(value: Any, what: str) -> bytes:
+    """`value` (bytes, a bytearray or a memoryview) as `bytes`."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise InvalidInput(
+            f"{what} must be bytes (or a bytearray or memoryview), got {type(value).__name__}"
+        )
+    return bytes(value)

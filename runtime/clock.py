@@ -252,7 +252,7 @@ class SystemClock:
         first_ns, interval_ns = _schedule_args(interval_s, first_after_s)
         return self._add(first_ns, interval_ns, fn)
 
-    def _add(self, delay_ns: int, interval_ns: int | None, fn: Callable[[], object]):
+    def _add(self, delay_ns: int, interval_ns: int | None, fn: Callable[[], object]) -> TimerHandle:
         with self._cond:
             if self._closed:
                 raise InvalidTransition("this SystemClock is closed; it schedules no more timers")

@@ -2,81 +2,64 @@
 
 from __future__ import annotations
 
-import math
+import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
 
+from greenroom.checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_path,
+    validator,
+)
 from greenroom.errors import InvalidInput
+from greenroom.pricing import check_pricing_table
 
 __all__ = ["RuntimeConfig"]
 
 
-def _positive_number(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise InvalidInput(
-            f"RuntimeConfig.{attribute.name} must be a positive, finite number, got {value!r}"
-        )
+_positive_number = validator(check_number, positive=True)
+_optional_positive_number = validator(check_number, optional=True, positive=True)
+_positive_int = validator(check_int, minimum=1)
+_bool = validator(check_bool)
 
 
-def _positive_int(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidInput(f"RuntimeConfig.{attribute.name} must be a positive int, got {value!r}")
+def _at_least(minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    return validator(check_int, minimum=minimum)
 
 
-def _at_least(minimum: int):
-    def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise InvalidInput(
-                f"RuntimeConfig.{attribute.name} must be an int >= {minimum}, got {value!r}"
-            )
-
-    return check
+def _one_of(*choices: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    return validator(check_choice, choices=choices)
 
 
-def _bool(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise InvalidInput(f"RuntimeConfig.{attribute.name} must be True or False, got {value!r}")
+def _optional_path(value: Any) -> Any:
+    # A converter: a str or os.PathLike becomes a Path; bad values go to the validator,
+    # which names the field.
+    if isinstance(value, str | os.PathLike) and value != "":
+        try:
+            return check_path(value, "path")
+        except InvalidInput:
+            return value
+    return value
 
 
-def _optional_positive_number(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _path_or_none(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None:
-        _positive_number(inst, attribute, value)
+        check_path(value, f"{type(inst).__name__}.{attribute.name}")
 
 
-def _optional_path(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise InvalidInput(
-            f"RuntimeConfig.{attribute.name} must be a non-empty str path or None, got {value!r}"
-        )
-
-
-def _pricing(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _pricing(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, dict):
         raise InvalidInput(
             f"RuntimeConfig.{attribute.name} must be a dict of 'provider:model' to "
             f"ModelPricing, got {type(value).__name__}"
         )
-    if value:
-        # Imported here: the pricing module is the transcripts' and imports this one.
-        from greenroom.pricing import check_pricing_table
-
-        check_pricing_table(value)
-
-
-def _one_of(*choices: str):
-    def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value not in choices:
-            raise InvalidInput(
-                f"RuntimeConfig.{attribute.name} must be one of {', '.join(choices)}; got {value!r}"
-            )
-
-    return check
+    check_pricing_table(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -134,7 +117,9 @@ class RuntimeConfig:
     """A block writes its session stats at most this often, and once more when an
     interval with new lines ends (the first line is written at once)."""
 
-    archive_dir: str | None = attrs.field(default=None, validator=_optional_path)
+    archive_dir: Path | None = attrs.field(
+        default=None, converter=_optional_path, validator=_path_or_none
+    )
     """Folder for compressed block outputs; `None` means `<database>.archives` beside
     the database (a temporary folder for `":memory:"`)."""
 
@@ -171,7 +156,9 @@ class RuntimeConfig:
 
     # -- transcripts --------------------------------------------------------------------
 
-    transcript_dir: str | None = attrs.field(default=None, validator=_optional_path)
+    transcript_dir: Path | None = attrs.field(
+        default=None, converter=_optional_path, validator=_path_or_none
+    )
     """Folder for transcript JSONL files; `None` means `<database>.transcripts` beside
     the database (a temporary folder for `":memory:"`)."""
 

@@ -28,15 +28,12 @@ import queue
 import sys
 import threading
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import pykka
-from pykka._future import _Unset
 
 from greenroom.errors import FutureTimeout, InvalidTransition
-
-if TYPE_CHECKING:
-    from pykka._types import OptExcInfo
+from greenroom.pykka_internals import OptExcInfo, Unset
 
 __all__ = ["GreenroomFuture", "Steps", "drive"]
 
@@ -107,7 +104,8 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
             if exc_value is None:
                 exc_value = exc_type()
             raise exc_value.with_traceback(exc_tb)
-        return self._value
+        value: T = self._value
+        return value
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the value (or exception) has arrived; whether it has, in `timeout` s.
@@ -263,21 +261,31 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
 
     # -- derived futures: remember what they are computed from ----------------------------
 
-    def map(self, func: Callable[[T], R]) -> GreenroomFuture[R]:  # type: ignore[override]
+    def map(self, func: Callable[[T], R]) -> GreenroomFuture[R]:
         """A future of `func(value)`; see pykka."""
-        return self._derived(super().map(func), (self,))
+        derived: GreenroomFuture[R] = self._derived(super().map(func), (self,))
+        return derived
 
-    def filter(self, func: Callable[[Any], bool]) -> GreenroomFuture[Any]:  # type: ignore[override]
+    def filter(self, func: Callable[[Any], bool]) -> GreenroomFuture[Any]:
         """A future of the items of the value passing `func`; see pykka."""
-        return self._derived(super().filter(func), (self,))  # type: ignore[arg-type]
+        derived: GreenroomFuture[Any] = self._derived(
+            super().filter(func),  # type: ignore[misc]
+            (self,),
+        )
+        return derived
 
-    def join(self, *futures: pykka.Future[Any]) -> GreenroomFuture[Any]:  # type: ignore[override]
+    def join(self, *futures: pykka.Future[Any]) -> GreenroomFuture[Any]:
         """A future of the list of this value and the values of `futures`; see pykka."""
-        return self._derived(super().join(*futures), (self, *futures))
+        derived: GreenroomFuture[Any] = self._derived(super().join(*futures), (self, *futures))
+        return derived
 
-    def reduce(self, func: Callable[[Any, Any], Any], *args: Any) -> GreenroomFuture[Any]:  # type: ignore[override]
+    def reduce(self, func: Callable[[Any, Any], Any], *args: Any) -> GreenroomFuture[Any]:
         """A future of the value reduced with `func`; see pykka."""
-        return self._derived(super().reduce(func, *args), (self,))  # type: ignore[arg-type]
+        derived: GreenroomFuture[Any] = self._derived(
+            super().reduce(func, *args),  # type: ignore[misc]
+            (self,),
+        )
+        return derived
 
     @staticmethod
     def _derived(future: Any, sources: tuple[Any, ...]) -> Any:
@@ -289,7 +297,7 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
         """Whether the value (or exception) has arrived; for a derived future (`map`,
         `join`, ...) whether `get()` has computed it."""
         if self._get_hook is not None:
-            return not isinstance(self._get_hook_result, _Unset)
+            return not isinstance(self._get_hook_result, Unset)
         return self._has_result
 
     def __repr__(self) -> str:
@@ -315,4 +323,5 @@ def drive(steps: Steps[R], timeout: float | None = None) -> R:
                 raise FutureTimeout(f"no reply within {timeout} seconds")
             future = steps.send(None)
     except StopIteration as stop:
-        return stop.value
+        result: R = stop.value
+        return result

@@ -216,11 +216,14 @@ class Kernel:
         """Refuse waiting calls on `pool`'s threads too (`what` names them in the error)."""
         self._guarded.append((pool, what))
 
-    def refuse_inside_actor(self, what: str) -> None:
+    def refuse_inside_actor(self, what: str, *, pools: bool = True) -> None:
         """`InvalidTransition` if the caller is a thread the call would wait for.
 
-        Inside one of this runtime's handlers, a `run_blocking` job or a plain strategy,
-        a call that waits for actors or pools would wait for itself.
+        Inside one of this runtime's handlers, a call that waits would hold a shared
+        dispatcher thread (or wait for itself). With `pools=True` (calls that wait for
+        every actor or pool: settle, close, sweep, starting and feeding executions) a
+        `run_blocking` job or a plain strategy's thread is refused too; with
+        `pools=False` (a call that waits for one actor's answer) those may call.
         """
         actor = current_actor()
         if actor is not None and actor.ctx.tracker is self.tracker:
@@ -229,7 +232,7 @@ class Kernel:
                 "that handler to finish. Call it from the host's own thread."
             )
         pool = BlockingPool.current()
-        if pool is None:
+        if pool is None or not pools:
             return
         for guarded, where in self._guarded:
             if pool is guarded:
@@ -257,10 +260,15 @@ class Kernel:
         with self._changed:
             # Spawns under way finish first, so no actor is missed.
             self._changed.wait_for(lambda: not self._starting, timeout=self.config.stop_timeout_s)
-            refs = [ref for by_id in self._actors.values() for ref in by_id.values() if ref]
+            refs = [
+                ref
+                for by_id in self._actors.values()
+                for ref in by_id.values()
+                if isinstance(ref, GreenroomActorRef)
+            ]
         groups: dict[int, list[GreenroomActorRef]] = defaultdict(list)
         for ref in refs:
-            groups[getattr(ref.actor_class, "stop_order", 0)].append(ref)  # type: ignore[union-attr]
+            groups[getattr(ref.actor_class, "stop_order", 0)].append(ref)
         for order in sorted(groups):
             with self.lock:
                 self._stopping = {

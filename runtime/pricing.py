@@ -37,7 +37,7 @@ __all__ = [
 _PER = 1_000_000
 
 
-def _price(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _price(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)

@@ -44,6 +44,11 @@ def _close_forgotten_runtimes() -> None:
         rt.close()
 
 
+def _ignore(_result: object) -> None:
+    # A close step's result (the threads left running are logged where they are seen).
+    return None
+
+
 class Runtime:
     """A running greenroom: one store, one clock, and the actors on them.
 
@@ -259,8 +264,8 @@ class Runtime:
             self.executions.close,
             self.transcripts.close,
             self.replay.close,
-            lambda: kernel.blocking.shutdown(kernel.config.stop_timeout_s),
-            lambda: kernel.dispatcher.shutdown(kernel.config.stop_timeout_s),
+            lambda: _ignore(kernel.blocking.shutdown(kernel.config.stop_timeout_s)),
+            lambda: _ignore(kernel.dispatcher.shutdown(kernel.config.stop_timeout_s)),
             self._release_clock,
             kernel.store.close,
         ]

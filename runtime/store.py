@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import sqlite3
 import threading
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 import attrs
 import sqlite_utils
 
+from greenroom.checks import check_path
 from greenroom.clock import SystemClock
 from greenroom.errors import (
     Conflict,
@@ -210,7 +212,7 @@ class Store:
     @classmethod
     def open(
         cls,
-        path: str | Path,
+        path: str | os.PathLike[str],
         *,
         now_ms: Callable[[], int] | None = None,
         chunk_bytes: int = 256 * 1024,
@@ -232,7 +234,7 @@ class Store:
             )
         if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes <= 0:
             raise InvalidInput(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
-        target = str(path)
+        target = path if path == ":memory:" else str(check_path(path, "the database path"))
         if target != ":memory:":
             folder = Path(target).parent
             try:
@@ -330,7 +332,8 @@ class Store:
         [slot] = self._write_all([_WriteSlot(what, op)])
         if slot.error is not None:
             raise slot.error
-        return slot.value
+        value: T = slot.value
+        return value
 
     def _write_all(self, slots: list[_WriteSlot]) -> list[_WriteSlot]:
         """Queue several independent writes at once; return them done (value or error)."""
@@ -424,7 +427,7 @@ class Store:
             if existing is not None:
                 return existing, False
             now = self._now_ms()
-            self._db["objects"].insert(
+            _table(self._db, "objects").insert(
                 {
                     "kind": kind,
                     "id": object_id,
@@ -575,7 +578,8 @@ class Store:
         With `create=True` a missing file is created first; otherwise it is `NotFound`.
         """
         slot = self._append_slot(AppendFile(kind, object_id, name, data, create=create))
-        return self._write(slot.what, slot.op)
+        info: FileInfo = self._write(slot.what, slot.op)
+        return info
 
     def _append_slot(self, write: AppendFile) -> _WriteSlot:
         kind, object_id, name, create = write.kind, write.object_id, write.name, write.create
@@ -632,7 +636,9 @@ class Store:
             if isinstance(write, AppendFile):
                 slots.append(self._append_slot(write))
             elif isinstance(write, UpdateMeta):
-                slots.append(self._meta_slot([(write.kind, write.object_id, write.update)]))
+                slot = self._meta_slot([(write.kind, write.object_id, write.update)])
+                assert slot is not None  # one update: never an empty batch
+                slots.append(slot)
             else:
                 raise InvalidInput(
                     f"write_batch takes AppendFile and UpdateMeta, got {type(write).__name__}"
@@ -702,14 +708,6 @@ class Store:
             return changed
 
         return self._write(f"set metadata values of {len(values)} {kind}(s)", op)
-
-    def rename_file(self, kind: str, object_id: str, old: str, new: str) -> FileInfo:
-        """Rename a file in one transaction, replacing any file already called `new`.
-
-        `NotFound` if `old` does not exist.
-        """
-        slot = self._rename_slot(RenameFile(kind, object_id, old, new))
-        return self._write(slot.what, slot.op)
 
     def _rename_slot(self, write: RenameFile) -> _WriteSlot:
         kind, object_id, old, new = write.kind, write.object_id, write.old, write.new
@@ -887,7 +885,8 @@ class Store:
         A missing file is `NotFound` unless `missing_ok=True`.
         """
         slot = self._delete_slot(kind, object_id, name, missing_ok=missing_ok)
-        return self._write(slot.what, slot.op)
+        deleted: bool = self._write(slot.what, slot.op)
+        return deleted
 
     def _delete_slot(self, kind: str, object_id: str, name: str, *, missing_ok: bool) -> _WriteSlot:
         self._check_file_args(kind, object_id, name)
@@ -914,17 +913,18 @@ class Store:
     def _file_row(
         self, kind: str, object_id: str, name: str
     ) -> tuple[int, int, int, int, int] | None:
-        return self._db.conn.execute(
+        row: tuple[int, int, int, int, int] | None = self._db.conn.execute(
             "SELECT size, chunks, next_seq, created_ms, updated_ms FROM files "
             "WHERE kind = ? AND id = ? AND name = ?",
             [kind, object_id, name],
         ).fetchone()
+        return row
 
     def _insert_file(self, kind: str, object_id: str, name: str) -> FileInfo:
         if self._fetch(kind, object_id) is None:
             raise NotFound(f"no {kind} with id {object_id!r}; create the object before its files")
         now = self._now_ms()
-        self._db["files"].insert(
+        _table(self._db, "files").insert(
             {
                 "kind": kind,
                 "id": object_id,
@@ -942,6 +942,13 @@ class Store:
         return f"<Store {self._path!r}{' closed' if self._closed else ''}>"
 
 
+def _table(db: sqlite_utils.Database, name: str) -> sqlite_utils.db.Table:
+    """The table `name` (sqlite-utils types `db[name]` as a table or a view)."""
+    table = db[name]
+    assert isinstance(table, sqlite_utils.db.Table), name
+    return table
+
+
 def _object_from_row(row: tuple[Any, ...]) -> StoredObject:
     kind, object_id, meta, version, created_ms, updated_ms = row
     return StoredObject(kind, object_id, json.loads(meta), version, created_ms, updated_ms)
@@ -950,7 +957,7 @@ def _object_from_row(row: tuple[Any, ...]) -> StoredObject:
 def _create_schema(db: sqlite_utils.Database) -> None:
     """Create the tables of schema version 1 and record the version, in one transaction."""
     with db.atomic():
-        db["objects"].create(
+        _table(db, "objects").create(
             {
                 "kind": str,
                 "id": str,
@@ -963,7 +970,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
             not_null={"meta", "version", "created_ms", "updated_ms"},
             if_not_exists=True,
         )
-        db["files"].create(
+        _table(db, "files").create(
             {
                 "kind": str,
                 "id": str,
@@ -978,7 +985,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
             not_null={"size", "chunks", "next_seq", "created_ms", "updated_ms"},
             if_not_exists=True,
         )
-        db["file_chunks"].create(
+        _table(db, "file_chunks").create(
             {"kind": str, "id": str, "name": str, "seq": int, "start": int, "data": bytes},
             pk=("kind", "id", "name", "seq"),
             not_null={"start", "data"},

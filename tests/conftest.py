@@ -1,4 +1,9 @@
-"""Shared fixtures: a fake clock and a runtime on a real SQLite file in tmp_path."""
+"""Shared fixtures on top of the shipped plugin's (`greenroom.pytest_plugin`).
+
+The plugin gives `fake_clock` (at START_MS) and `greenroom_runtime` on
+`tmp_path / "greenroom.db"`; this suite overrides `greenroom_config` (keeping the
+default sweep timer) and names the runtime `rt`.
+"""
 
 from __future__ import annotations
 
@@ -18,20 +23,22 @@ QUIET = RuntimeConfig(settle_timeout_s=10.0, sweep_first_after_s=1e9, sweep_inte
 
 
 @pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock(start_ms=START_MS, settle_timeout_s=10.0)
+def greenroom_config() -> RuntimeConfig:
+    """The suite's config: the plugin's, but with the default sweep timer."""
+    return RuntimeConfig(settle_timeout_s=10.0)
 
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
+    """The database `greenroom_runtime` is opened on."""
     return tmp_path / "greenroom.db"
 
 
 @pytest.fixture
-def rt(db_path: Path, fake_clock: FakeClock) -> Iterator[Runtime]:
-    runtime = Runtime.open(db_path, clock=fake_clock, config=RuntimeConfig(settle_timeout_s=10.0))
-    yield runtime
-    runtime.close()
+def rt(greenroom_runtime: Runtime, fake_clock: FakeClock) -> Runtime:
+    """The plugin's runtime, on the plugin's fake clock."""
+    assert greenroom_runtime.clock is fake_clock
+    return greenroom_runtime
 
 
 @pytest.fixture

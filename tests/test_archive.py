@@ -114,6 +114,12 @@ def snapshot(rt: Runtime, block_id: str) -> tuple[Any, ...]:
     return obj.meta, obj.version, files
 
 
+def _path(result: ArchiveResult) -> Path:
+    """The archive file an `ArchiveResult` names (a `Path`; there must be one)."""
+    assert isinstance(result.path, Path), result.path
+    return result.path
+
+
 def folder(path: Path) -> list[str]:
     """Every name in the archive folder, hidden temporary files included."""
     return sorted(p.name for p in path.iterdir()) if path.exists() else []
@@ -184,7 +190,7 @@ def test_archive_restore_read_round_trip_of_a_multi_megabyte_output(
     assert again.archived_bytes == len(data) + 14
     assert again.path != result.path
     assert not path.exists()  # ...until the next successful archive
-    assert folder(rt.blocks.archive_dir) == [Path(again.path or "").name]
+    assert folder(rt.blocks.archive_dir) == [_path(again).name]
     assert BACKUP not in block.meta()
     assert block.read_output().data == data + b"one more line\n"
 
@@ -196,7 +202,7 @@ def test_reads_recognise_either_codec_whatever_the_config_says(
     data = varied_output(300_000, seed=1)
     rt = open_rt(archive_codec=first)
     _block, result = archived_block(rt, "agent-1", data)
-    assert (result.path or "").endswith(SUFFIX[first])
+    assert str(result.path).endswith(SUFFIX[first])
     rt.close()
 
     rt = open_rt(archive_codec=second)
@@ -206,9 +212,9 @@ def test_reads_recognise_either_codec_whatever_the_config_says(
     fake_clock.advance(1)
     joined = block.archive()  # reads the old codec, writes the new one
     assert joined.archived_bytes == len(data) + 5
-    assert (joined.path or "").endswith(SUFFIX[second])
-    assert Path(joined.path or "").read_bytes()[: len(MAGIC[second])] == MAGIC[second]
-    assert not Path(result.path or "").exists()
+    assert str(joined.path).endswith(SUFFIX[second])
+    assert _path(joined).read_bytes()[: len(MAGIC[second])] == MAGIC[second]
+    assert not _path(result).exists()
     rt.close()
 
     rt = open_rt(archive_codec=first)
@@ -228,7 +234,7 @@ def test_the_archive_folder_defaults_beside_the_database_or_follows_the_config(
     rt = open_rt(archive_dir=str(elsewhere))
     assert rt.blocks.archive_dir == elsewhere.resolve()
     _block, result = archived_block(rt, "agent-1", b"some output\n")
-    assert Path(result.path or "").parent == elsewhere.resolve()
+    assert _path(result).parent == elsewhere.resolve()
     assert rt.blocks.get("agent-1").read_output().data == b"some output\n"
 
 
@@ -257,14 +263,14 @@ def test_archiving_an_archived_block_without_new_output_changes_nothing(
 ) -> None:
     block, result = archived_block(rt, "agent-1", b"line one\nline two\n")
     before = snapshot(rt, "agent-1")
-    file_bytes = Path(result.path or "").read_bytes()
+    file_bytes = _path(result).read_bytes()
     fake_clock.advance(5)
     again = block.archive()
     assert again.archived_bytes == 0
     assert again.path == result.path
     assert snapshot(rt, "agent-1") == before
-    assert Path(result.path or "").read_bytes() == file_bytes
-    assert folder(rt.blocks.archive_dir) == [Path(result.path or "").name]
+    assert _path(result).read_bytes() == file_bytes
+    assert folder(rt.blocks.archive_dir) == [_path(result).name]
 
 
 def test_restoring_a_block_that_is_not_archived_is_an_invalid_transition(rt: Runtime) -> None:
@@ -334,7 +340,7 @@ def test_a_missing_or_corrupt_archive_raises_and_changes_nothing(
     block, result = archived_block(rt, "agent-1", data)
     block.append_output(b"live tail\n")  # new output after the archive stays live
     block.flush()
-    path = Path(result.path or "")
+    path = _path(result)
     CORRUPTIONS[corruption](path)
     before = snapshot(rt, "agent-1")
     damaged = path.read_bytes() if path.exists() else None
@@ -359,7 +365,7 @@ def test_flipped_bytes_are_never_read_back_as_output(
     data = varied_output(300_000, seed=3)
     rt = open_rt(archive_codec=codec)
     block, result = archived_block(rt, "agent-1", data)
-    path = Path(result.path or "")
+    path = _path(result)
     original = path.read_bytes()
     silently_wrong = []
     for position in range(64, len(original) - 16, (len(original) - 80) // 24):
@@ -424,7 +430,7 @@ def test_a_failure_of_the_metadata_transaction_after_archiving_loses_nothing(
     assert folder(rt.blocks.archive_dir) == []  # the archive nobody points to was removed
     assert block.read_output() == OutputRead(data, non_blank_lines(data), archived=False)
     result = block.archive()
-    assert block.meta()[ARCHIVE_PATH] == Path(result.path or "").name
+    assert block.meta()[ARCHIVE_PATH] == _path(result).name
     assert block.read_output().data == data
 
 
@@ -442,12 +448,12 @@ def test_a_failed_re_archive_keeps_the_old_archive_and_the_new_output(
         with pytest.raises(StorageError, match="injected"):
             block.archive()
     assert snapshot(rt, "agent-1") == before
-    assert folder(rt.blocks.archive_dir) == [Path(first.path or "").name]
+    assert folder(rt.blocks.archive_dir) == [_path(first).name]
     assert block.read_output().data == data + b"written after the archive\n"
     second = block.archive()  # same fake millisecond: a new name, never an overwrite
     assert second.path != first.path
     assert second.archived_bytes == len(data) + 26
-    assert folder(rt.blocks.archive_dir) == [Path(second.path or "").name]
+    assert folder(rt.blocks.archive_dir) == [_path(second).name]
     assert live_output(rt, "agent-1") is None
     assert block.read_output().data == data + b"written after the archive\n"
 
@@ -466,7 +472,7 @@ def test_a_failure_of_the_restore_transaction_changes_nothing(
     # Still archived, output not replaced, the temporary store file removed.
     assert snapshot(rt, "agent-1") == before
     assert [info.name for info in rt.store.list_files("block", "agent-1")] == []
-    assert Path(result.path or "").exists()
+    assert _path(result).exists()
     assert block.read_output() == OutputRead(data, non_blank_lines(data), archived=True)
     assert block.restore().restored_bytes == len(data)
     assert live_output(rt, "agent-1") == data
@@ -587,9 +593,9 @@ def test_new_output_after_an_archive_is_read_after_it_and_joined_by_the_next_arc
     fake_clock.advance(1)
     second = block.archive()
     assert second.archived_bytes == len(old) + len(new)
-    assert not Path(first.path or "").exists()
+    assert not _path(first).exists()
     assert live_output(rt, "agent-1") is None
-    assert block.meta()[ARCHIVE_PATH] == Path(second.path or "").name
+    assert block.meta()[ARCHIVE_PATH] == _path(second).name
     assert block.read_output() == OutputRead(old + new, non_blank_lines(old) + 2, archived=True)
 
 
@@ -615,8 +621,8 @@ def test_odd_but_valid_block_ids_archive_inside_the_archive_folder(
     rt: Runtime, block_id: str
 ) -> None:
     block, result = archived_block(rt, block_id, b"output\n")
-    assert Path(result.path or "").parent == rt.blocks.archive_dir
-    assert Path(result.path or "").resolve().parent == rt.blocks.archive_dir
+    assert _path(result).parent == rt.blocks.archive_dir
+    assert _path(result).resolve().parent == rt.blocks.archive_dir
     assert block.read_output().data == b"output\n"
     assert block.restore().restored_bytes == 7
 
@@ -653,7 +659,7 @@ def _tampered(kind: str, rt: Runtime, tmp_path: Path) -> tuple[object, Path | No
         return 12345, None
     if kind == "another-blocks-archive":
         _other, result = archived_block(rt, "agent-2", b"another block's output\n")
-        return result.path, Path(result.path or "")
+        return str(_path(result)), _path(result)
     raise AssertionError(kind)
 
 
@@ -712,9 +718,9 @@ def test_a_tampered_backup_path_is_never_deleted(
     assert BACKUP not in block.meta()
 
 
-@pytest.mark.parametrize("path", ["/etc/passwd", "../precious.zst"])
+@pytest.mark.parametrize("path", ["/etc/passwd", "../precious.zst", Path("../precious.zst")])
 def test_prune_archive_refuses_a_path_outside_the_archive_folder(
-    rt: Runtime, tmp_path: Path, path: str
+    rt: Runtime, tmp_path: Path, path: str | Path
 ) -> None:
     block, _result = archived_block(rt, "agent-1", b"output\n")
     precious = tmp_path / "precious.zst"
@@ -730,7 +736,7 @@ def test_gzip_and_zstd_files_written_by_others_are_read_by_magic(
 ) -> None:
     # Archives named with either suffix are read by their content, not their name.
     block, result = archived_block(rt, "agent-1", b"original\n")
-    path = Path(result.path or "")
+    path = _path(result)
     path.write_bytes(gzip.compress(b"gzip inside a .zst name\n"))
     assert block.read_output().data == b"gzip inside a .zst name\n"
     assert block.restore().restored_bytes == len(b"gzip inside a .zst name\n")
@@ -853,7 +859,7 @@ def test_output_another_process_appends_while_restoring_is_never_dropped(
         with pytest.raises(InvalidTransition, match=r"changed while this ran.*holds.*try again"):
             block.restore()
     # Still archived, with the new lines live after it; no partial copy left.
-    assert block.meta()[ARCHIVE_PATH] == Path(result.path or "").name
+    assert block.meta()[ARCHIVE_PATH] == _path(result).name
     assert live_output(rt, "pane-1") == numbered(3000, 3010)
     assert [info.name for info in rt.store.list_files("block", "pane-1")] == ["output"]
     assert block.read_output().data == numbered(0, 3010)
@@ -925,7 +931,7 @@ def test_a_database_moved_with_its_archive_folder_keeps_its_archives(
         block.restore()
         fake_clock.advance(1)
         block.archive()
-        assert Path(old.path or "").parent == rt.blocks.archive_dir
+        assert _path(old).parent == rt.blocks.archive_dir
         if stored != "names":
             # As older versions stored them: absolute paths into the old folder.
             meta = block.meta()
@@ -977,3 +983,60 @@ def test_a_legacy_absolute_path_is_still_refused_outside_the_folder(tmp_path: Pa
     assert moved == (folder_ / "agent-1.5.zst").resolve()
     with pytest.raises(StorageError, match="not an archive of block"):
         checked_archive_path(folder_, str(elsewhere / "agent-1.5.zst"), "agent-2")
+
+
+# -- one heavy operation at a time -------------------------------------------------------------
+
+
+def _hold_archives(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    entered, go = threading.Event(), threading.Event()
+    original = greenroom.actors.block.write_archive
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert go.wait(10)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(greenroom.actors.block, "write_archive", held)
+    return entered, go
+
+
+def test_calls_arriving_during_an_archive_wait_for_it_in_order(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = rt.blocks.get("agent-1")
+    block.append_output(b"before\n")
+    entered, go = _hold_archives(monkeypatch)
+    archived = block.archive_future()
+    assert entered.wait(10)
+    read = block.read_output_future()
+    restored = block.restore_future()
+    block.append_output(b"during\n")  # held back until the archive ends
+    stats = block.stats_future()  # not an archive-like call: answered at once
+    assert stats.get(timeout=10).line_count == 2
+    assert [archived.done, read.done, restored.done] == [False, False, False]
+    go.set()
+    assert archived.get(timeout=10).archived_bytes == len(b"before\n")
+    assert read.get(timeout=10) == OutputRead(b"before\nduring\n", 2, archived=True)
+    assert restored.get(timeout=10).restored_bytes == len(b"before\nduring\n")
+    assert live_output(rt, "agent-1") == b"before\nduring\n"
+
+
+def test_stopping_a_block_answers_the_call_under_way_and_those_waiting(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = rt.blocks.get("agent-1")
+    block.append_output(b"kept\n")
+    entered, go = _hold_archives(monkeypatch)
+    archived = block.archive_future()
+    assert entered.wait(10)
+    waiting = [block.read_output_future(), block.restore_future()]
+    block.append_output(b"held while archiving\n")
+    rt.get_actor("block", "agent-1").stop()
+    for future in [archived, *waiting]:
+        with pytest.raises(Stopped, match="stopped before this call finished"):
+            future.get(timeout=10)
+    go.set()
+    rt.settle()
+    # The held output was handed to the writer at the stop; nothing is lost.
+    assert block.read_output().data == b"kept\nheld while archiving\n"

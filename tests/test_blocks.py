@@ -8,6 +8,7 @@ through `fake_clock.advance`, which fires due timers and settles the actors.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from greenroom import Block, FakeClock, Runtime, SessionStats
-from greenroom.errors import InvalidInput, NotFound, Stopped, StorageError
+from greenroom.errors import InvalidInput, InvalidTransition, NotFound, Stopped, StorageError
+from greenroom.futures import GreenroomFuture
 
 from .conftest import START_MS
 
@@ -561,3 +563,85 @@ def test_a_handle_reconnects_after_its_actor_stopped_and_says_stopped_after_clos
         block.stats()
     with pytest.raises(Stopped):
         block.append_output(b"three\n")
+
+
+# -- the seam: calls that return a future without waiting ---------------------------------------
+
+
+def test_each_waiting_call_has_a_future_twin_that_gives_the_same_answer(rt: Runtime) -> None:
+    block = rt.blocks.get("pane-1")
+    block.append_output(b"hello there\n")
+    assert block.flush_future().get(timeout=10) is None
+    stats = block.stats_future()
+    assert isinstance(stats, GreenroomFuture)
+    assert stats.get(timeout=10) == block.stats() == SessionStats(START_MS, START_MS, 1, 2)
+    assert block.meta_future().get(timeout=10) == block.meta()
+    assert block.update_meta_future({"title": "t"}).get(timeout=10)["title"] == "t"
+    archived = block.archive_future().get(timeout=10)
+    assert archived.archived_bytes == 12
+    assert block.read_output_future().get(timeout=10).archived
+    assert block.restore_future().get(timeout=10).restored_bytes == 12
+    # The previous archive is kept as a backup until the next archive; prune it.
+    backup = rt.blocks.archive_dir / block.meta()["session:archive_backup_path"]
+    size = backup.stat().st_size
+    assert block.prune_archive_future(backup).get(timeout=10) == size
+    assert not backup.exists()
+    assert "session:archive_backup_path" not in block.meta()
+
+
+def test_errors_reach_the_future_and_bad_input_is_refused_at_once(rt: Runtime) -> None:
+    block = rt.blocks.get("pane-1")
+    with pytest.raises(InvalidTransition, match="not archived"):
+        block.restore_future().get(timeout=10)
+    with pytest.raises(InvalidInput, match="prune_archive's path"):
+        block.prune_archive_future(5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="record_line's byte count"):
+        block.record_line(-1)
+
+
+def test_a_stopped_actor_is_reconnected_off_the_callers_thread_keeping_the_order(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = rt.blocks.get("pane-1")
+    block.append_output(b"one\n")
+    block.flush()
+    rt.get_actor("block", "pane-1").stop()
+    # Reconnecting creates the block's record if need be: hold it there.
+    entered, go = threading.Event(), threading.Event()
+    connecting_threads: list[int] = []
+    real_ensure = rt.store.ensure_object
+
+    def held_ensure(*args: Any, **kwargs: Any) -> Any:
+        connecting_threads.append(threading.get_ident())
+        entered.set()
+        assert go.wait(10)
+        return real_ensure(*args, **kwargs)
+
+    monkeypatch.setattr(rt.store, "ensure_object", held_ensure)
+    sender = threading.Thread(
+        target=lambda: [block.append_output(b"two\n"), block.record_line(8)], daemon=True
+    )
+    sender.start()
+    sender.join(10)
+    assert not sender.is_alive(), "a tell waited for the reconnect"
+    assert entered.wait(10)
+    stats = block.stats_future()  # queued behind the tells, not sent to the old actor
+    assert not stats.done
+    go.set()
+    assert stats.get(timeout=10).line_count == 3
+    assert len(connecting_threads) == 1
+    assert connecting_threads[0] not in (threading.get_ident(), sender.ident)
+    assert block.read_output().data == b"one\ntwo\n"
+    assert rt.actor_ids("block") == ["pane-1"]
+
+
+def test_a_closed_runtime_fails_the_futures_with_stopped(rt: Runtime) -> None:
+    block = rt.blocks.get("pane-1")
+    rt.close()
+    future = block.stats_future()
+    with pytest.raises(Stopped):
+        future.get(timeout=10)
+    with pytest.raises(Stopped):
+        block.archive_future().get(timeout=10)
+    with pytest.raises(Stopped):
+        rt.blocks.get("pane-1")

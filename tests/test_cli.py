@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 import pytest
 
+import greenroom.actors.block
 from greenroom import (
     AssistantMessage,
     FakeClock,
@@ -39,10 +40,13 @@ from greenroom import (
     Usage,
     UserMessage,
 )
+from greenroom.blocks.handle import Block
 from greenroom.blocks.namespace import Blocks
+from greenroom.blocks.records import ArchiveResult, SweepProgress
 from greenroom.cli import main
 from greenroom.clock import stopwatch
 from greenroom.errors import InvalidInput
+from greenroom.transcripts.logformat import iso_utc
 
 from .conftest import QUIET, START_MS
 
@@ -123,8 +127,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 def iso(ms: int) -> str:
-    from greenroom.transcripts.logformat import iso_utc
-
     return iso_utc(ms)
 
 
@@ -141,6 +143,12 @@ def test_every_command_has_help_with_json_and_an_example(command: str) -> None:
     assert f"greenroom {command} " in out.split("example:")[1]
     assert "exit status:" in out
     assert result.stderr == b""
+    # --json's help says which of the two shapes the command prints.
+    json_help = " ".join(out.split("\n  --json")[1].split("\n  -")[0].split("\n\n")[0].split())
+    if command == "blocks":
+        assert json_help.startswith("print one JSON array of row objects on stdout")
+    else:
+        assert json_help.startswith("print one JSON object on stdout")
 
 
 def test_top_level_help_lists_the_commands_and_exit_statuses() -> None:
@@ -150,6 +158,7 @@ def test_top_level_help_lists_the_commands_and_exit_statuses() -> None:
     for command in COMMANDS:
         assert f"    {command}" in out
     assert "130  interrupted" in out
+    assert "json output (--json):\n  blocks               one JSON array of row objects" in out
 
 
 @pytest.mark.parametrize(
@@ -161,6 +170,16 @@ def test_top_level_help_lists_the_commands_and_exit_statuses() -> None:
         (("show", "x.db"), "greenroom show", "the following arguments are required: BLOCK"),
         (
             ("sweep", "x.db", "--inactive-days", "-1"),
+            "greenroom sweep",
+            "expected a number of days >= 0",
+        ),
+        (
+            ("sweep", "x.db", "--inactive-days", "nan"),
+            "greenroom sweep",
+            "expected a number of days >= 0",
+        ),
+        (
+            ("sweep", "x.db", "--inactive-days", "1e400"),  # inf
             "greenroom sweep",
             "expected a number of days >= 0",
         ),
@@ -248,6 +267,25 @@ def test_a_foreign_sqlite_database_with_a_schema_version_is_refused_untouched(
         conn.close()
 
 
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (("blocks", ""), "DB must not be empty"),
+        (("sweep", "x.db", "--archive-dir", ""), "--archive-dir must not be empty"),
+        (("export", "x.db", "pane", "-o", ""), "--output must not be empty"),
+        (("transcript", ""), "PATH must not be empty"),
+    ],
+)
+def test_an_empty_path_is_one_line_exit_1_and_makes_nothing(
+    args: tuple[str, ...], complaint: str, tmp_path: Path
+) -> None:
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert one_error_line(result) == complaint
+    assert result.stdout == b""
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- blocks and show ----------------------------------------------------------------------
 
 
@@ -264,13 +302,19 @@ def test_blocks_lists_every_block_as_a_table(world: World) -> None:
     assert result.stderr == b""
 
 
-def test_blocks_json_and_the_view_filter(world: World) -> None:
+def test_blocks_json_is_one_array_of_rows_and_the_view_filter(world: World) -> None:
     result = cli("blocks", world.db, "--view", "agent", "--json")
     assert result.returncode == 0
-    document = json.loads(result.stdout)
-    assert document["view"] == "agent"
-    assert [block["id"] for block in document["blocks"]] == ["bin", "pane-1"]
-    binary, pane = document["blocks"]
+    rows = json.loads(result.stdout)
+    assert [block["id"] for block in rows] == ["bin", "pane-1"]
+    # One row a line, as sqlite-utils prints them: `[{...},\n {...}]`.
+    lines = text(result).splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith('[{"id": "bin", ')
+    assert lines[0].endswith("},")
+    assert lines[1].startswith(' {"id": "pane-1", ')
+    assert lines[1].endswith("}]")
+    binary, pane = rows
     assert pane == {
         "id": "pane-1",
         "view": "agent",
@@ -298,7 +342,9 @@ def test_blocks_json_and_the_view_filter(world: World) -> None:
     assert binary["archived_at_ms"] == START_MS + 120_000
     result = cli("blocks", world.db, "--view", "shell")
     assert text(result) == "no blocks with view 'shell'\n"
-    assert json.loads(cli("blocks", world.db, "--view", "shell", "--json").stdout)["blocks"] == []
+    result = cli("blocks", world.db, "--view", "shell", "--json")
+    assert result.returncode == 0
+    assert result.stdout == b"[]\n"
 
 
 def test_show_prints_stats_state_and_every_metadata_key(world: World) -> None:
@@ -574,7 +620,7 @@ def test_archive_then_restore_round_trips_the_output(small_db: Path) -> None:
     archive = small_db.with_name("small.db.archives")
     [made] = archive.iterdir()
     assert text(result) == f"archived block 'bin': 264 bytes to {made}\n"
-    listed = {b["id"]: b for b in json.loads(cli("blocks", small_db, "--json").stdout)["blocks"]}
+    listed = {b["id"]: b for b in json.loads(cli("blocks", small_db, "--json").stdout)}
     assert listed["bin"]["state"] == "archived"
     assert listed["pane"]["state"] == "live"
     assert cli("export", small_db, "bin").stdout == BINARY_OUTPUT  # from the archive
@@ -586,7 +632,7 @@ def test_archive_then_restore_round_trips_the_output(small_db: Path) -> None:
     result = cli("restore", small_db, "bin", "--json")
     assert result.returncode == 0
     assert json.loads(result.stdout) == {"block_id": "bin", "restored_bytes": 264}
-    listed = {b["id"]: b for b in json.loads(cli("blocks", small_db, "--json").stdout)["blocks"]}
+    listed = {b["id"]: b for b in json.loads(cli("blocks", small_db, "--json").stdout)}
     assert listed["bin"]["state"] == "live"
     assert listed["bin"]["live_bytes"] == 264
     assert cli("export", small_db, "bin").stdout == BINARY_OUTPUT
@@ -769,9 +815,7 @@ def test_sweep_with_overrides_archives_then_prunes(tmp_path: Path) -> None:
     pruned = [item["block_id"] for item in document["pruned"]]
     assert pruned[0] == "pre"  # oldest first
     assert sorted(pruned) == ["old-1", "old-2", "pre", "recent"]
-    states = {
-        b["id"]: b["state"] for b in json.loads(cli("blocks", db2, "--json").stdout)["blocks"]
-    }
+    states = {b["id"]: b["state"] for b in json.loads(cli("blocks", db2, "--json").stdout)}
     assert states == {
         "old-1": "pruned",
         "old-2": "pruned",
@@ -830,6 +874,89 @@ def test_sweep_draws_a_progress_bar_when_stderr_is_a_terminal(tmp_path: Path) ->
     assert drawn.startswith(b"\r")
     assert drawn.rstrip(b" ").endswith(b"\r")  # the line is cleared at the end
     assert b"swept: archived 2 blocks" in out  # the report itself goes to stdout
+
+
+# -- the two JSON shapes ----------------------------------------------------------------------
+
+
+def test_json_is_one_array_of_rows_for_a_listing_and_one_object_otherwise(
+    world: World, tmp_path: Path
+) -> None:
+    db = build_sweep_db(tmp_path)
+    runs = {
+        "blocks": cli("blocks", db, "--json"),
+        "show": cli("show", db, "old-1", "--json"),
+        "export": cli("export", db, "old-1", "--json"),
+        "archive": cli("archive", db, "old-1", "--json"),
+        "restore": cli("restore", db, "old-1", "--json"),
+        "sweep": cli("sweep", db, "--dry-run", "--inactive-days", "5", "--json"),
+        "transcript": cli("transcript", world.transcript, "--json"),
+    }
+    assert set(runs) == set(COMMANDS)
+    for command, result in runs.items():
+        assert result.returncode == 0, (command, result.stderr)
+        document = json.loads(result.stdout)  # the whole of stdout is one document
+        if command == "blocks":
+            assert isinstance(document, list)
+            assert [row["id"] for row in document] == [
+                "old-1",
+                "old-2",
+                "old-notes",
+                "pre",
+                "recent",
+            ]
+            assert len(text(result).splitlines()) == len(document)  # a row a line
+        else:
+            assert isinstance(document, dict), command
+    sweep = json.loads(runs["sweep"].stdout)
+    assert [item["block_id"] for item in sweep["archived"]] == ["old-1", "old-2"]
+    for key in ("archived", "pruned", "skipped", "failed"):
+        assert all(set(item) >= {"block_id", "path", "bytes"} for item in sweep[key]), key
+
+
+def test_paths_that_come_back_as_path_objects_are_written_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Runtime.path, ArchiveResult.path and SweepProgress.path as `pathlib.Path`s (the
+    # target design) rather than the `str`s of today: the output is the same.
+    db = build_sweep_db(tmp_path)
+    original_path = Runtime.path
+    original_archive = Block.archive
+    original_sweep = Blocks.sweep
+    assert isinstance(original_path, property)
+    assert original_path.fget is not None
+    fget = original_path.fget
+
+    def archive(self: Block) -> ArchiveResult:
+        result = original_archive(self)
+        return attrs.evolve(result, path=None if result.path is None else Path(result.path))
+
+    def sweep(self: Blocks, *, progress: Any = None, **options: Any) -> SweepStats:
+        def as_paths(event: SweepProgress) -> None:
+            progress(attrs.evolve(event, path=None if event.path is None else Path(event.path)))
+
+        return original_sweep(self, progress=as_paths, **options)
+
+    monkeypatch.setattr(Runtime, "path", property(lambda self: Path(fget(self))))
+    monkeypatch.setattr(Block, "archive", archive)
+    monkeypatch.setattr(Blocks, "sweep", sweep)
+
+    assert main(["show", str(db), "ghost"]) == 1
+    assert capsys.readouterr().err == f"greenroom: error: no block 'ghost' in {str(db)!r}\n"
+    assert main(["archive", str(db), "old-1", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert isinstance(document["path"], str)
+    assert Path(document["path"]).parent == db.with_name("sweep.db.archives")
+    assert main(["archive", str(db), "old-1"]) == 0
+    assert capsys.readouterr().out == (
+        f"block 'old-1' has no new output: it is archived already ({document['path']})\n"
+    )
+    sweep_args = ["sweep", str(db), "--inactive-days", "5", "--max-archive-bytes", "0", "--json"]
+    assert main(sweep_args) == 0
+    swept = json.loads(capsys.readouterr().out)
+    assert [item["block_id"] for item in swept["archived"]] == ["old-2"]
+    assert all(isinstance(item["path"], str) for item in swept["archived"] + swept["pruned"])
+    assert document["path"] in [item["path"] for item in swept["pruned"]]
 
 
 # -- transcript -------------------------------------------------------------------------------
@@ -1118,8 +1245,6 @@ def test_a_progress_callback_that_raises_does_not_stop_the_sweep(
 def test_a_sweep_with_options_waits_for_the_running_one_and_gets_its_own_result(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import greenroom.actors.block
-
     rt = open_rt()
     old = rt.blocks.get("old")
     old.append_output(b"old output\n")

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from greenroom import FakeClock, FeedResult, LlmRequest, Runtime, RuntimeConfig
 from greenroom.actors import execution as execution_actor
 from greenroom.actors.base import ActorContext, GreenroomActor
-from greenroom.actors.execution import Cancel, ExecutionActor, Reap
+from greenroom.actors.execution import ExecutionActor
 from greenroom.errors import (
     AlreadyResponded,
     ExecutionCancelled,
@@ -36,6 +36,14 @@ from greenroom.errors import (
     UnknownQuery,
 )
 from greenroom.executions import namespace as executions_api_module
+from greenroom.executions.messages import COLLECT, Cancel, Reap
+from greenroom.executions.records import (
+    AsyncExecutionContext,
+    ExecutionContext,
+    LlmCall,
+    StrategyContext,
+)
+from greenroom.usage import Usage
 
 WAIT_S = 10.0  # real seconds a test waits for a thread strategy before failing
 
@@ -396,6 +404,36 @@ def test_host_usage_upgrades_token_counts_to_provided(rt: Runtime) -> None:
     assert (stats["prompt_chars"], stats["response_chars"]) == (40, 8)
 
 
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": 112, "completion_tokens": 3},  # OpenAI
+        {"prompt_tokens": 112, "completion_tokens": 3, "total_tokens": 115},
+        {"input_tokens": 12, "output_tokens": 3, "cache_read_input_tokens": 100},  # Anthropic
+        {
+            "input_tokens": 2,
+            "output_tokens": 3,
+            "cache_read_input_tokens": 60,
+            "cache_creation_input_tokens": 50,
+        },
+        Usage(input_tokens=12, output_tokens=3, cache_write_tokens=100),
+    ],
+)
+def test_usage_in_each_providers_style_counts_every_prompt_token(rt: Runtime, usage: Any) -> None:
+    # The prompt's tokens are all the input billed: uncached, cache reads and writes.
+    first = rt.executions.start(batch_of, 2)
+    done = rt.executions.feed_many(
+        first.session_id, [("q-1-0", "a", usage), ("q-1-1", "b", Usage(1, 2))]
+    )
+    stats = done.to_json()["stats"]
+    assert stats["prompt_tokens"] == {"value": 113, "source": "provided"}
+    assert stats["response_tokens"] == {"value": 5, "source": "provided"}
+    assert stats["total_tokens"] == {"value": 118, "source": "provided"}
+    # The JSON shapes are those of the seed's MCP JSON, whatever the usage's style.
+    assert set(done.to_json()) == {"status", "result", "stats"}
+    assert rt.executions.status(first.session_id)["metrics"] == stats
+
+
 def test_partial_usage_stays_estimated(rt: Runtime) -> None:
     sid = rt.executions.start(batch_of, 2).session_id
     rt.executions.feed(
@@ -411,18 +449,28 @@ def test_partial_usage_stays_estimated(rt: Runtime) -> None:
 @pytest.mark.parametrize(
     ("usage", "match"),
     [
-        ("lots", "must be None or a dict"),
+        ("lots", "must be None, a Usage, or a mapping"),
+        ([("prompt_tokens", 1)], "got list"),
         ({"prompt_tokens": 1}, "missing completion_tokens"),
-        ({"prompt_tokens": 1, "completion_tokens": 2, "total": 3}, "unknown total"),
+        ({"prompt_tokens": 1, "completion_tokens": 2, "total": 3}, "unknown 'total'"),
+        ({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 4}, "not prompt_tokens"),
         ({"prompt_tokens": -1, "completion_tokens": 2}, "int >= 0"),
         ({"prompt_tokens": True, "completion_tokens": 2}, "int >= 0"),
+        ({"input_tokens": 1}, "missing output_tokens"),
+        ({"input_tokens": 1, "output_tokens": 2.0}, r"usage\['output_tokens'\] must be an int"),
+        ({"prompt_tokens": 1, "completion_tokens": 2, "input_tokens": 3}, "unknown 'input_tokens'"),
+        ({}, "missing input_tokens, output_tokens"),
     ],
 )
 def test_malformed_usage_is_refused(rt: Runtime, usage: Any, match: str) -> None:
     sid = rt.executions.start(ask_once).session_id
+    before = rt.executions.status(sid)
     with pytest.raises(InvalidInput, match=match):
         rt.executions.feed(sid, "4", usage=usage)
-    assert rt.executions.status(sid)["state"] == "paused"
+    with pytest.raises(InvalidInput, match=f"feed_many item 0: .*{match}"):
+        rt.executions.feed_many(sid, [("q-1-0", "4", usage)])
+    assert rt.executions.status(sid) == before  # nothing applied
+    assert rt.executions.feed(sid, "4").result == {"answer": "4"}
 
 
 # -- cancel ---------------------------------------------------------------------------------
@@ -553,8 +601,6 @@ def test_gc_reaps_idle_sessions_and_expired_results(
 
 
 def test_gc_reaps_a_running_plain_session(open_rt: Callable[..., Runtime]) -> None:
-    from greenroom.actors.execution_gc import COLLECT
-
     rt = open_rt(execution_ttl_s=300, gc_interval_s=60)
     gate = threading.Event()
     seen: list[BaseException] = []
@@ -572,7 +618,7 @@ def test_gc_reaps_a_running_plain_session(open_rt: Callable[..., Runtime]) -> No
     sid = info.value.session_id  # type: ignore[attr-defined]
     # The thread counts as work in progress, so FakeClock.advance would wait for it:
     # age the session by hand and run one GC pass directly.
-    rt.executions._exec_registry.live(sid).last_active = -1e9
+    rt.executions._registry.live(sid).last_active = -1e9
     gc_pass = rt.executions._execution_gc().ask(COLLECT)
     assert gc_pass.reap_candidates == (sid,)
     gate.set()
@@ -782,15 +828,28 @@ def test_bad_arguments_are_refused_with_nothing_started(rt: Runtime) -> None:
     ]:
         with pytest.raises(InvalidInput, match=match):
             rt.executions.start(strategy)
-    with pytest.raises(InvalidInput, match="timeout"):
-        rt.executions.start(ask_once, timeout=0)
+    bad_timeouts = [-1, 1e12, float("nan"), float("inf"), "5", True]
+    for timeout in bad_timeouts:
+        with pytest.raises(InvalidInput, match="timeout must be a finite number"):
+            rt.executions.start(ask_once, timeout=timeout)
     sid = rt.executions.start(ask_once).session_id
+    for timeout in bad_timeouts:
+        with pytest.raises(InvalidInput, match="timeout"):
+            rt.executions.feed(sid, "4", timeout=timeout)
+        with pytest.raises(InvalidInput, match="timeout"):
+            rt.executions.feed_many(sid, [("q-1-0", "4", None)], timeout=timeout)
     with pytest.raises(InvalidInput, match="response must be a str"):
         rt.executions.feed(sid, 4)
     with pytest.raises(InvalidInput, match="query_id"):
         rt.executions.feed(sid, "4", query_id=5)
+    with pytest.raises(InvalidInput, match="query_id must not be empty"):
+        rt.executions.feed(sid, "4", query_id="")
     with pytest.raises(InvalidInput, match="session_id"):
         rt.executions.feed(None, "4")
+    with pytest.raises(InvalidInput, match="session_id must not be empty"):
+        rt.executions.cancel("")
+    with pytest.raises(InvalidInput, match="session_id"):
+        rt.executions.status(7)
     with pytest.raises(NotFound, match="no execution session 's-nope'"):
         rt.executions.feed("s-nope", "4")
     with pytest.raises(NotFound):
@@ -799,6 +858,26 @@ def test_bad_arguments_are_refused_with_nothing_started(rt: Runtime) -> None:
         rt.executions.status("s-nope")
     assert rt.metrics()["executions_started"] == 1
     assert rt.executions.status(sid)["state"] == "paused"
+
+
+def test_a_zero_timeout_polls_and_the_longest_is_ten_years(rt: Runtime) -> None:
+    entered, gate = threading.Event(), threading.Event()
+
+    def gated(ctx: Any) -> str:
+        entered.set()
+        gate.wait(WAIT_S)
+        return ctx.llm("go?")
+
+    with pytest.raises(ExecutionTimeout, match=r"within 0 s of this start") as info:
+        rt.executions.start(gated, timeout=0)  # started, not waited for
+    sid = info.value.session_id
+    assert entered.wait(WAIT_S)  # running on its thread: work in progress from here
+    gate.set()
+    rt.settle()  # the strategy runs up to its pause
+    assert rt.executions.status(sid)["pending_queries"] == ["q-1-0"]
+    ten_years = 10.0 * 365 * 24 * 3600
+    assert rt.executions.feed(sid, "yes", timeout=ten_years).result == "yes"
+    assert rt.metrics()["executions_started"] == 1
 
 
 def test_start_execution_is_refused_inside_a_handler(rt: Runtime) -> None:
@@ -1037,7 +1116,7 @@ def test_many_plain_sessions_fed_from_four_threads(open_rt: Callable[..., Runtim
 
 
 def _actor_of(rt: Runtime, sid: str) -> Any:
-    return rt.executions._exec_registry.live(sid).ref._actor_weakref()
+    return rt.executions._registry.live(sid).ref._actor_weakref()
 
 
 class _SignallingTracker:
@@ -1120,9 +1199,7 @@ def test_a_stop_landing_between_the_cancel_check_and_the_pause_wakes_the_strateg
     if how == "cancel":
         assert rt.executions.cancel(sid).status == "cancelled"
     elif how == "reap":
-        from greenroom.actors.execution_gc import COLLECT
-
-        rt.executions._exec_registry.live(sid).last_active = -1e9
+        rt.executions._registry.live(sid).last_active = -1e9
         assert rt.executions._execution_gc().ask(COLLECT).reap_candidates == (sid,)
     else:
         rt.close()
@@ -1460,3 +1537,135 @@ def test_a_start_timeout_is_an_execution_timeout_naming_the_session(rt: Runtime)
     assert isinstance(info.value, Timeout)
     rt.settle()
     assert rt.executions.status(info.value.session_id)["result"] == 1
+
+
+# -- the contexts a strategy gets ------------------------------------------------------------
+
+
+def test_each_kind_of_strategy_gets_its_own_context(rt: Runtime) -> None:
+    seen: list[Any] = []
+
+    async def awaiting(ctx: AsyncExecutionContext) -> str:
+        call = ctx.llm("a?")
+        seen.append((ctx, call))
+        answer: str = await call
+        return answer
+
+    def blocking(ctx: ExecutionContext) -> str:
+        answer = ctx.llm("b?")
+        seen.append((ctx, answer))
+        return answer
+
+    first = rt.executions.start(awaiting)
+    assert rt.executions.feed(first.session_id, "A").result == "A"
+    second = rt.executions.start(blocking, timeout=WAIT_S)
+    assert rt.executions.feed(second.session_id, "B", timeout=WAIT_S).result == "B"
+    (async_ctx, call), (plain_ctx, answer) = seen
+    assert type(async_ctx) is AsyncExecutionContext
+    assert isinstance(call, LlmCall)
+    assert repr(call) == "<pending ctx.llm of 1 query>"
+    assert type(plain_ctx) is ExecutionContext
+    assert (type(answer), answer) == (str, "B")
+    assert repr(plain_ctx) == f"<ExecutionContext {second.session_id}>"
+    for ctx in (async_ctx, plain_ctx):
+        assert isinstance(ctx, StrategyContext)
+
+
+def test_context_arguments_are_checked(rt: Runtime) -> None:
+    refused: list[str] = []
+
+    async def careless(ctx: AsyncExecutionContext) -> str:
+        for call in (
+            lambda: ctx.log(3),  # type: ignore[arg-type]
+            lambda: ctx.metric("", 1),
+            lambda: ctx.metric("nan", float("nan")),
+            lambda: ctx.llm(""),
+            lambda: ctx.llm("q", max_tokens=0),
+            lambda: ctx.llm_batch("q"),  # type: ignore[arg-type]
+            lambda: ctx.llm_batch([LlmRequest("q"), "q"]),  # type: ignore[list-item]
+        ):
+            with pytest.raises(InvalidInput) as info:
+                call()
+            refused.append(str(info.value))
+        return "ok"
+
+    assert rt.executions.start(careless).result == "ok"
+    assert refused == [
+        "ctx.log's message must be a str, got int",
+        "a metric name must not be empty",
+        "metric 'nan' must be a finite number, got nan",
+        "LlmRequest.prompt must not be empty",
+        "LlmRequest.max_tokens must be an int >= 1, got 0",
+        "llm_batch takes a list of LlmRequest, got str",
+        "llm_batch item 1 must be an LlmRequest, got str",
+    ]
+
+
+# -- the seam the async facade shares: send without waiting, then the outcome ----------------
+
+
+def test_a_sent_step_is_read_once_resolved_or_timed_out(rt: Runtime) -> None:
+    gate = threading.Event()
+
+    def gated(ctx: ExecutionContext) -> str:
+        gate.wait(WAIT_S)
+        return ctx.llm("go?")
+
+    pending = rt.executions.send_start(gated, timeout=0.05)
+    assert (pending.action, pending.timeout, pending.items) == ("start", 0.05, ())
+    assert not pending.future.done  # sent, not waited for
+    with pytest.raises(ExecutionTimeout, match=r"within 0\.05 s of this start") as info:
+        rt.executions.outcome(pending)  # its time has run out: the same error as start's
+    assert info.value.session_id == pending.session_id
+    gate.set()
+    assert pending.future.wait(WAIT_S)
+    first = rt.executions.outcome(pending)  # resolved since: the result after all
+    assert (first.status, first.query_ids) == ("needs_response", ["q-1-0"])
+
+    feed = rt.executions.send_feed(
+        first.session_id, "yes", usage={"input_tokens": 1, "output_tokens": 2}
+    )
+    assert feed.items == ((None, "yes", Usage(1, 2)),)  # checked: the usage read
+    assert feed.future.wait(WAIT_S)
+    done = rt.executions.outcome(feed)
+    assert done.result == "yes"
+    assert rt.executions.outcome(feed) == done  # read again: the same (a copy)
+    # To a finished session a feed is answered from the retained result at once.
+    retry = rt.executions.send_feed_many(first.session_id, [("q-1-0", "yes", None)])
+    assert retry.future.done
+    assert rt.executions.outcome(retry).to_json() == done.to_json()
+    changed = rt.executions.send_feed(first.session_id, "no", query_id="q-1-0")
+    with pytest.raises(AlreadyResponded):
+        rt.executions.outcome(changed)
+
+
+def test_a_sent_cancel_waits_cancel_wait_s_then_defers(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executions_api_module, "CANCEL_WAIT_S", 0.01)
+    entered, release = threading.Event(), threading.Event()
+
+    async def busy(ctx: AsyncExecutionContext) -> str:
+        entered.set()
+        release.wait(WAIT_S)  # a long step: holds the session's actor
+        return await ctx.llm("x")
+
+    with pytest.raises(ExecutionTimeout) as info:
+        rt.executions.start(busy, timeout=0.05)
+    sid = info.value.session_id
+    assert entered.wait(WAIT_S)
+    try:
+        pending = rt.executions.send_cancel(sid)
+        assert (pending.action, pending.timeout) == ("cancel", 0.01)
+        assert rt.executions.status(sid)["cancel_requested"] == "cancelled by the host"
+        deferred = rt.executions.outcome(pending)  # not answered: deferred, at once
+        assert deferred.status == "cancelled"
+        assert rt.metrics()["execution_cancels_deferred"] == 1
+    finally:
+        release.set()
+    assert pending.future.wait(WAIT_S)
+    assert rt.executions.outcome(pending).status == "cancelled"
+    rt.settle()
+    assert rt.executions.status(sid)["state"] == "cancelled"
+    with pytest.raises(InvalidTransition, match="already been cancelled; cannot cancel"):
+        rt.executions.send_cancel(sid)

@@ -26,13 +26,13 @@ from greenroom.executions.records import (
     SessionMetrics,
     TokenCount,
     answer_digest,
-    check_usage,
     describe_error,
     json_copy,
     json_value,
 )
 from greenroom.executions.registry import ExecutionRegistry, LiveSnapshot, RetainedResult
 from greenroom.metrics import Metrics
+from greenroom.usage import Usage
 
 WAIT_S = 10.0
 
@@ -49,13 +49,13 @@ def test_llm_request_defaults_and_validation() -> None:
         False,
     )
     for kwargs, match in [
-        ({"prompt": ""}, "non-empty str"),
-        ({"prompt": 3}, "non-empty str"),
-        ({"prompt": "p", "system": 1}, "system must be a str"),
-        ({"prompt": "p", "max_tokens": 0}, "positive int"),
-        ({"prompt": "p", "max_tokens": True}, "positive int"),
-        ({"prompt": "p", "grounded": 1}, "grounded must be a bool"),
-        ({"prompt": "p", "underspecified": "yes"}, "underspecified must be a bool"),
+        ({"prompt": ""}, "LlmRequest.prompt must not be empty"),
+        ({"prompt": 3}, "LlmRequest.prompt must be a str"),
+        ({"prompt": "p", "system": 1}, "LlmRequest.system must be a str"),
+        ({"prompt": "p", "max_tokens": 0}, "LlmRequest.max_tokens must be an int >= 1"),
+        ({"prompt": "p", "max_tokens": True}, "LlmRequest.max_tokens must be an int >= 1"),
+        ({"prompt": "p", "grounded": 1}, "LlmRequest.grounded must be True or False"),
+        ({"prompt": "p", "underspecified": "yes"}, "underspecified must be True or False"),
     ]:
         with pytest.raises(InvalidInput, match=match):
             LlmRequest(**kwargs)
@@ -140,8 +140,12 @@ def test_token_accounting(prompts: list[str], data: st.DataObject) -> None:
         response = data.draw(st.text(max_size=40))
         usage = data.draw(
             st.none()
-            | st.fixed_dictionaries(
-                {"prompt_tokens": st.integers(0, 99), "completion_tokens": st.integers(0, 99)}
+            | st.builds(
+                Usage,
+                input_tokens=st.integers(0, 99),
+                output_tokens=st.integers(0, 99),
+                cache_read_tokens=st.integers(0, 99),
+                cache_write_tokens=st.integers(0, 99),
             )
         )
         metrics.answered(query, response, usage)
@@ -150,8 +154,8 @@ def test_token_accounting(prompts: list[str], data: st.DataObject) -> None:
             prompt_total += len(query.prompt) // 4
             response_total += len(response) // 4
         else:
-            prompt_total += usage["prompt_tokens"]
-            response_total += usage["completion_tokens"]
+            prompt_total += usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+            response_total += usage.output_tokens
     stats = metrics.snapshot(1.5)
     source = "provided" if all_provided else "estimated"
     assert stats.prompt_tokens == TokenCount(prompt_total, source)
@@ -167,10 +171,7 @@ def test_no_queries_means_estimated_zero() -> None:
     assert stats.to_json()["logs"] == []
 
 
-def test_check_usage_and_helpers() -> None:
-    usage = {"completion_tokens": 2, "prompt_tokens": 1}
-    assert check_usage(usage) == {"prompt_tokens": 1, "completion_tokens": 2}
-    assert check_usage(None) is None
+def test_json_helpers() -> None:
     assert json_value((1, {"a": (2,)}), "x") == [1, {"a": [2]}]
     with pytest.raises(InvalidInput, match="x is not JSON-serialisable"):
         json_value(float("inf"), "x")

@@ -13,6 +13,7 @@ import pytest
 
 from greenroom import FakeClock, Gap, ObservationEvent, Runtime, Subscription
 from greenroom.actors.base import ActorContext, GreenroomActor
+from greenroom.checks import MAX_TIMEOUT_S
 from greenroom.cursor import parse_cursor
 from greenroom.errors import InvalidInput, InvalidTransition, Stopped, SubscriberLagged, Timeout
 from greenroom.replay.follower import Follower
@@ -33,7 +34,7 @@ def take(sub: Subscription, n: int) -> list[object]:
 def until_waiting(sub: Subscription) -> None:
     """Spin (no sleep) until a thread waits in `sub.next_event`."""
     for _ in range(50_000_000):
-        if sub._waiters:
+        if sub.waiting:
             return
     pytest.fail("no thread started waiting on the subscription")
 
@@ -421,6 +422,10 @@ class _Inside(GreenroomActor):
             return self.rt.replay.publish("s", "published from a handler")
         if message == "wait":
             return self.sub.next_event()
+        if message == "append in a job":
+            return self.run_blocking(self.rt.replay.append, "s", "from a job")
+        if message == "publish in a job":
+            return self.run_blocking(self.rt.replay.publish, "s", "published from a job")
         try:
             return self.sub.next_event(timeout=0).payload  # a poll never waits
         except Timeout:
@@ -430,7 +435,7 @@ class _Inside(GreenroomActor):
 def test_handlers_may_not_wait_on_replay_calls(rt: Runtime) -> None:
     sub = subscribe(rt, rt.replay.current_cursor("s"))
     ref = rt.spawn(_Inside, rt, sub)
-    with pytest.raises(InvalidTransition, match="handlers must not block"):
+    with pytest.raises(InvalidTransition, match=r"replay\.append\(\) was called from a handler"):
         ref.ask("append")
     with pytest.raises(InvalidTransition, match="next_event\\(\\) would wait inside a handler"):
         ref.ask("wait")
@@ -440,6 +445,18 @@ def test_handlers_may_not_wait_on_replay_calls(rt: Runtime) -> None:
     assert ref.ask("poll") == "from the host"
     assert ref.ask("publish") is None  # a publish never waits: allowed in a handler
     assert sub.next_event(timeout=WAIT).payload == "published from a handler"
+
+
+def test_run_blocking_jobs_may_append_and_publish(rt: Runtime) -> None:
+    # A job waits for one buffer's answer, not for itself: unlike settle() or close(),
+    # the guard lets it call (only handlers, which hold a dispatcher thread, are refused).
+    sub = subscribe(rt, rt.replay.current_cursor("s"))
+    ref = rt.spawn(_Inside, rt, sub)
+    appended = ref.ask("append in a job").get(timeout=WAIT)
+    assert appended.payload == "from a job"
+    assert sub.next_event(timeout=WAIT).payload == "from a job"
+    assert ref.ask("publish in a job").get(timeout=WAIT) is None
+    assert sub.next_event(timeout=WAIT).payload == "published from a job"
 
 
 def test_a_subscription_dropped_without_a_close_is_let_go(
@@ -464,19 +481,36 @@ def test_a_subscription_dropped_without_a_close_is_let_go(
 # -- timeouts, gaps during recovery, lag counts -----------------------------------------
 
 
-@pytest.mark.parametrize("timeout", [float("inf"), 1e300, threading.TIMEOUT_MAX])
-def test_a_timeout_beyond_timeout_max_means_no_limit(rt: Runtime, timeout: float) -> None:
+def test_a_timeout_of_ten_years_waits_without_overflowing(rt: Runtime) -> None:
     sub = subscribe(rt, rt.replay.current_cursor("s"))
-    thread, out = in_thread(lambda: sub.next_event(timeout=timeout))
+    thread, out = in_thread(lambda: sub.next_event(timeout=MAX_TIMEOUT_S))
     until_waiting(sub)
     rt.replay.append("s", "came")
     thread.join(WAIT)
     assert isinstance(out[0], ObservationEvent), out  # not an OverflowError
     assert out[0].payload == "came"
-    assert sub._waiters == []  # no stale waiter left behind
+    assert sub.waiting == 0  # no stale waiter left behind
     with rt.replay.follow(rt.replay.current_cursor("s")) as follower:
         rt.replay.append("s", "followed")
-        assert follower.next_item(timeout=timeout).payload == "followed"  # type: ignore[union-attr]
+        assert follower.next_item(timeout=MAX_TIMEOUT_S).payload == "followed"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "timeout", [float("inf"), 1e300, threading.TIMEOUT_MAX, MAX_TIMEOUT_S * 1.01]
+)
+def test_a_timeout_beyond_ten_years_is_refused(rt: Runtime, timeout: float) -> None:
+    start = rt.replay.current_cursor("s")
+    sub = subscribe(rt, start)
+    pending = rt.replay.subscribe_pending(start)
+    with rt.replay.follow(start) as follower:
+        for wait in (sub.next_event, follower.next_item, pending.wait):
+            with pytest.raises(InvalidInput, match="timeout must be a finite number"):
+                wait(timeout)
+    rt.replay.append("s", "still open")
+    assert sub.next_event(timeout=WAIT).payload == "still open"
+    again = pending.wait(WAIT)
+    assert isinstance(again, Subscription)
+    assert again.next_event(timeout=WAIT).payload == "still open"
 
 
 def test_follow_meets_a_trimmed_gap_while_recovering_from_a_lag(

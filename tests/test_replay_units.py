@@ -8,11 +8,12 @@ from collections.abc import Callable
 import pytest
 
 from greenroom import FakeClock, Runtime
-from greenroom.actors.replay import TRIM
-from greenroom.cursor import parse_cursor
-from greenroom.errors import Stopped, SubscriberLagged, Timeout
+from greenroom.cursor import format_cursor, parse_cursor
+from greenroom.errors import InvalidInput, MalformedCursor, Stopped, SubscriberLagged, Timeout
+from greenroom.futures import GreenroomFuture, drive
 from greenroom.replay.follower import Follower
-from greenroom.replay.records import Gap, ObservationEvent
+from greenroom.replay.messages import TRIM
+from greenroom.replay.records import Gap, ObservationEvent, Replayed
 from greenroom.replay.subscription import Subscription
 
 from .actors_for_tests import Block, Counter
@@ -84,7 +85,7 @@ def test_a_timed_out_wait_leaves_the_subscription_usable() -> None:
     sub = Subscription("s", "c0", capacity=10)
     with pytest.raises(Timeout):
         sub.next_event(timeout=0)
-    assert sub._waiters == []
+    assert sub.waiting == 0
     sub._offer([event(1)])
     assert sub.next_event(timeout=0).position == 1
 
@@ -103,13 +104,113 @@ def test_two_waiting_consumers_each_get_an_event() -> None:
     for thread in threads:
         thread.start()
     for _ in range(50_000_000):  # spin (no sleep) until both wait
-        if len(sub._waiters) == 2:
+        if sub.waiting == 2:
             break
     sub._offer([event(1)])
     sub._offer([event(2)])
     for thread in threads:
         thread.join(WAIT)
     assert sorted(got) == [1, 2]
+
+
+class Waker:
+    """A `Waker` that counts its releases."""
+
+    def __init__(self) -> None:
+        self.released = 0
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_take_lists_a_waker_that_the_next_put_releases_once() -> None:
+    sub = Subscription("s", "c0", capacity=10)
+    waker = Waker()
+    assert sub.take(waker) is None
+    assert sub.take(waker) is None  # listed once, however often it asks
+    assert sub.waiting == 1
+    sub._offer([event(1)])
+    assert (waker.released, sub.waiting) == (1, 0)
+    assert sub.take(waker) == event(1)
+    assert sub.cursor == "c1"
+    assert sub.waiting == 0  # given an event: not listed
+    assert sub.take(waker) is None
+    sub.drop_waker(waker)
+    sub.drop_waker(waker)  # idempotent
+    sub._offer([event(2)])
+    assert waker.released == 1  # dropped: not released again
+    assert sub.take(waker) == event(2)
+    assert sub.take(waker) is None
+    sub.close()  # a close releases it too
+    assert waker.released == 2
+    with pytest.raises(Stopped):
+        sub.take(waker)
+
+
+def test_take_raises_subscriber_lagged_once_drained() -> None:
+    sub = Subscription("s", "c0", capacity=1)
+    sub._offer([event(1)])
+    assert sub.take(Waker()) == event(1)
+    sub._offer([event(2), event(3)])
+    with pytest.raises(SubscriberLagged):
+        sub.take(Waker())
+
+
+# -- the seam the async face shares: steps and pending subscribes ----------------------
+
+
+def test_steps_check_when_made_and_send_when_run(rt: Runtime) -> None:
+    start = rt.replay.current_cursor("s")
+    with pytest.raises(InvalidInput, match="payload must be JSON"):
+        rt.replay.append_steps("s", {1})
+    with pytest.raises(MalformedCursor):
+        rt.replay.after_steps("nonsense")
+    steps = rt.replay.append_steps("s", "one", revision=2)
+    assert rt.replay.after(start) == Replayed("s", (), start)  # made, not run: not sent
+    future = next(steps)
+    assert isinstance(future, GreenroomFuture)
+    assert future.wait(WAIT)
+    with pytest.raises(StopIteration) as done:
+        steps.send(None)
+    appended = done.value.value
+    assert isinstance(appended, ObservationEvent)
+    assert (appended.payload, appended.revision, appended.position) == ("one", 2, 1)
+    assert drive(rt.replay.append_many_steps("s", ["two"]))[0].position == 2
+    with pytest.raises(StopIteration) as empty:
+        next(rt.replay.append_many_steps("s", []))  # nothing to send, nothing to wait for
+    assert empty.value.value == []
+    assert drive(rt.replay.current_cursor_steps("s")) == rt.replay.current_cursor("s")
+    replayed = drive(rt.replay.after_steps(start, session_id="s"))
+    assert isinstance(replayed, Replayed)
+    assert [e.payload for e in replayed.events] == ["one", "two"]
+
+
+def test_a_pending_subscribe_is_polled_without_waiting(rt: Runtime) -> None:
+    start = rt.replay.current_cursor("s")
+    rt.replay.append("s", "held")
+    pending = rt.replay.subscribe_pending(start, session_id="s")
+    assert pending.session_id == "s"
+    assert pending.future.wait(WAIT)
+    sub = pending.poll()
+    assert isinstance(sub, Subscription)
+    assert pending.poll() is sub
+    assert sub.next_event(timeout=0).payload == "held"
+
+    unknown = rt.replay.subscribe_pending(format_cursor("0" * 16, 0, 3, "nobody"))
+    assert unknown.future.done  # answered here: no buffer to ask
+    gap = unknown.poll()
+    assert isinstance(gap, Gap)
+    assert gap.reason == "unavailable"
+
+    given_up = rt.replay.subscribe_pending(start)
+    assert rt.metrics()["replay_subscribers"] == 2
+    given_up.cancel()
+    assert rt.metrics()["replay_subscribers"] == 1
+    late = given_up.wait(WAIT)
+    assert isinstance(late, Subscription)
+    assert late.closed  # what a cancelled subscribe gives is closed
+    sub.close()
+    assert rt.metrics()["replay_subscribers"] == 0
 
 
 # -- Follower, on a scripted subscribe ------------------------------------------------
@@ -203,17 +304,17 @@ def test_an_ask_to_a_buffer_already_stopped_goes_to_a_fresh_buffer(
 ) -> None:
     rt = open_rt(replay_trim_interval_s=1e6)
     old = rt.replay.current_cursor("s")
-    slot = rt.replay._replay_buffers["s"]
+    slot = rt.replay._buffers["s"]
     ref = slot.ref
     assert ref is not None
     fake_clock.advance(121)
     ref.tell(TRIM)
     rt.settle()
     assert not ref.is_alive()
-    rt.replay._replay_buffers["s"] = slot  # as a caller that looked it up just before
+    rt.replay._buffers["s"] = slot  # as a caller that looked it up just before
     new = rt.replay.current_cursor("s")
     assert parse_cursor(new).epoch != parse_cursor(old).epoch
-    assert rt.replay._replay_buffers["s"] is not slot
+    assert rt.replay._buffers["s"] is not slot
 
 
 def _hold_the_dispatcher(rt: Runtime) -> threading.Event:
@@ -320,14 +421,14 @@ def test_next_event_keeps_its_deadline_when_another_consumer_takes_the_event(
 
     thread = threading.Thread(target=wait, daemon=True)
     thread.start()
-    spin_until(lambda: bool(sub._waiters))
+    spin_until(lambda: sub.waiting > 0)
     watch.now = 61.0  # the deadline passed while it waited...
     sub._offer([event(1)])  # ...and an event came, which another consumer takes first
     assert sub.next_event(timeout=0).position == 1
     thread.join(WAIT)  # a restarted 60 s wait would still be waiting here
     assert len(thread_out) == 1
     assert isinstance(thread_out[0], Timeout)
-    assert sub._waiters == []
+    assert sub.waiting == 0
 
 
 class ScriptedPending:

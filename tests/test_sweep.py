@@ -18,8 +18,10 @@ import pytest
 import zstandard
 
 import greenroom.actors.block
-from greenroom import Block, FakeClock, OutputRead, Runtime, SweepStats
-from greenroom.errors import InvalidTransition, NotFound, Stopped, StorageError
+from greenroom import ArchiveResult, Block, FakeClock, OutputRead, Runtime, SweepStats
+from greenroom.blocks.messages import SweepRequest
+from greenroom.blocks.records import SweepProgress
+from greenroom.errors import InvalidInput, InvalidTransition, NotFound, Stopped, StorageError
 
 from .conftest import QUIET, START_MS
 
@@ -47,6 +49,12 @@ def archive_files(rt: Runtime) -> list[str]:
     if not rt.blocks.archive_dir.exists():
         return []
     return sorted(p.name for p in rt.blocks.archive_dir.iterdir())
+
+
+def _path(result: ArchiveResult) -> Path:
+    """The archive file an `ArchiveResult` names (a `Path`; there must be one)."""
+    assert isinstance(result.path, Path), result.path
+    return result.path
 
 
 def is_archived(rt: Runtime, block_id: str) -> bool:
@@ -136,7 +144,7 @@ def test_archived_blocks_are_not_archived_again(
     first = block.archive()
     fake_clock.advance(10 * DAY)
     assert rt.blocks.sweep() == SweepStats()
-    assert block.meta()[ARCHIVE_PATH] == Path(first.path or "").name
+    assert block.meta()[ARCHIVE_PATH] == _path(first).name
 
 
 def test_sweep_runs_by_itself_shortly_after_the_runtime_opens(
@@ -219,7 +227,7 @@ def _archive_in_turn(rt: Runtime, fake_clock: FakeClock, names: list[str], size:
     for n, name in enumerate(names):
         block = with_output(rt, name, noise(size, seed=n))
         result = block.archive()
-        sizes[name] = Path(result.path or "").stat().st_size
+        sizes[name] = _path(result).stat().st_size
         fake_clock.advance(1)
     return sizes
 
@@ -299,11 +307,11 @@ def test_pruning_a_restored_blocks_backup_unlinks_it(
     block = with_output(rt, "pane", b"output\n")
     result = block.archive()
     block.restore()
-    assert block.meta()[BACKUP] == Path(result.path or "").name
+    assert block.meta()[BACKUP] == _path(result).name
     stats = rt.blocks.sweep()
     assert stats.pruned_count == 1
     assert stats.bytes_freed > 0
-    assert not Path(result.path or "").exists()
+    assert not _path(result).exists()
     meta = block.meta()
     assert BACKUP not in meta
     assert PRUNED_AT not in meta  # the output itself is live, not pruned
@@ -360,7 +368,7 @@ def test_pruning_recognises_a_relative_archive_path_that_reads_accept(
     rt = open_rt(max_archive_bytes=1)
     block = with_output(rt, "pane", b"hello\n")
     result = block.archive()
-    name = Path(result.path or "").name
+    name = _path(result).name
     rt.store.update_meta("block", "pane", {ARCHIVE_PATH: name})
     assert block.read_output() == OutputRead(b"hello\n", 1, archived=True)
     assert rt.blocks.sweep().pruned_count == 1
@@ -441,3 +449,129 @@ def test_closing_the_runtime_during_a_sweep_answers_the_caller(
     with Runtime.open(db_path, clock=fake_clock, config=QUIET) as again:
         for n in range(3):
             assert again.blocks.get(f"agent-{n}").read_output().data == b"output\n"
+
+
+# -- one sweep at a time: joining, waiting, stopping --------------------------------------------
+
+
+def _held_archives(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Archives wait for `go` once they have `entered`: a sweep stays under way meanwhile."""
+    entered, go = threading.Event(), threading.Event()
+    original = greenroom.actors.block.write_archive
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert go.wait(10)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(greenroom.actors.block, "write_archive", held)
+    return entered, go
+
+
+def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(fn())
+        except Exception as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_plain_sweeps_join_the_one_under_way_and_a_sweep_with_options_waits_its_turn(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = open_rt()  # (no sweep timer)
+    with_output(rt, "agent-1", b"output\n")
+    fake_clock.advance(8 * DAY)
+    entered, go = _held_archives(monkeypatch)
+    first, first_outcome = _in_thread(rt.blocks.sweep)
+    assert entered.wait(10)
+    # Asked of the sweeper directly, so they are known to be queued before the release.
+    sweeper = rt.get_actor("sweeper", "sweeper")
+    joined = [sweeper.ask(SweepRequest(), block=False) for _ in range(2)]
+    events: list[SweepProgress] = []
+    with_options = sweeper.ask(SweepRequest(dry_run=True, progress=events.append), block=False)
+    assert not with_options.done
+    go.set()
+    first.join(10)
+    stats = first_outcome[0]
+    assert stats == SweepStats(archived_count=1, bytes_freed=7)
+    assert all(future.get(timeout=10) is stats for future in joined)  # the same sweep's stats
+    # The dry run ran after it (and so found nothing live left to archive).
+    assert with_options.get(timeout=10) == SweepStats()
+    assert [event.outcome for event in events] == ["started", "started"]
+    assert rt.metrics()["sweeps"] == 1  # the joined ones ran no sweep of their own
+
+
+def test_plain_sweeps_waiting_behind_a_sweep_with_options_run_once(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = open_rt()  # (no sweep timer)
+    with_output(rt, "agent-1", b"output\n")
+    fake_clock.advance(8 * DAY)
+    entered, go = _held_archives(monkeypatch)
+    events: list[SweepProgress] = []
+    first, first_outcome = _in_thread(lambda: rt.blocks.sweep(progress=events.append))
+    assert entered.wait(10)
+    sweeper = rt.get_actor("sweeper", "sweeper")
+    waiting = [sweeper.ask(SweepRequest(), block=False) for _ in range(3)]
+    assert not any(future.done for future in waiting)
+    go.set()
+    first.join(10)
+    assert first_outcome[0].archived_count == 1
+    results = [future.get(timeout=10) for future in waiting]
+    assert results == [SweepStats()] * 3
+    assert results[0] is results[1] is results[2]  # one plain sweep served all three
+    assert rt.metrics()["sweeps"] == 2
+    # The archive's event names the file it wrote, as a Path.
+    [archived] = [event for event in events if event.outcome == "archived"]
+    assert isinstance(archived.path, Path)
+    assert archived.path.parent == rt.blocks.archive_dir
+    assert archive_files(rt) == [archived.path.name]
+
+
+def test_sweeps_running_or_waiting_are_answered_stopped_when_the_runtime_closes(
+    db_path: Path, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = Runtime.open(db_path, clock=fake_clock, config=attrs.evolve(QUIET, stop_timeout_s=5.0))
+    with_output(rt, "agent-1", b"output\n")
+    fake_clock.advance(8 * DAY)
+    entered, go = _held_archives(monkeypatch)
+    sweeper = rt.get_actor("sweeper", "sweeper")
+    running = sweeper.ask(SweepRequest(), block=False)
+    assert entered.wait(10)
+    waiting = sweeper.ask(SweepRequest(dry_run=True), block=False)
+    closing, _ = _in_thread(rt.close)
+    # The sweeper stops first, with the sweep's archive still held: both are answered.
+    with pytest.raises(Stopped, match="cut short"):
+        waiting.get(timeout=10)
+    with pytest.raises(Stopped, match="cut short"):
+        running.get(timeout=10)
+    go.set()
+    closing.join(10)
+    assert not closing.is_alive()
+    with Runtime.open(db_path, clock=fake_clock, config=QUIET) as again:
+        assert again.blocks.get("agent-1").read_output().data == b"output\n"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"inactive_days": -1}, "inactive_days must be a finite number >= 0"),
+        ({"inactive_days": float("inf")}, "inactive_days must be a finite number"),
+        ({"max_archive_bytes": 2.5}, "max_archive_bytes must be an int >= 0"),
+        ({"dry_run": 1}, "dry_run must be True or False"),
+        ({"progress": "print"}, "progress must be callable"),
+    ],
+)
+def test_bad_sweep_options_say_which_and_start_nothing(
+    rt: Runtime, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        rt.blocks.sweep(**options)
+    assert rt.metrics()["sweeps"] == 0

@@ -27,7 +27,6 @@ from greenroom import (
     Usage,
     UserMessage,
 )
-from greenroom.actors.transcript import GET_CONTEXT
 from greenroom.errors import (
     CompactionError,
     InvalidInput,
@@ -36,6 +35,7 @@ from greenroom.errors import (
     Stopped,
     StorageError,
 )
+from greenroom.kernel import Kernel
 
 # A small window so a few turns cross the threshold (bytes // 4 estimates).
 # A tool_turn is ~130 tokens: three of them cross the threshold.
@@ -187,6 +187,55 @@ def test_transcript_dir_from_config_and_directory_argument(
     other.close()
 
 
+class _PathLike:
+    """An `os.PathLike` that is not a `Path`."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def __fspath__(self) -> str:
+        return str(self._path)
+
+
+def test_paths_are_taken_as_str_or_pathlike_and_given_back_as_path(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    assert isinstance(rt.transcripts.directory, Path)
+    t = rt.transcripts.create(directory=_PathLike(tmp_path / "a"))
+    assert isinstance(t.path, Path)
+    assert t.path.parent == tmp_path / "a"
+    assert isinstance(t.recovery.path, Path)
+    t.on_turn_end([UserMessage("q")])
+    t.close()
+    again = rt.transcripts.resume(_PathLike(t.path))
+    assert again.path == t.path
+    assert again.recovery.path == t.path
+    again.close()
+    fork = rt.transcripts.fork(str(t.path), directory=str(tmp_path / "b"))
+    assert fork.path.parent == tmp_path / "b"
+    assert fork.recovery.path == t.path  # what reading the source found
+    assert fork.context() == [UserMessage("q")]
+    fork.close()
+
+
+@pytest.mark.parametrize("bad", ["with\0nul", "lone\ud800surrogate", "", 3, b"bytes"])
+def test_unusable_paths_are_invalid_input(rt: Runtime, bad: Any) -> None:
+    t = rt.transcripts.create()
+    t.on_turn_end([UserMessage("q")])
+    with pytest.raises(InvalidInput, match="directory"):
+        rt.transcripts.create(directory=bad)
+    with pytest.raises(InvalidInput, match="path"):
+        rt.transcripts.resume(bad)
+    with pytest.raises(InvalidInput, match="path"):
+        rt.transcripts.fork(bad)
+    with pytest.raises(InvalidInput, match="directory"):
+        rt.transcripts.fork(t.path, directory=bad)
+    assert rt.metrics()["transcripts_created"] == 1
+    assert rt.metrics()["transcripts_forked"] == 0
+    assert t.context() == [UserMessage("q")]
+    t.close()
+
+
 def test_memory_database_uses_a_temporary_folder(fake_clock: FakeClock) -> None:
     with Runtime.open(":memory:", clock=fake_clock) as rt:
         t = rt.transcripts.create()
@@ -220,7 +269,7 @@ def test_bad_input_is_refused_and_changes_nothing(rt: Runtime) -> None:
         t.on_turn_end([CompactionSummary("s", "1", 1, 1)])
     with pytest.raises(InvalidInput, match="list of UserMessage"):
         t.on_turn_end("hello")  # type: ignore[arg-type]
-    with pytest.raises(InvalidInput, match="usage must be a Usage"):
+    with pytest.raises(InvalidInput, match="usage must be None, a Usage"):
         t.on_turn_end([UserMessage("a")], usage=5)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="reason"):
         t.compact("")
@@ -674,12 +723,45 @@ def test_calls_wait_for_a_compaction_under_way(rt: Runtime) -> None:
     compacting.start()
     assert started.wait(10)
     # Sent while the summarizer runs: held back, not answered with the old context.
-    context = t._ref.ask(GET_CONTEXT, block=False)
+    context = t.context_future()
     release.set()
     compacting.join(10)
     assert results["turn"].compaction is not None
     # Held back until the compaction was written: it sees the compacted context.
     assert isinstance(context.get(timeout=10)[0], CompactionSummary)
+    t.close()
+
+
+def test_many_calls_held_back_by_a_compaction_are_answered_in_order(rt: Runtime) -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def summarizer(messages: list[Any]) -> str:
+        started.set()
+        assert release.wait(10)
+        return "slow summary"
+
+    t = rt.transcripts.create(compaction=attrs.evolve(MANUAL, summarizer=summarizer))
+    for n in range(3):
+        t.on_turn_end(tool_turn(n))
+    compacting = t.compact_future()
+    assert started.wait(10)
+    # More calls than the interpreter has stack frames: served in a loop, not recursively.
+    held = [t.next_entry_id_future() for _ in range(3_000)]
+    bad_leaf = t.append_leaf_future("999")  # one failing in the middle answers alone
+    turn = t.on_turn_end_future([UserMessage("after")])
+    tail = [t.leaf_id_future() for _ in range(3_000)]
+    assert not any(future.done for future in [*held, bad_leaf, turn, *tail])
+    release.set()
+    compaction = compacting.get(timeout=10)
+    assert compaction is not None
+    after_compaction = str(int(compaction.entry_id) + 2)
+    assert {future.get(timeout=10) for future in held} == {after_compaction}
+    with pytest.raises(NotFound):
+        bad_leaf.get(timeout=10)
+    assert turn.get(timeout=10).entry_ids == (after_compaction,)
+    assert {future.get(timeout=10) for future in tail} == {after_compaction}
+    assert t.context()[-1] == UserMessage("after")
     t.close()
 
 
@@ -1041,7 +1123,7 @@ def test_fork_syncs_its_file_and_folder(
     if durability == "none":
         assert synced == []
     else:
-        assert fork.path in synced  # its entries (or, when empty, its header)
+        assert str(fork.path) in synced  # its entries (or, when empty, its header)
         assert str(Path(fork.path).parent) in synced  # its name in the folder
     fork.close()
     t.close()
@@ -1060,7 +1142,7 @@ def test_a_new_file_whose_actor_cannot_start_is_removed(
     def spawn(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("no room for another actor")
 
-    monkeypatch.setattr(rt.transcripts, "spawn", spawn)
+    monkeypatch.setattr(Kernel, "spawn", spawn)
     start = (lambda: rt.transcripts.fork(t.path)) if how == "fork" else rt.transcripts.create
     with pytest.raises(RuntimeError, match="no room"):
         start()
@@ -1101,6 +1183,24 @@ def test_a_summarizer_closing_its_own_transcript_is_refused_not_deadlocked(rt: R
     t.close()
 
 
+def test_a_summarizer_may_call_another_transcript(rt: Runtime) -> None:
+    other = rt.transcripts.create()
+    other.on_turn_end([UserMessage("notes"), AssistantMessage("kept")])
+
+    def summarizer(messages: list[Any]) -> str:
+        # A blocking-pool job waiting for another transcript's actor: allowed.
+        return f"{len(messages)} messages; see also {len(other.context())} more"
+
+    t = rt.transcripts.create(compaction=attrs.evolve(MANUAL, summarizer=summarizer))
+    for n in range(3):
+        t.on_turn_end(tool_turn(n))
+    result = t.compact()
+    assert result is not None
+    assert result.summary.summary == "8 messages; see also 2 more"
+    t.close()
+    other.close()
+
+
 def test_handle_calls_from_an_actor_handler_are_refused(rt: Runtime) -> None:
     from greenroom.actors.base import GreenroomActor
 
@@ -1121,7 +1221,7 @@ def test_handle_calls_from_an_actor_handler_are_refused(rt: Runtime) -> None:
     for call in (t.context, t.usage, lambda: t.on_turn_end([UserMessage("x")]), t.close):
         answer = caller.ask(call)
         assert "handler of actor" in answer
-        assert "dispatcher thread" in answer
+        assert "would wait for that handler" in answer
     assert not t.closed
     assert t.context() == [UserMessage("q")]
     t.close()

@@ -211,7 +211,7 @@ def test_fork_reads_a_damaged_source_without_repairing_it(rt: Runtime) -> None:
     fork = rt.transcripts.fork(path)
     assert Path(path).read_bytes() == damaged  # the source is only read
     assert fork.recovery.truncated_line is not None
-    assert fork.recovery.path == str(Path(path))
+    assert fork.recovery.path == Path(path)  # a Path, as every path given back
     assert fork.context() == context
     fork.close()
 

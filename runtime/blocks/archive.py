@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 import zstandard
 
+from greenroom.checks import check_text
 from greenroom.errors import InvalidInput, StorageError
 
 __all__ = [
@@ -42,11 +43,12 @@ _ZSTD_INPUT = 1 << 16
 
 def check_block_id(block_id: object) -> str:
     """The block id, if valid: 1-200 characters of letters, digits and `-_.:@`."""
-    if not isinstance(block_id, str) or not _BLOCK_ID.fullmatch(block_id):
+    text = check_text(block_id, "block id")
+    if not _BLOCK_ID.fullmatch(text):
         raise InvalidInput(
-            f"block id must be 1-200 characters of letters, digits and -_.:@, got {block_id!r}"
+            f"block id must be 1-200 characters of letters, digits and -_.:@, got {text[:210]!r}"
         )
-    return block_id
+    return text
 
 
 def archive_name(block_id: str, archived_at_ms: int, codec: str) -> str:
@@ -69,6 +71,8 @@ def checked_archive_path(
     archive, is refused with `StorageError`, never opened (nor deleted). With
     `must_exist`, so is a path naming no file (the archives may be kept elsewhere).
     """
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)  # (a caller's path; metadata holds str)
     if not isinstance(path, str) or not path:
         raise StorageError(f"archive path {path!r} in metadata is not a path")
     folder = archive_dir.resolve()

@@ -1,84 +1,107 @@
-"""`Block`: the handle on one block (an agent pane); every call goes to the block's actor."""
+"""`Block`: the handle on one block (an agent pane); every call goes to the block's actor.
+
+    pane = rt.blocks.get("pane-1")
+    pane.append_output(b'{"type":"text"}\\n')   # a tell: returns at once
+    pane.stats()                               # waits for the actor's answer
+    future = pane.stats_future()               # sends, returns a GreenroomFuture at once
+
+The seam. Each call that waits has a twin ending in `_future` that sends the same
+message and returns a `GreenroomFuture` without waiting: `stats()` is
+`stats_future().get()`, and `greenroom.aio.blocks` awaits the very same futures on an
+event loop. Everything below (checks, messages, reconnecting) is shared by both faces.
+
+Reconnecting. A handle outlives its actor (the actor may be stopped, by a failure or
+by the host). A message the stopped actor never got (`ActorDeadError`, raised by a
+tell or answered to an ask) was not delivered, so it is safe to send again: the
+handle reconnects through the `Blocks` namespace and resends it, once. Reconnecting
+may wait (for the old actor to leave, for its last stats to be stored), so it runs on
+the runtime's blocking pool, never on the caller's thread: a tell still returns at
+once, an ask's future resolves once the new actor answered. Messages sent meanwhile
+wait behind the one being resent, in order. After `Runtime.close()` a call raises
+`Stopped` (a tell at once; an ask through its future).
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from os import PathLike
+from typing import Any, Protocol
 
-import pykka
+from pykka import ActorDeadError
 
-from greenroom.blocks.messages import line_message, output_message
+from greenroom.actors.base import GreenroomActorRef
+from greenroom.blocks.messages import (
+    Archive,
+    Flush,
+    GetMeta,
+    GetStats,
+    MergeMeta,
+    ReadOutput,
+    Restore,
+    line_message,
+    output_message,
+    prune_message,
+)
 from greenroom.blocks.records import ArchiveResult, OutputRead, RestoreResult, SessionStats
+from greenroom.errors import Stopped
+from greenroom.futures import GreenroomFuture
 
-if TYPE_CHECKING:
-    from greenroom.actors.base import GreenroomActorRef
+__all__ = ["Block", "Connector"]
 
-__all__ = ["Block"]
+log = logging.getLogger("greenroom.blocks")
+
+_Pending = tuple[Any, "GreenroomFuture[Any] | None", bool]
+"""A send waiting for a reconnect: (message, the ask's answer or None for a tell,
+whether it may still be resent once)."""
+
+
+class Connector(Protocol):
+    """How a `Block` reaches its block's actor again; the `Blocks` namespace gives one."""
+
+    def check_open(self) -> None:
+        """Raise `Stopped` once the runtime is closed; never waits."""
+
+    def connect(self, block_id: str) -> GreenroomActorRef:
+        """The block's running actor, started if need be. May wait: never on a loop."""
+
+    def run_later(self, job: Callable[[], None]) -> None:
+        """Run `job` on a thread where waiting is allowed (the blocking pool)."""
+
+
+def _fail(answer: GreenroomFuture[Any], error: BaseException) -> None:
+    answer.set_exception((type(error), error, error.__traceback__))
 
 
 class Block:
     """A handle on one block; every call goes to the block's actor.
 
     `append_output` and `record_line` are fire and forget; the others wait for the
-    actor's answer. Get one with `Runtime.blocks.get(block_id)`. A handle outlives its
-    actor: if the actor was stopped, the next call starts a new one (which carries
-    on from the stored counters); after `Runtime.close()` calls raise `Stopped`.
+    actor's answer, and each has a `*_future` twin that does not wait (see the module
+    docstring). Get one with `Runtime.blocks.get(block_id)`. A handle outlives its
+    actor: if the actor was stopped, the next call starts a new one (which carries on
+    from the stored counters); after `Runtime.close()` calls raise `Stopped`.
     """
 
-    __slots__ = ("_proxy_cache", "_ref", "_resolve", "block_id")
+    __slots__ = ("_connector", "_lock", "_pending", "_ref", "block_id")
 
     def __init__(
-        self,
-        ref: GreenroomActorRef,
-        block_id: str,
-        resolve: Callable[[str], Block] | None = None,
+        self, ref: GreenroomActorRef, block_id: str, connector: Connector | None = None
     ) -> None:
+        """A handle on `block_id`'s actor `ref`; `Runtime.blocks.get` makes them.
+
+        Without a `connector`, a call to a stopped actor raises `ActorDeadError`.
+        """
         self._ref = ref
-        self._proxy_cache: Any = None
-        self._resolve = resolve
+        self._connector = connector
+        self._lock = threading.Lock()
+        # Sends waiting behind a reconnect under way (None: no reconnect under way).
+        self._pending: list[_Pending] | None = None
         self.block_id = block_id
 
-    @property
-    def _proxy(self) -> Any:
-        # Made on first use: a pykka proxy inspects the actor's attributes, which a
-        # handle used only for appends never needs.
-        if self._proxy_cache is None:
-            self._proxy_cache = self._ref.proxy()
-        return self._proxy_cache
-
-    def _reconnect(self) -> None:
-        """Point this handle at the block's current actor (starting one if needed)."""
-        if self._resolve is None:
-            raise
-        fresh = self._resolve(self.block_id)  # `Stopped` once the runtime is closed
-        self._ref, self._proxy_cache = fresh._ref, None
-
-    def _ask(self, name: str, *args: Any) -> Any:
-        try:
-            return self._send(name, *args).get()
-        except pykka.ActorDeadError:
-            # Not delivered (the actor had stopped): safe to send again, once.
-            self._reconnect()
-            return self._send(name, *args).get()
-
-    def _send(self, name: str, *args: Any) -> Any:
-        """Call the actor's method `name` without waiting; the answer's future.
-
-        `ActorDeadError` (raised, or in the future) means the call was not delivered:
-        reconnect and send it again (what `_ask` does; `greenroom.aio` awaits the future).
-        """
-        return getattr(self._proxy, name)(*args)
-
-    def _tell(self, message: Any) -> None:
-        try:
-            self._ref.tell(message)
-        except pykka.ActorDeadError:
-            self._reconnect()
-            self._ref.tell(message)
-
-    def _tell_once(self, message: Any) -> None:
-        """Tell the actor `message`; `ActorDeadError` if it has stopped (no reconnect)."""
-        self._ref.tell(message)
+    # -- tells ------------------------------------------------------------------------------
 
     def append_output(self, data: bytes) -> None:
         """Append `data` to the output and count its non-empty lines; returns at once."""
@@ -88,43 +111,232 @@ class Block:
         """Count one line of `n_bytes` bytes kept elsewhere; returns at once."""
         self._tell(line_message(n_bytes))
 
+    # -- the seam: send now, a future of the answer ------------------------------------------
+
+    def stats_future(self) -> GreenroomFuture[SessionStats]:
+        """Ask for the live stats; a future of `SessionStats`, returned without waiting."""
+        return self._ask(GetStats())
+
+    def meta_future(self) -> GreenroomFuture[dict[str, Any]]:
+        """Ask for the metadata as stored; a future of it, returned without waiting."""
+        return self._ask(GetMeta())
+
+    def update_meta_future(self, update: dict[str, Any]) -> GreenroomFuture[dict[str, Any]]:
+        """Ask to merge `update` into the metadata; a future of the new metadata."""
+        return self._ask(MergeMeta(update))
+
+    def flush_future(self) -> GreenroomFuture[None]:
+        """Ask to store the stats and output handed over so far; resolves once stored."""
+        return self._ask(Flush())
+
+    def archive_future(self) -> GreenroomFuture[ArchiveResult]:
+        """Ask to archive the output; a future of the `ArchiveResult`."""
+        return self._ask(Archive())
+
+    def restore_future(self) -> GreenroomFuture[RestoreResult]:
+        """Ask to restore an archived output; a future of the `RestoreResult`."""
+        return self._ask(Restore())
+
+    def read_output_future(self) -> GreenroomFuture[OutputRead]:
+        """Ask for the whole output; a future of the `OutputRead`."""
+        return self._ask(ReadOutput())
+
+    def prune_archive_future(self, path: str | PathLike[str]) -> GreenroomFuture[int]:
+        """Ask to delete the archive file `path`; a future of the bytes freed.
+
+        `InvalidInput` (raised at once) if `path` is not a path.
+        """
+        return self._ask(prune_message(path))
+
+    # -- waiting calls ----------------------------------------------------------------------
+
     def stats(self) -> SessionStats:
         """The live stats, including lines not flushed yet."""
-        return self._ask("stats")
+        return self.stats_future().get()
 
     def meta(self) -> dict[str, Any]:
         """The metadata as stored (stats as of the last flush)."""
-        return self._ask("meta")
+        return self.meta_future().get()
 
     def update_meta(self, update: dict[str, Any]) -> dict[str, Any]:
         """Merge `update` into the metadata (the store's rules); returns the new metadata."""
-        return self._ask("update_meta", update)
+        return self.update_meta_future(update).get()
 
     def flush(self) -> None:
         """Store the stats and the output handed over so far; returns once they are stored.
 
         Output that arrives while an archive or restore runs is held back until it ends.
         """
-        self._ask("flush")
+        self.flush_future().get()
 
     def archive(self) -> ArchiveResult:
         """Compress the output into the archive folder and drop the live copy."""
-        return self._ask("archive")
+        return self.archive_future().get()
 
     def restore(self) -> RestoreResult:
         """Bring an archived output back; `InvalidTransition` if it is not archived."""
-        return self._ask("restore")
+        return self.restore_future().get()
 
     def read_output(self) -> OutputRead:
         """The whole output, read from the archive when the block is archived."""
-        return self._ask("read_output")
+        return self.read_output_future().get()
 
-    def prune_archive(self, path: str) -> int:
+    def prune_archive(self, path: str | PathLike[str]) -> int:
         """Delete the archive file `path` (pruning) and unlink it from the metadata.
 
-        Used by the sweep; returns the bytes freed.
+        Used by the sweep; returns the bytes freed. A path that is not one of this
+        block's archives inside the archive folder is refused (`StorageError`).
         """
-        return self._ask("prune_archive", path)
+        return self.prune_archive_future(path).get()
 
     def __repr__(self) -> str:
         return f"<Block {self.block_id!r}>"
+
+    # -- delivery and the reconnect rule -------------------------------------------------------
+
+    def _tell(self, message: Any) -> None:
+        if self._pending is None:
+            # The common case, without the lock: no reconnect under way. (One that
+            # starts meanwhile is found by the send, which then fails and queues.)
+            ref = self._ref
+            try:
+                ref.tell(message)
+            except ActorDeadError:
+                self._reconnect(ref, message, None)
+            return
+        self._deliver(message, None)
+
+    def _ask(self, message: Any) -> GreenroomFuture[Any]:
+        answer: GreenroomFuture[Any] = GreenroomFuture()
+        self._deliver(message, answer)
+        return answer
+
+    def _deliver(self, message: Any, answer: GreenroomFuture[Any] | None) -> None:
+        """Send `message` (an ask if `answer` is given), behind any reconnect under way."""
+        with self._lock:
+            if self._pending is not None:
+                self._pending.append((message, answer, True))
+                return
+            ref = self._ref
+        self._send(ref, message, answer, may_resend=True)
+
+    def _send(
+        self,
+        ref: GreenroomActorRef,
+        message: Any,
+        answer: GreenroomFuture[Any] | None,
+        *,
+        may_resend: bool,
+    ) -> None:
+        if answer is None:
+            try:
+                ref.tell(message)
+            except ActorDeadError:
+                if may_resend:
+                    self._reconnect(ref, message, None)
+                else:
+                    # (Counted as a dead letter: the new actor stopped at once.)
+                    log.warning("block %r stopped again: a %s was lost", self.block_id, message)
+            return
+        sent: GreenroomFuture[Any] = ref.ask(message, block=False)
+        sent.add_done_callback(functools.partial(self._answered, ref, message, answer, may_resend))
+
+    def _answered(
+        self,
+        ref: GreenroomActorRef,
+        message: Any,
+        answer: GreenroomFuture[Any],
+        may_resend: bool,
+        sent: GreenroomFuture[Any],
+    ) -> None:
+        # On the thread that resolved `sent`: quick, never waits.
+        try:
+            value = sent.get(timeout=0)  # resolved: never waits
+        except ActorDeadError as error:
+            if may_resend:
+                self._reconnect(ref, message, answer)
+            else:
+                _fail(answer, error)
+        except BaseException as error:
+            _fail(answer, error)
+        else:
+            answer.set(value)
+
+    def _reconnect(
+        self, stale: GreenroomActorRef, message: Any, answer: GreenroomFuture[Any] | None
+    ) -> None:
+        """`message` was not delivered to `stale`: resend it to the block's actor, once."""
+        if self._connector is None:
+            error = ActorDeadError(f"block {self.block_id!r}'s actor has stopped")
+            if answer is None:
+                raise error
+            _fail(answer, error)
+            return
+        try:
+            self._connector.check_open()
+        except Stopped as error:
+            if answer is None:
+                raise  # a tell: the caller learns at once
+            _fail(answer, error)
+            return
+        with self._lock:
+            if self._pending is not None:
+                self._pending.append((message, answer, False))  # a reconnect is under way
+                return
+            fresh = self._ref if self._ref is not stale else None
+            if fresh is None:
+                self._pending = [(message, answer, False)]
+        if fresh is not None:
+            # Another send reconnected meanwhile: this one goes to the new actor.
+            self._send(fresh, message, answer, may_resend=False)
+            return
+        try:
+            self._connector.run_later(self._reconnect_job)
+        except BaseException as error:
+            # (The blocking pool is shut down: the runtime is closing.)
+            self._give_up(error)
+            if answer is None:
+                raise
+
+    def _reconnect_job(self) -> None:
+        """On the blocking pool: connect to the block's actor, then send what waited."""
+        assert self._connector is not None
+        try:
+            ref = self._connector.connect(self.block_id)  # `Stopped` once closed
+        except BaseException as error:
+            self._give_up(error)
+            return
+        while True:
+            with self._lock:
+                waiting = self._pending
+                if not waiting:
+                    self._ref = ref
+                    self._pending = None  # (after `_ref`: `_tell` reads them unlocked)
+                    return
+                self._pending = []  # sends arriving meanwhile still queue behind these
+            for message, answer, may_resend in waiting:
+                try:
+                    self._send(ref, message, answer, may_resend=may_resend)
+                except Exception as error:  # (a tell to an actor gone again: `Stopped`)
+                    if answer is not None:
+                        _fail(answer, error)
+                    else:
+                        log.warning("block %r: a tell was lost: %s", self.block_id, error)
+
+    def _give_up(self, error: BaseException) -> None:
+        """The reconnect failed: every waiting ask fails with `error`; tells are lost."""
+        with self._lock:
+            waiting, self._pending = self._pending or [], None
+        lost = 0
+        for _message, answer, _may_resend in waiting:
+            if answer is None:
+                lost += 1
+            else:
+                _fail(answer, error)
+        if lost:
+            log.warning(
+                "block %r: %d tell(s) lost, its actor could not be reached again: %s",
+                self.block_id,
+                lost,
+                error,
+            )

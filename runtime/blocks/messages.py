@@ -1,16 +1,60 @@
-"""The messages a block's actor handles, and the checks that make them from a caller's input."""
+"""The messages of the blocks part: what a block's actor, the block writer and the
+sweeper handle, and the checks that make them from a caller's input.
+
+All are frozen attrs records. Tells (no answer): `AppendOutput`, `RecordLine`, the
+writer's `WriteOutput`, `WriteStats`, `WhenWritten`, and the timers' `TrailingFlush`,
+`CommitDue`, `SweepDue`. Asks (answered): `GetStats`, `GetMeta`, `MergeMeta`, `Flush`,
+`Archive`, `Restore`, `ReadOutput`, `PruneArchive` (a block's actor), `CommitNow` (the
+writer) and `SweepRequest` (the sweeper).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from os import PathLike
+from pathlib import Path
+from typing import Any, Protocol
 
 import attrs
 
 from greenroom.blocks.records import SweepProgress
-from greenroom.errors import InvalidInput
+from greenroom.checks import check_bytes, check_int, check_path
 
-__all__ = ["AppendOutput", "RecordLine", "SweepRequest", "line_message", "output_message"]
+__all__ = [
+    "PLAIN_SWEEP",
+    "AppendOutput",
+    "Archive",
+    "CommitDue",
+    "CommitNow",
+    "Flush",
+    "GetMeta",
+    "GetStats",
+    "MergeMeta",
+    "PruneArchive",
+    "ReadOutput",
+    "Recipient",
+    "RecordLine",
+    "Restore",
+    "SweepDue",
+    "SweepRequest",
+    "TrailingFlush",
+    "WhenWritten",
+    "WriteOutput",
+    "WriteStats",
+    "line_message",
+    "output_message",
+    "prune_message",
+]
+
+
+class Recipient(Protocol):
+    """Anything a message can be told to (an actor's ref)."""
+
+    def tell(self, message: Any) -> None:
+        """Send `message` without waiting."""
+
+
+# -- a block's actor: tells ----------------------------------------------------------------
 
 
 @attrs.frozen
@@ -27,23 +71,120 @@ class RecordLine:
     n_bytes: int
 
 
+@attrs.frozen
+class TrailingFlush:
+    """A block's own timer: the stats interval ended, store what was counted since."""
+
+
 def output_message(data: Any) -> AppendOutput:
     """The message `append_output(data)` tells the block's actor; `InvalidInput` if bad."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise InvalidInput(f"append_output takes bytes, got {type(data).__name__}")
-    return AppendOutput(bytes(data))
+    return AppendOutput(check_bytes(data, "append_output's data"))
 
 
 def line_message(n_bytes: Any) -> RecordLine:
     """The message `record_line(n_bytes)` tells the block's actor; `InvalidInput` if bad."""
-    if isinstance(n_bytes, bool) or not isinstance(n_bytes, int) or n_bytes < 0:
-        raise InvalidInput(f"record_line takes a byte count >= 0, got {n_bytes!r}")
-    return RecordLine(n_bytes)
+    return RecordLine(check_int(n_bytes, "record_line's byte count (n_bytes)", minimum=0))
+
+
+# -- a block's actor: asks -----------------------------------------------------------------
+
+
+@attrs.frozen
+class GetStats:
+    """Ask a block: its live `SessionStats`, lines not flushed yet included."""
+
+
+@attrs.frozen
+class GetMeta:
+    """Ask a block: its metadata as stored."""
+
+
+@attrs.frozen
+class MergeMeta:
+    """Ask a block: merge `update` into its metadata (the store's rules); the new one."""
+
+    update: dict[str, Any]
+
+
+@attrs.frozen
+class Flush:
+    """Ask a block: store its stats and the output handed over so far; `None` once done."""
+
+
+@attrs.frozen
+class Archive:
+    """Ask a block: compress its output into the archive folder; an `ArchiveResult`."""
+
+
+@attrs.frozen
+class Restore:
+    """Ask a block: bring its archived output back; a `RestoreResult`."""
+
+
+@attrs.frozen
+class ReadOutput:
+    """Ask a block: its whole output, from the archive when archived; an `OutputRead`."""
+
+
+@attrs.frozen
+class PruneArchive:
+    """Ask a block: delete its archive file `path` and unlink it; the bytes freed."""
+
+    path: Path
+
+
+def prune_message(path: str | PathLike[str]) -> PruneArchive:
+    """The message `prune_archive(path)` asks the block's actor; `InvalidInput` if bad."""
+    return PruneArchive(check_path(path, "prune_archive's path"))
+
+
+# -- the block writer -----------------------------------------------------------------------
+
+
+@attrs.frozen
+class WriteOutput:
+    """Tell the writer: append `data` to the block's output file."""
+
+    block_id: str
+    data: bytes
+
+
+@attrs.frozen
+class WriteStats:
+    """Tell the writer: merge `update` (plain keys) into the block's metadata."""
+
+    block_id: str
+    update: dict[str, Any]
+
+
+@attrs.frozen
+class WhenWritten:
+    """Tell the writer: once everything sent before this is stored, tell `notify` the
+    `message`."""
+
+    notify: Recipient
+    message: Any
+
+
+@attrs.frozen
+class CommitNow:
+    """Ask the writer: store everything handed over so far, now; `None` once stored."""
+
+
+@attrs.frozen
+class CommitDue:
+    """The writer's own message: commit the batch gathered so far."""
+
+
+# -- the sweeper ----------------------------------------------------------------------------
 
 
 @attrs.frozen
 class SweepRequest:
-    """The options of one sweep; `None` means the runtime config's setting."""
+    """Ask the sweeper: run a sweep with these options; its `SweepStats`.
+
+    `None` means the runtime config's setting.
+    """
 
     inactive_days: float | None = None
     max_archive_bytes: int | None = None
@@ -57,3 +198,8 @@ class SweepRequest:
 
 
 PLAIN_SWEEP = SweepRequest()
+
+
+@attrs.frozen
+class SweepDue:
+    """The sweeper's own timer: run a plain sweep unless one runs already."""

@@ -7,7 +7,6 @@ rt.blocks.sweep(inactive_days=7)      # archive idle panes, prune old archives
 
 from __future__ import annotations
 
-import math
 import tempfile
 import threading
 from collections.abc import Callable
@@ -20,9 +19,10 @@ from greenroom.actors.block_writer import BlockWriter
 from greenroom.actors.sweeper import SweepSupervisor
 from greenroom.blocks.archive import check_block_id
 from greenroom.blocks.handle import Block
-from greenroom.blocks.messages import SweepRequest
+from greenroom.blocks.messages import CommitNow, SweepRequest
 from greenroom.blocks.records import SweepProgress, SweepStats
-from greenroom.errors import InvalidInput, InvalidTransition
+from greenroom.checks import check_bool, check_callable, check_int, check_number, check_text
+from greenroom.errors import InvalidTransition
 from greenroom.kernel import Kernel
 
 __all__ = ["Blocks"]
@@ -40,6 +40,25 @@ def _archive_dir(db_path: str, configured: str | PathLike[str] | None) -> Path:
     return db.with_name(db.name + ".archives")
 
 
+class _Connector:
+    """How the `Block` handles of one runtime reach their actors again (`Connector`)."""
+
+    __slots__ = ("_connect", "_kernel")
+
+    def __init__(self, kernel: Kernel, connect: Callable[[str], GreenroomActorRef]) -> None:
+        self._kernel = kernel
+        self._connect = connect
+
+    def check_open(self) -> None:
+        self._kernel.check_open()
+
+    def connect(self, block_id: str) -> GreenroomActorRef:
+        return self._connect(block_id)
+
+    def run_later(self, job: Callable[[], None]) -> None:
+        self._kernel.blocking.submit(job)
+
+
 class Blocks:
     """The blocks of one runtime (`rt.blocks`): one `Block` handle per agent pane."""
 
@@ -49,6 +68,8 @@ class Blocks:
         self._archive_dir = _archive_dir(kernel.store.path, kernel.config.archive_dir)
         self._lock = threading.Lock()
         self._handles: dict[str, Block] = {}
+        self._refs: dict[str, GreenroomActorRef] = {}  # the actor last connected, per block
+        self._connector = _Connector(kernel, self._connect)
         self._writer: GreenroomActorRef | None = None
         self._sweeper: GreenroomActorRef | None = None
 
@@ -61,24 +82,37 @@ class Blocks:
         """The block `block_id`, created (with metadata `view`) if it does not exist.
 
         Block ids are 1-200 characters of letters, digits and `-_.:@` (else
-        `InvalidInput`). An existing block keeps the view it was created with.
+        `InvalidInput`). An existing block keeps the view it was created with. May wait
+        for the store (and for a stopped actor of the block to leave): from an event
+        loop, use `greenroom.aio`.
+        """
+        self._kernel.check_open()
+        check_block_id(block_id)
+        check_text(view, "view", nonempty=True)
+        handle = self._handles.get(block_id)
+        ref = self._refs.get(block_id)
+        if handle is not None and ref is not None and ref.is_alive():
+            return handle  # one handle per block while its actor runs
+        handle = self._handles[block_id] = Block(
+            self._connect(block_id, view), block_id, self._connector
+        )
+        return handle
+
+    def _connect(self, block_id: str, view: str = "agent") -> GreenroomActorRef:
+        """The block's running actor; started (the block created with `view`) if none.
+
+        Waits for a stopped actor of the block to leave, and for the writer to store
+        the last stats it handed over, so the new actor loads the real totals.
         """
         kernel = self._kernel
-        kernel.check_open()
-        check_block_id(block_id)
-        if not isinstance(view, str) or not view:
-            raise InvalidInput(f"view must be a non-empty str, got {view!r}")
-        handle = self._handles.get(block_id)
-        if handle is not None and handle._ref.is_alive():
-            return handle  # a handle keeps its proxy: no new one per call
         writer = self.start_services()
         ref = kernel.lookup(BlockActor.kind, block_id)
-        if handle is not None and (ref is None or ref is handle._ref):
-            # The block's actor stopped (or is stopping) in this runtime. Its on_stop
-            # handed its last stats to the writer: wait until it has left, then until
-            # the writer has stored them, so the new actor loads the real totals.
-            kernel.wait_for_leave(BlockActor.kind, block_id, handle._ref)
-            writer.proxy().commit_now().get(timeout=kernel.config.stop_timeout_s)
+        known = self._refs.get(block_id)
+        if known is not None and ref is known and known.is_alive():
+            return known
+        if known is not None and (ref is None or ref is known):
+            kernel.wait_for_leave(BlockActor.kind, block_id, known)
+            writer.ask(CommitNow(), timeout=kernel.config.stop_timeout_s)
             ref = kernel.lookup(BlockActor.kind, block_id)
         if ref is None:
             kernel.store.ensure_object("block", block_id, {"view": view})
@@ -86,8 +120,8 @@ class Blocks:
                 ref = kernel.spawn(BlockActor, writer, self._archive_dir, actor_id=block_id)
             except InvalidTransition:
                 ref = kernel.wait_for_actor(BlockActor.kind, block_id)
-        handle = self._handles[block_id] = Block(ref, block_id, self.get)
-        return handle
+        self._refs[block_id] = ref
+        return ref
 
     def ids(self, view: str | None = None) -> list[str]:
         """The ids of every stored block (with metadata `view`, if given), sorted."""
@@ -95,8 +129,7 @@ class Blocks:
         self._kernel.check_open()
         if view is None:
             return store.list_ids("block")
-        if not isinstance(view, str):
-            raise InvalidInput(f"view must be a str or None, got {view!r}")
+        check_text(view, "view")
         return sorted(obj.id for obj in store.list_objects("block") if obj.meta.get("view") == view)
 
     def sweep(
@@ -117,38 +150,25 @@ class Blocks:
         written). `progress(SweepProgress)` is called on the sweep's thread (not the
         caller's) as each phase starts and after each item; one that raises is logged
         and not called again. A sweep with options waits for a sweep already running;
-        one without joins it. `InvalidInput` for a bad option.
+        one without joins it. `InvalidInput` for a bad option. Waits for the sweep:
+        from an event loop, use `greenroom.aio`.
         """
         self._kernel.check_open()
         self._kernel.refuse_inside_actor("sweep()")
-        if inactive_days is not None and (
-            isinstance(inactive_days, bool)
-            or not isinstance(inactive_days, int | float)
-            or not math.isfinite(inactive_days)
-            or inactive_days < 0
-        ):
-            raise InvalidInput(
-                f"inactive_days must be a finite number >= 0 or None, got {inactive_days!r}"
-            )
-        if max_archive_bytes is not None and (
-            isinstance(max_archive_bytes, bool)
-            or not isinstance(max_archive_bytes, int)
-            or max_archive_bytes < 0
-        ):
-            raise InvalidInput(
-                f"max_archive_bytes must be an int >= 0 or None, got {max_archive_bytes!r}"
-            )
-        if not isinstance(dry_run, bool):
-            raise InvalidInput(f"dry_run must be True or False, got {dry_run!r}")
-        if progress is not None and not callable(progress):
-            raise InvalidInput(f"progress must be a callable or None, got {progress!r}")
-        request = SweepRequest(inactive_days, max_archive_bytes, dry_run, progress)
+        request = SweepRequest(
+            None
+            if inactive_days is None
+            else check_number(inactive_days, "inactive_days", minimum=0),
+            None
+            if max_archive_bytes is None
+            else check_int(max_archive_bytes, "max_archive_bytes", minimum=0),
+            check_bool(dry_run, "dry_run"),
+            None if progress is None else check_callable(progress, "progress"),
+        )
         self.start_services()
         assert self._sweeper is not None
-        result: SweepStats = (
-            self._sweeper.proxy().sweep_now(None if request.plain else request).get()
-        )
-        return result
+        stats: SweepStats = self._sweeper.ask(request)
+        return stats
 
     def start_services(self) -> GreenroomActorRef:
         """Start the block writer and the sweep supervisor once; the writer's ref."""

@@ -12,12 +12,10 @@ flushes, archiving and restoring of one block never race.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import attrs
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "SWEEP_OUTCOMES",
@@ -61,24 +59,35 @@ class SessionStats:
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> SessionStats:
         """The stats stored in a block's metadata (zero where absent or malformed)."""
-
-        def number(key: str) -> int:
-            value = meta.get(key)
-            return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
         return cls(
-            number(START_TS), number(LAST_ACTIVITY), number(LINE_COUNT), number(TOKEN_ESTIMATE)
+            meta_count(meta, START_TS),
+            meta_count(meta, LAST_ACTIVITY),
+            meta_count(meta, LINE_COUNT),
+            meta_count(meta, TOKEN_ESTIMATE),
         )
+
+
+def meta_count(meta: dict[str, Any], key: str) -> int:
+    """The int stored under `key` in a block's metadata; 0 where absent or malformed.
+
+    Metadata is anyone's to edit: a count read from it is never trusted to be an int.
+    """
+    value = meta.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 @attrs.frozen
 class ArchiveResult:
-    """What `Block.archive()` did: `archived_bytes` is the uncompressed size (0: nothing)."""
+    """What `Block.archive()` did: `archived_bytes` is the uncompressed size (0: nothing).
+
+    `path` is the archive file (absolute, inside the archive folder); `None` when the
+    block was never archived and had nothing to archive.
+    """
 
     block_id: str
     archived_bytes: int
     archived_at_ms: int
-    path: str | None
+    path: Path | None
 
 
 @attrs.frozen
@@ -150,7 +159,7 @@ class SweepProgress:
     total: int
     outcome: str
     block_id: str | None = None
-    path: str | None = None
+    path: Path | None = None
     bytes: int = 0
     error: str | None = None
     dry_run: bool = False

@@ -8,8 +8,12 @@
     greenroom sweep app.db --dry-run --inactive-days 3
     greenroom transcript app.db.transcripts/9f2c0a1b2c3d4e5f.jsonl
 
-Every command takes `--json` (one JSON document on stdout) and `--help`. Exit status:
-0 done, 1 an error (one line on stderr: `greenroom: error: ...`), 2 bad usage, 130
+Every command takes `--help` and `--json`. With `--json`, a command that lists rows
+(`blocks`) prints ONE JSON array of row objects, one row per line as sqlite-utils prints
+them (`[{"id": ...},\n {"id": ...}]`, `[]` for none); a command about one item (`show`,
+`export`, `archive`, `restore`, the summary of a `sweep`, a `transcript` file) prints
+ONE JSON object. Either way stdout is one document for `json.loads`. Exit status: 0
+done, 1 an error (one line on stderr: `greenroom: error: ...`), 2 bad usage, 130
 interrupted (Ctrl-C). Commands on a database open it with a real clock and never
 create it; the runtime is closed on every way out.
 """
@@ -21,8 +25,11 @@ import logging
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import attrs
+
+from greenroom import __version__
 from greenroom.cli.blocks import run_archive, run_blocks, run_export, run_restore, run_show
 from greenroom.cli.common import PROG, one_line
 from greenroom.cli.sweep import parse_byte_count, parse_days, run_sweep
@@ -33,6 +40,13 @@ __all__ = ["build_parser", "main"]
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
+_JSON_OUTPUT = """\
+json output (--json):
+  blocks               one JSON array of row objects, one row per line ([] for none)
+  show, export, archive, restore, sweep, transcript
+                       one JSON object
+"""
+
 _EXIT_STATUS = """\
 exit status:
   0    done
@@ -42,44 +56,63 @@ exit status:
   130  interrupted (Ctrl-C)
 """
 
-_COMMANDS: dict[str, tuple[str, str, str]] = {
-    # name: (one-line help, description, examples)
-    "blocks": (
+
+@attrs.frozen
+class _Command:
+    """How a command presents itself: its help line, description, examples, and what
+    its `--json` prints."""
+
+    summary: str
+    description: str
+    examples: str
+    json: str
+
+
+_ONE_OBJECT = "print one JSON object on stdout instead of text: "
+
+_COMMANDS: dict[str, _Command] = {
+    "blocks": _Command(
         "list the blocks of a database",
         "List every block: id, view, line count, token estimate, last activity (ISO-8601 "
         "UTC), state (live, archived, archived+live, pruned or empty) and output bytes "
         "(archived plus live). Stats are as last stored by the host.",
         "example:\n  greenroom blocks app.db --view agent\n  greenroom blocks app.db --json",
+        "print one JSON array of row objects on stdout instead of text, one block a row "
+        "and a line ([] for none)",
     ),
-    "show": (
+    "show": _Command(
         "show one block's stats and metadata",
         "Show one block: its stats, state, output size, archive file, stored files and "
         "every metadata key.",
         "example:\n  greenroom show app.db pane-1",
+        _ONE_OBJECT + "the block's stats, files and metadata",
     ),
-    "export": (
+    "export": _Command(
         "write a block's output bytes to stdout or a file",
         "Write a block's whole output, byte for byte, to stdout or to FILE, read "
         "transparently from its archive when it is archived. With --json and -o FILE, "
-        "the JSON document describes the export (bytes written, lines, archived); with "
-        "--json and no -o, the bytes are in the document, base64-encoded "
+        "the JSON object describes the export (bytes written, lines, archived); with "
+        "--json and no -o, the bytes are in the object, base64-encoded "
         "(data_base64).",
         "example:\n  greenroom export app.db pane-1 > pane-1.jsonl\n"
         "  greenroom export app.db pane-1 -o pane-1.jsonl --json",
+        _ONE_OBJECT + "what was exported (with the bytes, base64-encoded, without -o)",
     ),
-    "archive": (
+    "archive": _Command(
         "compress a block's output into the archive folder",
         "Compress a block's live output into the archive folder and drop the live copy "
         "(reads stay transparent). A block with no live output is left as it is.",
         "example:\n  greenroom archive app.db pane-1",
+        _ONE_OBJECT + "what was archived, and where",
     ),
-    "restore": (
+    "restore": _Command(
         "bring an archived block's output back into the database",
         "Decompress an archived block's output back into the database. A block that is "
         "not archived, or whose archive was pruned, is an error.",
         "example:\n  greenroom restore app.db pane-1",
+        _ONE_OBJECT + "what was restored",
     ),
-    "sweep": (
+    "sweep": _Command(
         "archive idle agent blocks and prune the archive folder",
         "Run one sweep: archive the view=agent blocks idle for --inactive-days (default "
         "7), then delete the oldest archive files until the folder fits in "
@@ -90,8 +123,10 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "others are done all the same; each failure is a warning on stderr).",
         "example:\n  greenroom sweep app.db --dry-run\n"
         "  greenroom sweep app.db --inactive-days 3 --max-archive-bytes 500M",
+        _ONE_OBJECT + "the sweep's summary (settings, counts, and the items archived, "
+        "pruned, skipped and failed)",
     ),
-    "transcript": (
+    "transcript": _Command(
         "inspect a transcript file (context, usage, cost, recovery)",
         "Read a transcript JSONL file without changing it (no repair, no lock: a file a "
         "host has open can be read) and show its session header, the active branch's "
@@ -100,6 +135,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "and a last line cut short by a crash, reported as what a resume would do.",
         "example:\n  greenroom transcript app.db.transcripts/9f2c0a1b2c3d4e5f.jsonl\n"
         "  greenroom transcript session.jsonl --model anthropic:claude-sonnet-4-5 --json",
+        _ONE_OBJECT + "the file's header, context (its entries in context.items), usage, "
+        "cost and recovery",
     ),
 }
 
@@ -122,19 +159,15 @@ class _CommandParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `greenroom` and its commands."""
-    from greenroom import __version__
-
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Inspect and maintain greenroom databases and transcript files.",
-        epilog=_EXIT_STATUS,
+        epilog=f"{_JSON_OUTPUT}\n{_EXIT_STATUS}",
         formatter_class=_RAW,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--json", action="store_true", help="print one JSON document on stdout instead of text"
-    )
+    # The parents are of the commands' class: the subparsers action is typed by it.
+    common = _CommandParser(add_help=False)
     common.add_argument(
         "-v",
         "--verbose",
@@ -142,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="show the runtime's log on stderr (-v: info, -vv: debug)",
     )
-    database = argparse.ArgumentParser(add_help=False)
+    database = _CommandParser(add_help=False)
     database.add_argument(
         "db", metavar="DB", help="an existing greenroom database file (never created)"
     )
@@ -161,15 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     def add(name: str, *, on_database: bool = True) -> argparse.ArgumentParser:
-        summary, description, examples = _COMMANDS[name]
-        return commands.add_parser(
+        spec = _COMMANDS[name]
+        command = commands.add_parser(
             name,
             parents=[common, database] if on_database else [common],
-            help=summary,
-            description=textwrap.fill(description, 79),
-            epilog=f"{examples}\n\n{_EXIT_STATUS}",
+            help=spec.summary,
+            description=textwrap.fill(spec.description, 79),
+            epilog=f"{spec.examples}\n\n{_EXIT_STATUS}",
             formatter_class=_RAW,
         )
+        command.add_argument("--json", action="store_true", help=spec.json)
+        return command
 
     blocks = add("blocks")
     blocks.add_argument("--view", metavar="V", help="only the blocks with this view")
@@ -274,8 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     logging_added = _log_to_stderr(args.verbose)
+    run: Callable[[argparse.Namespace], int] = args.run
     try:
-        status = args.run(args)
+        status = run(args)
         # Flushed here, so a reader that went away is seen here, not at exit.
         sys.stdout.flush()
         return status

@@ -1,7 +1,8 @@
 """The block commands of `greenroom`: `blocks`, `show`, `export`, `archive`, `restore`.
 
 Listing and showing read the store only (no block actor is started); export, archive
-and restore go through the block's actor, as a host's calls do.
+and restore go through the block's actor, as a host's calls do. With `--json`,
+`blocks` prints one JSON array of block rows; the others print one JSON object.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import secrets
 import stat
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from greenroom.blocks.archive import check_block_id, checked_archive_path
 from greenroom.blocks.records import (
@@ -25,13 +26,21 @@ from greenroom.blocks.records import (
     PRUNED_AT,
     SessionStats,
 )
-from greenroom.cli.common import CliError, emit_json, iso, open_database, plural, print_table, say
+from greenroom.checks import check_path
+from greenroom.cli.common import (
+    CliError,
+    emit_object,
+    emit_rows,
+    iso,
+    open_database,
+    plural,
+    print_table,
+    say,
+)
 from greenroom.errors import InvalidTransition, NotFound, StorageError
-
-if TYPE_CHECKING:
-    from greenroom.models import StoredObject
-    from greenroom.runtime import Runtime
-    from greenroom.store import Store
+from greenroom.models import StoredObject
+from greenroom.runtime import Runtime
+from greenroom.store import Store
 
 # The database file and the files SQLite keeps beside it.
 _DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
@@ -53,7 +62,8 @@ def _live_bytes(store: Store, block_id: str) -> int:
 def block_record(
     store: Store, obj: StoredObject, archive_dir: Path | None = None
 ) -> dict[str, Any]:
-    """One block as the commands report it (the `--json` shape of `blocks` and `show`).
+    """One block as the commands report it (a row of `blocks --json`; `show --json` adds
+    to it).
 
     `state` is `live` (output in the database), `archived` (output in an archive
     file), `archived+live` (archived, with new output since), `pruned` (the archive
@@ -107,7 +117,7 @@ def _require_block(rt: Runtime, block_id: str) -> StoredObject:
     check_block_id(block_id)
     obj = rt.store.find_object("block", block_id)
     if obj is None:
-        raise NotFound(f"no block {block_id!r} in {rt.path!r}")
+        raise NotFound(f"no block {block_id!r} in {str(rt.path)!r}")
     return obj
 
 
@@ -140,9 +150,8 @@ def run_blocks(args: argparse.Namespace) -> int:
             for obj in store.list_objects("block")
             if args.view is None or obj.meta.get("view") == args.view
         ]
-        path = rt.path
     if args.json:
-        emit_json({"database": path, "view": args.view, "blocks": records})
+        emit_rows(records)
         return 0
     if not records:
         say(f"no blocks with view {args.view!r}" if args.view is not None else "no blocks")
@@ -200,7 +209,7 @@ def run_show(args: argparse.Namespace) -> int:
         meta=obj.meta,
     )
     if args.json:
-        emit_json(record)
+        emit_object(record)
         return 0
     lines = [
         ("block", record["id"]),
@@ -273,13 +282,13 @@ def _write_file(target: Path, data: bytes) -> None:
         raise
 
 
-def _refuse_own_files(rt: Runtime, db: str, output: str) -> None:
+def _refuse_own_files(rt: Runtime, output: Path) -> None:
     """Refuse an export target that is the database, one of its SQLite side files, or
     inside its archive or transcript folder (real paths: links are followed)."""
-    target = Path(output).resolve()
-    real_db = Path(db).resolve()
+    target = output.resolve()
+    real_db = Path(rt.path).resolve()
     if target in {real_db.with_name(real_db.name + suffix) for suffix in _DB_SUFFIXES}:
-        raise CliError(f"refusing to export over the database itself ({output!r})")
+        raise CliError(f"refusing to export over the database itself ({str(output)!r})")
     for what, folder in (
         ("archive", rt.blocks.archive_dir),
         ("transcript", rt.transcripts.directory),
@@ -287,17 +296,18 @@ def _refuse_own_files(rt: Runtime, db: str, output: str) -> None:
         real = folder.resolve()
         if target == real or target.is_relative_to(real):
             raise CliError(
-                f"refusing to export into the database's {what} folder ({output!r} is in "
+                f"refusing to export into the database's {what} folder ({str(output)!r} is in "
                 f"{str(real)!r}); choose a file outside it"
             )
 
 
 def run_export(args: argparse.Namespace) -> int:
     """`greenroom export DB BLOCK [-o FILE]`: the block's output bytes, as they are."""
-    to_file = args.output is not None and args.output != "-"
+    # `-o -` (or no -o) is stdout.
+    target = None if args.output in (None, "-") else check_path(args.output, "--output")
     with open_database(args.db, args.archive_dir) as rt:
-        if to_file:
-            _refuse_own_files(rt, args.db, args.output)
+        if target is not None:
+            _refuse_own_files(rt, target)
         obj = _require_block(rt, args.block)
         pruned = _pruned_at(rt, obj, live_counts=True)
         if pruned is not None:
@@ -310,17 +320,16 @@ def run_export(args: argparse.Namespace) -> int:
         "archived": read.archived,
         "output": None,
     }
-    if to_file:
-        target = Path(args.output)
+    if target is not None:
         _write_file(target, read.data)
         document["output"] = str(target)
         if args.json:
-            emit_json(document)
+            emit_object(document)
         return 0
     if args.json:
         # The bytes themselves cannot go to stdout beside the document: they go in it.
         document["data_base64"] = base64.b64encode(read.data).decode("ascii")
-        emit_json(document)
+        emit_object(document)
         return 0
     sys.stdout.flush()
     sys.stdout.buffer.write(read.data)
@@ -337,24 +346,25 @@ def run_archive(args: argparse.Namespace) -> int:
         _require_block(rt, args.block)
         result = rt.blocks.get(args.block).archive()
     done = result.archived_bytes > 0
+    # `str()`: the path may come back as a `str` or a `pathlib.Path`.
+    path = None if result.path is None else str(result.path)
     if args.json:
-        emit_json(
+        emit_object(
             {
                 "block_id": result.block_id,
                 "archived": done,
                 "archived_bytes": result.archived_bytes,
                 "archived_at_ms": result.archived_at_ms if done else None,
                 "archived_at": iso(result.archived_at_ms) if done else None,
-                "path": result.path,
+                "path": path,
             }
         )
     elif done:
         say(
-            f"archived block {result.block_id!r}: {plural(result.archived_bytes, 'byte')} "
-            f"to {result.path}"
+            f"archived block {result.block_id!r}: {plural(result.archived_bytes, 'byte')} to {path}"
         )
-    elif result.path:
-        say(f"block {result.block_id!r} has no new output: it is archived already ({result.path})")
+    elif path:
+        say(f"block {result.block_id!r} has no new output: it is archived already ({path})")
     else:
         say(f"block {result.block_id!r} has no output to archive; nothing changed")
     return 0
@@ -371,7 +381,7 @@ def run_restore(args: argparse.Namespace) -> int:
             )
         result = rt.blocks.get(args.block).restore()
     if args.json:
-        emit_json({"block_id": result.block_id, "restored_bytes": result.restored_bytes})
+        emit_object({"block_id": result.block_id, "restored_bytes": result.restored_bytes})
     else:
         say(f"restored block {result.block_id!r}: {plural(result.restored_bytes, 'byte')}")
     return 0

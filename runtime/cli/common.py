@@ -2,6 +2,12 @@
 
 Opening never creates a database: a missing file, a folder, or a file that is not a
 greenroom database is a `CliError` (exit status 1) before anything is written.
+
+`--json` output has two shapes, one per kind of command: a command that lists rows
+prints ONE JSON array of row objects (`emit_rows`, one row per line as sqlite-utils
+prints them: `[{"id": ...},\n {"id": ...}]`); a command about one item prints ONE
+JSON object (`emit_object`). Paths are written as strings, whether the runtime hands
+back a `str` or a `pathlib.Path`.
 """
 
 from __future__ import annotations
@@ -11,20 +17,22 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from greenroom.checks import check_path
+from greenroom.config import RuntimeConfig
 from greenroom.errors import GreenroomError, NotFound, StorageError
-
-if TYPE_CHECKING:
-    from greenroom.runtime import Runtime
+from greenroom.runtime import Runtime
+from greenroom.transcripts.logformat import iso_utc
 
 __all__ = [
     "PROG",
     "CliError",
     "check_database",
-    "emit_json",
+    "emit_object",
+    "emit_rows",
     "iso",
     "one_line",
     "open_database",
@@ -63,9 +71,28 @@ def one_line(text: str) -> str:
     return " ".join(text.split()) if "\n" in text or "\r" in text else text
 
 
-def emit_json(document: Any) -> None:
-    """Print one JSON document on stdout (indented, UTF-8, a newline at the end)."""
-    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+def _plain(value: object) -> str:
+    # A path (the runtime hands back `pathlib.Path`s) is written as its text.
+    if isinstance(value, os.PathLike):
+        return os.fsdecode(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _dumps(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False, default=_plain)
+
+
+def emit_object(document: Mapping[str, Any]) -> None:
+    """Print ONE JSON object on stdout (indented, UTF-8, a newline at the end): the
+    `--json` output of a command about one item."""
+    sys.stdout.write(_dumps(dict(document), indent=2) + "\n")
+
+
+def emit_rows(rows: Sequence[Mapping[str, Any]]) -> None:
+    """Print ONE JSON array of row objects on stdout, one row per line (as sqlite-utils
+    does; `[]` for none): the `--json` output of a command that lists rows."""
+    lines = [_dumps(dict(row)) for row in rows]
+    sys.stdout.write("[" + ",\n ".join(lines) + "]\n")
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
@@ -77,8 +104,6 @@ def iso(ms: int | None) -> str | None:
     """Unix milliseconds as ISO-8601 UTC (`2026-01-01T00:00:00.000Z`); `None` for 0."""
     if not ms:
         return None
-    from greenroom.transcripts.logformat import iso_utc
-
     return iso_utc(ms)
 
 
@@ -139,18 +164,18 @@ def check_database(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def open_database(db: str, archive_dir: str | None) -> Iterator[Runtime]:
+def open_database(
+    db: str | os.PathLike[str], archive_dir: str | os.PathLike[str] | None
+) -> Iterator[Runtime]:
     """A runtime on the existing database `db` (real clock, no timed sweeps), closed
     on every way out."""
-    from greenroom.config import RuntimeConfig
-    from greenroom.runtime import Runtime
-
-    path = Path(db)
+    path = check_path(db, "DB")
+    folder = None if archive_dir is None else check_path(archive_dir, "--archive-dir")
     check_database(path)
     config = RuntimeConfig(
         sweep_first_after_s=_NEVER_S,
         sweep_interval_s=_NEVER_S,
-        archive_dir=archive_dir,
+        archive_dir=folder,
     )
     rt = Runtime.open(path, config=config)
     try:

@@ -1,4 +1,10 @@
-"""`greenroom sweep`: one sweep with optional overrides, a dry run, a progress bar."""
+"""`greenroom sweep`: one sweep with optional overrides, a dry run, a progress bar.
+
+With `--json` it prints one JSON object, the sweep's summary: its settings and counts,
+and the items archived, pruned, skipped and failed, each list made of item objects
+(`block_id`, `path`, `bytes`; a skipped one adds `error`, a failed one `phase` and
+`error`).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,13 @@ import shutil
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
-from greenroom.cli.common import emit_json, open_database, plural, say, warn
+from greenroom.blocks.records import SweepProgress, SweepStats
+from greenroom.checks import check_number
+from greenroom.cli.common import emit_object, open_database, plural, say, warn
 from greenroom.clock import stopwatch
-
-if TYPE_CHECKING:
-    from greenroom.blocks.records import SweepProgress
+from greenroom.errors import InvalidInput
 
 __all__ = ["ProgressBar", "parse_byte_count", "parse_days", "run_sweep"]
 
@@ -37,12 +43,9 @@ def parse_byte_count(text: str) -> int:
 def parse_days(text: str) -> float:
     """`--inactive-days`: a finite number of days >= 0 (fractions allowed)."""
     try:
-        days = float(text)
-    except ValueError:
-        days = math.nan
-    if not math.isfinite(days) or days < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of days >= 0, got {text!r}")
-    return days
+        return check_number(float(text), "--inactive-days", minimum=0)
+    except (ValueError, InvalidInput):
+        raise argparse.ArgumentTypeError(f"expected a number of days >= 0, got {text!r}") from None
 
 
 class ProgressBar:
@@ -121,17 +124,18 @@ def run_sweep(args: argparse.Namespace) -> int:
     skipped = [e for e in done if e.outcome == "skipped"]
     failed = [e for e in done if e.outcome == "failed"]
     if args.json:
-        emit_json(
+        emit_object(
             {
                 "dry_run": args.dry_run,
                 "inactive_days": days,
                 "max_archive_bytes": budget,
                 "archived_count": stats.archived_count,
                 "pruned_count": stats.pruned_count,
+                "skipped_count": stats.skipped_count,
                 "bytes_freed": stats.bytes_freed,
                 "archived": [_item(e) for e in archived],
                 "pruned": [_item(e) for e in pruned],
-                "skipped": [e.block_id for e in skipped],
+                "skipped": [dict(_item(e), error=e.error) for e in skipped],
                 "failed": [dict(_item(e), phase=e.phase, error=e.error) for e in failed],
             }
         )
@@ -146,14 +150,16 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def _item(event: SweepProgress) -> dict[str, Any]:
-    return {"block_id": event.block_id, "path": event.path, "bytes": event.bytes}
+    # `str()`: the path may come back as a `str` or a `pathlib.Path`.
+    path = None if event.path is None else str(event.path)
+    return {"block_id": event.block_id, "path": path, "bytes": event.bytes}
 
 
 def _print_sweep(
     dry_run: bool,
     days: float,
     budget: int,
-    stats: Any,
+    stats: SweepStats,
     archived: list[SweepProgress],
     pruned: list[SweepProgress],
     skipped: list[SweepProgress],
@@ -164,7 +170,8 @@ def _print_sweep(
     for event in archived:
         say(f"{archive_verb} {event.block_id} ({plural(event.bytes, 'byte')})")
     for event in skipped:
-        say(f"skipped {event.block_id} (nothing live to archive any more)")
+        why = event.error or "nothing live to archive any more"
+        say(f"skipped {event.block_id} ({why})")
     for event in pruned:
         owner = f"block {event.block_id}" if event.block_id else "no block"
         name = Path(event.path).name if event.path else "?"

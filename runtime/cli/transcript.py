@@ -3,17 +3,18 @@
 The file is read as `Runtime.transcripts.resume` reads it (`greenroom.transcripts.logformat.load`),
 but with `repair=False` and without the lock: a transcript a host has open can be
 inspected, and a last line cut short by a crash is reported (what a resume would do
-to it) instead of repaired.
+to it) instead of repaired. With `--json` it prints one JSON object about the file (its
+active context's entries are a list inside it, `context.items`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from greenroom.cli.common import emit_json, plural, say
+from greenroom.checks import check_path
+from greenroom.cli.common import emit_object, plural, say
 from greenroom.pricing import calculate_cost, lookup_pricing
 from greenroom.transcripts.compaction import context_tokens
 from greenroom.transcripts.logformat import Node, load, message_to_json
@@ -31,7 +32,7 @@ _PREVIEW = 72
 
 def _item(node: Node) -> dict[str, Any]:
     message = node.message
-    if type(message) is CompactionSummary:
+    if isinstance(message, CompactionSummary):
         data: dict[str, Any] = {
             "role": "compaction_summary",
             "summary": message.summary,
@@ -83,9 +84,9 @@ def recovery_record(report: RecoveryReport) -> dict[str, Any]:
 
 def _preview(node: Node) -> str:
     message = node.message
-    if type(message) is CompactionSummary:
+    if isinstance(message, CompactionSummary):
         role, text = "summary", message.summary
-    elif type(message) is AssistantMessage:
+    elif isinstance(message, AssistantMessage):
         role, text = "assistant", message.text
         calls = " ".join(
             f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)})"
@@ -93,7 +94,7 @@ def _preview(node: Node) -> str:
         )
         if calls:
             text = f"{text} [calls {calls}]" if text else f"[calls {calls}]"
-    elif type(message) is ToolResult:
+    elif isinstance(message, ToolResult):
         role = "tool_error" if message.is_error else "tool_result"
         text = message.text
     else:
@@ -106,7 +107,7 @@ def _preview(node: Node) -> str:
 
 def run_transcript(args: argparse.Namespace) -> int:
     """`greenroom transcript PATH`: header, active context, usage, cost, recovery."""
-    path = Path(args.path).resolve()
+    path = check_path(args.path, "PATH").resolve()
     loaded = load(path, repair=False)
     header, state = loaded.header, loaded.state
     model = args.model if args.model is not None else header.model
@@ -116,7 +117,7 @@ def run_transcript(args: argparse.Namespace) -> int:
     usage = state.usage
     recovery = recovery_record(loaded.recovery)
     if args.json:
-        emit_json(
+        emit_object(
             {
                 "path": str(path),
                 "session_id": header.session_id,

@@ -1,1 +1,122 @@
-"""The messages the executions actors handle."""
+"""The messages the executions actors handle: a session's actor and the GC supervisor.
+
+A session's actor (`greenroom.actors.execution.ExecutionActor`) takes `Begin`, `Feed`,
+`Cancel`, `Status` and `Reap` from the runtime and the GC, and `ThreadPause`,
+`ThreadDone` and `ThreadCustom` from its own plain strategy's thread. The GC supervisor
+(`greenroom.actors.execution_gc.ExecutionGC`) takes `Collect` and answers a `GcPass`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import attrs
+
+from greenroom.executions.records import LlmRequest
+from greenroom.usage import Usage
+
+__all__ = [
+    "BEGIN",
+    "COLLECT",
+    "STATUS",
+    "Begin",
+    "Cancel",
+    "Collect",
+    "Feed",
+    "FeedItem",
+    "GcPass",
+    "Reap",
+    "Status",
+    "ThreadCustom",
+    "ThreadDone",
+    "ThreadPause",
+]
+
+FeedItem: TypeAlias = tuple[str | None, str, Usage | None]
+"""One answer, checked: (query id, or None for the sole pending query; response; usage)."""
+
+
+# -- to a session's actor ----------------------------------------------------------------
+
+
+@attrs.frozen
+class Begin:
+    """Start the strategy; answered at its first pause or its end (a `FeedResult`)."""
+
+
+BEGIN = Begin()
+
+
+@attrs.frozen
+class Feed:
+    """Answers for the session, all applied or none; answered with a `FeedResult`."""
+
+    items: tuple[FeedItem, ...]
+
+
+@attrs.frozen
+class Cancel:
+    """Stop the strategy; answered with the `cancelled` result."""
+
+    reason: str
+
+
+@attrs.frozen
+class Status:
+    """Answered with the session's status dict."""
+
+
+STATUS = Status()
+
+
+@attrs.frozen
+class Reap:
+    """From the GC: cancel the session if it was last active at or before `cutoff`;
+    answered with whether it did."""
+
+    cutoff: float
+
+
+# -- from a plain strategy's thread to its own session's actor ------------------------------
+
+
+@attrs.frozen
+class ThreadPause:
+    """Asked by a plain strategy's `ctx.llm`: answered with the answers, or failed."""
+
+    requests: tuple[LlmRequest, ...]
+
+
+@attrs.frozen
+class ThreadDone:
+    """Told by a plain strategy's thread when the strategy returned or raised."""
+
+    value: Any
+    error: BaseException | None
+
+
+@attrs.frozen
+class ThreadCustom:
+    """Told by a plain strategy's `ctx.log` (`name` None) or `ctx.metric`."""
+
+    name: str | None
+    value: Any
+
+
+# -- to the GC supervisor -------------------------------------------------------------------
+
+
+@attrs.frozen
+class Collect:
+    """Run one GC pass now (the timer sends this; asked, it answers a `GcPass`)."""
+
+
+COLLECT = Collect()
+
+
+@attrs.frozen
+class GcPass:
+    """What one GC pass did: sessions told to reap themselves, results removed."""
+
+    reap_candidates: tuple[str, ...]
+    results_expired: tuple[str, ...]

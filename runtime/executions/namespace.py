@@ -6,6 +6,10 @@
     rt.executions.status(sid)                               # {"state": "paused", ...}
     rt.executions.cancel(sid)                               # FeedResult "cancelled"
 
+`usage` is a `greenroom.usage.Usage` or a provider's usage mapping (OpenAI's
+`prompt_tokens` / `completion_tokens`, Anthropic's `input_tokens` / `output_tokens` /
+`cache_*`), read with `greenroom.usage.as_usage`.
+
 See `greenroom.executions.records` for the records and `greenroom.actors.execution` for
 how a session drives its strategy.
 
@@ -16,6 +20,16 @@ plain strategy's own thread (where a full pool, or the caller's own session, wou
 deadlock; this includes starting an async strategy from a plain one, refused for one
 simple rule). `status` and `snapshots` never wait (they read the
 snapshot each session keeps in the registry), so they may be called from anywhere.
+
+The seam shared with `greenroom.aio.executions`: each waiting call is a `send_*` method
+that checks, sends and returns a `PendingStep` without waiting, and `outcome`, which
+turns the step into the `FeedResult` (or the error) once its future has resolved or
+its `timeout` has run out. The sync methods wait on the future on their thread; the
+async ones await it on the event loop. Both share every check and every result rule.
+
+    pending = rt.executions.send_feed(sid, "an answer", timeout=5)
+    pending.future.wait(pending.timeout)        # or: await settled(pending.future, ...)
+    result = rt.executions.outcome(pending)     # ExecutionTimeout if it did not resolve
 """
 
 from __future__ import annotations
@@ -23,35 +37,35 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-import math
 import secrets
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
+import attrs
 from pykka import ActorDeadError
 
-from greenroom.actors.execution import BEGIN, Cancel, ExecutionActor, Feed
+from greenroom.actors.base import GreenroomActorRef
+from greenroom.actors.blocking import BlockingPool
+from greenroom.actors.execution import ExecutionActor
+from greenroom.actors.execution_gc import ExecutionGC
+from greenroom.checks import check_text, check_timeout
 from greenroom.errors import (
     ExecutionTimeout,
-    FutureTimeout,
     GreenroomError,
     InvalidInput,
     InvalidTransition,
     NotFound,
     Stopped,
 )
-from greenroom.executions.records import FeedResult, check_usage
-from greenroom.executions.registry import ENDED, ExecutionRegistry
+from greenroom.executions.messages import BEGIN, Cancel, Feed, FeedItem
+from greenroom.executions.records import FeedResult
+from greenroom.executions.registry import ENDED, ExecutionRegistry, LiveEntry
+from greenroom.futures import GreenroomFuture
 from greenroom.kernel import Kernel
+from greenroom.usage import Usage, as_usage
 
-if TYPE_CHECKING:
-    from greenroom.actors.base import GreenroomActorRef
-    from greenroom.actors.blocking import BlockingPool
-    from greenroom.executions.registry import LiveEntry
-    from greenroom.futures import GreenroomFuture
-
-__all__ = ["CANCEL_WAIT_S", "Executions"]
+__all__ = ["CANCEL_WAIT_S", "Executions", "FeedItemInput", "PendingStep", "UsageInput"]
 
 log = logging.getLogger("greenroom.executions")
 
@@ -59,6 +73,12 @@ CANCEL_WAIT_S = 0.5
 """Real seconds `cancel` waits for a session busy in a strategy step before it returns
 `cancelled` with the cancel recorded (the session ends `cancelled` once the step gives
 control back)."""
+
+UsageInput = Usage | Mapping[str, int] | None
+"""What `usage` may be: a `Usage`, a provider's usage mapping, or None (estimated)."""
+
+FeedItemInput = tuple[str, str, UsageInput]
+"""One `feed_many` item: (query_id, response, usage or None)."""
 
 _CANCELLED_BY_HOST = "cancelled by the host"
 
@@ -75,23 +95,6 @@ _COUNTERS = (
     "execution_cancels_deferred",
     "strategy_starts_queued",
 )
-
-
-def _check_session_id(session_id: Any) -> None:
-    if not isinstance(session_id, str) or not session_id:
-        raise InvalidInput(f"session_id must be a non-empty str, got {session_id!r}")
-
-
-def _check_timeout(timeout: Any) -> None:
-    if timeout is None:
-        return
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
-        raise InvalidInput(f"timeout must be None or a positive number of seconds, got {timeout!r}")
 
 
 def _is_async_strategy(strategy: Any) -> bool:
@@ -111,7 +114,8 @@ def _is_async_strategy(strategy: Any) -> bool:
     return not inspect.isfunction(strategy) and inspect.iscoroutinefunction(call)
 
 
-def _check_feed_items(items: Any) -> tuple[tuple[str, str, dict[str, int] | None], ...]:
+def _check_feed_items(items: object) -> tuple[FeedItem, ...]:
+    """`feed_many`'s items, checked (usage read as a `Usage`)."""
     if isinstance(items, str | bytes) or not isinstance(items, list | tuple):
         raise InvalidInput(
             f"feed_many takes a list of (query_id, response, usage) tuples, got "
@@ -119,7 +123,7 @@ def _check_feed_items(items: Any) -> tuple[tuple[str, str, dict[str, int] | None
         )
     if not items:
         raise InvalidInput("feed_many needs at least one (query_id, response, usage) item")
-    checked = []
+    checked: list[FeedItem] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
         if not isinstance(item, list | tuple) or len(item) != 3:
@@ -127,22 +131,49 @@ def _check_feed_items(items: Any) -> tuple[tuple[str, str, dict[str, int] | None
                 f"feed_many item {index} must be a (query_id, response, usage) tuple, got {item!r}"
             )
         query_id, response, usage = item
-        if not isinstance(query_id, str) or not query_id:
-            raise InvalidInput(
-                f"feed_many item {index}: query_id must be a non-empty str, got {query_id!r}"
-            )
+        what = f"feed_many item {index}"
+        check_text(query_id, f"{what}: query_id", nonempty=True)
         if query_id in seen:
             raise InvalidInput(
-                f"feed_many item {index}: query {query_id!r} appears more than once in the "
-                "batch; answer each query once"
+                f"{what}: query {query_id!r} appears more than once in the batch; answer "
+                "each query once"
             )
         seen.add(query_id)
-        if not isinstance(response, str):
-            raise InvalidInput(
-                f"feed_many item {index}: response must be a str, got {type(response).__name__}"
-            )
-        checked.append((query_id, response, check_usage(usage)))
+        check_text(response, f"{what}: response")
+        checked.append((query_id, response, as_usage(usage, f"{what}: usage")))
     return tuple(checked)
+
+
+def _dead_future(session_id: str) -> GreenroomFuture[FeedResult]:
+    """A future already failed with `ActorDeadError`: the session has no live actor."""
+    future: GreenroomFuture[FeedResult] = GreenroomFuture()
+    error = ActorDeadError(f"execution {session_id} has no live actor")
+    future.set_exception((ActorDeadError, error, None))
+    return future
+
+
+@attrs.frozen(eq=False)
+class PendingStep:
+    """A start, feed or cancel sent to a session, its answer not waited for yet.
+
+    Wait for `future` for at most `timeout` seconds (`None`: as long as it takes) on a
+    thread (`future.wait(timeout)`) or on an event loop (`greenroom.aio.bridge.settled`),
+    then `Executions.outcome(pending)` gives the `FeedResult` or raises the error, the
+    same whether the future resolved or the time ran out. Cancelling a wait leaves the
+    step sent: the session does what it asked.
+    """
+
+    action: Literal["start", "feed", "cancel"]
+    """What was sent."""
+    session_id: str
+    """The session it was sent to (a new one for a start)."""
+    future: GreenroomFuture[FeedResult]
+    """Resolves with the session's answer (read it through `Executions.outcome`)."""
+    timeout: float | None
+    """Real seconds to wait for `future` at most (a cancel's is `CANCEL_WAIT_S`)."""
+    items: tuple[FeedItem, ...] = ()
+    """A feed's answers, checked (a finished session compares a retried one with them)."""
+    _entry: LiveEntry | None = attrs.field(default=None, repr=False)
 
 
 class Executions:
@@ -154,19 +185,15 @@ class Executions:
         self._clock = kernel.clock
         self._config = kernel.config
         self._metrics = kernel.metrics
-        self._tracker = kernel.tracker
-        self._check_open = kernel.check_open
-        self._refuse_inside_actor = kernel.refuse_inside_actor
-        self.spawn = kernel.spawn
-        self._exec_registry = ExecutionRegistry(self._metrics, self._config.result_retention_s)
-        self._exec_lock = threading.Lock()
-        self._exec_gc: GreenroomActorRef | None = None
+        self._registry = ExecutionRegistry(self._metrics, self._config.result_retention_s)
+        self._lock = threading.Lock()
+        self._gc: GreenroomActorRef | None = None
         self._strategy_pool: BlockingPool | None = None
 
     def counters(self) -> dict[str, int]:
         """This part's counters (at zero until bumped) and gauges (`Runtime.metrics`)."""
         counters = dict.fromkeys(_COUNTERS, 0)
-        live, retained = self._exec_registry.counts()
+        live, retained = self._registry.counts()
         counters["executions_active"] = live
         counters["executions_retained"] = retained
         pool = self._strategy_pool
@@ -177,7 +204,7 @@ class Executions:
 
     def close(self) -> None:
         """Release this part's resources; `close()` calls it after every actor stopped."""
-        with self._exec_lock:
+        with self._lock:
             pool, self._strategy_pool = self._strategy_pool, None
         try:
             if pool is not None:
@@ -185,33 +212,27 @@ class Executions:
                 # with ExecutionCancelled; one that never returns is logged and left.
                 pool.shutdown(self._config.stop_timeout_s)
         finally:
-            self._exec_registry.clear()
+            self._registry.clear()
 
     # -- services ----------------------------------------------------------------------
 
     def _execution_gc(self) -> GreenroomActorRef:
         """Start the execution GC supervisor once; its ref."""
-        with self._exec_lock:
-            if self._exec_gc is None:
-                from greenroom.actors.execution_gc import ExecutionGC
-
-                self._exec_gc = self.spawn(
-                    ExecutionGC, self._exec_registry, actor_id="execution-gc"
-                )
-            return self._exec_gc
+        with self._lock:
+            if self._gc is None:
+                self._gc = self._kernel.spawn(ExecutionGC, self._registry, actor_id="execution-gc")
+            return self._gc
 
     def _get_strategy_pool(self) -> BlockingPool:
         """The bounded pool plain strategies run on, made on first use."""
-        with self._exec_lock:
+        with self._lock:
             if self._strategy_pool is None:
                 if self._kernel.closed:
                     raise Stopped("the runtime is closed; no strategy starts")
-                from greenroom.actors.blocking import BlockingPool
-
                 # Jobs are submitted untracked: a strategy counts as work in progress
                 # only while it runs, not while it waits for the host's answers.
                 self._strategy_pool = BlockingPool(
-                    self._config.strategy_threads, self._tracker, name="greenroom-strategy"
+                    self._config.strategy_threads, self._kernel.tracker, name="greenroom-strategy"
                 )
                 self._kernel.guard_pool(
                     self._strategy_pool, "a strategy running on the strategy pool"
@@ -230,19 +251,23 @@ class Executions:
     ) -> FeedResult:
         """Start `strategy(ctx, *args, **kwargs)` in a new session; its first pause or end.
 
-        `strategy` is an `async def` (driven by the session's actor, no thread) or a
-        plain `def` (run on the bounded strategy pool). Returns `needs_response` with
-        the queries to answer, or the final `completed` / `error` result. With
-        `timeout` (real seconds), raises `ExecutionTimeout` (a `Timeout`; its
-        `session_id` names the session, which goes on and can be cancelled) if the
-        strategy neither pauses nor finishes in time. A plain strategy needs a free
-        strategy thread: while every one is held (paused plain sessions hold one each)
-        it waits, logged and counted (`strategy_queued`). Refused inside an actor's
-        handler and on a strategy thread (see the module docstring).
+        `strategy` is an `async def` (driven by the session's actor, no thread; its
+        `ctx` is an `AsyncExecutionContext`) or a plain `def` (run on the bounded
+        strategy pool; its `ctx` is an `ExecutionContext`). Returns `needs_response`
+        with the queries to answer, or the final `completed` / `error` result. With
+        `timeout` (real seconds, at most ten years), raises `ExecutionTimeout` (a
+        `Timeout`; its `session_id` names the session, which goes on and can be
+        cancelled) if the strategy neither pauses nor finishes in time. A plain
+        strategy needs a free strategy thread: while every one is held (paused plain
+        sessions hold one each) it waits, logged and counted (`strategy_queued`).
+        Refused inside an actor's handler and on a strategy thread (see the module
+        docstring).
         """
         # With no timeout the session's first turn may run right here (caller runs).
-        session_id, future = self._exec_start(strategy, args, kwargs, timeout, here=timeout is None)
-        return self._exec_wait(session_id, future, timeout, "start")
+        pending = self.send_start(
+            strategy, args, kwargs, timeout=timeout, caller_runs=timeout is None
+        )
+        return self._wait(pending)
 
     def feed(
         self,
@@ -250,43 +275,54 @@ class Executions:
         response: str,
         *,
         query_id: str | None = None,
-        usage: dict[str, int] | None = None,
+        usage: UsageInput = None,
         timeout: float | None = None,
     ) -> FeedResult:
         """Answer one query of a paused session; the session's next `FeedResult`.
 
         `query_id=None` means the sole pending query (`InvalidTransition` saying how
-        many are pending otherwise). `usage` is `{"prompt_tokens": int,
-        "completion_tokens": int}` from the host's LLM; without it tokens are
-        estimated. Returns `accepted` (with `remaining`) while other queries of the
-        round wait, else the result of resuming the strategy until its next pause or
-        end. The same answer again is a no-op returning the current state; a
-        different one for an answered query is `AlreadyResponded`; an id the session
-        never asked is `UnknownQuery`. A finished session (kept `result_retention_s`)
-        takes the same answer again to a query it was fed (a retried final feed) as a
-        no-op returning its final result; a different answer is `AlreadyResponded`,
-        anything else `InvalidTransition` naming its final state. `usage` counts only
-        with the first feed of an answer: a repeated feed with a different `usage` is
-        a no-op too. `timeout` as in `start` (the answer stays applied).
+        many are pending otherwise). `usage` is what the host's LLM billed for the
+        answer: a `greenroom.usage.Usage` or the provider's mapping (`{"prompt_tokens",
+        "completion_tokens"}`, or `{"input_tokens", "output_tokens", "cache_..."}`);
+        without it tokens are estimated. Returns `accepted` (with `remaining`) while
+        other queries of the round wait, else the result of resuming the strategy
+        until its next pause or end. The same answer again is a no-op returning the
+        current state; a different one for an answered query is `AlreadyResponded`;
+        an id the session never asked is `UnknownQuery`. A finished session (kept
+        `result_retention_s`) takes the same answer again to a query it was fed (a
+        retried final feed) as a no-op returning its final result; a different answer
+        is `AlreadyResponded`, anything else `InvalidTransition` naming its final
+        state. `usage` counts only with the first feed of an answer: a repeated feed
+        with a different `usage` is a no-op too. `timeout` as in `start` (the answer
+        stays applied).
         """
-        items = self._exec_feed_items(session_id, response, query_id, usage, timeout)
-        return self._exec_feed(session_id, items, timeout)
+        pending = self.send_feed(
+            session_id,
+            response,
+            query_id=query_id,
+            usage=usage,
+            timeout=timeout,
+            caller_runs=timeout is None,
+        )
+        return self._wait(pending)
 
     def feed_many(
         self,
         session_id: str,
-        items: list[tuple[str, str, dict[str, int] | None]],
+        items: Sequence[FeedItemInput],
         *,
         timeout: float | None = None,
     ) -> FeedResult:
         """Answer several queries at once: `[(query_id, response, usage_or_None), ...]`.
 
         Every item is validated first (malformed items, ids repeated in the batch,
-        unknown ids, changed answers); if any fails, none is applied. Returns as
-        `feed` does.
+        unknown ids, changed answers); if any fails, none is applied. `usage` as in
+        `feed`. Returns as `feed` does.
         """
-        checked = self._exec_feed_many_items(session_id, items, timeout)
-        return self._exec_feed(session_id, checked, timeout)
+        pending = self.send_feed_many(
+            session_id, items, timeout=timeout, caller_runs=timeout is None
+        )
+        return self._wait(pending)
 
     def cancel(self, session_id: str) -> FeedResult:
         """Cancel a running or paused session: its strategy is stopped; `cancelled`.
@@ -304,8 +340,7 @@ class Executions:
         as the step gives control back, whatever the step produced; until then
         `status` shows it `running` with `cancel_requested`.
         """
-        entry, future = self._exec_cancel_send(session_id)
-        return self._exec_cancel_result(session_id, entry, future, CANCEL_WAIT_S)
+        return self._wait(self.send_cancel(session_id))
 
     def status(self, session_id: str) -> dict[str, Any]:
         """A session's state, pending query ids and metrics, live or finished.
@@ -319,15 +354,15 @@ class Executions:
         a long step answers at once (`running`). Allowed anywhere, handlers and
         strategy threads included.
         """
-        self._check_open()
-        _check_session_id(session_id)
-        entry = self._exec_registry.live(session_id)
+        self._kernel.check_open()
+        check_text(session_id, "session_id", nonempty=True)
+        entry = self._registry.live(session_id)
         now = self._clock.monotonic()
         if entry is not None:
             return entry.snapshot.status(session_id, now, entry.cancel_requested)
-        kept = self._exec_registry.retained(session_id, now)
+        kept = self._registry.retained(session_id, now)
         if kept is None:
-            raise self._exec_gone(session_id, "query")
+            raise self._gone(session_id, "query")
         return copy.deepcopy(kept.status)
 
     def snapshots(self) -> dict[str, dict[str, Any]]:
@@ -335,196 +370,194 @@ class Executions:
 
         Never waits for any session (see `status`).
         """
-        self._check_open()
+        self._kernel.check_open()
         now = self._clock.monotonic()
         out: dict[str, dict[str, Any]] = {}
-        for session_id, entry in self._exec_registry.live_entries():
+        for session_id, entry in self._registry.live_entries():
             out[session_id] = entry.snapshot.status(session_id, now, entry.cancel_requested)
         # A session that finished since it was listed above: its final status wins.
-        for session_id, kept in self._exec_registry.retained_items(now):
+        for session_id, kept in self._registry.retained_items(now):
             out[session_id] = copy.deepcopy(kept.status)
         return out
 
-    # -- helpers -------------------------------------------------------------------------
-    #
-    # Each call is split into a part that checks and sends without waiting (returning
-    # the future of the session's answer) and a part that turns the resolved answer
-    # into the result or the error. The methods above wait in between on this thread;
-    # `greenroom.aio` awaits the same futures on an event loop, so both faces share every
-    # check and every result rule.
+    # -- the seam: send without waiting, then read the outcome --------------------------------
 
-    def _exec_start(
+    def send_start(
         self,
         strategy: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        timeout: float | None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
         *,
-        here: bool,
-    ) -> tuple[str, GreenroomFuture[Any]]:
-        """Check, start the session and send it `BEGIN`; its id and the answer's future.
+        timeout: float | None = None,
+        caller_runs: bool = False,
+    ) -> PendingStep:
+        """`start`'s checks; start the session and send it `BEGIN`. Never waits.
 
-        Never waits, except that with `here` the session's first turn may run on this
-        thread (caller runs: only for a caller about to wait with no timeout).
+        With `caller_runs`, the session's first turn may run on this thread before
+        this returns (only for a thread about to wait for the future with no
+        timeout; never on an event loop). Errors as `start`'s.
         """
-        self._check_open()
-        self._refuse_inside_actor("executions.start()")
+        self._kernel.check_open()
+        self._kernel.refuse_inside_actor("executions.start()")
         is_async = _is_async_strategy(strategy)
-        _check_timeout(timeout)
+        timeout = check_timeout(timeout)
         self._execution_gc()
         session_id = "s-" + secrets.token_hex(16)
-        ref = self.spawn(
+        ref = self._kernel.spawn(
             ExecutionActor,
             session_id,
             strategy,
-            args,
-            kwargs,
+            tuple(args),
+            dict(kwargs or {}),
             is_async=is_async,
-            registry=self._exec_registry,
+            registry=self._registry,
             pool=self._get_strategy_pool,
             actor_id=session_id,
         )
         self._metrics.incr("executions_started")
-        future = ref.ask_here(BEGIN) if here else ref.ask(BEGIN, block=False)
-        return session_id, future
+        future: GreenroomFuture[FeedResult] = (
+            ref.ask_here(BEGIN) if caller_runs else ref.ask(BEGIN, block=False)
+        )
+        return PendingStep("start", session_id, future, timeout)
 
-    def _exec_feed_items(
+    def send_feed(
         self,
         session_id: str,
         response: str,
-        query_id: str | None,
-        usage: dict[str, int] | None,
-        timeout: float | None,
-    ) -> tuple[tuple[str | None, str, dict[str, int] | None], ...]:
-        """`feed`'s checks; its one item."""
-        self._check_open()
-        self._refuse_inside_actor("feed()")
-        _check_session_id(session_id)
-        if not isinstance(response, str):
-            raise InvalidInput(f"response must be a str, got {type(response).__name__}")
-        if query_id is not None and (not isinstance(query_id, str) or not query_id):
-            raise InvalidInput(f"query_id must be None or a non-empty str, got {query_id!r}")
-        usage = check_usage(usage)
-        _check_timeout(timeout)
-        return ((query_id, response, usage),)
+        *,
+        query_id: str | None = None,
+        usage: UsageInput = None,
+        timeout: float | None = None,
+        caller_runs: bool = False,
+    ) -> PendingStep:
+        """`feed`'s checks; send the answer to the session. Never waits (`caller_runs`
+        as in `send_start`). Errors as `feed`'s."""
+        self._kernel.check_open()
+        self._kernel.refuse_inside_actor("feed()")
+        check_text(session_id, "session_id", nonempty=True)
+        check_text(response, "response")
+        if query_id is not None:
+            check_text(query_id, "query_id", nonempty=True)
+        item: FeedItem = (query_id, response, as_usage(usage, "usage"))
+        return self._send_feed(session_id, (item,), check_timeout(timeout), caller_runs)
 
-    def _exec_feed_many_items(
-        self, session_id: str, items: Any, timeout: float | None
-    ) -> tuple[tuple[str, str, dict[str, int] | None], ...]:
-        """`feed_many`'s checks; the items, checked."""
-        self._check_open()
-        self._refuse_inside_actor("feed_many()")
-        _check_session_id(session_id)
-        checked = _check_feed_items(items)
-        _check_timeout(timeout)
-        return checked
-
-    def _exec_feed(
-        self, session_id: str, items: tuple[Any, ...], timeout: float | None
-    ) -> FeedResult:
-        # With no timeout the session's turn may run right here (caller runs).
-        future = self._exec_feed_send(session_id, items, here=timeout is None)
-        return self._exec_feed_result(session_id, items, future, timeout)
-
-    def _exec_feed_send(
-        self, session_id: str, items: tuple[Any, ...], *, here: bool
-    ) -> GreenroomFuture[Any] | None:
-        """Send checked `items` to the session; the answer's future, or `None` when the
-        session has no live actor (`_exec_feed_result` answers that). Never waits
-        (with `here`, the session's turn may run on this thread: see `_exec_start`)."""
-        entry = self._exec_registry.live(session_id)
-        if entry is None:
-            return None
-        message = Feed(items)
-        return entry.ref.ask_here(message) if here else entry.ref.ask(message, block=False)
-
-    def _exec_feed_result(
+    def send_feed_many(
         self,
         session_id: str,
-        items: tuple[Any, ...],
-        future: GreenroomFuture[Any] | None,
-        timeout: float | None,
-    ) -> FeedResult:
-        """The feed's result from the future `_exec_feed_send` gave (waiting up to
-        `timeout` for it; none once it is resolved)."""
-        if future is None:
-            return self._exec_finished_feed(session_id, items)
-        try:
-            return self._exec_wait(session_id, future, timeout, "feed")
-        except _Gone:
-            return self._exec_finished_feed(session_id, items)
+        items: Sequence[FeedItemInput],
+        *,
+        timeout: float | None = None,
+        caller_runs: bool = False,
+    ) -> PendingStep:
+        """`feed_many`'s checks; send the answers to the session. Never waits
+        (`caller_runs` as in `send_start`). Errors as `feed_many`'s."""
+        self._kernel.check_open()
+        self._kernel.refuse_inside_actor("feed_many()")
+        check_text(session_id, "session_id", nonempty=True)
+        checked = _check_feed_items(items)
+        return self._send_feed(session_id, checked, check_timeout(timeout), caller_runs)
 
-    def _exec_cancel_send(self, session_id: str) -> tuple[LiveEntry, GreenroomFuture[Any]]:
-        """`cancel`'s checks; record the cancel and send it. Never waits."""
-        self._check_open()
-        self._refuse_inside_actor("cancel()")
-        _check_session_id(session_id)
-        entry = self._exec_registry.live(session_id)
+    def send_cancel(self, session_id: str) -> PendingStep:
+        """`cancel`'s checks; record the cancel and send it. Never waits.
+
+        The step's `timeout` is `CANCEL_WAIT_S`: a session that has not answered by
+        then is cancelled deferred (see `cancel`). Errors as `cancel`'s.
+        """
+        self._kernel.check_open()
+        self._kernel.refuse_inside_actor("cancel()")
+        check_text(session_id, "session_id", nonempty=True)
+        entry = self._registry.live(session_id)
         if entry is None:
-            raise self._exec_gone(session_id, "cancel")
+            raise self._gone(session_id, "cancel")
         if entry.cancel_requested is None:
             entry.cancel_requested = _CANCELLED_BY_HOST
-        return entry, entry.ref.ask(Cancel(_CANCELLED_BY_HOST), block=False)
+        future: GreenroomFuture[FeedResult] = entry.ref.ask(Cancel(_CANCELLED_BY_HOST), block=False)
+        return PendingStep("cancel", session_id, future, CANCEL_WAIT_S, entry=entry)
 
-    def _exec_cancel_result(
-        self, session_id: str, entry: LiveEntry, future: GreenroomFuture[Any], wait: float
-    ) -> FeedResult:
-        """The cancel's result, waiting up to `wait` s for the session's answer (0: it
-        was awaited elsewhere; a session that has not answered is deferred)."""
+    def outcome(self, pending: PendingStep) -> FeedResult:
+        """The `FeedResult` of a sent step (the caller's own copy), or its error. Never waits.
+
+        Call it once the step's future has resolved or its `timeout` has run out: a
+        start or feed not answered by then raises `ExecutionTimeout` (the session goes
+        on; a feed's answer stays applied), a cancel not answered is recorded and
+        returns `cancelled` (deferred, see `cancel`).
+        """
+        future = pending.future
+        session_id = pending.session_id
+        if not future.done:
+            if pending.action == "cancel":
+                return self._deferred_cancel(pending)
+            raise self._timeout(pending)
         try:
-            return future.get(timeout=wait).detached()
-        except FutureTimeout:
-            self._metrics.incr("execution_cancels_deferred")
-            log.warning(
-                "execution %s: busy in a strategy step for more than %g s; the cancel is "
-                "recorded and the session ends cancelled when the step gives control back "
-                "(a running step cannot be interrupted)",
-                session_id,
-                CANCEL_WAIT_S,
-            )
-            stats = entry.snapshot.stats_at(self._clock.monotonic())
-            return FeedResult("cancelled", session_id, metrics=stats)
+            return future.get(timeout=0).detached()
         except ActorDeadError:
+            pass  # the session has no live actor (any more): finished, unknown or closed
+        now = self._clock.monotonic()
+        if pending.action == "feed":
+            kept = self._registry.retained(session_id, now)
+            if kept is None:
+                raise self._gone(session_id, "feed") from None
+            return kept.refeed(pending.items).detached()
+        if pending.action == "cancel":
             # It ended meanwhile; if it ended cancelled, this cancel may be why.
-            kept = self._exec_registry.retained(session_id, self._clock.monotonic())
+            kept = self._registry.retained(session_id, now)
             if kept is not None and kept.final.status == "cancelled":
                 return kept.final.detached()
-            raise self._exec_gone(session_id, "cancel") from None
+        raise self._gone(session_id, pending.action) from None
 
-    def _exec_finished_feed(self, session_id: str, items: tuple[Any, ...]) -> FeedResult:
-        """A feed to a session with no live actor: a retried answer, or an error."""
-        kept = self._exec_registry.retained(session_id, self._clock.monotonic())
-        if kept is None:
-            raise self._exec_gone(session_id, "feed")
-        return kept.refeed(items).detached()
+    # -- helpers -------------------------------------------------------------------------
 
-    def _exec_wait(
-        self, session_id: str, future: Any, timeout: float | None, action: str
-    ) -> FeedResult:
-        """The result of a start (`action` "start") or feed ("feed": raises `_Gone` when
-        the session stopped first) from its future, waiting up to `timeout` for it."""
-        try:
-            return future.get(timeout=timeout).detached()
-        except FutureTimeout:
-            raise self._exec_timeout(session_id, timeout, action) from None
-        except ActorDeadError:
-            if action == "feed":
-                raise _Gone from None
-            raise self._exec_gone(session_id, action) from None
+    def _wait(self, pending: PendingStep) -> FeedResult:
+        """Wait on this thread for the step's answer, up to its timeout; its outcome."""
+        pending.future.wait(pending.timeout)
+        return self.outcome(pending)
 
-    def _exec_timeout(self, session_id: str, timeout: Any, action: str) -> ExecutionTimeout:
-        """The error for a start or feed whose strategy did not pause in `timeout` s."""
+    def _send_feed(
+        self,
+        session_id: str,
+        items: tuple[FeedItem, ...],
+        timeout: float | None,
+        caller_runs: bool,
+    ) -> PendingStep:
+        entry = self._registry.live(session_id)
+        if entry is None:
+            # No live actor: `outcome` answers from the retained result, or the error.
+            return PendingStep("feed", session_id, _dead_future(session_id), timeout, items)
+        message = Feed(items)
+        future: GreenroomFuture[FeedResult] = (
+            entry.ref.ask_here(message) if caller_runs else entry.ref.ask(message, block=False)
+        )
+        return PendingStep("feed", session_id, future, timeout, items)
+
+    def _deferred_cancel(self, pending: PendingStep) -> FeedResult:
+        """A cancel the session did not answer in time: recorded, `cancelled` now."""
+        self._metrics.incr("execution_cancels_deferred")
+        log.warning(
+            "execution %s: busy in a strategy step for more than %g s; the cancel is "
+            "recorded and the session ends cancelled when the step gives control back "
+            "(a running step cannot be interrupted)",
+            pending.session_id,
+            pending.timeout,
+        )
+        entry = pending._entry
+        assert entry is not None  # (send_cancel always keeps it)
+        stats = entry.snapshot.stats_at(self._clock.monotonic())
+        return FeedResult("cancelled", pending.session_id, metrics=stats)
+
+    def _timeout(self, pending: PendingStep) -> ExecutionTimeout:
+        """The error for a start or feed whose strategy did not pause in time."""
+        session_id = pending.session_id
         return ExecutionTimeout(
             f"execution {session_id}: the strategy neither paused nor finished within "
-            f"{timeout:g} s of this {action}; it goes on running: "
-            f"rt.executions.status({session_id!r}) shows it, rt.executions.cancel({session_id!r}) "
-            "stops it",
+            f"{pending.timeout:g} s of this {pending.action}; it goes on running: "
+            f"rt.executions.status({session_id!r}) shows it, "
+            f"rt.executions.cancel({session_id!r}) stops it",
             session_id,
         )
 
-    def _exec_gone(self, session_id: str, action: str) -> GreenroomError:
+    def _gone(self, session_id: str, action: str) -> GreenroomError:
         """The error for a session that has no live actor (finished, unknown, closed)."""
-        kept = self._exec_registry.retained(session_id, self._clock.monotonic())
+        kept = self._registry.retained(session_id, self._clock.monotonic())
         if kept is not None:
             ended = ENDED[kept.final.status]
             return InvalidTransition(
@@ -537,7 +570,3 @@ class Executions:
             f"no execution session {session_id!r}: never started here, or finished more "
             f"than result_retention_s ({self._config.result_retention_s:g} s) ago"
         )
-
-
-class _Gone(Exception):
-    """A feed's session stopped before it handled the feed (internal)."""

@@ -16,8 +16,10 @@ once all are answered the strategy resumes. Each session is served by its own ac
     ...
 
 This module holds the records (`LlmRequest`, `LlmQuery`, `FeedResult`,
-`ExecutionStats`, `TokenCount`), the strategy context (`ExecutionContext`) and the
-per-session accounting (`SessionMetrics`).
+`ExecutionStats`, `TokenCount`), the strategy contexts (`AsyncExecutionContext` for an
+`async def` strategy, where `await ctx.llm(...)` is a `str`; `ExecutionContext` for a
+plain `def` one, where `ctx.llm(...)` is a `str`) and the per-session accounting
+(`SessionMetrics`).
 """
 
 from __future__ import annotations
@@ -25,30 +27,34 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 
+from greenroom.checks import check_bool, check_int, check_text, validator
+from greenroom.clock import Clock
 from greenroom.errors import InvalidInput
 from greenroom.jsonvalue import json_copy
-
-if TYPE_CHECKING:
-    from greenroom.clock import Clock
+from greenroom.usage import Usage
 
 __all__ = [
     "FEED_STATUSES",
     "SESSION_STATES",
     "TERMINAL_STATES",
+    "AsyncExecutionContext",
+    "BlockingBackend",
     "ExecutionContext",
     "ExecutionStats",
     "FeedResult",
+    "LlmCall",
     "LlmQuery",
     "LlmRequest",
     "SessionMetrics",
+    "StrategyBackend",
+    "StrategyContext",
     "TokenCount",
     "answer_digest",
-    "check_usage",
     "describe_error",
     "json_copy",
     "json_value",
@@ -72,13 +78,10 @@ MAX_LOG_CHARS = 4000
 length plus a `[... N more chars truncated]` marker (counted in `Runtime.metrics()` as
 `execution_logs_truncated`)."""
 
+T = TypeVar("T")
+
 ESTIMATED = "estimated"
 PROVIDED = "provided"
-_USAGE_KEYS = frozenset({"prompt_tokens", "completion_tokens"})
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def json_value(value: Any, what: str) -> Any:
@@ -122,60 +125,7 @@ def answer_digest(response: str) -> bytes:
     return hashlib.blake2b(response.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def check_usage(usage: Any) -> dict[str, int] | None:
-    """Validate a host's `usage` dict (`prompt_tokens`, `completion_tokens`); a copy."""
-    if usage is None:
-        return None
-    if not isinstance(usage, dict):
-        raise InvalidInput(
-            "usage must be None or a dict {'prompt_tokens': int, 'completion_tokens': int}, "
-            f"got {type(usage).__name__}"
-        )
-    keys = set(usage)
-    if keys != _USAGE_KEYS:
-        missing = sorted(_USAGE_KEYS - keys)
-        extra = sorted(map(str, keys - _USAGE_KEYS))
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing)}")
-        if extra:
-            parts.append(f"unknown {', '.join(extra)}")
-        raise InvalidInput(
-            "usage must have exactly the keys prompt_tokens and completion_tokens ("
-            + "; ".join(parts)
-            + ")"
-        )
-    for key in ("prompt_tokens", "completion_tokens"):
-        value = usage[key]
-        if not _is_int(value) or value < 0:
-            raise InvalidInput(f"usage[{key!r}] must be an int >= 0, got {value!r}")
-    return {
-        "prompt_tokens": usage["prompt_tokens"],
-        "completion_tokens": usage["completion_tokens"],
-    }
-
-
 # -- requests and queries ------------------------------------------------------------------
-
-
-def _check_prompt(_inst: Any, _attribute: Any, value: Any) -> None:
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"an LLM prompt must be a non-empty str, got {value!r}")
-
-
-def _check_system(_inst: Any, _attribute: Any, value: Any) -> None:
-    if value is not None and not isinstance(value, str):
-        raise InvalidInput(f"system must be a str or None, got {type(value).__name__}")
-
-
-def _check_max_tokens(_inst: Any, _attribute: Any, value: Any) -> None:
-    if not _is_int(value) or value <= 0:
-        raise InvalidInput(f"max_tokens must be a positive int, got {value!r}")
-
-
-def _check_flag(_inst: Any, attribute: Any, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise InvalidInput(f"{attribute.name} must be a bool, got {value!r}")
 
 
 @attrs.frozen
@@ -187,11 +137,15 @@ class LlmRequest:
     `InvalidInput` when the request is made.
     """
 
-    prompt: str = attrs.field(validator=_check_prompt)
-    system: str | None = attrs.field(default=None, kw_only=True, validator=_check_system)
-    max_tokens: int = attrs.field(default=1024, kw_only=True, validator=_check_max_tokens)
-    grounded: bool = attrs.field(default=False, kw_only=True, validator=_check_flag)
-    underspecified: bool = attrs.field(default=False, kw_only=True, validator=_check_flag)
+    prompt: str = attrs.field(validator=validator(check_text, nonempty=True))
+    system: str | None = attrs.field(
+        default=None, kw_only=True, validator=validator(check_text, optional=True)
+    )
+    max_tokens: int = attrs.field(
+        default=1024, kw_only=True, validator=validator(check_int, minimum=1)
+    )
+    grounded: bool = attrs.field(default=False, kw_only=True, validator=validator(check_bool))
+    underspecified: bool = attrs.field(default=False, kw_only=True, validator=validator(check_bool))
 
     @property
     def prompt_chars(self) -> int:
@@ -360,17 +314,22 @@ class SessionMetrics:
             self.prompt_tokens += chars // 4
             self.prompt_estimated += 1
 
-    def answered(self, query: LlmQuery, response: str, usage: dict[str, int] | None) -> None:
-        """`query` got `response`; host `usage` replaces the estimates for it."""
+    def answered(self, query: LlmQuery, response: str, usage: Usage | None) -> None:
+        """`query` got `response`; host `usage` replaces the estimates for it.
+
+        The prompt's tokens are all the input the call read: uncached input plus cache
+        reads and writes (an OpenAI-style `prompt_tokens` is all of them already).
+        """
         self.responses += 1
         self.response_chars += len(response)
         if usage is None:
             self.response_tokens += len(response) // 4
             self.response_estimated += 1
         else:
-            self.prompt_tokens += usage["prompt_tokens"] - query.prompt_chars // 4
+            prompt = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+            self.prompt_tokens += prompt - query.prompt_chars // 4
             self.prompt_estimated -= 1
-            self.response_tokens += usage["completion_tokens"]
+            self.response_tokens += usage.output_tokens
 
     def log(self, message: str) -> bool:
         """Keep `message` (cut to `MAX_LOG_CHARS`); whether an older entry was dropped."""
@@ -503,23 +462,59 @@ class FeedResult:
 
 
 class StrategyBackend(Protocol):
-    """How a context reaches its session (the actor's driver, or a thread's link)."""
+    """How a context records its session's custom entries (`ctx.log`, `ctx.metric`)."""
 
-    def request(self, requests: tuple[LlmRequest, ...], single: bool) -> Any: ...
+    def log(self, message: str) -> None:
+        """Record a `ctx.log` message (checked)."""
+        ...
 
-    def log(self, message: str) -> None: ...
+    def metric(self, name: str, value: Any) -> None:
+        """Record a `ctx.metric` value (checked, a JSON value)."""
+        ...
 
-    def metric(self, name: str, value: Any) -> None: ...
+
+class BlockingBackend(StrategyBackend, Protocol):
+    """A plain strategy's way to its session, from a strategy-pool thread."""
+
+    def request(self, requests: tuple[LlmRequest, ...]) -> list[str]:
+        """Ask the host `requests`; their answers, in order, once the host has fed them."""
+        ...
 
 
-class ExecutionContext:
-    """What a strategy gets as its first argument: the session's way to the host.
+def _first(answers: list[str]) -> str:
+    return answers[0]
 
-    In an `async def` strategy, `await ctx.llm(...)` and `await ctx.llm_batch(...)`;
-    they are the only things it may await (the session drives the coroutine itself,
-    with no event loop). In a plain `def` strategy (run on a worker thread) the same
-    calls block until the host has answered, and raise `ExecutionCancelled` once the
-    session is cancelled.
+
+def _every(answers: list[str]) -> list[str]:
+    return list(answers)
+
+
+class LlmCall(Generic[T]):
+    """What `ctx.llm` (a `str`) and `ctx.llm_batch` (a `list[str]`) return in an async
+    strategy: awaiting it pauses the session until the host has answered."""
+
+    __slots__ = ("_pick", "requests")
+
+    def __init__(self, requests: tuple[LlmRequest, ...], pick: Callable[[list[str]], T]) -> None:
+        self.requests = requests
+        self._pick = pick
+
+    def __await__(self) -> Generator[LlmCall[T], list[str], T]:
+        """Pause: the session's actor sends the answers back into the coroutine."""
+        answers = yield self
+        return self._pick(answers)
+
+    def __repr__(self) -> str:
+        count = len(self.requests)
+        return f"<pending ctx.llm of {count} quer{'y' if count == 1 else 'ies'}>"
+
+
+class StrategyContext:
+    """What every strategy's context has: its session id, its clock, logs and metrics.
+
+    The context a strategy gets is an `ExecutionContext` (a plain `def` strategy,
+    whose `ctx.llm` blocks) or an `AsyncExecutionContext` (an `async def` strategy,
+    which awaits `ctx.llm`).
     """
 
     __slots__ = ("_backend", "clock", "session_id")
@@ -529,6 +524,67 @@ class ExecutionContext:
         self.clock = clock
         self._backend = backend
 
+    def log(self, message: str) -> None:
+        """Record `message` in the session's metrics (`stats["logs"]`)."""
+        self._backend.log(check_text(message, "ctx.log's message"))
+
+    def metric(self, name: str, value: Any) -> None:
+        """Set the custom metric `name` to `value` (a JSON value) in `stats["custom"]`."""
+        check_text(name, "a metric name", nonempty=True)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"metric {name!r} must be a finite number, got {value!r}")
+        self._backend.metric(name, json_value(value, f"metric {name!r}"))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.session_id}>"
+
+
+def _request(
+    prompt: str,
+    system: str | None,
+    max_tokens: int,
+    grounded: bool,
+    underspecified: bool,
+) -> tuple[LlmRequest]:
+    request = LlmRequest(
+        prompt,
+        system=system,
+        max_tokens=max_tokens,
+        grounded=grounded,
+        underspecified=underspecified,
+    )
+    return (request,)
+
+
+def _batch(requests: object) -> tuple[LlmRequest, ...]:
+    """`requests` checked: a non-empty sequence of `LlmRequest`."""
+    if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
+        raise InvalidInput(f"llm_batch takes a list of LlmRequest, got {type(requests).__name__}")
+    if not requests:
+        raise InvalidInput("llm_batch needs at least one LlmRequest; got an empty batch")
+    for index, request in enumerate(requests):
+        if not isinstance(request, LlmRequest):
+            raise InvalidInput(
+                f"llm_batch item {index} must be an LlmRequest, got {type(request).__name__}"
+            )
+    return tuple(requests)
+
+
+class ExecutionContext(StrategyContext):
+    """A plain `def` strategy's first argument: `ctx.llm` blocks until the host answered.
+
+    The strategy runs on a thread of the strategy pool; `ctx.llm` and `ctx.llm_batch`
+    wait there for the host's answers and raise `ExecutionCancelled` once the session
+    is cancelled (reaped, or the runtime closed).
+    """
+
+    __slots__ = ()
+
+    _backend: BlockingBackend
+
+    def __init__(self, session_id: str, clock: Clock, backend: BlockingBackend) -> None:
+        super().__init__(session_id, clock, backend)
+
     def llm(
         self,
         prompt: str,
@@ -537,48 +593,43 @@ class ExecutionContext:
         max_tokens: int = 1024,
         grounded: bool = False,
         underspecified: bool = False,
-    ) -> Any:
-        """Ask the host's LLM one question; the answer (a str) once the host has fed it."""
-        request = LlmRequest(
-            prompt,
-            system=system,
-            max_tokens=max_tokens,
-            grounded=grounded,
-            underspecified=underspecified,
-        )
-        return self._backend.request((request,), True)
+    ) -> str:
+        """Ask the host's LLM one question; its answer, once the host has fed it."""
+        requests = _request(prompt, system, max_tokens, grounded, underspecified)
+        return self._backend.request(requests)[0]
 
-    def llm_batch(self, requests: Sequence[LlmRequest]) -> Any:
+    def llm_batch(self, requests: Sequence[LlmRequest]) -> list[str]:
         """Ask several questions at once; the answers in request order.
 
         An empty batch, or an item that is not an `LlmRequest`, is `InvalidInput`.
         """
-        if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
-            raise InvalidInput(
-                f"llm_batch takes a list of LlmRequest, got {type(requests).__name__}"
-            )
-        if not requests:
-            raise InvalidInput("llm_batch needs at least one LlmRequest; got an empty batch")
-        for index, request in enumerate(requests):
-            if not isinstance(request, LlmRequest):
-                raise InvalidInput(
-                    f"llm_batch item {index} must be an LlmRequest, got {type(request).__name__}"
-                )
-        return self._backend.request(tuple(requests), False)
+        return self._backend.request(_batch(requests))
 
-    def log(self, message: str) -> None:
-        """Record `message` in the session's metrics (`stats["logs"]`)."""
-        if not isinstance(message, str):
-            raise InvalidInput(f"ctx.log takes a str, got {type(message).__name__}")
-        self._backend.log(message)
 
-    def metric(self, name: str, value: Any) -> None:
-        """Set the custom metric `name` to `value` (a JSON value) in `stats["custom"]`."""
-        if not isinstance(name, str) or not name:
-            raise InvalidInput(f"a metric name must be a non-empty str, got {name!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidInput(f"metric {name!r} must be a finite number, got {value!r}")
-        self._backend.metric(name, json_value(value, f"metric {name!r}"))
+class AsyncExecutionContext(StrategyContext):
+    """An `async def` strategy's first argument: `await ctx.llm(...)` gives the answer.
 
-    def __repr__(self) -> str:
-        return f"<ExecutionContext {self.session_id}>"
+    `await ctx.llm(...)` and `await ctx.llm_batch(...)` are the only things the strategy
+    may await: the session drives the coroutine itself, with no event loop.
+    """
+
+    __slots__ = ()
+
+    def llm(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        max_tokens: int = 1024,
+        grounded: bool = False,
+        underspecified: bool = False,
+    ) -> LlmCall[str]:
+        """Ask the host's LLM one question; awaited, its answer once the host has fed it."""
+        return LlmCall(_request(prompt, system, max_tokens, grounded, underspecified), _first)
+
+    def llm_batch(self, requests: Sequence[LlmRequest]) -> LlmCall[list[str]]:
+        """Ask several questions at once; awaited, the answers in request order.
+
+        An empty batch, or an item that is not an `LlmRequest`, is `InvalidInput`.
+        """
+        return LlmCall(_batch(requests), _every)

@@ -16,20 +16,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
 from greenroom.errors import AlreadyResponded, InvalidTransition
 from greenroom.executions.records import ExecutionStats, FeedResult, answer_digest
+from greenroom.futures import GreenroomFuture
+from greenroom.metrics import Metrics
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
-
-    from greenroom.actors.base import GreenroomActorRef
-    from greenroom.metrics import Metrics
-
-__all__ = ["ENDED", "ExecutionRegistry", "LiveEntry", "LiveSnapshot", "RetainedResult"]
+__all__ = [
+    "ENDED",
+    "ExecutionRegistry",
+    "LiveEntry",
+    "LiveSnapshot",
+    "RetainedResult",
+    "SessionRef",
+]
 
 log = logging.getLogger("greenroom.executions")
 
@@ -66,6 +70,25 @@ class LiveSnapshot:
         return status
 
 
+class SessionRef(Protocol):
+    """What the registry keeps of a session's actor: its ref (a `GreenroomActorRef`).
+
+    A protocol, so the registry stays below the actors it lists.
+    """
+
+    def tell(self, message: Any) -> None:
+        """Send without waiting; `ActorDeadError` if the actor has stopped."""
+        ...
+
+    def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any:
+        """Send and get the reply (a future with `block=False`)."""
+        ...
+
+    def ask_here(self, message: Any) -> GreenroomFuture[Any]:
+        """Send an ask the caller is about to wait for; its turn may run on this thread."""
+        ...
+
+
 class LiveEntry:
     """A running or paused session: its actor, when it was last active, its snapshot.
 
@@ -77,7 +100,7 @@ class LiveEntry:
 
     __slots__ = ("cancel_requested", "last_active", "ref", "snapshot")
 
-    def __init__(self, ref: GreenroomActorRef, last_active: float, snapshot: LiveSnapshot) -> None:
+    def __init__(self, ref: SessionRef, last_active: float, snapshot: LiveSnapshot) -> None:
         self.ref = ref
         self.last_active = last_active
         self.snapshot = snapshot
@@ -94,7 +117,7 @@ class RetainedResult:
     finished_at: float
     answered: Mapping[str, bytes] = attrs.field(factory=dict)
 
-    def refeed(self, items: Iterable[tuple[str | None, str, Any]]) -> FeedResult:
+    def refeed(self, items: Iterable[tuple[str | None, str, object]]) -> FeedResult:
         """A feed after the end: the final result if every item repeats an answer given.
 
         A repeated answer is an idempotent no-op (a host retrying the feed that

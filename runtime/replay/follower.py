@@ -7,17 +7,19 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Protocol, Self
 
+from greenroom.checks import check_timeout
 from greenroom.clock import stopwatch
 from greenroom.errors import Stopped, SubscriberLagged, Timeout
 from greenroom.replay.records import Gap, ObservationEvent
-from greenroom.replay.subscription import Subscription, time_left, wait_limit
+from greenroom.replay.subscription import Subscription, time_left
 
-__all__ = ["Follower", "PendingSubscription", "adopt_subscribed"]
+__all__ = ["Follower", "PendingSubscription"]
 
 
 class PendingSubscription(Protocol):
     """A subscribe the buffer has not answered yet (what `Runtime.replay.follow` re-subscribes
-    with, so that `Follower.next_item`'s timeout bounds the re-subscribe too)."""
+    with, so that `Follower.next_item`'s timeout bounds the re-subscribe too): a
+    `greenroom.replay.namespace.PendingSubscribe`."""
 
     def wait(self, timeout: float | None) -> Subscription | Gap:
         """The answer, waiting up to `timeout`; `Timeout` leaves it pending."""
@@ -36,10 +38,10 @@ class _FollowerState(Protocol):
     _sub: Subscription | None
 
 
-def adopt_subscribed(follower: _FollowerState, result: Subscription | Gap) -> None:
-    """Take a subscribe's answer into a follower (this module's, or `greenroom.aio`'s):
-    a subscription to read from, or a gap to yield and go on after. Closed meanwhile:
-    the new subscription is closed at once."""
+def _adopt_subscribed(follower: _FollowerState, result: Subscription | Gap) -> None:
+    """Take a subscribe's answer into a `Follower`: a subscription to read from, or a
+    gap to yield and go on after. Closed meanwhile: the new subscription is closed at
+    once."""
     with follower._lock:
         if follower._closed:
             if isinstance(result, Subscription):
@@ -93,19 +95,20 @@ class Follower:
     def _connect(self, deadline: float | None) -> None:
         pending = self._pending
         if pending is None:
-            result = self._subscribe(self._cursor)
-            if not isinstance(result, Subscription | Gap):
-                pending = result
-                with self._lock:
-                    if self._closed:
-                        pending.cancel()
-                        return
-                    self._pending = pending
-        if pending is not None:
-            # Timeout: it stays pending, for the next call to pick up.
-            result = pending.wait(time_left(deadline))
-            self._pending = None
-        adopt_subscribed(self, result)
+            answer = self._subscribe(self._cursor)
+            if isinstance(answer, Subscription | Gap):
+                _adopt_subscribed(self, answer)
+                return
+            pending = answer
+            with self._lock:
+                if self._closed:
+                    pending.cancel()
+                    return
+                self._pending = pending
+        # Timeout: it stays pending, for the next call to pick up.
+        result = pending.wait(time_left(deadline))
+        self._pending = None
+        _adopt_subscribed(self, result)
 
     def next_item(self, timeout: float | None = None) -> ObservationEvent | Gap:
         """The next event or gap, waiting up to `timeout` seconds in all.
@@ -113,7 +116,7 @@ class Follower:
         Raises `Stopped` once closed (or the runtime closed), `Timeout` when nothing
         came in time. Timeouts are as for `Subscription.next_event`.
         """
-        limit = wait_limit(timeout)
+        limit = check_timeout(timeout)
         deadline = None if limit is None else stopwatch() + limit
         while True:
             if self._closed:

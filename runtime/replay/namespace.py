@@ -8,132 +8,128 @@
     for item in rt.replay.follow(start):   # events and gaps; recovers from lags by itself
         ...
 
-Each session's buffer is a `ReplayBuffer` actor (`greenroom.actors.replay`), made on first use
-by a call that needs one: `append`, `publish`, `current_cursor` (a
-cursor names a buffer incarnation, so there must be one to name) and a
-`subscribe` that registers a subscriber. Reads never make one: `after`
-(or `subscribe`, `follow`) of a cursor of a session that has no buffer is
-answered here, as by an empty buffer at the epoch reserved for the session's next
-buffer: `Gap(unavailable)` for any cursor but that reserved epoch's own at position 0
-(which replays nothing), and the gap's `latest_cursor` names that reserved epoch, so
-resuming from it replays everything appended from then on. Reservations are held for
-the last `_MAX_RESERVED` sessions asked about; a client resuming from an older one
-gets another `Gap(unavailable)`, never a wrong replay. An empty buffer nobody
-subscribes to is dropped again once idle for `max_event_age_s`. See `greenroom.replay.records`
-for the gap rules and `greenroom.cursor` for the cursor format.
+Each session's buffer is a `ReplayBuffer` actor (`greenroom.actors.replay`), made on
+first use by a call that needs one: `append`, `publish`, `current_cursor` (a cursor
+names a buffer incarnation, so there must be one to name) and a `subscribe` that
+registers a subscriber. Reads never make one: `after` (or `subscribe`, `follow`) of a
+cursor of a session that has no buffer is answered here, as by an empty buffer at the
+epoch reserved for the session's next buffer: `Gap(unavailable)` for any cursor but
+that reserved epoch's own at position 0 (which replays nothing), and the gap's
+`latest_cursor` names that reserved epoch, so resuming from it replays everything
+appended from then on. Reservations are held for the last `_MAX_RESERVED` sessions
+asked about; a client resuming from an older one gets another `Gap(unavailable)`,
+never a wrong replay. An empty buffer nobody subscribes to is dropped again once idle
+for `max_event_age_s`. See `greenroom.replay.records` for the gap rules and
+`greenroom.cursor` for the cursor format.
 
-Publishing: `publish` / `publish_many` tell the buffer instead of
-asking it, so they never wait (usable inside actor handlers) and the buffer handles
-many appends per turn. Backpressure: there is none beyond the buffer's mailbox, which
-is unbounded. A host that publishes faster than the buffer appends and fans out grows
-that mailbox; `rt.metrics()["replay_publishes_pending"]` shows how many publishes
-are on their way, and `append` (which waits for its event) paces a producer
-that needs it.
+Publishing: `publish` / `publish_many` tell the buffer instead of asking it, so they
+never wait (usable inside actor handlers) and the buffer handles many appends per
+turn. Backpressure: there is none beyond the buffer's mailbox, which is unbounded. A
+host that publishes faster than the buffer appends and fans out grows that mailbox;
+`rt.metrics()["replay_publishes_pending"]` shows how many publishes are on their way,
+and `append` (which waits for its event) paces a producer that needs it.
+
+Where the waiting calls (`append`, `append_many`, `current_cursor`, `after`,
+`subscribe`, `follow`) may be called: from a host thread, a `run_blocking` job or a
+plain strategy's thread, never inside an actor's handler (`InvalidTransition`: the
+kernel's one guard, `Kernel.refuse_inside_actor`); `publish` and `publish_many`
+anywhere.
+
+The seam the sync and the async face share (`greenroom.aio.replay`): each waiting call
+is written once as steps (`greenroom.futures.Steps`: a generator of the futures it
+waits for, see `greenroom.futures.drive`) or, for `subscribe`, a `PendingSubscribe`.
+The sync methods drive them on the calling thread; the async ones await each future on
+the event loop. They check their input when called (before anything is sent) and
+never wait themselves:
+
+    append_steps(session_id, payload, *, revision=0, caller_runs=False)
+    append_many_steps(session_id, payloads, *, revision=0, caller_runs=False)
+    current_cursor_steps(session_id, revision=0, *, caller_runs=False)
+    after_steps(cursor, *, session_id=None, caller_runs=False)
+    subscribe_pending(cursor, *, session_id=None) -> PendingSubscribe
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import logging
 import secrets
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, MappingView, Set
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any, Final, TypeVar
 
 import attrs
 from pykka import ActorDeadError
 
-from greenroom.actors.base import current_actor
-from greenroom.actors.replay import (
-    RETIRED,
-    Append,
-    BufferSlot,
-    CurrentCursor,
-    ReplayAfter,
-    ReplayBuffer,
-    ReplayTrimmer,
-    Subscribe,
-    Unsubscribe,
-    gap_after,
-)
+from greenroom.actors.base import GreenroomActorRef
+from greenroom.actors.replay import ReplayBuffer, ReplayTrimmer, gap_after
+from greenroom.checks import check_timeout
 from greenroom.clock import stopwatch
-from greenroom.cursor import MAX_CURSOR_INT, ParsedCursor, parse_cursor
-from greenroom.errors import FutureTimeout, InvalidInput, InvalidTransition
+from greenroom.cursor import ParsedCursor, parse_cursor
+from greenroom.errors import FutureTimeout, InvalidTransition
 from greenroom.futures import GreenroomFuture, Steps, drive
 from greenroom.kernel import Kernel
 from greenroom.replay.follower import Follower
+from greenroom.replay.messages import (
+    RETIRED,
+    Append,
+    ReplayAfter,
+    Subscribe,
+    Unsubscribe,
+    append_many_message,
+    append_message,
+    check_session_id,
+    current_cursor_message,
+)
 from greenroom.replay.records import Gap, ObservationEvent, Replayed
-from greenroom.replay.subscription import Subscription, wait_limit
+from greenroom.replay.slot import BufferSlot
+from greenroom.replay.subscription import Subscription
 
-if TYPE_CHECKING:
-    from greenroom.actors.base import GreenroomActorRef
-
-__all__ = ["Replay"]
+__all__ = ["PendingSubscribe", "Replay"]
 
 log = logging.getLogger("greenroom.replay")
 
+R = TypeVar("R")
+
 _MAX_RESERVED = 4096  # sessions without a buffer whose next epoch is kept (see above)
-_NO_BUFFER: Any = object()  # what _replay_ask answers when it may not make a buffer
-_AGAIN: Any = object()  # the session got a buffer meanwhile: ask it
 _RETRIES = 16  # a buffer retiring under a call is replaced; more than once is a bug
-_SCALARS = (str, int, bool, type(None))
-_encode = json.JSONEncoder(allow_nan=False).encode  # made once: json.dumps(**kw) makes one per call
 
 
-def _check_session_id(session_id: object) -> str:
-    if not isinstance(session_id, str) or not session_id:
-        raise InvalidInput(f"session_id must be a non-empty str, got {session_id!r}")
-    return session_id
+class _NoBuffer:
+    """What `_ask_steps` answers when the session has no buffer and may not get one."""
 
 
-def _check_revision(revision: object) -> int:
-    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
-        raise InvalidInput(f"revision must be an int >= 0, got {revision!r}")
-    if revision >= MAX_CURSOR_INT:
-        raise InvalidInput(f"revision must be below 2**63, got {revision}")
-    return revision
+class _Again:
+    """What `_unknown` answers when the session got a buffer meanwhile: ask that."""
 
 
-def _check_payloads(payloads: tuple[Any, ...]) -> None:
-    """`InvalidInput` unless every payload is JSON-serialisable (checked, not copied)."""
-    if all(type(payload) in _SCALARS for payload in payloads):
-        return
-    try:
-        _encode(payloads)
-    except (TypeError, ValueError, RecursionError):
-        for index, payload in enumerate(payloads):
-            try:
-                _encode(payload)
-            except (TypeError, ValueError, RecursionError) as error:
-                where = "payload" if len(payloads) == 1 else f"payloads[{index}]"
-                raise InvalidInput(
-                    f"{where} must be JSON-serialisable (dicts with str keys, lists, str, "
-                    f"numbers, bools, None): {error}"
-                ) from None
-        raise  # pragma: no cover (each passed alone: cannot happen)
+_NO_BUFFER: Final = _NoBuffer()
+_AGAIN: Final = _Again()
 
 
-def _check_batch(payloads: object) -> tuple[Any, ...]:
-    """The payloads of a batch as a tuple, in order; `InvalidInput` for a non-sequence."""
-    if isinstance(payloads, str | bytes | bytearray | Mapping) or not isinstance(
-        payloads, Iterable
-    ):
-        raise InvalidInput(
-            "payloads must be a list (or another iterable) of payloads, got "
-            f"{type(payloads).__name__}"
-        )
-    if isinstance(payloads, Set | MappingView):
-        raise InvalidInput(
-            f"payloads must be an ordered iterable (a list or a tuple), got "
-            f"{type(payloads).__name__}, which has no defined order; pass a list in the "
-            "order the events happened"
-        )
-    batch = tuple(payloads)
-    _check_payloads(batch)
-    return batch
+class _Slot(BufferSlot):
+    """The facade's entry for one buffer incarnation: the shared slot, and its actor."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, epoch: str) -> None:
+        super().__init__(epoch)
+        self.ref: GreenroomActorRef | None = None  # set once the actor is spawned
+
+    @property
+    def actor(self) -> GreenroomActorRef:
+        """The buffer's actor (spawned before the slot is listed anywhere)."""
+        assert self.ref is not None
+        return self.ref
+
+
+def _answered(value: R) -> Steps[R]:
+    """Steps that wait for nothing and give `value`."""
+    yield from ()
+    return value
 
 
 class Replay:
@@ -141,20 +137,18 @@ class Replay:
 
     def __init__(self, kernel: Kernel) -> None:
         """Build the namespace on `kernel`; `Runtime` makes one."""
-        self._kernel = kernel
-        self._clock = kernel.clock
         self._config = kernel.config
-        self._metrics = kernel.metrics
         self._check_open = kernel.check_open
-        self.spawn = kernel.spawn
-        self._replay_lock = threading.Lock()
-        self._replay_buffers: dict[str, BufferSlot] = {}
+        self._refuse_inside_actor = functools.partial(kernel.refuse_inside_actor, pools=False)
+        self._spawn = kernel.spawn
+        self._lock = threading.Lock()
+        self._buffers: dict[str, _Slot] = {}
         # The epoch the next buffer of a session without one will take (see the
         # module docstring); oldest first, at most _MAX_RESERVED.
-        self._replay_reserved: OrderedDict[str, str] = OrderedDict()
+        self._reserved: OrderedDict[str, str] = OrderedDict()
         # Weak, as the buffers' lists are: a subscription dropped without a close goes.
-        self._replay_subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
-        self._replay_trimmer: GreenroomActorRef | None = None
+        self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._trimmer: GreenroomActorRef | None = None
 
     def counters(self) -> dict[str, int]:
         """This part's counters (at zero until bumped) and gauges (`Runtime.metrics`).
@@ -166,10 +160,10 @@ class Replay:
         `replay_subscribers` (open subscriptions), `replay_publishes_pending`
         (`publish` messages sent and not yet appended, over every buffer).
         """
-        with self._replay_lock:
-            buffers = len(self._replay_buffers)
-            subscribers = len(self._replay_subs)
-            pending = sum(slot.pending for slot in self._replay_buffers.values())
+        with self._lock:
+            buffers = len(self._buffers)
+            subscribers = len(self._subs)
+            pending = sum(slot.pending for slot in self._buffers.values())
         return {
             "replay_events_appended": 0,
             "replay_events_trimmed": 0,
@@ -187,102 +181,260 @@ class Replay:
         Ends every subscription still open, so a `next_event` waiting on a host thread
         wakes (with the events already queued, then `Stopped`).
         """
-        with self._replay_lock:
-            subs = list(self._replay_subs)
-            self._replay_subs.clear()
-            self._replay_buffers.clear()
-            self._replay_reserved.clear()
-            self._replay_trimmer = None
+        with self._lock:
+            subs = list(self._subs)
+            self._subs.clear()
+            self._buffers.clear()
+            self._reserved.clear()
+            self._trimmer = None
         for sub in subs:
             sub._stop(f"the runtime closed; subscription to session {sub.session_id!r} is over")
 
-    # -- buffers ------------------------------------------------------------------------
+    # -- the public surface: waiting calls --------------------------------------------------
 
-    def _replay_slot_locked(self, session_id: str) -> BufferSlot:
+    def append(self, session_id: str, payload: Any, *, revision: int = 0) -> ObservationEvent:
+        """Append one event to the session's buffer; the event, with its cursor.
+
+        `payload` is any JSON-serialisable value, stored as given (not copied; do not
+        change it afterwards). `revision` is the session revision the event belongs
+        to (an int >= 0). Bad input raises `InvalidInput` and appends nothing. Waits
+        for the buffer (not from inside an actor handler: use `publish`).
+        """
+        self._refuse_inside_actor("replay.append()")
+        return drive(self.append_steps(session_id, payload, revision=revision, caller_runs=True))
+
+    def append_many(
+        self, session_id: str, payloads: Iterable[Any], *, revision: int = 0
+    ) -> list[ObservationEvent]:
+        """Append several events in one message; the events, in order.
+
+        All or none: one bad payload raises `InvalidInput` and appends nothing, as
+        does a batch with no defined order (a set, a dict or a dict view). A batch
+        reaches subscribers at once, so a batch larger than `subscriber_queue_size`
+        lags every live subscriber.
+        """
+        self._refuse_inside_actor("replay.append_many()")
+        return drive(
+            self.append_many_steps(session_id, payloads, revision=revision, caller_runs=True)
+        )
+
+    def current_cursor(self, session_id: str, revision: int = 0) -> str:
+        """The cursor at the session's tail now, made at `revision`.
+
+        `after` of it replays what is appended from now on. Makes the session's
+        buffer if it has none, and restarts the buffer's idle time (the cursor stays
+        resumable for at least `max_event_age_s` if nothing is appended).
+        """
+        self._refuse_inside_actor("replay.current_cursor()")
+        return drive(self.current_cursor_steps(session_id, revision, caller_runs=True))
+
+    def after(self, cursor: str, *, session_id: str | None = None) -> Replayed | Gap:
+        """The events after `cursor`, in order (`Replayed`), or a `Gap` saying why not.
+
+        A malformed cursor raises `MalformedCursor` (naming the bad part); with
+        `session_id`, a cursor of another session raises `WrongSession`. A read: it
+        makes no buffer and does not extend a buffer's idle time.
+        """
+        self._refuse_inside_actor("replay.after()")
+        return drive(self.after_steps(cursor, session_id=session_id, caller_runs=True))
+
+    def subscribe(self, cursor: str, *, session_id: str | None = None) -> Subscription | Gap:
+        """A `Subscription` giving the events after `cursor`, then live ones; or a `Gap`.
+
+        The replay and the registration happen in one message of the session's
+        buffer, so there is no gap and no duplicate between them. Errors as for
+        `after`. A subscription is what makes a buffer for a session that has
+        none (a `Gap` answer makes none).
+        """
+        self._refuse_inside_actor("replay.subscribe()")
+        return self.subscribe_pending(cursor, session_id=session_id).wait(None)
+
+    def follow(self, cursor: str, *, session_id: str | None = None) -> Follower:
+        """An iterator of the session's events after `cursor` that recovers by itself.
+
+        Yields `ObservationEvent`s; on a gap it yields the `Gap` once and goes on from
+        the gap's `latest_cursor`; when its subscription lags it subscribes again from
+        the last cursor it yielded. It subscribes at once (events appended after this
+        call returns are never missed). Iteration ends on `close()` (from any thread)
+        or when the runtime closes; `next_item(timeout)` waits for at most `timeout`
+        in all, re-subscribing included. Errors as for `after`.
+        """
+        self._refuse_inside_actor("replay.follow()")
+        sid = self._parse(cursor, session_id).session_id
+        return Follower(functools.partial(self.subscribe_pending, session_id=sid), cursor)
+
+    # -- the public surface: calls that never wait ------------------------------------------
+
+    def publish(self, session_id: str, payload: Any, *, revision: int = 0) -> None:
+        """Append one event without waiting for it (fire and forget).
+
+        The payload, session id and revision are checked on the caller's thread
+        (`InvalidInput`, nothing appended), then the buffer is told. Never waits, so
+        it may be called from inside actor handlers. Events published from one thread
+        are appended in the order sent (also relative to that thread's
+        `append` calls); the buffer never retires while publishes are on their way
+        to it, so none is lost. There is no backpressure: see the module docstring
+        (`replay_publishes_pending` in `metrics()`). The event's position and cursor
+        are not returned: subscribers get it, and `current_cursor` names the tail.
+        """
+        self._check_open()
+        check_session_id(session_id)
+        self._tell(session_id, append_message(payload, revision))
+
+    def publish_many(self, session_id: str, payloads: Iterable[Any], *, revision: int = 0) -> None:
+        """`publish` of a batch, in one message, all or none (as `append_many`)."""
+        self._check_open()
+        check_session_id(session_id)
+        message = append_many_message(payloads, revision)
+        if message is not None:
+            self._tell(session_id, message)
+
+    # -- the seam the sync and the async face share (see the module docstring) -------------
+
+    def append_steps(
+        self, session_id: str, payload: Any, *, revision: int = 0, caller_runs: bool = False
+    ) -> Steps[ObservationEvent]:
+        """`append` as steps that send the message and give the event; never waits.
+
+        The input is checked now (`InvalidInput`, `Stopped`), the message sent when
+        the steps are first run. Drive them with `greenroom.futures.drive` on a thread,
+        or await each future they yield on an event loop (`greenroom.aio.replay`).
+        With `caller_runs`, an idle buffer's turn may run on the thread that runs the
+        steps (when `RuntimeConfig.caller_runs` allows): only for a driver that is
+        about to wait for the answer on that thread, as the sync methods are; an
+        event loop leaves it False.
+        """
+        self._check_open()
+        check_session_id(session_id)
+        message = append_message(payload, revision)
+        steps: Steps[ObservationEvent] = self._ask_steps(session_id, message, caller_runs)
+        return steps
+
+    def append_many_steps(
+        self,
+        session_id: str,
+        payloads: Iterable[Any],
+        *,
+        revision: int = 0,
+        caller_runs: bool = False,
+    ) -> Steps[list[ObservationEvent]]:
+        """`append_many` as steps (see `append_steps`); an empty batch sends nothing."""
+        self._check_open()
+        check_session_id(session_id)
+        message = append_many_message(payloads, revision)
+        if message is None:
+            return _answered([])
+        steps: Steps[list[ObservationEvent]] = self._ask_steps(session_id, message, caller_runs)
+        return steps
+
+    def current_cursor_steps(
+        self, session_id: str, revision: int = 0, *, caller_runs: bool = False
+    ) -> Steps[str]:
+        """`current_cursor` as steps (see `append_steps`)."""
+        self._check_open()
+        check_session_id(session_id)
+        message = current_cursor_message(revision)
+        steps: Steps[str] = self._ask_steps(session_id, message, caller_runs)
+        return steps
+
+    def after_steps(
+        self, cursor: str, *, session_id: str | None = None, caller_runs: bool = False
+    ) -> Steps[Replayed | Gap]:
+        """`after` as steps (see `append_steps`); the cursor is checked now."""
+        return self._after_steps(self._parse(cursor, session_id), cursor, caller_runs)
+
+    def subscribe_pending(self, cursor: str, *, session_id: str | None = None) -> PendingSubscribe:
+        """`subscribe`, sent now and answered later: a `PendingSubscribe`; never waits.
+
+        The cursor is checked now (errors as for `after`) and the subscribe sent at
+        once, so what is appended after this returns is never missed. `wait(timeout)`
+        on a thread, or await `future` then `poll()` on an event loop, gives the
+        `Subscription` or the `Gap`; `cancel()` gives it up.
+        """
+        return PendingSubscribe(self, self._parse(cursor, session_id), cursor)
+
+    # -- buffers --------------------------------------------------------------------------
+
+    def _parse(self, cursor: str, session_id: str | None) -> ParsedCursor:
+        """`cursor`'s parts, checked (`Stopped`, `InvalidInput`, `MalformedCursor`, ...)."""
+        self._check_open()
+        if session_id is not None:
+            check_session_id(session_id)
+        return parse_cursor(cursor, session_id=session_id)
+
+    def _slot_locked(self, session_id: str) -> _Slot:
         """The session's buffer, made if it has none; call with the replay lock held."""
-        slot = self._replay_buffers.get(session_id)
+        slot = self._buffers.get(session_id)
         if slot is not None:
             return slot
         self._check_open()
-        if self._replay_trimmer is None:
-            self._replay_trimmer = self.spawn(
-                ReplayTrimmer, self._replay_list, actor_id="replay_trimmer"
-            )
-        epoch = self._replay_reserved.pop(session_id, None) or secrets.token_hex(8)
-        slot = BufferSlot(epoch)
-        slot.ref = self.spawn(
+        if self._trimmer is None:
+            self._trimmer = self._spawn(ReplayTrimmer, self._refs, actor_id="replay_trimmer")
+        epoch = self._reserved.pop(session_id, None) or secrets.token_hex(8)
+        slot = _Slot(epoch)
+        slot.ref = self._spawn(
             ReplayBuffer,
             session_id,
             slot,
-            self._replay_retire,
-            self._replay_detached,
+            self._retire,
+            self._detached,
             actor_id=f"{session_id}#{epoch}",
         )
-        self._replay_buffers[session_id] = slot
+        self._buffers[session_id] = slot
         return slot
 
-    def _replay_slot(self, session_id: str, *, make: bool = True) -> BufferSlot | None:
-        slot = self._replay_buffers.get(session_id)
+    def _slot(self, session_id: str, *, make: bool = True) -> _Slot | None:
+        slot = self._buffers.get(session_id)
         if slot is not None or not make:
             return slot
-        with self._replay_lock:
-            return self._replay_slot_locked(session_id)
+        with self._lock:
+            return self._slot_locked(session_id)
 
-    def _replay_list(self) -> list[GreenroomActorRef]:
-        with self._replay_lock:
-            return [slot.ref for slot in self._replay_buffers.values() if slot.ref is not None]
+    def _refs(self) -> list[GreenroomActorRef]:
+        """Every buffer's actor (for the trimmer's tick)."""
+        with self._lock:
+            return [slot.ref for slot in self._buffers.values() if slot.ref is not None]
 
-    def _replay_retire(self, session_id: str, slot: BufferSlot) -> bool:
+    def _retire(self, session_id: str, slot: BufferSlot) -> bool:
         """Whether the idle buffer of `slot` may retire (then it leaves the lookup).
 
         On the retiring buffer's thread, under the lock publishers take: not while a
         told append is on its way to it (`slot.handled` is only moved by that thread).
         """
-        with self._replay_lock:
+        with self._lock:
             if slot.sent != slot.handled:
                 return False
-            if self._replay_buffers.get(session_id) is slot:
-                del self._replay_buffers[session_id]
+            if self._buffers.get(session_id) is slot:
+                del self._buffers[session_id]
             return True
 
-    def _replay_forget(self, session_id: str, slot: BufferSlot) -> None:
+    def _forget(self, session_id: str, slot: _Slot) -> None:
         """`slot`'s actor is stopped: take it out of the lookup."""
-        with self._replay_lock:
-            if self._replay_buffers.get(session_id) is slot:
-                del self._replay_buffers[session_id]
+        with self._lock:
+            if self._buffers.get(session_id) is slot:
+                del self._buffers[session_id]
 
-    def _replay_detached(self, sub: Subscription) -> None:
-        with self._replay_lock:
-            self._replay_subs.discard(sub)
+    def _detached(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs.discard(sub)
 
-    def _replay_ask(
-        self, session_id: str, message: Any, *, make: bool = True, timeout: float | None = None
-    ) -> Any:
-        """The session's buffer's answer to `message` (`_NO_BUFFER`: none, and not `make`)."""
-        # With no timeout the buffer's turn may run right here (caller runs).
-        steps = self._replay_ask_steps(session_id, message, make=make, here=timeout is None)
-        return drive(steps, timeout)
-
-    def _replay_ask_steps(
-        self, session_id: str, message: Any, *, make: bool = True, here: bool = False
+    def _ask_steps(
+        self, session_id: str, message: object, caller_runs: bool, *, make: bool = True
     ) -> Steps[Any]:
-        """`_replay_ask` as steps (`greenroom.futures.drive`): yields the ask's future, so
-        the asyncio facade (`greenroom.aio`) can await it. With `here`, the buffer's turn
-        may run on this thread when the future is sent (only for a caller that is about
-        to wait with no timeout)."""
-        self._refuse_in_handler()
+        """The session's buffer's answer to `message`, as steps (`_NO_BUFFER`: it has
+        none, and not `make`)."""
         for _ in range(_RETRIES):
-            slot = self._replay_slot(session_id, make=make)
+            slot = self._slot(session_id, make=make)
             if slot is None:
                 return _NO_BUFFER
-            assert slot.ref is not None
-            future = slot.ref.ask_here(message) if here else slot.ref.ask(message, block=False)
+            ref = slot.actor
+            future = ref.ask_here(message) if caller_runs else ref.ask(message, block=False)
             yield future
             try:
                 answer = future.get(timeout=0)  # resolved: the driver waited for it
             except ActorDeadError:
                 self._check_open()
-                self._replay_forget(session_id, slot)
+                self._forget(session_id, slot)
                 continue
             if answer is not RETIRED:
                 return answer
@@ -290,38 +442,54 @@ class Replay:
             f"the replay buffer of session {session_id!r} kept retiring; try again"
         )
 
-    def _replay_tell(self, session_id: str, message: Append) -> None:
+    def _after_steps(
+        self, parsed: ParsedCursor, cursor: str, caller_runs: bool
+    ) -> Steps[Replayed | Gap]:
+        sid = parsed.session_id
+        for _ in range(_RETRIES):
+            message = ReplayAfter(parsed, cursor)
+            answer = yield from self._ask_steps(sid, message, caller_runs, make=False)
+            if answer is not _NO_BUFFER:
+                result: Replayed | Gap = answer
+                return result
+            unknown = self._unknown(parsed, cursor)
+            if not isinstance(unknown, _Again):
+                return Replayed(sid, (), cursor) if unknown is None else unknown
+        raise InvalidTransition(  # pragma: no cover (a fresh buffer never retires at once)
+            f"the replay buffer of session {sid!r} kept retiring; try again"
+        )
+
+    def _tell(self, session_id: str, message: Append) -> None:
         """Tell the session's buffer `message`, never waiting; see `publish`."""
         for _ in range(_RETRIES):
-            with self._replay_lock:
-                slot = self._replay_slot_locked(session_id)
+            with self._lock:
+                slot = self._slot_locked(session_id)
                 # Counted before the tell, under the lock the buffer retires under: it
                 # cannot retire between here and the tell landing in its mailbox.
                 slot.sent += 1
-            assert slot.ref is not None
             try:
-                slot.ref.tell(message)
+                slot.actor.tell(message)
                 return
             except ActorDeadError:
                 # Stopped (the runtime is closing, or the actor died): not delivered.
-                with self._replay_lock:
+                with self._lock:
                     slot.sent -= 1
                 self._check_open()
-                self._replay_forget(session_id, slot)
+                self._forget(session_id, slot)
         raise InvalidTransition(  # pragma: no cover (a fresh buffer never stops at once)
             f"the replay buffer of session {session_id!r} kept stopping; try again"
         )
 
-    def _replay_unknown(self, parsed: ParsedCursor, cursor: str) -> Any:
+    def _unknown(self, parsed: ParsedCursor, cursor: str) -> Gap | _Again | None:
         """For a session with no buffer: the `Gap` for `cursor`, or `None` (it is the
         reserved epoch's cursor at position 0: nothing to replay); `_AGAIN` when the
         session got a buffer meanwhile (ask that)."""
         sid = parsed.session_id
-        with self._replay_lock:
+        with self._lock:
             self._check_open()
-            if sid in self._replay_buffers:
+            if sid in self._buffers:
                 return _AGAIN
-            reserved = self._replay_reserved
+            reserved = self._reserved
             epoch = reserved.get(sid)
             if epoch is None:
                 epoch = reserved[sid] = secrets.token_hex(8)
@@ -344,21 +512,11 @@ class Replay:
             "latest_cursor to get what is appended from now on)",
         )
 
-    def _refuse_in_handler(self) -> None:
-        actor = current_actor()
-        if actor is not None:
-            raise InvalidTransition(
-                f"replay calls wait for the session's buffer actor, and this one was made "
-                f"inside a handler of actor {actor.name}; handlers must not block a shared "
-                "dispatcher thread. Call it from a host thread or a run_blocking job "
-                "(or use replay.publish, which never waits)"
-            )
-
-    def _replay_closed(self, sub: Subscription) -> None:
+    def _closed(self, sub: Subscription) -> None:
         """A subscription was closed by its holder: forget it and detach it."""
-        with self._replay_lock:
-            self._replay_subs.discard(sub)
-            slot = self._replay_buffers.get(sub.session_id)
+        with self._lock:
+            self._subs.discard(sub)
+            slot = self._buffers.get(sub.session_id)
         ref = slot.ref if slot is not None else None
         if ref is None or ref.actor_stopped.is_set():
             return
@@ -366,202 +524,38 @@ class Replay:
         with contextlib.suppress(ActorDeadError):
             ref.tell(Unsubscribe(sub))
 
-    # -- checks and steps shared with the asyncio facade (runtime.aio) -------------------
 
-    def _replay_append_message(self, session_id: str, payload: Any, revision: int) -> Append:
-        """`append`'s checks; the message to ask the buffer."""
-        self._check_open()
-        _check_session_id(session_id)
-        _check_revision(revision)
-        payloads = (payload,)
-        _check_payloads(payloads)
-        return Append(payloads, revision, True)
+class PendingSubscribe:
+    """A `Subscribe` sent to a session's buffer and not answered yet.
 
-    def _replay_batch_message(
-        self, session_id: str, payloads: Iterable[Any], revision: int
-    ) -> Append | None:
-        """`append_many`'s checks; the message (`None`: an empty batch)."""
-        self._check_open()
-        _check_session_id(session_id)
-        _check_revision(revision)
-        batch = _check_batch(payloads)
-        if not batch:
-            return None
-        return Append(batch, revision, False)
+    Made by `Replay.subscribe_pending` (and by `subscribe` and `follow`, which wait for
+    it). The replay and the registration happen in one message of the buffer. A
+    session with no buffer is answered here, making the buffer only for the cursor
+    that needs one. A buffer that retired or stopped under the message is replaced,
+    and the message sent again (to a new `future`).
 
-    def _replay_cursor_message(self, session_id: str, revision: int) -> CurrentCursor:
-        """`current_cursor`'s checks; the message."""
-        self._check_open()
-        _check_session_id(session_id)
-        _check_revision(revision)
-        return CurrentCursor(revision)
-
-    def _replay_after_steps(
-        self, cursor: str, session_id: str | None, *, here: bool
-    ) -> Steps[Replayed | Gap]:
-        """`after` as steps (see `_replay_ask_steps`)."""
-        self._check_open()
-        if session_id is not None:
-            _check_session_id(session_id)
-        parsed = parse_cursor(cursor, session_id=session_id)
-        sid = parsed.session_id
-        for _ in range(_RETRIES):
-            answer = yield from self._replay_ask_steps(
-                sid, ReplayAfter(parsed, cursor), make=False, here=here
-            )
-            if answer is not _NO_BUFFER:
-                return answer
-            answer = self._replay_unknown(parsed, cursor)
-            if answer is not _AGAIN:
-                return Replayed(sid, (), cursor) if answer is None else answer
-        raise InvalidTransition(  # pragma: no cover (a fresh buffer never retires at once)
-            f"the replay buffer of session {sid!r} kept retiring; try again"
-        )
-
-    # -- the public surface -------------------------------------------------------------
-
-    def append(self, session_id: str, payload: Any, *, revision: int = 0) -> ObservationEvent:
-        """Append one event to the session's buffer; the event, with its cursor.
-
-        `payload` is any JSON-serialisable value, stored as given (not copied; do not
-        change it afterwards). `revision` is the session revision the event belongs
-        to (an int >= 0). Bad input raises `InvalidInput` and appends nothing. Waits
-        for the buffer (not from inside an actor handler: use `publish`).
-        """
-        return self._replay_ask(
-            session_id, self._replay_append_message(session_id, payload, revision)
-        )
-
-    def append_many(
-        self, session_id: str, payloads: Iterable[Any], *, revision: int = 0
-    ) -> list[ObservationEvent]:
-        """Append several events in one message; the events, in order.
-
-        All or none: one bad payload raises `InvalidInput` and appends nothing, as
-        does a batch with no defined order (a set, a dict or a dict view). A batch
-        reaches subscribers at once, so a batch larger than `subscriber_queue_size`
-        lags every live subscriber.
-        """
-        message = self._replay_batch_message(session_id, payloads, revision)
-        if message is None:
-            return []
-        return self._replay_ask(session_id, message)
-
-    def publish(self, session_id: str, payload: Any, *, revision: int = 0) -> None:
-        """Append one event without waiting for it (fire and forget).
-
-        The payload, session id and revision are checked on the caller's thread
-        (`InvalidInput`, nothing appended), then the buffer is told. Never waits, so
-        it may be called from inside actor handlers. Events published from one thread
-        are appended in the order sent (also relative to that thread's
-        `append` calls); the buffer never retires while publishes are on their
-        way to it, so none is lost. There is no backpressure: see the module docstring
-        (`replay_publishes_pending` in `metrics()`). The event's position and cursor
-        are not returned: subscribers get it, and `current_cursor` names the tail.
-        """
-        self._check_open()
-        _check_session_id(session_id)
-        _check_revision(revision)
-        payloads = (payload,)
-        _check_payloads(payloads)
-        self._replay_tell(session_id, Append(payloads, revision, True))
-
-    def publish_many(self, session_id: str, payloads: Iterable[Any], *, revision: int = 0) -> None:
-        """`publish` of a batch, in one message, all or none (as `append_many`)."""
-        self._check_open()
-        _check_session_id(session_id)
-        _check_revision(revision)
-        batch = _check_batch(payloads)
-        if batch:
-            self._replay_tell(session_id, Append(batch, revision, False))
-
-    def current_cursor(self, session_id: str, revision: int = 0) -> str:
-        """The cursor at the session's tail now, made at `revision`.
-
-        `after` of it replays what is appended from now on. Makes the session's
-        buffer if it has none, and restarts the buffer's idle time (the cursor stays
-        resumable for at least `max_event_age_s` if nothing is appended).
-        """
-        return self._replay_ask(session_id, self._replay_cursor_message(session_id, revision))
-
-    def after(self, cursor: str, *, session_id: str | None = None) -> Replayed | Gap:
-        """The events after `cursor`, in order (`Replayed`), or a `Gap` saying why not.
-
-        A malformed cursor raises `MalformedCursor` (naming the bad part); with
-        `session_id`, a cursor of another session raises `WrongSession`. A read: it
-        makes no buffer and does not extend a buffer's idle time.
-        """
-        # With no timeout the buffer's turn may run right here (caller runs).
-        return drive(self._replay_after_steps(cursor, session_id, here=True))
-
-    def subscribe(self, cursor: str, *, session_id: str | None = None) -> Subscription | Gap:
-        """A `Subscription` giving the events after `cursor`, then live ones; or a `Gap`.
-
-        The replay and the registration happen in one message of the session's
-        buffer, so there is no gap and no duplicate between them. Errors as for
-        `after`. A subscription is what makes a buffer for a session that has
-        none (a `Gap` answer makes none).
-        """
-        self._check_open()
-        if session_id is not None:
-            _check_session_id(session_id)
-        parsed = parse_cursor(cursor, session_id=session_id)
-        self._refuse_in_handler()
-        return _PendingSubscribe(self, parsed, cursor).wait(None)
-
-    def follow(self, cursor: str, *, session_id: str | None = None) -> Follower:
-        """An iterator of the session's events after `cursor` that recovers by itself.
-
-        Yields `ObservationEvent`s; on a gap it yields the `Gap` once and goes on from
-        the gap's `latest_cursor`; when its subscription lags it subscribes again from
-        the last cursor it yielded. It subscribes at once (events appended after this
-        call returns are never missed). Iteration ends on `close()` (from any thread)
-        or when the runtime closes; `next_item(timeout)` waits for at most `timeout`
-        in all, re-subscribing included.
-        """
-        return Follower(self._replay_follow_subscriber(cursor, session_id), cursor)
-
-    def _replay_follow_subscriber(
-        self, cursor: str, session_id: str | None
-    ) -> Callable[[str], _PendingSubscribe]:
-        """`follow`'s checks; what subscribes the follower (again) from a cursor."""
-        self._check_open()
-        if session_id is not None:
-            _check_session_id(session_id)
-        parsed = parse_cursor(cursor, session_id=session_id)
-        sid = parsed.session_id
-        self._refuse_in_handler()
-
-        def subscribe(at: str) -> _PendingSubscribe:
-            return _PendingSubscribe(self, parse_cursor(at, session_id=sid), at)
-
-        return subscribe
-
-
-class _PendingSubscribe:
-    """A `Subscribe` sent to a session's buffer, answered by `wait` (a
-    `PendingSubscription`: `Follower` keeps one whose wait timed out for its next call).
-
-    The replay and the registration happen in one message of the buffer. A session
-    with no buffer is answered here (`Replay._replay_unknown`), making the buffer
-    only for the cursor that needs one. A buffer that retired or stopped under the
-    message is replaced, and the message sent again.
+    * On a thread: `wait(timeout)` gives the `Subscription` or the `Gap` (`Timeout`
+      leaves it pending, for a later `wait`).
+    * On an event loop: await `future` (`greenroom.aio.bridge.settled`), then `poll()`;
+      `None` means it was sent again: await the new `future`.
+    * `cancel()` gives it up: the subscription it would give is closed.
     """
 
     __slots__ = ("_api", "_cursor", "_future", "_parsed", "_result", "_slot", "_sub")
 
     def __init__(self, api: Replay, parsed: ParsedCursor, cursor: str) -> None:
+        """Send the subscribe (see `Replay.subscribe_pending`, which makes these)."""
         self._api = api
         self._parsed = parsed
         self._cursor = cursor
         self._sub = Subscription(
-            parsed.session_id, cursor, api._config.subscriber_queue_size, api._replay_closed
+            parsed.session_id, cursor, api._config.subscriber_queue_size, api._closed
         )
-        with api._replay_lock:
+        with api._lock:
             api._check_open()
-            api._replay_subs.add(self._sub)
-        self._future: Any = None
-        self._slot: BufferSlot | None = None
+            api._subs.add(self._sub)
+        self._future: GreenroomFuture[Any] = GreenroomFuture()
+        self._slot: _Slot | None = None
         self._result: Subscription | Gap | None = None
         try:
             self._send()
@@ -569,49 +563,15 @@ class _PendingSubscribe:
             self.cancel()
             raise
 
-    def _send(self) -> None:
-        api, parsed, sid = self._api, self._parsed, self._parsed.session_id
-        for _ in range(_RETRIES):
-            slot = api._replay_slot(sid, make=False)
-            if slot is None:
-                gap = api._replay_unknown(parsed, self._cursor)
-                if gap is _AGAIN:
-                    continue
-                if gap is not None:
-                    self._done(gap)
-                    return
-                slot = api._replay_slot(sid)  # the reserved epoch at 0: it needs one
-            assert slot is not None
-            assert slot.ref is not None
-            self._slot = slot
-            self._future = slot.ref.ask(Subscribe(parsed, self._cursor, self._sub), block=False)
-            return
-        raise InvalidTransition(  # pragma: no cover (a fresh buffer never retires at once)
-            f"the replay buffer of session {sid!r} kept retiring; try again"
-        )
-
-    def _done(self, answer: Gap | None) -> None:
-        if answer is None:
-            self._result = self._sub
-        else:
-            self._api._replay_detached(self._sub)
-            self._result = answer
-
-    def wait(self, timeout: float | None) -> Subscription | Gap:
-        """The `Subscription` or `Gap`; `Timeout` (still pending) after `timeout` s."""
-        limit = wait_limit(timeout)
-        deadline = None if limit is None else stopwatch() + limit
-        while self._result is None:
-            remaining = None if deadline is None else max(0.0, deadline - stopwatch())
-            if not self._future.wait(remaining):
-                # Still pending: a later wait picks it up.
-                raise FutureTimeout(f"no reply within {remaining} seconds")
-            self._take()
-        return self._result
+    @property
+    def session_id(self) -> str:
+        """The session subscribed to (the cursor's)."""
+        return self._parsed.session_id
 
     @property
     def future(self) -> GreenroomFuture[Any]:
-        """The future of the buffer's answer `poll` waits for (for an asyncio waiter)."""
+        """The future of the buffer's answer that `poll` waits for (resolved already
+        when the answer came without asking a buffer)."""
         return self._future
 
     def poll(self) -> Subscription | Gap | None:
@@ -622,6 +582,57 @@ class _PendingSubscribe:
             self._take()
         return self._result
 
+    def wait(self, timeout: float | None) -> Subscription | Gap:
+        """The `Subscription` or `Gap`; `Timeout` (still pending) after `timeout` s."""
+        limit = check_timeout(timeout)
+        deadline = None if limit is None else stopwatch() + limit
+        while self._result is None:
+            remaining = None if deadline is None else max(0.0, deadline - stopwatch())
+            if not self._future.wait(remaining):
+                # Still pending: a later wait picks it up.
+                raise FutureTimeout(f"no reply within {remaining} seconds")
+            self._take()
+        return self._result
+
+    def cancel(self) -> None:
+        """Give it up; a `Subscribe` still queued finds the subscription closed."""
+        self._sub.close()
+        self._api._detached(self._sub)
+
+    def __repr__(self) -> str:
+        state = "pending" if self._result is None else type(self._result).__name__
+        return f"<PendingSubscribe {self._cursor!r} {state}>"
+
+    def _send(self) -> None:
+        api, parsed, sid = self._api, self._parsed, self._parsed.session_id
+        for _ in range(_RETRIES):
+            slot = api._slot(sid, make=False)
+            if slot is None:
+                gap = api._unknown(parsed, self._cursor)
+                if isinstance(gap, _Again):
+                    continue
+                if gap is not None:
+                    self._done(gap)
+                    return
+                slot = api._slot(sid)  # the reserved epoch at 0: it needs one
+            assert slot is not None
+            self._slot = slot
+            message = Subscribe(parsed, self._cursor, self._sub)
+            self._future = slot.actor.ask(message, block=False)
+            return
+        raise InvalidTransition(  # pragma: no cover (a fresh buffer never retires at once)
+            f"the replay buffer of session {sid!r} kept retiring; try again"
+        )
+
+    def _done(self, answer: Gap | None) -> None:
+        if answer is None:
+            self._result = self._sub
+        else:
+            self._api._detached(self._sub)
+            self._result = answer
+        if not self._future.done:
+            self._future.set(None)  # answered here: nothing for a waiter to wait for
+
     def _take(self) -> None:
         """Act on the buffer's answer in the resolved `_future`."""
         api = self._api
@@ -630,7 +641,7 @@ class _PendingSubscribe:
         except ActorDeadError:
             api._check_open()
             assert self._slot is not None
-            api._replay_forget(self._parsed.session_id, self._slot)
+            api._forget(self._parsed.session_id, self._slot)
             self._send()
             return
         except BaseException:
@@ -640,8 +651,3 @@ class _PendingSubscribe:
             self._send()
             return
         self._done(answer)
-
-    def cancel(self) -> None:
-        """Give it up; a `Subscribe` still queued finds the subscription closed."""
-        self._sub.close()
-        self._api._replay_detached(self._sub)

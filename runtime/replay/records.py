@@ -45,7 +45,7 @@ the buffer (above every revision appended or passed to `current_cursor`) is.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import attrs
 
@@ -57,8 +57,8 @@ __all__ = [
     "Replayed",
 ]
 
-TRIMMED = "trimmed"
-UNAVAILABLE = "unavailable"
+TRIMMED: Final = "trimmed"
+UNAVAILABLE: Final = "unavailable"
 
 
 @attrs.frozen

@@ -8,41 +8,33 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Protocol, Self
 
+from greenroom.checks import check_timeout
 from greenroom.clock import stopwatch
-from greenroom.errors import InvalidInput, InvalidTransition, Stopped, SubscriberLagged, Timeout
+from greenroom.errors import InvalidTransition, Stopped, SubscriberLagged, Timeout
 from greenroom.futures import in_handler
 from greenroom.replay.records import ObservationEvent
 
-__all__ = ["Subscription", "wait_limit"]
+__all__ = ["Subscription", "Waker", "time_left"]
 
 _OPEN, _LAGGED, _STOPPED, _CLOSED = "open", "lagged", "stopped", "closed"
 
 
-def wait_limit(timeout: float | None) -> float | None:
-    """The seconds a call may wait for `timeout` (`None`: no limit); `InvalidInput` if bad.
-
-    `None`, and any timeout of `threading.TIMEOUT_MAX` or more (`float("inf")`
-    included), mean no limit; NaN, negative numbers and non-numbers are refused.
-    """
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-        raise InvalidInput(
-            f"timeout must be None or a number of seconds >= 0 (inf: no limit), got {timeout!r}"
-        )
-    if timeout >= threading.TIMEOUT_MAX:
-        return None
-    return float(timeout)
-
-
 def time_left(deadline: float | None) -> float | None:
+    """The seconds until `deadline` (a `stopwatch()` reading), at least 0; `None`: none."""
     return None if deadline is None else max(0.0, deadline - stopwatch())
 
 
-class _Releasable(Protocol):
-    """What a subscription wakes: a held `threading.Lock`, or an asyncio waker."""
+class Waker(Protocol):
+    """What a subscription wakes when an event comes or it ends (see `Subscription.take`).
 
-    def release(self) -> None: ...
+    A held `threading.Lock` (what `next_event` waits on), or an event loop's waker
+    (`greenroom.aio.replay`). `release()` is called once, on the buffer's (or the
+    closer's) thread, with the subscription's mutex held: it must only hand the news
+    on, never wait or call back into the subscription.
+    """
+
+    def release(self) -> None:
+        """Wake whoever waits."""
 
 
 class Subscription:
@@ -62,9 +54,12 @@ class Subscription:
       longer given: the resume gets them all), `Stopped` after `close()` or once the
       runtime closed (events already queued are still given first), `Timeout` when
       nothing came within `timeout` seconds in all (a deadline: an event another
-      consumer of the same subscription took does not restart it). `timeout=None`,
-      and any timeout of `threading.TIMEOUT_MAX` or more (`inf` included), wait with no
-      limit; NaN or a negative timeout is `InvalidInput`.
+      consumer of the same subscription took does not restart it). `timeout=None`
+      waits with no limit; a timeout is a number of seconds from 0 to ten years
+      (`greenroom.checks.check_timeout`), anything else is `InvalidInput`.
+    * `take(waker)`: the next event without waiting, or `None` with `waker` registered
+      to be released when one comes (for a waiter that is not a thread, such as an
+      event loop: `greenroom.aio.replay`).
     * Iterating yields events until the subscription or the runtime is closed.
     * `close()` (or leaving a `with` block) ends it; safe from any thread, and it wakes
       a `next_event` waiting on another thread.
@@ -102,8 +97,8 @@ class Subscription:
         self._live: deque[ObservationEvent] = deque()
         # A lock per waiting call, held until the buffer (or a close) releases it:
         # waking a waiter costs one C-level release, not a condition's notify. An
-        # asyncio waiter (`greenroom.aio`) lists an object whose `release` wakes its loop.
-        self._waiters: list[_Releasable] = []
+        # event loop's waiter (`take`) lists an object whose `release` wakes its loop.
+        self._waiters: list[Waker] = []
         self._state = _OPEN
         self._missed = 0
         self._reason = ""
@@ -125,6 +120,11 @@ class Subscription:
         """Whether the subscription is over (closed, lagged, or its runtime closed)."""
         return self._state is not _OPEN
 
+    @property
+    def waiting(self) -> int:
+        """How many waiters wait for an event now (`next_event` calls, `take` wakers)."""
+        return len(self._waiters)
+
     def next_event(self, timeout: float | None = None) -> ObservationEvent:
         """The next event, waiting up to `timeout` seconds (`None`: no limit)."""
         mutex = self._mutex
@@ -145,7 +145,7 @@ class Subscription:
                         if not checked:
                             # First time round: check, then fix the deadline once.
                             checked = True
-                            limit = wait_limit(timeout)
+                            limit = check_timeout(timeout)
                             if limit != 0 and getattr(in_handler, "actor", None) is not None:
                                 raise InvalidTransition(
                                     f"next_event() would wait inside a handler of actor "
@@ -167,6 +167,7 @@ class Subscription:
                     if event is not None:
                         self._cursor = event.cursor
                         return event
+                assert waiter is not None  # (made above: no event was ready)
                 if remaining is None:
                     waiter.acquire()
                 else:
@@ -177,13 +178,15 @@ class Subscription:
                     if waiter in self._waiters:
                         self._waiters.remove(waiter)
 
-    def _take_or_wake(self, waker: _Releasable) -> ObservationEvent | None:
+    def take(self, waker: Waker) -> ObservationEvent | None:
         """The next queued event without waiting, or `None` with `waker` registered.
 
         A registered `waker` has its `release()` called once, under this subscription's
         mutex on the buffer's (or the closer's) thread, at the next put or end: it must
-        only hand the news on (`greenroom.aio` calls its loop's `call_soon_threadsafe`).
-        Raises as `next_event` does once the subscription is over and drained.
+        only hand the news on (`greenroom.aio.replay` calls its loop's
+        `call_soon_threadsafe`), then `take` again. A waker that stops waiting before it
+        is released is taken off with `drop_waker`. Raises as `next_event` does once the
+        subscription is over and drained (`SubscriberLagged`, `Stopped`).
         """
         with self._mutex:
             event = self._pop_ready()
@@ -205,8 +208,8 @@ class Subscription:
             raise self._ended()
         return None
 
-    def _drop_waker(self, waker: _Releasable) -> None:
-        """Unregister a `waker` of `_take_or_wake` that no longer waits."""
+    def drop_waker(self, waker: Waker) -> None:
+        """Unregister a `waker` of `take` that no longer waits (idempotent)."""
         with self._mutex:
             if waker in self._waiters:
                 self._waiters.remove(waker)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from greenroom.transcripts.records import (
     AssistantMessage,
@@ -25,10 +25,7 @@ from greenroom.transcripts.records import (
     UserMessage,
 )
 
-if TYPE_CHECKING:
-    from greenroom.transcripts.logformat import Node
-
-__all__ = ["choose_cut", "context_tokens", "default_summarizer", "straddled_cuts"]
+__all__ = ["ContextItem", "choose_cut", "context_tokens", "default_summarizer", "straddled_cuts"]
 
 _LINE = 120
 _LAST_REQUESTS = 5
@@ -36,7 +33,21 @@ _MIN_CHARS = 400
 _MAX_CHARS = 8_000
 
 
-def context_tokens(items: Sequence[Node], post_start: int, est_sum: int) -> int:
+class ContextItem(Protocol):
+    """An item of a context: a message and its bytes // 4 (`logformat.Node` is one)."""
+
+    @property
+    def message(self) -> Message:
+        """The message."""
+        ...
+
+    @property
+    def tokens(self) -> int:
+        """Its estimated size."""
+        ...
+
+
+def context_tokens(items: Sequence[ContextItem], post_start: int, est_sum: int) -> int:
     """The estimated size of a context (`items`, whose bytes // 4 add up to `est_sum`).
 
     The newest assistant message at or after `post_start` (that is, written after the
@@ -146,27 +157,26 @@ def default_summarizer(messages: list[Message]) -> str:
     counts: Counter[str] = Counter()
     tools: Counter[str] = Counter()
     errors = 0
-    previous = None
+    previous: str | None = None
     requests: list[str] = []
-    last_answer = None
+    last_answer: str | None = None
     size = 0
     for message in messages:
-        cls = type(message)
-        if cls is CompactionSummary:
+        if isinstance(message, CompactionSummary):
             previous = message.summary
             size += len(message.summary)
             continue
         size += len(message.text)
-        if cls is UserMessage:
+        if isinstance(message, UserMessage):
             counts["user"] += 1
             if message.text.strip():
                 requests.append(message.text)
-        elif cls is AssistantMessage:
+        elif isinstance(message, AssistantMessage):
             counts["assistant"] += 1
             tools.update(call.name for call in message.tool_calls)
             if message.text.strip():
                 last_answer = message.text
-        elif cls is ToolResult:
+        else:
             counts["tool"] += 1
             errors += message.is_error
     lines = [

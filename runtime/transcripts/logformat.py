@@ -33,17 +33,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import fcntl
 import json
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from greenroom.errors import InvalidInput, StorageError
+from greenroom.errors import InvalidInput, InvalidTransition, NotFound, StorageError
 from greenroom.transcripts.records import (
-    ZERO_USAGE,
     AssistantMessage,
     CompactionConfig,
     CompactionSummary,
@@ -51,20 +51,26 @@ from greenroom.transcripts.records import (
     RecoveryReport,
     ToolCall,
     ToolResult,
-    Usage,
     UserMessage,
 )
+from greenroom.usage import ZERO_USAGE, Usage
 
 __all__ = [
     "VERSION",
     "Header",
+    "Loaded",
     "LogFile",
     "Node",
     "TranscriptState",
+    "compaction_entry",
     "encode",
     "estimate_tokens",
+    "fsync_dir",
     "iso_utc",
+    "leaf_entry",
     "load",
+    "message_entry",
+    "message_to_json",
 ]
 
 log = logging.getLogger("greenroom.transcripts")
@@ -122,10 +128,9 @@ def usage_from_json(data: Any) -> Usage:
 
 def message_to_json(message: Message) -> dict[str, Any]:
     """A host message as the log writes it."""
-    cls = type(message)
-    if cls is UserMessage:
+    if type(message) is UserMessage:
         return {"role": "user", "text": message.text}
-    if cls is AssistantMessage:
+    if type(message) is AssistantMessage:
         data: dict[str, Any] = {"role": "assistant", "text": message.text}
         if message.tool_calls:
             data["tool_calls"] = [
@@ -135,7 +140,7 @@ def message_to_json(message: Message) -> dict[str, Any]:
         if message.usage != ZERO_USAGE:
             data["usage"] = usage_to_json(message.usage)
         return data
-    if cls is ToolResult:
+    if type(message) is ToolResult:
         data = {"role": "tool_result", "tool_call_id": message.tool_call_id, "text": message.text}
         if message.is_error:
             data["is_error"] = True
@@ -166,21 +171,22 @@ def message_from_json(data: Any) -> Message:
 
 def estimate_tokens(message: Message) -> int:
     """bytes // 4 of a message's text, tool call names and arguments included."""
-    cls = type(message)
-    if cls is AssistantMessage:
+    if type(message) is AssistantMessage:
         size = len(message.text.encode("utf-8"))
         for call in message.tool_calls:
             size += call.size_bytes
         return size // 4
-    if cls is CompactionSummary:
+    if type(message) is CompactionSummary:
         return len(message.summary.encode("utf-8")) // 4
-    return len(message.text.encode("utf-8")) // 4
+    return len(message.text.encode("utf-8")) // 4  # type: ignore[union-attr]
 
 
 # -- entries ---------------------------------------------------------------------------------
 
 
-def message_entry(entry_id: str, parent_id: str | None, ts: str, message: Message) -> dict:
+def message_entry(
+    entry_id: str, parent_id: str | None, ts: str, message: Message
+) -> dict[str, Any]:
     """A `message` entry."""
     return {
         "type": "message",
@@ -193,7 +199,7 @@ def message_entry(entry_id: str, parent_id: str | None, ts: str, message: Messag
 
 def compaction_entry(
     entry_id: str, parent_id: str | None, ts: str, summary: CompactionSummary
-) -> dict:
+) -> dict[str, Any]:
     """A `compaction` entry."""
     return {
         "type": "compaction",
@@ -209,9 +215,9 @@ def compaction_entry(
 
 def leaf_entry(
     entry_id: str, parent_id: str | None, ts: str, target: str, usage: Usage | None = None
-) -> dict:
+) -> dict[str, Any]:
     """A `leaf` entry (with the turn's usage when the host gave it)."""
-    entry = {
+    entry: dict[str, Any] = {
         "type": "leaf",
         "id": entry_id,
         "parent_id": parent_id,
@@ -263,7 +269,7 @@ class Header(NamedTuple):
 
     def to_json(self) -> dict[str, Any]:
         """The header as the log writes it."""
-        data = {
+        data: dict[str, Any] = {
             "type": "session",
             "version": VERSION,
             "id": self.session_id,
@@ -310,12 +316,6 @@ class TranscriptState:
         self.usage = ZERO_USAGE
         self.next_seq = 1
         self.notes: list[str] = []
-
-    def take_id(self) -> str:
-        """The next entry id (consumed)."""
-        entry_id = str(self.next_seq)
-        self.next_seq += 1
-        return entry_id
 
     def add_messages(self, nodes: Iterable[Node], turn_usage: Usage) -> None:
         """A turn written: its message nodes continue the active branch."""
@@ -405,20 +405,10 @@ def fsync(fd: int) -> None:
     os.fsync(fd)
 
 
-try:
-    import fcntl as _fcntl
-except ImportError:  # pragma: no cover - not POSIX: no advisory lock
-    _fcntl = None  # type: ignore[assignment]
-
-
 def _lock(fd: int, path: Path) -> None:
-    if _fcntl is None:  # pragma: no cover
-        return
     try:
-        _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        from greenroom.errors import InvalidTransition
-
         raise InvalidTransition(
             f"transcript file {str(path)!r} is open already (in this or another process); "
             "close that transcript first, or fork it"
@@ -476,8 +466,6 @@ class LogFile:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         except FileNotFoundError:
-            from greenroom.errors import NotFound
-
             raise NotFound(f"no transcript file at {str(path)!r}") from None
         except OSError as error:
             raise StorageError(f"cannot open transcript {str(path)!r}: {error}") from error
@@ -584,7 +572,7 @@ class Loaded(NamedTuple):
     header: Header
     state: TranscriptState
     recovery: RecoveryReport
-    first_leaves: dict[str, tuple[str, str, Usage | None]] = {}
+    first_leaves: dict[str, tuple[str, str, Usage | None]]
     """The first leaf written for each entry it points at: (leaf id, timestamp, the
     turn's usage or `None`); a fork copies them to keep its turns' totals."""
 
@@ -680,8 +668,6 @@ def load(path: Path, *, repair: bool) -> Loaded:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        from greenroom.errors import NotFound
-
         raise NotFound(f"no transcript file at {str(path)!r}") from None
     except OSError as error:
         raise StorageError(f"cannot read transcript {str(path)!r}: {error}") from error
@@ -837,7 +823,7 @@ def load(path: Path, *, repair: bool) -> Loaded:
     return Loaded(header, state, report, first_leaves)
 
 
-def _repair(path: Path, fix: Any) -> None:
+def _repair(path: Path, fix: Callable[[int], object]) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         try:

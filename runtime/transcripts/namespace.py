@@ -8,11 +8,14 @@
 
 Opening work (creating the file, or reading back and repairing an existing one, up to
 100,000 entries and more) runs here on the caller's thread, never on a dispatcher
-thread; the transcript's actor starts afterwards with the file and the state in hand.
+thread (`greenroom.aio.transcripts` calls these on a worker thread); the transcript's
+actor starts afterwards with the file and the state in hand. Paths are taken as str or
+`os.PathLike` and given back as `pathlib.Path`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -21,17 +24,31 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from greenroom.actors.transcript import TranscriptActor
-from greenroom.errors import InvalidInput, InvalidTransition
+from greenroom.checks import check_choice, check_path, check_text
+from greenroom.errors import InvalidInput, InvalidTransition, StorageError
 from greenroom.kernel import Kernel
-from greenroom.transcripts.records import DURABILITIES, CompactionConfig
-
-if TYPE_CHECKING:
-    from greenroom.transcripts.handle import Transcript
-    from greenroom.transcripts.logformat import Header, LogFile, TranscriptState
-    from greenroom.transcripts.records import RecoveryReport
+from greenroom.transcripts.handle import Transcript
+from greenroom.transcripts.logformat import (
+    Header,
+    LogFile,
+    TranscriptState,
+    compaction_entry,
+    encode,
+    fsync_dir,
+    iso_utc,
+    leaf_entry,
+    load,
+    message_entry,
+)
+from greenroom.transcripts.records import (
+    DURABILITIES,
+    CompactionConfig,
+    CompactionSummary,
+    RecoveryReport,
+)
 
 __all__ = ["Transcripts"]
 
@@ -40,24 +57,16 @@ log = logging.getLogger("greenroom.transcripts")
 _DEFAULT_COMPACTION = CompactionConfig()
 
 
-def _check_str(name: str, value: Any) -> None:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{name} must be a str, got {type(value).__name__}")
-
-
-def _check_path(name: str, value: Any) -> Path:
-    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
-        raise InvalidInput(f"{name} must be a non-empty path (str or Path), got {value!r}")
-    return Path(value).resolve()
+def _absolute(value: Any, what: str) -> Path:
+    """`value` (str or os.PathLike) as an absolute `Path`; `InvalidInput` when it is no
+    usable path (empty, a NUL, not encodable)."""
+    return check_path(value, what).resolve()
 
 
 def _create_file(
     folder: Path, make_header: Callable[[str], Header], *, sync: bool
 ) -> tuple[LogFile, Header]:
     """A new `<random id>.jsonl` in `folder`, created exclusively, with its header."""
-    from greenroom.errors import StorageError
-    from greenroom.transcripts.logformat import LogFile
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -79,15 +88,11 @@ class Transcripts:
     def __init__(self, kernel: Kernel) -> None:
         """Build the namespace on `kernel`; `Runtime` makes one."""
         self._kernel = kernel
-        self._store = kernel.store
-        self._clock = kernel.clock
-        self._config = kernel.config
         self._metrics = kernel.metrics
-        self._check_open = kernel.check_open
-        self._refuse_inside_actor = kernel.refuse_inside_actor
-        self.spawn = kernel.spawn
-        self._transcripts_lock = threading.Lock()
-        self._transcripts_temp_dir: Path | None = None
+        self._lock = threading.Lock()
+        self._temp_dir: Path | None = None  # made for a ":memory:" database's transcripts
+        # A handle's call waits for its one actor: refused in handlers, not in jobs.
+        self._refuse_waiting_call = functools.partial(kernel.refuse_inside_actor, pools=False)
 
     def counters(self) -> dict[str, int]:
         """This part's counters (at zero until bumped) and gauges (`Runtime.metrics`)."""
@@ -119,8 +124,8 @@ class Transcripts:
         the temporary folder made for a `":memory:"` database's transcripts (and only
         that one: a configured or default folder stays), removed with its files.
         """
-        with self._transcripts_lock:
-            folder, self._transcripts_temp_dir = self._transcripts_temp_dir, None
+        with self._lock:
+            folder, self._temp_dir = self._temp_dir, None
         if folder is None:
             return
 
@@ -136,17 +141,17 @@ class Transcripts:
         """The folder new transcripts go to (`RuntimeConfig.transcript_dir`; by default
         `<database>.transcripts` beside the database, a temporary folder for
         `":memory:"`). Created on first use."""
-        configured = self._config.transcript_dir
+        configured = self._kernel.config.transcript_dir
         if configured is not None:
             return Path(configured).resolve()
-        if self._store.path == ":memory:":
-            with self._transcripts_lock:
-                if self._transcripts_temp_dir is None:
-                    self._transcripts_temp_dir = Path(
-                        tempfile.mkdtemp(prefix="greenroom-transcripts-")
-                    ).resolve()
-                return self._transcripts_temp_dir
-        db = Path(self._store.path).resolve()
+        store_path = self._kernel.store.path
+        if store_path == ":memory:":
+            with self._lock:
+                if self._temp_dir is None:
+                    self._temp_dir = Path(tempfile.mkdtemp(prefix="greenroom-transcripts-"))
+                    self._temp_dir = self._temp_dir.resolve()
+                return self._temp_dir
+        db = Path(store_path).resolve()
         return db.with_name(db.name + ".transcripts")
 
     # -- opening -----------------------------------------------------------------------
@@ -165,18 +170,16 @@ class Transcripts:
 
         `model` (`"provider:model"`) is recorded in the header and prices `cost()`;
         `durability` is `"turn"` (one fsync per turn), `"entry"` or `"none"`, `None`
-        meaning `RuntimeConfig.transcript_durability`.
+        meaning `RuntimeConfig.transcript_durability`. `directory` is a str or an
+        `os.PathLike`; `InvalidInput` for one that is no usable path.
         """
-        from greenroom.transcripts.logformat import Header, TranscriptState, iso_utc
-        from greenroom.transcripts.records import RecoveryReport
-
-        self._check_open()
-        self._refuse_inside_actor("transcripts.create()")
-        folder = self.directory if directory is None else _check_path("directory", directory)
-        _check_str("cwd", cwd)
-        _check_str("model", model)
+        self._kernel.check_open()
+        self._kernel.refuse_inside_actor("transcripts.create()")
+        folder = self.directory if directory is None else _absolute(directory, "directory")
+        check_text(cwd, "cwd")
+        check_text(model, "model")
         compaction, durability = self._transcript_options(compaction, durability)
-        now = iso_utc(self._clock.now_ms())
+        now = iso_utc(self._kernel.clock.now_ms())
         file, header = _create_file(
             folder,
             lambda session_id: Header(session_id, now, cwd, None, model, compaction),
@@ -190,7 +193,7 @@ class Transcripts:
             file,
             header,
             TranscriptState(),
-            RecoveryReport(str(path)),
+            RecoveryReport(path),
             compaction,
             durability,
             new=True,
@@ -216,15 +219,14 @@ class Transcripts:
         `compaction` again to keep one. `model` and `compaction` given here apply to this
         session only (the header, line 1 of an append-only file, is not rewritten).
         `NotFound` when there is no such file, `StorageError` when it is not a
-        transcript, `InvalidTransition` when it is open already.
+        transcript, `InvalidTransition` when it is open already, `InvalidInput` for a
+        `path` (str or `os.PathLike`) that is no usable path.
         """
-        from greenroom.transcripts.logformat import LogFile, load
-
-        self._check_open()
-        self._refuse_inside_actor("transcripts.resume()")
-        where = _check_path("path", path)
+        self._kernel.check_open()
+        self._kernel.refuse_inside_actor("transcripts.resume()")
+        where = _absolute(path, "path")
         if model is not None:
-            _check_str("model", model)
+            check_text(model, "model")
         given = compaction
         compaction, durability = self._transcript_options(
             _DEFAULT_COMPACTION if given is None else given, durability
@@ -275,25 +277,12 @@ class Transcripts:
         (its leaf is copied too), else its assistant messages' own usage; abandoned
         branches are not copied, and neither is what they cost.
         """
-        from greenroom.errors import StorageError
-        from greenroom.transcripts.logformat import (
-            Header,
-            compaction_entry,
-            encode,
-            fsync_dir,
-            iso_utc,
-            leaf_entry,
-            load,
-            message_entry,
-        )
-        from greenroom.transcripts.records import CompactionSummary
-
-        self._check_open()
-        self._refuse_inside_actor("transcripts.fork()")
-        source_path = _check_path("path", path)
-        folder = self.directory if directory is None else _check_path("directory", directory)
+        self._kernel.check_open()
+        self._kernel.refuse_inside_actor("transcripts.fork()")
+        source_path = _absolute(path, "path")
+        folder = self.directory if directory is None else _absolute(directory, "directory")
         if model is not None:
-            _check_str("model", model)
+            check_text(model, "model")
         given = compaction
         compaction, durability = self._transcript_options(
             _DEFAULT_COMPACTION if given is None else given, durability
@@ -305,12 +294,12 @@ class Transcripts:
         state = source.state
         chain = state.chain(state.tip)
         state.notes.clear()  # reported by load already
-        now = iso_utc(self._clock.now_ms())
+        now = iso_utc(self._kernel.clock.now_ms())
         lines: list[bytes] = []
         for index, node in enumerate(chain):
             parent = node.parent_id if index else None  # the branch's root is the fork's
             when = node.timestamp or now
-            if type(node.message) is CompactionSummary:
+            if isinstance(node.message, CompactionSummary):
                 entry = compaction_entry(node.id, parent, when, node.message)
             else:
                 entry = message_entry(node.id, parent, when, node.message)
@@ -375,13 +364,8 @@ class Transcripts:
                 f"compaction must be a CompactionConfig, got {type(compaction).__name__}"
             )
         if durability is None:
-            durability = self._config.transcript_durability
-        if durability not in DURABILITIES:
-            raise InvalidInput(
-                f"durability must be one of {', '.join(DURABILITIES)} (or None for the "
-                f"runtime's default), got {durability!r}"
-            )
-        return compaction, durability
+            return compaction, self._kernel.config.transcript_durability
+        return compaction, check_choice(durability, "durability", DURABILITIES)
 
     def _count_recovery(self, report: RecoveryReport) -> None:
         if report.truncated_line is not None:
@@ -409,14 +393,11 @@ class Transcripts:
         """Start the transcript's actor on `file`; when that fails the file is closed,
         and removed if it is `new` (made by this create or fork: it holds nothing the
         host was told about)."""
-        from greenroom.actors.transcript import TranscriptActor
-        from greenroom.transcripts.handle import Transcript
-
         if file.fsyncs:
             self._metrics.incr("transcript_fsyncs", file.fsyncs)  # the header's, a fork's
 
         try:
-            ref = self.spawn(
+            ref = self._kernel.spawn(
                 TranscriptActor,
                 file,
                 state,
@@ -444,4 +425,11 @@ class Transcripts:
                     f"another copy of its file); close it before opening {str(file.path)!r}"
                 ) from None
             raise
-        return Transcript(ref, header.session_id, str(file.path), recovery, header.model)
+        return Transcript(
+            ref,
+            header.session_id,
+            file.path,
+            recovery,
+            header.model,
+            self._refuse_waiting_call,
+        )

@@ -1,8 +1,9 @@
-"""Transcripts: the message model, compaction settings, results, and the `Transcript` handle.
+"""Transcripts' records: the message model, compaction settings, results, recovery reports.
 
 One transcript per agent conversation: an append-only JSONL file, owned by its own
-actor (`greenroom.actors.transcript.TranscriptActor`), holding every message the host reports at
-the end of each turn, the compactions, and the branch pointers ("leaves").
+actor (`greenroom.actors.transcript.TranscriptActor`), holding every message the host
+reports at the end of each turn, the compactions, and the branch pointers ("leaves").
+The `Transcript` handle is in `greenroom.transcripts.handle`.
 
     t = rt.transcripts.create(model="anthropic:claude-sonnet-4-5")
     t.on_turn_end([UserMessage("hi"), AssistantMessage("hello", usage=Usage(12, 3))])
@@ -19,20 +20,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from pathlib import Path
+from typing import Any, TypeAlias
 
 import attrs
 
+from greenroom.checks import (
+    check_bool,
+    check_callable,
+    check_int,
+    check_path,
+    check_text,
+    validator,
+)
 from greenroom.errors import InvalidInput, InvalidTransition
 from greenroom.jsonvalue import json_copy
 from greenroom.pricing import CostBreakdown, ModelPricing
-from greenroom.usage import ZERO_USAGE, Usage
-
-if TYPE_CHECKING:
-    pass
+from greenroom.usage import ZERO_USAGE, Usage, as_usage
 
 __all__ = [
     "DURABILITIES",
+    "TURN_MESSAGES",
     "AssistantMessage",
     "CompactionConfig",
     "CompactionResult",
@@ -43,6 +51,7 @@ __all__ = [
     "RecoveryReport",
     "ToolCall",
     "ToolResult",
+    "TurnMessage",
     "TurnResult",
     "Usage",
     "UserMessage",
@@ -57,32 +66,10 @@ COMPACTION_RESERVE_TOKENS = 16_384
 
 # -- validators ---------------------------------------------------------------------------
 
-
-def _text(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not isinstance(value, str):
-        raise InvalidInput(
-            f"{type(inst).__name__}.{attribute.name} must be a str, got {type(value).__name__}"
-        )
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise InvalidInput(
-            f"{type(inst).__name__}.{attribute.name} is not valid Unicode (a lone surrogate "
-            f"at position {error.start}); it could not be written to the log"
-        ) from None
-
-
-def _nonempty_text(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    _text(inst, attribute, value)
-    if not value:
-        raise InvalidInput(f"{type(inst).__name__}.{attribute.name} must not be empty")
-
-
-def _count(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInput(
-            f"{type(inst).__name__}.{attribute.name} must be an int >= 0, got {value!r}"
-        )
+_text = validator(check_text)
+_nonempty_text = validator(check_text, nonempty=True)
+_count = validator(check_int, minimum=0)
+_positive = validator(check_int, minimum=1)
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -189,9 +176,9 @@ class ToolCall:
         if not isinstance(arguments, dict):
             raise InvalidInput(f"ToolCall.arguments must be a dict, got {arguments!r}")
         arguments = _freeze(arguments)
+        check_text(id, "ToolCall.id", nonempty=True)
+        check_text(name, "ToolCall.name", nonempty=True)
         call = cls.__new__(cls)
-        _nonempty_text(call, _TOOL_CALL_FIELDS.id, id)
-        _nonempty_text(call, _TOOL_CALL_FIELDS.name, name)
         size = len(_ENCODER.encode(arguments).encode("utf-8")) + len(name.encode("utf-8"))
         object.__setattr__(call, "id", id)
         object.__setattr__(call, "name", name)
@@ -201,15 +188,13 @@ class ToolCall:
 
     def arguments_copy(self) -> dict[str, Any]:
         """A deep, mutable copy of `arguments` (plain dicts and lists)."""
-        return json_copy(self.arguments)
+        copy: dict[str, Any] = json_copy(self.arguments)
+        return copy
 
     @property
     def size_bytes(self) -> int:
         """The name's and the arguments' (compact JSON) size in UTF-8 bytes."""
         return self._size
-
-
-_TOOL_CALL_FIELDS = attrs.fields(ToolCall)
 
 
 def _tool_calls(value: Any) -> tuple[ToolCall, ...]:
@@ -226,9 +211,10 @@ def _tool_calls(value: Any) -> tuple[ToolCall, ...]:
     return calls
 
 
-def _usage(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not isinstance(value, Usage):
-        raise InvalidInput(f"{type(inst).__name__}.{attribute.name} must be a Usage, got {value!r}")
+def _message_usage(value: Any) -> Usage:
+    """`AssistantMessage.usage`: a `Usage` or a provider's usage mapping (see `as_usage`)."""
+    usage = as_usage(value, "AssistantMessage.usage")
+    return ZERO_USAGE if usage is None else usage
 
 
 @attrs.frozen
@@ -244,7 +230,7 @@ class AssistantMessage:
 
     text: str = attrs.field(validator=_text)
     tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_tool_calls)
-    usage: Usage = attrs.field(default=ZERO_USAGE, validator=_usage)
+    usage: Usage = attrs.field(default=ZERO_USAGE, converter=_message_usage)
 
 
 @attrs.frozen
@@ -253,7 +239,7 @@ class ToolResult:
 
     tool_call_id: str = attrs.field(validator=_nonempty_text)
     text: str = attrs.field(validator=_text)
-    is_error: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    is_error: bool = attrs.field(default=False, validator=validator(check_bool))
 
 
 @attrs.frozen
@@ -269,29 +255,14 @@ class CompactionSummary:
 Message: TypeAlias = UserMessage | AssistantMessage | ToolResult | CompactionSummary
 """Anything in a transcript's context."""
 
+TurnMessage: TypeAlias = UserMessage | AssistantMessage | ToolResult
+"""What a host may append with `on_turn_end` (summaries are the transcript's own)."""
+
 TURN_MESSAGES = (UserMessage, AssistantMessage, ToolResult)
 """What a host may append with `on_turn_end` (summaries are the transcript's own)."""
 
 
 # -- settings and results -----------------------------------------------------------------
-
-
-def _positive(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidInput(f"CompactionConfig.{attribute.name} must be an int > 0, got {value!r}")
-
-
-def _optional_positive(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None:
-        _positive(inst, attribute, value)
-
-
-def _optional_callable(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and not callable(value):
-        raise InvalidInput(
-            f"CompactionConfig.{attribute.name} must be a callable(messages) -> str or None, "
-            f"got {value!r}"
-        )
 
 
 class _DefaultKeepRecent(int):
@@ -329,12 +300,14 @@ class CompactionConfig:
     `enabled=False` turns the automatic trigger off; `Transcript.compact()` still works.
     """
 
-    enabled: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    enabled: bool = attrs.field(default=True, validator=validator(check_bool))
     context_window_tokens: int = attrs.field(default=200_000, validator=_positive)
-    threshold_tokens: int | None = attrs.field(default=None, validator=_optional_positive)
+    threshold_tokens: int | None = attrs.field(
+        default=None, validator=validator(check_int, optional=True, minimum=1)
+    )
     keep_recent_tokens: int = attrs.field(default=_DEFAULT_KEEP_RECENT, validator=_positive)
     summarizer: Callable[[list[Message]], str] | None = attrs.field(
-        default=None, validator=_optional_callable, eq=False
+        default=None, validator=validator(check_callable, optional=True), eq=False
     )
 
     def __attrs_post_init__(self) -> None:
@@ -409,10 +382,15 @@ class TurnResult:
     context_tokens: int
 
 
+def _report_path(value: Any) -> Path:
+    return check_path(value, "RecoveryReport.path")
+
+
 @attrs.frozen
 class RecoveryReport:
     """What opening a transcript file found and did; `clean` when nothing at all.
 
+    * `path`: the file read, a `Path`.
     * `truncated_line`: the 1-based line number of a last line cut short by a crash,
       repaired on open: cut off (`truncated_bytes` bytes), or completed with its
       missing newline when it held a whole entry (`truncated_bytes == 0`).
@@ -433,7 +411,7 @@ class RecoveryReport:
     A fork's report is the one of reading its source file (the fork itself is new).
     """
 
-    path: str
+    path: Path = attrs.field(converter=_report_path)
     truncated_line: int | None = None
     truncated_bytes: int = 0
     corrupt_lines: tuple[int, ...] = ()
@@ -447,6 +425,3 @@ class RecoveryReport:
     def clean(self) -> bool:
         """Whether the file was read as written, with nothing skipped or repaired."""
         return not self.notes
-
-
-# -- the handle -------------------------------------------------------------------------------

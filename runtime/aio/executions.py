@@ -1,0 +1,106 @@
+"""`AsyncExecutions`: `rt.executions` for asyncio and trio hosts, never blocking the loop.
+
+    executions = AsyncExecutions(rt.executions)          # art.executions in AsyncRuntime
+    step = await executions.start(strategy, "topic")
+    step = await executions.feed(step.session_id, "an answer", timeout=30)
+    executions.status(step.session_id)                   # plain: it never waits
+
+The same names, arguments, results and errors as `greenroom.executions.namespace.
+Executions`, built on its public seam: each call sends with `send_start` /
+`send_feed` / `send_feed_many` / `send_cancel` (which check and send without waiting),
+awaits the step's future through `greenroom.aio.bridge.settled` (its timeout kept by
+the loop, with anyio's `move_on_after`), then reads `Executions.outcome`, which raises
+the same `ExecutionTimeout` for a strategy that did not pause in time. No session's
+turn runs on the loop's thread: a step is always sent to the session's actor, never
+run by the caller. Cancelling the awaiting task stops the wait, not the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from greenroom.aio.bridge import settled
+from greenroom.executions.namespace import Executions, FeedItemInput, PendingStep, UsageInput
+from greenroom.executions.records import FeedResult
+
+__all__ = ["AsyncExecutions"]
+
+
+class AsyncExecutions:
+    """`rt.executions`, awaited: start, feed, feed_many, cancel; status never waits."""
+
+    __slots__ = ("_executions",)
+
+    def __init__(self, executions: Executions) -> None:
+        """Wrap a runtime's `Executions` (`rt.executions`)."""
+        self._executions = executions
+
+    @property
+    def executions(self) -> Executions:
+        """The wrapped sync namespace (for what never waits)."""
+        return self._executions
+
+    async def start(
+        self,
+        strategy: Callable[..., Any],
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> FeedResult:
+        """`Executions.start`, awaited: the session's first pause or its end.
+
+        `timeout` (real seconds) raises `ExecutionTimeout` as the sync call does; the
+        strategy's first step runs on a dispatcher worker (async strategies) or a
+        strategy thread (plain ones), never on the loop.
+        """
+        return await self._outcome(
+            self._executions.send_start(strategy, args, kwargs, timeout=timeout)
+        )
+
+    async def feed(
+        self,
+        session_id: str,
+        response: str,
+        *,
+        query_id: str | None = None,
+        usage: UsageInput = None,
+        timeout: float | None = None,
+    ) -> FeedResult:
+        """`Executions.feed`, awaited: answer one query; the session's next `FeedResult`."""
+        pending = self._executions.send_feed(
+            session_id, response, query_id=query_id, usage=usage, timeout=timeout
+        )
+        return await self._outcome(pending)
+
+    async def feed_many(
+        self,
+        session_id: str,
+        items: Sequence[FeedItemInput],
+        *,
+        timeout: float | None = None,
+    ) -> FeedResult:
+        """`Executions.feed_many`, awaited: answer several queries at once, all or none."""
+        pending = self._executions.send_feed_many(session_id, items, timeout=timeout)
+        return await self._outcome(pending)
+
+    async def cancel(self, session_id: str) -> FeedResult:
+        """`Executions.cancel`, awaited: `cancelled` (deferred after `CANCEL_WAIT_S` when
+        the session is busy in a strategy step, as the sync call)."""
+        return await self._outcome(self._executions.send_cancel(session_id))
+
+    def status(self, session_id: str) -> dict[str, Any]:
+        """`Executions.status` (never waits, so not a coroutine)."""
+        return self._executions.status(session_id)
+
+    def snapshots(self) -> dict[str, dict[str, Any]]:
+        """`Executions.snapshots` (never waits, so not a coroutine)."""
+        return self._executions.snapshots()
+
+    async def _outcome(self, pending: PendingStep) -> FeedResult:
+        await settled(pending.future, pending.timeout)
+        return self._executions.outcome(pending)
+
+    def __repr__(self) -> str:
+        return f"<AsyncExecutions of {self._executions!r}>"

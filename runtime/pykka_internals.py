@@ -1,0 +1,56 @@
+"""Everything greenroom takes from pykka's private modules, in one place, checked on import.
+
+greenroom's mailbox and futures stand in for pykka's own, so they must speak pykka's
+internal types: the `Envelope` an ask travels in, the `_ActorStop` message, the `_Unset`
+marker of a future's hook result, and the `OptExcInfo` alias. pyproject.toml pins pykka
+to the minor version these were read from; `check()` runs on import and fails loudly
+(`ImportError` naming what changed) if a pykka release moved or reshaped any of them,
+rather than letting actors misbehave later.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+from typing import Any
+
+from pykka._envelope import Envelope
+from pykka._future import _Unset
+from pykka._types import OptExcInfo
+from pykka.messages import _ActorStop
+
+__all__ = ["TESTED_PYKKA", "ActorStop", "Envelope", "OptExcInfo", "Unset", "check"]
+
+TESTED_PYKKA = "4.5"
+"""The pykka minor version these internals were read from (pyproject pins it)."""
+
+ActorStop: type[Any] = _ActorStop
+Unset: type[Any] = _Unset
+
+
+def check() -> None:
+    """Raise `ImportError` if pykka's internals are not the shape greenroom relies on."""
+    problems: list[str] = []
+    version = importlib.metadata.version("pykka")
+    if not version.startswith(TESTED_PYKKA + "."):
+        problems.append(f"pykka {version} is not the tested {TESTED_PYKKA}.x")
+    envelope: Any = Envelope("message", reply_to=None)
+    if (envelope.message, envelope.reply_to) != ("message", None):
+        problems.append("pykka._envelope.Envelope(message, reply_to=) changed")
+    if list(inspect.signature(Envelope).parameters) != ["message", "reply_to"]:
+        problems.append("pykka._envelope.Envelope's parameters changed")
+    unset: object = _Unset
+    if not isinstance(unset, type):
+        problems.append("pykka._future._Unset is no longer a class")
+    stop: object = _ActorStop
+    if not (isinstance(stop, type) and not inspect.signature(stop).parameters):
+        problems.append("pykka.messages._ActorStop() changed")
+    if problems:
+        raise ImportError(
+            "greenroom relies on pykka internals that changed: "
+            + "; ".join(problems)
+            + f". Install pykka {TESTED_PYKKA}.x (pip install 'pykka=={TESTED_PYKKA}.*')."
+        )
+
+
+check()
