@@ -44,7 +44,7 @@ typecheck: $(STAMP) stage
 	  | sed -e 's#^$(STAGE)/greenroom/actors/#actors/#' -e 's#^$(STAGE)/greenroom/#runtime/#'
 
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
 
 # Every script under benchmarks/, then one table (BENCH_ARGS=--quick for a smoke run,
 # BENCH_ARGS="--markdown perf.md" to write the table as Markdown too).

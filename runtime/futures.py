@@ -52,6 +52,27 @@ _settle_lock = threading.Lock()
 in_handler = threading.local()
 
 
+def refuse_waiting_in_handler(what: str, hint: str = "") -> None:
+    """The one guard against blocking inside a handler: `InvalidTransition` if one runs here.
+
+    A handler holds a shared dispatcher thread, so it must not wait. Every call that
+    would (a future's `get`, a subscription's `next_event`, the runtime's waiting calls
+    through `Kernel.refuse_inside_actor`) asks this first. `hint` says what to do instead.
+    """
+    actor = getattr(in_handler, "actor", None)
+    if actor is not None:
+        name = getattr(actor, "name", actor)  # kind:id
+        raise InvalidTransition(
+            f"{what} was called from a handler of actor {name} and would wait inside it; "
+            "handlers must not block a shared dispatcher thread. "
+            + (
+                hint
+                or "Send a message and return, let the answer come back as a message, or "
+                "move blocking work to run_blocking()"
+            )
+        )
+
+
 class GreenroomFuture(pykka.Future[T], Generic[T]):
     """A pykka future whose waiters sleep on one lock until the value is set."""
 
@@ -80,13 +101,7 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
         if not self._has_result:
             if timeout is not None and timeout <= 0:
                 raise FutureTimeout(f"no reply within {timeout} seconds")  # a poll never waits
-            if getattr(in_handler, "actor", None) is not None:
-                raise InvalidTransition(
-                    f"a handler of actor {in_handler.actor} waited on a future that is not "
-                    "resolved yet; handlers must not block a shared dispatcher thread. Send a "
-                    "message and return, let the answer come back as a message, or move "
-                    "blocking work to run_blocking()"
-                )
+            refuse_waiting_in_handler("get() on a future that is not resolved yet")
             if timeout is None:
                 acquired = self._done.acquire()
             else:
@@ -123,11 +138,7 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
             return True
         if timeout is not None and timeout <= 0:
             return False
-        if getattr(in_handler, "actor", None) is not None:
-            raise InvalidTransition(
-                f"a handler of actor {in_handler.actor} waited on a future that is not "
-                "resolved yet; handlers must not block a shared dispatcher thread"
-            )
+        refuse_waiting_in_handler("wait() on a future that is not resolved yet")
         # (-1: no limit, as Lock.acquire spells it.)
         if self._done.acquire(timeout=-1 if timeout is None else timeout):
             self._done.release()  # pass the wake-up on, as in get()

@@ -14,12 +14,13 @@ from collections import defaultdict
 from typing import Any, TypeVar
 
 from greenroom.activity import ActivityTracker
-from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef, current_actor
+from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef
 from greenroom.actors.blocking import BlockingPool
 from greenroom.actors.dispatcher import Dispatcher
 from greenroom.clock import Clock
 from greenroom.config import RuntimeConfig
 from greenroom.errors import InvalidInput, InvalidTransition, NotFound, Stopped, Timeout
+from greenroom.futures import refuse_waiting_in_handler
 from greenroom.metrics import Metrics
 from greenroom.store import Store
 
@@ -225,12 +226,7 @@ class Kernel:
         `run_blocking` job or a plain strategy's thread is refused too; with
         `pools=False` (a call that waits for one actor's answer) those may call.
         """
-        actor = current_actor()
-        if actor is not None and actor.ctx.tracker is self.tracker:
-            raise InvalidTransition(
-                f"{what} was called from a handler of actor {actor.name}; it would wait for "
-                "that handler to finish. Call it from the host's own thread."
-            )
+        refuse_waiting_in_handler(what, "Call it from the host's own thread.")
         pool = BlockingPool.current()
         if pool is None or not pools:
             return

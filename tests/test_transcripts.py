@@ -1221,7 +1221,7 @@ def test_handle_calls_from_an_actor_handler_are_refused(rt: Runtime) -> None:
     for call in (t.context, t.usage, lambda: t.on_turn_end([UserMessage("x")]), t.close):
         answer = caller.ask(call)
         assert "handler of actor" in answer
-        assert "would wait for that handler" in answer
+        assert "would wait inside it" in answer
     assert not t.closed
     assert t.context() == [UserMessage("q")]
     t.close()

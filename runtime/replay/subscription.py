@@ -10,8 +10,8 @@ from typing import Protocol, Self
 
 from greenroom.checks import check_timeout
 from greenroom.clock import stopwatch
-from greenroom.errors import InvalidTransition, Stopped, SubscriberLagged, Timeout
-from greenroom.futures import in_handler
+from greenroom.errors import Stopped, SubscriberLagged, Timeout
+from greenroom.futures import refuse_waiting_in_handler
 from greenroom.replay.records import ObservationEvent
 
 __all__ = ["Subscription", "Waker", "time_left"]
@@ -146,12 +146,10 @@ class Subscription:
                             # First time round: check, then fix the deadline once.
                             checked = True
                             limit = check_timeout(timeout)
-                            if limit != 0 and getattr(in_handler, "actor", None) is not None:
-                                raise InvalidTransition(
-                                    f"next_event() would wait inside a handler of actor "
-                                    f"{in_handler.actor}; handlers must not block a shared "
-                                    "dispatcher thread. Read subscriptions on a host thread "
-                                    "(or poll with timeout=0)"
+                            if limit != 0:
+                                refuse_waiting_in_handler(
+                                    "next_event()",
+                                    "Read subscriptions on a host thread (or poll with timeout=0)",
                                 )
                             if limit is not None:
                                 deadline = stopwatch() + limit
