@@ -101,9 +101,9 @@ class Mailbox:
             self.dead_letter(item)
             return False
         self._queue.append(item)
-        if self._closed_now():
+        if self._closed:  # read again: another thread may have closed it meanwhile
             # Closed while we appended: whoever pops an item answers it, exactly once.
-            self._drain_closed()
+            self._drain_closed()  # type: ignore[unreachable]  # (mypy cannot see threads)
             return False
         if self._scheduled.acquire(False):
             self._tracker.enter()
@@ -132,10 +132,6 @@ class Mailbox:
                 return False
         self._tracker.count_handled(handled)
         return True
-
-    def _closed_now(self) -> bool:
-        # Read again after the append: another thread may have closed the mailbox.
-        return self._closed
 
     def get(self) -> Envelope[Any]:
         """pykka's inbox protocol (the dispatcher uses `take` instead)."""

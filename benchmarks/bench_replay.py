@@ -3,19 +3,19 @@
 Three measurements, each printed with greenroom's figure, the baseline's and the ratio:
 
 1. append throughput into one session's buffer, from one host thread: one
-   `replay_append` (an ask: it returns the event and its cursor) at a time,
-   `replay_append_many` in batches of 100, and one `replay_publish` (a tell) at a time
+   `rt.replay.append` (an ask: it returns the event and its cursor) at a time,
+   `rt.replay.append_many` in batches of 100, and one `rt.replay.publish` (a tell) at a time
    until the buffer has them all (events/s; baseline: a pykka `ThreadingActor` asked
    to append each event to a deque, one ask per event);
 2. fan-out to 100 subscribers, each drained by its own host thread, until every
    subscriber has every event (deliveries/s = events x 100 / seconds), beside
    `pykka.ActorRegistry.broadcast` of the same events to 100 bare `ThreadingActor`s
    until every one has counted them all (ratio = greenroom / pykka, higher is better).
-   The target (ratio >= 1.0, PASS/FAIL) is like for like: one `replay_publish` per
+   The target (ratio >= 1.0, PASS/FAIL) is like for like: one `rt.replay.publish` per
    event against one `broadcast` per event, both tells. Two more lines, for
-   information only: batches of 100 (`replay_append_many`) and one `replay_append`
+   information only: batches of 100 (`rt.replay.append_many`) and one `rt.replay.append`
    (an ask, which waits for its event) per event;
-3. `replay_after` a cursor 2,048 events back (the whole default buffer): time per call,
+3. `rt.replay.after` a cursor 2,048 events back (the whole default buffer): time per call,
    median of many (baseline: asking a `ThreadingActor` for a tuple of its 2,048-event
    deque; ratio = greenroom / pykka, lower is better).
 
@@ -115,8 +115,8 @@ def _drain(sub: Subscription, count: int, ready: threading.Barrier) -> None:
 
 
 def bench_fan_out(rt: Runtime, events: int, mode: str) -> float:
-    """Deliveries/s from one appender: `publish` (one replay_publish per event),
-    `ask` (one replay_append per event) or `batched` (replay_append_many of BATCH)."""
+    """Deliveries/s from one appender: `publish` (one rt.replay.publish per event),
+    `ask` (one rt.replay.append per event) or `batched` (rt.replay.append_many of BATCH)."""
     session = f"fan-out-{mode}"
     start = rt.replay.current_cursor(session)
     subs = [rt.replay.subscribe(start) for _ in range(SUBSCRIBERS)]
@@ -244,7 +244,7 @@ def main() -> None:
         print("  extra lines (not like for like; for information):")
         for label, figures in (
             (f"batches of {BATCH}", batched),
-            ("replay_append per event", asked),
+            ("rt.replay.append per event", asked),
         ):
             best = max(figures)
             print(
@@ -253,20 +253,20 @@ def main() -> None:
             )
         print(
             "  (one tell per event on both sides for the target line; a batch gives the\n"
-            "   subscribers many events per wake-up; replay_append is an ask, so the\n"
+            "   subscribers many events per wake-up; rt.replay.append is an ask, so the\n"
             "   appender waits for each event's cursor and the 100 subscriber threads wake\n"
             "   once per event)"
         )
 
         r = bench_replay_after(rt, calls)
-        print("replay_after of 2,048 events (time per call, median; ratio greenroom/pykka)")
+        print("rt.replay.after of 2,048 events (time per call, median; ratio greenroom/pykka)")
         print(
             f"  {'whole buffer':24} greenroom {r['green'] * 1e6:>8.1f} us  "
             f"pykka ask {r['baseline'] * 1e6:>8.1f} us  ratio {r['green'] / r['baseline']:.2f}"
         )
     rows: list[Row] = [
         figure(
-            f"fan-out to {SUBSCRIBERS}, replay_publish per event",
+            f"fan-out to {SUBSCRIBERS}, rt.replay.publish per event",
             max(published),
             "deliveries/s",
             baseline=broadcast,
@@ -291,7 +291,7 @@ def main() -> None:
             ratio=a["batched"] / a["baseline"],
         ),
         figure(
-            "replay_after of 2,048 events",
+            "rt.replay.after of 2,048 events",
             r["green"] * 1e6,
             "us",
             baseline=r["baseline"] * 1e6,

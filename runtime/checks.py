@@ -106,12 +106,13 @@ def check_text(value: Any, what: str, *, nonempty: bool = False) -> str:
         raise InvalidInput(f"{what} must be a str, got {type(value).__name__}")
     if nonempty and not value:
         raise InvalidInput(f"{what} must not be empty")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise InvalidInput(
-            f"{what} is not valid Unicode (a lone surrogate at position {error.start})"
-        ) from None
+    if not value.isascii():  # ASCII always encodes; the check costs nothing then
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InvalidInput(
+                f"{what} is not valid Unicode (a lone surrogate at position {error.start})"
+            ) from None
     return value
 
 
@@ -157,7 +158,13 @@ def validator(
     def validate(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if optional and value is None:
             return
-        check(value, f"{type(inst).__name__}.{attribute.name}", **options)
+        try:
+            check(value, "", **options)
+        except InvalidInput:
+            # Named only on failure: records are made on hot paths (a transcript's
+            # resume validates every message), and a good value needs no message.
+            check(value, f"{type(inst).__name__}.{attribute.name}", **options)
+            raise
 
     return validate
 

@@ -7,6 +7,7 @@ default sweep timer) and names the runtime `rt`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import attrs
 import pytest
 
 from greenroom import FakeClock, Runtime, RuntimeConfig
+from greenroom.futures import GreenroomFuture
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -54,3 +56,36 @@ def open_rt(db_path: Path, fake_clock: FakeClock) -> Iterator[Callable[..., Runt
     yield open_
     for each in opened:
         each.close()
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every async test (`@pytest.mark.anyio`) runs under asyncio and under trio."""
+    backend: str = request.param
+    return backend
+
+
+@pytest.fixture
+def loop_waits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every wait on an unresolved future that this thread (the loop's) makes.
+
+    A `get` or `wait` of a future that has not resolved would hold the loop; the
+    facade must only ever read futures that have. Yields the list of such calls.
+    """
+    loop_thread = threading.get_ident()
+    seen: list[str] = []
+    original_get, original_wait = GreenroomFuture.get, GreenroomFuture.wait
+
+    def get(self: GreenroomFuture[Any], *, timeout: float | None = None) -> Any:
+        if threading.get_ident() == loop_thread and not self.done:
+            seen.append(f"get(timeout={timeout})")
+        return original_get(self, timeout=timeout)
+
+    def wait(self: GreenroomFuture[Any], timeout: float | None = None) -> bool:
+        if threading.get_ident() == loop_thread and not self.done:
+            seen.append(f"wait({timeout})")
+        return original_wait(self, timeout)
+
+    monkeypatch.setattr(GreenroomFuture, "get", get)
+    monkeypatch.setattr(GreenroomFuture, "wait", wait)
+    return seen

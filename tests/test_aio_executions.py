@@ -32,45 +32,11 @@ from greenroom.errors import (
 )
 from greenroom.executions import namespace as executions_namespace
 from greenroom.executions.records import AsyncExecutionContext, ExecutionContext
-from greenroom.futures import GreenroomFuture
 from greenroom.usage import Usage
 
 pytestmark = pytest.mark.anyio
 
 WAIT = 10.0  # real seconds a test waits for anything before failing
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Every test of this module runs under asyncio and under trio."""
-    backend: str = request.param
-    return backend
-
-
-@pytest.fixture
-def loop_waits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every wait on an unresolved future that this thread (the loop's) makes.
-
-    A `get` or `wait` of a future that has not resolved would hold the loop; the
-    facade must only ever read futures that have. Yields the list of such calls.
-    """
-    loop_thread = threading.get_ident()
-    seen: list[str] = []
-    original_get, original_wait = GreenroomFuture.get, GreenroomFuture.wait
-
-    def get(self: GreenroomFuture[Any], *, timeout: float | None = None) -> Any:
-        if threading.get_ident() == loop_thread and not self.done:
-            seen.append(f"get(timeout={timeout})")
-        return original_get(self, timeout=timeout)
-
-    def wait(self: GreenroomFuture[Any], timeout: float | None = None) -> bool:
-        if threading.get_ident() == loop_thread and not self.done:
-            seen.append(f"wait({timeout})")
-        return original_wait(self, timeout)
-
-    monkeypatch.setattr(GreenroomFuture, "get", get)
-    monkeypatch.setattr(GreenroomFuture, "wait", wait)
-    return seen
 
 
 async def ticks(n: int) -> None:

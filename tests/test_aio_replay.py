@@ -40,13 +40,6 @@ pytestmark = pytest.mark.anyio
 WAIT = 10.0  # real seconds a test waits for anything before failing
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Every test of this module runs on asyncio and on trio."""
-    backend: str = request.param
-    return backend
-
-
 @pytest.fixture(autouse=True)
 async def loop_never_blocks(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
     """Fail the test if a call on the loop's thread could block it (see the module)."""

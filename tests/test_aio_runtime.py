@@ -24,11 +24,6 @@ from tests.actors_for_tests import Counter
 WAIT = 10.0  # real seconds a test waits for anything before failing
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 async def ask_once(ctx: Any, prompt: str = "What is 2+2?") -> Any:
     return {"answer": await ctx.llm(prompt)}
 

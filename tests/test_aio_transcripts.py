@@ -37,7 +37,6 @@ from greenroom.errors import (
     Stopped,
     StorageError,
 )
-from greenroom.futures import GreenroomFuture
 from greenroom.transcripts import logformat
 
 pytestmark = pytest.mark.anyio
@@ -47,36 +46,6 @@ WAIT = 10.0  # real seconds a test waits for anything before failing
 # A small window so a few turns cross the threshold (a tool_turn is ~130 tokens).
 SMALL = CompactionConfig(context_window_tokens=2_000, threshold_tokens=300, keep_recent_tokens=150)
 MANUAL = attrs.evolve(SMALL, enabled=False)
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Every test of this module runs under asyncio and under trio."""
-    backend: str = request.param
-    return backend
-
-
-@pytest.fixture
-def loop_waits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every wait on an unresolved future that this thread (the loop's) makes: the
-    facade must only ever read futures that have resolved."""
-    loop_thread = threading.get_ident()
-    seen: list[str] = []
-    original_get, original_wait = GreenroomFuture.get, GreenroomFuture.wait
-
-    def get(self: GreenroomFuture[Any], *, timeout: float | None = None) -> Any:
-        if threading.get_ident() == loop_thread and not self.done:
-            seen.append(f"get(timeout={timeout})")
-        return original_get(self, timeout=timeout)
-
-    def wait(self: GreenroomFuture[Any], timeout: float | None = None) -> bool:
-        if threading.get_ident() == loop_thread and not self.done:
-            seen.append(f"wait({timeout})")
-        return original_wait(self, timeout)
-
-    monkeypatch.setattr(GreenroomFuture, "get", get)
-    monkeypatch.setattr(GreenroomFuture, "wait", wait)
-    return seen
 
 
 def tool_turn(n: int, size: int = 40) -> list[Any]:

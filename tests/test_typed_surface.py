@@ -195,11 +195,6 @@ def test_bad_input_is_a_greenroom_error(tmp_path: Path, fake_clock: FakeClock) -
             rt.blocks.get("bad id with spaces")
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.mark.anyio
 async def test_the_async_tour(tmp_path: Path, fake_clock: FakeClock) -> None:
     async with AsyncRuntime.open(tmp_path / "app.db", clock=fake_clock) as art:

@@ -1,10 +1,10 @@
-"""Blocks: one per agent pane. The records a block returns, and the `Block` handle.
+"""Blocks' records: what a block and a sweep hand back, and the metadata keys they keep.
 
-    block = rt.blocks.get("pane-1")              # gets or creates it (view "agent")
+    block = rt.blocks.get("pane-1")             # gets or creates it (view "agent")
     block.append_output(b'{"type":"text"}\\n')  # fire and forget
-    block.stats()                           # SessionStats(start_ts_ms=..., line_count=1, ...)
-    block.archive()                         # ArchiveResult(archived_bytes=16, path=...)
-    block.read_output().data                # read back from the archive, transparently
+    block.stats()                               # SessionStats(start_ts_ms=..., line_count=1)
+    block.archive()                             # ArchiveResult(archived_bytes=16, path=...)
+    block.read_output().data                    # read back from the archive, transparently
 
 Every block is served by its own actor (`greenroom.actors.block.BlockActor`), so appends,
 flushes, archiving and restoring of one block never race.
