@@ -222,6 +222,23 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
             return
         self._run_callbacks([fn])
 
+    def remove_done_callback(self, fn: Callable[[GreenroomFuture[T]], object]) -> bool:
+        """Forget `fn` (added with `add_done_callback`) if it has not run; whether it was.
+
+        For a waiter that gave up (a timeout, a cancelled task): its callback no longer
+        piles up on a future that stays pending. A derived future's callback, once
+        registered, is not removed (False).
+        """
+        with _settle_lock:
+            callbacks = self._callbacks
+            if callbacks is None or self._get_hook is not None:
+                return False
+            for index, registered in enumerate(callbacks):
+                if registered is fn:
+                    del callbacks[index]
+                    return True
+        return False
+
     def _add_derived_callback(self, fn: Callable[[GreenroomFuture[T]], object]) -> None:
         roots = self._roots()
         remaining = [len(roots)]

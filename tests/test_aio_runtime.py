@@ -161,3 +161,111 @@ async def test_the_loop_runs_while_the_runtime_closes(open_rt: Callable[..., Run
     # A blocked loop would have released the strategy only after the close gave up on it.
     assert order == ["released by the loop", "closed"]
     assert rt.closed
+
+
+# -- cancellation: what a cancelled task leaves behind ---------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_async_with_still_closes_the_runtime(
+    db_path: Path, fake_clock: FakeClock
+) -> None:
+    opened: list[AsyncRuntime] = []
+    with anyio.move_on_after(0.05) as scope:
+        async with AsyncRuntime.open(db_path, clock=fake_clock) as art:
+            opened.append(art)
+            await art.replay.current_cursor("s1")
+            await anyio.sleep(WAIT)  # cancelled here: the exit is cancelled too
+    assert scope.cancelled_caught
+    assert opened[0].closed  # a shielded close: every actor and thread stopped
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_start_cancels_the_session_nobody_can_name(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    rt = open_rt(strategy_threads=2)
+    art = AsyncRuntime(rt)
+    asked, go = threading.Event(), threading.Event()
+
+    def plain(ctx: Any) -> str:
+        asked.set()
+        go.wait(WAIT)  # still in its first step when the host gives up
+        return str(ctx.llm("q"))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(art.executions.start, plain)
+        while not asked.is_set():
+            await anyio.sleep(0.001)
+        tasks.cancel_scope.cancel()  # the host gives up before the first pause
+    go.set()
+    await art.settle()
+    states = [status["state"] for status in art.executions.snapshots().values()]
+    assert states == ["cancelled"]  # not left paused on a strategy thread for hours
+
+
+@pytest.mark.anyio
+async def test_waits_that_give_up_leave_no_callback_on_the_future(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from greenroom.aio import bridge
+
+    wakes: list[int] = []
+    original = bridge.call_soon_threadsafe
+
+    def counting() -> Callable[[Callable[[], object]], None]:
+        soon = original()
+
+        def wake(fn: Callable[[], object]) -> None:
+            wakes.append(1)
+            soon(fn)
+
+        return wake
+
+    monkeypatch.setattr(bridge, "call_soon_threadsafe", counting)
+    future: GreenroomFuture[int] = GreenroomFuture()
+    for _ in range(50):
+        assert await settled(future, timeout=0.0001) is False
+        with anyio.move_on_after(0):
+            await wait(future)
+    assert await settled(future, timeout=0) is False
+    future.set(1)
+    assert wakes == []  # no abandoned waiter is woken
+    assert await wait(future) == 1
+
+
+@pytest.mark.anyio
+async def test_settled_sees_a_derived_future_arrive() -> None:
+    source: GreenroomFuture[int] = GreenroomFuture()
+    doubled = source.map(lambda value: value * 2)
+    threading.Timer(0.01, source.set, args=(21,)).start()
+    assert await settled(doubled, timeout=WAIT) is True
+    assert await wait(doubled) == 42
+
+
+@pytest.mark.anyio
+async def test_settle_can_be_cancelled_while_a_strategy_step_runs(rt: Runtime) -> None:
+    art = AsyncRuntime(rt)
+    gate = threading.Event()
+
+    async def slow(ctx: Any) -> str:
+        gate.wait(WAIT)  # a step that holds its session's turn until the test lets go
+        return "done"
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(art.executions.start, slow)
+        with anyio.move_on_after(0.05) as scope:
+            await art.settle()
+        assert scope.cancelled_caught  # settle gave way to the cancel, not to the step
+        gate.set()
+    await art.settle()
+
+
+@pytest.mark.anyio
+async def test_only_namespaces_are_wrapped(rt: Runtime) -> None:
+    from greenroom.aio import AsyncExecutions, AsyncTranscripts
+
+    with pytest.raises(InvalidInput, match="wraps an Executions"):
+        AsyncExecutions(rt)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="wraps a Transcripts"):
+        AsyncTranscripts(rt.executions)  # type: ignore[arg-type]

@@ -362,3 +362,16 @@ async def test_closing_the_runtime_stops_the_transcripts(rt: Runtime) -> None:
     with pytest.raises(Stopped):
         await t.usage()
     await t.aclose()  # idempotent, even then
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_async_with_still_closes_the_file(rt: Runtime) -> None:
+    transcripts = AsyncTranscripts(rt.transcripts)
+    for _ in range(5):
+        with anyio.move_on_after(0.02):
+            async with await transcripts.create(model="x:y") as log:
+                await log.on_turn_end([UserMessage("hi"), AssistantMessage("hello")])
+                await anyio.sleep(10)
+        assert log.closed
+        again = await transcripts.resume(log.path)  # not "open already"
+        await again.aclose()

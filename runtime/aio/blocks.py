@@ -69,7 +69,7 @@ class AsyncBlocks:
 
     async def ids(self, view: str | None = None) -> list[str]:
         """`Blocks.ids` on a worker thread: every stored block's id (of `view`), sorted."""
-        return await off_loop(self._blocks.ids, view)
+        return await off_loop(self._blocks.ids, view, abandon_on_cancel=True)
 
     async def sweep(
         self,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -59,19 +60,35 @@ def call_soon_threadsafe() -> Callable[[Callable[[], object]], None]:
 
 
 async def settled(future: GreenroomFuture[Any], timeout: float | None = None) -> bool:
-    """Wait on the loop until `future` resolves; whether it did within `timeout` s."""
+    """Wait on the loop until `future` resolves; whether it did within `timeout` s.
+
+    A wait that ends without the value (the timeout, or the task cancelled) takes its
+    callback off the future, so polling a pending future piles nothing up.
+    """
     if future.done:
         await anyio.lowlevel.checkpoint()
         return True
+    if timeout is not None and timeout <= 0:
+        await anyio.lowlevel.checkpoint()
+        return future.done
     event = anyio.Event()
     soon = call_soon_threadsafe()
-    future.add_done_callback(lambda _future: soon(event.set))
-    if timeout is None:
-        await event.wait()
-        return True
-    with anyio.move_on_after(timeout):
-        await event.wait()
-    return future.done  # it may have resolved just as the time ran out
+    fired: list[bool] = []
+
+    def resolved(_future: GreenroomFuture[Any]) -> None:
+        # On the resolving thread. `fired` also tells a derived future's arrival, whose
+        # `done` stays False until `get()` computes it.
+        fired.append(True)
+        soon(event.set)
+
+    future.add_done_callback(resolved)
+    try:
+        with anyio.move_on_after(math.inf if timeout is None else timeout):
+            await event.wait()
+    finally:
+        if not fired:
+            future.remove_done_callback(resolved)
+    return bool(fired) or future.done
 
 
 async def wait(future: GreenroomFuture[T]) -> T:
@@ -80,10 +97,17 @@ async def wait(future: GreenroomFuture[T]) -> T:
     return future.get(timeout=0)
 
 
-async def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def off_loop(
+    fn: Callable[..., T], *args: Any, abandon_on_cancel: bool = False, **kwargs: Any
+) -> T:
     """Run a blocking `fn(*args, **kwargs)` on a worker thread; its result.
 
     For the few calls that wait for the store or for threads (opening and closing a
-    runtime, getting a block's handle). The task waits; the loop does not.
+    runtime, getting a block's handle). The task waits; the loop does not. With
+    `abandon_on_cancel=True` (calls with no side effect, such as `settle`) a cancelled
+    task stops waiting at once and the thread's result is dropped; otherwise the task
+    is cancelled once the call has returned.
     """
-    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+    return await anyio.to_thread.run_sync(
+        lambda: fn(*args, **kwargs), abandon_on_cancel=abandon_on_cancel
+    )

@@ -17,10 +17,14 @@ run by the caller. Cancelling the awaiting task stops the wait, not the step.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import anyio
+
 from greenroom.aio.bridge import settled
+from greenroom.errors import GreenroomError, InvalidInput
 from greenroom.executions.namespace import Executions, FeedItemInput, PendingStep, UsageInput
 from greenroom.executions.records import FeedResult
 
@@ -33,7 +37,12 @@ class AsyncExecutions:
     __slots__ = ("_executions",)
 
     def __init__(self, executions: Executions) -> None:
-        """Wrap a runtime's `Executions` (`rt.executions`)."""
+        """Wrap a runtime's `Executions` (`rt.executions`); `InvalidInput` otherwise."""
+        if not isinstance(executions, Executions):
+            raise InvalidInput(
+                f"AsyncExecutions wraps an Executions (rt.executions), got "
+                f"{type(executions).__name__}"
+            )
         self._executions = executions
 
     @property
@@ -99,7 +108,18 @@ class AsyncExecutions:
         return self._executions.snapshots()
 
     async def _outcome(self, pending: PendingStep) -> FeedResult:
-        await settled(pending.future, pending.timeout)
+        try:
+            await settled(pending.future, pending.timeout)
+        except anyio.get_cancelled_exc_class():
+            if pending.action == "start":
+                # The host never learns this session's id: cancel it rather than leave
+                # it paused (holding a strategy thread) until the GC's TTL. Shielded and
+                # bounded by the cancel's own wait (CANCEL_WAIT_S), then deferred.
+                with anyio.CancelScope(shield=True), contextlib.suppress(GreenroomError):
+                    cancel = self._executions.send_cancel(pending.session_id)
+                    await settled(cancel.future, cancel.timeout)
+                    self._executions.outcome(cancel)
+            raise
         return self._executions.outcome(pending)
 
     def __repr__(self) -> str:

@@ -22,6 +22,8 @@ from os import PathLike
 from types import TracebackType
 from typing import Any, Self
 
+import anyio
+
 from greenroom.aio.blocks import AsyncBlocks
 from greenroom.aio.bridge import off_loop
 from greenroom.aio.executions import AsyncExecutions
@@ -97,12 +99,14 @@ class AsyncRuntime:
 
     async def settle(self, timeout: float | None = None) -> None:
         """`Runtime.settle` on a worker thread: until every actor is idle."""
-        await off_loop(self._rt.settle, timeout)
+        await off_loop(self._rt.settle, timeout, abandon_on_cancel=True)
 
     async def aclose(self) -> None:
         """Close the runtime (`Runtime.close`: stops every actor, joins its threads) on a
         worker thread; the loop goes on meanwhile. Idempotent."""
-        await off_loop(self._rt.close)
+        # Shielded: a cancelled `async with` must still stop every actor and thread.
+        with anyio.CancelScope(shield=True):
+            await off_loop(self._rt.close)
 
     async def __aenter__(self) -> Self:
         return self

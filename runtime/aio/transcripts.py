@@ -30,7 +30,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import anyio
+
 from greenroom.aio.bridge import off_loop, wait
+from greenroom.errors import InvalidInput
 from greenroom.pricing import CostBreakdown
 from greenroom.transcripts.handle import Transcript
 from greenroom.transcripts.namespace import Transcripts
@@ -55,7 +58,12 @@ class AsyncTranscripts:
     __slots__ = ("_transcripts",)
 
     def __init__(self, transcripts: Transcripts) -> None:
-        """Wrap a runtime's `Transcripts` (`rt.transcripts`)."""
+        """Wrap a runtime's `Transcripts` (`rt.transcripts`); `InvalidInput` otherwise."""
+        if not isinstance(transcripts, Transcripts):
+            raise InvalidInput(
+                f"AsyncTranscripts wraps a Transcripts (rt.transcripts), got "
+                f"{type(transcripts).__name__}"
+            )
         self._transcripts = transcripts
 
     @property
@@ -216,8 +224,12 @@ class AsyncTranscript:
     async def aclose(self) -> None:
         """`Transcript.close`, awaited: flush, release the file and stop the actor
         (after a compaction under way). Idempotent; `StorageError` when the last fsync
-        failed (the file is released anyway)."""
-        await wait(self._transcript.close_future())
+        failed (the file is released anyway). Shielded from cancellation: once asked,
+        the close is seen through (it waits only for the fsync and a compaction under
+        way), so a cancelled `async with` never leaves the file open."""
+        future = self._transcript.close_future()
+        with anyio.CancelScope(shield=True):
+            await wait(future)
 
     async def __aenter__(self) -> Self:
         return self
