@@ -36,10 +36,11 @@ from greenroom.executions.records import (
     LlmQuery,
     LlmRequest,
 )
+from greenroom.futures import GreenroomFuture
 from greenroom.models import FileInfo, StoredObject
 from greenroom.pricing import CostBreakdown, ModelPricing
 from greenroom.replay.follower import Follower
-from greenroom.replay.namespace import Replay
+from greenroom.replay.namespace import PendingSubscribe, Replay
 from greenroom.replay.records import Gap, ObservationEvent, Replayed
 from greenroom.replay.subscription import Subscription
 from greenroom.runtime import Runtime
@@ -78,12 +79,14 @@ __all__ = [
     "FileInfo",
     "Follower",
     "Gap",
+    "GreenroomFuture",
     "LlmQuery",
     "LlmRequest",
     "ModelPricing",
     "ObservationEvent",
     "OutputRead",
     "PendingStep",
+    "PendingSubscribe",
     "RecoveryReport",
     "Replay",
     "Replayed",

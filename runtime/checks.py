@@ -69,7 +69,7 @@ def check_number(
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not math.isfinite(value)
+        or not _finite(value)
         or (positive and value <= 0)
         or (minimum is not None and value < minimum)
         or (maximum is not None and value > maximum)
@@ -78,12 +78,19 @@ def check_number(
         if positive:
             bounds.append("> 0")
         if minimum is not None:
-            bounds.append(f">= {minimum:g}")
+            bounds.append(f">= {_number(minimum)}")
         if maximum is not None:
-            bounds.append(f"<= {maximum:g}")
+            bounds.append(f"<= {_number(maximum)}")
         need = f" {' and '.join(bounds)}" if bounds else ""
         raise InvalidInput(f"{what} must be a finite number{need}, got {_shown(value)}")
     return value
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def check_timeout(value: Any, what: str = "timeout") -> float | None:
@@ -167,6 +174,13 @@ def validator(
             raise
 
     return validate
+
+
+def _number(bound: float) -> str:
+    # 315,360,000 rather than 3.1536e+08: a bound the reader can act on.
+    if float(bound).is_integer() and abs(bound) < 1e16:
+        return f"{int(bound):,}"
+    return f"{bound:g}"
 
 
 def _shown(value: Any) -> str:

@@ -138,10 +138,21 @@ def _to_ns(seconds: float, what: str, *, allow_zero: bool = True) -> int:
     """Validate a duration in seconds and convert it to integer nanoseconds."""
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise InvalidInput(f"{what} must be a number of seconds, got {seconds!r}")
-    if not math.isfinite(seconds) or seconds < 0 or (not allow_zero and seconds == 0):
+    try:
+        finite = math.isfinite(seconds) and seconds <= _MAX_SECONDS
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite or seconds < 0 or (not allow_zero and seconds == 0):
         bound = "non-negative" if allow_zero else "positive"
-        raise InvalidInput(f"{what} must be a finite, {bound} number of seconds, got {seconds!r}")
+        shown = f"{seconds:.6g}" if abs(seconds) < 1e40 else "a huge number"
+        raise InvalidInput(
+            f"{what} must be a finite, {bound} number of seconds of at most 1e12 (some "
+            f"31,700 years), got {shown}"
+        )
     return round(seconds * _NS)
+
+
+_MAX_SECONDS = 1e12  # "never" in practice (hosts write 1e9), and its nanoseconds fit
 
 
 class _TimerQueue:

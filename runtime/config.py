@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from greenroom.checks import (
+    MAX_TIMEOUT_S,
     check_bool,
     check_choice,
     check_int,
@@ -23,14 +24,21 @@ from greenroom.pricing import check_pricing_table
 __all__ = ["RuntimeConfig"]
 
 
-_positive_number = validator(check_number, positive=True)
-_optional_positive_number = validator(check_number, optional=True, positive=True)
-_positive_int = validator(check_int, minimum=1)
+# Seconds are bounded so no wait or timer overflows: waits as every timeout is (ten
+# years), timers and ages by what the clock schedules (1e12 s, "never" in practice);
+# counts by what SQLite and a process can hold.
+_wait = validator(check_number, positive=True, maximum=MAX_TIMEOUT_S)
+_positive_number = validator(check_number, positive=True, maximum=1e12)
+_optional_positive_number = validator(
+    check_number, optional=True, positive=True, maximum=MAX_TIMEOUT_S
+)
+_positive_int = validator(check_int, minimum=1, maximum=2**62)
+_thread_count = validator(check_int, minimum=1, maximum=4096)
 _bool = validator(check_bool)
 
 
 def _at_least(minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    return validator(check_int, minimum=minimum)
+    return validator(check_int, minimum=minimum, maximum=4096)
 
 
 def _one_of(*choices: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
@@ -71,10 +79,10 @@ class RuntimeConfig:
     `InvalidInput` when the config is made, never later.
     """
 
-    settle_timeout_s: float = attrs.field(default=30.0, validator=_positive_number)
+    settle_timeout_s: float = attrs.field(default=30.0, validator=_wait)
     """Real seconds `Runtime.settle()` waits for every actor to go idle."""
 
-    stop_timeout_s: float = attrs.field(default=30.0, validator=_positive_number)
+    stop_timeout_s: float = attrs.field(default=30.0, validator=_wait)
     """Real seconds `Runtime.close()` waits for the actors to finish and stop."""
 
     file_chunk_bytes: int = attrs.field(default=256 * 1024, validator=_positive_int)
@@ -89,10 +97,10 @@ class RuntimeConfig:
     """SQLite `secure_delete`: FAST zeroes deleted content where it costs no extra I/O;
     ON zeroes every freed page (dropping a 100 MB output writes 100 MB more)."""
 
-    sqlite_busy_timeout_s: float = attrs.field(default=5.0, validator=_positive_number)
+    sqlite_busy_timeout_s: float = attrs.field(default=5.0, validator=_wait)
     """How long a write waits for another process (such as the CLI) holding the lock."""
 
-    dispatcher_threads: int = attrs.field(default=4, validator=_positive_int)
+    dispatcher_threads: int = attrs.field(default=4, validator=_thread_count)
     """Worker threads that run every actor's handlers (actors share them, none owns one)."""
 
     dispatcher_throughput: int = attrs.field(default=64, validator=_positive_int)
@@ -140,7 +148,7 @@ class RuntimeConfig:
 
     # -- executions ---------------------------------------------------------------------
 
-    strategy_threads: int = attrs.field(default=32, validator=_positive_int)
+    strategy_threads: int = attrs.field(default=32, validator=_thread_count)
     """Most threads running plain (non-async) strategies at once; async strategies
     need none (a paused one is a suspended coroutine)."""
 

@@ -15,6 +15,7 @@ import pykka
 __all__ = [
     "AlreadyResponded",
     "CompactionError",
+    "Conflict",
     "ExecutionCancelled",
     "ExecutionTimeout",
     "FutureTimeout",

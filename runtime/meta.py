@@ -41,9 +41,12 @@ def validate_update(update: object, *, where: str = "metadata update") -> dict[s
     return checked
 
 
+_BIG_INT = 10**4000  # beyond, an int has too many digits for JSON to print
+
+
 def _as_json(value: object, where: str) -> Any:
     """The value as a JSON round trip gives it back; `InvalidInput` if it has none."""
-    if type(value) in (bool, int):
+    if type(value) is bool or (type(value) is int and -_BIG_INT < value < _BIG_INT):
         return value  # the common case, already exactly what JSON keeps
     if type(value) is str:
         _check_text(value, where)
@@ -51,7 +54,7 @@ def _as_json(value: object, where: str) -> Any:
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
         text.encode("utf-8")
-    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError: ValueError
         raise InvalidInput(f"{where} is not JSON-serialisable: {exc}") from None
     return json.loads(text)
 

@@ -17,6 +17,7 @@ from typing import Any, Self, TypeVar
 
 from greenroom.actors.base import GreenroomActor, GreenroomActorRef
 from greenroom.blocks.namespace import Blocks
+from greenroom.checks import check_timeout
 from greenroom.clock import Clock, SystemClock
 from greenroom.config import RuntimeConfig
 from greenroom.errors import InvalidInput, SettleTimeout
@@ -111,6 +112,11 @@ class Runtime:
         if clock is None:
             clock = SystemClock()
         else:
+            if isinstance(clock, type):
+                raise InvalidInput(
+                    f"clock must be a Clock instance, got the class {clock.__name__}; "
+                    f"pass {clock.__name__}()"
+                )
             missing = [
                 name
                 for name in ("now_ms", "monotonic", "call_later", "call_every")
@@ -197,7 +203,8 @@ class Runtime:
         kernel = self._kernel
         kernel.check_open()
         kernel.refuse_inside_actor("settle()")
-        limit = kernel.config.settle_timeout_s if timeout is None else timeout
+        checked = check_timeout(timeout)
+        limit = kernel.config.settle_timeout_s if checked is None else checked
         if not kernel.tracker.wait_idle(limit):
             raise SettleTimeout(limit, kernel.tracker.busy())
 

@@ -65,6 +65,17 @@ _ANTHROPIC = {
     "cache_read_tokens": "cache_read_tokens",
     "cache_write_tokens": "cache_write_tokens",
 }
+# Breakdowns providers add beside the counts (already inside them): accepted, not kept.
+_OPENAI_DETAILS = frozenset({"prompt_tokens_details", "completion_tokens_details"})
+_ANTHROPIC_DETAILS = frozenset(
+    {
+        "cache_creation",
+        "service_tier",
+        "server_tool_use",
+        "input_tokens_details",
+        "output_tokens_details",
+    }
+)
 _FORMS = (
     "a Usage, or a mapping with prompt_tokens and completion_tokens (and optionally "
     "total_tokens), or with input_tokens and output_tokens (and optionally "
@@ -86,10 +97,10 @@ def as_usage(value: Any, what: str = "usage") -> Usage | None:
     keys = set(value)
     if "prompt_tokens" in keys or "completion_tokens" in keys:
         names, required = _OPENAI, ("prompt_tokens", "completion_tokens")
-        allowed = set(_OPENAI) | {"total_tokens"}
+        allowed = set(_OPENAI) | {"total_tokens"} | _OPENAI_DETAILS
     else:
         names, required = _ANTHROPIC, ("input_tokens", "output_tokens")
-        allowed = set(_ANTHROPIC)
+        allowed = set(_ANTHROPIC) | {"total_tokens"} | _ANTHROPIC_DETAILS
     unknown = sorted(map(repr, keys - allowed))
     missing = [key for key in required if key not in keys]
     if unknown or missing:
@@ -109,7 +120,7 @@ def as_usage(value: Any, what: str = "usage") -> Usage | None:
         total = check_int(value["total_tokens"], f"{what}['total_tokens']", minimum=0)
         if total != usage.input_tokens + usage.output_tokens:
             raise InvalidInput(
-                f"{what}['total_tokens'] is {total}, not prompt_tokens + completion_tokens "
-                f"({usage.input_tokens + usage.output_tokens})"
+                f"{what}['total_tokens'] is {total}, not the input (prompt) and output "
+                f"(completion) tokens added up ({usage.input_tokens + usage.output_tokens})"
             )
     return usage

@@ -83,7 +83,13 @@ def output_message(data: Any) -> AppendOutput:
 
 def line_message(n_bytes: Any) -> RecordLine:
     """The message `record_line(n_bytes)` tells the block's actor; `InvalidInput` if bad."""
-    return RecordLine(check_int(n_bytes, "record_line's byte count (n_bytes)", minimum=0))
+    # Bounded so a block's stats (sums of these) stay SQLite integers.
+    count = check_int(n_bytes, "record_line's byte count (n_bytes)", minimum=0, maximum=MAX_LINE)
+    return RecordLine(count)
+
+
+MAX_LINE = 1 << 40
+"""The longest line `record_line` counts: 1 TiB."""
 
 
 # -- a block's actor: asks -----------------------------------------------------------------

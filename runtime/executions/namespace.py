@@ -204,6 +204,11 @@ class Executions:
 
     def close(self) -> None:
         """Release this part's resources; `close()` calls it after every actor stopped."""
+        if not self._kernel.closed:
+            raise InvalidTransition(
+                "rt.executions.close() runs as part of Runtime.close(), once every actor has "
+                "stopped; close the runtime instead"
+            )
         with self._lock:
             pool, self._strategy_pool = self._strategy_pool, None
         try:

@@ -112,9 +112,24 @@ def check_revision(revision: object) -> int:
     return check_int(revision, "revision", minimum=0, maximum=MAX_CURSOR_INT - 1)
 
 
+def _plain(payload: Any) -> bool:
+    """Whether `payload` is a scalar JSON keeps exactly, with no encoding to check."""
+    cls = type(payload)
+    if cls is str:
+        ascii_only: bool = payload.isascii()  # other text: the encoder checks it
+        return ascii_only
+    if cls is int:
+        printable: bool = -_BIG_INT < payload < _BIG_INT  # beyond: too many digits
+        return printable
+    return cls in _SCALARS
+
+
+_BIG_INT = 10**4000
+
+
 def _check_payloads(payloads: tuple[Any, ...]) -> None:
     """`InvalidInput` unless every payload is JSON-serialisable (checked, not copied)."""
-    if all(type(payload) in _SCALARS for payload in payloads):
+    if all(_plain(payload) for payload in payloads):
         return
     try:
         _encode(payloads)

@@ -137,6 +137,7 @@ class Replay:
 
     def __init__(self, kernel: Kernel) -> None:
         """Build the namespace on `kernel`; `Runtime` makes one."""
+        self._kernel = kernel
         self._config = kernel.config
         self._check_open = kernel.check_open
         self._refuse_inside_actor = functools.partial(kernel.refuse_inside_actor, pools=False)
@@ -181,6 +182,11 @@ class Replay:
         Ends every subscription still open, so a `next_event` waiting on a host thread
         wakes (with the events already queued, then `Stopped`).
         """
+        if not self._kernel.closed:
+            raise InvalidTransition(
+                "rt.replay.close() runs as part of Runtime.close(), once every actor has "
+                "stopped; close the runtime instead"
+            )
         with self._lock:
             subs = list(self._subs)
             self._subs.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -10,9 +11,11 @@ from typing import Protocol, Self
 
 from greenroom.checks import check_timeout
 from greenroom.clock import stopwatch
-from greenroom.errors import Stopped, SubscriberLagged, Timeout
+from greenroom.errors import InvalidInput, Stopped, SubscriberLagged, Timeout
 from greenroom.futures import refuse_waiting_in_handler
 from greenroom.replay.records import ObservationEvent
+
+log = logging.getLogger("greenroom.replay")
 
 __all__ = ["Subscription", "Waker", "time_left"]
 
@@ -186,6 +189,8 @@ class Subscription:
         is released is taken off with `drop_waker`. Raises as `next_event` does once the
         subscription is over and drained (`SubscriberLagged`, `Stopped`).
         """
+        if not callable(getattr(waker, "release", None)):
+            raise InvalidInput(f"take() needs a waker with a release() method, got {waker!r}")
         with self._mutex:
             event = self._pop_ready()
             if event is None:
@@ -221,7 +226,12 @@ class Subscription:
         # Called with the mutex held.
         waiters = self._waiters
         for waiter in waiters:
-            waiter.release()
+            try:
+                waiter.release()
+            except Exception:
+                # A waker must only hand the news on; one that fails must not take the
+                # buffer (and every other subscriber) down with it.
+                log.exception("a waker of a subscription to %r failed; ignored", self.session_id)
         waiters.clear()
 
     def close(self) -> None:

@@ -124,6 +124,11 @@ class Transcripts:
         the temporary folder made for a `":memory:"` database's transcripts (and only
         that one: a configured or default folder stays), removed with its files.
         """
+        if not self._kernel.closed:
+            raise InvalidTransition(
+                "rt.transcripts.close() runs as part of Runtime.close(), once every actor has "
+                "stopped; close the runtime instead"
+            )
         with self._lock:
             folder, self._temp_dir = self._temp_dir, None
         if folder is None:

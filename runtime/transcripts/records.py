@@ -146,9 +146,13 @@ def _json_object(value: Any) -> tuple[JSONObject, int]:
     try:
         text = _ENCODER.encode(value)
         size = len(text.encode("utf-8"))
-    except (TypeError, ValueError) as error:  # UnicodeEncodeError is a ValueError
-        raise InvalidInput(f"ToolCall.arguments must be JSON-serialisable: {error}") from None
-    return _freeze(json.loads(text)), size
+        frozen = _freeze(json.loads(text))
+    except (TypeError, ValueError, RecursionError) as error:  # UnicodeEncodeError: ValueError
+        raise InvalidInput(
+            f"ToolCall.arguments must be JSON-serialisable and at most a few hundred levels "
+            f"deep: {error}"
+        ) from None
+    return frozen, size
 
 
 # -- the message model ----------------------------------------------------------------------
