@@ -453,7 +453,7 @@ def test_partial_usage_stays_estimated(rt: Runtime) -> None:
         ([("prompt_tokens", 1)], "got list"),
         ({"prompt_tokens": 1}, "missing completion_tokens"),
         ({"prompt_tokens": 1, "completion_tokens": 2, "total": 3}, "unknown 'total'"),
-        ({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 4}, "not the input .prompt. and output"),
+        ({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 4}, "tokens added up"),
         ({"prompt_tokens": -1, "completion_tokens": 2}, "int >= 0"),
         ({"prompt_tokens": True, "completion_tokens": 2}, "int >= 0"),
         ({"input_tokens": 1}, "missing output_tokens"),
