@@ -565,12 +565,15 @@ async def test_closing_a_follower_from_another_thread_ends_its_iteration(rt: Run
     items: list[Any] = []
 
     async def consume() -> None:
-        items.extend([item async for item in follower])
+        async for item in follower:
+            items.append(item)
 
     with anyio.fail_after(WAIT):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(consume)
-            await until(lambda: waiting(rt) == 1)
+            # Closed once "kept" came and the follower waits for more (a close drops
+            # what is still queued, so closing earlier could race the replay).
+            await until(lambda: len(items) == 1 and waiting(rt) == 1)
             await anyio.to_thread.run_sync(follower.close)
     assert [item.payload for item in items] == ["kept"]
     assert rt.metrics()["replay_subscribers"] == 0
