@@ -43,6 +43,7 @@ from greenroom.aio.bridge import call_soon_threadsafe, settled
 from greenroom.checks import check_timeout
 from greenroom.errors import InvalidInput, InvalidTransition, Stopped, SubscriberLagged, Timeout
 from greenroom.futures import GreenroomFuture, Steps
+from greenroom.replay.follower import adopt_subscribed
 from greenroom.replay.namespace import PendingSubscribe, Replay
 from greenroom.replay.records import Gap, ObservationEvent, Replayed
 from greenroom.replay.subscription import Subscription
@@ -411,16 +412,7 @@ class AsyncFollower:
             self._pending = self._answered = None
             raise
         self._pending = self._answered = None
-        with self._lock:
-            if self._closed:
-                if isinstance(result, Subscription):
-                    result.close()
-                return
-            if isinstance(result, Gap):
-                self._gap = result
-                self._cursor = result.latest_cursor
-            else:
-                self._sub = result
+        adopt_subscribed(self, result)
 
     def _answer_of(self, future: GreenroomFuture[Any]) -> anyio.Event:
         """The loop's event set once `future` resolves (made once per future)."""

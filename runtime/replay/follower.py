@@ -13,7 +13,7 @@ from greenroom.errors import Stopped, SubscriberLagged, Timeout
 from greenroom.replay.records import Gap, ObservationEvent
 from greenroom.replay.subscription import Subscription, time_left
 
-__all__ = ["Follower", "PendingSubscription"]
+__all__ = ["Follower", "PendingSubscription", "adopt_subscribed"]
 
 
 class PendingSubscription(Protocol):
@@ -38,10 +38,10 @@ class _FollowerState(Protocol):
     _sub: Subscription | None
 
 
-def _adopt_subscribed(follower: _FollowerState, result: Subscription | Gap) -> None:
-    """Take a subscribe's answer into a `Follower`: a subscription to read from, or a
-    gap to yield and go on after. Closed meanwhile: the new subscription is closed at
-    once."""
+def adopt_subscribed(follower: _FollowerState, result: Subscription | Gap) -> None:
+    """Take a subscribe's answer into a follower (`Follower`, or the async one of
+    `greenroom.aio.replay`): a subscription to read from, or a gap to yield and go on
+    after. Closed meanwhile: the new subscription is closed at once."""
     with follower._lock:
         if follower._closed:
             if isinstance(result, Subscription):
@@ -97,7 +97,7 @@ class Follower:
         if pending is None:
             answer = self._subscribe(self._cursor)
             if isinstance(answer, Subscription | Gap):
-                _adopt_subscribed(self, answer)
+                adopt_subscribed(self, answer)
                 return
             pending = answer
             with self._lock:
@@ -108,7 +108,7 @@ class Follower:
         # Timeout: it stays pending, for the next call to pick up.
         result = pending.wait(time_left(deadline))
         self._pending = None
-        _adopt_subscribed(self, result)
+        adopt_subscribed(self, result)
 
     def next_item(self, timeout: float | None = None) -> ObservationEvent | Gap:
         """The next event or gap, waiting up to `timeout` seconds in all.
