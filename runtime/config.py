@@ -35,6 +35,7 @@ _optional_positive_number = validator(
 _positive_int = validator(check_int, minimum=1, maximum=2**62)
 _thread_count = validator(check_int, minimum=1, maximum=4096)
 _bool = validator(check_bool)
+_mode = validator(check_int, minimum=0, maximum=0o777)
 
 
 def _at_least(minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
@@ -145,6 +146,26 @@ class RuntimeConfig:
 
     max_archive_bytes: int = attrs.field(default=2 * 1024**3, validator=_positive_int)
     """A sweep prunes the archive folder, oldest first, down to this many bytes."""
+
+    max_pending_output_bytes: int = attrs.field(default=64 * 1024**2, validator=_positive_int)
+    """Backpressure: output a block has accepted but not yet stored (held during an
+    archive or restore, or waiting for the block writer) beyond this many bytes makes
+    `Block.append_output` wait, outside handlers, for the writer to catch up (inside a
+    handler it raises `Timeout` at once). The backlog is the `pending_output_bytes`
+    metric."""
+
+    output_wait_timeout_s: float = attrs.field(default=30.0, validator=_wait)
+    """Real seconds `Block.append_output` waits under backpressure before `Timeout`."""
+
+    # -- files --------------------------------------------------------------------------
+
+    file_mode: int = attrs.field(default=0o600, validator=_mode)
+    """Permissions of files greenroom creates (database, transcripts, archives): only
+    the owner may read them by default. Set exactly, whatever the umask."""
+
+    dir_mode: int = attrs.field(default=0o700, validator=_mode)
+    """Permissions of folders greenroom creates (archive and transcript folders, the
+    database's folder when missing)."""
 
     # -- executions ---------------------------------------------------------------------
 
