@@ -536,7 +536,7 @@ class GreenroomActor(pykka.Actor):
                         self._stop_replies.append(item.reply_to)
                 elif isinstance(item, ActorStop):
                     pass  # a told stop to an actor already stopping: nothing to answer
-                else:
+                elif not self._rescued(item):
                     self.actor_inbox.dead_letter(item)
             self.ctx.on_stopped(self)
         finally:
@@ -546,6 +546,22 @@ class GreenroomActor(pykka.Actor):
             self._stop_replies.clear()
             # Last, so a settle never sees a stopping actor as idle.
             self.ctx.tracker.leave(handled)
+
+    def on_unhandled(self, message: Any) -> bool:
+        """A tell still queued when the actor stopped: `True` if handled here, else it
+        is a dead letter (counted and logged). Override to keep what must not be lost;
+        runs after `on_stop`, so it must not schedule timers or expect more mail."""
+        return False
+
+    def _rescued(self, item: Any) -> bool:
+        if type(item) is Envelope:
+            return False  # an ask: its caller gets ActorDeadError and may send it again
+        try:
+            return self.on_unhandled(item)
+        except Exception:
+            self.ctx.metrics.incr("actor_failures")
+            log.exception("on_unhandled of actor %s raised", self.name, extra=self._log_extra())
+            return False
 
     def _log_extra(self) -> dict[str, str]:
         return {"actor_kind": self.ctx.kind, "actor_id": self.ctx.actor_id}

@@ -16,16 +16,24 @@ Every step that changes what the block points at is one store transaction:
   folder) and delete the live output. A crash before that transaction leaves the
   live output (and at worst an unreferenced file); after it, a complete archive the
   metadata points to.
-* restore: decompress into a temporary store file; then, in one transaction, rename
-  it over the output and clear the `session:archived_*` keys. A corrupt or missing
+* restore: decompress into a temporary store file (named for this runtime and this
+  restore: never shared with another process); then, in one transaction, rename it
+  over the output and clear the `session:archived_*` keys. A corrupt or missing
   archive raises `StorageError` and changes nothing.
 
 Another process (the CLI, a second host) may open the same database, with its own
 actor for the same block: nothing serialises the two. So the final transaction of an
 archive or restore first checks that the live output and the archive pointer are
-still what was read; if another process appended output (or archived, restored)
-meanwhile, it changes nothing, removes what it wrote, and raises `InvalidTransition`
-("try again"): no byte is dropped.
+still what was read; if another process appended output (or archived, restored,
+pruned) meanwhile, it changes nothing, removes what it wrote, and raises `Conflict`
+("try again"): no byte is dropped. A read that fails because another process moved
+the archive meanwhile is retried. Temporaries are named with the runtime's owner
+token (`greenroom.blocks.owners`): an actor that starts removes only those of runtimes
+that are gone, never another live process's work in progress.
+
+`flush()` answers once everything appended before it is stored, output held back by
+an archive or restore under way included; `close()` stores the held output and answers
+every caller.
 
 An archived block that gets new output keeps it live: its output is the archive
 followed by the live part, and the next archive (or a restore) joins the two.
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +52,12 @@ import attrs
 
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef, Reply
 from greenroom.actors.busy_queue import BusyQueue
-from greenroom.blocks.archive import archive_name, checked_archive_path, read_archive, write_archive
+from greenroom.blocks.archive import (
+    archive_name,
+    checked_archive_path,
+    read_archive,
+    write_archive,
+)
 from greenroom.blocks.messages import (
     AppendOutput,
     Archive,
@@ -60,17 +74,20 @@ from greenroom.blocks.messages import (
     WriteOutput,
     WriteStats,
 )
+from greenroom.blocks.owners import Owners
 from greenroom.blocks.records import (
     ARCHIVE_BACKUP,
     ARCHIVE_PATH,
     ARCHIVED_AT,
     ARCHIVED_BYTES,
+    OPEN_LINE,
     PRUNED_AT,
     ArchiveResult,
     OutputRead,
     RestoreResult,
     SessionStats,
     count_lines,
+    meta_count,
 )
 from greenroom.errors import Conflict, InvalidTransition, NotFound, Stopped, StorageError
 from greenroom.store import DeleteFile, ExpectFile, ExpectMeta, RenameFile, Store, UpdateMeta
@@ -81,8 +98,11 @@ log = logging.getLogger("greenroom.blocks")
 
 BLOCK = "block"
 OUTPUT = "output"
-RESTORING = "output.restoring"
+RESTORING = "output.restoring"  # + ".<owner>.<random>": one name per restore
 _PIECE = 1 << 20
+_READ_TRIES = 3  # a read that met another process's archive or restore is tried again
+_LEFTOVER_MS = 24 * 3600 * 1000  # an unreferenced archive younger than this may be
+# another process's, written and about to be committed: pruning leaves it alone
 _TRAILING = TrailingFlush()
 
 Op = Callable[[Reply], None]
@@ -97,7 +117,29 @@ class _Then:
     args: tuple[Any, ...] = ()
 
 
-class _Changed(InvalidTransition):
+class _SetReply:
+    """A `WhenWritten` recipient that answers a flush's caller from the writer's thread."""
+
+    __slots__ = ("_reply",)
+
+    def __init__(self, reply: Reply) -> None:
+        self._reply = reply
+
+    def tell(self, _message: Any) -> None:
+        self._reply.set(None)
+
+
+def restoring_owner(name: str) -> str | None:
+    """The owner token in a restore's temporary file name, `""` for an old unnamed one,
+    or None if `name` is none."""
+    if name == RESTORING:
+        return ""
+    if not name.startswith(RESTORING + "."):
+        return None
+    return name[len(RESTORING) + 1 :].split(".", 1)[0]
+
+
+class _Changed(Conflict):
     """The block's output or archive changed under an archive / restore (another process)."""
 
 
@@ -107,6 +149,7 @@ def _write_if_unchanged(
     live_bytes: int,
     archive_path: Any,
     writes: list[UpdateMeta | DeleteFile | RenameFile],
+    backup: Any = ...,
 ) -> None:
     """`store.write_atomic(writes)`, if the live output still holds `live_bytes` bytes
     and `session:archive_path` is still `archive_path`, checked in the same transaction.
@@ -117,6 +160,8 @@ def _write_if_unchanged(
         ExpectFile(BLOCK, block_id, OUTPUT, live_bytes),
         ExpectMeta(BLOCK, block_id, ARCHIVE_PATH, archive_path),
     ]
+    if backup is not ...:
+        expect.append(ExpectMeta(BLOCK, block_id, ARCHIVE_BACKUP, backup))
     try:
         store.write_atomic(writes, expect=expect)
     except Conflict as error:
@@ -131,11 +176,20 @@ class BlockActor(GreenroomActor):
 
     kind = "block"
 
-    def __init__(self, ctx: ActorContext, writer: GreenroomActorRef, archive_dir: Path) -> None:
+    def __init__(
+        self,
+        ctx: ActorContext,
+        writer: GreenroomActorRef,
+        archive_dir: Path,
+        owners: Owners | None = None,
+    ) -> None:
         super().__init__(ctx)
         self.block_id = ctx.actor_id
         self._writer = writer
         self._archive_dir = archive_dir
+        self._owners = owners
+        self._stopping = False
+        self._flushes: list[Reply] = []  # flushes waiting for the operation under way
         self._stats = SessionStats()
         self._partial = 0  # bytes of a line whose newline has not arrived
         self._partial_counted = False  # counted already (at an archive)
@@ -152,22 +206,55 @@ class BlockActor(GreenroomActor):
             None,
             [0],
         )
-        self._restore_from: tuple[Path, Any, list[int]] | None = None
+        self._restore_from: tuple[Path, Any, list[int], str, Any] | None = None
 
     def on_start(self) -> None:
         meta = self.ctx.store.get_object(BLOCK, self.block_id).meta
         self._stats = SessionStats.from_meta(meta)
-        # A restore cut short (a stop or a crash) left its partial copy: never used.
-        # (Looked up first: a read costs no commit, and almost every start finds none.)
-        if any(info.name == RESTORING for info in self.ctx.store.list_files(BLOCK, self.block_id)):
-            self.ctx.store.delete_file(BLOCK, self.block_id, RESTORING, missing_ok=True)
+        if meta_count(meta, OPEN_LINE) > 0:
+            # The last line has no newline yet and was counted already (at a stop or an
+            # archive): its end, when it comes, does not count it again.
+            self._partial, self._partial_counted = 1, True
+        self._remove_dead_restores()
+
+    def _remove_dead_restores(self) -> None:
+        """Delete the partial copies of restores whose runtime is gone (a stop or a crash
+        cut them short): never used. Another live process's restore is left alone."""
+        # (Listed first: a read costs no commit, and almost every start finds none.)
+        for info in self.ctx.store.list_files(BLOCK, self.block_id):
+            owner = restoring_owner(info.name)
+            if owner is None or (self._owners is not None and self._owners.is_alive(owner)):
+                continue
+            self.ctx.store.delete_file(BLOCK, self.block_id, info.name, missing_ok=True)
+            self.ctx.metrics.incr("temporaries_removed")
+            log.info("block %r: removed %s, left by a restore cut short", self.block_id, info.name)
 
     def on_stop(self) -> None:
-        self._end_partial_line()
+        self._stopping = True  # (no timers from here: the last stats are written now)
+        try:
+            self._end_partial_line()
+            self._flush_stats()
+            self._release_held()
+            self._answer_flushes()
+        finally:
+            # The job under way will answer a stopped actor: its caller is answered now.
+            self._ops.fail_all(
+                Stopped(
+                    f"block {self.block_id!r} stopped before this call finished; output "
+                    "held back for it was stored"
+                )
+            )
+
+    def on_unhandled(self, message: Any) -> bool:
+        """Output told just before the stop, still queued: stored, not dropped."""
+        if type(message) is AppendOutput:
+            self._append(message.data)
+        elif type(message) is RecordLine:
+            self._count(1, message.n_bytes // 4)
+        else:
+            return False
         self._flush_stats()
-        self._release_held()
-        # The job under way will answer a stopped actor: its caller is answered now.
-        self._ops.fail_all(Stopped(f"block {self.block_id!r} stopped before this call finished"))
+        return True
 
     def on_receive(self, message: Any) -> Any:
         cls = type(message)
@@ -218,10 +305,14 @@ class BlockActor(GreenroomActor):
                 lengths.append(first)
             lengths += [len(piece) for piece in pieces[1:-1] if piece]
             self._partial = len(pieces[-1])
-            self._partial_counted = False
+            if self._partial_counted:
+                self._partial_counted = False
+                self._dirty = True  # (the stored "open line counted" mark is now wrong)
             if lengths:
                 self._count(len(lengths), sum(length // 4 for length in lengths))
-        if self._ops.busy:
+            elif self._dirty:
+                self._maybe_flush(force=False)
+        if self._ops.busy and not self._stopping:
             self._held += data
         else:
             self._writer.tell(WriteOutput(self.block_id, data))
@@ -253,23 +344,41 @@ class BlockActor(GreenroomActor):
     def _maybe_flush(self, *, force: bool) -> None:
         interval = self.ctx.config.stats_flush_interval_s
         now = self.ctx.clock.monotonic()
-        if force or self._last_flush is None or now - self._last_flush >= interval:
+        if (
+            force
+            or self._stopping
+            or self._last_flush is None
+            or now - self._last_flush >= interval
+        ):
             self._flush_stats()
         elif self._trailing is None:
             self._trailing = self.schedule_once(interval - (now - self._last_flush), _TRAILING)
 
     def _flush_stats(self) -> None:
         if self._dirty:
-            self._writer.tell(WriteStats(self.block_id, self._stats.as_meta()))
+            update: dict[str, Any] = dict(self._stats.as_meta())
+            update[OPEN_LINE] = 1 if self._partial and self._partial_counted else 0
+            self._writer.tell(WriteStats(self.block_id, update))
             self._dirty = False
             self._last_flush = self.ctx.clock.monotonic()
 
     def _flush(self) -> Any:
-        """`Flush`: answered once the writer has stored the stats and output sent so far."""
+        """`Flush`: answered once the writer has stored the stats and output sent so far,
+        and output held back by the operation under way (once it ends)."""
         self._flush_stats()
         reply = self.reply_later()
-        self._writer.tell(WhenWritten(self.actor_ref, _Then(reply.set)))
+        if self._ops.busy:
+            self._flushes.append(reply)  # answered at `_done`, after the held output
+        else:
+            self._writer.tell(WhenWritten(_SetReply(reply), None))
         return DEFERRED
+
+    def _answer_flushes(self) -> None:
+        """The held output went to the writer: the flushes waiting for it are answered
+        once it is stored (by the writer's thread: this actor may be stopping)."""
+        for reply in self._flushes:
+            self._writer.tell(WhenWritten(_SetReply(reply), None))
+        self._flushes.clear()
 
     # -- one heavy operation at a time ----------------------------------------------------
 
@@ -285,6 +394,8 @@ class BlockActor(GreenroomActor):
         """The operation under way ended (its reply answered): output held back goes on,
         and the next operation starts."""
         self._release_held()
+        if self._flushes:
+            self._answer_flushes()
         self._ops.done()
 
     def _synced(self, then: Callable[..., None], *args: Any) -> None:
@@ -312,6 +423,17 @@ class BlockActor(GreenroomActor):
 
         self.run_blocking(job, then=back)
 
+    def _owner_token(self) -> str:
+        """This runtime's owner token, for naming temporaries ("" without owners)."""
+        if self._owners is None:
+            return ""
+        try:
+            return self._owners.token
+        except OSError as error:
+            raise StorageError(
+                f"cannot use the archive folder {str(self._archive_dir)!r}: {error}"
+            ) from error
+
     def _meta(self) -> dict[str, Any]:
         return self.ctx.store.get_object(BLOCK, self.block_id).meta
 
@@ -329,16 +451,39 @@ class BlockActor(GreenroomActor):
             return 0
 
     def _pieces(
-        self, archived: Path | None, live: bool, read: list[int] | None = None
+        self, archived: Path | None, live: bool, read: list[int] | None = None, meta: Any = None
     ) -> Iterator[bytes]:
-        """The archive's bytes, then the live output's; `read[0]` counts the live ones."""
+        """The archive's bytes, then the live output's; `read[0]` counts the live ones.
+
+        The archive is read bounded by the size recorded in `meta` when it was written.
+        """
         if archived is not None:
-            yield from read_archive(archived)
+            recorded = meta_count(meta, ARCHIVED_BYTES) if meta else 0
+            yield from read_archive(archived, max_bytes=recorded or None)
         if live:
             for piece in self.ctx.store.iter_file(BLOCK, self.block_id, OUTPUT):
                 if read is not None:
                     read[0] += len(piece)
                 yield piece
+
+    def _raced(self, stored: Any, error: BaseException) -> BaseException:
+        """`error` (met reading the archive or the output) as `_Changed` if the block's
+        archive pointer moved meanwhile (another process archived, restored or pruned
+        it), else `error` itself."""
+        if not isinstance(error, StorageError | NotFound):
+            return error
+        try:
+            now = self._meta().get(ARCHIVE_PATH)
+        except Exception:
+            return error
+        if now == stored:
+            return error
+        changed = _Changed(
+            f"block {self.block_id!r} changed while this ran (another process archived, "
+            f"restored or pruned it: {error}); nothing changed, try again"
+        )
+        changed.__cause__ = error
+        return changed
 
     # archive
 
@@ -357,24 +502,37 @@ class BlockActor(GreenroomActor):
             reply.set(ArchiveResult(self.block_id, 0, now, archived))
             self._done()
             return
-        codec = self.ctx.config.archive_codec
-        at = now
-        while (self._archive_dir / archive_name(self.block_id, at, codec)).exists():
-            at += 1  # a second archive within the same millisecond: never overwrite
+        config = self.ctx.config
+        codec = config.archive_codec
+        at = max(now, meta_count(meta, ARCHIVED_AT) + 1)  # a new name, never reused
         name = archive_name(self.block_id, at, codec)
+        owner = self._owner_token()
+        stored = meta.get(ARCHIVE_PATH)
 
         read = [0]  # live bytes compressed: the final transaction checks there are no more
 
         def job() -> tuple[int, int, Path]:
-            pieces = self._pieces(archived, True, read)
-            return write_archive(pieces, self._archive_dir, name, codec)
+            pieces = self._pieces(archived, True, read, meta)
+            try:
+                return write_archive(
+                    pieces,
+                    self._archive_dir,
+                    name,
+                    codec,
+                    owner=owner,
+                    file_mode=config.file_mode,
+                    dir_mode=config.dir_mode,
+                )
+            except Exception as error:
+                raise self._raced(stored, error) from None
 
-        self._archive_meta = (at, archived, meta.get(ARCHIVE_BACKUP), meta.get(ARCHIVE_PATH), read)
+        self._archive_meta = (at, archived, meta.get(ARCHIVE_BACKUP), stored, read)
         self._offload(job, self._archive_written, reply)
 
     def _archive_written(self, reply: Reply, written: tuple[int, int, Path]) -> None:
         raw, _size, path = written
-        at, previous, backup, stored, read = self._archive_meta
+        _at, previous, backup, stored, read = self._archive_meta
+        at = int(path.name.rsplit(".", 2)[1])  # (the next millisecond's, if that was taken)
         update = {
             ARCHIVED_AT: at,
             ARCHIVED_BYTES: raw,
@@ -392,6 +550,7 @@ class BlockActor(GreenroomActor):
                     UpdateMeta(BLOCK, self.block_id, update),
                     DeleteFile(BLOCK, self.block_id, OUTPUT),
                 ],
+                backup,
             )
         except Exception as error:
             path.unlink(missing_ok=True)  # not referenced: the live output still holds it all
@@ -420,48 +579,57 @@ class BlockActor(GreenroomActor):
     def _restore(self, reply: Reply) -> None:
         meta = self._meta()
         if not meta.get(ARCHIVE_PATH):
-            if meta.get(PRUNED_AT):
-                raise InvalidTransition(
-                    f"block {self.block_id!r} cannot be restored: its archive was pruned at "
-                    f"{meta[PRUNED_AT]} to keep the archive folder within max_archive_bytes"
-                )
-            raise InvalidTransition(f"block {self.block_id!r} is not archived; nothing to restore")
+            self._not_archived(meta)
         self._synced(self._restore_synced, reply)
+
+    def _not_archived(self, meta: dict[str, Any]) -> None:
+        if meta.get(PRUNED_AT):
+            raise InvalidTransition(
+                f"block {self.block_id!r} cannot be restored: its archive was pruned at "
+                f"{meta[PRUNED_AT]} to keep the archive folder within max_archive_bytes"
+            )
+        raise InvalidTransition(f"block {self.block_id!r} is not archived; nothing to restore")
 
     def _restore_synced(self, reply: Reply) -> None:
         meta = self._meta()  # (read again: another process may have changed it)
         if not meta.get(ARCHIVE_PATH):
-            raise InvalidTransition(f"block {self.block_id!r} is not archived; nothing to restore")
-        archived = self._archived_path(meta)
+            self._not_archived(meta)
+        stored = meta.get(ARCHIVE_PATH)
+        try:
+            archived = self._archived_path(meta)
+        except StorageError as error:
+            raise self._raced(stored, error) from None
         assert archived is not None  # (archived: the path was checked and exists)
         live = self._live_size() > 0
         store, block_id = self.ctx.store, self.block_id
+        owner = self._owner_token() or "x"
+        # Named for this runtime and this restore: no other process ever touches it.
+        temp = f"{RESTORING}.{owner}.{secrets.token_hex(4)}"
         read = [0]  # live bytes copied: the final transaction checks there are no more
 
         def job() -> int:
-            store.delete_file(BLOCK, block_id, RESTORING, missing_ok=True)
             restored = 0
             try:
                 batch = bytearray()
-                for piece in self._pieces(archived, live, read):
+                for piece in self._pieces(archived, live, read, meta):
                     batch += piece
                     if len(batch) >= _PIECE:
-                        store.append_file(BLOCK, block_id, RESTORING, bytes(batch), create=True)
+                        store.append_file(BLOCK, block_id, temp, bytes(batch), create=True)
                         restored += len(batch)
                         batch.clear()
-                store.append_file(BLOCK, block_id, RESTORING, bytes(batch), create=True)
+                store.append_file(BLOCK, block_id, temp, bytes(batch), create=True)
                 restored += len(batch)
-            except BaseException:
-                store.delete_file(BLOCK, block_id, RESTORING, missing_ok=True)
-                raise
+            except BaseException as error:
+                store.delete_file(BLOCK, block_id, temp, missing_ok=True)
+                raise self._raced(stored, error) from None
             return restored
 
-        self._restore_from = (archived, meta.get(ARCHIVE_PATH), read)
+        self._restore_from = (archived, stored, read, temp, meta.get(ARCHIVE_BACKUP))
         self._offload(job, self._restore_written, reply)
 
     def _restore_written(self, reply: Reply, restored: int) -> None:
         assert self._restore_from is not None
-        archived, stored, read = self._restore_from
+        archived, stored, read, temp, backup = self._restore_from
         update: dict[str, Any] = {ARCHIVED_AT: None, ARCHIVED_BYTES: None, ARCHIVE_PATH: None}
         update[ARCHIVE_BACKUP] = archived.name  # kept until the next archive
         try:
@@ -471,27 +639,35 @@ class BlockActor(GreenroomActor):
                 read[0],
                 stored,
                 [
-                    RenameFile(BLOCK, self.block_id, RESTORING, OUTPUT),
+                    RenameFile(BLOCK, self.block_id, temp, OUTPUT),
                     UpdateMeta(BLOCK, self.block_id, update),
                 ],
+                backup,
             )
         except Exception as error:
-            self.ctx.store.delete_file(BLOCK, self.block_id, RESTORING, missing_ok=True)
+            self.ctx.store.delete_file(BLOCK, self.block_id, temp, missing_ok=True)
             if isinstance(error, _Changed):
                 log.info("block %r not restored: %s", self.block_id, error)
             raise
+        old_backup = self._backup_path(backup)
+        if old_backup is not None and old_backup != archived:
+            old_backup.unlink(missing_ok=True)  # replaced by the archive just restored
         log.info("block %r restored: %d bytes", self.block_id, restored)
         reply.set(RestoreResult(self.block_id, restored))
         self._done()
 
     # read
 
-    def _read(self, reply: Reply) -> None:
-        self._synced(self._read_synced, reply)
+    def _read(self, reply: Reply, tries: int = _READ_TRIES) -> None:
+        self._synced(self._read_synced, reply, tries)
 
-    def _read_synced(self, reply: Reply) -> None:
+    def _read_synced(self, reply: Reply, tries: int) -> None:
         meta = self._meta()
-        archived = self._archived_path(meta)
+        stored = meta.get(ARCHIVE_PATH)
+        try:
+            archived = self._archived_path(meta)
+        except StorageError as error:
+            raise self._raced(stored, error) from None
         live = self._live_size() > 0
         if archived is None and not live and meta.get(PRUNED_AT):
             raise NotFound(
@@ -500,10 +676,26 @@ class BlockActor(GreenroomActor):
             )
 
         def job() -> OutputRead:
-            data = b"".join(self._pieces(archived, live))
+            try:
+                data = b"".join(self._pieces(archived, live, None, meta))
+            except Exception as error:
+                raise self._raced(stored, error) from None
             return OutputRead(data, count_lines(data), archived is not None)
 
-        self._offload(job, self._read_done, reply)
+        def back(future: Any) -> None:
+            try:
+                read = future.get()
+            except Exception as error:
+                if isinstance(error, _Changed) and tries > 1:
+                    # (A read changes nothing: it is simply read again.)
+                    self._guarded(self._read_synced, reply, tries - 1)
+                    return
+                reply.fail(error)
+                self._done()
+                return
+            self._read_done(reply, read)
+
+        self.run_blocking(job, then=back)
 
     def _read_done(self, reply: Reply, read: OutputRead) -> None:
         reply.set(read)
@@ -539,9 +731,31 @@ class BlockActor(GreenroomActor):
         if ARCHIVE_BACKUP in uses:
             update[ARCHIVE_BACKUP] = None
         if update:
-            # Metadata first: a block never points at a file that is gone.
-            self.ctx.store.update_meta(BLOCK, self.block_id, update)
-        # (Referenced by neither: a leftover of an archive that was never committed.)
+            # Metadata first: a block never points at a file that is gone. Only if it
+            # still points where it did: another process may have archived meanwhile.
+            try:
+                self.ctx.store.write_atomic(
+                    [UpdateMeta(BLOCK, self.block_id, update)],
+                    expect=[
+                        ExpectMeta(BLOCK, self.block_id, ARCHIVE_PATH, meta.get(ARCHIVE_PATH)),
+                        ExpectMeta(BLOCK, self.block_id, ARCHIVE_BACKUP, meta.get(ARCHIVE_BACKUP)),
+                    ],
+                )
+            except Conflict as error:
+                raise _Changed(
+                    f"archive {target.name!r} not pruned: block {self.block_id!r} changed "
+                    f"meanwhile ({error}; another process wrote to it); try again"
+                ) from None
+        else:
+            # Referenced by neither: a leftover of an archive never committed, or one
+            # another process wrote and is about to commit. Only an old one is deleted.
+            name_ms = target.name.rsplit(".", 2)[1]
+            if self.ctx.clock.now_ms() - int(name_ms) < _LEFTOVER_MS:
+                raise _Changed(
+                    f"archive {target.name!r} not pruned: block {self.block_id!r} does not "
+                    "point at it, and it is too recent to be a leftover (another process may "
+                    "be committing it); a later sweep will look again"
+                )
         size = target.stat().st_size if target.exists() else 0
         target.unlink(missing_ok=True)
         log.info("block %r: pruned archive %s (%d bytes)", self.block_id, target, size)

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from greenroom.actors.base import ActorContext, GreenroomActor
+from greenroom.blocks.backlog import OutputBacklog
 from greenroom.blocks.messages import CommitDue, CommitNow, WhenWritten, WriteOutput, WriteStats
 from greenroom.errors import NotFound, StorageError
 from greenroom.store import AppendFile
@@ -38,8 +39,9 @@ class BlockWriter(GreenroomActor):
     stop_order = 10  # after the blocks, whose on_stop hands it their last stats
     turn_throughput = 1024  # it serves every block: give it longer turns
 
-    def __init__(self, ctx: ActorContext) -> None:
+    def __init__(self, ctx: ActorContext, backlog: OutputBacklog | None = None) -> None:
         super().__init__(ctx)
+        self._backlog = backlog  # released as output is stored (or dropped, counted)
         self._output: dict[str, bytearray] = {}
         self._stats: dict[str, dict[str, Any]] = {}
         self._waiting: list[WhenWritten] = []
@@ -125,6 +127,8 @@ class BlockWriter(GreenroomActor):
                 for write, result in zip(writes, results, strict=True):
                     if isinstance(result, BaseException):
                         self._failed("output", [write.object_id], result)
+                if self._backlog is not None:
+                    self._backlog.release(sum(len(data) for data in output.values()))
         if stats:
             # Stats are plain keys: one statement for them all (see set_meta_values).
             try:
@@ -161,6 +165,8 @@ class BlockWriter(GreenroomActor):
             # Stopping: no later. What could not be stored is counted and logged.
             self._failed("output", list(self._output), error)
             self._failed("stats", list(self._stats), error)
+            if self._backlog is not None:
+                self._backlog.release(sum(len(data) for data in self._output.values()))
             self._output, self._stats = {}, {}
             return
         delay = min(_RETRY_FIRST_S * 2**self._retries, _RETRY_MAX_S)

@@ -25,8 +25,14 @@ import attrs
 
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
 from greenroom.actors.busy_queue import BusyQueue
-from greenroom.blocks.archive import ARCHIVE_SUFFIXES, archive_block_id, checked_archive_path
+from greenroom.blocks.archive import (
+    ARCHIVE_SUFFIXES,
+    archive_block_id,
+    checked_archive_path,
+    remove_stale_temps,
+)
 from greenroom.blocks.messages import PLAIN_SWEEP, SweepDue, SweepRequest
+from greenroom.blocks.owners import Owners
 from greenroom.blocks.records import (
     ARCHIVE_BACKUP,
     ARCHIVE_PATH,
@@ -111,11 +117,16 @@ class SweepSupervisor(GreenroomActor):
     stop_order = -10  # first: no new archive starts while the blocks stop
 
     def __init__(
-        self, ctx: ActorContext, block: Callable[[str], BlockHandle], archive_dir: Path
+        self,
+        ctx: ActorContext,
+        block: Callable[[str], BlockHandle],
+        archive_dir: Path,
+        owners: Owners | None = None,
     ) -> None:
         super().__init__(ctx)
         self._block = block
         self._archive_dir = archive_dir
+        self._owners = owners
         self._sweeps: BusyQueue[_Sweep] = BusyQueue(self._start)
         self._running: _Sweep | None = None  # the sweep under way, if any
         self._stopping = False  # read by the sweep job: stop between items
@@ -194,6 +205,8 @@ class SweepSupervisor(GreenroomActor):
         report = _Reporter(request.progress, dry_run)
         cutoff = days * _DAY_MS
         archived = pruned = freed = skipped = 0
+        if not dry_run:
+            self._remove_leftovers()
 
         candidates: list[tuple[str, dict[str, Any], int]] = []
         for obj in self.ctx.store.list_objects("block"):
@@ -279,6 +292,13 @@ class SweepSupervisor(GreenroomActor):
                 continue
             try:
                 freed_now = self._block(owner).prune_archive(path)
+            except InvalidTransition as error:
+                # The block changed meanwhile (another process): left, looked at again
+                # by the next sweep.
+                skipped += 1
+                log.info("sweep: %s not pruned: %s", path, error)
+                report("prune", done, total, "skipped", block_id=owner, path=path, error=str(error))
+                continue
             except Exception as error:
                 self.ctx.metrics.incr("sweep_failures")
                 log.warning("sweep: could not prune %s: %s", path, error)
@@ -310,6 +330,19 @@ class SweepSupervisor(GreenroomActor):
             self.ctx.metrics.incr("sweeps")
             log.info("sweep: %s", stats)
         return stats
+
+    def _remove_leftovers(self) -> None:
+        """Remove the temporaries of runtimes gone before (crashes mid-archive)."""
+        if self._owners is None:
+            return
+        removed = remove_stale_temps(self._archive_dir, self._owners.is_alive)
+        if removed:
+            self.ctx.metrics.incr("temporaries_removed", len(removed))
+            log.warning(
+                "sweep: removed %d archive temporaries left by a crash: %s",
+                len(removed),
+                ", ".join(removed[:10]),
+            )
 
     def _live_size(self, block_id: str) -> int:
         try:

@@ -272,6 +272,7 @@ class Runtime:
             self.transcripts.close,
             self.replay.close,
             lambda: _ignore(kernel.blocking.shutdown(kernel.config.stop_timeout_s)),
+            self.blocks.close,  # (after the archive jobs: their temporaries are gone)
             lambda: _ignore(kernel.dispatcher.shutdown(kernel.config.stop_timeout_s)),
             self._release_clock,
             kernel.store.close,

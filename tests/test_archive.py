@@ -121,8 +121,11 @@ def _path(result: ArchiveResult) -> Path:
 
 
 def folder(path: Path) -> list[str]:
-    """Every name in the archive folder, hidden temporary files included."""
-    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+    """Every name in the archive folder, hidden temporary files included (not the
+    folder of runtimes' owner locks)."""
+    if not path.exists():
+        return []
+    return sorted(p.name for p in path.iterdir() if not p.name.startswith(".owner."))
 
 
 def archived_block(rt: Runtime, block_id: str, data: bytes) -> tuple[Block, ArchiveResult]:
@@ -488,7 +491,7 @@ def test_a_failure_while_decompressing_into_the_store_changes_nothing(
     calls = []
 
     def failing_second(self: Store, kind: str, object_id: str, name: str, *a: Any, **k: Any) -> Any:
-        if name == "output.restoring":
+        if name.startswith("output.restoring."):
             calls.append(name)
             if len(calls) == 2:
                 raise StorageError("injected: out of space")
@@ -737,9 +740,26 @@ def test_gzip_and_zstd_files_written_by_others_are_read_by_magic(
     # Archives named with either suffix are read by their content, not their name.
     block, result = archived_block(rt, "agent-1", b"original\n")
     path = _path(result)
-    path.write_bytes(gzip.compress(b"gzip inside a .zst name\n"))
-    assert block.read_output().data == b"gzip inside a .zst name\n"
-    assert block.restore().restored_bytes == len(b"gzip inside a .zst name\n")
+    path.write_bytes(gzip.compress(b"gzipped!\n"))  # (as long as what was recorded)
+    assert block.read_output().data == b"gzipped!\n"
+    assert block.restore().restored_bytes == len(b"gzipped!\n")
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip"])
+def test_an_archive_holding_more_than_was_recorded_is_refused(
+    open_rt: Callable[..., Runtime], codec: str
+) -> None:
+    # A file swapped in (or crafted) to be far bigger than what greenroom wrote is
+    # refused as it passes the recorded size, never read whole into memory.
+    rt = open_rt(archive_codec=codec)
+    block, result = archived_block(rt, "agent-1", b"original\n")
+    big = b"x" * 100_000
+    compress = zstandard.compress if codec == "zstd" else gzip.compress
+    _path(result).write_bytes(compress(big))
+    for call in (block.read_output, block.restore):
+        with pytest.raises(StorageError, match=r"more than the 9 (bytes )?recorded"):
+            call()
+    assert block.meta()["session:archived_bytes"] == 9
 
 
 # -- bounded reads of highly compressible archives -------------------------------------------

@@ -65,7 +65,7 @@ def test_demo_runs_and_replaces_a_previous_run(tmp_path: Path) -> None:
 
     # What it leaves: the database, archives within the budget, the transcripts.
     assert (tmp_path / "demo.db").read_bytes()[:16] == b"SQLite format 3\x00"
-    archives = sorted((tmp_path / "demo.db.archives").iterdir())
+    archives = sorted((tmp_path / "demo.db.archives").glob("*.zst"))
     assert archives, "no archives left"
     assert all(path.name.startswith("agent-") and path.suffix == ".zst" for path in archives)
     assert "agent-00.1.zst" not in {path.name for path in archives}

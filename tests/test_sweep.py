@@ -48,7 +48,9 @@ def noise(size: int, seed: int) -> bytes:
 def archive_files(rt: Runtime) -> list[str]:
     if not rt.blocks.archive_dir.exists():
         return []
-    return sorted(p.name for p in rt.blocks.archive_dir.iterdir())
+    return sorted(
+        p.name for p in rt.blocks.archive_dir.iterdir() if not p.name.startswith(".owner.")
+    )
 
 
 def _path(result: ArchiveResult) -> Path:
@@ -198,10 +200,10 @@ def test_a_failing_block_is_counted_and_the_sweep_goes_on(
     fake_clock.advance(8 * DAY)
     original = greenroom.actors.block.write_archive
 
-    def failing_for_bad(pieces: Any, folder: Path, name: str, codec: str) -> Any:
+    def failing_for_bad(pieces: Any, folder: Path, name: str, codec: str, **kw: Any) -> Any:
         if name.startswith("bad."):
             raise StorageError("injected: cannot write the archive of 'bad'")
-        return original(pieces, folder, name, codec)
+        return original(pieces, folder, name, codec, **kw)
 
     with monkeypatch.context() as patch:
         patch.setattr(greenroom.actors.block, "write_archive", failing_for_bad)

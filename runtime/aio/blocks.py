@@ -124,8 +124,13 @@ class AsyncBlock:
         return self._block.block_id
 
     def append_output(self, data: bytes) -> None:
-        """`Block.append_output`: append `data` and count its lines; returns at once."""
-        self._block.append_output(data)
+        """`Block.append_output`: append `data` and count its lines; returns at once.
+
+        Never waits on the loop: while the block writer is behind by more than
+        `RuntimeConfig.max_pending_output_bytes` it raises `Timeout` (nothing
+        appended); `await pane.flush()` lets it catch up.
+        """
+        self._block.append_output_nowait(data)
 
     def record_line(self, n_bytes: int) -> None:
         """`Block.record_line`: count one line of `n_bytes` kept elsewhere; at once."""

@@ -1,19 +1,21 @@
 """Compressed archive files of block outputs: codecs, safe paths, streaming I/O.
 
-An archive is written to a temporary file in the archive folder, fsynced, renamed
-into place and the folder fsynced, so a crash leaves either no archive or a complete
-one. Nothing here holds a whole output in memory: data moves in bounded pieces.
+An archive is written to a private temporary file in the archive folder, fsynced,
+linked into place and the folder fsynced, so a crash leaves either no archive or a
+complete one (and a temporary, removed once its owner is known to be gone). Nothing
+here holds a whole output in memory: data moves in bounded pieces.
 Readers recognise the codec by its magic bytes, whatever the current config says.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import re
 import secrets
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,14 +23,24 @@ import zstandard
 
 from greenroom.checks import check_text
 from greenroom.errors import InvalidInput, StorageError
+from greenroom.files import (
+    DEFAULT_DIR_MODE,
+    DEFAULT_FILE_MODE,
+    create_private,
+    open_regular,
+    private_dir,
+)
 
 __all__ = [
     "ARCHIVE_SUFFIXES",
+    "TEMP_SUFFIX",
     "archive_block_id",
     "archive_name",
     "check_block_id",
     "checked_archive_path",
     "read_archive",
+    "remove_stale_temps",
+    "temp_owner",
     "write_archive",
 ]
 
@@ -39,6 +51,8 @@ ARCHIVE_SUFFIXES = {"zstd": ".zst", "gzip": ".gz"}
 _SUFFIXES = frozenset(ARCHIVE_SUFFIXES.values())
 _READ_PIECE = 1 << 20
 _ZSTD_INPUT = 1 << 16
+_MAX_WINDOW = 1 << 27  # zstd's own default limit (128 MiB); level 3 uses 2 MiB
+TEMP_SUFFIX = ".tmp"
 
 
 def check_block_id(block_id: object) -> str:
@@ -75,6 +89,9 @@ def checked_archive_path(
         path = os.fspath(path)  # (a caller's path; metadata holds str)
     if not isinstance(path, str) or not path:
         raise StorageError(f"archive path {path!r} in metadata is not a path")
+    if "\x00" in path or len(path) > 4096 or not _encodable(path):
+        shown = path if len(path) <= 200 else path[:200] + "..."
+        raise StorageError(f"refusing archive path {shown!r}: it is not a usable file path")
     folder = archive_dir.resolve()
     candidate = Path(path)
     if not candidate.is_absolute():
@@ -101,6 +118,14 @@ def checked_archive_path(
     return resolved
 
 
+def _encodable(path: str) -> bool:
+    try:
+        os.fsencode(path)
+    except UnicodeError:
+        return False
+    return True
+
+
 def archive_block_id(name: str) -> str | None:
     """The block id an archive file name (`<id>.<ms>.<suffix>`) belongs to, else None."""
     parts = name.rsplit(".", 2)
@@ -110,21 +135,32 @@ def archive_block_id(name: str) -> str | None:
 
 
 def write_archive(
-    pieces: Iterable[bytes], archive_dir: Path, name: str, codec: str
+    pieces: Iterable[bytes],
+    archive_dir: Path,
+    name: str,
+    codec: str,
+    *,
+    owner: str = "",
+    file_mode: int = DEFAULT_FILE_MODE,
+    dir_mode: int = DEFAULT_DIR_MODE,
 ) -> tuple[int, int, Path]:
     """Compress `pieces` into `archive_dir/name`; (raw bytes, file bytes, path).
 
-    Streams through a temporary file that is fsynced and renamed into place. An
-    existing file of that name is never overwritten.
+    Streams through a private temporary file (named with `owner`, the runtime's owner
+    token, so a crash's leftover can be told from another process's work) that is
+    fsynced and linked into place. An existing file is never overwritten: if `name`
+    was taken meanwhile (another process archived the block in the same millisecond),
+    the next millisecond's name is used, so the path returned may differ from `name`.
     """
-    archive_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        private_dir(archive_dir, dir_mode)
+    except OSError as exc:
+        raise StorageError(f"could not create archive folder {str(archive_dir)!r}: {exc}") from exc
     final = archive_dir / name
-    if final.exists():
-        raise StorageError(f"archive {str(final)!r} exists already; it is never overwritten")
-    temp = archive_dir / f".{name}.{secrets.token_hex(4)}.tmp"
+    temp = archive_dir / f".{name}.{owner or 'x'}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     raw = 0
     try:
-        with open(temp, "xb") as out:
+        with os.fdopen(create_private(temp, file_mode), "wb") as out:
             if codec == "zstd":
                 # The checksum lets a read tell a damaged archive from a good one.
                 compressor = zstandard.ZstdCompressor(level=3, write_checksum=True)
@@ -139,61 +175,125 @@ def write_archive(
                         writer.write(piece)
             out.flush()
             os.fsync(out.fileno())
-        os.link(temp, final)  # fails if `final` appeared meanwhile: never overwrite
+        for _attempt in range(1000):
+            try:
+                os.link(temp, final)  # fails if `final` exists: never overwrite
+                break
+            except FileExistsError:
+                final = archive_dir / _next_name(final.name)
+        else:
+            raise StorageError(f"could not find a free archive name after {name!r}")
         _fsync_dir(archive_dir)
     except OSError as exc:
         raise StorageError(f"could not write archive {str(final)!r}: {exc}") from exc
     finally:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
     return raw, final.stat().st_size, final
 
 
-def read_archive(path: Path) -> Iterator[bytes]:
+def _next_name(name: str) -> str:
+    """The archive name of the next millisecond (`<id>.<ms+1>.<suffix>`)."""
+    head, at, suffix = name.rsplit(".", 2)
+    return f"{head}.{int(at) + 1}.{suffix}"
+
+
+def temp_owner(name: str) -> str | None:
+    """The owner token in an archive temporary's name (`.<name>.<owner>.<rand>.tmp`), or
+    None if `name` is no archive temporary."""
+    if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+        return None
+    parts = name[: -len(TEMP_SUFFIX)].rsplit(".", 2)
+    return parts[1] if len(parts) == 3 else ""
+
+
+def remove_stale_temps(archive_dir: Path, is_alive: Callable[[str], bool]) -> list[str]:
+    """Delete the archive temporaries whose owner is gone (`is_alive(owner)` is False):
+    what a crash mid-archive left. Another live process's are left alone. Their names."""
+    removed = []
+    try:
+        entries = list(os.scandir(archive_dir))
+    except OSError:
+        return []  # no folder yet: nothing left over
+    for entry in entries:
+        owner = temp_owner(entry.name)
+        if owner is None or is_alive(owner):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+            removed.append(entry.name)
+    return removed
+
+
+def read_archive(path: Path, *, max_bytes: int | None = None) -> Iterator[bytes]:
     """The uncompressed bytes of an archive, in pieces; `StorageError` if unreadable.
 
-    The codec is recognised by its magic bytes. A missing, truncated or corrupt file
-    raises `StorageError` (possibly after some pieces were yielded: callers that must
-    not act on a partial read collect into a temporary place first).
+    The codec is recognised by its magic bytes. The file is opened without following a
+    symlink and must be a regular file (checked on the opened descriptor, so a swap
+    after any check reads nothing else). With `max_bytes` (the size greenroom recorded
+    when it wrote the archive), an archive that holds more is refused once it passes
+    that size, so a crafted file cannot make a read unbounded. A missing, truncated or
+    corrupt file raises `StorageError` (possibly after some pieces were yielded:
+    callers that must not act on a partial read collect into a temporary place first).
     """
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 (closed below, also on errors)
-    except OSError as exc:
-        raise StorageError(f"could not open archive {str(path)!r}: {exc}") from exc
-    with handle:
+    fd = open_regular(path, what="archive")
+    with os.fdopen(fd, "rb") as handle:
         magic = handle.read(4)
         handle.seek(0)
         try:
             if magic.startswith(_ZSTD_MAGIC):
-                yield from _read_zstd(handle, path)
+                pieces = _read_zstd(handle, path, max_bytes)
             elif magic.startswith(_GZIP_MAGIC):
-                with gzip.GzipFile(fileobj=handle, mode="rb") as reader:
-                    while piece := reader.read(_READ_PIECE):
-                        yield piece
+                pieces = _read_gzip(handle)
             else:
                 raise StorageError(f"{str(path)!r} is not a zstd or gzip archive")
+            total = 0
+            for piece in pieces:
+                total += len(piece)
+                if max_bytes is not None and total > max_bytes:
+                    raise StorageError(
+                        f"archive {str(path)!r} holds more than the {max_bytes} bytes recorded "
+                        "when it was written; refusing it (replaced or damaged)"
+                    )
+                yield piece
         except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
             raise StorageError(f"archive {str(path)!r} is corrupt or truncated: {exc}") from exc
 
 
-def _read_zstd(handle: BinaryIO, path: Path) -> Iterator[bytes]:
+def _read_gzip(handle: BinaryIO) -> Iterator[bytes]:
+    with gzip.GzipFile(fileobj=handle, mode="rb") as reader:
+        while piece := reader.read(_READ_PIECE):
+            yield piece
+
+
+def _read_zstd(handle: BinaryIO, path: Path, max_bytes: int | None) -> Iterator[bytes]:
     # The frame is walked first (headers only), so a truncated file or data after the
     # frame is an error before any byte is handed out; the checksum at the frame's end
     # is checked while decompressing. `read_to_iter` bounds each output piece, whatever
     # the compression ratio (a run of repeated lines shrinks ~30,000x).
-    _check_zstd_frame(handle, path)
+    _check_zstd_frame(handle, path, max_bytes)
     handle.seek(0)
-    decompressor = zstandard.ZstdDecompressor()
+    # The window is bounded too: a header declaring a huge one cannot make it allocate.
+    decompressor = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)
     yield from decompressor.read_to_iter(handle, read_size=_ZSTD_INPUT, write_size=_READ_PIECE)
 
 
-def _check_zstd_frame(handle: BinaryIO, path: Path) -> None:
-    """Raise `StorageError` unless the file is exactly one complete zstd frame."""
+def _check_zstd_frame(handle: BinaryIO, path: Path, max_bytes: int | None) -> None:
+    """Raise `StorageError` unless the file is exactly one complete zstd frame (of at
+    most `max_bytes` bytes, if its header declares its size)."""
     head = handle.read(18)  # the longest frame header
     try:
         header = zstandard.frame_header_size(head)
-        has_checksum = zstandard.get_frame_parameters(head).has_checksum
+        params = zstandard.get_frame_parameters(head)
     except zstandard.ZstdError as exc:
         raise StorageError(f"archive {str(path)!r} has a corrupt zstd header: {exc}") from exc
+    has_checksum = params.has_checksum
+    declared = params.content_size
+    if max_bytes is not None and declared != zstandard.CONTENTSIZE_UNKNOWN and declared > max_bytes:
+        raise StorageError(
+            f"archive {str(path)!r} declares {declared} bytes, more than the {max_bytes} "
+            "recorded when it was written; refusing it (replaced or damaged)"
+        )
     handle.seek(header)
     while True:
         block = handle.read(3)

@@ -33,7 +33,9 @@ from typing import Any, Protocol
 from pykka import ActorDeadError
 
 from greenroom.actors.base import GreenroomActorRef
+from greenroom.blocks.backlog import OutputBacklog
 from greenroom.blocks.messages import (
+    AppendOutput,
     Archive,
     Flush,
     GetMeta,
@@ -47,7 +49,7 @@ from greenroom.blocks.messages import (
 )
 from greenroom.blocks.records import ArchiveResult, OutputRead, RestoreResult, SessionStats
 from greenroom.errors import Stopped
-from greenroom.futures import GreenroomFuture
+from greenroom.futures import GreenroomFuture, in_handler
 
 __all__ = ["Block", "Connector"]
 
@@ -85,16 +87,22 @@ class Block:
     from the stored counters); after `Runtime.close()` calls raise `Stopped`.
     """
 
-    __slots__ = ("_connector", "_lock", "_pending", "_ref", "block_id")
+    __slots__ = ("_backlog", "_connector", "_lock", "_pending", "_ref", "block_id")
 
     def __init__(
-        self, ref: GreenroomActorRef, block_id: str, connector: Connector | None = None
+        self,
+        ref: GreenroomActorRef,
+        block_id: str,
+        connector: Connector | None = None,
+        backlog: OutputBacklog | None = None,
     ) -> None:
         """A handle on `block_id`'s actor `ref`; `Runtime.blocks.get` makes them.
 
         Without a `connector`, a call to a stopped actor raises `ActorDeadError`.
+        `backlog` is the runtime's count of output not stored yet (backpressure).
         """
         self._ref = ref
+        self._backlog = backlog
         self._connector = connector
         self._lock = threading.Lock()
         # Sends waiting behind a reconnect under way (None: no reconnect under way).
@@ -104,8 +112,29 @@ class Block:
     # -- tells ------------------------------------------------------------------------------
 
     def append_output(self, data: bytes) -> None:
-        """Append `data` to the output and count its non-empty lines; returns at once."""
-        self._tell(output_message(data))
+        """Append `data` to the output and count its non-empty lines.
+
+        Returns at once, unless the runtime's block writer is behind by more than
+        `RuntimeConfig.max_pending_output_bytes`: then it waits for room (at most
+        `output_wait_timeout_s`, then `Timeout`, nothing appended). Inside a handler,
+        where nothing may wait, it raises `Timeout` at once instead.
+        """
+        self._append(data, may_wait=getattr(in_handler, "actor", None) is None)
+
+    def append_output_nowait(self, data: bytes) -> None:
+        """`append_output` that never waits: `Timeout` at once (nothing appended) while
+        the block writer is behind; for event loops (`greenroom.aio` uses it)."""
+        self._append(data, may_wait=False)
+
+    def _append(self, data: bytes, *, may_wait: bool) -> None:
+        message = output_message(data)
+        if self._backlog is not None:
+            self._backlog.admit(len(message.data), may_wait=may_wait)
+        try:
+            self._tell(message)
+        except BaseException:
+            self._lost(message)
+            raise
 
     def record_line(self, n_bytes: int) -> None:
         """Count one line of `n_bytes` bytes kept elsewhere; returns at once."""
@@ -165,7 +194,8 @@ class Block:
     def flush(self) -> None:
         """Store the stats and the output handed over so far; returns once they are stored.
 
-        Output that arrives while an archive or restore runs is held back until it ends.
+        Output that arrives while an archive or restore runs is held back until it ends:
+        a flush then returns once that output is stored too.
         """
         self.flush_future().get()
 
@@ -237,6 +267,7 @@ class Block:
                 else:
                     # (Counted as a dead letter: the new actor stopped at once.)
                     log.warning("block %r stopped again: a %s was lost", self.block_id, message)
+                    self._lost(message)
             return
         sent: GreenroomFuture[Any] = ref.ask(message, block=False)
         sent.add_done_callback(functools.partial(self._answered, ref, message, answer, may_resend))
@@ -322,15 +353,22 @@ class Block:
                         _fail(answer, error)
                     else:
                         log.warning("block %r: a tell was lost: %s", self.block_id, error)
+                        self._lost(message)
+
+    def _lost(self, message: Any) -> None:
+        """A tell that never reached the actor: its output leaves the backlog."""
+        if self._backlog is not None and type(message) is AppendOutput:
+            self._backlog.release(len(message.data))
 
     def _give_up(self, error: BaseException) -> None:
         """The reconnect failed: every waiting ask fails with `error`; tells are lost."""
         with self._lock:
             waiting, self._pending = self._pending or [], None
         lost = 0
-        for _message, answer, _may_resend in waiting:
+        for message, answer, _may_resend in waiting:
             if answer is None:
                 lost += 1
+                self._lost(message)
             else:
                 _fail(answer, error)
         if lost:

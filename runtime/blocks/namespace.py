@@ -7,6 +7,7 @@ rt.blocks.sweep(inactive_days=7)      # archive idle panes, prune old archives
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import threading
 from collections.abc import Callable
@@ -17,9 +18,11 @@ from greenroom.actors.base import GreenroomActorRef
 from greenroom.actors.block import BlockActor
 from greenroom.actors.block_writer import BlockWriter
 from greenroom.actors.sweeper import SweepSupervisor
-from greenroom.blocks.archive import check_block_id
+from greenroom.blocks.archive import check_block_id, remove_stale_temps
+from greenroom.blocks.backlog import OutputBacklog
 from greenroom.blocks.handle import Block
 from greenroom.blocks.messages import CommitNow, SweepRequest
+from greenroom.blocks.owners import Owners
 from greenroom.blocks.records import SweepProgress, SweepStats
 from greenroom.checks import check_bool, check_callable, check_int, check_number, check_text
 from greenroom.errors import InvalidTransition
@@ -27,7 +30,15 @@ from greenroom.kernel import Kernel
 
 __all__ = ["Blocks"]
 
-_COUNTERS = ("block_write_failures", "block_write_retries", "sweeps", "sweep_failures")
+_COUNTERS = (
+    "block_write_failures",
+    "block_write_retries",
+    "sweeps",
+    "sweep_failures",
+    "temporaries_removed",
+)
+
+log = logging.getLogger("greenroom.blocks")
 
 
 def _archive_dir(db_path: str, configured: str | PathLike[str] | None) -> Path:
@@ -72,6 +83,9 @@ class Blocks:
         self._connector = _Connector(kernel, self._connect)
         self._writer: GreenroomActorRef | None = None
         self._sweeper: GreenroomActorRef | None = None
+        self._owners: Owners | None = None
+        config = kernel.config
+        self._backlog = OutputBacklog(config.max_pending_output_bytes, config.output_wait_timeout_s)
 
     @property
     def archive_dir(self) -> Path:
@@ -94,7 +108,7 @@ class Blocks:
         if handle is not None and ref is not None and ref.is_alive():
             return handle  # one handle per block while its actor runs
         handle = self._handles[block_id] = Block(
-            self._connect(block_id, view), block_id, self._connector
+            self._connect(block_id, view), block_id, self._connector, self._backlog
         )
         return handle
 
@@ -117,7 +131,9 @@ class Blocks:
         if ref is None:
             kernel.store.ensure_object("block", block_id, {"view": view})
             try:
-                ref = kernel.spawn(BlockActor, writer, self._archive_dir, actor_id=block_id)
+                ref = kernel.spawn(
+                    BlockActor, writer, self._archive_dir, self._owners, actor_id=block_id
+                )
             except InvalidTransition:
                 ref = kernel.wait_for_actor(BlockActor.kind, block_id)
         self._refs[block_id] = ref
@@ -171,18 +187,62 @@ class Blocks:
         return stats
 
     def start_services(self) -> GreenroomActorRef:
-        """Start the block writer and the sweep supervisor once; the writer's ref."""
+        """Start the block writer and the sweep supervisor once; the writer's ref.
+
+        The first time, also draw this runtime's owner token and remove the archive
+        temporaries that runtimes gone before left (crashes mid-archive).
+        """
         with self._lock:
             if self._writer is None:
-                self._writer = self._kernel.spawn(BlockWriter, actor_id="writer")
+                self._owners = self._take_owner_token()
+                self.remove_leftovers()
+                self._writer = self._kernel.spawn(BlockWriter, self._backlog, actor_id="writer")
                 self._sweeper = self._kernel.spawn(
-                    SweepSupervisor, self.get, self._archive_dir, actor_id="sweeper"
+                    SweepSupervisor,
+                    self.get,
+                    self._archive_dir,
+                    self._owners,
+                    actor_id="sweeper",
                 )
             return self._writer
 
+    def _take_owner_token(self) -> Owners:
+        config = self._kernel.config
+        return Owners(self._archive_dir, file_mode=config.file_mode, dir_mode=config.dir_mode)
+
+    def remove_leftovers(self) -> int:
+        """Remove the archive temporaries of runtimes that are gone; how many (logged).
+
+        Runs when the blocks start and at every sweep; another live process's work in
+        progress is left alone.
+        """
+        owners = self._owners
+        if owners is None:
+            return 0
+        removed = remove_stale_temps(self._archive_dir, owners.is_alive)
+        owners.forget_dead()
+        if removed:
+            self._kernel.metrics.incr("temporaries_removed", len(removed))
+            log.warning(
+                "removed %d archive temporaries left by a crash: %s",
+                len(removed),
+                ", ".join(removed[:10]),
+            )
+        return len(removed)
+
     def counters(self) -> dict[str, int]:
-        """This part's counters, at zero until bumped (`Runtime.metrics` adds them)."""
-        return dict.fromkeys(_COUNTERS, 0)
+        """This part's counters, at zero until bumped (`Runtime.metrics` adds them), and
+        the `pending_output_bytes` gauge (output accepted, not stored yet)."""
+        counters = dict.fromkeys(_COUNTERS, 0)
+        counters["pending_output_bytes"] = self._backlog.pending
+        counters["output_waits"] = self._backlog.waits
+        return counters
+
+    def close(self) -> None:
+        """Release this runtime's owner token (after the blocks and their jobs stopped)."""
+        with self._lock:
+            if self._owners is not None:
+                self._owners.close()
 
     def __repr__(self) -> str:
         return f"<Blocks of {self._kernel.store.path!r}>"

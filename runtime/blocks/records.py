@@ -36,6 +36,7 @@ ARCHIVED_BYTES = "session:archived_bytes"
 ARCHIVE_PATH = "session:archive_path"
 ARCHIVE_BACKUP = "session:archive_backup_path"
 PRUNED_AT = "session:archive_pruned_at"
+OPEN_LINE = "session:open_line_counted"  # 1: the unfinished last line is counted already
 
 
 @attrs.frozen
