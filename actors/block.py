@@ -326,8 +326,8 @@ class BlockActor(GreenroomActor):
         # The output's last line has no newline yet; when the stream pauses for an
         # archive or ends (stop), it is a line all the same, counted once.
         if self._partial and not self._partial_counted:
+            self._partial_counted = True  # (first: the stats written by the count say so)
             self._count(1, self._partial // 4)
-            self._partial_counted = True
 
     def _count(self, lines: int, tokens: int) -> None:
         now = self.ctx.clock.now_ms()
