@@ -514,7 +514,7 @@ class BlockActor(GreenroomActor):
         def job() -> tuple[int, int, Path]:
             pieces = self._pieces(archived, True, read, meta)
             try:
-                return write_archive(
+                written = write_archive(
                     pieces,
                     self._archive_dir,
                     name,
@@ -525,6 +525,11 @@ class BlockActor(GreenroomActor):
                 )
             except Exception as error:
                 raise self._raced(stored, error) from None
+            if self.actor_stopped.is_set():
+                # Nobody will commit it (the block stopped meanwhile): not left behind.
+                written[2].unlink(missing_ok=True)
+                raise Stopped(f"block {self.block_id!r} stopped before its archive was committed")
+            return written
 
         self._archive_meta = (at, archived, meta.get(ARCHIVE_BACKUP), stored, read)
         self._offload(job, self._archive_written, reply)

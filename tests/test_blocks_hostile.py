@@ -309,6 +309,7 @@ def test_close_during_an_archive_stores_held_output_and_answers_the_caller(
     hold_archive.open_()
     closing.join(WAIT)
     assert not [r for r in caplog.records if "on_stop of actor" in r.getMessage()]
+    assert list(rt.blocks.archive_dir.iterdir()) == []  # nor an archive nobody commits
     again = open_rt()
     data = again.blocks.get("agent-1").read_output().data
     assert data == b"first line\nan unfinished line ends here\nand one more\n"
