@@ -14,7 +14,7 @@ from greenroom import FakeClock, Runtime, RuntimeConfig, SystemClock
 from greenroom.actors.base import ActorContext, GreenroomActor
 from greenroom.errors import InvalidTransition, NotFound
 
-from .actors_for_tests import Counter
+from .actors_for_tests import Block, Counter
 
 
 class SlowStart(GreenroomActor):
@@ -211,3 +211,38 @@ def test_cancelled_timers_do_not_pile_up(fake_clock: FakeClock) -> None:
         fake_clock.call_later(3600, lambda: None).cancel()
     assert fake_clock.pending_timers() == 0
     assert len(fake_clock._timers._heap) < 200  # white box: purged, closures released
+
+
+class Keeper(GreenroomActor):
+    """Keeps the tells still queued at its stop (`on_unhandled`), but not "drop"."""
+
+    kind = "keeper"
+
+    def __init__(self, ctx: ActorContext, kept: list[Any]) -> None:
+        super().__init__(ctx)
+        self.kept = kept
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Block):
+            message.event.wait(10)
+        return None
+
+    def on_unhandled(self, message: Any) -> bool:
+        if message == "drop":
+            return False
+        self.kept.append(message)
+        return True
+
+
+def test_tells_queued_behind_a_stop_go_to_on_unhandled_not_to_dead_letters(rt: Runtime) -> None:
+    kept: list[Any] = []
+    ref = rt.spawn(Keeper, kept, actor_id="k")
+    release = threading.Event()
+    ref.tell(Block(release))  # busy: what follows waits in the mailbox, in order
+    stopped = ref.stop(block=False)  # the stop is queued now
+    ref.tell("after the stop")
+    ref.tell("drop")
+    release.set()
+    stopped.get(timeout=10)
+    assert kept == ["after the stop"]
+    assert rt.metrics()["dead_letters"] == 1  # "drop": on_unhandled left it
