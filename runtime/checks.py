@@ -30,6 +30,7 @@ __all__ = [
     "check_path",
     "check_text",
     "check_timeout",
+    "shown",
     "validator",
 ]
 
@@ -53,7 +54,7 @@ def check_int(
             [f"<= {maximum}"] if maximum is not None else []
         )
         need = f" {' and '.join(bounds)}" if bounds else ""
-        raise InvalidInput(f"{what} must be an int{need}, got {_shown(value)}")
+        raise InvalidInput(f"{what} must be an int{need}, got {shown(value)}")
     return value
 
 
@@ -82,7 +83,7 @@ def check_number(
         if maximum is not None:
             bounds.append(f"<= {_number(maximum)}")
         need = f" {' and '.join(bounds)}" if bounds else ""
-        raise InvalidInput(f"{what} must be a finite number{need}, got {_shown(value)}")
+        raise InvalidInput(f"{what} must be a finite number{need}, got {shown(value)}")
     return value
 
 
@@ -103,7 +104,7 @@ def check_timeout(value: Any, what: str = "timeout") -> float | None:
 def check_bool(value: Any, what: str) -> bool:
     """`value` if it is True or False (not merely truthy)."""
     if not isinstance(value, bool):
-        raise InvalidInput(f"{what} must be True or False, got {_shown(value)}")
+        raise InvalidInput(f"{what} must be True or False, got {shown(value)}")
     return value
 
 
@@ -126,15 +127,15 @@ def check_text(value: Any, what: str, *, nonempty: bool = False) -> str:
 def check_choice(value: Any, what: str, choices: Collection[T]) -> T:
     """`value` if it is one of `choices`."""
     if not isinstance(value, str | int) or value not in choices:
-        shown = ", ".join(repr(choice) for choice in choices)
-        raise InvalidInput(f"{what} must be one of {shown}, got {_shown(value)}")
+        names = ", ".join(repr(choice) for choice in choices)
+        raise InvalidInput(f"{what} must be one of {names}, got {shown(value)}")
     return value  # type: ignore[return-value]
 
 
 def check_callable(value: Any, what: str) -> Callable[..., Any]:
     """`value` if it can be called."""
     if not callable(value):
-        raise InvalidInput(f"{what} must be callable, got {_shown(value)}")
+        raise InvalidInput(f"{what} must be callable, got {shown(value)}")
     function: Callable[..., Any] = value
     return function
 
@@ -142,7 +143,7 @@ def check_callable(value: Any, what: str) -> Callable[..., Any]:
 def check_path(value: Any, what: str) -> Path:
     """`value` (a str or an `os.PathLike`) as a `Path`: non-empty, no NUL, encodable."""
     if not isinstance(value, str | os.PathLike):
-        raise InvalidInput(f"{what} must be a str or os.PathLike path, got {_shown(value)}")
+        raise InvalidInput(f"{what} must be a str or os.PathLike path, got {shown(value)}")
     text = os.fspath(value)
     if isinstance(text, bytes):
         raise InvalidInput(f"{what} must be a text path, got bytes {text!r}")
@@ -183,8 +184,8 @@ def _number(bound: float) -> str:
     return f"{bound:g}"
 
 
-def _shown(value: Any) -> str:
-    # A repr that cannot flood a log line (or take forever, for a huge int).
+def shown(value: Any) -> str:
+    """`repr(value)` cut to 200 characters (a huge int: its number of digits), for messages."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
         return f"an int of {len(str(abs(value))) if abs(value) < 10**4000 else 'over 4000'} digits"
     text = repr(value)

@@ -35,7 +35,22 @@ _optional_positive_number = validator(
 _positive_int = validator(check_int, minimum=1, maximum=2**62)
 _thread_count = validator(check_int, minimum=1, maximum=4096)
 _bool = validator(check_bool)
-_mode = validator(check_int, minimum=0, maximum=0o777)
+
+
+def _mode(owner: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """A permission-bits validator: at most 0o777, and with the `owner` bits set (a file
+    or folder greenroom could not use again after making it is refused up front)."""
+    bits = validator(check_int, minimum=0, maximum=0o777)
+
+    def validate(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        bits(inst, attribute, value)
+        if value & owner != owner:
+            raise InvalidInput(
+                f"{type(inst).__name__}.{attribute.name} must give the owner {owner:#o} "
+                f"(greenroom reopens what it makes), got {value:#o}"
+            )
+
+    return validate
 
 
 def _at_least(minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
@@ -159,13 +174,14 @@ class RuntimeConfig:
 
     # -- files --------------------------------------------------------------------------
 
-    file_mode: int = attrs.field(default=0o600, validator=_mode)
+    file_mode: int = attrs.field(default=0o600, validator=_mode(0o600))
     """Permissions of files greenroom creates (database, transcripts, archives): only
-    the owner may read them by default. Set exactly, whatever the umask."""
+    the owner may read them by default. Set exactly, whatever the umask; the owner's
+    read and write bits (0o600) are required."""
 
-    dir_mode: int = attrs.field(default=0o700, validator=_mode)
+    dir_mode: int = attrs.field(default=0o700, validator=_mode(0o700))
     """Permissions of folders greenroom creates (archive and transcript folders, the
-    database's folder when missing)."""
+    database's folder when missing); the owner's bits (0o700) are required."""
 
     # -- executions ---------------------------------------------------------------------
 

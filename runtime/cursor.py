@@ -8,7 +8,8 @@
   from before can never silently replay the wrong suffix.
 * `revision`: the session revision the cursor was made at (a non-negative integer).
 * `position`: the position of the last event the holder has seen (0: none yet).
-* `session_id`: last, so it may itself contain `:`.
+* `session_id`: last, so it may itself contain `:`; text a session id can be (no lone
+  surrogate).
 
 Clients treat cursors as opaque: they only store them and hand them back. Integers
 are canonical (no sign, no leading zero, below 2**63: the same bound the runtime's
@@ -103,6 +104,15 @@ def parse_cursor(cursor: object, *, session_id: str | None = None) -> ParsedCurs
     parsed_position = _number(position, "position", cursor)
     if not sid:
         raise MalformedCursor(f"malformed cursor {_shown(cursor)}: its session id is empty")
+    if not sid.isascii():
+        try:
+            sid.encode("utf-8")
+        except UnicodeEncodeError as error:
+            # No session of this runtime has such an id (append refuses it).
+            raise MalformedCursor(
+                f"malformed cursor {_shown(cursor)}: its session id is not valid Unicode "
+                f"(a lone surrogate at position {error.start})"
+            ) from None
     if session_id is not None and sid != session_id:
         raise WrongSession(
             f"cursor belongs to session {sid!r}, not {session_id!r}; use a cursor of "

@@ -17,6 +17,7 @@ from greenroom.activity import ActivityTracker
 from greenroom.actors.base import ActorContext, GreenroomActor, GreenroomActorRef
 from greenroom.actors.blocking import BlockingPool
 from greenroom.actors.dispatcher import Dispatcher
+from greenroom.checks import check_text, shown
 from greenroom.clock import Clock
 from greenroom.config import RuntimeConfig
 from greenroom.errors import InvalidInput, InvalidTransition, NotFound, Stopped, Timeout
@@ -24,9 +25,23 @@ from greenroom.futures import refuse_waiting_in_handler
 from greenroom.metrics import Metrics
 from greenroom.store import Store
 
-__all__ = ["Kernel"]
+__all__ = ["Kernel", "check_actor_id"]
 
 A = TypeVar("A", bound=GreenroomActor)
+
+
+def check_actor_id(actor_id: object) -> str:
+    """`actor_id` if it is a non-empty str with no NUL and no lone surrogate.
+
+    Ids name actors in logs and errors and some are store ids, where a NUL or a lone
+    surrogate would be a bare `ValueError` / `UnicodeEncodeError` later on.
+    """
+    if not isinstance(actor_id, str):
+        raise InvalidInput(f"actor_id must be a non-empty str, got {shown(actor_id)}")
+    check_text(actor_id, "actor_id", nonempty=True)
+    if "\x00" in actor_id:
+        raise InvalidInput(f"actor_id must not hold a NUL character, got {shown(actor_id)}")
+    return actor_id
 
 
 class _Reservation:
@@ -76,8 +91,8 @@ class Kernel:
         kind = actor_class.kind
         if actor_id is None:
             actor_id = f"{kind}-{secrets.token_hex(8)}"
-        elif not isinstance(actor_id, str) or not actor_id:
-            raise InvalidInput(f"actor_id must be a non-empty str, got {actor_id!r}")
+        else:
+            check_actor_id(actor_id)
         with self.lock:
             self.check_open()
             if actor_id in self._actors[kind]:
@@ -124,11 +139,11 @@ class Kernel:
         self.check_open()
         if not isinstance(kind, str) or not isinstance(actor_id, str):
             raise InvalidInput(
-                f"get_actor takes a kind and an id (str), got {kind!r} and {actor_id!r}"
+                f"get_actor takes a kind and an id (str), got {shown(kind)} and {shown(actor_id)}"
             )
         ref = self.lookup(kind, actor_id)
         if ref is None:
-            raise NotFound(f"no running {kind} actor with id {actor_id!r}")
+            raise NotFound(f"no running {kind[:100]} actor with id {shown(actor_id)}")
         return ref
 
     def lookup(self, kind: str, actor_id: str) -> GreenroomActorRef | None:
@@ -140,6 +155,8 @@ class Kernel:
     def actor_ids(self, kind: str) -> list[str]:
         """The ids of the running actors of `kind`, sorted."""
         self.check_open()
+        if not isinstance(kind, str):
+            raise InvalidInput(f"actor_ids takes a kind (str), got {shown(kind)}")
         with self.lock:
             return sorted(key for key, ref in self._actors.get(kind, {}).items() if ref)
 

@@ -18,7 +18,12 @@ import attrs
 from greenroom.checks import check_int, validator
 from greenroom.errors import InvalidInput
 
-__all__ = ["ZERO_USAGE", "Usage", "as_usage"]
+__all__ = ["MAX_TOKENS", "ZERO_USAGE", "Usage", "as_usage"]
+
+MAX_TOKENS = 10**15
+"""The most tokens of one kind a host may report for one call or turn (`as_usage`): far
+above any model's, and small enough that totals stay exact, print as JSON anywhere and
+price as floats. Sums of many (`Usage + Usage`) may go past it."""
 
 _count = validator(check_int, minimum=0)
 
@@ -88,9 +93,15 @@ def as_usage(value: Any, what: str = "usage") -> Usage | None:
     """`value` (None, a `Usage` or a provider's usage mapping) as a `Usage`, or None.
 
     `InvalidInput` for anything else: unknown or missing keys, styles mixed, counts
-    that are not ints >= 0, or a `total_tokens` that is not the sum.
+    that are not ints from 0 to `MAX_TOKENS` (a `Usage`'s too), or a `total_tokens`
+    that is not the sum.
     """
-    if value is None or isinstance(value, Usage):
+    if value is None:
+        return value
+    if isinstance(value, Usage):
+        for attribute in attrs.fields(Usage):
+            name = attribute.name
+            check_int(getattr(value, name), f"{what}.{name}", maximum=MAX_TOKENS)
         return value
     if not isinstance(value, Mapping):
         raise InvalidInput(f"{what} must be None, {_FORMS}; got {type(value).__name__}")
@@ -111,13 +122,15 @@ def as_usage(value: Any, what: str = "usage") -> Usage | None:
     fields: dict[str, int] = {}
     for key, field in names.items():
         if key in value:
-            count = check_int(value[key], f"{what}[{key!r}]", minimum=0)
+            count = check_int(value[key], f"{what}[{key!r}]", minimum=0, maximum=MAX_TOKENS)
             if field in fields:
                 raise InvalidInput(f"{what} gives {field} twice ({key!r} and another key)")
             fields[field] = count
     usage = Usage(**fields)
     if "total_tokens" in value:
-        total = check_int(value["total_tokens"], f"{what}['total_tokens']", minimum=0)
+        total = check_int(
+            value["total_tokens"], f"{what}['total_tokens']", minimum=0, maximum=2 * MAX_TOKENS
+        )
         if total != usage.input_tokens + usage.output_tokens:
             raise InvalidInput(
                 f"{what}['total_tokens'] is {total}, not the input (prompt) and output "

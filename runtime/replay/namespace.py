@@ -378,13 +378,16 @@ class Replay:
             self._trimmer = self._spawn(ReplayTrimmer, self._refs, actor_id="replay_trimmer")
         epoch = self._reserved.pop(session_id, None) or secrets.token_hex(8)
         slot = _Slot(epoch)
+        # The epoch makes the id unique; the session part only names it, with a NUL
+        # (which a session id may hold, and an actor id may not) spelled out.
+        name = session_id.replace("\x00", "\\x00")
         slot.ref = self._spawn(
             ReplayBuffer,
             session_id,
             slot,
             self._retire,
             self._detached,
-            actor_id=f"{session_id}#{epoch}",
+            actor_id=f"{name}#{epoch}",
         )
         self._buffers[session_id] = slot
         return slot

@@ -130,6 +130,8 @@ class Subscription:
 
     def next_event(self, timeout: float | None = None) -> ObservationEvent:
         """The next event, waiting up to `timeout` seconds (`None`: no limit)."""
+        # Checked first, so a bad timeout is refused even when an event is ready.
+        limit = check_timeout(timeout)
         mutex = self._mutex
         waiter = None
         deadline = None
@@ -146,9 +148,8 @@ class Subscription:
                     event = self._pop_ready()
                     if event is None:
                         if not checked:
-                            # First time round: check, then fix the deadline once.
+                            # First time round: fix the deadline once.
                             checked = True
-                            limit = check_timeout(timeout)
                             if limit != 0:
                                 refuse_waiting_in_handler(
                                     "next_event()",
