@@ -37,6 +37,7 @@ from greenroom.transcripts.logformat import (
     LogFile,
     Node,
     TranscriptState,
+    check_ids_left,
     compaction_entry,
     encode,
     estimate_tokens,
@@ -277,6 +278,8 @@ class TranscriptActor(GreenroomActor):
 
     def _turn(self, message: TurnEnd) -> TurnResult | _Plan:
         state = self._state
+        # The turn's messages and its leaf; refused before anything is written.
+        check_ids_left(state.next_seq, len(message.messages) + 1, self._file.path)
         now = self._now()
         seq = state.next_seq
         parent = state.tip
@@ -316,6 +319,7 @@ class TranscriptActor(GreenroomActor):
                 f"transcript {self.ctx.actor_id!r} has no message or compaction entry "
                 f"{entry_id!r} to move its branch to"
             )
+        check_ids_left(state.next_seq, 1, self._file.path)
         line = encode(leaf_entry(str(state.next_seq), state.tip, self._now(), entry_id))
         self._write([line])
         state.next_seq += 1
@@ -423,6 +427,7 @@ class TranscriptActor(GreenroomActor):
         tokens_after = summary_tokens + sum(item.tokens for item in kept)
         summary = CompactionSummary(text, first_kept, plan.tokens_before, tokens_after)
         now = self._now()
+        check_ids_left(state.next_seq, 2, self._file.path)  # the entry and its leaf
         entry_id = str(state.next_seq)
         leaf_id = str(state.next_seq + 1)
         lines = [

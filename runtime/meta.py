@@ -1,16 +1,37 @@
-"""Metadata merge rules shared by the store and everything that updates metadata."""
+"""Metadata merge rules shared by the store and everything that updates metadata.
+
+Metadata is a JSON object. What an update may write is what a read gives back: text
+that encodes to UTF-8, finite numbers, ints of fewer than 4,000 digits, values nested at
+most `MAX_META_DEPTH` levels. A stored value outside those bounds (a hand-edited
+database) reads back as a `StorageError` (`loads_meta`), never as a bare `ValueError`
+or `RecursionError`.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from greenroom.errors import InvalidInput
+from greenroom.errors import InvalidInput, StorageError
 
-__all__ = ["apply_update", "dumps_meta", "merge_meta", "validate_update"]
+__all__ = [
+    "MAX_META_DEPTH",
+    "apply_update",
+    "dumps_meta",
+    "loads_meta",
+    "merge_meta",
+    "validate_update",
+]
+
+MAX_META_DEPTH = 100
+"""How deep metadata may nest: the object is level 1, a list or object in one of its
+values level 2, and so on."""
 
 _WILDCARD = ":*"
+_MAX_DIGITS = 4000  # an int of more digits is refused on write, and so on read
 
 
 def validate_update(update: object, *, where: str = "metadata update") -> dict[str, Any]:
@@ -37,11 +58,28 @@ def validate_update(update: object, *, where: str = "metadata update") -> dict[s
                 )
         elif value is not None:
             value = _as_json(value, f"{where}: value of {key!r}")
+            if isinstance(value, dict | list) and _deeper_than(value, MAX_META_DEPTH - 1):
+                raise InvalidInput(
+                    f"{where}: value of {key!r} nests deeper than metadata may "
+                    f"({MAX_META_DEPTH} levels, the metadata object included)"
+                )
         checked[key] = value
     return checked
 
 
-_BIG_INT = 10**4000  # beyond, an int has too many digits for JSON to print
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists and objects more than `limit` levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+_BIG_INT = 10**_MAX_DIGITS  # beyond, an int has too many digits for JSON to print
 
 
 def _as_json(value: object, where: str) -> Any:
@@ -99,3 +137,75 @@ def apply_update(current: Mapping[str, Any], checked: Mapping[str, Any]) -> dict
 def dumps_meta(meta: Mapping[str, Any]) -> str:
     """Serialise metadata the way the store keeps it (compact, stable key order)."""
     return json.dumps(meta, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]!r} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_DIGITS:
+        raise ValueError(f"an int of {len(text):,} digits (at most {_MAX_DIGITS:,})")
+    return int(text)
+
+
+# Stored metadata is read strictly: no NaN or Infinity, no overflowing number.
+_decode = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
+).decode
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def loads_meta(text: object, where: str) -> dict[str, Any]:
+    """Stored metadata (JSON text) as a dict; `StorageError` naming `where` if it is not
+    a JSON object within the bounds an update may write."""
+    if not isinstance(text, str):
+        raise StorageError(f"{where}: its stored metadata is a {type(text).__name__}, not text")
+    try:
+        value = _decode(text)
+    except RecursionError:
+        raise StorageError(f"{where}: its stored metadata nests too deep to read") from None
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        raise StorageError(
+            f"{where}: its stored metadata is not valid JSON: {_clip(str(exc))}"
+        ) from None
+    if not isinstance(value, dict):
+        raise StorageError(
+            f"{where}: its stored metadata is a JSON {_json_kind(value)}, not an object"
+        )
+    # The walk only when there are enough brackets to nest that deep at all.
+    if text.count("{") + text.count("[") > MAX_META_DEPTH and _deeper_than(value, MAX_META_DEPTH):
+        raise StorageError(
+            f"{where}: its stored metadata nests deeper than {MAX_META_DEPTH} levels"
+        )
+    if _SURROGATE.search(text) is not None:
+        try:
+            dumps_meta(value).encode("utf-8")
+        except UnicodeEncodeError:
+            raise StorageError(
+                f"{where}: its stored metadata holds a lone surrogate (not valid Unicode text)"
+            ) from None
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["FileInfo", "StoredObject"]
+__all__ = ["FileInfo", "StoredObject", "UnreadableObject"]
 
 
 @attrs.frozen
@@ -36,3 +36,15 @@ class FileInfo:
     chunks: int
     created_ms: int
     updated_ms: int
+
+
+@attrs.frozen
+class UnreadableObject:
+    """An object whose stored row does not read back (a hand-edited database), as
+    `Store.list_objects(kind, unreadable=[...])` reports it instead of raising."""
+
+    kind: str
+    id: str
+    """The id as stored, or its repr when it is not text."""
+    error: str
+    """Why it cannot be read (the `StorageError`'s message)."""

@@ -131,6 +131,8 @@ class Runtime:
             synchronous=config.sqlite_synchronous,
             busy_timeout_s=config.sqlite_busy_timeout_s,
             secure_delete=config.sqlite_secure_delete,
+            file_mode=config.file_mode,
+            dir_mode=config.dir_mode,
         )
         log.info("runtime opened on %r", store.path)
         rt = cls(store, clock, config, owns_clock=owns_clock)

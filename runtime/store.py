@@ -9,6 +9,12 @@ own savepoint: one commit (one fsync) serves them all, and each caller still get
 own result or error, only after the commit that holds its change. The database runs
 in WAL mode, so readers in other processes do not block it.
 
+A new database file is private (0600, its new folders 0700, by default), and several
+processes may create the same one at once: the schema is made under the write lock.
+What is read back is checked, since anyone with the file can edit it: metadata that is
+not a JSON object within the bounds an update may write, a count or size of the wrong
+type, a damaged chunk, all raise `StorageError` naming the row.
+
     store = Store.open("app.db")
     store.ensure_object("block", "b1", {"view": "agent"})
     store.update_meta("block", "b1", {"session:line_count": 3, "old:*": True})
@@ -33,8 +39,8 @@ from typing import Any, TypeVar
 import attrs
 import sqlite_utils
 
-from greenroom.checks import check_path
-from greenroom.clock import SystemClock
+from greenroom.checks import MAX_TIMEOUT_S, check_int, check_number, check_path
+from greenroom.clock import SystemClock, stopwatch
 from greenroom.errors import (
     Conflict,
     InvalidInput,
@@ -44,8 +50,9 @@ from greenroom.errors import (
     Stopped,
     StorageError,
 )
-from greenroom.meta import apply_update, dumps_meta, merge_meta, validate_update
-from greenroom.models import FileInfo, StoredObject
+from greenroom.files import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, create_private, private_dir
+from greenroom.meta import apply_update, dumps_meta, loads_meta, merge_meta, validate_update
+from greenroom.models import FileInfo, StoredObject, UnreadableObject
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -74,6 +81,8 @@ _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.:@-]{1,256}")
 _PLAIN_VALUE = (int, float, str)
 _INFINITE = (math.inf, -math.inf)
 _PAGE_ROWS = 64
+_MAX_VERSION = 2**62
+_MAX_COUNT = 2**62  # sizes and counts: an append adds to them, below 2**63
 
 
 def _check_kind(kind: object) -> str:
@@ -219,12 +228,18 @@ class Store:
         synchronous: str = "FULL",
         busy_timeout_s: float = 5.0,
         secure_delete: str = "FAST",
+        file_mode: int = DEFAULT_FILE_MODE,
+        dir_mode: int = DEFAULT_DIR_MODE,
     ) -> Store:
         """Open (creating when new) the store at `path`, or `":memory:"` for a throwaway.
 
         `now_ms` supplies the timestamps written to rows (the runtime passes its
-        clock's). Raises `SchemaTooNew` for a database written by a newer greenroom
-        and `StorageError` for a file that is not a usable SQLite database.
+        clock's). A new database file is created with `file_mode` (SQLite gives its
+        `-wal` and `-shm` files the same mode) and its missing folders with
+        `dir_mode`; an existing file keeps its mode. Several processes may open (and
+        create) the same new database at once. Raises `SchemaTooNew` for a database
+        written by a newer greenroom and `StorageError` for a file that is not a
+        usable SQLite database.
         """
         if synchronous not in _SYNCHRONOUS:
             raise InvalidInput(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
@@ -234,31 +249,31 @@ class Store:
             )
         if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes <= 0:
             raise InvalidInput(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
+        busy_s = check_number(busy_timeout_s, "busy_timeout_s", minimum=0, maximum=MAX_TIMEOUT_S)
+        check_int(file_mode, "file_mode", minimum=0, maximum=0o777)
+        check_int(dir_mode, "dir_mode", minimum=0, maximum=0o777)
         target = path if path == ":memory:" else str(check_path(path, "the database path"))
         if target != ":memory:":
-            folder = Path(target).parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                msg = f"cannot create folder {str(folder)!r} for the store: {exc}"
-                raise StorageError(msg) from exc
+            _create_database_file(Path(target), file_mode, dir_mode)
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(target, check_same_thread=False)
             db = sqlite_utils.Database(conn, execute_plugins=False)
-            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            found = db.execute("PRAGMA user_version").fetchone()[0]
+            # SQLite takes the busy timeout in milliseconds, as a C int.
+            db.execute(f"PRAGMA busy_timeout = {min(int(busy_s * 1000), 2**31 - 1)}")
+            deadline = stopwatch() + busy_s
+            found = _retry_busy(deadline, lambda: _user_version(db))
             if found > SCHEMA_VERSION:
                 raise SchemaTooNew(target, found, SCHEMA_VERSION)
             if target != ":memory:":
-                db.enable_wal()
+                _retry_busy(deadline, db.enable_wal)
             db.execute(f"PRAGMA synchronous = {synchronous}")
             # Many builds default to ON, which rewrites every freed page with zeros:
             # dropping a 100 MB output would write 100 MB more. FAST zeroes only
             # where that costs no extra I/O.
             db.execute(f"PRAGMA secure_delete = {secure_delete}")
             if found < SCHEMA_VERSION:
-                _create_schema(db)
+                _retry_busy(deadline, lambda: _create_schema(db, target))
         except SchemaTooNew:
             conn.close()  # type: ignore[union-attr]
             raise
@@ -455,8 +470,16 @@ class Store:
         with self._reading(f"read {kind} {object_id!r}"):
             return self._fetch(kind, object_id)
 
-    def list_objects(self, kind: str) -> list[StoredObject]:
-        """Every object of `kind`, ordered by id."""
+    def list_objects(
+        self, kind: str, *, unreadable: list[UnreadableObject] | None = None
+    ) -> list[StoredObject]:
+        """Every object of `kind`, ordered by id.
+
+        An object whose stored row does not read back (a hand-edited database: metadata
+        that is not a JSON object, a column of the wrong type) raises `StorageError`;
+        when `unreadable` is a list, it is left out instead, logged, and described in
+        `unreadable`, so a listing can go on.
+        """
         _check_kind(kind)
         with self._reading(f"list {kind} objects"):
             rows = self._db.execute(
@@ -464,7 +487,17 @@ class Store:
                 "WHERE kind = ? ORDER BY id",
                 [kind],
             ).fetchall()
-        return [_object_from_row(row) for row in rows]
+        found: list[StoredObject] = []
+        for row in rows:
+            try:
+                found.append(_object_from_row(row))
+            except StorageError as error:
+                if unreadable is None:
+                    raise
+                log.warning("%s", error)
+                object_id = row[1] if isinstance(row[1], str) else _shown_id(row[1])
+                unreadable.append(UnreadableObject(kind, object_id, str(error)))
+        return found
 
     def list_ids(self, kind: str) -> list[str]:
         """The ids of every object of `kind`, sorted."""
@@ -473,6 +506,12 @@ class Store:
             rows = self._db.execute(
                 "SELECT id FROM objects WHERE kind = ? ORDER BY id", [kind]
             ).fetchall()
+        for (object_id,) in rows:
+            if not isinstance(object_id, str):
+                raise StorageError(
+                    f"a {kind} in store {self._path!r} has an id that is not text "
+                    f"({type(object_id).__name__} {_shown_id(object_id)})"
+                )
         return [row[0] for row in rows]
 
     def update_meta(self, kind: str, object_id: str, update: Mapping[str, Any]) -> StoredObject:
@@ -540,7 +579,8 @@ class Store:
         _check_id(kind, object_id)
 
         def op() -> None:
-            if self._fetch(kind, object_id) is None:
+            # Existence only: an object whose metadata no longer reads can be deleted.
+            if not self._exists(kind, object_id):
                 raise NotFound(f"no {kind} with id {object_id!r} to delete")
             key = [kind, object_id]
             self._db.conn.execute("DELETE FROM file_chunks WHERE kind = ? AND id = ?", key)
@@ -548,6 +588,12 @@ class Store:
             self._db.conn.execute("DELETE FROM objects WHERE kind = ? AND id = ?", key)
 
         self._write(f"delete {kind} {object_id!r}", op)
+
+    def _exists(self, kind: str, object_id: str) -> bool:
+        row = self._db.conn.execute(
+            "SELECT 1 FROM objects WHERE kind = ? AND id = ?", [kind, object_id]
+        ).fetchone()
+        return row is not None
 
     def _fetch(self, kind: str, object_id: str) -> StoredObject | None:
         row = self._db.conn.execute(
@@ -663,7 +709,9 @@ class Store:
         `_.:@-`; values `int`, finite `float` or `str`; no merge rules (no `None`
         deletes, no `prefix:*`). One transaction and no savepoint per object, so
         thousands of small updates (block stats) cost one commit. Objects that do not
-        exist are skipped: compare the count returned.
+        exist, and objects whose stored metadata is not a JSON object (a hand-edited
+        database; reading them raises `StorageError`), are skipped: compare the count
+        returned.
         """
         _check_kind(kind)
         rows: dict[tuple[str, ...], list[list[Any]]] = {}
@@ -701,7 +749,9 @@ class Store:
                 paths = ", ".join(f"'$.{json.dumps(key)}', ?" for key in keys)
                 cursor = self._db.conn.executemany(
                     f"UPDATE objects SET meta = json_set(meta, {paths}), "
-                    f"version = version + 1, updated_ms = {now} WHERE kind = ? AND id = ?",
+                    f"version = version + 1, updated_ms = {now} WHERE kind = ? AND id = ? "
+                    # (CASE: json_type only runs on valid JSON, which it requires.)
+                    "AND CASE WHEN json_valid(meta) THEN json_type(meta) END = 'object'",
                     params,
                 )
                 changed += cursor.rowcount
@@ -837,6 +887,8 @@ class Store:
         self, kind: str, object_id: str, name: str, lo: int, hi: int | None, what: str
     ) -> Iterator[tuple[int, bytes]]:
         after = -1
+        # Where the next chunk starts: chunks are contiguous, the first one at `lo` or before.
+        expected: int | None = None
         while True:
             with self._reading(what):
                 rows = self._db.execute(
@@ -847,7 +899,21 @@ class Store:
                     [kind, object_id, name, after, lo, hi, hi, _PAGE_ROWS],
                 ).fetchall()
             for seq, start, data in rows:
+                if (
+                    type(seq) is not int
+                    or type(start) is not int
+                    or type(data) is not bytes
+                    or start < 0
+                    or (start > lo if expected is None else start != expected)
+                ):
+                    raise StorageError(
+                        f"could not {what} in store {self._path!r}: its chunk {seq!r} is "
+                        f"damaged (starts at {start!r}"
+                        + (f", not {expected}" if expected is not None else f", after {lo}")
+                        + f", holds {type(data).__name__}); the stored file is not usable"
+                    )
                 after = seq
+                expected = start + len(data)
                 yield start, data
             if len(rows) < _PAGE_ROWS:
                 return
@@ -863,7 +929,8 @@ class Store:
             ).fetchone()
         if row is None:
             raise NotFound(f"{kind} {object_id!r} has no file {name!r}")
-        return FileInfo(kind, object_id, name, *row)
+        size, chunks, created, updated = row
+        return _file_info(kind, object_id, name, size, chunks, 0, created, updated)
 
     def list_files(self, kind: str, object_id: str) -> list[FileInfo]:
         """Every file of the object, ordered by name."""
@@ -875,7 +942,10 @@ class Store:
                 "WHERE kind = ? AND id = ? ORDER BY name",
                 [kind, object_id],
             ).fetchall()
-        return [FileInfo(kind, object_id, *row) for row in rows]
+        return [
+            _file_info(kind, object_id, name, size, chunks, 0, created, updated)
+            for name, size, chunks, created, updated in rows
+        ]
 
     def delete_file(
         self, kind: str, object_id: str, name: str, *, missing_ok: bool = False
@@ -892,7 +962,8 @@ class Store:
         self._check_file_args(kind, object_id, name)
 
         def op() -> bool:
-            if self._file_row(kind, object_id, name) is None:
+            # Existence only: a file whose row no longer reads can be deleted.
+            if not self._file_exists(kind, object_id, name):
                 if missing_ok:
                     return False
                 raise NotFound(f"{kind} {object_id!r} has no file {name!r} to delete")
@@ -910,18 +981,28 @@ class Store:
         _check_id(kind, object_id)
         _check_name(name)
 
+    def _file_exists(self, kind: str, object_id: str, name: str) -> bool:
+        row = self._db.conn.execute(
+            "SELECT 1 FROM files WHERE kind = ? AND id = ? AND name = ?", [kind, object_id, name]
+        ).fetchone()
+        return row is not None
+
     def _file_row(
         self, kind: str, object_id: str, name: str
     ) -> tuple[int, int, int, int, int] | None:
-        row: tuple[int, int, int, int, int] | None = self._db.conn.execute(
+        row = self._db.conn.execute(
             "SELECT size, chunks, next_seq, created_ms, updated_ms FROM files "
             "WHERE kind = ? AND id = ? AND name = ?",
             [kind, object_id, name],
         ).fetchone()
-        return row
+        if row is None:
+            return None
+        size, chunks, next_seq, created, updated = row
+        info = _file_info(kind, object_id, name, size, chunks, next_seq, created, updated)
+        return info.size, info.chunks, next_seq, info.created_ms, info.updated_ms
 
     def _insert_file(self, kind: str, object_id: str, name: str) -> FileInfo:
-        if self._fetch(kind, object_id) is None:
+        if not self._exists(kind, object_id):
             raise NotFound(f"no {kind} with id {object_id!r}; create the object before its files")
         now = self._now_ms()
         _table(self._db, "files").insert(
@@ -949,47 +1030,190 @@ def _table(db: sqlite_utils.Database, name: str) -> sqlite_utils.db.Table:
     return table
 
 
+def _shown_id(value: object) -> str:
+    """An id as a message shows it: repr, cut short (a hand-edited one may be huge)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _object_from_row(row: tuple[Any, ...]) -> StoredObject:
+    """A stored object from its row, every column checked: the database may have been
+    edited by hand, and what it holds reaches hosts and the command line."""
     kind, object_id, meta, version, created_ms, updated_ms = row
-    return StoredObject(kind, object_id, json.loads(meta), version, created_ms, updated_ms)
+    where = f"{kind} {_shown_id(object_id)}"
+    if not isinstance(object_id, str):
+        raise StorageError(f"{where}: its stored id is a {type(object_id).__name__}, not text")
+    return StoredObject(
+        kind,
+        object_id,
+        loads_meta(meta, where),
+        # (Bounded: an update adds one, and SQLite's integers stop at 2**63 - 1.)
+        _stored_int(where, "version", version, minimum=0, maximum=_MAX_VERSION),
+        _stored_int(where, "created_ms", created_ms),
+        _stored_int(where, "updated_ms", updated_ms),
+    )
 
 
-def _create_schema(db: sqlite_utils.Database) -> None:
-    """Create the tables of schema version 1 and record the version, in one transaction."""
-    with db.atomic():
-        _table(db, "objects").create(
-            {
-                "kind": str,
-                "id": str,
-                "meta": str,
-                "version": int,
-                "created_ms": int,
-                "updated_ms": int,
-            },
-            pk=("kind", "id"),
-            not_null={"meta", "version", "created_ms", "updated_ms"},
-            if_not_exists=True,
-        )
-        _table(db, "files").create(
-            {
-                "kind": str,
-                "id": str,
-                "name": str,
-                "size": int,
-                "chunks": int,
-                "next_seq": int,
-                "created_ms": int,
-                "updated_ms": int,
-            },
-            pk=("kind", "id", "name"),
-            not_null={"size", "chunks", "next_seq", "created_ms", "updated_ms"},
-            if_not_exists=True,
-        )
-        _table(db, "file_chunks").create(
-            {"kind": str, "id": str, "name": str, "seq": int, "start": int, "data": bytes},
-            pk=("kind", "id", "name", "seq"),
-            not_null={"start", "data"},
-            if_not_exists=True,
-        )
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+def _stored_int(
+    where: str,
+    column: str,
+    value: object,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int:
+    """A stored integer column, checked (`StorageError` naming it if it is not one)."""
+    if (
+        type(value) is not int
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+    ):
+        need = "an integer"
+        if minimum is not None:
+            need += f" >= {minimum}"
+        if maximum is not None:
+            need += f" <= {maximum}"
+        raise StorageError(f"{where}: its stored {column} is {_shown_id(value)}, not {need}")
+    return value
+
+
+def _file_info(
+    kind: str,
+    object_id: str,
+    name: object,
+    size: object,
+    chunks: object,
+    next_seq: object,
+    created_ms: object,
+    updated_ms: object,
+) -> FileInfo:
+    """A stored file's row, checked: sizes and counts integers in [0, 2**62], times
+    integers."""
+    where = f"file {_shown_id(name)} of {kind} {_shown_id(object_id)}"
+    if not isinstance(name, str):
+        raise StorageError(f"{where}: its stored name is a {type(name).__name__}, not text")
+    _stored_int(where, "next_seq", next_seq, minimum=0, maximum=_MAX_COUNT)
+    return FileInfo(
+        kind,
+        object_id,
+        name,
+        _stored_int(where, "size", size, minimum=0, maximum=_MAX_COUNT),
+        _stored_int(where, "chunks", chunks, minimum=0, maximum=_MAX_COUNT),
+        _stored_int(where, "created_ms", created_ms),
+        _stored_int(where, "updated_ms", updated_ms),
+    )
+
+
+def _create_database_file(path: Path, file_mode: int, dir_mode: int) -> None:
+    """Create the database file (empty, `file_mode`) and its folders, when missing.
+
+    Made here rather than by SQLite, which would give it the umask's mode. An empty
+    file is a valid empty database; one made meanwhile by another process is kept.
+    """
+    if os.path.lexists(path):
+        return  # an existing database (or whatever is there) keeps its mode
+    try:
+        private_dir(path.parent, dir_mode)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create folder {str(path.parent)!r} for the store: {exc}"
+        ) from exc
+    try:
+        os.close(create_private(path, file_mode))
+    except FileExistsError:
+        return  # created meanwhile by another process or thread
+    except OSError as exc:
+        raise StorageError(f"cannot create store {str(path)!r}: {exc}") from exc
+
+
+def _user_version(db: sqlite_utils.Database) -> int:
+    found = db.execute("PRAGMA user_version").fetchone()[0]
+    return int(found)
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _retry_busy(deadline: float, step: Callable[[], T]) -> T:
+    """Run `step`, again while SQLite answers "busy" and time is left before `deadline`.
+
+    The busy timeout makes most waits inside SQLite; a few conflicts it answers at
+    once (a schema or journal-mode change racing another connection's, a read
+    snapshot gone stale), and then the whole step is worth running again.
+    """
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or stopwatch() >= deadline:
+                raise
+            log.debug("store busy while opening (%s); trying again", exc)
+
+
+def _create_schema(db: sqlite_utils.Database, target: str) -> None:
+    """Create the tables of schema version 1 and record the version, in one transaction.
+
+    The transaction takes the write lock first (`BEGIN IMMEDIATE`) and reads the
+    version again inside it: of several processes creating one new database at once,
+    one creates the tables and the others find them made.
+    """
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = _user_version(db)
+        if found > SCHEMA_VERSION:
+            raise SchemaTooNew(target, found, SCHEMA_VERSION)
+        if found == SCHEMA_VERSION:
+            conn.execute("ROLLBACK")
+            return
+        _create_tables(db)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
     log.info("created greenroom store schema version %d", SCHEMA_VERSION)
+
+
+def _create_tables(db: sqlite_utils.Database) -> None:
+    """The tables of schema version 1 (inside the caller's transaction)."""
+    _table(db, "objects").create(
+        {
+            "kind": str,
+            "id": str,
+            "meta": str,
+            "version": int,
+            "created_ms": int,
+            "updated_ms": int,
+        },
+        pk=("kind", "id"),
+        not_null={"meta", "version", "created_ms", "updated_ms"},
+        if_not_exists=True,
+    )
+    _table(db, "files").create(
+        {
+            "kind": str,
+            "id": str,
+            "name": str,
+            "size": int,
+            "chunks": int,
+            "next_seq": int,
+            "created_ms": int,
+            "updated_ms": int,
+        },
+        pk=("kind", "id", "name"),
+        not_null={"size", "chunks", "next_seq", "created_ms", "updated_ms"},
+        if_not_exists=True,
+    )
+    _table(db, "file_chunks").create(
+        {"kind": str, "id": str, "name": str, "seq": int, "start": int, "data": bytes},
+        pk=("kind", "id", "name", "seq"),
+        not_null={"start", "data"},
+        if_not_exists=True,
+    )

@@ -19,6 +19,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -1107,16 +1108,31 @@ def test_a_reader_that_goes_away_is_exit_0_quietly(world: World, command: tuple[
 
 
 def test_ctrl_c_exits_130_quietly(tmp_path: Path) -> None:
-    fifo = tmp_path / "slow.jsonl"
-    os.mkfifo(fifo)
+    # (A FIFO as the transcript would be refused now: the read is made slow instead.)
+    ready = tmp_path / "ready"
+    os.mkfifo(ready)
+    child = textwrap.dedent(
+        f"""
+        import sys
+        import threading
+        import greenroom.cli.transcript as command
+        from greenroom.cli import main
+
+        def load(path):  # a read that takes long: the command is under way, waiting
+            open({str(ready)!r}, "wb").close()
+            threading.Event().wait()
+
+        command.load = load
+        sys.exit(main(["transcript", "any.jsonl"]))
+        """
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "greenroom.cli", "transcript", str(fifo)],
+        [sys.executable, "-c", child],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    # Returns once the CLI has opened the FIFO: it is inside the command, reading.
-    with open(fifo, "wb"):
+    with open(ready, "rb"):  # returns once the child is inside the command
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=50)
     assert proc.returncode == 130

@@ -15,7 +15,9 @@ them (`[{"id": ...},\n {"id": ...}]`, `[]` for none); a command about one item (
 ONE JSON object. Either way stdout is one document for `json.loads`. Exit status: 0
 done, 1 an error (one line on stderr: `greenroom: error: ...`), 2 bad usage, 130
 interrupted (Ctrl-C). Commands on a database open it with a real clock and never
-create it; the runtime is closed on every way out.
+create it; the runtime is closed on every way out. Whatever the database or a file
+holds, no command prints a traceback: an unexpected failure is one error line too
+(its traceback is logged at debug level: `-vv` shows it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 
 import attrs
+from pykka import ActorDeadError
 
 from greenroom import __version__
 from greenroom.cli.blocks import run_archive, run_blocks, run_export, run_restore, run_show
@@ -37,6 +40,8 @@ from greenroom.cli.transcript import run_transcript
 from greenroom.errors import GreenroomError, StorageError
 
 __all__ = ["build_parser", "main"]
+
+log = logging.getLogger("greenroom.cli")
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -50,8 +55,8 @@ json output (--json):
 _EXIT_STATUS = """\
 exit status:
   0    done
-  1    an error (one line on stderr), a missing or unreadable file, or a sweep item
-       that failed
+  1    an error (one line on stderr, never a traceback), a missing or unreadable
+       file, a sweep item that failed, or a block `blocks` could not read
   2    bad usage
   130  interrupted (Ctrl-C)
 """
@@ -273,6 +278,15 @@ def _describe(error: BaseException, args: argparse.Namespace) -> str:
     return message
 
 
+def _unexpected(error: Exception) -> str:
+    if isinstance(error, ActorDeadError):
+        return f"an actor stopped before it answered ({error}); run with -vv to see why"
+    text = str(error)
+    if len(text) > 500:
+        text = text[:497] + "..."
+    return f"unexpected {type(error).__name__}: {text or 'no message'} (run with -vv for details)"
+
+
 def _quiet_stdout() -> None:
     # The reader went away: whatever is still buffered (and the interpreter's flush at
     # exit) goes to /dev/null instead of raising BrokenPipeError again.
@@ -323,6 +337,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (GreenroomError, OSError) as error:
         _error(_describe(error, args))
+        return 1
+    except Exception as error:
+        # The last resort: whatever the database or a file holds, the command line
+        # never shows a traceback. (The traceback is in the log: -vv shows it.)
+        log.debug("%s failed unexpectedly", args.command, exc_info=True)
+        _error(_unexpected(error))
         return 1
     finally:
         if logging_added is not None:

@@ -23,7 +23,9 @@ from greenroom.blocks.records import (
     ARCHIVE_PATH,
     ARCHIVED_AT,
     ARCHIVED_BYTES,
+    LAST_ACTIVITY,
     PRUNED_AT,
+    START_TS,
     SessionStats,
 )
 from greenroom.checks import check_path
@@ -35,10 +37,13 @@ from greenroom.cli.common import (
     open_database,
     plural,
     print_table,
+    printable,
     say,
+    warn,
+    when,
 )
-from greenroom.errors import InvalidTransition, NotFound, StorageError
-from greenroom.models import StoredObject
+from greenroom.errors import GreenroomError, InvalidTransition, NotFound
+from greenroom.models import StoredObject, UnreadableObject
 from greenroom.runtime import Runtime
 from greenroom.store import Store
 
@@ -53,10 +58,9 @@ def _number(value: Any) -> int:
 
 
 def _live_bytes(store: Store, block_id: str) -> int:
-    try:
-        return store.stat_file("block", block_id, "output").size
-    except NotFound:
-        return 0
+    # Every file row is read (and checked): a hand-edited one is an error here, not later.
+    files = {info.name: info.size for info in store.list_files("block", block_id)}
+    return files.get("output", 0)
 
 
 def block_record(
@@ -113,11 +117,17 @@ def block_record(
 
 
 def _require_block(rt: Runtime, block_id: str) -> StoredObject:
-    """The stored block `block_id`; `NotFound` (never a new block) when there is none."""
+    """The stored block `block_id`; `NotFound` (never a new block) when there is none.
+
+    Its stored rows are read here, before its actor starts: a row that does not read
+    back (a hand-edited database) is a `StorageError` naming it, not an actor that
+    stops at its start.
+    """
     check_block_id(block_id)
     obj = rt.store.find_object("block", block_id)
     if obj is None:
         raise NotFound(f"no block {block_id!r} in {str(rt.path)!r}")
+    rt.store.list_files("block", block_id)
     return obj
 
 
@@ -132,7 +142,7 @@ def _pruned_at(rt: Runtime, obj: StoredObject, *, live_counts: bool) -> str | No
         return None
     if live_counts and _live_bytes(rt.store, obj.id):
         return None
-    return iso(pruned_at)
+    return when(pruned_at)
 
 
 _PRUNED = "its archive was pruned at {} to keep the archive folder within max_archive_bytes"
@@ -143,35 +153,74 @@ _PRUNED = "its archive was pruned at {} to keep the archive folder within max_ar
 
 def run_blocks(args: argparse.Namespace) -> int:
     """`greenroom blocks DB [--view V]`: one line per block."""
+    unreadable: list[UnreadableObject] = []
     with open_database(args.db, args.archive_dir) as rt:
         store = rt.store
-        records = [
-            block_record(store, obj, rt.blocks.archive_dir)
-            for obj in store.list_objects("block")
-            if args.view is None or obj.meta.get("view") == args.view
-        ]
+        records: list[dict[str, Any]] = []
+        shown: list[Any] = []  # each row's stored last activity, as text output shows it
+        for obj in store.list_objects("block", unreadable=unreadable):
+            if args.view is not None and obj.meta.get("view") != args.view:
+                continue
+            try:
+                records.append(block_record(store, obj, rt.blocks.archive_dir))
+            except GreenroomError as error:  # a hand-edited file row, say
+                unreadable.append(UnreadableObject("block", obj.id, str(error)))
+                continue
+            shown.append(obj.meta.get(LAST_ACTIVITY))
+    # A block that does not read back is a row all the same (its view is unknown, so
+    # even under --view), and a warning: exit status 1, as for a failed sweep item.
+    bad = [_unreadable_record(item) for item in unreadable]
+    for item in unreadable:
+        warn(f"block {printable(item.id, 80)} cannot be read: {item.error}")
+    status = 1 if unreadable else 0
     if args.json:
-        emit_rows(records)
-        return 0
-    if not records:
+        emit_rows(records + bad)
+        return status
+    if not records and not bad:
         say(f"no blocks with view {args.view!r}" if args.view is not None else "no blocks")
-        return 0
+        return status
     rows = [
         [
-            record["id"],
-            record["view"] or "-",
+            printable(record["id"], 80),
+            printable(record["view"], 40) if record["view"] else "-",
             f"{record['line_count']:,}",
             f"{record['token_estimate']:,}",
-            record["last_activity"] or "-",
+            when(last),
             record["state"],
             f"{record['bytes']:,}",
         ]
-        for record in records
-    ]
+        for record, last in zip(records, shown, strict=True)
+    ] + [[printable(row["id"], 80), "?", "?", "?", "?", row["state"], "?"] for row in bad]
     print_table(
         ["ID", "VIEW", "LINES", "TOKENS", "LAST ACTIVITY", "STATE", "BYTES"], rows, {2, 3, 6}
     )
-    return 0
+    return status
+
+
+def _unreadable_record(item: UnreadableObject) -> dict[str, Any]:
+    """The `blocks --json` row of a block whose stored rows do not read back: its id,
+    state `unreadable` and the `error`; every other field `null`."""
+    return {
+        "id": item.id,
+        "view": None,
+        "state": "unreadable",
+        "archived": None,
+        "line_count": None,
+        "token_estimate": None,
+        "start_ts_ms": None,
+        "started": None,
+        "last_activity_ms": None,
+        "last_activity": None,
+        "bytes": None,
+        "live_bytes": None,
+        "archived_bytes": None,
+        "archive_path": None,
+        "archived_at_ms": None,
+        "archived_at": None,
+        "archive_pruned_at_ms": None,
+        "archive_pruned_at": None,
+        "error": item.error,
+    }
 
 
 # -- show --------------------------------------------------------------------------------
@@ -182,7 +231,7 @@ def run_show(args: argparse.Namespace) -> int:
     with open_database(args.db, args.archive_dir) as rt:
         obj = _require_block(rt, args.block)
         record = block_record(rt.store, obj, rt.blocks.archive_dir)
-        files = [
+        files: list[dict[str, Any]] = [
             {"name": info.name, "bytes": info.size} for info in rt.store.list_files("block", obj.id)
         ]
         archive_file_bytes: int | None = None
@@ -193,7 +242,7 @@ def run_show(args: argparse.Namespace) -> int:
                     rt.blocks.archive_dir, obj.meta[ARCHIVE_PATH], obj.id
                 )
                 archive_file_bytes = checked.stat().st_size
-            except StorageError as error:
+            except GreenroomError as error:
                 archive_error = str(error)
             except OSError as error:
                 archive_error = f"the archive file cannot be read: {error.strerror}"
@@ -211,14 +260,15 @@ def run_show(args: argparse.Namespace) -> int:
     if args.json:
         emit_object(record)
         return 0
+    meta = obj.meta
     lines = [
-        ("block", record["id"]),
-        ("view", record["view"] or "-"),
+        ("block", printable(record["id"])),
+        ("view", printable(record["view"]) if record["view"] else "-"),
         ("state", record["state"]),
         ("lines", f"{record['line_count']:,}"),
         ("tokens", f"{record['token_estimate']:,} (estimated: bytes // 4 per line)"),
-        ("started", record["started"] or "-"),
-        ("last activity", record["last_activity"] or "-"),
+        ("started", when(meta.get(START_TS))),
+        ("last activity", when(meta.get(LAST_ACTIVITY))),
         (
             "output",
             f"{plural(record['bytes'], 'byte')} ({record['archived_bytes']:,} archived, "
@@ -232,23 +282,27 @@ def run_show(args: argparse.Namespace) -> int:
             else f"unreadable: {archive_error}"
         )
         lines += [
-            ("archive", f"{record['archive_path']} ({size})"),
-            ("archived at", record["archived_at"] or "-"),
+            ("archive", f"{printable(record['archive_path'])} ({printable(size)})"),
+            ("archived at", when(meta.get(ARCHIVED_AT))),
         ]
-    if record["archive_pruned_at"]:
-        lines.append(("archive pruned", record["archive_pruned_at"]))
+    if meta.get(PRUNED_AT):
+        lines.append(("archive pruned", when(meta.get(PRUNED_AT))))
     lines += [
-        ("files", ", ".join(f"{f['name']} ({f['bytes']:,} bytes)" for f in files) or "none"),
+        (
+            "files",
+            ", ".join(f"{printable(f['name'])} ({f['bytes']:,} bytes)" for f in files) or "none",
+        ),
         ("version", str(record["version"])),
-        ("created", record["created"] or "-"),
-        ("updated", record["updated"] or "-"),
+        ("created", when(obj.created_ms)),
+        ("updated", when(obj.updated_ms)),
     ]
     width = max(len(label) for label, _value in lines)
     for label, value in lines:
         say(f"{label.ljust(width)}  {value}")
     say("metadata:")
-    for key in sorted(obj.meta):
-        say(f"  {key} = {json.dumps(obj.meta[key], ensure_ascii=False)}")
+    for key in sorted(meta):
+        # (JSON escapes the value's control characters; the key's are escaped here.)
+        say(f"  {printable(key)} = {json.dumps(meta[key], ensure_ascii=False)}")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,8 +39,10 @@ __all__ = [
     "open_database",
     "plural",
     "print_table",
+    "printable",
     "say",
     "warn",
+    "when",
 ]
 
 PROG = "greenroom"
@@ -50,6 +53,10 @@ _NEVER_S = 1e9
 
 # The tables of greenroom's store schema (runtime/store.py, `_create_schema`).
 _TABLES = ("objects", "files", "file_chunks")
+
+# The times an ISO-8601 date can show: years 1 to 9999.
+_MIN_MS = -62_135_596_800_000
+_MAX_MS = 253_402_300_799_999
 
 
 class CliError(GreenroomError):
@@ -100,11 +107,43 @@ def plural(count: int, word: str, many: str | None = None) -> str:
     return f"{count:,} {word if count == 1 else (many or word + 's')}"
 
 
-def iso(ms: int | None) -> str | None:
-    """Unix milliseconds as ISO-8601 UTC (`2026-01-01T00:00:00.000Z`); `None` for 0."""
-    if not ms:
+def iso(ms: object) -> str | None:
+    """Unix milliseconds as ISO-8601 UTC (`2026-01-01T00:00:00.000Z`); `None` for 0, and
+    for what is no time a date can show (metadata is anyone's to write: `10**17`)."""
+    if type(ms) is not int or not ms or not _MIN_MS <= ms <= _MAX_MS:
         return None
     return iso_utc(ms)
+
+
+def when(ms: object) -> str:
+    """A time for text output: ISO-8601 UTC, `-` for none (0), or `unknown (VALUE)` for
+    a stored value that is no time (`10**17`, a string)."""
+    shown = iso(ms)
+    if shown is not None:
+        return shown
+    if ms is None or ms == 0:
+        return "-"
+    return f"unknown ({_raw(ms)})"
+
+
+def _raw(value: object) -> str:
+    # A stored value as text output shows it: bounded (a huge int, a long string).
+    if type(value) is int and abs(value) >= 10**30:
+        return f"an int of {len(str(abs(value))):,} digits"
+    return printable(repr(value) if isinstance(value, str) else str(value), 60)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """`text` for a terminal: control characters (line breaks, escapes, text-direction
+    overrides) written as `\\xNN` / `\\uNNNN`, and cut to `limit` characters if given."""
+    if _CONTROL.search(text) is not None:
+        text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> None:

@@ -1,7 +1,8 @@
 """`greenroom transcript PATH`: what a transcript file holds, read without changing it.
 
 The file is read as `Runtime.transcripts.resume` reads it (`greenroom.transcripts.logformat.load`),
-but with `repair=False` and without the lock: a transcript a host has open can be
+but read-only (opened without following a symbolic link, a regular file only) and without
+the lock: a transcript a host has open can be
 inspected, and a last line cut short by a crash is reported (what a resume would do
 to it) instead of repaired. With `--json` it prints one JSON object about the file (its
 active context's entries are a list inside it, `context.items`).
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
-from greenroom.checks import check_path
 from greenroom.cli.common import emit_object, plural, say
 from greenroom.pricing import calculate_cost, lookup_pricing
 from greenroom.transcripts.compaction import context_tokens
-from greenroom.transcripts.logformat import Node, load, message_to_json
+from greenroom.transcripts.logformat import Node, load, message_to_json, transcript_path
 from greenroom.transcripts.records import (
     AssistantMessage,
     CompactionSummary,
@@ -105,10 +106,16 @@ def _preview(node: Node) -> str:
     return f"  #{node.id:<5} {role:<11} {flat}"
 
 
+def _shown_path(path: os.PathLike[str]) -> str:
+    """`path` as printable text: bytes that are not UTF-8 (kept in a `str` path as lone
+    surrogates, which no strict output encoding takes) shown as U+FFFD."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
 def run_transcript(args: argparse.Namespace) -> int:
     """`greenroom transcript PATH`: header, active context, usage, cost, recovery."""
-    path = check_path(args.path, "PATH").resolve()
-    loaded = load(path, repair=False)
+    path = transcript_path(args.path, "PATH")
+    loaded = load(path)
     header, state = loaded.header, loaded.state
     model = args.model if args.model is not None else header.model
     pricing = lookup_pricing(model)
@@ -119,7 +126,7 @@ def run_transcript(args: argparse.Namespace) -> int:
     if args.json:
         emit_object(
             {
-                "path": str(path),
+                "path": _shown_path(path),
                 "session_id": header.session_id,
                 "parent_session": header.parent_session,
                 "created": header.timestamp,
@@ -163,7 +170,7 @@ def run_transcript(args: argparse.Namespace) -> int:
             f"cache read ${cost.cache_read:.4f}, cache write ${cost.cache_write:.4f})"
         )
     lines = [
-        ("transcript", str(path)),
+        ("transcript", _shown_path(path)),
         ("session", header.session_id + parent),
         ("model", model or "-"),
         ("cwd", header.cwd),

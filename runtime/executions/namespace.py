@@ -49,7 +49,7 @@ from greenroom.actors.base import GreenroomActorRef
 from greenroom.actors.blocking import BlockingPool
 from greenroom.actors.execution import ExecutionActor
 from greenroom.actors.execution_gc import ExecutionGC
-from greenroom.checks import check_text, check_timeout
+from greenroom.checks import check_text, check_timeout, validator
 from greenroom.errors import (
     ExecutionTimeout,
     GreenroomError,
@@ -169,8 +169,9 @@ class PendingStep:
     """The session it was sent to (a new one for a start)."""
     future: GreenroomFuture[FeedResult]
     """Resolves with the session's answer (read it through `Executions.outcome`)."""
-    timeout: float | None
-    """Real seconds to wait for `future` at most (a cancel's is `CANCEL_WAIT_S`)."""
+    timeout: float | None = attrs.field(validator=validator(check_timeout))
+    """Real seconds to wait for `future` at most (a cancel's is `CANCEL_WAIT_S`); at
+    most `MAX_TIMEOUT_S`, so a wait on it never overflows the OS's."""
     items: tuple[FeedItem, ...] = ()
     """A feed's answers, checked (a finished session compares a retried one with them)."""
     _entry: LiveEntry | None = attrs.field(default=None, repr=False)

@@ -42,6 +42,7 @@ from greenroom.transcripts.records import (
     RecoveryReport,
     TurnMessage,
     TurnResult,
+    bounded_usage,
 )
 from greenroom.usage import Usage, as_usage
 
@@ -325,4 +326,5 @@ def _turn_end(new_messages: Any, usage: Any) -> TurnEnd:
                 f"a turn holds UserMessage, AssistantMessage and ToolResult objects, "
                 f"got {message!r} (summaries are written by compaction only)"
             )
-    return TurnEnd(messages, as_usage(usage, "usage"))
+    turn_usage = as_usage(usage, "usage")
+    return TurnEnd(messages, None if turn_usage is None else bounded_usage(turn_usage, "usage"))

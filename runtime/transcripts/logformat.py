@@ -27,6 +27,18 @@ Reading (`load`) never trusts the file: a last line cut short by a crash is repa
 (cut off, or given its missing newline when it holds a whole entry), corrupt lines are
 skipped, a last leaf pointing at a missing entry falls back to the newest intact
 entry, and each of these is reported in the `RecoveryReport` and logged.
+
+A line is corrupt when it is not UTF-8 JSON or not an entry, and also when it holds
+what greenroom never writes: an id (`id`, `parent_id`, a leaf's `entry_id`,
+`first_kept_entry_id`) that is not 1 to `MAX_ID_DIGITS` ASCII digits, a timestamp over
+`MAX_TIMESTAMP_LENGTH` characters, nesting deeper than `MAX_LINE_DEPTH`, a token count
+over `records.MAX_TOKENS` (`records.MAX_ESTIMATE` for a compaction's sizes), `NaN` or
+an infinite number, or text that is not valid Unicode (an escaped lone surrogate).
+The next entry id follows the largest id in the file; a transcript whose next ids
+would pass `MAX_ENTRY_ID` (only a damaged or hand-edited file gets there) refuses to
+write (`check_ids_left`) rather than write an id it could not read back. The file is
+opened without following a symbolic link and only when it is a regular file
+(`greenroom.files.open_regular`): a FIFO is refused, never waited on.
 """
 
 from __future__ import annotations
@@ -42,8 +54,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from greenroom.checks import check_path
 from greenroom.errors import InvalidInput, InvalidTransition, NotFound, StorageError
+from greenroom.files import DEFAULT_FILE_MODE, create_private, open_regular
 from greenroom.transcripts.records import (
+    MAX_ARGUMENT_DEPTH,
     AssistantMessage,
     CompactionConfig,
     CompactionSummary,
@@ -52,16 +67,23 @@ from greenroom.transcripts.records import (
     ToolCall,
     ToolResult,
     UserMessage,
+    bounded_usage,
+    json_depth,
 )
 from greenroom.usage import ZERO_USAGE, Usage
 
 __all__ = [
+    "MAX_ENTRY_ID",
+    "MAX_ID_DIGITS",
+    "MAX_LINE_DEPTH",
+    "MAX_TIMESTAMP_LENGTH",
     "VERSION",
     "Header",
     "Loaded",
     "LogFile",
     "Node",
     "TranscriptState",
+    "check_ids_left",
     "compaction_entry",
     "encode",
     "estimate_tokens",
@@ -71,6 +93,7 @@ __all__ = [
     "load",
     "message_entry",
     "message_to_json",
+    "transcript_path",
 ]
 
 log = logging.getLogger("greenroom.transcripts")
@@ -78,7 +101,20 @@ log = logging.getLogger("greenroom.transcripts")
 VERSION = 1
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _MAX_LINE_NOTES = 100  # corrupt lines described one by one (all are counted)
-_ID_IN_LINE = re.compile(rb'"id"\s*:\s*"(\d+)"')
+_MAX_REASON = 200  # characters of a corrupt line's reason kept in its note
+MAX_ID_DIGITS = 18
+"""The most digits of an entry id (or parent, leaf target, first kept entry) a line may
+hold; ids are ASCII decimal numbers."""
+MAX_ENTRY_ID = 10**MAX_ID_DIGITS - 1
+"""The largest entry id a transcript writes (and reads)."""
+MAX_TIMESTAMP_LENGTH = 64
+"""The longest timestamp a line may hold (greenroom writes 24 characters)."""
+MAX_SESSION_ID_LENGTH = 128
+"""The longest session id a header may hold (greenroom writes 16 hex digits)."""
+MAX_LINE_DEPTH = MAX_ARGUMENT_DEPTH + 4
+"""How deeply a line may nest: an entry, its message, its tool calls, a call, then
+the call's arguments (`records.MAX_ARGUMENT_DEPTH` levels)."""
+_ID_IN_LINE = re.compile(rb'"id"\s*:\s*"([0-9]{1,18})"')
 
 
 def iso_utc(ms: int) -> str:
@@ -87,10 +123,55 @@ def iso_utc(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
+def transcript_path(value: Any, what: str) -> Path:
+    """`value` (str or `os.PathLike`) as an absolute `Path` to a transcript file;
+    `InvalidInput` when it is no usable path (empty, a NUL, not encodable).
+
+    The folders on the way are resolved (symbolic links included), the last part is
+    not: a transcript file that is a symbolic link is refused when it is opened.
+    """
+    path = check_path(value, what)
+    if path.name in ("", ".", ".."):
+        return path.resolve()  # a folder: refused when opened, as not a regular file
+    return path.absolute().parent.resolve() / path.name
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number greenroom writes")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]!r} is too large for a float")
+    return number
+
+
 # One encoder for every line (json.dumps with options builds a new one per call).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _encode_json = _ENCODER.encode
-_decode_json = json.JSONDecoder().decode
+_decode_json = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float).decode
+
+
+def _decode_line(line: bytes) -> Any:
+    """A line's JSON value; `ValueError` (never anything else) for a line that is not
+    UTF-8 JSON within the log's bounds: nesting, numbers, valid Unicode."""
+    try:
+        data = _decode_json(line.decode("utf-8"))  # UnicodeDecodeError is a ValueError
+    except RecursionError:
+        raise ValueError(f"nested more than {MAX_LINE_DEPTH} levels deep") from None
+    # Fewer brackets than the bound cannot nest deeper: only the others are walked.
+    many = line.count(b"{") + line.count(b"[") > MAX_LINE_DEPTH
+    if many and json_depth(data, MAX_LINE_DEPTH) > MAX_LINE_DEPTH:
+        raise ValueError(f"nested more than {MAX_LINE_DEPTH} levels deep")
+    # An escaped lone surrogate decodes, but could never be written back (a fork
+    # copies lines): greenroom writes text as UTF-8, so only foreign lines get here.
+    if b"\\ud" in line or b"\\uD" in line:
+        try:
+            _encode_json(data).encode("utf-8")
+        except (ValueError, RecursionError):
+            raise ValueError("holds text that is not valid Unicode (a lone surrogate)") from None
+    return data
 
 
 def encode(obj: dict[str, Any]) -> bytes:
@@ -115,15 +196,17 @@ def usage_to_json(usage: Usage) -> dict[str, int]:
 
 
 def usage_from_json(data: Any) -> Usage:
-    """The `Usage` a log object holds (missing kinds are zero)."""
+    """The `Usage` a log object holds (missing kinds are zero); `InvalidInput` for
+    counts that are not ints in [0, `MAX_TOKENS`]."""
     if not isinstance(data, dict):
         raise ValueError("usage is not an object")
-    return Usage(
+    usage = Usage(
         data.get("input_tokens", 0),
         data.get("output_tokens", 0),
         data.get("cache_read_tokens", 0),
         data.get("cache_write_tokens", 0),
     )
+    return bounded_usage(usage, "usage")
 
 
 def message_to_json(message: Message) -> dict[str, Any]:
@@ -444,9 +527,12 @@ class LogFile:
         self.fsyncs = 0
 
     @classmethod
-    def create(cls, path: Path, header: Header, *, sync: bool) -> LogFile:
-        """Create `path` exclusively (never truncating a file) and write the header."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+    def create(
+        cls, path: Path, header: Header, *, sync: bool, mode: int = DEFAULT_FILE_MODE
+    ) -> LogFile:
+        """Create `path` exclusively (never truncating a file nor following a link) with
+        permissions `mode`, and write the header."""
+        fd = create_private(path, mode, flags=os.O_RDWR | os.O_APPEND)
         try:
             _lock(fd, path)
             file = cls(fd, path)
@@ -462,13 +548,12 @@ class LogFile:
 
     @classmethod
     def open_existing(cls, path: Path) -> LogFile:
-        """Open an existing transcript file for appending, and lock it."""
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        except FileNotFoundError:
-            raise NotFound(f"no transcript file at {str(path)!r}") from None
-        except OSError as error:
-            raise StorageError(f"cannot open transcript {str(path)!r}: {error}") from error
+        """Open an existing transcript file for reading and appending, and lock it.
+
+        `NotFound` when there is none; `StorageError` for a symbolic link, a FIFO or
+        anything else that is not a regular file, or a file that cannot be opened.
+        """
+        fd = _open_transcript(path, os.O_RDWR | os.O_APPEND)
         try:
             _lock(fd, path)
         except BaseException:
@@ -522,7 +607,7 @@ class LogFile:
             log.error("transcript %s: a failed write could not be undone: %s", self.path, error)
 
     def refresh_size(self) -> None:
-        """Re-read the file's size (after a repair made through another descriptor)."""
+        """Re-read the file's size (after `load` repaired it)."""
         if self.fd is not None:
             self.size = os.fstat(self.fd).st_size
 
@@ -577,21 +662,57 @@ class Loaded(NamedTuple):
     turn's usage or `None`); a fork copies them to keep its turns' totals."""
 
 
-def _parse_header(line: bytes, path: Path) -> Header:
+def _open_transcript(path: Path, flags: int) -> int:
+    """`open_regular` for a transcript: `NotFound` when there is no such file."""
     try:
-        data = json.loads(line)
-    except ValueError:
-        data = None
+        return open_regular(path, what="transcript", flags=flags)
+    except StorageError as error:
+        if isinstance(error.__cause__, FileNotFoundError):
+            raise NotFound(f"no transcript file at {str(path)!r}") from None
+        raise
+
+
+def _read_all(fd: int) -> bytes:
+    """Everything in the file open at `fd`, from its start."""
+    size = os.fstat(fd).st_size
+    chunks: list[bytes] = []
+    offset = 0
+    while True:
+        chunk = os.pread(fd, max(size - offset, 1 << 16), offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+_DAMAGED_HEADER = (
+    "; line 1 must be a session header, and a damaged one cannot be skipped as a later "
+    "line can: restore that line (from a backup, or a fork's parent) to open the file"
+)
+
+
+def _parse_header(line: bytes, path: Path) -> tuple[Header, dict[str, Any]]:
+    """The header of line 1 and its JSON object; `StorageError` when it is none."""
+    try:
+        data = _decode_line(line)
+    except ValueError as error:
+        raise StorageError(
+            f"{str(path)!r} is not a transcript: its first line is not a session header "
+            f"({_reason(error)}){_DAMAGED_HEADER}"
+        ) from None
     if not isinstance(data, dict) or data.get("type") != "session":
         raise StorageError(
             f"{str(path)!r} is not a transcript: its first line is not a session header"
         )
     version = data.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise StorageError(f"transcript {str(path)!r} has no valid version in its header")
-    if version > VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise StorageError(
-            f"transcript {str(path)!r} has format version {version}, but this greenroom "
+            f"transcript {str(path)!r} has no valid version in its header{_DAMAGED_HEADER}"
+        )
+    if version > VERSION:
+        shown = str(version) if version < 10**9 else "a later one"
+        raise StorageError(
+            f"transcript {str(path)!r} has format version {shown}, but this greenroom "
             f"reads versions up to {VERSION}; upgrade greenroom to open it"
         )
     session_id = data.get("id")
@@ -600,16 +721,20 @@ def _parse_header(line: bytes, path: Path) -> Header:
     if (
         not all(isinstance(field, str) for field in fields)
         or not session_id
+        or len(session_id) > MAX_SESSION_ID_LENGTH
         or not (parent is None or isinstance(parent, str))
     ):
-        raise StorageError(f"transcript {str(path)!r} has a malformed session header")
-    return Header(session_id, fields[1], fields[2], parent, fields[3])
+        raise StorageError(
+            f"transcript {str(path)!r} has a malformed session header (its id must be a "
+            f"non-empty string of at most {MAX_SESSION_ID_LENGTH} characters; timestamp, "
+            f"cwd, model and parent_session strings){_DAMAGED_HEADER}"
+        )
+    return Header(session_id, fields[1], fields[2], parent, fields[3]), data
 
 
-def _header_compaction(line: bytes, header: Header, notes: list[str]) -> Header:
+def _header_compaction(data: dict[str, Any], header: Header, notes: list[str]) -> Header:
     """`header` with the compaction settings its line records (a note when they are
     unreadable: the file is still read, with the default settings)."""
-    data = json.loads(line)
     if "compaction" not in data:
         return header
     try:
@@ -622,55 +747,102 @@ def _header_compaction(line: bytes, header: Header, notes: list[str]) -> Header:
         return header
 
 
+def _reason(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
+def _entry_ref(value: Any, what: str) -> str:
+    """`value` if it is an entry id a line may hold: 1 to `MAX_ID_DIGITS` ASCII digits
+    ("²" is a digit to `str.isdigit`, and 4,300 digits are too many for `int()`)."""
+    if value is None:
+        raise ValueError(f"no {what}")
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_ID_DIGITS
+        or not value.isascii()
+        or not value.isdigit()
+    ):
+        raise ValueError(f"{what} is not a number of 1 to {MAX_ID_DIGITS} ASCII digits")
+    return value
+
+
+def _seq(entry_id: str | bytes) -> int:
+    """The number of a checked entry id (at most `MAX_ID_DIGITS` ASCII digits)."""
+    return int(entry_id)
+
+
+def check_ids_left(next_seq: int, needed: int, path: Path) -> None:
+    """`StorageError` when `needed` more entry ids from `next_seq` on would pass
+    `MAX_ENTRY_ID`: an id that long could not be read back, so nothing is written."""
+    if next_seq + needed - 1 > MAX_ENTRY_ID:
+        raise StorageError(
+            f"transcript {str(path)!r} has no entry ids left: it holds entry id "
+            f"{next_seq - 1}, near the largest one (a damaged or hand-edited file); "
+            "nothing was written. Remove the line with that id and resume the file"
+        )
+
+
 def _parse_entry(line: bytes) -> tuple[str, str, str | None, Any, str]:
-    """(type, id, parent_id, payload, timestamp) of an entry line; `ValueError` when
-    malformed."""
-    data = _decode_json(line.decode("utf-8"))  # UnicodeDecodeError is a ValueError
+    """(type, id, parent_id, payload, timestamp) of an entry line; `ValueError` (and
+    nothing else) when malformed."""
+    data = _decode_line(line)
     if not isinstance(data, dict):
         raise ValueError("not an object")
-    kind, entry_id, parent = data.get("type"), data.get("id"), data.get("parent_id")
-    if not isinstance(entry_id, str) or not entry_id:
-        raise ValueError("no id")
-    if not (parent is None or isinstance(parent, str)):
-        raise ValueError("bad parent_id")
+    kind = data.get("type")
+    entry_id = _entry_ref(data.get("id"), "id")
+    parent = data.get("parent_id")
+    if parent is not None:
+        _entry_ref(parent, "parent_id")
     ts = data.get("timestamp")
     if not isinstance(ts, str):
         raise ValueError("no timestamp")
+    if len(ts) > MAX_TIMESTAMP_LENGTH:
+        raise ValueError(f"timestamp longer than {MAX_TIMESTAMP_LENGTH} characters")
     try:
         if kind == "message":
             return kind, entry_id, parent, message_from_json(data["message"]), ts
         if kind == "compaction":
             summary = CompactionSummary(
                 data["summary"],
-                data["first_kept_entry_id"],
+                _entry_ref(data["first_kept_entry_id"], "first_kept_entry_id"),
                 data["tokens_before"],
                 data["tokens_after"],
             )
             return kind, entry_id, parent, summary, ts
         if kind == "leaf":
-            target = data["entry_id"]
-            if not isinstance(target, str) or not target:
-                raise ValueError("bad entry_id")
+            target = _entry_ref(data["entry_id"], "entry_id")
             usage = usage_from_json(data["usage"]) if "usage" in data else None
             return kind, entry_id, parent, (target, usage), ts
-    except (KeyError, TypeError, InvalidInput) as error:
-        raise ValueError(f"malformed {kind} entry: {error}") from None
-    raise ValueError(f"unknown entry type {kind!r}")
+    except (KeyError, TypeError, AttributeError, InvalidInput, RecursionError) as error:
+        raise ValueError(f"malformed {kind} entry: {_reason(error)}") from None
+    shown = repr(kind) if isinstance(kind, str | None) else type(kind).__name__
+    raise ValueError(f"unknown entry type {shown[:_MAX_REASON]}")
 
 
-def load(path: Path, *, repair: bool) -> Loaded:
+def load(path: Path, *, file: LogFile | None = None) -> Loaded:
     """Read a transcript file back (see the module docstring for the recovery rules).
 
-    With `repair`, a cut-short last line is repaired in the file itself (the caller
-    holds the file's lock); without it (a fork reading its source) the file is not
-    touched and the partial line is only reported.
+    With `file` (the transcript opened and locked by `LogFile.open_existing`), the file
+    is read through it and a cut-short last line is repaired in the file itself;
+    without it (a fork reading its source, the command line) the file at `path` is
+    opened read-only, not touched, and the partial line is only reported.
+
+    `NotFound` when there is no file; `StorageError` when it cannot be read, is not a
+    regular file, or its line 1 is no session header. Anything wrong after line 1 is
+    in the report, never raised.
     """
+    repair = file is not None
+    fd = file.fd if file is not None else _open_transcript(path, os.O_RDONLY)
+    if fd is None:
+        raise StorageError(f"transcript {str(path)!r} is closed")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise NotFound(f"no transcript file at {str(path)!r}") from None
+        data = _read_all(fd)
     except OSError as error:
         raise StorageError(f"cannot read transcript {str(path)!r}: {error}") from error
+    finally:
+        if file is None:
+            os.close(fd)
     where = str(path)
     notes: list[str] = []
     lines = data.split(b"\n")
@@ -689,13 +861,13 @@ def load(path: Path, *, repair: bool) -> Loaded:
             f"transcript {where!r} has no complete session header (the file is empty, or "
             "was cut short while it was being created)"
         )
-    header = _parse_header(lines[0], path)
-    header = _header_compaction(lines[0], header, notes)
+    header, header_data = _parse_header(lines[0], path)
+    header = _header_compaction(header_data, header, notes)
     if header_only:
         truncated_line = 1
         notes.append("line 1: the session header was missing its newline; it was added")
-        if repair:
-            _repair(path, lambda fd: write_all(fd, b"\n"))
+        if file is not None:
+            _repair(file, lambda fd: write_all(fd, b"\n"))
     if tail:
         truncated_line = len(lines) + 1
         try:
@@ -718,8 +890,8 @@ def load(path: Path, *, repair: bool) -> Loaded:
             )
             good = len(data) - len(tail)
             fix = (lambda fd: os.ftruncate(fd, good)) if repair else None
-        if fix is not None:
-            _repair(path, fix)
+        if fix is not None and file is not None:
+            _repair(file, fix)
 
     state = TranscriptState()
     nodes = state.nodes
@@ -739,14 +911,14 @@ def load(path: Path, *, repair: bool) -> Loaded:
         except ValueError as error:
             corrupt.append(number)
             if len(corrupt) <= _MAX_LINE_NOTES:
-                reason = "an empty line" if not line.strip() else str(error)
+                reason = "an empty line" if not line.strip() else _reason(error)
                 notes.append(f"line {number}: skipped ({reason})")
+            # Its id, if it can be made out, is not given again (at most 18 digits).
             match = _ID_IN_LINE.search(line)
             if match:
-                max_seq = max(max_seq, int(match.group(1)))
+                max_seq = max(max_seq, _seq(match.group(1)))
             continue
-        if entry_id.isdigit():
-            max_seq = max(max_seq, int(entry_id))
+        max_seq = max(max_seq, _seq(entry_id))
         if kind == "leaf":
             leaf_ids.add(entry_id)
             target, turn_usage = payload
@@ -823,15 +995,17 @@ def load(path: Path, *, repair: bool) -> Loaded:
     return Loaded(header, state, report, first_leaves)
 
 
-def _repair(path: Path, fix: Callable[[int], object]) -> None:
+def _repair(file: LogFile, fix: Callable[[int], object]) -> None:
+    """Apply `fix` to the file through its own (locked) descriptor, and fsync it."""
+    fd = file.fd
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        try:
-            fix(fd)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if fd is None:
+            raise OSError("the file is closed")
+        fix(fd)
+        os.fsync(fd)
     except OSError as error:
         raise StorageError(
-            f"transcript {str(path)!r} ends in a partial line and could not be repaired: {error}"
+            f"transcript {str(file.path)!r} ends in a partial line and could not be "
+            f"repaired: {error}"
         ) from error
+    file.refresh_size()

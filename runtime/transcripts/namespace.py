@@ -15,6 +15,7 @@ actor starts afterwards with the file and the state in hand. Paths are taken as 
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -29,12 +30,14 @@ from typing import Any
 from greenroom.actors.transcript import TranscriptActor
 from greenroom.checks import check_choice, check_path, check_text
 from greenroom.errors import InvalidInput, InvalidTransition, StorageError
+from greenroom.files import private_dir
 from greenroom.kernel import Kernel
 from greenroom.transcripts.handle import Transcript
 from greenroom.transcripts.logformat import (
     Header,
     LogFile,
     TranscriptState,
+    check_ids_left,
     compaction_entry,
     encode,
     fsync_dir,
@@ -42,6 +45,7 @@ from greenroom.transcripts.logformat import (
     leaf_entry,
     load,
     message_entry,
+    transcript_path,
 )
 from greenroom.transcripts.records import (
     DURABILITIES,
@@ -57,25 +61,33 @@ log = logging.getLogger("greenroom.transcripts")
 _DEFAULT_COMPACTION = CompactionConfig()
 
 
-def _absolute(value: Any, what: str) -> Path:
-    """`value` (str or os.PathLike) as an absolute `Path`; `InvalidInput` when it is no
-    usable path (empty, a NUL, not encodable)."""
+def _folder(value: Any, what: str) -> Path:
+    """`value` (str or os.PathLike) as an absolute, resolved `Path` to a folder;
+    `InvalidInput` when it is no usable path (empty, a NUL, a lone surrogate)."""
     return check_path(value, what).resolve()
 
 
 def _create_file(
-    folder: Path, make_header: Callable[[str], Header], *, sync: bool
+    folder: Path,
+    make_header: Callable[[str], Header],
+    *,
+    sync: bool,
+    file_mode: int,
+    dir_mode: int,
 ) -> tuple[LogFile, Header]:
-    """A new `<random id>.jsonl` in `folder`, created exclusively, with its header."""
+    """A new `<random id>.jsonl` in `folder`, created exclusively with `file_mode`
+    (the folder, when missing, with `dir_mode`), with its header."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder, dir_mode)
+        if not folder.is_dir():  # private_dir leaves whatever exists alone
+            raise NotADirectoryError(errno.ENOTDIR, "it exists and is not a folder")
     except OSError as error:
         raise StorageError(f"cannot create transcript folder {str(folder)!r}: {error}") from error
     while True:
         header = make_header(secrets.token_hex(8))
         path = folder / f"{header.session_id}.jsonl"
         try:
-            return LogFile.create(path, header, sync=sync), header
+            return LogFile.create(path, header, sync=sync, mode=file_mode), header
         except FileExistsError:
             continue  # 64 random bits taken already: draw again, never overwrite
         except OSError as error:
@@ -153,8 +165,9 @@ class Transcripts:
         if store_path == ":memory:":
             with self._lock:
                 if self._temp_dir is None:
-                    self._temp_dir = Path(tempfile.mkdtemp(prefix="greenroom-transcripts-"))
-                    self._temp_dir = self._temp_dir.resolve()
+                    made = Path(tempfile.mkdtemp(prefix="greenroom-transcripts-")).resolve()
+                    os.chmod(made, self._kernel.config.dir_mode)  # 0700 from mkdtemp
+                    self._temp_dir = made
                 return self._temp_dir
         db = Path(store_path).resolve()
         return db.with_name(db.name + ".transcripts")
@@ -173,6 +186,9 @@ class Transcripts:
         """Start a new transcript: a new `<session id>.jsonl` file in `directory`
         (default `directory`), created exclusively, with its session header.
 
+        The file is created with `RuntimeConfig.file_mode` (0600: only its owner reads
+        a conversation), and missing folders with `RuntimeConfig.dir_mode` (0700).
+
         `model` (`"provider:model"`) is recorded in the header and prices `cost()`;
         `durability` is `"turn"` (one fsync per turn), `"entry"` or `"none"`, `None`
         meaning `RuntimeConfig.transcript_durability`. `directory` is a str or an
@@ -180,7 +196,7 @@ class Transcripts:
         """
         self._kernel.check_open()
         self._kernel.refuse_inside_actor("transcripts.create()")
-        folder = self.directory if directory is None else _absolute(directory, "directory")
+        folder = self.directory if directory is None else _folder(directory, "directory")
         check_text(cwd, "cwd")
         check_text(model, "model")
         compaction, durability = self._transcript_options(compaction, durability)
@@ -189,6 +205,7 @@ class Transcripts:
             folder,
             lambda session_id: Header(session_id, now, cwd, None, model, compaction),
             sync=durability != "none",
+            **self._modes(),
         )
         path = file.path
         session_id = header.session_id
@@ -224,12 +241,14 @@ class Transcripts:
         `compaction` again to keep one. `model` and `compaction` given here apply to this
         session only (the header, line 1 of an append-only file, is not rewritten).
         `NotFound` when there is no such file, `StorageError` when it is not a
-        transcript, `InvalidTransition` when it is open already, `InvalidInput` for a
-        `path` (str or `os.PathLike`) that is no usable path.
+        transcript (or its line 1, the header, is damaged), is a symbolic link or is
+        not a regular file (a FIFO, a folder: refused at once, never waited on),
+        `InvalidTransition` when it is open already, `InvalidInput` for a `path` (str or
+        `os.PathLike`) that is no usable path (empty, a NUL, a lone surrogate).
         """
         self._kernel.check_open()
         self._kernel.refuse_inside_actor("transcripts.resume()")
-        where = _absolute(path, "path")
+        where = transcript_path(path, "path")
         if model is not None:
             check_text(model, "model")
         given = compaction
@@ -238,8 +257,7 @@ class Transcripts:
         )
         file = LogFile.open_existing(where)
         try:
-            loaded = load(where, repair=True)
-            file.refresh_size()
+            loaded = load(where, file=file)
         except BaseException:
             file.close(sync=False)
             raise
@@ -280,19 +298,20 @@ class Transcripts:
         open elsewhere may be forked); what reading it found is the fork's `recovery`.
         Usage is what the copied branch cost: each turn's total where the host gave one
         (its leaf is copied too), else its assistant messages' own usage; abandoned
-        branches are not copied, and neither is what they cost.
+        branches are not copied, and neither is what they cost. The source is refused
+        as `resume` refuses it; the new file is created as `create` makes one.
         """
         self._kernel.check_open()
         self._kernel.refuse_inside_actor("transcripts.fork()")
-        source_path = _absolute(path, "path")
-        folder = self.directory if directory is None else _absolute(directory, "directory")
+        source_path = transcript_path(path, "path")
+        folder = self.directory if directory is None else _folder(directory, "directory")
         if model is not None:
             check_text(model, "model")
         given = compaction
         compaction, durability = self._transcript_options(
             _DEFAULT_COMPACTION if given is None else given, durability
         )
-        source = load(source_path, repair=False)
+        source = load(source_path)
         if given is None and source.header.compaction is not None:
             compaction = source.header.compaction
         self._count_recovery(source.recovery)
@@ -317,6 +336,7 @@ class Transcripts:
                 lines.append(encode(leaf_entry(leaf_id, node.id, leaf_ts, node.id, turn_usage)))
         if chain:
             tip = chain[-1].id
+            check_ids_left(state.next_seq, 1, source_path)  # the fork's own leaf
             lines.append(encode(leaf_entry(str(state.next_seq), tip, now, tip)))
         sync = durability != "none"
         file, header = _create_file(
@@ -330,6 +350,7 @@ class Transcripts:
                 compaction,
             ),
             sync=False,  # synced with the entries below
+            **self._modes(),
         )
         new_path = file.path
         session_id = header.session_id
@@ -340,7 +361,7 @@ class Transcripts:
                 file.sync()  # an empty source: the header alone
             if sync:
                 fsync_dir(new_path.parent)  # the new file's name
-            forked = load(new_path, repair=False)
+            forked = load(new_path, file=file)
         except BaseException as error:
             file.close(sync=False)
             new_path.unlink(missing_ok=True)
@@ -362,6 +383,10 @@ class Transcripts:
         )
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _modes(self) -> dict[str, int]:
+        config = self._kernel.config
+        return {"file_mode": config.file_mode, "dir_mode": config.dir_mode}
 
     def _transcript_options(self, compaction: Any, durability: Any) -> tuple[CompactionConfig, str]:
         if not isinstance(compaction, CompactionConfig):

@@ -63,13 +63,54 @@ DURABILITIES = ("turn", "entry", "none")
 COMPACTION_RESERVE_TOKENS = 16_384
 """Room kept free for the next answer when `threshold_tokens` is left to its default."""
 
+MAX_TOKENS = 10**15
+"""The most tokens of one kind a transcript records for a message or a turn, and the
+largest window or threshold it takes: far above any model's, and small enough that
+sums over a whole file stay exact and price as floats. Larger is `InvalidInput` when
+written and a corrupt line when read back."""
+
+MAX_ESTIMATE = 10**18
+"""The largest context size a compaction entry records (`tokens_before`, `tokens_after`)."""
+
+MAX_ARGUMENT_DEPTH = 100
+"""How deeply `ToolCall.arguments` may nest (the arguments object is level 1): deeper is
+`InvalidInput` when written and a corrupt line when read back."""
+
 
 # -- validators ---------------------------------------------------------------------------
 
 _text = validator(check_text)
 _nonempty_text = validator(check_text, nonempty=True)
-_count = validator(check_int, minimum=0)
-_positive = validator(check_int, minimum=1)
+_estimate = validator(check_int, minimum=0, maximum=MAX_ESTIMATE)
+_positive = validator(check_int, minimum=1, maximum=MAX_TOKENS)
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """How deeply `value` (fresh from `json.loads`) nests: 0 for a scalar, 1 for a flat
+    object or array. Walked without recursion; stops early once past `limit`."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        cls = type(item)
+        if cls is dict:
+            children: Any = item.values()
+        elif cls is list:
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def bounded_usage(usage: Usage, what: str) -> Usage:
+    """`usage` if each of its kinds is at most `MAX_TOKENS`; `InvalidInput` otherwise."""
+    for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+        check_int(getattr(usage, name), f"{what}.{name}", minimum=0, maximum=MAX_TOKENS)
+    return usage
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -146,13 +187,26 @@ def _json_object(value: Any) -> tuple[JSONObject, int]:
     try:
         text = _ENCODER.encode(value)
         size = len(text.encode("utf-8"))
-        frozen = _freeze(json.loads(text))
+        loaded = json.loads(text)
     except (TypeError, ValueError, RecursionError) as error:  # UnicodeEncodeError: ValueError
         raise InvalidInput(
-            f"ToolCall.arguments must be JSON-serialisable and at most a few hundred levels "
-            f"deep: {error}"
+            f"ToolCall.arguments must be JSON-serialisable and at most {MAX_ARGUMENT_DEPTH} "
+            f"levels deep: {error}"
         ) from None
-    return frozen, size
+    # Fewer brackets than the bound cannot nest deeper: the walk is only for the others.
+    if text.count("{") + text.count("[") > MAX_ARGUMENT_DEPTH:
+        check_depth(loaded)
+    return _freeze(loaded), size
+
+
+def check_depth(arguments: Any) -> None:
+    """`InvalidInput` when `arguments` nests deeper than `MAX_ARGUMENT_DEPTH` (what the
+    log can read back)."""
+    if json_depth(arguments, MAX_ARGUMENT_DEPTH) > MAX_ARGUMENT_DEPTH:
+        raise InvalidInput(
+            f"ToolCall.arguments must be at most {MAX_ARGUMENT_DEPTH} levels deep (the "
+            "arguments object is level 1)"
+        )
 
 
 # -- the message model ----------------------------------------------------------------------
@@ -218,7 +272,7 @@ def _tool_calls(value: Any) -> tuple[ToolCall, ...]:
 def _message_usage(value: Any) -> Usage:
     """`AssistantMessage.usage`: a `Usage` or a provider's usage mapping (see `as_usage`)."""
     usage = as_usage(value, "AssistantMessage.usage")
-    return ZERO_USAGE if usage is None else usage
+    return ZERO_USAGE if usage is None else bounded_usage(usage, "AssistantMessage.usage")
 
 
 @attrs.frozen
@@ -252,8 +306,8 @@ class CompactionSummary:
 
     summary: str = attrs.field(validator=_text)
     first_kept_entry_id: str = attrs.field(validator=_nonempty_text)
-    tokens_before: int = attrs.field(validator=_count)
-    tokens_after: int = attrs.field(validator=_count)
+    tokens_before: int = attrs.field(validator=_estimate)
+    tokens_after: int = attrs.field(validator=_estimate)
 
 
 Message: TypeAlias = UserMessage | AssistantMessage | ToolResult | CompactionSummary
@@ -307,7 +361,7 @@ class CompactionConfig:
     enabled: bool = attrs.field(default=True, validator=validator(check_bool))
     context_window_tokens: int = attrs.field(default=200_000, validator=_positive)
     threshold_tokens: int | None = attrs.field(
-        default=None, validator=validator(check_int, optional=True, minimum=1)
+        default=None, validator=validator(check_int, optional=True, minimum=1, maximum=MAX_TOKENS)
     )
     keep_recent_tokens: int = attrs.field(default=_DEFAULT_KEEP_RECENT, validator=_positive)
     summarizer: Callable[[list[Message]], str] | None = attrs.field(
@@ -399,7 +453,9 @@ class RecoveryReport:
       repaired on open: cut off (`truncated_bytes` bytes), or completed with its
       missing newline when it held a whole entry (`truncated_bytes == 0`).
     * `corrupt_lines`: 1-based line numbers of lines skipped (not JSON, not an entry,
-      a duplicate id, an unknown entry type).
+      a duplicate id, an unknown entry type, or anything greenroom never writes: an id
+      that is no short decimal, nesting or numbers past the bounds, invalid Unicode;
+      see `greenroom.transcripts.logformat`).
     * `missing_leaf`: the entry id the last leaf pointed at when that entry is not in
       the file; the branch then ends at `fallback_entry_id`, the newest intact entry
       (also set, with `missing_leaf` `None`, when the file has no leaf at all).
