@@ -141,8 +141,7 @@ class BlockWriter(GreenroomActor):
             else:
                 self.commits += 1
                 if changed < len(stats):
-                    missing = [bid for bid in stats if store.find_object(BLOCK, bid) is None]
-                    self._failed("stats", missing, NotFound("the block no longer exists"))
+                    self._unstored_stats(list(stats))
         if failed is not None:
             self._waiting = waiting + self._waiting  # answered once it is stored
             self._retry(failed)
@@ -153,6 +152,17 @@ class BlockWriter(GreenroomActor):
                 sync.notify.tell(sync.message)
             except Exception:  # a stopped block: nothing waits any more
                 log.debug("block writer: sync target %r is gone", sync.notify)
+
+    def _unstored_stats(self, block_ids: list[str]) -> None:
+        """Some stats changed no row: their block is gone, or its row is damaged."""
+        for block_id in block_ids:
+            try:
+                found = self.ctx.store.find_object(BLOCK, block_id)
+            except StorageError as error:  # a hand-edited row: it was skipped
+                self._failed("stats", [block_id], error)
+                continue
+            if found is None:
+                self._failed("stats", [block_id], NotFound("the block no longer exists"))
 
     def _put_back_output(self, output: dict[str, bytearray]) -> None:
         for block_id, data in output.items():

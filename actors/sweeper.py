@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import attrs
 
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
+from greenroom.actors.block import RESTORING, restoring_owner
 from greenroom.actors.busy_queue import BusyQueue
 from greenroom.blocks.archive import (
     ARCHIVE_SUFFIXES,
@@ -44,8 +45,9 @@ from greenroom.blocks.records import (
     SweepStats,
     meta_count,
 )
-from greenroom.errors import InvalidTransition, NotFound, Stopped, StorageError
+from greenroom.errors import GreenroomError, InvalidTransition, NotFound, Stopped, StorageError
 from greenroom.futures import GreenroomFuture
+from greenroom.models import UnreadableObject
 
 __all__ = ["BlockHandle", "SweepSupervisor"]
 
@@ -209,7 +211,9 @@ class SweepSupervisor(GreenroomActor):
             self._remove_leftovers()
 
         candidates: list[tuple[str, dict[str, Any], int]] = []
-        for obj in self.ctx.store.list_objects("block"):
+        unreadable: list[UnreadableObject] = []
+        objects = self.ctx.store.list_objects("block", unreadable=unreadable)
+        for obj in objects:
             if self._stopping:
                 break
             meta = obj.meta
@@ -230,6 +234,10 @@ class SweepSupervisor(GreenroomActor):
         replaced: set[Path] = set()  # a dry run's archive files a new archive replaces
         total = len(candidates)
         report("archive", 0, total, "started")
+        for bad in unreadable:
+            # A hand-edited row (logged by the store): left as it is, and the sweep goes on.
+            skipped += 1
+            report("archive", 0, total, "skipped", block_id=bad.id, error=bad.error)
         for done, (block_id, meta, live) in enumerate(candidates, start=1):
             if self._stopping:
                 break
@@ -332,10 +340,19 @@ class SweepSupervisor(GreenroomActor):
         return stats
 
     def _remove_leftovers(self) -> None:
-        """Remove the temporaries of runtimes gone before (crashes mid-archive)."""
+        """Remove the temporaries of runtimes gone before (crashes mid-archive or
+        mid-restore); another live process's are left alone."""
         if self._owners is None:
             return
         removed = remove_stale_temps(self._archive_dir, self._owners.is_alive)
+        store = self.ctx.store
+        for block_id, name in store.find_files("block", RESTORING):
+            owner = restoring_owner(name)
+            if owner is None or self._owners.is_alive(owner):
+                continue
+            with contextlib.suppress(GreenroomError):  # (gone meanwhile: fine)
+                store.delete_file("block", block_id, name, missing_ok=True)
+                removed.append(f"{block_id}/{name}")
         if removed:
             self.ctx.metrics.incr("temporaries_removed", len(removed))
             log.warning(

@@ -32,6 +32,7 @@ from typing import Any, Generic, TypeAlias, TypeVar
 
 import pykka
 
+from greenroom.checks import check_timeout
 from greenroom.errors import FutureTimeout, InvalidTransition
 from greenroom.pykka_internals import OptExcInfo, Unset
 
@@ -73,6 +74,16 @@ def refuse_waiting_in_handler(what: str, hint: str = "") -> None:
         )
 
 
+def _checked(timeout: Any) -> float:
+    """A future's timeout: zero or less is a poll (as in pykka); else seconds that the
+    OS can wait (`InvalidInput` for NaN, infinity, over ten years or not a number)."""
+    if type(timeout) in (int, float) and timeout <= 0:
+        return float(timeout)
+    checked = check_timeout(timeout)
+    assert checked is not None
+    return checked
+
+
 class GreenroomFuture(pykka.Future[T], Generic[T]):
     """A pykka future whose waiters sleep on one lock until the value is set."""
 
@@ -96,6 +107,8 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
         Raises `FutureTimeout` after `timeout` seconds, and `InvalidTransition` when a
         handler would have to wait (see the module docstring).
         """
+        if timeout is not None:
+            timeout = _checked(timeout)
         if self._get_hook is not None:
             return super().get(timeout=timeout)
         if not self._has_result:
@@ -134,6 +147,8 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
                 "wait() on a derived future (map, filter, join, reduce): it has no value "
                 "of its own until get() computes it; call get() instead"
             )
+        if timeout is not None:
+            timeout = _checked(timeout)
         if self._has_result:
             return True
         if timeout is not None and timeout <= 0:

@@ -947,6 +947,24 @@ class Store:
             for name, size, chunks, created, updated in rows
         ]
 
+    def find_files(self, kind: str, prefix: str) -> list[tuple[str, str]]:
+        """(object id, file name) of every file of `kind` whose name starts with
+        `prefix`, in one query (rows that do not read back as text are left out)."""
+        _check_kind(kind)
+        if not isinstance(prefix, str) or not prefix:
+            raise InvalidInput(f"prefix must be a non-empty str, got {prefix!r}")
+        with self._reading(f"find {kind} files named {prefix}*"):
+            rows = self._db.execute(
+                "SELECT id, name FROM files WHERE kind = ? AND substr(name, 1, ?) = ? "
+                "ORDER BY id, name",
+                [kind, len(prefix), prefix],
+            ).fetchall()
+        return [
+            (object_id, name)
+            for object_id, name in rows
+            if isinstance(object_id, str) and isinstance(name, str)
+        ]
+
     def delete_file(
         self, kind: str, object_id: str, name: str, *, missing_ok: bool = False
     ) -> bool:

@@ -9,6 +9,7 @@ wrapping the store or the archive writer, never by sleeping.
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -21,7 +22,14 @@ import pytest
 
 import greenroom.actors.block
 from greenroom import Runtime
-from greenroom.errors import Conflict, GreenroomError, Stopped, StorageError, Timeout
+from greenroom.errors import (
+    Conflict,
+    GreenroomError,
+    InvalidInput,
+    Stopped,
+    StorageError,
+    Timeout,
+)
 from greenroom.store import Store
 
 from .test_archive import append_in_pieces, varied_output
@@ -427,3 +435,64 @@ def test_file_and_dir_modes_follow_the_config(open_rt: Callable[..., Runtime]) -
     assert path is not None
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert stat.S_IMODE(rt.blocks.archive_dir.stat().st_mode) == 0o750
+
+
+# -- damaged rows and leftovers the sweep finds ------------------------------------------------
+
+
+def _damage(db_path: Path, sql: str, *args: Any) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(sql, args)
+
+
+def test_a_sweep_skips_a_block_whose_row_is_damaged_and_goes_on(
+    open_rt: Callable[..., Runtime], db_path: Path, fake_clock: Any
+) -> None:
+    rt = open_rt()
+    for block_id in ("good", "bad"):
+        rt.blocks.get(block_id).append_output(b"a line\n")
+    rt.close()
+    _damage(db_path, "UPDATE objects SET meta = '[1, 2]' WHERE id = 'bad'")
+    fake_clock.advance(8 * 86_400)
+    rt = open_rt()
+    events: list[Any] = []
+    stats = rt.blocks.sweep(progress=events.append)
+    assert (stats.archived_count, stats.skipped_count) == (1, 1)
+    [skip] = [e for e in events if e.outcome == "skipped"]
+    assert skip.block_id == "bad"
+    assert skip.error
+    assert rt.blocks.ids(view="agent") == ["good"]
+
+
+def test_a_block_that_cannot_start_is_a_typed_error_naming_it(
+    open_rt: Callable[..., Runtime], db_path: Path
+) -> None:
+    rt = open_rt()
+    rt.blocks.get("pane").append_output(b"a line\n")
+    rt.close()
+    _damage(db_path, "UPDATE files SET size = 'lots' WHERE id = 'pane'")
+    rt = open_rt()
+    with pytest.raises((Stopped, StorageError), match="pane"):
+        rt.blocks.get("pane").meta()
+
+
+def test_the_sweep_removes_restore_temporaries_of_runtimes_that_are_gone(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    rt = open_rt()
+    rt.store.ensure_object("block", "never-started", {"view": "agent"})
+    name = "output.restoring.00000000deadbeef.1234"
+    rt.store.append_file("block", "never-started", name, b"partial", create=True)
+    rt.blocks.sweep()
+    assert rt.store.find_files("block", "output.restoring") == []
+    assert rt.metrics()["temporaries_removed"] == 1
+
+
+@pytest.mark.parametrize("timeout", [1e12, float("nan"), float("inf"), "1", True])
+def test_a_futures_timeout_is_checked(rt: Runtime, timeout: Any) -> None:
+    future = rt.blocks.get("pane").flush_future()
+    with pytest.raises(InvalidInput, match="timeout"):
+        future.get(timeout=timeout)
+    with pytest.raises(InvalidInput, match="timeout"):
+        future.wait(timeout)
+    assert future.get(timeout=10) is None

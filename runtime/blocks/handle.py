@@ -283,11 +283,19 @@ class Block:
         # On the thread that resolved `sent`: quick, never waits.
         try:
             value = sent.get(timeout=0)  # resolved: never waits
-        except ActorDeadError as error:
+        except ActorDeadError:
             if may_resend:
                 self._reconnect(ref, message, answer)
             else:
-                _fail(answer, error)
+                # The new actor stopped at once: it could not start (logged with why).
+                _fail(
+                    answer,
+                    Stopped(
+                        f"block {self.block_id!r}'s actor stopped again as soon as it was "
+                        "started (it could not start: the log says why, e.g. a damaged "
+                        "database row); nothing was done"
+                    ),
+                )
         except BaseException as error:
             _fail(answer, error)
         else:

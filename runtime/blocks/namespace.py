@@ -146,7 +146,8 @@ class Blocks:
         if view is None:
             return store.list_ids("block")
         check_text(view, "view")
-        return sorted(obj.id for obj in store.list_objects("block") if obj.meta.get("view") == view)
+        objects = store.list_objects("block", unreadable=[])  # (damaged rows: logged, left out)
+        return sorted(obj.id for obj in objects if obj.meta.get("view") == view)
 
     def sweep(
         self,
