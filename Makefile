@@ -10,7 +10,7 @@ SHELL := bash
 # folders with an import hook, which neither follows).
 STAGE := build/stage
 
-.PHONY: demo test bench lint lint-imports typecheck docs stage format clean
+.PHONY: demo test crash bench lint lint-imports typecheck docs stage format clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ typecheck: $(STAMP) stage
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+
+# The kill -9 harness (tests/test_crash.py) at full strength: 100 kills per scenario and
+# one figure line each (`make test` runs the same scenarios with 5 kills).
+crash: $(STAMP)
+	GREENROOM_CRASH_KILLS=100 $(VENV)/bin/python -m pytest -m crash -p no:xdist -s
 
 # Every script under benchmarks/, then one table (BENCH_ARGS=--quick for a smoke run,
 # BENCH_ARGS="--markdown perf.md" to write the table as Markdown too).

@@ -113,7 +113,8 @@ async def test_transcripts_through_the_facade_match_the_sync_runtime(
         AssistantMessage("hello", usage=Usage(900, 3)),
         *tool_turn(1),
     ]
-    assert await t.context_tokens() == t.transcript.context_tokens()
+    # (The sync call waits for the actor: off the loop, which must never wait.)
+    assert await t.context_tokens() == await anyio.to_thread.run_sync(t.transcript.context_tokens)
     assert (await t.next_entry_id(), await t.leaf_id()) == ("9", "7")
 
     await t.append_leaf("2")  # branch back before the tool turn
