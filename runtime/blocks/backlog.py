@@ -22,14 +22,18 @@ log = logging.getLogger("greenroom.blocks")
 class OutputBacklog:
     """Bytes accepted and not stored yet, and a gate that holds producers past a limit."""
 
-    __slots__ = ("_changed", "_limit", "_pending", "_wait_s", "waits")
+    __slots__ = ("_changed", "_limit", "_lock", "_pending", "_wait_s", "_waiters", "waits")
 
     def __init__(self, limit: int, wait_s: float) -> None:
         """Hold producers while more than `limit` bytes wait, for at most `wait_s` s."""
         self._limit = limit
         self._wait_s = wait_s
         self._pending = 0
+        # The count has a plain lock (every append takes it: it must stay cheap); only
+        # producers that must wait use the condition.
+        self._lock = threading.Lock()
         self._changed = threading.Condition(threading.Lock())
+        self._waiters = 0
         self.waits = 0  # appends that had to wait (a counter)
 
     @property
@@ -45,23 +49,39 @@ class OutputBacklog:
         waits up to `output_wait_timeout_s` if `may_wait`, else raises `Timeout` at once;
         after a wait that timed out also `Timeout`. Nothing is counted then.
         """
+        if not self.take(n_bytes):
+            self.wait_to_take(n_bytes, may_wait=may_wait)
+
+    def wait_to_take(self, n_bytes: int, *, may_wait: bool) -> None:
+        """`admit` once `take` found no room: wait for it (or `Timeout`)."""
+        if not may_wait:
+            raise Timeout(self._behind("here it cannot wait"))
         with self._changed:
-            if not self._room(n_bytes):
-                if not may_wait:
-                    raise Timeout(self._behind("here it cannot wait"))
-                self.waits += 1
-                if not self._changed.wait_for(lambda: self._room(n_bytes), self._wait_s):
+            self._waiters += 1
+            self.waits += 1
+            try:
+                # (`take` is checked after `_waiters` went up: a release either sees
+                # this waiter and notifies, or came first and left room to take.)
+                if not self._changed.wait_for(lambda: self.take(n_bytes), self._wait_s):
                     raise Timeout(self._behind(f"waited {self._wait_s:g} s"))
-            self._pending += n_bytes
+            finally:
+                self._waiters -= 1
+
+    def take(self, n_bytes: int) -> bool:
+        """Count `n_bytes` if there is room now; whether it did (never waits)."""
+        with self._lock:
+            if self._pending == 0 or self._pending + n_bytes <= self._limit:
+                self._pending += n_bytes
+                return True
+            return False
 
     def release(self, n_bytes: int) -> None:
         """`n_bytes` were stored (or dropped, counted elsewhere): room for others."""
-        with self._changed:
+        with self._lock:
             self._pending = max(0, self._pending - n_bytes)
-            self._changed.notify_all()
-
-    def _room(self, n_bytes: int) -> bool:
-        return self._pending == 0 or self._pending + n_bytes <= self._limit
+        if self._waiters:
+            with self._changed:
+                self._changed.notify_all()
 
     def _behind(self, why: str) -> str:
         return (

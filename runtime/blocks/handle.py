@@ -119,7 +119,18 @@ class Block:
         `output_wait_timeout_s`, then `Timeout`, nothing appended). Inside a handler,
         where nothing may wait, it raises `Timeout` at once instead.
         """
-        self._append(data, may_wait=getattr(in_handler, "actor", None) is None)
+        message = output_message(data)
+        backlog = self._backlog
+        if backlog is not None and not backlog.take(len(message.data)):
+            # (Only without room does it matter where this runs: a handler must not wait.)
+            backlog.wait_to_take(
+                len(message.data), may_wait=getattr(in_handler, "actor", None) is None
+            )
+        try:
+            self._tell(message)
+        except BaseException:
+            self._lost(message)
+            raise
 
     def append_output_nowait(self, data: bytes) -> None:
         """`append_output` that never waits: `Timeout` at once (nothing appended) while
