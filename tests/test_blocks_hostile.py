@@ -496,3 +496,24 @@ def test_a_futures_timeout_is_checked(rt: Runtime, timeout: Any) -> None:
     with pytest.raises(InvalidInput, match="timeout"):
         future.wait(timeout)
     assert future.get(timeout=10) is None
+
+
+def test_a_waiting_append_goes_through_once_the_writer_caught_up(
+    open_rt: Callable[..., Runtime], hold_archive: Gate
+) -> None:
+    rt = open_rt(max_pending_output_bytes=1000, output_wait_timeout_s=WAIT)
+    block = rt.blocks.get("agent-1")
+    block.append_output(b"x\n")
+    archiving, _ = in_thread(block.archive)
+    assert hold_archive.held.wait(WAIT)
+    block.append_output(b"a" * 600 + b"\n")  # held by the archive
+    appending, appended = in_thread(lambda: block.append_output(b"b" * 600 + b"\n"))
+    appending.join(0.2)  # (real time: it waits for room)
+    assert appending.is_alive()
+    hold_archive.open_()  # the held output is stored: room again
+    appending.join(WAIT)
+    archiving.join(WAIT)
+    assert appended == [None]
+    block.flush()
+    assert block.read_output().data == b"x\n" + b"a" * 600 + b"\n" + b"b" * 600 + b"\n"
+    assert rt.metrics()["output_waits"] == 1
