@@ -247,17 +247,25 @@ async def test_settled_sees_a_derived_future_arrive() -> None:
 async def test_settle_can_be_cancelled_while_a_strategy_step_runs(rt: Runtime) -> None:
     art = AsyncRuntime(rt)
     gate = threading.Event()
+    running = threading.Event()
 
     async def slow(ctx: Any) -> str:
+        running.set()
         gate.wait(WAIT)  # a step that holds its session's turn until the test lets go
         return "done"
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(art.executions.start, slow)
-        with anyio.move_on_after(0.05) as scope:
-            await art.settle()
-        assert scope.cancelled_caught  # settle gave way to the cancel, not to the step
-        gate.set()
+        try:
+            # settle only once the step runs: a settle that starts first finds
+            # nothing busy and returns before the cancel (seen under CI load)
+            await anyio.to_thread.run_sync(running.wait, WAIT)
+            assert running.is_set()
+            with anyio.move_on_after(0.05) as scope:
+                await art.settle()
+            assert scope.cancelled_caught  # settle gave way to the cancel, not to the step
+        finally:
+            gate.set()  # start() returns only once the step ends
     await art.settle()
 
 
