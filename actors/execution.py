@@ -54,6 +54,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pykka
 from pykka import ActorDeadError
 
 from greenroom.activity import ActivityTracker
@@ -64,18 +65,35 @@ from greenroom.errors import (
     ExecutionCancelled,
     InvalidInput,
     InvalidTransition,
+    NonDeterministicStrategy,
     Stopped,
+    StorageError,
     UnknownQuery,
+)
+from greenroom.executions.journal import (
+    JOURNAL,
+    KIND,
+    Journal,
+    answer_record,
+    ask_record,
+    encode,
+    end_record,
+    passivated_record,
+    query_fields,
+    start_record,
+    step_record,
 )
 from greenroom.executions.messages import (
     Begin,
     Cancel,
     Feed,
+    Passivate,
     Reap,
     Status,
     ThreadCustom,
     ThreadDone,
     ThreadPause,
+    ThreadStep,
 )
 from greenroom.executions.records import (
     MAX_LOG_CHARS,
@@ -99,6 +117,7 @@ from greenroom.executions.registry import (
     LiveSnapshot,
     RetainedResult,
 )
+from greenroom.store import AppendFile, UpdateMeta
 from greenroom.usage import Usage
 
 __all__ = ["ExecutionActor"]
@@ -128,11 +147,32 @@ class _AsyncBackend:
     def metric(self, name: str, value: Any) -> None:
         self._actor._custom(name, value)
 
+    def step(self, name: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        found, value = self._actor._replayed_step(name)
+        if found:
+            return value
+        value = _run_step(name, fn, args)
+        self._actor._journal_step(name, value)
+        return value
+
+
+def _run_step(name: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """`fn(*args)` for `ctx.step`, its result checked to be JSON."""
+    value = fn(*args)
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        raise InvalidInput(
+            f"ctx.step({name!r}, ...) ran a function that returned an awaitable; a step "
+            "runs a plain function (greenroom drives strategies without an event loop)"
+        )
+    return json_value(value, f"the result of step {name!r}")
+
 
 class _ThreadLink:
     """The context's way to its actor in a plain strategy, on a strategy-pool thread."""
 
-    __slots__ = ("cancelled", "ref", "registry", "session_id", "tracker")
+    __slots__ = ("cancelled", "durable", "ref", "registry", "session_id", "tracker")
 
     def __init__(
         self,
@@ -140,11 +180,14 @@ class _ThreadLink:
         tracker: ActivityTracker,
         session_id: str,
         registry: ExecutionRegistry,
+        *,
+        durable: bool = False,
     ) -> None:
         self.ref = ref
         self.tracker = tracker
         self.session_id = session_id
         self.registry = registry
+        self.durable = durable
         # Set by the actor to why the session was cancelled; read here (one attribute).
         self.cancelled: str | None = None
 
@@ -170,6 +213,24 @@ class _ThreadLink:
                 f"execution {self.session_id} has ended{why}; its ctx.llm call cannot be answered"
             ) from None
         return answers
+
+    def step(self, name: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        if not self.durable:
+            return _run_step(name, fn, args)
+        found, value = self._ask(ThreadStep(name))
+        if found:
+            return value
+        value = _run_step(name, fn, args)
+        _found, value = self._ask(ThreadStep(name, ran=True, value=value))
+        return value
+
+    def _ask(self, message: ThreadStep) -> tuple[bool, Any]:
+        self._refuse_if_cancelled()
+        try:
+            answer: tuple[bool, Any] = self.ref.ask(message, block=False).get()
+        except ActorDeadError:
+            raise ExecutionCancelled(f"execution {self.session_id} has ended") from None
+        return answer
 
     def log(self, message: str) -> None:
         self._tell(ThreadCustom(None, message))
@@ -233,6 +294,9 @@ class ExecutionActor(GreenroomActor):
     """One execution session; see the module docstring. Spawned by `rt.executions.start`."""
 
     kind = "execution"
+    # One message per turn: a passivation reads the mailbox's length to know that no
+    # message waits (see _passivate).
+    turn_throughput = 1
 
     # Slots: a host keeps thousands of paused sessions, and the base's instance dict
     # would double in size once this class's fields joined it.
@@ -240,20 +304,29 @@ class ExecutionActor(GreenroomActor):
         "_answered",
         "_answers",
         "_async",
+        "_buffer",
         "_coro",
         "_entry",
         "_final",
+        "_held",
         "_link",
         "_metrics",
+        "_name",
+        "_nondeterminism",
+        "_passivated",
         "_pending",
         "_pool",
         "_queries",
         "_reason",
         "_registry",
+        "_replay",
         "_retained",
         "_round",
         "_start",
+        "_started_ms",
         "_state",
+        "_step_index",
+        "_steps",
         "_thread_future",
         "_waiters",
         "session_id",
@@ -270,8 +343,21 @@ class ExecutionActor(GreenroomActor):
         is_async: bool,
         registry: ExecutionRegistry,
         pool: Callable[[], BlockingPool],
+        name: str | None = None,
+        journal: Journal | None = None,
+        started_ms: int | None = None,
     ) -> None:
         super().__init__(ctx)
+        # Durable (journaled) when the strategy is registered under `name`; `journal`
+        # is given to re-drive a session that left memory (see _replay_round).
+        self._name = name
+        self._replay = journal
+        self._steps = journal.steps if journal is not None else ()
+        self._step_index = 0
+        self._buffer: list[dict[str, Any]] = []  # journal records not committed yet
+        self._held: list[tuple[Any, pykka.Future[Any] | None]] | None = None
+        self._nondeterminism: str | None = None
+        self._passivated = False
         self.session_id = session_id
         self._start: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = (
             strategy,
@@ -297,25 +383,55 @@ class ExecutionActor(GreenroomActor):
         self._final: dict[str, Any] | None = None  # the status once finished
         self._retained: RetainedResult | None = None  # what the registry keeps, once finished
         now = ctx.clock.monotonic()
-        self._metrics = SessionMetrics(now)
-        self._entry = LiveEntry(self.actor_ref, now, self._snapshot_of(self._stats()))
+        now_ms = ctx.clock.now_ms()
+        self._started_ms = now_ms if started_ms is None else started_ms
+        started_at = now - max(0, now_ms - self._started_ms) / 1000
+        self._metrics = SessionMetrics(started_at)
+        self._entry = LiveEntry(
+            self.actor_ref, now, self._snapshot_of(self._stats()), durable=name is not None
+        )
         registry.add(session_id, self._entry)
 
     def on_receive(self, message: Any) -> Any:
         handler = _HANDLERS.get(type(message))
         if handler is None:
             return super().on_receive(message)
+        if self._held is not None and type(message) in (Feed, Cancel):
+            # A plain strategy is being re-driven: its feeds and cancels wait until it
+            # reaches the round the journal leaves open (see _release_held).
+            self._held.append((message, self._reply_to))
+            return DEFERRED
         return handler(self, message)
 
     def on_stop(self) -> None:
-        if self._state in TERMINAL_STATES:
+        if self._state in TERMINAL_STATES or self._passivated:
             return
         # The runtime is closing (or the actor was stopped some other way) while the
         # strategy runs or waits: stop it, and tell whoever waits for its next event.
         state = self._state
         self._stop_strategy("the runtime was closed")
         self._registry.drop(self.session_id)
-        log.info("execution %s stopped while %s (the runtime is closing)", self.session_id, state)
+        if self._name is not None:
+            log.info(
+                "execution %s (durable, strategy %r) left memory while %s with the runtime's "
+                "close; it comes back on its next call in a runtime that registers %r",
+                self.session_id,
+                self._name,
+                state,
+                self._name,
+            )
+        else:
+            log.warning(
+                "execution %s (not durable) is lost with the runtime's close while %s; "
+                "register its strategy by name (rt.executions.register) to keep sessions "
+                "across restarts",
+                self.session_id,
+                state,
+            )
+        held, self._held = self._held or [], None
+        for _message, future in held:
+            if future is not None:
+                Reply(future).fail(Stopped(f"execution {self.session_id}: the runtime was closed"))
         waiters, self._waiters = self._waiters, []
         for reply in waiters:
             reply.fail(Stopped(f"execution {self.session_id}: the runtime was closed"))
@@ -327,6 +443,11 @@ class ExecutionActor(GreenroomActor):
             raise InvalidTransition(f"execution {self.session_id} has already started")
         strategy, args, kwargs = self._start
         self._start = None  # the arguments are the strategy's from now on
+        if self._name is not None and self._replay is None:
+            try:
+                self._create_journal(self._name, args, kwargs)
+            except StorageError as error:
+                return self._end("error", error=f"the journal could not be written: {error}")
         if self._async:
             backend = _AsyncBackend(self)
             try:
@@ -344,10 +465,19 @@ class ExecutionActor(GreenroomActor):
                 )
             self._coro = coro
             return self._drive(None)
-        link = _ThreadLink(self.actor_ref, self.ctx.tracker, self.session_id, self._registry)
+        link = _ThreadLink(
+            self.actor_ref,
+            self.ctx.tracker,
+            self.session_id,
+            self._registry,
+            durable=self._name is not None,
+        )
         self._link = link
         context = ExecutionContext(self.session_id, self.ctx.clock, link)
-        self._waiters.append(self.reply_later())
+        if self._replay is not None:
+            self._held = []  # re-driving: feeds wait for the open round
+        if self._reply_to is not None:
+            self._waiters.append(self.reply_later())
         try:
             pool = self._pool()
             self._warn_if_queued(pool)
@@ -380,6 +510,13 @@ class ExecutionActor(GreenroomActor):
             return self._internal_failure(error)
 
     def _step(self, answers: list[str] | None) -> FeedResult:
+        while True:
+            outcome = self._step_once(answers)
+            if isinstance(outcome, FeedResult):
+                return outcome
+            answers = outcome  # a round the journal answered: on, without pausing
+
+    def _step_once(self, answers: list[str] | None) -> FeedResult | list[str]:
         coro = self._coro
         assert coro is not None  # (driven only while it runs)
         try:
@@ -427,20 +564,134 @@ class ExecutionActor(GreenroomActor):
 
     # -- pauses, feeds and resuming -------------------------------------------------------
 
-    def _pause(self, requests: tuple[LlmRequest, ...]) -> FeedResult:
-        if self._entry.cancel_requested is not None:
-            # The host cancelled while the strategy computed: it stops here.
+    def _pause(self, requests: tuple[LlmRequest, ...]) -> FeedResult | list[str]:
+        """The strategy asks `requests`: pause (a `FeedResult`), or, re-driving a round
+        its journal answered, the answers to go on with at once."""
+        if self._entry.cancel_requested is not None and self._replay is None:
+            # The host cancelled while the strategy computed: it stops here (a re-drive
+            # goes on to the round it had reached first).
             return self._cancel_now(self._entry.cancel_requested)
+        if self._nondeterminism is not None:
+            return self._nondeterministic(self._nondeterminism)
         self._round += 1
         prefix = f"q-{self._round}-"
         queries = tuple(LlmQuery.of(prefix + str(i), req) for i, req in enumerate(requests))
+        if self._replay is not None:
+            replayed = self._replay_round(queries)
+            if replayed is not None:
+                return replayed
         self._queries = queries
         self._pending = {query.id: query for query in queries}
         self._answers = {}
         self._state = "paused"
         self._metrics.asked(queries)
         self._touch()
-        return self._notify(self._needs_response(queries))
+        if self._name is not None:
+            self._write([ask_record(self._round, queries)])
+        result = self._notify(self._needs_response(queries))
+        self._release_held()
+        return result
+
+    # -- the journal ------------------------------------------------------------------
+
+    def _create_journal(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        meta = {"durable": True, "strategy": name, "started_ms": self._started_ms}
+        self.ctx.store.ensure_object(KIND, self.session_id, {**meta, "state": "running"})
+        self._write([start_record(name, args, kwargs)])
+
+    def _write(self, records: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> None:
+        """Commit `records` (after those buffered) to the journal; `StorageError` if not."""
+        lines, self._buffer = self._buffer + records, []
+        append = AppendFile(KIND, self.session_id, JOURNAL, encode(lines), create=True)
+        if meta is None:
+            self.ctx.store.append_file(KIND, self.session_id, JOURNAL, append.data, create=True)
+            return
+        for outcome in self.ctx.store.write_batch(
+            [append, UpdateMeta(KIND, self.session_id, meta)]
+        ):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def _journal_step(self, name: str, value: Any) -> None:
+        self._write([step_record(name, value)])
+
+    def _replayed_step(self, name: str) -> tuple[bool, Any]:
+        """A step's journaled value `(True, value)` on re-drive, else `(False, None)`."""
+        if self._step_index >= len(self._steps):
+            return False, None
+        recorded, value = self._steps[self._step_index]
+        if recorded != name:
+            self._nondeterminism = (
+                f"step {self._step_index + 1} is {name!r} where the journal holds {recorded!r}"
+            )
+            raise NonDeterministicStrategy(f"execution {self.session_id}: {self._nondeterminism}")
+        self._step_index += 1
+        return True, value
+
+    def _replay_round(self, queries: tuple[LlmQuery, ...]) -> FeedResult | list[str] | None:
+        """Re-drive one round from the journal: its answers (all journaled), the pause
+        at the round it leaves open, an error if the strategy asks something else, or
+        None once the journal has no such round (live from here)."""
+        journal = self._replay
+        assert journal is not None
+        recorded = journal.asks.get(self._round)
+        if recorded is None:
+            self._replay = None
+            return None
+        asked = [query_fields(query) for query in queries]
+        if asked != list(recorded):
+            return self._nondeterministic(_difference(self._round, recorded, asked))
+        self._metrics.asked(queries)
+        open_queries: dict[str, LlmQuery] = {}
+        answers: dict[str, str] = {}
+        for query in queries:
+            found = journal.answers.get(query.id)
+            if found is None:
+                open_queries[query.id] = query
+                continue
+            response, usage = found
+            answers[query.id] = response
+            self._answered[query.id] = answer_digest(response)
+            self._metrics.answered(query, response, usage)
+        if not open_queries:
+            self._metrics.rounds += 1
+            return [answers[query.id] for query in queries]
+        # The round the host has not fully answered: pause here, as before the restart.
+        self._replay = None
+        self._queries = queries
+        self._pending = open_queries
+        self._answers = answers
+        self._state = "paused"
+        self._touch()
+        result = self._notify(self._current())
+        self._release_held()
+        return result
+
+    def _nondeterministic(self, text: str) -> FeedResult:
+        self._replay = None
+        self._nondeterminism = text
+        log.warning(
+            "execution %s: NonDeterministicStrategy: %s; the session ends in error",
+            self.session_id,
+            text,
+        )
+        self._stop_strategy("the strategy is not deterministic")
+        return self._end("error", error=f"NonDeterministicStrategy: {text}")
+
+    def _release_held(self) -> None:
+        """Handle the feeds and cancels that waited for a re-drive, in order."""
+        held, self._held = self._held, None
+        for message, future in held or ():
+            saved, self._reply_to = self._reply_to, future
+            try:
+                result = _HANDLERS[type(message)](self, message)
+                if future is not None and result is not DEFERRED:
+                    Reply(future).set(result)
+            except Exception as error:
+                if future is not None:
+                    Reply(future).fail(error)
+            finally:
+                self._reply_to = saved
 
     def _needs_response(self, queries: tuple[LlmQuery, ...]) -> FeedResult:
         stats = self._stats()
@@ -480,6 +731,14 @@ class ExecutionActor(GreenroomActor):
         if not plan:
             return self._current()
         pending = self._pending
+        if self._name is not None:
+            records = [answer_record(query.id, response, usage) for query, response, usage in plan]
+            if self._async and len(plan) == len(pending):
+                # The round is complete: committed with the strategy's next pause or end,
+                # before this feed returns (one commit for both).
+                self._buffer.extend(records)
+            else:
+                self._write(records)  # StorageError: nothing applied
         for query, response, usage in plan:
             del pending[query.id]
             self._answers[query.id] = response
@@ -564,13 +823,26 @@ class ExecutionActor(GreenroomActor):
             return DEFERRED
         self._thread_future = reply
         try:
-            self._pause(message.requests)
+            outcome = self._pause(message.requests)
         except Exception as error:
             self._internal_failure(error)
+            return DEFERRED
+        if isinstance(outcome, list):  # a round the journal answered: on at once
+            self._thread_future = None
+            self.ctx.tracker.enter()  # the strategy runs again: work in progress
+            reply.set(outcome)
         return DEFERRED
 
-    def _thread_done(self, message: ThreadDone) -> None:
+    def _thread_step(self, message: ThreadStep) -> tuple[bool, Any]:
         if self._state in TERMINAL_STATES:
+            raise ExecutionCancelled(f"execution {self.session_id} has ended")
+        if not message.ran:
+            return self._replayed_step(message.name)
+        self._journal_step(message.name, message.value)
+        return True, message.value
+
+    def _thread_done(self, message: ThreadDone) -> None:
+        if self._state in TERMINAL_STATES or self._passivated:
             return  # cancelled while it ran: its result is not wanted
         try:
             if message.error is not None:
@@ -693,6 +965,48 @@ class ExecutionActor(GreenroomActor):
         self._end("cancelled")
         return True
 
+    def _passivate(self, message: Passivate) -> bool:
+        """Leave memory if durable, paused and idle since `message.cutoff`; whether it did.
+
+        The journal holds everything needed to come back; the status as of now is
+        journaled too, so `status` answers without re-driving. The strategy is closed
+        (an async one's `finally` blocks run; a plain one's `ctx.llm` raises
+        `ExecutionCancelled`).
+        """
+        entry = self._entry
+        if (
+            self._name is None
+            or self._state != "paused"
+            or entry.last_active > message.cutoff
+            or self._held is not None
+        ):
+            return False
+        with entry.lock:
+            # Sends take the entry's lock and re-drive once it is passivated, so a
+            # message is either queued here already (then stay) or goes to a new actor.
+            if len(self.actor_inbox) or entry.cancel_requested is not None:
+                return False
+            now = self.ctx.clock.monotonic()
+            now_ms = self.ctx.clock.now_ms()
+            last_ms = now_ms - max(0, round((now - entry.last_active) * 1000))
+            status = self._status()
+            try:
+                self._write(
+                    [passivated_record(status, now_ms)],
+                    {"state": "paused", "last_active_ms": last_ms, "passivated_ms": now_ms},
+                )
+            except StorageError as error:
+                log.warning("execution %s stays in memory: %s", self.session_id, error)
+                return False
+            entry.passivated = True
+            self._registry.drop(self.session_id)
+        self._passivated = True
+        self._stop_strategy("passivated: idle, it left memory (it comes back on its next call)")
+        self.ctx.metrics.incr("executions_passivated")
+        log.debug("execution %s passivated", self.session_id)
+        self.actor_ref.stop(block=False)
+        return True
+
     def _stop_strategy(self, reason: str) -> None:
         self._reason = self._reason or reason
         self._close_coro()
@@ -703,6 +1017,19 @@ class ExecutionActor(GreenroomActor):
                 self._wake_cancelled(future)
 
     def _end(self, status: str, *, result: Any = None, error: str | None = None) -> FeedResult:
+        replay = self._replay
+        redriving = replay is not None or self._nondeterminism is not None
+        if replay is not None and status != "cancelled":
+            self._replay = None
+            if replay.rounds > self._round or self._nondeterminism is not None:
+                text = self._nondeterminism or (
+                    f"the strategy {'returned' if status == 'completed' else 'failed'} after "
+                    f"round {self._round}, but the journal holds round {replay.rounds}"
+                )
+                log.warning("execution %s: NonDeterministicStrategy: %s", self.session_id, text)
+                status, result, error = "error", None, f"NonDeterministicStrategy: {text}"
+        elif self._nondeterminism is not None and status == "error":
+            error = f"NonDeterministicStrategy: {self._nondeterminism}"
         requested = self._entry.cancel_requested
         if status != "cancelled" and requested is not None:
             # `Runtime.executions.cancel` already told the host "cancelled" (the strategy was busy
@@ -725,8 +1052,17 @@ class ExecutionActor(GreenroomActor):
             status, self.session_id, result=result, error=error, metrics=self._stats()
         )
         self._final = self._status(final)
+        if self._name is not None:
+            self._journal_end(status)
         # The answers' digests stay with the result: a retried answer stays a no-op.
-        self._retained = RetainedResult(final, self._final, now, self._answered)
+        self._retained = RetainedResult(
+            final,
+            self._final,
+            now,
+            self._answered,
+            durable=self._name is not None,
+            ended_on_redrive=redriving and status == "error",
+        )
         self._registry.finish(self.session_id, self._retained)
         self._answers = {}
         # A helper thread of a plain strategy still waiting in ctx.llm (its main
@@ -742,8 +1078,24 @@ class ExecutionActor(GreenroomActor):
         else:
             log.info("execution %s cancelled: %s", self.session_id, self._reason)
         self._notify(final)
+        self._release_held()
         self.actor_ref.stop(block=False)  # the registry keeps the result from now on
         return final
+
+    def _journal_end(self, status: str) -> None:
+        assert self._final is not None
+        now_ms = self.ctx.clock.now_ms()
+        try:
+            self._write([end_record(self._final, now_ms)], {"state": status, "finished_ms": now_ms})
+        except Exception as error:
+            # The session has ended in memory; a re-drive elsewhere would run it again.
+            self.ctx.metrics.incr("execution_journal_failures")
+            log.error(
+                "execution %s ended %s but its end could not be journaled: %s",
+                self.session_id,
+                status,
+                describe_error(error),
+            )
 
     def _ended_error(self, action: str) -> InvalidTransition:
         return InvalidTransition(
@@ -785,6 +1137,7 @@ class ExecutionActor(GreenroomActor):
             "round": self._round,
             "pending_queries": list(self._pending),
             "metrics": stats.to_json(),
+            "durable": self._name is not None,
         }
         if final is not None:
             if final.status == "completed":
@@ -811,7 +1164,33 @@ _HANDLERS: dict[type, Callable[[ExecutionActor, Any], Any]] = {
     Cancel: ExecutionActor._cancel,
     Status: ExecutionActor._get_status,
     Reap: ExecutionActor._reap,
+    Passivate: ExecutionActor._passivate,
+    ThreadStep: ExecutionActor._thread_step,
     ThreadPause: ExecutionActor._thread_pause,
     ThreadDone: ExecutionActor._thread_done,
     ThreadCustom: ExecutionActor._thread_custom,
 }
+
+
+def _shown(fields: Any) -> str:
+    prompt = fields.get("prompt") if isinstance(fields, dict) else None
+    text = repr(prompt) if isinstance(prompt, str) else repr(fields)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _difference(round_no: int, recorded: Any, asked: list[dict[str, Any]]) -> str:
+    """What differs between the journal's round and what the strategy asks now."""
+    if len(recorded) != len(asked):
+        return (
+            f"round {round_no} asks {len(asked)} quer{'y' if len(asked) == 1 else 'ies'} "
+            f"where the journal holds {len(recorded)} (journal: "
+            f"{', '.join(_shown(f) for f in recorded)}; now: {', '.join(_shown(f) for f in asked)})"
+        )
+    for index, (was, now) in enumerate(zip(recorded, asked, strict=True)):
+        if was != now:
+            fields = ", ".join(key for key in now if now.get(key) != was.get(key))
+            return (
+                f"round {round_no}, query {index} differs in {fields}: the journal holds "
+                f"{_shown(was)}, the strategy now asks {_shown(now)}"
+            )
+    return f"round {round_no} differs"

@@ -6,6 +6,12 @@ have arrived since; a reaped session is cancelled, its strategy stopped, and it 
 counted as `executions_reaped` and logged), and removes the final results kept longer
 than `result_retention_s` (counted as `execution_results_expired`, logged). It is
 started with the first execution of a runtime.
+
+It also passivates: a durable session paused and idle for
+`execution_passivate_after_s` is told to leave memory (it checks again, and stays if a
+message waits). And it sweeps the store for durable sessions not in memory: those idle
+past `execution_ttl_s` are reaped (cancelled in their journal), and ended ones past
+`result_retention_s` are removed with their journal (`greenroom.executions.stored`).
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from typing import Any
 from pykka import ActorDeadError
 
 from greenroom.actors.base import ActorContext, GreenroomActor
-from greenroom.executions.messages import COLLECT, Collect, GcPass, Reap
+from greenroom.errors import GreenroomError
+from greenroom.executions.messages import COLLECT, Collect, GcPass, Passivate, Reap
 from greenroom.executions.registry import ExecutionRegistry
+from greenroom.executions.stored import StoredSessions
 
 __all__ = ["ExecutionGC"]
 
@@ -30,9 +38,12 @@ class ExecutionGC(GreenroomActor):
     kind = "execution_gc"
     stop_order = -10  # first: no reaping while the sessions stop
 
-    def __init__(self, ctx: ActorContext, registry: ExecutionRegistry) -> None:
+    def __init__(
+        self, ctx: ActorContext, registry: ExecutionRegistry, stored: StoredSessions
+    ) -> None:
         super().__init__(ctx)
         self._registry = registry
+        self._stored = stored
 
     def on_start(self) -> None:
         self.schedule_every(self.ctx.config.gc_interval_s, COLLECT)
@@ -52,11 +63,45 @@ class ExecutionGC(GreenroomActor):
             except ActorDeadError:
                 continue  # it ended meanwhile; its result is in the registry
             candidates.append(session_id)
+        passivating = self._passivate(now)
         expired = self._registry.expire(now)
-        if candidates or expired:
+        for session_id, kept in expired:
+            if kept.durable:
+                self._stored.remove(session_id)
+        in_memory = {sid for sid, _entry in self._registry.live_entries()}
+        in_memory.update(sid for sid, _kept in self._registry.retained_items(now))
+        try:
+            reaped, removed = self._stored.sweep(in_memory)
+        except GreenroomError as error:
+            log.warning("execution GC: could not sweep the stored sessions: %s", error)
+            reaped, removed = [], []
+        if candidates or expired or reaped or removed:
             log.info(
-                "execution GC: %d idle sessions to reap, %d expired results removed",
-                len(candidates),
+                "execution GC: %d idle sessions to reap, %d expired results removed, "
+                "%d sessions not in memory reaped, %d of their results removed",
+                len(candidates) + len(reaped),
                 len(expired),
+                len(reaped),
+                len(removed),
             )
-        return GcPass(tuple(candidates), tuple(expired))
+        return GcPass(
+            tuple(candidates) + tuple(reaped),
+            tuple(sid for sid, _kept in expired) + tuple(removed),
+            tuple(passivating),
+        )
+
+    def _passivate(self, now: float) -> list[str]:
+        after = self.ctx.config.execution_passivate_after_s
+        if after is None:
+            return []
+        cutoff = now - after
+        told: list[str] = []
+        for session_id, entry in self._registry.idle(cutoff):
+            if not entry.durable or entry.snapshot.state != "paused":
+                continue
+            try:
+                entry.ref.tell(Passivate(cutoff))
+            except ActorDeadError:
+                continue
+            told.append(session_id)
+        return told

@@ -36,6 +36,7 @@ from greenroom.executions.records import (
     LlmQuery,
     LlmRequest,
 )
+from greenroom.executions.strategies import strategy
 from greenroom.futures import GreenroomFuture
 from greenroom.models import FileInfo, StoredObject
 from greenroom.pricing import CostBreakdown, ModelPricing
@@ -108,6 +109,7 @@ __all__ = [
     "TurnResult",
     "Usage",
     "UserMessage",
+    "strategy",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -192,6 +192,12 @@ class RuntimeConfig:
     result_retention_s: float = attrs.field(default=3600.0, validator=_positive_number)
     """A finished execution keeps its final result this long, for late status calls."""
 
+    execution_passivate_after_s: float | None = attrs.field(
+        default=300.0, validator=_optional_positive_number
+    )
+    """A durable execution paused and idle this long leaves memory (its actor stops; its
+    journal brings it back on its next call); None keeps every session in memory."""
+
     gc_interval_s: float = attrs.field(default=60.0, validator=_positive_number)
     """Seconds between the execution GC supervisor's reaps."""
 

@@ -17,17 +17,20 @@ __all__ = [
     "CompactionError",
     "Conflict",
     "ExecutionCancelled",
+    "ExecutionLost",
     "ExecutionTimeout",
     "FutureTimeout",
     "GreenroomError",
     "InvalidInput",
     "InvalidTransition",
     "MalformedCursor",
+    "NonDeterministicStrategy",
     "NotFound",
     "SchemaTooNew",
     "SettleTimeout",
     "Stopped",
     "StorageError",
+    "StrategyNotRegistered",
     "SubscriberLagged",
     "Timeout",
     "UnknownQuery",
@@ -134,6 +137,22 @@ class ExecutionTimeout(Timeout):
 
 class ExecutionCancelled(GreenroomError):
     """The execution was cancelled (by the host or the GC) while waiting for an answer."""
+
+
+class ExecutionLost(NotFound):
+    """The execution existed but cannot come back: it was not durable (its strategy was
+    not registered by name) and the process that ran it stopped."""
+
+
+class StrategyNotRegistered(NotFound):
+    """A durable execution's strategy name is not registered in this process, so it
+    cannot be re-driven here; register it (`rt.executions.register`) and call again.
+    The execution and its journal are kept."""
+
+
+class NonDeterministicStrategy(GreenroomError):
+    """On re-drive, the strategy asked something else than its journal holds (another
+    prompt, another number of queries, another step); the execution ends in `error`."""
 
 
 # -- transcripts --------------------------------------------------------------------------

@@ -947,6 +947,29 @@ class Store:
             for name, size, chunks, created, updated in rows
         ]
 
+    def files_named(self, kind: str, name: str) -> dict[str, FileInfo]:
+        """The file `name` of every object of `kind` that has one, by object id, in one
+        query (rows that do not read back are left out and logged)."""
+        _check_kind(kind)
+        _check_name(name)
+        with self._reading(f"list {kind} files named {name}"):
+            rows = self._db.execute(
+                "SELECT id, size, chunks, created_ms, updated_ms FROM files "
+                "WHERE kind = ? AND name = ?",
+                [kind, name],
+            ).fetchall()
+        found: dict[str, FileInfo] = {}
+        for object_id, size, chunks, created, updated in rows:
+            if not isinstance(object_id, str):
+                continue
+            try:
+                found[object_id] = _file_info(
+                    kind, object_id, name, size, chunks, 0, created, updated
+                )
+            except StorageError as error:
+                log.warning("%s", error)
+        return found
+
     def find_files(self, kind: str, prefix: str) -> list[tuple[str, str]]:
         """(object id, file name) of every file of `kind` whose name starts with
         `prefix`, in one query (rows that do not read back as text are left out)."""

@@ -138,7 +138,9 @@ async def test_usage_in_each_providers_style(rt: Runtime) -> None:
 async def test_execution_errors_are_those_of_the_sync_runtime(rt: Runtime) -> None:
     executions = AsyncExecutions(rt.executions)
     with pytest.raises(InvalidInput, match="strategy"):
-        await executions.start("not a function")  # type: ignore[arg-type]
+        await executions.start(42)  # type: ignore[arg-type]
+    with pytest.raises(NotFound, match="no strategy is registered as 'not a function'"):
+        await executions.start("not a function")
     for timeout in (-1, 1e12, float("nan")):
         with pytest.raises(InvalidInput, match="timeout must be a finite number"):
             await executions.start(ask_once, timeout=timeout)

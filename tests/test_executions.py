@@ -32,6 +32,7 @@ from greenroom.errors import (
     InvalidTransition,
     NotFound,
     Stopped,
+    StrategyNotRegistered,
     Timeout,
     UnknownQuery,
 )
@@ -769,6 +770,7 @@ def test_exact_json_of_every_status(rt: Runtime, fake_clock: FakeClock) -> None:
         "round": 3,
         "pending_queries": [],
         "metrics": stats,
+        "durable": False,
         "result": {"ok": True, "items": [1, 2]},
     }
 
@@ -779,7 +781,7 @@ def test_exact_json_of_every_status(rt: Runtime, fake_clock: FakeClock) -> None:
 
     paused = rt.executions.start(ask_once, "hello").session_id
     live = rt.executions.status(paused)
-    assert set(live) == {"session_id", "state", "round", "pending_queries", "metrics"}
+    assert set(live) == {"session_id", "state", "round", "pending_queries", "metrics", "durable"}
     assert (live["state"], live["round"], live["pending_queries"]) == ("paused", 1, ["q-1-0"])
     assert set(live["metrics"]) == EMPTY_STATS_KEYS
     fake_clock.advance(1)
@@ -821,8 +823,10 @@ class Starter(GreenroomActor):
 
 
 def test_bad_arguments_are_refused_with_nothing_started(rt: Runtime) -> None:
+    with pytest.raises(StrategyNotRegistered, match="no strategy is registered as 'not callable'"):
+        rt.executions.start("not callable")  # a str names a registered strategy
     for strategy, match in [
-        ("not callable", "must be an async def or a plain def"),
+        (42, "must be an async def or a plain def"),
         (Starter, "must be an async def"),
         (gen_strategy, "generator function"),
     ]:

@@ -189,7 +189,7 @@ def test_registry_expires_results_at_the_retention_limit() -> None:
     registry.finish("s-1", RetainedResult(final, {"state": "completed"}, finished_at=10.0))
     assert registry.retained("s-1", 109.9) is not None
     assert registry.expire(109.9) == []
-    assert registry.expire(110.0) == ["s-1"]
+    assert [sid for sid, _kept in registry.expire(110.0)] == ["s-1"]
     assert registry.retained("s-1", 110.0) is None
     assert metrics.get("execution_results_expired") == 1
     registry.finish("s-2", RetainedResult(final, {}, finished_at=0.0))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import anyio
@@ -50,9 +51,17 @@ class AsyncExecutions:
         """The wrapped sync namespace (for what never waits)."""
         return self._executions
 
+    def register(self, name: str, strategy: Callable[..., Any]) -> None:
+        """`Executions.register`: run `strategy` durable under `name` (never waits)."""
+        self._executions.register(name, strategy)
+
+    def register_all(self, module: ModuleType) -> list[str]:
+        """`Executions.register_all`: every `@greenroom.strategy` of `module`."""
+        return self._executions.register_all(module)
+
     async def start(
         self,
-        strategy: Callable[..., Any],
+        strategy: str | Callable[..., Any],
         /,
         *args: Any,
         timeout: float | None = None,

@@ -25,11 +25,13 @@ __all__ = [
     "Feed",
     "FeedItem",
     "GcPass",
+    "Passivate",
     "Reap",
     "Status",
     "ThreadCustom",
     "ThreadDone",
     "ThreadPause",
+    "ThreadStep",
 ]
 
 FeedItem: TypeAlias = tuple[str | None, str, Usage | None]
@@ -77,6 +79,14 @@ class Reap:
     cutoff: float
 
 
+@attrs.frozen
+class Passivate:
+    """From the GC: leave memory if still paused and last active at or before `cutoff`
+    (a durable session only); answered with whether it did."""
+
+    cutoff: float
+
+
 # -- from a plain strategy's thread to its own session's actor ------------------------------
 
 
@@ -93,6 +103,19 @@ class ThreadDone:
 
     value: Any
     error: BaseException | None
+
+
+@attrs.frozen
+class ThreadStep:
+    """Asked by a plain strategy's `ctx.step` / `ctx.now` in a durable session.
+
+    Without `value` (`ran` False): answered `(True, journaled value)` on re-drive, or
+    `(False, None)`: run it. With `ran`: journal `value`, answered once committed.
+    """
+
+    name: str
+    ran: bool = False
+    value: Any = None
 
 
 @attrs.frozen
@@ -120,3 +143,4 @@ class GcPass:
 
     reap_candidates: tuple[str, ...]
     results_expired: tuple[str, ...]
+    passivate_candidates: tuple[str, ...] = ()

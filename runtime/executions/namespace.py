@@ -6,6 +6,13 @@
     rt.executions.status(sid)                               # {"state": "paused", ...}
     rt.executions.cancel(sid)                               # FeedResult "cancelled"
 
+Durable executions: a strategy registered by name (`rt.executions.register("essay",
+essay)`, or `@greenroom.strategy("essay")` and `rt.executions.register_all(module)`)
+is journaled in the store (`greenroom.executions.journal`). Once it is not in memory
+(passivated after `execution_passivate_after_s` idle, or its process stopped), its
+next `feed`, `feed_many` or `cancel` re-drives it from its journal to the exact round
+it had reached; `status` and `snapshots` answer from the journal without re-driving.
+
 `usage` is a `greenroom.usage.Usage` or a provider's usage mapping (OpenAI's
 `prompt_tokens` / `completion_tokens`, Anthropic's `input_tokens` / `output_tokens` /
 `cache_*`), read with `greenroom.usage.as_usage`.
@@ -35,11 +42,13 @@ async ones await it on the event loop. Both share every check and every result r
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 from typing import Any, Literal
 
 import attrs
@@ -55,12 +64,15 @@ from greenroom.errors import (
     GreenroomError,
     InvalidInput,
     InvalidTransition,
-    NotFound,
     Stopped,
+    StorageError,
+    StrategyNotRegistered,
 )
 from greenroom.executions.messages import BEGIN, Cancel, Feed, FeedItem
-from greenroom.executions.records import FeedResult
+from greenroom.executions.records import FeedResult, json_value
 from greenroom.executions.registry import ENDED, ExecutionRegistry, LiveEntry
+from greenroom.executions.stored import Stored, StoredSessions
+from greenroom.executions.strategies import StrategyTable
 from greenroom.futures import GreenroomFuture
 from greenroom.kernel import Kernel
 from greenroom.usage import Usage, as_usage
@@ -82,6 +94,8 @@ FeedItemInput = tuple[str, str, UsageInput]
 
 _CANCELLED_BY_HOST = "cancelled by the host"
 
+_SEND_ATTEMPTS = 3  # a session that leaves memory while a call sends: re-drive, again
+
 _COUNTERS = (
     "executions_started",
     "executions_completed",
@@ -94,6 +108,9 @@ _COUNTERS = (
     "execution_logs_truncated",
     "execution_cancels_deferred",
     "strategy_starts_queued",
+    "executions_passivated",
+    "executions_redriven",
+    "execution_journal_failures",
 )
 
 
@@ -190,6 +207,9 @@ class Executions:
         self._lock = threading.Lock()
         self._gc: GreenroomActorRef | None = None
         self._strategy_pool: BlockingPool | None = None
+        self._strategies = StrategyTable()
+        self._stored = StoredSessions(kernel.store, self._clock, self._config, self._metrics)
+        self._revive_lock = threading.Lock()  # one re-drive of a session at a time
 
     def counters(self) -> dict[str, int]:
         """This part's counters (at zero until bumped) and gauges (`Runtime.metrics`)."""
@@ -226,7 +246,9 @@ class Executions:
         """Start the execution GC supervisor once; its ref."""
         with self._lock:
             if self._gc is None:
-                self._gc = self._kernel.spawn(ExecutionGC, self._registry, actor_id="execution-gc")
+                self._gc = self._kernel.spawn(
+                    ExecutionGC, self._registry, self._stored, actor_id="execution-gc"
+                )
             return self._gc
 
     def _get_strategy_pool(self) -> BlockingPool:
@@ -245,11 +267,38 @@ class Executions:
                 )
             return self._strategy_pool
 
+    # -- named strategies --------------------------------------------------------------
+
+    def register(self, name: str, strategy: Callable[..., Any]) -> None:
+        """Register `strategy` under `name`: its executions are durable from now on.
+
+        A durable execution is journaled in the store; after a restart (or once it
+        left memory, idle) its next call re-drives it in any runtime that registers
+        the same name. Its arguments and result must be JSON. Registering the same
+        pair again is a no-op; a name taken by another function is `InvalidTransition`.
+        """
+        _is_async_strategy(strategy)
+        self._strategies.register(name, strategy)
+
+    def register_all(self, module: ModuleType) -> list[str]:
+        """Register every function of `module` marked `@greenroom.strategy(name)`;
+        the names registered, sorted."""
+        names = self._strategies.collect(module)
+        for name in names:
+            found = self._strategies.get(name)
+            assert found is not None
+            _is_async_strategy(found)
+        return names
+
+    def strategies(self) -> list[str]:
+        """The names registered in this runtime, sorted."""
+        return self._strategies.names()
+
     # -- the public surface ----------------------------------------------------------------
 
     def start(
         self,
-        strategy: Callable[..., Any],
+        strategy: str | Callable[..., Any],
         /,
         *args: Any,
         timeout: float | None = None,
@@ -257,7 +306,13 @@ class Executions:
     ) -> FeedResult:
         """Start `strategy(ctx, *args, **kwargs)` in a new session; its first pause or end.
 
-        `strategy` is an `async def` (driven by the session's actor, no thread; its
+        `strategy` is a registered name, or a function: one registered (under any
+        name) runs durable, any other in memory only (`"durable": false` in its
+        status). A durable execution's arguments must be JSON (`InvalidInput`
+        otherwise); the strategy gets them as JSON gives them back (tuples as lists).
+        An unknown name is `StrategyNotRegistered`.
+
+        The function is an `async def` (driven by the session's actor, no thread; its
         `ctx` is an `AsyncExecutionContext`) or a plain `def` (run on the bounded
         strategy pool; its `ctx` is an `ExecutionContext`). Returns `needs_response`
         with the queries to answer, or the final `completed` / `error` result. With
@@ -364,12 +419,19 @@ class Executions:
         check_text(session_id, "session_id", nonempty=True)
         entry = self._registry.live(session_id)
         now = self._clock.monotonic()
-        if entry is not None:
-            return entry.snapshot.status(session_id, now, entry.cancel_requested)
+        if entry is not None and not entry.passivated:
+            return entry.status(session_id, now)
         kept = self._registry.retained(session_id, now)
-        if kept is None:
-            raise self._gone(session_id, "query")
-        return copy.deepcopy(kept.status)
+        if kept is not None:
+            return copy.deepcopy(kept.status)
+        stored = self._stored.load(session_id)
+        if stored is not None:
+            if not stored.ended:
+                return self._stored.status(stored)
+            kept = self._stored.retained(stored)
+            if kept is not None:
+                return copy.deepcopy(kept.status)
+        raise self._gone(session_id, "query")
 
     def snapshots(self) -> dict[str, dict[str, Any]]:
         """`status` of every session, running, paused and retained, by id.
@@ -380,17 +442,30 @@ class Executions:
         now = self._clock.monotonic()
         out: dict[str, dict[str, Any]] = {}
         for session_id, entry in self._registry.live_entries():
-            out[session_id] = entry.snapshot.status(session_id, now, entry.cancel_requested)
+            if not entry.passivated:
+                out[session_id] = entry.status(session_id, now)
         # A session that finished since it was listed above: its final status wins.
         for session_id, kept in self._registry.retained_items(now):
             out[session_id] = copy.deepcopy(kept.status)
+        for session_id in self._stored.list_stored():
+            if session_id in out:
+                continue
+            stored = self._stored.load(session_id)
+            if stored is None:
+                continue
+            if not stored.ended:
+                out[session_id] = self._stored.status(stored)
+            else:
+                final = self._stored.retained(stored)
+                if final is not None:
+                    out[session_id] = copy.deepcopy(final.status)
         return out
 
     # -- the seam: send without waiting, then read the outcome --------------------------------
 
     def send_start(
         self,
-        strategy: Callable[..., Any],
+        strategy: str | Callable[..., Any],
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         *,
@@ -405,19 +480,27 @@ class Executions:
         """
         self._kernel.check_open()
         self._kernel.refuse_inside_actor("executions.start()")
-        is_async = _is_async_strategy(strategy)
+        fn, name = self._resolve(strategy)
+        is_async = _is_async_strategy(fn)
         timeout = check_timeout(timeout)
+        call_args, call_kwargs = tuple(args), dict(kwargs or {})
+        if name is not None:
+            call_args = tuple(json_value(list(call_args), f"the arguments of strategy {name!r}"))
+            for key in call_kwargs:
+                check_text(key, f"a keyword argument of strategy {name!r}", nonempty=True)
+            call_kwargs = json_value(call_kwargs, f"the keyword arguments of strategy {name!r}")
         self._execution_gc()
-        session_id = "s-" + secrets.token_hex(16)
+        session_id = self._stored.new_session_id()
         ref = self._kernel.spawn(
             ExecutionActor,
             session_id,
-            strategy,
-            tuple(args),
-            dict(kwargs or {}),
+            fn,
+            call_args,
+            call_kwargs,
             is_async=is_async,
             registry=self._registry,
             pool=self._get_strategy_pool,
+            name=name,
             actor_id=session_id,
         )
         self._metrics.incr("executions_started")
@@ -463,6 +546,21 @@ class Executions:
         checked = _check_feed_items(items)
         return self._send_feed(session_id, checked, check_timeout(timeout), caller_runs)
 
+    def _resolve(self, strategy: object) -> tuple[Callable[..., Any], str | None]:
+        """The function to run and its registered name (None: in memory only)."""
+        if isinstance(strategy, str):
+            found = self._strategies.get(strategy)
+            if found is None:
+                raise StrategyNotRegistered(
+                    f"no strategy is registered as {strategy!r} in this runtime (registered: "
+                    f"{', '.join(self._strategies.names()) or 'none'}); "
+                    "rt.executions.register(name, strategy) first"
+                )
+            return found, strategy
+        _is_async_strategy(strategy)
+        assert callable(strategy)
+        return strategy, self._strategies.name_of(strategy)
+
     def send_cancel(self, session_id: str) -> PendingStep:
         """`cancel`'s checks; record the cancel and send it. Never waits.
 
@@ -472,13 +570,22 @@ class Executions:
         self._kernel.check_open()
         self._kernel.refuse_inside_actor("cancel()")
         check_text(session_id, "session_id", nonempty=True)
-        entry = self._registry.live(session_id)
-        if entry is None:
-            raise self._gone(session_id, "cancel")
-        if entry.cancel_requested is None:
-            entry.cancel_requested = _CANCELLED_BY_HOST
-        future: GreenroomFuture[FeedResult] = entry.ref.ask(Cancel(_CANCELLED_BY_HOST), block=False)
-        return PendingStep("cancel", session_id, future, CANCEL_WAIT_S, entry=entry)
+        for _attempt in range(_SEND_ATTEMPTS):
+            entry = self._entry_for(session_id, "cancel")
+            if isinstance(entry, FeedResult):  # cancelled in the store, not re-driven
+                future = GreenroomFuture[FeedResult]()
+                future.set(entry)
+                return PendingStep("cancel", session_id, future, CANCEL_WAIT_S)
+            if entry is None:
+                raise self._gone(session_id, "cancel")
+            with entry.lock:
+                if entry.passivated:
+                    continue  # it left memory meanwhile: re-drive it
+                if entry.cancel_requested is None:
+                    entry.cancel_requested = _CANCELLED_BY_HOST
+                future = entry.ref.ask(Cancel(_CANCELLED_BY_HOST), block=False)
+                return PendingStep("cancel", session_id, future, CANCEL_WAIT_S, entry=entry)
+        raise self._busy_moving(session_id)
 
     def outcome(self, pending: PendingStep) -> FeedResult:
         """The `FeedResult` of a sent step (the caller's own copy), or its error. Never waits.
@@ -525,15 +632,105 @@ class Executions:
         timeout: float | None,
         caller_runs: bool,
     ) -> PendingStep:
-        entry = self._registry.live(session_id)
-        if entry is None:
-            # No live actor: `outcome` answers from the retained result, or the error.
-            return PendingStep("feed", session_id, _dead_future(session_id), timeout, items)
         message = Feed(items)
-        future: GreenroomFuture[FeedResult] = (
-            entry.ref.ask_here(message) if caller_runs else entry.ref.ask(message, block=False)
+        for _attempt in range(_SEND_ATTEMPTS):
+            entry = self._entry_for(session_id, "feed")
+            if not isinstance(entry, LiveEntry):
+                # No live actor: `outcome` answers from the retained result, or the error.
+                return PendingStep("feed", session_id, _dead_future(session_id), timeout, items)
+            with entry.lock:
+                if entry.passivated:
+                    continue  # it left memory meanwhile: re-drive it
+                future: GreenroomFuture[FeedResult] = (
+                    entry.ref.ask_here(message)
+                    if caller_runs
+                    else entry.ref.ask(message, block=False)
+                )
+                return PendingStep("feed", session_id, future, timeout, items)
+        raise self._busy_moving(session_id)
+
+    def _busy_moving(self, session_id: str) -> GreenroomError:
+        return InvalidTransition(
+            f"execution {session_id} left memory and came back {_SEND_ATTEMPTS} times during "
+            "this call; call again"
         )
-        return PendingStep("feed", session_id, future, timeout, items)
+
+    def _entry_for(self, session_id: str, action: str) -> LiveEntry | FeedResult | None:
+        """The live entry of `session_id`, re-driving it from its journal when it is
+        durable and not in memory; None when it is not live (ended, unknown, lost); the
+        final result of a cancel done in the store (its strategy is not registered)."""
+        entry = self._registry.live(session_id)
+        if entry is not None and not entry.passivated:
+            return entry
+        if self._registry.retained(session_id, self._clock.monotonic()) is not None:
+            return None
+        return self._revive(session_id, action)
+
+    def _revive(self, session_id: str, action: str) -> LiveEntry | FeedResult | None:
+        with self._revive_lock:
+            entry = self._registry.live(session_id)
+            if entry is not None and not entry.passivated:
+                return entry  # another caller brought it back first
+            stored = self._stored.load(session_id)
+            if stored is None:
+                return None
+            if stored.ended:
+                kept = self._stored.retained(stored)
+                if kept is not None:
+                    self._registry.finish(session_id, kept)
+                return None
+            strategy = self._strategies.get(stored.strategy)
+            if strategy is None:
+                if action == "cancel":
+                    return self._cancel_stored(stored)
+                error = StrategyNotRegistered(
+                    f"execution {session_id} runs strategy {stored.strategy!r}, which is not "
+                    "registered in this runtime, so it cannot be re-driven here; register it "
+                    f"(rt.executions.register({stored.strategy!r}, ...)) and call again (the "
+                    "execution and its journal are kept)"
+                )
+                log.warning("%s", error)
+                raise error
+            start = stored.journal.start
+            if start is None:
+                raise StorageError(
+                    f"execution {session_id}: its journal has no readable start record, so "
+                    "it cannot be re-driven; cancel it"
+                )
+            is_async = _is_async_strategy(strategy)
+            self._execution_gc()
+            spawn = functools.partial(
+                self._kernel.spawn,
+                ExecutionActor,
+                session_id,
+                strategy,
+                tuple(start["args"]),
+                dict(start["kwargs"]),
+                is_async=is_async,
+                registry=self._registry,
+                pool=self._get_strategy_pool,
+                name=stored.strategy,
+                journal=stored.journal,
+                started_ms=stored.started_ms,
+            )
+            try:
+                ref = spawn(actor_id=session_id)
+            except InvalidTransition:  # its passivated actor is still stopping
+                ref = spawn(actor_id=f"{session_id}-{secrets.token_hex(4)}")
+            ref.tell(BEGIN)
+            self._metrics.incr("executions_redriven")
+            log.info("execution %s re-driven from its journal (%s)", session_id, action)
+            return self._registry.live(session_id)
+
+    def _cancel_stored(self, stored: Stored) -> FeedResult | None:
+        """Cancel a session not in memory without re-driving it (its strategy is not
+        registered here): its journal ends `cancelled`; its final result."""
+        kept = self._stored.cancel(stored, _CANCELLED_BY_HOST)
+        if kept is None:
+            return None
+        self._metrics.incr("executions_cancelled")
+        self._registry.finish(stored.session_id, kept)
+        return kept.final.detached()
 
     def _deferred_cancel(self, pending: PendingStep) -> FeedResult:
         """A cancel the session did not answer in time: recorded, `cancelled` now."""
@@ -572,7 +769,4 @@ class Executions:
             )
         if self._kernel.closed:
             return Stopped(f"the runtime is closed; execution {session_id} is gone")
-        return NotFound(
-            f"no execution session {session_id!r}: never started here, or finished more "
-            f"than result_retention_s ({self._config.result_retention_s:g} s) ago"
-        )
+        return self._stored.lost_or_unknown(session_id, self._config.result_retention_s)

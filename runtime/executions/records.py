@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
@@ -40,6 +40,7 @@ from greenroom.usage import Usage
 
 __all__ = [
     "FEED_STATUSES",
+    "NOW_STEP",
     "SESSION_STATES",
     "TERMINAL_STATES",
     "AsyncExecutionContext",
@@ -51,6 +52,7 @@ __all__ = [
     "LlmQuery",
     "LlmRequest",
     "SessionMetrics",
+    "StepCall",
     "StrategyBackend",
     "StrategyContext",
     "TokenCount",
@@ -174,6 +176,22 @@ class LlmQuery:
             request.max_tokens,
             request.grounded,
             request.underspecified,
+        )
+
+    @classmethod
+    def of_fields(cls, query_id: str, fields: Mapping[str, Any]) -> LlmQuery:
+        """The query `query_id` with journaled `fields` (`KeyError` / `TypeError` if
+        they are malformed)."""
+        system = fields.get("system")
+        if system is not None and not isinstance(system, str):
+            raise TypeError("system must be a str or None")
+        return cls(
+            query_id,
+            str(fields["prompt"]),
+            system,
+            int(fields["max_tokens"]),
+            bool(fields.get("grounded", False)),
+            bool(fields.get("underspecified", False)),
         )
 
     @property
@@ -462,7 +480,8 @@ class FeedResult:
 
 
 class StrategyBackend(Protocol):
-    """How a context records its session's custom entries (`ctx.log`, `ctx.metric`)."""
+    """How a context reaches its session: custom entries (`ctx.log`, `ctx.metric`) and
+    journaled steps (`ctx.step`, `ctx.now`)."""
 
     def log(self, message: str) -> None:
         """Record a `ctx.log` message (checked)."""
@@ -470,6 +489,10 @@ class StrategyBackend(Protocol):
 
     def metric(self, name: str, value: Any) -> None:
         """Record a `ctx.metric` value (checked, a JSON value)."""
+        ...
+
+    def step(self, name: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """`fn(*args)` run once and journaled (a durable session), or just run."""
         ...
 
 
@@ -534,6 +557,17 @@ class StrategyContext:
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidInput(f"metric {name!r} must be a finite number, got {value!r}")
         self._backend.metric(name, json_value(value, f"metric {name!r}"))
+
+    def _step(self, name: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        check_text(name, "a step name", nonempty=True)
+        if not callable(fn):
+            raise InvalidInput(f"ctx.step({name!r}, ...) takes a function, got {fn!r}")
+        return self._backend.step(name, fn, args)
+
+    def now(self) -> float:
+        """The runtime clock's time (seconds since the epoch), journaled like a step:
+        a re-driven durable session gets the time its first run saw."""
+        return float(self._backend.step(NOW_STEP, _clock_now, (self.clock,)))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.session_id}>"
@@ -605,6 +639,18 @@ class ExecutionContext(StrategyContext):
         """
         return self._backend.request(_batch(requests))
 
+    def step(self, name: str, fn: Callable[..., T], /, *args: Any) -> T:
+        """Run `fn(*args)` once for the session: a side effect (an API call, a file
+        write) that must not run again when a durable session is re-driven.
+
+        Its result must be JSON; it is journaled before this returns, and a re-drive
+        returns the journaled value without calling `fn`. Steps are matched by order
+        and `name` (another name at the same place is `NonDeterministicStrategy`). In
+        a session that is not durable, `fn` just runs.
+        """
+        value: T = self._step(name, fn, args)
+        return value
+
 
 class AsyncExecutionContext(StrategyContext):
     """An `async def` strategy's first argument: `await ctx.llm(...)` gives the answer.
@@ -633,3 +679,37 @@ class AsyncExecutionContext(StrategyContext):
         An empty batch, or an item that is not an `LlmRequest`, is `InvalidInput`.
         """
         return LlmCall(_batch(requests), _every)
+
+    def step(self, name: str, fn: Callable[..., T], /, *args: Any) -> StepCall[T]:
+        """`await ctx.step(name, fn, *args)`: run the plain function `fn(*args)` once
+        for the session (see `ExecutionContext.step`); awaited, its (journaled) result.
+
+        `fn` runs in the session's turn, so it must be quick; it cannot be `async`.
+        """
+        return StepCall(lambda: self._step(name, fn, args))
+
+
+class StepCall(Generic[T]):
+    """What `ctx.step` returns in an async strategy: awaiting it gives the result
+    without pausing the session."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: Callable[[], T]) -> None:
+        self._run = run
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        """Run the step (or read its journaled result); no pause."""
+        yield from ()  # a generator (`await` needs one) that never pauses
+        return self._run()
+
+    def __repr__(self) -> str:
+        return "<ctx.step call>"
+
+
+NOW_STEP = "greenroom.now"
+"""The step name `ctx.now()` is journaled under."""
+
+
+def _clock_now(clock: Clock) -> float:
+    return clock.now_ms() / 1000

@@ -56,7 +56,13 @@ class LiveSnapshot:
         elapsed_ms = max(0, round((now - self.started_at) * 1000))
         return attrs.evolve(self.stats.detached(), elapsed_ms=elapsed_ms)
 
-    def status(self, session_id: str, now: float, cancel_requested: str | None) -> dict[str, Any]:
+    def status(
+        self,
+        session_id: str,
+        now: float,
+        cancel_requested: str | None,
+        durable: bool = False,
+    ) -> dict[str, Any]:
         """The `execution_status` dict of this snapshot at `now` (a fresh dict)."""
         status: dict[str, Any] = {
             "session_id": session_id,
@@ -64,6 +70,7 @@ class LiveSnapshot:
             "round": self.round,
             "pending_queries": list(self.pending),
             "metrics": self.stats_at(now).to_json(),
+            "durable": durable,
         }
         if cancel_requested is not None:
             status["cancel_requested"] = cancel_requested
@@ -98,13 +105,37 @@ class LiveEntry:
     control. Each is one attribute, read and written whole, so none needs a lock.
     """
 
-    __slots__ = ("cancel_requested", "last_active", "ref", "snapshot")
+    __slots__ = (
+        "cancel_requested",
+        "durable",
+        "last_active",
+        "lock",
+        "passivated",
+        "ref",
+        "snapshot",
+    )
 
-    def __init__(self, ref: SessionRef, last_active: float, snapshot: LiveSnapshot) -> None:
+    def __init__(
+        self,
+        ref: SessionRef,
+        last_active: float,
+        snapshot: LiveSnapshot,
+        *,
+        durable: bool = False,
+    ) -> None:
         self.ref = ref
         self.last_active = last_active
         self.snapshot = snapshot
+        self.durable = durable
         self.cancel_requested: str | None = None
+        # Taken by a send and by a passivation, so no message reaches an actor that
+        # has left memory: once `passivated`, a send re-drives the session instead.
+        self.lock = threading.Lock()
+        self.passivated = False
+
+    def status(self, session_id: str, now: float) -> dict[str, Any]:
+        """The session's status as of its snapshot (a fresh dict)."""
+        return self.snapshot.status(session_id, now, self.cancel_requested, self.durable)
 
 
 @attrs.frozen
@@ -116,6 +147,11 @@ class RetainedResult:
     status: dict[str, Any]
     finished_at: float
     answered: Mapping[str, bytes] = attrs.field(factory=dict)
+    durable: bool = False
+    """Whether a journal in the store goes with it (removed when the result expires)."""
+    ended_on_redrive: bool = False
+    """Whether it ended while re-driven from its journal (a changed strategy): a feed
+    for the round it had left open gets this final result, not an error."""
 
     def refeed(self, items: Iterable[tuple[str | None, str, object]]) -> FeedResult:
         """A feed after the end: the final result if every item repeats an answer given.
@@ -131,6 +167,8 @@ class RetainedResult:
         for query_id, response, _usage in items:
             digest = self.answered.get(query_id) if query_id is not None else None
             if digest is None:
+                if self.ended_on_redrive:
+                    return final
                 what = "" if query_id is None else f" (query {query_id!r} was never answered)"
                 raise InvalidTransition(
                     f"{ended}{what}; rt.executions.status({session_id!r}) shows its final result"
@@ -229,8 +267,8 @@ class ExecutionRegistry:
                 (sid, entry) for sid, entry in self._live.items() if entry.last_active <= cutoff
             ]
 
-    def expire(self, now: float) -> list[str]:
-        """Remove the results kept for `result_retention_s` or longer; their ids."""
+    def expire(self, now: float) -> list[tuple[str, RetainedResult]]:
+        """Remove the results kept for `result_retention_s` or longer; their ids and results."""
         with self._lock:
             gone = [
                 (sid, kept)
@@ -241,7 +279,7 @@ class ExecutionRegistry:
                 del self._retained[sid]
         for sid, kept in gone:
             self._expired(sid, kept)
-        return [sid for sid, _kept in gone]
+        return gone
 
     def _expired(self, session_id: str, kept: RetainedResult) -> None:
         self._metrics.incr("execution_results_expired")
