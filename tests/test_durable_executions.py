@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
@@ -371,3 +372,40 @@ def test_the_decorator_marks_strategies_that_register_all_collects(open_rt: Open
     assert rt.executions.register_all(module) == ["greet"]
     first = rt.executions.start("greet", "ada")
     assert rt.executions.feed(first.session_id, "hello ada").result == "hello ada"
+
+
+def test_feeds_from_many_threads_meet_passivation_and_lose_nothing(
+    open_rt: OpenRt, fake_clock: FakeClock
+) -> None:
+    async def counter(ctx: Any, index: int) -> list[str]:
+        return [await ctx.llm(f"{index}: round {n}") for n in range(5)]
+
+    rt = open_rt(execution_passivate_after_s=1.0, gc_interval_s=1.0)
+    rt.executions.register("counter", counter)
+    sids = [rt.executions.start("counter", index).session_id for index in range(40)]
+    results: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def feeder(mine: list[str]) -> None:
+        try:
+            for sid in mine:
+                for n in range(5):
+                    result = rt.executions.feed(sid, f"{sid[-4:]}-{n}")
+                results[sid] = result
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    fake_clock.advance(2)
+    assert rt.metrics()["executions_passivated"] == 40  # every one left memory first
+    threads = [threading.Thread(target=feeder, args=(sids[i::8],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        fake_clock.advance(2)  # GC passes: idle paused sessions leave memory meanwhile
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert rt.metrics()["executions_redriven"] >= 40
+    for sid in sids:
+        assert results[sid].status == "completed"
+        assert results[sid].result == [f"{sid[-4:]}-{n}" for n in range(5)]
