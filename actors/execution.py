@@ -602,10 +602,11 @@ class ExecutionActor(GreenroomActor):
     def _write(self, records: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> None:
         """Commit `records` (after those buffered) to the journal; `StorageError` if not."""
         lines, self._buffer = self._buffer + records, []
-        append = AppendFile(KIND, self.session_id, JOURNAL, encode(lines), create=True)
+        data = encode(lines)
         if meta is None:
-            self.ctx.store.append_file(KIND, self.session_id, JOURNAL, append.data, create=True)
+            self.ctx.store.append_file(KIND, self.session_id, JOURNAL, data, create=True)
             return
+        append = AppendFile(KIND, self.session_id, JOURNAL, data, create=True)
         for outcome in self.ctx.store.write_batch(
             [append, UpdateMeta(KIND, self.session_id, meta)]
         ):

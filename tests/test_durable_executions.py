@@ -58,6 +58,15 @@ def _fresh_side_effects() -> None:
     SIDE_EFFECTS.clear()
 
 
+def _started_then_closed(open_rt: OpenRt) -> str:
+    """Start `essay` on "moon" in a runtime and close it; the session's id."""
+    first = open_rt()
+    first.executions.register("essay", essay)
+    sid: str = first.executions.start("essay", "moon").session_id
+    first.close()
+    return sid
+
+
 def _answer_all(rt: Runtime, sid: str, prefix: str = "") -> Any:
     """Feed every pending query until the session ends; its final result."""
     step = rt.executions.status(sid)
@@ -193,10 +202,7 @@ def test_a_changed_strategy_ends_in_error_naming_the_round_and_both_prompts(
 def test_a_strategy_missing_after_a_restart_is_a_typed_error_and_keeps_the_session(
     open_rt: OpenRt, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = open_rt()
-    first.executions.register("essay", essay)
-    sid = first.executions.start("essay", "moon").session_id
-    first.close()
+    sid = _started_then_closed(open_rt)
 
     second = open_rt()
     with pytest.raises(StrategyNotRegistered, match="strategy 'essay', which is not registered"):
@@ -280,10 +286,7 @@ def test_a_passivated_execution_can_be_cancelled(open_rt: OpenRt, fake_clock: Fa
 def test_a_session_not_in_memory_is_cancelled_even_without_its_strategy(
     open_rt: OpenRt,
 ) -> None:
-    first = open_rt()
-    first.executions.register("essay", essay)
-    sid = first.executions.start("essay", "moon").session_id
-    first.close()
+    sid = _started_then_closed(open_rt)
     second = open_rt()
     assert second.executions.cancel(sid).status == "cancelled"
     assert second.executions.status(sid)["state"] == "cancelled"
