@@ -62,6 +62,7 @@ from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Greenr
 from greenroom.actors.blocking import BlockingPool
 from greenroom.errors import (
     AlreadyResponded,
+    Conflict,
     ExecutionCancelled,
     InvalidInput,
     InvalidTransition,
@@ -117,7 +118,7 @@ from greenroom.executions.registry import (
     LiveSnapshot,
     RetainedResult,
 )
-from greenroom.store import AppendFile, UpdateMeta
+from greenroom.store import AppendFile, CreateObject, UpdateMeta
 from greenroom.usage import Usage
 
 __all__ = ["ExecutionActor"]
@@ -307,8 +308,10 @@ class ExecutionActor(GreenroomActor):
         "_buffer",
         "_coro",
         "_entry",
+        "_fenced",
         "_final",
         "_held",
+        "_journal_size",
         "_link",
         "_metrics",
         "_name",
@@ -355,6 +358,10 @@ class ExecutionActor(GreenroomActor):
         self._steps = journal.steps if journal is not None else ()
         self._step_index = 0
         self._buffer: list[dict[str, Any]] = []  # journal records not committed yet
+        # The journal's size as this actor last wrote or read it (None: not created
+        # yet); every append expects it, so two runtimes never both drive one session.
+        self._journal_size: int | None = journal.size if journal is not None else None
+        self._fenced: Conflict | None = None
         self._held: list[tuple[Any, pykka.Future[Any] | None]] | None = None
         self._nondeterminism: str | None = None
         self._passivated = False
@@ -396,12 +403,17 @@ class ExecutionActor(GreenroomActor):
         handler = _HANDLERS.get(type(message))
         if handler is None:
             return super().on_receive(message)
+        if self._fenced is not None:
+            raise self._fenced  # another runtime drives it: call again (see _detach)
         if self._held is not None and type(message) in (Feed, Cancel):
             # A plain strategy is being re-driven: its feeds and cancels wait until it
             # reaches the round the journal leaves open (see _release_held).
             self._held.append((message, self._reply_to))
             return DEFERRED
-        return handler(self, message)
+        try:
+            return handler(self, message)
+        finally:
+            self._detach()  # if the handler found the session fenced
 
     def on_stop(self) -> None:
         if self._state in TERMINAL_STATES or self._passivated:
@@ -595,23 +607,67 @@ class ExecutionActor(GreenroomActor):
     # -- the journal ------------------------------------------------------------------
 
     def _create_journal(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        meta = {"durable": True, "strategy": name, "started_ms": self._started_ms}
-        self.ctx.store.ensure_object(KIND, self.session_id, {**meta, "state": "running"})
-        self._write([start_record(name, args, kwargs)])
+        # Encoded now (bad arguments fail the start), committed with the first pause,
+        # step or end: one commit, and a start that never got that far leaves nothing.
+        self._buffer.append(start_record(name, args, kwargs))
+        encode(self._buffer)
 
     def _write(self, records: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> None:
-        """Commit `records` (after those buffered) to the journal; `StorageError` if not."""
-        lines, self._buffer = self._buffer + records, []
+        """Commit `records` (after those buffered) to the journal, in one transaction.
+
+        `StorageError` if the store fails; `Conflict` (and the session leaves this
+        runtime, see `_detach`) if another runtime appended to the journal since.
+        """
+        if self._fenced is not None:
+            raise self._fenced
+        lines = self._buffer + records
         data = encode(lines)
-        if meta is None:
-            self.ctx.store.append_file(KIND, self.session_id, JOURNAL, data, create=True)
+        sid = self.session_id
+        writes: list[CreateObject | AppendFile | UpdateMeta] = []
+        size = self._journal_size
+        if size is None:
+            created = {"durable": True, "strategy": self._name, "started_ms": self._started_ms}
+            writes.append(CreateObject(KIND, sid, {**created, "state": "running"}))
+        writes.append(AppendFile(KIND, sid, JOURNAL, data, create=True, expect_size=size or 0))
+        if meta is not None:
+            writes.append(UpdateMeta(KIND, sid, meta))
+        try:
+            self.ctx.store.write_atomic(writes)
+        except (Conflict, InvalidTransition) as error:
+            self._fenced = Conflict(
+                f"execution {sid} was driven by another runtime on this store since this "
+                f"one loaded it (its journal changed: {error}); this runtime let its copy "
+                "go: call again to go on from the journal"
+            )
+            raise self._fenced from None
+        self._buffer = []
+        self._journal_size = (size or 0) + len(data)
+
+    def _detach(self) -> None:
+        """Leave memory without writing if fenced: another runtime drives the session.
+
+        Like a passivation, but nothing is journaled; the next call here re-drives it
+        from the journal as the other runtime left it.
+        """
+        fenced = self._fenced
+        if fenced is None or self._passivated:
             return
-        append = AppendFile(KIND, self.session_id, JOURNAL, data, create=True)
-        for outcome in self.ctx.store.write_batch(
-            [append, UpdateMeta(KIND, self.session_id, meta)]
-        ):
-            if isinstance(outcome, BaseException):
-                raise outcome
+        self._passivated = True
+        # (No entry lock: a send may hold it, running this very turn. Messages queued
+        # meanwhile get `fenced`, in on_receive, and their callers call again.)
+        self._entry.passivated = True
+        self._registry.drop(self.session_id)
+        self._stop_strategy("another runtime drives it now")
+        waiters, self._waiters = self._waiters, []
+        for reply in waiters:
+            reply.fail(fenced)
+        held, self._held = self._held or [], None
+        for _message, future in held:
+            if future is not None:
+                Reply(future).fail(fenced)
+        self.ctx.metrics.incr("execution_conflicts")
+        log.warning("%s", fenced)
+        self.actor_ref.stop(block=False)
 
     def _journal_step(self, name: str, value: Any) -> None:
         self._write([step_record(name, value)])
@@ -937,6 +993,8 @@ class ExecutionActor(GreenroomActor):
 
     def _internal_failure(self, error: Exception) -> FeedResult:
         """Something failed while handling the strategy's outcome: end in error."""
+        if self._fenced is not None:
+            raise self._fenced  # not an error of the session: another runtime has it
         log.error(
             "execution %s: failed while handling its strategy's outcome; the session ends in error",
             self.session_id,
@@ -999,6 +1057,8 @@ class ExecutionActor(GreenroomActor):
             except StorageError as error:
                 log.warning("execution %s stays in memory: %s", self.session_id, error)
                 return False
+            except Conflict:
+                return True  # another runtime drives it: it leaves memory (_detach)
             entry.passivated = True
             self._registry.drop(self.session_id)
         self._passivated = True
@@ -1018,6 +1078,8 @@ class ExecutionActor(GreenroomActor):
                 self._wake_cancelled(future)
 
     def _end(self, status: str, *, result: Any = None, error: str | None = None) -> FeedResult:
+        if self._fenced is not None:
+            raise self._fenced  # another runtime drives it: it does not end here
         replay = self._replay
         redriving = replay is not None or self._nondeterminism is not None
         if replay is not None and status != "cancelled":
@@ -1088,6 +1150,8 @@ class ExecutionActor(GreenroomActor):
         now_ms = self.ctx.clock.now_ms()
         try:
             self._write([end_record(self._final, now_ms)], {"state": status, "finished_ms": now_ms})
+        except Conflict:
+            raise  # another runtime drives it: this end is not the session's
         except Exception as error:
             # The session has ended in memory; a re-drive elsewhere would run it again.
             self.ctx.metrics.incr("execution_journal_failures")

@@ -17,6 +17,18 @@ Two measurements:
 2. 10,000 async sessions paused at once, in a child process (a clean heap): peak RSS
    per session, and the process's thread count at 1,000 and at 10,000 paused sessions
    (it must not grow with the number of sessions).
+3. Durable executions (a strategy registered by name, journaled in a SQLite file):
+   - the feed's p50 with the journal against the same strategy in memory, alternating
+     call by call in one runtime, at the store's default `synchronous` (FULL) and at
+     NORMAL (target: ratio <= 1.5 at the default). Beside it, the floor: one bare
+     SQLite transaction (BEGIN IMMEDIATE, one INSERT, COMMIT) on a WAL file with the
+     same `synchronous`, timed in the same loop; no journal that commits before the
+     feed returns can cost less than the in-memory feed plus that floor.
+   - the feed p50 of a passivated execution that has 10 answered rounds (it is
+     re-driven from its journal first) against a live one at the same round.
+   - 100,000 executions paused at once with passivation, in a child process: RSS above
+     the empty runtime (target <= 100 MB), beside the in-memory figure of part 2 times
+     100,000.
 
     .venv/bin/python benchmarks/bench_executions.py          # the full run
     .venv/bin/python benchmarks/bench_executions.py --quick  # smaller counts, a smoke test
@@ -29,12 +41,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import pykka
 
-from greenroom import Runtime, RuntimeConfig
+from greenroom import FakeClock, Runtime, RuntimeConfig
 from greenroom.actors.base import GreenroomActor
 from greenroom.clock import stopwatch
 
@@ -44,6 +59,9 @@ from _table import Row, Target, add_json_option, figure, write_rows  # isort: sk
 ROUNDS = 10
 TARGET_P50_RATIO = 2.0  # the issue's target: feed p50 <= 2.0 x the bare pykka ask's p50
 TARGET = Target("<=", TARGET_P50_RATIO)
+TARGET_JOURNAL_RATIO = 1.5  # durable feed p50 <= 1.5 x the in-memory feed's p50
+TARGET_PASSIVATED_MB = 100.0  # 100,000 paused durable executions, RSS above empty
+PASSIVATED = 100_000
 
 
 class PykkaEcho(pykka.ThreadingActor):
@@ -186,17 +204,230 @@ def _feed_row(name: str, at: dict[str, float], *, target: bool = True) -> Row:
     )
 
 
+# -- durable executions -------------------------------------------------------------------
+
+
+async def durable_loop(ctx: Any, count: int) -> int:
+    """The loop strategy, registered by name: durable."""
+    for i in range(count):
+        await ctx.llm(f"query {i}")
+    return count
+
+
+def _floor_db(folder: Path, synchronous: str) -> sqlite3.Connection:
+    """A bare WAL database for the commit floor, at `synchronous`."""
+    conn = sqlite3.connect(folder / f"floor-{synchronous}.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (seq INTEGER PRIMARY KEY, data BLOB)")
+    return conn
+
+
+def bench_journal_feed(queries: int, synchronous: str) -> dict[str, list[float]]:
+    """Durable and in-memory feeds, and the bare commit floor, alternating."""
+    results: dict[str, list[float]] = {"durable": [], "memory": [], "floor": []}
+    with tempfile.TemporaryDirectory() as folder:
+        config = RuntimeConfig(sqlite_synchronous=synchronous)
+        floor = _floor_db(Path(folder), synchronous)
+        record = b"x" * 160  # about one answer record and the next ask
+        with Runtime.open(Path(folder) / "journal.db", config=config) as rt:
+            rt.executions.register("bench.loop", durable_loop)
+            warm_up = 50
+            durable = rt.executions.start("bench.loop", warm_up + queries + 1).session_id
+            memory = rt.executions.start(loop_strategy, warm_up + queries + 1).session_id
+            for _ in range(warm_up):
+                rt.executions.feed(durable, "warm")
+                rt.executions.feed(memory, "warm")
+            for _ in range(queries):
+                began = stopwatch()
+                rt.executions.feed(durable, "answer")
+                results["durable"].append(stopwatch() - began)
+                began = stopwatch()
+                rt.executions.feed(memory, "answer")
+                results["memory"].append(stopwatch() - began)
+                began = stopwatch()
+                floor.execute("BEGIN IMMEDIATE")
+                floor.execute("INSERT INTO t (data) VALUES (?)", (record,))
+                floor.execute("COMMIT")
+                results["floor"].append(stopwatch() - began)
+            rt.executions.cancel(durable)
+            rt.executions.cancel(memory)
+        floor.close()
+    return results
+
+
+def bench_redrive(sessions: int) -> dict[str, list[float]]:
+    """Feeds of passivated sessions 10 rounds in (re-driven first) and of live ones."""
+    results: dict[str, list[float]] = {"redriven": [], "live": []}
+    clock = FakeClock()
+    config = RuntimeConfig(execution_passivate_after_s=10.0, gc_interval_s=1.0)
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        Runtime.open(Path(folder) / "redrive.db", clock=clock, config=config) as rt,
+    ):
+        rt.executions.register("bench.loop", durable_loop)
+        cold = [rt.executions.start("bench.loop", 12).session_id for _ in range(sessions)]
+        for sid in cold:
+            for _ in range(ROUNDS):
+                rt.executions.feed(sid, "answer")
+        clock.advance(30.0)  # the GC passivates every one of them
+        assert rt.metrics()["executions_active"] == 0, rt.metrics()
+        warm = [rt.executions.start("bench.loop", 12).session_id for _ in range(sessions)]
+        for sid in warm:
+            for _ in range(ROUNDS):
+                rt.executions.feed(sid, "answer")
+        for cold_sid, warm_sid in zip(cold, warm, strict=True):
+            began = stopwatch()
+            result = rt.executions.feed(cold_sid, "answer")
+            results["redriven"].append(stopwatch() - began)
+            assert result.query_ids == ["q-12-0"], result
+            began = stopwatch()
+            rt.executions.feed(warm_sid, "answer")
+            results["live"].append(stopwatch() - began)
+        assert rt.metrics()["executions_redriven"] == sessions
+    return results
+
+
+def child_passivated(count: int) -> dict[str, Any]:
+    """`count` durable executions paused, passivated as they idle; RSS above empty."""
+    clock = FakeClock()
+    # RSS does not depend on fsync: NORMAL keeps the run short.
+    config = RuntimeConfig(
+        execution_passivate_after_s=1.0, gc_interval_s=1.0, sqlite_synchronous="NORMAL"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        rt = Runtime.open(Path(folder) / "paused.db", clock=clock, config=config)
+        rt.executions.register("bench.question", one_question)
+        warm = rt.executions.start("bench.question")
+        rt.executions.cancel(warm.session_id)
+        clock.advance(2.0)
+        base_kb = status_kb("VmRSS")
+        began = stopwatch()
+        batch = 2_000
+        for first in range(0, count, batch):
+            for _ in range(min(batch, count - first)):
+                rt.executions.start("bench.question")
+            clock.advance(2.0)  # idle past execution_passivate_after_s: they leave memory
+        elapsed = stopwatch() - began
+        metrics = rt.metrics()
+        rss_kb = status_kb("VmRSS")
+        peak_kb = status_kb("VmHWM")
+        stored = len(rt.store.list_ids("execution"))
+        rt.close()
+    return {
+        "count": count,
+        "stored": stored,
+        "in_memory": metrics["executions_active"],
+        "passivated": metrics["executions_passivated"],
+        "seconds": elapsed,
+        "rss_mb": (rss_kb - base_kb) / 1024,
+        "peak_mb": (peak_kb - base_kb) / 1024,
+    }
+
+
+def _durable_figures(quick: bool, rows: list[Row], live_bytes: float) -> None:
+    queries = 1_000 if quick else 5_000
+    print(
+        f"durable executions: feed -> next needs_response over {queries:,} queries, the "
+        "journaled strategy against the same one in memory, alternating (us)"
+    )
+    for synchronous in ("FULL", "NORMAL"):
+        r = bench_journal_feed(queries, synchronous)
+        durable, memory, floor = (_pct(r[key], 0.5) * 1e6 for key in ("durable", "memory", "floor"))
+        ratio = durable / memory
+        default = synchronous == "FULL"
+        verdict = ""
+        if default:
+            passed = "PASS" if ratio <= TARGET_JOURNAL_RATIO else "FAIL"
+            verdict = f" (target <= {TARGET_JOURNAL_RATIO:.1f}: {passed})"
+        print(
+            f"  synchronous={synchronous}{' (the default)' if default else ''}: p50 journaled "
+            f"{durable:7.1f}   in memory {memory:7.1f}   ratio {ratio:.2f}{verdict}"
+        )
+        print(
+            f"    floor: one bare SQLite commit {floor:7.1f}; in memory + floor = "
+            f"{memory + floor:7.1f}, the least a journaled feed can cost (ratio "
+            f"{(memory + floor) / memory:.2f}); the journal's own work "
+            f"{durable - memory - floor:7.1f}"
+        )
+        rows.append(
+            figure(
+                f"durable feed p50, synchronous={synchronous}",
+                durable,
+                "us",
+                baseline=memory,
+                baseline_label="in-memory feed",
+                ratio=ratio,
+                target=Target("<=", TARGET_JOURNAL_RATIO) if default else None,
+            )
+        )
+        rows.append(
+            figure(
+                f"bare SQLite commit, synchronous={synchronous}",
+                floor,
+                "us",
+                baseline=memory,
+                baseline_label="in-memory feed",
+                ratio=floor / memory,
+            )
+        )
+    sessions = 100 if quick else 500
+    r = bench_redrive(sessions)
+    redriven, live = (_pct(r[key], 0.5) * 1e6 for key in ("redriven", "live"))
+    print(
+        f"  feed of a passivated execution 10 rounds in (re-driven from its journal) p50 "
+        f"{redriven:7.1f}   of a live one at the same round {live:7.1f}   ratio "
+        f"{redriven / live:.2f}   ({sessions} each)"
+    )
+    rows.append(
+        figure(
+            "feed p50 of a passivated execution, 10 rounds in",
+            redriven,
+            "us",
+            baseline=live,
+            baseline_label="live execution",
+            ratio=redriven / live,
+        )
+    )
+    count = 10_000 if quick else PASSIVATED
+    c = run_child(__file__, "--child", "--passivated", "--count", count)
+    live_mb = live_bytes * count / 2**20
+    passed = "PASS" if c["rss_mb"] <= TARGET_PASSIVATED_MB else "FAIL"
+    print(
+        f"  {c['count']:,} durable executions paused, passivated when idle for 1 s "
+        f"({c['passivated']:,} passivated, {c['in_memory']:,} in memory, {c['stored']:,} "
+        f"journals; {c['seconds']:.1f} s): RSS {c['rss_mb']:.1f} MB above the empty "
+        f"runtime (peak {c['peak_mb']:.1f} MB; target <= {TARGET_PASSIVATED_MB:.0f} MB: "
+        f"{passed}); in memory they would take about {live_mb:,.0f} MB (part 2's figure "
+        f"per session x {c['count']:,})"
+    )
+    rows.append(
+        figure(
+            f"RSS of {c['count']:,} paused durable executions, passivated",
+            c["rss_mb"],
+            "MB",
+            baseline=live_mb,
+            baseline_label="the same in memory",
+            ratio=c["rss_mb"] / live_mb,
+            target=Target("<=", TARGET_PASSIVATED_MB, on="value"),
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke test)")
     add_json_option(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--one-cpu", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--passivated", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         if args.one_cpu:
             print(json.dumps(child_round_trip_one_cpu(args.count)))
+        elif args.passivated:
+            print(json.dumps(child_passivated(args.count)))
         else:
             print(json.dumps(child_paused(args.count)))
         return
@@ -257,6 +488,7 @@ def main() -> None:
             baseline_label="before",
         )
     )
+    _durable_figures(args.quick, rows, c["rss_per_session_bytes"])
     write_rows(args.json, rows)
 
 

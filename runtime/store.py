@@ -57,6 +57,7 @@ from greenroom.models import FileInfo, StoredObject, UnreadableObject
 __all__ = [
     "SCHEMA_VERSION",
     "AppendFile",
+    "CreateObject",
     "DeleteFile",
     "ExpectFile",
     "ExpectMeta",
@@ -119,13 +120,26 @@ def _check_name(name: object) -> str:
 
 @attrs.frozen
 class AppendFile:
-    """A write for `Store.write_batch`: append `data` to a file (created if `create`)."""
+    """A write for `Store.write_batch` and `Store.write_atomic`: append `data` to a file
+    (created if `create`); with `expect_size`, only if the file holds exactly that many
+    bytes (a missing file counts as 0), else `Conflict` and nothing is written."""
 
     kind: str
     object_id: str
     name: str
     data: bytes
     create: bool = True
+    expect_size: int | None = None
+
+
+@attrs.frozen
+class CreateObject:
+    """A write for `Store.write_atomic`: create the object (kind, id) with `meta`;
+    `InvalidTransition` if it exists."""
+
+    kind: str
+    object_id: str
+    meta: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -441,20 +455,34 @@ class Store:
             existing = self._fetch(kind, object_id)
             if existing is not None:
                 return existing, False
-            now = self._now_ms()
-            _table(self._db, "objects").insert(
-                {
-                    "kind": kind,
-                    "id": object_id,
-                    "meta": dumps_meta(initial),
-                    "version": 1,
-                    "created_ms": now,
-                    "updated_ms": now,
-                }
-            )
-            return StoredObject(kind, object_id, initial, 1, now, now), True
+            return self._insert_object(kind, object_id, initial), True
 
         return self._write(f"create {kind} {object_id!r}", op)
+
+    def _create_slot(self, write: CreateObject) -> _WriteSlot:
+        kind, object_id = _check_kind(write.kind), _check_id(write.kind, write.object_id)
+        initial = merge_meta({}, write.meta)
+
+        def op() -> StoredObject:
+            if self._exists(kind, object_id):
+                raise InvalidTransition(f"{kind} {object_id!r} already exists")
+            return self._insert_object(kind, object_id, initial)
+
+        return _WriteSlot(f"create {kind} {object_id!r}", op)
+
+    def _insert_object(self, kind: str, object_id: str, meta: dict[str, Any]) -> StoredObject:
+        now = self._now_ms()
+        _table(self._db, "objects").insert(
+            {
+                "kind": kind,
+                "id": object_id,
+                "meta": dumps_meta(meta),
+                "version": 1,
+                "created_ms": now,
+                "updated_ms": now,
+            }
+        )
+        return StoredObject(kind, object_id, meta, 1, now, now)
 
     def get_object(self, kind: str, object_id: str) -> StoredObject:
         """The object (kind, id); `NotFound` when there is none."""
@@ -638,8 +666,15 @@ class Store:
             data[at : at + self._chunk_bytes] for at in range(0, len(data), self._chunk_bytes)
         ]
 
+        expect_size = write.expect_size
+
         def op() -> FileInfo:
             row = self._file_row(kind, object_id, name)
+            if expect_size is not None and (0 if row is None else row[0]) != expect_size:
+                raise Conflict(
+                    f"file {name!r} of {kind} {object_id!r} holds "
+                    f"{0 if row is None else row[0]} bytes, not the {expect_size} expected"
+                )
             if row is None:
                 if not create:
                     raise NotFound(f"{kind} {object_id!r} has no file {name!r}")
@@ -785,7 +820,7 @@ class Store:
 
     def write_atomic(
         self,
-        writes: Iterable[UpdateMeta | DeleteFile | RenameFile],
+        writes: Iterable[CreateObject | AppendFile | UpdateMeta | DeleteFile | RenameFile],
         *,
         expect: Iterable[ExpectFile | ExpectMeta] = (),
     ) -> list[Any]:
@@ -809,13 +844,18 @@ class Store:
             if isinstance(write, UpdateMeta):
                 slot = self._meta_slot([(write.kind, write.object_id, write.update)])
                 assert slot is not None
+            elif isinstance(write, CreateObject):
+                slot = self._create_slot(write)
+            elif isinstance(write, AppendFile):
+                slot = self._append_slot(write)
             elif isinstance(write, DeleteFile):
                 slot = self._delete_slot(write.kind, write.object_id, write.name, missing_ok=True)
             elif isinstance(write, RenameFile):
                 slot = self._rename_slot(write)
             else:
                 raise InvalidInput(
-                    "write_atomic takes UpdateMeta, DeleteFile and RenameFile, "
+                    "write_atomic takes CreateObject, AppendFile, UpdateMeta, DeleteFile "
+                    "and RenameFile, "
                     f"got {type(write).__name__}"
                 )
             slots.append(slot)
@@ -946,6 +986,17 @@ class Store:
             _file_info(kind, object_id, name, size, chunks, 0, created, updated)
             for name, size, chunks, created, updated in rows
         ]
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only `SELECT` over the tables `objects` and `files`.
+
+        For greenroom's own parts, where a scan in SQL (`json_extract` on `meta`) saves
+        reading every object into Python; the schema is this module's, not an API.
+        """
+        if not isinstance(sql, str) or not sql.lstrip().upper().startswith("SELECT"):
+            raise InvalidInput(f"query takes one SELECT statement, got {sql!r}")
+        with self._reading("query the store"):
+            return [tuple(row) for row in self._db.execute(sql, list(params)).fetchall()]
 
     def files_named(self, kind: str, name: str) -> dict[str, FileInfo]:
         """The file `name` of every object of `kind` that has one, by object id, in one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import types
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import pytest
 import greenroom
 from greenroom import FakeClock, LlmRequest, Runtime
 from greenroom.errors import (
+    Conflict,
     ExecutionLost,
     InvalidInput,
     InvalidTransition,
@@ -412,3 +414,73 @@ def test_feeds_from_many_threads_meet_passivation_and_lose_nothing(
     for sid in sids:
         assert results[sid].status == "completed"
         assert results[sid].result == [f"{sid[-4:]}-{n}" for n in range(5)]
+
+
+def test_a_durable_start_commits_once_with_its_first_pause(open_rt: OpenRt) -> None:
+    async def ask_once(ctx: Any, topic: str) -> str:
+        return str(await ctx.llm(topic))
+
+    rt = open_rt()
+    rt.executions.register("ask_once", ask_once)
+    rt.executions.register("essay", essay)
+    rt.executions.start("ask_once", "warm")  # the runtime's own record, once
+    before = rt.metrics()["store_commits"]
+    rt.executions.start("ask_once", "moon")
+    assert rt.metrics()["store_commits"] - before == 1  # the start and the first ask
+    before = rt.metrics()["store_commits"]
+    sid = rt.executions.start("essay", "moon").session_id
+    # A step commits before the strategy sees its value (ctx.now() is a step too).
+    assert rt.metrics()["store_commits"] - before == 3
+    lines = rt.store.read_file("execution", sid, "journal").splitlines()
+    assert [json.loads(line)["k"] for line in lines] == ["start", "step", "step", "ask"]
+
+
+def test_two_runtimes_never_both_drive_one_execution(open_rt: OpenRt) -> None:
+    first = open_rt()
+    first.executions.register("essay", essay)
+    sid = first.executions.start("essay", "moon").session_id  # live in `first`
+    second = open_rt()  # another process on the same database, say
+    second.executions.register("essay", essay)
+    assert second.executions.feed(sid, "from second").query_ids == ["q-2-0", "q-2-1"]
+
+    # `first` still holds round 1 in memory: its answer would fork the session.
+    journal = first.store.read_file("execution", sid, "journal")
+    with pytest.raises(Conflict, match=r"driven by another runtime.*call again"):
+        first.executions.feed(sid, "from first")
+    assert first.store.read_file("execution", sid, "journal") == journal
+    assert first.metrics()["execution_conflicts"] == 1
+    # Called again, `first` goes on from the journal as `second` left it.
+    status = first.executions.status(sid)
+    assert (status["state"], status["pending_queries"]) == ("paused", ["q-2-0", "q-2-1"])
+    step = first.executions.feed_many(sid, [("q-2-0", "a", None), ("q-2-1", "b", None)])
+    assert step.query_ids == ["q-3-0"]
+    # ... and now `second` is the stale one; a stale cancel is refused alike.
+    with pytest.raises(Conflict):
+        second.executions.cancel(sid)
+    assert second.executions.cancel(sid).status == "cancelled"
+    # `first` sees it at its next write (a status from memory may lag until then).
+    with pytest.raises(Conflict):
+        first.executions.feed(sid, "late")
+    assert first.executions.status(sid)["state"] == "cancelled"
+    with pytest.raises(InvalidTransition, match=r"already .*cancelled"):
+        first.executions.feed(sid, "later")
+    assert SIDE_EFFECTS == ["moon"]  # the step ran once, in `first`
+
+
+def test_a_stale_cancel_of_a_session_not_in_memory_is_refused(open_rt: OpenRt) -> None:
+    first = open_rt()
+    first.executions.register("essay", essay)
+    sid = first.executions.start("essay", "moon").session_id
+    first.close()
+    bare = open_rt()  # the strategy is not registered here
+    stored = bare.executions.status(sid)
+    assert stored["in_memory"] is False
+    driver = open_rt()
+    driver.executions.register("essay", essay)
+    driver.executions.feed(sid, "on")
+    # Reading and cancelling race the driver: the journal is re-read on every cancel,
+    # so a cancel here still ends it, after what the driver wrote.
+    assert bare.executions.cancel(sid).status == "cancelled"
+    with pytest.raises(Conflict):
+        driver.executions.feed_many(sid, [("q-2-0", "a", None), ("q-2-1", "b", None)])
+    assert driver.executions.status(sid)["state"] == "cancelled"

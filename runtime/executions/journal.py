@@ -133,6 +133,8 @@ class Journal:
     """The status of the last passivation, if any."""
     corrupt_lines: int = 0
     """Lines that could not be read (skipped)."""
+    size: int = 0
+    """The bytes read: a writer that appends expects the journal to hold exactly these."""
 
     @property
     def rounds(self) -> int:
@@ -218,4 +220,4 @@ def parse_journal(data: bytes, session_id: str) -> Journal:
             session_id,
             corrupt,
         )
-    return Journal(start, asks, answers, tuple(steps), end, end_ms, passivated, corrupt)
+    return Journal(start, asks, answers, tuple(steps), end, end_ms, passivated, corrupt, len(data))

@@ -111,6 +111,7 @@ _COUNTERS = (
     "executions_passivated",
     "executions_redriven",
     "execution_journal_failures",
+    "execution_conflicts",
 )
 
 

@@ -227,36 +227,48 @@ class StoredSessions:
     # -- the GC's sweep ------------------------------------------------------------------
 
     def sweep(self, in_memory: set[str]) -> tuple[list[str], list[str]]:
-        """Reap idle and remove expired executions not in memory: (reaped, removed)."""
+        """Reap idle and remove expired executions not in memory: (reaped, removed).
+
+        One scan in SQL picks the candidates, so a pass over 100,000 stored
+        executions reads only the few that are due, not every object.
+        """
         now_ms = self._clock.now_ms()
         ttl_ms = self._config.execution_ttl_s * 1000
         retention_ms = self._config.result_retention_s * 1000
-        journals = self._store.files_named(KIND, JOURNAL)
+        ended = ", ".join(f"'{state}'" for state in sorted(TERMINAL_STATES))
+        rows = self._store.query(
+            "SELECT o.id, json_extract(o.meta, '$.state'), "
+            "json_extract(o.meta, '$.finished_ms'), json_extract(o.meta, '$.passivated_ms'), "
+            "json_extract(o.meta, '$.last_active_ms'), coalesce(f.updated_ms, o.updated_ms) "
+            "FROM objects o LEFT JOIN files f ON f.kind = o.kind AND f.id = o.id "
+            "AND f.name = ? WHERE o.kind = ? AND json_valid(o.meta) "
+            "AND json_extract(o.meta, '$.durable') = 1 AND ("
+            f"(json_extract(o.meta, '$.state') IN ({ended}) "
+            "AND json_extract(o.meta, '$.finished_ms') <= ?) OR "
+            f"(coalesce(json_extract(o.meta, '$.state'), '') NOT IN ({ended}) "
+            "AND min(coalesce(f.updated_ms, o.updated_ms), "
+            "coalesce(json_extract(o.meta, '$.last_active_ms'), o.updated_ms)) <= ?))",
+            [JOURNAL, KIND, now_ms - retention_ms, now_ms - ttl_ms],
+        )
         reaped: list[str] = []
         removed: list[str] = []
-        for obj in self._store.list_objects(KIND, unreadable=[]):
-            meta = obj.meta
-            if obj.id in in_memory or meta.get("durable") is not True:
+        for session_id, state, finished, passivated_ms, last_active, last in rows:
+            if session_id in in_memory:
                 continue
-            state = meta.get("state")
             if state in TERMINAL_STATES:
-                finished = meta.get("finished_ms")
                 expired = type(finished) is int and now_ms - finished >= retention_ms
-                if expired and self._remove(obj.id):
-                    removed.append(obj.id)
+                if expired and self._remove(session_id):
+                    removed.append(session_id)
                 continue
-            info = journals.get(obj.id)
-            last = info.updated_ms if info is not None else obj.updated_ms
-            passivated_ms = meta.get("passivated_ms")
-            last_active = meta.get("last_active_ms")
             if (
                 type(passivated_ms) is int
                 and type(last_active) is int
+                and type(last) is int
                 and last - passivated_ms <= _SAME_WRITE_MS
             ):
                 last = last_active  # nothing since it left memory: idle since then
-            if now_ms - last >= ttl_ms and self._reap(obj.id, now_ms):
-                reaped.append(obj.id)
+            if type(last) is int and now_ms - last >= ttl_ms and self._reap(session_id, now_ms):
+                reaped.append(session_id)
         return reaped, removed
 
     def remove(self, session_id: str) -> None:
@@ -291,14 +303,20 @@ class StoredSessions:
         status.update(state="cancelled", pending_queries=[], reason=reason)
         record = end_record(status, now_ms)
         session_id = stored.session_id
-        for outcome in self._store.write_batch(
+        # Only if the journal is as read: a runtime that re-drove it meanwhile wins.
+        self._store.write_atomic(
             [
-                AppendFile(KIND, session_id, JOURNAL, encode([record]), create=True),
+                AppendFile(
+                    KIND,
+                    session_id,
+                    JOURNAL,
+                    encode([record]),
+                    create=True,
+                    expect_size=stored.journal.size,
+                ),
                 UpdateMeta(KIND, session_id, {"state": "cancelled", "finished_ms": now_ms}),
             ]
-        ):
-            if isinstance(outcome, BaseException):
-                raise outcome
+        )
 
     def _reap(self, session_id: str, now_ms: int) -> bool:
         stored = self.load(session_id)
