@@ -12,12 +12,14 @@ from __future__ import annotations
 import ast
 import inspect
 import threading
+import types
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+import greenroom
 from greenroom import LlmRequest, Runtime
 from greenroom.aio import executions as aio_executions
 from greenroom.aio.executions import AsyncExecutions
@@ -28,6 +30,7 @@ from greenroom.errors import (
     InvalidTransition,
     NotFound,
     Stopped,
+    StrategyNotRegistered,
     UnknownQuery,
 )
 from greenroom.executions import namespace as executions_namespace
@@ -346,3 +349,49 @@ def test_the_facade_is_built_on_the_public_seam_only(rt: Runtime) -> None:
     }
     assert used >= {"send_start", "send_feed", "send_feed_many", "send_cancel", "outcome"}
     assert not [name for name in used if name.startswith("_")]
+
+
+async def test_durable_executions_come_back_through_the_facade(
+    db_path: Path, loop_waits: list[str]
+) -> None:
+    first = Runtime.open(db_path)
+    executions = AsyncExecutions(first.executions)
+    executions.register("ask_three", ask_three)
+    started = await executions.start("ask_three", timeout=WAIT)
+    sid = started.session_id
+    assert executions.status(sid)["durable"] is True
+    await executions.feed(sid, "1", timeout=WAIT)
+    first.close()
+
+    second = Runtime.open(db_path)
+    try:
+        executions = AsyncExecutions(second.executions)
+        names = executions.register_all(_module_with(ask_three))
+        assert names == ["aio.ask_three"]
+        with pytest.raises(StrategyNotRegistered, match="not registered"):
+            await executions.feed(sid, "2", query_id="q-2-0", timeout=WAIT)
+        executions.register("ask_three", ask_three)
+        status = executions.status(sid)  # from the journal
+        assert (status["in_memory"], status["pending_queries"]) == (False, ["q-2-0", "q-2-1"])
+        where = await executions.resume(sid, timeout=WAIT)  # re-driven
+        assert where.query_ids == ["q-2-0", "q-2-1"]
+        done = await executions.feed_many(
+            sid, [("q-2-0", "2", None), ("q-2-1", "3", None)], timeout=WAIT
+        )
+        assert done.result == ["1", "2", "3"]
+        assert second.metrics()["executions_redriven"] == 1
+    finally:
+        second.close()
+    assert loop_waits == []
+
+
+def _module_with(strategy: Any) -> types.ModuleType:
+    """A module holding a decorated copy of `strategy` (the original stays unmarked)."""
+
+    @greenroom.strategy("aio.ask_three")
+    async def marked(ctx: AsyncExecutionContext) -> Any:
+        return await strategy(ctx)
+
+    module = types.ModuleType("aio_strategies")
+    module.marked = marked  # type: ignore[attr-defined]
+    return module

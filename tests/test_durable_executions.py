@@ -21,6 +21,8 @@ from greenroom.errors import (
     StrategyNotRegistered,
     UnknownQuery,
 )
+from greenroom.executions.journal import encode, start_record, step_record
+from greenroom.store import AppendFile, CreateObject
 
 OpenRt = Callable[..., Runtime]
 
@@ -484,3 +486,30 @@ def test_a_stale_cancel_of_a_session_not_in_memory_is_refused(open_rt: OpenRt) -
     with pytest.raises(Conflict):
         driver.executions.feed_many(sid, [("q-2-0", "a", None), ("q-2-1", "b", None)])
     assert driver.executions.status(sid)["state"] == "cancelled"
+
+
+def test_a_session_that_died_running_comes_back_on_resume(open_rt: OpenRt) -> None:
+    rt = open_rt()
+    rt.executions.register("essay", essay)
+    # The journal as a kill -9 during the strategy's second step leaves it: the start
+    # and the first step committed, no round asked yet.
+    sid = "s-" + "ab" * 16
+    rt.store.write_atomic(
+        [
+            CreateObject("execution", sid, {"durable": True, "strategy": "essay"}),
+            AppendFile(
+                "execution",
+                sid,
+                "journal",
+                encode([start_record("essay", ["moon"], {}), step_record("fetch", "kept")]),
+            ),
+        ]
+    )
+    status = rt.executions.status(sid)
+    assert (status["state"], status["in_memory"]) == ("running", False)
+    step = rt.executions.resume(sid)  # re-drives it to its first pause
+    assert (step.status, step.query_ids) == ("needs_response", ["q-1-0"])
+    assert SIDE_EFFECTS == []  # the journaled step was not run again
+    assert rt.executions.resume(sid).query_ids == ["q-1-0"]  # live: where it is
+    assert _answer_all(rt, sid)["stamp"] == "kept"
+    assert rt.executions.resume(sid).status == "completed"  # its retained end

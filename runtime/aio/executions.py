@@ -103,6 +103,11 @@ class AsyncExecutions:
         pending = self._executions.send_feed_many(session_id, items, timeout=timeout)
         return await self._outcome(pending)
 
+    async def resume(self, session_id: str, *, timeout: float | None = None) -> FeedResult:
+        """`Executions.resume`, awaited: where the session is (re-driven from its
+        journal first if it is durable and not in memory)."""
+        return await self._outcome(self._executions.send_resume(session_id, timeout=timeout))
+
     async def cancel(self, session_id: str) -> FeedResult:
         """`Executions.cancel`, awaited: `cancelled` (deferred after `CANCEL_WAIT_S` when
         the session is busy in a strategy step, as the sync call)."""

@@ -386,6 +386,33 @@ class Executions:
         )
         return self._wait(pending)
 
+    def resume(self, session_id: str, *, timeout: float | None = None) -> FeedResult:
+        """Where a session is, answering nothing: its pending queries, or its end.
+
+        A durable session not in memory is re-driven from its journal first, up to
+        the round it had reached; this is how a session whose process died while it
+        was running (in a `ctx.step`, or computing between pauses: `status` shows it
+        `running`, `"in_memory": false`) goes on. A running session is waited for
+        until it pauses or ends (`timeout` as in `feed`). A finished one answers its
+        final result while it is retained. Errors as `feed`'s.
+        """
+        self._kernel.check_open()
+        self._kernel.refuse_inside_actor("resume()")
+        check_text(session_id, "session_id", nonempty=True)
+        return self._wait(
+            self.send_resume(session_id, timeout=timeout, caller_runs=timeout is None)
+        )
+
+    def send_resume(
+        self, session_id: str, *, timeout: float | None = None, caller_runs: bool = False
+    ) -> PendingStep:
+        """`resume`'s checks; re-drive the session if needed and ask where it is.
+        Never waits (`caller_runs` as in `send_start`)."""
+        self._kernel.check_open()
+        self._kernel.refuse_inside_actor("resume()")
+        check_text(session_id, "session_id", nonempty=True)
+        return self._send_feed(session_id, (), check_timeout(timeout), caller_runs)
+
     def cancel(self, session_id: str) -> FeedResult:
         """Cancel a running or paused session: its strategy is stopped; `cancelled`.
 
