@@ -18,6 +18,7 @@ from greenroom.errors import (
     InvalidInput,
     InvalidTransition,
     NotFound,
+    StorageError,
     StrategyNotRegistered,
     UnknownQuery,
 )
@@ -513,3 +514,14 @@ def test_a_session_that_died_running_comes_back_on_resume(open_rt: OpenRt) -> No
     assert rt.executions.resume(sid).query_ids == ["q-1-0"]  # live: where it is
     assert _answer_all(rt, sid)["stamp"] == "kept"
     assert rt.executions.resume(sid).status == "completed"  # its retained end
+
+
+def test_a_session_without_a_readable_start_can_still_be_cancelled(open_rt: OpenRt) -> None:
+    rt = open_rt()
+    rt.executions.register("essay", essay)
+    sid = "s-" + "cd" * 16  # as a crash before greenroom committed starts whole left it
+    rt.store.create_object("execution", sid, {"durable": True, "strategy": "essay"})
+    with pytest.raises(StorageError, match=r"no readable start record.*cancel\("):
+        rt.executions.resume(sid)
+    assert rt.executions.cancel(sid).status == "cancelled"
+    assert rt.executions.status(sid)["state"] == "cancelled"

@@ -708,9 +708,10 @@ class Executions:
                     self._registry.finish(session_id, kept)
                 return None
             strategy = self._strategies.get(stored.strategy)
+            if action == "cancel" and (strategy is None or stored.journal.start is None):
+                # Ended in the store, without re-driving (nothing to run it with).
+                return self._cancel_stored(stored)
             if strategy is None:
-                if action == "cancel":
-                    return self._cancel_stored(stored)
                 error = StrategyNotRegistered(
                     f"execution {session_id} runs strategy {stored.strategy!r}, which is not "
                     "registered in this runtime, so it cannot be re-driven here; register it "
@@ -723,7 +724,7 @@ class Executions:
             if start is None:
                 raise StorageError(
                     f"execution {session_id}: its journal has no readable start record, so "
-                    "it cannot be re-driven; cancel it"
+                    f"it cannot be re-driven; rt.executions.cancel({session_id!r}) ends it"
                 )
             is_async = _is_async_strategy(strategy)
             self._execution_gc()
