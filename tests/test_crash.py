@@ -23,21 +23,21 @@ import json
 import os
 import random
 import re
-import select
 import subprocess
 import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 import pytest
 
-from greenroom import AssistantMessage, Runtime, RuntimeConfig, SystemClock, UserMessage
+from greenroom import AssistantMessage, Runtime, RuntimeConfig, UserMessage
 from greenroom.errors import NotFound
 
+from .crash_lines import LineReader
 from .crash_worker import (
     ARCHIVE_BLOCKS,
     FLUSH_BLOCKS,
@@ -129,44 +129,6 @@ class Run:
     stderr: str
 
 
-class _LineReader:
-    """Whole lines from a worker's stdout; a last line cut short by the kill is dropped."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._fd = stream.fileno()
-        self._buffer = bytearray()
-        self.lines: list[str] = []
-        self.eof = False
-
-    def read(self, timeout: float) -> int:
-        """Wait up to `timeout` for output; the number of new whole lines (-1: silent)."""
-        if self.eof:
-            return 0
-        ready, _, _ = select.select([self._fd], [], [], timeout)
-        if not ready:
-            return -1
-        data = os.read(self._fd, 1 << 16)
-        if not data:
-            self.eof = True
-            return 0
-        self._buffer += data
-        *whole, rest = self._buffer.split(b"\n")
-        self._buffer = bytearray(rest)
-        self.lines += [line.decode() for line in whole]
-        return len(whole)
-
-    def read_for(self, seconds: float) -> None:
-        """Keep reading for `seconds` (real time), or until the worker's stdout closes."""
-        clock = SystemClock()  # (no timer scheduled on it: no thread)
-        end = clock.monotonic() + seconds
-        while not self.eof and (left := end - clock.monotonic()) > 0:
-            self.read(left)
-
-    def read_rest(self) -> None:
-        while not self.eof and self.read(STALL_S) >= 0:
-            pass
-
-
 def kill_after(
     args: list[str],
     *,
@@ -184,7 +146,7 @@ def kill_after(
             stderr=stderr,
         )
     assert proc.stdout is not None
-    reader = _LineReader(proc.stdout)
+    reader = LineReader(proc.stdout)
     seen = 0
     stalled = killed = False
     try:
@@ -200,7 +162,7 @@ def kill_after(
     finally:
         proc.kill()  # SIGKILL
         returncode = proc.wait(timeout=30)
-    reader.read_rest()  # what it wrote before dying (the pipe closes with it)
+    reader.read_rest(STALL_S)  # what it wrote before dying (the pipe closes with it)
     proc.stdout.close()
     return Run(
         reader.lines,

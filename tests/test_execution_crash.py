@@ -50,20 +50,20 @@ import json
 import os
 import random
 import re
-import select
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 import pytest
 
 from greenroom import Runtime, RuntimeConfig, SystemClock
 
+from .crash_lines import LineReader
 from .execution_crash_worker import (
     FOLD_START,
     ROUNDS,
@@ -213,37 +213,6 @@ class Plan:
     passivate_s: float | None = None
 
 
-class _LineReader:
-    """Whole lines from a host's stdout; a last line cut short by the kill is dropped."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._fd = stream.fileno()
-        self._buffer = bytearray()
-        self.lines: list[str] = []
-        self.eof = False
-
-    def read(self, timeout: float) -> bool:
-        """Wait up to `timeout` for output; False if none came."""
-        if self.eof:
-            return True
-        ready, _, _ = select.select([self._fd], [], [], timeout)
-        if not ready:
-            return False
-        data = os.read(self._fd, 1 << 16)
-        if not data:
-            self.eof = True
-            return True
-        self._buffer += data
-        *whole, rest = self._buffer.split(b"\n")
-        self._buffer = bytearray(rest)
-        self.lines += [line.decode() for line in whole]
-        return True
-
-    def take(self) -> list[str]:
-        lines, self.lines = self.lines, []
-        return lines
-
-
 class Driver:
     """Feeds the executions through a chain of hosts, killing all but the last."""
 
@@ -267,7 +236,7 @@ class Driver:
         self.phase = "starting"
         self.clock = SystemClock()  # (no timer scheduled on it: no thread)
         self._proc: subprocess.Popen[bytes] | None = None
-        self._reader: _LineReader | None = None
+        self._reader: LineReader | None = None
 
     # -- failures ----------------------------------------------------------------------
 
@@ -590,7 +559,7 @@ class Driver:
                 wait = min(wait, deadline - self.clock.monotonic())
                 if wait <= 0:
                     return "deadline"
-            if not reader.read(wait):
+            if reader.read(wait) < 0:
                 if deadline is not None and self.clock.monotonic() >= deadline:
                     return "deadline"
                 return "stalled"
@@ -611,7 +580,7 @@ class Driver:
             )
         assert proc.stdout is not None
         assert proc.stdin is not None
-        reader = _LineReader(proc.stdout)
+        reader = LineReader(proc.stdout)
         self._proc, self._reader = proc, reader
         self.phase = "starting"
         self.in_flight = 0
@@ -642,7 +611,7 @@ class Driver:
             returncode = proc.wait(timeout=30)
             self._proc = None
         # What it acknowledged before dying is acknowledged (the pipe closes with it).
-        while reader.read(STALL_S) and not reader.eof:
+        while reader.read(STALL_S) >= 0 and not reader.eof:
             pass
         for line in reader.take():
             self.handle(line)
