@@ -22,6 +22,7 @@ __all__ = [
     "FutureTimeout",
     "GreenroomError",
     "InvalidInput",
+    "InvalidRequestState",
     "InvalidTransition",
     "MalformedCursor",
     "NonDeterministicStrategy",
@@ -153,6 +154,11 @@ class StrategyNotRegistered(NotFound):
 class NonDeterministicStrategy(GreenroomError):
     """On re-drive, the strategy asked something else than its journal holds (another
     prompt, another number of queries, another step); the execution ends in `error`."""
+
+
+class InvalidRequestState(InvalidInput):
+    """An MCP `requestState` this server did not issue for this call (forged, altered,
+    or from another tool call); nothing was fed."""
 
 
 # -- transcripts --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ run by the caller. Cancelling the awaiting task stops the wait, not the step.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -51,9 +51,18 @@ class AsyncExecutions:
         """The wrapped sync namespace (for what never waits)."""
         return self._executions
 
-    def register(self, name: str, strategy: Callable[..., Any]) -> None:
+    def register(
+        self,
+        name: str,
+        strategy: Callable[..., Any],
+        *,
+        input_schema: Mapping[str, Any] | None = None,
+        description: str | None = None,
+    ) -> None:
         """`Executions.register`: run `strategy` durable under `name` (never waits)."""
-        self._executions.register(name, strategy)
+        self._executions.register(
+            name, strategy, input_schema=input_schema, description=description
+        )
 
     def register_all(self, module: ModuleType) -> list[str]:
         """`Executions.register_all`: every `@greenroom.strategy` of `module`."""

@@ -7,6 +7,7 @@
     greenroom restore app.db pane-1
     greenroom sweep app.db --dry-run --inactive-days 3
     greenroom transcript app.db.transcripts/9f2c0a1b2c3d4e5f.jsonl
+    greenroom mcp --db app.db --strategies my_package.strategies     # an MCP server
 
 Every command takes `--help` and `--json`. With `--json`, a command that lists rows
 (`blocks`) prints ONE JSON array of row objects, one row per line as sqlite-utils prints
@@ -35,6 +36,7 @@ from pykka import ActorDeadError
 from greenroom import __version__
 from greenroom.cli.blocks import run_archive, run_blocks, run_export, run_restore, run_show
 from greenroom.cli.common import PROG, one_line
+from greenroom.cli.serve import parse_listen, run_mcp
 from greenroom.cli.sweep import parse_byte_count, parse_days, run_sweep
 from greenroom.cli.transcript import run_transcript
 from greenroom.errors import GreenroomError, StorageError
@@ -142,6 +144,19 @@ _COMMANDS: dict[str, _Command] = {
         "  greenroom transcript session.jsonl --model anthropic:claude-sonnet-4-5 --json",
         _ONE_OBJECT + "the file's header, context (its entries in context.items), usage, "
         "cost and recovery",
+    ),
+    "mcp": _Command(
+        "serve registered strategies to MCP clients (stdio, or --http)",
+        "Serve the @greenroom.strategy functions of the --strategies modules as the "
+        "tools of an MCP server on the official SDK, over stdio (the default: the "
+        "client starts this command) or streamable HTTP (--http HOST:PORT, at /mcp). "
+        "Each strategy is a tool that speaks multi round-trip requests; the "
+        "greenroom_* tools serve older clients. Executions are durable in DB (created "
+        "when missing, unlike the other commands): a restarted server goes on with "
+        "them. Needs the mcp extra: pip install 'greenroom[mcp]'. Logs (-v) go to stderr.",
+        "example:\n  greenroom mcp --db host.db --strategies my_package.strategies\n"
+        "  greenroom mcp --db host.db --strategies judges --http 127.0.0.1:8765",
+        "not used: the server speaks MCP (JSON-RPC) on stdio",
     ),
 }
 
@@ -254,6 +269,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="price the usage as this model (default: the model the header records)",
     )
     transcript.set_defaults(run=run_transcript)
+
+    mcp = add("mcp", on_database=False)
+    mcp.add_argument(
+        "--db", metavar="DB", required=True, help="the database of the executions (created)"
+    )
+    mcp.add_argument(
+        "--strategies",
+        metavar="MODULE",
+        action="append",
+        required=True,
+        help="a module whose @greenroom.strategy functions to serve (repeatable; "
+        "modules of the current folder can be named)",
+    )
+    mcp.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        type=parse_listen,
+        help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio",
+    )
+    mcp.add_argument("--name", default="greenroom", help="the server's name (default: greenroom)")
+    mcp.set_defaults(run=run_mcp)
     return parser
 
 

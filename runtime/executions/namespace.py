@@ -72,7 +72,7 @@ from greenroom.executions.messages import BEGIN, Cancel, Feed, FeedItem
 from greenroom.executions.records import FeedResult, json_value
 from greenroom.executions.registry import ENDED, ExecutionRegistry, LiveEntry
 from greenroom.executions.stored import Stored, StoredSessions
-from greenroom.executions.strategies import StrategyTable
+from greenroom.executions.strategies import StrategyInfo, StrategyTable, check_name
 from greenroom.futures import GreenroomFuture
 from greenroom.kernel import Kernel
 from greenroom.usage import Usage, as_usage
@@ -270,16 +270,39 @@ class Executions:
 
     # -- named strategies --------------------------------------------------------------
 
-    def register(self, name: str, strategy: Callable[..., Any]) -> None:
+    def register(
+        self,
+        name: str,
+        strategy: Callable[..., Any],
+        *,
+        input_schema: Mapping[str, Any] | None = None,
+        description: str | None = None,
+    ) -> None:
         """Register `strategy` under `name`: its executions are durable from now on.
 
         A durable execution is journaled in the store; after a restart (or once it
         left memory, idle) its next call re-drives it in any runtime that registers
         the same name. Its arguments and result must be JSON. Registering the same
         pair again is a no-op; a name taken by another function is `InvalidTransition`.
+
+        `input_schema` (a JSON schema of an object: the keyword arguments) and
+        `description` say how tools present it (`greenroom.mcp`); by default they come
+        from the function's signature and docstring.
         """
         _is_async_strategy(strategy)
-        self._strategies.register(name, strategy)
+        self._strategies.register(
+            name, strategy, input_schema=input_schema, description=description
+        )
+
+    def strategy_info(self, name: str) -> StrategyInfo:
+        """What is registered as `name`; `StrategyNotRegistered` if nothing is."""
+        info = self._strategies.info(check_name(name))
+        if info is None:
+            raise StrategyNotRegistered(
+                f"no strategy is registered as {name!r} in this runtime (registered: "
+                f"{', '.join(self._strategies.names()) or 'none'})"
+            )
+        return info
 
     def register_all(self, module: ModuleType) -> list[str]:
         """Register every function of `module` marked `@greenroom.strategy(name)`;

@@ -17,18 +17,62 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, TypeVar
 
-from greenroom.errors import InvalidInput, InvalidTransition
+import attrs
 
-__all__ = ["MAX_NAME_CHARS", "STRATEGY_ATTRIBUTE", "StrategyTable", "check_name", "strategy"]
+from greenroom.errors import InvalidInput, InvalidTransition
+from greenroom.executions.records import json_value
+
+__all__ = [
+    "MAX_NAME_CHARS",
+    "STRATEGY_ATTRIBUTE",
+    "StrategyInfo",
+    "StrategyTable",
+    "check_name",
+    "strategy",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 STRATEGY_ATTRIBUTE = "__greenroom_strategy__"
 """The attribute `@strategy(name)` sets on the function: the name it registers under."""
+
+_OPTIONS_ATTRIBUTE = "__greenroom_strategy_options__"
+
+
+@attrs.frozen
+class StrategyInfo:
+    """A registered strategy: its name, the function, and how tools describe it."""
+
+    name: str
+    strategy: Callable[..., Any]
+    input_schema: Mapping[str, Any] | None = None
+    """An explicit JSON schema of its keyword arguments (None: from its signature)."""
+    description: str | None = None
+    """What it does, for a tool list (None: its docstring's first paragraph)."""
+
+
+def check_input_schema(schema: object) -> dict[str, Any] | None:
+    """`schema` as a JSON object schema (a copy), or None; `InvalidInput` if it is not."""
+    if schema is None:
+        return None
+    if not isinstance(schema, Mapping) or schema.get("type") != "object":
+        raise InvalidInput(
+            'an input schema is a JSON schema of an object ({"type": "object", '
+            f'"properties": {{...}}}}), got {schema!r:.200}'
+        )
+    checked: dict[str, Any] = json_value(dict(schema), "the input schema")
+    return checked
+
+
+def _check_description(description: object) -> str | None:
+    if description is not None and not isinstance(description, str):
+        raise InvalidInput(f"a description is a str, got {type(description).__name__}")
+    return description
+
 
 MAX_NAME_CHARS = 200
 """Longest strategy name."""
@@ -47,18 +91,29 @@ def check_name(name: object) -> str:
     return name
 
 
-def strategy(name: str) -> Callable[[F], F]:
+def strategy(
+    name: str,
+    *,
+    input_schema: Mapping[str, Any] | None = None,
+    description: str | None = None,
+) -> Callable[[F], F]:
     """Mark a function as the strategy `name`; `register_all(module)` registers it.
 
-    The function itself is returned unchanged (it only gains an attribute), so it can
-    still be called or passed to `rt.executions.start` directly.
+    `input_schema` and `description` are as in `rt.executions.register`. The function
+    itself is returned unchanged (it only gains attributes), so it can still be called
+    or passed to `rt.executions.start` directly.
     """
     check_name(name)
+    options = {
+        "input_schema": check_input_schema(input_schema),
+        "description": _check_description(description),
+    }
 
     def mark(fn: F) -> F:
         if not callable(fn):
             raise InvalidInput(f"@strategy({name!r}) decorates a function, got {fn!r}")
         setattr(fn, STRATEGY_ATTRIBUTE, name)
+        setattr(fn, _OPTIONS_ATTRIBUTE, options)
         return fn
 
     return mark
@@ -71,25 +126,45 @@ class StrategyTable:
         self._lock = threading.Lock()
         self._by_name: dict[str, Callable[..., Any]] = {}
         self._by_id: dict[int, str] = {}
+        self._info: dict[str, StrategyInfo] = {}
 
-    def register(self, name: str, fn: Callable[..., Any]) -> None:
-        """Register `fn` as `name`; the same pair again is a no-op.
+    def register(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        input_schema: Mapping[str, Any] | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Register `fn` as `name`; the same pair again is a no-op (or updates the
+        schema and description, when given). A schema and description given to
+        `@strategy` are used where none is given here.
 
         `InvalidTransition` if `name` is taken by another function (two processes
         must agree on what a name runs, so a name is never silently rebound).
         """
         check_name(name)
+        marked = getattr(fn, _OPTIONS_ATTRIBUTE, None) or {}  # @strategy(...)'s options
+        schema = check_input_schema(input_schema) or marked.get("input_schema")
+        text = _check_description(description) or marked.get("description")
         with self._lock:
             current = self._by_name.get(name)
-            if current is fn:
-                return
-            if current is not None:
+            if current is not None and current is not fn:
                 raise InvalidTransition(
                     f"strategy name {name!r} is already registered to {current!r}; "
                     "a name runs one strategy (pick another name)"
                 )
+            known = self._info.get(name)
+            if known is not None and schema is None and text is None:
+                return
             self._by_name[name] = fn
             self._by_id.setdefault(id(fn), name)
+            self._info[name] = StrategyInfo(
+                name,
+                fn,
+                schema if schema is not None else (known.input_schema if known else None),
+                text if text is not None else (known.description if known else None),
+            )
 
     def collect(self, module: ModuleType) -> list[str]:
         """Register every `@strategy` function of `module`; their names, sorted."""
@@ -107,6 +182,10 @@ class StrategyTable:
     def get(self, name: str) -> Callable[..., Any] | None:
         """The strategy registered as `name`, or None."""
         return self._by_name.get(name)
+
+    def info(self, name: str) -> StrategyInfo | None:
+        """What is registered as `name`, or None."""
+        return self._info.get(name)
 
     def name_of(self, fn: Callable[..., Any]) -> str | None:
         """The name `fn` is registered under, or None (it runs in memory only)."""

@@ -1,0 +1,75 @@
+"""`greenroom mcp`: serve registered strategies to MCP clients (stdio or HTTP)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from types import ModuleType
+from typing import Any
+
+import anyio
+
+from greenroom.cli.common import CliError
+from greenroom.runtime import Runtime
+
+__all__ = ["parse_listen", "run_mcp"]
+
+log = logging.getLogger("greenroom.cli")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (or `:PORT`, on 127.0.0.1) for `--http`."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT (such as 127.0.0.1:8765), got {text!r}"
+        )
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def _modules(names: list[str]) -> list[ModuleType]:
+    # As `python -m` does: modules of the folder the command runs in can be named.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    modules = []
+    for name in names:
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError as error:
+            raise CliError(f"--strategies {name}: cannot import it ({error})") from None
+    return modules
+
+
+def run_mcp(args: argparse.Namespace) -> int:
+    """`greenroom mcp --db DB --strategies MODULE`: serve until the client goes."""
+    try:
+        # The mcp extra is optional: greenroom.mcp is imported only for this command.
+        greenroom_mcp = importlib.import_module("greenroom.mcp")
+    except ImportError as error:
+        raise CliError(
+            f"greenroom mcp needs the MCP SDK ({error}): pip install 'greenroom[mcp]'"
+        ) from None
+    modules = _modules(args.strategies or [])
+    runtime = Runtime.open(args.db)
+    try:
+        server = greenroom_mcp.build_server(runtime, modules, name=args.name)
+        names = runtime.executions.strategies()
+        if not names:
+            raise CliError(
+                "no strategy to serve: name modules with @greenroom.strategy functions "
+                "in --strategies"
+            )
+        log.info("serving strategies %s", ", ".join(names))
+        serve: Any
+        if args.http is not None:
+            host, port = args.http
+            serve = (greenroom_mcp.serve_http, server, host, port)
+        else:
+            serve = (greenroom_mcp.serve_stdio, server)
+        anyio.run(*serve)
+    finally:
+        runtime.close()
+    return 0

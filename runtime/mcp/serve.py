@@ -1,0 +1,32 @@
+"""Running a server on a transport: stdio, or the SDK's streamable HTTP."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import uvicorn
+from mcp.server import Server
+from mcp.server.stdio import stdio_server
+
+__all__ = ["serve_http", "serve_stdio"]
+
+log = logging.getLogger("greenroom.mcp")
+
+
+async def serve_stdio(server: Server[Any]) -> None:
+    """Serve `server` on this process's stdin and stdout until the client closes them."""
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+async def serve_http(server: Server[Any], host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve `server` over streamable HTTP at `http://host:port/mcp` until cancelled.
+
+    Bound to 127.0.0.1 by default (DNS-rebinding protection on); another `host`
+    exposes it to whoever can reach that address.
+    """
+    app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    log.info("greenroom MCP server on http://%s:%d/mcp", host, port)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    await uvicorn.Server(config).serve()

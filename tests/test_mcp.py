@@ -1,0 +1,395 @@
+"""`greenroom mcp`: strategies served over stdio to the MCP SDK's own clients.
+
+Each test starts `greenroom mcp` as a real process (the SDK's stdio client spawns it)
+on a database in `tmp_path`, and talks to it with `mcp.client.Client` (the 2026-07-28
+revision, multi round-trip requests) or a plain `ClientSession` (the handshake era).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+mcp = pytest.importorskip("mcp")
+
+import mcp.types as types  # noqa: E402
+from mcp.client import Client  # noqa: E402
+from mcp.client.session import ClientRequestContext, ClientSession  # noqa: E402
+from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The SDK's clients under asyncio (the server is another process either way)."""
+    return "asyncio"
+
+
+def server_params(db: Path, pid_file: Path | None = None) -> StdioServerParameters:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if pid_file is not None:
+        env["GREENROOM_TEST_PID_FILE"] = str(pid_file)
+    return StdioServerParameters(
+        command=sys.executable,
+        args=[
+            "-m",
+            "greenroom.cli",
+            "mcp",
+            "--db",
+            str(db),
+            "--strategies",
+            "tests.mcp_strategies",
+        ],
+        env=env,
+        cwd=str(ROOT),
+    )
+
+
+ASKED: list[tuple[str, str | None, int, dict[str, Any]]] = []
+
+
+async def llm(
+    context: ClientRequestContext, params: types.CreateMessageRequestParams
+) -> types.CreateMessageResult:
+    """The client's "LLM": answers each prompt with a text derived from it."""
+    prompt = "".join(
+        block.text
+        for message in params.messages
+        for block in message.content_as_list
+        if isinstance(block, types.TextContent)
+    )
+    meta = dict(params.meta or {})
+    ASKED.append((prompt, params.system_prompt, params.max_tokens, meta))
+    return types.CreateMessageResult.model_validate(
+        {
+            "role": "assistant",
+            "content": {"type": "text", "text": f"<{prompt}>"},
+            "model": "test-llm",
+            "_meta": {"usage": {"input_tokens": 7, "output_tokens": 3}},
+        }
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_asked() -> None:
+    ASKED.clear()
+
+
+@asynccontextmanager
+async def legacy_session(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+@asynccontextmanager
+async def modern_session(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
+    async with (
+        stdio_client(params) as (read, write),
+        ClientSession(read, write, sampling_callback=llm) as session,
+    ):
+        await session.discover()
+        yield session
+
+
+async def answer(session: ClientSession, result: types.InputRequiredResult) -> types.InputResponses:
+    """Answer every input request of `result` through the session's sampling callback."""
+    responses: types.InputResponses = {}
+    for key, request in (result.input_requests or {}).items():
+        context = ClientRequestContext(session=session, request_id=key, meta=None)
+        response = await session.dispatch_input_request(context, request)
+        assert not isinstance(response, types.ErrorData), response
+        responses[key] = response
+    return responses
+
+
+def structured(result: types.CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    assert isinstance(result.structured_content, dict)
+    assert json.loads(result.content[0].text) == result.structured_content  # type: ignore[union-attr]
+    return result.structured_content
+
+
+def error_text(result: types.CallToolResult) -> str:
+    assert result.is_error, result
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert isinstance(text, str)
+    assert "rt.executions" not in text  # never a Python call
+    assert "executions." not in text
+    return text
+
+
+async def test_a_strategy_completes_through_input_required_rounds(tmp_path: Path) -> None:
+    async with Client(server_params(tmp_path / "host.db"), sampling_callback=llm) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        assert {"panel", "fails", "schema", "greenroom_start", "greenroom_feed"} <= set(tools)
+        panel = tools["panel"]
+        assert panel.input_schema["required"] == ["question"]
+        assert panel.input_schema["properties"]["judges"] == {"type": "integer", "default": 2}
+        assert (
+            panel.description == "Ask a panel of judges at once, then have their votes summed up."
+        )
+        assert tools["schema"].input_schema["properties"]["words"]["minItems"] == 1
+
+        result = await client.call_tool("panel", {"question": "tabs?"})
+        final = structured(result)
+        assert panel.output_schema is not None
+        jsonschema.validate(final, panel.output_schema)
+    assert final["status"] == "completed"
+    assert final["result"] == {
+        "votes": ["<judge 0: tabs?>", "<judge 1: tabs?>"],
+        "summary": "<sum up the votes ['<judge 0: tabs?>', '<judge 1: tabs?>']>",
+    }
+    assert (final["stats"]["rounds"], final["stats"]["llm_calls"]) == (2, 3)
+    # The client's usage went in: tokens are the provided ones, not estimates.
+    assert final["stats"]["total_tokens"] == {"value": 30, "source": "provided"}
+    prompts = [(prompt, system, max_tokens) for prompt, system, max_tokens, _meta in ASKED]
+    assert prompts == [
+        ("judge 0: tabs?", "Answer yes or no.", 1024),
+        ("judge 1: tabs?", "Answer yes or no.", 1024),
+        ("sum up the votes ['<judge 0: tabs?>', '<judge 1: tabs?>']", None, 64),
+    ]
+
+
+async def test_each_round_is_one_input_required_result_and_a_forged_state_is_refused(
+    tmp_path: Path,
+) -> None:
+    async with modern_session(server_params(tmp_path / "host.db")) as session:
+        first = await session.call_tool("panel", {"question": "tabs?"}, allow_input_required=True)
+        assert isinstance(first, types.InputRequiredResult)
+        assert sorted(first.input_requests or {}) == ["q-1-0", "q-1-1"]
+        responses = await answer(session, first)
+        state = first.request_state
+        assert state is not None
+
+        forged = state[:-4] + ("AAAA" if not state.endswith("AAAA") else "BBBB")
+        for bad in (forged, "not-a-state", json.dumps({"s": "s-x", "r": 1})):
+            refused = await session.call_tool(
+                "panel",
+                {"question": "tabs?"},
+                input_responses=responses,
+                request_state=bad,
+                allow_input_required=True,
+            )
+            assert isinstance(refused, types.CallToolResult)
+            assert "requestState" in error_text(refused)
+        other_call = await session.call_tool(
+            "panel",
+            {"question": "spaces?"},
+            input_responses=responses,
+            request_state=state,
+            allow_input_required=True,
+        )
+        assert isinstance(other_call, types.CallToolResult)
+        assert "belongs to another call" in error_text(other_call)
+
+        # Half the round: the other query is asked again, with a fresh state.
+        half = await session.call_tool(
+            "panel",
+            {"question": "tabs?"},
+            input_responses={"q-1-1": responses["q-1-1"]},
+            request_state=state,
+            allow_input_required=True,
+        )
+        assert isinstance(half, types.InputRequiredResult)
+        assert sorted(half.input_requests or {}) == ["q-1-0"]
+        second = await session.call_tool(
+            "panel",
+            {"question": "tabs?"},
+            input_responses={"q-1-0": responses["q-1-0"]},
+            request_state=half.request_state,
+            allow_input_required=True,
+        )
+        assert isinstance(second, types.InputRequiredResult)
+        assert sorted(second.input_requests or {}) == ["q-2-0"]
+        # A state replayed with the same answers changes nothing: the session is on.
+        again = await session.call_tool(
+            "panel",
+            {"question": "tabs?"},
+            input_responses=responses,
+            request_state=state,
+            allow_input_required=True,
+        )
+        assert isinstance(again, types.InputRequiredResult)
+        assert sorted(again.input_requests or {}) == ["q-2-0"]
+        # ... and with other answers it is refused: an answer is never changed.
+        changed = {
+            key: types.CreateMessageResult(
+                role="assistant", content=types.TextContent(text="other"), model="m"
+            )
+            for key in responses
+        }
+        refused = await session.call_tool(
+            "panel",
+            {"question": "tabs?"},
+            input_responses=changed,
+            request_state=state,
+            allow_input_required=True,
+        )
+        assert isinstance(refused, types.CallToolResult)
+        assert "cannot be changed" in error_text(refused)
+
+
+async def test_a_failing_strategy_a_cancel_and_bad_arguments_are_tool_errors(
+    tmp_path: Path,
+) -> None:
+    async with modern_session(server_params(tmp_path / "host.db")) as session:
+        first = await session.call_tool("fails", {"topic": "tides"}, allow_input_required=True)
+        assert isinstance(first, types.InputRequiredResult)
+        failed = await session.call_tool(
+            "fails",
+            {"topic": "tides"},
+            input_responses=await answer(session, first),
+            request_state=first.request_state,
+            allow_input_required=True,
+        )
+        assert isinstance(failed, types.CallToolResult)
+        assert "ValueError: no good answer about tides" in error_text(failed)
+
+        paused = await session.call_tool("panel", {"question": "q"}, allow_input_required=True)
+        assert isinstance(paused, types.InputRequiredResult)
+        about = (paused.meta or {})["greenroom/queries"]
+        assert about["queries"] == {
+            "q-1-0": {"grounded": False, "underspecified": False},
+            "q-1-1": {"grounded": False, "underspecified": False},
+        }
+        sid = about["session_id"]
+        cancelled = structured(await session.call_tool("greenroom_cancel", {"session_id": sid}))
+        assert (cancelled["status"], cancelled["session_id"]) == ("cancelled", sid)
+        retried = await session.call_tool(
+            "panel",
+            {"question": "q"},
+            input_responses=await answer(session, paused),
+            request_state=paused.request_state,
+            allow_input_required=True,
+        )
+        assert isinstance(retried, types.CallToolResult)
+        assert "has ended; call greenroom_status" in error_text(retried)
+
+        bad = await session.call_tool("panel", {"question": 3}, allow_input_required=True)
+        assert isinstance(bad, types.CallToolResult)
+        assert "question: 3 is not of type 'string'" in error_text(bad)
+        missing = await session.call_tool("schema", {"words": []}, allow_input_required=True)
+        assert isinstance(missing, types.CallToolResult)
+        assert "words" in error_text(missing)
+
+
+async def test_the_explicit_tools_serve_a_client_of_the_handshake_era(tmp_path: Path) -> None:
+    async with legacy_session(server_params(tmp_path / "host.db")) as session:
+        listed = structured(await session.call_tool("greenroom_strategies", {}))
+        assert [s["name"] for s in listed["strategies"]] == ["fails", "panel", "schema"]
+
+        # A strategy tool needs multi round-trip requests: the error says what to use.
+        direct = await session.call_tool("panel", {"question": "q"})
+        assert "greenroom_start" in error_text(direct)
+
+        step = structured(
+            await session.call_tool(
+                "greenroom_start", {"strategy": "panel", "arguments": {"question": "q"}}
+            )
+        )
+        sid = step["session_id"]
+        assert step["status"] == "needs_response"
+        assert [q["id"] for q in step["queries"]] == ["q-1-0", "q-1-1"]
+        accepted = structured(
+            await session.call_tool(
+                "greenroom_feed", {"session_id": sid, "query_id": "q-1-0", "response": "yes"}
+            )
+        )
+        assert (accepted["status"], accepted["remaining"], accepted["session_id"]) == (
+            "accepted",
+            1,
+            sid,
+        )
+        assert [q["id"] for q in accepted["queries"]] == ["q-1-1"]
+        single = structured(
+            await session.call_tool(
+                "greenroom_feed",
+                {
+                    "session_id": sid,
+                    "query_id": "q-1-1",
+                    "response": "no",
+                    "usage": {"prompt_tokens": 4, "completion_tokens": 1},
+                },
+            )
+        )
+        # One query: the seed's single-query keys, and `queries` too.
+        assert (single["query_id"], single["max_tokens"]) == ("q-2-0", 64)
+        assert single["queries"][0]["id"] == "q-2-0"
+        status = structured(await session.call_tool("greenroom_status", {"session_id": sid}))
+        assert (status["state"], status["pending_queries"]) == ("paused", ["q-2-0"])
+        done = structured(
+            await session.call_tool("greenroom_feed", {"session_id": sid, "response": "1 yes"})
+        )
+        assert done["status"] == "completed"
+        assert done["result"] == {"votes": ["yes", "no"], "summary": "1 yes"}
+        assert done["session_id"] == sid
+
+        unknown = await session.call_tool(
+            "greenroom_feed", {"session_id": sid, "query_id": "q-9-9", "response": "x"}
+        )
+        assert "has ended" in error_text(unknown)
+        nowhere = await session.call_tool("greenroom_status", {"session_id": "s-nope"})
+        assert "greenroom_start" in error_text(nowhere)
+        not_one = await session.call_tool("greenroom_start", {"strategy": "nope"})
+        assert "greenroom_strategies" in error_text(not_one)
+
+
+async def test_a_call_goes_on_after_the_server_is_killed_between_two_rounds(
+    tmp_path: Path,
+) -> None:
+    db, pid_file = tmp_path / "host.db", tmp_path / "server.pid"
+    died: list[BaseException] = []
+    try:
+        async with modern_session(server_params(db, pid_file)) as session:
+            first = await session.call_tool("panel", {"question": "q"}, allow_input_required=True)
+            assert isinstance(first, types.InputRequiredResult)
+            responses = await answer(session, first)
+            second = await session.call_tool(
+                "panel",
+                {"question": "q"},
+                input_responses=responses,
+                request_state=first.request_state,
+                allow_input_required=True,
+            )
+            assert isinstance(second, types.InputRequiredResult)
+            last = await answer(session, second)
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            await session.call_tool("greenroom_strategies", {})
+    except Exception as error:  # the session dies with its server
+        died.append(error)
+    assert died, "the killed server still answered"
+    # A new server process on the same database: the same retry completes.
+    async with modern_session(server_params(db)) as session:
+        done = await session.call_tool(
+            "panel",
+            {"question": "q"},
+            input_responses=last,
+            request_state=second.request_state,
+            allow_input_required=True,
+        )
+        assert isinstance(done, types.CallToolResult)
+        final = structured(done)
+        # A client that retries the round before (its answers are in) gets it too.
+        again = await session.call_tool(
+            "panel",
+            {"question": "q"},
+            input_responses=responses,
+            request_state=first.request_state,
+            allow_input_required=True,
+        )
+    assert final["result"]["summary"] == "<sum up the votes ['<judge 0: q>', '<judge 1: q>']>"
+    assert isinstance(again, types.CallToolResult)
+    assert structured(again) == final
