@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -393,3 +395,24 @@ async def test_a_call_goes_on_after_the_server_is_killed_between_two_rounds(
     assert final["result"]["summary"] == "<sum up the votes ['<judge 0: q>', '<judge 1: q>']>"
     assert isinstance(again, types.CallToolResult)
     assert structured(again) == final
+
+
+async def test_the_same_tools_over_streamable_http_on_127_0_0_1(tmp_path: Path) -> None:
+    params = server_params(tmp_path / "host.db")
+    command = [params.command, *params.args, "--http", "127.0.0.1:0"]
+    server = subprocess.Popen(
+        command, cwd=params.cwd, env=params.env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline()  # the port listens once this is written
+        found = re.search(r"serving MCP on (http://127\.0\.0\.1:\d+/mcp)", line)
+        assert found, line
+        async with Client(found.group(1), sampling_callback=llm) as client:
+            final = structured(await client.call_tool("panel", {"question": "http?"}))
+            listed = structured(await client.call_tool("greenroom_strategies", {}))
+        assert final["result"]["votes"] == ["<judge 0: http?>", "<judge 1: http?>"]
+        assert len(listed["strategies"]) == 3
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=20) in (0, 130)

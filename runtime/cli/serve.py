@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import os
@@ -21,9 +22,9 @@ log = logging.getLogger("greenroom.cli")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """`HOST:PORT` (or `:PORT`, on 127.0.0.1) for `--http`."""
+    """`HOST:PORT` (or `:PORT`, on 127.0.0.1; port 0: a free one) for `--http`."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise argparse.ArgumentTypeError(
             f"expected HOST:PORT (such as 127.0.0.1:8765), got {text!r}"
         )
@@ -41,6 +42,11 @@ def _modules(names: list[str]) -> list[ModuleType]:
         except ImportError as error:
             raise CliError(f"--strategies {name}: cannot import it ({error})") from None
     return modules
+
+
+def _say_url(url: str) -> None:
+    sys.stderr.write(f"greenroom: serving MCP on {url}\n")
+    sys.stderr.flush()
 
 
 def run_mcp(args: argparse.Namespace) -> int:
@@ -66,7 +72,12 @@ def run_mcp(args: argparse.Namespace) -> int:
         serve: Any
         if args.http is not None:
             host, port = args.http
-            serve = (greenroom_mcp.serve_http, server, host, port)
+            serve = (
+                functools.partial(greenroom_mcp.serve_http, on_ready=_say_url),
+                server,
+                host,
+                port,
+            )
         else:
             serve = (greenroom_mcp.serve_stdio, server)
         anyio.run(*serve)

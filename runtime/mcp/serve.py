@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -20,13 +22,26 @@ async def serve_stdio(server: Server[Any]) -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
-async def serve_http(server: Server[Any], host: str = "127.0.0.1", port: int = 8000) -> None:
+async def serve_http(
+    server: Server[Any],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
     """Serve `server` over streamable HTTP at `http://host:port/mcp` until cancelled.
 
     Bound to 127.0.0.1 by default (DNS-rebinding protection on); another `host`
-    exposes it to whoever can reach that address.
+    exposes it to whoever can reach that address. Port 0 takes a free port.
+    `on_ready` is called with the URL once the port listens (connections made from
+    then on wait for the server, none is refused).
     """
     app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
-    log.info("greenroom MCP server on http://%s:%d/mcp", host, port)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    await uvicorn.Server(config).serve()
+    # Listening before uvicorn starts: the URL is known (port 0 included) and true.
+    listener = socket.create_server((host, port))
+    url = f"http://{host}:{listener.getsockname()[1]}/mcp"
+    log.info("greenroom MCP server on %s", url)
+    if on_ready is not None:
+        on_ready(url)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    await uvicorn.Server(config).serve(sockets=[listener])

@@ -1,0 +1,253 @@
+"""MCP over stdio: one multi round-trip of a strategy tool, against a bare SDK tool call.
+
+`greenroom mcp` serves this file's `bench.loop` strategy (it asks one question at a
+time, as many as it is told to) over stdio; a client of the 2026-07-28 revision (a
+plain `ClientSession`) answers it. One round trip is one retry of the tool call
+carrying one `inputResponses` answer and the `requestState`, returning the next
+`InputRequiredResult`: the answer is fed, the journal committed, the next question
+signed into a new state. The baseline is a bare low-level `mcp.server.Server` in
+another process with one tool, `echo`, that returns a `CallToolResult` at once, called
+over stdio by a second session. The two sessions are open at once and the calls
+alternate one by one, so drift in the machine's load hits both alike (ratio =
+greenroom / bare, lower is better; the target is p50 <= 1.5, printed with PASS or FAIL
+beside the p50 ratio).
+
+Beside it, without a target, the explicit tool path: `greenroom_feed` (one answer, the
+next `needs_response` step) over a third session, of the handshake era
+(`initialize`), to a second `greenroom mcp` process; it alternates with the other two.
+
+    .venv/bin/python benchmarks/bench_mcp.py          # the full run (2,000 round trips)
+    .venv/bin/python benchmarks/bench_mcp.py --quick  # 300 round trips, a smoke test
+
+`--json PATH` also writes the headline figures there as rows for `run_all.py`. The
+servers are this file too: `greenroom mcp --strategies bench_mcp` imports it (run in
+this folder) for `bench.loop`, and `--bare-server` runs the bare server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp.types as types
+from mcp.client.session import ClientRequestContext, ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.server import Server, ServerRequestContext
+from mcp.server.stdio import stdio_server
+
+import greenroom
+from greenroom.clock import stopwatch
+
+from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
+
+HERE = Path(__file__).resolve().parent
+LOOP = "bench.loop"
+TARGET_P50_RATIO = 1.5  # the issue's target: round trip p50 <= 1.5 x the bare tool call's
+TARGET = Target("<=", TARGET_P50_RATIO)
+# The same answer every time, built once: the client's LLM is not what is measured.
+ANSWER = types.CreateMessageResult(
+    role="assistant", content=types.TextContent(text="answer"), model="bench-llm"
+)
+
+
+@greenroom.strategy(LOOP)
+async def bench_loop(ctx: Any, count: int) -> int:
+    """Ask `count` questions, one at a time."""
+    for i in range(count):
+        await ctx.llm(f"q {i}")
+    return count
+
+
+# -- the bare server (a child process: --bare-server) --------------------------------------
+
+
+async def _list_bare(
+    _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
+) -> types.ListToolsResult:
+    return types.ListToolsResult(
+        tools=[
+            types.Tool(
+                name="echo",
+                description="Echo the text back.",
+                input_schema={"type": "object", "properties": {"text": {"type": "string"}}},
+            )
+        ]
+    )
+
+
+async def _call_bare(
+    _ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+) -> types.CallToolResult:
+    text = str((params.arguments or {}).get("text", ""))
+    return types.CallToolResult(content=[types.TextContent(text=text)])
+
+
+async def serve_bare() -> None:
+    """The baseline: the SDK's low-level server, one tool that returns at once."""
+    server: Server[Any] = Server(
+        "bench-bare", version="1", on_list_tools=_list_bare, on_call_tool=_call_bare
+    )
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+# -- the client ----------------------------------------------------------------------------
+
+
+async def _no_llm(
+    _context: ClientRequestContext, _params: types.CreateMessageRequestParams
+) -> types.CreateMessageResult:
+    # Declares the sampling capability; the measured path answers without it.
+    return ANSWER
+
+
+def _params(*args: str) -> StdioServerParameters:
+    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    return StdioServerParameters(
+        command=sys.executable,
+        args=list(args),
+        env={**os.environ, "PYTHONPATH": path},
+        cwd=str(HERE),  # greenroom mcp imports --strategies modules from its folder
+    )
+
+
+def _greenroom(db: Path) -> StdioServerParameters:
+    return _params("-m", "greenroom.cli", "mcp", "--db", str(db), "--strategies", "bench_mcp")
+
+
+async def _open(
+    stack: AsyncExitStack, params: StdioServerParameters, *, modern: bool
+) -> ClientSession:
+    """A session to a server started for it, both closed with `stack`."""
+    read, write = await stack.enter_async_context(stdio_client(params))
+    sampling = _no_llm if modern else None
+    session = await stack.enter_async_context(
+        ClientSession(read, write, sampling_callback=sampling)
+    )
+    if modern:
+        await session.discover()
+    else:
+        await session.initialize()
+    await session.list_tools()  # the client's output-schema cache, filled before timing
+    return session
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def bench_round_trips(round_trips: int, warm_up: int) -> dict[str, list[float]]:
+    """Bare calls, greenroom round trips and greenroom_feed calls, alternating."""
+    results: dict[str, list[float]] = {"bare": [], "mrtr": [], "feed": []}
+    arguments = {"count": warm_up + round_trips + 1}  # never completes while measured
+    with tempfile.TemporaryDirectory(prefix="greenroom-bench-mcp-") as folder:
+        async with AsyncExitStack() as stack:
+            bare_server = _params(str(Path(__file__).resolve()), "--bare-server")
+            bare = await _open(stack, bare_server, modern=True)
+            modern = await _open(stack, _greenroom(Path(folder) / "bench.db"), modern=True)
+            # A database of its own: the two greenroom processes never share a lock.
+            legacy = await _open(stack, _greenroom(Path(folder) / "feed.db"), modern=False)
+
+            paused = await modern.call_tool(LOOP, arguments, allow_input_required=True)
+            assert isinstance(paused, types.InputRequiredResult), paused
+            started = await legacy.call_tool(
+                "greenroom_start", {"strategy": LOOP, "arguments": arguments}
+            )
+            step = started.structured_content or {}
+            assert step.get("status") == "needs_response", started
+            feed_arguments = {"session_id": step["session_id"], "response": "answer"}
+
+            for n in range(warm_up + round_trips):
+                echo = {"text": f"q {n}"}
+                responses: types.InputResponses = dict.fromkeys(paused.input_requests or {}, ANSWER)
+                began = stopwatch()
+                answered = await bare.call_tool("echo", echo)
+                bare_s = stopwatch() - began
+                began = stopwatch()
+                paused = await modern.call_tool(
+                    LOOP,
+                    arguments,
+                    input_responses=responses,
+                    request_state=paused.request_state,
+                    allow_input_required=True,
+                )
+                mrtr_s = stopwatch() - began
+                began = stopwatch()
+                fed = await legacy.call_tool("greenroom_feed", feed_arguments)
+                feed_s = stopwatch() - began
+                assert not answered.is_error, answered
+                assert isinstance(paused, types.InputRequiredResult), paused
+                assert len(paused.input_requests or {}) == 1, paused
+                assert (fed.structured_content or {}).get("status") == "needs_response", fed
+                if n >= warm_up:
+                    results["bare"].append(bare_s)
+                    results["mrtr"].append(mrtr_s)
+                    results["feed"].append(feed_s)
+    return results
+
+
+def _print(label: str, at: dict[str, float]) -> None:
+    bare, mrtr, feed = at["bare"] * 1e6, at["mrtr"] * 1e6, at["feed"] * 1e6
+    ratio = mrtr / bare
+    verdict = ""
+    if label == "p50":
+        passed = "PASS" if ratio <= TARGET_P50_RATIO else "FAIL"
+        verdict = f" (target <= {TARGET_P50_RATIO:.1f}: {passed})"
+    print(
+        f"  {label}  bare tool call {bare:8.1f}   round trip {mrtr:8.1f}   greenroom_feed "
+        f"{feed:8.1f}   ratio round trip / bare {ratio:.2f}{verdict}   (greenroom_feed / "
+        f"bare {feed / bare:.2f})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke test)")
+    add_json_option(parser)
+    parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_server:
+        anyio.run(serve_bare)
+        return
+
+    round_trips, warm_up = (300, 50) if args.quick else (2_000, 200)
+    r = anyio.run(bench_round_trips, round_trips, warm_up)
+    print(
+        f"MCP over stdio: one round trip of a strategy tool ({LOOP}, durable; one answer "
+        f"in, the next InputRequiredResult out) against a bare SDK tool call, "
+        f"{round_trips:,} each after {warm_up} to warm up, alternating call by call (us; "
+        "ratio greenroom / bare, lower is better)"
+    )
+    p50 = {key: _pct(values, 0.5) for key, values in r.items()}
+    p99 = {key: _pct(values, 0.99) for key, values in r.items()}
+    _print("p50", p50)
+    _print("p99", p99)
+
+    rows: list[Row] = []
+    for label, at in (("p50", p50), ("p99", p99)):
+        bare = at["bare"] * 1e6
+        for key, name in (("mrtr", "multi round-trip retry"), ("feed", "greenroom_feed call")):
+            value = at[key] * 1e6
+            rows.append(
+                figure(
+                    f"{name} over stdio, {label}",
+                    value,
+                    "us",
+                    baseline=bare,
+                    baseline_label="bare SDK tool call",
+                    ratio=value / bare,
+                    target=TARGET if (key, label) == ("mrtr", "p50") else None,
+                )
+            )
+    write_rows(args.json, rows)
+
+
+if __name__ == "__main__":
+    main()
