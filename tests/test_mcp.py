@@ -416,3 +416,16 @@ async def test_the_same_tools_over_streamable_http_on_127_0_0_1(tmp_path: Path) 
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=20) in (0, 130)
+
+
+async def test_a_client_that_does_not_sample_is_sent_to_the_explicit_tools(
+    tmp_path: Path,
+) -> None:
+    params = server_params(tmp_path / "host.db")
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.discover()  # the 2026-07-28 revision, but no sampling callback
+        result = await session.call_tool("panel", {"question": "q"}, allow_input_required=True)
+        assert isinstance(result, types.CallToolResult)
+        text = error_text(result)
+        assert "does not answer" in text
+        assert "greenroom_start with strategy 'panel'" in text
