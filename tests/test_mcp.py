@@ -216,6 +216,16 @@ async def test_each_round_is_one_input_required_result_and_a_forged_state_is_ref
         )
         assert isinstance(second, types.InputRequiredResult)
         assert sorted(second.input_requests or {}) == ["q-2-0"]
+        # A state answers its own round only.
+        ahead = await session.call_tool(
+            "panel",
+            {"question": "tabs?"},
+            input_responses={"q-2-0": responses["q-1-0"]},
+            request_state=state,
+            allow_input_required=True,
+        )
+        assert isinstance(ahead, types.CallToolResult)
+        assert "does not answer a request" in error_text(ahead)
         # A state replayed with the same answers changes nothing: the session is on.
         again = await session.call_tool(
             "panel",

@@ -315,7 +315,15 @@ class _Tools:
         else:
             state = self._signer.verify(params.request_state, info.name, arguments)
             items = []
+            prefix = f"q-{state.round}-"
             for query_id, response in (params.input_responses or {}).items():
+                if not query_id.startswith(prefix):
+                    # A state answers its own round's requests only (never a later one).
+                    return tool_error(
+                        f"input response {query_id!r} does not answer a request of the "
+                        f"result this requestState came with (round {state.round}); "
+                        "retry with the inputResponses of that result"
+                    )
                 try:
                     text = text_of(response)
                 except ValueError as error:
