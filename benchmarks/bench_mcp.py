@@ -35,11 +35,17 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import mcp.types as types
-from mcp.client.session import ClientRequestContext, ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.server import Server, ServerRequestContext
-from mcp.server.stdio import stdio_server
+
+try:  # the mcp extra is optional: say what to install rather than a traceback
+    import mcp.types as types
+    from mcp.client.session import ClientRequestContext, ClientSession, SamplingFnT
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+    from mcp.server import Server, ServerRequestContext
+    from mcp.server.stdio import stdio_server
+except ImportError as error:
+    raise SystemExit(
+        f"bench_mcp needs the MCP SDK ({error}): pip install 'greenroom[mcp]'"
+    ) from None
 
 import greenroom
 from greenroom.clock import stopwatch
@@ -101,7 +107,7 @@ async def serve_bare() -> None:
 
 
 async def _no_llm(
-    _context: ClientRequestContext, _params: types.CreateMessageRequestParams
+    context: ClientRequestContext, params: types.CreateMessageRequestParams
 ) -> types.CreateMessageResult:
     # Declares the sampling capability; the measured path answers without it.
     return ANSWER
@@ -126,7 +132,7 @@ async def _open(
 ) -> ClientSession:
     """A session to a server started for it, both closed with `stack`."""
     read, write = await stack.enter_async_context(stdio_client(params))
-    sampling = _no_llm if modern else None
+    sampling: SamplingFnT | None = _no_llm if modern else None
     session = await stack.enter_async_context(
         ClientSession(read, write, sampling_callback=sampling)
     )
