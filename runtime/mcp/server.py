@@ -237,24 +237,26 @@ class _Tools:
         self._signer = StateSigner(runtime.store)
         self._name = name
         self._explicit = explicit
-        self._cache: dict[str, tuple[StrategyInfo, types.Tool]] = {}
+        self._cache: dict[str, tuple[StrategyInfo, types.Tool, _Checker]] = {}
+        self._strategy_tools()  # a schema that is not one fails here, not at a call
 
     # -- the tool list --------------------------------------------------------------------
 
-    def _strategy_tools(self) -> dict[str, tuple[StrategyInfo, types.Tool]]:
+    def _strategy_tools(self) -> dict[str, tuple[StrategyInfo, types.Tool, _Checker]]:
         names = self._runtime.executions.strategies()
         if set(names) != set(self._cache):
             cache = {}
             for strategy_name in names:
                 info = self._runtime.executions.strategy_info(strategy_name)
-                cache[strategy_name] = (info, _tool_of(info))
+                tool = _tool_of(info)
+                cache[strategy_name] = (info, tool, _Checker(strategy_name, tool.input_schema))
             self._cache = cache
         return self._cache
 
     async def list_tools(
         self, _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        tools = [tool for _info, tool in self._strategy_tools().values()]
+        tools = [tool for _info, tool, _checker in self._strategy_tools().values()]
         if self._explicit:
             tools += list(EXPLICIT_TOOLS.values())
         return types.ListToolsResult(tools=tools)
@@ -273,7 +275,7 @@ class _Tools:
                     session_id=_str_or_none(arguments.get("session_id")),
                     query_id=_str_or_none(arguments.get("query_id")),
                 )
-                _validate(arguments, EXPLICIT_TOOLS[params.name].input_schema)
+                _EXPLICIT_CHECKERS[params.name].check(arguments)
                 return await self._explicit_call(params.name, arguments)
             found = self._strategy_tools().get(params.name)
             if found is None:
@@ -281,8 +283,8 @@ class _Tools:
                     f"this server has no tool {params.name!r}; list its tools, or call "
                     "greenroom_strategies"
                 )
-            info, tool = found
-            _validate(arguments, tool.input_schema)
+            info, _tool, checker = found
+            checker.check(arguments)
             return await self._strategy_call(ctx, info, arguments, params)
         except _Failed as failed:  # every failure is a tool error the model can read
             return _failure(failed.error, failed.call)
@@ -364,7 +366,7 @@ class _Tools:
                     "description": tool_.description or "",
                     "input_schema": tool_.input_schema,
                 }
-                for info, tool_ in self._strategy_tools().values()
+                for info, tool_, _checker in self._strategy_tools().values()
             ]
             return tool_result({"strategies": listed})
         if tool == "greenroom_start":
@@ -414,12 +416,32 @@ def _doc_of(fn: Callable[..., Any]) -> str:
     return doc.split("\n\n")[0].replace("\n", " ").strip()
 
 
-def _validate(arguments: dict[str, Any], schema: Mapping[str, Any]) -> None:
-    try:
-        jsonschema.validate(arguments, dict(schema))
-    except jsonschema.ValidationError as error:
+class _Checker:
+    """A tool's input schema, compiled once (checking the schema itself costs far more
+    than checking arguments against it)."""
+
+    def __init__(self, tool: str, schema: Mapping[str, Any]) -> None:
+        cls = jsonschema.validators.validator_for(schema)
+        try:
+            cls.check_schema(schema)
+        except jsonschema.SchemaError as error:
+            raise InvalidInput(
+                f"the input schema of tool {tool!r} is not a valid JSON schema: {error.message}"
+            ) from None
+        self._validator = cls(schema)
+
+    def check(self, arguments: dict[str, Any]) -> None:
+        """`InvalidInput` naming where `arguments` break the schema, if they do."""
+        if self._validator.is_valid(arguments):
+            return
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(arguments))
         where = "/".join(str(part) for part in error.absolute_path)
-        raise InvalidInput(f"{where + ': ' if where else ''}{error.message}") from None
+        raise InvalidInput(f"{where + ': ' if where else ''}{error.message}")
+
+
+_EXPLICIT_CHECKERS = {
+    name: _Checker(name, tool.input_schema) for name, tool in EXPLICIT_TOOLS.items()
+}
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -72,12 +72,10 @@ def input_required(
         query.id: {"grounded": query.grounded, "underspecified": query.underspecified}
         for query in queries
     }
-    return types.InputRequiredResult.model_validate(
-        {
-            "inputRequests": {query.id: sampling_request(query) for query in queries},
-            "requestState": state,
-            "_meta": {FLAG_META: {"session_id": session_id, "queries": flags}},
-        }
+    return types.InputRequiredResult(
+        input_requests={query.id: sampling_request(query) for query in queries},
+        request_state=state,
+        _meta={FLAG_META: {"session_id": session_id, "queries": flags}},
     )
 
 
@@ -85,12 +83,12 @@ def sampling_request(query: LlmQuery) -> types.CreateMessageRequest:
     """One `sampling/createMessage` input request for `query`: its prompt as the user
     message, `system` as `systemPrompt`, `max_tokens` as `maxTokens`."""
     return types.CreateMessageRequest(
-        params=types.CreateMessageRequestParams.model_validate(
-            {
-                "messages": [{"role": "user", "content": {"type": "text", "text": query.prompt}}],
-                "systemPrompt": query.system,
-                "maxTokens": query.max_tokens,
-            }
+        params=types.CreateMessageRequestParams(
+            messages=[
+                types.SamplingMessage(role="user", content=types.TextContent(text=query.prompt))
+            ],
+            system_prompt=query.system,
+            max_tokens=query.max_tokens,
         )
     )
 
