@@ -101,6 +101,10 @@ class RuntimeConfig:
     stop_timeout_s: float = attrs.field(default=30.0, validator=_wait)
     """Real seconds `Runtime.close()` waits for the actors to finish and stop."""
 
+    process_stop_timeout_s: float = attrs.field(default=5.0, validator=_wait)
+    """Real seconds a program run by `greenroom.processes` gets between SIGTERM and
+    SIGKILL when its runtime closes while it runs."""
+
     file_chunk_bytes: int = attrs.field(default=256 * 1024, validator=_positive_int)
     """Largest piece a stored file is split into; appends cost O(appended bytes)."""
 

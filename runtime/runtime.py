@@ -82,6 +82,7 @@ class Runtime:
         self._kernel = kernel = Kernel(store, clock, config)
         self._owns_clock = owns_clock
         self._close_done = threading.Event()
+        self._close_hooks: list[Callable[[], None]] = []
         self.blocks = Blocks(kernel)
         self.executions = Executions(kernel)
         self.transcripts = Transcripts(kernel)
@@ -250,6 +251,13 @@ class Runtime:
 
     # -- closing -------------------------------------------------------------------------
 
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Have `close()` call `hook` first, before any actor stops (hooks run in the
+        order added; one that raises is logged and the close goes on). For what feeds
+        the actors from outside, such as the programs `greenroom.processes` runs."""
+        self._kernel.check_open()
+        self._close_hooks.append(hook)
+
     def close(self) -> None:
         """Stop every actor gracefully, then close the store. Idempotent.
 
@@ -264,6 +272,13 @@ class Runtime:
             self._close_done.wait()
             return
         _open_runtimes.discard(self)
+        # The close hooks first: what they stop (programs writing into blocks) still
+        # has live actors to write to.
+        for hook in self._close_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("closing runtime on %r: a close hook failed", kernel.store.path)
         # Actors first (their on_stop may still hand work to the pools), then each
         # part's resources, then the blocking jobs, then the dispatcher threads that
         # ran everything, then the clock and the store. Each step runs even if an
