@@ -8,6 +8,7 @@
     greenroom sweep app.db --dry-run --inactive-days 3
     greenroom transcript app.db.transcripts/9f2c0a1b2c3d4e5f.jsonl
     greenroom mcp --db app.db --strategies my_package.strategies     # an MCP server
+    greenroom serve app.db --port 8765       # sessions live in a browser (SSE)
 
 Every command takes `--help` and `--json`. With `--json`, a command that lists rows
 (`blocks`) prints ONE JSON array of row objects, one row per line as sqlite-utils prints
@@ -36,7 +37,7 @@ from pykka import ActorDeadError
 from greenroom import __version__
 from greenroom.cli.blocks import run_archive, run_blocks, run_export, run_restore, run_show
 from greenroom.cli.common import PROG, one_line
-from greenroom.cli.serve import parse_listen, run_mcp
+from greenroom.cli.serve import parse_listen, run_mcp, run_serve
 from greenroom.cli.sweep import parse_byte_count, parse_days, run_sweep
 from greenroom.cli.transcript import run_transcript
 from greenroom.errors import GreenroomError, StorageError
@@ -157,6 +158,18 @@ _COMMANDS: dict[str, _Command] = {
         "example:\n  greenroom mcp --db host.db --strategies my_package.strategies\n"
         "  greenroom mcp --db host.db --strategies judges --http 127.0.0.1:8765",
         "not used: the server speaks MCP (JSON-RPC) on stdio",
+    ),
+    "serve": _Command(
+        "serve sessions (Server-Sent Events), blocks and a page over HTTP",
+        "Serve the database read-only over HTTP until Ctrl-C: each session's replay "
+        "buffer as Server-Sent Events (/sessions/ID/events, resumed by Last-Event-ID), "
+        "the blocks (/blocks, /blocks/ID, /blocks/ID/output with Range), and a page at "
+        "/ that follows a session live. Bound to 127.0.0.1 unless --host says otherwise; "
+        "with --token-file every route wants that bearer token (the page takes it as "
+        "?token=). Needs the web extra: pip install 'greenroom[web]'.",
+        "example:\n  greenroom serve app.db\n"
+        "  greenroom serve app.db --port 0 --token-file ~/.greenroom-token",
+        "not used: the server's answers are HTTP",
     ),
 }
 
@@ -290,6 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mcp.add_argument("--name", default="greenroom", help="the server's name (default: greenroom)")
     mcp.set_defaults(run=run_mcp)
+
+    serve = add("serve")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0: a free one)")
+    serve.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="require the bearer token this file holds on every route",
+    )
+    serve.set_defaults(run=run_serve)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""`greenroom mcp`: serve registered strategies to MCP clients (stdio or HTTP)."""
+"""`greenroom mcp` and `greenroom serve`: a database's strategies to MCP clients, its
+sessions and blocks to browsers."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import importlib
 import logging
 import os
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import anyio
 
-from greenroom.cli.common import CliError
+from greenroom.cli.common import CliError, open_database
 from greenroom.runtime import Runtime
 
-__all__ = ["parse_listen", "run_mcp"]
+__all__ = ["parse_listen", "run_mcp", "run_serve"]
 
 log = logging.getLogger("greenroom.cli")
 
@@ -84,3 +86,30 @@ def run_mcp(args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """`greenroom serve DB`: the web app (events, blocks, the page) until Ctrl-C."""
+    try:
+        # The web extra is optional: greenroom.web is imported only for this command.
+        web = importlib.import_module("greenroom.web")
+    except ImportError as error:
+        raise CliError(
+            f"greenroom serve needs Starlette and uvicorn ({error}): pip install 'greenroom[web]'"
+        ) from None
+    token = None
+    if args.token_file is not None:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise CliError(f"--token-file {args.token_file}: {error.strerror}") from None
+        if len(token) < 16:
+            raise CliError(f"--token-file {args.token_file}: a token has 16 characters or more")
+    with open_database(args.db, args.archive_dir) as runtime:
+        web.serve(runtime, args.host, args.port, token=token, on_ready=_say_serving)
+    return 0
+
+
+def _say_serving(url: str) -> None:
+    sys.stderr.write(f"greenroom: serving {url} (Ctrl-C stops)\n")
+    sys.stderr.flush()
