@@ -10,7 +10,7 @@ SHELL := bash
 # folders with an import hook, which neither follows).
 STAGE := build/stage
 
-.PHONY: demo test crash bench lint lint-imports typecheck docs stage format clean
+.PHONY: demo live test crash bench lint lint-imports typecheck docs stage format clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/python examples/multi_agent_host.py
+
+# The demo's world without an end, on the real clock, served on http://127.0.0.1:8765/.
+live: $(STAMP)
+	$(VENV)/bin/python examples/multi_agent_host.py --live
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -8,10 +8,10 @@ messages the summarizer is given).
 
 from __future__ import annotations
 
-import itertools
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from _agent_world import line_stream, pane_chunks, pane_lines, turn_lines, word
 
 from greenroom import AssistantMessage, CompactionSummary, UserMessage
 
@@ -29,58 +29,6 @@ __all__ = [
     "turn_lines",
     "turn_texts",
 ]
-
-_WORDS = (
-    "parser", "cache", "scheduler", "migration", "socket", "index", "retry", "config",
-    "logger", "tokenizer", "router", "queue", "snapshot", "lexer", "pool", "codec",
-)  # fmt: skip
-_TOOLS = ("bash", "read_file", "edit_file", "grep")
-
-
-def _word(n: int) -> str:
-    return _WORDS[n % len(_WORDS)]
-
-
-def _ndjson(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
-
-
-# -- agent panes ----------------------------------------------------------------------------
-
-
-def turn_lines(pane: int, turn: int) -> list[bytes]:
-    """The NDJSON lines agent pane `pane` prints in its turn `turn`: tool use, then text."""
-    topic = _word(pane + turn)
-    lines = [_ndjson({"type": "turn_started", "turn": turn, "topic": topic})]
-    for step in range(1 + (pane + turn) % 3):
-        tool = _TOOLS[(pane + turn + step) % len(_TOOLS)]
-        target = f"src/{topic}/{_word(pane * 3 + step)}.py"
-        lines.append(_ndjson({"type": "tool_use", "tool": tool, "input": target}))
-        output = f"{tool} {target}: " + " ".join(_word(pane + step + k) for k in range(12))
-        ok = (pane + step) % 5 != 3  # now and then a tool fails
-        lines.append(_ndjson({"type": "tool_result", "ok": ok, "output": output}))
-    text = f"Turn {turn}: the {topic} now handles the {_word(pane + 7)} case; tests pass."
-    lines.append(_ndjson({"type": "text", "text": text}))
-    lines.append(_ndjson({"type": "turn_finished", "turn": turn}))
-    return lines
-
-
-def pane_lines(pane: int) -> list[bytes]:
-    """Everything agent pane `pane` prints at first: two to five turns."""
-    return [line for turn in range(1, 3 + pane % 4) for line in turn_lines(pane, turn)]
-
-
-def line_stream(pane: int, first_turn: int) -> Iterator[bytes]:
-    """Pane `pane`'s lines from its turn `first_turn` on, for as long as it is read."""
-    for turn in itertools.count(first_turn):
-        yield from turn_lines(pane, turn)
-
-
-def pane_chunks(pane: int, data: bytes) -> list[bytes]:
-    """`data` cut the way a pipe delivers it: fixed-size reads that split lines."""
-    size = 61 + pane % 29
-    return [data[start : start + size] for start in range(0, len(data), size)]
-
 
 # -- the fake LLM ---------------------------------------------------------------------------
 
@@ -114,7 +62,7 @@ def llm_answer(prompt: str, system: str | None) -> str:
             return "Each draft has its charm; I cannot pick one."
         return f"WINNER: {1 + sum(map(ord, task)) % len(AGENTS)}"
     agent = (system or "").removeprefix("You are the ").removesuffix(".")
-    return f"[{agent}] For '{prompt}': keep it in the {_word(len(prompt))} layer, test it first."
+    return f"[{agent}] For '{prompt}': keep it in the {word(len(prompt))} layer, test it first."
 
 
 def llm_usage(prompt: str, system: str | None, answer: str) -> dict[str, int]:
@@ -136,13 +84,13 @@ def parse_verdict(verdict: str) -> int:
 
 def turn_texts(conversation: int, turn: int) -> tuple[str, str, str, str]:
     """One coding-agent turn: the user's ask, a file to read, its content, the answer."""
-    topic = _word(conversation * 5 + turn)
-    ask = f"Turn {turn}: please look at the {topic} and tell me what the {_word(turn)} does. "
-    ask += "Context from the ticket: " + " ".join(_word(turn + k) for k in range(30))
+    topic = word(conversation * 5 + turn)
+    ask = f"Turn {turn}: please look at the {topic} and tell me what the {word(turn)} does. "
+    ask += "Context from the ticket: " + " ".join(word(turn + k) for k in range(30))
     path = f"src/{topic}.py"
-    body = "\n".join(f"def {_word(turn + k)}_{k}(x):\n    return x + {k}" for k in range(40))
-    answer = f"The {topic} delegates to the {_word(turn)}; " + " ".join(
-        _word(conversation + k) for k in range(50)
+    body = "\n".join(f"def {word(turn + k)}_{k}(x):\n    return x + {k}" for k in range(40))
+    answer = f"The {topic} delegates to the {word(turn)}; " + " ".join(
+        word(conversation + k) for k in range(50)
     )
     return ask, path, body, answer
 

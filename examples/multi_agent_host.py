@@ -4,7 +4,8 @@ Run it with `make demo` (or `.venv/bin/python examples/multi_agent_host.py`). It
 host that runs many coding agents at once, on a fake clock so that eight days pass in
 a few seconds, in five parts:
 
-1. 50 agent panes stream NDJSON output into blocks;
+1. 50 agents, real processes (`_agent.py`) each under a pseudo-terminal, stream NDJSON
+   output into their panes; one crashes, one runs on until the host stops it;
 2. 10 executions ask three agents in one batch, then a judge, answered by a scripted
    LLM through `feed` / `feed_many`; one is cancelled, one fails in its strategy;
 3. 5 transcripts run until they compact; one is branched with `append_leaf`, closed
@@ -16,8 +17,12 @@ a few seconds, in five parts:
 
 Every part checks what it prints: a broken runtime makes the demo exit non-zero. It
 leaves `demo.db`, `demo.db.archives/` and `demo.db.transcripts/` in the current folder
-(removing those of a previous run first). The agents and the LLM are scripted in
-`_demo_world.py`.
+(removing those of a previous run first). What the agents print and the LLM are
+scripted in `_demo_world.py`.
+
+`make live` (`--live`) runs the world without an end instead, on the real clock: eight
+agents that keep working (and crash now and then, and are started again), served with
+`greenroom.web` on http://127.0.0.1:8765/ (the URL is printed) until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +43,6 @@ from _demo_world import (
     line_stream,
     llm_answer,
     llm_usage,
-    pane_chunks,
     pane_lines,
     parse_verdict,
     summarize,
@@ -44,6 +50,8 @@ from _demo_world import (
     turn_texts,
 )
 
+import greenroom.processes
+import greenroom.web
 from greenroom import (
     AssistantMessage,
     Block,
@@ -73,6 +81,9 @@ DAY_S = 86_400
 PANES = 50
 BUSY_PANES = 10  # these agents are still at work four days later: the sweep spares them
 UI_PANE = "agent-07"
+CRASHING = 13  # this pane's agent dies of SIGSEGV once it has printed its turns
+LONG_RUNNING = 29  # this one runs on until the host stops it
+AGENT = Path(__file__).resolve().with_name("_agent.py")
 ARCHIVE_BUDGET = 12_000  # bytes: small, so the sweep has to prune
 REPLAY_LIMIT = 100  # events a session's replay buffer holds
 MODEL = "anthropic:claude-sonnet-4-5"
@@ -125,28 +136,38 @@ def tokens_of(lines: list[bytes]) -> int:
 # -- 1. agent panes -------------------------------------------------------------------------
 
 
-def stream_panes(rt: Runtime, clock: FakeClock) -> dict[str, Block]:
-    """50 panes print their output in pipe-sized chunks, a quarter second apart."""
-    section("1. Agent panes")
-    panes = {pane_id(n): rt.blocks.get(pane_id(n)) for n in range(PANES)}
-    pending = {pane_id(n): pane_chunks(n, b"".join(pane_lines(n))) for n in range(PANES)}
-    ticks = 0
-    while any(pending.values()):
-        for block_id, chunks in pending.items():
-            if chunks:
-                panes[block_id].append_output(chunks.pop(0))  # returns at once
-        clock.advance(0.25)  # a quarter second: debounced stats flushes fall due
-        ticks += 1
+def agent_command(n: int, mode: str) -> list[str]:
+    """The argv of pane `n`'s agent program (`_agent.py`, a real process)."""
+    return [sys.executable, str(AGENT), str(n), mode]
 
-    # Stats are stored at most once per `stats_flush_interval_s` (1 s): the panes that
-    # printed in the last second are ahead of what is stored, until their trailing flush.
-    lagging = sum(
-        1
-        for block in panes.values()
-        if block.meta()["session:line_count"] < block.stats().line_count
-    )
-    clock.advance(1.0)
-    lines = tokens = 0
+
+def stream_panes(rt: Runtime, clock: FakeClock) -> dict[str, Block]:
+    """50 agent programs run at once, each under a pseudo-terminal into its pane."""
+    section("1. Agent processes")
+    modes = {CRASHING: "crash", LONG_RUNNING: "long"}
+    long_id = pane_id(LONG_RUNNING)
+    watcher = rt.replay.follow(rt.replay.current_cursor(long_id))  # its lines, as they come
+    agents = {
+        pane_id(n): greenroom.processes.spawn(rt, pane_id(n), agent_command(n, modes.get(n, "run")))
+        for n in range(PANES)
+    }
+    panes = {block_id: rt.blocks.get(block_id) for block_id in agents}
+    long_run = agents[long_id]
+    # Every agent but the long one ends by itself; the long one is still at work once
+    # it has printed its turns.
+    statuses = {
+        block_id: agent.wait(timeout=60)
+        for block_id, agent in agents.items()
+        if agent is not long_run
+    }
+    with watcher:
+        for _ in pane_lines(LONG_RUNNING):
+            check(isinstance(watcher.next_item(timeout=60), ObservationEvent), "a gap")
+    check(long_run.returncode is None, "the long-running agent ended by itself")
+    long_run.terminate()  # the host stops it
+    statuses[long_id] = long_run.wait(timeout=60)
+
+    lines = tokens = events = 0
     for n, (block_id, block) in enumerate(panes.items()):
         expected = pane_lines(n)
         stats = block.stats()
@@ -154,18 +175,26 @@ def stream_panes(rt: Runtime, clock: FakeClock) -> dict[str, Block]:
         check(stats.token_estimate == tokens_of(expected), f"{block_id} token estimate")
         check(block.meta()["session:line_count"] == stats.line_count, f"{block_id} not flushed")
         check(block.read_output().data == b"".join(expected), f"{block_id} output differs")
+        check(block.meta()["session:exit_code"] == statuses[block_id], f"{block_id} exit code")
+        check(agents[block_id].lines_published == len(expected), f"{block_id} line events")
         lines += stats.line_count
         tokens += stats.token_estimate
-    check(lagging > 0, "no pane's stored stats lagged behind its live stats")
+        events += agents[block_id].lines_published
     check(rt.blocks.ids(view="agent") == sorted(panes), "the store does not list the 50 panes")
-    # What the agents printed, counted here: the totals and the ticks it took.
     everything = [pane_lines(n) for n in range(PANES)]
     check(lines == sum(map(len, everything)), f"{lines} lines in all")
     check(tokens == sum(map(tokens_of, everything)), f"{tokens} tokens in all")
-    longest = max(len(pane_chunks(n, b"".join(pane_lines(n)))) for n in range(PANES))
-    check(ticks == longest, f"{ticks} ticks for at most {longest} chunks a pane")
-    print(f"{PANES} panes streamed {lines} NDJSON lines (~{tokens} tokens) in {ticks} ticks")
-    print(f"{lagging} of {PANES} panes' stored stats trailed the live ones until the flush 1 s on")
+    finished = sum(1 for status in statuses.values() if status == 0)
+    crashed, stopped = statuses[pane_id(CRASHING)], statuses[long_id]
+    check((finished, crashed, stopped) == (PANES - 2, -11, -15), f"exit statuses {statuses}")
+    print(f"{PANES} agents streamed {lines} NDJSON lines (~{tokens} tokens) into their panes")
+    print(
+        f"{finished} exited 0; {pane_id(CRASHING)} crashed (SIGSEGV, status {crashed}); "
+        f"{long_id} ran on until the host stopped it (SIGTERM, {stopped})"
+    )
+    print(f"each line also went to its pane's replay buffer: {events} events")
+    # Those events age out of the buffers before the UI of part 4 comes.
+    clock.advance(rt.config.max_event_age_s + rt.config.replay_trim_interval_s)
     return panes
 
 
@@ -505,7 +534,8 @@ def follow_pane(rt: Runtime, clock: FakeClock) -> None:
     section("4. Replay: a UI follows " + UI_PANE)
     pane = rt.blocks.get(UI_PANE)
     stream = line_stream(7, first_turn=10)
-    published_here = 0  # events the demo published (the only ones in this runtime)
+    published_here = 0  # events published from here on (part 1's have aged out)
+    before = rt.metrics()
 
     def agent_prints(count: int) -> list[Any]:
         # The host's reader stores each line and publishes it to the UI; neither waits.
@@ -551,10 +581,12 @@ def follow_pane(rt: Runtime, clock: FakeClock) -> None:
     # The UI reloads the pane's output from the block, then follows from the tail.
     check(pane.read_output().line_count == pane.stats().line_count, "pane reload")
     metrics = rt.metrics()
-    trimmed, published = metrics["replay_events_trimmed"], metrics["replay_events_appended"]
+    trimmed = metrics["replay_events_trimmed"] - before["replay_events_trimmed"]
+    published = metrics["replay_events_appended"] - before["replay_events_appended"]
     check(published == published_here, f"{published} events published, not {published_here}")
     check(trimmed == published_here - REPLAY_LIMIT, f"{trimmed} of {published} events trimmed")
-    check(late.oldest_position == trimmed + 1, f"oldest position {late.oldest_position}")
+    oldest = seen[0].position + trimmed
+    check(late.oldest_position == oldest, f"oldest position {late.oldest_position}")
     follower = rt.replay.follow(late.latest_cursor)
     live = agent_prints(1)
     item = follower.next_item(timeout=10)
@@ -623,8 +655,45 @@ def a_week_later(rt: Runtime, clock: FakeClock, panes: dict[str, Block]) -> tupl
     return busy[0], kept
 
 
+def live(port: int, agents: int = 8) -> None:
+    """`make live`: agents that never end, their panes served live until Ctrl-C."""
+    fresh_start(DB)
+    with Runtime.open(DB) as rt:  # the real clock
+        stopping = threading.Event()
+
+        def keep_running(n: int) -> None:
+            # An agent that crashes or ends is started again, until the host stops.
+            while not stopping.is_set():
+                mode = "forever" if n % 4 else "run"  # every fourth one ends and restarts
+                agent = greenroom.processes.spawn(rt, pane_id(n), agent_command(n, mode))
+                status = agent.wait()
+                if not stopping.is_set():
+                    rt.replay.publish(pane_id(n), {"type": "restarted", "after_status": status})
+
+        threads = [
+            threading.Thread(target=keep_running, args=(n,), daemon=True) for n in range(agents)
+        ]
+        for thread in threads:
+            thread.start()
+
+        def ready(url: str) -> None:
+            print(f"serving {agents} live agents on {url}#{pane_id(0)} (Ctrl-C stops)", flush=True)
+
+        try:
+            greenroom.web.serve(rt, "127.0.0.1", port, on_ready=ready)
+        except KeyboardInterrupt:
+            print("stopped", flush=True)
+        finally:
+            stopping.set()  # the runtime's close stops the agents still running
+
+
 def main() -> None:
     """Run the five parts on a fresh `demo.db` and print the report."""
+    if "--live" in sys.argv[1:]:
+        # (`--port N` for another port; 0 takes a free one.)
+        args = sys.argv[1:]
+        live(int(args[args.index("--port") + 1]) if "--port" in args else 8765)
+        return
     fresh_start(DB)
     clock = FakeClock(start_ms=START_MS)
     config = RuntimeConfig(max_archive_bytes=ARCHIVE_BUDGET, max_events_per_session=REPLAY_LIMIT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -33,7 +34,10 @@ def test_demo_runs_and_replaces_a_previous_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     for line in (
-        "50 panes streamed 1213 NDJSON lines (~26401 tokens) in 53 ticks",
+        "50 agents streamed 1213 NDJSON lines (~26401 tokens) into their panes",
+        "48 exited 0; agent-13 crashed (SIGSEGV, status -11); agent-29 ran on until the host "
+        "stopped it (SIGTERM, -15)",
+        "each line also went to its pane's replay buffer: 1213 events",
         "10 executions: 8 completed, 1 cancelled, 1 error; 39 answers fed",
         "the failing one ended in error: ValueError: the judge named no winner",
         "closed and resumed: the same 9-message context, next entry 61",
@@ -139,3 +143,36 @@ def test_demo_fails_when_the_runtime_misbehaves(tmp_path: Path, bug: str) -> Non
     assert done.returncode == 1, done.stdout + done.stderr
     assert failure in done.stderr
     assert "All checks passed." not in done.stdout
+
+
+def test_make_live_serves_agents_that_keep_working(tmp_path: Path) -> None:
+    httpx = pytest.importorskip("httpx")
+    live = subprocess.Popen(
+        [sys.executable, str(DEMO), "--live", "--port", "0"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert live.stdout is not None
+        found = re.search(
+            r"serving 8 live agents on (http://127\.0\.0\.1:\d+/)", live.stdout.readline()
+        )
+        assert found, live.stderr.read() if live.poll() is not None else "no URL line"
+        base = found.group(1)
+        with httpx.stream("GET", base + "sessions/agent-01/events", timeout=10.0) as events:
+            seen = 0
+            for line in events.iter_lines():
+                if line.startswith("event: observation"):
+                    seen += 1
+                if seen == 3:
+                    break
+        blocks = httpx.get(base + "blocks", timeout=10.0).json()
+        assert {block["id"] for block in blocks} >= {f"agent-{n:02d}" for n in range(8)}
+        live.send_signal(signal.SIGINT)
+        assert live.wait(timeout=30) == 0
+        assert "stopped" in live.stdout.read()
+    finally:
+        if live.poll() is None:
+            live.kill()
