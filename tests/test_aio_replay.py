@@ -631,3 +631,20 @@ async def test_closing_the_runtime_ends_a_waiting_follower(
             await off_loop(rt.close)  # off the loop: the consumer's wake-up comes meanwhile
     assert items == []
     assert follower.closed
+
+
+async def test_a_follower_says_how_many_items_it_yields_without_waiting(rt: Runtime) -> None:
+    replay = AsyncReplay(rt.replay)
+    cursor = await replay.current_cursor("s1")
+    await replay.append_many("s1", [{"n": n} for n in range(3)])
+    follower = replay.follow(cursor)
+    assert follower.pending == 0  # subscribing: nothing taken in yet
+    with anyio.fail_after(WAIT):
+        first = await follower.next_item(WAIT)
+    assert isinstance(first, ObservationEvent)
+    assert follower.pending == 2
+    with anyio.fail_after(WAIT):
+        await follower.next_item()  # (no timeout: one is there)
+        await follower.next_item()
+    assert follower.pending == 0
+    await follower.aclose()

@@ -341,6 +341,15 @@ class AsyncFollower:
         """Whether `close()` was called (or iteration ended)."""
         return self._closed
 
+    @property
+    def pending(self) -> int:
+        """Items the next calls yield without waiting (events queued, a gap to report);
+        0 while it subscribes again. A caller with a timeout per item can skip the
+        timeout while this is not 0 (`greenroom.web` does: a timeout costs more than
+        taking an event)."""
+        sub = self._sub
+        return (self._gap is not None) + (sub.pending if sub is not None else 0)
+
     def __aiter__(self) -> Self:
         return self
 

@@ -23,7 +23,7 @@ from greenroom.errors import GreenroomError, InvalidInput, MalformedCursor, NotF
 from greenroom.replay.messages import check_session_id
 from greenroom.replay.records import Gap
 from greenroom.runtime import Runtime
-from greenroom.web.sse import sse_stream
+from greenroom.web.sse import FrameCache, sse_stream
 
 __all__ = ["GreenroomWeb", "app"]
 
@@ -43,6 +43,7 @@ class GreenroomWeb(Starlette):
         self._heartbeat_s = heartbeat_s
         self._replay = AsyncReplay(runtime.replay)
         self._followers: set[Any] = set()
+        self._frames = FrameCache()
         routes = [
             Route("/", self._page),
             Route("/sessions/{session_id:path}/events", self._events),
@@ -103,7 +104,7 @@ class GreenroomWeb(Starlette):
 
         async def body() -> AsyncIterator[bytes]:
             try:
-                async for chunk in sse_stream(follower, self._heartbeat_s, 1000):
+                async for chunk in sse_stream(follower, self._heartbeat_s, 1000, self._frames):
                     yield chunk
             finally:
                 self._followers.discard(follower)

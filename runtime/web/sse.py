@@ -12,7 +12,7 @@ from greenroom.aio.replay import AsyncFollower
 from greenroom.errors import Timeout
 from greenroom.replay.records import Gap, ObservationEvent
 
-__all__ = ["event_json", "gap_json", "sse_stream"]
+__all__ = ["FrameCache", "event_json", "gap_json", "sse_stream"]
 
 log = logging.getLogger("greenroom.web")
 
@@ -47,8 +47,27 @@ def _frame(event: str, ident: str, data: dict[str, Any]) -> bytes:
     return f"id: {ident}\nevent: {event}\ndata: {text}\n\n".encode()
 
 
+class FrameCache:
+    """The frames of the latest events, by cursor: every client of a session gets the
+    same bytes for an event, so each is encoded once, not once per client."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._frames: dict[str, bytes] = {}
+
+    def frame(self, event: ObservationEvent) -> bytes:
+        """The `observation` frame of `event`."""
+        found = self._frames.get(event.cursor)
+        if found is None:
+            found = _frame("observation", event.cursor, event_json(event))
+            if len(self._frames) >= self._size:
+                del self._frames[next(iter(self._frames))]  # the oldest in
+            self._frames[event.cursor] = found
+        return found
+
+
 async def sse_stream(
-    follower: AsyncFollower, heartbeat_s: float, retry_ms: int
+    follower: AsyncFollower, heartbeat_s: float, retry_ms: int, frames: FrameCache
 ) -> AsyncIterator[bytes]:
     """The bytes of a stream following `follower` until it is closed (or the runtime
     closes, or the client goes: the response then cancels this)."""
@@ -56,7 +75,9 @@ async def sse_stream(
     try:
         while True:
             try:
-                item = await follower.next_item(heartbeat_s)
+                # A timeout only to wait: queued events are taken without one.
+                timeout = None if follower.pending else heartbeat_s
+                item = await follower.next_item(timeout)
             except Timeout:
                 yield b": heartbeat\n\n"
                 continue
@@ -66,6 +87,6 @@ async def sse_stream(
             if isinstance(item, Gap):
                 yield _frame("gap", item.latest_cursor, gap_json(item))
             else:
-                yield _frame("observation", item.cursor, event_json(item))
+                yield frames.frame(item)
     finally:
         follower.close()
