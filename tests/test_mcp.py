@@ -117,6 +117,23 @@ async def answer(session: ClientSession, result: types.InputRequiredResult) -> t
     return responses
 
 
+async def retry(
+    session: ClientSession,
+    tool: str,
+    arguments: dict[str, Any],
+    responses: types.InputResponses | None,
+    state: str | None,
+) -> types.CallToolResult | types.InputRequiredResult:
+    """The same call again with `responses` and `state`: a multi round-trip retry."""
+    return await session.call_tool(
+        tool,
+        arguments,
+        input_responses=responses,
+        request_state=state,
+        allow_input_required=True,
+    )
+
+
 def structured(result: types.CallToolResult) -> dict[str, Any]:
     assert not result.is_error, result.content
     assert isinstance(result.structured_content, dict)
@@ -178,62 +195,36 @@ async def test_each_round_is_one_input_required_result_and_a_forged_state_is_ref
 
         forged = state[:-4] + ("AAAA" if not state.endswith("AAAA") else "BBBB")
         for bad in (forged, "not-a-state", json.dumps({"s": "s-x", "r": 1})):
-            refused = await session.call_tool(
-                "panel",
-                {"question": "tabs?"},
-                input_responses=responses,
-                request_state=bad,
-                allow_input_required=True,
-            )
+            refused = await retry(session, "panel", {"question": "tabs?"}, responses, bad)
             assert isinstance(refused, types.CallToolResult)
             assert "requestState" in error_text(refused)
-        other_call = await session.call_tool(
-            "panel",
-            {"question": "spaces?"},
-            input_responses=responses,
-            request_state=state,
-            allow_input_required=True,
-        )
+        other_call = await retry(session, "panel", {"question": "spaces?"}, responses, state)
         assert isinstance(other_call, types.CallToolResult)
         assert "belongs to another call" in error_text(other_call)
 
         # Half the round: the other query is asked again, with a fresh state.
-        half = await session.call_tool(
-            "panel",
-            {"question": "tabs?"},
-            input_responses={"q-1-1": responses["q-1-1"]},
-            request_state=state,
-            allow_input_required=True,
+        half = await retry(
+            session, "panel", {"question": "tabs?"}, {"q-1-1": responses["q-1-1"]}, state
         )
         assert isinstance(half, types.InputRequiredResult)
         assert sorted(half.input_requests or {}) == ["q-1-0"]
-        second = await session.call_tool(
+        second = await retry(
+            session,
             "panel",
             {"question": "tabs?"},
-            input_responses={"q-1-0": responses["q-1-0"]},
-            request_state=half.request_state,
-            allow_input_required=True,
+            {"q-1-0": responses["q-1-0"]},
+            half.request_state,
         )
         assert isinstance(second, types.InputRequiredResult)
         assert sorted(second.input_requests or {}) == ["q-2-0"]
         # A state answers its own round only.
-        ahead = await session.call_tool(
-            "panel",
-            {"question": "tabs?"},
-            input_responses={"q-2-0": responses["q-1-0"]},
-            request_state=state,
-            allow_input_required=True,
+        ahead = await retry(
+            session, "panel", {"question": "tabs?"}, {"q-2-0": responses["q-1-0"]}, state
         )
         assert isinstance(ahead, types.CallToolResult)
         assert "does not answer a request" in error_text(ahead)
         # A state replayed with the same answers changes nothing: the session is on.
-        again = await session.call_tool(
-            "panel",
-            {"question": "tabs?"},
-            input_responses=responses,
-            request_state=state,
-            allow_input_required=True,
-        )
+        again = await retry(session, "panel", {"question": "tabs?"}, responses, state)
         assert isinstance(again, types.InputRequiredResult)
         assert sorted(again.input_requests or {}) == ["q-2-0"]
         # ... and with other answers it is refused: an answer is never changed.
@@ -243,13 +234,7 @@ async def test_each_round_is_one_input_required_result_and_a_forged_state_is_ref
             )
             for key in responses
         }
-        refused = await session.call_tool(
-            "panel",
-            {"question": "tabs?"},
-            input_responses=changed,
-            request_state=state,
-            allow_input_required=True,
-        )
+        refused = await retry(session, "panel", {"question": "tabs?"}, changed, state)
         assert isinstance(refused, types.CallToolResult)
         assert "cannot be changed" in error_text(refused)
 
@@ -260,12 +245,8 @@ async def test_a_failing_strategy_a_cancel_and_bad_arguments_are_tool_errors(
     async with modern_session(server_params(tmp_path / "host.db")) as session:
         first = await session.call_tool("fails", {"topic": "tides"}, allow_input_required=True)
         assert isinstance(first, types.InputRequiredResult)
-        failed = await session.call_tool(
-            "fails",
-            {"topic": "tides"},
-            input_responses=await answer(session, first),
-            request_state=first.request_state,
-            allow_input_required=True,
+        failed = await retry(
+            session, "fails", {"topic": "tides"}, await answer(session, first), first.request_state
         )
         assert isinstance(failed, types.CallToolResult)
         assert "ValueError: no good answer about tides" in error_text(failed)
@@ -280,12 +261,8 @@ async def test_a_failing_strategy_a_cancel_and_bad_arguments_are_tool_errors(
         sid = about["session_id"]
         cancelled = structured(await session.call_tool("greenroom_cancel", {"session_id": sid}))
         assert (cancelled["status"], cancelled["session_id"]) == ("cancelled", sid)
-        retried = await session.call_tool(
-            "panel",
-            {"question": "q"},
-            input_responses=await answer(session, paused),
-            request_state=paused.request_state,
-            allow_input_required=True,
+        retried = await retry(
+            session, "panel", {"question": "q"}, await answer(session, paused), paused.request_state
         )
         assert isinstance(retried, types.CallToolResult)
         assert "has ended; call greenroom_status" in error_text(retried)
@@ -369,12 +346,8 @@ async def test_a_call_goes_on_after_the_server_is_killed_between_two_rounds(
             first = await session.call_tool("panel", {"question": "q"}, allow_input_required=True)
             assert isinstance(first, types.InputRequiredResult)
             responses = await answer(session, first)
-            second = await session.call_tool(
-                "panel",
-                {"question": "q"},
-                input_responses=responses,
-                request_state=first.request_state,
-                allow_input_required=True,
+            second = await retry(
+                session, "panel", {"question": "q"}, responses, first.request_state
             )
             assert isinstance(second, types.InputRequiredResult)
             last = await answer(session, second)
@@ -385,23 +358,11 @@ async def test_a_call_goes_on_after_the_server_is_killed_between_two_rounds(
     assert died, "the killed server still answered"
     # A new server process on the same database: the same retry completes.
     async with modern_session(server_params(db)) as session:
-        done = await session.call_tool(
-            "panel",
-            {"question": "q"},
-            input_responses=last,
-            request_state=second.request_state,
-            allow_input_required=True,
-        )
+        done = await retry(session, "panel", {"question": "q"}, last, second.request_state)
         assert isinstance(done, types.CallToolResult)
         final = structured(done)
         # A client that retries the round before (its answers are in) gets it too.
-        again = await session.call_tool(
-            "panel",
-            {"question": "q"},
-            input_responses=responses,
-            request_state=first.request_state,
-            allow_input_required=True,
-        )
+        again = await retry(session, "panel", {"question": "q"}, responses, first.request_state)
     assert final["result"]["summary"] == "<sum up the votes ['<judge 0: q>', '<judge 1: q>']>"
     assert isinstance(again, types.CallToolResult)
     assert structured(again) == final

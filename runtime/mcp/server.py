@@ -59,6 +59,12 @@ _RUNTIMES: weakref.WeakKeyDictionary[Server[Any], Runtime] = weakref.WeakKeyDict
 
 _SESSION_ID = {"type": "string", "description": "the session id a step returned"}
 _OBJECT = {"type": "object"}
+_SESSION_ONLY = {
+    "type": "object",
+    "properties": {"session_id": _SESSION_ID},
+    "required": ["session_id"],
+    "additionalProperties": False,
+}
 
 EXPLICIT_TOOLS: dict[str, types.Tool] = {
     tool.name: tool
@@ -132,12 +138,7 @@ EXPLICIT_TOOLS: dict[str, types.Tool] = {
         types.Tool(
             name="greenroom_status",
             description="A session's state, pending query ids and stats (never waits).",
-            input_schema={
-                "type": "object",
-                "properties": {"session_id": _SESSION_ID},
-                "required": ["session_id"],
-                "additionalProperties": False,
-            },
+            input_schema=_SESSION_ONLY,
             output_schema={
                 "type": "object",
                 "properties": {
@@ -152,12 +153,7 @@ EXPLICIT_TOOLS: dict[str, types.Tool] = {
         types.Tool(
             name="greenroom_cancel",
             description="Cancel a running or paused session.",
-            input_schema={
-                "type": "object",
-                "properties": {"session_id": _SESSION_ID},
-                "required": ["session_id"],
-                "additionalProperties": False,
-            },
+            input_schema=_SESSION_ONLY,
             output_schema=STEP_SCHEMA,
         ),
     )
