@@ -32,12 +32,15 @@ open.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from greenroom.aio.bridge import call_soon_threadsafe, settled
 from greenroom.checks import check_timeout
@@ -80,15 +83,61 @@ async def _answer(pending: PendingSubscribe) -> Subscription | Gap:
     return result
 
 
-def _loop_soon(what: str) -> _Soon:
-    """`bridge.call_soon_threadsafe()` of the running loop; `InvalidTransition` off a loop."""
+class _LoopWakes:
+    """Wakes a loop's waiting tasks from the buffers' threads, in batches.
+
+    A buffer appending one event releases every waiting subscriber: one hand-off to
+    the loop each (a self-pipe write and a wake-up) would cost a thousand per event
+    with a thousand subscribers. Wakes queued while one hand-off is on its way ride
+    with it. One per loop.
+    """
+
+    __slots__ = ("__weakref__", "_lock", "_pending", "_scheduled", "_soon", "event")
+
+    def __init__(self, soon: _Soon, event: Callable[[], Any]) -> None:
+        self._soon = soon
+        self.event = event
+        """Makes the event a waiting task waits on (the loop's own: cheaper)."""
+        self._lock = threading.Lock()
+        self._pending: list[Callable[[], object]] = []
+        self._scheduled = False
+
+    def __call__(self, fn: Callable[[], object]) -> None:
+        with self._lock:
+            self._pending.append(fn)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._soon(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            ready, self._pending = self._pending, []
+            self._scheduled = False
+        for fn in ready:
+            fn()
+
+
+_wakes: weakref.WeakKeyDictionary[Any, _LoopWakes] = weakref.WeakKeyDictionary()
+_wakes_lock = threading.Lock()
+
+
+def _loop_soon(what: str) -> _LoopWakes:
+    """The running loop's `_LoopWakes`; `InvalidTransition` off a loop."""
     try:
-        return call_soon_threadsafe()
+        native = anyio.lowlevel.current_token().native_token
+        soon = call_soon_threadsafe()
     except RuntimeError:  # sniffio's AsyncLibraryNotFoundError: no loop runs this call
         raise InvalidTransition(
             f"{what} is called from a coroutine (a task on an asyncio or trio loop): it "
             "wakes that loop when events come; on a thread use Runtime.replay instead"
         ) from None
+    with _wakes_lock:
+        found = _wakes.get(native)
+        if found is None:
+            event = asyncio.Event if isinstance(native, asyncio.AbstractEventLoop) else anyio.Event
+            found = _wakes[native] = _LoopWakes(soon, event)
+        return found
 
 
 class _Wake:
@@ -98,9 +147,9 @@ class _Wake:
 
     __slots__ = ("_event", "_soon")
 
-    def __init__(self, soon: _Soon) -> None:
+    def __init__(self, soon: _LoopWakes) -> None:
         self._soon = soon
-        self._event = anyio.Event()
+        self._event = soon.event()
 
     def release(self) -> None:
         self._soon(self._event.set)
@@ -109,7 +158,7 @@ class _Wake:
         await self._event.wait()
 
 
-async def _next_event(sub: Subscription, soon: _Soon) -> ObservationEvent:
+async def _next_event(sub: Subscription, soon: _LoopWakes) -> ObservationEvent:
     """The next event of `sub`, awaited without a thread; raises as `next_event`."""
     while True:
         waker = _Wake(soon)
