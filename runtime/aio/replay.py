@@ -118,7 +118,9 @@ class _LoopWakes:
             fn()
 
 
-_wakes: weakref.WeakKeyDictionary[Any, _LoopWakes] = weakref.WeakKeyDictionary()
+# By loop (its id): each subscription and follower holds its loop's, so the entry goes
+# with the last of them, and never keeps a closed loop (and its file descriptors) alive.
+_wakes: weakref.WeakValueDictionary[int, _LoopWakes] = weakref.WeakValueDictionary()
 _wakes_lock = threading.Lock()
 
 
@@ -133,10 +135,11 @@ def _loop_soon(what: str) -> _LoopWakes:
             "wakes that loop when events come; on a thread use Runtime.replay instead"
         ) from None
     with _wakes_lock:
-        found = _wakes.get(native)
+        found = _wakes.get(id(native))
         if found is None:
             event = asyncio.Event if isinstance(native, asyncio.AbstractEventLoop) else anyio.Event
-            found = _wakes[native] = _LoopWakes(soon, event)
+            found = _LoopWakes(soon, event)
+            _wakes[id(native)] = found
         return found
 
 
