@@ -123,8 +123,11 @@ def _params(*args: str) -> StdioServerParameters:
     )
 
 
-def _greenroom(db: Path) -> StdioServerParameters:
-    return _params("-m", "greenroom.cli", "mcp", "--db", str(db), "--strategies", "bench_mcp")
+def _greenroom(db: Path, synchronous: str = "FULL") -> StdioServerParameters:
+    return _params(
+        *("-m", "greenroom.cli", "mcp", "--db", str(db), "--strategies", "bench_mcp"),
+        *("--synchronous", synchronous),
+    )
 
 
 async def _open(
@@ -151,7 +154,7 @@ def _pct(values: list[float], q: float) -> float:
 
 async def bench_round_trips(round_trips: int, warm_up: int) -> dict[str, list[float]]:
     """Bare calls, greenroom round trips and greenroom_feed calls, alternating."""
-    results: dict[str, list[float]] = {"bare": [], "mrtr": [], "feed": []}
+    results: dict[str, list[float]] = {"bare": [], "mrtr": [], "feed": [], "normal": []}
     arguments = {"count": warm_up + round_trips + 1}  # never completes while measured
     with tempfile.TemporaryDirectory(prefix="greenroom-bench-mcp-") as folder:
         async with AsyncExitStack() as stack:
@@ -160,9 +163,14 @@ async def bench_round_trips(round_trips: int, warm_up: int) -> dict[str, list[fl
             modern = await _open(stack, _greenroom(Path(folder) / "bench.db"), modern=True)
             # A database of its own: the two greenroom processes never share a lock.
             legacy = await _open(stack, _greenroom(Path(folder) / "feed.db"), modern=False)
+            # The same round trip with the journal at synchronous=NORMAL (one fsync less).
+            normal_server = _greenroom(Path(folder) / "normal.db", "NORMAL")
+            normal = await _open(stack, normal_server, modern=True)
 
             paused = await modern.call_tool(LOOP, arguments, allow_input_required=True)
             assert isinstance(paused, types.InputRequiredResult), paused
+            paused_normal = await normal.call_tool(LOOP, arguments, allow_input_required=True)
+            assert isinstance(paused_normal, types.InputRequiredResult), paused_normal
             started = await legacy.call_tool(
                 "greenroom_start", {"strategy": LOOP, "arguments": arguments}
             )
@@ -188,6 +196,16 @@ async def bench_round_trips(round_trips: int, warm_up: int) -> dict[str, list[fl
                 began = stopwatch()
                 fed = await legacy.call_tool("greenroom_feed", feed_arguments)
                 feed_s = stopwatch() - began
+                began = stopwatch()
+                paused_normal = await normal.call_tool(
+                    LOOP,
+                    arguments,
+                    input_responses=dict.fromkeys(paused_normal.input_requests or {}, ANSWER),
+                    request_state=paused_normal.request_state,
+                    allow_input_required=True,
+                )
+                normal_s = stopwatch() - began
+                assert isinstance(paused_normal, types.InputRequiredResult), paused_normal
                 assert not answered.is_error, answered
                 assert isinstance(paused, types.InputRequiredResult), paused
                 assert len(paused.input_requests or {}) == 1, paused
@@ -196,6 +214,7 @@ async def bench_round_trips(round_trips: int, warm_up: int) -> dict[str, list[fl
                     results["bare"].append(bare_s)
                     results["mrtr"].append(mrtr_s)
                     results["feed"].append(feed_s)
+                    results["normal"].append(normal_s)
     return results
 
 
@@ -206,10 +225,12 @@ def _print(label: str, at: dict[str, float]) -> None:
     if label == "p50":
         passed = "PASS" if ratio <= TARGET_P50_RATIO else "FAIL"
         verdict = f" (target <= {TARGET_P50_RATIO:.1f}: {passed})"
+    normal = at["normal"] * 1e6
     print(
         f"  {label}  bare tool call {bare:8.1f}   round trip {mrtr:8.1f}   greenroom_feed "
         f"{feed:8.1f}   ratio round trip / bare {ratio:.2f}{verdict}   (greenroom_feed / "
-        f"bare {feed / bare:.2f})"
+        f"bare {feed / bare:.2f}; round trip at synchronous=NORMAL {normal:8.1f}, "
+        f"{normal / bare:.2f})"
     )
 
 
@@ -239,7 +260,11 @@ def main() -> None:
     rows: list[Row] = []
     for label, at in (("p50", p50), ("p99", p99)):
         bare = at["bare"] * 1e6
-        for key, name in (("mrtr", "multi round-trip retry"), ("feed", "greenroom_feed call")):
+        for key, name in (
+            ("mrtr", "multi round-trip retry"),
+            ("feed", "greenroom_feed call"),
+            ("normal", "multi round-trip retry, synchronous=NORMAL"),
+        ):
             value = at[key] * 1e6
             rows.append(
                 figure(

@@ -39,7 +39,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def server_params(db: Path, pid_file: Path | None = None) -> StdioServerParameters:
+def server_params(
+    db: Path, pid_file: Path | None = None, *, synchronous: str = "FULL"
+) -> StdioServerParameters:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if pid_file is not None:
         env["GREENROOM_TEST_PID_FILE"] = str(pid_file)
@@ -53,6 +55,8 @@ def server_params(db: Path, pid_file: Path | None = None) -> StdioServerParamete
             str(db),
             "--strategies",
             "tests.mcp_strategies",
+            "--synchronous",
+            synchronous,
         ],
         env=env,
         cwd=str(ROOT),
@@ -276,7 +280,8 @@ async def test_a_failing_strategy_a_cancel_and_bad_arguments_are_tool_errors(
 
 
 async def test_the_explicit_tools_serve_a_client_of_the_handshake_era(tmp_path: Path) -> None:
-    async with legacy_session(server_params(tmp_path / "host.db")) as session:
+    params = server_params(tmp_path / "host.db", synchronous="NORMAL")  # (either will do)
+    async with legacy_session(params) as session:
         listed = structured(await session.call_tool("greenroom_strategies", {}))
         assert [s["name"] for s in listed["strategies"]] == ["fails", "panel", "schema"]
 

@@ -302,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio",
     )
     mcp.add_argument("--name", default="greenroom", help="the server's name (default: greenroom)")
+    mcp.add_argument(
+        "--synchronous",
+        choices=("FULL", "NORMAL"),
+        default="FULL",
+        help="SQLite synchronous of the journal: FULL (default) survives power loss; "
+        "NORMAL only a crash of the process, and a feed costs one fsync less",
+    )
     mcp.set_defaults(run=run_mcp)
 
     serve = add("serve")

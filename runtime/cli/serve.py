@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 
 from greenroom.cli.common import CliError, open_database
+from greenroom.config import RuntimeConfig
 from greenroom.runtime import Runtime
 
 __all__ = ["parse_listen", "run_mcp", "run_serve"]
@@ -61,7 +62,7 @@ def run_mcp(args: argparse.Namespace) -> int:
             f"greenroom mcp needs the MCP SDK ({error}): pip install 'greenroom[mcp]'"
         ) from None
     modules = _modules(args.strategies or [])
-    runtime = Runtime.open(args.db)
+    runtime = Runtime.open(args.db, config=RuntimeConfig(sqlite_synchronous=args.synchronous))
     try:
         server = greenroom_mcp.build_server(runtime, modules, name=args.name)
         names = runtime.executions.strategies()
