@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from greenroom.aio.bridge import wait
+from greenroom.aio.bridge import off_loop, wait
 from greenroom.aio.replay import AsyncReplay
 from greenroom.blocks.archive import check_block_id
 from greenroom.blocks.records import SessionStats
@@ -127,15 +127,19 @@ class GreenroomWeb(Starlette):
         return start
 
     async def _blocks(self, _request: Request) -> Response:
-        rows = [
+        # The store is read on a worker thread: the loop goes on serving the streams.
+        rows = await off_loop(self._list_blocks)
+        return JSONResponse(rows)
+
+    def _list_blocks(self) -> list[dict[str, Any]]:
+        return [
             {"id": obj.id, "view": obj.meta.get("view"), **_stats(obj.meta)}
             for obj in self.runtime.store.list_objects("block", unreadable=[])
         ]
-        return JSONResponse(rows)
 
     async def _block(self, request: Request) -> Response:
         block_id = request.path_params["block_id"]
-        found = _checked(lambda: self._find_block(block_id))
+        found = await off_loop(_checked, lambda: self._find_block(block_id))
         if isinstance(found, Response):
             return found
         return JSONResponse({"id": block_id, "stats": _stats(found), "meta": found})
@@ -150,10 +154,11 @@ class GreenroomWeb(Starlette):
 
     async def _output(self, request: Request) -> Response:
         block_id = request.path_params["block_id"]
-        found = _checked(lambda: self._find_block(block_id))
+        found = await off_loop(_checked, lambda: self._find_block(block_id))
         if isinstance(found, Response):
             return found
-        handle = self.runtime.blocks.get(block_id, view=str(found.get("view") or "agent"))
+        view = str(found.get("view") or "agent")
+        handle = await off_loop(self.runtime.blocks.get, block_id, view=view)
         data = (await wait(handle.read_output_future())).data
         size = len(data)
         start, end, status = 0, size, 200
