@@ -147,6 +147,19 @@ async def _open(
     return session
 
 
+async def _answer(
+    session: ClientSession, arguments: dict[str, Any], paused: Any
+) -> types.CallToolResult | types.InputRequiredResult:
+    """One round trip: `paused`'s requests answered, the call retried with its state."""
+    return await session.call_tool(
+        LOOP,
+        arguments,
+        input_responses=dict.fromkeys(paused.input_requests or {}, ANSWER),
+        request_state=paused.request_state,
+        allow_input_required=True,
+    )
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -180,30 +193,17 @@ async def bench_round_trips(round_trips: int, warm_up: int) -> dict[str, list[fl
 
             for n in range(warm_up + round_trips):
                 echo = {"text": f"q {n}"}
-                responses: types.InputResponses = dict.fromkeys(paused.input_requests or {}, ANSWER)
                 began = stopwatch()
                 answered = await bare.call_tool("echo", echo)
                 bare_s = stopwatch() - began
                 began = stopwatch()
-                paused = await modern.call_tool(
-                    LOOP,
-                    arguments,
-                    input_responses=responses,
-                    request_state=paused.request_state,
-                    allow_input_required=True,
-                )
+                paused = await _answer(modern, arguments, paused)
                 mrtr_s = stopwatch() - began
                 began = stopwatch()
                 fed = await legacy.call_tool("greenroom_feed", feed_arguments)
                 feed_s = stopwatch() - began
                 began = stopwatch()
-                paused_normal = await normal.call_tool(
-                    LOOP,
-                    arguments,
-                    input_responses=dict.fromkeys(paused_normal.input_requests or {}, ANSWER),
-                    request_state=paused_normal.request_state,
-                    allow_input_required=True,
-                )
+                paused_normal = await _answer(normal, arguments, paused_normal)
                 normal_s = stopwatch() - began
                 assert isinstance(paused_normal, types.InputRequiredResult), paused_normal
                 assert not answered.is_error, answered

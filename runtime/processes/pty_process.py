@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from greenroom.errors import GreenroomError, InvalidInput, InvalidTransition
+from greenroom.replay.messages import check_session_id
 from greenroom.runtime import Runtime
 
 __all__ = ["MAX_EVENT_CHARS", "Process", "spawn"]
@@ -61,7 +62,7 @@ def spawn(
         raise InvalidInput(f"argv holds only str, got {argv!r}")
     block = rt.blocks.get(block_id)
     events_id = block_id if session_id is None else session_id
-    rt.replay.current_cursor(events_id)  # the id is checked before anything starts
+    check_session_id(events_id)  # before anything starts
     master, slave = os.openpty()
     try:
         # Raw: the block gets the program's bytes as written (no "\n" -> "\r\n"), and
