@@ -12,6 +12,10 @@ alternate one by one, so drift in the machine's load hits both alike (ratio =
 greenroom / bare, lower is better; the target is p50 <= 1.5, printed with PASS or FAIL
 beside the p50 ratio).
 
+The protocol's own cost is measured beside it: a second bare server process answers
+each retry of its tool `ask` at once with a prebuilt `InputRequiredResult` of the same
+shape (one sampling request, a state as long); greenroom's share is the rest.
+
 Beside it, without a target, the explicit tool path: `greenroom_feed` (one answer, the
 next `needs_response` step) over a third session, of the handshake era
 (`initialize`), to a second `greenroom mcp` process; it alternates with the other two.
@@ -87,9 +91,29 @@ async def _list_bare(
     )
 
 
+# What the bare server's `ask` answers: the same shape as a paused bench.loop round (one
+# sampling request, a state of the same length), built once: the protocol's own cost.
+_BARE_ASK = types.InputRequiredResult(
+    input_requests={
+        "q-1-0": types.CreateMessageRequest(
+            params=types.CreateMessageRequestParams(
+                messages=[
+                    types.SamplingMessage(role="user", content=types.TextContent(text="q 1"))
+                ],
+                max_tokens=1000,
+            )
+        )
+    },
+    request_state="s" * 160,
+    _meta={"greenroom/queries": {"session_id": "e" * 32, "queries": {"q-1-0": {}}}},
+)
+
+
 async def _call_bare(
     _ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
-) -> types.CallToolResult:
+) -> types.CallToolResult | types.InputRequiredResult:
+    if params.name == "ask":
+        return _BARE_ASK
     text = str((params.arguments or {}).get("text", ""))
     return types.CallToolResult(content=[types.TextContent(text=text)])
 
@@ -167,12 +191,21 @@ def _pct(values: list[float], q: float) -> float:
 
 async def bench_round_trips(round_trips: int, warm_up: int) -> dict[str, list[float]]:
     """Bare calls, greenroom round trips and greenroom_feed calls, alternating."""
-    results: dict[str, list[float]] = {"bare": [], "mrtr": [], "feed": [], "normal": []}
+    results: dict[str, list[float]] = {
+        "bare": [],
+        "mrtr": [],
+        "feed": [],
+        "normal": [],
+        "shape": [],
+    }
     arguments = {"count": warm_up + round_trips + 1}  # never completes while measured
     with tempfile.TemporaryDirectory(prefix="greenroom-bench-mcp-") as folder:
         async with AsyncExitStack() as stack:
             bare_server = _params(str(Path(__file__).resolve()), "--bare-server")
             bare = await _open(stack, bare_server, modern=True)
+            # The protocol alone, on a bare server of its own (so the baseline's server
+            # gets exactly the calls it got before this figure was added).
+            shape = await _open(stack, bare_server, modern=True)
             modern = await _open(stack, _greenroom(Path(folder) / "bench.db"), modern=True)
             # A database of its own: the two greenroom processes never share a lock.
             legacy = await _open(stack, _greenroom(Path(folder) / "feed.db"), modern=False)
@@ -181,6 +214,7 @@ async def bench_round_trips(round_trips: int, warm_up: int) -> dict[str, list[fl
             normal = await _open(stack, normal_server, modern=True)
 
             paused = await modern.call_tool(LOOP, arguments, allow_input_required=True)
+            asked = await shape.call_tool("ask", {}, allow_input_required=True)
             assert isinstance(paused, types.InputRequiredResult), paused
             paused_normal = await normal.call_tool(LOOP, arguments, allow_input_required=True)
             assert isinstance(paused_normal, types.InputRequiredResult), paused_normal
@@ -205,6 +239,16 @@ async def bench_round_trips(round_trips: int, warm_up: int) -> dict[str, list[fl
                 began = stopwatch()
                 paused_normal = await _answer(normal, arguments, paused_normal)
                 normal_s = stopwatch() - began
+                began = stopwatch()
+                asked = await shape.call_tool(
+                    "ask",
+                    {},
+                    input_responses=dict.fromkeys(asked.input_requests or {}, ANSWER),
+                    request_state=asked.request_state,
+                    allow_input_required=True,
+                )
+                shape_s = stopwatch() - began
+                assert isinstance(asked, types.InputRequiredResult), asked
                 assert isinstance(paused_normal, types.InputRequiredResult), paused_normal
                 assert not answered.is_error, answered
                 assert isinstance(paused, types.InputRequiredResult), paused
@@ -215,6 +259,7 @@ async def bench_round_trips(round_trips: int, warm_up: int) -> dict[str, list[fl
                     results["mrtr"].append(mrtr_s)
                     results["feed"].append(feed_s)
                     results["normal"].append(normal_s)
+                    results["shape"].append(shape_s)
     return results
 
 
@@ -230,7 +275,8 @@ def _print(label: str, at: dict[str, float]) -> None:
         f"  {label}  bare tool call {bare:8.1f}   round trip {mrtr:8.1f}   greenroom_feed "
         f"{feed:8.1f}   ratio round trip / bare {ratio:.2f}{verdict}   (greenroom_feed / "
         f"bare {feed / bare:.2f}; round trip at synchronous=NORMAL {normal:8.1f}, "
-        f"{normal / bare:.2f})"
+        f"{normal / bare:.2f}; the protocol alone, a bare server's input-required round "
+        f"trip {at['shape'] * 1e6:8.1f}, {at['shape'] * 1e6 / bare:.2f})"
     )
 
 
@@ -264,6 +310,7 @@ def main() -> None:
             ("mrtr", "multi round-trip retry"),
             ("feed", "greenroom_feed call"),
             ("normal", "multi round-trip retry, synchronous=NORMAL"),
+            ("shape", "bare server's input-required retry (the protocol alone)"),
         ):
             value = at[key] * 1e6
             rows.append(

@@ -280,7 +280,10 @@ class _Tools:
                     "greenroom_strategies"
                 )
             info, _tool, checker = found
-            checker.check(arguments)
+            if params.request_state is None:
+                # A retry's arguments are those of the checked first call: its verified
+                # state carries their digest.
+                checker.check(arguments)
             return await self._strategy_call(ctx, info, arguments, params)
         except _Failed as failed:  # every failure is a tool error the model can read
             return _failure(failed.error, failed.call)
