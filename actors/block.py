@@ -4,7 +4,9 @@ Stats: counted in memory, written at once on the first line after start, then at
 most once per `stats_flush_interval_s`, with a trailing write when an interval with
 new lines ends, so the last lines are never left unsaved. Counters start from the
 stored metadata, so they carry on across restarts. Output and stats go through the
-runtime's `BlockWriter`, which writes many blocks in one transaction.
+runtime's `BlockWriter`, which writes many blocks in one transaction and keeps the
+stats interval of every block on one schedule: a block sends its counts with the
+output they came with, and sets no timer of its own.
 
 Archive, restore and read run their heavy part (compressing, decompressing) on the
 blocking pool. While one runs, the block holds back new output and queues further
@@ -69,7 +71,6 @@ from greenroom.blocks.messages import (
     ReadOutput,
     RecordLine,
     Restore,
-    TrailingFlush,
     WhenWritten,
     WriteOutput,
     WriteStats,
@@ -86,6 +87,7 @@ from greenroom.blocks.records import (
     OutputRead,
     RestoreResult,
     SessionStats,
+    StatsSnapshot,
     count_lines,
     meta_count,
 )
@@ -103,7 +105,6 @@ _PIECE = 1 << 20
 _READ_TRIES = 3  # a read that met another process's archive or restore is tried again
 _LEFTOVER_MS = 24 * 3600 * 1000  # an unreferenced archive younger than this may be
 # another process's, written and about to be committed: pruning leaves it alone
-_TRAILING = TrailingFlush()
 
 Op = Callable[[Reply], None]
 """One heavy operation (archive, restore, read, prune): started with its caller's reply."""
@@ -190,12 +191,12 @@ class BlockActor(GreenroomActor):
         self._owners = owners
         self._stopping = False
         self._flushes: list[Reply] = []  # flushes waiting for the operation under way
-        self._stats = SessionStats()
+        # The counts (a `SessionStats` is built only when asked for).
+        self._start_ms = self._last_ms = self._lines = self._tokens = 0
         self._partial = 0  # bytes of a line whose newline has not arrived
         self._partial_counted = False  # counted already (at an archive)
-        self._dirty = False
-        self._last_flush: float | None = None
-        self._trailing: Any = None
+        self._dirty = False  # counts changed since they were last sent to the writer
+        self._sent = False  # any sent since this actor started (the first is urgent)
         # The archive / restore / read / prune under way, and those waiting for it.
         self._ops: BusyQueue[Op] = BusyQueue(self._start_op)
         self._held = bytearray()  # output that arrived while an archive or restore ran
@@ -210,7 +211,9 @@ class BlockActor(GreenroomActor):
 
     def on_start(self) -> None:
         meta = self.ctx.store.get_object(BLOCK, self.block_id).meta
-        self._stats = SessionStats.from_meta(meta)
+        stats = SessionStats.from_meta(meta)
+        self._start_ms, self._last_ms = stats.start_ts_ms, stats.last_activity_ms
+        self._lines, self._tokens = stats.line_count, stats.token_estimate
         if meta_count(meta, OPEN_LINE) > 0:
             # The last line has no newline yet and was counted already (at a stop or an
             # archive): its end, when it comes, does not count it again.
@@ -263,14 +266,12 @@ class BlockActor(GreenroomActor):
             self._append(message.data)
         elif cls is RecordLine:
             self._count(1, message.n_bytes // 4)
+            self._writer.tell(WriteStats(self.block_id, self._snapshot(), not self._sent))
+            self._sent = True
         elif cls is _Then:
             message.fn(*message.args)
-        elif cls is TrailingFlush:
-            self._trailing = None
-            if self._dirty:
-                self._maybe_flush(force=False)
         elif cls is GetStats:
-            return self._stats
+            return SessionStats(self._start_ms, self._last_ms, self._lines, self._tokens)
         elif cls is GetMeta:
             return self._meta()
         elif cls is MergeMeta:
@@ -310,10 +311,14 @@ class BlockActor(GreenroomActor):
                 self._dirty = True  # (the stored "open line counted" mark is now wrong)
             if lengths:
                 self._count(len(lengths), sum(length // 4 for length in lengths))
-            elif self._dirty:
-                self._maybe_flush(force=False)
         if self._ops.busy and not self._stopping:
             self._held += data
+            if self._dirty:
+                self._writer.tell(WriteStats(self.block_id, self._snapshot(), not self._sent))
+                self._sent = True
+        elif self._dirty:
+            self._writer.tell(WriteOutput(self.block_id, data, self._snapshot(), not self._sent))
+            self._sent = True
         else:
             self._writer.tell(WriteOutput(self.block_id, data))
 
@@ -331,36 +336,24 @@ class BlockActor(GreenroomActor):
 
     def _count(self, lines: int, tokens: int) -> None:
         now = self.ctx.clock.now_ms()
-        stats = self._stats
-        self._stats = SessionStats(
-            stats.start_ts_ms or now,
-            now,
-            stats.line_count + lines,
-            stats.token_estimate + tokens,
-        )
+        if not self._start_ms:
+            self._start_ms = now
+        self._last_ms = now
+        self._lines += lines
+        self._tokens += tokens
         self._dirty = True
-        self._maybe_flush(force=not stats.start_ts_ms)
 
-    def _maybe_flush(self, *, force: bool) -> None:
-        interval = self.ctx.config.stats_flush_interval_s
-        now = self.ctx.clock.monotonic()
-        if (
-            force
-            or self._stopping
-            or self._last_flush is None
-            or now - self._last_flush >= interval
-        ):
-            self._flush_stats()
-        elif self._trailing is None:
-            self._trailing = self.schedule_once(interval - (now - self._last_flush), _TRAILING)
+    def _snapshot(self) -> StatsSnapshot:
+        """The counts for the writer (which decides when they are stored); not dirty now."""
+        self._dirty = False
+        open_line = 1 if self._partial and self._partial_counted else 0
+        return (self._start_ms, self._last_ms, self._lines, self._tokens, open_line)
 
     def _flush_stats(self) -> None:
+        """Counts not sent yet go to the writer, to be stored at once."""
         if self._dirty:
-            update: dict[str, Any] = dict(self._stats.as_meta())
-            update[OPEN_LINE] = 1 if self._partial and self._partial_counted else 0
-            self._writer.tell(WriteStats(self.block_id, update))
-            self._dirty = False
-            self._last_flush = self.ctx.clock.monotonic()
+            self._writer.tell(WriteStats(self.block_id, self._snapshot(), urgent=True))
+            self._sent = True
 
     def _flush(self) -> Any:
         """`Flush`: answered once the writer has stored the stats and output sent so far,

@@ -1,24 +1,40 @@
 """`BlockWriter`: the one actor that writes block output and stats, in batches.
 
-Blocks hand it their output bytes and stats updates instead of writing themselves.
-It gathers what arrives and writes it all in one store transaction (one fsync), so a
+Blocks hand it their output bytes and stats snapshots instead of writing themselves.
+It gathers what arrives and writes it all, output and stats together, in one store
+transaction (`Store.append_many`: one fsync and a few statements for the lot), so a
 host with thousands of active blocks costs a few commits a second, not thousands.
 Batching needs no timer: the first write to arrive queues a commit message behind it,
 everything that arrives before that message is handled joins the batch (if more mail
 is still waiting then, the commit moves behind it, a few times at most), and whatever
 arrives during a commit joins the next one.
+
+Stats keep one schedule for every block, here, rather than a timer per block: a
+block's stats are stored at once when none were stored in the last
+`stats_flush_interval_s` (or when the block says they are urgent: its first line
+after it started, a flush, an archive, its stop), and otherwise wait for that interval
+to end. Stored blocks queue up in the order their intervals end, so one timer, set for
+the first, serves them all.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Any
 
 from greenroom.actors.base import ActorContext, GreenroomActor
 from greenroom.blocks.backlog import OutputBacklog
-from greenroom.blocks.messages import CommitDue, CommitNow, WhenWritten, WriteOutput, WriteStats
+from greenroom.blocks.messages import (
+    CommitDue,
+    CommitNow,
+    StatsDue,
+    WhenWritten,
+    WriteOutput,
+    WriteStats,
+)
+from greenroom.blocks.records import StatsSnapshot, snapshot_meta
 from greenroom.errors import NotFound, StorageError
-from greenroom.store import AppendFile
 
 __all__ = ["BlockWriter"]
 
@@ -27,6 +43,7 @@ log = logging.getLogger("greenroom.blocks")
 BLOCK = "block"
 OUTPUT = "output"
 _COMMIT = CommitDue()
+_STATS_DUE = StatsDue()
 _MAX_DEFERRALS = 4
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 5.0
@@ -43,7 +60,14 @@ class BlockWriter(GreenroomActor):
         super().__init__(ctx)
         self._backlog = backlog  # released as output is stored (or dropped, counted)
         self._output: dict[str, bytearray] = {}
-        self._stats: dict[str, dict[str, Any]] = {}
+        self._stats: dict[str, StatsSnapshot] = {}  # stored with the next commit
+        self._later: dict[str, StatsSnapshot] = {}  # waiting for their interval to end
+        # Blocks whose stats were stored within the last interval: when it ends (a
+        # monotonic time), in `_ends` in that order; an entry of `_ends` that no longer
+        # matches `_interval_end` was overtaken by a later store.
+        self._interval_end: dict[str, float] = {}
+        self._ends: deque[tuple[float, str]] = deque()
+        self._timer: Any = None
         self._waiting: list[WhenWritten] = []
         self._commit_queued = False
         self._deferrals = 0
@@ -60,12 +84,23 @@ class BlockWriter(GreenroomActor):
                 self._output[message.block_id] = bytearray(message.data)
             else:
                 pending += message.data
+            if message.stats is not None:
+                self._take_stats(message.block_id, message.stats, message.urgent)
         elif cls is WriteStats:
-            # Each update is a snapshot of the same keys: the last one wins.
-            self._stats.setdefault(message.block_id, {}).update(message.update)
+            self._take_stats(message.block_id, message.stats, message.urgent)
+            if not self._stats:
+                return None  # it waits for its interval: nothing to commit now
         elif cls is WhenWritten:
             self._waiting.append(message)
+            self._store_all_stats()  # a flush: the stats waiting for their interval too
+        elif cls is StatsDue:
+            self._timer = None
+            self._stats_due()
+            if not self._stats:
+                self._arm()
+                return None
         elif cls is CommitNow:
+            self._store_all_stats()
             self._commit_now()
             return None
         elif cls is CommitDue:
@@ -86,6 +121,49 @@ class BlockWriter(GreenroomActor):
             self.actor_ref.tell(_COMMIT)
         return None
 
+    # -- the stats schedule ------------------------------------------------------------
+
+    def _take_stats(self, block_id: str, stats: StatsSnapshot, urgent: bool) -> None:
+        # Each snapshot holds every count: the last one wins.
+        if urgent:
+            self._stats[block_id] = stats
+            self._later.pop(block_id, None)
+        elif block_id in self._interval_end or block_id in self._stats:
+            self._later[block_id] = stats  # its interval starts with the stats before
+        else:
+            self._stats[block_id] = stats
+
+    def _store_all_stats(self) -> None:
+        if self._later:
+            self._stats.update(self._later)
+            self._later.clear()
+
+    def _stats_due(self) -> None:
+        """Intervals that ended: their blocks' waiting stats go with the next commit;
+        blocks with none are free to store their next stats at once."""
+        now = self.ctx.clock.monotonic()
+        ends = self._ends
+        while ends and ends[0][0] <= now:
+            end, block_id = ends.popleft()
+            if self._interval_end.get(block_id) != end:
+                continue  # overtaken: stored again since, a later entry follows
+            waiting = self._later.pop(block_id, None)
+            if waiting is None:
+                del self._interval_end[block_id]
+            else:
+                self._stats.setdefault(block_id, waiting)
+
+    def _stored_stats(self, block_ids: list[str]) -> None:
+        end = self.ctx.clock.monotonic() + self.ctx.config.stats_flush_interval_s
+        for block_id in block_ids:
+            self._interval_end[block_id] = end
+            self._ends.append((end, block_id))
+
+    def _arm(self) -> None:
+        if self._timer is None and self._ends and not self._final:
+            delay = max(0.0, self._ends[0][0] - self.ctx.clock.monotonic())
+            self._timer = self.schedule_once(delay, _STATS_DUE)
+
     def _commit_now(self) -> None:
         """Store everything handed over so far, now (`CommitNow`: answered once stored).
 
@@ -104,49 +182,33 @@ class BlockWriter(GreenroomActor):
 
     def on_stop(self) -> None:
         self._final = True
+        self._store_all_stats()
         self._commit()  # nothing handed over is left unwritten
 
     def _commit(self) -> None:
         output, self._output = self._output, {}
         stats, self._stats = self._stats, {}
         waiting, self._waiting = self._waiting, []
-        store = self.ctx.store
-        failed: BaseException | None = None
-        if output:
-            writes = [
-                AppendFile(BLOCK, block_id, OUTPUT, bytes(data), create=True)
-                for block_id, data in output.items()
-            ]
+        if output or stats:
+            values = {block_id: snapshot_meta(snapshot) for block_id, snapshot in stats.items()}
             try:
-                results: list[Any] = store.write_batch(writes)
-            except Exception as error:
-                failed = error  # the whole transaction: nothing of it was stored
-                self._put_back_output(output)
-            else:
-                self.commits += 1
-                for write, result in zip(writes, results, strict=True):
-                    if isinstance(result, BaseException):
-                        self._failed("output", [write.object_id], result)
-                if self._backlog is not None:
-                    self._backlog.release(sum(len(data) for data in output.values()))
-        if stats:
-            # Stats are plain keys: one statement for them all (see set_meta_values).
-            try:
-                changed = store.set_meta_values(BLOCK, stats)
-            except Exception as error:
-                failed = failed or error
-                for block_id, update in stats.items():
-                    # Older than anything that arrived since: newer values win.
-                    self._stats[block_id] = {**update, **self._stats.get(block_id, {})}
-            else:
-                self.commits += 1
-                if changed < len(stats):
-                    self._unstored_stats(list(stats))
-        if failed is not None:
-            self._waiting = waiting + self._waiting  # answered once it is stored
-            self._retry(failed)
-            return
+                written = self.ctx.store.append_many(BLOCK, OUTPUT, output, values=values)
+            except Exception as error:  # the whole transaction: nothing of it was stored
+                self._put_back(output, stats)
+                self._waiting = waiting + self._waiting  # answered once it is stored
+                self._retry(error)
+                return
+            self.commits += 1
+            for block_id, failure in written.failed.items():
+                self._failed("output", [block_id], failure)
+            if written.values_changed < len(values):
+                self._unstored_stats(list(values))
+            if self._backlog is not None:
+                self._backlog.release(sum(len(data) for data in output.values()))
+            if stats:
+                self._stored_stats(list(stats))
         self._retries = 0
+        self._arm()
         for sync in waiting:
             try:
                 sync.notify.tell(sync.message)
@@ -164,10 +226,12 @@ class BlockWriter(GreenroomActor):
             if found is None:
                 self._failed("stats", [block_id], NotFound("the block no longer exists"))
 
-    def _put_back_output(self, output: dict[str, bytearray]) -> None:
+    def _put_back(self, output: dict[str, bytearray], stats: dict[str, StatsSnapshot]) -> None:
         for block_id, data in output.items():
             newer = self._output.get(block_id)
             self._output[block_id] = data if newer is None else data + newer
+        for block_id, snapshot in stats.items():
+            self._stats.setdefault(block_id, snapshot)  # newer snapshots win
 
     def _retry(self, error: BaseException) -> None:
         """A batch's transaction failed: keep its data and try again later."""

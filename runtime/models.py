@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["FileInfo", "StoredObject", "UnreadableObject"]
+__all__ = ["AppendedMany", "FileInfo", "StoredObject", "UnreadableObject"]
 
 
 @attrs.frozen
@@ -48,3 +48,18 @@ class UnreadableObject:
     """The id as stored, or its repr when it is not text."""
     error: str
     """Why it cannot be read (the `StorageError`'s message)."""
+
+
+@attrs.frozen
+class AppendedMany:
+    """What `Store.append_many` did, in its one transaction.
+
+    `sizes`: each appended file's size now, by object id. `failed`: the objects whose
+    data was not stored, with why (`NotFound`: no such object or file; `StorageError`:
+    a damaged file row). `values_changed`: how many objects' metadata values were set
+    (an object that does not exist, or whose metadata is damaged, is skipped).
+    """
+
+    sizes: dict[str, int]
+    failed: dict[str, Exception]
+    values_changed: int

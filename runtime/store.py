@@ -52,7 +52,7 @@ from greenroom.errors import (
 )
 from greenroom.files import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, create_private, private_dir
 from greenroom.meta import apply_update, dumps_meta, loads_meta, merge_meta, validate_update
-from greenroom.models import FileInfo, StoredObject, UnreadableObject
+from greenroom.models import AppendedMany, FileInfo, StoredObject, UnreadableObject
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -82,6 +82,7 @@ _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.:@-]{1,256}")
 _PLAIN_VALUE = (int, float, str)
 _INFINITE = (math.inf, -math.inf)
 _PAGE_ROWS = 64
+_IN_LIST = 500  # ids per `IN (...)` lookup: well under SQLite's bound on parameters
 _MAX_VERSION = 2**62
 _MAX_COUNT = 2**62  # sizes and counts: an append adds to them, below 2**63
 
@@ -749,50 +750,131 @@ class Store:
         returned.
         """
         _check_kind(kind)
-        rows: dict[tuple[str, ...], list[list[Any]]] = {}
-        for object_id, update in values.items():
-            _check_id(kind, object_id)
-            keys = tuple(update)
-            params = rows.get(keys)
-            if params is None:
-                for key in keys:
-                    if not isinstance(key, str) or not _PLAIN_KEY.fullmatch(key):
-                        raise InvalidInput(
-                            "set_meta_values takes keys of letters, digits and _.:@-, "
-                            f"got {key!r} for {kind} {object_id!r}"
-                        )
-                params = rows[keys] = []
-            row = list(update.values())
-            for value in row:
-                if type(value) not in _PLAIN_VALUE or value != value or value in _INFINITE:
-                    raise InvalidInput(
-                        "set_meta_values takes int, finite float and str values, got "
-                        f"{value!r} for {kind} {object_id!r}"
-                    )
-            row += (kind, object_id)
-            params.append(row)
+        rows = _value_rows(kind, values)
         if not rows:
             self._ensure_open()
             return 0
+        return self._write(
+            f"set metadata values of {len(values)} {kind}(s)", lambda: self._set_values(rows)
+        )
 
-        def op() -> int:
-            now = int(self._now_ms())
-            changed = 0
-            for keys, params in rows.items():
-                # One statement per distinct key set; json_set edits the stored JSON in
-                # place (an int, float or str parameter becomes that JSON value).
-                paths = ", ".join(f"'$.{json.dumps(key)}', ?" for key in keys)
-                cursor = self._db.conn.executemany(
-                    f"UPDATE objects SET meta = json_set(meta, {paths}), "
-                    f"version = version + 1, updated_ms = {now} WHERE kind = ? AND id = ? "
-                    # (CASE: json_type only runs on valid JSON, which it requires.)
-                    "AND CASE WHEN json_valid(meta) THEN json_type(meta) END = 'object'",
-                    params,
-                )
-                changed += cursor.rowcount
-            return changed
+    def _set_values(self, rows: dict[tuple[str, ...], list[list[Any]]]) -> int:
+        now = int(self._now_ms())
+        changed = 0
+        for keys, params in rows.items():
+            # One statement per distinct key set; json_set edits the stored JSON in
+            # place (an int, float or str parameter becomes that JSON value).
+            paths = ", ".join(f"'$.{json.dumps(key)}', ?" for key in keys)
+            cursor = self._db.conn.executemany(
+                f"UPDATE objects SET meta = json_set(meta, {paths}), "
+                f"version = version + 1, updated_ms = {now} WHERE kind = ? AND id = ? "
+                # (CASE: json_type only runs on valid JSON, which it requires.)
+                "AND CASE WHEN json_valid(meta) THEN json_type(meta) END = 'object'",
+                params,
+            )
+            changed += cursor.rowcount
+        return changed
 
-        return self._write(f"set metadata values of {len(values)} {kind}(s)", op)
+    def append_many(
+        self,
+        kind: str,
+        name: str,
+        appends: Mapping[str, bytes | bytearray],
+        *,
+        values: Mapping[str, Mapping[str, int | float | str]] | None = None,
+        create: bool = True,
+    ) -> AppendedMany:
+        """Append to the file `name` of many objects, and set plain metadata values of
+        many (as `set_meta_values`), in one transaction: one commit for the lot.
+
+        `appends` maps object id to the bytes to append (the file is made first if
+        missing and `create`). Built for many small writes at once (every block's new
+        output and stats): a few statements in all, not a few per object. An object
+        that does not exist (or whose file row is damaged) fails alone: see
+        `AppendedMany.failed`; its data is not stored. Malformed arguments raise
+        `InvalidInput` before anything is written.
+        """
+        _check_kind(kind)
+        _check_name(name)
+        pieces: dict[str, list[bytes]] = {}
+        for object_id, data in appends.items():
+            _check_id(kind, object_id)
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise InvalidInput(f"data must be bytes, got {type(data).__name__}")
+            data = bytes(data)
+            if data:
+                step = self._chunk_bytes
+                pieces[object_id] = [data[at : at + step] for at in range(0, len(data), step)]
+        rows = _value_rows(kind, values or {})
+        if not pieces and not rows:
+            self._ensure_open()
+            return AppendedMany({}, {}, 0)
+
+        def op() -> AppendedMany:
+            sizes, failed = self._append_pieces(kind, name, pieces, create)
+            return AppendedMany(sizes, failed, self._set_values(rows) if rows else 0)
+
+        what = f"append to file {name!r} of {len(pieces)} {kind}(s)"
+        return self._write(what, op)
+
+    def _append_pieces(
+        self, kind: str, name: str, pieces: dict[str, list[bytes]], create: bool
+    ) -> tuple[dict[str, int], dict[str, Exception]]:
+        conn = self._db.conn
+        found: dict[str, tuple[int, int, int]] = {}
+        failed: dict[str, Exception] = {}
+        ids = list(pieces)
+        for at in range(0, len(ids), _IN_LIST):
+            part = ids[at : at + _IN_LIST]
+            marks = ", ".join("?" * len(part))
+            for row in conn.execute(
+                "SELECT id, size, chunks, next_seq, created_ms, updated_ms FROM files "
+                f"WHERE kind = ? AND name = ? AND id IN ({marks})",
+                [kind, name, *part],
+            ):
+                object_id, size, chunks, next_seq = row[:4]
+                if _plain_counts(size, chunks, next_seq):
+                    found[object_id] = (size, chunks, next_seq)
+                    continue
+                try:  # a damaged row: say what is wrong with it
+                    _file_info(kind, object_id, name, *row[1:])
+                except StorageError as error:
+                    failed[object_id] = error
+        for object_id in ids:
+            if object_id in found or object_id in failed:
+                continue
+            if not create:
+                failed[object_id] = NotFound(f"{kind} {object_id!r} has no file {name!r}")
+                continue
+            try:  # (a missing file is rare: a block's first output)
+                self._insert_file(kind, object_id, name)
+            except NotFound as error:
+                failed[object_id] = error
+                continue
+            found[object_id] = (0, 0, 0)
+        now = self._now_ms()
+        chunk_rows = []
+        file_rows = []
+        sizes = {}
+        for object_id, (size, chunks, next_seq) in found.items():
+            start = size
+            parts = pieces[object_id]
+            for offset, piece in enumerate(parts):
+                chunk_rows.append((kind, object_id, name, next_seq + offset, start, piece))
+                start += len(piece)
+            count = len(parts)
+            file_rows.append((start, chunks + count, next_seq + count, now, kind, object_id, name))
+            sizes[object_id] = start
+        conn.executemany(
+            "INSERT INTO file_chunks (kind, id, name, seq, start, data) VALUES (?, ?, ?, ?, ?, ?)",
+            chunk_rows,
+        )
+        conn.executemany(
+            "UPDATE files SET size = ?, chunks = ?, next_seq = ?, updated_ms = ? "
+            "WHERE kind = ? AND id = ? AND name = ?",
+            file_rows,
+        )
+        return sizes, failed
 
     def _rename_slot(self, write: RenameFile) -> _WriteSlot:
         kind, object_id, old, new = write.kind, write.object_id, write.old, write.new
@@ -1169,6 +1251,12 @@ def _stored_int(
     return value
 
 
+def _plain_counts(*values: object) -> bool:
+    """Whether stored sizes and counts are what they should be (the common case, checked
+    fast; `_file_info` says what is wrong otherwise)."""
+    return all(type(value) is int and 0 <= value <= _MAX_COUNT for value in values)
+
+
 def _file_info(
     kind: str,
     object_id: str,
@@ -1181,6 +1269,13 @@ def _file_info(
 ) -> FileInfo:
     """A stored file's row, checked: sizes and counts integers in [0, 2**62], times
     integers."""
+    if (
+        isinstance(name, str)
+        and _plain_counts(size, chunks, next_seq)
+        and type(created_ms) is int
+        and type(updated_ms) is int
+    ):
+        return FileInfo(kind, object_id, name, size, chunks, created_ms, updated_ms)  # type: ignore[arg-type]
     where = f"file {_shown_id(name)} of {kind} {_shown_id(object_id)}"
     if not isinstance(name, str):
         raise StorageError(f"{where}: its stored name is a {type(name).__name__}, not text")
@@ -1194,6 +1289,35 @@ def _file_info(
         _stored_int(where, "created_ms", created_ms),
         _stored_int(where, "updated_ms", updated_ms),
     )
+
+
+def _value_rows(
+    kind: str, values: Mapping[str, Mapping[str, int | float | str]]
+) -> dict[tuple[str, ...], list[list[Any]]]:
+    """`set_meta_values`' values as statement parameters, grouped by key set; checked."""
+    rows: dict[tuple[str, ...], list[list[Any]]] = {}
+    for object_id, update in values.items():
+        _check_id(kind, object_id)
+        keys = tuple(update)
+        params = rows.get(keys)
+        if params is None:
+            for key in keys:
+                if not isinstance(key, str) or not _PLAIN_KEY.fullmatch(key):
+                    raise InvalidInput(
+                        "set_meta_values takes keys of letters, digits and _.:@-, "
+                        f"got {key!r} for {kind} {object_id!r}"
+                    )
+            params = rows[keys] = []
+        row = list(update.values())
+        for value in row:
+            if type(value) not in _PLAIN_VALUE or value != value or value in _INFINITE:
+                raise InvalidInput(
+                    "set_meta_values takes int, finite float and str values, got "
+                    f"{value!r} for {kind} {object_id!r}"
+                )
+        row += (kind, object_id)
+        params.append(row)
+    return rows
 
 
 def _create_database_file(path: Path, file_mode: int, dir_mode: int) -> None:

@@ -104,6 +104,42 @@ def test_trailing_flush_follows_the_configured_interval(
     assert stored(rt, "pane-1")[LINE_COUNT] == 2
 
 
+def test_the_trailing_stats_of_many_blocks_share_one_timer_and_one_commit(
+    rt: Runtime, fake_clock: FakeClock
+) -> None:
+    blocks = [rt.blocks.get(f"pane-{n}") for n in range(200)]
+    for block in blocks:
+        block.append_output(b"first\n")  # each stored at once
+    rt.settle()
+    timers = fake_clock.pending_timers()
+    fake_clock.advance(0.1)
+    for block in blocks:
+        block.append_output(b"second\n")  # each waits for its interval to end
+    rt.settle()
+    assert fake_clock.pending_timers() <= timers  # no timer per block
+    assert {stored(rt, f"pane-{n}")[LINE_COUNT] for n in range(200)} == {1}
+    commits = rt.metrics()["store_commits"]
+    fake_clock.advance(0.9)  # t = 1 s: every interval ends
+    assert rt.metrics()["store_commits"] == commits + 1
+    assert {stored(rt, f"pane-{n}")[LINE_COUNT] for n in range(200)} == {2}
+
+
+def test_a_flush_stores_the_stats_waiting_for_their_interval(
+    rt: Runtime, fake_clock: FakeClock
+) -> None:
+    one, other = rt.blocks.get("one"), rt.blocks.get("other")
+    for block in (one, other):
+        block.append_output(b"first\n")
+    rt.settle()
+    fake_clock.advance(0.1)
+    for block in (one, other):
+        block.append_output(b"second\n")
+    rt.settle()
+    one.flush()
+    assert stored(rt, "one")[LINE_COUNT] == 2
+    assert stored(rt, "other")[LINE_COUNT] == 2  # (any flush stores every waiting stat)
+
+
 def test_at_most_one_flush_per_interval_while_lines_keep_coming(
     rt: Runtime, fake_clock: FakeClock
 ) -> None:
@@ -520,28 +556,21 @@ def test_a_failed_write_transaction_keeps_the_data_and_retries(
     block.append_output(b"one\n")
     block.flush()
     store = rt.store
-    real_batch, real_stats = store.write_batch, store.set_meta_values
-    failures = {"batch": 1, "stats": 1}
+    real_append_many = store.append_many
+    failures = [2]
 
-    def failing_batch(*args: Any, **kwargs: Any) -> Any:
-        if failures["batch"]:
-            failures["batch"] -= 1
+    def failing_append_many(*args: Any, **kwargs: Any) -> Any:
+        if failures[0]:
+            failures[0] -= 1
             raise StorageError("disk I/O error (injected)")
-        return real_batch(*args, **kwargs)
+        return real_append_many(*args, **kwargs)
 
-    def failing_stats(*args: Any, **kwargs: Any) -> Any:
-        if failures["stats"]:
-            failures["stats"] -= 1
-            raise StorageError("disk I/O error (injected)")
-        return real_stats(*args, **kwargs)
-
-    monkeypatch.setattr(store, "write_batch", failing_batch)
-    monkeypatch.setattr(store, "set_meta_values", failing_stats)
+    monkeypatch.setattr(store, "append_many", failing_append_many)
     block.append_output(b"two\n")
     rt.settle()
     assert rt.metrics()["block_write_retries"] == 1
     block.append_output(b"three\n")  # joins the kept batch
-    fake_clock.advance(2)  # the retries (the stats fail once the trailing flush comes)
+    fake_clock.advance(2)  # the retries (the second fails too), then the trailing stats
     block.flush()
     assert block.read_output().data == b"one\ntwo\nthree\n"
     assert stored(rt, "pane-1")[LINE_COUNT] == 3

@@ -2,7 +2,7 @@
 sweeper handle, and the checks that make them from a caller's input.
 
 All are frozen attrs records. Tells (no answer): `AppendOutput`, `RecordLine`, the
-writer's `WriteOutput`, `WriteStats`, `WhenWritten`, and the timers' `TrailingFlush`,
+writer's `WriteOutput`, `WriteStats`, `WhenWritten`, and the timers' `StatsDue`,
 `CommitDue`, `SweepDue`. Asks (answered): `GetStats`, `GetMeta`, `MergeMeta`, `Flush`,
 `Archive`, `Restore`, `ReadOutput`, `PruneArchive` (a block's actor), `CommitNow` (the
 writer) and `SweepRequest` (the sweeper).
@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from greenroom.blocks.records import SweepProgress
+from greenroom.blocks.records import StatsSnapshot, SweepProgress
 from greenroom.checks import check_bytes, check_int, check_path
 
 __all__ = [
@@ -35,9 +35,9 @@ __all__ = [
     "Recipient",
     "RecordLine",
     "Restore",
+    "StatsDue",
     "SweepDue",
     "SweepRequest",
-    "TrailingFlush",
     "WhenWritten",
     "WriteOutput",
     "WriteStats",
@@ -69,11 +69,6 @@ class RecordLine:
     """Tell a block: count one line of `n_bytes` kept elsewhere."""
 
     n_bytes: int
-
-
-@attrs.frozen
-class TrailingFlush:
-    """A block's own timer: the stats interval ended, store what was counted since."""
 
 
 def output_message(data: Any) -> AppendOutput:
@@ -149,18 +144,29 @@ def prune_message(path: str | PathLike[str]) -> PruneArchive:
 
 @attrs.frozen
 class WriteOutput:
-    """Tell the writer: append `data` to the block's output file."""
+    """Tell the writer: append `data` to the block's output file; with `stats` (the
+    block's counts now, see `StatsSnapshot`), store them too (at once if `urgent`, else
+    when the block's stats interval allows)."""
 
     block_id: str
     data: bytes
+    stats: StatsSnapshot | None = None
+    urgent: bool = False
 
 
 @attrs.frozen
 class WriteStats:
-    """Tell the writer: merge `update` (plain keys) into the block's metadata."""
+    """Tell the writer: store the block's `stats` (at once if `urgent`, else when the
+    block's stats interval allows)."""
 
     block_id: str
-    update: dict[str, Any]
+    stats: StatsSnapshot
+    urgent: bool = False
+
+
+@attrs.frozen
+class StatsDue:
+    """The writer's own timer: a stats interval ended; store what waited for it."""
 
 
 @attrs.frozen

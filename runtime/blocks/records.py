@@ -23,6 +23,7 @@ __all__ = [
     "OutputRead",
     "RestoreResult",
     "SessionStats",
+    "StatsSnapshot",
     "SweepProgress",
     "SweepStats",
 ]
@@ -66,6 +67,24 @@ class SessionStats:
             meta_count(meta, LINE_COUNT),
             meta_count(meta, TOKEN_ESTIMATE),
         )
+
+
+StatsSnapshot = tuple[int, int, int, int, int]
+"""A block's stats as it hands them to the writer: start, last activity, lines, tokens
+and whether its unfinished last line is counted (0 or 1). A plain tuple: one is made
+per batch of lines, and the metadata dict only when it is stored (`snapshot_meta`)."""
+
+
+def snapshot_meta(snapshot: StatsSnapshot) -> dict[str, int]:
+    """The `session:*` metadata keys a stats snapshot is stored under."""
+    start, last, lines, tokens, open_line = snapshot
+    return {
+        START_TS: start,
+        LAST_ACTIVITY: last,
+        LINE_COUNT: lines,
+        TOKEN_ESTIMATE: tokens,
+        OPEN_LINE: open_line,
+    }
 
 
 def meta_count(meta: dict[str, Any], key: str) -> int:
