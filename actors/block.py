@@ -183,9 +183,13 @@ class BlockActor(GreenroomActor):
         writer: GreenroomActorRef,
         archive_dir: Path,
         owners: Owners | None = None,
+        unstored: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(ctx)
         self.block_id = ctx.actor_id
+        # A new block's metadata, handed to the writer to store with its next batch
+        # (`Blocks.get`), until this actor knows it is stored.
+        self._unstored = unstored
         self._writer = writer
         self._archive_dir = archive_dir
         self._owners = owners
@@ -210,7 +214,11 @@ class BlockActor(GreenroomActor):
         self._restore_from: tuple[Path, Any, list[int], str, Any] | None = None
 
     def on_start(self) -> None:
-        meta = self.ctx.store.get_object(BLOCK, self.block_id).meta
+        found = self.ctx.store.find_object(BLOCK, self.block_id)
+        if found is None and self._unstored is None:
+            raise NotFound(f"block {self.block_id!r} does not exist")
+        meta = self._unstored if found is None else found.meta
+        assert meta is not None
         stats = SessionStats.from_meta(meta)
         self._start_ms, self._last_ms = stats.start_ts_ms, stats.last_activity_ms
         self._lines, self._tokens = stats.line_count, stats.token_estimate
@@ -275,6 +283,7 @@ class BlockActor(GreenroomActor):
         elif cls is GetMeta:
             return self._meta()
         elif cls is MergeMeta:
+            self._ensure_stored()
             return self.ctx.store.update_meta(BLOCK, self.block_id, message.update).meta
         elif cls is Flush:
             return self._flush()
@@ -428,7 +437,15 @@ class BlockActor(GreenroomActor):
             ) from error
 
     def _meta(self) -> dict[str, Any]:
+        self._ensure_stored()
         return self.ctx.store.get_object(BLOCK, self.block_id).meta
+
+    def _ensure_stored(self) -> None:
+        """A new block's object, stored now if the writer has not yet (a read of its
+        metadata cannot wait for the writer's next batch)."""
+        if self._unstored is not None:
+            self.ctx.store.ensure_object(BLOCK, self.block_id, self._unstored)
+            self._unstored = None
 
     def _archived_path(self, meta: dict[str, Any]) -> Path | None:
         if not meta.get(ARCHIVE_PATH):

@@ -28,6 +28,7 @@ from greenroom.blocks.backlog import OutputBacklog
 from greenroom.blocks.messages import (
     CommitDue,
     CommitNow,
+    CreateBlock,
     StatsDue,
     WhenWritten,
     WriteOutput,
@@ -59,6 +60,7 @@ class BlockWriter(GreenroomActor):
     def __init__(self, ctx: ActorContext, backlog: OutputBacklog | None = None) -> None:
         super().__init__(ctx)
         self._backlog = backlog  # released as output is stored (or dropped, counted)
+        self._creates: dict[str, dict[str, Any]] = {}  # new blocks' objects
         self._output: dict[str, bytearray] = {}
         self._stats: dict[str, StatsSnapshot] = {}  # stored with the next commit
         self._later: dict[str, StatsSnapshot] = {}  # waiting for their interval to end
@@ -78,7 +80,9 @@ class BlockWriter(GreenroomActor):
 
     def on_receive(self, message: Any) -> Any:
         cls = type(message)
-        if cls is WriteOutput:
+        if cls is CreateBlock:
+            self._creates[message.block_id] = message.meta
+        elif cls is WriteOutput:
             pending = self._output.get(message.block_id)
             if pending is None:
                 self._output[message.block_id] = bytearray(message.data)
@@ -170,7 +174,7 @@ class BlockWriter(GreenroomActor):
         Raises `StorageError` if it could not be stored; it is kept and retried.
         """
         self._commit()
-        if self._output or self._stats:
+        if self._creates or self._output or self._stats:
             raise StorageError("block output or stats could not be stored yet; retrying")
 
     def _failed(self, what: str, block_ids: list[str], error: BaseException) -> None:
@@ -186,14 +190,18 @@ class BlockWriter(GreenroomActor):
         self._commit()  # nothing handed over is left unwritten
 
     def _commit(self) -> None:
+        creates, self._creates = self._creates, {}
         output, self._output = self._output, {}
         stats, self._stats = self._stats, {}
         waiting, self._waiting = self._waiting, []
-        if output or stats:
+        if creates or output or stats:
             values = {block_id: snapshot_meta(snapshot) for block_id, snapshot in stats.items()}
             try:
-                written = self.ctx.store.append_many(BLOCK, OUTPUT, output, values=values)
+                written = self.ctx.store.append_many(
+                    BLOCK, OUTPUT, output, values=values, objects=creates
+                )
             except Exception as error:  # the whole transaction: nothing of it was stored
+                self._creates = {**creates, **self._creates}
                 self._put_back(output, stats)
                 self._waiting = waiting + self._waiting  # answered once it is stored
                 self._retry(error)
@@ -239,9 +247,10 @@ class BlockWriter(GreenroomActor):
             # Stopping: no later. What could not be stored is counted and logged.
             self._failed("output", list(self._output), error)
             self._failed("stats", list(self._stats), error)
+            self._failed("creation", list(self._creates), error)
             if self._backlog is not None:
                 self._backlog.release(sum(len(data) for data in self._output.values()))
-            self._output, self._stats = {}, {}
+            self._output, self._stats, self._creates = {}, {}, {}
             return
         delay = min(_RETRY_FIRST_S * 2**self._retries, _RETRY_MAX_S)
         self._retries += 1

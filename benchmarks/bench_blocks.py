@@ -1,6 +1,6 @@
 """Blocks: output throughput, batched stats flushes and archiving, against baselines.
 
-Three measurements, each printed beside a baseline measured in the same run, on a
+Four measurements, each printed beside a baseline measured in the same run, on a
 real SQLite file in a temporary folder with the default config (synchronous FULL):
 
 1. Lines/s through `Block.append_output` into 100 blocks from 4 sender threads (one
@@ -48,12 +48,31 @@ real SQLite file in a temporary folder with the default config (synchronous FULL
    output from the store, compressing, fsync and rename, then the transaction that
    points the metadata at the archive and deletes the live output.
 
+4. CPU cost of output lines at host scale, on the real `SystemClock`: the process's CPU
+   seconds (`getrusage`, user + system, all threads) over the wall seconds of a 10 s
+   window ("cores"; target <= 0.15) while the runtime's own clock sends ~80-byte lines
+   (`call_every(0.01, tick)`, each tick appending what arrives in 10 ms, round-robin
+   over the blocks) into (A) 10,000 blocks, a line each per second, and (B) 100,000
+   blocks, a line each per 10 s: 10,000 lines/s either way. The CPU model heads the
+   output, as the figures depend on it. Setup, not timed: every block's handle got (as
+   a host keeps them), one line appended to each and the runtime settled, so every
+   block's actor and output file exist. Also CPU us per line, the lines sent, the
+   store commits of the window, and how long `rt.settle()` takes after it (whether the
+   block writer kept up). The baseline does the same storage work without actors, in
+   its own process on a fresh database: one `store.append_many` per tick from the same
+   clock, with that tick's lines and each of their blocks' new line count and last
+   activity. Ratio = greenroom us per line / baseline us per line, lower is better.
+   Each load runs greenroom then the baseline, twice; the medians are printed, with the
+   range of the per-round ratios. About 2.5 minutes of the full run, mostly the setup
+   of 100,000 actors (`--quick`: 3 s windows, and (B) 20,000 blocks, a line each per
+   2 s; under a minute).
+
 Every part runs in a child process, so each starts from a clean heap. The parent stays
 small on purpose: on Linux a child's `ru_maxrss` starts at its parent's peak (the
 high-water mark is carried over the fork and exec), which would hide part 3's growth.
 For the same reason part 3 appends its output in one child and archives it in another.
 
-    .venv/bin/python benchmarks/bench_blocks.py          # the full run (~70 s, 2 vCPUs)
+    .venv/bin/python benchmarks/bench_blocks.py          # the full run (~3.5 min, 2 vCPUs)
     .venv/bin/python benchmarks/bench_blocks.py --quick  # smaller sizes, a smoke test
 
 `--json PATH` also writes the headline figures there as rows for `run_all.py`.
@@ -67,6 +86,7 @@ import heapq
 import itertools
 import json
 import os
+import platform
 import random
 import resource
 import statistics
@@ -74,14 +94,15 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
 import zstandard
 
 from greenroom import FakeClock, Runtime
-from greenroom.blocks.records import LINE_COUNT, SessionStats
+from greenroom.blocks.records import LAST_ACTIVITY, LINE_COUNT, SessionStats
 from greenroom.clock import stopwatch
+from greenroom.store import CreateObject, Store
 
 from _child import run_child, status_kb  # isort: skip (this folder's own module)
 from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
@@ -92,12 +113,16 @@ ROUNDS = 5  # part 1 alternates greenroom and pykka this many times; medians are
 LINE_BYTES = 80
 MB = 1_000_000
 PIECE = MB  # part 3 appends (and the baseline compresses) in pieces of this size
+HOST_TICK_S = 0.01  # part 4's senders run on the runtime's clock, this often
+HOST_ROUNDS = 2  # part 4 alternates greenroom and the baseline this many times per load
+HOST_KEPT_UP_S = 0.1  # part 4: the writer kept up if rt.settle() after the window is this quick
 
 # The targets, as the docstring gives them.
 APPEND_TARGET = Target(">=", 0.8)  # append_output lines/s / the pykka counter's tells/s
 FLUSH_TARGET = Target("<", 0.25, on="value")  # one interval's flush of every dirty block, s
 ARCHIVE_TARGET = Target(">=", 0.7)  # Block.archive() MB/s / the raw compressor's
 RSS_TARGET = Target("<", 64, on="value")  # peak RSS growth during the archive, MB
+HOST_TARGET = Target("<=", 0.15, on="value")  # part 4's process CPU over wall time, cores
 
 
 def ndjson_line(rng: random.Random, seq: int, size: int | None = None) -> bytes:
@@ -359,23 +384,23 @@ def child_flush_burst(count: int, folder: str) -> dict[str, Any]:
         interval = rt.config.stats_flush_interval_s
         assert rt.store.list_objects("block")[0].meta[LINE_COUNT] == 1
         commits = rt.metrics()["store_commits"]
-        # Time the store's own writes too: the writer's stats statements.
+        # Time the store's own writes too: the writer's batches (output and stats).
         write_times: list[float] = []
-        original = rt.store.set_meta_values
+        original = rt.store.append_many
 
-        def timed_set_meta_values(*args: Any, **kwargs: Any) -> int:
+        def timed_append_many(*args: Any, **kwargs: Any) -> Any:
             began = stopwatch()
             try:
                 return original(*args, **kwargs)
             finally:
                 write_times.append(stopwatch() - began)
 
-        rt.store.set_meta_values = timed_set_meta_values  # type: ignore[method-assign]
+        rt.store.append_many = timed_append_many  # type: ignore[method-assign]
         began = stopwatch()
         fired = clock.fire(interval)
         rt.settle()
         took = stopwatch() - began
-        rt.store.set_meta_values = original  # type: ignore[method-assign]
+        rt.store.append_many = original  # type: ignore[method-assign]
         flush_commits = rt.metrics()["store_commits"] - commits
         updates = _check_flushed(rt, count, 2)
         # The baseline: the same updates, one transaction each.
@@ -509,6 +534,141 @@ def child_archive(total: int, folder: str) -> dict[str, Any]:
     }
 
 
+# -- 4. output lines at host scale ------------------------------------------------------
+
+
+class HostLoad(NamedTuple):
+    """Part 4's load: `blocks` blocks, a line each per `period_s`, for `seconds`."""
+
+    blocks: int
+    period_s: float
+    seconds: float
+
+    @property
+    def per_tick(self) -> int:
+        """Lines sent per `HOST_TICK_S` tick: what arrives from all blocks in one tick."""
+        return round(self.blocks * HOST_TICK_S / self.period_s)
+
+
+def _host_lines() -> list[bytes]:
+    """A pool of LINE_BYTES-byte lines, made before the clock starts; used in turn."""
+    rng = random.Random(4)
+    return [ndjson_line(rng, seq, LINE_BYTES) for seq in range(4096)]
+
+
+def _create_blocks(store: Store, ids: list[str]) -> None:
+    """Create the block objects, 5,000 to a transaction (the baseline's setup)."""
+    for at in range(0, len(ids), 5000):
+        store.write_atomic(
+            [CreateObject("block", block_id, {"view": "agent"}) for block_id in ids[at : at + 5000]]
+        )
+
+
+def _host_window(rt: Runtime, tick: Callable[[], object], seconds: float) -> dict[str, float]:
+    """Run `tick` every HOST_TICK_S on the runtime's clock for `seconds` of real time;
+    the process CPU, wall time and store commits of that window, then how long
+    `rt.settle()` took after it (everything sent handled), and the slow handlers."""
+    gc.collect()  # the setup's garbage is not the window's
+    before = rt.metrics()
+    cpu = _cpu_s()
+    began = stopwatch()
+    handle = rt.clock.call_every(HOST_TICK_S, tick)
+    threading.Event().wait(seconds)
+    handle.cancel()
+    # The timer thread runs one callback at a time: once this one runs, no tick is
+    # under way and none will start.
+    fence = threading.Event()
+    rt.clock.call_later(0, fence.set)
+    fence.wait()
+    wall = stopwatch() - began
+    cpu = _cpu_s() - cpu
+    commits = rt.metrics()["store_commits"] - before["store_commits"]
+    settle_began = stopwatch()
+    rt.settle()
+    settle_s = stopwatch() - settle_began
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "commits": commits,
+        "settle_s": settle_s,
+        "slow_handlers": rt.metrics()["slow_handlers"] - before["slow_handlers"],
+    }
+
+
+def _check_stored(rt: Runtime, count: int, lines: int) -> None:
+    """Every line sent (setup included) is in the blocks' outputs."""
+    outputs = rt.store.files_named("block", "output")
+    stored = sum(info.size for info in outputs.values())
+    assert len(outputs) == count, (len(outputs), count)
+    assert stored == lines * LINE_BYTES, (stored, lines * LINE_BYTES)
+
+
+def child_host_green(load: HostLoad, folder: str) -> dict[str, Any]:
+    lines = _host_lines()
+    ids = [f"b{i}" for i in range(load.blocks)]
+    with Runtime.open(Path(folder) / "host.db") as rt:
+        # Setup: every block's actor running and its output file made; the host keeps
+        # the handles.
+        setup_began = stopwatch()
+        blocks = [rt.blocks.get(block_id) for block_id in ids]
+        for block, line in zip(blocks, itertools.cycle(lines)):
+            block.append_output(line)
+        rt.settle()
+        setup_s = stopwatch() - setup_began
+        count, pool, per_tick = len(blocks), len(lines), load.per_tick
+        sent = 0
+
+        def tick() -> None:
+            nonlocal sent
+            for seq in range(sent, sent + per_tick):
+                blocks[seq % count].append_output(lines[seq % pool])
+            sent += per_tick
+
+        out = _host_window(rt, tick, load.seconds)
+        _check_stored(rt, count, count + sent)
+    return {**out, "lines": sent, "setup_s": setup_s}
+
+
+def child_host_baseline(load: HostLoad, folder: str) -> dict[str, Any]:
+    lines = _host_lines()
+    ids = [f"b{i}" for i in range(load.blocks)]
+    with Runtime.open(Path(folder) / "host-baseline.db") as rt:
+        # Setup: the same objects and output files, made without actors.
+        setup_began = stopwatch()
+        store = rt.store
+        _create_blocks(store, ids)
+        now = rt.clock.now_ms()
+        store.append_many(
+            "block",
+            "output",
+            dict(zip(ids, itertools.cycle(lines))),
+            values={block_id: {LINE_COUNT: 1, LAST_ACTIVITY: now} for block_id in ids},
+        )
+        setup_s = stopwatch() - setup_began
+        count, pool, per_tick = len(ids), len(lines), load.per_tick
+        line_counts = [1] * count
+        sent = 0
+
+        def tick() -> None:
+            # One transaction for what arrives in one tick: each line and its block's
+            # new stats, as the block writer stores them.
+            nonlocal sent
+            appends: dict[str, bytes] = {}
+            values: dict[str, dict[str, int | float | str]] = {}
+            now = rt.clock.now_ms()
+            for seq in range(sent, sent + per_tick):
+                k = seq % count
+                line_counts[k] += 1
+                appends[ids[k]] = lines[seq % pool]
+                values[ids[k]] = {LINE_COUNT: line_counts[k], LAST_ACTIVITY: now}
+            store.append_many("block", "output", appends, values=values)
+            sent += per_tick
+
+        out = _host_window(rt, tick, load.seconds)
+        _check_stored(rt, count, count + sent)
+    return {**out, "lines": sent, "setup_s": setup_s}
+
+
 # -- running --------------------------------------------------------------------------
 
 CHILDREN: dict[str, Callable[[int, str], dict[str, Any]]] = {
@@ -520,18 +680,167 @@ CHILDREN: dict[str, Callable[[int, str], dict[str, Any]]] = {
 }
 
 
+HOST_CHILDREN: dict[str, Callable[[HostLoad, str], dict[str, Any]]] = {
+    "host-green": child_host_green,
+    "host-baseline": child_host_baseline,
+}
+
+
 def child(name: str, size: int, folder: str) -> dict[str, Any]:
     return run_child(__file__, "--child", name, "--size", size, "--folder", folder)
+
+
+def host_child(name: str, load: HostLoad, folder: str) -> dict[str, Any]:
+    return run_child(
+        __file__,
+        "--child",
+        name,
+        "--size",
+        load.blocks,
+        "--period",
+        load.period_s,
+        "--seconds",
+        load.seconds,
+        "--folder",
+        folder,
+    )
+
+
+def cpu_model() -> str:
+    """The CPU's model name, from /proc/cpuinfo where there is one."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def host_scale(quick: bool) -> list[Row]:
+    """Part 4: run each load's rounds, print them, and return their rows."""
+    seconds = 3.0 if quick else 10.0
+    loads = [HostLoad(10_000, 1.0, seconds)]
+    loads.append(HostLoad(20_000, 2.0, seconds) if quick else HostLoad(100_000, 10.0, seconds))
+    rows: list[Row] = []
+    print(
+        f"output lines at host scale on the real clock (CPU: {cpu_model()}, {os.cpu_count()} CPUs)"
+    )
+    print(
+        f"  process CPU over wall time ('cores', all threads) while the runtime's clock sends "
+        f"{LINE_BYTES}-byte lines every {HOST_TICK_S * 1000:g} ms"
+    )
+    print(
+        f"  medians of {HOST_ROUNDS} rounds, greenroom then the baseline (store.append_many "
+        "once per tick, no actors), each in a fresh process and database"
+    )
+    for load in loads:
+        green: list[dict[str, Any]] = []
+        base: list[dict[str, Any]] = []
+        for _ in range(HOST_ROUNDS):
+            # Alternate, so drift in the machine's load hits both alike.
+            with tempfile.TemporaryDirectory(prefix="bench-blocks-") as tmp:
+                green.append(host_child("host-green", load, tmp))
+            with tempfile.TemporaryDirectory(prefix="bench-blocks-") as tmp:
+                base.append(host_child("host-baseline", load, tmp))
+        for r in green + base:
+            r["cores"] = r["cpu_s"] / r["wall_s"]
+            r["us"] = r["cpu_s"] / max(r["lines"], 1) * 1e6
+        cores = statistics.median(r["cores"] for r in green)
+        us = statistics.median(r["us"] for r in green)
+        base_cores = statistics.median(r["cores"] for r in base)
+        base_us = statistics.median(r["us"] for r in base)
+        ratios = [g["us"] / b["us"] for g, b in zip(green, base, strict=True)]
+        planned = round(load.seconds / HOST_TICK_S) * load.per_tick
+        verdict = "PASS" if HOST_TARGET.met(cores) else "FAIL"
+        name = f"{load.blocks:,} blocks, a line each per {load.period_s:g} s"
+        print(
+            f"  {name} ({load.per_tick} lines per tick), {load.seconds:g} s windows"
+            f"  (target <= {HOST_TARGET.bound:g} cores: {verdict})"
+        )
+        print(
+            f"    greenroom {cores:.3f} cores, {us:5.1f} us/line  baseline {base_cores:.3f} "
+            f"cores, {base_us:5.1f} us/line  ratio (us/line) {us / base_us:.2f}, rounds "
+            f"{min(ratios):.2f}-{max(ratios):.2f}"
+        )
+        print(
+            "    rounds: greenroom "
+            + ", ".join(f"{r['cores']:.3f}" for r in green)
+            + " cores; baseline "
+            + ", ".join(f"{r['cores']:.3f}" for r in base)
+            + " cores"
+        )
+        print(
+            "    lines sent (planned "
+            f"{planned:,}): greenroom "
+            + ", ".join(f"{r['lines']:,}" for r in green)
+            + "; baseline "
+            + ", ".join(f"{r['lines']:,}" for r in base)
+        )
+        print(
+            "    store commits in the window: greenroom "
+            + ", ".join(f"{r['commits']:,}" for r in green)
+            + "; baseline "
+            + ", ".join(f"{r['commits']:,}" for r in base)
+        )
+        kept_up = all(r["settle_s"] <= HOST_KEPT_UP_S for r in green)
+        print(
+            "    rt.settle() after the window (the writer kept up if <= "
+            f"{HOST_KEPT_UP_S:g} s): "
+            + ", ".join(f"{r['settle_s']:.3f}" for r in green)
+            + f" s, {'kept up' if kept_up else 'BEHIND'}; slow handlers "
+            + ", ".join(str(r["slow_handlers"]) for r in green)
+        )
+        print(
+            "    setup (not timed): greenroom "
+            + ", ".join(f"{r['setup_s']:.1f}" for r in green)
+            + " s; baseline "
+            + ", ".join(f"{r['setup_s']:.1f}" for r in base)
+            + " s"
+        )
+        label = f"append_many per {HOST_TICK_S * 1000:g} ms tick"
+        rows.append(
+            figure(
+                f"output at host scale, {name}: process CPU",
+                cores,
+                "cores",
+                baseline=base_cores,
+                baseline_label=label,
+                ratio=cores / base_cores,
+                target=HOST_TARGET,
+            )
+        )
+        rows.append(
+            figure(
+                f"output at host scale, {name}: CPU per line",
+                us,
+                "us",
+                baseline=base_us,
+                baseline_label=label,
+                ratio=us / base_us,
+            )
+        )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
     add_json_option(parser)
-    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=sorted([*CHILDREN, *HOST_CHILDREN]), help=argparse.SUPPRESS
+    )
     parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--period", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--folder", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child in HOST_CHILDREN:
+        load = HostLoad(args.size, args.period, args.seconds)
+        print(json.dumps(HOST_CHILDREN[args.child](load, args.folder)))
+        return
     if args.child:
         print(json.dumps(CHILDREN[args.child](args.size, args.folder)))
         return
@@ -598,7 +907,7 @@ def main() -> None:
     )
     print(
         f"  of which the store's writes {b['writes_s']:.3f} s in {b['write_calls']} "
-        "statement batch(es)  (the writes: target < 0.25 s)"
+        "writer batch(es)  (the writes: target < 0.25 s)"
     )
     print(
         f"  baseline: update_meta, one transaction each {b['baseline_s']:.3f} s  "
@@ -675,6 +984,8 @@ def main() -> None:
         f"{s['setup_s']:.1f} s, its peak RSS {mbytes(s['setup_peak_kb']):,.1f} MB"
     )
     rows.append(figure("peak RSS growth during the archive", growth, "MB", target=RSS_TARGET))
+
+    rows.extend(host_scale(args.quick))
     write_rows(args.json, rows)
 
 

@@ -3,9 +3,10 @@
     v1:<epoch>:<revision>:<position>:<session_id>
 
 * `v1`: the format's version; any other prefix is refused.
-* `epoch`: 16 lowercase hex digits, random per replay-buffer incarnation. A buffer
-  made again (after it was dropped, or in a new process) has a new epoch, so a cursor
-  from before can never silently replay the wrong suffix.
+* `epoch`: 16 lowercase hex digits, new per replay-buffer incarnation (unique, not
+  secret: `greenroom.ids`). A buffer made again (after it was dropped, or in a new
+  process) has a new epoch, so a cursor from before can never silently replay the
+  wrong suffix.
 * `revision`: the session revision the cursor was made at (a non-negative integer).
 * `position`: the position of the last event the holder has seen (0: none yet).
 * `session_id`: last, so it may itself contain `:`; text a session id can be (no lone

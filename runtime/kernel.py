@@ -8,7 +8,6 @@ guard), and stops every actor on close.
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections import defaultdict
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ from greenroom.clock import Clock
 from greenroom.config import RuntimeConfig
 from greenroom.errors import InvalidInput, InvalidTransition, NotFound, Stopped, Timeout
 from greenroom.futures import refuse_waiting_in_handler
+from greenroom.ids import next_hex_id
 from greenroom.metrics import Metrics
 from greenroom.store import Store
 
@@ -90,7 +90,7 @@ class Kernel:
             raise InvalidInput(f"spawn takes a GreenroomActor subclass, got {actor_class!r}")
         kind = actor_class.kind
         if actor_id is None:
-            actor_id = f"{kind}-{secrets.token_hex(8)}"
+            actor_id = f"{kind}-{next_hex_id()}"
         else:
             check_actor_id(actor_id)
         with self.lock:

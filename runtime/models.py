@@ -58,8 +58,10 @@ class AppendedMany:
     data was not stored, with why (`NotFound`: no such object or file; `StorageError`:
     a damaged file row). `values_changed`: how many objects' metadata values were set
     (an object that does not exist, or whose metadata is damaged, is skipped).
+    `created`: how many of the objects to make first were missing, and made.
     """
 
     sizes: dict[str, int]
     failed: dict[str, Exception]
     values_changed: int
+    created: int = 0

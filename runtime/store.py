@@ -783,6 +783,7 @@ class Store:
         *,
         values: Mapping[str, Mapping[str, int | float | str]] | None = None,
         create: bool = True,
+        objects: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> AppendedMany:
         """Append to the file `name` of many objects, and set plain metadata values of
         many (as `set_meta_values`), in one transaction: one commit for the lot.
@@ -792,10 +793,16 @@ class Store:
         output and stats): a few statements in all, not a few per object. An object
         that does not exist (or whose file row is damaged) fails alone: see
         `AppendedMany.failed`; its data is not stored. Malformed arguments raise
-        `InvalidInput` before anything is written.
+        `InvalidInput` before anything is written. `objects` maps ids of objects to make
+        first, when missing, to their metadata (an existing one is left as it is): a new
+        object costs no commit of its own.
         """
         _check_kind(kind)
         _check_name(name)
+        new_objects = [
+            (kind, _check_id(kind, object_id), dumps_meta(merge_meta({}, meta)))
+            for object_id, meta in (objects or {}).items()
+        ]
         pieces: dict[str, list[bytes]] = {}
         for object_id, data in appends.items():
             _check_id(kind, object_id)
@@ -806,13 +813,22 @@ class Store:
                 step = self._chunk_bytes
                 pieces[object_id] = [data[at : at + step] for at in range(0, len(data), step)]
         rows = _value_rows(kind, values or {})
-        if not pieces and not rows:
+        if not pieces and not rows and not new_objects:
             self._ensure_open()
             return AppendedMany({}, {}, 0)
 
         def op() -> AppendedMany:
+            created = 0
+            if new_objects:
+                now = self._now_ms()
+                created = self._db.conn.executemany(
+                    "INSERT INTO objects (kind, id, meta, version, created_ms, updated_ms) "
+                    f"VALUES (?, ?, ?, 1, {int(now)}, {int(now)}) ON CONFLICT DO NOTHING",
+                    new_objects,
+                ).rowcount
             sizes, failed = self._append_pieces(kind, name, pieces, create)
-            return AppendedMany(sizes, failed, self._set_values(rows) if rows else 0)
+            changed = self._set_values(rows) if rows else 0
+            return AppendedMany(sizes, failed, changed, created)
 
         what = f"append to file {name!r} of {len(pieces)} {kind}(s)"
         return self._write(what, op)

@@ -234,16 +234,19 @@ async def test_a_reconnect_never_waits_on_the_loop(
     pane.append_output(b"one\n")
     await pane.flush()
     await off_loop(rt.get_actor("block", "pane-1").stop)
-    # Reconnecting creates the block's record if need be: hold it there, on its thread.
+    # Reconnecting looks the block's record up (to make it if need be): hold it there,
+    # on its thread.
     entered, go = threading.Event(), threading.Event()
-    real_ensure = rt.store.ensure_object
+    real_find = rt.store.find_object
+    held = [True]
 
-    def held_ensure(*args: Any, **kwargs: Any) -> Any:
-        entered.set()
-        assert go.wait(WAIT)
-        return real_ensure(*args, **kwargs)
+    def held_find(*args: Any, **kwargs: Any) -> Any:
+        if held.pop() if held else False:  # the reconnect's lookup (the first) only
+            entered.set()
+            assert go.wait(WAIT)
+        return real_find(*args, **kwargs)
 
-    monkeypatch.setattr(rt.store, "ensure_object", held_ensure)
+    monkeypatch.setattr(rt.store, "find_object", held_find)
     pane.append_output(b"two\n")  # returns at once: the reconnect is not on this thread
     await until(entered)
     lines: list[int] = []

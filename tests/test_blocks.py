@@ -635,18 +635,20 @@ def test_a_stopped_actor_is_reconnected_off_the_callers_thread_keeping_the_order
     block.append_output(b"one\n")
     block.flush()
     rt.get_actor("block", "pane-1").stop()
-    # Reconnecting creates the block's record if need be: hold it there.
+    # Reconnecting looks the block's record up (to make it if need be): hold it there.
     entered, go = threading.Event(), threading.Event()
     connecting_threads: list[int] = []
-    real_ensure = rt.store.ensure_object
+    real_find = rt.store.find_object
+    held = [True]
 
-    def held_ensure(*args: Any, **kwargs: Any) -> Any:
-        connecting_threads.append(threading.get_ident())
-        entered.set()
-        assert go.wait(10)
-        return real_ensure(*args, **kwargs)
+    def held_find(*args: Any, **kwargs: Any) -> Any:
+        if held.pop() if held else False:  # the reconnect's lookup (the first) only
+            connecting_threads.append(threading.get_ident())
+            entered.set()
+            assert go.wait(10)
+        return real_find(*args, **kwargs)
 
-    monkeypatch.setattr(rt.store, "ensure_object", held_ensure)
+    monkeypatch.setattr(rt.store, "find_object", held_find)
     sender = threading.Thread(
         target=lambda: [block.append_output(b"two\n"), block.record_line(8)], daemon=True
     )

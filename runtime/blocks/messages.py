@@ -2,7 +2,7 @@
 sweeper handle, and the checks that make them from a caller's input.
 
 All are frozen attrs records. Tells (no answer): `AppendOutput`, `RecordLine`, the
-writer's `WriteOutput`, `WriteStats`, `WhenWritten`, and the timers' `StatsDue`,
+writer's `CreateBlock`, `WriteOutput`, `WriteStats`, `WhenWritten`, and the timers' `StatsDue`,
 `CommitDue`, `SweepDue`. Asks (answered): `GetStats`, `GetMeta`, `MergeMeta`, `Flush`,
 `Archive`, `Restore`, `ReadOutput`, `PruneArchive` (a block's actor), `CommitNow` (the
 writer) and `SweepRequest` (the sweeper).
@@ -26,6 +26,7 @@ __all__ = [
     "Archive",
     "CommitDue",
     "CommitNow",
+    "CreateBlock",
     "Flush",
     "GetMeta",
     "GetStats",
@@ -140,6 +141,15 @@ def prune_message(path: str | PathLike[str]) -> PruneArchive:
 
 
 # -- the block writer -----------------------------------------------------------------------
+
+
+@attrs.frozen
+class CreateBlock:
+    """Tell the writer: make the block's stored object, with `meta`, if it is missing
+    (with its next batch: a new block costs no commit of its own)."""
+
+    block_id: str
+    meta: dict[str, Any]
 
 
 @attrs.frozen

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 from greenroom.actors.base import GreenroomActorRef
 from greenroom.actors.block import BlockActor
@@ -21,7 +22,7 @@ from greenroom.actors.sweeper import SweepSupervisor
 from greenroom.blocks.archive import check_block_id, remove_stale_temps
 from greenroom.blocks.backlog import OutputBacklog
 from greenroom.blocks.handle import Block
-from greenroom.blocks.messages import CommitNow, SweepRequest
+from greenroom.blocks.messages import CommitNow, CreateBlock, SweepRequest
 from greenroom.blocks.owners import Owners
 from greenroom.blocks.records import SweepProgress, SweepStats
 from greenroom.checks import check_bool, check_callable, check_int, check_number, check_text
@@ -129,10 +130,21 @@ class Blocks:
             writer.ask(CommitNow(), timeout=kernel.config.stop_timeout_s)
             ref = kernel.lookup(BlockActor.kind, block_id)
         if ref is None:
-            kernel.store.ensure_object("block", block_id, {"view": view})
+            unstored: dict[str, Any] | None = None
+            if kernel.store.find_object("block", block_id) is None:
+                # A new block: the writer makes its object with its next batch (a read
+                # here, not a commit). Told before the actor exists, so before any of
+                # its output.
+                unstored = {"view": view}
+                writer.tell(CreateBlock(block_id, dict(unstored)))
             try:
                 ref = kernel.spawn(
-                    BlockActor, writer, self._archive_dir, self._owners, actor_id=block_id
+                    BlockActor,
+                    writer,
+                    self._archive_dir,
+                    self._owners,
+                    unstored=unstored,
+                    actor_id=block_id,
                 )
             except InvalidTransition:
                 ref = kernel.wait_for_actor(BlockActor.kind, block_id)
@@ -143,6 +155,7 @@ class Blocks:
         """The ids of every stored block (with metadata `view`, if given), sorted."""
         store = self._kernel.store
         self._kernel.check_open()
+        self._stored()
         if view is None:
             return store.list_ids("block")
         check_text(view, "view")
@@ -186,6 +199,10 @@ class Blocks:
         assert self._sweeper is not None
         stats: SweepStats = self._sweeper.ask(request)
         return stats
+
+    def _stored(self) -> None:
+        """Wait until the writer has stored what it was handed (new blocks included)."""
+        self.start_services().ask(CommitNow(), timeout=self._kernel.config.stop_timeout_s)
 
     def start_services(self) -> GreenroomActorRef:
         """Start the block writer and the sweep supervisor once; the writer's ref.

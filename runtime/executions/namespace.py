@@ -45,7 +45,6 @@ import copy
 import functools
 import inspect
 import logging
-import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
@@ -74,6 +73,7 @@ from greenroom.executions.registry import ENDED, ExecutionRegistry, LiveEntry
 from greenroom.executions.stored import Stored, StoredSessions
 from greenroom.executions.strategies import StrategyInfo, StrategyTable, check_name
 from greenroom.futures import GreenroomFuture
+from greenroom.ids import next_hex_id
 from greenroom.kernel import Kernel
 from greenroom.usage import Usage, as_usage
 
@@ -768,7 +768,7 @@ class Executions:
             try:
                 ref = spawn(actor_id=session_id)
             except InvalidTransition:  # its passivated actor is still stopping
-                ref = spawn(actor_id=f"{session_id}-{secrets.token_hex(4)}")
+                ref = spawn(actor_id=f"{session_id}-{next_hex_id()}")
             ref.tell(BEGIN)
             self._metrics.incr("executions_redriven")
             log.info("execution %s re-driven from its journal (%s)", session_id, action)

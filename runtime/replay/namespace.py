@@ -54,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import secrets
 import threading
 import weakref
 from collections import OrderedDict
@@ -71,6 +70,7 @@ from greenroom.clock import stopwatch
 from greenroom.cursor import ParsedCursor, parse_cursor
 from greenroom.errors import FutureTimeout, InvalidTransition
 from greenroom.futures import GreenroomFuture, Steps, drive
+from greenroom.ids import next_hex_id
 from greenroom.kernel import Kernel
 from greenroom.replay.follower import Follower
 from greenroom.replay.messages import (
@@ -376,7 +376,7 @@ class Replay:
         self._check_open()
         if self._trimmer is None:
             self._trimmer = self._spawn(ReplayTrimmer, self._refs, actor_id="replay_trimmer")
-        epoch = self._reserved.pop(session_id, None) or secrets.token_hex(8)
+        epoch = self._reserved.pop(session_id, None) or next_hex_id()
         slot = _Slot(epoch)
         # The epoch makes the id unique; the session part only names it, with a NUL
         # (which a session id may hold, and an actor id may not) spelled out.
@@ -501,7 +501,7 @@ class Replay:
             reserved = self._reserved
             epoch = reserved.get(sid)
             if epoch is None:
-                epoch = reserved[sid] = secrets.token_hex(8)
+                epoch = reserved[sid] = next_hex_id()
                 if len(reserved) > _MAX_RESERVED:
                     forgotten, _ = reserved.popitem(last=False)
                     log.debug(
