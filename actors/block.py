@@ -183,13 +183,15 @@ class BlockActor(GreenroomActor):
         writer: GreenroomActorRef,
         archive_dir: Path,
         owners: Owners | None = None,
-        unstored: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        unstored: bool = False,
     ) -> None:
         super().__init__(ctx)
         self.block_id = ctx.actor_id
+        self._loaded = meta  # the metadata `Blocks.get` just read (None: read it here)
         # A new block's metadata, handed to the writer to store with its next batch
         # (`Blocks.get`), until this actor knows it is stored.
-        self._unstored = unstored
+        self._unstored = meta if unstored else None
         self._writer = writer
         self._archive_dir = archive_dir
         self._owners = owners
@@ -214,11 +216,9 @@ class BlockActor(GreenroomActor):
         self._restore_from: tuple[Path, Any, list[int], str, Any] | None = None
 
     def on_start(self) -> None:
-        found = self.ctx.store.find_object(BLOCK, self.block_id)
-        if found is None and self._unstored is None:
-            raise NotFound(f"block {self.block_id!r} does not exist")
-        meta = self._unstored if found is None else found.meta
-        assert meta is not None
+        meta, self._loaded = self._loaded, None
+        if meta is None:
+            meta = self.ctx.store.get_object(BLOCK, self.block_id).meta
         stats = SessionStats.from_meta(meta)
         self._start_ms, self._last_ms = stats.start_ts_ms, stats.last_activity_ms
         self._lines, self._tokens = stats.line_count, stats.token_estimate
@@ -226,7 +226,8 @@ class BlockActor(GreenroomActor):
             # The last line has no newline yet and was counted already (at a stop or an
             # archive): its end, when it comes, does not count it again.
             self._partial, self._partial_counted = 1, True
-        self._remove_dead_restores()
+        if self._unstored is None:  # (a new block has no files yet)
+            self._remove_dead_restores()
 
     def _remove_dead_restores(self) -> None:
         """Delete the partial copies of restores whose runtime is gone (a stop or a crash

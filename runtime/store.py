@@ -219,6 +219,7 @@ class Store:
         *,
         now_ms: Callable[[], int],
         chunk_bytes: int,
+        read_db: sqlite_utils.Database | None = None,
     ) -> None:
         """Wrap an open database; use `Store.open` instead."""
         self._db = db
@@ -226,6 +227,10 @@ class Store:
         self._now_ms = now_ms
         self._chunk_bytes = chunk_bytes
         self._lock = threading.Lock()
+        # Reads use a connection of their own, so they never wait for a commit (WAL:
+        # a read sees everything committed when it starts). In memory there is one.
+        self._rdb = read_db or db
+        self._read_lock = self._lock if read_db is None else threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[_WriteSlot] = []
         self._closed = False
@@ -296,9 +301,19 @@ class Store:
             if conn is not None:
                 conn.close()
             raise StorageError(f"cannot open store {target!r}: {exc}") from exc
+        read_db = None
+        if target != ":memory:":
+            try:
+                read_conn = sqlite3.connect(target, check_same_thread=False)
+                read_conn.execute(f"PRAGMA busy_timeout = {min(int(busy_s * 1000), 2**31 - 1)}")
+                read_conn.execute("PRAGMA query_only = ON")
+                read_db = sqlite_utils.Database(read_conn, execute_plugins=False)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StorageError(f"cannot open store {target!r}: {exc}") from exc
         if now_ms is None:
             now_ms = SystemClock().now_ms
-        return cls(db, target, now_ms=now_ms, chunk_bytes=chunk_bytes)
+        return cls(db, target, now_ms=now_ms, chunk_bytes=chunk_bytes, read_db=read_db)
 
     @property
     def path(self) -> str:
@@ -308,8 +323,8 @@ class Store:
     @property
     def schema_version(self) -> int:
         """The schema version recorded in the database."""
-        with self._reading("read the schema version"):
-            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        with self._reading("read the schema version") as db:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
 
     @property
     def closed(self) -> bool:
@@ -331,6 +346,9 @@ class Store:
             if batch:
                 self._run_batch(batch)
             try:
+                if self._rdb is not self._db:
+                    with self._read_lock:
+                        self._rdb.close()
                 self._db.close()
             except sqlite3.Error as exc:  # pragma: no cover - close rarely fails
                 raise StorageError(f"closing store {self._path!r} failed: {exc}") from exc
@@ -342,11 +360,12 @@ class Store:
     # -- transactions ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _reading(self, what: str) -> Iterator[None]:
-        with self._lock:
+    def _reading(self, what: str) -> Iterator[sqlite_utils.Database]:
+        """The read connection, held; a SQLite error becomes `StorageError`."""
+        with self._read_lock:
             self._ensure_open()
             try:
-                yield
+                yield self._rdb
             except sqlite3.Error as exc:
                 raise StorageError(f"could not {what} in store {self._path!r}: {exc}") from exc
 
@@ -496,8 +515,8 @@ class Store:
         """The object (kind, id), or `None`."""
         _check_kind(kind)
         _check_id(kind, object_id)
-        with self._reading(f"read {kind} {object_id!r}"):
-            return self._fetch(kind, object_id)
+        with self._reading(f"read {kind} {object_id!r}") as db:
+            return self._fetch(kind, object_id, db.conn)
 
     def list_objects(
         self, kind: str, *, unreadable: list[UnreadableObject] | None = None
@@ -510,8 +529,8 @@ class Store:
         `unreadable`, so a listing can go on.
         """
         _check_kind(kind)
-        with self._reading(f"list {kind} objects"):
-            rows = self._db.execute(
+        with self._reading(f"list {kind} objects") as db:
+            rows = db.execute(
                 "SELECT kind, id, meta, version, created_ms, updated_ms FROM objects "
                 "WHERE kind = ? ORDER BY id",
                 [kind],
@@ -531,8 +550,8 @@ class Store:
     def list_ids(self, kind: str) -> list[str]:
         """The ids of every object of `kind`, sorted."""
         _check_kind(kind)
-        with self._reading(f"list {kind} ids"):
-            rows = self._db.execute(
+        with self._reading(f"list {kind} ids") as db:
+            rows = db.execute(
                 "SELECT id FROM objects WHERE kind = ? ORDER BY id", [kind]
             ).fetchall()
         for (object_id,) in rows:
@@ -624,12 +643,18 @@ class Store:
         ).fetchone()
         return row is not None
 
-    def _fetch(self, kind: str, object_id: str) -> StoredObject | None:
-        row = self._db.conn.execute(
-            "SELECT kind, id, meta, version, created_ms, updated_ms FROM objects "
-            "WHERE kind = ? AND id = ?",
-            [kind, object_id],
-        ).fetchone()
+    def _fetch(
+        self, kind: str, object_id: str, conn: sqlite3.Connection | None = None
+    ) -> StoredObject | None:
+        row = (
+            (conn or self._db.conn)
+            .execute(
+                "SELECT kind, id, meta, version, created_ms, updated_ms FROM objects "
+                "WHERE kind = ? AND id = ?",
+                [kind, object_id],
+            )
+            .fetchone()
+        )
         return None if row is None else _object_from_row(row)
 
     # -- files -------------------------------------------------------------------------
@@ -1016,8 +1041,8 @@ class Store:
         """Check the file exists (now, not on first iteration), then page its chunks."""
         self._check_file_args(kind, object_id, name)
         what = f"read file {name!r} of {kind} {object_id!r}"
-        with self._reading(what):
-            if self._file_row(kind, object_id, name) is None:
+        with self._reading(what) as db:
+            if self._file_row(kind, object_id, name, db.conn) is None:
                 raise NotFound(f"{kind} {object_id!r} has no file {name!r}")
         return self._page_chunks(kind, object_id, name, lo, hi, what)
 
@@ -1028,8 +1053,8 @@ class Store:
         # Where the next chunk starts: chunks are contiguous, the first one at `lo` or before.
         expected: int | None = None
         while True:
-            with self._reading(what):
-                rows = self._db.execute(
+            with self._reading(what) as db:
+                rows = db.execute(
                     "SELECT seq, start, data FROM file_chunks "
                     "WHERE kind = ? AND id = ? AND name = ? AND seq > ? "
                     "AND start + length(data) > ? AND (? IS NULL OR start < ?) "
@@ -1059,8 +1084,8 @@ class Store:
     def stat_file(self, kind: str, object_id: str, name: str) -> FileInfo:
         """Size and chunk count of the file; `NotFound` when it does not exist."""
         self._check_file_args(kind, object_id, name)
-        with self._reading(f"stat file {name!r} of {kind} {object_id!r}"):
-            row = self._db.execute(
+        with self._reading(f"stat file {name!r} of {kind} {object_id!r}") as db:
+            row = db.execute(
                 "SELECT size, chunks, created_ms, updated_ms FROM files "
                 "WHERE kind = ? AND id = ? AND name = ?",
                 [kind, object_id, name],
@@ -1074,8 +1099,8 @@ class Store:
         """Every file of the object, ordered by name."""
         _check_kind(kind)
         _check_id(kind, object_id)
-        with self._reading(f"list files of {kind} {object_id!r}"):
-            rows = self._db.execute(
+        with self._reading(f"list files of {kind} {object_id!r}") as db:
+            rows = db.execute(
                 "SELECT name, size, chunks, created_ms, updated_ms FROM files "
                 "WHERE kind = ? AND id = ? ORDER BY name",
                 [kind, object_id],
@@ -1093,16 +1118,16 @@ class Store:
         """
         if not isinstance(sql, str) or not sql.lstrip().upper().startswith("SELECT"):
             raise InvalidInput(f"query takes one SELECT statement, got {sql!r}")
-        with self._reading("query the store"):
-            return [tuple(row) for row in self._db.execute(sql, list(params)).fetchall()]
+        with self._reading("query the store") as db:
+            return [tuple(row) for row in db.execute(sql, list(params)).fetchall()]
 
     def files_named(self, kind: str, name: str) -> dict[str, FileInfo]:
         """The file `name` of every object of `kind` that has one, by object id, in one
         query (rows that do not read back are left out and logged)."""
         _check_kind(kind)
         _check_name(name)
-        with self._reading(f"list {kind} files named {name}"):
-            rows = self._db.execute(
+        with self._reading(f"list {kind} files named {name}") as db:
+            rows = db.execute(
                 "SELECT id, size, chunks, created_ms, updated_ms FROM files "
                 "WHERE kind = ? AND name = ?",
                 [kind, name],
@@ -1125,8 +1150,8 @@ class Store:
         _check_kind(kind)
         if not isinstance(prefix, str) or not prefix:
             raise InvalidInput(f"prefix must be a non-empty str, got {prefix!r}")
-        with self._reading(f"find {kind} files named {prefix}*"):
-            rows = self._db.execute(
+        with self._reading(f"find {kind} files named {prefix}*") as db:
+            rows = db.execute(
                 "SELECT id, name FROM files WHERE kind = ? AND substr(name, 1, ?) = ? "
                 "ORDER BY id, name",
                 [kind, len(prefix), prefix],
@@ -1178,13 +1203,17 @@ class Store:
         return row is not None
 
     def _file_row(
-        self, kind: str, object_id: str, name: str
+        self, kind: str, object_id: str, name: str, conn: sqlite3.Connection | None = None
     ) -> tuple[int, int, int, int, int] | None:
-        row = self._db.conn.execute(
-            "SELECT size, chunks, next_seq, created_ms, updated_ms FROM files "
-            "WHERE kind = ? AND id = ? AND name = ?",
-            [kind, object_id, name],
-        ).fetchone()
+        row = (
+            (conn or self._db.conn)
+            .execute(
+                "SELECT size, chunks, next_seq, created_ms, updated_ms FROM files "
+                "WHERE kind = ? AND id = ? AND name = ?",
+                [kind, object_id, name],
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         size, chunks, next_seq, created, updated = row

@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
-from typing import Any
 
 from greenroom.actors.base import GreenroomActorRef
 from greenroom.actors.block import BlockActor
@@ -130,19 +129,22 @@ class Blocks:
             writer.ask(CommitNow(), timeout=kernel.config.stop_timeout_s)
             ref = kernel.lookup(BlockActor.kind, block_id)
         if ref is None:
-            unstored: dict[str, Any] | None = None
-            if kernel.store.find_object("block", block_id) is None:
+            found = kernel.store.find_object("block", block_id)
+            if found is None:
                 # A new block: the writer makes its object with its next batch (a read
                 # here, not a commit). Told before the actor exists, so before any of
                 # its output.
-                unstored = {"view": view}
-                writer.tell(CreateBlock(block_id, dict(unstored)))
+                meta, unstored = {"view": view}, True
+                writer.tell(CreateBlock(block_id, dict(meta)))
+            else:
+                meta, unstored = found.meta, False
             try:
                 ref = kernel.spawn(
                     BlockActor,
                     writer,
                     self._archive_dir,
                     self._owners,
+                    meta=meta,
                     unstored=unstored,
                     actor_id=block_id,
                 )
