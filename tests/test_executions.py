@@ -1643,6 +1643,24 @@ def test_a_sent_step_is_read_once_resolved_or_timed_out(rt: Runtime) -> None:
         rt.executions.outcome(changed)
 
 
+def test_the_outcome_of_a_step_sent_without_a_timeout_is_asked_for_too_early(
+    rt: Runtime,
+) -> None:
+    gate = threading.Event()
+
+    def gated(ctx: ExecutionContext) -> str:
+        gate.wait(WAIT_S)
+        return ctx.llm("go?")
+
+    pending = rt.executions.send_start(gated)
+    assert pending.timeout is None
+    with pytest.raises(InvalidTransition, match=r"not answered yet.*wait for pending\.future"):
+        rt.executions.outcome(pending)
+    gate.set()
+    assert pending.future.wait(WAIT_S)
+    assert rt.executions.outcome(pending).status == "needs_response"
+
+
 def test_a_sent_cancel_waits_cancel_wait_s_then_defers(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

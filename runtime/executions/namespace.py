@@ -651,6 +651,12 @@ class Executions:
         if not future.done:
             if pending.action == "cancel":
                 return self._deferred_cancel(pending)
+            if pending.timeout is None:
+                raise InvalidTransition(
+                    f"the {pending.action} of execution {session_id} is not answered yet "
+                    "and has no timeout: wait for pending.future first (outcome never "
+                    "waits)"
+                )
             raise self._timeout(pending)
         try:
             return future.get(timeout=0).detached()
