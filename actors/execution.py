@@ -49,17 +49,20 @@ A finished session (completed, error, cancelled) hands its final `FeedResult` to
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import attrs
 import pykka
 from pykka import ActorDeadError
 
 from greenroom.activity import ActivityTracker
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef, Reply
 from greenroom.actors.blocking import BlockingPool
+from greenroom.actors.commit_gate import CommitGate
 from greenroom.errors import (
     AlreadyResponded,
     Conflict,
@@ -383,6 +386,8 @@ class ExecutionActor(GreenroomActor):
         # repeated answer from a changed one, without keeping old rounds' texts.
         self._answered: dict[str, bytes] = {}
         self._waiters: list[Reply] = []  # asks answered at the next pause or end
+        # Journal writes are submitted, not waited for: answers wait here for them.
+        self._gate = CommitGate()
         self._coro: Coroutine[Any, Any, Any] | None = None
         self._link: _ThreadLink | None = None
         self._thread_future: Reply | None = None  # a plain strategy's waiting ctx.llm
@@ -402,6 +407,9 @@ class ExecutionActor(GreenroomActor):
     def on_receive(self, message: Any) -> Any:
         handler = _HANDLERS.get(type(message))
         if handler is None:
+            if type(message) is _CommitFailed:
+                self._commit_failed(message)
+                return None
             return super().on_receive(message)
         if self._fenced is not None:
             raise self._fenced  # another runtime drives it: call again (see _detach)
@@ -411,9 +419,16 @@ class ExecutionActor(GreenroomActor):
             self._held.append((message, self._reply_to))
             return DEFERRED
         try:
-            return handler(self, message)
+            result = handler(self, message)
         finally:
             self._detach()  # if the handler found the session fenced
+        if result is DEFERRED or self._reply_to is None:
+            return result
+        # The answer tells what the journal holds: it waits for the writes before it.
+        reply = Reply(self._reply_to)
+        if self._gate.hold(functools.partial(reply.set, result), reply.fail):
+            return DEFERRED
+        return result
 
     def on_stop(self) -> None:
         if self._state in TERMINAL_STATES or self._passivated:
@@ -612,11 +627,22 @@ class ExecutionActor(GreenroomActor):
         self._buffer.append(start_record(name, args, kwargs))
         encode(self._buffer)
 
-    def _write(self, records: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> None:
-        """Commit `records` (after those buffered) to the journal, in one transaction.
+    def _write(
+        self,
+        records: list[dict[str, Any]],
+        meta: dict[str, Any] | None = None,
+        *,
+        wait: bool = False,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """Write `records` (after those buffered) to the journal, in one transaction.
 
-        `StorageError` if the store fails; `Conflict` (and the session leaves this
-        runtime, see `_detach`) if another runtime appended to the journal since.
+        Submitted, not waited for: every answer of this actor waits for it (`_gate`);
+        if it fails, they fail, and the session leaves this runtime (`_commit_failed`)
+        to be re-driven from its journal; `on_error(error)` is told first. With
+        `wait`, committed before this returns: `StorageError` if the store fails,
+        `Conflict` (and the session leaves this runtime, see `_detach`) if another
+        runtime appended to the journal since.
         """
         if self._fenced is not None:
             raise self._fenced
@@ -631,19 +657,83 @@ class ExecutionActor(GreenroomActor):
         writes.append(AppendFile(KIND, sid, JOURNAL, data, create=True, expect_size=size or 0))
         if meta is not None:
             writes.append(UpdateMeta(KIND, sid, meta))
-        try:
-            self.ctx.store.write_atomic(writes)
-        except (Conflict, InvalidTransition) as error:
-            self._fenced = Conflict(
-                f"execution {sid} was driven by another runtime on this store since this "
-                f"one loaded it (its journal changed: {error}); this runtime let its copy "
-                "go: call again to go on from the journal"
-            )
-            raise self._fenced from None
+        if wait:
+            try:
+                self.ctx.store.write_atomic(writes)
+            except (Conflict, InvalidTransition) as error:
+                self._fenced = self._conflict(error)
+                raise self._fenced from None
+        else:
+            # Submitted: this actor goes on, and its answers wait for the commit (the
+            # gate), so many sessions' writes share one commit.
+            token = self._gate.submitted()
+            done = functools.partial(self._committed, token, on_error)
+            try:
+                self.ctx.store.submit_atomic(writes, done)
+            except Exception as error:
+                self._gate.done(token, error)
+                raise
         self._buffer = []
         self._journal_size = (size or 0) + len(data)
 
-    def _detach(self) -> None:
+    def _conflict(self, error: BaseException) -> Conflict:
+        return Conflict(
+            f"execution {self.session_id} was driven by another runtime on this store since "
+            f"this one loaded it (its journal changed: {error}); this runtime let its copy "
+            "go: call again to go on from the journal"
+        )
+
+    def _committed(
+        self,
+        token: int,
+        on_error: Callable[[BaseException], None] | None,
+        _results: Any,
+        error: BaseException | None,
+    ) -> None:
+        """A submitted write's outcome (on the committing thread). A failure is handled
+        on this actor's thread (`_commit_failed`) before any caller hears of it."""
+        if error is None:
+            self._gate.done(token, None)
+            return
+        if isinstance(error, Conflict | InvalidTransition):
+            error = self._conflict(error)
+        elif not isinstance(error, StorageError | Stopped):
+            error = StorageError(f"execution {self.session_id}: its journal write failed: {error}")
+        if on_error is not None:
+            on_error(error)
+        try:
+            self.actor_ref.tell(_CommitFailed(token, error))
+        except Exception:  # the actor is gone (the runtime closed): its callers hear now
+            self._gate.done(token, error)
+
+    def _commit_failed(self, message: _CommitFailed) -> None:
+        """A write this actor submitted failed: its memory is ahead of its journal. It
+        leaves the registry first, then its callers hear the error (the gate)."""
+        error = message.error
+        if isinstance(error, Conflict):
+            self.ctx.metrics.incr("execution_conflicts")
+        retained = self._retained
+        if retained is not None:
+            if isinstance(error, Conflict):
+                # It ended here while another runtime drove it: not its end after all.
+                self._registry.unfinish(self.session_id, retained)
+                log.warning("%s", error)
+            self._gate.done(message.token, error)
+            self.actor_ref.stop(block=False)
+            return
+        if self._fenced is None:
+            self._fenced = (
+                error
+                if isinstance(error, Conflict)
+                else Conflict(
+                    f"execution {self.session_id}: a journal write failed ({error}); this "
+                    "runtime let its copy go: call again to go on from the journal"
+                )
+            )
+        self._detach(counted=True)
+        self._gate.done(message.token, error)
+
+    def _detach(self, *, counted: bool = False) -> None:
         """Leave memory without writing if fenced: another runtime drives the session.
 
         Like a passivation, but nothing is journaled; the next call here re-drives it
@@ -665,7 +755,8 @@ class ExecutionActor(GreenroomActor):
         for _message, future in held:
             if future is not None:
                 Reply(future).fail(fenced)
-        self.ctx.metrics.incr("execution_conflicts")
+        if not counted:
+            self.ctx.metrics.incr("execution_conflicts")
         log.warning("%s", fenced)
         self.actor_ref.stop(block=False)
 
@@ -1050,9 +1141,12 @@ class ExecutionActor(GreenroomActor):
             last_ms = now_ms - max(0, round((now - entry.last_active) * 1000))
             status = self._status()
             try:
+                # Waited for (with every write submitted before it): the next call
+                # re-drives the session from what is stored.
                 self._write(
                     [passivated_record(status, now_ms)],
                     {"state": "paused", "last_active_ms": last_ms, "passivated_ms": now_ms},
+                    wait=True,
                 )
             except StorageError as error:
                 log.warning("execution %s stays in memory: %s", self.session_id, error)
@@ -1142,17 +1236,20 @@ class ExecutionActor(GreenroomActor):
             log.info("execution %s cancelled: %s", self.session_id, self._reason)
         self._notify(final)
         self._release_held()
-        self.actor_ref.stop(block=False)  # the registry keeps the result from now on
+        # The registry keeps the result from now on; the actor stops once its end is
+        # stored (if that fails, `_commit_failed` needs it, and stops it).
+        stop = functools.partial(self.actor_ref.stop, block=False)
+        if not self._gate.hold(stop, lambda _error: None):
+            stop()
         return final
 
     def _journal_end(self, status: str) -> None:
         assert self._final is not None
         now_ms = self.ctx.clock.now_ms()
-        try:
-            self._write([end_record(self._final, now_ms)], {"state": status, "finished_ms": now_ms})
-        except Conflict:
-            raise  # another runtime drives it: this end is not the session's
-        except Exception as error:
+
+        def failed(error: BaseException) -> None:
+            if isinstance(error, Conflict):
+                return  # another runtime drives it: this end is not the session's
             # The session has ended in memory; a re-drive elsewhere would run it again.
             self.ctx.metrics.incr("execution_journal_failures")
             log.error(
@@ -1161,6 +1258,17 @@ class ExecutionActor(GreenroomActor):
                 status,
                 describe_error(error),
             )
+
+        try:
+            self._write(
+                [end_record(self._final, now_ms)],
+                {"state": status, "finished_ms": now_ms},
+                on_error=failed,
+            )
+        except Conflict:
+            raise  # another runtime drives it: this end is not the session's
+        except Exception as error:
+            failed(error)
 
     def _ended_error(self, action: str) -> InvalidTransition:
         return InvalidTransition(
@@ -1173,7 +1281,8 @@ class ExecutionActor(GreenroomActor):
         if self._waiters:
             waiters, self._waiters = self._waiters, []
             for reply in waiters:
-                reply.set(result)
+                if not self._gate.hold(functools.partial(reply.set, result), reply.fail):
+                    reply.set(result)
         return result
 
     def _touch(self) -> None:
@@ -1221,6 +1330,14 @@ class ExecutionActor(GreenroomActor):
 
     def __repr__(self) -> str:
         return f"<ExecutionActor {self.session_id} {self._state}>"
+
+
+@attrs.frozen
+class _CommitFailed:
+    """A journal write this actor submitted failed: its memory is ahead of its journal."""
+
+    token: int
+    error: BaseException
 
 
 _HANDLERS: dict[type, Callable[[ExecutionActor, Any], Any]] = {

@@ -24,6 +24,7 @@ type, a damaged chunk, all raise `StorageError` naming the row.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -196,14 +197,30 @@ class ExpectMeta:
 class _WriteSlot:
     """One queued write operation and, once its batch ran, its outcome."""
 
-    __slots__ = ("done", "error", "op", "value", "what")
+    __slots__ = ("done", "error", "on_done", "op", "value", "what")
 
-    def __init__(self, what: str, op: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        what: str,
+        op: Callable[[], Any],
+        on_done: Callable[[Any, BaseException | None], object] | None = None,
+    ) -> None:
         self.what = what
         self.op = op
+        self.on_done = on_done  # a submitted write's callback (see Store.submit_atomic)
         self.done = False
         self.value: Any = None
         self.error: BaseException | None = None
+
+
+def _call_back(batch: list[_WriteSlot]) -> None:
+    """Tell submitted writes of a batch (now done, the store lock released) how it went."""
+    for slot in batch:
+        if slot.on_done is not None:
+            try:
+                slot.on_done(slot.value, slot.error)
+            except Exception:  # a callback's failure is its own; the others are told
+                log.exception("a submitted write's callback failed")
 
 
 class Store:
@@ -233,6 +250,8 @@ class Store:
         self._read_lock = self._lock if read_db is None else threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[_WriteSlot] = []
+        self._committer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._committing = False  # the committer has a drain under way or due
         self._closed = False
         self._commits = 0
 
@@ -345,6 +364,9 @@ class Store:
                 batch, self._queue = self._queue, []
             if batch:
                 self._run_batch(batch)
+            _call_back(batch)
+            if self._committer is not None:
+                self._committer.shutdown(wait=False)  # (its drain finds the queue empty)
             try:
                 if self._rdb is not self._db:
                     with self._read_lock:
@@ -389,12 +411,41 @@ class Store:
         with self._queue_lock:
             self._ensure_open()
             self._queue.extend(slots)
+        batch: list[_WriteSlot] = []
         with self._lock:
             if not slots[-1].done:
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
                 self._run_batch(batch)
+        _call_back(batch)  # (submitted writes that joined this batch)
         return slots
+
+    def _drain(self, *, inline: bool = False) -> None:
+        """Commit what was submitted, batch after batch, until none is left (writes
+        submitted during a commit make up the next batch). `inline`: on the thread
+        that submitted into an idle store, which commits one batch itself (no hand-off
+        for a lone writer) and leaves the rest to the committer thread."""
+        while True:
+            with self._lock:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        self._committing = False
+                        return
+                self._run_batch(batch)
+            _call_back(batch)
+            if inline:
+                with self._queue_lock:
+                    if not self._queue or self._closed:
+                        self._committing = False
+                        return
+                    if self._committer is None:
+                        self._committer = concurrent.futures.ThreadPoolExecutor(
+                            1, thread_name_prefix="greenroom-store-commit"
+                        )
+                    committer = self._committer
+                committer.submit(self._drain)
+                return
 
     def _run_batch(self, batch: list[_WriteSlot]) -> None:
         """Run queued writes in one transaction; on return every slot is done."""
@@ -492,15 +543,10 @@ class Store:
 
     def _insert_object(self, kind: str, object_id: str, meta: dict[str, Any]) -> StoredObject:
         now = self._now_ms()
-        _table(self._db, "objects").insert(
-            {
-                "kind": kind,
-                "id": object_id,
-                "meta": dumps_meta(meta),
-                "version": 1,
-                "created_ms": now,
-                "updated_ms": now,
-            }
+        self._db.conn.execute(
+            "INSERT INTO objects (kind, id, meta, version, created_ms, updated_ms) "
+            "VALUES (?, ?, ?, 1, ?, ?)",
+            [kind, object_id, dumps_meta(meta), now, now],
         )
         return StoredObject(kind, object_id, meta, 1, now, now)
 
@@ -955,6 +1001,50 @@ class Store:
         (another process wrote since the caller read), nothing is written and
         `Conflict` is raised, naming the condition.
         """
+        what, op = self._atomic_op(writes, expect)
+        if op is None:
+            return []  # nothing to write: no transaction
+        return self._write(what, op)
+
+    def submit_atomic(
+        self,
+        writes: Iterable[CreateObject | AppendFile | UpdateMeta | DeleteFile | RenameFile],
+        on_done: Callable[[list[Any] | None, BaseException | None], object],
+        *,
+        expect: Iterable[ExpectFile | ExpectMeta] = (),
+    ) -> None:
+        """`write_atomic`, without waiting: the writes are committed with the next batch,
+        and `on_done(results, None)` or `on_done(None, error)` is called once they are
+        (on the thread that committed them, after the store is free again: keep it
+        short). Malformed writes raise `InvalidInput` here, and a closed store `Stopped`.
+
+        Many writers that each submit and go on share a commit (one fsync) however few
+        threads they run on: what is submitted while one batch commits makes up the
+        next, committed by the store's committer thread. A write submitted while the
+        store is idle is committed on the submitting thread at once (and `on_done`
+        called there before this returns), so a lone writer pays no hand-off. Writes
+        commit in the order they were submitted.
+        """
+        what, op = self._atomic_op(writes, expect)
+        if op is None:
+            on_done([], None)  # nothing to write
+            return
+        slot = _WriteSlot(what, op, on_done)
+        with self._queue_lock:
+            self._ensure_open()
+            self._queue.append(slot)
+            if self._committing:
+                return  # the drain under way takes it
+            self._committing = True
+        self._drain(inline=True)
+
+    def _atomic_op(
+        self,
+        writes: Iterable[CreateObject | AppendFile | UpdateMeta | DeleteFile | RenameFile],
+        expect: Iterable[ExpectFile | ExpectMeta],
+    ) -> tuple[str, Callable[[], list[Any]] | None]:
+        """`write_atomic`'s writes checked and made one operation: (what, op); op is
+        None when there is nothing to write."""
         conditions = list(expect)
         for condition in conditions:
             if not isinstance(condition, ExpectFile | ExpectMeta):
@@ -984,14 +1074,14 @@ class Store:
             slots.append(slot)
         if not slots:
             self._ensure_open()
-            return []
+            return "write nothing", None
 
         def op() -> list[Any]:
             for condition in conditions:
                 self._check_condition(condition)
             return [slot.op() for slot in slots]
 
-        return self._write(" and ".join(slot.what for slot in slots), op)
+        return " and ".join(slot.what for slot in slots), op
 
     def _check_condition(self, condition: ExpectFile | ExpectMeta) -> None:
         if isinstance(condition, ExpectFile):
@@ -1224,17 +1314,10 @@ class Store:
         if not self._exists(kind, object_id):
             raise NotFound(f"no {kind} with id {object_id!r}; create the object before its files")
         now = self._now_ms()
-        _table(self._db, "files").insert(
-            {
-                "kind": kind,
-                "id": object_id,
-                "name": name,
-                "size": 0,
-                "chunks": 0,
-                "next_seq": 0,
-                "created_ms": now,
-                "updated_ms": now,
-            }
+        self._db.conn.execute(
+            "INSERT INTO files (kind, id, name, size, chunks, next_seq, created_ms, updated_ms) "
+            "VALUES (?, ?, ?, 0, 0, 0, ?, ?)",
+            [kind, object_id, name, now, now],
         )
         return FileInfo(kind, object_id, name, 0, 0, now, now)
 

@@ -223,6 +223,13 @@ class ExecutionRegistry:
             self._live.pop(session_id, None)
             self._retained[session_id] = retained
 
+    def unfinish(self, session_id: str, retained: RetainedResult) -> None:
+        """Forget `retained` (if still kept): its end could not be journaled, as another
+        runtime drove the session meanwhile; the next call goes on from the journal."""
+        with self._lock:
+            if self._retained.get(session_id) is retained:
+                del self._retained[session_id]
+
     def drop(self, session_id: str) -> None:
         """Forget a live session that ended without a final result (runtime closing)."""
         with self._lock:

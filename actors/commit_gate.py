@@ -1,0 +1,92 @@
+"""`CommitGate`: an actor's answers held until the writes made before them are committed.
+
+An actor that journals what it does can submit each write (`Store.submit_atomic`) and
+go on with its next message at once, so that the writes of many actors share a commit
+however few worker threads run them. What it answers meanwhile depends on those
+writes: each answer waits at the gate until every write submitted before it is
+committed, and fails with that write's error if one failed (from then on the actor's
+memory is not what is stored: every later answer fails too, and the actor lets go of
+its copy). The store commits writes in the order they were submitted, and each of an
+actor's writes expects what the one before it left (a journal appends at the size it
+last saw), so a write is committed only if those before it were: the gate only counts.
+
+    token = gate.submitted()
+    store.submit_atomic(writes, lambda _results, error: gate.done(token, error))
+    if not gate.hold(lambda: reply.set(value), reply.fail):
+        reply.set(value)  # nothing was pending: answered at once
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["CommitGate"]
+
+
+class CommitGate:
+    """Counts an actor's submitted and committed writes; holds answers in between.
+
+    `submitted` and `hold` are called on the actor's thread, `done` on the thread that
+    committed the write; the gate's lock keeps the count straight between them.
+    """
+
+    __slots__ = ("_committed", "_failed", "_held", "_lock", "_submitted")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._submitted = 0  # a write's token is its number, counted from 1
+        self._committed = 0  # every write up to this token is committed
+        self._failed: tuple[int, BaseException] | None = None
+        self._held: deque[tuple[int, Callable[[], object], Callable[[BaseException], object]]]
+        self._held = deque()
+
+    @property
+    def pending(self) -> bool:
+        """Whether a write is submitted and not yet committed (or one failed)."""
+        with self._lock:
+            return self._failed is not None or self._committed < self._submitted
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The error of the first write that failed, if one did."""
+        with self._lock:
+            return None if self._failed is None else self._failed[1]
+
+    def submitted(self) -> int:
+        """Count a write about to be submitted; its token, for `done`."""
+        with self._lock:
+            self._submitted += 1
+            return self._submitted
+
+    def hold(self, release: Callable[[], object], fail: Callable[[BaseException], object]) -> bool:
+        """Call `release()` once every write submitted so far is committed, or
+        `fail(error)` if one failed; False (and nothing held) when none is pending."""
+        with self._lock:
+            failed = self._failed
+            if failed is None:
+                if self._committed >= self._submitted:
+                    return False
+                self._held.append((self._submitted, release, fail))
+                return True
+        fail(failed[1])
+        return True
+
+    def done(self, token: int, error: BaseException | None) -> None:
+        """Write `token` was committed (`error` None) or failed: release what waited."""
+        with self._lock:
+            if error is None:
+                self._committed = max(self._committed, token)
+            elif self._failed is None:
+                self._failed = (token, error)
+            failed = self._failed
+            ready = []
+            held = self._held
+            while held and (held[0][0] <= self._committed or failed is not None):
+                ready.append(held.popleft())
+        for waited_for, release, fail in ready:
+            if failed is not None and waited_for >= failed[0]:
+                fail(failed[1])
+            else:
+                release()

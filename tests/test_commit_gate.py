@@ -1,0 +1,50 @@
+"""`CommitGate`: answers held until the writes submitted before them are committed."""
+
+from __future__ import annotations
+
+from greenroom.actors.commit_gate import CommitGate
+from greenroom.errors import StorageError
+
+
+def recorder(log: list[str], name: str) -> tuple[object, object]:
+    return (lambda: log.append(f"{name} ok"), lambda error: log.append(f"{name} {error}"))
+
+
+def test_nothing_pending_is_answered_at_once() -> None:
+    gate = CommitGate()
+    log: list[str] = []
+    assert not gate.pending
+    assert gate.hold(*recorder(log, "a")) is False  # the caller answers itself
+    assert log == []
+
+
+def test_an_answer_waits_for_every_write_before_it_and_no_later_one() -> None:
+    gate = CommitGate()
+    log: list[str] = []
+    first = gate.submitted()
+    assert gate.hold(*recorder(log, "a"))  # waits for write 1
+    second = gate.submitted()
+    assert gate.hold(*recorder(log, "b"))  # waits for writes 1 and 2
+    gate.done(first, None)
+    assert log == ["a ok"]
+    assert gate.pending
+    third = gate.submitted()
+    gate.done(second, None)
+    assert log == ["a ok", "b ok"]  # (write 3 came after b: b does not wait for it)
+    gate.done(third, None)
+    assert not gate.pending
+
+
+def test_a_failed_write_fails_what_waited_for_it_and_everything_after() -> None:
+    gate = CommitGate()
+    log: list[str] = []
+    first = gate.submitted()
+    assert gate.hold(*recorder(log, "a"))
+    second = gate.submitted()
+    assert gate.hold(*recorder(log, "b"))
+    gate.done(first, None)
+    gate.done(second, StorageError("disk full"))
+    assert log == ["a ok", "b disk full"]
+    assert isinstance(gate.failed, StorageError)
+    assert gate.hold(*recorder(log, "c"))  # failed for good: answered with the error
+    assert log[-1] == "c disk full"
