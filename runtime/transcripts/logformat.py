@@ -149,7 +149,26 @@ def _finite_float(text: str) -> float:
 
 # One encoder for every line (json.dumps with options builds a new one per call).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_encode_json = _ENCODER.encode
+# Its C core, made once: `JSONEncoder.encode` makes one per call, a cost per line
+# that shows with a turn's dozen lines. No circular check: entries are built here
+# from checked messages (a cycle would raise RecursionError, which `encode` reports).
+_C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE: Any = (
+    None
+    if _C_MAKE_ENCODER is None
+    else _C_MAKE_ENCODER(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+)
+
+
+def _encode_json(obj: Any) -> str:
+    """`obj` as compact JSON text (as `_ENCODER.encode`)."""
+    if _C_ENCODE is None:
+        return _ENCODER.encode(obj)
+    return "".join(_C_ENCODE(obj, 0))
+
+
 _decode_json = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float).decode
 
 
@@ -180,6 +199,8 @@ def encode(obj: dict[str, Any]) -> bytes:
         return (_encode_json(obj) + "\n").encode("utf-8")
     except (TypeError, ValueError) as error:  # UnicodeEncodeError is a ValueError
         raise InvalidInput(f"entry could not be written as JSON: {error}") from None
+    except RecursionError:
+        raise InvalidInput("entry could not be written as JSON: it refers to itself") from None
 
 
 # -- messages <-> JSON ------------------------------------------------------------------------
@@ -255,13 +276,18 @@ def message_from_json(data: Any) -> Message:
 def estimate_tokens(message: Message) -> int:
     """bytes // 4 of a message's text, tool call names and arguments included."""
     if type(message) is AssistantMessage:
-        size = len(message.text.encode("utf-8"))
+        size = _utf8_size(message.text)
         for call in message.tool_calls:
             size += call.size_bytes
         return size // 4
     if type(message) is CompactionSummary:
-        return len(message.summary.encode("utf-8")) // 4
-    return len(message.text.encode("utf-8")) // 4  # type: ignore[union-attr]
+        return _utf8_size(message.summary) // 4
+    return _utf8_size(message.text) // 4  # type: ignore[union-attr]
+
+
+def _utf8_size(text: str) -> int:
+    """Bytes of `text` in UTF-8 (without encoding it when it is ASCII)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 # -- entries ---------------------------------------------------------------------------------
