@@ -108,6 +108,11 @@ class Dispatcher:
         """Whether turns may still run: not shut down yet."""
         return not self._shut
 
+    @property
+    def waiting(self) -> int:
+        """How many actors wait in the run queue for a worker (0: the workers keep up)."""
+        return len(self._runq)
+
     def schedule(self, runnable: Runnable) -> None:
         """Queue `runnable` for a turn on a worker."""
         if (not self._started or self._shut) and not self._start(runnable):

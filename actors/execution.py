@@ -668,8 +668,11 @@ class ExecutionActor(GreenroomActor):
             # gate), so many sessions' writes share one commit.
             token = self._gate.submitted()
             done = functools.partial(self._committed, token, on_error)
+            # Committed on this thread when nothing else waits for it (a lone caller
+            # pays no hand-off); else by the store's committer, and this thread goes on.
+            inline = self.ctx.dispatcher.waiting == 0
             try:
-                self.ctx.store.submit_atomic(writes, done)
+                self.ctx.store.submit_atomic(writes, done, inline=inline)
             except Exception as error:
                 self._gate.done(token, error)
                 raise

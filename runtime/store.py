@@ -439,11 +439,7 @@ class Store:
                     if not self._queue or self._closed:
                         self._committing = False
                         return
-                    if self._committer is None:
-                        self._committer = concurrent.futures.ThreadPoolExecutor(
-                            1, thread_name_prefix="greenroom-store-commit"
-                        )
-                    committer = self._committer
+                    committer = self._committer_locked()
                 committer.submit(self._drain)
                 return
 
@@ -1012,6 +1008,7 @@ class Store:
         on_done: Callable[[list[Any] | None, BaseException | None], object],
         *,
         expect: Iterable[ExpectFile | ExpectMeta] = (),
+        inline: bool = True,
     ) -> None:
         """`write_atomic`, without waiting: the writes are committed with the next batch,
         and `on_done(results, None)` or `on_done(None, error)` is called once they are
@@ -1022,8 +1019,9 @@ class Store:
         threads they run on: what is submitted while one batch commits makes up the
         next, committed by the store's committer thread. A write submitted while the
         store is idle is committed on the submitting thread at once (and `on_done`
-        called there before this returns), so a lone writer pays no hand-off. Writes
-        commit in the order they were submitted.
+        called there before this returns), so a lone writer pays no hand-off; with
+        `inline=False` (a thread others wait for) it goes to the committer thread too.
+        Writes commit in the order they were submitted.
         """
         what, op = self._atomic_op(writes, expect)
         if op is None:
@@ -1036,7 +1034,20 @@ class Store:
             if self._committing:
                 return  # the drain under way takes it
             self._committing = True
+            if not inline:
+                committer = self._committer_locked()
+        if not inline:
+            committer.submit(self._drain)
+            return
         self._drain(inline=True)
+
+    def _committer_locked(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The committer thread's executor, made on first use (call with the queue lock)."""
+        if self._committer is None:
+            self._committer = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="greenroom-store-commit"
+            )
+        return self._committer
 
     def _atomic_op(
         self,

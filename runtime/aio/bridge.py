@@ -28,9 +28,15 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from greenroom.clock import stopwatch
 from greenroom.futures import GreenroomFuture
 
-__all__ = ["call_soon_threadsafe", "off_loop", "settled", "wait"]
+__all__ = ["LOOP_SLICE_S", "call_soon_threadsafe", "fair_turn", "off_loop", "settled", "wait"]
+
+LOOP_SLICE_S = 0.002
+"""How long greenroom's calls may keep an asyncio loop busy before they let the rest of
+the loop (its timers, its I/O) run: a host with thousands of calls in flight at once
+would otherwise run all of their sends, or all of their answers, in one go."""
 
 T = TypeVar("T")
 
@@ -71,6 +77,12 @@ async def settled(future: GreenroomFuture[Any], timeout: float | None = None) ->
     if timeout is not None and timeout <= 0:
         await anyio.lowlevel.checkpoint()
         return future.done
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio (trio): anyio's own event
+        pass
+    else:
+        return await _settled_on_asyncio(loop, future, timeout)
     event = anyio.Event()
     soon = call_soon_threadsafe()
     fired: list[bool] = []
@@ -88,6 +100,96 @@ async def settled(future: GreenroomFuture[Any], timeout: float | None = None) ->
     finally:
         if not fired:
             future.remove_done_callback(resolved)
+    return bool(fired) or future.done
+
+
+class _Slice:
+    """Greenroom's share of one asyncio loop: when the current slice began, and the
+    future its calls wait on once it is used up (resolved as the next slice opens)."""
+
+    __slots__ = ("began", "fresh", "next")
+
+    def __init__(self) -> None:
+        self.began = stopwatch()
+        self.fresh = False  # just opened: the first call in it goes on, used up or not
+        self.next: asyncio.Future[None] | None = None
+
+
+_SLICES: dict[int, _Slice] = {}  # by loop id; a loop's entry goes with it (see below)
+
+
+async def fair_turn() -> None:
+    """On asyncio: if greenroom's calls have kept this loop busy for `LOOP_SLICE_S`,
+    wait for the next slice: the loop's due timers and I/O run first. Else nothing."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return  # not asyncio: trio schedules fairly on its own
+    key = id(loop)
+    current = _SLICES.get(key)
+    if current is None:
+        current = _SLICES[key] = _Slice()
+        loop.call_soon(_forget_slice_when_closed, loop, key)
+        return
+    while True:
+        if current.next is None:
+            if current.fresh or stopwatch() - current.began < LOOP_SLICE_S:
+                current.fresh = False
+                return
+            # Used up: the next slice opens in the loop's next iteration (after what
+            # is ready now, its due timers included); the calls wake one later, and
+            # those the new slice has no room for wait for the one after.
+            current.next = loop.create_future()
+            loop.call_soon(_open_slice, current)
+        await current.next
+
+
+def _open_slice(current: _Slice) -> None:
+    waiting, current.next = current.next, None
+    current.began = stopwatch()
+    current.fresh = True
+    if waiting is not None and not waiting.done():
+        waiting.set_result(None)
+
+
+def _forget_slice_when_closed(loop: asyncio.AbstractEventLoop, key: int) -> None:
+    # (Checked again every second: a dict keyed by id must not outlive its loop.)
+    if loop.is_closed():
+        _SLICES.pop(key, None)
+        return
+    with contextlib.suppress(RuntimeError):
+        loop.call_later(1.0, _forget_slice_when_closed, loop, key)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _settled_on_asyncio(
+    loop: asyncio.AbstractEventLoop, future: GreenroomFuture[Any], timeout: float | None
+) -> bool:
+    """`settled` on asyncio: a bare loop future, woken through the loop's thread-safe
+    entry (anyio's event and cancel scope cost several times more on the loop's
+    thread, which a host with thousands of calls in flight feels as a stalled loop)."""
+    waiter = loop.create_future()
+    fired: list[bool] = []
+
+    def resolved(_future: GreenroomFuture[Any]) -> None:
+        fired.append(True)  # (on the resolving thread)
+        with contextlib.suppress(RuntimeError):  # the loop was closed
+            loop.call_soon_threadsafe(_wake, waiter)
+
+    future.add_done_callback(resolved)
+    timer = None if timeout is None else loop.call_later(timeout, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if not fired:
+            future.remove_done_callback(resolved)
+    await fair_turn()  # thousands of answers arriving at once: not all in one go
     return bool(fired) or future.done
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 
-from greenroom.aio.bridge import settled
+from greenroom.aio.bridge import fair_turn, settled
 from greenroom.errors import GreenroomError, InvalidInput
 from greenroom.executions.namespace import Executions, FeedItemInput, PendingStep, UsageInput
 from greenroom.executions.records import FeedResult
@@ -82,6 +82,7 @@ class AsyncExecutions:
         strategy's first step runs on a dispatcher worker (async strategies) or a
         strategy thread (plain ones), never on the loop.
         """
+        await fair_turn()
         return await self._outcome(
             self._executions.send_start(strategy, args, kwargs, timeout=timeout)
         )
@@ -96,6 +97,7 @@ class AsyncExecutions:
         timeout: float | None = None,
     ) -> FeedResult:
         """`Executions.feed`, awaited: answer one query; the session's next `FeedResult`."""
+        await fair_turn()
         pending = self._executions.send_feed(
             session_id, response, query_id=query_id, usage=usage, timeout=timeout
         )
@@ -109,12 +111,14 @@ class AsyncExecutions:
         timeout: float | None = None,
     ) -> FeedResult:
         """`Executions.feed_many`, awaited: answer several queries at once, all or none."""
+        await fair_turn()
         pending = self._executions.send_feed_many(session_id, items, timeout=timeout)
         return await self._outcome(pending)
 
     async def resume(self, session_id: str, *, timeout: float | None = None) -> FeedResult:
         """`Executions.resume`, awaited: where the session is (re-driven from its
         journal first if it is durable and not in memory)."""
+        await fair_turn()
         return await self._outcome(self._executions.send_resume(session_id, timeout=timeout))
 
     async def cancel(self, session_id: str) -> FeedResult:

@@ -1,0 +1,72 @@
+"""`greenroom.aio.bridge.fair_turn`: greenroom's calls share an asyncio loop in slices.
+
+Thousands of calls in flight at once would otherwise run all their sends (or all their
+answers) in one iteration of the loop, and the host's timers would wait for all of
+them. The slice is made zero here, so every slice admits exactly one call and the
+order of what runs is exact, not a matter of timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from greenroom.aio import bridge
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_calls_in_flight_take_turns_with_the_loops_own_callbacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bridge, "LOOP_SLICE_S", 0.0)  # every slice used up at once
+    order: list[str] = []
+
+    async def call(n: int) -> None:
+        await bridge.fair_turn()
+        order.append(f"call {n}")
+
+    await bridge.fair_turn()  # (the loop's first call opens its first slice)
+    loop = asyncio.get_running_loop()
+    tasks = [asyncio.create_task(call(n)) for n in range(4)]
+    await asyncio.sleep(0)  # they start, and wait for slices of their own
+
+    def host_callback() -> None:
+        order.append("host")
+
+    loop.call_soon(host_callback)
+    await asyncio.gather(*tasks)
+    assert sorted(order) == ["call 0", "call 1", "call 2", "call 3", "host"]
+    assert order.index("host") < 3  # not after every call: between them
+    assert order[-1].startswith("call")
+
+
+async def test_a_call_within_its_slice_goes_on_at_once() -> None:
+    await bridge.fair_turn()
+    slices = bridge._SLICES[id(asyncio.get_running_loop())]
+    slices.began = bridge.stopwatch()  # a slice just opened, far from used up
+    ran: list[int] = []
+
+    async def call() -> None:
+        await bridge.fair_turn()
+        ran.append(1)
+
+    task = asyncio.create_task(call())
+    await asyncio.sleep(0)  # one iteration: the call ran through without waiting
+    assert ran == [1]
+    await task
+
+
+async def test_off_asyncio_it_does_nothing() -> None:
+    import trio
+
+    async def on_trio() -> None:
+        await bridge.fair_turn()
+
+    trio.run(on_trio)
