@@ -444,7 +444,24 @@ class Store:
                 return
 
     def _run_batch(self, batch: list[_WriteSlot]) -> None:
-        """Run queued writes in one transaction; on return every slot is done."""
+        """Run queued writes in one transaction; on return every slot is done.
+
+        Several writes are first tried together with no savepoint (a savepoint per
+        write costs a third of a small write's time); if one fails, that transaction
+        is rolled back and the batch runs again, each write in its own savepoint, so
+        the failing one is rolled back alone.
+        """
+        if len(batch) > 1:
+            try:
+                if self._run_together(batch):
+                    return
+            except BaseException as exc:  # (KeyboardInterrupt and the like: nothing written)
+                for slot in batch:
+                    slot.error = StorageError(
+                        f"could not {slot.what} in store {self._path!r}: interrupted ({exc!r})"
+                    )
+                    slot.done = True
+                raise
         conn = self._db.conn
         savepoints = len(batch) > 1
         try:
@@ -487,6 +504,27 @@ class Store:
         finally:
             for slot in batch:
                 slot.done = True
+
+    def _run_together(self, batch: list[_WriteSlot]) -> bool:
+        """Run every write of `batch` in one plain transaction: True, every slot done,
+        if all of them succeeded and it committed; else False, nothing written."""
+        conn = self._db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            values = [slot.op() for slot in batch]
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if not isinstance(exc, Exception):
+                raise
+            return False  # (run again with savepoints: each write's own outcome)
+        self._commits += 1
+        for slot, value in zip(batch, values, strict=True):
+            slot.value = value
+            slot.done = True
+        return True
 
     def _translate(self, exc: BaseException, what: str) -> BaseException:
         if isinstance(exc, sqlite3.Error):
