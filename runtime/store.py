@@ -1428,10 +1428,17 @@ def _stored_int(
     return value
 
 
-def _plain_counts(*values: object) -> bool:
+def _plain_counts(size: object, chunks: object, next_seq: object) -> bool:
     """Whether stored sizes and counts are what they should be (the common case, checked
     fast; `_file_info` says what is wrong otherwise)."""
-    return all(type(value) is int and 0 <= value <= _MAX_COUNT for value in values)
+    return (
+        type(size) is int
+        and type(chunks) is int
+        and type(next_seq) is int
+        and 0 <= size <= _MAX_COUNT
+        and 0 <= chunks <= _MAX_COUNT
+        and 0 <= next_seq <= _MAX_COUNT
+    )
 
 
 def _file_info(
@@ -1487,6 +1494,8 @@ def _value_rows(
             params = rows[keys] = []
         row = list(update.values())
         for value in row:
+            if type(value) is int:
+                continue  # (the common case, checked first)
             if type(value) not in _PLAIN_VALUE or value != value or value in _INFINITE:
                 raise InvalidInput(
                     "set_meta_values takes int, finite float and str values, got "
