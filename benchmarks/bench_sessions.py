@@ -13,10 +13,13 @@ on a real SQLite file in a temporary folder, with the default config (synchronou
    actor idle, everything stored). Timed whole: wall seconds (target <= 15 s), the
    process's CPU seconds (user + system, all threads), peak RSS (`ru_maxrss`, target
    <= 1,000 MB; MB = 10^6 bytes), us per session and the store commits it took. Also
-   where the wall time went (sending, waiting for the starts, the last settle).
+   where the time went: the wall split into sending, waiting for the starts and the
+   last settle; the CPU by thread (the host's thread, the dispatcher workers, the
+   store's committer; from /proc/self/task); and the time in Python's cyclic garbage
+   collector (`gc.callbacks`), which grows with the number of live objects.
 2. Then every execution fed its answer once (`send_feed`, all in flight; every future
    waited for, each outcome `completed`; then `rt.settle()`): wall seconds (target <= 3
-   s), feeds/s and store commits.
+   s), feeds/s and store commits; the same breakdown of where the time went.
 3. The same creation with passivation (`execution_passivate_after_s=1`, the GC every
    second), as `bench_executions.py` does it: on a `FakeClock`, in batches of 2,000
    sessions in flight, the clock advanced 2 s after each (the GC passivates the paused
@@ -47,6 +50,7 @@ high-water mark starts at its parent's RSS at the fork).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -148,6 +152,32 @@ def _since(before: dict[str, float]) -> dict[str, float]:
     return {name: now[name] - before.get(name, 0.0) for name in now}
 
 
+class GcTime:
+    """The time Python's cyclic garbage collector takes (`gc.callbacks`), and its runs."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.runs = 0
+        self.full = 0  # collections of the oldest generation: every tracked object
+        self._began = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        # A collection holds the GIL throughout: no two overlap.
+        if phase == "start":
+            self._began = stopwatch()
+            return
+        self.seconds += stopwatch() - self._began
+        self.runs += 1
+        self.full += info["generation"] == 2
+
+    def take(self) -> dict[str, float]:
+        """The figures since the last `take` (or the start)."""
+        out = {"gc_s": self.seconds, "gc_runs": self.runs, "gc_full": self.full}
+        self.seconds, self.runs, self.full = 0.0, 0, 0
+        return out
+
+
 def scaled(bound: float, count: int) -> float:
     """A target set for SESSIONS sessions, scaled in proportion to `count`."""
     return bound * count / SESSIONS
@@ -226,6 +256,7 @@ def child_green(count: int, folder: str) -> dict[str, Any]:
     rt = _open(folder, RuntimeConfig())
     try:
         empty_kb = status_kb("VmRSS")
+        collector = GcTime()
         commits = rt.metrics()["store_commits"]
         threads = thread_cpu_s()
         cpu = _cpu_s()
@@ -247,9 +278,11 @@ def child_green(count: int, folder: str) -> dict[str, Any]:
             "peak_kb": _peak_kb(),
             "empty_kb": empty_kb,
             "active": rt.metrics()["executions_active"],
+            **collector.take(),
         }
         del pending
         _check_stored(rt, count, {"running": count, "completed": 1})
+        collector.take()
 
         commits = rt.metrics()["store_commits"]
         threads = thread_cpu_s()
@@ -273,6 +306,7 @@ def child_green(count: int, folder: str) -> dict[str, Any]:
             "settle_s": fed - answered,
             "commits": rt.metrics()["store_commits"] - commits,
             "peak_kb": _peak_kb(),
+            **collector.take(),
         }
         _check_stored(rt, count, {"completed": count + 1})
         slow = rt.metrics()["slow_handlers"]
@@ -299,6 +333,7 @@ def child_passivated(count: int, folder: str) -> dict[str, Any]:
     try:
         clock.advance(2 * PASSIVATE_AFTER_S)  # the warm-up's session leaves memory too
         empty_kb = status_kb("VmRSS")
+        collector = GcTime()
         commits = rt.metrics()["store_commits"]
         cpu = _cpu_s()
         advancing = 0.0
@@ -327,6 +362,7 @@ def child_passivated(count: int, folder: str) -> dict[str, Any]:
             "in_memory": metrics["executions_active"],
             "passivated": metrics["executions_passivated"],
             "actors_alive": metrics["actors_alive"],
+            **collector.take(),
         }
         _check_stored(rt, count, None)
     finally:
@@ -493,6 +529,7 @@ def creation(count: int, green: list[dict[str, Any]], base: list[dict[str, Any]]
         f"{_mid(made, 'settle_s'):.2f} s"
     )
     print(f"  CPU by thread (median round): {_by_thread(_mid_round(made))}")
+    print(f"  {_gc_line(_mid_round(made))}")
     rows_per = green[0]["rows"]
     print(
         f"  store commits {commits:,.0f} ({count / max(commits, 1):,.0f} sessions per commit; "
@@ -534,6 +571,14 @@ def _mid(rounds: list[dict[str, Any]], key: str) -> float:
     return float(_mid_round(rounds)[key])
 
 
+def _gc_line(phase: dict[str, Any]) -> str:
+    """A phase's time in Python's cyclic garbage collector."""
+    return (
+        f"Python's cyclic GC: {phase['gc_s']:.2f} s ({phase['gc_s'] / phase['wall_s']:.0%} of "
+        f"the wall; {phase['gc_runs']:,} collections, {phase['gc_full']} of them full)"
+    )
+
+
 def _by_thread(phase: dict[str, Any]) -> str:
     """A phase's CPU seconds by thread group, most first (0.05 s and up)."""
     groups = sorted(phase["threads"].items(), key=lambda item: -item[1])
@@ -559,6 +604,7 @@ def feeding(count: int, green: list[dict[str, Any]]) -> list[Row]:
         f"peak RSS by the end {statistics.median(_mb(f['peak_kb']) for f in fed):,.0f} MB"
     )
     print(f"  CPU by thread (median round): {_by_thread(_mid_round(fed))}")
+    print(f"  {_gc_line(_mid_round(fed))}")
     name = f"feed {count:,} executions once"
     return [
         figure(f"{name}: wall", wall, "s", target=target),
@@ -590,6 +636,7 @@ def passivation(count: int, full: int) -> list[Row]:
         f"{p['advance_s']:.1f} s in clock.advance: the GC passivating), process CPU "
         f"{p['cpu_s']:.1f} s, store commits {p['commits']:,}"
     )
+    print(f"  {_gc_line(p)}")
     return [figure(f"create {count:,} sessions, passivated: peak RSS", peak, "MB", target=target)]
 
 
