@@ -36,7 +36,8 @@ class BusyQueue(Generic[T]):
     def __init__(self, start: Callable[[T, Reply], None]) -> None:
         self._start = start
         self._current: Reply | None = None
-        self._queued: deque[tuple[T, Reply]] = deque()
+        # Made on first use: an empty deque costs 600 bytes, and most never queue.
+        self._queued: deque[tuple[T, Reply]] | None = None
 
     @property
     def busy(self) -> bool:
@@ -50,15 +51,17 @@ class BusyQueue(Generic[T]):
 
     def __len__(self) -> int:
         """How many items wait (the one under way not counted)."""
-        return len(self._queued)
+        return 0 if self._queued is None else len(self._queued)
 
     def waiting(self) -> Iterator[tuple[T, Reply]]:
         """The waiting items with their replies, oldest first."""
-        return iter(self._queued)
+        return iter(() if self._queued is None else self._queued)
 
     def submit(self, item: T, reply: Reply) -> None:
         """Start `item` now if nothing is under way, else queue it behind the rest."""
         if self._current is not None:
+            if self._queued is None:
+                self._queued = deque()
             self._queued.append((item, reply))
         else:
             self._run(item, reply)
@@ -74,7 +77,7 @@ class BusyQueue(Generic[T]):
         current, self._current = self._current, None
         if current is not None:
             current.fail(error)
-        queued, self._queued = self._queued, deque()
+        queued, self._queued = self._queued or (), None
         for _item, reply in queued:
             reply.fail(error)
 

@@ -24,6 +24,10 @@ from collections.abc import Callable
 
 __all__ = ["CommitGate"]
 
+_NO_HELD: deque[tuple[int, Callable[[], object], Callable[[BaseException], object]]] = deque(
+    maxlen=0
+)  # (shared and always empty: nothing is ever added to it)
+
 
 class CommitGate:
     """Counts an actor's submitted and committed writes; holds answers in between.
@@ -39,8 +43,9 @@ class CommitGate:
         self._submitted = 0  # a write's token is its number, counted from 1
         self._committed = 0  # every write up to this token is committed
         self._failed: tuple[int, BaseException] | None = None
+        # Made on first use: an empty deque costs 600 bytes a session.
         self._held: deque[tuple[int, Callable[[], object], Callable[[BaseException], object]]]
-        self._held = deque()
+        self._held = _NO_HELD
 
     @property
     def pending(self) -> bool:
@@ -68,6 +73,8 @@ class CommitGate:
             if failed is None:
                 if self._committed >= self._submitted:
                     return False
+                if self._held is _NO_HELD:
+                    self._held = deque()
                 self._held.append((self._submitted, release, fail))
                 return True
         fail(failed[1])
