@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import operator
+import platform
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +24,7 @@ import attrs
 
 from greenroom.errors import InvalidInput
 
-__all__ = ["Row", "Target", "add_json_option", "figure", "read_rows", "write_rows"]
+__all__ = ["Row", "Target", "add_json_option", "cpu_model", "figure", "read_rows", "write_rows"]
 
 Op = Literal["<", "<=", ">", ">="]
 
@@ -168,3 +169,17 @@ def read_rows(path: Path) -> list[Row]:
     if not isinstance(data, list):
         raise InvalidInput(f"{path} must hold a JSON list of rows, not {type(data).__name__}")
     return [Row.from_json(item) for item in data]
+
+
+def cpu_model() -> str:
+    """The CPU's model name, from /proc/cpuinfo where there is one (benchmarks print it:
+    their figures depend on it)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Hardware", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"

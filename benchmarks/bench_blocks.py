@@ -86,7 +86,6 @@ import heapq
 import itertools
 import json
 import os
-import platform
 import random
 import resource
 import statistics
@@ -105,7 +104,7 @@ from greenroom.clock import stopwatch
 from greenroom.store import CreateObject, Store
 
 from _child import run_child, status_kb  # isort: skip (this folder's own module)
-from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
+from _table import Row, Target, add_json_option, cpu_model, figure, write_rows  # isort: skip
 
 SENDERS = 4
 BLOCKS = 100
@@ -704,19 +703,6 @@ def host_child(name: str, load: HostLoad, folder: str) -> dict[str, Any]:
         "--folder",
         folder,
     )
-
-
-def cpu_model() -> str:
-    """The CPU's model name, from /proc/cpuinfo where there is one."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def host_scale(quick: bool) -> list[Row]:

@@ -53,7 +53,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import random
 import re
 import resource
@@ -71,7 +70,7 @@ from greenroom import AsyncExecutionContext, FakeClock, PendingStep, Runtime, Ru
 from greenroom.clock import SystemClock, stopwatch
 
 from _child import run_child, status_kb  # isort: skip (this folder's own module)
-from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
+from _table import Row, Target, add_json_option, cpu_model, figure, write_rows  # isort: skip
 
 SESSIONS = 100_000  # the full run's N; the targets are set for this many
 QUICK_SESSIONS = 10_000
@@ -217,6 +216,28 @@ def _open(folder: str, config: RuntimeConfig, clock: FakeClock | None = None) ->
     return rt
 
 
+def _phase(
+    rt: Runtime,
+    marks: tuple[float, float, float, float],
+    cpu: float,
+    threads: dict[str, float],
+    commits: int,
+) -> dict[str, Any]:
+    """A phase's figures: `marks` are when it began, sent everything, had every answer
+    and was settled; `cpu`, `threads` and `commits` were read when it began."""
+    began, sent, answered, done = marks
+    return {
+        "wall_s": done - began,
+        "cpu_s": _cpu_s() - cpu,
+        "threads": _since(threads),
+        "send_s": sent - began,
+        "wait_s": answered - sent,
+        "settle_s": done - answered,
+        "commits": rt.metrics()["store_commits"] - commits,
+        "peak_kb": _peak_kb(),
+    }
+
+
 def _check_stored(rt: Runtime, count: int, states: dict[str, int] | None) -> None:
     """Every session (the warm-up's too) is stored: output, execution (in `states`, by
     its stored state, when given) and replay events."""
@@ -268,14 +289,7 @@ def child_green(count: int, folder: str) -> dict[str, Any]:
         rt.settle(WAIT_S)
         created = stopwatch()
         create = {
-            "wall_s": created - began,
-            "cpu_s": _cpu_s() - cpu,
-            "threads": _since(threads),
-            "send_s": sent - began,
-            "wait_s": answered - sent,
-            "settle_s": created - answered,
-            "commits": rt.metrics()["store_commits"] - commits,
-            "peak_kb": _peak_kb(),
+            **_phase(rt, (began, sent, answered, created), cpu, threads, commits),
             "empty_kb": empty_kb,
             "active": rt.metrics()["executions_active"],
             **collector.take(),
@@ -298,14 +312,7 @@ def child_green(count: int, folder: str) -> dict[str, Any]:
         rt.settle(WAIT_S)
         fed = stopwatch()
         feed = {
-            "wall_s": fed - began,
-            "cpu_s": _cpu_s() - cpu,
-            "threads": _since(threads),
-            "send_s": sent - began,
-            "wait_s": answered - sent,
-            "settle_s": fed - answered,
-            "commits": rt.metrics()["store_commits"] - commits,
-            "peak_kb": _peak_kb(),
+            **_phase(rt, (began, sent, answered, fed), cpu, threads, commits),
             **collector.take(),
         }
         _check_stored(rt, count, {"completed": count + 1})
@@ -452,19 +459,6 @@ def child(name: str, count: int) -> dict[str, Any]:
     """Run child `name` on `count` sessions in a fresh temporary folder."""
     with tempfile.TemporaryDirectory(prefix="bench-sessions-") as tmp:
         return run_child(__file__, "--child", name, "--sessions", count, "--folder", tmp)
-
-
-def cpu_model() -> str:
-    """The CPU's model name, from /proc/cpuinfo where there is one."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _mb(kb: float) -> float:

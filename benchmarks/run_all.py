@@ -39,7 +39,7 @@ import attrs
 from greenroom.clock import stopwatch
 from greenroom.errors import InvalidInput
 
-from _table import Row, read_rows  # isort: skip (this folder's own module)
+from _table import Row, cpu_model, read_rows  # isort: skip (this folder's own module)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -102,18 +102,6 @@ class Summary:
 # -- the machine ------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "cpu model") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 def _cpu_count() -> str:
     total = os.cpu_count() or 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
@@ -134,7 +122,7 @@ def _os_name() -> str:
 def machine() -> Machine:
     """The machine this process runs on, as the table's header names it."""
     return Machine(
-        cpu=_cpu_model(),
+        cpu=cpu_model(),
         cpus=_cpu_count(),
         python=f"{platform.python_version()} ({platform.python_implementation()})",
         os=_os_name(),
