@@ -41,11 +41,13 @@ async ones await it on the event loop. Both share every check and every result r
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any, Literal
@@ -115,8 +117,22 @@ _COUNTERS = (
 )
 
 
+_ASYNC_STRATEGIES: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
 def _is_async_strategy(strategy: Any) -> bool:
     """Whether `strategy` is an `async def` (True) or a plain callable (False)."""
+    try:
+        return _ASYNC_STRATEGIES[strategy]  # (inspect's checks cost ~15 us a start)
+    except (KeyError, TypeError):
+        pass
+    is_async = _check_strategy(strategy)
+    with contextlib.suppress(TypeError):  # (not weakly referenceable: not kept)
+        _ASYNC_STRATEGIES[strategy] = is_async
+    return is_async
+
+
+def _check_strategy(strategy: Any) -> bool:
     if not callable(strategy) or inspect.isclass(strategy):
         raise InvalidInput(
             f"a strategy must be an async def or a plain def function, got {strategy!r}"
