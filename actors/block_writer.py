@@ -155,7 +155,7 @@ class BlockWriter(GreenroomActor):
             if waiting is None:
                 del self._interval_end[block_id]
             else:
-                self._stats.setdefault(block_id, waiting)
+                self._stats[block_id] = waiting  # (newer than any there: see _take_stats)
 
     def _stored_stats(self, block_ids: list[str]) -> None:
         end = self.ctx.clock.monotonic() + self.ctx.config.stats_flush_interval_s

@@ -88,12 +88,17 @@ class CommitGate:
             elif self._failed is None:
                 self._failed = (token, error)
             failed = self._failed
+            committed = self._committed
             ready = []
             held = self._held
-            while held and (held[0][0] <= self._committed or failed is not None):
+            # Released only what every write up to it is known committed for; once one
+            # failed, the rest fail (outcomes may be told out of order: a write not yet
+            # heard of is never taken for committed).
+            while held and (held[0][0] <= committed or failed is not None):
                 ready.append(held.popleft())
         for waited_for, release, fail in ready:
-            if failed is not None and waited_for >= failed[0]:
-                fail(failed[1])
-            else:
+            if waited_for <= committed:
                 release()
+            else:
+                assert failed is not None
+                fail(failed[1])

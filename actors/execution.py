@@ -674,7 +674,7 @@ class ExecutionActor(GreenroomActor):
             try:
                 self.ctx.store.submit_atomic(writes, done, inline=inline)
             except Exception as error:
-                self._gate.done(token, error)
+                done(None, error)  # (as a write that failed: this actor lets its copy go)
                 raise
         self._buffer = []
         self._journal_size = (size or 0) + len(data)
@@ -709,6 +709,13 @@ class ExecutionActor(GreenroomActor):
         except Exception:  # the actor is gone (the runtime closed): its callers hear now
             self._gate.done(token, error)
 
+    def on_unhandled(self, message: Any) -> bool:
+        """A write's failure told after the stop: its waiting answers still fail."""
+        if type(message) is _CommitFailed:
+            self._gate.done(message.token, message.error)
+            return True
+        return False
+
     def _commit_failed(self, message: _CommitFailed) -> None:
         """A write this actor submitted failed: its memory is ahead of its journal. It
         leaves the registry first, then its callers hear the error (the gate)."""
@@ -718,9 +725,15 @@ class ExecutionActor(GreenroomActor):
         retained = self._retained
         if retained is not None:
             if isinstance(error, Conflict):
-                # It ended here while another runtime drove it: not its end after all.
+                # It ended here while another runtime drove it: not its end after all;
+                # the next call goes on from the journal.
+                self._entry.passivated = True
+                self._registry.drop(self.session_id)
                 self._registry.unfinish(self.session_id, retained)
                 log.warning("%s", error)
+            else:
+                # Ended in memory, its end not stored (counted, logged: _journal_end).
+                self._registry.finish(self.session_id, retained)
             self._gate.done(message.token, error)
             self.actor_ref.stop(block=False)
             return
@@ -837,7 +850,10 @@ class ExecutionActor(GreenroomActor):
             try:
                 result = _HANDLERS[type(message)](self, message)
                 if future is not None and result is not DEFERRED:
-                    Reply(future).set(result)
+                    reply = Reply(future)
+                    # As every answer: once the writes before it are stored.
+                    if not self._gate.hold(functools.partial(reply.set, result), reply.fail):
+                        reply.set(result)
             except Exception as error:
                 if future is not None:
                     Reply(future).fail(error)
@@ -889,7 +905,7 @@ class ExecutionActor(GreenroomActor):
                 # before this feed returns (one commit for both).
                 self._buffer.extend(records)
             else:
-                self._write(records)  # StorageError: nothing applied
+                self._write(records)  # (if it fails, the answer fails: see _write)
         for query, response, usage in plan:
             del pending[query.id]
             self._answers[query.id] = response
@@ -1215,7 +1231,7 @@ class ExecutionActor(GreenroomActor):
         if self._name is not None:
             self._journal_end(status)
         # The answers' digests stay with the result: a retried answer stays a no-op.
-        self._retained = RetainedResult(
+        retained = self._retained = RetainedResult(
             final,
             self._final,
             now,
@@ -1223,7 +1239,16 @@ class ExecutionActor(GreenroomActor):
             durable=self._name is not None,
             ended_on_redrive=redriving and status == "error",
         )
-        self._registry.finish(self.session_id, self._retained)
+
+        def finished() -> None:
+            # Once the end is stored: the registry keeps the result from now on (until
+            # then calls still reach this actor, whose answers wait for the same
+            # write), and the actor stops. If the write fails, `_commit_failed` does.
+            self._registry.finish(self.session_id, retained)
+            self.actor_ref.stop(block=False)
+
+        if not self._gate.hold(finished, lambda _error: None):
+            finished()
         self._answers = {}
         # A helper thread of a plain strategy still waiting in ctx.llm (its main
         # function has returned): wake it, once the final state is visible.
@@ -1239,11 +1264,6 @@ class ExecutionActor(GreenroomActor):
             log.info("execution %s cancelled: %s", self.session_id, self._reason)
         self._notify(final)
         self._release_held()
-        # The registry keeps the result from now on; the actor stops once its end is
-        # stored (if that fails, `_commit_failed` needs it, and stops it).
-        stop = functools.partial(self.actor_ref.stop, block=False)
-        if not self._gate.hold(stop, lambda _error: None):
-            stop()
         return final
 
     def _journal_end(self, status: str) -> None:

@@ -359,21 +359,26 @@ class Store:
             if self._closed:
                 return
             self._closed = True
-        with self._lock:
-            with self._queue_lock:
-                batch, self._queue = self._queue, []
-            if batch:
-                self._run_batch(batch)
-            _call_back(batch)
+        batch: list[_WriteSlot] = []
+        try:
+            with self._lock:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                if batch:
+                    self._run_batch(batch)
+                try:
+                    if self._rdb is not self._db:
+                        with self._read_lock:
+                            self._rdb.close()
+                    self._db.close()
+                except sqlite3.Error as exc:  # pragma: no cover - close rarely fails
+                    raise StorageError(f"closing store {self._path!r} failed: {exc}") from exc
+        finally:
+            _call_back(batch)  # (with the store free, as for every callback)
             if self._committer is not None:
-                self._committer.shutdown(wait=False)  # (its drain finds the queue empty)
-            try:
-                if self._rdb is not self._db:
-                    with self._read_lock:
-                        self._rdb.close()
-                self._db.close()
-            except sqlite3.Error as exc:  # pragma: no cover - close rarely fails
-                raise StorageError(f"closing store {self._path!r} failed: {exc}") from exc
+                # Its drain, if one is under way, finds the queue empty; wait for it
+                # to have told its last batch's writers.
+                self._committer.shutdown(wait=True)
 
     def stats(self) -> dict[str, int]:
         """Counters for `Runtime.metrics()`: committed write transactions."""
@@ -426,22 +431,39 @@ class Store:
         that submitted into an idle store, which commits one batch itself (no hand-off
         for a lone writer) and leaves the rest to the committer thread."""
         while True:
-            with self._lock:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                    if not batch:
-                        self._committing = False
-                        return
-                self._run_batch(batch)
+            batch: list[_WriteSlot] = []
+            try:
+                with self._lock:
+                    with self._queue_lock:
+                        batch, self._queue = self._queue, []
+                        if not batch:
+                            self._committing = False
+                            return
+                    self._run_batch(batch)  # (every slot done, even when interrupted)
+            except BaseException:
+                # Interrupted (KeyboardInterrupt): its writes are told so, and what is
+                # queued behind them goes to the committer, not left waiting.
+                _call_back(batch)
+                self._hand_off()
+                raise
             _call_back(batch)
             if inline:
-                with self._queue_lock:
-                    if not self._queue or self._closed:
-                        self._committing = False
-                        return
-                    committer = self._committer_locked()
-                committer.submit(self._drain)
+                self._hand_off()
                 return
+
+    def _hand_off(self) -> None:
+        """Leave what is queued to the committer thread (or commit it here, if the
+        committer is gone: the interpreter is exiting); the store idle if nothing is."""
+        with self._queue_lock:
+            if not self._queue or self._closed:
+                self._committing = False
+                return
+            self._committing = True
+            committer = self._committer_locked()
+        try:
+            committer.submit(self._drain)
+        except RuntimeError:  # shut down (at exit): no thread to hand it to
+            self._drain()
 
     def _run_batch(self, batch: list[_WriteSlot]) -> None:
         """Run queued writes in one transaction; on return every slot is done.
@@ -1072,10 +1094,8 @@ class Store:
             if self._committing:
                 return  # the drain under way takes it
             self._committing = True
-            if not inline:
-                committer = self._committer_locked()
         if not inline:
-            committer.submit(self._drain)
+            self._hand_off()
             return
         self._drain(inline=True)
 

@@ -49,7 +49,7 @@ async def test_calls_in_flight_take_turns_with_the_loops_own_callbacks(
 
 async def test_a_call_within_its_slice_goes_on_at_once() -> None:
     await bridge.fair_turn()
-    slices = bridge._SLICES[id(asyncio.get_running_loop())]
+    slices = bridge._SLICES[asyncio.get_running_loop()]
     slices.began = bridge.stopwatch()  # a slice just opened, far from used up
     ran: list[int] = []
 
@@ -70,3 +70,28 @@ async def test_off_asyncio_it_does_nothing() -> None:
         await bridge.fair_turn()
 
     trio.run(on_trio)
+
+
+async def test_cancelling_one_waiting_call_leaves_the_others_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bridge, "LOOP_SLICE_S", 0.0)
+    await bridge.fair_turn()
+    done: list[int] = []
+
+    async def call(n: int) -> None:
+        await bridge.fair_turn()
+        done.append(n)
+
+    tasks = [asyncio.create_task(call(n)) for n in range(5)]
+    await asyncio.sleep(0)  # all wait for slices now
+    tasks[2].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [type(result).__name__ for result in results] == [
+        "NoneType",
+        "NoneType",
+        "CancelledError",
+        "NoneType",
+        "NoneType",
+    ]
+    assert sorted(done) == [0, 1, 3, 4]

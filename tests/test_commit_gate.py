@@ -48,3 +48,15 @@ def test_a_failed_write_fails_what_waited_for_it_and_everything_after() -> None:
     assert isinstance(gate.failed, StorageError)
     assert gate.hold(*recorder(log, "c"))  # failed for good: answered with the error
     assert log[-1] == "c disk full"
+
+
+def test_a_failure_told_before_an_earlier_success_fails_what_is_not_known_committed() -> None:
+    gate = CommitGate()
+    log: list[str] = []
+    first = gate.submitted()
+    assert gate.hold(*recorder(log, "a"))  # waits for write 1
+    second = gate.submitted()
+    gate.done(second, StorageError("conflict"))  # told first: write 1 not heard of yet
+    assert log == ["a conflict"]  # never released as if write 1 were committed
+    gate.done(first, None)
+    assert log == ["a conflict"]

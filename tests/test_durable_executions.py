@@ -482,6 +482,42 @@ def test_a_journal_write_that_fails_fails_the_answer_and_the_next_call_redrives(
     assert rt.metrics()["executions_redriven"] == 1
 
 
+def test_an_end_is_seen_only_once_it_is_stored(
+    open_rt: OpenRt, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def ask_once(ctx: Any, topic: str) -> str:
+        return str(await ctx.llm(topic))
+
+    rt = open_rt()
+    rt.executions.register("ask_once", ask_once)
+    sid = rt.executions.start("ask_once", "moon").session_id
+    real_submit = rt.store.submit_atomic
+    release = threading.Event()
+    held: list[threading.Thread] = []
+
+    def slow_submit(writes: Any, on_done: Any, **kwargs: Any) -> None:
+        # The commit happens later, on another thread (a slow disk, say).
+        def later() -> None:
+            assert release.wait(30)
+            real_submit(writes, on_done, inline=True)
+
+        held.append(threading.Thread(target=later))
+        held[-1].start()
+
+    monkeypatch.setattr(rt.store, "submit_atomic", slow_submit)
+    pending = rt.executions.send_feed(sid, "the answer")
+    assert not pending.future.wait(0.2)  # answered only once stored
+    assert rt.executions.status(sid)["state"] != "completed"  # not seen as ended yet
+    journal = rt.store.read_file("execution", sid, "journal")
+    assert b'"end"' not in journal
+    release.set()
+    assert pending.future.wait(30)
+    assert rt.executions.outcome(pending).status == "completed"
+    assert rt.executions.status(sid)["state"] == "completed"
+    for thread in held:
+        thread.join(30)
+
+
 def test_two_runtimes_never_both_drive_one_execution(open_rt: OpenRt) -> None:
     first = open_rt()
     first.executions.register("essay", essay)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -115,7 +116,8 @@ class _Slice:
         self.next: asyncio.Future[None] | None = None
 
 
-_SLICES: dict[int, _Slice] = {}  # by loop id; a loop's entry goes with it (see below)
+# By loop, weakly: a loop's entry goes with it.
+_SLICES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slice] = weakref.WeakKeyDictionary()
 
 
 async def fair_turn() -> None:
@@ -125,11 +127,9 @@ async def fair_turn() -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return  # not asyncio: trio schedules fairly on its own
-    key = id(loop)
-    current = _SLICES.get(key)
+    current = _SLICES.get(loop)
     if current is None:
-        current = _SLICES[key] = _Slice()
-        loop.call_soon(_forget_slice_when_closed, loop, key)
+        _SLICES[loop] = _Slice()
         return
     while True:
         if current.next is None:
@@ -141,7 +141,9 @@ async def fair_turn() -> None:
             # those the new slice has no room for wait for the one after.
             current.next = loop.create_future()
             loop.call_soon(_open_slice, current)
-        await current.next
+        # Shielded: the future is shared, and cancelling one waiting task must not
+        # cancel it for every other.
+        await asyncio.shield(current.next)
 
 
 def _open_slice(current: _Slice) -> None:
@@ -150,15 +152,6 @@ def _open_slice(current: _Slice) -> None:
     current.fresh = True
     if waiting is not None and not waiting.done():
         waiting.set_result(None)
-
-
-def _forget_slice_when_closed(loop: asyncio.AbstractEventLoop, key: int) -> None:
-    # (Checked again every second: a dict keyed by id must not outlive its loop.)
-    if loop.is_closed():
-        _SLICES.pop(key, None)
-        return
-    with contextlib.suppress(RuntimeError):
-        loop.call_later(1.0, _forget_slice_when_closed, loop, key)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
