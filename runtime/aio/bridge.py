@@ -140,17 +140,26 @@ async def fair_turn() -> None:
             # is ready now, its due timers included); the calls wake one later, and
             # those the new slice has no room for wait for the one after.
             current.next = loop.create_future()
-            loop.call_soon(_open_slice, current)
-        # Shielded: the future is shared, and cancelling one waiting task must not
-        # cancel it for every other.
-        await asyncio.shield(current.next)
+            loop.call_soon(_open_slice, current, current.next)
+        try:
+            await current.next
+        except asyncio.CancelledError:
+            # The future is shared: cancelling one waiting task cancels it for all.
+            # Only the task that was cancelled stops; the others wait on.
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            shared = current.next
+            if shared is not None and shared.cancelled():
+                current.next = None
 
 
-def _open_slice(current: _Slice) -> None:
-    waiting, current.next = current.next, None
+def _open_slice(current: _Slice, waiting: asyncio.Future[None]) -> None:
+    if current.next is waiting:
+        current.next = None
     current.began = stopwatch()
     current.fresh = True
-    if waiting is not None and not waiting.done():
+    if not waiting.done():
         waiting.set_result(None)
 
 
