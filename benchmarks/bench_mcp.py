@@ -172,11 +172,11 @@ async def _open(
 
 
 async def _answer(
-    session: ClientSession, arguments: dict[str, Any], paused: Any
+    session: ClientSession, arguments: dict[str, Any], paused: Any, tool: str = LOOP
 ) -> types.CallToolResult | types.InputRequiredResult:
     """One round trip: `paused`'s requests answered, the call retried with its state."""
     return await session.call_tool(
-        LOOP,
+        tool,
         arguments,
         input_responses=dict.fromkeys(paused.input_requests or {}, ANSWER),
         request_state=paused.request_state,
@@ -240,13 +240,7 @@ async def bench_round_trips(round_trips: int, warm_up: int) -> dict[str, list[fl
                 paused_normal = await _answer(normal, arguments, paused_normal)
                 normal_s = stopwatch() - began
                 began = stopwatch()
-                asked = await shape.call_tool(
-                    "ask",
-                    {},
-                    input_responses=dict.fromkeys(asked.input_requests or {}, ANSWER),
-                    request_state=asked.request_state,
-                    allow_input_required=True,
-                )
+                asked = await _answer(shape, {}, asked, "ask")
                 shape_s = stopwatch() - began
                 assert isinstance(asked, types.InputRequiredResult), asked
                 assert isinstance(paused_normal, types.InputRequiredResult), paused_normal
