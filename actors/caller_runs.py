@@ -52,7 +52,7 @@ from greenroom.futures import in_handler
 if TYPE_CHECKING:
     from greenroom.actors.mailbox import Mailbox
 
-__all__ = ["put_running_here"]
+__all__ = ["caller_crowded", "put_running_here", "set_crowded"]
 
 _SIGINT = int(signal.SIGINT)
 # Every other signal a Python handler could be installed for.
@@ -69,6 +69,34 @@ try:
     from _signal import signal as _set_handler
 except ImportError:  # pragma: no cover (an interpreter without the C module)
     _get_handler, _set_handler = signal.getsignal, signal.signal
+
+
+class _Caller(threading.local):
+    """What a turn run on its caller's thread knows of that caller."""
+
+    crowded = False
+
+
+_caller = _Caller()
+
+
+def set_crowded(crowded: bool) -> bool:
+    """Say whether this thread's caller has other calls in flight; the previous value.
+
+    An event loop running a session's turn for one of several awaiting calls says so:
+    the turn then leaves slow work (a commit) to the store's committer, which lets the
+    loop go on and commits the writes of many calls together. Put the previous value
+    back once the send returns.
+    """
+    previous = _caller.crowded
+    _caller.crowded = crowded
+    return previous
+
+
+def caller_crowded() -> bool:
+    """Whether the caller whose turn runs on this thread has other calls in flight
+    (always `False` on a dispatcher worker)."""
+    return _caller.crowded
 
 
 def put_running_here(mailbox: Mailbox, item: Any) -> bool:

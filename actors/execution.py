@@ -62,6 +62,7 @@ from pykka import ActorDeadError
 from greenroom.activity import ActivityTracker
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef, Reply
 from greenroom.actors.blocking import BlockingPool
+from greenroom.actors.caller_runs import caller_crowded
 from greenroom.actors.commit_gate import CommitGate
 from greenroom.errors import (
     AlreadyResponded,
@@ -670,7 +671,7 @@ class ExecutionActor(GreenroomActor):
             done = functools.partial(self._committed, token, on_error)
             # Committed on this thread when nothing else waits for it (a lone caller
             # pays no hand-off); else by the store's committer, and this thread goes on.
-            inline = self.ctx.dispatcher.waiting == 0
+            inline = self.ctx.dispatcher.waiting == 0 and not caller_crowded()
             try:
                 self.ctx.store.submit_atomic(writes, done, inline=inline)
             except Exception as error:

@@ -10,6 +10,7 @@ blocked loop would stop.
 from __future__ import annotations
 
 import ast
+import contextvars
 import inspect
 import threading
 import types
@@ -38,6 +39,8 @@ from greenroom.executions.records import AsyncExecutionContext, ExecutionContext
 from greenroom.usage import Usage
 
 pytestmark = pytest.mark.anyio
+
+_HOST_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("host", default="unset")
 
 WAIT = 10.0  # real seconds a test waits for anything before failing
 
@@ -257,8 +260,8 @@ async def test_a_cancel_of_a_busy_session_is_deferred_without_blocking_the_loop(
     assert loop_waits == []
 
 
-async def test_no_turn_of_a_session_runs_on_the_loop_thread(
-    rt: Runtime, loop_waits: list[str]
+async def test_on_asyncio_an_untimed_step_runs_on_the_loop_a_timed_one_on_a_worker(
+    rt: Runtime, loop_waits: list[str], anyio_backend: str
 ) -> None:
     executions = AsyncExecutions(rt.executions)
     where: list[int] = []
@@ -271,19 +274,88 @@ async def test_no_turn_of_a_session_runs_on_the_loop_thread(
         where.append(threading.get_ident())
         return "done"
 
+    loop_thread = threading.get_ident()
     for _ in range(20):
         step = await executions.start(records)
         step = await executions.feed(step.session_id, "1")
         assert (await executions.feed(step.session_id, "2")).result == "done"
     assert len(where) == 60
-    assert threading.get_ident() not in where
+    if anyio_backend == "asyncio":
+        # The loop ran each turn itself: no hand-off to a worker and back.
+        assert set(where) == {loop_thread}
+    else:
+        # trio: the workers run them (the loop only waits).
+        assert loop_thread not in where
     assert loop_waits == []
-    # The sync call, by contrast, runs the turns on the calling thread (caller runs):
-    # what this test would see if the facade waited the sync way.
+    # With a timeout the loop must be free to give up: the turns go to the workers.
     where.clear()
-    step = rt.executions.start(records)
-    rt.executions.feed(rt.executions.feed(step.session_id, "1").session_id, "2")
-    assert threading.get_ident() in where
+    step = await executions.start(records, timeout=WAIT)
+    step = await executions.feed(step.session_id, "1", timeout=WAIT)
+    assert (await executions.feed(step.session_id, "2", timeout=WAIT)).result == "done"
+    assert len(where) == 3
+    assert loop_thread not in where
+    assert loop_waits == []
+
+
+async def test_durable_feeds_in_flight_together_share_commits_a_lone_one_commits_alone(
+    rt: Runtime, loop_waits: list[str], anyio_backend: str
+) -> None:
+    executions = AsyncExecutions(rt.executions)
+    executions.register("ask_three", ask_three)
+    steps = [await executions.start("ask_three") for _ in range(200)]
+    before = rt.metrics()["store_commits"]
+    # One at a time: each feed's journal write is its own commit.
+    for step in steps[:10]:
+        assert (await executions.feed(step.session_id, "1")).status == "needs_response"
+    assert rt.metrics()["store_commits"] - before == 10
+    # 190 in flight at once: their writes share commits (on asyncio the loop leaves
+    # them to the committer; on trio the workers' writes queue behind each other).
+    before = rt.metrics()["store_commits"]
+    fed = await _gather([executions.feed(step.session_id, "1") for step in steps[10:]])
+    assert {step.status for step in fed} == {"needs_response"}
+    assert rt.metrics()["store_commits"] - before < 190
+    for step in fed[:3]:  # and every one of them was stored: a re-read agrees
+        assert rt.executions.status(step.session_id)["round"] == 2
+    assert loop_waits == []
+
+
+async def _gather(calls: list[Any]) -> list[Any]:
+    """Run `calls` (coroutines) at once on the running loop; their results, in order."""
+    results: list[Any] = [None] * len(calls)
+
+    async def one(index: int, call: Any) -> None:
+        results[index] = await call
+
+    async with anyio.create_task_group() as tasks:
+        for index, call in enumerate(calls):
+            tasks.start_soon(one, index, call)
+    return results
+
+
+async def test_on_asyncio_a_turn_keeps_the_callers_context_variables_out(
+    rt: Runtime, anyio_backend: str
+) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("only asyncio runs turns on the loop")
+    executions = AsyncExecutions(rt.executions)
+    seen: list[str] = []
+
+    async def reads(ctx: AsyncExecutionContext) -> str:
+        seen.append(_HOST_VAR.get())
+        _HOST_VAR.set("changed by the strategy")
+        await ctx.llm("a")
+        return "done"
+
+    token = _HOST_VAR.set("the host's")
+    try:
+        step = await executions.start(reads)
+        assert (await executions.feed(step.session_id, "1")).result == "done"
+        # The turn ran in a fresh context, as on a worker: it saw none of the host's
+        # variables, and its change did not leak back into the host's task.
+        assert seen == ["unset"]
+        assert _HOST_VAR.get() == "the host's"
+    finally:
+        _HOST_VAR.reset(token)
 
 
 async def test_the_loop_runs_while_a_feed_waits_for_its_strategy(

@@ -63,6 +63,59 @@ async def test_a_call_within_its_slice_goes_on_at_once() -> None:
     await task
 
 
+async def test_a_call_after_a_pause_as_long_as_a_slice_opens_a_new_one() -> None:
+    await bridge.fair_turn()
+    share = bridge._SLICES[asyncio.get_running_loop()]
+    # The slice is long used up, but no call came for longer than a slice: the loop
+    # had its share of time, so a lone call (an MCP server's, say) never waits.
+    share.began = share.seen = bridge.stopwatch() - 10 * bridge.LOOP_SLICE_S
+    ran: list[int] = []
+
+    async def call() -> None:
+        await bridge.fair_turn()
+        ran.append(1)
+
+    task = asyncio.create_task(call())
+    await asyncio.sleep(0)
+    assert ran == [1]
+    assert not share.queue
+    await task
+    # Within a slice of the last call, a used-up slice makes the next call wait.
+    share.began = bridge.stopwatch() - 10 * bridge.LOOP_SLICE_S
+    share.seen = bridge.stopwatch()
+    task = asyncio.create_task(call())
+    await asyncio.sleep(0)
+    assert ran == [1]
+    assert len(share.queue) == 1
+    await task
+    assert ran == [1, 1]
+
+
+async def test_a_thousand_waiting_calls_are_admitted_in_order_one_wake_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bridge, "LOOP_SLICE_S", 0.0)
+    await bridge.fair_turn()
+    order: list[int] = []
+    wakes = 0
+    real = bridge._pump
+
+    def counted(share: bridge.LoopShare) -> None:
+        nonlocal wakes
+        wakes += 1
+        real(share)
+
+    monkeypatch.setattr(bridge, "_pump", counted)
+
+    async def call(n: int) -> None:
+        await bridge.fair_turn()
+        order.append(n)
+
+    await asyncio.gather(*(call(n) for n in range(1000)))
+    assert order == list(range(1000))
+    assert wakes == 1000  # one admission each (a shared future woke all 1,000 each time)
+
+
 async def test_off_asyncio_it_does_nothing() -> None:
     import trio
 

@@ -254,8 +254,13 @@ async def test_settle_can_be_cancelled_while_a_strategy_step_runs(rt: Runtime) -
         gate.wait(WAIT)  # a step that holds its session's turn until the test lets go
         return "done"
 
+    async def start() -> None:
+        # With a timeout, the step runs on a worker even on asyncio (an untimed one
+        # would run on the loop, and this step blocks whatever thread runs it).
+        await art.executions.start(slow, timeout=WAIT)
+
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(art.executions.start, slow)
+        tasks.start_soon(start)
         try:
             # settle only once the step runs: a settle that starts first finds
             # nothing busy and returns before the cancel (seen under CI load)

@@ -9,8 +9,9 @@ actor's turn on the waiting thread ("caller runs"): either would hold the event 
 Here the future's done-callback (`GreenroomFuture.add_done_callback`, on the thread that
 resolved it) hands a wake-up to the loop through the loop's own thread-safe entry
 (`call_soon_threadsafe` on asyncio, `TrioToken.run_sync_soon` on trio) and nothing
-else: no thread per call, no actor turn on the loop's thread, no blocking `get()` on a
-future that has not resolved.
+else: no thread per call, no blocking `get()` on a future that has not resolved. (An
+actor's turn may run on the loop's thread only where a caller asks for it: see
+`greenroom.aio.executions`.)
 
 Cancelling the awaiting task stops the wait, not the work: the message was sent, the
 actor does what it asked; the result is dropped.
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import math
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,12 +34,22 @@ import anyio.to_thread
 from greenroom.clock import stopwatch
 from greenroom.futures import GreenroomFuture
 
-__all__ = ["LOOP_SLICE_S", "call_soon_threadsafe", "fair_turn", "off_loop", "settled", "wait"]
+__all__ = [
+    "LOOP_SLICE_S",
+    "LoopShare",
+    "call_soon_threadsafe",
+    "fair_turn",
+    "loop_share",
+    "off_loop",
+    "settled",
+    "wait",
+]
 
 LOOP_SLICE_S = 0.002
 """How long greenroom's calls may keep an asyncio loop busy before they let the rest of
 the loop (its timers, its I/O) run: a host with thousands of calls in flight at once
-would otherwise run all of their sends, or all of their answers, in one go."""
+would otherwise run all of their sends, or all of their answers, in one go. (0: each
+call waits for an iteration of the loop of its own.)"""
 
 T = TypeVar("T")
 
@@ -104,63 +116,107 @@ async def settled(future: GreenroomFuture[Any], timeout: float | None = None) ->
     return bool(fired) or future.done
 
 
-class _Slice:
-    """Greenroom's share of one asyncio loop: when the current slice began, and the
-    future its calls wait on once it is used up (resolved as the next slice opens)."""
+class LoopShare:
+    """Greenroom's share of one asyncio loop.
 
-    __slots__ = ("began", "fresh", "next")
+    `began` is when the current slice began; `queue` holds, in order, the futures of
+    the calls waiting for a later slice; `pumping` says a `_pump` is due to admit the
+    next of them; `calls` counts the calls in flight that may run turns on the loop.
+    """
+
+    __slots__ = ("began", "calls", "pumping", "queue", "seen")
 
     def __init__(self) -> None:
         self.began = stopwatch()
-        self.fresh = False  # just opened: the first call in it goes on, used up or not
-        self.next: asyncio.Future[None] | None = None
+        self.seen = self.began  # the last time a call passed here
+        self.queue: deque[asyncio.Future[None]] = deque()
+        self.pumping = False
+        self.calls = 0
 
 
 # By loop, weakly: a loop's entry goes with it.
-_SLICES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slice] = weakref.WeakKeyDictionary()
+_SLICES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopShare] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def loop_share() -> LoopShare | None:
+    """The running asyncio loop's `LoopShare` (made on first use); None off asyncio."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    share = _SLICES.get(loop)
+    if share is None:
+        share = _SLICES[loop] = LoopShare()
+    return share
 
 
 async def fair_turn() -> None:
     """On asyncio: if greenroom's calls have kept this loop busy for `LOOP_SLICE_S`,
-    wait for the next slice: the loop's due timers and I/O run first. Else nothing."""
+    wait for a later turn: the loop's due timers and I/O run first. Else nothing.
+
+    Waiting calls are admitted one per iteration of the loop, in the order they came,
+    each on a future of its own (waking only the call whose turn it is: a thousand
+    waiting calls cost a thousand wake-ups, not a thousand each).
+    """
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return  # not asyncio: trio schedules fairly on its own
-    current = _SLICES.get(loop)
-    if current is None:
-        _SLICES[loop] = _Slice()
+    share = _SLICES.get(loop)
+    now = stopwatch()
+    if share is None:
+        _SLICES[loop] = LoopShare()
         return
-    while True:
-        if current.next is None:
-            if current.fresh or stopwatch() - current.began < LOOP_SLICE_S:
-                current.fresh = False
-                return
-            # Used up: the next slice opens in the loop's next iteration (after what
-            # is ready now, its due timers included); the calls wake one later, and
-            # those the new slice has no room for wait for the one after.
-            current.next = loop.create_future()
-            loop.call_soon(_open_slice, current, current.next)
-        try:
-            await current.next
-        except asyncio.CancelledError:
-            # The future is shared: cancelling one waiting task cancels it for all.
-            # Only the task that was cancelled stops; the others wait on.
-            task = asyncio.current_task()
-            if task is None or task.cancelling():
-                raise
-            shared = current.next
-            if shared is not None and shared.cancelled():
-                current.next = None
+    if not share.queue:
+        if 0 < LOOP_SLICE_S <= now - share.seen:
+            # The first call after a pause as long as a slice: the loop had its share
+            # of time meanwhile, so this call opens a new slice rather than wait.
+            share.began = now
+        elif now - share.began >= LOOP_SLICE_S:
+            waiter = loop.create_future()
+            share.queue.append(waiter)
+            _pump_soon(loop, share)
+            await _admitted(loop, share, waiter)
+            return
+        share.seen = now
+        return
+    waiter = loop.create_future()
+    share.queue.append(waiter)
+    await _admitted(loop, share, waiter)
 
 
-def _open_slice(current: _Slice, waiting: asyncio.Future[None]) -> None:
-    if current.next is waiting:
-        current.next = None
-    current.began = stopwatch()
-    current.fresh = True
-    if not waiting.done():
-        waiting.set_result(None)
+async def _admitted(
+    loop: asyncio.AbstractEventLoop, share: LoopShare, waiter: asyncio.Future[None]
+) -> None:
+    """Wait for `waiter`'s turn; then let the next waiting call in after this one yields."""
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        if waiter.done() and not waiter.cancelled():
+            _pump_soon(loop, share)  # admitted, then cancelled: pass the turn on
+        raise
+    share.seen = share.began = stopwatch()
+    if share.queue:
+        _pump_soon(loop, share)  # runs once this call yields, in the loop's next iteration
+
+
+def _pump_soon(loop: asyncio.AbstractEventLoop, share: LoopShare) -> None:
+    if not share.pumping:
+        share.pumping = True
+        loop.call_soon(_pump, share)
+
+
+def _pump(share: LoopShare) -> None:
+    """Admit the next waiting call (skipping those cancelled meanwhile)."""
+    share.pumping = False
+    queue = share.queue
+    while queue:
+        waiter = queue.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

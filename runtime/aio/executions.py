@@ -10,9 +10,19 @@ Executions`, built on its public seam: each call sends with `send_start` /
 `send_feed` / `send_feed_many` / `send_cancel` (which check and send without waiting),
 awaits the step's future through `greenroom.aio.bridge.settled` (its timeout kept by
 the loop, with anyio's `move_on_after`), then reads `Executions.outcome`, which raises
-the same `ExecutionTimeout` for a strategy that did not pause in time. No session's
-turn runs on the loop's thread: a step is always sent to the session's actor, never
-run by the caller. Cancelling the awaiting task stops the wait, not the step.
+the same `ExecutionTimeout` for a strategy that did not pause in time. Cancelling the
+awaiting task stops the wait, not the step.
+
+Where a step runs. On asyncio, a call with no `timeout` runs an idle session's turn on
+the loop's thread ("caller runs", as the sync calls do on theirs): an async strategy's
+step between two pauses runs there, the way any coroutine of the host would, with no
+hand-off to a worker and back; calls in flight take turns in the loop's fair share
+(`fair_turn`), so the host's timers and I/O run between them. A lone call commits a
+durable session's journal on the loop too (what the caller waits for anyway); with
+other calls in flight it leaves the commit to the store's committer, which commits
+them together. A call with a `timeout`, a session busy on a worker, trio, and
+`RuntimeConfig(caller_runs=False)` keep every turn on the workers (a strategy whose
+steps compute for long should use a `timeout` or a plain `def`).
 """
 
 from __future__ import annotations
@@ -24,12 +34,15 @@ from typing import Any
 
 import anyio
 
-from greenroom.aio.bridge import fair_turn, settled
+from greenroom.actors.caller_runs import set_crowded
+from greenroom.aio.bridge import fair_turn, loop_share, settled
 from greenroom.errors import GreenroomError, InvalidInput
 from greenroom.executions.namespace import Executions, FeedItemInput, PendingStep, UsageInput
 from greenroom.executions.records import FeedResult
 
 __all__ = ["AsyncExecutions"]
+
+_NO_KWARGS: Mapping[str, Any] = {}
 
 
 class AsyncExecutions:
@@ -78,14 +91,12 @@ class AsyncExecutions:
     ) -> FeedResult:
         """`Executions.start`, awaited: the session's first pause or its end.
 
-        `timeout` (real seconds) raises `ExecutionTimeout` as the sync call does; the
-        strategy's first step runs on a dispatcher worker (async strategies) or a
-        strategy thread (plain ones), never on the loop.
+        `timeout` (real seconds) raises `ExecutionTimeout` as the sync call does. An
+        async strategy's first step runs on the loop's thread (asyncio, no `timeout`)
+        or on a dispatcher worker; a plain strategy's on a strategy thread.
         """
-        await fair_turn()
-        return await self._outcome(
-            self._executions.send_start(strategy, args, kwargs, timeout=timeout)
-        )
+        send = self._executions.send_start
+        return await self._run(send, (strategy, args, kwargs), _NO_KWARGS, timeout)
 
     async def feed(
         self,
@@ -97,11 +108,8 @@ class AsyncExecutions:
         timeout: float | None = None,
     ) -> FeedResult:
         """`Executions.feed`, awaited: answer one query; the session's next `FeedResult`."""
-        await fair_turn()
-        pending = self._executions.send_feed(
-            session_id, response, query_id=query_id, usage=usage, timeout=timeout
-        )
-        return await self._outcome(pending)
+        options = {"query_id": query_id, "usage": usage}
+        return await self._run(self._executions.send_feed, (session_id, response), options, timeout)
 
     async def feed_many(
         self,
@@ -111,15 +119,14 @@ class AsyncExecutions:
         timeout: float | None = None,
     ) -> FeedResult:
         """`Executions.feed_many`, awaited: answer several queries at once, all or none."""
-        await fair_turn()
-        pending = self._executions.send_feed_many(session_id, items, timeout=timeout)
-        return await self._outcome(pending)
+        send = self._executions.send_feed_many
+        return await self._run(send, (session_id, items), _NO_KWARGS, timeout)
 
     async def resume(self, session_id: str, *, timeout: float | None = None) -> FeedResult:
         """`Executions.resume`, awaited: where the session is (re-driven from its
         journal first if it is durable and not in memory)."""
-        await fair_turn()
-        return await self._outcome(self._executions.send_resume(session_id, timeout=timeout))
+        send = self._executions.send_resume
+        return await self._run(send, (session_id,), _NO_KWARGS, timeout)
 
     async def cancel(self, session_id: str) -> FeedResult:
         """`Executions.cancel`, awaited: `cancelled` (deferred after `CANCEL_WAIT_S` when
@@ -133,6 +140,38 @@ class AsyncExecutions:
     def snapshots(self) -> dict[str, dict[str, Any]]:
         """`Executions.snapshots` (never waits, so not a coroutine)."""
         return self._executions.snapshots()
+
+    async def _run(
+        self,
+        send: Callable[..., PendingStep],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        timeout: float | None,
+    ) -> FeedResult:
+        """Send a step (`send(*args, timeout=, caller_runs=, **kwargs)`) in the loop's
+        fair share and await its outcome.
+
+        On asyncio, a step with no timeout runs the session's turn on the loop's thread
+        when the session is idle (`caller_runs`: no hand-off to a worker and back); the
+        loop counts such calls in flight, and with others waiting the turn leaves its
+        commit to the store's committer. (Arguments, not a closure: with thousands of
+        calls in flight, each object a call keeps is one more for the cyclic GC to walk.)
+        """
+        share = loop_share() if timeout is None else None
+        if share is None:
+            await fair_turn()
+            return await self._outcome(send(*args, timeout=timeout, caller_runs=False, **kwargs))
+        share.calls += 1
+        try:
+            await fair_turn()
+            previous = set_crowded(share.calls > 1)
+            try:
+                pending = send(*args, timeout=None, caller_runs=True, **kwargs)
+            finally:
+                set_crowded(previous)
+            return await self._outcome(pending)
+        finally:
+            share.calls -= 1
 
     async def _outcome(self, pending: PendingStep) -> FeedResult:
         try:
