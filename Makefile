@@ -10,7 +10,7 @@ SHELL := bash
 # folders with an import hook, which neither follows).
 STAGE := build/stage
 
-.PHONY: demo live test crash bench lint lint-imports typecheck docs stage format clean
+.PHONY: demo live test services services-stop crash bench lint lint-imports typecheck docs stage format clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(MAKE) --no-print-directory lint-imports typecheck docs
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
+
+# PostgreSQL and Redis on 127.0.0.1 for the backend suites (data under build/services):
+# `eval "$$(make -s services)"` sets GREENROOM_PG_URL and GREENROOM_REDIS_URL, which
+# `make test` then uses; without them it skips those suites and says so.
+services:
+	@.ci/services start
+
+services-stop:
+	@.ci/services stop
 
 stage:
 	rm -rf $(STAGE) && mkdir -p $(STAGE)

@@ -72,6 +72,8 @@ def gap_after(
     tail: int,
     revision: int,
     oldest: int | None,
+    *,
+    latest: str | None = None,
 ) -> Gap | None:
     """The `Gap` for resuming after `cursor` from a buffer in this state, or `None`.
 
@@ -79,8 +81,11 @@ def gap_after(
     seen, `oldest` the position of its oldest held event (`None`: it holds none). The
     rules are in `greenroom.replay.records`'s docstring. The facade applies them too, to a
     session with no buffer: an empty buffer at the epoch reserved for its next one.
+    `latest` is the buffer's tail cursor (default: the in-memory `v1` one; the Redis
+    streams pass their `v2` one).
     """
-    latest = f"{CURSOR_VERSION}:{epoch}:{revision}:{tail}:{session_id}"
+    if latest is None:
+        latest = f"{CURSOR_VERSION}:{epoch}:{revision}:{tail}:{session_id}"
     detail = None
     if cursor.epoch != epoch:
         detail = (

@@ -77,6 +77,21 @@ def _path_or_none(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
         check_path(value, f"{type(inst).__name__}.{attribute.name}")
 
 
+_REPLAY_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _replay_url(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.startswith(_REPLAY_SCHEMES):
+        shown = repr(value) if isinstance(value, str) else type(value).__name__
+        raise InvalidInput(
+            f"{type(inst).__name__}.{attribute.name} must be None or a Redis URL starting "
+            f"with {', '.join(_REPLAY_SCHEMES)} (got {shown[:80]}), for example "
+            "'redis://127.0.0.1:6379/0'"
+        )
+
+
 def _pricing(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, dict):
         raise InvalidInput(
@@ -240,3 +255,9 @@ class RuntimeConfig:
 
     subscriber_queue_size: int = attrs.field(default=1024, validator=_positive_int)
     """Live events a subscriber may have waiting before it is lagged."""
+
+    replay_url: str | None = attrs.field(default=None, validator=_replay_url)
+    """Keep the replay buffers in Redis Streams at this URL (`redis://host:port/db`,
+    `rediss://...`, `unix:///path`) instead of in this process's memory, so every
+    host on that Redis serves every session's events (`greenroom.replay.streams`;
+    `pip install 'greenroom[redis]'`). None (the default): in memory."""

@@ -24,6 +24,7 @@ from greenroom.errors import InvalidInput, SettleTimeout
 from greenroom.executions.namespace import Executions
 from greenroom.kernel import Kernel
 from greenroom.replay.namespace import Replay
+from greenroom.replay.streams import StreamReplay
 from greenroom.store import Store
 from greenroom.transcripts.namespace import Transcripts
 
@@ -86,7 +87,9 @@ class Runtime:
         self.blocks = Blocks(kernel)
         self.executions = Executions(kernel)
         self.transcripts = Transcripts(kernel)
-        self.replay = Replay(kernel)
+        self.replay = (
+            Replay(kernel) if config.replay_url is None else StreamReplay(kernel, config.replay_url)
+        )
         attach = getattr(clock, "attach", None)
         if attach is not None:
             attach(kernel.tracker)
@@ -136,7 +139,14 @@ class Runtime:
             dir_mode=config.dir_mode,
         )
         log.info("runtime opened on %r", store.path)
-        rt = cls(store, clock, config, owns_clock=owns_clock)
+        try:
+            rt = cls(store, clock, config, owns_clock=owns_clock)
+        except BaseException:
+            # (Redis did not answer, say): nothing was started; let go of what was opened.
+            store.close()
+            if owns_clock:
+                clock.close()  # type: ignore[attr-defined]
+            raise
         try:
             if store.list_ids("block"):
                 rt.blocks.start_services()  # blocks to sweep: the sweep timer starts now

@@ -7,6 +7,7 @@ default sweep timer) and names the runtime `rt`.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -89,3 +90,38 @@ def loop_waits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(GreenroomFuture, "get", get)
     monkeypatch.setattr(GreenroomFuture, "wait", wait)
     return seen
+
+
+# -- backend servers (`.ci/services`, `make services`) --------------------------------------
+
+_BACKENDS = {"redis": "GREENROOM_REDIS_URL"}
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis server of the backend suites; the test is skipped without one."""
+    url = os.environ.get("GREENROOM_REDIS_URL")
+    if not url:
+        pytest.skip(
+            'GREENROOM_REDIS_URL is not set: no Redis to test against (`eval "$(make -s '
+            'services)"` starts one on 127.0.0.1; .ci/run does)'
+        )
+    return url
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say plainly when a backend suite did not run (its tests were skipped)."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if "is not set: no" in str(getattr(report, "longrepr", ""))
+    ]
+    if skipped:
+        names = sorted(
+            {env for env in _BACKENDS.values() if any(env in str(r.longrepr) for r in skipped)}
+        )
+        terminalreporter.write_line(
+            f"backend suites skipped ({len(skipped)} tests): {', '.join(names)} not set; "
+            '`eval "$(make -s services)"` starts the servers, then run make test again',
+            yellow=True,
+        )

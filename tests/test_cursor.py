@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from greenroom import FakeClock, Gap, Replayed, Runtime, RuntimeConfig
-from greenroom.cursor import ParsedCursor, format_cursor, parse_cursor
+from greenroom.cursor import ParsedCursor, format_cursor, format_stream_cursor, parse_cursor
 from greenroom.errors import InvalidInput, MalformedCursor, WrongSession
 
 EPOCH = "0123456789abcdef"
@@ -34,6 +34,24 @@ def test_round_trip_of_any_session_id(
     cursor = format_cursor(epoch, revision, position, session_id)
     parsed = parse_cursor(cursor, session_id=session_id)
     assert parsed == ParsedCursor(epoch, revision, position, session_id)
+    assert parsed.format() == cursor
+
+
+stream_ids = st.builds(
+    "{}-{}".format,
+    st.integers(min_value=0, max_value=2**64 - 1),
+    st.integers(min_value=0, max_value=2**64 - 1),
+)
+
+
+@given(epoch=epochs, revision=ints, position=ints, stream_id=stream_ids, session_id=session_ids)
+def test_stream_cursors_round_trip_with_their_stream_id(
+    epoch: str, revision: int, position: int, stream_id: str, session_id: str
+) -> None:
+    cursor = format_stream_cursor(epoch, revision, position, stream_id, session_id)
+    assert cursor.startswith("v2:")
+    parsed = parse_cursor(cursor, session_id=session_id)
+    assert parsed == ParsedCursor(epoch, revision, position, session_id, stream_id)
     assert parsed.format() == cursor
 
 
@@ -76,7 +94,13 @@ def test_near_cursors_raise_nothing_but_malformed_cursor(text: str) -> None:
     [
         ("", "version prefix"),
         ("lashsc1:0:1:s", "version prefix"),
-        ("v2:0123456789abcdef:0:0:s", "version prefix"),
+        ("v3:0123456789abcdef:0:0:s", "version prefix"),
+        ("v2:0123456789abcdef:0:0:s", "session id is missing"),
+        ("v2:0123456789abcdef:0:0:1:s", "stream id '1' is not <ms>-<seq>"),
+        ("v2:0123456789abcdef:0:0:01-0:s", "stream id"),
+        ("v2:0123456789abcdef:0:0:1--1:s", "stream id"),
+        ("v2:0123456789abcdef:0:0:18446744073709551616-0:s", "stream id"),
+        ("v2:0123456789abcdef:0:0:-:s", "stream id"),
         ("v1", "epoch is missing"),
         ("v1:0123456789abcdef", "revision is missing"),
         ("v1:0123456789abcdef:0", "position is missing"),

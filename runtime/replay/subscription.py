@@ -306,6 +306,17 @@ class Subscription:
                 self._wake()
             return True
 
+    def _fall_behind(self, missed: int) -> None:
+        """Lag now because `missed` events it was not given are gone (trimmed before
+        they reached it: `greenroom.replay.streams`). Events already queued are still
+        given, then `SubscriberLagged` from the last of them."""
+        with self._mutex:
+            if self._state is not _OPEN:
+                return
+            self._missed = missed
+            self._state = _LAGGED
+            self._wake()
+
     @property
     def _lagged(self) -> bool:
         return self._state is _LAGGED
