@@ -34,9 +34,11 @@ __all__ = [
     "Unsubscribe",
     "append_many_message",
     "append_message",
+    "batch_of",
     "check_revision",
     "check_session_id",
     "current_cursor_message",
+    "encode_payloads",
 ]
 
 _SCALARS = (str, int, bool, type(None))
@@ -146,8 +148,28 @@ def _check_payloads(payloads: tuple[Any, ...]) -> None:
         raise  # pragma: no cover (each passed alone: cannot happen)
 
 
-def _check_batch(payloads: object) -> tuple[Any, ...]:
-    """The payloads of a batch as a tuple, in order; `InvalidInput` for a non-sequence."""
+_compact = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
+def encode_payloads(payloads: tuple[Any, ...]) -> list[str]:
+    """Each payload as compact JSON text (what a Redis stream stores): checked and
+    encoded in one pass; `InvalidInput` as `append_message` gives for a bad one."""
+    encoded = []
+    for index, payload in enumerate(payloads):
+        try:
+            encoded.append(_compact(payload))
+        except (TypeError, ValueError, RecursionError) as error:
+            where = "payload" if len(payloads) == 1 else f"payloads[{index}]"
+            raise InvalidInput(
+                f"{where} must be JSON-serialisable (dicts with str keys, lists, str, "
+                f"numbers, bools, None): {error}"
+            ) from None
+    return encoded
+
+
+def batch_of(payloads: object) -> tuple[Any, ...]:
+    """The payloads of a batch as a tuple, in order, not yet checked; `InvalidInput`
+    for a non-sequence (a set, a dict or a dict view included)."""
     if isinstance(payloads, str | bytes | bytearray | Mapping) or not isinstance(
         payloads, Iterable
     ):
@@ -161,7 +183,12 @@ def _check_batch(payloads: object) -> tuple[Any, ...]:
             f"{type(payloads).__name__}, which has no defined order; pass a list in the "
             "order the events happened"
         )
-    batch = tuple(payloads)
+    return tuple(payloads)
+
+
+def _check_batch(payloads: object) -> tuple[Any, ...]:
+    """The payloads of a batch as a tuple, in order; `InvalidInput` for a non-sequence."""
+    batch = batch_of(payloads)
     _check_payloads(batch)
     return batch
 

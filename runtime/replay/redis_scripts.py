@@ -3,7 +3,8 @@
 Each session has two keys: `<KEY_PREFIX><session>:events`, a stream whose entries
 hold `p` (the position), `r` (the revision) and `d` (the payload as JSON), and
 `<KEY_PREFIX><session>:meta`, a hash: `epoch`, `pos` (the last position), `rev` (the
-highest revision), `ms` (the last entry's milliseconds) and `last` (its id). Every
+highest revision), `ms` (the last entry's milliseconds), `last` (its id) and `aged`
+(when appends last trimmed by age). Every
 change is one script, so what two hosts do to one session never interleaves.
 Revisions are compared as canonical decimal strings (Lua numbers are doubles, exact
 only below 2**53).
@@ -11,8 +12,14 @@ only below 2**53).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
+
+try:  # the `redis` extra
+    from redis.exceptions import NoScriptError
+except ImportError:  # pragma: no cover (checked when a replay_url is configured)
+    NoScriptError = LookupError  # type: ignore[assignment,misc]
 
 __all__ = [
     "APPEND",
@@ -20,8 +27,10 @@ __all__ = [
     "KEY_PREFIX",
     "READ",
     "UNBORN_EPOCH",
+    "Scripts",
     "entry_fields",
     "entry_order",
+    "entry_parts",
     "events_key",
     "meta_key",
     "shown_url",
@@ -40,31 +49,40 @@ end
 """
 
 # KEYS: events, meta. ARGV: new epoch, revision, now ms, max events, min id ('' none),
-# then the payloads. Returns {epoch, first position, trimmed, {ids}}.
+# then the payloads. Returns "<epoch> <first position> <trimmed> <id> <id> ..." (one
+# string: the client parses one reply, not a nested array). Trimming by age runs when
+# a second of the clock has passed since the last time (`aged`): reads trim by age
+# before they answer, so no read sees an event too old, and appends do not pay a
+# second XTRIM each.
 APPEND = (
     _ABOVE
     + """
-local m = redis.call('HMGET', KEYS[2], 'epoch', 'pos', 'rev', 'ms')
+local m = redis.call('HMGET', KEYS[2], 'epoch', 'pos', 'rev', 'ms', 'aged')
 local epoch = m[1] or ARGV[1]
 local pos = tonumber(m[2] or '0')
 local rev = m[3] or '0'
 local ms = tonumber(m[4] or '0')
+local aged = m[5] or '0'
 local now = tonumber(ARGV[3])
 if now < ms then now = ms end
 if above(ARGV[2], rev) then rev = ARGV[2] end
 local first = pos + 1
-local stamp = string.format('%.0f', now) .. '-*'
+local stamp = string.format('%.0f', now)
 local ids = {}
 for i = 6, #ARGV do
   pos = pos + 1
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], stamp, 'p', string.format('%.0f', pos),
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], stamp .. '-*', 'p', string.format('%.0f', pos),
     'r', ARGV[2], 'd', ARGV[i])
 end
 local trimmed = redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[4])
-if ARGV[5] ~= '' then trimmed = trimmed + redis.call('XTRIM', KEYS[1], 'MINID', ARGV[5]) end
+if ARGV[5] ~= '' and now - tonumber(aged) >= 1000 then
+  trimmed = trimmed + redis.call('XTRIM', KEYS[1], 'MINID', ARGV[5])
+  aged = stamp
+end
 redis.call('HSET', KEYS[2], 'epoch', epoch, 'pos', string.format('%.0f', pos), 'rev', rev,
-  'ms', string.format('%.0f', now), 'last', ids[#ids])
-return {epoch, first, trimmed, ids}
+  'ms', stamp, 'last', ids[#ids], 'aged', aged)
+return epoch .. ' ' .. string.format('%.0f', first) .. ' ' .. trimmed .. ' ' ..
+  table.concat(ids, ' ')
 """
 )
 
@@ -84,17 +102,28 @@ return {m[1], m[2], m[4]}
 )
 
 # KEYS: events, meta. ARGV: min id ('' none), the cursor's epoch, the id to read after.
-# Returns {{epoch, tail, revision, last}, trimmed, first entry, entries after}.
+# Returns {epoch, tail, revision, last, trimmed, oldest position, entries}: '' for what
+# is missing; the entries after the id as one JSON text, [[id, position, revision,
+# payload], ...], built from the fields in the order APPEND writes them (p, r, d), so
+# the client decodes them in one pass.
 READ = f"""
 local trimmed = 0
 if ARGV[1] ~= '' then trimmed = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1]) end
 local m = redis.call('HMGET', KEYS[2], 'epoch', 'pos', 'rev', 'last')
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-local entries = {{}}
+local oldest = ''
+if first[1] then oldest = first[1][2][2] end
+local body = ''
 if m[1] and (m[1] == ARGV[2] or ARGV[2] == '{UNBORN_EPOCH}') then
-  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[3], '+')
+  local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[3], '+')
+  local parts = {{}}
+  for i, e in ipairs(entries) do
+    local f = e[2]
+    parts[i] = '["' .. e[1] .. '",' .. f[2] .. ',' .. f[4] .. ',' .. f[6] .. ']'
+  end
+  body = '[' .. table.concat(parts, ',') .. ']'
 end
-return {{m, trimmed, first, entries}}
+return {{m[1] or '', m[2] or '', m[3] or '', m[4] or '', trimmed, oldest, body}}
 """
 
 
@@ -130,3 +159,48 @@ def shown_url(url: str) -> str:
     port = f":{parts.port}" if parts.port else ""
     user = f"{parts.username}:***@" if parts.username else "***@"
     return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+class Scripts:
+    """The scripts, loaded once into a Redis and run by their SHA (`EVALSHA`: one round
+    trip, no script text sent); loaded again when Redis lost them (restarted, or
+    `SCRIPT FLUSH`)."""
+
+    def __init__(self, client: Any) -> None:
+        """Load the scripts with `client` (a `redis.Redis`)."""
+        self._client = client
+        self._texts = {"append": APPEND, "cursor": CURSOR, "read": READ}
+        self._shas: dict[str, str] = {}
+        self.load()
+
+    def load(self) -> None:
+        """(Re)load every script."""
+        for name, text in self._texts.items():
+            self._shas[name] = self._client.script_load(text)
+
+    def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run script `name` now; its reply."""
+        try:
+            return self._client.evalsha(self._shas[name], len(keys), *keys, *args)
+        except NoScriptError:
+            self.load()
+            return self._client.evalsha(self._shas[name], len(keys), *keys, *args)
+
+    def queue(self, pipe: Any, name: str, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Queue script `name` on pipeline `pipe` (`missing(reply)` tells if it must be
+        sent again after `load`)."""
+        pipe.evalsha(self._shas[name], len(keys), *keys, *args)
+
+    @staticmethod
+    def missing(reply: object) -> bool:
+        """Whether a pipelined reply says Redis did not have the script."""
+        return isinstance(reply, NoScriptError)
+
+
+def entry_parts(raw: Any) -> tuple[str, str, str]:
+    """An entry's position, revision and payload JSON (the order the append script
+    writes them in, checked; any other order through `entry_fields`)."""
+    if type(raw) is list and len(raw) == 6 and raw[0] == "p" and raw[2] == "r" and raw[4] == "d":
+        return raw[1], raw[3], raw[5]
+    fields = entry_fields(raw)
+    return fields["p"], fields["r"], fields["d"]

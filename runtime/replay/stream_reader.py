@@ -20,7 +20,7 @@ import attrs
 from greenroom.ids import next_hex_id
 from greenroom.metrics import Metrics
 from greenroom.replay.records import ObservationEvent
-from greenroom.replay.redis_scripts import KEY_PREFIX, entry_fields, entry_order
+from greenroom.replay.redis_scripts import KEY_PREFIX, entry_order, entry_parts
 from greenroom.replay.subscription import Subscription
 
 try:  # the `redis` extra
@@ -36,8 +36,8 @@ log = logging.getLogger("greenroom.replay")
 
 _BLOCK_MS = 5_000  # the XREAD BLOCK; a poke of the wake stream ends it sooner
 
-MakeEvent = Callable[[str, str, str, dict[str, str]], ObservationEvent]
-"""(session id, epoch, entry id, entry fields) -> the event."""
+MakeEvent = Callable[[str, str, str, Any], ObservationEvent]
+"""(session id, epoch, entry id, the entry's fields as Redis gave them) -> the event."""
 
 
 @attrs.define(eq=False)
@@ -164,14 +164,11 @@ class StreamReader:
                 at = entry_order(entry_id)
                 if at <= reading.last:
                     continue
-                fields = entry_fields(raw)
-                position = int(fields["p"])
+                position = int(entry_parts(raw)[0])
                 if position != reading.position + 1:
                     hole = position - reading.position - 1 if position > reading.position else 1
                     break
-                given.append(
-                    self._make_event(reading.sub.session_id, reading.epoch, entry_id, fields)
-                )
+                given.append(self._make_event(reading.sub.session_id, reading.epoch, entry_id, raw))
                 reading.last = at
                 reading.position = position
             if given and not reading.sub._offer(given):
@@ -190,5 +187,14 @@ class StreamReader:
 
 
 def _by_stream(replies: Any) -> list[tuple[str, list[Any]]]:
-    """`XREAD`'s reply (RESP2, as this part's clients speak) as (stream, entries) pairs."""
+    """`XREAD`'s reply as (stream, entries) pairs (a list of pairs, or RESP3's dict)."""
+    if isinstance(replies, dict):
+        return [(key, _entries(value)) for key, value in replies.items()]
     return [(key, entries) for key, entries in replies or ()]
+
+
+def _entries(value: Any) -> list[Any]:
+    # RESP3 wraps a stream's entries in one more list.
+    if len(value) == 1 and value[0] and isinstance(value[0][0], list | tuple):
+        return list(value[0])
+    return list(value)

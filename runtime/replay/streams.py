@@ -70,21 +70,20 @@ from greenroom.ids import next_hex_id
 from greenroom.kernel import Kernel
 from greenroom.replay.messages import (
     Append,
-    append_many_message,
-    append_message,
+    batch_of,
+    check_revision,
     check_session_id,
     current_cursor_message,
+    encode_payloads,
 )
 from greenroom.replay.namespace import PendingSubscribe, Replay
 from greenroom.replay.records import UNAVAILABLE, Gap, ObservationEvent, Replayed
 from greenroom.replay.redis_scripts import (
-    APPEND,
-    CURSOR,
     KEY_PREFIX,
-    READ,
     UNBORN_EPOCH,
-    entry_fields,
+    Scripts,
     entry_order,
+    entry_parts,
     events_key,
     meta_key,
     shown_url,
@@ -103,6 +102,8 @@ __all__ = ["KEY_PREFIX", "UNBORN_EPOCH", "StreamReplay"]
 
 log = logging.getLogger("greenroom.replay")
 
+_SENT_BY_CALLER: Any = object()  # a `_Job.answer` not given yet, for its caller
+
 _V1_DETAIL = (
     "the cursor names an in-memory buffer (v1); this runtime keeps the replay buffers in "
     f"Redis ({STREAM_CURSOR_VERSION} cursors)"
@@ -111,7 +112,6 @@ _V1_DETAIL = (
 R = TypeVar("R")
 
 _POOL_THREADS = 4
-_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 
 
 @attrs.frozen
@@ -130,8 +130,10 @@ class _Job:
 
     session_id: str
     message: Append
-    future: GreenroomFuture[Any] | None  # None: a publish (nobody waits)
+    future: GreenroomFuture[Any] | None  # None: a publish, or sent by its caller
     data: list[str] = attrs.field(factory=list)
+    answer: Any = None  # what the caller that sent it gets: the event(s)
+    error: StorageError | None = None
 
 
 class StreamReplay(Replay):
@@ -151,14 +153,12 @@ class StreamReplay(Replay):
         try:
             self._client = redis.Redis.from_url(url, decode_responses=True)
             self._client.ping()
+            self._scripts = Scripts(self._client)
         except (RedisError, ValueError) as error:
             raise StorageError(
                 f"Redis at {self._where} (RuntimeConfig.replay_url) did not answer: {error}; "
                 "start it, or leave replay_url unset to keep the buffers in memory"
             ) from None
-        self._append_script = self._client.register_script(APPEND)
-        self._cursor_script = self._client.register_script(CURSOR)
-        self._read_script = self._client.register_script(READ)
         self._max_events = str(kernel.config.max_events_per_session)
         self._max_age_ms = int(kernel.config.max_event_age_s * 1000)
         # Appends: queued for the writer thread, or sent by the caller when none are.
@@ -202,25 +202,33 @@ class StreamReplay(Replay):
 
     def publish(self, session_id: str, payload: Any, *, revision: int = 0) -> None:
         """`Replay.publish`: checked here, then queued for the writer thread."""
-        self._check_open()
-        check_session_id(session_id)
-        self._queue(_Job(session_id, append_message(payload, revision), None))
+        self._queue(self._job(session_id, (payload,), revision, single=True))
 
     def publish_many(self, session_id: str, payloads: Iterable[Any], *, revision: int = 0) -> None:
         """`Replay.publish_many`: checked here, then queued for the writer thread."""
-        self._check_open()
-        check_session_id(session_id)
-        message = append_many_message(payloads, revision)
-        if message is not None:
-            self._queue(_Job(session_id, message, None))
+        job = self._job(session_id, batch_of(payloads), revision, single=False)
+        if job.data:
+            self._queue(job)
+
+    def append(self, session_id: str, payload: Any, *, revision: int = 0) -> ObservationEvent:
+        """`Replay.append` on Redis: sent on this thread (after what it published)."""
+        self._refuse_inside_actor("replay.append()")
+        job = self._job(session_id, (payload,), revision, single=True)
+        if self._send_alone(job):
+            if job.error is not None:
+                raise job.error
+            event: ObservationEvent = job.answer
+            return event
+        job.future = GreenroomFuture()
+        self._queue(job)
+        answered: ObservationEvent = job.future.get()
+        return answered
 
     def append_steps(
         self, session_id: str, payload: Any, *, revision: int = 0, caller_runs: bool = False
     ) -> Steps[ObservationEvent]:
         """`Replay.append_steps` on Redis (`caller_runs`: sent by the driving thread)."""
-        self._check_open()
-        check_session_id(session_id)
-        job = _Job(session_id, append_message(payload, revision), None)
+        job = self._job(session_id, (payload,), revision, single=True)
         return self._append_steps(job, caller_runs=caller_runs)
 
     def append_many_steps(
@@ -232,12 +240,10 @@ class StreamReplay(Replay):
         caller_runs: bool = False,
     ) -> Steps[list[ObservationEvent]]:
         """`Replay.append_many_steps` on Redis."""
-        self._check_open()
-        check_session_id(session_id)
-        message = append_many_message(payloads, revision)
-        if message is None:
+        job = self._job(session_id, batch_of(payloads), revision, single=False)
+        if not job.data:
             return _answered([])
-        return self._append_steps(_Job(session_id, message, None), caller_runs=caller_runs)
+        return self._append_steps(job, caller_runs=caller_runs)
 
     def current_cursor_steps(
         self, session_id: str, revision: int = 0, *, caller_runs: bool = False
@@ -268,18 +274,26 @@ class StreamReplay(Replay):
 
     # -- appends ----------------------------------------------------------------------------
 
+    def _job(
+        self, session_id: str, payloads: tuple[Any, ...], revision: object, *, single: bool
+    ) -> _Job:
+        """An append's job, its input checked and its payloads encoded (once)."""
+        self._check_open()
+        check_session_id(session_id)
+        checked = check_revision(revision)
+        data = encode_payloads(payloads)
+        return _Job(session_id, Append(payloads, checked, single), None, data)
+
     def _append_steps(self, job: _Job, *, caller_runs: bool) -> Steps[Any]:
-        job.data = [_encode(payload) for payload in job.message.payloads]
         if caller_runs and self._send_alone(job):
-            assert job.future is not None
-            return _answered(job.future.get(timeout=0))
+            if job.error is not None:
+                raise job.error
+            return _answered(job.answer)
         job.future = GreenroomFuture()
         self._queue(job)
         return _awaited(job.future)
 
     def _queue(self, job: _Job) -> None:
-        if not job.data:
-            job.data = [_encode(payload) for payload in job.message.payloads]
         with self._queue_lock:
             if self._stopping:
                 raise InvalidTransition("the runtime is closing: nothing more is appended")
@@ -292,12 +306,13 @@ class StreamReplay(Replay):
             self._queue_ready.notify()
 
     def _send_alone(self, job: _Job) -> bool:
-        """Send `job` on this thread if nothing is queued before it; whether it was."""
-        job.future = GreenroomFuture()
+        """Send `job` on this thread if nothing is queued before it; whether it was
+        (its `answer` or `error` set)."""
         with self._send_lock:
             with self._queue_lock:
                 if self._queued:
                     return False
+            job.answer = _SENT_BY_CALLER
             self._send([job])
         return True
 
@@ -319,51 +334,68 @@ class StreamReplay(Replay):
                 self._send(jobs)
 
     def _send(self, jobs: list[_Job]) -> None:
-        """Append `jobs` in one pipeline; resolve their futures (call holding `_send_lock`)."""
+        """Append `jobs` (one at a time, or in one pipeline); resolve their futures.
+        Call holding `_send_lock`."""
         now = self._clock.now_ms()
         min_id = str(max(0, now - self._max_age_ms))
+        calls = [
+            (
+                [events_key(job.session_id), meta_key(job.session_id)],
+                [next_hex_id(), job.message.revision, now, self._max_events, min_id, *job.data],
+            )
+            for job in jobs
+        ]
+        replies: list[Any]
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for job in jobs:
-                sid = job.session_id
-                self._append_script(
-                    keys=[events_key(sid), meta_key(sid)],
-                    args=[
-                        next_hex_id(),
-                        job.message.revision,
-                        now,
-                        self._max_events,
-                        min_id,
-                        *job.data,
-                    ],
-                    client=pipe,
-                )
-            replies = pipe.execute(raise_on_error=False)
+            if len(calls) == 1:
+                replies = [self._scripts.run("append", *calls[0])]
+            else:
+                replies = self._pipelined(calls)
         except RedisError as error:
             replies = [error] * len(jobs)
         for job, reply in zip(jobs, replies, strict=True):
             if isinstance(reply, Exception):
                 self._failed(job, reply)
                 continue
-            epoch, first, trimmed, ids = reply
-            count = len(ids)
-            self._metrics.incr("replay_events_appended", count)
-            if trimmed:
+            epoch, first, trimmed, *ids = reply.split(" ")
+            self._metrics.incr("replay_events_appended", len(ids))
+            if trimmed != "0":
                 self._metrics.incr("replay_events_trimmed", int(trimmed))
-                log.debug("replay: trimmed %d events of session %r", trimmed, job.session_id)
-            if job.future is None:
-                continue
-            revision = job.message.revision
+                log.debug("replay: trimmed %s events of session %r", trimmed, job.session_id)
+            if job.future is None and job.answer is not _SENT_BY_CALLER:
+                continue  # a publish
+            sid, revision, start = job.session_id, job.message.revision, int(first)
             events = [
-                self._event(job.session_id, epoch, revision, int(first) + n, ids[n], payload)
+                self._event(sid, epoch, revision, start + n, ids[n], payload)
                 for n, payload in enumerate(job.message.payloads)
             ]
-            job.future.set(events[0] if job.message.single else events)
+            answer = events[0] if job.message.single else events
+            if job.future is None:
+                job.answer = answer
+            else:
+                job.future.set(answer)
+
+    def _pipelined(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """The append script's replies to `calls`, sent in one pipeline (each a reply or
+        the error Redis gave); scripts Redis lost are loaded and their calls sent again."""
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args in calls:
+            self._scripts.queue(pipe, "append", keys, args)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        if any(map(self._scripts.missing, replies)):
+            self._scripts.load()
+            for n, reply in enumerate(replies):
+                if self._scripts.missing(reply):
+                    replies[n] = self._scripts.run("append", *calls[n])
+        return replies
 
     def _failed(self, job: _Job, error: Exception) -> None:
         failure = self._storage_error("append", job.session_id, error)
         if job.future is not None:
             job.future.set_exception((StorageError, failure, None))
+            return
+        if job.answer is _SENT_BY_CALLER:
+            job.error = failure
             return
         self._metrics.incr("replay_publishes_failed")
         log.error(
@@ -377,8 +409,8 @@ class StreamReplay(Replay):
 
     def _current_cursor(self, session_id: str, revision: int) -> str:
         try:
-            epoch, tail, last = self._cursor_script(
-                keys=[meta_key(session_id)], args=[next_hex_id(), revision]
+            epoch, tail, last = self._scripts.run(
+                "cursor", [meta_key(session_id)], [next_hex_id(), revision]
             )
         except RedisError as error:
             raise self._storage_error("current_cursor", session_id, error) from None
@@ -392,15 +424,16 @@ class StreamReplay(Replay):
         min_id = str(max(0, self._clock.now_ms() - self._max_age_ms))
         start = parsed.stream_id or "0-0"
         try:
-            raw_meta, trimmed, first, entries = self._read_script(
-                keys=[events_key(sid), meta_key(sid)], args=[min_id, parsed.epoch, start]
+            reply = self._scripts.run(
+                "read", [events_key(sid), meta_key(sid)], [min_id, parsed.epoch, start]
             )
         except RedisError as error:
             raise self._storage_error("read", sid, error) from None
+        epoch, tail, revision, last_id, trimmed, first, rows = reply
         if trimmed:
             self._metrics.incr("replay_events_trimmed", int(trimmed))
         streamed = parsed.stream_id is not None
-        if raw_meta[0] is None:
+        if not epoch:
             unborn = format_stream_cursor(UNBORN_EPOCH, 0, 0, "0-0", sid)
             if streamed and parsed.epoch == UNBORN_EPOCH and parsed.position == 0:
                 return Replayed(sid, (), cursor), None, (0, 0)
@@ -409,11 +442,11 @@ class StreamReplay(Replay):
             why = missing.detail if streamed and missing is not None else _V1_DETAIL
             detail = f"{why} (session {sid!r} has no events in Redis)"
             return Gap(sid, UNAVAILABLE, cursor, unborn, 0, None, detail), None, (0, 0)
-        meta = _Meta(raw_meta[0], int(raw_meta[1]), int(raw_meta[2]), raw_meta[3])
+        meta = _Meta(epoch, int(tail), int(revision), last_id)
         latest = format_stream_cursor(meta.epoch, meta.revision, meta.tail, meta.last, sid)
         unborn_start = streamed and parsed.epoch == UNBORN_EPOCH and parsed.position == 0
         seen = parsed if not unborn_start else attrs.evolve(parsed, epoch=meta.epoch)
-        oldest = int(entry_fields(first[0][1])["p"]) if first else None
+        oldest = int(first) if first else None
         if not streamed:
             gap: Gap | None = Gap(sid, UNAVAILABLE, cursor, latest, meta.revision, None, _V1_DETAIL)
         else:
@@ -422,13 +455,40 @@ class StreamReplay(Replay):
             )
         if gap is not None:
             return gap, meta, (0, 0)
-        events = [
-            self._stored_event(sid, meta.epoch, entry_id, entry_fields(raw))
-            for entry_id, raw in entries
-        ]
-        last = entry_order(entries[-1][0]) if entries else entry_order(start)
+        events, last_read = self._read_events(sid, meta.epoch, rows)
+        last = entry_order(last_read or start)
         latest_cursor = events[-1].cursor if events else cursor
         return Replayed(sid, tuple(events), latest_cursor), meta, last
+
+    def _read_events(
+        self, session_id: str, epoch: str, rows: str
+    ) -> tuple[list[ObservationEvent], str | None]:
+        """The events of the read script's entries (one JSON text: [[id, position,
+        revision, payload], ...]), decoded in one pass; the last entry's id."""
+        if not rows:
+            return [], None
+        try:
+            decoded = json.loads(rows)
+        except ValueError as error:
+            raise self._damaged(session_id, error) from None
+        events = [
+            ObservationEvent(
+                session_id,
+                revision,
+                position,
+                format_stream_cursor(epoch, revision, position, entry_id, session_id),
+                payload,
+            )
+            for entry_id, position, revision, payload in decoded
+        ]
+        return events, decoded[-1][0] if decoded else None
+
+    def _damaged(self, session_id: str, error: BaseException) -> StorageError:
+        return StorageError(
+            f"Redis at {self._where} holds a damaged event of session {session_id!r} "
+            f"({error}); delete the session's keys ({KEY_PREFIX}{session_id}:events and "
+            ":meta) to start it afresh"
+        )
 
     def _event(
         self,
@@ -443,11 +503,15 @@ class StreamReplay(Replay):
         return ObservationEvent(session_id, revision, position, cursor, payload)
 
     def _stored_event(
-        self, session_id: str, epoch: str, entry_id: str, fields: dict[str, str]
+        self, session_id: str, epoch: str, entry_id: str, raw: Any
     ) -> ObservationEvent:
-        """The event an entry read back holds (its payload decoded: a copy)."""
-        payload = json.loads(fields["d"])
-        return self._event(session_id, epoch, int(fields["r"]), int(fields["p"]), entry_id, payload)
+        """The event of an entry `XREAD` gave (its payload decoded: a copy)."""
+        position, revision, data = entry_parts(raw)
+        try:
+            payload = json.loads(data)
+        except ValueError as error:
+            raise self._damaged(session_id, error) from None
+        return self._event(session_id, epoch, int(revision), int(position), entry_id, payload)
 
     # -- helpers ------------------------------------------------------------------------------
 
