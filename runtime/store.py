@@ -35,7 +35,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import attrs
 import sqlite_utils
@@ -59,6 +59,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "AppendFile",
     "CreateObject",
+    "Database",
+    "DbConnection",
+    "DbCursor",
     "DeleteFile",
     "ExpectFile",
     "ExpectMeta",
@@ -223,20 +226,80 @@ def _call_back(batch: list[_WriteSlot]) -> None:
                 log.exception("a submitted write's callback failed")
 
 
+class DbCursor(Protocol):
+    """What the store reads from a statement (a DB-API cursor)."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows the statement changed."""
+        ...
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """Every remaining row."""
+        ...
+
+    def __iter__(self) -> Iterator[Any]:
+        """The rows."""
+        ...
+
+
+class DbConnection(Protocol):
+    """The connection the store writes through (`sqlite3.Connection`'s shape)."""
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open."""
+        ...
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any:
+        """Run one statement; its cursor."""
+        ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any:
+        """Run one statement per row of parameters; a cursor (its rowcount the sum)."""
+        ...
+
+
+class Database(Protocol):
+    """A connection and its helpers (`sqlite_utils.Database`'s shape)."""
+
+    @property
+    def conn(self) -> Any:
+        """The `DbConnection`."""
+        ...
+
+    def execute(self, sql: str, parameters: Any = None) -> Any:
+        """Run one statement; its cursor."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection."""
+        ...
+
+
 class Store:
     """Objects addressed by (kind, id) with JSON metadata, and named files per object.
 
-    Open with `Store.open(path)`; a `Runtime` opens and owns one. Thread-safe.
+    Open with `Store.open(path)`; a `Runtime` opens and owns one. Thread-safe. The
+    engine's SQL goes through `Database` / `DbConnection`; `PostgresStore`
+    (`greenroom.store_postgres`) runs the same code on PostgreSQL.
     """
+
+    db_errors: ClassVar[tuple[type[Exception], ...]] = (sqlite3.Error,)
+    """The engine's own errors (what becomes `StorageError`)."""
 
     def __init__(
         self,
-        db: sqlite_utils.Database,
+        db: Database,
         path: str,
         *,
         now_ms: Callable[[], int],
         chunk_bytes: int,
-        read_db: sqlite_utils.Database | None = None,
+        read_db: Database | None = None,
     ) -> None:
         """Wrap an open database; use `Store.open` instead."""
         self._db = db
@@ -343,7 +406,10 @@ class Store:
     def schema_version(self) -> int:
         """The schema version recorded in the database."""
         with self._reading("read the schema version") as db:
-            return int(db.execute("PRAGMA user_version").fetchone()[0])
+            return self._read_schema_version(db)
+
+    def _read_schema_version(self, db: Database) -> int:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
 
     @property
     def closed(self) -> bool:
@@ -371,7 +437,7 @@ class Store:
                         with self._read_lock:
                             self._rdb.close()
                     self._db.close()
-                except sqlite3.Error as exc:  # pragma: no cover - close rarely fails
+                except self.db_errors as exc:  # pragma: no cover - close rarely fails
                     raise StorageError(f"closing store {self._path!r} failed: {exc}") from exc
         finally:
             _call_back(batch)  # (with the store free, as for every callback)
@@ -387,13 +453,13 @@ class Store:
     # -- transactions ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _reading(self, what: str) -> Iterator[sqlite_utils.Database]:
-        """The read connection, held; a SQLite error becomes `StorageError`."""
+    def _reading(self, what: str) -> Iterator[Database]:
+        """The read connection, held; an engine error becomes `StorageError`."""
         with self._read_lock:
             self._ensure_open()
             try:
                 yield self._rdb
-            except sqlite3.Error as exc:
+            except self.db_errors as exc:
                 raise StorageError(f"could not {what} in store {self._path!r}: {exc}") from exc
 
     def _write(self, what: str, op: Callable[[], T]) -> T:
@@ -512,7 +578,7 @@ class Store:
             # Nothing of this batch is committed: every caller whose write looked fine
             # gets the error too, so no change is reported done that was rolled back.
             if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*self.db_errors):
                     conn.execute("ROLLBACK")
             for slot in batch:
                 if slot.error is None:
@@ -521,6 +587,7 @@ class Store:
                         f"could not {slot.what} in store {self._path!r}: the transaction it "
                         f"shared with other writes failed and was rolled back ({exc})"
                     )
+                    slot.error.__cause__ = exc
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -537,7 +604,7 @@ class Store:
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*self.db_errors):
                     conn.execute("ROLLBACK")
             if not isinstance(exc, Exception):
                 raise
@@ -549,7 +616,7 @@ class Store:
         return True
 
     def _translate(self, exc: BaseException, what: str) -> BaseException:
-        if isinstance(exc, sqlite3.Error):
+        if isinstance(exc, self.db_errors):
             error = StorageError(f"could not {what} in store {self._path!r}: {exc}")
             error.__cause__ = exc
             return error
@@ -746,7 +813,7 @@ class Store:
         return row is not None
 
     def _fetch(
-        self, kind: str, object_id: str, conn: sqlite3.Connection | None = None
+        self, kind: str, object_id: str, conn: DbConnection | None = None
     ) -> StoredObject | None:
         row = (
             (conn or self._db.conn)
@@ -1216,9 +1283,17 @@ class Store:
                 rows = db.execute(
                     "SELECT seq, start, data FROM file_chunks "
                     "WHERE kind = ? AND id = ? AND name = ? AND seq > ? "
-                    "AND start + length(data) > ? AND (? IS NULL OR start < ?) "
+                    "AND start + length(data) > ? AND start < ? "
                     "ORDER BY seq LIMIT ?",
-                    [kind, object_id, name, after, lo, hi, hi, _PAGE_ROWS],
+                    [
+                        kind,
+                        object_id,
+                        name,
+                        after,
+                        lo,
+                        _MAX_COUNT if hi is None else hi,
+                        _PAGE_ROWS,
+                    ],
                 ).fetchall()
             for seq, start, data in rows:
                 if (
@@ -1362,7 +1437,7 @@ class Store:
         return row is not None
 
     def _file_row(
-        self, kind: str, object_id: str, name: str, conn: sqlite3.Connection | None = None
+        self, kind: str, object_id: str, name: str, conn: DbConnection | None = None
     ) -> tuple[int, int, int, int, int] | None:
         row = (
             (conn or self._db.conn)

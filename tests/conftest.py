@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
+import psycopg
 import pytest
 
 from greenroom import FakeClock, Runtime, RuntimeConfig
@@ -94,7 +96,7 @@ def loop_waits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 # -- backend servers (`.ci/services`, `make services`) --------------------------------------
 
-_BACKENDS = {"redis": "GREENROOM_REDIS_URL"}
+_BACKENDS = {"redis": "GREENROOM_REDIS_URL", "postgres": "GREENROOM_PG_URL"}
 
 
 @pytest.fixture
@@ -107,6 +109,26 @@ def redis_url() -> str:
             'services)"` starts one on 127.0.0.1; .ci/run does)'
         )
     return url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose tables are the test's own (a fresh schema, dropped after);
+    the test is skipped without a server."""
+    url = os.environ.get("GREENROOM_PG_URL")
+    if not url:
+        pytest.skip(
+            'GREENROOM_PG_URL is not set: no PostgreSQL to test against (`eval "$(make -s '
+            'services)"` starts one on 127.0.0.1; .ci/run does)'
+        )
+    schema = f"t_{uuid.uuid4().hex}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{url}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

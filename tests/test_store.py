@@ -39,6 +39,7 @@ from greenroom.store import (
     Store,
     UpdateMeta,
 )
+from tests.stores import ENGINES, open_test_store
 
 from .conftest import START_MS
 
@@ -71,9 +72,10 @@ def _run_threads(count: int, work: Callable[[int], None]) -> list[BaseException]
     return errors
 
 
-@pytest.fixture
-def store(db_path: Path, fake_clock: FakeClock) -> Iterator[Store]:
-    store = Store.open(db_path, now_ms=fake_clock.now_ms)
+@pytest.fixture(params=ENGINES)
+def store(request: pytest.FixtureRequest, db_path: Path, fake_clock: FakeClock) -> Iterator[Store]:
+    """The store under test: on SQLite, and on PostgreSQL (the same contract)."""
+    store = open_test_store(request, db_path, now_ms=fake_clock.now_ms)
     yield store
     store.close()
 
@@ -157,7 +159,8 @@ def test_a_non_database_file_is_a_storage_error(tmp_path: Path, content: bytes) 
     assert path.read_bytes() == content
 
 
-def test_a_file_database_runs_in_wal_mode(store: Store, db_path: Path) -> None:
+def test_a_file_database_runs_in_wal_mode(db_path: Path, fake_clock: FakeClock) -> None:
+    store = Store.open(db_path, now_ms=fake_clock.now_ms)
     store.ensure_object("block", "b1")
     assert _sql(db_path, "PRAGMA journal_mode") == [("wal",)]
     store.close()

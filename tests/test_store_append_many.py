@@ -18,11 +18,12 @@ from greenroom import FakeClock
 from greenroom.errors import InvalidInput, NotFound, StorageError
 from greenroom.models import AppendedMany
 from greenroom.store import Store
+from tests.stores import ENGINES, open_test_store
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store.open(tmp_path / "s.db", now_ms=FakeClock().now_ms, chunk_bytes=8)
+@pytest.fixture(params=ENGINES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    store = open_test_store(request, tmp_path / "s.db", now_ms=FakeClock().now_ms, chunk_bytes=8)
     for n in range(5):
         store.ensure_object("block", f"b{n}", {"view": "agent"})
     yield store
@@ -68,7 +69,11 @@ def test_without_create_a_missing_file_fails_alone(store: Store) -> None:
     assert store.list_files("block", "b1") == []
 
 
-def test_a_damaged_file_row_fails_alone_and_says_what_is_wrong(store: Store) -> None:
+def test_a_damaged_file_row_fails_alone_and_says_what_is_wrong(tmp_path: Path) -> None:
+    # SQLite only: PostgreSQL's typed columns cannot hold such a row.
+    store = Store.open(tmp_path / "damaged.db", now_ms=FakeClock().now_ms, chunk_bytes=8)
+    for n in range(2):
+        store.ensure_object("block", f"b{n}", {"view": "agent"})
     store.append_many("block", "output", {"b0": b"a", "b1": b"b"})
     with sqlite3.connect(store.path) as conn:
         conn.execute("UPDATE files SET size = 'lots' WHERE id = 'b0'")
@@ -77,6 +82,7 @@ def test_a_damaged_file_row_fails_alone_and_says_what_is_wrong(store: Store) -> 
     assert isinstance(done.failed["b0"], StorageError)
     assert "size" in str(done.failed["b0"])
     assert "'lots'" in str(done.failed["b0"])
+    store.close()
 
 
 @pytest.mark.parametrize(

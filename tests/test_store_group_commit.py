@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ import pytest
 from greenroom import FakeClock
 from greenroom.errors import NotFound, Stopped, StorageError
 from greenroom.store import Store
+from tests.stores import ENGINES, open_test_store, reopen_test_store
 
 
 def _queue_then_release(store: Store, calls: list[Callable[[], object]]) -> list[object]:
@@ -38,9 +39,9 @@ def _queue_then_release(store: Store, calls: list[Callable[[], object]]) -> list
     return outcomes
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    store = Store.open(tmp_path / "s.db", now_ms=FakeClock().now_ms)
+@pytest.fixture(params=ENGINES)
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    store = open_test_store(request, tmp_path / "s.db", now_ms=FakeClock().now_ms)
     for n in range(6):
         store.ensure_object("block", f"b{n}")
     yield store
@@ -61,9 +62,20 @@ def test_one_batch_one_commit_and_a_failing_write_stays_apart(store: Store) -> N
         assert store.get_object("block", f"b{n}").version == 2
 
 
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    """The store on SQLite only (for what a trigger in the file does)."""
+    store = Store.open(tmp_path / "s.db", now_ms=FakeClock().now_ms)
+    for n in range(6):
+        store.ensure_object("block", f"b{n}")
+    yield store
+    store.close()
+
+
 def test_a_write_that_kills_the_transaction_fails_the_whole_batch_loudly(
-    store: Store, tmp_path: Path
+    sqlite_store: Store, tmp_path: Path
 ) -> None:
+    store = sqlite_store
     with sqlite3.connect(tmp_path / "s.db") as conn:
         conn.execute(
             "CREATE TRIGGER poison BEFORE UPDATE ON objects WHEN NEW.id = 'b3' "
@@ -110,7 +122,7 @@ def test_writes_queued_before_close_still_commit(store: Store, tmp_path: Path) -
     assert not isinstance(outcome[0], Exception), outcome[0]
     with pytest.raises(Stopped):
         store.update_meta("block", "b0", {"x": 2})
-    reopened = Store.open(tmp_path / "s.db")
+    reopened = reopen_test_store(store, tmp_path / "s.db")
     assert reopened.get_object("block", "b0").meta == {"x": 1}
     reopened.close()
 

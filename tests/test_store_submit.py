@@ -17,6 +17,7 @@ import pytest
 from greenroom import FakeClock
 from greenroom.errors import Conflict, InvalidInput, Stopped
 from greenroom.store import AppendFile, CreateObject, ExpectMeta, Store, UpdateMeta
+from tests.stores import ENGINES, open_test_store
 
 WAIT_S = 30
 
@@ -43,9 +44,9 @@ class Outcomes:
         return self.calls
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store.open(tmp_path / "s.db", now_ms=FakeClock().now_ms)
+@pytest.fixture(params=ENGINES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    store = open_test_store(request, tmp_path / "s.db", now_ms=FakeClock().now_ms)
     yield store
     store.close()
 
