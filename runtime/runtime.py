@@ -26,6 +26,7 @@ from greenroom.kernel import Kernel
 from greenroom.replay.namespace import Replay
 from greenroom.replay.streams import StreamReplay
 from greenroom.store import Store
+from greenroom.store_postgres import PostgresStore, is_postgres_url
 from greenroom.transcripts.namespace import Transcripts
 
 __all__ = ["Runtime"]
@@ -103,7 +104,9 @@ class Runtime:
         clock: Clock | None = None,
         config: RuntimeConfig | None = None,
     ) -> Runtime:
-        """Open the store at `path` (created when new; `":memory:"` for a throwaway).
+        """Open the store at `path` (created when new; `":memory:"` for a throwaway), or
+        the PostgreSQL database at a `postgresql://` URL (the `postgres` extra; it then
+        needs `RuntimeConfig.archive_dir`, a folder every host can reach).
 
         `clock` defaults to a `SystemClock` the runtime owns and closes; pass a
         `FakeClock` in tests. `config` defaults to `RuntimeConfig()`.
@@ -128,16 +131,19 @@ class Runtime:
             ]
             if missing:
                 raise InvalidInput(f"clock {clock!r} is not a Clock: it lacks {', '.join(missing)}")
-        store = Store.open(
-            path,
-            now_ms=clock.now_ms,
-            chunk_bytes=config.file_chunk_bytes,
-            synchronous=config.sqlite_synchronous,
-            busy_timeout_s=config.sqlite_busy_timeout_s,
-            secure_delete=config.sqlite_secure_delete,
-            file_mode=config.file_mode,
-            dir_mode=config.dir_mode,
-        )
+        store: Store
+        try:
+            if is_postgres_url(path):
+                # PostgreSQL (the `postgres` extra): several hosts on one database.
+                store = PostgresStore.connect(
+                    str(path), now_ms=clock.now_ms, chunk_bytes=config.file_chunk_bytes
+                )
+            else:
+                store = _open_file_store(path, clock, config)
+        except BaseException:
+            if owns_clock:
+                clock.close()  # type: ignore[attr-defined]
+            raise
         log.info("runtime opened on %r", store.path)
         try:
             rt = cls(store, clock, config, owns_clock=owns_clock)
@@ -340,3 +346,17 @@ class Runtime:
     def __repr__(self) -> str:
         state = "closed" if self._kernel.closed else f"{self._kernel.alive} actors"
         return f"<Runtime {self._kernel.store.path!r} {state}>"
+
+
+def _open_file_store(path: str | PathLike[str], clock: Clock, config: RuntimeConfig) -> Store:
+    """The SQLite store at `path` (or in memory), with the config's settings."""
+    return Store.open(
+        path,
+        now_ms=clock.now_ms,
+        chunk_bytes=config.file_chunk_bytes,
+        synchronous=config.sqlite_synchronous,
+        busy_timeout_s=config.sqlite_busy_timeout_s,
+        secure_delete=config.sqlite_secure_delete,
+        file_mode=config.file_mode,
+        dir_mode=config.dir_mode,
+    )

@@ -291,6 +291,8 @@ class Store:
 
     db_errors: ClassVar[tuple[type[Exception], ...]] = (sqlite3.Error,)
     """The engine's own errors (what becomes `StorageError`)."""
+    dialect: ClassVar[str] = "sqlite"
+    """The SQL `query` takes: `"sqlite"`, or `"postgresql"` (`PostgresStore`)."""
 
     def __init__(
         self,

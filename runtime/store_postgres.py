@@ -137,6 +137,8 @@ class PostgresStore(Store):
         (psycopg.Error,) if psycopg is not None else ()
     )
 
+    dialect: ClassVar[str] = "postgresql"
+
     def __init__(
         self,
         db: Database,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import greenroom
@@ -24,8 +26,33 @@ from greenroom.errors import (
 )
 from greenroom.executions.journal import encode, start_record, step_record
 from greenroom.store import AppendFile, CreateObject
+from tests.conftest import QUIET
+from tests.stores import ENGINES
 
 OpenRt = Callable[..., Runtime]
+
+
+@pytest.fixture(params=ENGINES)
+def open_rt(
+    request: pytest.FixtureRequest, db_path: Path, fake_clock: FakeClock, tmp_path: Path
+) -> Iterator[OpenRt]:
+    """Open runtimes on the test's database: the SQLite file, or a PostgreSQL schema of
+    the test's own (every durable-execution test runs on both stores)."""
+    opened: list[Runtime] = []
+    target: str | Path = db_path
+    if request.param == "postgres":
+        target = request.getfixturevalue("pg_url")
+
+    def open_(**config: Any) -> Runtime:
+        settings = attrs.evolve(QUIET, archive_dir=tmp_path / "archives", **config)
+        rt = Runtime.open(target, clock=fake_clock, config=settings)
+        opened.append(rt)
+        return rt
+
+    yield open_
+    for rt in opened:
+        rt.close()
+
 
 SIDE_EFFECTS: list[str] = []
 

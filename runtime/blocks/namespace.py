@@ -25,7 +25,7 @@ from greenroom.blocks.messages import CommitNow, CreateBlock, SweepRequest
 from greenroom.blocks.owners import Owners
 from greenroom.blocks.records import SweepProgress, SweepStats
 from greenroom.checks import check_bool, check_callable, check_int, check_number, check_text
-from greenroom.errors import InvalidTransition
+from greenroom.errors import InvalidInput, InvalidTransition
 from greenroom.kernel import Kernel
 
 __all__ = ["Blocks"]
@@ -41,10 +41,15 @@ _COUNTERS = (
 log = logging.getLogger("greenroom.blocks")
 
 
-def _archive_dir(db_path: str, configured: str | PathLike[str] | None) -> Path:
+def _archive_dir(db_path: str, configured: str | PathLike[str] | None, dialect: str) -> Path:
     # Absolute, so the paths stored in metadata stay valid whatever the working folder.
     if configured is not None:
         return Path(configured).resolve()
+    if dialect != "sqlite":
+        raise InvalidInput(
+            f"a runtime on {db_path} needs RuntimeConfig(archive_dir=...): the folder block "
+            "archives go to, one every host on that database can reach (a shared mount)"
+        )
     if db_path == ":memory:":
         return Path(tempfile.mkdtemp(prefix="greenroom-archives-")).resolve()
     db = Path(db_path).resolve()
@@ -76,7 +81,9 @@ class Blocks:
     def __init__(self, kernel: Kernel) -> None:
         """Build the namespace on `kernel`; `Runtime` makes one."""
         self._kernel = kernel
-        self._archive_dir = _archive_dir(kernel.store.path, kernel.config.archive_dir)
+        self._archive_dir = _archive_dir(
+            kernel.store.path, kernel.config.archive_dir, kernel.store.dialect
+        )
         self._lock = threading.Lock()
         self._handles: dict[str, Block] = {}
         self._refs: dict[str, GreenroomActorRef] = {}  # the actor last connected, per block

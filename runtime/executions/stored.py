@@ -88,6 +88,44 @@ def stats_from_json(value: object) -> ExecutionStats:
     )
 
 
+# The sweep's scan: durable executions ended before their retention, or idle (by their
+# journal's last write or their last activity) longer than the TTL. One per dialect.
+_SWEEP_SQLITE = (
+    "SELECT o.id, json_extract(o.meta, '$.state'), "
+    "json_extract(o.meta, '$.finished_ms'), json_extract(o.meta, '$.passivated_ms'), "
+    "json_extract(o.meta, '$.last_active_ms'), coalesce(f.updated_ms, o.updated_ms) "
+    "FROM objects o LEFT JOIN files f ON f.kind = o.kind AND f.id = o.id "
+    "AND f.name = ? WHERE o.kind = ? AND json_valid(o.meta) "
+    "AND json_extract(o.meta, '$.durable') = 1 AND ("
+    "(json_extract(o.meta, '$.state') IN ({ended}) "
+    "AND json_extract(o.meta, '$.finished_ms') <= ?) OR "
+    "(coalesce(json_extract(o.meta, '$.state'), '') NOT IN ({ended}) "
+    "AND min(coalesce(f.updated_ms, o.updated_ms), "
+    "coalesce(json_extract(o.meta, '$.last_active_ms'), o.updated_ms)) <= ?))"
+)
+
+
+def _pg_int(key: str) -> str:
+    """A metadata key's integer on PostgreSQL (NULL unless a JSON number)."""
+    return (
+        f"(CASE WHEN jsonb_typeof(o.meta->'{key}') = 'number' "
+        f"THEN (o.meta->>'{key}')::numeric::bigint END)"
+    )
+
+
+_SWEEP_POSTGRES = (
+    f"SELECT o.id, o.meta->>'state', {_pg_int('finished_ms')}, {_pg_int('passivated_ms')}, "
+    f"{_pg_int('last_active_ms')}, coalesce(f.updated_ms, o.updated_ms) "
+    "FROM objects o LEFT JOIN files f ON f.kind = o.kind AND f.id = o.id "
+    "AND f.name = ? WHERE o.kind = ? AND jsonb_typeof(o.meta) = 'object' "
+    "AND o.meta->'durable' = 'true'::jsonb AND ("
+    f"(o.meta->>'state' IN ({{ended}}) AND {_pg_int('finished_ms')} <= ?) OR "
+    "(coalesce(o.meta->>'state', '') NOT IN ({ended}) "
+    "AND least(coalesce(f.updated_ms, o.updated_ms), "
+    f"coalesce({_pg_int('last_active_ms')}, o.updated_ms)) <= ?))"
+)
+
+
 @attrs.frozen
 class Stored:
     """A durable execution as the store holds it."""
@@ -236,18 +274,9 @@ class StoredSessions:
         ttl_ms = self._config.execution_ttl_s * 1000
         retention_ms = self._config.result_retention_s * 1000
         ended = ", ".join(f"'{state}'" for state in sorted(TERMINAL_STATES))
+        sql = _SWEEP_POSTGRES if self._store.dialect == "postgresql" else _SWEEP_SQLITE
         rows = self._store.query(
-            "SELECT o.id, json_extract(o.meta, '$.state'), "
-            "json_extract(o.meta, '$.finished_ms'), json_extract(o.meta, '$.passivated_ms'), "
-            "json_extract(o.meta, '$.last_active_ms'), coalesce(f.updated_ms, o.updated_ms) "
-            "FROM objects o LEFT JOIN files f ON f.kind = o.kind AND f.id = o.id "
-            "AND f.name = ? WHERE o.kind = ? AND json_valid(o.meta) "
-            "AND json_extract(o.meta, '$.durable') = 1 AND ("
-            f"(json_extract(o.meta, '$.state') IN ({ended}) "
-            "AND json_extract(o.meta, '$.finished_ms') <= ?) OR "
-            f"(coalesce(json_extract(o.meta, '$.state'), '') NOT IN ({ended}) "
-            "AND min(coalesce(f.updated_ms, o.updated_ms), "
-            "coalesce(json_extract(o.meta, '$.last_active_ms'), o.updated_ms)) <= ?))",
+            sql.format(ended=ended),
             [JOURNAL, KIND, now_ms - retention_ms, now_ms - ttl_ms],
         )
         reaped: list[str] = []
