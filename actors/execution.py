@@ -88,6 +88,7 @@ from greenroom.executions.journal import (
     start_record,
     step_record,
 )
+from greenroom.executions.leases import Leases
 from greenroom.executions.messages import (
     Begin,
     Cancel,
@@ -350,6 +351,7 @@ class ExecutionActor(GreenroomActor):
         is_async: bool,
         registry: ExecutionRegistry,
         pool: Callable[[], BlockingPool],
+        leases: Leases | None = None,
         name: str | None = None,
         journal: Journal | None = None,
         started_ms: int | None = None,
@@ -378,6 +380,7 @@ class ExecutionActor(GreenroomActor):
         self._async = is_async
         self._registry = registry
         self._pool = pool
+        self._leases = leases
         self._state = "running"
         self._round = 0
         self._queries: tuple[LlmQuery, ...] = ()  # this round's, in order
@@ -654,6 +657,8 @@ class ExecutionActor(GreenroomActor):
         size = self._journal_size
         if size is None:
             created = {"durable": True, "strategy": self._name, "started_ms": self._started_ms}
+            if self._leases is not None:
+                created.update(self._leases.initial())
             writes.append(CreateObject(KIND, sid, {**created, "state": "running"}))
         writes.append(AppendFile(KIND, sid, JOURNAL, data, create=True, expect_size=size or 0))
         if meta is not None:
@@ -1163,11 +1168,10 @@ class ExecutionActor(GreenroomActor):
             try:
                 # Waited for (with every write submitted before it): the next call
                 # re-drives the session from what is stored.
-                self._write(
-                    [passivated_record(status, now_ms)],
-                    {"state": "paused", "last_active_ms": last_ms, "passivated_ms": now_ms},
-                    wait=True,
-                )
+                meta = {"state": "paused", "last_active_ms": last_ms, "passivated_ms": now_ms}
+                if self._leases is not None:
+                    meta.update(self._leases.given_up())  # another host may take it now
+                self._write([passivated_record(status, now_ms)], meta, wait=True)
             except StorageError as error:
                 log.warning("execution %s stays in memory: %s", self.session_id, error)
                 return False

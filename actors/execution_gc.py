@@ -23,7 +23,8 @@ from pykka import ActorDeadError
 
 from greenroom.actors.base import ActorContext, GreenroomActor
 from greenroom.errors import GreenroomError
-from greenroom.executions.messages import COLLECT, Collect, GcPass, Passivate, Reap
+from greenroom.executions.leases import Leases
+from greenroom.executions.messages import COLLECT, RENEW, Collect, GcPass, Passivate, Reap, Renew
 from greenroom.executions.registry import ExecutionRegistry
 from greenroom.executions.stored import StoredSessions
 
@@ -39,19 +40,43 @@ class ExecutionGC(GreenroomActor):
     stop_order = -10  # first: no reaping while the sessions stop
 
     def __init__(
-        self, ctx: ActorContext, registry: ExecutionRegistry, stored: StoredSessions
+        self,
+        ctx: ActorContext,
+        registry: ExecutionRegistry,
+        stored: StoredSessions,
+        leases: Leases | None = None,
     ) -> None:
         super().__init__(ctx)
         self._registry = registry
         self._stored = stored
+        self._leases = leases
 
     def on_start(self) -> None:
         self.schedule_every(self.ctx.config.gc_interval_s, COLLECT)
+        if self._leases is not None and self._leases.enabled:
+            self.schedule_every(self._leases.renew_every_s, RENEW)
+
+    def on_stop(self) -> None:
+        # The runtime closes: give up this host's leases, so another host may take
+        # the executions over at once rather than when the leases run out.
+        if self._leases is not None:
+            self._leases.give_up(self._durable_in_memory())
+        super().on_stop()
 
     def on_receive(self, message: Any) -> Any:
         if type(message) is Collect:
             return self._collect()
+        if type(message) is Renew:
+            return self._renew()
         return super().on_receive(message)
+
+    def _durable_in_memory(self) -> list[str]:
+        return [sid for sid, entry in self._registry.live_entries() if entry.durable]
+
+    def _renew(self) -> int:
+        """Renew this host's leases on the durable executions it has in memory."""
+        assert self._leases is not None
+        return self._leases.renew(self._durable_in_memory())
 
     def _collect(self) -> GcPass:
         now = self.ctx.clock.monotonic()

@@ -16,6 +16,7 @@ from greenroom.checks import (
     check_int,
     check_number,
     check_path,
+    check_text,
     validator,
 )
 from greenroom.errors import InvalidInput
@@ -75,6 +76,15 @@ def _optional_path(value: Any) -> Any:
 def _path_or_none(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None:
         check_path(value, f"{type(inst).__name__}.{attribute.name}")
+
+
+def _optional_host_id(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        check_text(value, f"{type(inst).__name__}.{attribute.name}", nonempty=True)
+        if len(value) > 200:
+            raise InvalidInput(
+                f"{type(inst).__name__}.{attribute.name} is {len(value)} characters; at most 200"
+            )
 
 
 _REPLAY_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -216,6 +226,15 @@ class RuntimeConfig:
     )
     """A durable execution paused and idle this long leaves memory (its actor stops; its
     journal brings it back on its next call); None keeps every session in memory."""
+
+    host_id: str | None = attrs.field(default=None, validator=_optional_host_id)
+    """This runtime's name among the hosts of one shared store (PostgreSQL): what a
+    `LeaseHeld` error names. None: `<hostname>:<pid>:<random>`, new per runtime."""
+
+    lease_s: float = attrs.field(default=30.0, validator=_positive_number)
+    """On a shared store (PostgreSQL), how long a host's lease on a durable execution
+    lasts without renewal; the host renews its leases every third of it, and another
+    host takes over an execution whose lease ran out (its host died)."""
 
     gc_interval_s: float = attrs.field(default=60.0, validator=_positive_number)
     """Seconds between the execution GC supervisor's reaps."""

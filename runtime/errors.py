@@ -24,6 +24,7 @@ __all__ = [
     "InvalidInput",
     "InvalidRequestState",
     "InvalidTransition",
+    "LeaseHeld",
     "MalformedCursor",
     "NonDeterministicStrategy",
     "NotFound",
@@ -111,6 +112,23 @@ class SettleTimeout(Timeout):
 class Conflict(InvalidTransition):
     """A conditional write found the stored state changed since it was read; nothing
     was written (another process, or another writer, got there first)."""
+
+
+class LeaseHeld(InvalidTransition):
+    """Another host drives this durable execution now (several hosts on one store):
+    `owner` is that host's `RuntimeConfig.host_id`, `until_ms` when its lease ends if
+    it does not renew it (Unix milliseconds)."""
+
+    def __init__(self, session_id: str, owner: str, until_ms: int) -> None:
+        self.session_id = session_id
+        self.owner = owner
+        self.until_ms = until_ms
+        super().__init__(
+            f"execution {session_id} is driven by host {owner!r} (its lease runs until "
+            f"{until_ms} ms, Unix time, and is renewed while that host lives): send this "
+            "call to that host, or call again once the lease has run out (a host that "
+            "died leaves it to run out; then any host takes it over)"
+        )
 
 
 # -- executions ---------------------------------------------------------------------------

@@ -245,6 +245,16 @@ class PostgresStore(Store):
                 slot.error = None
             todo = again
 
+    def _renew_leases(self, rows: list[list[Any]], owner_key: str, until_key: str) -> int:
+        """`Store._renew_leases` on PostgreSQL."""
+        cursor = self._db.conn.executemany(
+            f"UPDATE objects SET meta = jsonb_set(meta, {_jsonb_path(until_key)}, "
+            "to_jsonb(?::bigint)) WHERE kind = ? AND id = ? "
+            f"AND meta->>'{owner_key}' = ?",
+            rows,
+        )
+        return max(0, int(cursor.rowcount))
+
     def _set_values(self, rows: dict[tuple[str, ...], list[list[Any]]]) -> int:
         """`Store._set_values` on PostgreSQL: each object's keys merged into its `jsonb`."""
         now = int(self._now_ms())
@@ -263,6 +273,11 @@ class PostgresStore(Store):
             )
             changed += max(0, cursor.rowcount)
         return changed
+
+
+def _jsonb_path(key: str) -> str:
+    """A plain metadata key as a one-element jsonb path literal: '{key}'."""
+    return "'{" + key.replace('"', "") + "}'"
 
 
 def _configure(conn: Any) -> None:

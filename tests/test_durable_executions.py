@@ -184,6 +184,9 @@ def test_a_plain_strategy_comes_back_too(open_rt: OpenRt) -> None:
     assert SIDE_EFFECTS == ["sea"]
 
 
+# Two runtimes driving one execution in turns: on a shared store, leases decide who
+# drives (tests/test_execution_leases.py), so this is the single-host store's case.
+@pytest.mark.parametrize("open_rt", ["sqlite"], indirect=True)
 def test_a_step_runs_once_across_five_re_drives(open_rt: OpenRt) -> None:
     async def long(ctx: Any) -> list[str]:
         out = [await ctx.step("effect", _fetch, "x")]
@@ -545,6 +548,9 @@ def test_an_end_is_seen_only_once_it_is_stored(
         thread.join(30)
 
 
+# Two runtimes driving one execution in turns: on a shared store, leases decide who
+# drives (tests/test_execution_leases.py), so this is the single-host store's case.
+@pytest.mark.parametrize("open_rt", ["sqlite"], indirect=True)
 def test_two_runtimes_never_both_drive_one_execution(open_rt: OpenRt) -> None:
     first = open_rt()
     first.executions.register("essay", essay)

@@ -18,6 +18,7 @@ from greenroom.usage import Usage
 __all__ = [
     "BEGIN",
     "COLLECT",
+    "RENEW",
     "STATUS",
     "Begin",
     "Cancel",
@@ -27,6 +28,7 @@ __all__ = [
     "GcPass",
     "Passivate",
     "Reap",
+    "Renew",
     "Status",
     "ThreadCustom",
     "ThreadDone",
@@ -135,6 +137,15 @@ class Collect:
 
 
 COLLECT = Collect()
+
+
+@attrs.frozen
+class Renew:
+    """Renew this host's leases on its durable executions in memory (the GC's lease
+    timer sends this, every third of `lease_s`, on a shared store)."""
+
+
+RENEW = Renew()
 
 
 @attrs.frozen

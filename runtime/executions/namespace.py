@@ -69,6 +69,8 @@ from greenroom.errors import (
     StorageError,
     StrategyNotRegistered,
 )
+from greenroom.executions.journal import KIND
+from greenroom.executions.leases import Leases
 from greenroom.executions.messages import BEGIN, Cancel, Feed, FeedItem
 from greenroom.executions.records import FeedResult, json_value
 from greenroom.executions.registry import ENDED, ExecutionRegistry, LiveEntry
@@ -226,6 +228,7 @@ class Executions:
         self._strategy_pool: BlockingPool | None = None
         self._strategies = StrategyTable()
         self._stored = StoredSessions(kernel.store, self._clock, self._config, self._metrics)
+        self._leases = Leases(kernel.store, self._clock, self._config, KIND)
         self._revive_lock = threading.Lock()  # one re-drive of a session at a time
 
     def counters(self) -> dict[str, int]:
@@ -264,7 +267,11 @@ class Executions:
         with self._lock:
             if self._gc is None:
                 self._gc = self._kernel.spawn(
-                    ExecutionGC, self._registry, self._stored, actor_id="execution-gc"
+                    ExecutionGC,
+                    self._registry,
+                    self._stored,
+                    self._leases,
+                    actor_id="execution-gc",
                 )
             return self._gc
 
@@ -567,6 +574,7 @@ class Executions:
             is_async=is_async,
             registry=self._registry,
             pool=self._get_strategy_pool,
+            leases=self._leases,
             name=name,
             actor_id=session_id,
         )
@@ -771,6 +779,8 @@ class Executions:
                     f"execution {session_id}: its journal has no readable start record, so "
                     f"it cannot be re-driven; rt.executions.cancel({session_id!r}) ends it"
                 )
+            # On a shared store, only the host holding its lease drives it.
+            self._leases.take(session_id, stored.meta)
             is_async = _is_async_strategy(strategy)
             self._execution_gc()
             spawn = functools.partial(
@@ -783,6 +793,7 @@ class Executions:
                 is_async=is_async,
                 registry=self._registry,
                 pool=self._get_strategy_pool,
+                leases=self._leases,
                 name=stored.strategy,
                 journal=stored.journal,
                 started_ms=stored.started_ms,

@@ -134,6 +134,8 @@ class Stored:
     strategy: str
     started_ms: int
     journal: Journal
+    meta: Mapping[str, Any] = attrs.field(factory=dict)
+    """Its object's metadata as read (its lease, among others)."""
 
     @property
     def ended(self) -> bool:
@@ -208,6 +210,7 @@ class StoredSessions:
             strategy if isinstance(strategy, str) else "",
             started if type(started) is int else found.created_ms,
             journal,
+            meta,
         )
 
     def status(self, stored: Stored) -> dict[str, Any]:
