@@ -663,9 +663,12 @@ class ExecutionActor(GreenroomActor):
         writes.append(AppendFile(KIND, sid, JOURNAL, data, create=True, expect_size=size or 0))
         if meta is not None:
             writes.append(UpdateMeta(KIND, sid, meta))
+        # On a shared store, every write after the first also expects this host to
+        # hold the lease: a host that lost it (it hung past lease_s) lets go at once.
+        expect = [] if size is None or self._leases is None else self._leases.expect(sid)
         if wait:
             try:
-                self.ctx.store.write_atomic(writes)
+                self.ctx.store.write_atomic(writes, expect=expect)
             except (Conflict, InvalidTransition) as error:
                 self._fenced = self._conflict(error)
                 raise self._fenced from None
@@ -678,7 +681,7 @@ class ExecutionActor(GreenroomActor):
             # pays no hand-off); else by the store's committer, and this thread goes on.
             inline = self.ctx.dispatcher.waiting == 0 and not caller_crowded()
             try:
-                self.ctx.store.submit_atomic(writes, done, inline=inline)
+                self.ctx.store.submit_atomic(writes, done, expect=expect, inline=inline)
             except Exception as error:
                 done(None, error)  # (as a write that failed: this actor lets its copy go)
                 raise

@@ -27,7 +27,15 @@ from typing import Protocol, runtime_checkable
 
 from greenroom.errors import InvalidInput, InvalidTransition, SettleTimeout
 
-__all__ = ["Clock", "FakeClock", "Quiescent", "SystemClock", "TimerHandle", "stopwatch"]
+__all__ = [
+    "Clock",
+    "FakeClock",
+    "Quiescent",
+    "SystemClock",
+    "TimerHandle",
+    "backoff_wait",
+    "stopwatch",
+]
 
 log = logging.getLogger("greenroom.clock")
 
@@ -43,6 +51,16 @@ def stopwatch() -> float:
     measured here instead of on the injected clock.
     """
     return time.perf_counter()
+
+
+def backoff_wait(stop: threading.Event, seconds: float) -> bool:
+    """Wait up to `seconds` of real time before trying an outside service again (a
+    server that did not answer), or until `stop` is set; whether it was set.
+
+    Not the runtime's time either: a reconnect backs off in real time whatever clock
+    the runtime runs on, and this is the one place such a wait is made.
+    """
+    return stop.wait(max(0.0, seconds))
 
 
 @runtime_checkable

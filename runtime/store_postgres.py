@@ -51,6 +51,7 @@ _AGAIN: tuple[type[Exception], ...] = (
         psycopg.errors.SerializationFailure,
         psycopg.errors.DeadlockDetected,
         psycopg.errors.UniqueViolation,
+        psycopg.errors.LockNotAvailable,
     )
     if psycopg is not None
     else ()
@@ -64,6 +65,8 @@ CONFLICT_ATTEMPTS = 10
 _URL = re.compile(r"^postgres(ql)?://")
 _LOCK_KEY = 0x67726E72  # the advisory lock the schema is made under ("grnr")
 _SQL_CACHE: dict[str, str] = {}
+_SQL_CACHE_MAX = 4096
+_LOCK_TIMEOUT = "10s"  # a row lock held longer (a stalled host): the write runs again
 
 
 def is_postgres_url(target: object) -> bool:
@@ -79,6 +82,8 @@ def _dialect(sql: str, *, writer: bool = False) -> str:
     key = sql if not writer else "w:" + sql
     found = _SQL_CACHE.get(key)
     if found is None:
+        if len(_SQL_CACHE) >= _SQL_CACHE_MAX:
+            _SQL_CACHE.clear()  # (statements with values in their text: keep it bounded)
         found = sql.replace("%", "%%").replace("?", "%s")
         if found.startswith("BEGIN IMMEDIATE"):
             found = "BEGIN"
@@ -104,7 +109,8 @@ class _PgConnection:
 
     def execute(self, sql: str, parameters: Any = None, /) -> Any:
         statement = _dialect(sql, writer=self._writer)
-        return self._conn.execute(statement, list(parameters) if parameters else None)
+        # Always a list, so psycopg reads `%%` as `%` whether or not there are any.
+        return self._conn.execute(statement, list(parameters or ()))
 
     def executemany(self, sql: str, parameters: Any, /) -> Any:
         cursor = self._conn.cursor()
@@ -115,6 +121,17 @@ class _PgConnection:
 
     def close(self) -> None:
         self._conn.close()
+
+    @property
+    def broken(self) -> bool:
+        """Whether the connection is closed or lost (the server went away)."""
+        return bool(self._conn.closed or self._conn.broken)
+
+    def replace(self, conn: Any) -> None:
+        """Use `conn` from now on (the old one broke)."""
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        self._conn = conn
 
 
 class _PgDatabase:
@@ -184,7 +201,7 @@ class PostgresStore(Store):
         pool = None
         try:
             conn = psycopg.connect(url, autocommit=True)
-            _configure(conn)
+            _configure(conn, writer=True)
             _create_schema(conn, url)
             pool = ConnectionPool(
                 url,
@@ -231,7 +248,9 @@ class PostgresStore(Store):
 
     def _run_batch(self, batch: list[_WriteSlot]) -> None:
         """As `Store._run_batch`; the writes another host's transaction conflicted with
-        (rolled back whole: nothing of theirs committed) run again."""
+        (rolled back whole: nothing of theirs committed) run again. A writer connection
+        that broke (the server restarted) is made again first."""
+        self._reconnect_if_broken()
         todo = batch
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
             super()._run_batch(todo)
@@ -244,6 +263,21 @@ class PostgresStore(Store):
                 slot.value = None
                 slot.error = None
             todo = again
+
+    def _reconnect_if_broken(self) -> None:
+        conn = self._db.conn
+        if not conn.broken:
+            return
+        try:
+            fresh = psycopg.connect(self._url, autocommit=True)
+            _configure(fresh, writer=True)
+        except psycopg.Error as exc:
+            log.warning(
+                "store %s: the writer connection could not be made again: %s", self._path, exc
+            )
+            return
+        conn.replace(fresh)
+        log.warning("store %s: the writer connection broke; made again", self._path)
 
     def _renew_leases(self, rows: list[list[Any]], owner_key: str, until_key: str) -> int:
         """`Store._renew_leases` on PostgreSQL."""
@@ -280,9 +314,12 @@ def _jsonb_path(key: str) -> str:
     return "'{" + key.replace('"', "") + "}'"
 
 
-def _configure(conn: Any) -> None:
-    """Metadata comes back as the JSON text the store checks itself, not parsed."""
+def _configure(conn: Any, *, writer: bool = False) -> None:
+    """Metadata comes back as the JSON text the store checks itself, not parsed; the
+    writer waits for a row lock at most `_LOCK_TIMEOUT` (then its write runs again)."""
     conn.adapters.register_loader("jsonb", TextLoader)
+    if writer:
+        conn.execute(f"SET lock_timeout = '{_LOCK_TIMEOUT}'")
 
 
 def _conflicted(error: BaseException | None) -> bool:

@@ -130,3 +130,29 @@ def test_a_host_killed_mid_run_is_taken_over_and_nothing_is_fed_twice(
     for text in ("one", "two", "three"):
         step = alone.executions.feed(step.session_id, text)
     assert step.result == done.result
+
+
+def test_a_host_that_lost_its_lease_writes_nothing_more(hosts: Host) -> None:
+    a = hosts("host-a", FakeClock(START_MS))
+    b = hosts("host-b", FakeClock(START_MS + 31_000))  # past host-a's lease
+    sid = a.executions.start(STRATEGY, 2).session_id
+    # host-b brings it back (takes the lease) but has not written to its journal yet.
+    assert b.executions.resume(sid).status == "needs_response"
+    journal = a.store.read_file("execution", sid, "journal")
+    with pytest.raises(InvalidTransition):
+        a.executions.feed(sid, "from a")  # fenced by the lease, not only the journal
+    assert a.store.read_file("execution", sid, "journal") == journal
+    assert b.executions.feed(sid, "one").status == "needs_response"
+    assert b.executions.feed(sid, "two").result == ["one", "two"]
+
+
+def test_a_renewal_keeps_a_lease_from_a_takeover_that_read_it_before(hosts: Host) -> None:
+    clock_a = FakeClock(START_MS)
+    a = hosts("host-a", clock_a)
+    b = hosts("host-b", FakeClock(START_MS + 31_000))
+    sid = a.executions.start(STRATEGY, 2).session_id
+    stale = a.store.get_object("execution", sid).meta  # as host-b would have read it
+    clock_a.advance(10.0)  # host-a renews: its lease runs until 40 s now
+    with pytest.raises(LeaseHeld) as held:
+        b.executions._leases.take(sid, stale)
+    assert held.value.owner == "host-a"

@@ -380,3 +380,26 @@ async def test_the_async_facade_on_redis(
         live = await sub.next_event(timeout=WAIT)
         assert live.payload == {"n": 2}
     assert loop_waits == []
+
+
+def test_a_subscription_from_before_a_sessions_first_event_resumes_exactly(
+    hosts: Callable[..., Runtime], sid: str
+) -> None:
+    rt = hosts()
+    unborn = f"v2:{UNBORN_EPOCH}:0:0:0-0:{sid}"
+    sub = rt.replay.subscribe(unborn)
+    assert not isinstance(sub, Gap)
+    first = rt.replay.append(sid, "first")
+    event = sub.next_event(timeout=WAIT)
+    assert event == first  # the stream's epoch, not the unborn one
+    assert rt.replay.after(event.cursor) == Replayed(sid, (), event.cursor)
+    sub.close()
+
+
+def test_a_cursor_or_read_after_a_publish_sees_it(hosts: Callable[..., Runtime], sid: str) -> None:
+    rt = hosts()
+    for n in range(200):
+        rt.replay.publish(sid, n)
+    tail = rt.replay.current_cursor(sid)
+    assert parse_cursor(tail).position == 200
+    assert rt.replay.after(tail) == Replayed(sid, (), tail)

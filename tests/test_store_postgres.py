@@ -9,6 +9,7 @@ connections of their own, written to from threads started together.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 
 import psycopg
@@ -121,3 +122,43 @@ def test_urls_and_servers_that_do_not_answer(pg_url: str) -> None:
     with pytest.raises(StorageError, match="cannot open store") as caught:
         PostgresStore.connect("postgresql://greenroom:secret@127.0.0.1:9/nothing")
     assert "secret" not in str(caught.value)  # the password never reaches a message
+
+
+def test_the_writer_connects_again_after_the_server_dropped_it(pg_url: str) -> None:
+    name = f"victim-{uuid.uuid4().hex[:8]}"
+    store = PostgresStore.connect(f"{pg_url}&application_name={name}")
+    try:
+        store.ensure_object("block", "b1")
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                [name],
+            )
+        outcomes = []
+        for n in range(3):  # the first write may meet the dropped connection
+            try:
+                store.update_meta("block", "b1", {"n": n})
+                outcomes.append("ok")
+            except StorageError:
+                outcomes.append("failed")
+        assert outcomes[-2:] == ["ok", "ok"]
+        reads = []
+        for _ in range(3):  # so may the first read (a pooled connection it dropped)
+            try:
+                reads.append(store.get_object("block", "b1").meta["n"])
+            except StorageError:
+                reads.append(None)
+        assert reads[-2:] == [2, 2]
+    finally:
+        store.close()
+
+
+def test_query_takes_percent_signs_with_or_without_parameters(pg_url: str) -> None:
+    store = PostgresStore.connect(pg_url)
+    try:
+        store.ensure_object("block", "b1", {"note": "50%"})
+        assert store.query("SELECT id FROM objects WHERE meta->>'note' = '50%'") == [("b1",)]
+        assert store.query("SELECT id FROM objects WHERE id LIKE ? ", ["b%"]) == [("b1",)]
+    finally:
+        store.close()

@@ -86,6 +86,13 @@ class Leases:
         with a write the journal fences: only its driver makes it)."""
         return {LEASE_UNTIL: 0} if self.enabled else {}
 
+    def expect(self, session_id: str) -> list[ExpectMeta]:
+        """The condition a write of this host's to `session_id` carries: it holds the
+        lease (none when off)."""
+        if not self.enabled:
+            return []
+        return [ExpectMeta(self._kind, session_id, LEASE_OWNER, self.host_id)]
+
     def take(self, session_id: str, meta: Mapping[str, Any]) -> None:
         """Take the lease on `session_id` (whose stored metadata is `meta`) for this
         host; `LeaseHeld` if another host holds one that has not run out."""
@@ -97,9 +104,13 @@ class Leases:
             raise LeaseHeld(session_id, held.owner, held.until_ms)
         mine = {LEASE_OWNER: self.host_id, LEASE_UNTIL: now + self._lease_ms}
         try:
+            # The lease as read, owner and term: a renewal meanwhile keeps it its owner's.
             self._store.write_atomic(
                 [UpdateMeta(self._kind, session_id, mine)],
-                expect=[ExpectMeta(self._kind, session_id, LEASE_OWNER, meta.get(LEASE_OWNER))],
+                expect=[
+                    ExpectMeta(self._kind, session_id, LEASE_OWNER, meta.get(LEASE_OWNER)),
+                    ExpectMeta(self._kind, session_id, LEASE_UNTIL, meta.get(LEASE_UNTIL)),
+                ],
             )
         except Conflict:
             # Another host took it over first: its lease stands.
@@ -115,6 +126,16 @@ class Leases:
                 held.owner,
                 held.until_ms,
             )
+
+    def held_elsewhere(self, meta_owner: object, meta_until: object) -> bool:
+        """Whether a lease read as (`owner`, `until_ms`) is another host's and running."""
+        return (
+            self.enabled
+            and isinstance(meta_owner, str)
+            and meta_owner != self.host_id
+            and type(meta_until) is int
+            and meta_until > self._clock.now_ms()
+        )
 
     def renew(self, session_ids: Iterable[str]) -> int:
         """Renew this host's leases on `session_ids`; how many it still held."""

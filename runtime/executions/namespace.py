@@ -229,6 +229,7 @@ class Executions:
         self._strategies = StrategyTable()
         self._stored = StoredSessions(kernel.store, self._clock, self._config, self._metrics)
         self._leases = Leases(kernel.store, self._clock, self._config, KIND)
+        self._stored.leases = self._leases
         self._revive_lock = threading.Lock()  # one re-drive of a session at a time
 
     def counters(self) -> dict[str, int]:

@@ -32,6 +32,7 @@ from greenroom.executions.journal import (
     end_record,
     parse_journal,
 )
+from greenroom.executions.leases import Leases
 from greenroom.executions.records import (
     TERMINAL_STATES,
     ExecutionStats,
@@ -93,7 +94,8 @@ def stats_from_json(value: object) -> ExecutionStats:
 _SWEEP_SQLITE = (
     "SELECT o.id, json_extract(o.meta, '$.state'), "
     "json_extract(o.meta, '$.finished_ms'), json_extract(o.meta, '$.passivated_ms'), "
-    "json_extract(o.meta, '$.last_active_ms'), coalesce(f.updated_ms, o.updated_ms) "
+    "json_extract(o.meta, '$.last_active_ms'), coalesce(f.updated_ms, o.updated_ms), "
+    "json_extract(o.meta, '$.\"lease:owner\"'), json_extract(o.meta, '$.\"lease:until_ms\"') "
     "FROM objects o LEFT JOIN files f ON f.kind = o.kind AND f.id = o.id "
     "AND f.name = ? WHERE o.kind = ? AND json_valid(o.meta) "
     "AND json_extract(o.meta, '$.durable') = 1 AND ("
@@ -115,7 +117,8 @@ def _pg_int(key: str) -> str:
 
 _SWEEP_POSTGRES = (
     f"SELECT o.id, o.meta->>'state', {_pg_int('finished_ms')}, {_pg_int('passivated_ms')}, "
-    f"{_pg_int('last_active_ms')}, coalesce(f.updated_ms, o.updated_ms) "
+    f"{_pg_int('last_active_ms')}, coalesce(f.updated_ms, o.updated_ms), "
+    f"o.meta->>'lease:owner', {_pg_int('lease:until_ms')} "
     "FROM objects o LEFT JOIN files f ON f.kind = o.kind AND f.id = o.id "
     "AND f.name = ? WHERE o.kind = ? AND jsonb_typeof(o.meta) = 'object' "
     "AND o.meta->'durable' = 'true'::jsonb AND ("
@@ -152,6 +155,7 @@ class StoredSessions:
         self._config = config
         self._metrics = metrics
         self.incarnation = secrets.token_hex(4)
+        self.leases: Leases | None = None  # set by the namespace (shared stores)
         self._recorded = False
 
     # -- ids ---------------------------------------------------------------------------
@@ -284,9 +288,11 @@ class StoredSessions:
         )
         reaped: list[str] = []
         removed: list[str] = []
-        for session_id, state, finished, passivated_ms, last_active, last in rows:
+        for session_id, state, finished, passivated_ms, last_active, last, owner, until in rows:
             if session_id in in_memory:
                 continue
+            if self.leases is not None and self.leases.held_elsewhere(owner, until):
+                continue  # another host drives it (shared store): its GC sweeps it
             if state in TERMINAL_STATES:
                 expired = type(finished) is int and now_ms - finished >= retention_ms
                 if expired and self._remove(session_id):

@@ -17,10 +17,11 @@ from typing import Any
 
 import attrs
 
+from greenroom.clock import backoff_wait
 from greenroom.ids import next_hex_id
 from greenroom.metrics import Metrics
 from greenroom.replay.records import ObservationEvent
-from greenroom.replay.redis_scripts import KEY_PREFIX, entry_order, entry_parts
+from greenroom.replay.redis_scripts import KEY_PREFIX, UNBORN_EPOCH, entry_order, entry_parts
 from greenroom.replay.subscription import Subscription
 
 try:  # the `redis` extra
@@ -35,6 +36,7 @@ __all__ = ["Reading", "StreamReader"]
 log = logging.getLogger("greenroom.replay")
 
 _BLOCK_MS = 5_000  # the XREAD BLOCK; a poke of the wake stream ends it sooner
+_MAX_BACKOFF_S = 5.0  # the longest wait before reading again after Redis failed
 
 MakeEvent = Callable[[str, str, str, Any], ObservationEvent]
 """(session id, epoch, entry id, the entry's fields as Redis gave them) -> the event."""
@@ -75,6 +77,7 @@ class StreamReader:
         self._stopped = False
         self._wake_key = f"{KEY_PREFIX}~wake:{next_hex_id()}"
         self._client: Any = None
+        self._stop = threading.Event()  # set by `stop`: ends a backoff wait at once
 
     def add(self, reading: Reading) -> None:
         """Feed `reading`'s subscription from its last entry on."""
@@ -82,10 +85,15 @@ class StreamReader:
             if self._stopped:
                 reading.sub._stop("the runtime closed")
                 return
+            if reading.sub.closed:
+                return  # given up while its replay was read: nothing to feed
             self._readings.setdefault(reading.key, []).append(reading)
             self._by_sub[id(reading.sub)] = reading
             if self._thread is None:
-                self._client = redis.Redis.from_url(self._url, decode_responses=True)
+                # No socket timeout: XREAD BLOCK waits up to _BLOCK_MS by itself.
+                self._client = redis.Redis.from_url(
+                    self._url, decode_responses=True, socket_timeout=None
+                )
                 self._thread = threading.Thread(
                     target=self._run, name="greenroom-replay-reader", daemon=True
                 )
@@ -109,6 +117,7 @@ class StreamReader:
         with self._lock:
             self._stopped = True
             thread = self._thread
+        self._stop.set()
         if thread is not None:
             self._poke()
             thread.join()
@@ -127,6 +136,7 @@ class StreamReader:
 
     def _run(self) -> None:
         wake_from = "0-0"
+        failures = 0
         while True:
             with self._lock:
                 if self._stopped:
@@ -135,28 +145,49 @@ class StreamReader:
                     key: "{}-{}".format(*min(reading.last for reading in readings))
                     for key, readings in self._readings.items()
                 }
+            starts = {key: entry_order(start) for key, start in streams.items()}
             streams[self._wake_key] = wake_from
             try:
                 replies = self._client.xread(streams, block=_BLOCK_MS)
             except RedisError as error:
                 if self._is_stopped():
                     return
-                log.error("replay: the reader's XREAD failed (%s); reading again", error)
+                failures += 1
+                wait = min(_MAX_BACKOFF_S, 0.05 * 2**failures)
+                if failures == 1 or failures % 20 == 0:
+                    log.error(
+                        "replay: the reader's XREAD failed (%s, %d time(s) in a row); "
+                        "trying again in %.1f s",
+                        error,
+                        failures,
+                        wait,
+                    )
+                if backoff_wait(self._stop, wait):
+                    return
                 continue
+            if failures:
+                log.info("replay: the reader reads again after %d failure(s)", failures)
+                failures = 0
             for key, entries in _by_stream(replies):
                 if key == self._wake_key:
                     wake_from = entries[-1][0]
                     continue
-                self._deliver(key, entries)
+                self._deliver(key, entries, starts.get(key))
 
     def _is_stopped(self) -> bool:
         with self._lock:
             return self._stopped
 
-    def _deliver(self, key: str, entries: list[Any]) -> None:
+    def _deliver(self, key: str, entries: list[Any], read_from: tuple[int, int] | None) -> None:
         metrics = self._metrics
         with self._lock:
-            readings = list(self._readings.get(key, ()))
+            # Only those the XREAD read for: one added meanwhile may be behind where it
+            # started, and gets its entries from the next read, which starts at it.
+            readings = [
+                reading
+                for reading in self._readings.get(key, ())
+                if read_from is not None and reading.last >= read_from
+            ]
         for reading in readings:
             given: list[ObservationEvent] = []
             hole = 0
@@ -168,6 +199,9 @@ class StreamReader:
                 if position != reading.position + 1:
                     hole = position - reading.position - 1 if position > reading.position else 1
                     break
+                if reading.epoch == UNBORN_EPOCH:
+                    # Subscribed before the session had events: its stream's epoch now.
+                    reading.epoch = self._epoch_of(reading.key) or UNBORN_EPOCH
                 given.append(self._make_event(reading.sub.session_id, reading.epoch, entry_id, raw))
                 reading.last = at
                 reading.position = position
@@ -184,6 +218,15 @@ class StreamReader:
                 metrics.incr("replay_subscriber_lags")
                 metrics.incr("replay_events_missed", hole)
                 self.remove(reading.sub)
+
+    def _epoch_of(self, events_key: str) -> str | None:
+        """The epoch in the meta hash of the stream `events_key` (None if unreadable)."""
+        try:
+            epoch = self._poker.hget(events_key.removesuffix(":events") + ":meta", "epoch")
+        except RedisError as error:
+            log.warning("replay: could not read the epoch of %s: %s", events_key, error)
+            return None
+        return epoch if isinstance(epoch, str) else None
 
 
 def _by_stream(replies: Any) -> list[tuple[str, list[Any]]]:

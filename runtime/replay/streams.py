@@ -407,7 +407,16 @@ class StreamReplay(Replay):
 
     # -- reads --------------------------------------------------------------------------------
 
+    def _flush_publishes(self) -> None:
+        """Send what publishes are queued first: a cursor or a read made after a
+        publish sees it, as the in-memory buffer's mailbox order gives."""
+        with self._queue_lock:
+            queued = bool(self._queued)
+        if queued:
+            self._send_queued()
+
     def _current_cursor(self, session_id: str, revision: int) -> str:
+        self._flush_publishes()
         try:
             epoch, tail, last = self._scripts.run(
                 "cursor", [meta_key(session_id)], [next_hex_id(), revision]
@@ -421,6 +430,7 @@ class StreamReplay(Replay):
     ) -> tuple[Replayed | Gap, _Meta | None, tuple[int, int]]:
         """`after`'s answer; the stream's meta (None: no keys); the last entry read."""
         sid = parsed.session_id
+        self._flush_publishes()
         min_id = str(max(0, self._clock.now_ms() - self._max_age_ms))
         start = parsed.stream_id or "0-0"
         try:
