@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +34,23 @@ def reopen_test_store(store: Store, path: Path, **options: Any) -> Store:
         kept = {key: options[key] for key in ("now_ms", "chunk_bytes") if key in options}
         return PostgresStore.connect(store.url, **kept)
     return Store.open(path, **options)
+
+
+def run_together(count: int, work: Callable[[int], None]) -> list[BaseException]:
+    """Run `work(index)` on `count` threads started together; return what they raised."""
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            work(index)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors

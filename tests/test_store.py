@@ -7,7 +7,6 @@ import itertools
 import math
 import random
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from greenroom.store import (
     Store,
     UpdateMeta,
 )
-from tests.stores import ENGINES, open_test_store
+from tests.stores import ENGINES, open_test_store, run_together
 
 from .conftest import START_MS
 
@@ -50,26 +49,6 @@ def _sql(path: Path, sql: str) -> list[tuple[Any, ...]]:
         rows = conn.execute(sql).fetchall()
         conn.commit()
     return rows
-
-
-def _run_threads(count: int, work: Callable[[int], None]) -> list[BaseException]:
-    """Run `work(index)` on `count` threads started together; return what they raised."""
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait()
-            work(index)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
 
 
 @pytest.fixture(params=ENGINES)
@@ -846,7 +825,7 @@ def test_concurrent_meta_updates_lose_nothing(store: Store) -> None:
             assert obj.meta[f"t{index}:{n}"] == n
             versions[index].append(obj.version)
 
-    errors = _run_threads(threads, work)
+    errors = run_together(threads, work)
     assert errors == []
     final = store.get_object("block", "shared")
     assert len(final.meta) == threads * per_thread
@@ -873,7 +852,7 @@ def test_concurrent_appends_to_separate_files_keep_every_byte(store: Store) -> N
                 "block", "b1", f"f{index}", rng.randbytes(rng.randrange(0, 3000)), create=True
             )
 
-    errors = _run_threads(threads, work)
+    errors = run_together(threads, work)
     assert errors == []
     for index in range(threads):
         assert store.read_file("block", "b1", f"f{index}") == expected[index]
@@ -891,7 +870,7 @@ def test_concurrent_appends_to_one_file_stay_whole_and_in_order(store: Store) ->
             padding = "x" * rng.randrange(0, 500)
             store.append_file("block", "b1", "shared", f"{index}:{n}:{padding};".encode())
 
-    errors = _run_threads(threads, work)
+    errors = run_together(threads, work)
     assert errors == []
     records = store.read_file("block", "b1", "shared").decode().split(";")
     assert records[-1] == ""

@@ -8,9 +8,7 @@ connections of their own, written to from threads started together.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -19,27 +17,9 @@ from greenroom import FakeClock
 from greenroom.errors import Conflict, InvalidInput, SchemaTooNew, StorageError
 from greenroom.store import AppendFile, ExpectFile
 from greenroom.store_postgres import PostgresStore, is_postgres_url
+from tests.stores import run_together
 
 pytestmark = pytest.mark.postgres
-
-
-def _together(count: int, work: Callable[[int], None]) -> list[BaseException]:
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            work(index)
-        except BaseException as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
 
 
 def test_two_hosts_appending_to_one_file_lose_nothing(pg_url: str) -> None:
@@ -53,7 +33,7 @@ def test_two_hosts_appending_to_one_file_lose_nothing(pg_url: str) -> None:
                     "block", "b1", "output", f"{index}:{n};".encode(), create=True
                 )
 
-        assert _together(2, append) == []
+        assert run_together(2, append) == []
         data = hosts[1].read_file("block", "b1", "output").decode()
         pieces = data.rstrip(";").split(";")
         assert len(pieces) == 80
@@ -77,7 +57,7 @@ def test_two_hosts_merging_metadata_keep_every_key(pg_url: str) -> None:
             for n in range(30):
                 hosts[index].update_meta("execution", "e1", {f"h{index}:{n}": n})
 
-        assert _together(2, merge) == []
+        assert run_together(2, merge) == []
         stored = hosts[1].get_object("execution", "e1")
         assert len(stored.meta) == 60
         assert stored.version == 61  # every merge counted once

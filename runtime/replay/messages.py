@@ -140,12 +140,17 @@ def _check_payloads(payloads: tuple[Any, ...]) -> None:
             try:
                 _encode(payload)
             except (TypeError, ValueError, RecursionError) as error:
-                where = "payload" if len(payloads) == 1 else f"payloads[{index}]"
-                raise InvalidInput(
-                    f"{where} must be JSON-serialisable (dicts with str keys, lists, str, "
-                    f"numbers, bools, None): {error}"
-                ) from None
+                raise _not_json(payloads, index, error) from None
         raise  # pragma: no cover (each passed alone: cannot happen)
+
+
+def _not_json(payloads: tuple[Any, ...], index: int, error: Exception) -> InvalidInput:
+    """The error for `payloads[index]`, which JSON cannot encode."""
+    where = "payload" if len(payloads) == 1 else f"payloads[{index}]"
+    return InvalidInput(
+        f"{where} must be JSON-serialisable (dicts with str keys, lists, str, numbers, "
+        f"bools, None): {error}"
+    )
 
 
 _compact = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
@@ -159,11 +164,7 @@ def encode_payloads(payloads: tuple[Any, ...]) -> list[str]:
         try:
             encoded.append(_compact(payload))
         except (TypeError, ValueError, RecursionError) as error:
-            where = "payload" if len(payloads) == 1 else f"payloads[{index}]"
-            raise InvalidInput(
-                f"{where} must be JSON-serialisable (dicts with str keys, lists, str, "
-                f"numbers, bools, None): {error}"
-            ) from None
+            raise _not_json(payloads, index, error) from None
     return encoded
 
 
