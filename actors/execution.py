@@ -88,11 +88,11 @@ from greenroom.executions.journal import (
     start_record,
     step_record,
 )
-from greenroom.executions.leases import Leases
 from greenroom.executions.messages import (
     Begin,
     Cancel,
     Feed,
+    LeaseLost,
     Passivate,
     Reap,
     Status,
@@ -123,6 +123,7 @@ from greenroom.executions.registry import (
     LiveSnapshot,
     RetainedResult,
 )
+from greenroom.leases import Leases
 from greenroom.store import AppendFile, CreateObject, UpdateMeta
 from greenroom.usage import Usage
 
@@ -758,6 +759,16 @@ class ExecutionActor(GreenroomActor):
         self._detach(counted=True)
         self._gate.done(message.token, error)
 
+    def _lease_lost(self, _message: LeaseLost) -> None:
+        """Another host took this session's lease over: let this copy go, unwritten."""
+        if self._fenced is None:
+            self._fenced = Conflict(
+                f"execution {self.session_id}: another host took its lease over (this "
+                "host did not renew it in time); this host let its copy go: call again "
+                "to be told which host drives it"
+            )
+        self._detach()
+
     def _detach(self, *, counted: bool = False) -> None:
         """Leave memory without writing if fenced: another runtime drives the session.
 
@@ -1378,6 +1389,7 @@ _HANDLERS: dict[type, Callable[[ExecutionActor, Any], Any]] = {
     Status: ExecutionActor._get_status,
     Reap: ExecutionActor._reap,
     Passivate: ExecutionActor._passivate,
+    LeaseLost: ExecutionActor._lease_lost,
     ThreadStep: ExecutionActor._thread_step,
     ThreadPause: ExecutionActor._thread_pause,
     ThreadDone: ExecutionActor._thread_done,

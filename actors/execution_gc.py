@@ -23,10 +23,19 @@ from pykka import ActorDeadError
 
 from greenroom.actors.base import ActorContext, GreenroomActor
 from greenroom.errors import GreenroomError
-from greenroom.executions.leases import Leases
-from greenroom.executions.messages import COLLECT, RENEW, Collect, GcPass, Passivate, Reap, Renew
+from greenroom.executions.messages import (
+    COLLECT,
+    RENEW,
+    Collect,
+    GcPass,
+    LeaseLost,
+    Passivate,
+    Reap,
+    Renew,
+)
 from greenroom.executions.registry import ExecutionRegistry
 from greenroom.executions.stored import StoredSessions
+from greenroom.leases import Leases
 
 __all__ = ["ExecutionGC"]
 
@@ -73,10 +82,16 @@ class ExecutionGC(GreenroomActor):
     def _durable_in_memory(self) -> list[str]:
         return [sid for sid, entry in self._registry.live_entries() if entry.durable]
 
-    def _renew(self) -> int:
-        """Renew this host's leases on the durable executions it has in memory."""
+    def _renew(self) -> list[str]:
+        """Renew this host's leases on the durable executions it has in memory; those
+        another host took over leave memory here (their next call names the owner)."""
         assert self._leases is not None
-        return self._leases.renew(self._durable_in_memory())
+        lost = self._leases.renew(self._durable_in_memory())
+        for session_id in lost:
+            entry = self._registry.live(session_id)
+            if entry is not None:
+                entry.ref.tell(LeaseLost())
+        return lost
 
     def _collect(self) -> GcPass:
         now = self.ctx.clock.monotonic()

@@ -124,8 +124,11 @@ class SweepSupervisor(GreenroomActor):
         block: Callable[[str], BlockHandle],
         archive_dir: Path,
         owners: Owners | None = None,
+        *,
+        may_sweep: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(ctx)
+        self._may_sweep = may_sweep  # the timed sweeps run only while this says so
         self._block = block
         self._archive_dir = archive_dir
         self._owners = owners
@@ -148,7 +151,9 @@ class SweepSupervisor(GreenroomActor):
         if cls is SweepRequest:
             return self._ask_sweep(message)
         if cls is SweepDue:
-            if not self._sweeps.busy:  # (a sweep under way does the timer's work)
+            # (A sweep under way does the timer's work; on a shared store, only the
+            # host holding the sweep lease sweeps on its timer.)
+            if not self._sweeps.busy and (self._may_sweep is None or self._may_sweep()):
                 self._submit(_Sweep(PLAIN_SWEEP))
             return None
         return super().on_receive(message)

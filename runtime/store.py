@@ -973,34 +973,47 @@ class Store:
 
     def renew_leases(
         self, kind: str, ids: Iterable[str], owner: str, owner_key: str, until_key: str, until: int
-    ) -> int:
+    ) -> list[str]:
         """Set `until_key` to `until` in the metadata of those of `ids` whose `owner_key`
-        is `owner`, in one transaction (version and times left as they are); how many.
+        is `owner`, in one transaction (version and times left as they are); their ids.
 
-        For leases (`greenroom.executions.leases`): a host renews, or gives up (`until`
-        0), only what it still holds, never a lease another host took over meanwhile.
+        For leases (`greenroom.leases`): a host renews, or gives up (`until` 0), only
+        what it still holds, never a lease another host took over meanwhile.
         """
         _check_kind(kind)
         for key in (owner_key, until_key):
             if not isinstance(key, str) or _PLAIN_KEY.fullmatch(key) is None:
                 raise InvalidInput(f"a lease key must be a plain metadata key, got {key!r}")
-        rows = [[until, kind, _check_id(kind, object_id), owner] for object_id in ids]
-        if not rows:
+        checked = [_check_id(kind, object_id) for object_id in ids]
+        if not checked:
             self._ensure_open()
-            return 0
+            return []
         return self._write(
-            f"renew {len(rows)} lease(s) of {kind}(s)",
-            lambda: self._renew_leases(rows, owner_key, until_key),
+            f"renew {len(checked)} lease(s) of {kind}(s)",
+            lambda: self._renew_leases(kind, checked, owner, owner_key, until_key, until),
         )
 
-    def _renew_leases(self, rows: list[list[Any]], owner_key: str, until_key: str) -> int:
-        cursor = self._db.conn.executemany(
-            f"UPDATE objects SET meta = json_set(meta, '$.{json.dumps(until_key)}', ?) "
-            "WHERE kind = ? AND id = ? AND CASE WHEN json_valid(meta) THEN "
-            f"json_extract(meta, '$.{json.dumps(owner_key)}') END = ?",
-            rows,
-        )
-        return int(cursor.rowcount)
+    def _renew_leases(
+        self,
+        kind: str,
+        ids: list[str],
+        owner: str,
+        owner_key: str,
+        until_key: str,
+        until: int,
+    ) -> list[str]:
+        renewed: list[str] = []
+        for at in range(0, len(ids), _IN_LIST):
+            part = ids[at : at + _IN_LIST]
+            marks = ", ".join("?" * len(part))
+            rows = self._db.conn.execute(
+                f"UPDATE objects SET meta = json_set(meta, '$.{json.dumps(until_key)}', ?) "
+                f"WHERE kind = ? AND id IN ({marks}) AND CASE WHEN json_valid(meta) THEN "
+                f"json_extract(meta, '$.{json.dumps(owner_key)}') END = ? RETURNING id",
+                [until, kind, *part, owner],
+            ).fetchall()
+            renewed.extend(row[0] for row in rows)
+        return renewed
 
     def append_many(
         self,

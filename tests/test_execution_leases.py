@@ -1,4 +1,4 @@
-"""Execution leases on a shared store (`greenroom.executions.leases`): hosts on one
+"""Execution leases on a shared store (`greenroom.leases`): hosts on one
 PostgreSQL database each drive the executions they hold a lease on.
 
 Against a real server (`GREENROOM_PG_URL`), in a schema of the test's own. Hosts in
@@ -19,7 +19,7 @@ import pytest
 from greenroom import FakeClock, Runtime, RuntimeConfig
 from greenroom.clock import SystemClock
 from greenroom.errors import InvalidTransition, LeaseHeld
-from greenroom.executions.leases import LEASE_OWNER, LEASE_UNTIL
+from greenroom.leases import LEASE_OWNER, LEASE_UNTIL
 from tests.conftest import START_MS
 from tests.lease_strategies import answers
 
@@ -156,3 +156,17 @@ def test_a_renewal_keeps_a_lease_from_a_takeover_that_read_it_before(hosts: Host
     with pytest.raises(LeaseHeld) as held:
         b.executions._leases.take(sid, stale)
     assert held.value.owner == "host-a"
+
+
+def test_a_host_whose_lease_was_taken_over_lets_go_at_its_next_renewal(hosts: Host) -> None:
+    clock_a = FakeClock(START_MS)
+    a = hosts("host-a", clock_a)
+    b = hosts("host-b", FakeClock(START_MS + 31_000))
+    sid = a.executions.start(STRATEGY, 2).session_id
+    assert b.executions.resume(sid).status == "needs_response"  # host-b took it over
+    assert a.metrics()["execution_conflicts"] == 0
+    clock_a.advance(10.0)  # host-a's renewal finds the lease is host-b's: it lets go
+    assert a.metrics()["execution_conflicts"] == 1
+    with pytest.raises(LeaseHeld) as held:
+        a.executions.feed(sid, "one")
+    assert held.value.owner == "host-b"

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 from greenroom.actors.base import GreenroomActorRef
 from greenroom.actors.block import BlockActor
@@ -25,8 +26,10 @@ from greenroom.blocks.messages import CommitNow, CreateBlock, SweepRequest
 from greenroom.blocks.owners import Owners
 from greenroom.blocks.records import SweepProgress, SweepStats
 from greenroom.checks import check_bool, check_callable, check_int, check_number, check_text
-from greenroom.errors import InvalidInput, InvalidTransition
+from greenroom.errors import InvalidInput, InvalidTransition, LeaseHeld
 from greenroom.kernel import Kernel
+from greenroom.leases import Leases
+from greenroom.models import StoredObject
 
 __all__ = ["Blocks"]
 
@@ -39,6 +42,9 @@ _COUNTERS = (
 )
 
 log = logging.getLogger("greenroom.blocks")
+
+_LEASE_KIND = "lease"  # objects that only hold a lease
+_SWEEP_LEASE = "block-sweep"  # the lease of the host that runs the timed sweeps
 
 
 def _archive_dir(db_path: str, configured: str | PathLike[str] | None, dialect: str) -> Path:
@@ -93,6 +99,11 @@ class Blocks:
         self._owners: Owners | None = None
         config = kernel.config
         self._backlog = OutputBacklog(config.max_pending_output_bytes, config.output_wait_timeout_s)
+        # On a shared store: a lease per block this host serves, and one for the sweep.
+        self._leases = Leases(kernel.store, kernel.clock, config, "block")
+        self._sweep_lease = Leases(kernel.store, kernel.clock, config, _LEASE_KIND)
+        self._leased: set[str] = set()
+        self._renewal: Any = None
 
     @property
     def archive_dir(self) -> Path:
@@ -137,6 +148,10 @@ class Blocks:
             ref = kernel.lookup(BlockActor.kind, block_id)
         if ref is None:
             found = kernel.store.find_object("block", block_id)
+            if self._leases.enabled:
+                # A shared store: this host serves the block only with its lease
+                # (`LeaseHeld` names the host that serves it now).
+                found = self._take_lease(block_id, view)
             if found is None:
                 # A new block: the writer makes its object with its next batch (a read
                 # here, not a commit). Told before the actor exists, so before any of
@@ -159,6 +174,50 @@ class Blocks:
                 ref = kernel.wait_for_actor(BlockActor.kind, block_id)
         self._refs[block_id] = ref
         return ref
+
+    def _take_lease(self, block_id: str, view: str) -> StoredObject:
+        """The block's object (made with this host's lease if new), its lease taken."""
+        store = self._kernel.store
+        found, created = store.ensure_object(
+            "block", block_id, {"view": view, **self._leases.initial()}
+        )
+        if not created:
+            self._leases.take(block_id, found.meta)
+        with self._lock:
+            self._leased.add(block_id)
+            if self._renewal is None:
+                self._renewal = self._kernel.clock.call_every(
+                    self._leases.renew_every_s, self._renew_leases
+                )
+        return found
+
+    def _renew_leases(self) -> None:
+        """Renew this host's block leases; let go of the blocks another host took over
+        (their actors stop: a later call here names the host that serves them)."""
+        with self._lock:
+            held = list(self._leased)
+        lost = self._leases.renew(held)
+        kernel = self._kernel
+        for block_id in lost:
+            with self._lock:
+                self._leased.discard(block_id)
+            ref = kernel.lookup(BlockActor.kind, block_id)
+            if ref is not None:
+                ref.stop(block=False)
+
+    def _may_sweep(self) -> bool:
+        """Whether this host sweeps now: always on a store of its own; on a shared one,
+        only while it holds the sweep lease (taken, or renewed, here)."""
+        if not self._sweep_lease.enabled:
+            return True
+        store = self._kernel.store
+        found, _created = store.ensure_object(_LEASE_KIND, _SWEEP_LEASE, {})
+        try:
+            self._sweep_lease.take(_SWEEP_LEASE, found.meta)
+        except LeaseHeld as held:
+            log.debug("sweep: host %r sweeps (its lease runs until %d)", held.owner, held.until_ms)
+            return False
+        return True
 
     def ids(self, view: str | None = None) -> list[str]:
         """The ids of every stored block (with metadata `view`, if given), sorted."""
@@ -229,6 +288,7 @@ class Blocks:
                     self.get,
                     self._archive_dir,
                     self._owners,
+                    may_sweep=self._may_sweep,
                     actor_id="sweeper",
                 )
             return self._writer
@@ -266,10 +326,16 @@ class Blocks:
         return counters
 
     def close(self) -> None:
-        """Release this runtime's owner token (after the blocks and their jobs stopped)."""
+        """Release this runtime's owner token and its leases (after the blocks and their
+        jobs stopped), so another host may serve its blocks at once."""
         with self._lock:
             if self._owners is not None:
                 self._owners.close()
+            renewal, self._renewal = self._renewal, None
+            leased, self._leased = list(self._leased), set()
+        if renewal is not None:
+            renewal.cancel()
+        self._leases.give_up(leased)
 
     def __repr__(self) -> str:
         return f"<Blocks of {self._kernel.store.path!r}>"

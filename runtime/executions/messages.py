@@ -26,6 +26,7 @@ __all__ = [
     "Feed",
     "FeedItem",
     "GcPass",
+    "LeaseLost",
     "Passivate",
     "Reap",
     "Renew",
@@ -146,6 +147,11 @@ class Renew:
 
 
 RENEW = Renew()
+
+
+@attrs.frozen
+class LeaseLost:
+    """Tell a session: another host took its lease over; let this copy go."""
 
 
 @attrs.frozen

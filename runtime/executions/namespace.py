@@ -70,7 +70,6 @@ from greenroom.errors import (
     StrategyNotRegistered,
 )
 from greenroom.executions.journal import KIND
-from greenroom.executions.leases import Leases
 from greenroom.executions.messages import BEGIN, Cancel, Feed, FeedItem
 from greenroom.executions.records import FeedResult, json_value
 from greenroom.executions.registry import ENDED, ExecutionRegistry, LiveEntry
@@ -79,6 +78,7 @@ from greenroom.executions.strategies import StrategyInfo, StrategyTable, check_n
 from greenroom.futures import GreenroomFuture
 from greenroom.ids import next_hex_id
 from greenroom.kernel import Kernel
+from greenroom.leases import Leases
 from greenroom.usage import Usage, as_usage
 
 __all__ = ["CANCEL_WAIT_S", "Executions", "FeedItemInput", "PendingStep", "UsageInput"]

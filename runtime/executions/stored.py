@@ -32,7 +32,6 @@ from greenroom.executions.journal import (
     end_record,
     parse_journal,
 )
-from greenroom.executions.leases import Leases
 from greenroom.executions.records import (
     TERMINAL_STATES,
     ExecutionStats,
@@ -41,6 +40,7 @@ from greenroom.executions.records import (
     answer_digest,
 )
 from greenroom.executions.registry import RetainedResult
+from greenroom.leases import Leases
 from greenroom.metrics import Metrics
 from greenroom.store import AppendFile, Store, UpdateMeta
 

@@ -1,16 +1,15 @@
-"""Execution leases: which host drives a durable execution when several share a store.
+"""Leases: which host serves an object (a durable execution, a block, the sweep) when
+several hosts share a store.
 
-On a shared store (PostgreSQL), a durable execution is driven by one host at a time:
-the one whose lease its metadata names (`lease:owner`, `lease:until_ms`). A host takes
-the lease when it starts the execution or brings it back from its journal; it renews
-the leases of the executions it has in memory every third of `RuntimeConfig.lease_s`
-(`renew`, from the execution GC's timer) and gives them up when they leave memory or
-the runtime closes (`until_ms` 0). Another host's call on a leased execution raises
-`LeaseHeld`, naming the owner; once a lease has run out (its host died), the first
-host to call takes it over (a write that expects the old owner: of two hosts taking
-over at once, one wins) and re-drives the execution from its journal. The journal's
-own check (each append expects its size) still fences a host that lost its lease
-while it was paused: its next write fails and it lets the execution go.
+On a shared store (PostgreSQL), such an object is served by one host at a time: the
+one whose lease its metadata names (`lease:owner`, `lease:until_ms`). A host takes the
+lease when it first serves the object (for an execution: starts it or brings it back
+from its journal; for a block: connects to it); it renews the leases of what it serves
+every third of `RuntimeConfig.lease_s`, and gives them up when it lets go (an execution
+leaves memory, the runtime closes: `until_ms` 0). Another host's call raises
+`LeaseHeld`, naming the owner; once a lease has run out (its host died), the first host
+to call takes it over (a write that expects the lease as read, owner and term: of two
+hosts taking over at once, one wins; a renewal in between keeps it its owner's).
 
 On a store of one host (SQLite) leases are off: nothing is written or checked.
 """
@@ -33,7 +32,7 @@ from greenroom.store import ExpectMeta, Store, UpdateMeta
 
 __all__ = ["LEASE_OWNER", "LEASE_UNTIL", "Lease", "Leases", "default_host_id"]
 
-log = logging.getLogger("greenroom.executions")
+log = logging.getLogger("greenroom.leases")
 
 LEASE_OWNER: Final = "lease:owner"
 """The metadata key naming the host that drives the execution."""
@@ -137,22 +136,35 @@ class Leases:
             and meta_until > self._clock.now_ms()
         )
 
-    def renew(self, session_ids: Iterable[str]) -> int:
-        """Renew this host's leases on `session_ids`; how many it still held."""
-        return self._set(session_ids, self._clock.now_ms() + self._lease_ms)
+    def renew(self, object_ids: Iterable[str]) -> list[str]:
+        """Renew this host's leases on `object_ids`; those it no longer held (another
+        host took them over: this host must let them go). None lost if the store failed
+        (the next renewal tries again; the leases run out meanwhile if it keeps failing)."""
+        ids = list(object_ids)
+        renewed = self._set(ids, self._clock.now_ms() + self._lease_ms)
+        if renewed is None:
+            return []
+        kept = set(renewed)
+        lost = [object_id for object_id in ids if object_id not in kept]
+        for object_id in lost:
+            log.warning(
+                "%s %s: another host took its lease over; this host lets it go",
+                self._kind,
+                object_id,
+            )
+        return lost
 
-    def give_up(self, session_ids: Iterable[str]) -> int:
-        """Give up this host's leases on `session_ids` (the runtime closes)."""
-        return self._set(session_ids, 0)
+    def give_up(self, object_ids: Iterable[str]) -> None:
+        """Give up this host's leases on `object_ids` (it lets them go, or closes)."""
+        self._set(list(object_ids), 0)
 
-    def _set(self, session_ids: Iterable[str], until: int) -> int:
-        ids = list(session_ids)
+    def _set(self, ids: list[str], until: int) -> list[str] | None:
         if not self.enabled or not ids:
-            return 0
+            return ids
         try:
             return self._store.renew_leases(
                 self._kind, ids, self.host_id, LEASE_OWNER, LEASE_UNTIL, until
             )
         except (StorageError, NotFound) as error:
-            log.warning("executions: could not renew %d lease(s): %s", len(ids), error)
-            return 0
+            log.warning("%s: could not renew %d lease(s): %s", self._kind, len(ids), error)
+            return None

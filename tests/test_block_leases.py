@@ -1,0 +1,90 @@
+"""Block leases on a shared store (`greenroom.leases`): one host serves a block at a
+time, and only the host holding the sweep lease runs the timed sweeps.
+
+Against a real PostgreSQL (`GREENROOM_PG_URL`), in a schema of the test's own; each
+host has a fake clock of its own, so leases run out when the test says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from greenroom import FakeClock, Runtime, RuntimeConfig
+from greenroom.errors import LeaseHeld
+from greenroom.leases import LEASE_OWNER
+from tests.conftest import START_MS
+
+pytestmark = pytest.mark.postgres
+
+Host = Callable[..., Runtime]
+
+
+@pytest.fixture
+def hosts(pg_url: str, tmp_path: Path) -> Iterator[Host]:
+    """Open hosts on the test's database: `hosts(name, clock, **config)`."""
+    opened: list[Runtime] = []
+
+    def open_host(name: str, clock: FakeClock, **config: object) -> Runtime:
+        settings = RuntimeConfig(
+            settle_timeout_s=10.0,
+            archive_dir=tmp_path / "archives",
+            host_id=name,
+            lease_s=30.0,
+            **config,  # type: ignore[arg-type]
+        )
+        rt = Runtime.open(pg_url, clock=clock, config=settings)
+        opened.append(rt)
+        return rt
+
+    yield open_host
+    for rt in opened:
+        rt.close()
+
+
+def test_one_host_serves_a_block_until_it_lets_go(hosts: Host) -> None:
+    a = hosts("host-a", FakeClock(START_MS))
+    b = hosts("host-b", FakeClock(START_MS))
+    pane = a.blocks.get("pane-1")
+    pane.append_output(b"from a\n")
+    pane.flush()
+    with pytest.raises(LeaseHeld) as held:
+        b.blocks.get("pane-1")
+    assert held.value.owner == "host-a"
+    a.close()  # lets go of its leases
+    pane = b.blocks.get("pane-1")
+    pane.append_output(b"from b\n")
+    pane.flush()
+    assert pane.read_output().data == b"from a\nfrom b\n"
+    assert b.store.get_object("block", "pane-1").meta[LEASE_OWNER] == "host-b"
+
+
+def test_a_hung_hosts_block_is_taken_over_and_it_lets_go(hosts: Host) -> None:
+    clock_a = FakeClock(START_MS)
+    a = hosts("host-a", clock_a)
+    b = hosts("host-b", FakeClock(START_MS + 31_000))  # past host-a's lease
+    a.blocks.get("pane-1").append_output(b"one\n")
+    a.blocks.get("pane-1").flush()
+    pane_b = b.blocks.get("pane-1")  # taken over
+    pane_b.append_output(b"two\n")
+    pane_b.flush()
+    clock_a.advance(10.0)  # host-a's renewal finds the lease host-b's: it lets go
+    with pytest.raises(LeaseHeld) as held:
+        a.blocks.get("pane-1").append_output(b"late\n")
+    assert held.value.owner == "host-b"
+    assert pane_b.read_output().data == b"one\ntwo\n"
+
+
+def test_only_the_host_holding_the_sweep_lease_sweeps_on_its_timer(hosts: Host) -> None:
+    quick = {"sweep_first_after_s": 5.0, "sweep_interval_s": 5.0}
+    clock_a, clock_b = FakeClock(START_MS), FakeClock(START_MS)
+    a = hosts("host-a", clock_a, **quick)
+    b = hosts("host-b", clock_b, **quick)
+    a.blocks.get("pane-a").append_output(b"x\n")
+    b.blocks.get("pane-b").append_output(b"y\n")
+    clock_a.advance(6.0)  # host-a's timer: it takes the sweep lease and sweeps
+    clock_b.advance(6.0)  # host-b's: the lease is host-a's, it does not sweep
+    assert a.metrics()["sweeps"] == 1
+    assert b.metrics()["sweeps"] == 0
