@@ -57,9 +57,18 @@ class BlockWriter(GreenroomActor):
     stop_order = 10  # after the blocks, whose on_stop hands it their last stats
     turn_throughput = 1024  # it serves every block: give it longer turns
 
-    def __init__(self, ctx: ActorContext, backlog: OutputBacklog | None = None) -> None:
+    def __init__(
+        self,
+        ctx: ActorContext,
+        backlog: OutputBacklog | None = None,
+        *,
+        owned_by: tuple[str, str] | None = None,
+    ) -> None:
         super().__init__(ctx)
         self._backlog = backlog  # released as output is stored (or dropped, counted)
+        # On a shared store: (lease key, this host): a block another host took over is
+        # not written here (its output fails, counted and logged).
+        self._owned_by = owned_by
         self._creates: dict[str, dict[str, Any]] = {}  # new blocks' objects
         self._output: dict[str, bytearray] = {}
         self._stats: dict[str, StatsSnapshot] = {}  # stored with the next commit
@@ -198,7 +207,7 @@ class BlockWriter(GreenroomActor):
             values = {block_id: snapshot_meta(snapshot) for block_id, snapshot in stats.items()}
             try:
                 written = self.ctx.store.append_many(
-                    BLOCK, OUTPUT, output, values=values, objects=creates
+                    BLOCK, OUTPUT, output, values=values, objects=creates, owned_by=self._owned_by
                 )
             except Exception as error:  # the whole transaction: nothing of it was stored
                 self._creates = {**creates, **self._creates}

@@ -1024,6 +1024,7 @@ class Store:
         values: Mapping[str, Mapping[str, int | float | str]] | None = None,
         create: bool = True,
         objects: Mapping[str, Mapping[str, Any]] | None = None,
+        owned_by: tuple[str, str] | None = None,
     ) -> AppendedMany:
         """Append to the file `name` of many objects, and set plain metadata values of
         many (as `set_meta_values`), in one transaction: one commit for the lot.
@@ -1035,7 +1036,9 @@ class Store:
         `AppendedMany.failed`; its data is not stored. Malformed arguments raise
         `InvalidInput` before anything is written. `objects` maps ids of objects to make
         first, when missing, to their metadata (an existing one is left as it is): a new
-        object costs no commit of its own.
+        object costs no commit of its own. With `owned_by=(key, owner)`, an object
+        whose metadata `key` is not `owner` (another host took its lease over) fails
+        alone with `Conflict`, its data and values not stored.
         """
         _check_kind(kind)
         _check_name(name)
@@ -1053,6 +1056,11 @@ class Store:
                 step = self._chunk_bytes
                 pieces[object_id] = [data[at : at + step] for at in range(0, len(data), step)]
         rows = _value_rows(kind, values or {})
+        values_ids = [oid for oid in (values or {}) if oid not in pieces]
+        if owned_by is not None:
+            for key in owned_by[:1]:
+                if not isinstance(key, str) or _PLAIN_KEY.fullmatch(key) is None:
+                    raise InvalidInput(f"owned_by's key must be a plain metadata key, got {key!r}")
         if not pieces and not rows and not new_objects:
             self._ensure_open()
             return AppendedMany({}, {}, 0)
@@ -1066,12 +1074,40 @@ class Store:
                     f"VALUES (?, ?, ?, 1, {int(now)}, {int(now)}) ON CONFLICT DO NOTHING",
                     new_objects,
                 ).rowcount
-            sizes, failed = self._append_pieces(kind, name, pieces, create)
-            changed = self._set_values(rows) if rows else 0
+            refused: dict[str, Exception] = {}
+            if owned_by is not None:
+                others = self._not_owned(kind, [*pieces, *values_ids], *owned_by)
+                refused = {
+                    object_id: Conflict(
+                        f"{kind} {object_id!r} is served by another host now (its "
+                        f"{owned_by[0]} is not {owned_by[1]!r}); not written here"
+                    )
+                    for object_id in others
+                }
+            mine = {oid: parts for oid, parts in pieces.items() if oid not in refused}
+            sizes, failed = self._append_pieces(kind, name, mine, create)
+            failed.update(refused)
+            kept_rows = _without(rows, refused) if refused else rows
+            changed = self._set_values(kept_rows) if kept_rows else 0
             return AppendedMany(sizes, failed, changed, created)
 
         what = f"append to file {name!r} of {len(pieces)} {kind}(s)"
         return self._write(what, op)
+
+    def _not_owned(self, kind: str, ids: list[str], key: str, owner: str) -> set[str]:
+        """Those of `ids` whose metadata `key` is not `owner` (in the write transaction)."""
+        found: set[str] = set()
+        for at in range(0, len(ids), _IN_LIST):
+            part = ids[at : at + _IN_LIST]
+            marks = ", ".join("?" * len(part))
+            for (object_id,) in self._db.conn.execute(
+                f"SELECT id FROM objects WHERE kind = ? AND id IN ({marks}) AND coalesce("
+                f"CASE WHEN json_valid(meta) THEN json_extract(meta, '$.{json.dumps(key)}') "
+                "END, '') <> ?",
+                [kind, *part, owner],
+            ):
+                found.add(object_id)
+        return found
 
     def _append_pieces(
         self, kind: str, name: str, pieces: dict[str, list[bytes]], create: bool
@@ -1513,6 +1549,17 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<Store {self._path!r}{' closed' if self._closed else ''}>"
+
+
+def _without(
+    rows: dict[tuple[str, ...], list[list[Any]]], refused: Mapping[str, object]
+) -> dict[tuple[str, ...], list[list[Any]]]:
+    """`_value_rows` output without the rows of the objects in `refused` (each row ends
+    with kind, id)."""
+    kept = {
+        keys: [row for row in params if row[-1] not in refused] for keys, params in rows.items()
+    }
+    return {keys: params for keys, params in kept.items() if params}
 
 
 def _table(db: sqlite_utils.Database, name: str) -> sqlite_utils.db.Table:

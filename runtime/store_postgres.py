@@ -297,6 +297,15 @@ class PostgresStore(Store):
         ).fetchall()
         return [row[0] for row in rows]
 
+    def _not_owned(self, kind: str, ids: list[str], key: str, owner: str) -> set[str]:
+        """`Store._not_owned` on PostgreSQL (the rows read locked: FOR UPDATE)."""
+        rows = self._db.conn.execute(
+            f"SELECT id FROM objects WHERE kind = ? AND id = ANY(?) "
+            f"AND coalesce(meta->>'{key}', '') <> ?",
+            [kind, ids, owner],
+        ).fetchall()
+        return {row[0] for row in rows}
+
     def _set_values(self, rows: dict[tuple[str, ...], list[list[Any]]]) -> int:
         """`Store._set_values` on PostgreSQL: each object's keys merged into its `jsonb`."""
         now = int(self._now_ms())

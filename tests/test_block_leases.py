@@ -88,3 +88,19 @@ def test_only_the_host_holding_the_sweep_lease_sweeps_on_its_timer(hosts: Host) 
     clock_b.advance(6.0)  # host-b's: the lease is host-a's, it does not sweep
     assert a.metrics()["sweeps"] == 1
     assert b.metrics()["sweeps"] == 0
+
+
+def test_a_hung_hosts_late_output_is_not_written_over_the_new_owners(hosts: Host) -> None:
+    clock_a = FakeClock(START_MS)
+    a = hosts("host-a", clock_a)
+    b = hosts("host-b", FakeClock(START_MS + 31_000))
+    pane_a = a.blocks.get("pane-1")
+    pane_a.append_output(b"one\n")
+    pane_a.flush()
+    pane_b = b.blocks.get("pane-1")  # host-a hung: taken over
+    pane_b.append_output(b"two\n")
+    pane_b.flush()
+    pane_a.append_output(b"late\n")  # host-a wakes before its renewal, output in hand
+    pane_a.flush()
+    assert a.metrics()["block_write_failures"] == 1  # refused, counted (and logged)
+    assert pane_b.read_output().data == b"one\ntwo\n"

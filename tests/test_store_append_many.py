@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from greenroom import FakeClock
-from greenroom.errors import InvalidInput, NotFound, StorageError
+from greenroom.errors import Conflict, InvalidInput, NotFound, StorageError
 from greenroom.models import AppendedMany
 from greenroom.store import Store
 from tests.stores import ENGINES, open_test_store
@@ -151,3 +151,23 @@ def test_many_batches_read_back_as_one_append_each(
     finally:
         many.close()
         one.close()
+
+
+def test_objects_owned_by_another_fail_alone_unwritten(store: Store) -> None:
+    store.update_meta("block", "b0", {"lease:owner": "host-a"})
+    store.update_meta("block", "b1", {"lease:owner": "host-b"})  # taken over
+    done = store.append_many(
+        "block",
+        "output",
+        {"b0": b"mine", "b1": b"late"},
+        values={"b0": {"n": 1}, "b1": {"n": 1}},
+        owned_by=("lease:owner", "host-a"),
+    )
+    assert done.sizes == {"b0": 4}
+    assert isinstance(done.failed["b1"], Conflict)
+    assert "another host" in str(done.failed["b1"])
+    assert done.values_changed == 1
+    assert store.get_object("block", "b1").meta.get("n") is None
+    assert store.list_files("block", "b1") == []
+    with pytest.raises(InvalidInput, match="plain metadata key"):
+        store.append_many("block", "output", {"b0": b"x"}, owned_by=("bad key!", "host-a"))

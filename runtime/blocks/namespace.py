@@ -28,7 +28,7 @@ from greenroom.blocks.records import SweepProgress, SweepStats
 from greenroom.checks import check_bool, check_callable, check_int, check_number, check_text
 from greenroom.errors import InvalidInput, InvalidTransition, LeaseHeld
 from greenroom.kernel import Kernel
-from greenroom.leases import Leases
+from greenroom.leases import LEASE_OWNER, Leases
 from greenroom.models import StoredObject
 
 __all__ = ["Blocks"]
@@ -282,7 +282,10 @@ class Blocks:
             if self._writer is None:
                 self._owners = self._take_owner_token()
                 self.remove_leftovers()
-                self._writer = self._kernel.spawn(BlockWriter, self._backlog, actor_id="writer")
+                owned_by = (LEASE_OWNER, self._leases.host_id) if self._leases.enabled else None
+                self._writer = self._kernel.spawn(
+                    BlockWriter, self._backlog, owned_by=owned_by, actor_id="writer"
+                )
                 self._sweeper = self._kernel.spawn(
                     SweepSupervisor,
                     self.get,
