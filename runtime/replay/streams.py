@@ -386,7 +386,10 @@ class StreamReplay(Replay):
             self._scripts.load()
             for n, reply in enumerate(replies):
                 if self._scripts.missing(reply):
-                    replies[n] = self._scripts.run("append", *calls[n])
+                    try:
+                        replies[n] = self._scripts.run("append", *calls[n])
+                    except RedisError as error:
+                        replies[n] = error  # this one alone: the others were stored
         return replies
 
     def _failed(self, job: _Job, error: Exception) -> None:
