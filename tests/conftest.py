@@ -131,6 +131,29 @@ def pg_url() -> Iterator[str]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+@pytest.fixture
+def pg_hosts(pg_url: str, tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
+    """Open hosts on the test's PostgreSQL schema: `pg_hosts(name, clock, **config)`,
+    each a runtime with `host_id=name` and leases of 30 s (closed after the test)."""
+    opened: list[Runtime] = []
+
+    def open_host(name: str, clock: FakeClock, **config: Any) -> Runtime:
+        settings = RuntimeConfig(
+            settle_timeout_s=10.0,
+            archive_dir=tmp_path / "archives",
+            host_id=name,
+            lease_s=30.0,
+            **config,
+        )
+        rt = Runtime.open(pg_url, clock=clock, config=settings)
+        opened.append(rt)
+        return rt
+
+    yield open_host
+    for rt in opened:
+        rt.close()
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say plainly when a backend suite did not run (its tests were skipped)."""
     skipped = [

@@ -7,12 +7,11 @@ host has a fake clock of its own, so leases run out when the test says.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from greenroom import FakeClock, Runtime, RuntimeConfig
+from greenroom import FakeClock, Runtime
 from greenroom.errors import LeaseHeld
 from greenroom.leases import LEASE_OWNER
 from tests.conftest import START_MS
@@ -23,25 +22,9 @@ Host = Callable[..., Runtime]
 
 
 @pytest.fixture
-def hosts(pg_url: str, tmp_path: Path) -> Iterator[Host]:
-    """Open hosts on the test's database: `hosts(name, clock, **config)`."""
-    opened: list[Runtime] = []
-
-    def open_host(name: str, clock: FakeClock, **config: object) -> Runtime:
-        settings = RuntimeConfig(
-            settle_timeout_s=10.0,
-            archive_dir=tmp_path / "archives",
-            host_id=name,
-            lease_s=30.0,
-            **config,  # type: ignore[arg-type]
-        )
-        rt = Runtime.open(pg_url, clock=clock, config=settings)
-        opened.append(rt)
-        return rt
-
-    yield open_host
-    for rt in opened:
-        rt.close()
+def hosts(pg_hosts: Host) -> Host:
+    """Hosts on the test's database (`pg_hosts`)."""
+    return pg_hosts
 
 
 def test_one_host_serves_a_block_until_it_lets_go(hosts: Host) -> None:

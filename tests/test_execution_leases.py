@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from greenroom import FakeClock, Runtime, RuntimeConfig
+from greenroom import FakeClock, Runtime
 from greenroom.clock import SystemClock
 from greenroom.errors import InvalidTransition, LeaseHeld
 from greenroom.leases import LEASE_OWNER, LEASE_UNTIL
@@ -31,26 +31,15 @@ Host = Callable[..., Runtime]
 
 
 @pytest.fixture
-def hosts(pg_url: str, tmp_path: Path) -> Iterator[Host]:
-    """Open hosts on the test's database: `hosts(name, clock)`."""
-    opened: list[Runtime] = []
+def hosts(pg_hosts: Host) -> Host:
+    """Hosts on the test's database (`pg_hosts`), each with the strategy registered."""
 
     def open_host(name: str, clock: FakeClock, **config: object) -> Runtime:
-        settings = RuntimeConfig(
-            settle_timeout_s=10.0,
-            archive_dir=tmp_path / "archives",
-            host_id=name,
-            lease_s=30.0,
-            **config,  # type: ignore[arg-type]
-        )
-        rt = Runtime.open(pg_url, clock=clock, config=settings)
+        rt = pg_hosts(name, clock, **config)
         rt.executions.register(STRATEGY, answers)
-        opened.append(rt)
         return rt
 
-    yield open_host
-    for rt in opened:
-        rt.close()
+    return open_host
 
 
 def test_another_hosts_feed_is_refused_naming_the_owner_until_it_lets_go(hosts: Host) -> None:
