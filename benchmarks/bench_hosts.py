@@ -177,16 +177,24 @@ def postgres() -> Iterator[str]:
     if url:
         yield url
         return
-    started = subprocess.run(
-        [str(ROOT / ".ci" / "services"), "start"], check=True, capture_output=True, text=True
-    ).stdout
-    found = dict(
-        line.removeprefix("export ").split("=", 1) for line in started.splitlines() if "=" in line
-    )
+    services = str(ROOT / ".ci" / "services")
+    env = subprocess.run([services, "env"], check=True, capture_output=True, text=True).stdout
+    url = dict(
+        line.removeprefix("export ").split("=", 1) for line in env.splitlines() if "=" in line
+    )["GREENROOM_PG_URL"]
     try:
-        yield found["GREENROOM_PG_URL"]
+        psycopg.connect(url, connect_timeout=2).close()
+    except psycopg.Error:
+        running = False
+    else:
+        running = True  # (a developer's `make services`: used, and left running)
+    if not running:
+        subprocess.run([services, "start"], check=True, capture_output=True)
+    try:
+        yield url
     finally:
-        subprocess.run([str(ROOT / ".ci" / "services"), "stop"], check=False)
+        if not running:
+            subprocess.run([services, "stop"], check=False)
 
 
 @contextlib.contextmanager
