@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import Any
 
+import attrs
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -18,7 +19,7 @@ from greenroom.aio.bridge import off_loop, wait
 from greenroom.aio.replay import AsyncReplay
 from greenroom.blocks.archive import check_block_id
 from greenroom.blocks.records import SessionStats
-from greenroom.cursor import format_cursor, parse_cursor
+from greenroom.cursor import ParsedCursor, parse_cursor
 from greenroom.errors import GreenroomError, InvalidInput, MalformedCursor, NotFound
 from greenroom.replay.messages import check_session_id
 from greenroom.replay.records import Gap
@@ -119,11 +120,10 @@ class GreenroomWeb(Starlette):
         """A cursor before the oldest event the buffer holds: a new client gets all
         of them, then live events (no gap for what was trimmed before it came)."""
         tail = parse_cursor(await self._replay.current_cursor(session_id))
-        start = format_cursor(tail.epoch, tail.revision, 0, session_id)
+        start = _before(tail, 0)
         found = await self._replay.after(start, session_id=session_id)
         if isinstance(found, Gap) and found.reason == "trimmed" and found.oldest_position:
-            oldest = found.oldest_position - 1
-            return format_cursor(tail.epoch, tail.revision, oldest, session_id)
+            return _before(tail, found.oldest_position - 1)
         return start
 
     async def _blocks(self, _request: Request) -> Response:
@@ -241,3 +241,10 @@ def _checked(get: Callable[[], dict[str, Any]]) -> dict[str, Any] | Response:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _before(tail: ParsedCursor, position: int) -> str:
+    """A cursor of `tail`'s buffer at `position`, before what it holds after it: for a
+    stream's buffer (`v2`), one that reads from its first entry on (stream id `0-0`)."""
+    stream_id = None if tail.stream_id is None else "0-0"
+    return attrs.evolve(tail, position=position, stream_id=stream_id).format()
