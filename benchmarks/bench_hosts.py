@@ -64,12 +64,18 @@ async def bench_rounds(ctx: Any, rounds: int) -> int:
 # -- a host (a child process) ------------------------------------------------------------------
 
 
-def _run_threads(work: Any) -> None:
+def _timed_when_told(work: Any) -> float:
+    """Say "ready", wait for the parent's "go", run `work(n)` on THREADS threads; the
+    seconds they took."""
+    print("ready", flush=True)
+    sys.stdin.readline()
     threads = [threading.Thread(target=work, args=(n,)) for n in range(THREADS)]
+    began = stopwatch()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return stopwatch() - began
 
 
 def host_writes(target: str, host: int, writes: int) -> dict[str, float]:
@@ -89,11 +95,7 @@ def host_writes(target: str, host: int, writes: int) -> dict[str, float]:
             store.update_meta("block", ids[n], {"n": i})
             store.append_file("block", ids[n], "output", LINE, create=True)
 
-    print("ready", flush=True)
-    sys.stdin.readline()
-    began = stopwatch()
-    _run_threads(work)
-    took = stopwatch() - began
+    took = _timed_when_told(work)
     store.close()
     return {"ops": per_thread * THREADS, "seconds": took}
 
@@ -110,11 +112,7 @@ def host_feeds(target: str, host: int, sessions: int, archives: str) -> dict[str
             for _ in range(ROUNDS):
                 rt.executions.feed(sid, "answer")
 
-    print("ready", flush=True)
-    sys.stdin.readline()
-    began = stopwatch()
-    _run_threads(work)
-    took = stopwatch() - began
+    took = _timed_when_told(work)
     rt.close()
     return {"ops": sessions * ROUNDS, "seconds": took}
 

@@ -39,9 +39,10 @@ from collections.abc import Callable, Iterator
 
 import redis
 
-from greenroom import Replayed, Runtime, RuntimeConfig, Subscription
+from greenroom import Replayed, Runtime, RuntimeConfig
 from greenroom.clock import stopwatch
 
+from bench_replay import bench_fan_out  # isort: skip
 from _table import Row, Target, add_json_option, cpu_model, figure, write_rows  # isort: skip
 
 SUBSCRIBERS = 100
@@ -150,34 +151,8 @@ def after_bare(client: redis.Redis, calls: int) -> float:
 
 
 def fan_out_ours(rt: Runtime, events: int) -> float:
-    sid = _session()
-    start = rt.replay.current_cursor(sid)
-    subs = [rt.replay.subscribe(start) for _ in range(SUBSCRIBERS)]
-    ready = threading.Barrier(SUBSCRIBERS + 1)
-
-    def drain(sub: Subscription) -> None:
-        ready.wait()
-        for _ in range(events):
-            sub.next_event(timeout=60)
-
-    threads = [
-        threading.Thread(target=drain, args=(sub,), daemon=True)
-        for sub in subs
-        if isinstance(sub, Subscription)
-    ]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    began = stopwatch()
-    for _ in range(events):
-        rt.replay.publish(sid, PAYLOAD)
-    for thread in threads:
-        thread.join()
-    took = stopwatch() - began
-    assert rt.metrics()["replay_subscriber_lags"] == 0, "raise subscriber_queue_size"
-    for sub in subs:
-        sub.close()  # type: ignore[union-attr]
-    return events * SUBSCRIBERS / took
+    """`bench_replay`'s fan-out (one `publish` per event, 100 subscribers)."""
+    return bench_fan_out(rt, events, "publish")
 
 
 def fan_out_bare(url: str, events: int) -> float:

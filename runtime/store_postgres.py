@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from greenroom.clock import SystemClock
 from greenroom.errors import InvalidInput, SchemaTooNew, StorageError
 from greenroom.store import SCHEMA_VERSION, Database, Store, _WriteSlot
+from greenroom.urls import shown_url
 
 try:  # the `postgres` extra
     import psycopg
@@ -166,7 +167,7 @@ class PostgresStore(Store):
         chunk_bytes: int,
     ) -> None:
         """Wrap an open connection and read pool; use `PostgresStore.connect` instead."""
-        super().__init__(db, _shown(url), now_ms=now_ms, chunk_bytes=chunk_bytes)
+        super().__init__(db, shown_url(url), now_ms=now_ms, chunk_bytes=chunk_bytes)
         self._pool = pool
         self._url = url
 
@@ -194,7 +195,7 @@ class PostgresStore(Store):
                 "a PostgreSQL store needs psycopg: pip install 'greenroom[postgres]'"
             )
         if not is_postgres_url(url):
-            raise InvalidInput(f"not a PostgreSQL URL (postgresql://...): {_shown(url)!r}")
+            raise InvalidInput(f"not a PostgreSQL URL (postgresql://...): {shown_url(url)!r}")
         if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes <= 0:
             raise InvalidInput(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
         conn = None
@@ -220,7 +221,7 @@ class PostgresStore(Store):
                 conn.close()
             if pool is not None:
                 pool.close()
-            raise StorageError(f"cannot open store {_shown(url)!r}: {exc}") from exc
+            raise StorageError(f"cannot open store {shown_url(url)!r}: {exc}") from exc
         if now_ms is None:
             now_ms = SystemClock().now_ms
         writer = _PgDatabase(conn, writer=True)
@@ -359,7 +360,7 @@ def _create_schema(conn: Any, url: str) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS greenroom_schema (version integer NOT NULL)")
         found = conn.execute("SELECT max(version) FROM greenroom_schema").fetchone()[0]
         if found is not None and found > SCHEMA_VERSION:
-            raise SchemaTooNew(_shown(url), found, SCHEMA_VERSION)
+            raise SchemaTooNew(shown_url(url), found, SCHEMA_VERSION)
         if found == SCHEMA_VERSION:
             return
         conn.execute(
@@ -401,9 +402,4 @@ def _create_schema(conn: Any, url: str) -> None:
             )"""
         )
         conn.execute("INSERT INTO greenroom_schema (version) VALUES (%s)", [SCHEMA_VERSION])
-    log.info("created greenroom store schema version %d in %s", SCHEMA_VERSION, _shown(url))
-
-
-def _shown(url: str) -> str:
-    """`url` without its password, for messages and `Store.path`."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    log.info("created greenroom store schema version %d in %s", SCHEMA_VERSION, shown_url(url))

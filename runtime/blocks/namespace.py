@@ -147,11 +147,12 @@ class Blocks:
             writer.ask(CommitNow(), timeout=kernel.config.stop_timeout_s)
             ref = kernel.lookup(BlockActor.kind, block_id)
         if ref is None:
-            found = kernel.store.find_object("block", block_id)
             if self._leases.enabled:
                 # A shared store: this host serves the block only with its lease
                 # (`LeaseHeld` names the host that serves it now).
-                found = self._take_lease(block_id, view)
+                found: StoredObject | None = self._take_lease(block_id, view)
+            else:
+                found = kernel.store.find_object("block", block_id)
             if found is None:
                 # A new block: the writer makes its object with its next batch (a read
                 # here, not a commit). Told before the actor exists, so before any of

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 try:  # the `redis` extra
     from redis.exceptions import NoScriptError
@@ -33,7 +32,6 @@ __all__ = [
     "entry_parts",
     "events_key",
     "meta_key",
-    "shown_url",
 ]
 
 KEY_PREFIX: Final = "greenroom:replay:"
@@ -145,20 +143,6 @@ def entry_fields(raw: Any) -> dict[str, str]:
     if isinstance(raw, dict):
         return raw
     return dict(zip(raw[::2], raw[1::2], strict=True))
-
-
-def shown_url(url: str) -> str:
-    """`url` without its password, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "the configured URL"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
 class Scripts:

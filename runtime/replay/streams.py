@@ -86,10 +86,10 @@ from greenroom.replay.redis_scripts import (
     entry_parts,
     events_key,
     meta_key,
-    shown_url,
 )
 from greenroom.replay.stream_reader import Reading, StreamReader
 from greenroom.replay.subscription import Subscription
+from greenroom.urls import shown_url
 
 try:  # the `redis` extra
     import redis
