@@ -8,6 +8,10 @@ A plain sweep (the config's settings, no progress callback) asked for while anot
 plain one runs gets that one's result; a sweep with options (`SweepRequest`) waits
 for its own turn, in the order asked.
 
+On a store several hosts share, a sweep leaves out the blocks another live host holds
+the lease of: that host archives them, in the sweep its own timer runs when it does
+not hold the sweep lease (`SweepRequest.own_blocks`: its blocks only, nothing pruned).
+
 A dry run (`SweepRequest(dry_run=True)`) works out the same plan and reports it
 (through the stats and the progress callback) without archiving or deleting anything.
 """
@@ -47,6 +51,7 @@ from greenroom.blocks.records import (
 )
 from greenroom.errors import GreenroomError, InvalidTransition, NotFound, Stopped, StorageError
 from greenroom.futures import GreenroomFuture
+from greenroom.leases import lease_of
 from greenroom.models import UnreadableObject
 
 __all__ = ["BlockHandle", "SweepSupervisor"]
@@ -63,6 +68,7 @@ class BlockHandle(Protocol):
 log = logging.getLogger("greenroom.sweep")
 
 _DAY_MS = 86_400_000
+_OWN_SWEEP = SweepRequest(own_blocks=True)
 
 
 @attrs.frozen
@@ -126,9 +132,11 @@ class SweepSupervisor(GreenroomActor):
         owners: Owners | None = None,
         *,
         may_sweep: Callable[[], bool] | None = None,
+        host_id: str | None = None,
     ) -> None:
         super().__init__(ctx)
         self._may_sweep = may_sweep  # the timed sweeps run only while this says so
+        self._host_id = host_id  # on a shared store: this host (blocks are leased)
         self._block = block
         self._archive_dir = archive_dir
         self._owners = owners
@@ -152,9 +160,14 @@ class SweepSupervisor(GreenroomActor):
             return self._ask_sweep(message)
         if cls is SweepDue:
             # (A sweep under way does the timer's work; on a shared store, only the
-            # host holding the sweep lease sweeps on its timer.)
-            if not self._sweeps.busy and (self._may_sweep is None or self._may_sweep()):
+            # host holding the sweep lease sweeps everything on its timer, the others
+            # their own blocks.)
+            if self._sweeps.busy:
+                return None
+            if self._may_sweep is None or self._may_sweep():
                 self._submit(_Sweep(PLAIN_SWEEP))
+            elif self._host_id is not None:
+                self._submit(_Sweep(_OWN_SWEEP))
             return None
         return super().on_receive(message)
 
@@ -211,8 +224,9 @@ class SweepSupervisor(GreenroomActor):
         dry_run = request.dry_run
         report = _Reporter(request.progress, dry_run)
         cutoff = days * _DAY_MS
-        archived = pruned = freed = skipped = 0
-        if not dry_run:
+        archived = pruned = freed = skipped = elsewhere = 0
+        own = request.own_blocks
+        if not dry_run and not own:
             self._remove_leftovers()
 
         candidates: list[tuple[str, dict[str, Any], int]] = []
@@ -229,6 +243,9 @@ class SweepSupervisor(GreenroomActor):
                 or last <= 0
                 or now_ms - last < cutoff
             ):
+                continue
+            if self._host_id is not None and not self._ours(meta, now_ms, own=own):
+                elsewhere += 1
                 continue
             live = self._live_size(obj.id)
             if live > 0:
@@ -284,7 +301,9 @@ class SweepSupervisor(GreenroomActor):
                 skipped += 1
                 report("archive", done, total, "skipped", block_id=block_id)
 
-        victims = [] if self._stopping else self._over_budget(budget, replaced)
+        if elsewhere:
+            log.debug("sweep: %d idle block(s) left to the hosts that serve them", elsewhere)
+        victims = [] if self._stopping or own else self._over_budget(budget, replaced)
         total = len(victims)
         report("prune", 0, total, "started")
         for done, (path, size, owner) in enumerate(victims, start=1):
@@ -339,10 +358,22 @@ class SweepSupervisor(GreenroomActor):
         stats = SweepStats(archived, pruned, freed, skipped)
         if dry_run:
             log.info("sweep (dry run, nothing changed): %s", stats)
+        elif own:
+            self.ctx.metrics.incr("own_block_sweeps")
+            log.info("sweep of this host's own blocks: %s", stats)
         else:
             self.ctx.metrics.incr("sweeps")
             log.info("sweep: %s", stats)
         return stats
+
+    def _ours(self, meta: dict[str, Any], now_ms: int, *, own: bool) -> bool:
+        """Whether this host's sweep archives the block whose metadata is `meta`: not
+        while another host's lease on it runs (that host archives it); in a sweep of
+        its own blocks, only those it holds the lease of."""
+        lease = lease_of(meta)
+        if own:
+            return lease is not None and lease.owner == self._host_id and lease.until_ms > now_ms
+        return lease is None or lease.owner == self._host_id or lease.until_ms <= now_ms
 
     def _remove_leftovers(self) -> None:
         """Remove the temporaries of runtimes gone before (crashes mid-archive or

@@ -115,16 +115,17 @@ class Conflict(InvalidTransition):
 
 
 class LeaseHeld(InvalidTransition):
-    """Another host drives this durable execution now (several hosts on one store):
-    `owner` is that host's `RuntimeConfig.host_id`, `until_ms` when its lease ends if
-    it does not renew it (Unix milliseconds)."""
+    """Another host serves this durable execution or block now (several hosts on one
+    store): `owner` is that host's `RuntimeConfig.host_id`, `until_ms` when its lease
+    ends if it does not renew it (Unix milliseconds); `kind` is "execution" or "block"."""
 
-    def __init__(self, session_id: str, owner: str, until_ms: int) -> None:
+    def __init__(self, session_id: str, owner: str, until_ms: int, kind: str = "execution") -> None:
         self.session_id = session_id
         self.owner = owner
         self.until_ms = until_ms
+        self.kind = kind
         super().__init__(
-            f"execution {session_id} is driven by host {owner!r} (its lease runs until "
+            f"{kind} {session_id} is served by host {owner!r} (its lease runs until "
             f"{until_ms} ms, Unix time, and is renewed while that host lives): send this "
             "call to that host, or call again once the lease has run out (a host that "
             "died leaves it to run out; then any host takes it over)"

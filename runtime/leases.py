@@ -30,7 +30,7 @@ from greenroom.errors import Conflict, LeaseHeld, NotFound, StorageError
 from greenroom.ids import next_hex_id
 from greenroom.store import ExpectMeta, Store, UpdateMeta
 
-__all__ = ["LEASE_OWNER", "LEASE_UNTIL", "Lease", "Leases", "default_host_id"]
+__all__ = ["LEASE_OWNER", "LEASE_UNTIL", "Lease", "Leases", "default_host_id", "lease_of"]
 
 log = logging.getLogger("greenroom.leases")
 
@@ -62,7 +62,7 @@ def lease_of(meta: Mapping[str, Any]) -> Lease | None:
 
 
 class Leases:
-    """This runtime's leases on durable executions (on when the store is shared)."""
+    """This runtime's leases on objects of one kind (on when the store is shared)."""
 
     def __init__(self, store: Store, clock: Clock, config: RuntimeConfig, kind: str) -> None:
         """Leases of `kind` objects in `store`, as host `config.host_id`."""
@@ -100,7 +100,7 @@ class Leases:
         now = self._clock.now_ms()
         held = lease_of(meta)
         if held is not None and held.owner != self.host_id and held.until_ms > now:
-            raise LeaseHeld(session_id, held.owner, held.until_ms)
+            raise LeaseHeld(session_id, held.owner, held.until_ms, self._kind)
         mine = {LEASE_OWNER: self.host_id, LEASE_UNTIL: now + self._lease_ms}
         try:
             # The lease as read, owner and term: a renewal meanwhile keeps it its owner's.
@@ -117,7 +117,7 @@ class Leases:
             lease = lease_of(found.meta) if found is not None else None
             if lease is None:
                 raise
-            raise LeaseHeld(session_id, lease.owner, lease.until_ms) from None
+            raise LeaseHeld(session_id, lease.owner, lease.until_ms, self._kind) from None
         if held is not None and held.owner != self.host_id:
             log.info(
                 "execution %s: took over from host %r, whose lease ran out at %d",

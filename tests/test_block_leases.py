@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from greenroom import FakeClock, Runtime
+from greenroom.blocks.records import ARCHIVE_PATH
 from greenroom.errors import LeaseHeld
 from greenroom.leases import LEASE_OWNER
 from tests.conftest import START_MS
@@ -68,9 +69,42 @@ def test_only_the_host_holding_the_sweep_lease_sweeps_on_its_timer(hosts: Host) 
     a.blocks.get("pane-a").append_output(b"x\n")
     b.blocks.get("pane-b").append_output(b"y\n")
     clock_a.advance(6.0)  # host-a's timer: it takes the sweep lease and sweeps
-    clock_b.advance(6.0)  # host-b's: the lease is host-a's, it does not sweep
-    assert a.metrics()["sweeps"] == 1
-    assert b.metrics()["sweeps"] == 0
+    clock_b.advance(6.0)  # host-b's: the lease is host-a's, it sweeps its own blocks only
+    assert (a.metrics()["sweeps"], a.metrics()["own_block_sweeps"]) == (1, 0)
+    assert (b.metrics()["sweeps"], b.metrics()["own_block_sweeps"]) == (0, 1)
+
+
+def test_each_host_archives_its_own_idle_blocks_and_leaves_the_others(hosts: Host) -> None:
+    quick = {"sweep_first_after_s": 100.0, "sweep_interval_s": 100.0, "inactive_days": 0.001}
+    clock_a, clock_b = FakeClock(START_MS), FakeClock(START_MS)
+    a = hosts("host-a", clock_a, **quick)
+    b = hosts("host-b", clock_b, **quick)
+    for rt, name in ((a, "pane-a"), (b, "pane-b")):
+        rt.blocks.get(name).append_output(b"line\n")
+        rt.blocks.get(name).flush()
+    # Both hosts live on (renewing their leases) past 86.4 s idle and their sweeps:
+    # host-a (the sweep lease's) archives pane-a and leaves pane-b to host-b, whose
+    # own sweep archives it.
+    for _ in range(11):
+        clock_a.advance(10.0)
+        clock_b.advance(10.0)
+    assert a.store.get_object("block", "pane-a").meta.get(ARCHIVE_PATH)
+    assert b.store.get_object("block", "pane-b").meta.get(ARCHIVE_PATH)
+    assert a.metrics()["sweep_failures"] == b.metrics()["sweep_failures"] == 0
+    assert b.blocks.get("pane-b").read_output().data == b"line\n"
+    with pytest.raises(LeaseHeld):
+        a.blocks.get("pane-b")
+
+
+def test_a_manual_sweep_leaves_another_live_hosts_blocks(hosts: Host) -> None:
+    a = hosts("host-a", FakeClock(START_MS))
+    b = hosts("host-b", FakeClock(START_MS))
+    b.blocks.get("pane-b").append_output(b"y\n")
+    b.blocks.get("pane-b").flush()
+    stats = a.blocks.sweep(inactive_days=0)
+    assert (stats.archived_count, stats.skipped_count) == (0, 0)
+    assert a.metrics()["sweep_failures"] == 0
+    assert not b.store.get_object("block", "pane-b").meta.get(ARCHIVE_PATH)
 
 
 def test_a_hung_hosts_late_output_is_not_written_over_the_new_owners(hosts: Host) -> None:

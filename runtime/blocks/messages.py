@@ -212,6 +212,9 @@ class SweepRequest:
     max_archive_bytes: int | None = None
     dry_run: bool = False
     progress: Callable[[SweepProgress], object] | None = attrs.field(default=None, eq=False)
+    own_blocks: bool = False
+    """Only the blocks whose lease this host holds, archived, nothing pruned: the timed
+    sweep of a host that does not hold the sweep lease (several hosts on one store)."""
 
     @property
     def plain(self) -> bool:
@@ -224,4 +227,5 @@ PLAIN_SWEEP = SweepRequest()
 
 @attrs.frozen
 class SweepDue:
-    """The sweeper's own timer: run a plain sweep unless one runs already."""
+    """The sweeper's own timer: run a plain sweep unless one runs already (on a shared
+    store without the sweep lease: a sweep of this host's own blocks)."""

@@ -37,6 +37,7 @@ _COUNTERS = (
     "block_write_failures",
     "block_write_retries",
     "sweeps",
+    "own_block_sweeps",
     "sweep_failures",
     "temporaries_removed",
 )
@@ -293,6 +294,7 @@ class Blocks:
                     self._archive_dir,
                     self._owners,
                     may_sweep=self._may_sweep,
+                    host_id=self._leases.host_id if self._leases.enabled else None,
                     actor_id="sweeper",
                 )
             return self._writer
