@@ -54,12 +54,8 @@ import attrs
 
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef, Reply
 from greenroom.actors.busy_queue import BusyQueue
-from greenroom.blocks.archive import (
-    archive_name,
-    checked_archive_path,
-    read_archive,
-    write_archive,
-)
+from greenroom.archives import Archives, archive_name
+from greenroom.blocks.archive import read_archive, write_archive
 from greenroom.blocks.messages import (
     AppendOutput,
     Archive,
@@ -181,7 +177,7 @@ class BlockActor(GreenroomActor):
         self,
         ctx: ActorContext,
         writer: GreenroomActorRef,
-        archive_dir: Path,
+        archives: Archives,
         owners: Owners | None = None,
         meta: dict[str, Any] | None = None,
         unstored: bool = False,
@@ -193,7 +189,7 @@ class BlockActor(GreenroomActor):
         # (`Blocks.get`), until this actor knows it is stored.
         self._unstored = meta if unstored else None
         self._writer = writer
-        self._archive_dir = archive_dir
+        self._archives = archives
         self._owners = owners
         self._stopping = False
         self._flushes: list[Reply] = []  # flushes waiting for the operation under way
@@ -206,14 +202,14 @@ class BlockActor(GreenroomActor):
         # The archive / restore / read / prune under way, and those waiting for it.
         self._ops: BusyQueue[Op] = BusyQueue(self._start_op)
         self._held = bytearray()  # output that arrived while an archive or restore ran
-        self._archive_meta: tuple[int, Path | None, Any, Any, list[int]] = (
+        self._archive_meta: tuple[int, str | None, Any, Any, list[int]] = (
             0,
             None,
             None,
             None,
             [0],
         )
-        self._restore_from: tuple[Path, Any, list[int], str, Any] | None = None
+        self._restore_from: tuple[str, Any, list[int], str, Any] | None = None
 
     def on_start(self) -> None:
         meta, self._loaded = self._loaded, None
@@ -235,7 +231,8 @@ class BlockActor(GreenroomActor):
         # (Listed first: a read costs no commit, and almost every start finds none.)
         for info in self.ctx.store.list_files(BLOCK, self.block_id):
             owner = restoring_owner(info.name)
-            if owner is None or (self._owners is not None and self._owners.is_alive(owner)):
+            # (Without owner tokens, whose restore it is cannot be told: left alone.)
+            if owner is None or self._owners is None or self._owners.is_alive(owner):
                 continue
             self.ctx.store.delete_file(BLOCK, self.block_id, info.name, missing_ok=True)
             self.ctx.metrics.incr("temporaries_removed")
@@ -434,7 +431,8 @@ class BlockActor(GreenroomActor):
             return self._owners.token
         except OSError as error:
             raise StorageError(
-                f"cannot use the archive folder {str(self._archive_dir)!r}: {error}"
+                f"cannot take this runtime's owner lock in {str(self._owners.folder)!r} "
+                f"(the archive folder, or archive_dir): {error}"
             ) from error
 
     def _meta(self) -> dict[str, Any]:
@@ -448,12 +446,14 @@ class BlockActor(GreenroomActor):
             self.ctx.store.ensure_object(BLOCK, self.block_id, self._unstored)
             self._unstored = None
 
-    def _archived_path(self, meta: dict[str, Any]) -> Path | None:
+    def _archived_name(self, meta: dict[str, Any]) -> str | None:
+        """The name of the block's archive, checked (it exists), or None if it has none."""
         if not meta.get(ARCHIVE_PATH):
             return None
-        return checked_archive_path(
-            self._archive_dir, meta[ARCHIVE_PATH], self.block_id, must_exist=True
-        )
+        return self._archives.resolve(meta[ARCHIVE_PATH], self.block_id, must_exist=True)
+
+    def _location(self, name: str | None) -> Path | None:
+        return None if name is None else self._archives.location(name)
 
     def _live_size(self) -> int:
         try:
@@ -462,7 +462,7 @@ class BlockActor(GreenroomActor):
             return 0
 
     def _pieces(
-        self, archived: Path | None, live: bool, read: list[int] | None = None, meta: Any = None
+        self, archived: str | None, live: bool, read: list[int] | None = None, meta: Any = None
     ) -> Iterator[bytes]:
         """The archive's bytes, then the live output's; `read[0]` counts the live ones.
 
@@ -470,7 +470,7 @@ class BlockActor(GreenroomActor):
         """
         if archived is not None:
             recorded = meta_count(meta, ARCHIVED_BYTES) if meta else 0
-            yield from read_archive(archived, max_bytes=recorded or None)
+            yield from read_archive(self._archives, archived, max_bytes=recorded or None)
         if live:
             for piece in self.ctx.store.iter_file(BLOCK, self.block_id, OUTPUT):
                 if read is not None:
@@ -505,12 +505,12 @@ class BlockActor(GreenroomActor):
 
     def _archive_synced(self, reply: Reply) -> None:
         meta = self._meta()
-        archived = self._archived_path(meta)
+        archived = self._archived_name(meta)
         live = self._live_size() > 0
         now = self.ctx.clock.now_ms()
         if not live:
             # Nothing new to archive (empty, missing, or archived already).
-            reply.set(ArchiveResult(self.block_id, 0, now, archived))
+            reply.set(ArchiveResult(self.block_id, 0, now, self._location(archived)))
             self._done()
             return
         config = self.ctx.config
@@ -522,37 +522,29 @@ class BlockActor(GreenroomActor):
 
         read = [0]  # live bytes compressed: the final transaction checks there are no more
 
-        def job() -> tuple[int, int, Path]:
+        def job() -> tuple[int, str]:
             pieces = self._pieces(archived, True, read, meta)
             try:
-                written = write_archive(
-                    pieces,
-                    self._archive_dir,
-                    name,
-                    codec,
-                    owner=owner,
-                    file_mode=config.file_mode,
-                    dir_mode=config.dir_mode,
-                )
+                written = write_archive(pieces, self._archives, name, codec, owner=owner)
             except Exception as error:
                 raise self._raced(stored, error) from None
             if self.actor_stopped.is_set():
                 # Nobody will commit it (the block stopped meanwhile): not left behind.
-                written[2].unlink(missing_ok=True)
+                self._discard(written[1], "an archive its stopped block never committed")
                 raise Stopped(f"block {self.block_id!r} stopped before its archive was committed")
             return written
 
         self._archive_meta = (at, archived, meta.get(ARCHIVE_BACKUP), stored, read)
         self._offload(job, self._archive_written, reply)
 
-    def _archive_written(self, reply: Reply, written: tuple[int, int, Path]) -> None:
-        raw, _size, path = written
+    def _archive_written(self, reply: Reply, written: tuple[int, str]) -> None:
+        raw, used = written
         _at, previous, backup, stored, read = self._archive_meta
-        at = int(path.name.rsplit(".", 2)[1])  # (the next millisecond's, if that was taken)
+        at = int(used.rsplit(".", 2)[1])  # (the next millisecond's, if that was taken)
         update = {
             ARCHIVED_AT: at,
             ARCHIVED_BYTES: raw,
-            ARCHIVE_PATH: path.name,  # relative: the folder may move with the database
+            ARCHIVE_PATH: used,  # a name: the folder may move with the database
             ARCHIVE_BACKUP: None,
             PRUNED_AT: None,
         }
@@ -569,21 +561,37 @@ class BlockActor(GreenroomActor):
                 backup,
             )
         except Exception as error:
-            path.unlink(missing_ok=True)  # not referenced: the live output still holds it all
+            # Not referenced: the live output still holds it all.
+            self._discard(used, "an archive not committed")
             if isinstance(error, _Changed):
                 log.info("block %r not archived: %s", self.block_id, error)
             raise
-        for old in {previous, self._backup_path(backup)} - {None, path}:
-            old.unlink(missing_ok=True)  # type: ignore[union-attr]
+        for old in {previous, self._backup_name(backup)} - {None, used}:
+            self._discard(old, "an archive replaced")  # type: ignore[arg-type]
+        path = self._archives.location(used)
         log.info("block %r archived: %d bytes to %s", self.block_id, raw, path)
         reply.set(ArchiveResult(self.block_id, raw, at, path))
         self._done()
 
-    def _backup_path(self, backup: Any) -> Path | None:
+    def _discard(self, name: str, what: str) -> None:
+        """Delete an archive nothing refers to (any more), best effort: one that cannot
+        be deleted now is logged and left to the sweep's pruning."""
+        try:
+            self._archives.delete(name)
+        except Exception as error:
+            log.warning(
+                "block %r: could not delete %s, %s (left for the sweep to prune): %s",
+                self.block_id,
+                what,
+                name,
+                error,
+            )
+
+    def _backup_name(self, backup: Any) -> str | None:
         if not backup:
             return None
         try:
-            return checked_archive_path(self._archive_dir, backup, self.block_id)
+            return self._archives.resolve(backup, self.block_id)
         except StorageError:
             log.warning(
                 "block %r: ignoring a backup path outside the archive folder", self.block_id
@@ -612,7 +620,7 @@ class BlockActor(GreenroomActor):
             self._not_archived(meta)
         stored = meta.get(ARCHIVE_PATH)
         try:
-            archived = self._archived_path(meta)
+            archived = self._archived_name(meta)
         except StorageError as error:
             raise self._raced(stored, error) from None
         assert archived is not None  # (archived: the path was checked and exists)
@@ -647,7 +655,7 @@ class BlockActor(GreenroomActor):
         assert self._restore_from is not None
         archived, stored, read, temp, backup = self._restore_from
         update: dict[str, Any] = {ARCHIVED_AT: None, ARCHIVED_BYTES: None, ARCHIVE_PATH: None}
-        update[ARCHIVE_BACKUP] = archived.name  # kept until the next archive
+        update[ARCHIVE_BACKUP] = archived  # kept until the next archive
         try:
             _write_if_unchanged(
                 self.ctx.store,
@@ -665,9 +673,9 @@ class BlockActor(GreenroomActor):
             if isinstance(error, _Changed):
                 log.info("block %r not restored: %s", self.block_id, error)
             raise
-        old_backup = self._backup_path(backup)
+        old_backup = self._backup_name(backup)
         if old_backup is not None and old_backup != archived:
-            old_backup.unlink(missing_ok=True)  # replaced by the archive just restored
+            self._discard(old_backup, "a backup replaced")  # by the archive just restored
         log.info("block %r restored: %d bytes", self.block_id, restored)
         reply.set(RestoreResult(self.block_id, restored))
         self._done()
@@ -681,7 +689,7 @@ class BlockActor(GreenroomActor):
         meta = self._meta()
         stored = meta.get(ARCHIVE_PATH)
         try:
-            archived = self._archived_path(meta)
+            archived = self._archived_name(meta)
         except StorageError as error:
             raise self._raced(stored, error) from None
         live = self._live_size() > 0
@@ -720,20 +728,20 @@ class BlockActor(GreenroomActor):
     # prune (from the sweep)
 
     def _prune(self, path: Path, reply: Reply) -> None:
-        target = checked_archive_path(self._archive_dir, path, self.block_id)
+        target = self._archives.resolve(path, self.block_id)
         meta = self._meta()
         uses = []
         for key in (ARCHIVE_PATH, ARCHIVE_BACKUP):
             if not meta.get(key):
                 continue
             try:
-                if checked_archive_path(self._archive_dir, meta[key], self.block_id) == target:
+                if self._archives.resolve(meta[key], self.block_id) == target:
                     uses.append(key)
             except StorageError as error:
                 # It cannot be told whether that names this file: deleting it might
                 # leave the block pointing at a file that is gone. Left alone.
                 raise StorageError(
-                    f"archive {target.name!r} left alone: block {self.block_id!r} has a "
+                    f"archive {target!r} left alone: block {self.block_id!r} has a "
                     f"{key} that cannot be checked ({error})"
                 ) from error
         update: dict[str, Any] = {}
@@ -759,21 +767,25 @@ class BlockActor(GreenroomActor):
                 )
             except Conflict as error:
                 raise _Changed(
-                    f"archive {target.name!r} not pruned: block {self.block_id!r} changed "
+                    f"archive {target!r} not pruned: block {self.block_id!r} changed "
                     f"meanwhile ({error}; another process wrote to it); try again"
                 ) from None
         else:
             # Referenced by neither: a leftover of an archive never committed, or one
             # another process wrote and is about to commit. Only an old one is deleted.
-            name_ms = target.name.rsplit(".", 2)[1]
+            name_ms = target.rsplit(".", 2)[1]
             if self.ctx.clock.now_ms() - int(name_ms) < _LEFTOVER_MS:
                 raise _Changed(
-                    f"archive {target.name!r} not pruned: block {self.block_id!r} does not "
+                    f"archive {target!r} not pruned: block {self.block_id!r} does not "
                     "point at it, and it is too recent to be a leftover (another process may "
                     "be committing it); a later sweep will look again"
                 )
-        size = target.stat().st_size if target.exists() else 0
-        target.unlink(missing_ok=True)
-        log.info("block %r: pruned archive %s (%d bytes)", self.block_id, target, size)
+        size = self._archives.delete(target)
+        log.info(
+            "block %r: pruned archive %s (%d bytes)",
+            self.block_id,
+            self._archives.location(target),
+            size,
+        )
         reply.set(size)
         self._done()

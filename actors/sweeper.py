@@ -22,7 +22,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 from os import PathLike
-from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
@@ -30,12 +29,7 @@ import attrs
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, Reply
 from greenroom.actors.block import RESTORING, restoring_owner
 from greenroom.actors.busy_queue import BusyQueue
-from greenroom.blocks.archive import (
-    ARCHIVE_SUFFIXES,
-    archive_block_id,
-    checked_archive_path,
-    remove_stale_temps,
-)
+from greenroom.archives import Archives, archive_block_id
 from greenroom.blocks.messages import PLAIN_SWEEP, SweepDue, SweepRequest
 from greenroom.blocks.owners import Owners
 from greenroom.blocks.records import (
@@ -128,7 +122,7 @@ class SweepSupervisor(GreenroomActor):
         self,
         ctx: ActorContext,
         block: Callable[[str], BlockHandle],
-        archive_dir: Path,
+        archives: Archives,
         owners: Owners | None = None,
         *,
         may_sweep: Callable[[], bool] | None = None,
@@ -138,7 +132,7 @@ class SweepSupervisor(GreenroomActor):
         self._may_sweep = may_sweep  # the timed sweeps run only while this says so
         self._host_id = host_id  # on a shared store: this host (blocks are leased)
         self._block = block
-        self._archive_dir = archive_dir
+        self._archives = archives
         self._owners = owners
         self._sweeps: BusyQueue[_Sweep] = BusyQueue(self._start)
         self._running: _Sweep | None = None  # the sweep under way, if any
@@ -253,7 +247,7 @@ class SweepSupervisor(GreenroomActor):
                 # next archive joins the two.)
                 candidates.append((obj.id, meta, live))
 
-        replaced: set[Path] = set()  # a dry run's archive files a new archive replaces
+        replaced: set[str] = set()  # a dry run's archives a new archive replaces
         total = len(candidates)
         report("archive", 0, total, "started")
         for bad in unreadable:
@@ -306,7 +300,8 @@ class SweepSupervisor(GreenroomActor):
         victims = [] if self._stopping or own else self._over_budget(budget, replaced)
         total = len(victims)
         report("prune", 0, total, "started")
-        for done, (path, size, owner) in enumerate(victims, start=1):
+        for done, (name, size, owner) in enumerate(victims, start=1):
+            path = self._archives.location(name)
             if self._stopping:
                 break
             if dry_run:
@@ -323,7 +318,7 @@ class SweepSupervisor(GreenroomActor):
                 )
                 continue
             try:
-                freed_now = self._block(owner).prune_archive(path)
+                freed_now = self._block(owner).prune_archive(name)
             except InvalidTransition as error:
                 # The block changed meanwhile (another process): left, looked at again
                 # by the next sweep.
@@ -380,7 +375,13 @@ class SweepSupervisor(GreenroomActor):
         mid-restore); another live process's are left alone."""
         if self._owners is None:
             return
-        removed = remove_stale_temps(self._archive_dir, self._owners.is_alive)
+        try:
+            removed = self._archives.remove_leftovers(self._owners.is_alive)
+        except Exception as error:
+            # (Leftovers are never read: the sweep goes on, the next one tries again.)
+            self.ctx.metrics.incr("sweep_failures")
+            log.warning("sweep: could not remove the archives' leftovers: %s", error)
+            removed = []
         store = self.ctx.store
         for block_id, name in store.find_files("block", RESTORING):
             owner = restoring_owner(name)
@@ -403,53 +404,46 @@ class SweepSupervisor(GreenroomActor):
         except NotFound:
             return 0  # nothing to archive (lines kept elsewhere, or archived)
 
-    def _archive_files(self, block_id: str, meta: dict[str, Any]) -> set[Path]:
-        """The archive files of `block_id` that archiving it again would delete."""
-        files = set()
+    def _archive_files(self, block_id: str, meta: dict[str, Any]) -> set[str]:
+        """The archives of `block_id` that archiving it again would delete."""
+        names = set()
         for key in (ARCHIVE_PATH, ARCHIVE_BACKUP):
             if meta.get(key):
                 # (A path the archive would refuse, and not delete, either.)
                 with contextlib.suppress(StorageError):
-                    files.add(checked_archive_path(self._archive_dir, meta[key], block_id))
-        return files
+                    names.add(self._archives.resolve(meta[key], block_id))
+        return names
 
-    def _over_budget(self, budget: int, replaced: set[Path]) -> list[tuple[Path, int, str]]:
-        """Archive files to delete, oldest first, to bring the folder within `budget`:
-        (path, size, the block it belongs to).
+    def _over_budget(self, budget: int, replaced: set[str]) -> list[tuple[str, int, str]]:
+        """Archives to delete, oldest first, to bring them within `budget`: (name,
+        size, the block it belongs to).
 
-        Files in `replaced` (a dry run's: those a new archive would replace) are left
-        out; archives a dry run would write are not counted (their size is unknown
-        until they are written). A file that belongs to no block in the database (its
-        name names none) counts towards the total but is left alone, and logged: no
-        metadata could say it is gone, and it may be another database's.
+        Archives in `replaced` (a dry run's: those a new archive would replace) are
+        left out; archives a dry run would write are not counted (their size is
+        unknown until they are written). An archive that belongs to no block in the
+        database (its name names none) counts towards the total but is left alone,
+        and logged: no metadata could say it is gone, and it may be another database's.
         """
-        if not self._archive_dir.is_dir():
-            return []
         files = []
-        for path in self._archive_dir.iterdir():
-            # (Temporary files end in .tmp; a block id may start with a dot.)
-            if not path.name.endswith(tuple(ARCHIVE_SUFFIXES.values())):
-                continue
+        for entry in self._archives.entries():
             try:
-                at = int(path.name.rsplit(".", 2)[1])
-                size = path.stat().st_size
-            except (ValueError, IndexError, OSError):
-                continue
-            if replaced and path.resolve() in replaced:
-                continue
-            files.append((at, path, size))
+                at = entry.archived_at_ms
+            except (ValueError, IndexError):
+                continue  # not an archive's name: never greenroom's to delete
+            if entry.name not in replaced:
+                files.append((at, entry.name, entry.size))
         files.sort()
-        total = sum(size for _at, _path, size in files)
+        total = sum(size for _at, _name, size in files)
         victims = []
         unowned = []
-        for _at, path, size in files:
+        for _at, name, size in files:
             if total <= budget:
                 break
-            block_id = archive_block_id(path.name)
+            block_id = archive_block_id(name)
             if block_id is None or self.ctx.store.find_object("block", block_id) is None:
-                unowned.append(path.name)
+                unowned.append(name)
                 continue
-            victims.append((path, size, block_id))
+            victims.append((name, size, block_id))
             total -= size
         if unowned:
             self.ctx.metrics.incr("sweep_unowned_archives", len(unowned))

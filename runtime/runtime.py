@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from greenroom.actors.base import GreenroomActor, GreenroomActorRef
+from greenroom.archives import Archives
 from greenroom.blocks.namespace import Blocks
 from greenroom.checks import check_timeout
 from greenroom.clock import Clock, SystemClock
@@ -78,14 +79,20 @@ class Runtime:
     """Per-session event buffers with cursors (`greenroom.replay.namespace`)."""
 
     def __init__(
-        self, store: Store, clock: Clock, config: RuntimeConfig, *, owns_clock: bool
+        self,
+        store: Store,
+        clock: Clock,
+        config: RuntimeConfig,
+        *,
+        owns_clock: bool,
+        archives: Archives | None = None,
     ) -> None:
         """Wire a runtime from its parts; use `Runtime.open` instead."""
         self._kernel = kernel = Kernel(store, clock, config)
         self._owns_clock = owns_clock
         self._close_done = threading.Event()
         self._close_hooks: list[Callable[[], None]] = []
-        self.blocks = Blocks(kernel)
+        self.blocks = Blocks(kernel, archives)
         self.executions = Executions(kernel)
         self.transcripts = Transcripts(kernel)
         self.replay = (
@@ -103,18 +110,26 @@ class Runtime:
         *,
         clock: Clock | None = None,
         config: RuntimeConfig | None = None,
+        archives: Archives | None = None,
     ) -> Runtime:
         """Open the store at `path` (created when new; `":memory:"` for a throwaway), or
         the PostgreSQL database at a `postgresql://` URL (the `postgres` extra; it then
-        needs `RuntimeConfig.archive_dir`, a folder every host can reach).
+        needs `RuntimeConfig.archive_dir`, a folder every host can reach, or `archives`).
 
         `clock` defaults to a `SystemClock` the runtime owns and closes; pass a
-        `FakeClock` in tests. `config` defaults to `RuntimeConfig()`.
+        `FakeClock` in tests. `config` defaults to `RuntimeConfig()`. `archives` keeps
+        the block archives (`greenroom.archives.Archives`); by default a
+        `FolderArchives` on `config.archive_dir`.
         """
         if config is None:
             config = RuntimeConfig()
         elif not isinstance(config, RuntimeConfig):
             raise InvalidInput(f"config must be a RuntimeConfig, got {type(config).__name__}")
+        if archives is not None and not isinstance(archives, Archives):
+            raise InvalidInput(
+                f"archives must be a greenroom.archives.Archives (FolderArchives, or one "
+                f"of yours with all its methods), got {type(archives).__name__}"
+            )
         owns_clock = clock is None
         if clock is None:
             clock = SystemClock()
@@ -146,7 +161,7 @@ class Runtime:
             raise
         log.info("runtime opened on %r", store.path)
         try:
-            rt = cls(store, clock, config, owns_clock=owns_clock)
+            rt = cls(store, clock, config, owns_clock=owns_clock, archives=archives)
         except BaseException:
             # (Redis did not answer, say): nothing was started; let go of what was opened.
             store.close()

@@ -21,7 +21,7 @@ import pytest
 import zstandard
 
 import greenroom.actors.block
-import greenroom.blocks.archive
+import greenroom.archives
 from greenroom import (
     ArchiveResult,
     Block,
@@ -31,7 +31,8 @@ from greenroom import (
     Runtime,
 )
 from greenroom.actors.block import BlockActor
-from greenroom.blocks.archive import checked_archive_path, read_archive, write_archive
+from greenroom.archives import FolderArchives, checked_archive_path
+from greenroom.blocks.archive import read_archive, write_archive
 from greenroom.errors import InvalidTransition, NotFound, Stopped, StorageError
 from greenroom.store import Store
 
@@ -402,7 +403,7 @@ def test_a_failure_while_writing_the_archive_file_loses_nothing(
     append_in_pieces(block, data)
     before = snapshot(rt, "agent-1")
     with monkeypatch.context() as patch:
-        patch.setattr(greenroom.blocks.archive.os, step, _fail)
+        patch.setattr(greenroom.archives.os, step, _fail)
         with pytest.raises(StorageError, match="injected failure"):
             block.archive()
     assert snapshot(rt, "agent-1") == before
@@ -772,26 +773,31 @@ def test_reading_a_highly_compressed_archive_hands_out_bounded_pieces(tmp_path: 
     piece = line * (1 << 15)
     total = 64 << 20
     pieces = (piece for _ in range(total // len(piece)))
-    raw, size, path = write_archive(pieces, tmp_path, "agent-1.1.zst", "zstd")
-    assert size < raw // 1000
-    sizes = [len(out) for out in read_archive(path)]
+    archives = FolderArchives(tmp_path)
+    raw, name = write_archive(pieces, archives, "agent-1.1.zst", "zstd")
+    assert (archives.size(name) or 0) < raw // 1000
+    sizes = [len(out) for out in read_archive(archives, name)]
     assert sum(sizes) == raw
     assert max(sizes) <= 1 << 20
 
 
 @pytest.mark.parametrize("extra", [b"garbage", zstandard.compress(b"a second frame\n")])
 def test_data_after_the_zstd_frame_is_refused(tmp_path: Path, extra: bytes) -> None:
-    _raw, _size, path = write_archive([b"output\n"], tmp_path, "agent-1.1.zst", "zstd")
+    archives = FolderArchives(tmp_path)
+    _raw, name = write_archive([b"output\n"], archives, "agent-1.1.zst", "zstd")
+    path = archives.location(name)
     path.write_bytes(path.read_bytes() + extra)
     with pytest.raises(StorageError, match="after its end"):
-        b"".join(read_archive(path))
+        b"".join(read_archive(archives, name))
 
 
 def test_a_truncated_zstd_frame_is_refused_before_any_byte(tmp_path: Path) -> None:
     data = bytes(random.Random(7).getrandbits(8) for _ in range(300_000))
-    _raw, _size, path = write_archive([data], tmp_path, "agent-1.1.zst", "zstd")
+    archives = FolderArchives(tmp_path)
+    _raw, name = write_archive([data], archives, "agent-1.1.zst", "zstd")
+    path = archives.location(name)
     path.write_bytes(path.read_bytes()[:-5])
-    pieces = read_archive(path)
+    pieces = read_archive(archives, name)
     with pytest.raises(StorageError, match="truncated"):
         next(pieces)
 

@@ -200,10 +200,10 @@ def test_a_failing_block_is_counted_and_the_sweep_goes_on(
     fake_clock.advance(8 * DAY)
     original = greenroom.actors.block.write_archive
 
-    def failing_for_bad(pieces: Any, folder: Path, name: str, codec: str, **kw: Any) -> Any:
+    def failing_for_bad(pieces: Any, archives: Any, name: str, codec: str, **kw: Any) -> Any:
         if name.startswith("bad."):
             raise StorageError("injected: cannot write the archive of 'bad'")
-        return original(pieces, folder, name, codec, **kw)
+        return original(pieces, archives, name, codec, **kw)
 
     with monkeypatch.context() as patch:
         patch.setattr(greenroom.actors.block, "write_archive", failing_for_bad)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from greenroom.aio.bridge import off_loop, wait
+from greenroom.archives import Archives
 from greenroom.blocks.handle import Block
 from greenroom.blocks.namespace import Blocks
 from greenroom.blocks.records import (
@@ -59,8 +60,14 @@ class AsyncBlocks:
 
     @property
     def archive_dir(self) -> Path:
-        """The folder block archives are written to (`Blocks.archive_dir`)."""
+        """The folder block archives are written to (`Blocks.archive_dir`;
+        `InvalidTransition` when they are kept by an `Archives` that is no folder)."""
         return self._blocks.archive_dir
+
+    @property
+    def archives(self) -> Archives:
+        """Where block archives are kept (`Blocks.archives`)."""
+        return self._blocks.archives
 
     async def get(self, block_id: str, *, view: str = "agent") -> AsyncBlock:
         """`Blocks.get` on a worker thread (it may wait for the store): an `AsyncBlock`."""

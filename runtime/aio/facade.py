@@ -29,6 +29,7 @@ from greenroom.aio.bridge import off_loop
 from greenroom.aio.executions import AsyncExecutions
 from greenroom.aio.replay import AsyncReplay
 from greenroom.aio.transcripts import AsyncTranscripts
+from greenroom.archives import Archives
 from greenroom.clock import Clock
 from greenroom.config import RuntimeConfig
 from greenroom.errors import InvalidInput
@@ -75,13 +76,14 @@ class AsyncRuntime:
         *,
         clock: Clock | None = None,
         config: RuntimeConfig | None = None,
+        archives: Archives | None = None,
     ) -> Opening:
         """Open a runtime as `Runtime.open` does, on a worker thread.
 
         `await AsyncRuntime.open(...)` gives the `AsyncRuntime`; `async with
         AsyncRuntime.open(...) as art:` also closes it at the end of the block.
         """
-        return Opening(path, clock, config)
+        return Opening(path, clock, config, archives)
 
     @property
     def runtime(self) -> Runtime:
@@ -126,18 +128,29 @@ class AsyncRuntime:
 class Opening:
     """What `AsyncRuntime.open` returns: awaitable, and an async context manager."""
 
-    __slots__ = ("_art", "_clock", "_config", "_path")
+    __slots__ = ("_archives", "_art", "_clock", "_config", "_path")
 
     def __init__(
-        self, path: str | PathLike[str], clock: Clock | None, config: RuntimeConfig | None
+        self,
+        path: str | PathLike[str],
+        clock: Clock | None,
+        config: RuntimeConfig | None,
+        archives: Archives | None = None,
     ) -> None:
         self._path = path
         self._clock = clock
         self._config = config
+        self._archives = archives
         self._art: AsyncRuntime | None = None
 
     async def _open(self) -> AsyncRuntime:
-        rt = await off_loop(Runtime.open, self._path, clock=self._clock, config=self._config)
+        rt = await off_loop(
+            Runtime.open,
+            self._path,
+            clock=self._clock,
+            config=self._config,
+            archives=self._archives,
+        )
         return AsyncRuntime(rt)
 
     def __await__(self) -> Any:

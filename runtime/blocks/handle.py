@@ -182,7 +182,7 @@ class Block:
         return self._ask(ReadOutput())
 
     def prune_archive_future(self, path: str | PathLike[str]) -> GreenroomFuture[int]:
-        """Ask to delete the archive file `path`; a future of the bytes freed.
+        """Ask to delete the archive `path` (`prune_archive`); a future of the bytes freed.
 
         `InvalidInput` (raised at once) if `path` is not a path.
         """
@@ -223,10 +223,11 @@ class Block:
         return self.read_output_future().get()
 
     def prune_archive(self, path: str | PathLike[str]) -> int:
-        """Delete the archive file `path` (pruning) and unlink it from the metadata.
+        """Delete the archive `path` (pruning) and unlink it from the metadata.
 
-        Used by the sweep; returns the bytes freed. A path that is not one of this
-        block's archives inside the archive folder is refused (`StorageError`).
+        Used by the sweep; returns the bytes freed. `path` is the archive's name or
+        its `ArchiveResult.path`; one that is not one of this block's archives (for
+        a folder: inside it) is refused (`StorageError`).
         """
         return self.prune_archive_future(path).get()
 

@@ -19,7 +19,7 @@ from greenroom.actors.base import GreenroomActorRef
 from greenroom.actors.block import BlockActor
 from greenroom.actors.block_writer import BlockWriter
 from greenroom.actors.sweeper import SweepSupervisor
-from greenroom.blocks.archive import check_block_id, remove_stale_temps
+from greenroom.archives import Archives, FolderArchives, check_block_id
 from greenroom.blocks.backlog import OutputBacklog
 from greenroom.blocks.handle import Block
 from greenroom.blocks.messages import CommitNow, CreateBlock, SweepRequest
@@ -85,12 +85,30 @@ class _Connector:
 class Blocks:
     """The blocks of one runtime (`rt.blocks`): one `Block` handle per agent pane."""
 
-    def __init__(self, kernel: Kernel) -> None:
-        """Build the namespace on `kernel`; `Runtime` makes one."""
+    def __init__(self, kernel: Kernel, archives: Archives | None = None) -> None:
+        """Build the namespace on `kernel`, its archives kept by `archives` (default: a
+        `FolderArchives` on `RuntimeConfig.archive_dir`); `Runtime` makes one."""
         self._kernel = kernel
-        self._archive_dir = _archive_dir(
-            kernel.store.path, kernel.config.archive_dir, kernel.store.dialect
-        )
+        config = kernel.config
+        self._owner_dir: Path | None
+        # The owner locks tell a crashed runtime's leftovers from another's work under
+        # way: in the archive folder, or with archives kept elsewhere, in archive_dir
+        # (or the default one beside a SQLite file); without a folder, none.
+        if archives is None:
+            folder = _archive_dir(kernel.store.path, config.archive_dir, kernel.store.dialect)
+            archives = FolderArchives(folder, file_mode=config.file_mode, dir_mode=config.dir_mode)
+            self._owner_dir = folder
+        elif isinstance(archives, FolderArchives):
+            self._owner_dir = archives.folder
+        elif config.archive_dir is not None or (
+            kernel.store.dialect == "sqlite" and kernel.store.path != ":memory:"
+        ):
+            self._owner_dir = _archive_dir(
+                kernel.store.path, config.archive_dir, kernel.store.dialect
+            )
+        else:
+            self._owner_dir = None
+        self._archives = archives
         self._lock = threading.Lock()
         self._handles: dict[str, Block] = {}
         self._refs: dict[str, GreenroomActorRef] = {}  # the actor last connected, per block
@@ -98,7 +116,6 @@ class Blocks:
         self._writer: GreenroomActorRef | None = None
         self._sweeper: GreenroomActorRef | None = None
         self._owners: Owners | None = None
-        config = kernel.config
         self._backlog = OutputBacklog(config.max_pending_output_bytes, config.output_wait_timeout_s)
         # On a shared store: a lease per block this host serves, and one for the sweep.
         self._leases = Leases(kernel.store, kernel.clock, config, "block")
@@ -107,9 +124,23 @@ class Blocks:
         self._renewal: Any = None
 
     @property
+    def archives(self) -> Archives:
+        """Where block archives are kept (`Runtime.open(archives=...)`; by default a
+        `FolderArchives` on `RuntimeConfig.archive_dir`)."""
+        return self._archives
+
+    @property
     def archive_dir(self) -> Path:
-        """The folder block archives are written to (`RuntimeConfig.archive_dir`)."""
-        return self._archive_dir
+        """The folder block archives are written to (`RuntimeConfig.archive_dir`, or
+        the default next to the database). `InvalidTransition` when they are kept by
+        an `Archives` that is not a `FolderArchives` (see `archives`)."""
+        archives = self._archives
+        if not isinstance(archives, FolderArchives):
+            raise InvalidTransition(
+                f"block archives are kept by {archives.describe()}, not in a folder: "
+                "use rt.blocks.archives"
+            )
+        return archives.folder
 
     def get(self, block_id: str, *, view: str = "agent") -> Block:
         """The block `block_id`, created (with metadata `view`) if it does not exist.
@@ -166,7 +197,7 @@ class Blocks:
                 ref = kernel.spawn(
                     BlockActor,
                     writer,
-                    self._archive_dir,
+                    self._archives,
                     self._owners,
                     meta=meta,
                     unstored=unstored,
@@ -291,7 +322,7 @@ class Blocks:
                 self._sweeper = self._kernel.spawn(
                     SweepSupervisor,
                     self.get,
-                    self._archive_dir,
+                    self._archives,
                     self._owners,
                     may_sweep=self._may_sweep,
                     host_id=self._leases.host_id if self._leases.enabled else None,
@@ -299,9 +330,11 @@ class Blocks:
                 )
             return self._writer
 
-    def _take_owner_token(self) -> Owners:
+    def _take_owner_token(self) -> Owners | None:
+        if self._owner_dir is None:
+            return None
         config = self._kernel.config
-        return Owners(self._archive_dir, file_mode=config.file_mode, dir_mode=config.dir_mode)
+        return Owners(self._owner_dir, file_mode=config.file_mode, dir_mode=config.dir_mode)
 
     def remove_leftovers(self) -> int:
         """Remove the archive temporaries of runtimes that are gone; how many (logged).
@@ -312,7 +345,12 @@ class Blocks:
         owners = self._owners
         if owners is None:
             return 0
-        removed = remove_stale_temps(self._archive_dir, owners.is_alive)
+        try:
+            removed = self._archives.remove_leftovers(owners.is_alive)
+        except Exception as error:
+            # (Leftovers are never read: the blocks start anyway; each sweep tries again.)
+            log.warning("could not remove the archives' leftovers: %s", error)
+            return 0
         owners.forget_dead()
         if removed:
             self._kernel.metrics.incr("temporaries_removed", len(removed))

@@ -59,6 +59,11 @@ class Owners:
         self._lock = threading.Lock()
 
     @property
+    def folder(self) -> Path:
+        """The folder holding the owner locks."""
+        return self._folder
+
+    @property
     def token(self) -> str:
         """This runtime's token, its lock held from now on; `OSError` if it cannot be."""
         with self._lock:

@@ -100,8 +100,9 @@ def meta_count(meta: dict[str, Any], key: str) -> int:
 class ArchiveResult:
     """What `Block.archive()` did: `archived_bytes` is the uncompressed size (0: nothing).
 
-    `path` is the archive file (absolute, inside the archive folder); `None` when the
-    block was never archived and had nothing to archive.
+    `path` is the archive file (absolute, inside the archive folder; with another
+    `greenroom.archives.Archives`, its `location`); `None` when the block was never
+    archived and had nothing to archive.
     """
 
     block_id: str

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from greenroom.blocks.archive import check_block_id, checked_archive_path
+from greenroom.archives import check_block_id, checked_archive_path
 from greenroom.blocks.records import (
     ARCHIVE_PATH,
     ARCHIVED_AT,

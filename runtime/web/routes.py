@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from greenroom.aio.bridge import off_loop, wait
 from greenroom.aio.replay import AsyncReplay
-from greenroom.blocks.archive import check_block_id
+from greenroom.archives import check_block_id
 from greenroom.blocks.records import SessionStats
 from greenroom.cursor import ParsedCursor, parse_cursor
 from greenroom.errors import GreenroomError, InvalidInput, MalformedCursor, NotFound
