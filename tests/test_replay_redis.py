@@ -21,11 +21,14 @@ from typing import Any
 import anyio
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 
 from greenroom import FakeClock, Gap, Replayed, Runtime, RuntimeConfig
 from greenroom.aio import AsyncReplay
 from greenroom.cursor import parse_cursor
 from greenroom.errors import InvalidInput, StorageError, SubscriberLagged
+from greenroom.replay.redis_scripts import resp_command
 from greenroom.replay.streams import KEY_PREFIX, UNBORN_EPOCH, StreamReplay
 
 pytestmark = pytest.mark.redis
@@ -167,6 +170,27 @@ def test_trimming_by_count_gives_a_trimmed_gap_then_goes_on(
         nxt = follower.next_item(timeout=WAIT)
         assert not isinstance(nxt, Gap)
         assert (nxt.position, nxt.payload) == (9, "after the gap")
+
+
+def test_appends_trim_by_count_in_batches_and_reads_see_exactly_the_maximum(
+    hosts: Callable[..., Runtime], sid: str
+) -> None:
+    rt = hosts(max_events_per_session=32)  # appends let 2 more in before they trim
+    start = rt.replay.current_cursor(sid)
+    for n in range(34):
+        rt.replay.append(sid, n)
+    assert rt.metrics()["replay_events_trimmed"] == 0  # none trimmed yet...
+    gap = rt.replay.after(start)  # ...but a read trims first: it sees the 32 newest
+    assert isinstance(gap, Gap)
+    assert (gap.reason, gap.oldest_position) == ("trimmed", 3)
+    assert rt.metrics()["replay_events_trimmed"] == 2
+    events = [rt.replay.append(sid, n) for n in range(34, 37)]  # 35 held: trimmed to 32
+    assert rt.metrics()["replay_events_trimmed"] == 5
+    held = rt.replay.after(rt.replay.after(start).latest_cursor)  # type: ignore[union-attr]
+    assert held == Replayed(sid, (), events[-1].cursor)
+    gap = rt.replay.after(start)
+    assert isinstance(gap, Gap)
+    assert gap.oldest_position == 37 - 31
 
 
 def test_trimming_by_age_follows_the_runtime_clock(
@@ -403,3 +427,30 @@ def test_a_cursor_or_read_after_a_publish_sees_it(hosts: Callable[..., Runtime],
     tail = rt.replay.current_cursor(sid)
     assert parse_cursor(tail).position == 200
     assert rt.replay.after(tail) == Replayed(sid, (), tail)
+
+
+@given(parts=st.lists(st.one_of(st.text(), st.integers()), max_size=12))
+def test_resp_command_packs_a_command_as_redis_py_does(parts: list[str | int]) -> None:
+    expected = b"".join(redis.Connection().pack_command("ECHO", *parts))
+    assert resp_command(["ECHO", *parts]) == expected
+
+
+def test_an_append_after_redis_dropped_its_connection_goes_through(
+    hosts: Callable[..., Runtime], sid: str, redis_url: str
+) -> None:
+    rt = hosts()
+    start = rt.replay.current_cursor(sid)
+    rt.replay.append(sid, 1)
+    # The connection this runtime's appends go on, dropped by the server.
+    conn = rt.replay._conn  # type: ignore[attr-defined]
+    host, port = conn._sock.getsockname()[:2]
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        assert admin.client_kill_filter(_id=None, addr=f"{host}:{port}") == 1
+    finally:
+        admin.close()
+    event = rt.replay.append(sid, 2)  # tried again on a new connection
+    assert event.position == 2
+    replayed = rt.replay.after(start)
+    assert isinstance(replayed, Replayed)
+    assert [e.payload for e in replayed.events] == [1, 2]  # each once
