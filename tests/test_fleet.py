@@ -1,4 +1,4 @@
-"""Four host processes on one PostgreSQL (`tests/fleet_host_worker.py`): durable
+"""Two and four host processes on one PostgreSQL (`tests/fleet_host_worker.py`): durable
 executions started on one host and fed through others, blocks appended to and swept
 on all of them at once, one host killed with kill -9 mid-run and its executions and
 blocks taken over by the rest.
@@ -65,8 +65,12 @@ class Host:
             self.proc.wait(timeout=60)
 
 
-def test_four_hosts_share_executions_and_finish_a_killed_hosts(pg_url: str, tmp_path: Path) -> None:
-    hosts = {name: Host(pg_url, tmp_path / "archives", name) for name in ("h0", "h1", "h2", "h3")}
+@pytest.mark.parametrize("count", [2, 4])
+def test_hosts_share_executions_and_finish_a_killed_hosts(
+    pg_url: str, tmp_path: Path, count: int
+) -> None:
+    names = [f"h{n}" for n in range(count)]
+    hosts = {name: Host(pg_url, tmp_path / "archives", name) for name in names}
     names = list(hosts)
     try:
         owner: dict[str, str] = {}
@@ -126,10 +130,12 @@ def _served(hosts: dict[str, Host], first: str, command: str) -> dict[str, Any]:
     return reply
 
 
-def test_four_hosts_append_to_blocks_and_race_sweeps_while_one_is_killed(
-    pg_url: str, tmp_path: Path
+@pytest.mark.parametrize("count", [2, 4])
+def test_hosts_append_to_blocks_and_race_sweeps_while_one_is_killed(
+    pg_url: str, tmp_path: Path, count: int
 ) -> None:
-    hosts = {name: Host(pg_url, tmp_path / "archives", name) for name in ("h0", "h1", "h2", "h3")}
+    names = [f"h{n}" for n in range(count)]
+    hosts = {name: Host(pg_url, tmp_path / "archives", name) for name in names}
     names = list(hosts)
     panes = {name: [f"{name}-pane-{k}" for k in range(2)] for name in names}
     acked: dict[str, list[str]] = {pane: [] for own in panes.values() for pane in own}
@@ -166,7 +172,8 @@ def test_four_hosts_append_to_blocks_and_race_sweeps_while_one_is_killed(
         for name in survivors:
             archived += hosts[name].read()["archived"]
         for index, pane in enumerate(panes["h0"]):
-            reply = _served(hosts, survivors[index], f"append {pane} 20 {pane}/after")
+            first = survivors[index % len(survivors)]
+            reply = _served(hosts, first, f"append {pane} 20 {pane}/after")
             assert reply == {"ok": 20}
             acked[pane] += _lines(f"{pane}/after", 20)
         assert archived > 0
