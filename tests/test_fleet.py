@@ -10,9 +10,11 @@ leases run out when the test moves the survivors past them (no test waits).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +67,28 @@ class Host:
             self.proc.wait(timeout=60)
 
 
+@contextlib.contextmanager
+def fleet(url: str, archives: Path, count: int) -> Iterator[dict[str, Host]]:
+    """`count` host processes, h0 first; at the end each is closed (h0, killed by the
+    tests, is killed if it still runs)."""
+    hosts = {name: Host(url, archives, name) for name in (f"h{n}" for n in range(count))}
+    try:
+        yield hosts
+    finally:
+        for name, host in hosts.items():
+            if name == "h0":
+                if host.proc.poll() is None:
+                    host.kill()
+            else:
+                host.close()
+
+
 @pytest.mark.parametrize("count", [2, 4])
 def test_hosts_share_executions_and_finish_a_killed_hosts(
     pg_url: str, tmp_path: Path, count: int
 ) -> None:
-    names = [f"h{n}" for n in range(count)]
-    hosts = {name: Host(pg_url, tmp_path / "archives", name) for name in names}
-    names = list(hosts)
-    try:
+    with fleet(pg_url, tmp_path / "archives", count) as hosts:
+        names = list(hosts)
         owner: dict[str, str] = {}
         for name, host in hosts.items():
             for sid in host.ask(f"start 3 {len(ANSWERS)}")["sids"]:
@@ -107,13 +123,6 @@ def test_hosts_share_executions_and_finish_a_killed_hosts(
         assert results == {sid: ANSWERS for sid in owner}
         assert {sid: answers for sid, answers in fed.items()} == results
         assert sum(1 for name in owner.values() if name == "h0") == 0  # all taken over
-    finally:
-        for name, host in hosts.items():
-            if name == "h0":
-                if host.proc.poll() is None:
-                    host.kill()
-            else:
-                host.close()
 
 
 def _lines(tag: str, count: int) -> list[str]:
@@ -134,13 +143,11 @@ def _served(hosts: dict[str, Host], first: str, command: str) -> dict[str, Any]:
 def test_hosts_append_to_blocks_and_race_sweeps_while_one_is_killed(
     pg_url: str, tmp_path: Path, count: int
 ) -> None:
-    names = [f"h{n}" for n in range(count)]
-    hosts = {name: Host(pg_url, tmp_path / "archives", name) for name in names}
-    names = list(hosts)
-    panes = {name: [f"{name}-pane-{k}" for k in range(2)] for name in names}
-    acked: dict[str, list[str]] = {pane: [] for own in panes.values() for pane in own}
-    archived = 0
-    try:
+    with fleet(pg_url, tmp_path / "archives", count) as hosts:
+        names = list(hosts)
+        panes = {name: [f"{name}-pane-{k}" for k in range(2)] for name in names}
+        acked: dict[str, list[str]] = {pane: [] for own in panes.values() for pane in own}
+        archived = 0
         for round_no in range(3):
             # Every host appends to its blocks at once, then every host sweeps at once.
             sent = []
@@ -191,10 +198,3 @@ def test_hosts_append_to_blocks_and_race_sweeps_while_one_is_killed(
             spewed = got[len(before) : -20]
             assert spewed == _lines("spewed", len(spewed))
             assert len(spewed) >= 100
-    finally:
-        for name, host in hosts.items():
-            if name == "h0":
-                if host.proc.poll() is None:
-                    host.kill()
-            else:
-                host.close()
