@@ -297,7 +297,7 @@ class SweepSupervisor(GreenroomActor):
 
         if elsewhere:
             log.debug("sweep: %d idle block(s) left to the hosts that serve them", elsewhere)
-        victims = [] if self._stopping or own else self._over_budget(budget, replaced)
+        victims = [] if self._stopping else self._over_budget(budget, replaced, now_ms, own=own)
         total = len(victims)
         report("prune", 0, total, "started")
         for done, (name, size, owner) in enumerate(victims, start=1):
@@ -414,7 +414,9 @@ class SweepSupervisor(GreenroomActor):
                     names.add(self._archives.resolve(meta[key], block_id))
         return names
 
-    def _over_budget(self, budget: int, replaced: set[str]) -> list[tuple[str, int, str]]:
+    def _over_budget(
+        self, budget: int, replaced: set[str], now_ms: int, *, own: bool = False
+    ) -> list[tuple[str, int, str]]:
         """Archives to delete, oldest first, to bring them within `budget`: (name,
         size, the block it belongs to).
 
@@ -423,6 +425,10 @@ class SweepSupervisor(GreenroomActor):
         unknown until they are written). An archive that belongs to no block in the
         database (its name names none) counts towards the total but is left alone,
         and logged: no metadata could say it is gone, and it may be another database's.
+
+        On a shared store every host works out the same list, and each deletes those
+        of its share (`_ours`: in a sweep of its own blocks, those it holds the lease
+        of; the sweep lease's holder, the rest), so between them the budget is kept.
         """
         files = []
         for entry in self._archives.entries():
@@ -440,12 +446,14 @@ class SweepSupervisor(GreenroomActor):
             if total <= budget:
                 break
             block_id = archive_block_id(name)
-            if block_id is None or self.ctx.store.find_object("block", block_id) is None:
+            found = None if block_id is None else self.ctx.store.find_object("block", block_id)
+            if found is None or block_id is None:
                 unowned.append(name)
                 continue
-            victims.append((name, size, block_id))
             total -= size
-        if unowned:
+            if self._host_id is None or self._ours(found.meta, now_ms, own=own):
+                victims.append((name, size, block_id))
+        if unowned and not own:  # (the sweep lease's holder says it: once a sweep)
             self.ctx.metrics.incr("sweep_unowned_archives", len(unowned))
             log.warning(
                 "sweep: left %d archive file(s) of no block in this database alone "

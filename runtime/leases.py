@@ -64,15 +64,25 @@ def lease_of(meta: Mapping[str, Any]) -> Lease | None:
 class Leases:
     """This runtime's leases on objects of one kind (on when the store is shared)."""
 
-    def __init__(self, store: Store, clock: Clock, config: RuntimeConfig, kind: str) -> None:
-        """Leases of `kind` objects in `store`, as host `config.host_id`."""
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        config: RuntimeConfig,
+        kind: str,
+        *,
+        lease_s: float | None = None,
+    ) -> None:
+        """Leases of `kind` objects in `store`, as host `config.host_id`, each
+        `lease_s` long (default `config.lease_s`)."""
         self._store = store
         self._clock = clock
         self._kind = kind
         self.enabled = store.dialect != "sqlite"
         self.host_id = config.host_id or default_host_id()
-        self._lease_ms = int(config.lease_s * 1000)
-        self.renew_every_s = config.lease_s / 3
+        term = config.lease_s if lease_s is None else lease_s
+        self._lease_ms = int(term * 1000)
+        self.renew_every_s = term / 3
 
     def initial(self) -> dict[str, Any]:
         """The lease keys a new execution's metadata starts with (none when off)."""

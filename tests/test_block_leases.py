@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from greenroom import FakeClock, Runtime
-from greenroom.blocks.records import ARCHIVE_PATH
+from greenroom.blocks.records import ARCHIVE_PATH, PRUNED_AT
 from greenroom.errors import LeaseHeld
 from greenroom.leases import LEASE_OWNER
 from tests.conftest import START_MS
@@ -94,6 +94,42 @@ def test_each_host_archives_its_own_idle_blocks_and_leaves_the_others(hosts: Hos
     assert b.blocks.get("pane-b").read_output().data == b"line\n"
     with pytest.raises(LeaseHeld):
         a.blocks.get("pane-b")
+
+
+def test_the_sweep_lease_outlasts_the_ticks_of_hosts_out_of_phase(hosts: Host) -> None:
+    clock_a, clock_b = FakeClock(START_MS), FakeClock(START_MS)
+    a = hosts("host-a", clock_a, sweep_first_after_s=5.0, sweep_interval_s=100.0)
+    b = hosts("host-b", clock_b, sweep_first_after_s=65.0, sweep_interval_s=100.0)
+    a.blocks.get("pane-a").append_output(b"x\n")
+    b.blocks.get("pane-b").append_output(b"y\n")
+    for _ in range(22):  # 220 s: host-a ticks at 5, 105, 205; host-b at 65, 165
+        clock_a.advance(10.0)
+        clock_b.advance(10.0)
+    # host-b's ticks come 60 s after host-a's, past a 30 s lease_s: still host-a's.
+    assert (a.metrics()["sweeps"], a.metrics()["own_block_sweeps"]) == (3, 0)
+    assert (b.metrics()["sweeps"], b.metrics()["own_block_sweeps"]) == (0, 2)
+
+
+def test_each_host_prunes_its_share_and_the_budget_is_kept(hosts: Host) -> None:
+    quick = {
+        "sweep_first_after_s": 100.0,
+        "sweep_interval_s": 100.0,
+        "inactive_days": 0.001,
+        "max_archive_bytes": 1,
+    }
+    clock_a, clock_b = FakeClock(START_MS), FakeClock(START_MS)
+    a = hosts("host-a", clock_a, **quick)
+    b = hosts("host-b", clock_b, **quick)
+    for rt, name in ((a, "pane-a"), (b, "pane-b")):
+        rt.blocks.get(name).append_output(b"line\n" * 100)
+        rt.blocks.get(name).flush()
+    for _ in range(40):  # archived at the first ticks, pruned by the next ones
+        clock_a.advance(10.0)
+        clock_b.advance(10.0)
+    assert a.blocks.archives.entries() == []  # each archive pruned, by its block's host
+    assert a.store.get_object("block", "pane-a").meta.get(PRUNED_AT)
+    assert b.store.get_object("block", "pane-b").meta.get(PRUNED_AT)
+    assert a.metrics()["sweep_failures"] == b.metrics()["sweep_failures"] == 0
 
 
 def test_a_manual_sweep_leaves_another_live_hosts_blocks(hosts: Host) -> None:

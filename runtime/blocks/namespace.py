@@ -119,7 +119,15 @@ class Blocks:
         self._backlog = OutputBacklog(config.max_pending_output_bytes, config.output_wait_timeout_s)
         # On a shared store: a lease per block this host serves, and one for the sweep.
         self._leases = Leases(kernel.store, kernel.clock, config, "block")
-        self._sweep_lease = Leases(kernel.store, kernel.clock, config, _LEASE_KIND)
+        # The sweep lease outlasts the time between two sweep ticks (its holder takes it
+        # again at each): another host's tick, whatever its phase, finds it held.
+        self._sweep_lease = Leases(
+            kernel.store,
+            kernel.clock,
+            config,
+            _LEASE_KIND,
+            lease_s=max(config.lease_s, 2 * config.sweep_interval_s),
+        )
         self._leased: set[str] = set()
         self._renewal: Any = None
 
@@ -380,6 +388,8 @@ class Blocks:
         if renewal is not None:
             renewal.cancel()
         self._leases.give_up(leased)
+        if self._writer is not None:  # (the sweep lease: given up if this host holds it)
+            self._sweep_lease.give_up([_SWEEP_LEASE])
 
     def __repr__(self) -> str:
         return f"<Blocks of {self._kernel.store.path!r}>"

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -168,6 +169,7 @@ class StreamReplay(Replay):
         # Appends: queued for the writer thread, or sent by the caller when none are.
         self._send_lock = threading.Lock()  # held while a batch is taken and sent
         self._conn: Any = None  # the connection one append is sent on (under _send_lock)
+        self._conn_pid = 0  # the process that took it
         self._queue_lock = threading.Lock()
         self._queued: deque[_Job] = deque()
         self._queue_ready = threading.Condition(self._queue_lock)
@@ -319,11 +321,27 @@ class StreamReplay(Replay):
         (its `answer` or `error` set)."""
         with self._send_lock:
             with self._queue_lock:
+                if self._stopping:
+                    raise InvalidTransition("the runtime is closing: nothing more is appended")
                 if self._queued:
                     return False
             job.answer = _SENT_BY_CALLER
             self._send([job])
         return True
+
+    def _held(self) -> Any:
+        """The connection single appends go on (call holding `_send_lock`): taken from
+        the pool once, and again in a forked child (the parent's socket is never
+        written from two processes) or when redis-py says it must reconnect."""
+        conn, pid = self._conn, os.getpid()
+        if conn is not None and (self._conn_pid != pid or conn.should_reconnect()):
+            if self._conn_pid == pid:
+                conn.disconnect()
+            conn = None
+        if conn is None:
+            conn = self._client.connection_pool.get_connection()
+            self._conn, self._conn_pid = conn, pid
+        return conn
 
     def _write_loop(self) -> None:
         while True:
@@ -357,9 +375,7 @@ class StreamReplay(Replay):
         replies: list[Any]
         try:
             if len(calls) == 1:
-                if self._conn is None:
-                    self._conn = self._client.connection_pool.get_connection()
-                replies = [self._scripts.run_on(self._conn, "append", *calls[0])]
+                replies = [self._scripts.run_on(self._held(), "append", *calls[0])]
             else:
                 replies = self._pipelined(calls)
         except RedisError as error:
