@@ -15,6 +15,8 @@ from os import PathLike
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import attrs
+
 from greenroom.actors.base import GreenroomActor, GreenroomActorRef
 from greenroom.archives import Archives
 from greenroom.blocks.namespace import Blocks
@@ -24,6 +26,7 @@ from greenroom.config import RuntimeConfig
 from greenroom.errors import InvalidInput, SettleTimeout
 from greenroom.executions.namespace import Executions
 from greenroom.kernel import Kernel
+from greenroom.leases import default_host_id
 from greenroom.replay.namespace import Replay
 from greenroom.replay.streams import StreamReplay
 from greenroom.store import Store
@@ -88,6 +91,9 @@ class Runtime:
         archives: Archives | None = None,
     ) -> None:
         """Wire a runtime from its parts; use `Runtime.open` instead."""
+        if config.host_id is None and store.dialect != "sqlite":
+            # One name for this runtime's leases, blocks and executions alike.
+            config = attrs.evolve(config, host_id=default_host_id())
         self._kernel = kernel = Kernel(store, clock, config)
         self._owns_clock = owns_clock
         self._close_done = threading.Event()
