@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import pytest
 import redis
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from greenroom import FakeClock, Gap, Replayed, Runtime, RuntimeConfig
@@ -454,3 +454,55 @@ def test_an_append_after_redis_dropped_its_connection_goes_through(
     replayed = rt.replay.after(start)
     assert isinstance(replayed, Replayed)
     assert [e.payload for e in replayed.events] == [1, 2]  # each once
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(1, 3)),
+        st.tuples(st.just("publish"), st.integers(1, 30)),
+        st.tuples(st.just("read"), st.just(0)),
+        st.tuples(st.just("advance"), st.integers(1, 90)),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=_OPS)
+def test_trimming_keeps_the_kept_length_true_and_reads_within_the_bounds(
+    hosts: Callable[..., Runtime], redis_url: str, fake_clock: FakeClock, ops: list[Any]
+) -> None:
+    rt = hosts(max_events_per_session=20, max_event_age_s=120.0)
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    sid = f"t-{uuid.uuid4().hex}"
+    start = rt.replay.current_cursor(sid)
+    appended = 0
+    try:
+        for op, count in ops:
+            if op == "append":
+                for _ in range(count):
+                    rt.replay.append(sid, appended)
+                    appended += 1
+            elif op == "publish":  # (queued: sent in one pipeline by the writer thread)
+                rt.replay.publish_many(sid, list(range(appended, appended + count)))
+                appended += count
+            elif op == "advance":
+                fake_clock.advance(float(count))
+            else:
+                got = rt.replay.after(start)
+                events = got.events if isinstance(got, Replayed) else ()
+                assert len(events) <= 20  # a read sees no more than the maximum...
+                positions = [event.position for event in events]
+                assert positions == list(range(appended - len(events) + 1, appended + 1))
+            rt.replay.current_cursor(sid)  # (waits for the publishes before it)
+            kept = admin.hget(f"{KEY_PREFIX}{sid}:meta", "len")
+            if kept is not None:  # ...and the length the meta hash keeps is the stream's
+                assert int(kept) == admin.xlen(f"{KEY_PREFIX}{sid}:events")
+    finally:
+        admin.close()
+        rt.close()  # (one runtime an example)
