@@ -704,6 +704,16 @@ class BlockActor(GreenroomActor):
                 data = b"".join(self._pieces(archived, live, None, meta))
             except Exception as error:
                 raise self._raced(stored, error) from None
+            # Another process may have archived or restored the block between the
+            # metadata read and the live output's: the archive (kept as a backup) and
+            # the restored output both read, or an archive read without what moved
+            # into a newer one. The pointer, read again, tells: then it is read again.
+            again = self.ctx.store.find_object(BLOCK, self.block_id)
+            if again is not None and again.meta.get(ARCHIVE_PATH) != stored:
+                raise _Changed(
+                    f"block {self.block_id!r} was archived or restored by another process "
+                    "while it was read; nothing changed, try again"
+                )
             return OutputRead(data, count_lines(data), archived is not None)
 
         def back(future: Any) -> None:

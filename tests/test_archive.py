@@ -1066,3 +1066,36 @@ def test_stopping_a_block_answers_the_call_under_way_and_those_waiting(
     rt.settle()
     # The held output was handed to the writer at the stop; nothing is lost.
     assert block.read_output().data == b"kept\nheld while archiving\n"
+
+
+@pytest.mark.parametrize("race", ["restore", "archive"])
+def test_a_read_that_meets_another_processs_archive_or_restore_reads_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, race: str
+) -> None:
+    db = tmp_path / "shared.db"
+    data = varied_output(200_000, seed=11)
+    with Runtime.open(db, config=QUIET) as one, Runtime.open(db, config=QUIET) as other:
+        mine = one.blocks.get("agent-1")
+        append_in_pieces(mine, data)
+        if race == "restore":
+            mine.archive()
+        else:
+            mine.flush()
+        theirs = other.blocks.get("agent-1")
+        original = BlockActor._live_size
+        raced: list[object] = []
+
+        def racing(actor: BlockActor) -> int:
+            # Between the reader's metadata read and its live size, the other host
+            # (here: the other runtime, on another thread) restores or archives.
+            if not raced and actor.ctx.store is other.store:
+                raced.append(race)
+                worker = threading.Thread(target=getattr(mine, race))
+                worker.start()
+                worker.join(30)
+            return original(actor)
+
+        monkeypatch.setattr(BlockActor, "_live_size", racing)
+        read = theirs.read_output()
+        assert raced == [race]
+        assert read.data == data  # not the output twice, nor an archive without its part
