@@ -145,10 +145,10 @@ def archive_name(block_id: str, archived_at_ms: int, codec: str) -> str:
 
 def archive_block_id(name: str) -> str | None:
     """The block id an archive name (`<id>.<ms>.<suffix>`) belongs to, else None."""
-    parts = name.rsplit(".", 2)
-    if len(parts) != 3 or not _is_ms(parts[1]) or f".{parts[2]}" not in _SUFFIXES:
+    if not _archive_shaped(name):
         return None
-    return parts[0] if _BLOCK_ID.fullmatch(parts[0]) else None
+    head = name.rsplit(".", 2)[0]
+    return head if _BLOCK_ID.fullmatch(head) else None
 
 
 def _archive_shaped(name: str) -> bool:

@@ -97,8 +97,7 @@ class Blocks:
         if archives is None:
             folder = _archive_dir(kernel.store.path, config.archive_dir, kernel.store.dialect)
             archives = FolderArchives(folder, file_mode=config.file_mode, dir_mode=config.dir_mode)
-            self._owner_dir = folder
-        elif isinstance(archives, FolderArchives):
+        if isinstance(archives, FolderArchives):
             self._owner_dir = archives.folder
         elif config.archive_dir is not None or (
             kernel.store.dialect == "sqlite" and kernel.store.path != ":memory:"
