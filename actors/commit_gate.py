@@ -65,17 +65,30 @@ class CommitGate:
             self._submitted += 1
             return self._submitted
 
-    def hold(self, release: Callable[[], object], fail: Callable[[BaseException], object]) -> bool:
-        """Call `release()` once every write submitted so far is committed, or
-        `fail(error)` if one failed; False (and nothing held) when none is pending."""
+    def mark(self) -> int:
+        """The token of the last write submitted so far (0: none), for `hold(upto=)`."""
+        with self._lock:
+            return self._submitted
+
+    def hold(
+        self,
+        release: Callable[[], object],
+        fail: Callable[[BaseException], object],
+        *,
+        upto: int | None = None,
+    ) -> bool:
+        """Call `release()` once every write submitted so far (or up to token `upto`,
+        a `mark()`) is committed, or `fail(error)` if one failed; False (and nothing
+        held) when none is pending."""
         with self._lock:
             failed = self._failed
             if failed is None:
-                if self._committed >= self._submitted:
+                token = self._submitted if upto is None else min(upto, self._submitted)
+                if self._committed >= token:
                     return False
                 if self._held is _NO_HELD:
                     self._held = deque()
-                self._held.append((self._submitted, release, fail))
+                self._held.append((token, release, fail))
                 return True
         fail(failed[1])
         return True

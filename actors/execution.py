@@ -313,6 +313,7 @@ class ExecutionActor(GreenroomActor):
         "_async",
         "_buffer",
         "_coro",
+        "_early",
         "_entry",
         "_fenced",
         "_final",
@@ -393,6 +394,7 @@ class ExecutionActor(GreenroomActor):
         self._waiters: list[Reply] = []  # asks answered at the next pause or end
         # Journal writes are submitted, not waited for: answers wait here for them.
         self._gate = CommitGate()
+        self._early = False  # handling a feed answered before its own commit
         self._coro: Coroutine[Any, Any, Any] | None = None
         self._link: _ThreadLink | None = None
         self._thread_future: Reply | None = None  # a plain strategy's waiting ctx.llm
@@ -423,15 +425,25 @@ class ExecutionActor(GreenroomActor):
             # reaches the round the journal leaves open (see _release_held).
             self._held.append((message, self._reply_to))
             return DEFERRED
+        upto = None
+        if type(message) is Feed and not message.durable:
+            upto = self._gate.mark()
+            self._early = True
         try:
             result = handler(self, message)
         finally:
+            self._early = False
             self._detach()  # if the handler found the session fenced
         if result is DEFERRED or self._reply_to is None:
             return result
-        # The answer tells what the journal holds: it waits for the writes before it.
+        # The answer tells what the journal holds: it waits for the writes before it
+        # (a feed that is not durable, for those before the feed, when it pauses).
+        if upto is not None and not (
+            type(result) is FeedResult and result.status in ("needs_response", "accepted")
+        ):
+            upto = None
         reply = Reply(self._reply_to)
-        if self._gate.hold(functools.partial(reply.set, result), reply.fail):
+        if self._gate.hold(functools.partial(reply.set, result), reply.fail, upto=upto):
             return DEFERRED
         return result
 
@@ -680,7 +692,9 @@ class ExecutionActor(GreenroomActor):
             done = functools.partial(self._committed, token, on_error)
             # Committed on this thread when nothing else waits for it (a lone caller
             # pays no hand-off); else by the store's committer, and this thread goes on.
-            inline = self.ctx.dispatcher.waiting == 0 and not caller_crowded()
+            # A feed answered before its commit leaves the commit to the committer
+            # (it runs while the answer goes out).
+            inline = not self._early and self.ctx.dispatcher.waiting == 0 and not caller_crowded()
             try:
                 self.ctx.store.submit_atomic(writes, done, expect=expect, inline=inline)
             except Exception as error:

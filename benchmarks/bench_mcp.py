@@ -53,6 +53,7 @@ except ImportError as error:
 
 import greenroom
 from greenroom.clock import stopwatch
+from greenroom.mcp.stdio import loop_stdio
 
 from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
 
@@ -118,12 +119,14 @@ async def _call_bare(
     return types.CallToolResult(content=[types.TextContent(text=text)])
 
 
-async def serve_bare() -> None:
-    """The baseline: the SDK's low-level server, one tool that returns at once."""
+async def serve_bare(loop_transport: bool = False) -> None:
+    """The baseline: the SDK's low-level server, one tool that returns at once (on the
+    SDK's stdio transport; on greenroom's with `loop_transport`)."""
     server: Server[Any] = Server(
         "bench-bare", version="1", on_list_tools=_list_bare, on_call_tool=_call_bare
     )
-    async with stdio_server() as (read_stream, write_stream):
+    transport = loop_stdio() if loop_transport else stdio_server()
+    async with transport as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
@@ -257,6 +260,28 @@ async def bench_round_trips(round_trips: int, warm_up: int) -> dict[str, list[fl
     return results
 
 
+async def bench_transports(calls: int, warm_up: int) -> dict[str, list[float]]:
+    """The bare server's tool call on the SDK's stdio transport and on greenroom's
+    (`greenroom.mcp.stdio`), alternating: how much of a round trip is the transport."""
+    results: dict[str, list[float]] = {"sdk": [], "loop": []}
+    async with AsyncExitStack() as stack:
+        here = str(Path(__file__).resolve())
+        sdk = await _open(stack, _params(here, "--bare-server"), modern=True)
+        loop = await _open(stack, _params(here, "--bare-server", "--loop-stdio"), modern=True)
+        for n in range(warm_up + calls):
+            echo = {"text": f"q {n}"}
+            began = stopwatch()
+            await sdk.call_tool("echo", echo)
+            sdk_s = stopwatch() - began
+            began = stopwatch()
+            await loop.call_tool("echo", echo)
+            loop_s = stopwatch() - began
+            if n >= warm_up:
+                results["sdk"].append(sdk_s)
+                results["loop"].append(loop_s)
+    return results
+
+
 def _print(label: str, at: dict[str, float]) -> None:
     bare, mrtr, feed = at["bare"] * 1e6, at["mrtr"] * 1e6, at["feed"] * 1e6
     ratio = mrtr / bare
@@ -279,9 +304,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke test)")
     add_json_option(parser)
     parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--loop-stdio", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:
-        anyio.run(serve_bare)
+        anyio.run(serve_bare, args.loop_stdio)
         return
 
     round_trips, warm_up = (300, 50) if args.quick else (2_000, 200)
@@ -296,6 +322,15 @@ def main() -> None:
     p99 = {key: _pct(values, 0.99) for key, values in r.items()}
     _print("p50", p50)
     _print("p99", p99)
+
+    transports = anyio.run(bench_transports, round_trips, warm_up)
+    sdk_s, loop_s = _pct(transports["sdk"], 0.5) * 1e6, _pct(transports["loop"], 0.5) * 1e6
+    print(
+        f"  the transport: the bare server's tool call p50 on the SDK's stdio {sdk_s:8.1f}, on "
+        f"greenroom's (read and written on the loop, as greenroom mcp serves) {loop_s:8.1f}, "
+        f"ratio {loop_s / sdk_s:.2f} (part of what the round trip gains over the SDK's "
+        "stdio is this)"
+    )
 
     rows: list[Row] = []
     for label, at in (("p50", p50), ("p99", p99)):
@@ -318,6 +353,16 @@ def main() -> None:
                     target=TARGET if (key, label) == ("mrtr", "p50") else None,
                 )
             )
+    rows.append(
+        figure(
+            "bare tool call on greenroom's stdio transport, p50",
+            loop_s,
+            "us",
+            baseline=sdk_s,
+            baseline_label="the same on the SDK's stdio transport",
+            ratio=loop_s / sdk_s,
+        )
+    )
     write_rows(args.json, rows)
 
 

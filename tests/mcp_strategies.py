@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +43,12 @@ async def fails(ctx: Any, topic: str) -> str:
 )
 async def with_schema(ctx: Any, **arguments: Any) -> str:
     return str(await ctx.llm(" ".join(arguments["words"])))
+
+
+@greenroom.strategy("chatty")
+async def chatty(ctx: Any, text: str) -> str:
+    """Prints to stdout, as does a child process, then asks once (none of it may reach
+    the protocol's wire)."""
+    print("stray output on stdout", flush=True)
+    subprocess.run(["echo", "a child's output"], check=True)
+    return str(await ctx.llm(text))

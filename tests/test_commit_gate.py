@@ -60,3 +60,29 @@ def test_a_failure_told_before_an_earlier_success_fails_what_is_not_known_commit
     assert log == ["a conflict"]  # never released as if write 1 were committed
     gate.done(first, None)
     assert log == ["a conflict"]
+
+
+def test_an_answer_held_up_to_a_mark_waits_for_the_writes_before_the_mark_only() -> None:
+    gate = CommitGate()
+    log: list[str] = []
+    first = gate.submitted()
+    mark = gate.mark()
+    own = gate.submitted()  # made after the mark: the answer does not wait for it
+    assert gate.hold(*recorder(log, "early"), upto=mark)
+    gate.done(first, None)
+    assert log == ["early ok"]
+    assert gate.pending  # its own write is still to commit
+    assert gate.hold(*recorder(log, "late"))  # an ordinary answer waits for it
+    gate.done(own, None)
+    assert log == ["early ok", "late ok"]
+    # A mark with nothing before it pending: answered at once.
+    assert gate.hold(*recorder(log, "free"), upto=gate.mark()) is False
+
+
+def test_an_answer_held_up_to_a_mark_fails_when_a_write_fails() -> None:
+    gate = CommitGate()
+    log: list[str] = []
+    first = gate.submitted()
+    assert gate.hold(*recorder(log, "early"), upto=gate.mark())
+    gate.done(first, StorageError("disk full"))
+    assert log == ["early disk full"]

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -283,7 +284,7 @@ async def test_the_explicit_tools_serve_a_client_of_the_handshake_era(tmp_path: 
     params = server_params(tmp_path / "host.db", synchronous="NORMAL")  # (either will do)
     async with legacy_session(params) as session:
         listed = structured(await session.call_tool("greenroom_strategies", {}))
-        assert [s["name"] for s in listed["strategies"]] == ["fails", "panel", "schema"]
+        assert [s["name"] for s in listed["strategies"]] == ["chatty", "fails", "panel", "schema"]
 
         # A strategy tool needs multi round-trip requests: the error says what to use.
         direct = await session.call_tool("panel", {"question": "q"})
@@ -373,6 +374,102 @@ async def test_a_call_goes_on_after_the_server_is_killed_between_two_rounds(
     assert structured(again) == final
 
 
+async def test_a_round_answered_before_its_commit_survives_a_kill_in_that_window(
+    tmp_path: Path,
+) -> None:
+    """A retry is answered before its answers are committed; its requestState carries
+    them, so a server killed before the commit loses nothing."""
+    db, pid_file = tmp_path / "host.db", tmp_path / "server.pid"
+    lock = sqlite3.connect(db, isolation_level=None, timeout=10)
+    died: list[BaseException] = []
+    try:
+        async with modern_session(server_params(db, pid_file)) as session:
+            first = await session.call_tool("panel", {"question": "q"}, allow_input_required=True)
+            assert isinstance(first, types.InputRequiredResult)
+            responses = await answer(session, first)
+            # Another connection holds the write lock: the judges' answers cannot be
+            # committed, yet the retry is answered with the next round.
+            lock.execute("BEGIN IMMEDIATE")
+            second = await retry(
+                session, "panel", {"question": "q"}, responses, first.request_state
+            )
+            assert isinstance(second, types.InputRequiredResult)
+            last = await answer(session, second)
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            await session.call_tool("greenroom_strategies", {})
+    except Exception as error:  # the session dies with its server
+        died.append(error)
+    finally:
+        if lock.in_transaction:
+            lock.execute("ROLLBACK")
+    lock.close()
+    assert died, "the killed server still answered"
+    # The journal holds the first round's questions, not the answers (asked anew on
+    # the re-drive); the state brings them back, and the call completes.
+    async with modern_session(server_params(db)) as session:
+        done = await retry(session, "panel", {"question": "q"}, last, second.request_state)
+    final = structured(done)  # type: ignore[arg-type]
+    assert final["result"] == {
+        "votes": ["<judge 0: q>", "<judge 1: q>"],
+        "summary": "<sum up the votes ['<judge 0: q>', '<judge 1: q>']>",
+    }
+    assert final["stats"]["rounds"] == 2
+
+
+async def test_stray_output_of_a_strategy_goes_to_stderr_not_to_the_wire(
+    tmp_path: Path,
+) -> None:
+    errlog = tmp_path / "stderr.txt"
+    with errlog.open("w") as err:
+        async with (
+            stdio_client(server_params(tmp_path / "host.db"), errlog=err) as (read, write),
+            ClientSession(read, write, sampling_callback=llm) as session,
+        ):
+            await session.discover()
+            paused = await session.call_tool("chatty", {"text": "hi"}, allow_input_required=True)
+            assert isinstance(paused, types.InputRequiredResult)
+            responses = await answer(session, paused)
+            done = await retry(session, "chatty", {"text": "hi"}, responses, paused.request_state)
+            assert structured(done)["result"] == "<hi>"  # type: ignore[arg-type]
+    said = errlog.read_text()
+    assert "stray output on stdout" in said
+    assert "a child's output" in said
+
+
+def test_a_server_whose_stdin_is_a_regular_file_answers_it(tmp_path: Path) -> None:
+    """The loop cannot wait on a regular file: the SDK's threaded stdio serves it.
+
+    (Only `initialize`, which the SDK answers before it reads on: at the file's end
+    the session ends, and requests still in flight are cancelled.)
+    """
+    requests = tmp_path / "requests.jsonl"
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "file", "version": "1"},
+        },
+    }
+    requests.write_text(json.dumps(initialize) + "\n")
+    params = server_params(tmp_path / "host.db")
+    with requests.open("rb") as stdin:
+        done = subprocess.run(
+            [params.command, *params.args],
+            stdin=stdin,
+            capture_output=True,
+            cwd=params.cwd,
+            env=params.env,
+            timeout=30,
+            check=True,
+        )
+    (reply,) = map(json.loads, done.stdout.splitlines())
+    assert reply["id"] == 1
+    assert reply["result"]["serverInfo"]["name"] == "greenroom"
+
+
 async def test_the_same_tools_over_streamable_http_on_127_0_0_1(tmp_path: Path) -> None:
     params = server_params(tmp_path / "host.db")
     command = [params.command, *params.args, "--http", "127.0.0.1:0"]
@@ -388,7 +485,7 @@ async def test_the_same_tools_over_streamable_http_on_127_0_0_1(tmp_path: Path) 
             final = structured(await client.call_tool("panel", {"question": "http?"}))
             listed = structured(await client.call_tool("greenroom_strategies", {}))
         assert final["result"]["votes"] == ["<judge 0: http?>", "<judge 1: http?>"]
-        assert len(listed["strategies"]) == 3
+        assert len(listed["strategies"]) == 4
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=20) in (0, 130)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
+import json
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -13,6 +16,7 @@ from greenroom import FakeClock, Runtime
 from greenroom.errors import InvalidInput, InvalidRequestState
 from greenroom.mcp import StateSigner
 from greenroom.mcp.schemas import input_schema_of, output_schema_of
+from greenroom.mcp.state import KEY_ID, KEY_KIND, arguments_digest
 
 
 class Point(TypedDict):
@@ -101,3 +105,45 @@ def test_a_state_verifies_only_for_its_call_and_across_runtimes(tmp_path: Path) 
         pytest.raises(InvalidRequestState, match="not issued by this server"),
     ):
         StateSigner(other.store).verify(state, "panel", {"question": "q"})
+
+
+def test_a_state_carries_the_answers_it_was_made_after_and_keeps_them_signed(
+    tmp_path: Path,
+) -> None:
+    carried = [
+        ("q-1-0", "yes " * 5_000, {"input_tokens": 7, "output_tokens": 3}),
+        ("q-1-1", "no: \u00e9\u4e2d\U0001f600", None),
+    ]
+    with Runtime.open(tmp_path / "s.db", clock=FakeClock()) as rt:
+        signer = StateSigner(rt.store)
+        state = signer.sign("panel", {"question": "q"}, "s-1", 2, carried=carried)
+        named = signer.verify(state, "panel", {"question": "q"})
+        assert named.carried == tuple(carried)
+        assert (named.session_id, named.round) == ("s-1", 2)
+        payload, mac = state.split(".")
+        # Another answer slipped in: the MAC no longer matches.
+        tampered = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        tampered = tampered.replace(b"yes", b"NO!", 1)
+        forged = base64.urlsafe_b64encode(tampered).rstrip(b"=").decode() + "." + mac
+        with pytest.raises(InvalidRequestState, match="altered"):
+            signer.verify(forged, "panel", {"question": "q"})
+        assert signer.verify(signer.sign("t", {}, "s", 1), "t", {}).carried == ()
+
+
+def test_the_state_mac_is_hmac_sha256_and_version_1_states_still_verify(tmp_path: Path) -> None:
+    with Runtime.open(tmp_path / "s.db", clock=FakeClock()) as rt:
+        signer = StateSigner(rt.store)
+        key = bytes.fromhex(rt.store.get_object(KEY_KIND, KEY_ID).meta["key"])
+        # A state as the first version wrote it (no carried answers).
+        payload = json.dumps(
+            {"v": 1, "t": "panel", "a": arguments_digest({"question": "q"}), "s": "s-1", "r": 3},
+            separators=(",", ":"),
+        ).encode()
+        mac = hmac.digest(key, b"greenroom-mcp-state|" + payload, "sha256")
+        state = f"{_b64(payload)}.{_b64(mac)}"
+        named = signer.verify(state, "panel", {"question": "q"})
+        assert (named.session_id, named.round, named.carried) == ("s-1", 3, ())
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

@@ -43,6 +43,7 @@ from greenroom.executions.records import FeedResult
 __all__ = ["AsyncExecutions"]
 
 _NO_KWARGS: Mapping[str, Any] = {}
+_NOT_DURABLE: Mapping[str, Any] = {"durable": False}
 
 
 class AsyncExecutions:
@@ -117,10 +118,13 @@ class AsyncExecutions:
         items: Sequence[FeedItemInput],
         *,
         timeout: float | None = None,
+        durable: bool = True,
     ) -> FeedResult:
-        """`Executions.feed_many`, awaited: answer several queries at once, all or none."""
+        """`Executions.feed_many`, awaited: answer several queries at once, all or none
+        (`durable` as there)."""
         send = self._executions.send_feed_many
-        return await self._run(send, (session_id, items), _NO_KWARGS, timeout)
+        options = _NO_KWARGS if durable else _NOT_DURABLE
+        return await self._run(send, (session_id, items), options, timeout)
 
     async def resume(self, session_id: str, *, timeout: float | None = None) -> FeedResult:
         """`Executions.resume`, awaited: where the session is (re-driven from its

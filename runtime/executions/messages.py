@@ -54,9 +54,15 @@ BEGIN = Begin()
 
 @attrs.frozen
 class Feed:
-    """Answers for the session, all applied or none; answered with a `FeedResult`."""
+    """Answers for the session, all applied or none; answered with a `FeedResult`.
+
+    Not `durable`: a pause it leads to is answered once the writes made before this
+    feed are committed, without waiting for this feed's own (its caller keeps the
+    answers until the next call; see `Executions.feed_many`).
+    """
 
     items: tuple[FeedItem, ...]
+    durable: bool = True
 
 
 @attrs.frozen

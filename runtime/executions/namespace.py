@@ -421,15 +421,23 @@ class Executions:
         items: Sequence[FeedItemInput],
         *,
         timeout: float | None = None,
+        durable: bool = True,
     ) -> FeedResult:
         """Answer several queries at once: `[(query_id, response, usage_or_None), ...]`.
 
         Every item is validated first (malformed items, ids repeated in the batch,
         unknown ids, changed answers); if any fails, none is applied. `usage` as in
         `feed`. Returns as `feed` does.
+
+        `durable=False` (durable sessions) answers a pause once the session's earlier
+        journal writes are committed, without waiting for this feed's own: the commit
+        runs while the answer goes out. Until the next call returns, a crash may lose
+        these answers from the journal, so the caller keeps them and feeds them again
+        after a crash (`greenroom.mcp` carries them in the `requestState`): feeding
+        an answer again is a no-op, and a re-driven session takes it.
         """
         pending = self.send_feed_many(
-            session_id, items, timeout=timeout, caller_runs=timeout is None
+            session_id, items, timeout=timeout, caller_runs=timeout is None, durable=durable
         )
         return self._wait(pending)
 
@@ -613,14 +621,18 @@ class Executions:
         *,
         timeout: float | None = None,
         caller_runs: bool = False,
+        durable: bool = True,
     ) -> PendingStep:
         """`feed_many`'s checks; send the answers to the session. Never waits
-        (`caller_runs` as in `send_start`). Errors as `feed_many`'s."""
+        (`caller_runs` as in `send_start`, `durable` as in `feed_many`). Errors as
+        `feed_many`'s."""
         self._kernel.check_open()
         self._kernel.refuse_inside_actor("feed_many()")
         check_text(session_id, "session_id", nonempty=True)
         checked = _check_feed_items(items)
-        return self._send_feed(session_id, checked, check_timeout(timeout), caller_runs)
+        return self._send_feed(
+            session_id, checked, check_timeout(timeout), caller_runs, durable=durable
+        )
 
     def _resolve(self, strategy: object) -> tuple[Callable[..., Any], str | None]:
         """The function to run and its registered name (None: in memory only)."""
@@ -713,8 +725,10 @@ class Executions:
         items: tuple[FeedItem, ...],
         timeout: float | None,
         caller_runs: bool,
+        *,
+        durable: bool = True,
     ) -> PendingStep:
-        message = Feed(items)
+        message = Feed(items, durable)
         for _attempt in range(_SEND_ATTEMPTS):
             entry = self._entry_for(session_id, "feed")
             if not isinstance(entry, LiveEntry):

@@ -9,7 +9,8 @@ from typing import Any
 
 import uvicorn
 from mcp.server import Server
-from mcp.server.stdio import stdio_server
+
+from greenroom.mcp.stdio import loop_stdio
 
 __all__ = ["serve_http", "serve_stdio"]
 
@@ -17,8 +18,9 @@ log = logging.getLogger("greenroom.mcp")
 
 
 async def serve_stdio(server: Server[Any]) -> None:
-    """Serve `server` on this process's stdin and stdout until the client closes them."""
-    async with stdio_server() as (read_stream, write_stream):
+    """Serve `server` on this process's stdin and stdout until the client closes them
+    (read and written on the loop on asyncio: `greenroom.mcp.stdio`)."""
+    async with loop_stdio() as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 

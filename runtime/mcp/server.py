@@ -31,7 +31,7 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from greenroom import __version__
 from greenroom.aio.executions import AsyncExecutions
-from greenroom.errors import GreenroomError, InvalidInput
+from greenroom.errors import GreenroomError, InvalidInput, UnknownQuery
 from greenroom.executions.records import FeedResult
 from greenroom.executions.strategies import StrategyInfo
 from greenroom.mcp.schemas import STEP_SCHEMA, input_schema_of, output_schema_of
@@ -45,7 +45,7 @@ from greenroom.mcp.shapes import (
     tool_result,
     usage_of,
 )
-from greenroom.mcp.state import StateSigner
+from greenroom.mcp.state import CarriedAnswer, RequestState, StateSigner
 from greenroom.mcp.tool_errors import Call, error_text
 from greenroom.runtime import Runtime
 
@@ -315,7 +315,7 @@ class _Tools:
             step = await self._executions.start(info.name, **arguments)
         else:
             state = self._signer.verify(params.request_state, info.name, arguments)
-            items = []
+            items: list[CarriedAnswer] = []
             prefix = f"q-{state.round}-"
             for query_id, response in (params.input_responses or {}).items():
                 if not query_id.startswith(prefix):
@@ -331,22 +331,68 @@ class _Tools:
                     return tool_error(f"input response {query_id!r}: {error}")
                 items.append((query_id, text, usage_of(response)))
             try:
-                if items:
-                    step = await self._executions.feed_many(state.session_id, items)
-                else:
-                    step = await self._executions.resume(state.session_id)
-                if step.status == "accepted":
-                    step = await self._executions.resume(state.session_id)
+                step, fed = await self._feed(state, items)
             except Exception as error:
                 call = Call(info.name, state.session_id, restart=info.name)
                 raise _Failed(error, call) from None
+            return self._strategy_result(info, arguments, step, fed, state.digest)
         return self._strategy_result(info, arguments, step)
 
+    async def _feed(
+        self, state: RequestState, items: list[CarriedAnswer]
+    ) -> tuple[FeedResult, list[CarriedAnswer]]:
+        """Feed a retry's answers, after those its state carries; the step, and what
+        the next state must carry (what this call fed, maybe not yet committed).
+
+        The answers are fed not durable: the next round's requests leave while their
+        journal write commits, and the next state carries them. The state's own
+        carried answers were committed before (a later answer waits for the earlier
+        writes), unless the server stopped first: then the session, re-driven from its
+        journal, is a round behind, and they are fed again before this call's."""
+        executions = self._executions
+        session_id = state.session_id
+        if not items:
+            step = await executions.resume(session_id)
+            return step, []
+        try:
+            # Usually the carried answers were given already: feeding them again is a
+            # no-op, and this call's go in with them, in one turn.
+            step = await executions.feed_many(session_id, [*state.carried, *items], durable=False)
+            fed = items
+        except UnknownQuery:
+            if not state.carried:
+                raise
+            # The journal lost the carried round (the server stopped before its
+            # commit): it is asked again on the re-drive; answered from the state.
+            log.info(
+                "session %s: feeding round %d's answers again from the requestState",
+                session_id,
+                state.round - 1,
+            )
+            await executions.feed_many(session_id, state.carried)
+            step = await executions.feed_many(session_id, items, durable=False)
+            fed = items
+        if step.status == "accepted":
+            step = await executions.resume(session_id)
+        return step, fed
+
     def _strategy_result(
-        self, info: StrategyInfo, arguments: dict[str, Any], step: FeedResult
+        self,
+        info: StrategyInfo,
+        arguments: dict[str, Any],
+        step: FeedResult,
+        fed: list[CarriedAnswer] | None = None,
+        digest: str | None = None,
     ) -> types.CallToolResult | types.InputRequiredResult:
         if step.status in ("needs_response", "accepted"):
-            state = self._signer.sign(info.name, arguments, step.session_id, round_of(step.queries))
+            state = self._signer.sign(
+                info.name,
+                arguments,
+                step.session_id,
+                round_of(step.queries),
+                carried=fed or (),
+                digest=digest,
+            )
             return input_required(step.session_id, step.queries, state)
         if step.status == "completed":
             return tool_result(final_json(step))

@@ -6,9 +6,13 @@ digest of the call's arguments, the execution session and the round its input re
 belong to; the MAC is HMAC-SHA256 of the payload under the store's key. Any server
 process on the same database holds the key, so a client's retry goes on wherever it
 lands, after a restart too. A state that does not verify, or that names another tool
-or other arguments, is `InvalidRequestState`. Replaying a state is harmless: the
-answers it carries are fed again, which changes nothing if they were given already
-(and is refused if they differ).
+or other arguments, is `InvalidRequestState`.
+
+A state also carries the answers the call that made it fed (`carried`): that call
+answered before their journal write was committed, so after a crash the next retry
+feeds them again before its own. Replaying a state is harmless: the answers it
+carries are fed again, which changes nothing if they were given already (and is
+refused if they differ).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -26,15 +31,21 @@ import attrs
 from greenroom.errors import InvalidRequestState
 from greenroom.store import Store
 
-__all__ = ["KEY_ID", "KEY_KIND", "RequestState", "StateSigner"]
+__all__ = ["KEY_ID", "KEY_KIND", "CarriedAnswer", "RequestState", "StateSigner", "arguments_digest"]
 
 KEY_KIND = "mcp_server"
 """The store object kind holding the server's signing key."""
 KEY_ID = "request_state"
 """Its id."""
 
-_VERSION = 1
-_MAX_STATE_CHARS = 4096
+_VERSION = 2  # 1: without carried answers (still verified)
+# Carried answers are LLM responses: allow many, refuse what no retry needs.
+_MAX_STATE_CHARS = 16 * 1024 * 1024
+_MAC_PREFIX = b"greenroom-mcp-state|"
+
+CarriedAnswer = tuple[str, str, Mapping[str, Any] | None]
+"""An answer a state carries: `(query_id, response, usage or None)`, as `feed_many`
+takes it."""
 
 
 @attrs.frozen
@@ -44,6 +55,10 @@ class RequestState:
     tool: str
     session_id: str
     round: int
+    carried: tuple[CarriedAnswer, ...] = ()
+    """The answers fed by the call that made this state, maybe not yet committed."""
+    digest: str = ""
+    """The digest of the call's arguments (`arguments_digest`)."""
 
 
 class StateSigner:
@@ -57,20 +72,37 @@ class StateSigner:
                 f"the store's MCP signing key ({KEY_KIND} {KEY_ID!r}) is damaged; delete "
                 "that object to make a new one (open tool calls then start again)"
             )
-        self._key = bytes.fromhex(key)
+        # HMAC-SHA256 with its keyed inner and outer hashes made once: each MAC copies
+        # them (a third of the cost of keying them again per call).
+        raw = bytes.fromhex(key)
+        if len(raw) > 64:  # (as HMAC does with a key longer than SHA-256's block)
+            raw = hashlib.sha256(raw).digest()
+        block = raw.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in block) + _MAC_PREFIX)
+        self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
 
-    def sign(self, tool: str, arguments: dict[str, Any], session_id: str, round_no: int) -> str:
-        """The state of `tool`'s call with `arguments`, paused at `round_no`."""
-        payload = json.dumps(
-            {
-                "v": _VERSION,
-                "t": tool,
-                "a": _digest(arguments),
-                "s": session_id,
-                "r": round_no,
-            },
-            separators=(",", ":"),
-        ).encode()
+    def sign(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        session_id: str,
+        round_no: int,
+        *,
+        carried: Sequence[CarriedAnswer] = (),
+        digest: str | None = None,
+    ) -> str:
+        """The state of `tool`'s call with `arguments`, paused at `round_no`, carrying
+        the answers just fed (`digest`: `arguments_digest(arguments)`, if known)."""
+        fields: dict[str, Any] = {
+            "v": _VERSION,
+            "t": tool,
+            "a": arguments_digest(arguments) if digest is None else digest,
+            "s": session_id,
+            "r": round_no,
+        }
+        if carried:
+            fields["c"] = [[query_id, text, usage] for query_id, text, usage in carried]
+        payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
         return f"{_b64(payload)}.{_b64(self._mac(payload))}"
 
     def verify(self, state: object, tool: str, arguments: dict[str, Any]) -> RequestState:
@@ -89,18 +121,29 @@ class StateSigner:
                 "the requestState was not issued by this server, or was altered"
             )
         fields = json.loads(payload)
-        if fields.get("t") != tool or fields.get("a") != _digest(arguments):
+        digest = arguments_digest(arguments)
+        if fields.get("t") != tool or fields.get("a") != digest:
             raise InvalidRequestState(
                 f"the requestState belongs to another call (tool {fields.get('t')!r} with "
                 "other arguments): retry with the arguments of the call that returned it"
             )
-        return RequestState(str(fields["t"]), str(fields["s"]), int(fields["r"]))
+        carried = tuple(
+            (str(query_id), str(text), usage if isinstance(usage, dict) else None)
+            for query_id, text, usage in fields.get("c", ())
+        )
+        return RequestState(str(fields["t"]), str(fields["s"]), int(fields["r"]), carried, digest)
 
     def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, b"greenroom-mcp-state|" + payload, hashlib.sha256).digest()
+        # HMAC-SHA256(key, _MAC_PREFIX + payload), as hmac.digest computes it.
+        inner = self._inner.copy()
+        inner.update(payload)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
-def _digest(arguments: dict[str, Any]) -> str:
+def arguments_digest(arguments: dict[str, Any]) -> str:
+    """A tool call's arguments, digested (what a state is bound to)."""
     canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
