@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -409,11 +410,89 @@ async def test_a_round_answered_before_its_commit_survives_a_kill_in_that_window
     async with modern_session(server_params(db)) as session:
         done = await retry(session, "panel", {"question": "q"}, last, second.request_state)
     final = structured(done)  # type: ignore[arg-type]
+    # The same crash, then a retry with the state alone (no answers): it too feeds the
+    # carried answers, and its own state carries them on.
+    again = await _kill_in_the_commit_window(tmp_path / "again.db", tmp_path / "again.pid")
+    async with modern_session(server_params(tmp_path / "again.db")) as session:
+        polled = await retry(session, "panel", {"question": "q"}, None, again.request_state)
+        assert isinstance(polled, types.InputRequiredResult)
+        assert set(polled.input_requests or {}) == {"q-2-0"}  # round 1 stays answered
+        responses = await answer(session, polled)
+        done = await retry(session, "panel", {"question": "q"}, responses, polled.request_state)
+    assert structured(done)["result"] == final["result"]  # type: ignore[arg-type]
     assert final["result"] == {
         "votes": ["<judge 0: q>", "<judge 1: q>"],
         "summary": "<sum up the votes ['<judge 0: q>', '<judge 1: q>']>",
     }
     assert final["stats"]["rounds"] == 2
+
+
+async def _kill_in_the_commit_window(db: Path, pid_file: Path) -> types.InputRequiredResult:
+    """Round 1 answered while another connection holds the write lock, then the server
+    killed: the second round's result, whose state carries round 1's answers."""
+    lock = sqlite3.connect(db, isolation_level=None, timeout=10)
+    second: types.InputRequiredResult | None = None
+    try:
+        async with modern_session(server_params(db, pid_file)) as session:
+            first = await session.call_tool("panel", {"question": "q"}, allow_input_required=True)
+            assert isinstance(first, types.InputRequiredResult)
+            responses = await answer(session, first)
+            lock.execute("BEGIN IMMEDIATE")
+            result = await retry(
+                session, "panel", {"question": "q"}, responses, first.request_state
+            )
+            assert isinstance(result, types.InputRequiredResult)
+            second = result
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            await session.call_tool("greenroom_strategies", {})
+    except Exception:  # the session dies with its server
+        pass
+    finally:
+        if lock.in_transaction:
+            lock.execute("ROLLBACK")
+        lock.close()
+    assert second is not None
+    return second
+
+
+async def test_answers_given_again_with_the_rest_of_their_round_go_in_once(
+    tmp_path: Path,
+) -> None:
+    async with modern_session(server_params(tmp_path / "host.db")) as session:
+        first = await session.call_tool("panel", {"question": "q"}, allow_input_required=True)
+        assert isinstance(first, types.InputRequiredResult)
+        responses = await answer(session, first)
+        part = await retry(
+            session, "panel", {"question": "q"}, {"q-1-0": responses["q-1-0"]}, first.request_state
+        )
+        assert isinstance(part, types.InputRequiredResult)
+        assert set(part.input_requests or {}) == {"q-1-1"}
+        # The client sends the whole round (q-1-0 again, the same): no error.
+        whole = await retry(session, "panel", {"question": "q"}, responses, part.request_state)
+        assert isinstance(whole, types.InputRequiredResult), whole
+        assert set(whole.input_requests or {}) == {"q-2-0"}
+
+
+async def test_a_round_with_answers_too_big_to_carry_is_committed_first(tmp_path: Path) -> None:
+    """Answers a state could not carry (over half its 16 MiB) are fed durably: the next
+    state carries none, and the call goes on."""
+    big = "y" * (5 * 1024 * 1024)
+    async with modern_session(server_params(tmp_path / "host.db")) as session:
+        first = await session.call_tool("panel", {"question": "q"}, allow_input_required=True)
+        assert isinstance(first, types.InputRequiredResult)
+        responses = {
+            key: types.CreateMessageResult.model_validate(
+                {"role": "assistant", "content": {"type": "text", "text": big}, "model": "m"}
+            )
+            for key in first.input_requests or {}
+        }
+        second = await retry(session, "panel", {"question": "q"}, responses, first.request_state)
+        assert isinstance(second, types.InputRequiredResult), second
+        assert second.request_state is not None
+        assert len(second.request_state) < 4096  # it carries nothing
+        last = await answer(session, second)
+        done = await retry(session, "panel", {"question": "q"}, last, second.request_state)
+    assert structured(done)["result"]["votes"] == [big, big]  # type: ignore[arg-type]
 
 
 async def test_stray_output_of_a_strategy_goes_to_stderr_not_to_the_wire(
@@ -468,6 +547,103 @@ def test_a_server_whose_stdin_is_a_regular_file_answers_it(tmp_path: Path) -> No
     (reply,) = map(json.loads, done.stdout.splitlines())
     assert reply["id"] == 1
     assert reply["result"]["serverInfo"]["name"] == "greenroom"
+
+
+async def test_a_server_started_with_stderr_closed_keeps_stray_output_off_its_files(
+    tmp_path: Path,
+) -> None:
+    """`2>&-`: the database would take fd 2, and stray output would go into it; the
+    command opens the null device there first."""
+    params = server_params(tmp_path / "host.db")
+    shell = StdioServerParameters(
+        command="/bin/sh",
+        args=["-c", 'exec "$0" "$@" 2>&-', params.command, *params.args],
+        env=params.env,
+        cwd=params.cwd,
+    )
+    async with modern_session(shell) as session:
+        paused = await session.call_tool("chatty", {"text": "hi"}, allow_input_required=True)
+        assert isinstance(paused, types.InputRequiredResult), paused
+        responses = await answer(session, paused)
+        done = await retry(session, "chatty", {"text": "hi"}, responses, paused.request_state)
+        assert structured(done)["result"] == "<hi>"  # type: ignore[arg-type]
+    with sqlite3.connect(tmp_path / "host.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def _json_line(message: dict[str, Any]) -> bytes:
+    return (json.dumps(message) + "\n").encode()
+
+
+def _initialize(request_id: int) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+
+
+def _command(db: Path) -> tuple[list[str], StdioServerParameters]:
+    params = server_params(db)
+    return [params.command, *params.args], params
+
+
+def test_a_server_with_dev_null_on_stdin_ends_at_once(tmp_path: Path) -> None:
+    """No client (as under a supervisor): the SDK's transport reads the end, and the
+    server stops; the loop's would wait on /dev/null for ever."""
+    command, params = _command(tmp_path / "host.db")
+    with open(os.devnull, "rb") as null:
+        done = subprocess.run(
+            command, stdin=null, capture_output=True, cwd=params.cwd, env=params.env, timeout=30
+        )
+    assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_a_server_writing_to_a_regular_file_serves_every_request(tmp_path: Path) -> None:
+    """stdin a pipe, stdout a file: the SDK's transport serves both, stdin untouched."""
+    command, params = _command(tmp_path / "host.db")
+    out = tmp_path / "out.jsonl"
+    with out.open("wb") as sink:
+        server = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=sink, cwd=params.cwd, env=params.env
+        )
+        assert server.stdin is not None
+        server.stdin.write(_json_line(_initialize(1)))
+        server.stdin.flush()
+        with pytest.raises(subprocess.TimeoutExpired):
+            server.wait(timeout=3)  # still serving: the first request did not end it
+        server.stdin.write(_json_line(_initialize(2)))  # answered before the end is read
+        server.stdin.close()
+        assert server.wait(timeout=30) == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [1, 2]
+
+
+def test_a_server_on_one_socket_for_stdin_and_stdout_serves_it(tmp_path: Path) -> None:
+    """As inetd or socat start it: the SDK's transport serves the socket."""
+    command, params = _command(tmp_path / "host.db")
+    ours, theirs = socket.socketpair()
+    server = subprocess.Popen(command, stdin=theirs, stdout=theirs, cwd=params.cwd, env=params.env)
+    theirs.close()
+    ours.settimeout(30)
+    replies = ours.makefile("rb")
+    try:
+        ours.sendall(_json_line(_initialize(1)))
+        assert json.loads(replies.readline())["id"] == 1
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+        ours.sendall(_json_line(initialized) + _json_line(listing))
+        reply = replies.readline()
+        assert reply, "the server closed the connection"
+        assert json.loads(reply)["id"] == 2
+    finally:
+        replies.close()  # (the socket stays open while its file does)
+        ours.close()
+        assert server.wait(timeout=30) == 0  # the end of the connection ends it
 
 
 async def test_the_same_tools_over_streamable_http_on_127_0_0_1(tmp_path: Path) -> None:

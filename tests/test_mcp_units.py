@@ -16,7 +16,7 @@ from greenroom import FakeClock, Runtime
 from greenroom.errors import InvalidInput, InvalidRequestState
 from greenroom.mcp import StateSigner
 from greenroom.mcp.schemas import input_schema_of, output_schema_of
-from greenroom.mcp.state import KEY_ID, KEY_KIND, arguments_digest
+from greenroom.mcp.state import KEY_ID, KEY_KIND, arguments_digest, can_carry
 
 
 class Point(TypedDict):
@@ -147,3 +147,11 @@ def test_the_state_mac_is_hmac_sha256_and_version_1_states_still_verify(tmp_path
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_a_state_carries_answers_up_to_half_its_size() -> None:
+    assert can_carry([("q-1-0", "a" * 1_000_000, None)])
+    assert not can_carry([("q-1-0", "a" * 7_000_000, None)])
+    # Escaped characters count as what they take in the state (6 bytes each here).
+    assert can_carry([("q-1-0", "\x01" * 600_000, None)])
+    assert not can_carry([("q-1-0", "\x01" * 1_100_000, None)])

@@ -376,12 +376,27 @@ def _log_to_stderr(verbose: int) -> tuple[logging.Handler, int] | None:
     return handler, previous
 
 
+def _open_closed_std_fds() -> None:
+    """Open the null device on fds 0-2 where they are closed (`greenroom mcp 2>&-`):
+    else the next file opened (the database) would take that number, and whatever
+    writes to stderr would write into it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:  # (a lower one was closed too: it is opened in its turn)
+                os.dup2(opened, fd)
+                os.close(opened)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `greenroom` with `argv` (default: the process's arguments); the exit status.
 
     Usage errors and `--help` return the status argparse exits with (2 and 0) instead
     of raising `SystemExit`, so `sys.exit(main())` is the whole console script.
     """
+    _open_closed_std_fds()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

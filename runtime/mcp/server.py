@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
@@ -45,7 +46,7 @@ from greenroom.mcp.shapes import (
     tool_result,
     usage_of,
 )
-from greenroom.mcp.state import CarriedAnswer, RequestState, StateSigner
+from greenroom.mcp.state import CarriedAnswer, RequestState, StateSigner, can_carry
 from greenroom.mcp.tool_errors import Call, error_text
 from greenroom.runtime import Runtime
 
@@ -342,39 +343,54 @@ class _Tools:
         self, state: RequestState, items: list[CarriedAnswer]
     ) -> tuple[FeedResult, list[CarriedAnswer]]:
         """Feed a retry's answers, after those its state carries; the step, and what
-        the next state must carry (what this call fed, maybe not yet committed).
+        the next state must carry (what this call may have fed, not yet committed).
 
         The answers are fed not durable: the next round's requests leave while their
         journal write commits, and the next state carries them. The state's own
-        carried answers were committed before (a later answer waits for the earlier
-        writes), unless the server stopped first: then the session, re-driven from its
-        journal, is a round behind, and they are fed again before this call's."""
+        carried answers were committed before this call's turn (an answer waits for
+        the writes before it), unless the server stopped first: then the session,
+        re-driven from its journal, is behind, and they are fed again."""
         executions = self._executions
         session_id = state.session_id
-        if not items:
-            step = await executions.resume(session_id)
-            return step, []
+        answered_now = {query_id for query_id, _text, _usage in items}
+        # An answer the client gives again (a whole round after a partial one) goes in
+        # once: as its own, not also as carried.
+        carried = [item for item in state.carried if item[0] not in answered_now]
+        batch = [*carried, *items]
+        if not batch:
+            return await executions.resume(session_id), []
+        durable = not can_carry(batch)  # too big to carry back: committed first
+        # What this call may apply, and so carry on: its own answers, with carried ones
+        # of their round (a partial round, re-driven); a retry with no answers of its
+        # own carries on what it was given.
+        if durable:
+            next_carried: list[CarriedAnswer] = []
+        elif items:
+            same_round = [item for item in carried if _round_of_id(item[0]) == state.round]
+            next_carried = same_round + items
+        else:
+            next_carried = carried
         try:
             # Usually the carried answers were given already: feeding them again is a
             # no-op, and this call's go in with them, in one turn.
-            step = await executions.feed_many(session_id, [*state.carried, *items], durable=False)
-            fed = items
+            step = await executions.feed_many(session_id, batch, durable=durable)
         except UnknownQuery:
-            if not state.carried:
+            if not carried or not items:
                 raise
             # The journal lost the carried round (the server stopped before its
             # commit): it is asked again on the re-drive; answered from the state.
             log.info(
-                "session %s: feeding round %d's answers again from the requestState",
+                "session %s: feeding %d answers again from the requestState (the journal "
+                "had lost them)",
                 session_id,
-                state.round - 1,
+                len(carried),
             )
-            await executions.feed_many(session_id, state.carried)
-            step = await executions.feed_many(session_id, items, durable=False)
-            fed = items
+            await executions.feed_many(session_id, carried)
+            step = await executions.feed_many(session_id, items, durable=durable)
+            next_carried = [] if durable else items
         if step.status == "accepted":
             step = await executions.resume(session_id)
-        return step, fed
+        return step, next_carried
 
     def _strategy_result(
         self,
@@ -487,6 +503,14 @@ class _Checker:
 _EXPLICIT_CHECKERS = {
     name: _Checker(name, tool.input_schema) for name, tool in EXPLICIT_TOOLS.items()
 }
+
+
+_QUERY_ROUND = re.compile(r"q-(\d+)-\d+")
+
+
+def _round_of_id(query_id: str) -> int | None:
+    found = _QUERY_ROUND.fullmatch(query_id)
+    return None if found is None else int(found.group(1))
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -31,7 +31,15 @@ import attrs
 from greenroom.errors import InvalidRequestState
 from greenroom.store import Store
 
-__all__ = ["KEY_ID", "KEY_KIND", "CarriedAnswer", "RequestState", "StateSigner", "arguments_digest"]
+__all__ = [
+    "KEY_ID",
+    "KEY_KIND",
+    "CarriedAnswer",
+    "RequestState",
+    "StateSigner",
+    "arguments_digest",
+    "can_carry",
+]
 
 KEY_KIND = "mcp_server"
 """The store object kind holding the server's signing key."""
@@ -140,6 +148,19 @@ class StateSigner:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
+
+
+def can_carry(carried: Sequence[CarriedAnswer]) -> bool:
+    """Whether a state can carry these answers: they take at most half the size a state
+    may have (a round with bigger answers is fed durably and carries none)."""
+    budget = _MAX_STATE_CHARS // 2
+    # A character takes at most 6 bytes in JSON (an escape), 8 in base64.
+    rough = sum(len(query_id) + len(text) + 64 for query_id, text, _usage in carried)
+    if 8 * rough <= budget:
+        return True
+    fields = [[query_id, text, usage] for query_id, text, usage in carried]
+    encoded = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+    return 4 * (len(encoded) + 512) // 3 <= budget
 
 
 def arguments_digest(arguments: dict[str, Any]) -> str:

@@ -3,22 +3,27 @@ asyncio loop itself.
 
 The SDK's `stdio_server` reads each line, writes each message and flushes it through a
 worker thread: three hand-offs between threads per round trip, which cost a served
-tool call more than greenroom's own work does. On asyncio, with pipes (or a terminal
-or socket) on fds 0 and 1, `loop_stdio` gives the SDK's `stdio_server` file objects
-that the loop reads and writes without threads; the SDK still parses and frames the
-messages. Elsewhere (trio, Windows, a regular file on stdin) it is the SDK's own.
+tool call more than greenroom's own work does. On asyncio, when fds 0 and 1 are pipes
+(as an MCP client that starts the server makes them), `loop_stdio` gives the SDK's
+`stdio_server` file objects that the loop reads and writes without threads; the SDK
+still parses and frames the messages. Anything else (a terminal, a socket, a file,
+`/dev/null`; trio; Windows) is served by the SDK's own transport, untouched.
 
 As the SDK's transport does, it takes the wire for itself while it serves: fd 0 then
 reads the null device and fd 1 writes to stderr, so a stray `print` or a child
-process's output cannot corrupt the protocol; both are put back when it ends.
+process's output cannot corrupt the protocol; both are put back when it ends, with
+the pipes' blocking modes as they were. As with the SDK's, a client that closes stdin
+ends the session: requests still in flight are cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
+import stat
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -81,43 +86,69 @@ async def loop_stdio() -> AsyncIterator[tuple[Any, Any]]:
 
 async def _loop_files(stack: AsyncExitStack) -> tuple[Any, Any] | None:
     """Loop-driven stdin and stdout (the wire taken, put back with `stack`); None where
-    the loop cannot drive them."""
-    if sys.platform == "win32":
+    the loop should not drive them (nothing is changed then)."""
+    if sys.platform == "win32" or not (_is_pipe(0) and _is_pipe(1)) or _same_file(1, 2):
+        # (stderr on the wire's pipe would share its non-blocking mode: not ours)
         return None
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # trio
         return None
-    try:
-        wire_in = os.dup(0)
-        wire_out = os.dup(1)
-    except OSError:
-        return None
+    # Pipes only: epoll takes them, each end is this process's own (making it
+    # non-blocking touches nobody else), and a read end never doubles as a write end.
+    blocking = (os.get_blocking(0), os.get_blocking(1))
+    wire_in, wire_out = _dup_above_std(0), _dup_above_std(1)
     reader_file = os.fdopen(wire_in, "rb", buffering=0)
     writer_file = os.fdopen(wire_out, "wb", buffering=0)
+    reader = asyncio.StreamReader(limit=_LINE_LIMIT)
     try:
-        reader = asyncio.StreamReader(limit=_LINE_LIMIT)
         read_transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), reader_file
         )
-    except (OSError, ValueError) as error:  # a regular file: epoll cannot wait on it
-        log.debug("stdio on worker threads (stdin: %s)", error)
+        try:
+            write_transport, write_protocol = await loop.connect_write_pipe(
+                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), writer_file
+            )
+        except BaseException:
+            read_transport.close()
+            raise
+    except (OSError, ValueError) as error:
+        log.debug("stdio on the SDK's worker threads (%s)", error)
         reader_file.close()
         writer_file.close()
-        return None
-    try:
-        write_transport, write_protocol = await loop.connect_write_pipe(
-            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), writer_file
-        )
-    except (OSError, ValueError) as error:
-        log.debug("stdio on worker threads (stdout: %s)", error)
-        read_transport.close()
-        writer_file.close()
+        _set_blocking(blocking)
         return None
     writer = asyncio.StreamWriter(write_transport, write_protocol, None, loop)
-    _take_the_wire(stack)  # (put back last: after the pipes are closed)
+    _take_the_wire(stack, blocking)  # (put back last: after the pipes are closed)
     stack.push_async_callback(_close, read_transport, writer)
     return _LoopLines(reader), _LoopWriter(writer)
+
+
+def _dup_above_std(fd: int) -> int:
+    """A duplicate of `fd` above 2 (with stderr closed, `dup` would land on fd 2)."""
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+
+
+def _is_pipe(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def _same_file(fd: int, other: int) -> bool:
+    try:
+        first, second = os.fstat(fd), os.fstat(other)
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+def _set_blocking(blocking: tuple[bool, bool]) -> None:
+    """Fds 0 and 1 (and whatever shares their open files) back to these modes."""
+    for fd, mode in zip((0, 1), blocking, strict=True):
+        with contextlib.suppress(OSError):
+            os.set_blocking(fd, mode)
 
 
 async def _close(read_transport: asyncio.BaseTransport, writer: asyncio.StreamWriter) -> None:
@@ -130,30 +161,49 @@ async def _close(read_transport: asyncio.BaseTransport, writer: asyncio.StreamWr
         contextlib.suppress(OSError),  # the client went first: nothing to send it
     ):
         await writer.wait_closed()
+    queued = _queued(writer)
+    if queued:
+        # The client stopped reading: what is queued is dropped (so the pipe, blocking
+        # again soon, is never written from the loop).
+        log.warning("stdio: %d bytes for the client were not sent (it stopped reading)", queued)
+        writer.transport.abort()
 
 
-def _take_the_wire(stack: AsyncExitStack) -> None:
+def _queued(writer: asyncio.StreamWriter) -> int:
+    try:
+        return writer.transport.get_write_buffer_size()
+    except (AttributeError, RuntimeError):
+        return 0
+
+
+def _take_the_wire(stack: AsyncExitStack, blocking: tuple[bool, bool]) -> None:
     """Point fds 0 and 1 away from the wire until `stack` closes (their duplicates
-    carry the protocol meanwhile)."""
-    saved_in, saved_out = os.dup(0), os.dup(1)
+    carry the protocol meanwhile); then put them back, in `blocking` modes."""
+    saved_in, saved_out = _dup_above_std(0), _dup_above_std(1)
     null = os.open(os.devnull, os.O_RDONLY)
     try:
         os.dup2(null, 0)
-        os.dup2(2, 1)
     finally:
         os.close(null)
+    try:
+        os.fstat(2)
+    except OSError:  # stderr is closed: stray output goes nowhere
+        sink = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(sink, 1)
+        finally:
+            os.close(sink)
+    else:
+        os.dup2(2, 1)
 
     def put_back() -> None:
         if sys.stdout is not None:
             with contextlib.suppress(OSError, ValueError):
                 sys.stdout.flush()  # stray output: to stderr, where fd 1 points now
-        # The pipes' duplicates made them non-blocking, which fds 0 and 1 share.
-        for fd in (saved_in, saved_out):
-            with contextlib.suppress(OSError):
-                os.set_blocking(fd, True)
         os.dup2(saved_in, 0)
         os.dup2(saved_out, 1)
         os.close(saved_in)
         os.close(saved_out)
+        _set_blocking(blocking)  # (the loop made the pipes non-blocking)
 
     stack.callback(put_back)
