@@ -40,6 +40,7 @@ from greenroom.transcripts.logformat import (
     check_ids_left,
     compaction_entry,
     encode,
+    encode_lines,
     estimate_tokens,
     iso_utc,
     leaf_entry,
@@ -54,7 +55,7 @@ from greenroom.transcripts.records import (
     Message,
     TurnResult,
 )
-from greenroom.usage import ZERO_USAGE, Usage
+from greenroom.usage import ZERO_USAGE, unchecked_usage
 
 __all__ = ["TranscriptActor", "summarizing"]
 
@@ -252,16 +253,23 @@ class TranscriptActor(GreenroomActor):
 
     # -- writing -----------------------------------------------------------------------
 
-    def _write(self, lines: list[bytes]) -> None:
+    def _write(self, lines: list[bytes], entries: int | None = None, *, turns: int = 0) -> None:
+        """Append `lines` (`entries` lines in all, if one of them holds several; `turns`
+        counted with them)."""
         before = self._file.fsyncs
         try:
             self._file.append(lines, self._durability)
         except Exception:
             self.ctx.metrics.incr("transcript_write_failures")
-            raise
-        finally:
             self._count_fsyncs(before)
-        self.ctx.metrics.incr("transcript_entries_written", len(lines))
+            raise
+        written = len(lines) if entries is None else entries
+        metrics = self.ctx.metrics
+        if turns:
+            metrics.incr_each("transcript_turns", turns, "transcript_entries_written", written)
+        else:
+            metrics.incr("transcript_entries_written", written)
+        self._count_fsyncs(before)
 
     def _count_fsyncs(self, before: int) -> None:
         if self._file.fsyncs != before:
@@ -283,13 +291,13 @@ class TranscriptActor(GreenroomActor):
         now = self._now()
         seq = state.next_seq
         parent = state.tip
-        lines: list[bytes] = []
+        entries: list[dict[str, Any]] = []
         nodes: list[Node] = []
         spent = [0, 0, 0, 0]
         for msg in message.messages:
             entry_id = str(seq)
             seq += 1
-            lines.append(encode(message_entry(entry_id, parent, now, msg)))
+            entries.append(message_entry(entry_id, parent, now, msg))
             nodes.append(Node(entry_id, parent, msg, estimate_tokens(msg), now))
             if type(msg) is AssistantMessage and msg.usage is not ZERO_USAGE:
                 usage = msg.usage
@@ -301,16 +309,32 @@ class TranscriptActor(GreenroomActor):
         last = nodes[-1].id  # the handle sends no empty turn
         leaf_id = str(seq)
         seq += 1
-        lines.append(encode(leaf_entry(leaf_id, last, now, last, message.usage)))
-        self._write(lines)  # raises before anything below changes
-        state.next_seq = seq
-        state.add_messages(nodes, Usage(*spent) if message.usage is None else message.usage)
-        self.ctx.metrics.incr("transcript_turns")
-        size = self._context_tokens()
+        entries.append(leaf_entry(leaf_id, last, now, last, message.usage))
+        # The result is made before the write, so that after it (the fsync's wait) only
+        # the state changes: the turn's time after the fsync is its caller's latency.
+        turn_usage = unchecked_usage(*spent) if message.usage is None else message.usage
+        size = self._size_with(nodes)
         result = TurnResult(tuple(node.id for node in nodes), None, size)
+        if self._durability == "entry":
+            self._write([encode(entry) for entry in entries], turns=1)  # (a write per line)
+        else:  # one write: the turn's lines encoded in one pass
+            self._write([encode_lines(entries)], len(entries), turns=1)
+        # (_write raised before anything below changes, if it failed)
+        state.next_seq = seq
+        state.add_messages(nodes, turn_usage)
         if self._compaction.enabled and size > self._threshold:
             return self._plan("threshold", result) or result
         return result
+
+    def _size_with(self, nodes: list[Node]) -> int:
+        """The context's estimated size once `nodes` join it (`_context_tokens` then)."""
+        after = 0
+        for node in reversed(nodes):
+            found = node.message
+            if type(found) is AssistantMessage and found.usage.total_tokens:
+                return found.usage.total_tokens + after
+            after += node.tokens
+        return self._context_tokens() + after
 
     def _append_leaf(self, entry_id: str) -> None:
         state = self._state

@@ -8,7 +8,7 @@ Two measurements, each beside a baseline measured in the same run:
    parent links, timestamps, a leaf per turn) with one `write` and one fsync per turn.
    The two alternate turn by turn, each turn timed, so a noisy neighbour hurts both
    alike; the median of the rounds is printed, with every round's ratio. Ratio =
-   transcript / raw, higher is better (target >= 0.7).
+   transcript / raw, higher is better (target >= 0.9: the host-scale issue's; it was 0.7).
    Automatic compaction is off in both (the raw loop has none).
 2. `rt.transcripts.resume` of a 100,000-entry log (9,091 such turns of 11 entries; open, lock,
    parse, rebuild the context and usage, start the actor), against a bare loop that only
@@ -43,10 +43,10 @@ from greenroom import (
 from greenroom.clock import stopwatch
 from greenroom.transcripts.logformat import iso_utc, message_to_json
 
-from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
+from _table import Row, Target, add_json_option, cpu_model, figure, write_rows  # isort: skip
 
 OFF = CompactionConfig(enabled=False)
-TURNS_TARGET = Target(">=", 0.7)  # transcript turns/s / the raw loop's, median of the rounds
+TURNS_TARGET = Target(">=", 0.9)  # transcript turns/s / the raw loop's, median of the rounds
 
 
 def make_turn(n: int) -> list[Any]:
@@ -163,12 +163,17 @@ def main() -> None:
             resume_s, parse_s, lines = bench_resume(rt, folder, entries)
     ours_med, raw_med = statistics.median(ours), statistics.median(raw)
     ratios = sorted(o / r for o, r in zip(ours, raw, strict=True))
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs")
     print(f"{'figure':52} {'transcript':>12} {'baseline':>12} {'ratio':>7}")
     print(
         f"{'turns/s, 10-message turns, fsync per turn':52} {ours_med:12.0f} {raw_med:12.0f} "
         f"{statistics.median(ratios):7.2f}"
     )
-    print(f"{'  per-round ratios':52} {', '.join(f'{r:.2f}' for r in ratios)}")
+    verdict = "PASS" if statistics.median(ratios) >= TURNS_TARGET.bound else "FAIL"
+    print(
+        f"{'  per-round ratios':52} {', '.join(f'{r:.2f}' for r in ratios)} (range "
+        f"{ratios[0]:.2f}-{ratios[-1]:.2f}; target: median >= {TURNS_TARGET.bound}: {verdict})"
+    )
     print(
         f"{f'resume of a {lines:,}-entry log, s':52} {resume_s:12.3f} {parse_s:12.3f} "
         f"{resume_s / parse_s:7.2f}"

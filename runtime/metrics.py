@@ -24,6 +24,13 @@ class Metrics:
         with self._lock:
             self._counts[name] += amount
 
+    def incr_each(self, first: str, first_amount: int, second: str, second_amount: int) -> None:
+        """`incr` of two counters, under one lock (a transcript's turn bumps two)."""
+        with self._lock:
+            counts = self._counts
+            counts[first] += first_amount
+            counts[second] += second_amount
+
     def get(self, name: str) -> int:
         """The counter's current value (zero when never bumped)."""
         with self._lock:

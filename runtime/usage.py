@@ -50,12 +50,27 @@ class Usage:
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
-        return Usage(
+        return unchecked_usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             self.cache_read_tokens + other.cache_read_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
         )
+
+
+_set_field = object.__setattr__  # (the record is frozen: attrs sets fields this way too)
+
+
+def unchecked_usage(input_: int, output: int, cache_read: int, cache_write: int) -> Usage:
+    """A `Usage` of counts already known to be ints >= 0 (sums of `Usage` fields),
+    not checked again: a transcript makes a turn's totals on every turn. Internal:
+    hosts make `Usage(...)`, which checks."""
+    usage = object.__new__(Usage)
+    _set_field(usage, "input_tokens", input_)
+    _set_field(usage, "output_tokens", output)
+    _set_field(usage, "cache_read_tokens", cache_read)
+    _set_field(usage, "cache_write_tokens", cache_write)
+    return usage
 
 
 ZERO_USAGE = Usage()

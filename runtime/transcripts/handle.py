@@ -20,7 +20,7 @@ from greenroom.actors.base import GreenroomActorRef
 from greenroom.actors.transcript import summarizing
 from greenroom.checks import check_text
 from greenroom.errors import InvalidInput, InvalidTransition, Stopped
-from greenroom.futures import GreenroomFuture
+from greenroom.futures import GreenroomFuture, in_handler
 from greenroom.pricing import CostBreakdown
 from greenroom.pykka_internals import ActorStop
 from greenroom.transcripts.messages import (
@@ -103,6 +103,11 @@ class Transcript:
     def _refuse_blocking_call(self, what: str) -> None:
         """`InvalidTransition` where waiting for this transcript's actor would block: in
         its own summarizer, or in one of the runtime's handlers."""
+        if (
+            getattr(in_handler, "actor", None) is None
+            and getattr(summarizing, "session", None) is None
+        ):
+            return  # the host's own thread, as nearly always: nothing to refuse
         self._refuse_in_summarizer(what)
         self._refuse_inside_actor(f"Transcript.{what} of {self.session_id!r}")
 
@@ -120,10 +125,7 @@ class Transcript:
             try:
                 value = future.get(timeout=0)  # resolved: never waits
             except ActorDeadError:
-                stopped = Stopped(
-                    f"transcript {self.session_id!r} is closed; reopen it with "
-                    f"rt.transcripts.resume({str(self.path)!r})"
-                )
+                stopped = self._stopped()
                 answer.set_exception((Stopped, stopped, None))
             except BaseException:
                 answer.set_exception()
@@ -133,9 +135,19 @@ class Transcript:
         sent.add_done_callback(relay)
         return answer
 
+    def _stopped(self) -> Stopped:
+        return Stopped(
+            f"transcript {self.session_id!r} is closed; reopen it with "
+            f"rt.transcripts.resume({str(self.path)!r})"
+        )
+
     def _ask(self, what: str, message: Any) -> Any:
         self._refuse_blocking_call(what)
-        return self._send(message, here=True).get()
+        # Waited for here: no relaying future (`_send`'s), one per call.
+        try:
+            return self._ref.ask_here(message).get()
+        except ActorDeadError:
+            raise self._stopped() from None
 
     # -- the calls, and their futures ----------------------------------------------------
 

@@ -203,6 +203,22 @@ def encode(obj: dict[str, Any]) -> bytes:
         raise InvalidInput("entry could not be written as JSON: it refers to itself") from None
 
 
+def encode_lines(objs: list[dict[str, Any]]) -> bytes:
+    """Several log lines in one pass (as the `encode` of each, joined)."""
+    if _C_ENCODE is None:
+        return b"".join(encode(obj) for obj in objs)
+    parts: list[str] = []
+    try:
+        for obj in objs:
+            parts.extend(_C_ENCODE(obj, 0))
+            parts.append("\n")
+        return "".join(parts).encode("utf-8")
+    except (TypeError, ValueError) as error:  # UnicodeEncodeError is a ValueError
+        raise InvalidInput(f"entry could not be written as JSON: {error}") from None
+    except RecursionError:
+        raise InvalidInput("entry could not be written as JSON: it refers to itself") from None
+
+
 # -- messages <-> JSON ------------------------------------------------------------------------
 
 
@@ -241,8 +257,15 @@ def message_to_json(message: Message) -> dict[str, Any]:
                 {"id": call.id, "name": call.name, "arguments": call.arguments}
                 for call in message.tool_calls
             ]
-        if message.usage != ZERO_USAGE:
-            data["usage"] = usage_to_json(message.usage)
+        usage = message.usage
+        # (as `usage != ZERO_USAGE`, without the generated comparison: once a message)
+        if (
+            usage.input_tokens
+            or usage.output_tokens
+            or usage.cache_read_tokens
+            or (usage.cache_write_tokens)
+        ):
+            data["usage"] = usage_to_json(usage)
         return data
     if type(message) is ToolResult:
         data = {"role": "tool_result", "tool_call_id": message.tool_call_id, "text": message.text}
