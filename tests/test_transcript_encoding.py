@@ -1,18 +1,27 @@
-"""A turn's lines encoded in one pass are the lines encoded one by one; a turn's usage
-totals, made unchecked, are the checked `Usage`."""
+"""A turn's pieces made the fast way are what the slow way made: its lines encoded in
+one pass, its usage totals unchecked, its context size before the write."""
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greenroom import Usage
+from greenroom import (
+    AssistantMessage,
+    CompactionConfig,
+    FakeClock,
+    Runtime,
+    RuntimeConfig,
+    Usage,
+    UserMessage,
+)
 from greenroom.errors import InvalidInput
 from greenroom.transcripts.logformat import encode, encode_lines
-from greenroom.usage import unchecked_usage
+from greenroom.usage import ZERO_USAGE, unchecked_usage
 
 _json = st.recursive(
     st.none()
@@ -50,3 +59,43 @@ def test_unchecked_totals_are_the_checked_usage(counts: list[int]) -> None:
     assert hash(made) == hash(Usage(*counts))
     assert made + made == Usage(*(2 * count for count in counts))
     assert (made + Usage()).total_tokens == sum(counts)
+
+
+_usage = st.none() | st.builds(
+    Usage,
+    st.integers(0, 5_000),
+    st.integers(0, 500),
+    st.integers(0, 5_000),
+    st.integers(0, 100),
+)
+_message = st.one_of(
+    st.builds(UserMessage, st.text(max_size=40)),
+    st.builds(
+        lambda text, usage: AssistantMessage(text, usage=usage or ZERO_USAGE),
+        st.text(max_size=40),
+        _usage,
+    ),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(turns=st.lists(st.lists(_message, min_size=1, max_size=4), min_size=1, max_size=8))
+def test_a_turn_s_context_size_is_the_transcript_s_after_it(turns: list[list[Any]]) -> None:
+    """`TurnResult.context_tokens`, made before the write, is what `context_tokens()`
+    says once the turn is in, compaction or not."""
+    small = CompactionConfig(
+        context_window_tokens=400,
+        threshold_tokens=60,
+        keep_recent_tokens=20,
+        summarizer=lambda messages: f"{len(messages)} messages",
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        config = RuntimeConfig(transcript_dir=folder)
+        with Runtime.open(":memory:", clock=FakeClock(), config=config) as rt:
+            for compaction in (CompactionConfig(enabled=False), small):
+                t = rt.transcripts.create(compaction=compaction)
+                for turn in turns:
+                    result = t.on_turn_end(turn)
+                    if result.compaction is None:
+                        assert result.context_tokens == t.context_tokens()
+                t.close()
