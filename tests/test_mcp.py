@@ -346,25 +346,11 @@ async def test_the_explicit_tools_serve_a_client_of_the_handshake_era(tmp_path: 
 async def test_a_call_goes_on_after_the_server_is_killed_between_two_rounds(
     tmp_path: Path,
 ) -> None:
-    db, pid_file = tmp_path / "host.db", tmp_path / "server.pid"
-    died: list[BaseException] = []
-    try:
-        async with modern_session(server_params(db, pid_file)) as session:
-            first = await session.call_tool("panel", {"question": "q"}, allow_input_required=True)
-            assert isinstance(first, types.InputRequiredResult)
-            responses = await answer(session, first)
-            second = await retry(
-                session, "panel", {"question": "q"}, responses, first.request_state
-            )
-            assert isinstance(second, types.InputRequiredResult)
-            last = await answer(session, second)
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            await session.call_tool("greenroom_strategies", {})
-    except Exception as error:  # the session dies with its server
-        died.append(error)
-    assert died, "the killed server still answered"
+    db = tmp_path / "host.db"
+    first, responses, second = await _kill_after_round_one(db, tmp_path / "server.pid")
     # A new server process on the same database: the same retry completes.
     async with modern_session(server_params(db)) as session:
+        last = await answer(session, second)
         done = await retry(session, "panel", {"question": "q"}, last, second.request_state)
         assert isinstance(done, types.CallToolResult)
         final = structured(done)
@@ -380,39 +366,20 @@ async def test_a_round_answered_before_its_commit_survives_a_kill_in_that_window
 ) -> None:
     """A retry is answered before its answers are committed; its requestState carries
     them, so a server killed before the commit loses nothing."""
-    db, pid_file = tmp_path / "host.db", tmp_path / "server.pid"
-    lock = sqlite3.connect(db, isolation_level=None, timeout=10)
-    died: list[BaseException] = []
-    try:
-        async with modern_session(server_params(db, pid_file)) as session:
-            first = await session.call_tool("panel", {"question": "q"}, allow_input_required=True)
-            assert isinstance(first, types.InputRequiredResult)
-            responses = await answer(session, first)
-            # Another connection holds the write lock: the judges' answers cannot be
-            # committed, yet the retry is answered with the next round.
-            lock.execute("BEGIN IMMEDIATE")
-            second = await retry(
-                session, "panel", {"question": "q"}, responses, first.request_state
-            )
-            assert isinstance(second, types.InputRequiredResult)
-            last = await answer(session, second)
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            await session.call_tool("greenroom_strategies", {})
-    except Exception as error:  # the session dies with its server
-        died.append(error)
-    finally:
-        if lock.in_transaction:
-            lock.execute("ROLLBACK")
-    lock.close()
-    assert died, "the killed server still answered"
+    _first, _answers, second = await _kill_after_round_one(
+        tmp_path / "host.db", tmp_path / "server.pid", hold_commit=True
+    )
     # The journal holds the first round's questions, not the answers (asked anew on
     # the re-drive); the state brings them back, and the call completes.
-    async with modern_session(server_params(db)) as session:
+    async with modern_session(server_params(tmp_path / "host.db")) as session:
+        last = await answer(session, second)
         done = await retry(session, "panel", {"question": "q"}, last, second.request_state)
     final = structured(done)  # type: ignore[arg-type]
     # The same crash, then a retry with the state alone (no answers): it too feeds the
     # carried answers, and its own state carries them on.
-    again = await _kill_in_the_commit_window(tmp_path / "again.db", tmp_path / "again.pid")
+    _first, _answers, again = await _kill_after_round_one(
+        tmp_path / "again.db", tmp_path / "again.pid", hold_commit=True
+    )
     async with modern_session(server_params(tmp_path / "again.db")) as session:
         polled = await retry(session, "panel", {"question": "q"}, None, again.request_state)
         assert isinstance(polled, types.InputRequiredResult)
@@ -427,32 +394,41 @@ async def test_a_round_answered_before_its_commit_survives_a_kill_in_that_window
     assert final["stats"]["rounds"] == 2
 
 
-async def _kill_in_the_commit_window(db: Path, pid_file: Path) -> types.InputRequiredResult:
-    """Round 1 answered while another connection holds the write lock, then the server
-    killed: the second round's result, whose state carries round 1's answers."""
+async def _kill_after_round_one(
+    db: Path, pid_file: Path, *, hold_commit: bool = False
+) -> tuple[types.InputRequiredResult, types.InputResponses, types.InputRequiredResult]:
+    """Start `panel`, answer round 1, then kill the server with kill -9: the first
+    result, its answers and the second round's result. With `hold_commit`, another
+    connection holds the write lock meanwhile, so round 1's answers are not committed
+    (the second result's state carries them)."""
     lock = sqlite3.connect(db, isolation_level=None, timeout=10)
-    second: types.InputRequiredResult | None = None
+    rounds: list[types.InputRequiredResult] = []
+    answered: list[types.InputResponses] = []
+    died: list[BaseException] = []
     try:
         async with modern_session(server_params(db, pid_file)) as session:
             first = await session.call_tool("panel", {"question": "q"}, allow_input_required=True)
             assert isinstance(first, types.InputRequiredResult)
-            responses = await answer(session, first)
-            lock.execute("BEGIN IMMEDIATE")
-            result = await retry(
-                session, "panel", {"question": "q"}, responses, first.request_state
+            rounds.append(first)
+            answered.append(await answer(session, first))
+            if hold_commit:
+                lock.execute("BEGIN IMMEDIATE")
+            second = await retry(
+                session, "panel", {"question": "q"}, answered[0], first.request_state
             )
-            assert isinstance(result, types.InputRequiredResult)
-            second = result
+            assert isinstance(second, types.InputRequiredResult)
+            rounds.append(second)
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
             await session.call_tool("greenroom_strategies", {})
-    except Exception:  # the session dies with its server
-        pass
+    except Exception as error:  # the session dies with its server
+        died.append(error)
     finally:
         if lock.in_transaction:
             lock.execute("ROLLBACK")
         lock.close()
-    assert second is not None
-    return second
+    assert died, "the killed server still answered"
+    assert len(rounds) == 2, died
+    return rounds[0], answered[0], rounds[1]
 
 
 async def test_answers_given_again_with_the_rest_of_their_round_go_in_once(

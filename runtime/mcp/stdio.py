@@ -180,19 +180,11 @@ def _take_the_wire(stack: AsyncExitStack, blocking: tuple[bool, bool]) -> None:
     """Point fds 0 and 1 away from the wire until `stack` closes (their duplicates
     carry the protocol meanwhile); then put them back, in `blocking` modes."""
     saved_in, saved_out = _dup_above_std(0), _dup_above_std(1)
-    null = os.open(os.devnull, os.O_RDONLY)
-    try:
-        os.dup2(null, 0)
-    finally:
-        os.close(null)
+    _point_at_null(0, os.O_RDONLY)
     try:
         os.fstat(2)
     except OSError:  # stderr is closed: stray output goes nowhere
-        sink = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(sink, 1)
-        finally:
-            os.close(sink)
+        _point_at_null(1, os.O_WRONLY)
     else:
         os.dup2(2, 1)
 
@@ -207,3 +199,11 @@ def _take_the_wire(stack: AsyncExitStack, blocking: tuple[bool, bool]) -> None:
         _set_blocking(blocking)  # (the loop made the pipes non-blocking)
 
     stack.callback(put_back)
+
+
+def _point_at_null(fd: int, flags: int) -> None:
+    null = os.open(os.devnull, flags)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
