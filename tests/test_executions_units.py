@@ -256,7 +256,8 @@ def test_paused_async_sessions_take_no_threads(rt: Runtime) -> None:
     rt.executions.start(waits)  # dispatcher threads up
     before = threading.active_count()
     sids = [rt.executions.start(waits).session_id for _ in range(500)]
-    assert threading.active_count() == before
+    # (not ==: a thread an earlier test left, such as an idle anyio worker, may end)
+    assert threading.active_count() <= before
     assert rt.metrics()["executions_active"] == 501
     assert len(rt.executions.snapshots()) == 501
     assert rt.executions.feed(sids[-1], "!").result == "!"
