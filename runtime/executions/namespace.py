@@ -431,7 +431,8 @@ class Executions:
 
         `durable=False` (durable sessions) answers a pause once the session's earlier
         journal writes are committed, without waiting for this feed's own: the commit
-        runs while the answer goes out. Until the next call returns, a crash may lose
+        runs while the answer goes out (async strategies; the session's next `feed`,
+        `feed_many`, `resume` or `cancel` waits for it). Until then a crash may lose
         these answers from the journal, so the caller keeps them and feeds them again
         after a crash (`greenroom.mcp` carries them in the `requestState`): feeding
         an answer again is a no-op, and a re-driven session takes it.

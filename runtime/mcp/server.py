@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
@@ -40,6 +39,7 @@ from greenroom.mcp.shapes import (
     final_json,
     input_required,
     round_of,
+    round_of_id,
     step_json,
     text_of,
     tool_error,
@@ -366,7 +366,7 @@ class _Tools:
         if durable:
             next_carried: list[CarriedAnswer] = []
         elif items:
-            same_round = [item for item in carried if _round_of_id(item[0]) == state.round]
+            same_round = [item for item in carried if round_of_id(item[0]) == state.round]
             next_carried = same_round + items
         else:
             next_carried = carried
@@ -503,14 +503,6 @@ class _Checker:
 _EXPLICIT_CHECKERS = {
     name: _Checker(name, tool.input_schema) for name, tool in EXPLICIT_TOOLS.items()
 }
-
-
-_QUERY_ROUND = re.compile(r"q-(\d+)-\d+")
-
-
-def _round_of_id(query_id: str) -> int | None:
-    found = _QUERY_ROUND.fullmatch(query_id)
-    return None if found is None else int(found.group(1))
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -16,6 +16,7 @@ __all__ = [
     "final_json",
     "input_required",
     "round_of",
+    "round_of_id",
     "sampling_request",
     "step_json",
     "text_of",
@@ -57,10 +58,16 @@ def final_json(step: FeedResult) -> dict[str, Any]:
 def round_of(queries: tuple[LlmQuery, ...]) -> int:
     """The round the queries belong to (from their ids, `q-<round>-<index>`)."""
     for query in queries:
-        found = _QUERY_ID.fullmatch(query.id)
-        if found:
-            return int(found.group(1))
+        found = round_of_id(query.id)
+        if found is not None:
+            return found
     return 0
+
+
+def round_of_id(query_id: str) -> int | None:
+    """The round of a query id (`q-<round>-<index>`); None for another shape."""
+    found = _QUERY_ID.fullmatch(query_id)
+    return None if found is None else int(found.group(1))
 
 
 def input_required(

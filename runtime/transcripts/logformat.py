@@ -197,10 +197,8 @@ def encode(obj: dict[str, Any]) -> bytes:
     """One log line: compact JSON, UTF-8, ending in a newline."""
     try:
         return (_encode_json(obj) + "\n").encode("utf-8")
-    except (TypeError, ValueError) as error:  # UnicodeEncodeError is a ValueError
-        raise InvalidInput(f"entry could not be written as JSON: {error}") from None
-    except RecursionError:
-        raise InvalidInput("entry could not be written as JSON: it refers to itself") from None
+    except (TypeError, ValueError, RecursionError) as error:
+        raise _not_json(error) from None
 
 
 def encode_lines(objs: list[dict[str, Any]]) -> bytes:
@@ -213,10 +211,15 @@ def encode_lines(objs: list[dict[str, Any]]) -> bytes:
             parts.extend(_C_ENCODE(obj, 0))
             parts.append("\n")
         return "".join(parts).encode("utf-8")
-    except (TypeError, ValueError) as error:  # UnicodeEncodeError is a ValueError
-        raise InvalidInput(f"entry could not be written as JSON: {error}") from None
-    except RecursionError:
-        raise InvalidInput("entry could not be written as JSON: it refers to itself") from None
+    except (TypeError, ValueError, RecursionError) as error:
+        raise _not_json(error) from None
+
+
+def _not_json(error: BaseException) -> InvalidInput:
+    """The error for an entry JSON cannot hold (UnicodeEncodeError is a ValueError)."""
+    if isinstance(error, RecursionError):
+        return InvalidInput("entry could not be written as JSON: it refers to itself")
+    return InvalidInput(f"entry could not be written as JSON: {error}")
 
 
 # -- messages <-> JSON ------------------------------------------------------------------------
@@ -258,13 +261,7 @@ def message_to_json(message: Message) -> dict[str, Any]:
                 for call in message.tool_calls
             ]
         usage = message.usage
-        # (as `usage != ZERO_USAGE`, without the generated comparison: once a message)
-        if (
-            usage.input_tokens
-            or usage.output_tokens
-            or usage.cache_read_tokens
-            or (usage.cache_write_tokens)
-        ):
+        if usage.total_tokens:  # (as `usage != ZERO_USAGE`: counts are never negative)
             data["usage"] = usage_to_json(usage)
         return data
     if type(message) is ToolResult:
