@@ -71,6 +71,20 @@ except ImportError:  # pragma: no cover (an interpreter without the C module)
     _get_handler, _set_handler = signal.getsignal, signal.signal
 
 
+# What `getsignal` gives for a signal with no Python handler: SIG_DFL, SIG_IGN, or None
+# (set outside Python).
+_PLAIN_HANDLERS = frozenset({int(signal.SIG_DFL), int(signal.SIG_IGN), None})
+
+
+def _only_plain_handlers() -> bool:
+    """Whether no signal but SIGINT has a Python handler (one set membership test per
+    signal, about half the cost of asking `callable` of each)."""
+    try:
+        return _PLAIN_HANDLERS.issuperset(map(_get_handler, _OTHER_SIGNALS))
+    except TypeError:  # an unhashable handler: certainly a Python one
+        return False
+
+
 class _Caller(threading.local):
     """What a turn run on its caller's thread knows of that caller."""
 
@@ -117,7 +131,7 @@ def put_running_here(mailbox: Mailbox, item: Any) -> bool:
 def _put_on_main_thread(mailbox: Mailbox, item: Any) -> bool:
     try:
         previous = _get_handler(_SIGINT)
-        if previous is None or any(map(callable, map(_get_handler, _OTHER_SIGNALS))):
+        if previous is None or not _only_plain_handlers():
             # SIGINT's handler could not be put back, or another signal's handler
             # could run inside the turn: leave the turn to a worker.
             return mailbox.put(item)

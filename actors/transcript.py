@@ -34,6 +34,7 @@ from greenroom.futures import GreenroomFuture
 from greenroom.pricing import calculate_cost, lookup_pricing
 from greenroom.transcripts.compaction import choose_cut, context_tokens, default_summarizer
 from greenroom.transcripts.logformat import (
+    IsoStamps,
     LogFile,
     Node,
     TranscriptState,
@@ -42,7 +43,6 @@ from greenroom.transcripts.logformat import (
     encode,
     encode_lines,
     estimate_tokens,
-    iso_utc,
     leaf_entry,
     message_entry,
 )
@@ -137,6 +137,7 @@ class TranscriptActor(GreenroomActor):
         self._draining = False
         self._more = False
         self._closed = False
+        self._stamp = IsoStamps()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -264,11 +265,20 @@ class TranscriptActor(GreenroomActor):
             self._count_fsyncs(before)
             raise
         written = len(lines) if entries is None else entries
-        metrics = self.ctx.metrics
+        fsyncs = self._file.fsyncs - before
+        if turns and fsyncs:  # a turn's three counters under one lock
+            self.ctx.metrics.incr_each(
+                ("transcript_turns", turns),
+                ("transcript_entries_written", written),
+                ("transcript_fsyncs", fsyncs),
+            )
+            return
         if turns:
-            metrics.incr_each("transcript_turns", turns, "transcript_entries_written", written)
+            self.ctx.metrics.incr_each(
+                ("transcript_turns", turns), ("transcript_entries_written", written)
+            )
         else:
-            metrics.incr("transcript_entries_written", written)
+            self.ctx.metrics.incr("transcript_entries_written", written)
         self._count_fsyncs(before)
 
     def _count_fsyncs(self, before: int) -> None:
@@ -276,7 +286,7 @@ class TranscriptActor(GreenroomActor):
             self.ctx.metrics.incr("transcript_fsyncs", self._file.fsyncs - before)
 
     def _now(self) -> str:
-        return iso_utc(self.ctx.clock.now_ms())
+        return self._stamp(self.ctx.clock.now_ms())
 
     def _context_tokens(self) -> int:
         state = self._state
@@ -315,13 +325,19 @@ class TranscriptActor(GreenroomActor):
         turn_usage = unchecked_usage(*spent) if message.usage is None else message.usage
         size = self._size_with(nodes)
         result = TurnResult(tuple(node.id for node in nodes), None, size)
-        if self._durability == "entry":
-            self._write([encode(entry) for entry in entries], turns=1)  # (a write per line)
-        else:  # one write: the turn's lines encoded in one pass
-            self._write([encode_lines(entries)], len(entries), turns=1)
-        # (_write raised before anything below changes, if it failed)
+        # Memory changes before the write and is taken back if it fails: nobody sees
+        # the state in between (one message at a time), and after the fsync's wait the
+        # caches are cold, so what runs there is what the caller waits for.
+        taken = state.add_messages(nodes, turn_usage)
+        try:
+            if self._durability == "entry":
+                self._write([encode(entry) for entry in entries], turns=1)  # (a write per line)
+            else:  # one write: the turn's lines encoded in one pass
+                self._write([encode_lines(entries)], len(entries), turns=1)
+        except BaseException:
+            state.take_back(nodes, taken)
+            raise
         state.next_seq = seq
-        state.add_messages(nodes, turn_usage)
         if self._compaction.enabled and size > self._threshold:
             return self._plan("threshold", result) or result
         return result

@@ -24,12 +24,13 @@ class Metrics:
         with self._lock:
             self._counts[name] += amount
 
-    def incr_each(self, first: str, first_amount: int, second: str, second_amount: int) -> None:
-        """`incr` of two counters, under one lock (a transcript's turn bumps two)."""
+    def incr_each(self, *counts: tuple[str, int]) -> None:
+        """`incr` of several `(name, amount)` counters under one lock (a transcript's
+        turn bumps three)."""
         with self._lock:
-            counts = self._counts
-            counts[first] += first_amount
-            counts[second] += second_amount
+            named = self._counts
+            for name, amount in counts:
+                named[name] += amount
 
     def get(self, name: str) -> int:
         """The counter's current value (zero when never bumped)."""

@@ -1,5 +1,6 @@
 """A turn's pieces made the fast way are what the slow way made: its lines encoded in
-one pass, its usage totals unchecked, its context size before the write."""
+one pass, its usage totals unchecked, its context size before the write, its stamps
+formatted once per second."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from greenroom import (
     UserMessage,
 )
 from greenroom.errors import InvalidInput
-from greenroom.transcripts.logformat import encode, encode_lines
+from greenroom.transcripts.logformat import IsoStamps, encode, encode_lines, iso_utc
 from greenroom.usage import ZERO_USAGE, unchecked_usage
 
 _json = st.recursive(
@@ -99,3 +100,16 @@ def test_a_turn_s_context_size_is_the_transcript_s_after_it(turns: list[list[Any
                     if result.compaction is None:
                         assert result.context_tokens == t.context_tokens()
                 t.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(-(10**12), 10**13),
+    st.lists(st.integers(-2_500, 2_500) | st.integers(-(10**10), 10**10), max_size=30),
+)
+def test_stamps_formatted_once_a_second_equal_iso_utc(start: int, steps: list[int]) -> None:
+    stamp = IsoStamps()
+    ms = start
+    for step in [0, *steps]:  # mostly small moves, either way, across second boundaries
+        ms += step
+        assert stamp(ms) == iso_utc(ms)

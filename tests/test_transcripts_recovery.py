@@ -243,6 +243,36 @@ def test_failed_turn_write_is_cut_back_out_of_the_file(
     again.close()
 
 
+@pytest.mark.parametrize("durability", ["turn", "entry"])
+def test_a_failed_turn_leaves_every_figure_in_memory_as_it_was(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, durability: str
+) -> None:
+    t = rt.transcripts.create(durability=durability)
+    t.on_turn_end([UserMessage("kept"), AssistantMessage("ok", usage=Usage(100, 10, 0, 0))])
+    before = (t.context(), t.context_tokens(), t.usage(), t.leaf_id(), t.next_entry_id())
+
+    def full(_fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("greenroom.transcripts.logformat.fsync", full)
+    with pytest.raises(StorageError, match="No space left"):
+        t.on_turn_end(
+            [UserMessage("lost"), AssistantMessage("lost too", usage=Usage(900, 90, 0, 0))]
+        )
+    monkeypatch.undo()
+    assert (t.context(), t.context_tokens(), t.usage(), t.leaf_id(), t.next_entry_id()) == before
+    # The next turn continues from the old tip, in memory as in the file.
+    t.on_turn_end([UserMessage("next")])
+    live = (t.context(), t.context_tokens(), t.usage(), t.leaf_id(), t.next_entry_id())
+    assert live[0] == [*before[0], UserMessage("next")]
+    t.close()
+    again = rt.transcripts.resume(t.path)
+    assert again.recovery.clean
+    resumed = (again.context(), again.context_tokens(), again.usage(), again.leaf_id())
+    assert resumed == live[:4]
+    again.close()
+
+
 def test_a_write_that_cannot_be_undone_makes_the_transcript_refuse_writes(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

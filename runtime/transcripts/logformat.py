@@ -79,6 +79,7 @@ __all__ = [
     "MAX_TIMESTAMP_LENGTH",
     "VERSION",
     "Header",
+    "IsoStamps",
     "Loaded",
     "LogFile",
     "Node",
@@ -121,6 +122,24 @@ def iso_utc(ms: int) -> str:
     """Unix milliseconds as ISO-8601 UTC with milliseconds: `2026-01-01T00:00:00.000Z`."""
     moment = _EPOCH + _dt.timedelta(milliseconds=ms)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+class IsoStamps:
+    """`iso_utc` for one writer's clock readings: the part up to the second is
+    formatted once per second (a turn's stamp then costs one f-string)."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second: int | None = None
+        self._prefix = ""
+
+    def __call__(self, ms: int) -> str:
+        second, milli = divmod(ms, 1000)
+        if second != self._second:
+            self._prefix = iso_utc(ms)[:-4]  # up to and with the "." before the ms
+            self._second = second
+        return f"{self._prefix}{milli:03d}Z"
 
 
 def transcript_path(value: Any, what: str) -> Path:
@@ -426,6 +445,10 @@ class Node(NamedTuple):
 # -- the tree and the context ----------------------------------------------------------------
 
 
+_Before = tuple[str | None, int, int, Usage]
+"""The state `TranscriptState.add_messages` changed: tip, context length, size, usage."""
+
+
 class TranscriptState:
     """A transcript in memory: every message and compaction entry of the file (all
     branches), the active branch's tip and context, the cumulative usage, the next id.
@@ -446,14 +469,25 @@ class TranscriptState:
         self.next_seq = 1
         self.notes: list[str] = []
 
-    def add_messages(self, nodes: Iterable[Node], turn_usage: Usage) -> None:
-        """A turn written: its message nodes continue the active branch."""
+    def add_messages(self, nodes: Iterable[Node], turn_usage: Usage) -> _Before:
+        """A turn written: its message nodes continue the active branch. Returns what
+        `take_back` needs to undo it."""
+        before = (self.tip, len(self.context), self.est_sum, self.usage)
         for node in nodes:
             self.nodes[node.id] = node
             self.context.append(node)
             self.est_sum += node.tokens
             self.tip = node.id
         self.usage = self.usage + turn_usage
+        return before
+
+    def take_back(self, nodes: Iterable[Node], before: _Before) -> None:
+        """Undo the `add_messages(nodes, ...)` that returned `before` (its turn could
+        not be written); nothing may have changed the state in between."""
+        self.tip, length, self.est_sum, self.usage = before
+        del self.context[length:]
+        for node in nodes:
+            del self.nodes[node.id]
 
     def add_compaction(self, node: Node, cut: int) -> None:
         """A compaction written: `[summary, ...context[cut:]]` becomes the context."""
@@ -619,6 +653,7 @@ class LogFile:
             )
         fd = self.fd
         before = self.size
+        after = before + sum(map(len, lines))  # (before the fsync: less to do after it)
         try:
             if durability == "entry":
                 for line in lines:
@@ -642,7 +677,7 @@ class LogFile:
                 f"could not write transcript {str(self.path)!r}: {error}; nothing of this "
                 "write was kept"
             ) from error
-        self.size = before + sum(len(line) for line in lines)
+        self.size = after
 
     def _undo(self, size: int, error: OSError) -> None:
         assert self.fd is not None
