@@ -295,7 +295,7 @@ class GreenroomActor(pykka.Actor):
         self.actor_stopped = StopFlag()
         self._timers: set[TimerHandle] | None = None
         self._reply_to: pykka.Future[Any] | None = None
-        self._stop_replies: list[pykka.Future[Any]] = []
+        self._stop_replies: list[pykka.Future[Any]] | None = None  # made by a stop ask
         self._actor_ref = GreenroomActorRef(self)
 
     # pykka's hooks for new execution models ------------------------------------------
@@ -430,7 +430,7 @@ class GreenroomActor(pykka.Actor):
             if reply_to is not None:
                 # Answered after teardown, so a blocking stop() returns only once the
                 # actor has answered its leftovers and left the runtime's lookup.
-                self._stop_replies.append(reply_to)
+                self._add_stop_reply(reply_to)
             return True
         self._reply_to = reply_to
         try:
@@ -533,19 +533,24 @@ class GreenroomActor(pykka.Actor):
             for item in unhandled + self.actor_inbox.close():
                 if type(item) is Envelope and isinstance(item.message, ActorStop):
                     if item.reply_to is not None:
-                        self._stop_replies.append(item.reply_to)
+                        self._add_stop_reply(item.reply_to)
                 elif isinstance(item, ActorStop):
                     pass  # a told stop to an actor already stopping: nothing to answer
                 elif not self._rescued(item):
                     self.actor_inbox.dead_letter(item)
             self.ctx.on_stopped(self)
         finally:
-            for reply in self._stop_replies:
-                if reply is not None:
-                    reply.set(None)
-            self._stop_replies.clear()
+            replies, self._stop_replies = self._stop_replies, None
+            for reply in replies or ():
+                reply.set(None)
             # Last, so a settle never sees a stopping actor as idle.
             self.ctx.tracker.leave(handled)
+
+    def _add_stop_reply(self, reply: pykka.Future[Any]) -> None:
+        """Answer `reply` (a stop's asker) once the teardown is over."""
+        if self._stop_replies is None:
+            self._stop_replies = []
+        self._stop_replies.append(reply)
 
     def on_unhandled(self, message: Any) -> bool:
         """A tell still queued when the actor stopped: `True` if handled here, else it

@@ -98,6 +98,8 @@ BLOCK = "block"
 OUTPUT = "output"
 RESTORING = "output.restoring"  # + ".<owner>.<random>": one name per restore
 _PIECE = 1 << 20
+_NO_ARCHIVE: tuple[int, str | None, Any, Any, list[int]] = (0, None, None, None, [0])
+"""`BlockActor._archive_meta` before any archive (never read: an archive sets it)."""
 _READ_TRIES = 3  # a read that met another process's archive or restore is tried again
 _LEFTOVER_MS = 24 * 3600 * 1000  # an unreferenced archive younger than this may be
 # another process's, written and about to be committed: pruning leaves it alone
@@ -192,7 +194,8 @@ class BlockActor(GreenroomActor):
         self._archives = archives
         self._owners = owners
         self._stopping = False
-        self._flushes: list[Reply] = []  # flushes waiting for the operation under way
+        # Flushes waiting for the operation under way (made by the first).
+        self._flushes: list[Reply] | None = None
         # The counts (a `SessionStats` is built only when asked for).
         self._start_ms = self._last_ms = self._lines = self._tokens = 0
         self._partial = 0  # bytes of a line whose newline has not arrived
@@ -200,15 +203,10 @@ class BlockActor(GreenroomActor):
         self._dirty = False  # counts changed since they were last sent to the writer
         self._sent = False  # any sent since this actor started (the first is urgent)
         # The archive / restore / read / prune under way, and those waiting for it.
-        self._ops: BusyQueue[Op] = BusyQueue(self._start_op)
+        # (Made by the first: most blocks never run one.)
+        self._ops: BusyQueue[Op] | None = None
         self._held = bytearray()  # output that arrived while an archive or restore ran
-        self._archive_meta: tuple[int, str | None, Any, Any, list[int]] = (
-            0,
-            None,
-            None,
-            None,
-            [0],
-        )
+        self._archive_meta = _NO_ARCHIVE  # what the archive under way read
         self._restore_from: tuple[str, Any, list[int], str, Any] | None = None
 
     def on_start(self) -> None:
@@ -247,12 +245,13 @@ class BlockActor(GreenroomActor):
             self._answer_flushes()
         finally:
             # The job under way will answer a stopped actor: its caller is answered now.
-            self._ops.fail_all(
-                Stopped(
-                    f"block {self.block_id!r} stopped before this call finished; output "
-                    "held back for it was stored"
+            if self._ops is not None:
+                self._ops.fail_all(
+                    Stopped(
+                        f"block {self.block_id!r} stopped before this call finished; output "
+                        "held back for it was stored"
+                    )
                 )
-            )
 
     def on_unhandled(self, message: Any) -> bool:
         """Output told just before the stop, still queued: stored, not dropped."""
@@ -318,7 +317,7 @@ class BlockActor(GreenroomActor):
                 self._dirty = True  # (the stored "open line counted" mark is now wrong)
             if lengths:
                 self._count(len(lengths), sum(length // 4 for length in lengths))
-        if self._ops.busy and not self._stopping:
+        if self._ops is not None and self._ops.busy and not self._stopping:
             self._held += data
             if self._dirty:
                 self._writer.tell(WriteStats(self.block_id, self._snapshot(), not self._sent))
@@ -367,7 +366,9 @@ class BlockActor(GreenroomActor):
         and output held back by the operation under way (once it ends)."""
         self._flush_stats()
         reply = self.reply_later()
-        if self._ops.busy:
+        if self._ops is not None and self._ops.busy:
+            if self._flushes is None:
+                self._flushes = []
             self._flushes.append(reply)  # answered at `_done`, after the held output
         else:
             self._writer.tell(WhenWritten(_SetReply(reply), None))
@@ -376,13 +377,15 @@ class BlockActor(GreenroomActor):
     def _answer_flushes(self) -> None:
         """The held output went to the writer: the flushes waiting for it are answered
         once it is stored (by the writer's thread: this actor may be stopping)."""
-        for reply in self._flushes:
+        replies, self._flushes = self._flushes, None
+        for reply in replies or ():
             self._writer.tell(WhenWritten(_SetReply(reply), None))
-        self._flushes.clear()
 
     # -- one heavy operation at a time ----------------------------------------------------
 
     def _enqueue(self, op: Op) -> Any:
+        if self._ops is None:
+            self._ops = BusyQueue(self._start_op)
         self._ops.submit(op, self.reply_later())
         return DEFERRED
 
@@ -396,7 +399,8 @@ class BlockActor(GreenroomActor):
         self._release_held()
         if self._flushes:
             self._answer_flushes()
-        self._ops.done()
+        if self._ops is not None:
+            self._ops.done()
 
     def _synced(self, then: Callable[..., None], *args: Any) -> None:
         """Call `then(*args)` in this actor once the writer has stored all we sent."""

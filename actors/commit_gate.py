@@ -109,6 +109,8 @@ class CommitGate:
             # heard of is never taken for committed).
             while held and (held[0][0] <= committed or failed is not None):
                 ready.append(held.popleft())
+            if ready and not held:
+                self._held = _NO_HELD  # (a paused session keeps no empty deque)
         for waited_for, release, fail in ready:
             if waited_for <= committed:
                 release()

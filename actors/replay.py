@@ -1,7 +1,7 @@
 """Replay buffer actors: one `ReplayBuffer` per session, and the `ReplayTrimmer`.
 
 A `ReplayBuffer` owns one incarnation of a session's buffer: its random epoch, its
-events (a deque, oldest first, positions contiguous), the time each append arrived,
+events (a `Fifo`, oldest first, positions contiguous), the time each append arrived,
 and its live subscriptions. Everything about one session happens in its messages, one
 at a time, so a replay snapshot and a subscriber's registration taken in the same
 message can never miss or repeat an event appended around them.
@@ -36,15 +36,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import weakref
-from collections import deque
-from collections.abc import Callable
-from itertools import islice
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pykka import ActorDeadError
 
 from greenroom.actors.base import DEFERRED, ActorContext, GreenroomActor, GreenroomActorRef
 from greenroom.cursor import CURSOR_VERSION, ParsedCursor
+from greenroom.fifo import Fifo
 from greenroom.replay.messages import (
     RETIRED,
     TRIM,
@@ -139,20 +138,20 @@ class ReplayBuffer(GreenroomActor):
         self._max_age = config.max_event_age_s
         self._on_retire = on_retire
         self._on_detached = on_detached
-        self._events: deque[ObservationEvent] = deque()
+        self._events: Fifo[ObservationEvent] = Fifo()
         # (arrival time on the runtime clock, last position of that append), oldest
         # first: one entry per append message, not per event.
-        self._stamps: deque[tuple[float, int]] = deque()
+        self._stamps: Fifo[tuple[float, int]] = Fifo()
         self._tail = 0  # position of the last event ever appended (0: none)
         self._revision = 0  # highest revision appended or asked a cursor for
         # Weak: a subscription its holder dropped without closing is let go, not kept
         # (with its queue, and this buffer) for ever.
-        self._subs: list[weakref.ref[Subscription]] = []
+        self._subs: Sequence[weakref.ref[Subscription]] = ()  # (a list once subscribed)
         self._idle_since = ctx.clock.monotonic()
         self._retired = False
 
     def on_stop(self) -> None:
-        subs, self._subs = self._subs, []
+        subs, self._subs = self._subs, ()
         for ref in subs:
             sub = ref()
             if sub is not None:
@@ -232,9 +231,9 @@ class ReplayBuffer(GreenroomActor):
         events = self._events
         for _ in range(excess):
             events.popleft()
-        first = events[0].position if events else self._tail + 1
+        first = events.first().position if events else self._tail + 1
         stamps = self._stamps
-        while stamps and stamps[0][1] < first:
+        while stamps and stamps.first()[1] < first:
             stamps.popleft()
         self.ctx.metrics.incr("replay_events_trimmed", excess)
         log.debug(
@@ -247,13 +246,13 @@ class ReplayBuffer(GreenroomActor):
     def _trim_age(self, now: float) -> None:
         stamps = self._stamps
         cutoff = now - self._max_age
-        if not stamps or stamps[0][0] >= cutoff:
+        if not stamps or stamps.first()[0] >= cutoff:
             return
         events = self._events
         trimmed = 0
-        while stamps and stamps[0][0] < cutoff:
+        while stamps and stamps.first()[0] < cutoff:
             last = stamps.popleft()[1]
-            while events and events[0].position <= last:
+            while events and events.first().position <= last:
                 events.popleft()
                 trimmed += 1
         if not events:
@@ -319,7 +318,7 @@ class ReplayBuffer(GreenroomActor):
             self.epoch,
             self._tail,
             self._revision,
-            events[0].position if events else None,
+            events.first().position if events else None,
         )
 
     def _after(self, position: int) -> tuple[ObservationEvent, ...]:
@@ -327,15 +326,7 @@ class ReplayBuffer(GreenroomActor):
         events = self._events
         if not events:
             return ()
-        start = position + 1 - events[0].position
-        count = len(events) - start
-        if count <= 0:
-            return ()
-        if start == 0:
-            return tuple(events)
-        if count < start:
-            return tuple(islice(reversed(events), count))[::-1]
-        return tuple(islice(events, start, None))
+        return events.since(position + 1 - events.first().position)
 
     def _replay_after(self, message: ReplayAfter) -> Replayed | Gap:
         # A read: it does not extend the buffer's idleness (see the module docstring).
@@ -356,7 +347,7 @@ class ReplayBuffer(GreenroomActor):
         sub = message.subscription
         sub._start(self._after(message.parsed.position))
         if not sub.closed:
-            self._subs.append(weakref.ref(sub))
+            self._subs = [*self._subs, weakref.ref(sub)]
         return None
 
     def _unsubscribe(self, sub: Subscription) -> None:

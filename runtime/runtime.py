@@ -7,13 +7,14 @@ Each part is a namespace on it, built from one shared `Kernel`: `rt.blocks`,
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import threading
 import weakref
 from collections.abc import Callable
 from os import PathLike
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import attrs
 
@@ -28,16 +29,39 @@ from greenroom.executions.namespace import Executions
 from greenroom.kernel import Kernel
 from greenroom.leases import default_host_id
 from greenroom.replay.namespace import Replay
-from greenroom.replay.streams import StreamReplay
 from greenroom.store import Store
-from greenroom.store_postgres import PostgresStore, is_postgres_url
 from greenroom.transcripts.namespace import Transcripts
+from greenroom.urls import is_postgres_url
+
+if TYPE_CHECKING:
+    from greenroom.replay.streams import StreamReplay
+    from greenroom.store_postgres import PostgresStore
 
 __all__ = ["Runtime"]
 
 log = logging.getLogger("greenroom.runtime")
 
 A = TypeVar("A", bound=GreenroomActor)
+
+
+def _optional(module: str, name: str) -> Any:
+    """`name` from the module of an optional backend, imported when first used: so
+    `import greenroom` loads neither psycopg nor redis (about 130 ms, and some 45,000
+    objects that Python's cyclic GC would walk at every full collection)."""
+    return getattr(importlib.import_module(module), name)
+
+
+def _stream_replay() -> type[StreamReplay]:
+    """`StreamReplay` (the `redis` extra)."""
+    found: type[StreamReplay] = _optional("greenroom.replay.streams", "StreamReplay")
+    return found
+
+
+def _postgres_store() -> type[PostgresStore]:
+    """`PostgresStore` (the `postgres` extra)."""
+    found: type[PostgresStore] = _optional("greenroom.store_postgres", "PostgresStore")
+    return found
+
 
 _open_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
@@ -102,7 +126,9 @@ class Runtime:
         self.executions = Executions(kernel)
         self.transcripts = Transcripts(kernel)
         self.replay = (
-            Replay(kernel) if config.replay_url is None else StreamReplay(kernel, config.replay_url)
+            Replay(kernel)
+            if config.replay_url is None
+            else _stream_replay()(kernel, config.replay_url)
         )
         attach = getattr(clock, "attach", None)
         if attach is not None:
@@ -156,7 +182,7 @@ class Runtime:
         try:
             if is_postgres_url(path):
                 # PostgreSQL (the `postgres` extra): several hosts on one database.
-                store = PostgresStore.connect(
+                store = _postgres_store().connect(
                     str(path), now_ms=clock.now_ms, chunk_bytes=config.file_chunk_bytes
                 )
             else:

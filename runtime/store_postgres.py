@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 from greenroom.clock import SystemClock
 from greenroom.errors import InvalidInput, SchemaTooNew, StorageError
 from greenroom.store import SCHEMA_VERSION, Database, Store, _WriteSlot
-from greenroom.urls import shown_url
+from greenroom.urls import is_postgres_url, shown_url
 
 try:  # the `postgres` extra
     import psycopg
@@ -63,16 +63,10 @@ log = logging.getLogger("greenroom.store")
 CONFLICT_ATTEMPTS = 10
 """How many times a write that conflicted with another host's runs before it fails."""
 
-_URL = re.compile(r"^postgres(ql)?://")
 _LOCK_KEY = 0x67726E72  # the advisory lock the schema is made under ("grnr")
 _SQL_CACHE: dict[str, str] = {}
 _SQL_CACHE_MAX = 4096
 _LOCK_TIMEOUT = "10s"  # a row lock held longer (a stalled host): the write runs again
-
-
-def is_postgres_url(target: object) -> bool:
-    """Whether `target` names a PostgreSQL database (`postgresql://` or `postgres://`)."""
-    return isinstance(target, str) and _URL.match(target) is not None
 
 
 def _dialect(sql: str, *, writer: bool = False) -> str:

@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles between modules, no imports hidden in functions.
+"""The package's shape: no import cycles between modules, no imports hidden in functions,
+and `import greenroom` loading no optional extra (they are loaded by name when used).
 
 The layers themselves are import-linter contracts (pyproject.toml, `make lint-imports`);
 these checks read the sources as the installed package lays them out: `runtime/` is
@@ -8,8 +9,12 @@ these checks read the sources as the installed package lays them out: `runtime/`
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,3 +113,20 @@ def test_no_function_imports_anything() -> None:
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+_EXTRAS = ("psycopg", "psycopg_pool", "redis", "mcp", "starlette", "uvicorn")
+
+
+@pytest.mark.parametrize("module", ["greenroom", "greenroom.aio", "greenroom.runtime"])
+def test_importing_greenroom_loads_no_optional_extra(module: str) -> None:
+    # In a fresh interpreter: this one has the extras loaded by other tests.
+    found = subprocess.run(
+        [sys.executable, "-c", f"import sys, {module}; print(' '.join(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    loaded = sorted({name.split(".")[0] for name in found} & set(_EXTRAS))
+    assert loaded == []

@@ -150,6 +150,9 @@ class Replay:
         # Weak, as the buffers' lists are: a subscription dropped without a close goes.
         self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._trimmer: GreenroomActorRef | None = None
+        # Bound once: every buffer gets these two objects, not a pair of its own.
+        self._on_retire = self._retire
+        self._on_detached = self._detached
 
     def counters(self) -> dict[str, int]:
         """This part's counters (at zero until bumped) and gauges (`Runtime.metrics`).
@@ -385,8 +388,8 @@ class Replay:
             ReplayBuffer,
             session_id,
             slot,
-            self._retire,
-            self._detached,
+            self._on_retire,
+            self._on_detached,
             actor_id=f"{name}#{epoch}",
         )
         self._buffers[session_id] = slot
