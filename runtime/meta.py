@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from greenroom.errors import InvalidInput, StorageError
+from greenroom.jsontext import json_encoder
 
 __all__ = [
     "MAX_META_DEPTH",
@@ -79,6 +80,8 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
+_encode = json_encoder(ascii_only=False)
+_encode_compact = json_encoder(ascii_only=False, compact=True)  # as the store keeps it
 _BIG_INT = 10**_MAX_DIGITS  # beyond, an int has too many digits for JSON to print
 
 
@@ -90,7 +93,7 @@ def _as_json(value: object, where: str) -> Any:
         _check_text(value, where)
         return value
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text = _encode(value)
         text.encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError: ValueError
         raise InvalidInput(f"{where} is not JSON-serialisable: {exc}") from None
@@ -136,7 +139,7 @@ def apply_update(current: Mapping[str, Any], checked: Mapping[str, Any]) -> dict
 
 def dumps_meta(meta: Mapping[str, Any]) -> str:
     """Serialise metadata the way the store keeps it (compact, stable key order)."""
-    return json.dumps(meta, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _encode_compact(meta)
 
 
 def _refuse_constant(name: str) -> Any:

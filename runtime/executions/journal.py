@@ -29,6 +29,7 @@ import attrs
 
 from greenroom.errors import GreenroomError
 from greenroom.executions.records import LlmQuery, SessionMetrics
+from greenroom.jsontext import json_encoder
 from greenroom.usage import Usage
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("greenroom.executions")
+
+_encode = json_encoder()  # a journal line: ASCII, so any text round-trips
 
 KIND = "execution"
 """The store kind of execution objects."""
@@ -100,7 +103,7 @@ def end_record(status: Mapping[str, Any], at_ms: int) -> dict[str, Any]:
 
 def encode(records: Sequence[Mapping[str, Any]]) -> bytes:
     """Records as JSON lines (ASCII, so any text round-trips)."""
-    return "".join(json.dumps(record, allow_nan=False) + "\n" for record in records).encode()
+    return "".join(_encode(record) + "\n" for record in records).encode()
 
 
 def usage_of(value: object) -> Usage | None:

@@ -35,6 +35,7 @@ import attrs
 from greenroom.checks import check_bool, check_int, check_text, validator
 from greenroom.clock import Clock
 from greenroom.errors import InvalidInput
+from greenroom.jsontext import json_encoder
 from greenroom.jsonvalue import json_copy
 from greenroom.usage import Usage
 
@@ -82,6 +83,8 @@ length plus a `[... N more chars truncated]` marker (counted in `Runtime.metrics
 
 T = TypeVar("T")
 
+_encode = json_encoder()
+
 ESTIMATED = "estimated"
 PROVIDED = "provided"
 
@@ -95,7 +98,7 @@ def json_value(value: Any, what: str) -> Any:
     `InvalidInput` too.
     """
     try:
-        text = json.dumps(value, allow_nan=False)
+        text = _encode(value)
     except (TypeError, ValueError, RecursionError) as error:
         raise InvalidInput(f"{what} is not JSON-serialisable: {_text_of(error)}") from None
     except Exception as error:  # a broken __iter__, items(), __str__ ... of the value

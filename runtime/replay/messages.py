@@ -11,7 +11,6 @@ The checks run on the caller's thread, before anything is sent, so bad input rai
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, MappingView, Set
 from typing import Any, Final
 
@@ -20,6 +19,7 @@ import attrs
 from greenroom.checks import check_int, check_text
 from greenroom.cursor import MAX_CURSOR_INT, ParsedCursor
 from greenroom.errors import InvalidInput
+from greenroom.jsontext import json_encoder
 from greenroom.replay.subscription import Subscription
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 _SCALARS = (str, int, bool, type(None))
-_encode = json.JSONEncoder(allow_nan=False).encode  # made once: json.dumps(**kw) makes one per call
+_encode = json_encoder()
 
 
 @attrs.frozen
@@ -153,7 +153,7 @@ def _not_json(payloads: tuple[Any, ...], index: int, error: Exception) -> Invali
     )
 
 
-_compact = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+_compact = json_encoder(compact=True)
 
 
 def encode_payloads(payloads: tuple[Any, ...]) -> list[str]:
