@@ -21,9 +21,11 @@ _values = st.recursive(
     | st.integers()
     | st.floats()  # NaN and infinities included: refused alike
     | st.text(),  # lone surrogates included
-    lambda inner: st.lists(inner, max_size=5)
-    | st.tuples(inner, inner)
-    | st.dictionaries(st.text(max_size=8) | st.integers() | st.booleans(), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=8) | st.integers() | st.booleans(), inner, max_size=5)
+    ),
     max_leaves=30,
 )
 
