@@ -28,6 +28,8 @@ __all__ = ["Mailbox", "dead_actor_error"]
 
 log = logging.getLogger("greenroom.actors")
 
+_first_lock = threading.Lock()  # taken only when a closed mailbox is drained
+
 
 def dead_actor_error(name: str) -> ActorDeadError:
     """The `ActorDeadError` a message to the stopped actor `name` is answered with."""
@@ -173,7 +175,10 @@ class Mailbox:
         return self._pop_all()
 
     def _pop_all(self) -> list[Any]:
-        first, self._first = self._first, None
+        # Two threads may drain a closed mailbox at once (its owner's teardown and a
+        # sender that saw it closed): the first item goes to one of them only.
+        with _first_lock:
+            first, self._first = self._first, None
         popped = [] if first is None else [first]
         get = self._queue.get_nowait
         while True:

@@ -6,8 +6,9 @@ Two measurements:
    10,000 `ctx.llm` queries: p50 and p99 of `rt.executions.feed(...)`, beside a bare pykka ask
    round trip (a `pykka.ThreadingActor` answering at once) measured in the same run,
    alternating call by call so drift in the machine's load hits both alike (ratio =
-   feed / pykka ask, lower is better; the target is p50 <= 2.0, printed with PASS or
-   FAIL beside the p50 ratio). A bare greenroom actor's ask is printed too, with the
+   feed / pykka ask, lower is better; the target is p50 <= 1.2, the host-scale
+   issue's (the executions issue had set 2.0), printed with PASS or FAIL beside the p50
+   ratio). A bare greenroom actor's ask is printed too, with the
    feed's ratio to it: the feed is an ask to the session's actor plus the protocol's
    work, so that ratio is the protocol's own cost. Measured three ways: with the
    default config and the threads free to run on any CPU; the same with
@@ -57,7 +58,7 @@ from _child import run_child, status_kb  # isort: skip (this folder's own module
 from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
 
 ROUNDS = 10
-TARGET_P50_RATIO = 2.0  # the issue's target: feed p50 <= 2.0 x the bare pykka ask's p50
+TARGET_P50_RATIO = 1.2  # the host-scale issue's: feed p50 <= 1.2 x the bare pykka ask's p50
 TARGET = Target("<=", TARGET_P50_RATIO)
 TARGET_JOURNAL_RATIO = 1.5  # durable feed p50 <= 1.5 x the in-memory feed's p50
 TARGET_PASSIVATED_MB = 100.0  # 100,000 paused durable executions, RSS above empty

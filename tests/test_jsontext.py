@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -81,3 +83,36 @@ def test_threads_share_one_encoder() -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert wrong == []
+
+
+def test_a_cycle_is_found_even_with_a_raised_recursion_limit() -> None:
+    # In a child: without the circular check, a cycle under a limit of 1,000,000 runs
+    # the C stack out (the process dies) rather than reach RecursionError.
+    script = (
+        "import sys\n"
+        "from greenroom.jsontext import json_encoder\n"
+        "sys.setrecursionlimit(1_000_000)\n"
+        "loop = []\n"
+        "loop.append(loop)\n"
+        "try:\n"
+        "    json_encoder()(loop)\n"
+        "except ValueError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "Circular reference detected")
+
+
+def test_a_value_that_encodes_while_it_is_encoded_gets_its_own_memo() -> None:
+    encode = json_encoder()
+
+    class Nested(dict):  # type: ignore[type-arg]
+        def items(self) -> Any:
+            return [("inner", encode({"x": [1, 2]}))]
+
+    assert encode([Nested(a=1), {"b": 2}]) == json.dumps(
+        [{"inner": '{"x": [1, 2]}'}, {"b": 2}], allow_nan=False
+    )
+    assert encode({"after": [1]}) == '{"after": [1]}'
