@@ -63,9 +63,12 @@ real SQLite file in a temporary folder with the default config (synchronous FULL
    clock, with that tick's lines and each of their blocks' new line count and last
    activity. Ratio = greenroom us per line / baseline us per line, lower is better.
    Each load runs greenroom then the baseline, twice; the medians are printed, with the
-   range of the per-round ratios. About 2.5 minutes of the full run, mostly the setup
-   of 100,000 actors (`--quick`: 3 s windows, and (B) 20,000 blocks, a line each per
-   2 s; under a minute).
+   range of the per-round ratios. Then the floor under both: the same rows written
+   through bare `sqlite3` on the store's schema, a transaction per tick's lines as fast
+   as it goes (CPU us per line, and the cores that makes at 10,000 lines/s), and, for
+   comparison, one row per line in an append-only log table. About 3 minutes of the
+   full run, mostly the setup of 100,000 actors (`--quick`: 3 s windows, and (B) 20,000
+   blocks, a line each per 2 s; under a minute).
 
 Every part runs in a child process, so each starts from a clean heap. The parent stays
 small on purpose: on Linux a child's `ru_maxrss` starts at its parent's peak (the
@@ -88,6 +91,7 @@ import json
 import os
 import random
 import resource
+import sqlite3
 import statistics
 import tempfile
 import threading
@@ -668,6 +672,76 @@ def child_host_baseline(load: HostLoad, folder: str) -> dict[str, Any]:
     return {**out, "lines": sent, "setup_s": setup_s}
 
 
+def child_host_sqlite(load: HostLoad, folder: str) -> dict[str, Any]:
+    """The floor under part 4: CPU us per line of the same rows through bare `sqlite3`
+    on the store's own schema (WAL, synchronous FULL), a transaction per tick's lines,
+    as fast as it goes: today's layout (read the files' rows, a chunk row, a file row
+    and a metadata `json_set` per line), and a layout with one log row per line."""
+    lines = _host_lines()
+    ids = [f"b{i}" for i in range(load.blocks)]
+    path = Path(folder) / "host-sqlite.db"
+    with Runtime.open(path) as rt:  # the schema, the objects and their output files
+        _create_blocks(rt.store, ids)
+        rt.store.append_many(
+            "block",
+            "output",
+            dict(zip(ids, itertools.cycle(lines))),
+            values={block_id: {LINE_COUNT: 1, LAST_ACTIVITY: 1} for block_id in ids},
+        )
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE output_log (seq INTEGER PRIMARY KEY, id TEXT, data BLOB)")
+    count, pool, per_tick = len(ids), len(lines), load.per_tick
+    ticks = max(1, round(load.seconds / HOST_TICK_S))
+    sizes = [LINE_BYTES] * count
+    seqs = [1] * count
+    out: dict[str, Any] = {}
+    for layout in ("rows", "log"):
+        gc.collect()
+        cpu = _cpu_s()
+        sent = 0
+        for _ in range(ticks):
+            batch = [(seq % count, lines[seq % pool]) for seq in range(sent, sent + per_tick)]
+            conn.execute("BEGIN IMMEDIATE")
+            if layout == "rows":
+                marks = ", ".join("?" * len(batch))
+                conn.execute(
+                    "SELECT id, size, chunks, next_seq FROM files WHERE kind = 'block' AND "
+                    f"name = 'output' AND id IN ({marks})",
+                    [ids[k] for k, _ in batch],
+                ).fetchall()
+                conn.executemany(
+                    "INSERT INTO file_chunks (kind, id, name, seq, start, data) "
+                    "VALUES ('block', ?, 'output', ?, ?, ?)",
+                    [(ids[k], seqs[k], sizes[k], line) for k, line in batch],
+                )
+                for k, line in batch:
+                    sizes[k] += len(line)
+                    seqs[k] += 1
+                conn.executemany(
+                    "UPDATE files SET size = ?, chunks = ?, next_seq = ?, updated_ms = 1 "
+                    "WHERE kind = 'block' AND id = ? AND name = 'output'",
+                    [(sizes[k], seqs[k], seqs[k], ids[k]) for k, _ in batch],
+                )
+                conn.executemany(
+                    "UPDATE objects SET meta = json_set(meta, '$.line_count', ?, "
+                    "'$.last_activity_ms', ?), version = version + 1 "
+                    "WHERE kind = 'block' AND id = ?",
+                    [(seqs[k], sent, ids[k]) for k, _ in batch],
+                )
+            else:
+                conn.executemany(
+                    "INSERT INTO output_log (id, data) VALUES (?, ?)",
+                    [(ids[k], line) for k, line in batch],
+                )
+            conn.execute("COMMIT")
+            sent += per_tick
+        out[f"{layout}_us"] = (_cpu_s() - cpu) / sent * 1e6
+    conn.close()
+    return out
+
+
 # -- running --------------------------------------------------------------------------
 
 CHILDREN: dict[str, Callable[[int, str], dict[str, Any]]] = {
@@ -682,6 +756,7 @@ CHILDREN: dict[str, Callable[[int, str], dict[str, Any]]] = {
 HOST_CHILDREN: dict[str, Callable[[HostLoad, str], dict[str, Any]]] = {
     "host-green": child_host_green,
     "host-baseline": child_host_baseline,
+    "host-sqlite": child_host_sqlite,
 }
 
 
@@ -785,6 +860,17 @@ def host_scale(quick: bool) -> list[Row]:
             + " s; baseline "
             + ", ".join(f"{r['setup_s']:.1f}" for r in base)
             + " s"
+        )
+        with tempfile.TemporaryDirectory(prefix="bench-blocks-") as tmp:
+            floor = host_child("host-sqlite", load, tmp)
+        per_s = load.per_tick / HOST_TICK_S
+        print(
+            f"    floor, bare sqlite3 on the store's schema ({load.per_tick} lines a "
+            f"transaction, as fast as it goes): {floor['rows_us']:.1f} us/line for today's "
+            f"rows (a chunk, a file row, a json_set of the stats: "
+            f"{floor['rows_us'] * per_s / 1e6:.3f} cores at {per_s:,.0f} lines/s); "
+            f"{floor['log_us']:.1f} us/line for one log row per line "
+            f"({floor['log_us'] * per_s / 1e6:.3f} cores)"
         )
         label = f"append_many per {HOST_TICK_S * 1000:g} ms tick"
         rows.append(
