@@ -111,6 +111,7 @@ from greenroom.executions.records import (
     LlmCall,
     LlmQuery,
     LlmRequest,
+    MetricCounts,
     SessionMetrics,
     answer_digest,
     describe_error,
@@ -407,7 +408,7 @@ class ExecutionActor(GreenroomActor):
         started_at = now - max(0, now_ms - self._started_ms) / 1000
         self._metrics = SessionMetrics(started_at)
         self._entry = LiveEntry(
-            self.actor_ref, now, self._snapshot_of(self._stats()), durable=name is not None
+            self.actor_ref, now, self._snapshot_of(self._metrics.counts()), durable=name is not None
         )
         registry.add(session_id, self._entry)
 
@@ -1347,15 +1348,18 @@ class ExecutionActor(GreenroomActor):
     def _stats(self) -> ExecutionStats:
         return self._metrics.snapshot(self.ctx.clock.monotonic())
 
-    def _snapshot_of(self, stats: ExecutionStats) -> LiveSnapshot:
+    def _snapshot_of(self, stats: ExecutionStats | MetricCounts) -> LiveSnapshot:
         return LiveSnapshot(
             self._state, self._round, tuple(self._pending), stats, self._metrics.started_at
         )
 
     def _snap(self, stats: ExecutionStats | None = None) -> None:
-        """Publish the session's state to the registry (read by the status calls)."""
+        """Publish the session's state to the registry (read by the status calls); without
+        `stats`, its counts, made into stats only if read."""
         if self._retained is None:
-            self._entry.snapshot = self._snapshot_of(stats if stats is not None else self._stats())
+            self._entry.snapshot = self._snapshot_of(
+                stats if stats is not None else self._metrics.counts()
+            )
 
     def _status(self, final: FeedResult | None = None) -> dict[str, Any]:
         stats = final.metrics if final is not None and final.metrics is not None else None

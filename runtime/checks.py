@@ -161,7 +161,12 @@ def check_path(value: Any, what: str) -> Path:
 def validator(
     check: Callable[..., Any], *, optional: bool = False, **options: Any
 ) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    """An attrs validator running `check` (with `options`); `None` passes if `optional`."""
+    """An attrs validator running `check` (with `options`); `None` passes if `optional`.
+
+    For `check_bool`, `check_text` and `check_int` a good value passes an inline test
+    first (records are made on hot paths: a question a feed, every message of a
+    transcript's resume); anything else goes through `check`, whose errors it raises.
+    """
 
     def validate(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if optional and value is None:
@@ -169,12 +174,43 @@ def validator(
         try:
             check(value, "", **options)
         except InvalidInput:
-            # Named only on failure: records are made on hot paths (a transcript's
-            # resume validates every message), and a good value needs no message.
+            # Named only on failure: a good value needs no message.
             check(value, f"{type(inst).__name__}.{attribute.name}", **options)
             raise
 
-    return validate
+    passes = _good_value_test(check, options)
+    if passes is None:
+        return validate
+
+    def validate_fast(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not passes(value):
+            validate(inst, attribute, value)
+
+    return validate_fast
+
+
+def _good_value_test(
+    check: Callable[..., Any], options: dict[str, Any]
+) -> Callable[[Any], bool] | None:
+    """A test that is true only of values `check` accepts with `options` (a subset of
+    them: what it leaves out goes through `check`); `None` for other checks."""
+    if check is check_bool and not options:
+        return lambda value: value is True or value is False
+    if check is check_text and set(options) <= {"nonempty"}:
+        if options.get("nonempty"):
+            return lambda value: type(value) is str and value != "" and value.isascii()
+        return lambda value: type(value) is str and value.isascii()
+    if check is check_int and set(options) <= {"minimum", "maximum"}:
+        low = options.get("minimum")
+        high = options.get("maximum")
+        if low is not None and high is not None:
+            return lambda value: type(value) is int and low <= value <= high
+        if low is not None:
+            return lambda value: type(value) is int and value >= low
+        if high is not None:
+            return lambda value: type(value) is int and value <= high
+        return lambda value: type(value) is int
+    return None
 
 
 def _number(bound: float) -> str:

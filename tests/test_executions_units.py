@@ -381,3 +381,27 @@ def test_live_snapshot_status_computes_elapsed_when_read() -> None:
     status["metrics"]["custom"]["m"].append(2)
     assert snapshot.status("s-1", 12.5, "why")["cancel_requested"] == "why"
     assert snapshot.stats.custom == {"m": [1]}
+
+
+@pytest.mark.parametrize("estimated", [0, 1])
+def test_a_snapshot_of_counts_reads_as_the_stats_it_stands_for(estimated: int) -> None:
+    # A running session publishes only its counts; read, they are the same stats.
+    metrics = SessionMetrics(10.0)
+    metrics.llm_calls, metrics.pauses, metrics.rounds, metrics.responses = 3, 2, 1, 2
+    metrics.prompt_chars, metrics.response_chars = 40, 12
+    metrics.prompt_tokens, metrics.response_tokens = 10, 3
+    metrics.prompt_estimated = metrics.response_estimated = estimated
+    metrics.custom["m"] = [1]
+    metrics.log("hello")
+    from_counts = LiveSnapshot("running", 2, (), metrics.counts(), 10.0)
+    from_stats = LiveSnapshot("running", 2, (), metrics.snapshot(11.0), 10.0)
+    assert from_counts.stats_at(12.5) == from_stats.stats_at(12.5)
+    stats = from_counts.stats_at(12.5)
+    assert (stats.elapsed_ms, stats.rounds, stats.logs) == (2500, 1, ("hello",))
+    assert stats.total_tokens.value == 13
+    assert {stats.prompt_tokens.source, stats.total_tokens.source} == {
+        "estimated" if estimated else "provided"
+    }
+    stats.custom["m"].append(2)  # the reader's own copy
+    metrics.custom["m"] = [3]  # (ctx.metric sets a copy) the session's later values
+    assert from_counts.stats_at(12.5).custom == {"m": [1]}

@@ -232,6 +232,9 @@ class TokenCount:
         return {"value": self.value, "source": self.source}
 
 
+_NO_TOKENS = TokenCount(-1)  # matches no count: a session's first snapshot makes its own
+
+
 @attrs.frozen(eq=True, hash=False)
 class ExecutionStats:
     """A session's metrics at one moment (`stats` in the MCP JSON).
@@ -299,9 +302,11 @@ class SessionMetrics:
         "prompt_chars",
         "prompt_estimated",
         "prompt_tokens",
+        "prompt_view",
         "response_chars",
         "response_estimated",
         "response_tokens",
+        "response_view",
         "responses",
         "rounds",
         "started_at",
@@ -324,6 +329,9 @@ class SessionMetrics:
         self.logs: list[str] = []
         self.logs_view: tuple[str, ...] | None = ()  # `logs` as a tuple; None: stale
         self.logs_dropped = 0
+        # The last snapshot's token counts, reused while they hold: a feed takes two
+        # snapshots, and each count changes in only one of them.
+        self.prompt_view = self.response_view = _NO_TOKENS
 
     def asked(self, queries: Sequence[LlmQuery]) -> None:
         """The strategy paused with `queries`."""
@@ -367,26 +375,94 @@ class SessionMetrics:
     def snapshot(self, now: float) -> ExecutionStats:
         """The stats as of `now` (clock seconds; the end time once the session ended)."""
         end = self.ended_at if self.ended_at is not None else now
-        prompt_source = PROVIDED if self.llm_calls and not self.prompt_estimated else ESTIMATED
-        response_source = PROVIDED if self.responses and not self.response_estimated else ESTIMATED
-        both = PROVIDED if prompt_source == response_source == PROVIDED else ESTIMATED
+        stats = stats_of(
+            self.counts(),
+            max(0, round((end - self.started_at) * 1000)),
+            self.prompt_view,
+            self.response_view,
+        )
+        self.prompt_view = stats.prompt_tokens
+        self.response_view = stats.response_tokens
+        return stats
+
+    def counts(self) -> MetricCounts:
+        """The counts as of now in one tuple: what `stats_of` makes the stats of.
+
+        Cheap, for a snapshot that is seldom read (a session's state while it runs).
+        """
         if self.logs_view is None:
             # Cached: a snapshot is taken at every pause and feed, logs change rarely.
             self.logs_view = tuple(self.logs)
-        return ExecutionStats(
-            elapsed_ms=max(0, round((end - self.started_at) * 1000)),
-            llm_calls=self.llm_calls,
-            pauses=self.pauses,
-            rounds=self.rounds,
-            prompt_chars=self.prompt_chars,
-            response_chars=self.response_chars,
-            prompt_tokens=TokenCount(self.prompt_tokens, prompt_source),
-            response_tokens=TokenCount(self.response_tokens, response_source),
-            total_tokens=TokenCount(self.prompt_tokens + self.response_tokens, both),
-            custom=dict(self.custom),
-            logs=self.logs_view,
-            logs_dropped=self.logs_dropped,
+        return (
+            self.llm_calls,
+            self.pauses,
+            self.rounds,
+            self.prompt_chars,
+            self.response_chars,
+            self.prompt_tokens,
+            self.prompt_estimated,
+            self.response_tokens,
+            self.response_estimated,
+            self.responses,
+            dict(self.custom),
+            self.logs_view,
+            self.logs_dropped,
         )
+
+
+MetricCounts = tuple[
+    int, int, int, int, int, int, int, int, int, int, dict[str, Any], tuple[str, ...], int
+]
+"""`SessionMetrics.counts()`: a session's counts at one moment, before they are stats."""
+
+
+def stats_of(
+    counts: MetricCounts,
+    elapsed_ms: int,
+    prompt_view: TokenCount | None = None,
+    response_view: TokenCount | None = None,
+) -> ExecutionStats:
+    """The stats of `counts`; a token count equal to `prompt_view` or `response_view`
+    is that object (a feed takes two snapshots, and each count changes in only one)."""
+    (
+        llm_calls,
+        pauses,
+        rounds,
+        prompt_chars,
+        response_chars,
+        prompt_tokens,
+        prompt_estimated,
+        response_tokens,
+        response_estimated,
+        responses,
+        custom,
+        logs,
+        logs_dropped,
+    ) = counts
+    prompt_source = PROVIDED if llm_calls and not prompt_estimated else ESTIMATED
+    response_source = PROVIDED if responses and not response_estimated else ESTIMATED
+    both = PROVIDED if prompt_source == response_source == PROVIDED else ESTIMATED
+    prompt = prompt_view or _NO_TOKENS
+    if prompt.value != prompt_tokens or prompt.source != prompt_source:
+        prompt = TokenCount(prompt_tokens, prompt_source)
+    response = response_view or _NO_TOKENS
+    if response.value != response_tokens or response.source != response_source:
+        response = TokenCount(response_tokens, response_source)
+    # Positional: this runs twice a feed, and keywords cost a third more here.
+    return ExecutionStats(
+        elapsed_ms,
+        llm_calls,
+        pauses,
+        rounds,
+        prompt_chars,
+        response_chars,
+        prompt,
+        response,
+        TokenCount(prompt_tokens + response_tokens, both),
+        custom,
+        logs,
+        logs_dropped,
+    )
 
 
 def truncate_log(message: str) -> str:

@@ -22,7 +22,13 @@ from typing import Any, Protocol
 import attrs
 
 from greenroom.errors import AlreadyResponded, InvalidTransition
-from greenroom.executions.records import ExecutionStats, FeedResult, answer_digest
+from greenroom.executions.records import (
+    ExecutionStats,
+    FeedResult,
+    MetricCounts,
+    answer_digest,
+    stats_of,
+)
 from greenroom.futures import GreenroomFuture
 from greenroom.metrics import Metrics
 
@@ -48,12 +54,16 @@ class LiveSnapshot:
     state: str
     round: int
     pending: tuple[str, ...]
-    stats: ExecutionStats
+    # The stats, or (while the session runs) only their counts: made into stats when
+    # read, which is seldom, rather than at every feed.
+    stats: ExecutionStats | MetricCounts
     started_at: float  # clock seconds: `elapsed_ms` is computed when it is read
 
     def stats_at(self, now: float) -> ExecutionStats:
         """The stats with `elapsed_ms` as of `now` (and their own `custom` copy)."""
         elapsed_ms = max(0, round((now - self.started_at) * 1000))
+        if isinstance(self.stats, tuple):
+            return stats_of(self.stats, elapsed_ms).detached()
         return attrs.evolve(self.stats.detached(), elapsed_ms=elapsed_ms)
 
     def status(
