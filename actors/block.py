@@ -695,7 +695,13 @@ class BlockActor(GreenroomActor):
         try:
             archived = self._archived_name(meta)
         except StorageError as error:
-            raise self._raced(stored, error) from None
+            raced = self._raced(stored, error)
+            if isinstance(raced, _Changed) and tries > 1:
+                # The archive named was replaced by another process's newer one (and
+                # deleted) since the metadata was read: read again, as below.
+                self._read_synced(reply, tries - 1)
+                return
+            raise raced from None
         live = self._live_size() > 0
         if archived is None and not live and meta.get(PRUNED_AT):
             raise NotFound(

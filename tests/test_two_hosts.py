@@ -12,11 +12,14 @@ import itertools
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from greenroom import Runtime, RuntimeConfig
+from greenroom.archives import FolderArchives
 
 WORKER = Path(__file__).with_name("two_hosts_worker.py")
 OPERATIONS = ("append", "read", "export", "archive", "restore", "sweep")
@@ -79,3 +82,45 @@ def test_two_hosts_running_a_pair_of_operations_lose_nothing(
         assert mine == sorted(mine, key=lambda line: int(line.rsplit(b" ", 1)[1]))
     assert leftovers == []
     assert temps == []
+
+
+class _ArchivedMeanwhile(FolderArchives):
+    """Archives whose first existence check lets `meanwhile` run first: another host
+    archiving between this host's metadata read and its check of the archive file."""
+
+    def __init__(self, folder: Path, meanwhile: Callable[[], None]) -> None:
+        super().__init__(folder)
+        self._meanwhile: Callable[[], None] | None = meanwhile
+
+    def resolve(self, stored: object, block_id: str, *, must_exist: bool = False) -> str:
+        run, self._meanwhile = self._meanwhile, None
+        if must_exist and run is not None:
+            # On a thread of its own: this runs inside the reading block's turn.
+            other = threading.Thread(target=run)
+            other.start()
+            other.join()
+        return super().resolve(stored, block_id, must_exist=must_exist)
+
+
+def test_a_read_whose_archive_another_host_replaced_meanwhile_reads_again(
+    tmp_path: Path,
+) -> None:
+    # Seen in CI once as a failed `greenroom export`: the archive named in the
+    # metadata was gone (replaced by a newer one) when the read checked it.
+    db = tmp_path / "shared.db"
+    folder = Path(f"{db}.archives")
+    with Runtime.open(db, config=QUIET) as other:
+        pane = other.blocks.get("pane")
+        pane.append_output(b"one\n")
+        pane.archive()
+
+        def archive_twice() -> None:
+            for line in (b"two\n", b"three\n"):
+                pane.append_output(line)
+                pane.archive()
+
+        archives = _ArchivedMeanwhile(folder, archive_twice)
+        with Runtime.open(db, config=QUIET, archives=archives) as rt:
+            read = rt.blocks.get("pane").read_output()
+        assert archives._meanwhile is None  # the other host did archive meanwhile
+        assert (read.data, read.archived) == (b"one\ntwo\nthree\n", True)

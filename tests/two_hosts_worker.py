@@ -8,6 +8,8 @@ archived"), and every other error (there must be none).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -37,8 +39,11 @@ def run(db: str, block_id: str, operation: str, rounds: int, tag: str) -> dict[s
                         errors.append(f"a read ended mid-line: {data[-40:]!r}")
                 elif operation == "export":
                     target = Path(db).with_name(f"export-{tag}.out")
-                    if cli_main(["export", db, block_id, "-o", str(target)]) != 0:
-                        errors.append("greenroom export failed")
+                    said = io.StringIO()  # what the command says on failure goes in the tally
+                    with contextlib.redirect_stderr(said):
+                        status = cli_main(["export", db, block_id, "-o", str(target)])
+                    if status != 0:
+                        errors.append(f"greenroom export failed ({status}): {said.getvalue()}")
                 elif operation == "archive":
                     block.archive()
                 elif operation == "restore":

@@ -55,7 +55,7 @@ class LiveSnapshot:
     round: int
     pending: tuple[str, ...]
     # The stats, or (while the session runs) only their counts: made into stats when
-    # read, which is seldom, rather than at every feed.
+    # read, which is seldom, rather than at every feed. Read it through `stats_at`.
     stats: ExecutionStats | MetricCounts
     started_at: float  # clock seconds: `elapsed_ms` is computed when it is read
 
