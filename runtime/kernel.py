@@ -78,6 +78,8 @@ class Kernel:
         self.closed = False
         # Pools whose threads must not wait for the runtime (see refuse_inside_actor).
         self._guarded: list[tuple[BlockingPool, str]] = [(self.blocking, "a run_blocking job")]
+        # Bound once: every actor's context holds this one method object, not its own.
+        self._on_stopped = self._forget
 
     # -- actors --------------------------------------------------------------------------
 
@@ -111,7 +113,7 @@ class Kernel:
             tracker=self.tracker,
             dispatcher=self.dispatcher,
             blocking=self.blocking,
-            on_stopped=self._forget,
+            on_stopped=self._on_stopped,
         )
         try:
             ref = actor_class.start(ctx, *args, **kwargs)

@@ -226,6 +226,8 @@ class Executions:
         self._lock = threading.Lock()
         self._gc: GreenroomActorRef | None = None
         self._strategy_pool: BlockingPool | None = None
+        # Bound once: every session holds this one method object, not its own.
+        self._pool_getter = self._get_strategy_pool
         self._strategies = StrategyTable()
         self._stored = StoredSessions(kernel.store, self._clock, self._config, self._metrics)
         self._leases = Leases(kernel.store, self._clock, self._config, KIND)
@@ -583,7 +585,7 @@ class Executions:
             call_kwargs,
             is_async=is_async,
             registry=self._registry,
-            pool=self._get_strategy_pool,
+            pool=self._pool_getter,
             leases=self._leases,
             name=name,
             actor_id=session_id,
@@ -808,7 +810,7 @@ class Executions:
                 dict(start["kwargs"]),
                 is_async=is_async,
                 registry=self._registry,
-                pool=self._get_strategy_pool,
+                pool=self._pool_getter,
                 leases=self._leases,
                 name=stored.strategy,
                 journal=stored.journal,

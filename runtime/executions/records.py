@@ -232,7 +232,7 @@ class TokenCount:
         return {"value": self.value, "source": self.source}
 
 
-_NO_TOKENS = TokenCount(-1)  # matches no count: a session's first snapshot makes its own
+_ZERO_TOKENS = TokenCount()  # shared by every snapshot whose count is still 0
 
 
 @attrs.frozen(eq=True, hash=False)
@@ -331,7 +331,7 @@ class SessionMetrics:
         self.logs_dropped = 0
         # The last snapshot's token counts, reused while they hold: a feed takes two
         # snapshots, and each count changes in only one of them.
-        self.prompt_view = self.response_view = _NO_TOKENS
+        self.prompt_view = self.response_view = _ZERO_TOKENS
 
     def asked(self, queries: Sequence[LlmQuery]) -> None:
         """The strategy paused with `queries`."""
@@ -442,10 +442,10 @@ def stats_of(
     prompt_source = PROVIDED if llm_calls and not prompt_estimated else ESTIMATED
     response_source = PROVIDED if responses and not response_estimated else ESTIMATED
     both = PROVIDED if prompt_source == response_source == PROVIDED else ESTIMATED
-    prompt = prompt_view or _NO_TOKENS
+    prompt = prompt_view or _ZERO_TOKENS
     if prompt.value != prompt_tokens or prompt.source != prompt_source:
         prompt = TokenCount(prompt_tokens, prompt_source)
-    response = response_view or _NO_TOKENS
+    response = response_view or _ZERO_TOKENS
     if response.value != response_tokens or response.source != response_source:
         response = TokenCount(response_tokens, response_source)
     # Positional: this runs twice a feed, and keywords cost a third more here.
