@@ -55,7 +55,7 @@ from greenroom.actors.base import GreenroomActor
 from greenroom.clock import stopwatch
 
 from _child import run_child, status_kb  # isort: skip (this folder's own module)
-from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
+from _table import Row, Target, add_json_option, cpu_model, figure, write_rows  # isort: skip
 
 ROUNDS = 10
 TARGET_P50_RATIO = 1.2  # the host-scale issue's: feed p50 <= 1.2 x the bare pykka ask's p50
@@ -433,6 +433,7 @@ def main() -> None:
             print(json.dumps(child_paused(args.count)))
         return
 
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs")
     queries = 2_000 if args.quick else 10_000
     sessions = 2_000 if args.quick else 10_000
 

@@ -55,7 +55,7 @@ import greenroom
 from greenroom.clock import stopwatch
 from greenroom.mcp.stdio import loop_stdio
 
-from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
+from _table import Row, Target, add_json_option, cpu_model, figure, write_rows  # isort: skip
 
 HERE = Path(__file__).resolve().parent
 LOOP = "bench.loop"
@@ -309,6 +309,7 @@ def main() -> None:
     if args.bare_server:
         anyio.run(serve_bare, args.loop_stdio)
         return
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs")
 
     round_trips, warm_up = (300, 50) if args.quick else (2_000, 200)
     r = anyio.run(bench_round_trips, round_trips, warm_up)

@@ -28,6 +28,7 @@ Three measurements, each printed with greenroom's figure, the baseline's and the
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import threading
 from collections import deque
@@ -39,7 +40,7 @@ import pykka
 from greenroom import Replayed, Runtime, RuntimeConfig, Subscription
 from greenroom.clock import stopwatch
 
-from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
+from _table import Row, Target, add_json_option, cpu_model, figure, write_rows  # isort: skip
 
 SUBSCRIBERS = 100
 BATCH = 100
@@ -198,6 +199,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke test)")
     add_json_option(parser)
     args = parser.parse_args()
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs")
     scale = 0.1 if args.quick else 1.0
     appends = int(20_000 * scale)
     fan_events = int(10_000 * scale)

@@ -4,8 +4,10 @@ The store serialises every write through one connection under a lock. The other
 common design gives each thread its own connection and lets SQLite's file lock (with a
 busy timeout) arbitrate. This script measures both on the same work, in the same run:
 8 threads each doing read-modify-write metadata updates of their own objects, and
-appends of small output pieces. It prints ops/s, errors, and the ratio
-store / per-thread-connections.
+appends of small output pieces. The two run in alternating rounds (3; 1 with
+`--quick`), each on a fresh file; it prints the CPU model, the medians of ops/s, the
+errors, and the median and range of the per-round ratios store / per-thread
+connections.
 
     .venv/bin/python benchmarks/bench_store.py          # the full run
     .venv/bin/python benchmarks/bench_store.py --quick  # a quarter of the counts, a smoke test
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
+import statistics
 import tempfile
 import threading
 from collections.abc import Callable
@@ -26,7 +30,7 @@ from pathlib import Path
 from greenroom.clock import SystemClock
 from greenroom.store import Store
 
-from _table import Row, add_json_option, figure, write_rows  # isort: skip
+from _table import Row, add_json_option, cpu_model, figure, write_rows  # isort: skip
 
 THREADS = 8
 UPDATES_PER_THREAD = 400  # a quarter of each with --quick
@@ -135,20 +139,36 @@ def main() -> None:
     args = parser.parse_args()
     scale = 4 if args.quick else 1
     updates, appends = UPDATES_PER_THREAD // scale, APPENDS_PER_THREAD // scale
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        s_upd, s_app, s_err = bench_store(folder, updates, appends)
-        b_upd, b_app, b_err = bench_per_thread_connections(folder, updates, appends)
+    rounds = 1 if args.quick else 3
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs")
     n_upd = THREADS * updates
     n_app = THREADS * appends
-    rows = [
-        ("meta updates/s, 8 threads", n_upd / s_upd, n_upd / b_upd),
-        ("appends/s, 8 threads", n_app / s_app, n_app / b_app),
-    ]
-    print(f"{'figure':32} {'store':>12} {'per-thread':>12} {'ratio':>7}")
-    for name, value, baseline in rows:
-        print(f"{name:32} {value:12.0f} {baseline:12.0f} {value / baseline:7.2f}")
-    print(f"{'errors (locked, lost)':32} {s_err:12d} {b_err:12d}")
+    # Per round: (store updates/s, appends/s, errors), then the same for the baseline.
+    ours: list[tuple[float, float, int]] = []
+    base: list[tuple[float, float, int]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index in range(rounds):
+            folder = Path(tmp) / f"round-{index}"
+            folder.mkdir()
+            s_upd, s_app, s_err = bench_store(folder, updates, appends)
+            ours.append((n_upd / s_upd, n_app / s_app, s_err))
+            b_upd, b_app, b_err = bench_per_thread_connections(folder, updates, appends)
+            base.append((n_upd / b_upd, n_app / b_app, b_err))
+    rows = []
+    print(f"{rounds} alternating round(s), medians; ratio = store / per-thread, its range")
+    print(f"{'figure':32} {'store':>12} {'per-thread':>12} {'ratio':>7}  range")
+    for at, name in enumerate(("meta updates/s, 8 threads", "appends/s, 8 threads")):
+        value = statistics.median(r[at] for r in ours)
+        baseline = statistics.median(r[at] for r in base)
+        ratios = sorted(o[at] / b[at] for o, b in zip(ours, base, strict=True))
+        rows.append((name, value, baseline, statistics.median(ratios)))
+        print(
+            f"{name:32} {value:12.0f} {baseline:12.0f} {statistics.median(ratios):7.2f}  "
+            f"{ratios[0]:.2f}-{ratios[-1]:.2f}"
+        )
+    s_err = sum(r[2] for r in ours)
+    b_err = sum(r[2] for r in base)
+    print(f"{'errors (locked, lost), all rounds':32} {s_err:12d} {b_err:12d}")
     out: list[Row] = [
         figure(
             f"{name}, {THREADS} threads",
@@ -156,9 +176,9 @@ def main() -> None:
             unit,
             baseline=baseline,
             baseline_label="connection per thread",
-            ratio=value / baseline,
+            ratio=ratio,
         )
-        for name, unit, (_, value, baseline) in zip(
+        for name, unit, (_, value, baseline, ratio) in zip(
             ("metadata updates", "small appends"), ("updates/s", "appends/s"), rows, strict=True
         )
     ]

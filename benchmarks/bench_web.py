@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import resource
 import socket
@@ -71,7 +72,7 @@ from greenroom.clock import stopwatch
 from greenroom.cursor import format_cursor
 from greenroom.web import GreenroomWeb, app
 
-from _table import Row, Target, add_json_option, figure, write_rows  # isort: skip
+from _table import Row, Target, add_json_option, cpu_model, figure, write_rows  # isort: skip
 
 TARGET_RATIO = 0.8  # the target: greenroom deliveries/s >= 0.8 x the bare app's
 TARGET = Target(">=", TARGET_RATIO)
@@ -531,6 +532,7 @@ def main() -> None:
     if args.serve:
         asyncio.run(serve(args.serve, clients, args.db))
         return
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs")
     events = args.events or (50 if args.quick else 200)
     steady = args.steady or (50 if args.quick else 100)
     rounds = args.rounds or (1 if args.quick else 2)
