@@ -209,6 +209,13 @@ def main() -> None:
             f"    baseline  {bare['ticks_pct']:5.1f}% of the ticks, gap p50 "
             f"{bare['p50_ms']:5.1f} ms, p99 {bare['p99_ms']:6.1f} ms; {bare['took_s']:.2f} s"
         )
+        if rounds > 1:
+            ticks = sorted(r["ours"]["ticks_pct"] / r["bare"]["ticks_pct"] for r in results)
+            p99s = sorted(r["ours"]["p99_ms"] / r["bare"]["p99_ms"] for r in results)
+            print(
+                f"    rounds' ratios greenroom / baseline: ticks {ticks[0]:.2f}-{ticks[-1]:.2f}"
+                f", p99 gap {p99s[0]:.2f}-{p99s[-1]:.2f}"
+            )
         for key, unit, target, what in (
             ("ticks_pct", "%", TICKS_TARGET, "ticks"),
             ("p99_ms", "ms", P99_TARGET, "p99 gap"),
