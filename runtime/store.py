@@ -867,7 +867,7 @@ class Store:
         # A partial, not a closure: a write queued for a commit is 2 objects for the
         # cyclic GC to walk, not a function, its cells and their tuple.
         op = functools.partial(
-            Store._append_op, self, kind, object_id, name, create, write.expect_size, pieces
+            type(self)._append_op, self, kind, object_id, name, create, write.expect_size, pieces
         )
         return _WriteSlot(f"append to file {name!r} of {kind} {object_id!r}", op)
 
@@ -1307,7 +1307,7 @@ class Store:
             return "write nothing", None
 
         # (A partial rather than a closure: fewer objects for the cyclic GC to walk.)
-        op = functools.partial(Store._run_atomic, self, conditions, slots)
+        op = functools.partial(type(self)._run_atomic, self, conditions, slots)
         return " and ".join(slot.what for slot in slots), op
 
     def _run_atomic(
