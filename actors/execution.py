@@ -392,7 +392,8 @@ class ExecutionActor(GreenroomActor):
         # A digest of every answer of every round, by query id: enough to tell a
         # repeated answer from a changed one, without keeping old rounds' texts.
         self._answered: dict[str, bytes] = {}
-        self._waiters: list[Reply] = []  # asks answered at the next pause or end
+        # Asks answered at the next pause or end; the list is made for the first one.
+        self._waiters: list[Reply] | tuple[()] = ()
         # Journal writes are submitted, not waited for: answers wait here for them.
         self._gate = CommitGate()
         self._early = False  # handling a feed answered before its own commit
@@ -477,7 +478,7 @@ class ExecutionActor(GreenroomActor):
         for _message, future in held:
             if future is not None:
                 Reply(future).fail(Stopped(f"execution {self.session_id}: the runtime was closed"))
-        waiters, self._waiters = self._waiters, []
+        waiters, self._waiters = self._waiters, ()
         for reply in waiters:
             reply.fail(Stopped(f"execution {self.session_id}: the runtime was closed"))
 
@@ -522,7 +523,7 @@ class ExecutionActor(GreenroomActor):
         if self._replay is not None:
             self._held = []  # re-driving: feeds wait for the open round
         if self._reply_to is not None:
-            self._waiters.append(self.reply_later())
+            self._add_waiter()
         try:
             pool = self._pool()
             self._warn_if_queued(pool)
@@ -799,7 +800,7 @@ class ExecutionActor(GreenroomActor):
         self._entry.passivated = True
         self._registry.drop(self.session_id)
         self._stop_strategy("another runtime drives it now")
-        waiters, self._waiters = self._waiters, []
+        waiters, self._waiters = self._waiters, ()
         for reply in waiters:
             reply.fail(fenced)
         held, self._held = self._held or [], None
@@ -986,7 +987,7 @@ class ExecutionActor(GreenroomActor):
                 return self._accepted()
             return self._needs_response(tuple(self._pending.values()))
         # Running (a plain strategy between pauses): answer with its next event.
-        self._waiters.append(self.reply_later())
+        self._add_waiter()
         return DEFERRED
 
     def _resume(self) -> Any:
@@ -1000,7 +1001,7 @@ class ExecutionActor(GreenroomActor):
             return self._drive(answers)
         reply, self._thread_future = self._thread_future, None
         assert reply is not None
-        self._waiters.append(self.reply_later())
+        self._add_waiter()
         self._touch()
         self.ctx.tracker.enter()  # the strategy runs again: work in progress
         reply.set(answers)
@@ -1336,11 +1337,19 @@ class ExecutionActor(GreenroomActor):
 
     def _notify(self, result: FeedResult) -> FeedResult:
         if self._waiters:
-            waiters, self._waiters = self._waiters, []
+            waiters, self._waiters = self._waiters, ()
             for reply in waiters:
                 if not self._gate.hold(functools.partial(reply.set, result), reply.fail):
                     reply.set(result)
         return result
+
+    def _add_waiter(self) -> None:
+        """Answer the current ask at the next pause or end."""
+        reply = self.reply_later()
+        if isinstance(self._waiters, list):
+            self._waiters.append(reply)
+        else:
+            self._waiters = [reply]
 
     def _touch(self) -> None:
         self._entry.last_active = self.ctx.clock.monotonic()

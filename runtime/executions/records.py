@@ -326,7 +326,7 @@ class SessionMetrics:
         self.response_estimated = 0  # answers counted by estimate
         self.responses = 0
         self.custom: dict[str, Any] = {}
-        self.logs: list[str] = []
+        self.logs: list[str] | tuple[()] = ()  # (the list made for the first entry)
         self.logs_view: tuple[str, ...] | None = ()  # `logs` as a tuple; None: stale
         self.logs_dropped = 0
         # The last snapshot's token counts, reused while they hold: a feed takes two
@@ -364,7 +364,10 @@ class SessionMetrics:
         """Keep `message` (cut to `MAX_LOG_CHARS`); whether an older entry was dropped."""
         if len(message) > MAX_LOG_CHARS:
             message = truncate_log(message)
-        self.logs.append(message)
+        if isinstance(self.logs, list):
+            self.logs.append(message)
+        else:
+            self.logs = [message]
         self.logs_view = None
         if len(self.logs) > MAX_LOG_ENTRIES:
             del self.logs[0]
