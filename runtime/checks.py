@@ -201,15 +201,10 @@ def _good_value_test(
             return lambda value: type(value) is str and value != "" and value.isascii()
         return lambda value: type(value) is str and value.isascii()
     if check is check_int and set(options) <= {"minimum", "maximum"}:
-        low = options.get("minimum")
-        high = options.get("maximum")
-        if low is not None and high is not None:
-            return lambda value: type(value) is int and low <= value <= high
-        if low is not None:
-            return lambda value: type(value) is int and value >= low
-        if high is not None:
-            return lambda value: type(value) is int and value <= high
-        return lambda value: type(value) is int
+        # (An int compares with an infinite float exactly: no bound passes everything.)
+        low = -math.inf if options.get("minimum") is None else options["minimum"]
+        high = math.inf if options.get("maximum") is None else options["maximum"]
+        return lambda value: type(value) is int and low <= value <= high
     return None
 
 
