@@ -292,6 +292,27 @@ def test_publish_keeps_one_threads_order_with_its_appends(
     assert [event.payload for event in replayed.events] == list(range(53))
 
 
+def test_a_read_after_a_publish_sees_it_while_the_writer_is_sending_it(
+    hosts: Callable[..., Runtime], sid: str, redis_url: str
+) -> None:
+    # Seen once in CI: the writer thread had taken the publish off the queue and was
+    # sending it when the same thread's current_cursor looked, found the queue empty,
+    # and answered before the publish was stored. Big batches keep the send long.
+    rt = hosts(max_events_per_session=100_000)
+    other = redis.Redis.from_url(redis_url)
+    rt.replay.current_cursor(sid)
+    sent = 0
+    try:
+        for _ in range(60):
+            rt.replay.publish_many(sid, list(range(sent, sent + 2_000)))
+            sent += 2_000
+            other.ping()  # (waits on a socket: the writer thread takes the batch meanwhile)
+            position = parse_cursor(rt.replay.current_cursor(sid)).position
+            assert position == sent
+    finally:
+        other.close()
+
+
 def test_close_sends_the_publishes_still_queued(
     hosts: Callable[..., Runtime], sid: str, redis_url: str, tmp_path: Path
 ) -> None:

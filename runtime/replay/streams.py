@@ -172,6 +172,11 @@ class StreamReplay(Replay):
         self._conn_pid = 0  # the process that took it
         self._queue_lock = threading.Lock()
         self._queued: deque[_Job] = deque()
+        # Taken from the queue and not yet sent (under _queue_lock): a read waits for
+        # them too, or it could miss a publish made before it. `_sender`: the thread
+        # sending them (whose futures' callbacks must not wait for itself).
+        self._taken = 0
+        self._sender = 0
         self._queue_ready = threading.Condition(self._queue_lock)
         self._writer: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -357,8 +362,14 @@ class StreamReplay(Replay):
             with self._queue_lock:
                 jobs = list(self._queued)
                 self._queued.clear()
-            if jobs:
-                self._send(jobs)
+                self._taken += len(jobs)
+                self._sender = threading.get_ident()
+            try:
+                if jobs:
+                    self._send(jobs)
+            finally:
+                with self._queue_lock:
+                    self._taken -= len(jobs)
 
     def _send(self, jobs: list[_Job]) -> None:
         """Append `jobs` (one at a time, or in one pipeline); resolve their futures.
@@ -441,9 +452,11 @@ class StreamReplay(Replay):
         """Send what publishes are queued first: a cursor or a read made after a
         publish sees it, as the in-memory buffer's mailbox order gives."""
         with self._queue_lock:
-            queued = bool(self._queued)
-        if queued:
-            self._send_queued()
+            if self._taken and self._sender == threading.get_ident():
+                return  # a callback of the batch being sent: it is stored already
+            pending = bool(self._queued) or self._taken > 0
+        if pending:
+            self._send_queued()  # (waits on _send_lock for a batch the writer is sending)
 
     def _current_cursor(self, session_id: str, revision: int) -> str:
         self._flush_publishes()
