@@ -1,16 +1,16 @@
-"""`BlockActor`: one per block; owns its output, its session stats and its archive.
+"""`BlockActor`: one per block; owns its archive, its metadata and its flushes.
 
-Stats: counted in memory, written at once on the first line after start, then at
-most once per `stats_flush_interval_s`, with a trailing write when an interval with
-new lines ends, so the last lines are never left unsaved. Counters start from the
-stored metadata, so they carry on across restarts. Output and stats go through the
-runtime's `BlockWriter`, which writes many blocks in one transaction and keeps the
-stats interval of every block on one schedule: a block sends its counts with the
-output they came with, and sets no timer of its own.
+Output and stats do not pass through it: a block's handle tells its output straight
+to the runtime's `BlockWriter`, which counts the lines (`greenroom.blocks.counting`),
+writes many blocks in one transaction and keeps every block's stats on one schedule
+(stored at once on the first line, then at most once per `stats_flush_interval_s`,
+with a trailing write when an interval with new lines ends). Counters start from the
+stored metadata, so they carry on across restarts.
 
-Archive, restore and read run their heavy part (compressing, decompressing) on the
-blocking pool. While one runs, the block holds back new output and queues further
-archive / restore / read calls, so none of them can interleave; stats keep counting.
+Archive, restore, read and prune run their heavy part (compressing, decompressing) on
+the blocking pool. While one runs, the writer holds back the block's new output
+(`HoldOutput`, told as it starts; `ReleaseOutput` as it ends) and the actor queues
+further calls, so none of them can interleave; stats keep counting.
 Every step that changes what the block points at is one store transaction:
 
 * archive: compress to a temporary file, fsync, rename into place; then, in one
@@ -57,19 +57,16 @@ from greenroom.actors.busy_queue import BusyQueue
 from greenroom.archives import Archives, archive_name
 from greenroom.blocks.archive import read_archive, write_archive
 from greenroom.blocks.messages import (
-    AppendOutput,
     Archive,
     Flush,
     GetMeta,
-    GetStats,
+    HoldOutput,
     MergeMeta,
     PruneArchive,
     ReadOutput,
-    RecordLine,
+    ReleaseOutput,
     Restore,
     WhenWritten,
-    WriteOutput,
-    WriteStats,
 )
 from greenroom.blocks.owners import Owners
 from greenroom.blocks.records import (
@@ -77,13 +74,10 @@ from greenroom.blocks.records import (
     ARCHIVE_PATH,
     ARCHIVED_AT,
     ARCHIVED_BYTES,
-    OPEN_LINE,
     PRUNED_AT,
     ArchiveResult,
     OutputRead,
     RestoreResult,
-    SessionStats,
-    StatsSnapshot,
     count_lines,
     meta_count,
 )
@@ -193,33 +187,19 @@ class BlockActor(GreenroomActor):
         self._writer = writer
         self._archives = archives
         self._owners = owners
-        self._stopping = False
         # Flushes waiting for the operation under way (made by the first).
         self._flushes: list[Reply] | None = None
-        # The counts (a `SessionStats` is built only when asked for).
-        self._start_ms = self._last_ms = self._lines = self._tokens = 0
-        self._partial = 0  # bytes of a line whose newline has not arrived
-        self._partial_counted = False  # counted already (at an archive)
-        self._dirty = False  # counts changed since they were last sent to the writer
-        self._sent = False  # any sent since this actor started (the first is urgent)
-        # The archive / restore / read / prune under way, and those waiting for it.
+        # The archive / restore / read / prune under way, and those waiting for it,
+        # each with whether it ends the unfinished last line (an archive's does).
         # (Made by the first: most blocks never run one.)
-        self._ops: BusyQueue[Op] | None = None
-        self._held = bytearray()  # output that arrived while an archive or restore ran
+        self._ops: BusyQueue[tuple[Op, bool]] | None = None
         self._archive_meta = _NO_ARCHIVE  # what the archive under way read
         self._restore_from: tuple[str, Any, list[int], str, Any] | None = None
 
     def on_start(self) -> None:
         meta, self._loaded = self._loaded, None
-        if meta is None:
-            meta = self.ctx.store.get_object(BLOCK, self.block_id).meta
-        stats = SessionStats.from_meta(meta)
-        self._start_ms, self._last_ms = stats.start_ts_ms, stats.last_activity_ms
-        self._lines, self._tokens = stats.line_count, stats.token_estimate
-        if meta_count(meta, OPEN_LINE) > 0:
-            # The last line has no newline yet and was counted already (at a stop or an
-            # archive): its end, when it comes, does not count it again.
-            self._partial, self._partial_counted = 1, True
+        if meta is None:  # (read: a damaged row stops the start, with the error logged)
+            self.ctx.store.get_object(BLOCK, self.block_id)
         if self._unstored is None:  # (a new block has no files yet)
             self._remove_dead_restores()
 
@@ -237,11 +217,10 @@ class BlockActor(GreenroomActor):
             log.info("block %r: removed %s, left by a restore cut short", self.block_id, info.name)
 
     def on_stop(self) -> None:
-        self._stopping = True  # (no timers from here: the last stats are written now)
         try:
-            self._end_partial_line()
-            self._flush_stats()
-            self._release_held()
+            # The writer counts the unfinished last line, stores the stats and the
+            # output it held back for an operation under way.
+            self._writer.tell(ReleaseOutput(self.block_id, stopped=True))
             self._answer_flushes()
         finally:
             # The job under way will answer a stopped actor: its caller is answered now.
@@ -253,30 +232,10 @@ class BlockActor(GreenroomActor):
                     )
                 )
 
-    def on_unhandled(self, message: Any) -> bool:
-        """Output told just before the stop, still queued: stored, not dropped."""
-        if type(message) is AppendOutput:
-            self._append(message.data)
-        elif type(message) is RecordLine:
-            self._count(1, message.n_bytes // 4)
-        else:
-            return False
-        self._flush_stats()
-        return True
-
     def on_receive(self, message: Any) -> Any:
         cls = type(message)
-        # Tells first: they are most of the traffic.
-        if cls is AppendOutput:
-            self._append(message.data)
-        elif cls is RecordLine:
-            self._count(1, message.n_bytes // 4)
-            self._writer.tell(WriteStats(self.block_id, self._snapshot(), not self._sent))
-            self._sent = True
-        elif cls is _Then:
+        if cls is _Then:
             message.fn(*message.args)
-        elif cls is GetStats:
-            return SessionStats(self._start_ms, self._last_ms, self._lines, self._tokens)
         elif cls is GetMeta:
             return self._meta()
         elif cls is MergeMeta:
@@ -285,7 +244,7 @@ class BlockActor(GreenroomActor):
         elif cls is Flush:
             return self._flush()
         elif cls is Archive:
-            return self._enqueue(self._archive)
+            return self._enqueue(self._archive, end_line=True)
         elif cls is Restore:
             return self._enqueue(self._restore)
         elif cls is ReadOutput:
@@ -296,75 +255,11 @@ class BlockActor(GreenroomActor):
             return super().on_receive(message)
         return None
 
-    # -- output and stats (tells) ----------------------------------------------------------
-
-    def _append(self, data: bytes) -> None:
-        if not data:
-            return
-        pieces = data.split(b"\n")
-        if len(pieces) == 1:
-            self._partial += len(data)
-        else:
-            # Every non-empty line counts; the first piece ends the line carried over.
-            lengths = []
-            first = self._partial + len(pieces[0])
-            if first and not self._partial_counted:
-                lengths.append(first)
-            lengths += [len(piece) for piece in pieces[1:-1] if piece]
-            self._partial = len(pieces[-1])
-            if self._partial_counted:
-                self._partial_counted = False
-                self._dirty = True  # (the stored "open line counted" mark is now wrong)
-            if lengths:
-                self._count(len(lengths), sum(length // 4 for length in lengths))
-        if self._ops is not None and self._ops.busy and not self._stopping:
-            self._held += data
-            if self._dirty:
-                self._writer.tell(WriteStats(self.block_id, self._snapshot(), not self._sent))
-                self._sent = True
-        elif self._dirty:
-            self._writer.tell(WriteOutput(self.block_id, data, self._snapshot(), not self._sent))
-            self._sent = True
-        else:
-            self._writer.tell(WriteOutput(self.block_id, data))
-
-    def _release_held(self) -> None:
-        if self._held:
-            self._writer.tell(WriteOutput(self.block_id, bytes(self._held)))
-            self._held.clear()
-
-    def _end_partial_line(self) -> None:
-        # The output's last line has no newline yet; when the stream pauses for an
-        # archive or ends (stop), it is a line all the same, counted once.
-        if self._partial and not self._partial_counted:
-            self._partial_counted = True  # (first: the stats written by the count say so)
-            self._count(1, self._partial // 4)
-
-    def _count(self, lines: int, tokens: int) -> None:
-        now = self.ctx.clock.now_ms()
-        if not self._start_ms:
-            self._start_ms = now
-        self._last_ms = now
-        self._lines += lines
-        self._tokens += tokens
-        self._dirty = True
-
-    def _snapshot(self) -> StatsSnapshot:
-        """The counts for the writer (which decides when they are stored); not dirty now."""
-        self._dirty = False
-        open_line = 1 if self._partial and self._partial_counted else 0
-        return (self._start_ms, self._last_ms, self._lines, self._tokens, open_line)
-
-    def _flush_stats(self) -> None:
-        """Counts not sent yet go to the writer, to be stored at once."""
-        if self._dirty:
-            self._writer.tell(WriteStats(self.block_id, self._snapshot(), urgent=True))
-            self._sent = True
+    # -- flushes ----------------------------------------------------------------------------
 
     def _flush(self) -> Any:
         """`Flush`: answered once the writer has stored the stats and output sent so far,
         and output held back by the operation under way (once it ends)."""
-        self._flush_stats()
         reply = self.reply_later()
         if self._ops is not None and self._ops.busy:
             if self._flushes is None:
@@ -383,20 +278,27 @@ class BlockActor(GreenroomActor):
 
     # -- one heavy operation at a time ----------------------------------------------------
 
-    def _enqueue(self, op: Op) -> Any:
+    def _enqueue(self, op: Op, *, end_line: bool = False) -> Any:
         if self._ops is None:
             self._ops = BusyQueue(self._start_op)
-        self._ops.submit(op, self.reply_later())
+        self._ops.submit((op, end_line), self.reply_later())
         return DEFERRED
 
-    @staticmethod
-    def _start_op(op: Op, reply: Reply) -> None:
-        op(reply)  # (an error raised here fails the reply; the queue goes on)
+    def _start_op(self, item: tuple[Op, bool], reply: Reply) -> None:
+        op, end_line = item
+        # From now on the writer holds the block's new output back (counted).
+        self._writer.tell(HoldOutput(self.block_id, end_line))
+        try:
+            op(reply)
+        except Exception:
+            # (The reply fails with it; the queue goes on.)
+            self._writer.tell(ReleaseOutput(self.block_id))
+            raise
 
     def _done(self) -> None:
         """The operation under way ended (its reply answered): output held back goes on,
         and the next operation starts."""
-        self._release_held()
+        self._writer.tell(ReleaseOutput(self.block_id))
         if self._flushes:
             self._answer_flushes()
         if self._ops is not None:
@@ -503,8 +405,7 @@ class BlockActor(GreenroomActor):
     # archive
 
     def _archive(self, reply: Reply) -> None:
-        self._end_partial_line()
-        self._flush_stats()
+        # (`HoldOutput` counted the unfinished last line: the sync stores its stats.)
         self._synced(self._archive_synced, reply)
 
     def _archive_synced(self, reply: Reply) -> None:

@@ -1,9 +1,12 @@
-"""`BlockWriter`: the one actor that writes block output and stats, in batches.
+"""`BlockWriter`: the one actor that counts and writes block output and stats, in batches.
 
-Blocks hand it their output bytes and stats snapshots instead of writing themselves.
-It gathers what arrives and writes it all, output and stats together, in one store
-transaction (`Store.append_many`: one fsync and a few statements for the lot), so a
-host with thousands of active blocks costs a few commits a second, not thousands.
+Block handles tell it their output (and `record_line` counts) directly: it counts each
+block's lines (`LineCounts`, loaded from the block's metadata on first use) and holds
+a block's output back while an archive, restore, read or prune of it runs (its actor
+says when: `HoldOutput`, `ReleaseOutput`). It gathers what arrives and writes it all,
+output and stats together, in one store transaction (`Store.append_many`: one fsync
+and a few statements for the lot), so a host with thousands of active blocks costs a
+few commits a second, not thousands.
 Batching needs no timer: the first write to arrive queues a commit message behind it,
 everything that arrives before that message is handled joins the batch (if more mail
 is still waiting then, the commit moves behind it, a few times at most), and whatever
@@ -11,10 +14,10 @@ arrives during a commit joins the next one.
 
 Stats keep one schedule for every block, here, rather than a timer per block: a
 block's stats are stored at once when none were stored in the last
-`stats_flush_interval_s` (or when the block says they are urgent: its first line
-after it started, a flush, an archive, its stop), and otherwise wait for that interval
+`stats_flush_interval_s` (or when they are urgent: its first count after they were
+loaded, a flush, an archive, its actor's stop), and otherwise wait for that interval
 to end. Stored blocks queue up in the order their intervals end, so one timer, set for
-the first, serves them all.
+the first, serves them all. A stats record is built when it is stored, not per line.
 """
 
 from __future__ import annotations
@@ -25,17 +28,21 @@ from typing import Any
 
 from greenroom.actors.base import ActorContext, GreenroomActor
 from greenroom.blocks.backlog import OutputBacklog
+from greenroom.blocks.counting import LineCounts
 from greenroom.blocks.messages import (
+    AppendOutput,
     CommitDue,
     CommitNow,
     CreateBlock,
+    GetStats,
+    HoldOutput,
+    RecordLine,
+    ReleaseOutput,
     StatsDue,
     WhenWritten,
-    WriteOutput,
-    WriteStats,
 )
-from greenroom.blocks.records import StatsSnapshot, snapshot_meta
-from greenroom.errors import NotFound, StorageError
+from greenroom.blocks.records import snapshot_meta
+from greenroom.errors import Conflict, NotFound, StorageError
 
 __all__ = ["BlockWriter"]
 
@@ -70,9 +77,14 @@ class BlockWriter(GreenroomActor):
         # not written here (its output fails, counted and logged).
         self._owned_by = owned_by
         self._creates: dict[str, dict[str, Any]] = {}  # new blocks' objects
+        self._counts: dict[str, LineCounts] = {}  # blocks' live counts, loaded on first use
         self._output: dict[str, bytearray] = {}
-        self._stats: dict[str, StatsSnapshot] = {}  # stored with the next commit
-        self._later: dict[str, StatsSnapshot] = {}  # waiting for their interval to end
+        # Output held back while an operation of its block runs (counted already).
+        self._held: dict[str, bytearray] = {}
+        # Blocks whose stats are stored with the next commit (a snapshot of their
+        # counts then), and those waiting for their interval to end.
+        self._stats: dict[str, LineCounts] = {}
+        self._later: dict[str, LineCounts] = {}
         # Blocks whose stats were stored within the last interval: when it ends (a
         # monotonic time), in `_ends` in that order; an entry of `_ends` that no longer
         # matches `_interval_end` was overtaken by a later store.
@@ -89,20 +101,38 @@ class BlockWriter(GreenroomActor):
 
     def on_receive(self, message: Any) -> Any:
         cls = type(message)
-        if cls is CreateBlock:
-            self._creates[message.block_id] = message.meta
-        elif cls is WriteOutput:
-            pending = self._output.get(message.block_id)
-            if pending is None:
-                self._output[message.block_id] = bytearray(message.data)
+        if cls is AppendOutput:
+            block_id = message.block_id
+            counts = self._counts.get(block_id) or self._load(block_id)
+            if counts.add_output(message.data, self._now_ms):
+                self._changed(block_id, counts)
+            held = self._held.get(block_id)
+            if held is not None:
+                held += message.data
+                if not self._stats:
+                    return None  # held, stats waiting for their interval: no commit
             else:
-                pending += message.data
-            if message.stats is not None:
-                self._take_stats(message.block_id, message.stats, message.urgent)
-        elif cls is WriteStats:
-            self._take_stats(message.block_id, message.stats, message.urgent)
+                pending = self._output.get(block_id)
+                if pending is None:
+                    self._output[block_id] = bytearray(message.data)
+                else:
+                    pending += message.data
+        elif cls is RecordLine:
+            block_id = message.block_id
+            counts = self._counts.get(block_id) or self._load(block_id)
+            counts.count(1, message.n_bytes // 4, self._now_ms())
+            self._changed(block_id, counts)
             if not self._stats:
                 return None  # it waits for its interval: nothing to commit now
+        elif cls is GetStats:
+            block_id = message.block_id
+            return (self._counts.get(block_id) or self._load(block_id)).stats()
+        elif cls is CreateBlock:
+            self._creates[message.block_id] = message.meta
+        elif cls is HoldOutput:
+            self._hold(message.block_id, message.end_line)
+        elif cls is ReleaseOutput:
+            self._release(message.block_id, message.stopped)
         elif cls is WhenWritten:
             self._waiting.append(message)
             self._store_all_stats()  # a flush: the stats waiting for their interval too
@@ -134,17 +164,67 @@ class BlockWriter(GreenroomActor):
             self.actor_ref.tell(_COMMIT)
         return None
 
+    # -- counts ------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return self.ctx.clock.now_ms()
+
+    def _load(self, block_id: str) -> LineCounts:
+        """A block's counts, first used: those waiting to be stored (its actor stopped
+        meanwhile), a new block's, or those in its stored metadata."""
+        counts = self._stats.get(block_id) or self._later.get(block_id)
+        if counts is None:
+            meta = self._creates.get(block_id)
+            if meta is None:
+                try:
+                    found = self.ctx.store.find_object(BLOCK, block_id)
+                except StorageError as error:  # (a damaged row: counted from zero)
+                    log.warning("block %r: counting from zero, its metadata: %s", block_id, error)
+                    found = None
+                meta = {} if found is None else found.meta
+            counts = LineCounts(meta)
+        self._counts[block_id] = counts
+        return counts
+
+    def _hold(self, block_id: str, end_line: bool) -> None:
+        """An operation of the block starts: its output from now on is held back."""
+        self._held.setdefault(block_id, bytearray())
+        if end_line:
+            counts = self._counts.get(block_id) or self._load(block_id)
+            if counts.end_partial_line(self._now_ms()):
+                self._changed(block_id, counts, urgent=True)
+
+    def _release(self, block_id: str, stopped: bool) -> None:
+        """The operation ended, or the block's actor stopped: held output goes on."""
+        held = self._held.pop(block_id, None)
+        if held:
+            pending = self._output.get(block_id)
+            if pending is None:
+                self._output[block_id] = held
+            else:
+                pending += held
+        if stopped:
+            counts = self._counts.pop(block_id, None)  # (loaded again if used again)
+            if counts is not None and (
+                counts.end_partial_line(self._now_ms()) or block_id in self._later
+            ):
+                self._changed(block_id, counts, urgent=True)
+
     # -- the stats schedule ------------------------------------------------------------
 
-    def _take_stats(self, block_id: str, stats: StatsSnapshot, urgent: bool) -> None:
-        # Each snapshot holds every count: the last one wins.
-        if urgent:
-            self._stats[block_id] = stats
+    def _changed(self, block_id: str, counts: LineCounts, urgent: bool = False) -> None:
+        """The block's counts changed: stored with the next commit, or at the end of
+        its interval (a snapshot is taken when they are stored)."""
+        if urgent or not counts.sent:
+            counts.sent = True
+            self._stats[block_id] = counts
             self._later.pop(block_id, None)
-        elif block_id in self._interval_end or block_id in self._stats:
-            self._later[block_id] = stats  # its interval starts with the stats before
+        elif block_id in self._stats:
+            pass  # stored with the next commit: as they are then
+        elif block_id in self._interval_end:
+            self._later[block_id] = counts  # its interval started with the stats before
         else:
-            self._stats[block_id] = stats
+            self._stats[block_id] = counts
 
     def _store_all_stats(self) -> None:
         if self._later:
@@ -195,6 +275,12 @@ class BlockWriter(GreenroomActor):
 
     def on_stop(self) -> None:
         self._final = True
+        # (The blocks' actors stopped first and said so; these are blocks written to
+        # since, or whose actor is gone: their streams end here too.)
+        for block_id in list(self._held):
+            self._release(block_id, stopped=False)
+        for block_id in list(self._counts):
+            self._release(block_id, stopped=True)
         self._store_all_stats()
         self._commit()  # nothing handed over is left unwritten
 
@@ -204,7 +290,7 @@ class BlockWriter(GreenroomActor):
         stats, self._stats = self._stats, {}
         waiting, self._waiting = self._waiting, []
         if creates or output or stats:
-            values = {block_id: snapshot_meta(snapshot) for block_id, snapshot in stats.items()}
+            values = {block_id: snapshot_meta(c.snapshot()) for block_id, c in stats.items()}
             try:
                 written = self.ctx.store.append_many(
                     BLOCK, OUTPUT, output, values=values, objects=creates, owned_by=self._owned_by
@@ -217,7 +303,11 @@ class BlockWriter(GreenroomActor):
                 return
             self.commits += 1
             for block_id, failure in written.failed.items():
-                self._failed("output", [block_id], failure)
+                self._failed("output" if block_id in output else "stats", [block_id], failure)
+                if isinstance(failure, Conflict):
+                    # Another host serves the block now: its counts here are stale.
+                    self._counts.pop(block_id, None)
+                    self._later.pop(block_id, None)
             if written.values_changed < len(values):
                 self._unstored_stats(list(values))
             if self._backlog is not None:
@@ -243,12 +333,13 @@ class BlockWriter(GreenroomActor):
             if found is None:
                 self._failed("stats", [block_id], NotFound("the block no longer exists"))
 
-    def _put_back(self, output: dict[str, bytearray], stats: dict[str, StatsSnapshot]) -> None:
+    def _put_back(self, output: dict[str, bytearray], stats: dict[str, LineCounts]) -> None:
         for block_id, data in output.items():
             newer = self._output.get(block_id)
             self._output[block_id] = data if newer is None else data + newer
-        for block_id, snapshot in stats.items():
-            self._stats.setdefault(block_id, snapshot)  # newer snapshots win
+        for block_id, counts in stats.items():
+            self._stats.setdefault(block_id, counts)
+            self._later.pop(block_id, None)  # (stored with them)
 
     def _retry(self, error: BaseException) -> None:
         """A batch's transaction failed: keep its data and try again later."""

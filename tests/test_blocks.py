@@ -95,6 +95,7 @@ def test_trailing_flush_follows_the_configured_interval(
     rt = open_rt(stats_flush_interval_s=5.0)
     block = rt.blocks.get("pane-1")
     block.record_line(8)
+    rt.settle()  # (a line told before the first commit would be stored with it)
     block.record_line(8)
     rt.settle()
     assert stored(rt, "pane-1")[LINE_COUNT] == 1
@@ -263,11 +264,12 @@ def test_close_stores_pending_stats_and_the_partial_last_line(
 def test_record_line_counts_one_line_of_the_given_size(rt: Runtime, fake_clock: FakeClock) -> None:
     block = rt.blocks.get("pane-1")
     block.record_line(100)
+    rt.settle()  # stored at once (with any line told before that commit)
     block.record_line(7)
     block.record_line(4)
     assert block.stats() == SessionStats(START_MS, START_MS, 3, 25 + 1 + 1)
     rt.settle()
-    assert stored(rt, "pane-1")[LINE_COUNT] == 1  # the first at once, the rest trail
+    assert stored(rt, "pane-1")[LINE_COUNT] == 1  # the rest trail
     fake_clock.advance(1.0)
     assert stored(rt, "pane-1")[LINE_COUNT] == 3
     assert stored(rt, "pane-1")[TOKENS] == 27
@@ -676,3 +678,33 @@ def test_a_closed_runtime_fails_the_futures_with_stopped(rt: Runtime) -> None:
         block.archive_future().get(timeout=10)
     with pytest.raises(Stopped):
         rt.blocks.get("pane-1")
+
+
+def test_output_is_counted_and_stored_without_a_turn_of_the_blocks_actor(rt: Runtime) -> None:
+    block = rt.blocks.get("pane-1")
+    block.append_output(b"one\n")
+    rt.settle()
+    rt.get_actor("block", "pane-1").stop()
+    # The actor is gone; output and stats go to the writer, which needs no new one.
+    block.append_output(b"two\nthree")
+    block.record_line(40)
+    assert block.stats().line_count == 3
+    rt.settle()
+    assert rt.actor_ids("block") == []  # not started again for output
+    assert rt.store.read_file("block", "pane-1", "output") == b"one\ntwo\nthree"
+    block.flush()  # (an ask of the block's actor: it starts again)
+    assert rt.actor_ids("block") == ["pane-1"]
+    assert stored(rt, "pane-1")[LINE_COUNT] == 3  # "three" is still open
+
+
+def test_an_unfinished_line_counts_once_when_the_blocks_actor_stops(rt: Runtime) -> None:
+    block = rt.blocks.get("pane-1")
+    block.append_output(b"one\ntw")
+    rt.settle()
+    rt.get_actor("block", "pane-1").stop()
+    rt.settle()
+    assert stored(rt, "pane-1")[LINE_COUNT] == 2  # the stream ended: "tw" counts
+    block.append_output(b"o\nthree\n")  # its end does not count it again
+    block.flush()
+    assert block.stats().line_count == 3
+    assert stored(rt, "pane-1")[LINE_COUNT] == 3

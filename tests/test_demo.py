@@ -100,9 +100,9 @@ runpy.run_path({str(DEMO)!r}, run_name="__main__")
 BUGS = {
     "block token estimate": (
         """
-        from greenroom.actors.block import BlockActor
-        count = BlockActor._count
-        BlockActor._count = lambda self, lines, tokens: count(self, lines, tokens + 1)
+        from greenroom.blocks.counting import LineCounts
+        count = LineCounts.count
+        LineCounts.count = lambda self, lines, tokens, now: count(self, lines, tokens + 1, now)
         """,
         "demo check failed: agent-00 token estimate",
     ),

@@ -1,9 +1,15 @@
-"""`Block`: the handle on one block (an agent pane); every call goes to the block's actor.
+"""`Block`: the handle on one block (an agent pane); calls go to the block's actor, and
+output, line counts and stats to the runtime's block writer.
 
     pane = rt.blocks.get("pane-1")
     pane.append_output(b'{"type":"text"}\\n')   # a tell: returns at once
     pane.stats()                               # waits for the actor's answer
     future = pane.stats_future()               # sends, returns a GreenroomFuture at once
+
+Output goes straight to the block writer, which counts its lines and stores it with
+every other block's in one transaction: no turn of the block's own actor per line.
+While an archive, restore, read or prune of the block runs, the writer holds its new
+output back (counted) until it ends.
 
 The seam. Each call that waits has a twin ending in `_future` that sends the same
 message and returns a `GreenroomFuture` without waiting: `stats()` is
@@ -42,6 +48,7 @@ from greenroom.blocks.messages import (
     GetStats,
     MergeMeta,
     ReadOutput,
+    RecordLine,
     Restore,
     line_message,
     output_message,
@@ -78,30 +85,34 @@ def _fail(answer: GreenroomFuture[Any], error: BaseException) -> None:
 
 
 class Block:
-    """A handle on one block; every call goes to the block's actor.
+    """A handle on one block; calls go to the block's actor (output, line counts and
+    stats to the runtime's block writer).
 
-    `append_output` and `record_line` are fire and forget; the others wait for the
-    actor's answer, and each has a `*_future` twin that does not wait (see the module
+    `append_output` and `record_line` are fire and forget; the others wait for an
+    answer, and each has a `*_future` twin that does not wait (see the module
     docstring). Get one with `Runtime.blocks.get(block_id)`. A handle outlives its
     actor: if the actor was stopped, the next call starts a new one (which carries on
     from the stored counters); after `Runtime.close()` calls raise `Stopped`.
     """
 
-    __slots__ = ("_backlog", "_connector", "_lock", "_pending", "_ref", "block_id")
+    __slots__ = ("_backlog", "_connector", "_lock", "_pending", "_ref", "_writer", "block_id")
 
     def __init__(
         self,
         ref: GreenroomActorRef,
         block_id: str,
+        writer: GreenroomActorRef,
         connector: Connector | None = None,
         backlog: OutputBacklog | None = None,
     ) -> None:
-        """A handle on `block_id`'s actor `ref`; `Runtime.blocks.get` makes them.
+        """A handle on `block_id`'s actor `ref`, its output to the runtime's block
+        `writer`; `Runtime.blocks.get` makes them.
 
         Without a `connector`, a call to a stopped actor raises `ActorDeadError`.
         `backlog` is the runtime's count of output not stored yet (backpressure).
         """
         self._ref = ref
+        self._writer = writer
         self._backlog = backlog
         self._connector = connector
         self._lock = threading.Lock()
@@ -119,18 +130,14 @@ class Block:
         `output_wait_timeout_s`, then `Timeout`, nothing appended). Inside a handler,
         where nothing may wait, it raises `Timeout` at once instead.
         """
-        message = output_message(data)
+        message = output_message(self.block_id, data)
         backlog = self._backlog
         if backlog is not None and not backlog.take(len(message.data)):
             # (Only without room does it matter where this runs: a handler must not wait.)
             backlog.wait_to_take(
                 len(message.data), may_wait=getattr(in_handler, "actor", None) is None
             )
-        try:
-            self._tell(message)
-        except BaseException:
-            self._lost(message)
-            raise
+        self._write(message)
 
     def append_output_nowait(self, data: bytes) -> None:
         """`append_output` that never waits: `Timeout` at once (nothing appended) while
@@ -138,24 +145,46 @@ class Block:
         self._append(data, may_wait=False)
 
     def _append(self, data: bytes, *, may_wait: bool) -> None:
-        message = output_message(data)
+        message = output_message(self.block_id, data)
         if self._backlog is not None:
             self._backlog.admit(len(message.data), may_wait=may_wait)
-        try:
-            self._tell(message)
-        except BaseException:
-            self._lost(message)
-            raise
+        self._write(message)
 
     def record_line(self, n_bytes: int) -> None:
         """Count one line of `n_bytes` bytes kept elsewhere; returns at once."""
-        self._tell(line_message(n_bytes))
+        self._write(line_message(self.block_id, n_bytes))
+
+    def _write(self, message: AppendOutput | RecordLine) -> None:
+        """Tell the writer `message`; `Stopped` once the runtime is closed."""
+        try:
+            self._writer.tell(message)
+        except BaseException as error:
+            self._lost(message)
+            if isinstance(error, ActorDeadError):
+                raise Stopped(
+                    f"block {self.block_id!r}: the runtime is closed (its block writer "
+                    "stopped); nothing was appended"
+                ) from None
+            raise
 
     # -- the seam: send now, a future of the answer ------------------------------------------
 
     def stats_future(self) -> GreenroomFuture[SessionStats]:
         """Ask for the live stats; a future of `SessionStats`, returned without waiting."""
-        return self._ask(GetStats())
+        answer: GreenroomFuture[SessionStats] = GreenroomFuture()
+        sent: GreenroomFuture[SessionStats] = self._writer.ask(GetStats(self.block_id), block=False)
+        sent.add_done_callback(functools.partial(self._stats_answered, answer))
+        return answer
+
+    def _stats_answered(
+        self, answer: GreenroomFuture[SessionStats], sent: GreenroomFuture[SessionStats]
+    ) -> None:
+        try:
+            answer.set(sent.get(timeout=0))  # resolved: never waits
+        except ActorDeadError:
+            _fail(answer, Stopped(f"block {self.block_id!r}: the runtime is closed"))
+        except BaseException as error:
+            _fail(answer, error)
 
     def meta_future(self) -> GreenroomFuture[dict[str, Any]]:
         """Ask for the metadata as stored; a future of it, returned without waiting."""

@@ -1,11 +1,13 @@
 """The messages of the blocks part: what a block's actor, the block writer and the
 sweeper handle, and the checks that make them from a caller's input.
 
-All are frozen attrs records. Tells (no answer): `AppendOutput`, `RecordLine`, the
-writer's `CreateBlock`, `WriteOutput`, `WriteStats`, `WhenWritten`, and the timers' `StatsDue`,
-`CommitDue`, `SweepDue`. Asks (answered): `GetStats`, `GetMeta`, `MergeMeta`, `Flush`,
-`Archive`, `Restore`, `ReadOutput`, `PruneArchive` (a block's actor), `CommitNow` (the
-writer) and `SweepRequest` (the sweeper).
+All are frozen attrs records. Output and line counts go from a block's handle straight
+to the writer, which counts them: no turn of the block's actor per line. Tells (no
+answer): the writer's `AppendOutput`, `RecordLine`, `CreateBlock`, `HoldOutput`,
+`ReleaseOutput`, `WhenWritten`, and the timers' `StatsDue`, `CommitDue`, `SweepDue`.
+Asks (answered): `GetMeta`, `MergeMeta`, `Flush`, `Archive`, `Restore`, `ReadOutput`,
+`PruneArchive` (a block's actor), `GetStats` and `CommitNow` (the writer) and
+`SweepRequest` (the sweeper).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from greenroom.blocks.records import StatsSnapshot, SweepProgress
+from greenroom.blocks.records import SweepProgress
 from greenroom.checks import check_bytes, check_int, check_path
 
 __all__ = [
@@ -30,18 +32,18 @@ __all__ = [
     "Flush",
     "GetMeta",
     "GetStats",
+    "HoldOutput",
     "MergeMeta",
     "PruneArchive",
     "ReadOutput",
     "Recipient",
     "RecordLine",
+    "ReleaseOutput",
     "Restore",
     "StatsDue",
     "SweepDue",
     "SweepRequest",
     "WhenWritten",
-    "WriteOutput",
-    "WriteStats",
     "line_message",
     "output_message",
     "prune_message",
@@ -55,33 +57,35 @@ class Recipient(Protocol):
         """Send `message` without waiting."""
 
 
-# -- a block's actor: tells ----------------------------------------------------------------
+# -- the block writer: output from the handles -------------------------------------------------
 
 
 @attrs.frozen
 class AppendOutput:
-    """Tell a block: append these output bytes."""
+    """Tell the writer: append these output bytes to the block's, and count their lines."""
 
+    block_id: str
     data: bytes
 
 
 @attrs.frozen
 class RecordLine:
-    """Tell a block: count one line of `n_bytes` kept elsewhere."""
+    """Tell the writer: count one line of `n_bytes` kept elsewhere for the block."""
 
+    block_id: str
     n_bytes: int
 
 
-def output_message(data: Any) -> AppendOutput:
-    """The message `append_output(data)` tells the block's actor; `InvalidInput` if bad."""
-    return AppendOutput(check_bytes(data, "append_output's data"))
+def output_message(block_id: str, data: Any) -> AppendOutput:
+    """The message `append_output(data)` tells the writer; `InvalidInput` if bad."""
+    return AppendOutput(block_id, check_bytes(data, "append_output's data"))
 
 
-def line_message(n_bytes: Any) -> RecordLine:
-    """The message `record_line(n_bytes)` tells the block's actor; `InvalidInput` if bad."""
+def line_message(block_id: str, n_bytes: Any) -> RecordLine:
+    """The message `record_line(n_bytes)` tells the writer; `InvalidInput` if bad."""
     # Bounded so a block's stats (sums of these) stay SQLite integers.
     count = check_int(n_bytes, "record_line's byte count (n_bytes)", minimum=0, maximum=MAX_LINE)
-    return RecordLine(count)
+    return RecordLine(block_id, count)
 
 
 MAX_LINE = 1 << 40
@@ -89,11 +93,6 @@ MAX_LINE = 1 << 40
 
 
 # -- a block's actor: asks -----------------------------------------------------------------
-
-
-@attrs.frozen
-class GetStats:
-    """Ask a block: its live `SessionStats`, lines not flushed yet included."""
 
 
 @attrs.frozen
@@ -153,25 +152,32 @@ class CreateBlock:
 
 
 @attrs.frozen
-class WriteOutput:
-    """Tell the writer: append `data` to the block's output file; with `stats` (the
-    block's counts now, see `StatsSnapshot`), store them too (at once if `urgent`, else
-    when the block's stats interval allows)."""
+class GetStats:
+    """Ask the writer: the block's live `SessionStats`, lines not stored yet included."""
 
     block_id: str
-    data: bytes
-    stats: StatsSnapshot | None = None
-    urgent: bool = False
 
 
 @attrs.frozen
-class WriteStats:
-    """Tell the writer: store the block's `stats` (at once if `urgent`, else when the
-    block's stats interval allows)."""
+class HoldOutput:
+    """Tell the writer: an archive, restore, read or prune of the block starts; its
+    output from now on is counted but held back (not stored) until `ReleaseOutput`.
+    With `end_line` (an archive), its unfinished last line counts as a line now, and
+    its stats are stored with the next commit."""
 
     block_id: str
-    stats: StatsSnapshot
-    urgent: bool = False
+    end_line: bool = False
+
+
+@attrs.frozen
+class ReleaseOutput:
+    """Tell the writer: the block's operation ended (or, with `stopped`, its actor
+    stopped): its held output goes with the next commit. With `stopped`, its unfinished
+    last line counts as a line, its stats are stored with the next commit, and the
+    writer drops its counts once stored (the next output loads them again)."""
+
+    block_id: str
+    stopped: bool = False
 
 
 @attrs.frozen

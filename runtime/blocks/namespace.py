@@ -164,8 +164,9 @@ class Blocks:
         ref = self._refs.get(block_id)
         if handle is not None and ref is not None and ref.is_alive():
             return handle  # one handle per block while its actor runs
+        ref = self._connect(block_id, view)
         handle = self._handles[block_id] = Block(
-            self._connect(block_id, view), block_id, self._connector, self._backlog
+            ref, block_id, self.start_services(), self._connector, self._backlog
         )
         return handle
 
