@@ -88,6 +88,7 @@ _PLAIN_VALUE = (int, float, str)
 _INFINITE = (math.inf, -math.inf)
 _PAGE_ROWS = 64
 _IN_LIST = 500  # ids per `IN (...)` lookup: well under SQLite's bound on parameters
+_NO_IDS: Mapping[str, object] = {}
 _MAX_VERSION = 2**62
 _MAX_COUNT = 2**62  # sizes and counts: an append adds to them, below 2**63
 
@@ -1059,15 +1060,18 @@ class Store:
             for object_id, meta in (objects or {}).items()
         ]
         pieces: dict[str, list[bytes]] = {}
+        step = self._chunk_bytes
         for object_id, data in appends.items():
             _check_id(kind, object_id)
             if not isinstance(data, bytes | bytearray | memoryview):
                 raise InvalidInput(f"data must be bytes, got {type(data).__name__}")
+            if len(data) <= step:  # (the common case: one chunk)
+                if data:
+                    pieces[object_id] = [bytes(data)]
+                continue
             data = bytes(data)
-            if data:
-                step = self._chunk_bytes
-                pieces[object_id] = [data[at : at + step] for at in range(0, len(data), step)]
-        rows = _value_rows(kind, values or {})
+            pieces[object_id] = [data[at : at + step] for at in range(0, len(data), step)]
+        rows = _value_rows(kind, values or {}, checked=appends)
         values_ids = [oid for oid in (values or {}) if oid not in pieces]
         if owned_by is not None:
             for key in owned_by[:1]:
@@ -1096,7 +1100,11 @@ class Store:
                     )
                     for object_id in others
                 }
-            mine = {oid: parts for oid, parts in pieces.items() if oid not in refused}
+            mine = (
+                {oid: parts for oid, parts in pieces.items() if oid not in refused}
+                if refused
+                else pieces
+            )
             sizes, failed = self._append_pieces(kind, name, mine, create)
             failed.update(refused)
             kept_rows = _without(rows, refused) if refused else rows
@@ -1161,11 +1169,15 @@ class Store:
         file_rows = []
         sizes = {}
         for object_id, (size, chunks, next_seq) in found.items():
-            start = size
             parts = pieces[object_id]
-            for offset, piece in enumerate(parts):
-                chunk_rows.append((kind, object_id, name, next_seq + offset, start, piece))
-                start += len(piece)
+            if len(parts) == 1:  # (the common case)
+                chunk_rows.append((kind, object_id, name, next_seq, size, parts[0]))
+                start = size + len(parts[0])
+            else:
+                start = size
+                for offset, piece in enumerate(parts):
+                    chunk_rows.append((kind, object_id, name, next_seq + offset, start, piece))
+                    start += len(piece)
             count = len(parts)
             file_rows.append((start, chunks + count, next_seq + count, now, kind, object_id, name))
             sizes[object_id] = start
@@ -1681,12 +1693,16 @@ def _file_info(
 
 
 def _value_rows(
-    kind: str, values: Mapping[str, Mapping[str, int | float | str]]
+    kind: str,
+    values: Mapping[str, Mapping[str, int | float | str]],
+    checked: Mapping[str, object] = _NO_IDS,
 ) -> dict[tuple[str, ...], list[list[Any]]]:
-    """`set_meta_values`' values as statement parameters, grouped by key set; checked."""
+    """`set_meta_values`' values as statement parameters, grouped by key set; checked
+    (ids in `checked` were checked already)."""
     rows: dict[tuple[str, ...], list[list[Any]]] = {}
     for object_id, update in values.items():
-        _check_id(kind, object_id)
+        if object_id not in checked:
+            _check_id(kind, object_id)
         keys = tuple(update)
         params = rows.get(keys)
         if params is None:
