@@ -530,14 +530,19 @@ class GreenroomActor(pykka.Actor):
         self.actor_stopped.set()
         self._cancel_timers()
         try:
+            rescued = 0
             for item in unhandled + self.actor_inbox.close():
                 if type(item) is Envelope and isinstance(item.message, ActorStop):
                     if item.reply_to is not None:
                         self._add_stop_reply(item.reply_to)
                 elif isinstance(item, ActorStop):
                     pass  # a told stop to an actor already stopping: nothing to answer
-                elif not self._rescued(item):
+                elif self._rescued(item):
+                    rescued += 1
+                else:
                     self.actor_inbox.dead_letter(item)
+            if rescued:
+                self._unhandled_end()
             self.ctx.on_stopped(self)
         finally:
             replies, self._stop_replies = self._stop_replies, None
@@ -557,6 +562,17 @@ class GreenroomActor(pykka.Actor):
         is a dead letter (counted and logged). Override to keep what must not be lost;
         runs after `on_stop`, so it must not schedule timers or expect more mail."""
         return False
+
+    def on_unhandled_end(self) -> None:
+        """Called once after `on_unhandled` kept one or more tells (to finish them
+        together, such as one store write for them all); the same rules apply."""
+
+    def _unhandled_end(self) -> None:
+        try:
+            self.on_unhandled_end()
+        except Exception:
+            self.ctx.metrics.incr("actor_failures")
+            log.exception("on_unhandled_end of actor %s raised", self.name, extra=self._log_extra())
 
     def _rescued(self, item: Any) -> bool:
         if type(item) is Envelope:

@@ -52,6 +52,8 @@ BLOCK = "block"
 OUTPUT = "output"
 _COMMIT = CommitDue()
 _STATS_DUE = StatsDue()
+_LATE = (AppendOutput, RecordLine, CreateBlock, HoldOutput, ReleaseOutput, WhenWritten)
+"""Tells `on_unhandled` keeps: what block handles and actors send that must be stored."""
 _MAX_DEFERRALS = 4
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 5.0
@@ -125,8 +127,10 @@ class BlockWriter(GreenroomActor):
             if not self._stats:
                 return None  # it waits for its interval: nothing to commit now
         elif cls is GetStats:
-            block_id = message.block_id
-            return (self._counts.get(block_id) or self._load(block_id)).stats()
+            # (Not kept when read for this: on a shared store, another host may write
+            # to the block until this one takes its lease again.)
+            counts = self._counts.get(message.block_id) or self._read(message.block_id)
+            return counts.stats()
         elif cls is CreateBlock:
             self._creates[message.block_id] = message.meta
         elif cls is HoldOutput:
@@ -170,21 +174,25 @@ class BlockWriter(GreenroomActor):
         return self.ctx.clock.now_ms()
 
     def _load(self, block_id: str) -> LineCounts:
-        """A block's counts, first used: those waiting to be stored (its actor stopped
-        meanwhile), a new block's, or those in its stored metadata."""
-        counts = self._stats.get(block_id) or self._later.get(block_id)
-        if counts is None:
-            meta = self._creates.get(block_id)
-            if meta is None:
-                try:
-                    found = self.ctx.store.find_object(BLOCK, block_id)
-                except StorageError as error:  # (a damaged row: counted from zero)
-                    log.warning("block %r: counting from zero, its metadata: %s", block_id, error)
-                    found = None
-                meta = {} if found is None else found.meta
-            counts = LineCounts(meta)
-        self._counts[block_id] = counts
+        """A block's counts, first used (`_read`), kept."""
+        counts = self._counts[block_id] = self._read(block_id)
         return counts
+
+    def _read(self, block_id: str) -> LineCounts:
+        """A block's counts: those waiting to be stored (its actor stopped meanwhile),
+        a new block's, or those in its stored metadata."""
+        counts = self._stats.get(block_id) or self._later.get(block_id)
+        if counts is not None:
+            return counts
+        meta = self._creates.get(block_id)
+        if meta is None:
+            try:
+                found = self.ctx.store.find_object(BLOCK, block_id)
+            except StorageError as error:  # (a damaged row: counted from zero)
+                log.warning("block %r: counting from zero, its metadata: %s", block_id, error)
+                found = None
+            meta = {} if found is None else found.meta
+        return LineCounts(meta)
 
     def _hold(self, block_id: str, end_line: bool) -> None:
         """An operation of the block starts: its output from now on is held back."""
@@ -273,8 +281,25 @@ class BlockWriter(GreenroomActor):
         for block_id in block_ids:
             log.error("could not write %s of block %r: %s", what, block_id, error)
 
+    def on_unhandled(self, message: Any) -> bool:
+        """Output (and what goes with it) told while the writer stopped: kept, and
+        stored by `on_unhandled_end`, never dropped."""
+        if type(message) not in _LATE:
+            return False
+        self._commit_queued = True  # (no commit message: on_unhandled_end commits)
+        self.on_receive(message)
+        return True
+
+    def on_unhandled_end(self) -> None:
+        self._end_streams()
+        self._commit()
+
     def on_stop(self) -> None:
         self._final = True
+        self._end_streams()
+        self._commit()  # nothing handed over is left unwritten
+
+    def _end_streams(self) -> None:
         # (The blocks' actors stopped first and said so; these are blocks written to
         # since, or whose actor is gone: their streams end here too.)
         for block_id in list(self._held):
@@ -282,7 +307,6 @@ class BlockWriter(GreenroomActor):
         for block_id in list(self._counts):
             self._release(block_id, stopped=True)
         self._store_all_stats()
-        self._commit()  # nothing handed over is left unwritten
 
     def _commit(self) -> None:
         creates, self._creates = self._creates, {}

@@ -442,6 +442,7 @@ def test_counters_carry_on_when_a_blocks_actor_is_restarted(rt: Runtime, round_:
     # The old actor's last stats are still on their way to the writer when it stops;
     # the new actor must start from them, never from older stored totals.
     block = rt.blocks.get("pane-1")
+    block.meta()  # (its actor starts with the first call that needs it)
     for _ in range(200):
         block.append_output(b"12345678\n")
     for other in range(20):  # keep the writer busy with other blocks
@@ -585,10 +586,11 @@ def test_a_handle_reconnects_after_its_actor_stopped_and_says_stopped_after_clos
 ) -> None:
     block = rt.blocks.get("pane-1")
     block.append_output(b"one\n")
+    block.flush()  # (its actor starts with the first call that needs it)
     rt.get_actor("block", "pane-1").stop()
-    block.append_output(b"two\n")  # starts a new actor for the block
+    block.append_output(b"two\n")
     assert block.stats().line_count == 2
-    assert block.read_output().data == b"one\ntwo\n"
+    assert block.read_output().data == b"one\ntwo\n"  # starts a new actor for the block
     rt.close()
     with pytest.raises(Stopped):
         block.stats()
@@ -684,6 +686,8 @@ def test_output_is_counted_and_stored_without_a_turn_of_the_blocks_actor(rt: Run
     block = rt.blocks.get("pane-1")
     block.append_output(b"one\n")
     rt.settle()
+    assert rt.actor_ids("block") == []  # output needs no actor of the block's own
+    block.flush()  # this call does: it starts one
     rt.get_actor("block", "pane-1").stop()
     # The actor is gone; output and stats go to the writer, which needs no new one.
     block.append_output(b"two\nthree")
@@ -700,7 +704,7 @@ def test_output_is_counted_and_stored_without_a_turn_of_the_blocks_actor(rt: Run
 def test_an_unfinished_line_counts_once_when_the_blocks_actor_stops(rt: Runtime) -> None:
     block = rt.blocks.get("pane-1")
     block.append_output(b"one\ntw")
-    rt.settle()
+    block.flush()  # (starts the block's actor)
     rt.get_actor("block", "pane-1").stop()
     rt.settle()
     assert stored(rt, "pane-1")[LINE_COUNT] == 2  # the stream ended: "tw" counts
@@ -708,3 +712,31 @@ def test_an_unfinished_line_counts_once_when_the_blocks_actor_stops(rt: Runtime)
     block.flush()
     assert block.stats().line_count == 3
     assert stored(rt, "pane-1")[LINE_COUNT] == 3
+
+
+def test_output_told_while_the_runtime_closes_is_stored_or_refused(open_rt: Any) -> None:
+    rt = open_rt()
+    block = rt.blocks.get("pane-1")
+    returned, busy = [0], threading.Event()
+    refused: list[BaseException] = []
+
+    def append() -> None:
+        while True:
+            try:
+                block.append_output(b"0123456789\n")
+            except Stopped as error:  # the writer is gone: refused, not lost
+                refused.append(error)
+                return
+            returned[0] += 1
+            if returned[0] == 2000:
+                busy.set()
+
+    appender = threading.Thread(target=append)
+    appender.start()
+    assert busy.wait(30)
+    rt.close()  # while it appends: what it tells behind the writer's stop is kept
+    appender.join(30)
+    assert refused
+    again = open_rt()
+    assert again.store.read_file("block", "pane-1", "output") == b"0123456789\n" * returned[0]
+    assert again.blocks.get("pane-1").stats().line_count == returned[0]

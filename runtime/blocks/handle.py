@@ -16,14 +16,15 @@ message and returns a `GreenroomFuture` without waiting: `stats()` is
 `stats_future().get()`, and `greenroom.aio.blocks` awaits the very same futures on an
 event loop. Everything below (checks, messages, reconnecting) is shared by both faces.
 
-Reconnecting. A handle outlives its actor (the actor may be stopped, by a failure or
-by the host). A message the stopped actor never got (`ActorDeadError`, raised by a
-tell or answered to an ask) was not delivered, so it is safe to send again: the
-handle reconnects through the `Blocks` namespace and resends it, once. Reconnecting
-may wait (for the old actor to leave, for its last stats to be stored), so it runs on
-the runtime's blocking pool, never on the caller's thread: a tell still returns at
-once, an ask's future resolves once the new actor answered. Messages sent meanwhile
-wait behind the one being resent, in order. After `Runtime.close()` a call raises
+Reconnecting. A block's actor is started by the first call that needs it (output and
+stats never do: a block that only gets output costs no actor), and a handle outlives
+it (the actor may be stopped, by a failure or by the host). A message the stopped
+actor never got (`ActorDeadError`, answered to an ask) was not delivered, so it is
+safe to send again: the handle reconnects through the `Blocks` namespace and resends
+it, once. Connecting may wait (for an old actor to leave, for its last stats to be
+stored), so it runs on the runtime's blocking pool, never on the caller's thread: an
+ask's future resolves once the new actor answered. Messages sent meanwhile wait
+behind the one being resent, in order. After `Runtime.close()` a call raises
 `Stopped` (a tell at once; an ask through its future).
 """
 
@@ -99,7 +100,7 @@ class Block:
 
     def __init__(
         self,
-        ref: GreenroomActorRef,
+        ref: GreenroomActorRef | None,
         block_id: str,
         writer: GreenroomActorRef,
         connector: Connector | None = None,
@@ -108,7 +109,9 @@ class Block:
         """A handle on `block_id`'s actor `ref`, its output to the runtime's block
         `writer`; `Runtime.blocks.get` makes them.
 
-        Without a `connector`, a call to a stopped actor raises `ActorDeadError`.
+        With `ref` None, the first call that needs the actor starts it (through the
+        `connector`). Without a `connector`, a call to a stopped actor raises
+        `ActorDeadError`.
         `backlog` is the runtime's count of output not stored yet (backpressure).
         """
         self._ref = ref
@@ -265,18 +268,6 @@ class Block:
 
     # -- delivery and the reconnect rule -------------------------------------------------------
 
-    def _tell(self, message: Any) -> None:
-        if self._pending is None:
-            # The common case, without the lock: no reconnect under way. (One that
-            # starts meanwhile is found by the send, which then fails and queues.)
-            ref = self._ref
-            try:
-                ref.tell(message)
-            except ActorDeadError:
-                self._reconnect(ref, message, None)
-            return
-        self._deliver(message, None)
-
     def _ask(self, message: Any) -> GreenroomFuture[Any]:
         answer: GreenroomFuture[Any] = GreenroomFuture()
         self._deliver(message, answer)
@@ -289,6 +280,9 @@ class Block:
                 self._pending.append((message, answer, True))
                 return
             ref = self._ref
+        if ref is None:  # (its actor was never started: the first call starts it)
+            self._reconnect(None, message, answer)
+            return
         self._send(ref, message, answer, may_resend=True)
 
     def _send(
@@ -343,9 +337,10 @@ class Block:
             answer.set(value)
 
     def _reconnect(
-        self, stale: GreenroomActorRef, message: Any, answer: GreenroomFuture[Any] | None
+        self, stale: GreenroomActorRef | None, message: Any, answer: GreenroomFuture[Any] | None
     ) -> None:
-        """`message` was not delivered to `stale`: resend it to the block's actor, once."""
+        """`message` was not delivered to `stale` (None: no actor was started yet): send
+        it to the block's actor, started if need be, once."""
         if self._connector is None:
             error = ActorDeadError(f"block {self.block_id!r}'s actor has stopped")
             if answer is None:
@@ -391,7 +386,7 @@ class Block:
                 waiting = self._pending
                 if not waiting:
                     self._ref = ref
-                    self._pending = None  # (after `_ref`: `_tell` reads them unlocked)
+                    self._pending = None
                     return
                 self._pending = []  # sends arriving meanwhile still queue behind these
             for message, answer, may_resend in waiting:

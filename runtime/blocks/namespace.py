@@ -111,6 +111,8 @@ class Blocks:
         self._lock = threading.Lock()
         self._handles: dict[str, Block] = {}
         self._refs: dict[str, GreenroomActorRef] = {}  # the actor last connected, per block
+        # New blocks whose actor has not started yet: their metadata, not stored yet.
+        self._unstarted: dict[str, str] = {}  # (their views)
         self._connector = _Connector(kernel, self._connect)
         self._writer: GreenroomActorRef | None = None
         self._sweeper: GreenroomActorRef | None = None
@@ -153,28 +155,40 @@ class Blocks:
         """The block `block_id`, created (with metadata `view`) if it does not exist.
 
         Block ids are 1-200 characters of letters, digits and `-_.:@` (else
-        `InvalidInput`). An existing block keeps the view it was created with. May wait
-        for the store (and for a stopped actor of the block to leave): from an event
-        loop, use `greenroom.aio`.
+        `InvalidInput`). An existing block keeps the view it was created with. The
+        block's actor starts with the first call that needs it (output and stats never
+        do). May wait for the store: from an event loop, use `greenroom.aio`. On a
+        shared store, takes the block's lease (`LeaseHeld` if another host serves it).
         """
         self._kernel.check_open()
         check_block_id(block_id)
         check_text(view, "view", nonempty=True)
         handle = self._handles.get(block_id)
-        ref = self._refs.get(block_id)
-        if handle is not None and ref is not None and ref.is_alive():
-            return handle  # one handle per block while its actor runs
-        ref = self._connect(block_id, view)
-        handle = self._handles[block_id] = Block(
-            ref, block_id, self.start_services(), self._connector, self._backlog
-        )
-        return handle
+        if handle is not None and (not self._leases.enabled or block_id in self._leased):
+            return handle  # one handle per block (it starts and restarts the actor)
+        writer = self.start_services()
+        if self._leases.enabled:
+            # A shared store: this host serves the block only with its lease
+            # (`LeaseHeld` names the host that serves it now).
+            found: StoredObject | None = self._take_lease(block_id, view)
+        else:
+            found = self._kernel.store.find_object("block", block_id)
+        if found is None:
+            # A new block: the writer makes its object with its next batch (a read
+            # here, not a commit), before any of its output.
+            meta = {"view": view}
+            writer.tell(CreateBlock(block_id, dict(meta)))
+            with self._lock:
+                self._unstarted[block_id] = view  # its actor stores it if asked first
+        new = Block(None, block_id, writer, self._connector, self._backlog)
+        with self._lock:
+            return self._handles.setdefault(block_id, new)
 
     def _connect(self, block_id: str, view: str = "agent") -> GreenroomActorRef:
         """The block's running actor; started (the block created with `view`) if none.
 
         Waits for a stopped actor of the block to leave, and for the writer to store
-        the last stats it handed over, so the new actor loads the real totals.
+        the last stats it handed over, so the new actor reads the metadata as stored.
         """
         kernel = self._kernel
         writer = self.start_services()
@@ -187,18 +201,21 @@ class Blocks:
             writer.ask(CommitNow(), timeout=kernel.config.stop_timeout_s)
             ref = kernel.lookup(BlockActor.kind, block_id)
         if ref is None:
-            if self._leases.enabled:
-                # A shared store: this host serves the block only with its lease
-                # (`LeaseHeld` names the host that serves it now).
-                found: StoredObject | None = self._take_lease(block_id, view)
+            with self._lock:
+                unstarted = self._unstarted.pop(block_id, None)
+            found: StoredObject | None = None
+            if unstarted is not None:
+                view = unstarted  # (`get` told the writer to make it: maybe not yet stored)
+            elif self._leases.enabled:
+                found = self._take_lease(block_id, view)
             else:
                 found = kernel.store.find_object("block", block_id)
             if found is None:
-                # A new block: the writer makes its object with its next batch (a read
-                # here, not a commit). Told before the actor exists, so before any of
-                # its output.
+                # A new block, its object made by the writer with its next batch (a
+                # read here, not a commit); told before any of its output.
                 meta, unstored = {"view": view}, True
-                writer.tell(CreateBlock(block_id, dict(meta)))
+                if unstarted is None:
+                    writer.tell(CreateBlock(block_id, dict(meta)))
             else:
                 meta, unstored = found.meta, False
             try:

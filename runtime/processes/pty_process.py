@@ -61,6 +61,9 @@ def spawn(
     if not all(isinstance(arg, str) for arg in args):
         raise InvalidInput(f"argv holds only str, got {argv!r}")
     block = rt.blocks.get(block_id)
+    # Its actor started now (it starts with the first call that needs it): the end of
+    # the program is recorded through it, also while the runtime closes.
+    block.meta()
     events_id = block_id if session_id is None else session_id
     check_session_id(events_id)  # before anything starts
     master, slave = os.openpty()
