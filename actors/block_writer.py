@@ -33,6 +33,7 @@ from greenroom.blocks.messages import (
     AppendOutput,
     CommitDue,
     CommitNow,
+    CommitSoon,
     CreateBlock,
     GetStats,
     HoldOutput,
@@ -95,6 +96,7 @@ class BlockWriter(GreenroomActor):
         self._timer: Any = None
         self._waiting: list[WhenWritten] = []
         self._commit_queued = False
+        self._delayed: Any = None  # the timer of a commit waiting for its delay
         self._deferrals = 0
         self.commits = 0
         self.failures = 0
@@ -140,6 +142,15 @@ class BlockWriter(GreenroomActor):
         elif cls is WhenWritten:
             self._waiting.append(message)
             self._store_all_stats()  # a flush: the stats waiting for their interval too
+            if self._commit_queued:
+                self._expedite()
+            else:
+                self._commit_queued = True
+                self.actor_ref.tell(_COMMIT)
+            return None
+        elif cls is CommitSoon:
+            self._expedite()
+            return None
         elif cls is StatsDue:
             self._timer = None
             self._stats_due()
@@ -151,6 +162,7 @@ class BlockWriter(GreenroomActor):
             self._commit_now()
             return None
         elif cls is CommitDue:
+            self._delayed = None
             if self.actor_inbox and self._deferrals < _MAX_DEFERRALS:
                 # More mail waits behind: let it join this batch (bounded, so a
                 # writer that is never idle still commits every few turns).
@@ -165,8 +177,20 @@ class BlockWriter(GreenroomActor):
             return super().on_receive(message)
         if not self._commit_queued:
             self._commit_queued = True
-            self.actor_ref.tell(_COMMIT)
+            delay = self.ctx.config.output_commit_delay_s
+            if delay and not self._final and not (self._backlog and self._backlog.waiting):
+                # More output may join this batch meanwhile: one commit for all of it.
+                self._delayed = self.schedule_once(delay, _COMMIT)
+            else:
+                self.actor_ref.tell(_COMMIT)
         return None
+
+    def _expedite(self) -> None:
+        """A commit waiting for its delay is wanted now (a flush, a settle)."""
+        if self._delayed is not None:
+            self._delayed.cancel()
+            self._delayed = None
+            self.actor_ref.tell(_COMMIT)
 
     # -- counts ------------------------------------------------------------------------
 

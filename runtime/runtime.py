@@ -260,7 +260,8 @@ class Runtime:
     # -- waiting and watching ------------------------------------------------------------
 
     def settle(self, timeout: float | None = None) -> None:
-        """Wait until every actor has an empty inbox and no running handler.
+        """Wait until every actor has an empty inbox and no running handler (block
+        output waiting for `output_commit_delay_s` is committed first).
 
         Works with any clock (it waits in real time). Raises `SettleTimeout`, naming
         the busy actors, after `timeout` seconds (default `config.settle_timeout_s`).
@@ -271,6 +272,7 @@ class Runtime:
         kernel.refuse_inside_actor("settle()")
         checked = check_timeout(timeout)
         limit = kernel.config.settle_timeout_s if checked is None else checked
+        self.blocks.commit_soon()  # (output waiting for its commit delay: now)
         if not kernel.tracker.wait_idle(limit):
             raise SettleTimeout(limit, kernel.tracker.busy())
 

@@ -64,8 +64,9 @@ def test_first_line_is_stored_at_once(rt: Runtime) -> None:
 
 
 def test_lines_within_the_interval_wait_for_the_trailing_flush(
-    rt: Runtime, fake_clock: FakeClock
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
+    rt = open_rt(output_commit_delay_s=0)  # (the stats schedule alone: no commit delay)
     block = rt.blocks.get("pane-1")
     block.append_output(b"first line\n")  # flushed at once
     rt.settle()
@@ -92,7 +93,8 @@ def test_lines_within_the_interval_wait_for_the_trailing_flush(
 def test_trailing_flush_follows_the_configured_interval(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
-    rt = open_rt(stats_flush_interval_s=5.0)
+    # (The stats schedule alone: no commit delay.)
+    rt = open_rt(stats_flush_interval_s=5.0, output_commit_delay_s=0)
     block = rt.blocks.get("pane-1")
     block.record_line(8)
     rt.settle()  # (a line told before the first commit would be stored with it)
@@ -106,8 +108,9 @@ def test_trailing_flush_follows_the_configured_interval(
 
 
 def test_the_trailing_stats_of_many_blocks_share_one_timer_and_one_commit(
-    rt: Runtime, fake_clock: FakeClock
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
+    rt = open_rt(output_commit_delay_s=0)  # (the stats schedule alone: no commit delay)
     blocks = [rt.blocks.get(f"pane-{n}") for n in range(200)]
     for block in blocks:
         block.append_output(b"first\n")  # each stored at once
@@ -142,8 +145,9 @@ def test_a_flush_stores_the_stats_waiting_for_their_interval(
 
 
 def test_at_most_one_flush_per_interval_while_lines_keep_coming(
-    rt: Runtime, fake_clock: FakeClock
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
+    rt = open_rt(output_commit_delay_s=0)  # (the stats schedule alone: no commit delay)
     block = rt.blocks.get("busy")
     rt.settle()
     commits = rt.metrics()["store_commits"]
@@ -261,7 +265,10 @@ def test_close_stores_pending_stats_and_the_partial_last_line(
     assert rt.store.read_file("block", "pane-1", "output") == b"first\nsecond line\n" + b"z" * 10
 
 
-def test_record_line_counts_one_line_of_the_given_size(rt: Runtime, fake_clock: FakeClock) -> None:
+def test_record_line_counts_one_line_of_the_given_size(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    rt = open_rt(output_commit_delay_s=0)  # (the stats schedule alone: no commit delay)
     block = rt.blocks.get("pane-1")
     block.record_line(100)
     rt.settle()  # stored at once (with any line told before that commit)
@@ -740,3 +747,29 @@ def test_output_told_while_the_runtime_closes_is_stored_or_refused(open_rt: Any)
     again = open_rt()
     assert again.store.read_file("block", "pane-1", "output") == b"0123456789\n" * returned[0]
     assert again.blocks.get("pane-1").stats().line_count == returned[0]
+
+
+def test_output_waits_for_the_commit_delay_and_one_commit_serves_it_all(
+    rt: Runtime, fake_clock: FakeClock
+) -> None:
+    assert rt.config.output_commit_delay_s == 0.02
+
+    def outputs() -> list[bytes]:
+        return [rt.store.read_file("block", f"pane-{n}", "output") for n in range(3)]
+
+    blocks = [rt.blocks.get(f"pane-{n}") for n in range(3)]
+    for block in blocks:
+        block.append_output(b"x\n")
+    rt.settle()  # commits at once, delay or not
+    assert outputs() == [b"x\n"] * 3
+    commits = rt.metrics()["store_commits"]
+    for block in blocks:
+        block.append_output(b"y\n")
+    fake_clock.advance(0.019)  # within the delay: not committed yet
+    assert outputs() == [b"x\n"] * 3
+    fake_clock.advance(0.001)  # the delay ends: one commit for the three
+    assert rt.metrics()["store_commits"] == commits + 1
+    assert outputs() == [b"x\ny\n"] * 3
+    blocks[0].append_output(b"z\n")
+    blocks[0].flush()  # a flush does not wait for the delay either
+    assert outputs()[0] == b"x\ny\nz\n"

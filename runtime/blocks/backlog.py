@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from greenroom.errors import Timeout
 
@@ -52,14 +53,24 @@ class OutputBacklog:
         if not self.take(n_bytes):
             self.wait_to_take(n_bytes, may_wait=may_wait)
 
-    def wait_to_take(self, n_bytes: int, *, may_wait: bool) -> None:
-        """`admit` once `take` found no room: wait for it (or `Timeout`)."""
+    @property
+    def waiting(self) -> bool:
+        """Whether a producer waits for room (the writer then commits without delay)."""
+        return self._waiters > 0
+
+    def wait_to_take(
+        self, n_bytes: int, *, may_wait: bool, on_wait: Callable[[], object] | None = None
+    ) -> None:
+        """`admit` once `take` found no room: wait for it (or `Timeout`); `on_wait()`
+        is called once this producer counts as waiting (`waiting`), before it waits."""
         if not may_wait:
             raise Timeout(self._behind("here it cannot wait"))
         with self._changed:
             self._waiters += 1
             self.waits += 1
             try:
+                if on_wait is not None:
+                    on_wait()
                 # (`take` is checked after `_waiters` went up: a release either sees
                 # this waiter and notifies, or came first and left room to take.)
                 if not self._changed.wait_for(lambda: self.take(n_bytes), self._wait_s):

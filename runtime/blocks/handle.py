@@ -30,6 +30,7 @@ behind the one being resent, in order. After `Runtime.close()` a call raises
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -44,6 +45,7 @@ from greenroom.blocks.backlog import OutputBacklog
 from greenroom.blocks.messages import (
     AppendOutput,
     Archive,
+    CommitSoon,
     Flush,
     GetMeta,
     GetStats,
@@ -62,6 +64,8 @@ from greenroom.futures import GreenroomFuture, in_handler
 __all__ = ["Block", "Connector"]
 
 log = logging.getLogger("greenroom.blocks")
+
+_COMMIT_SOON = CommitSoon()
 
 _Pending = tuple[Any, "GreenroomFuture[Any] | None", bool]
 """A send waiting for a reconnect: (message, the ask's answer or None for a tell,
@@ -138,7 +142,9 @@ class Block:
         if backlog is not None and not backlog.take(len(message.data)):
             # (Only without room does it matter where this runs: a handler must not wait.)
             backlog.wait_to_take(
-                len(message.data), may_wait=getattr(in_handler, "actor", None) is None
+                len(message.data),
+                may_wait=getattr(in_handler, "actor", None) is None,
+                on_wait=self._hurry,
             )
         self._write(message)
 
@@ -149,13 +155,19 @@ class Block:
 
     def _append(self, data: bytes, *, may_wait: bool) -> None:
         message = output_message(self.block_id, data)
-        if self._backlog is not None:
-            self._backlog.admit(len(message.data), may_wait=may_wait)
+        backlog = self._backlog
+        if backlog is not None and not backlog.take(len(message.data)):
+            backlog.wait_to_take(len(message.data), may_wait=may_wait, on_wait=self._hurry)
         self._write(message)
 
     def record_line(self, n_bytes: int) -> None:
         """Count one line of `n_bytes` bytes kept elsewhere; returns at once."""
         self._write(line_message(self.block_id, n_bytes))
+
+    def _hurry(self) -> None:
+        """The writer is behind: have it commit without its delay (it makes room)."""
+        with contextlib.suppress(ActorDeadError):  # (closed: the write says so)
+            self._writer.tell(_COMMIT_SOON)
 
     def _write(self, message: AppendOutput | RecordLine) -> None:
         """Tell the writer `message`; `Stopped` once the runtime is closed."""

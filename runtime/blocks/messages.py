@@ -4,7 +4,7 @@ sweeper handle, and the checks that make them from a caller's input.
 All are frozen attrs records. Output and line counts go from a block's handle straight
 to the writer, which counts them: no turn of the block's actor per line. Tells (no
 answer): the writer's `AppendOutput`, `RecordLine`, `CreateBlock`, `HoldOutput`,
-`ReleaseOutput`, `WhenWritten`, and the timers' `StatsDue`, `CommitDue`, `SweepDue`.
+`ReleaseOutput`, `WhenWritten`, `CommitSoon`, and the timers' `StatsDue`, `CommitDue`, `SweepDue`.
 Asks (answered): `GetMeta`, `MergeMeta`, `Flush`, `Archive`, `Restore`, `ReadOutput`,
 `PruneArchive` (a block's actor), `GetStats` and `CommitNow` (the writer) and
 `SweepRequest` (the sweeper).
@@ -28,6 +28,7 @@ __all__ = [
     "Archive",
     "CommitDue",
     "CommitNow",
+    "CommitSoon",
     "CreateBlock",
     "Flush",
     "GetMeta",
@@ -197,6 +198,11 @@ class WhenWritten:
 @attrs.frozen
 class CommitNow:
     """Ask the writer: store everything handed over so far, now; `None` once stored."""
+
+
+@attrs.frozen
+class CommitSoon:
+    """Tell the writer: a commit waiting for `output_commit_delay_s` is wanted now."""
 
 
 @attrs.frozen

@@ -22,7 +22,7 @@ from greenroom.actors.sweeper import SweepSupervisor
 from greenroom.archives import Archives, FolderArchives, check_block_id
 from greenroom.blocks.backlog import OutputBacklog
 from greenroom.blocks.handle import Block
-from greenroom.blocks.messages import CommitNow, CreateBlock, SweepRequest
+from greenroom.blocks.messages import CommitNow, CommitSoon, CreateBlock, SweepRequest
 from greenroom.blocks.owners import Owners
 from greenroom.blocks.records import SweepProgress, SweepStats
 from greenroom.checks import check_bool, check_callable, check_int, check_number, check_text
@@ -325,6 +325,14 @@ class Blocks:
         assert self._sweeper is not None
         stats: SweepStats = self._sweeper.ask(request)
         return stats
+
+    def commit_soon(self) -> None:
+        """Have the writer commit what waits for `output_commit_delay_s` now (told:
+        `rt.settle()` then waits for it)."""
+        with self._lock:
+            writer = self._writer
+        if writer is not None:
+            writer.tell(CommitSoon())
 
     def _stored(self) -> None:
         """Wait until the writer has stored what it was handed (new blocks included)."""
