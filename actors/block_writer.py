@@ -35,6 +35,7 @@ from greenroom.blocks.messages import (
     CommitNow,
     CommitSoon,
     CreateBlock,
+    ForgetCounts,
     GetStats,
     HoldOutput,
     RecordLine,
@@ -53,7 +54,15 @@ BLOCK = "block"
 OUTPUT = "output"
 _COMMIT = CommitDue()
 _STATS_DUE = StatsDue()
-_LATE = (AppendOutput, RecordLine, CreateBlock, HoldOutput, ReleaseOutput, WhenWritten)
+_LATE = (
+    AppendOutput,
+    RecordLine,
+    CreateBlock,
+    HoldOutput,
+    ReleaseOutput,
+    ForgetCounts,
+    WhenWritten,
+)
 """Tells `on_unhandled` keeps: what block handles and actors send that must be stored."""
 _MAX_DEFERRALS = 4
 _RETRY_FIRST_S = 0.05
@@ -135,6 +144,9 @@ class BlockWriter(GreenroomActor):
             return counts.stats()
         elif cls is CreateBlock:
             self._creates[message.block_id] = message.meta
+        elif cls is ForgetCounts:
+            self._forget(message.block_id)
+            return None
         elif cls is HoldOutput:
             self._hold(message.block_id, message.end_line)
         elif cls is ReleaseOutput:
@@ -142,11 +154,7 @@ class BlockWriter(GreenroomActor):
         elif cls is WhenWritten:
             self._waiting.append(message)
             self._store_all_stats()  # a flush: the stats waiting for their interval too
-            if self._commit_queued:
-                self._expedite()
-            else:
-                self._commit_queued = True
-                self.actor_ref.tell(_COMMIT)
+            self._commit_at_once()
             return None
         elif cls is CommitSoon:
             self._expedite()
@@ -156,13 +164,17 @@ class BlockWriter(GreenroomActor):
             self._stats_due()
             if not self._stats:
                 self._arm()
-                return None
+            else:
+                # (One timer for every block's interval: already a batch; stored at
+                # the end of the interval, not a commit delay later.)
+                self._commit_at_once()
+            return None
         elif cls is CommitNow:
             self._store_all_stats()
             self._commit_now()
             return None
         elif cls is CommitDue:
-            self._delayed = None
+            self._undelay()
             if self.actor_inbox and self._deferrals < _MAX_DEFERRALS:
                 # More mail waits behind: let it join this batch (bounded, so a
                 # writer that is never idle still commits every few turns).
@@ -178,19 +190,38 @@ class BlockWriter(GreenroomActor):
         if not self._commit_queued:
             self._commit_queued = True
             delay = self.ctx.config.output_commit_delay_s
-            if delay and not self._final and not (self._backlog and self._backlog.waiting):
+            backlog = self._backlog
+            if delay and not self._final and not (backlog is not None and backlog.pressed):
                 # More output may join this batch meanwhile: one commit for all of it.
                 self._delayed = self.schedule_once(delay, _COMMIT)
+                if backlog is not None:
+                    backlog.delayed = True
             else:
                 self.actor_ref.tell(_COMMIT)
         return None
 
+    def _commit_at_once(self) -> None:
+        """Commit as soon as the writer is free, whether or not a commit waits for its
+        delay (a flush; the end of stats intervals)."""
+        if self._final:
+            return  # (stopping: `on_stop` or `on_unhandled_end` commits)
+        if self._commit_queued:
+            self._expedite()
+        else:
+            self._commit_queued = True
+            self.actor_ref.tell(_COMMIT)
+
     def _expedite(self) -> None:
         """A commit waiting for its delay is wanted now (a flush, a settle)."""
-        if self._delayed is not None:
+        if self._delayed is not None and not self._final:
             self._delayed.cancel()
-            self._delayed = None
+            self._undelay()
             self.actor_ref.tell(_COMMIT)
+
+    def _undelay(self) -> None:
+        self._delayed = None
+        if self._backlog is not None:
+            self._backlog.delayed = False
 
     # -- counts ------------------------------------------------------------------------
 
@@ -217,6 +248,12 @@ class BlockWriter(GreenroomActor):
                 found = None
             meta = {} if found is None else found.meta
         return LineCounts(meta)
+
+    def _forget(self, block_id: str) -> None:
+        """Another host serves the block now: its counts here are stale."""
+        self._counts.pop(block_id, None)
+        self._later.pop(block_id, None)
+        self._stats.pop(block_id, None)  # (refused if stored now)
 
     def _hold(self, block_id: str, end_line: bool) -> None:
         """An operation of the block starts: its output from now on is held back."""
@@ -320,6 +357,7 @@ class BlockWriter(GreenroomActor):
 
     def on_stop(self) -> None:
         self._final = True
+        self._undelay()  # (its timer is cancelled with the actor's)
         self._end_streams()
         self._commit()  # nothing handed over is left unwritten
 
@@ -353,9 +391,7 @@ class BlockWriter(GreenroomActor):
             for block_id, failure in written.failed.items():
                 self._failed("output" if block_id in output else "stats", [block_id], failure)
                 if isinstance(failure, Conflict):
-                    # Another host serves the block now: its counts here are stale.
-                    self._counts.pop(block_id, None)
-                    self._later.pop(block_id, None)
+                    self._forget(block_id)  # another host serves it now
             if written.values_changed < len(values):
                 self._unstored_stats(list(values))
             if self._backlog is not None:

@@ -22,7 +22,7 @@ from greenroom.actors.base import GreenroomActor, GreenroomActorRef
 from greenroom.archives import Archives
 from greenroom.blocks.namespace import Blocks
 from greenroom.checks import check_timeout
-from greenroom.clock import Clock, SystemClock
+from greenroom.clock import Clock, SystemClock, stopwatch
 from greenroom.config import RuntimeConfig
 from greenroom.errors import InvalidInput, SettleTimeout
 from greenroom.executions.namespace import Executions
@@ -272,9 +272,13 @@ class Runtime:
         kernel.refuse_inside_actor("settle()")
         checked = check_timeout(timeout)
         limit = kernel.config.settle_timeout_s if checked is None else checked
-        self.blocks.commit_soon()  # (output waiting for its commit delay: now)
-        if not kernel.tracker.wait_idle(limit):
-            raise SettleTimeout(limit, kernel.tracker.busy())
+        deadline = stopwatch() + limit
+        while True:
+            self.blocks.commit_soon()  # (output waiting for its commit delay: now)
+            if not kernel.tracker.wait_idle(max(0.0, deadline - stopwatch())):
+                raise SettleTimeout(limit, kernel.tracker.busy())
+            if not self.blocks.commit_soon():  # (output that came meanwhile: again)
+                return
 
     def metrics(self) -> dict[str, int]:
         """A plain dict of counters and gauges.

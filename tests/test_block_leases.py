@@ -178,3 +178,23 @@ def test_stats_asked_of_a_block_another_host_serves_do_not_stay_stale(hosts: Hos
     assert pane_a.read_output().data == b"1\n2\n3\n4\n"
     assert pane_a.stats().line_count == 4
     assert a.store.get_object("block", "pane-1").meta["session:line_count"] == 4
+
+
+def test_a_block_that_only_got_output_forgets_its_counts_when_taken_over(hosts: Host) -> None:
+    clock_a = FakeClock(START_MS)
+    a = hosts("host-a", clock_a, sweep_first_after_s=1e9, sweep_interval_s=1e9)
+    b = hosts("host-b", FakeClock(START_MS + 31_000), sweep_first_after_s=1e9)
+    pane_a = a.blocks.get("pane-1")
+    pane_a.append_output(b"1\n")
+    a.settle()
+    assert a.actor_ids("block") == []  # output only: no actor of the block on host-a
+    pane_b = b.blocks.get("pane-1")  # host-a hung: taken over
+    clock_a.advance(10.0)  # host-a's renewal: it lets go (no actor to stop)
+    pane_b.append_output(b"2\n3\n")
+    pane_b.flush()
+    b.close()
+    pane_a = a.blocks.get("pane-1")  # host-a serves it again
+    pane_a.append_output(b"4\n")
+    pane_a.flush()
+    assert pane_a.stats().line_count == 4
+    assert a.store.get_object("block", "pane-1").meta["session:line_count"] == 4

@@ -17,7 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from greenroom import Block, FakeClock, Runtime, SessionStats
-from greenroom.errors import InvalidInput, InvalidTransition, NotFound, Stopped, StorageError
+from greenroom.actors.base import ActorContext, GreenroomActor
+from greenroom.errors import (
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    Stopped,
+    StorageError,
+    Timeout,
+)
 from greenroom.futures import GreenroomFuture
 
 from .conftest import START_MS
@@ -64,9 +72,8 @@ def test_first_line_is_stored_at_once(rt: Runtime) -> None:
 
 
 def test_lines_within_the_interval_wait_for_the_trailing_flush(
-    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+    rt: Runtime, fake_clock: FakeClock
 ) -> None:
-    rt = open_rt(output_commit_delay_s=0)  # (the stats schedule alone: no commit delay)
     block = rt.blocks.get("pane-1")
     block.append_output(b"first line\n")  # flushed at once
     rt.settle()
@@ -93,8 +100,7 @@ def test_lines_within_the_interval_wait_for_the_trailing_flush(
 def test_trailing_flush_follows_the_configured_interval(
     open_rt: Callable[..., Runtime], fake_clock: FakeClock
 ) -> None:
-    # (The stats schedule alone: no commit delay.)
-    rt = open_rt(stats_flush_interval_s=5.0, output_commit_delay_s=0)
+    rt = open_rt(stats_flush_interval_s=5.0)
     block = rt.blocks.get("pane-1")
     block.record_line(8)
     rt.settle()  # (a line told before the first commit would be stored with it)
@@ -108,9 +114,8 @@ def test_trailing_flush_follows_the_configured_interval(
 
 
 def test_the_trailing_stats_of_many_blocks_share_one_timer_and_one_commit(
-    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+    rt: Runtime, fake_clock: FakeClock
 ) -> None:
-    rt = open_rt(output_commit_delay_s=0)  # (the stats schedule alone: no commit delay)
     blocks = [rt.blocks.get(f"pane-{n}") for n in range(200)]
     for block in blocks:
         block.append_output(b"first\n")  # each stored at once
@@ -145,9 +150,8 @@ def test_a_flush_stores_the_stats_waiting_for_their_interval(
 
 
 def test_at_most_one_flush_per_interval_while_lines_keep_coming(
-    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+    rt: Runtime, fake_clock: FakeClock
 ) -> None:
-    rt = open_rt(output_commit_delay_s=0)  # (the stats schedule alone: no commit delay)
     block = rt.blocks.get("busy")
     rt.settle()
     commits = rt.metrics()["store_commits"]
@@ -265,10 +269,7 @@ def test_close_stores_pending_stats_and_the_partial_last_line(
     assert rt.store.read_file("block", "pane-1", "output") == b"first\nsecond line\n" + b"z" * 10
 
 
-def test_record_line_counts_one_line_of_the_given_size(
-    open_rt: Callable[..., Runtime], fake_clock: FakeClock
-) -> None:
-    rt = open_rt(output_commit_delay_s=0)  # (the stats schedule alone: no commit delay)
+def test_record_line_counts_one_line_of_the_given_size(rt: Runtime, fake_clock: FakeClock) -> None:
     block = rt.blocks.get("pane-1")
     block.record_line(100)
     rt.settle()  # stored at once (with any line told before that commit)
@@ -773,3 +774,64 @@ def test_output_waits_for_the_commit_delay_and_one_commit_serves_it_all(
     blocks[0].append_output(b"z\n")
     blocks[0].flush()  # a flush does not wait for the delay either
     assert outputs()[0] == b"x\ny\nz\n"
+
+
+class _Producer(GreenroomActor):
+    """Appends to a block from its handler once let go (output made while a host settles)."""
+
+    kind = "producer"
+
+    def __init__(self, ctx: ActorContext, block: Block, go: threading.Event) -> None:
+        super().__init__(ctx)
+        self._block, self._go = block, go
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "append":
+            self._go.wait(30)  # (blocks on purpose: settle must wait for it)
+            self._block.append_output(b"hello\n")
+            return None
+        return super().on_receive(message)
+
+
+def test_settle_stores_output_made_while_it_waits(rt: Runtime) -> None:
+    block = rt.blocks.get("pane-1")
+    block.append_output(b"first\n")
+    rt.settle()
+    go = threading.Event()
+    rt.spawn(_Producer, block, go, actor_id="producer").tell("append")
+    settling = threading.Thread(target=rt.settle)
+    settling.start()  # (its first look finds no commit waiting for its delay)
+    go.set()
+    settling.join(30)
+    # The output came after settle began, and waited for its commit delay: stored all
+    # the same before settle returned (no clock moved).
+    assert rt.store.read_file("block", "pane-1", "output") == b"first\nhello\n"
+
+
+def test_an_appender_that_may_not_wait_has_the_writer_commit_at_once(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    rt = open_rt(max_pending_output_bytes=1000)
+    block = rt.blocks.get("pane-1")
+    accepted = refused = 0
+    for _ in range(30):
+        try:
+            block.append_output_nowait(b"y" * 99 + b"\n")
+            accepted += 1
+        except Timeout:
+            refused += 1
+            fake_clock.settle()  # no time moves: the writer made room all the same
+    assert refused
+    assert accepted > 20  # (without a commit at once: 10, then refused for good)
+    block.flush()
+    assert rt.store.read_file("block", "pane-1", "output") == (b"y" * 99 + b"\n") * accepted
+
+
+def test_a_lazily_started_blocks_actor_removes_dead_restores(rt: Runtime) -> None:
+    block = rt.blocks.get("pane-1")
+    block.append_output(b"one\n")
+    rt.settle()  # stored, and no actor of the block started
+    dead = "output.restoring." + "0123456789abcdef" * 2 + ".x"  # a crashed runtime's
+    rt.store.create_file("block", "pane-1", dead)
+    block.meta()  # starts the block's actor
+    assert [info.name for info in rt.store.list_files("block", "pane-1")] == ["output"]

@@ -23,7 +23,16 @@ log = logging.getLogger("greenroom.blocks")
 class OutputBacklog:
     """Bytes accepted and not stored yet, and a gate that holds producers past a limit."""
 
-    __slots__ = ("_changed", "_limit", "_lock", "_pending", "_wait_s", "_waiters", "waits")
+    __slots__ = (
+        "_changed",
+        "_limit",
+        "_lock",
+        "_pending",
+        "_wait_s",
+        "_waiters",
+        "delayed",
+        "waits",
+    )
 
     def __init__(self, limit: int, wait_s: float) -> None:
         """Hold producers while more than `limit` bytes wait, for at most `wait_s` s."""
@@ -36,6 +45,9 @@ class OutputBacklog:
         self._changed = threading.Condition(threading.Lock())
         self._waiters = 0
         self.waits = 0  # appends that had to wait (a counter)
+        # Whether the writer holds a commit back for `output_commit_delay_s` (set by
+        # the writer; `rt.settle()` has it commit at once).
+        self.delayed = False
 
     @property
     def pending(self) -> int:
@@ -54,16 +66,20 @@ class OutputBacklog:
             self.wait_to_take(n_bytes, may_wait=may_wait)
 
     @property
-    def waiting(self) -> bool:
-        """Whether a producer waits for room (the writer then commits without delay)."""
-        return self._waiters > 0
+    def pressed(self) -> bool:
+        """Whether a producer waits for room, or half the room is taken (the writer
+        then commits without its delay)."""
+        return self._waiters > 0 or self._pending * 2 >= self._limit
 
     def wait_to_take(
         self, n_bytes: int, *, may_wait: bool, on_wait: Callable[[], object] | None = None
     ) -> None:
         """`admit` once `take` found no room: wait for it (or `Timeout`); `on_wait()`
-        is called once this producer counts as waiting (`waiting`), before it waits."""
+        is called once this producer counts as waiting (`pressed`), before it waits
+        (or before `Timeout`, where it may not wait)."""
         if not may_wait:
+            if on_wait is not None:
+                on_wait()  # (so the writer makes room for the next try)
             raise Timeout(self._behind("here it cannot wait"))
         with self._changed:
             self._waiters += 1

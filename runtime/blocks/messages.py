@@ -4,7 +4,8 @@ sweeper handle, and the checks that make them from a caller's input.
 All are frozen attrs records. Output and line counts go from a block's handle straight
 to the writer, which counts them: no turn of the block's actor per line. Tells (no
 answer): the writer's `AppendOutput`, `RecordLine`, `CreateBlock`, `HoldOutput`,
-`ReleaseOutput`, `WhenWritten`, `CommitSoon`, and the timers' `StatsDue`, `CommitDue`, `SweepDue`.
+`ReleaseOutput`, `ForgetCounts`, `WhenWritten`, `CommitSoon`, and the timers'
+`StatsDue`, `CommitDue`, `SweepDue`.
 Asks (answered): `GetMeta`, `MergeMeta`, `Flush`, `Archive`, `Restore`, `ReadOutput`,
 `PruneArchive` (a block's actor), `GetStats` and `CommitNow` (the writer) and
 `SweepRequest` (the sweeper).
@@ -31,6 +32,7 @@ __all__ = [
     "CommitSoon",
     "CreateBlock",
     "Flush",
+    "ForgetCounts",
     "GetMeta",
     "GetStats",
     "HoldOutput",
@@ -198,6 +200,14 @@ class WhenWritten:
 @attrs.frozen
 class CommitNow:
     """Ask the writer: store everything handed over so far, now; `None` once stored."""
+
+
+@attrs.frozen
+class ForgetCounts:
+    """Tell the writer: another host serves the block now; drop the counts kept here
+    (loaded again from the store if this host serves it again)."""
+
+    block_id: str
 
 
 @attrs.frozen

@@ -7,6 +7,7 @@ rt.blocks.sweep(inactive_days=7)      # archive idle panes, prune old archives
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import threading
@@ -15,6 +16,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from pykka import ActorDeadError
+
 from greenroom.actors.base import GreenroomActorRef
 from greenroom.actors.block import BlockActor
 from greenroom.actors.block_writer import BlockWriter
@@ -22,7 +25,13 @@ from greenroom.actors.sweeper import SweepSupervisor
 from greenroom.archives import Archives, FolderArchives, check_block_id
 from greenroom.blocks.backlog import OutputBacklog
 from greenroom.blocks.handle import Block
-from greenroom.blocks.messages import CommitNow, CommitSoon, CreateBlock, SweepRequest
+from greenroom.blocks.messages import (
+    CommitNow,
+    CommitSoon,
+    CreateBlock,
+    ForgetCounts,
+    SweepRequest,
+)
 from greenroom.blocks.owners import Owners
 from greenroom.blocks.records import SweepProgress, SweepStats
 from greenroom.checks import check_bool, check_callable, check_int, check_number, check_text
@@ -111,8 +120,6 @@ class Blocks:
         self._lock = threading.Lock()
         self._handles: dict[str, Block] = {}
         self._refs: dict[str, GreenroomActorRef] = {}  # the actor last connected, per block
-        # New blocks whose actor has not started yet: their metadata, not stored yet.
-        self._unstarted: dict[str, str] = {}  # (their views)
         self._connector = _Connector(kernel, self._connect)
         self._writer: GreenroomActorRef | None = None
         self._sweeper: GreenroomActorRef | None = None
@@ -176,10 +183,7 @@ class Blocks:
         if found is None:
             # A new block: the writer makes its object with its next batch (a read
             # here, not a commit), before any of its output.
-            meta = {"view": view}
-            writer.tell(CreateBlock(block_id, dict(meta)))
-            with self._lock:
-                self._unstarted[block_id] = view  # its actor stores it if asked first
+            writer.tell(CreateBlock(block_id, {"view": view}))
         new = Block(None, block_id, writer, self._connector, self._backlog)
         with self._lock:
             return self._handles.setdefault(block_id, new)
@@ -201,21 +205,17 @@ class Blocks:
             writer.ask(CommitNow(), timeout=kernel.config.stop_timeout_s)
             ref = kernel.lookup(BlockActor.kind, block_id)
         if ref is None:
-            with self._lock:
-                unstarted = self._unstarted.pop(block_id, None)
-            found: StoredObject | None = None
-            if unstarted is not None:
-                view = unstarted  # (`get` told the writer to make it: maybe not yet stored)
-            elif self._leases.enabled:
-                found = self._take_lease(block_id, view)
+            if self._leases.enabled:
+                found: StoredObject | None = self._take_lease(block_id, view)
             else:
                 found = kernel.store.find_object("block", block_id)
-            if found is None:
-                # A new block, its object made by the writer with its next batch (a
-                # read here, not a commit); told before any of its output.
+                if found is None:
+                    # `get` told the writer to make it: stored once the writer commits.
+                    writer.ask(CommitNow(), timeout=kernel.config.stop_timeout_s)
+                    found = kernel.store.find_object("block", block_id)
+            if found is None:  # (a handle made without `get`)
                 meta, unstored = {"view": view}, True
-                if unstarted is None:
-                    writer.tell(CreateBlock(block_id, dict(meta)))
+                writer.tell(CreateBlock(block_id, dict(meta)))
             else:
                 meta, unstored = found.meta, False
             try:
@@ -259,9 +259,14 @@ class Blocks:
         for block_id in lost:
             with self._lock:
                 self._leased.discard(block_id)
+                writer = self._writer
             ref = kernel.lookup(BlockActor.kind, block_id)
             if ref is not None:
                 ref.stop(block=False)
+            if writer is not None:
+                # (Its counts here go stale as the other host writes: loaded again if
+                # this host serves the block again. Also when no actor of it runs.)
+                writer.tell(ForgetCounts(block_id))
 
     def _may_sweep(self) -> bool:
         """Whether this host sweeps now: always on a store of its own; on a shared one,
@@ -326,13 +331,16 @@ class Blocks:
         stats: SweepStats = self._sweeper.ask(request)
         return stats
 
-    def commit_soon(self) -> None:
+    def commit_soon(self) -> bool:
         """Have the writer commit what waits for `output_commit_delay_s` now (told:
-        `rt.settle()` then waits for it)."""
+        `rt.settle()` then waits for it); whether a commit waited for its delay."""
         with self._lock:
             writer = self._writer
-        if writer is not None:
+        if writer is None or not self._backlog.delayed:
+            return False
+        with contextlib.suppress(ActorDeadError):  # (closing: its stop commits)
             writer.tell(CommitSoon())
+        return True
 
     def _stored(self) -> None:
         """Wait until the writer has stored what it was handed (new blocks included)."""
