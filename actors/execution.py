@@ -366,7 +366,8 @@ class ExecutionActor(GreenroomActor):
         self._replay = journal
         self._steps = journal.steps if journal is not None else ()
         self._step_index = 0
-        self._buffer: list[dict[str, Any]] = []  # journal records not committed yet
+        # Journal records not committed yet (a list only while there are some).
+        self._buffer: list[dict[str, Any]] | tuple[()] = ()
         # The journal's size as this actor last wrote or read it (None: not created
         # yet); every append expects it, so two runtimes never both drive one session.
         self._journal_size: int | None = journal.size if journal is not None else None
@@ -643,7 +644,7 @@ class ExecutionActor(GreenroomActor):
     def _create_journal(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         # Encoded now (bad arguments fail the start), committed with the first pause,
         # step or end: one commit, and a start that never got that far leaves nothing.
-        self._buffer.append(start_record(name, args, kwargs))
+        self._buffer = [start_record(name, args, kwargs)]
         encode(self._buffer)
 
     def _write(
@@ -665,7 +666,7 @@ class ExecutionActor(GreenroomActor):
         """
         if self._fenced is not None:
             raise self._fenced
-        lines = self._buffer + records
+        lines = [*self._buffer, *records]
         data = encode(lines)
         sid = self.session_id
         writes: list[CreateObject | AppendFile | UpdateMeta] = []
@@ -702,7 +703,7 @@ class ExecutionActor(GreenroomActor):
             except Exception as error:
                 done(None, error)  # (as a write that failed: this actor lets its copy go)
                 raise
-        self._buffer = []
+        self._buffer = ()
         self._journal_size = (size or 0) + len(data)
 
     def _conflict(self, error: BaseException) -> Conflict:
@@ -939,7 +940,7 @@ class ExecutionActor(GreenroomActor):
             if self._async and len(plan) == len(pending):
                 # The round is complete: committed with the strategy's next pause or end,
                 # before this feed returns (one commit for both).
-                self._buffer.extend(records)
+                self._buffer = [*self._buffer, *records]
             else:
                 self._write(records)  # (if it fails, the answer fails: see _write)
         for query, response, usage in plan:

@@ -14,18 +14,21 @@ import importlib.metadata
 import inspect
 from typing import Any
 
+import pykka
 from pykka._envelope import Envelope
 from pykka._future import _Unset
 from pykka._types import OptExcInfo
 from pykka.messages import _ActorStop
 
-__all__ = ["TESTED_PYKKA", "ActorStop", "Envelope", "OptExcInfo", "Unset", "check"]
+__all__ = ["TESTED_PYKKA", "UNSET", "ActorStop", "Envelope", "OptExcInfo", "Unset", "check"]
 
 TESTED_PYKKA = "4.5"
 """The pykka minor version these internals were read from (pyproject pins it)."""
 
 ActorStop: type[Any] = _ActorStop
 Unset: type[Any] = _Unset
+UNSET: Any = _Unset()
+"""One `_Unset` marker for every future (pykka makes a new one per future)."""
 
 
 def check() -> None:
@@ -42,6 +45,10 @@ def check() -> None:
     unset: object = _Unset
     if not isinstance(unset, type):
         problems.append("pykka._future._Unset is no longer a class")
+    # `GreenroomFuture.__init__` sets these two itself (one shared `_Unset` marker).
+    fresh = vars(pykka.Future())
+    if set(fresh) != {"_get_hook", "_get_hook_result"} or fresh["_get_hook"] is not None:
+        problems.append("pykka.Future() no longer sets just _get_hook and _get_hook_result")
     stop: object = _ActorStop
     if not (isinstance(stop, type) and not inspect.signature(stop).parameters):
         problems.append("pykka.messages._ActorStop() changed")

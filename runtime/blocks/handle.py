@@ -109,6 +109,7 @@ class Block:
         writer: GreenroomActorRef,
         connector: Connector | None = None,
         backlog: OutputBacklog | None = None,
+        lock: threading.Lock | None = None,
     ) -> None:
         """A handle on `block_id`'s actor `ref`, its output to the runtime's block
         `writer`; `Runtime.blocks.get` makes them.
@@ -117,12 +118,14 @@ class Block:
         `connector`). Without a `connector`, a call to a stopped actor raises
         `ActorDeadError`.
         `backlog` is the runtime's count of output not stored yet (backpressure).
+        `lock` guards the reconnect state (one may serve every handle of a runtime:
+        it is held only for a few assignments; by default, a lock of its own).
         """
         self._ref = ref
         self._writer = writer
         self._backlog = backlog
         self._connector = connector
-        self._lock = threading.Lock()
+        self._lock = threading.Lock() if lock is None else lock
         # Sends waiting behind a reconnect under way (None: no reconnect under way).
         self._pending: list[_Pending] | None = None
         self.block_id = block_id

@@ -119,6 +119,9 @@ class Blocks:
         self._archives = archives
         self._lock = threading.Lock()
         self._handles: dict[str, Block] = {}
+        # One lock for every handle's reconnect state (held for a few assignments):
+        # a lock per handle would be one more object per block for the GC.
+        self._handle_lock = threading.Lock()
         self._refs: dict[str, GreenroomActorRef] = {}  # the actor last connected, per block
         self._connector = _Connector(kernel, self._connect)
         self._writer: GreenroomActorRef | None = None
@@ -184,7 +187,7 @@ class Blocks:
             # A new block: the writer makes its object with its next batch (a read
             # here, not a commit), before any of its output.
             writer.tell(CreateBlock(block_id, {"view": view}))
-        new = Block(None, block_id, writer, self._connector, self._backlog)
+        new = Block(None, block_id, writer, self._connector, self._backlog, self._handle_lock)
         with self._lock:
             return self._handles.setdefault(block_id, new)
 
