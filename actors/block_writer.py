@@ -120,16 +120,12 @@ class BlockWriter(GreenroomActor):
             if counts.add_output(message.data, self._now_ms):
                 self._changed(block_id, counts)
             held = self._held.get(block_id)
-            if held is not None:
+            if held is None:
+                self._queue_output(block_id, message.data)
+            else:
                 held += message.data
                 if not self._stats:
                     return None  # held, stats waiting for their interval: no commit
-            else:
-                pending = self._output.get(block_id)
-                if pending is None:
-                    self._output[block_id] = bytearray(message.data)
-                else:
-                    pending += message.data
         elif cls is RecordLine:
             block_id = message.block_id
             counts = self._counts.get(block_id) or self._load(block_id)
@@ -249,6 +245,14 @@ class BlockWriter(GreenroomActor):
             meta = {} if found is None else found.meta
         return LineCounts(meta)
 
+    def _queue_output(self, block_id: str, data: bytes | bytearray) -> None:
+        """Output for the next commit, after the block's output queued before it."""
+        pending = self._output.get(block_id)
+        if pending is None:
+            self._output[block_id] = bytearray(data)
+        else:
+            pending += data
+
     def _forget(self, block_id: str) -> None:
         """Another host serves the block now: its counts here are stale."""
         self._counts.pop(block_id, None)
@@ -267,11 +271,7 @@ class BlockWriter(GreenroomActor):
         """The operation ended, or the block's actor stopped: held output goes on."""
         held = self._held.pop(block_id, None)
         if held:
-            pending = self._output.get(block_id)
-            if pending is None:
-                self._output[block_id] = held
-            else:
-                pending += held
+            self._queue_output(block_id, held)
         if stopped:
             counts = self._counts.pop(block_id, None)  # (loaded again if used again)
             if counts is not None and (

@@ -54,16 +54,19 @@ class OutputBacklog:
         """Bytes accepted and not yet stored (the `pending_output_bytes` gauge)."""
         return self._pending
 
-    def admit(self, n_bytes: int, *, may_wait: bool) -> None:
+    def admit(
+        self, n_bytes: int, *, may_wait: bool, on_wait: Callable[[], object] | None = None
+    ) -> None:
         """Count `n_bytes` more, once the backlog leaves room for them.
 
         Room means the backlog plus `n_bytes` is within the limit, or the backlog is
         empty (so one append larger than the limit still goes through). Without room:
         waits up to `output_wait_timeout_s` if `may_wait`, else raises `Timeout` at once;
-        after a wait that timed out also `Timeout`. Nothing is counted then.
+        after a wait that timed out also `Timeout`. Nothing is counted then. `on_wait`:
+        see `wait_to_take`.
         """
         if not self.take(n_bytes):
-            self.wait_to_take(n_bytes, may_wait=may_wait)
+            self.wait_to_take(n_bytes, may_wait=may_wait, on_wait=on_wait)
 
     @property
     def pressed(self) -> bool:

@@ -11,16 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from greenroom.blocks.records import (
-    LAST_ACTIVITY,
-    LINE_COUNT,
-    OPEN_LINE,
-    START_TS,
-    TOKEN_ESTIMATE,
-    SessionStats,
-    StatsSnapshot,
-    meta_count,
-)
+from greenroom.blocks.records import OPEN_LINE, SessionStats, StatsSnapshot, meta_count
 
 __all__ = ["LineCounts"]
 
@@ -32,10 +23,9 @@ class LineCounts:
 
     def __init__(self, meta: dict[str, Any]) -> None:
         """The counts stored in a block's metadata (zero where absent or malformed)."""
-        self.start_ms = meta_count(meta, START_TS)
-        self.last_ms = meta_count(meta, LAST_ACTIVITY)
-        self.lines = meta_count(meta, LINE_COUNT)
-        self.tokens = meta_count(meta, TOKEN_ESTIMATE)
+        stored = SessionStats.from_meta(meta)
+        self.start_ms, self.last_ms = stored.start_ts_ms, stored.last_activity_ms
+        self.lines, self.tokens = stored.line_count, stored.token_estimate
         # Bytes of a line whose newline has not arrived, and whether it was counted
         # already (stored as the open-line mark: its length is not kept).
         counted = meta_count(meta, OPEN_LINE) > 0

@@ -67,9 +67,9 @@ log = logging.getLogger("greenroom.blocks")
 
 _COMMIT_SOON = CommitSoon()
 
-_Pending = tuple[Any, "GreenroomFuture[Any] | None", bool]
-"""A send waiting for a reconnect: (message, the ask's answer or None for a tell,
-whether it may still be resent once)."""
+_Pending = tuple[Any, "GreenroomFuture[Any]", bool]
+"""An ask waiting for a (re)connect: (message, its answer, whether it may still be
+resent once)."""
 
 
 class Connector(Protocol):
@@ -158,9 +158,8 @@ class Block:
 
     def _append(self, data: bytes, *, may_wait: bool) -> None:
         message = output_message(self.block_id, data)
-        backlog = self._backlog
-        if backlog is not None and not backlog.take(len(message.data)):
-            backlog.wait_to_take(len(message.data), may_wait=may_wait, on_wait=self._hurry)
+        if self._backlog is not None:
+            self._backlog.admit(len(message.data), may_wait=may_wait, on_wait=self._hurry)
         self._write(message)
 
     def record_line(self, n_bytes: int) -> None:
@@ -288,8 +287,8 @@ class Block:
         self._deliver(message, answer)
         return answer
 
-    def _deliver(self, message: Any, answer: GreenroomFuture[Any] | None) -> None:
-        """Send `message` (an ask if `answer` is given), behind any reconnect under way."""
+    def _deliver(self, message: Any, answer: GreenroomFuture[Any]) -> None:
+        """Ask `message` (answered through `answer`), behind any reconnect under way."""
         with self._lock:
             if self._pending is not None:
                 self._pending.append((message, answer, True))
@@ -304,21 +303,10 @@ class Block:
         self,
         ref: GreenroomActorRef,
         message: Any,
-        answer: GreenroomFuture[Any] | None,
+        answer: GreenroomFuture[Any],
         *,
         may_resend: bool,
     ) -> None:
-        if answer is None:
-            try:
-                ref.tell(message)
-            except ActorDeadError:
-                if may_resend:
-                    self._reconnect(ref, message, None)
-                else:
-                    # (Counted as a dead letter: the new actor stopped at once.)
-                    log.warning("block %r stopped again: a %s was lost", self.block_id, message)
-                    self._lost(message)
-            return
         sent: GreenroomFuture[Any] = ref.ask(message, block=False)
         sent.add_done_callback(functools.partial(self._answered, ref, message, answer, may_resend))
 
@@ -352,21 +340,16 @@ class Block:
             answer.set(value)
 
     def _reconnect(
-        self, stale: GreenroomActorRef | None, message: Any, answer: GreenroomFuture[Any] | None
+        self, stale: GreenroomActorRef | None, message: Any, answer: GreenroomFuture[Any]
     ) -> None:
         """`message` was not delivered to `stale` (None: no actor was started yet): send
         it to the block's actor, started if need be, once."""
         if self._connector is None:
-            error = ActorDeadError(f"block {self.block_id!r}'s actor has stopped")
-            if answer is None:
-                raise error
-            _fail(answer, error)
+            _fail(answer, ActorDeadError(f"block {self.block_id!r}'s actor has stopped"))
             return
         try:
             self._connector.check_open()
         except Stopped as error:
-            if answer is None:
-                raise  # a tell: the caller learns at once
             _fail(answer, error)
             return
         with self._lock:
@@ -385,8 +368,6 @@ class Block:
         except BaseException as error:
             # (The blocking pool is shut down: the runtime is closing.)
             self._give_up(error)
-            if answer is None:
-                raise
 
     def _reconnect_job(self) -> None:
         """On the blocking pool: connect to the block's actor, then send what waited."""
@@ -407,33 +388,17 @@ class Block:
             for message, answer, may_resend in waiting:
                 try:
                     self._send(ref, message, answer, may_resend=may_resend)
-                except Exception as error:  # (a tell to an actor gone again: `Stopped`)
-                    if answer is not None:
-                        _fail(answer, error)
-                    else:
-                        log.warning("block %r: a tell was lost: %s", self.block_id, error)
-                        self._lost(message)
+                except Exception as error:
+                    _fail(answer, error)
 
     def _lost(self, message: Any) -> None:
-        """A tell that never reached the actor: its output leaves the backlog."""
+        """A tell that never reached the writer: its output leaves the backlog."""
         if self._backlog is not None and type(message) is AppendOutput:
             self._backlog.release(len(message.data))
 
     def _give_up(self, error: BaseException) -> None:
-        """The reconnect failed: every waiting ask fails with `error`; tells are lost."""
+        """The reconnect failed: every waiting ask fails with `error`."""
         with self._lock:
             waiting, self._pending = self._pending or [], None
-        lost = 0
-        for message, answer, _may_resend in waiting:
-            if answer is None:
-                lost += 1
-                self._lost(message)
-            else:
-                _fail(answer, error)
-        if lost:
-            log.warning(
-                "block %r: %d tell(s) lost, its actor could not be reached again: %s",
-                self.block_id,
-                lost,
-                error,
-            )
+        for _message, answer, _may_resend in waiting:
+            _fail(answer, error)
