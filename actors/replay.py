@@ -4,7 +4,9 @@ A `ReplayBuffer` owns one incarnation of a session's buffer: its random epoch, i
 events (a `Fifo`, oldest first, positions contiguous), the time each append arrived,
 and its live subscriptions. Everything about one session happens in its messages, one
 at a time, so a replay snapshot and a subscriber's registration taken in the same
-message can never miss or repeat an event appended around them.
+message can never miss or repeat an event appended around them. A buffer that was
+dormant (only published to, with no actor: see `greenroom.replay.slot`) is taken over
+when its actor starts, its held events, positions and times kept.
 
 Bounds: at most `max_events_per_session` events (trimmed on append) and none older
 than `max_event_age_s` of the runtime clock (trimmed on append, before every replay,
@@ -149,6 +151,33 @@ class ReplayBuffer(GreenroomActor):
         self._subs: Sequence[weakref.ref[Subscription]] = ()  # (a list once subscribed)
         self._idle_since = ctx.clock.monotonic()
         self._retired = False
+        self._take_over(slot)
+
+    def _take_over(self, slot: BufferSlot) -> None:
+        """Take the events a dormant slot held (see `greenroom.replay.slot`); this runs
+        in the spawn, under the facade's lock, so no publish slips in between."""
+        held = slot.held
+        if held is None:
+            return
+        slot.held = None
+        self._tail = slot.tail
+        self._revision = slot.revision
+        self._idle_since = slot.idle_since
+        sid = self.session_id
+        position = slot.oldest - 1
+        events = []
+        at = 0
+        while at < len(held):  # (flat: time, revision, count, payloads; see the slot)
+            stamp, revision, count = held[at : at + 3]
+            head = f"{self._prefix}{revision}:"
+            for payload in held[at + 3 : at + 3 + count]:
+                position += 1
+                events.append(
+                    ObservationEvent(sid, revision, position, f"{head}{position}:{sid}", payload)
+                )
+            self._stamps.append((stamp, position))
+            at += 3 + count
+        self._events.extend(events)
 
     def on_stop(self) -> None:
         subs, self._subs = self._subs, ()

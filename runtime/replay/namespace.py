@@ -9,9 +9,12 @@
         ...
 
 Each session's buffer is a `ReplayBuffer` actor (`greenroom.actors.replay`), made on
-first use by a call that needs one: `append`, `publish`, `current_cursor` (a cursor
-names a buffer incarnation, so there must be one to name) and a `subscribe` that
-registers a subscriber. Reads never make one: `after` (or `subscribe`, `follow`) of a
+first use by a call that needs one: `append`, `current_cursor` (a cursor names a
+buffer incarnation, so there must be one to name) and a `subscribe` that registers a
+subscriber. `publish` makes a dormant buffer: its events are held in the buffer's slot
+(`greenroom.replay.slot`), appended on the publisher's thread under the replay lock,
+until one of those calls (or an `after`) starts the actor, which takes them over.
+Reads never make one: `after` (or `subscribe`, `follow`) of a
 cursor of a session that has no buffer is answered here, as by an empty buffer at the
 epoch reserved for the session's next buffer: `Gap(unavailable)` for any cursor but
 that reserved epoch's own at position 0 (which replays nothing), and the gap's
@@ -115,13 +118,13 @@ class _Slot(BufferSlot):
 
     __slots__ = ("ref",)
 
-    def __init__(self, epoch: str) -> None:
-        super().__init__(epoch)
+    def __init__(self, epoch: str, now: float) -> None:
+        super().__init__(epoch, now)
         self.ref: GreenroomActorRef | None = None  # set once the actor is spawned
 
     @property
     def actor(self) -> GreenroomActorRef:
-        """The buffer's actor (spawned before the slot is listed anywhere)."""
+        """The buffer's actor (`_slot` spawns it before handing the slot out)."""
         assert self.ref is not None
         return self.ref
 
@@ -142,6 +145,8 @@ class Replay:
         self._check_open = kernel.check_open
         self._refuse_inside_actor = functools.partial(kernel.refuse_inside_actor, pools=False)
         self._spawn = kernel.spawn
+        self._clock = kernel.clock
+        self._metrics = kernel.metrics
         self._lock = threading.Lock()
         self._buffers: dict[str, _Slot] = {}
         # The epoch the next buffer of a session without one will take (see the
@@ -160,7 +165,7 @@ class Replay:
         Counters: `replay_events_appended` (asked or published), `replay_events_trimmed`
         (by count or age), `replay_subscriber_lags`, `replay_events_missed` (dropped
         from lagging subscribers' queues at the overflow), `replay_buffers_dropped`
-        (idle buffers retired). Gauges: `replay_buffers` (live buffers),
+        (idle buffers retired). Gauges: `replay_buffers` (buffers, dormant ones too),
         `replay_subscribers` (open subscriptions), `replay_publishes_pending`
         (`publish` messages sent and not yet appended, over every buffer).
         """
@@ -372,15 +377,21 @@ class Replay:
         return parse_cursor(cursor, session_id=session_id)
 
     def _slot_locked(self, session_id: str) -> _Slot:
-        """The session's buffer, made if it has none; call with the replay lock held."""
+        """The session's buffer, made (dormant) if it has none; call with the replay
+        lock held."""
         slot = self._buffers.get(session_id)
         if slot is not None:
             return slot
         self._check_open()
         if self._trimmer is None:
-            self._trimmer = self._spawn(ReplayTrimmer, self._refs, actor_id="replay_trimmer")
+            self._trimmer = self._spawn(ReplayTrimmer, self._tick, actor_id="replay_trimmer")
         epoch = self._reserved.pop(session_id, None) or next_hex_id()
-        slot = _Slot(epoch)
+        slot = self._buffers[session_id] = _Slot(epoch, self._clock.monotonic())
+        return slot
+
+    def _wake_locked(self, session_id: str, slot: _Slot) -> None:
+        """Spawn the dormant `slot`'s actor, which takes its held events over; call with
+        the replay lock held (no publish can slip in between)."""
         # The epoch makes the id unique; the session part only names it, with a NUL
         # (which a session id may hold, and an actor id may not) spelled out.
         name = session_id.replace("\x00", "\\x00")
@@ -390,22 +401,86 @@ class Replay:
             slot,
             self._on_retire,
             self._on_detached,
-            actor_id=f"{name}#{epoch}",
+            actor_id=f"{name}#{slot.epoch}",
         )
-        self._buffers[session_id] = slot
-        return slot
 
     def _slot(self, session_id: str, *, make: bool = True) -> _Slot | None:
+        """The session's buffer with its actor: made if it has none (`None` instead
+        when not `make`), its actor spawned if it is dormant."""
         slot = self._buffers.get(session_id)
-        if slot is not None or not make:
+        if slot is not None and slot.ref is not None:
             return slot
+        if slot is None and not make:
+            return None
         with self._lock:
-            return self._slot_locked(session_id)
+            slot = self._buffers.get(session_id)
+            if slot is None:
+                if not make:
+                    return None
+                slot = self._slot_locked(session_id)
+            if slot.ref is None:
+                self._wake_locked(session_id, slot)
+            return slot
 
-    def _refs(self) -> list[GreenroomActorRef]:
-        """Every buffer's actor (for the trimmer's tick)."""
+    def _trimmed(self, session_id: str, by_count: int, by_age: int) -> None:
+        """Count and log the events trimmed from a dormant buffer (as its actor would)."""
+        self._metrics.incr("replay_events_trimmed", by_count + by_age)
+        config = self._config
+        if by_count:
+            log.debug(
+                "replay buffer %r: trimmed %d events over max_events_per_session=%d",
+                session_id,
+                by_count,
+                config.max_events_per_session,
+            )
+        if by_age:
+            log.debug(
+                "replay buffer %r: trimmed %d events older than max_event_age_s=%g",
+                session_id,
+                by_age,
+                config.max_event_age_s,
+            )
+
+    def _tick(self) -> list[GreenroomActorRef]:
+        """The trimmer's tick: trim the dormant buffers by age here and drop those idle
+        past `max_event_age_s` (as a buffer's actor does on its tick); every other
+        buffer's actor, for the trimmer to tell."""
+        config = self._config
+        max_age = config.max_event_age_s
+        now = self._clock.monotonic()
+        cutoff = now - max_age
+        refs: list[GreenroomActorRef] = []
+        trimmed: list[tuple[str, int]] = []
+        dropped: list[tuple[str, _Slot]] = []
         with self._lock:
-            return [slot.ref for slot in self._buffers.values() if slot.ref is not None]
+            for session_id, slot in list(self._buffers.items()):
+                if slot.ref is not None:
+                    refs.append(slot.ref)
+                    continue
+                held = slot.held
+                assert held is not None
+                if held and held[0] >= cutoff:
+                    continue  # (the common case: nothing old enough)
+                _, by_age = slot.trim_held(config.max_events_per_session, cutoff, now)
+                if by_age:
+                    trimmed.append((session_id, by_age))
+                if not held and now - slot.idle_since > max_age:
+                    del self._buffers[session_id]
+                    dropped.append((session_id, slot))
+        for session_id, by_age in trimmed:
+            self._trimmed(session_id, 0, by_age)
+        if dropped:
+            self._metrics.incr("replay_buffers_dropped", len(dropped))
+        for session_id, slot in dropped:
+            log.info(
+                "replay buffer %r (epoch %s, tail %d) dropped: no events and no "
+                "subscribers for more than max_event_age_s=%g",
+                session_id,
+                slot.epoch,
+                slot.tail,
+                max_age,
+            )
+        return refs
 
     def _retire(self, session_id: str, slot: BufferSlot) -> bool:
         """Whether the idle buffer of `slot` may retire (then it leaves the lookup).
@@ -472,13 +547,28 @@ class Replay:
         )
 
     def _tell(self, session_id: str, message: Append) -> None:
-        """Tell the session's buffer `message`, never waiting; see `publish`."""
+        """Append `message` to a dormant buffer, or tell the session's buffer's actor;
+        never waits (see `publish`)."""
+        config = self._config
         for _ in range(_RETRIES):
+            now = self._clock.monotonic()
             with self._lock:
                 slot = self._slot_locked(session_id)
-                # Counted before the tell, under the lock the buffer retires under: it
-                # cannot retire between here and the tell landing in its mailbox.
-                slot.sent += 1
+                held = slot.held is not None
+                if held:
+                    slot.hold(now, message.revision, message.payloads)
+                    by_count, by_age = slot.trim_held(
+                        config.max_events_per_session, now - config.max_event_age_s, now
+                    )
+                else:
+                    # Counted before the tell, under the lock the buffer retires under:
+                    # it cannot retire between here and the tell landing in its mailbox.
+                    slot.sent += 1
+            if held:  # appended here, in the caller's thread
+                self._metrics.incr("replay_events_appended", len(message.payloads))
+                if by_count or by_age:
+                    self._trimmed(session_id, by_count, by_age)
+                return
             try:
                 slot.actor.tell(message)
                 return

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["BufferSlot"]
 
 
 class BufferSlot:
-    """One buffer incarnation's epoch and its told appends (shared state, not a message).
+    """One buffer incarnation's epoch, its told appends and, while it has no actor, its
+    events (shared state, not a message).
+
+    A buffer starts dormant: `publish` appends to `held` here, on the publisher's
+    thread, under the facade's replay lock, and no actor exists (most sessions are only
+    ever published to, and an actor per session is the larger part of their cost). The
+    first call that needs the buffer's actor (an ask, a subscribe) spawns it under that
+    lock; the actor takes `held`, `tail`, `revision` and `idle_since` over in its
+    constructor and `held` becomes `None`: from then on publishes are told.
 
     `sent` is bumped by publishers under the facade's replay lock before they tell;
     `handled` only by the buffer, on its own thread, as it handles each one. The
@@ -15,17 +25,70 @@ class BufferSlot:
     of its own (`greenroom.replay.namespace`): this module sits below the actors.
     """
 
-    __slots__ = ("epoch", "handled", "sent")
+    __slots__ = ("epoch", "handled", "held", "idle_since", "oldest", "revision", "sent", "tail")
 
-    def __init__(self, epoch: str) -> None:
+    def __init__(self, epoch: str, now: float) -> None:
         self.epoch = epoch
         self.sent = 0
         self.handled = 0
+        # While dormant: the held appends, oldest first, flat: arrival time, revision,
+        # count, then that many payloads, for each (a tuple per append would be one
+        # more object for the cyclic GC to walk, per event of every session). Their
+        # positions run from `oldest` to `tail`, contiguous; `revision` is the highest
+        # seen, `idle_since` when the buffer was made or last became empty.
+        self.held: list[Any] | None = []
+        self.tail = 0
+        self.oldest = 1
+        self.revision = 0
+        self.idle_since = now
 
     @property
     def pending(self) -> int:
         """Told appends sent and not handled yet."""
         return self.sent - self.handled
 
+    @property
+    def dormant(self) -> bool:
+        """Whether the buffer has no actor yet (its events are held here)."""
+        return self.held is not None
+
+    def hold(self, now: float, revision: int, payloads: tuple[Any, ...]) -> None:
+        """Append `payloads` while dormant (under the facade's lock)."""
+        held = self.held
+        assert held is not None
+        held += (now, revision, len(payloads), *payloads)
+        self.tail += len(payloads)
+        if revision > self.revision:
+            self.revision = revision
+
+    def trim_held(self, max_events: int, cutoff: float, now: float) -> tuple[int, int]:
+        """Drop held events beyond the newest `max_events` and those that arrived before
+        `cutoff` (as the actor trims); the numbers dropped by count and by age."""
+        held = self.held
+        assert held is not None
+        by_count = by_age = 0
+        excess = self.tail - self.oldest + 1 - max_events
+        while excess > 0:
+            count = held[2]
+            if count <= excess:
+                del held[: 3 + count]
+                taken = count
+            else:  # (a batch across the bound keeps its newer part)
+                del held[3 : 3 + excess]
+                held[2] = count - excess
+                taken = excess
+            self.oldest += taken
+            by_count += taken
+            excess -= taken
+        while held and held[0] < cutoff:
+            taken = held[2]
+            del held[: 3 + taken]
+            self.oldest += taken
+            by_age += taken
+        if (by_count or by_age) and not held:
+            self.idle_since = now
+        return by_count, by_age
+
     def __repr__(self) -> str:
-        return f"<BufferSlot epoch={self.epoch} sent={self.sent} handled={self.handled}>"
+        state = f"held={self.tail - self.oldest + 1}" if self.dormant else "live"
+        return f"<BufferSlot epoch={self.epoch} {state} sent={self.sent} handled={self.handled}>"
