@@ -68,7 +68,6 @@ import itertools
 import logging
 import queue
 import sys
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -78,7 +77,7 @@ from pykka import ActorDeadError, ActorRef
 from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr
 
 from greenroom.actors.caller_runs import put_running_here
-from greenroom.actors.mailbox import Mailbox, dead_actor_error
+from greenroom.actors.mailbox import Mailbox, StopFlag, dead_actor_error
 from greenroom.actors.messages import START, BlockingDone, Start, describe_message
 from greenroom.clock import stopwatch
 from greenroom.errors import GreenroomError, InvalidTransition
@@ -160,59 +159,35 @@ class Reply:
 
 
 _INTERNAL_MESSAGES = frozenset({ProxyCall, ProxyGetAttr, ProxySetAttr, BlockingDone})
-_flag_lock = threading.Lock()
 _urn_counter = itertools.count(1)
-
-
-class StopFlag:
-    """An actor's stopped flag: `threading.Event`'s interface at a fraction of its size.
-
-    pykka exposes it as `actor_stopped`; an `Event` costs a condition and a lock per
-    actor, while almost every caller only asks `is_set()`. The event is made only for
-    a caller that waits.
-    """
-
-    __slots__ = ("_event", "_set")
-
-    def __init__(self) -> None:
-        self._set = False
-        self._event: threading.Event | None = None
-
-    def is_set(self) -> bool:
-        """Whether the actor has stopped."""
-        return self._set
-
-    def set(self) -> None:
-        """Mark the actor stopped and wake any waiter."""
-        with _flag_lock:
-            self._set = True
-            event = self._event
-        if event is not None:
-            event.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the actor has stopped; whether it had within `timeout` seconds."""
-        with _flag_lock:
-            if self._set:
-                return True
-            if self._event is None:
-                self._event = threading.Event()
-            event = self._event
-        return event.wait(timeout)
 
 
 class GreenroomActorRef(ActorRef[Any]):
     """pykka's `ActorRef`, plus the actor's kind and id; counts dead letters once."""
 
     actor_inbox: Mailbox  # type: ignore[assignment]  # greenroom's mailbox stands in for pykka's
+    actor_stopped: StopFlag  # type: ignore[assignment]
 
     def __init__(self, actor: GreenroomActor) -> None:
-        super().__init__(actor)
+        # pykka's `ActorRef.__init__` is not called: it would keep a weakref per actor
+        # (see `_actor_weakref`). It sets these four, and nothing else (checked on
+        # import by `greenroom.pykka_internals.check`).
+        self.actor_class = type(actor)
+        self.actor_urn = actor.actor_urn
+        self.actor_inbox = actor.actor_inbox
+        self.actor_stopped = actor.actor_stopped
         self.kind = actor.ctx.kind
         self.actor_id = actor.ctx.actor_id
         self._name = actor.name
         self._metrics = actor.ctx.metrics
         self._caller_runs = actor.ctx.config.caller_runs
+
+    def _actor_weakref(self) -> GreenroomActor | None:  # type: ignore[override]
+        """The actor while it runs, else `None`: what pykka's weakref to it gives (its
+        proxies call this), without the weakref. The mailbox holds the actor until it
+        stops, so a ref kept by a host keeps no stopped actor's state alive."""
+        actor = self.actor_inbox.runnable
+        return actor if isinstance(actor, GreenroomActor) else None
 
     def tell(self, message: Any) -> None:
         """Send without waiting; `ActorDeadError` (counted) if the actor has stopped."""
@@ -292,7 +267,8 @@ class GreenroomActor(pykka.Actor):
         self.name = f"{ctx.kind}:{ctx.actor_id}"
         self.actor_urn = f"urn:greenroom:{next(_urn_counter)}"
         self.actor_inbox = self._create_actor_inbox()
-        self.actor_stopped = StopFlag()
+        # The mailbox is a `StopFlag` too: one object fewer per actor.
+        self.actor_stopped = self.actor_inbox
         self._timers: set[TimerHandle] | None = None
         self._reply_to: pykka.Future[Any] | None = None
         self._stop_replies: list[pykka.Future[Any]] | None = None  # made by a stop ask
@@ -441,6 +417,7 @@ class GreenroomActor(pykka.Actor):
                 result = self.on_receive(message)
         except Exception:
             if reply_to is not None:
+                self._reply_to = None
                 self._report_ask_error(message, sys.exc_info())
                 reply_to.set_exception()
             else:
@@ -465,8 +442,12 @@ class GreenroomActor(pykka.Actor):
             self._call_on_failure(exc_info)
             self._stop()
             return True
-        if reply_to is not None and result is not DEFERRED:
-            reply_to.set(result)
+        if reply_to is not None:
+            # Let go of it: an idle actor would otherwise keep its last asker's future
+            # (and the answer in it) until its next ask.
+            self._reply_to = None
+            if result is not DEFERRED:
+                reply_to.set(result)
         return False
 
     def _report_failure(self, message: Any, exc_info: Any) -> None:

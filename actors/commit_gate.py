@@ -18,11 +18,18 @@ last saw), so a write is committed only if those before it were: the gate only c
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Callable
 
 __all__ = ["CommitGate"]
+
+# The gates' locks, shared: a lock per session is one more object for the cyclic GC to
+# walk, and a gate holds its lock only for a few assignments (it never calls out or
+# takes another lock while holding it), so gates sharing one barely wait.
+_LOCKS = tuple(threading.Lock() for _ in range(64))
+_next_lock = itertools.count()
 
 _NO_HELD: deque[tuple[int, Callable[[], object], Callable[[BaseException], object]]] = deque(
     maxlen=0
@@ -39,7 +46,7 @@ class CommitGate:
     __slots__ = ("_committed", "_failed", "_held", "_lock", "_submitted")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _LOCKS[next(_next_lock) % len(_LOCKS)]
         self._submitted = 0  # a write's token is its number, counted from 1
         self._committed = 0  # every write up to this token is committed
         self._failed: tuple[int, BaseException] | None = None

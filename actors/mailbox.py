@@ -24,11 +24,12 @@ if TYPE_CHECKING:
     from greenroom.actors.dispatcher import Dispatcher, Runnable
     from greenroom.metrics import Metrics
 
-__all__ = ["Mailbox", "dead_actor_error"]
+__all__ = ["Mailbox", "StopFlag", "dead_actor_error"]
 
 log = logging.getLogger("greenroom.actors")
 
 _first_lock = threading.Lock()  # taken only when a closed mailbox is drained
+_flag_lock = threading.Lock()  # taken when a stop flag is set or waited on
 
 
 def dead_actor_error(name: str) -> ActorDeadError:
@@ -36,7 +37,45 @@ def dead_actor_error(name: str) -> ActorDeadError:
     return ActorDeadError(f"actor {name} is stopped; the message was not delivered")
 
 
-class Mailbox:
+class StopFlag:
+    """An actor's stopped flag: `threading.Event`'s interface at a fraction of its size.
+
+    pykka exposes it as `actor_stopped`; an `Event` costs a condition and a lock per
+    actor, while almost every caller only asks `is_set()`. The event is made only for
+    a caller that waits. A `Mailbox` is one (`GreenroomActor.actor_stopped` is its
+    mailbox), so an actor does not pay for one more object.
+    """
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        """Whether the actor has stopped."""
+        return self._set
+
+    def set(self) -> None:
+        """Mark the actor stopped and wake any waiter."""
+        with _flag_lock:
+            self._set = True
+            event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the actor has stopped; whether it had within `timeout` seconds."""
+        with _flag_lock:
+            if self._set:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
+
+
+class Mailbox(StopFlag):
     """A FIFO of messages for one actor that hands the actor to the dispatcher.
 
     Items are bare messages (a `tell`) or pykka `Envelope`s (an `ask`, which carries
@@ -69,6 +108,7 @@ class Mailbox:
     def __init__(
         self, name: str, tracker: ActivityTracker, metrics: Metrics, dispatcher: Dispatcher
     ) -> None:
+        super().__init__()
         self._name = name
         self._tracker = tracker
         self._metrics = metrics
@@ -80,6 +120,12 @@ class Mailbox:
         self._scheduled = threading.Lock()
         self._scheduled.acquire()
         self._runnable: Runnable | None = None
+
+    @property
+    def runnable(self) -> Runnable | None:
+        """The actor this mailbox hands to the dispatcher: set when it starts taking
+        mail, `None` before and once it is closed."""
+        return self._runnable
 
     def start(self, runnable: Runnable, first: Any) -> None:
         """Put `first` ahead of any mail and queue `runnable` on the dispatcher."""

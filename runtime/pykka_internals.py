@@ -15,6 +15,7 @@ import inspect
 from typing import Any
 
 import pykka
+from pykka import ActorRef
 from pykka._envelope import Envelope
 from pykka._future import _Unset
 from pykka._types import OptExcInfo
@@ -29,6 +30,14 @@ ActorStop: type[Any] = _ActorStop
 Unset: type[Any] = _Unset
 UNSET: Any = _Unset()
 """One `_Unset` marker for every future (pykka makes a new one per future)."""
+
+
+class _Referent:
+    """What `pykka.ActorRef.__init__` reads of an actor (for `check`)."""
+
+    actor_urn = "urn:check"
+    actor_inbox = None
+    actor_stopped = None
 
 
 def check() -> None:
@@ -49,6 +58,19 @@ def check() -> None:
     fresh = vars(pykka.Future())
     if set(fresh) != {"_get_hook", "_get_hook_result"} or fresh["_get_hook"] is not None:
         problems.append("pykka.Future() no longer sets just _get_hook and _get_hook_result")
+    # `GreenroomActorRef.__init__` sets these itself, and stands in for the weakref.
+    ref: Any = ActorRef.__new__(ActorRef)
+    ActorRef.__init__(ref, _Referent())
+    if set(vars(ref)) != {
+        "_actor_weakref",
+        "actor_class",
+        "actor_urn",
+        "actor_inbox",
+        "actor_stopped",
+    }:
+        problems.append(
+            "pykka.ActorRef() no longer sets just its weakref, class, urn, inbox and stopped flag"
+        )
     stop: object = _ActorStop
     if not (isinstance(stop, type) and not inspect.signature(stop).parameters):
         problems.append("pykka.messages._ActorStop() changed")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import logging
 import threading
+import weakref
 
 import pykka
 import pytest
@@ -131,6 +133,18 @@ def test_messages_before_stop_are_handled_and_on_stop_runs(rt: Runtime) -> None:
     assert ref.stop() is True
     assert actor.stopped_with == 100
     assert ref.stop() is False  # already dead
+
+
+def test_a_ref_kept_after_the_stop_does_not_keep_the_actor(rt: Runtime) -> None:
+    ref = rt.spawn(Counter, actor_id="c")
+    assert ref.proxy().count.get() == 0  # (pykka's proxies find the actor through the ref)
+    actor = weakref.ref(ref._actor_weakref())
+    assert ref.stop() is True
+    assert ref._actor_weakref() is None
+    gc.collect()
+    assert actor() is None  # gone, though the host still holds its ref
+    with pytest.raises(pykka.ActorDeadError):
+        ref.proxy()
 
 
 def test_spawn_rejects_duplicates_and_non_actors(rt: Runtime) -> None:

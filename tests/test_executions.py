@@ -477,6 +477,34 @@ def test_malformed_usage_is_refused(rt: Runtime, usage: Any, match: str) -> None
 # -- cancel ---------------------------------------------------------------------------------
 
 
+def test_one_llm_call_awaited_twice_asks_twice(rt: Runtime) -> None:
+    async def twice(ctx: Any) -> Any:
+        call = ctx.llm("again?")
+        return [await call, await call]
+
+    first = rt.executions.start(twice)
+    second = rt.executions.feed(first.session_id, "a")
+    assert second.status == "needs_response"
+    assert second.query_ids == ["q-2-0"]
+    assert second.queries[0].prompt == "again?"
+    assert rt.executions.feed(first.session_id, "b").result == ["a", "b"]
+
+
+def test_a_cancel_reaches_the_strategy_as_generator_exit_at_its_await(rt: Runtime) -> None:
+    caught: list[type[BaseException]] = []
+
+    async def watchful(ctx: Any) -> Any:
+        try:
+            await ctx.llm("wait for me")
+        except BaseException as error:
+            caught.append(type(error))
+            raise
+
+    sid = rt.executions.start(watchful).session_id
+    assert rt.executions.cancel(sid).status == "cancelled"
+    assert caught == [GeneratorExit]
+
+
 def test_cancel_a_paused_async_session_closes_its_coroutine(rt: Runtime) -> None:
     closed = []
 

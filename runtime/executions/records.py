@@ -234,6 +234,26 @@ class TokenCount:
 
 _ZERO_TOKENS = TokenCount()  # shared by every snapshot whose count is still 0
 
+_SHARED_BELOW = 4096  # token counts below this are shared (at most twice this many)
+_shared_counts: dict[int, TokenCount] = {}
+
+
+def _token_count(value: int, source: str) -> TokenCount:
+    """`TokenCount(value, source)`, one shared object per small count.
+
+    Every paused session's stats hold two counts, and most of them are small numbers
+    sessions have in common: shared, they are not one more object each for the cyclic
+    GC to walk. (A dict read and write is atomic: threads may race to add the same
+    count, and either object will do.)
+    """
+    if not 0 <= value < _SHARED_BELOW:
+        return TokenCount(value, source)
+    key = value if source == ESTIMATED else ~value
+    found = _shared_counts.get(key)
+    if found is None:
+        found = _shared_counts.setdefault(key, TokenCount(value, source))
+    return found
+
 
 @attrs.frozen(eq=True, hash=False)
 class ExecutionStats:
@@ -447,10 +467,10 @@ def stats_of(
     both = PROVIDED if prompt_source == response_source == PROVIDED else ESTIMATED
     prompt = prompt_view or _ZERO_TOKENS
     if prompt.value != prompt_tokens or prompt.source != prompt_source:
-        prompt = TokenCount(prompt_tokens, prompt_source)
+        prompt = _token_count(prompt_tokens, prompt_source)
     response = response_view or _ZERO_TOKENS
     if response.value != response_tokens or response.source != response_source:
-        response = TokenCount(response_tokens, response_source)
+        response = _token_count(response_tokens, response_source)
     # Positional: this runs twice a feed, and keywords cost a third more here.
     return ExecutionStats(
         elapsed_ms,
@@ -461,7 +481,7 @@ def stats_of(
         response_chars,
         prompt,
         response,
-        TokenCount(prompt_tokens + response_tokens, both),
+        _token_count(prompt_tokens + response_tokens, both),
         custom,
         logs,
         logs_dropped,
@@ -594,20 +614,49 @@ def _every(answers: list[str]) -> list[str]:
     return list(answers)
 
 
-class LlmCall(Generic[T]):
+class LlmCall(Generator["LlmCall[T]", list[str], T]):
     """What `ctx.llm` (a `str`) and `ctx.llm_batch` (a `list[str]`) return in an async
-    strategy: awaiting it pauses the session until the host has answered."""
+    strategy: awaiting it pauses the session until the host has answered.
 
-    __slots__ = ("_pick", "requests")
+    It is its own awaitable's iterator (no generator object per pause, which every
+    paused session would keep): the first step yields the call itself to the session's
+    driver, which sends the answers back in; they finish the `await`. Awaited again,
+    it pauses again, as a generator made per `await` would.
+    """
 
-    def __init__(self, requests: tuple[LlmRequest, ...], pick: Callable[[list[str]], T]) -> None:
-        self.requests = requests
+    __slots__ = ("_asked", "_paused", "_pick")
+
+    def __init__(
+        self, asked: LlmRequest | tuple[LlmRequest, ...], pick: Callable[[list[str]], T]
+    ) -> None:
+        self._asked = asked  # (one request alone: no tuple kept per paused session)
         self._pick = pick
+        self._paused = False
+
+    @property
+    def requests(self) -> tuple[LlmRequest, ...]:
+        """The requests asked, in order."""
+        asked = self._asked
+        return asked if isinstance(asked, tuple) else (asked,)
 
     def __await__(self) -> Generator[LlmCall[T], list[str], T]:
         """Pause: the session's actor sends the answers back into the coroutine."""
-        answers = yield self
-        return self._pick(answers)
+        return self
+
+    def send(self, answers: list[str] | None) -> LlmCall[T]:
+        """The first step yields this call (the pause); the next one, given the
+        answers, ends the `await` with them (`StopIteration`)."""
+        if not self._paused:
+            self._paused = True
+            return self
+        self._paused = False
+        raise StopIteration(self._pick(answers))  # type: ignore[arg-type]
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> LlmCall[T]:
+        """Raise the exception thrown in (a cancel, a close) at the `await`."""
+        self._paused = False
+        error = val if val is not None else typ() if isinstance(typ, type) else typ
+        raise error if tb is None else error.with_traceback(tb)
 
     def __repr__(self) -> str:
         count = len(self.requests)
@@ -661,15 +710,14 @@ def _request(
     max_tokens: int,
     grounded: bool,
     underspecified: bool,
-) -> tuple[LlmRequest]:
-    request = LlmRequest(
+) -> LlmRequest:
+    return LlmRequest(
         prompt,
         system=system,
         max_tokens=max_tokens,
         grounded=grounded,
         underspecified=underspecified,
     )
-    return (request,)
 
 
 def _batch(requests: object) -> tuple[LlmRequest, ...]:
@@ -711,8 +759,8 @@ class ExecutionContext(StrategyContext):
         underspecified: bool = False,
     ) -> str:
         """Ask the host's LLM one question; its answer, once the host has fed it."""
-        requests = _request(prompt, system, max_tokens, grounded, underspecified)
-        return self._backend.request(requests)[0]
+        request = _request(prompt, system, max_tokens, grounded, underspecified)
+        return self._backend.request((request,))[0]
 
     def llm_batch(self, requests: Sequence[LlmRequest]) -> list[str]:
         """Ask several questions at once; the answers in request order.
