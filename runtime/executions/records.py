@@ -614,49 +614,28 @@ def _every(answers: list[str]) -> list[str]:
     return list(answers)
 
 
-class LlmCall(Generator["LlmCall[T]", list[str], T]):
+class LlmCall(Generic[T]):
     """What `ctx.llm` (a `str`) and `ctx.llm_batch` (a `list[str]`) return in an async
-    strategy: awaiting it pauses the session until the host has answered.
+    strategy: awaiting it pauses the session until the host has answered."""
 
-    It is its own awaitable's iterator (no generator object per pause, which every
-    paused session would keep): the first step yields the call itself to the session's
-    driver, which sends the answers back in; they finish the `await`. Awaited again,
-    it pauses again, as a generator made per `await` would.
-    """
-
-    __slots__ = ("_asked", "_paused", "_pick")
+    __slots__ = ("_asked", "_pick")
 
     def __init__(
         self, asked: LlmRequest | tuple[LlmRequest, ...], pick: Callable[[list[str]], T]
     ) -> None:
         self._asked = asked  # (one request alone: no tuple kept per paused session)
         self._pick = pick
-        self._paused = False
 
     @property
     def requests(self) -> tuple[LlmRequest, ...]:
         """The requests asked, in order."""
         asked = self._asked
-        return asked if isinstance(asked, tuple) else (asked,)
+        return asked if type(asked) is tuple else (asked,)  # type: ignore[return-value]
 
     def __await__(self) -> Generator[LlmCall[T], list[str], T]:
         """Pause: the session's actor sends the answers back into the coroutine."""
-        return self
-
-    def send(self, answers: list[str] | None) -> LlmCall[T]:
-        """The first step yields this call (the pause); the next one, given the
-        answers, ends the `await` with them (`StopIteration`)."""
-        if not self._paused:
-            self._paused = True
-            return self
-        self._paused = False
-        raise StopIteration(self._pick(answers))  # type: ignore[arg-type]
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> LlmCall[T]:
-        """Raise the exception thrown in (a cancel, a close) at the `await`."""
-        self._paused = False
-        error = val if val is not None else typ() if isinstance(typ, type) else typ
-        raise error if tb is None else error.with_traceback(tb)
+        answers = yield self
+        return self._pick(answers)
 
     def __repr__(self) -> str:
         count = len(self.requests)
