@@ -183,9 +183,9 @@ class GreenroomActorRef(ActorRef[Any]):
         self._caller_runs = actor.ctx.config.caller_runs
 
     def _actor_weakref(self) -> GreenroomActor | None:  # type: ignore[override]
-        """The actor while it runs, else `None`: what pykka's weakref to it gives (its
-        proxies call this), without the weakref. The mailbox holds the actor until it
-        stops, so a ref kept by a host keeps no stopped actor's state alive."""
+        """The actor until it stops, then `None`: what pykka's weakref to it gives (its
+        proxies call this), without the weakref. The mailbox holds the actor from its
+        making until it stops, so a ref kept by a host keeps no stopped actor alive."""
         actor = self.actor_inbox.runnable
         return actor if isinstance(actor, GreenroomActor) else None
 
@@ -277,7 +277,8 @@ class GreenroomActor(pykka.Actor):
     # pykka's hooks for new execution models ------------------------------------------
 
     def _create_actor_inbox(self) -> Mailbox:  # type: ignore[override]
-        return Mailbox(self.name, self.ctx.tracker, self.ctx.metrics, self.ctx.dispatcher)
+        ctx = self.ctx
+        return Mailbox(self.name, ctx.tracker, ctx.metrics, ctx.dispatcher, self)
 
     @staticmethod
     def _create_future() -> GreenroomFuture[Any]:
@@ -427,6 +428,7 @@ class GreenroomActor(pykka.Actor):
             # KeyboardInterrupt, SystemExit and the like: stop this actor (not every
             # actor of the process, as pykka would), keeping the asker informed.
             exc_info = sys.exc_info()
+            self._reply_to = None
             self.ctx.metrics.incr("actor_failures")
             log.critical(
                 "actor %s (%s) stops: %s while handling %s",

@@ -106,7 +106,12 @@ class Mailbox(StopFlag):
     )
 
     def __init__(
-        self, name: str, tracker: ActivityTracker, metrics: Metrics, dispatcher: Dispatcher
+        self,
+        name: str,
+        tracker: ActivityTracker,
+        metrics: Metrics,
+        dispatcher: Dispatcher,
+        runnable: Runnable | None = None,
     ) -> None:
         super().__init__()
         self._name = name
@@ -119,12 +124,13 @@ class Mailbox(StopFlag):
         # Held until start(): mail sent to an actor that is not started yet waits.
         self._scheduled = threading.Lock()
         self._scheduled.acquire()
-        self._runnable: Runnable | None = None
+        # Its actor, from the start (its ref finds it here: a proxy made in the actor's
+        # constructor works); nothing schedules it before `start` or `open`.
+        self._runnable: Runnable | None = runnable
 
     @property
     def runnable(self) -> Runnable | None:
-        """The actor this mailbox hands to the dispatcher: set when it starts taking
-        mail, `None` before and once it is closed."""
+        """The actor this mailbox hands to the dispatcher (`None` once it is closed)."""
         return self._runnable
 
     def start(self, runnable: Runnable, first: Any) -> None:

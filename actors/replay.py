@@ -151,11 +151,14 @@ class ReplayBuffer(GreenroomActor):
         self._subs: Sequence[weakref.ref[Subscription]] = ()  # (a list once subscribed)
         self._idle_since = ctx.clock.monotonic()
         self._retired = False
+        # A dormant slot's appends (list, first index, first position), until `_adopt`.
+        self._raw: tuple[list[Any], int, int] | None = None
         self._take_over(slot)
 
     def _take_over(self, slot: BufferSlot) -> None:
-        """Take the events a dormant slot held (see `greenroom.replay.slot`); this runs
-        in the spawn, under the facade's lock, so no publish slips in between."""
+        """Take over what a dormant slot held (see `greenroom.replay.slot`). This runs in
+        the spawn, under the facade's lock, so no publish slips in between; the events
+        are made in the first turn (`_adopt`), not under that lock."""
         held = slot.held
         if held is None:
             return
@@ -163,10 +166,16 @@ class ReplayBuffer(GreenroomActor):
         self._tail = slot.tail
         self._revision = slot.revision
         self._idle_since = slot.idle_since
+        self._raw = (held, slot.head, slot.oldest)
+
+    def _adopt(self) -> None:
+        """Make the events a dormant slot held (before any message sees the buffer)."""
+        assert self._raw is not None
+        held, at, position = self._raw
+        self._raw = None
         sid = self.session_id
-        position = slot.oldest - 1
+        position -= 1
         events = []
-        at = 0
         while at < len(held):  # (flat: time, revision, count, payloads; see the slot)
             stamp, revision, count = held[at : at + 3]
             head = f"{self._prefix}{revision}:"
@@ -189,6 +198,8 @@ class ReplayBuffer(GreenroomActor):
                 )
 
     def on_receive(self, message: object) -> Any:
+        if self._raw is not None:
+            self._adopt()
         if self._retired:
             if self._reply_to is None and type(message) is Append:
                 # Cannot happen (the facade lets a buffer retire only with no told

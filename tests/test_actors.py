@@ -8,11 +8,13 @@ import itertools
 import logging
 import threading
 import weakref
+from typing import Any
 
 import pykka
 import pytest
 
 from greenroom import FakeClock, Runtime, RuntimeConfig
+from greenroom.actors.base import ActorContext, GreenroomActor
 from greenroom.errors import InvalidInput, InvalidTransition, NotFound, SettleTimeout
 
 from .actors_for_tests import BadStart, Block, Counter, Relay, Ticker
@@ -145,6 +147,48 @@ def test_a_ref_kept_after_the_stop_does_not_keep_the_actor(rt: Runtime) -> None:
     assert actor() is None  # gone, though the host still holds its ref
     with pytest.raises(pykka.ActorDeadError):
         ref.proxy()
+
+
+class _SelfProxy(GreenroomActor):
+    """Makes a proxy of itself in its constructor, as pykka allows."""
+
+    kind = "self_proxy"
+
+    def __init__(self, ctx: ActorContext) -> None:
+        super().__init__(ctx)
+        self.me = self.actor_ref.proxy()
+
+    def hello(self) -> str:
+        return "hi"
+
+
+class _Answer:
+    """An answer whose life a test follows (a weak reference to it)."""
+
+
+class _Answers(GreenroomActor):
+    kind = "answers"
+
+    def on_receive(self, message: Any) -> Any:
+        return _Answer()
+
+
+def test_a_proxy_made_in_the_constructor_works(rt: Runtime) -> None:
+    ref = rt.spawn(_SelfProxy, actor_id="p")
+    assert ref.proxy().hello().get(timeout=5) == "hi"
+    assert ref.ask("x", timeout=5) is None
+
+
+def test_an_idle_actor_keeps_neither_its_last_askers_future_nor_the_answer(rt: Runtime) -> None:
+    ref = rt.spawn(_Answers, actor_id="a")
+    answer = weakref.ref(ref.ask("question"))
+    gc.collect()
+    assert answer() is None  # the asker dropped it, and so did the actor
+    future = ref.ask("again", block=False)
+    kept = weakref.ref(future.get(timeout=5))
+    del future
+    gc.collect()
+    assert kept() is None
 
 
 def test_spawn_rejects_duplicates_and_non_actors(rt: Runtime) -> None:

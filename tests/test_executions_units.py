@@ -165,6 +165,22 @@ def test_token_accounting(prompts: list[str], data: st.DataObject) -> None:
     assert (stats.elapsed_ms, stats.llm_calls, stats.pauses) == (1500, len(prompts), 1)
 
 
+def test_sessions_with_the_same_small_counts_share_their_token_count_objects() -> None:
+    def stats(prompt: str, answer: str) -> ExecutionStats:
+        metrics = SessionMetrics(0.0)
+        query = LlmQuery("q-1-0", prompt, None, 1024)
+        metrics.asked([query])
+        metrics.answered(query, answer, None)
+        return metrics.snapshot(1.0)
+
+    one, two = stats("p" * 400, "a" * 40), stats("q" * 400, "b" * 40)
+    assert one.prompt_tokens is two.prompt_tokens  # equal small counts: one object
+    assert one.total_tokens is two.total_tokens
+    big = stats("p" * 40_000, "a"), stats("p" * 40_000, "a")
+    assert big[0].prompt_tokens == big[1].prompt_tokens == TokenCount(10_000, "estimated")
+    assert big[0].prompt_tokens is not big[1].prompt_tokens  # large ones are not kept
+
+
 def test_no_queries_means_estimated_zero() -> None:
     stats = SessionMetrics(0.0).snapshot(0.0)
     assert stats.total_tokens == TokenCount(0, "estimated")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from greenroom import FakeClock, Gap, Replayed, Runtime, RuntimeConfig, Subscription
@@ -122,6 +122,7 @@ _OPS = st.lists(
             st.integers(0, 3),
         ),
         st.tuples(st.just("advance"), st.sampled_from([1.0, 5.0, TICK, MAX_AGE, 45.0]), st.none()),
+        st.tuples(st.just("read"), st.none(), st.none()),  # wakes a dormant buffer
     ),
     max_size=12,
 )
@@ -129,9 +130,18 @@ _examples = itertools.count()
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=_OPS)
+@example(  # a batch across the count bound, all of it aged out at once, then more
+    ops=[
+        ("publish", [1, 2, 3, 4, 5, 6], 0),
+        ("advance", 45.0, None),
+        ("publish", [7, 8, 9, 10, 11, 12, 13], 1),
+        ("read", None, None),
+        ("publish", [14], 2),
+    ]
+)
 def test_a_dormant_buffer_ends_as_an_awake_one_would(
     rt: Runtime, fake_clock: FakeClock, ops: list[tuple[str, Any, Any]]
 ) -> None:
@@ -143,6 +153,10 @@ def test_a_dormant_buffer_ends_as_an_awake_one_would(
     for op, arg, revision in ops:
         if op == "advance":
             fake_clock.advance(arg)
+            continue
+        if op == "read":  # a read: it wakes a dormant buffer and does not touch its idleness
+            for session in (dormant, awake):
+                assert isinstance(rt.replay.after(format_cursor("0" * 16, 0, 0, session)), Gap)
             continue
         for session in (dormant, awake):
             if len(arg) == 1:
@@ -182,3 +196,79 @@ def test_publishes_racing_the_wake_are_kept_once_and_in_order(
     for name in ("t0", "t1", "t2", "t3"):
         assert [k for who, k in payloads if who == name] == list(range(per_thread))
     assert rt.metrics()["replay_events_appended"] == 4 * per_thread + 1
+
+
+def test_a_read_first_wakes_a_dormant_buffer_and_finds_what_it_held(rt: Runtime) -> None:
+    rt.replay.publish_many("s", ["a", "b"])
+    gap = rt.replay.after(format_cursor("0" * 16, 0, 0, "s"))  # the first call: a read
+    assert isinstance(gap, Gap)
+    assert gap.reason == "unavailable"
+    assert parse_cursor(gap.latest_cursor).position == 2
+    epoch = parse_cursor(gap.latest_cursor).epoch
+    result = rt.replay.after(format_cursor(epoch, 0, 0, "s"))
+    assert isinstance(result, Replayed)
+    assert [e.payload for e in result.events] == ["a", "b"]
+
+
+def test_a_woken_buffer_keeps_the_idle_time_it_had_while_dormant(
+    rt: Runtime, fake_clock: FakeClock
+) -> None:
+    rt.replay.publish("s", "old")
+    fake_clock.advance(MAX_AGE + TICK)  # trimmed on the tick at 40 s: empty, idle since 40
+    assert rt.metrics()["replay_events_trimmed"] == 1
+    fake_clock.advance(25)  # 65 s
+    assert isinstance(rt.replay.after(format_cursor("0" * 16, 0, 0, "s")), Gap)  # wakes it
+    assert len(rt.actor_ids("replay_buffer")) == 1
+    fake_clock.advance(15)  # 80 s: idle for 40 s since it emptied (not 15 since it woke)
+    assert rt.metrics()["replay_buffers_dropped"] == 1
+    assert rt.actor_ids("replay_buffer") == []
+
+
+def test_publishers_racing_trims_drops_and_wakes_lose_nothing(
+    rt: Runtime, fake_clock: FakeClock
+) -> None:
+    """Publishers on threads while the clock trims and drops buffers and readers wake
+    them: every event is appended once, and each is held or counted trimmed."""
+    sessions = [f"r{i}" for i in range(3)]
+    per_thread = 400
+    go = threading.Barrier(4)
+
+    def publisher(name: str) -> None:
+        go.wait()
+        for k in range(per_thread):
+            rt.replay.publish(sessions[k % 3], (name, k))
+
+    threads = [threading.Thread(target=publisher, args=(f"t{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    go.wait()
+    for step in range(12):
+        fake_clock.advance(TICK if step % 2 else MAX_AGE)
+        rt.replay.after(format_cursor("0" * 16, 0, 0, sessions[step % 3]))  # wakes one
+    for thread in threads:
+        thread.join(WAIT)
+    rt.settle()
+    held = 0
+    for session in sessions:
+        cursor = parse_cursor(rt.replay.current_cursor(session))
+        result = rt.replay.after(format_cursor(cursor.epoch, 0, cursor.position, session))
+        assert isinstance(result, Replayed)
+        gap = rt.replay.after(format_cursor(cursor.epoch, 0, 0, session))
+        events = gap.events if isinstance(gap, Replayed) else ()
+        if isinstance(gap, Gap):
+            assert gap.reason == "trimmed"
+            if gap.oldest_position is not None:
+                resumed = rt.replay.after(
+                    format_cursor(cursor.epoch, 0, gap.oldest_position - 1, session)
+                )
+                assert isinstance(resumed, Replayed)
+                events = resumed.events
+        positions = [e.position for e in events]
+        assert positions == list(range(cursor.position - len(events) + 1, cursor.position + 1))
+        for name in ("t0", "t1", "t2"):
+            mine = [k for who, k in (e.payload for e in events) if who == name]
+            assert mine == sorted(mine)
+        held += len(events)
+    metrics = rt.metrics()
+    assert metrics["replay_events_appended"] == 3 * per_thread
+    assert held + metrics["replay_events_trimmed"] == 3 * per_thread

@@ -13,10 +13,11 @@ first use by a call that needs one: `append`, `current_cursor` (a cursor names a
 buffer incarnation, so there must be one to name) and a `subscribe` that registers a
 subscriber. `publish` makes a dormant buffer: its events are held in the buffer's slot
 (`greenroom.replay.slot`), appended on the publisher's thread under the replay lock,
-until one of those calls (or an `after`) starts the actor, which takes them over.
-Reads never make one: `after` (or `subscribe`, `follow`) of a
-cursor of a session that has no buffer is answered here, as by an empty buffer at the
-epoch reserved for the session's next buffer: `Gap(unavailable)` for any cursor but
+until any call but a publish (`append`, `current_cursor`, `after`, any `subscribe`)
+reaches the session and starts the actor, which takes them over. Reads never make
+one: `after` (or `subscribe`, `follow`) of a cursor of a session that has no buffer
+is answered here, as by an empty buffer at the epoch reserved for the session's next
+buffer: `Gap(unavailable)` for any cursor but
 that reserved epoch's own at position 0 (which replays nothing), and the gap's
 `latest_cursor` names that reserved epoch, so resuming from it replays everything
 appended from then on. Reservations are held for the last `_MAX_RESERVED` sessions
@@ -25,12 +26,13 @@ never a wrong replay. An empty buffer nobody subscribes to is dropped again once
 for `max_event_age_s`. See `greenroom.replay.records` for the gap rules and
 `greenroom.cursor` for the cursor format.
 
-Publishing: `publish` / `publish_many` tell the buffer instead of asking it, so they
-never wait (usable inside actor handlers) and the buffer handles many appends per
-turn. Backpressure: there is none beyond the buffer's mailbox, which is unbounded. A
-host that publishes faster than the buffer appends and fans out grows that mailbox;
-`rt.metrics()["replay_publishes_pending"]` shows how many publishes are on their way,
-and `append` (which waits for its event) paces a producer that needs it.
+Publishing: `publish` / `publish_many` append to a dormant buffer here, or tell an
+awake buffer's actor instead of asking it, so they never wait (usable inside actor
+handlers) and the actor handles many appends per turn. Backpressure: there is none
+beyond the actor's mailbox, which is unbounded. A host that publishes faster than the
+buffer appends and fans out grows that mailbox; `rt.metrics()["replay_publishes_pending"]`
+shows how many publishes are on their way, and `append` (which waits for its event)
+paces a producer that needs it.
 
 Where the waiting calls (`append`, `append_many`, `current_cursor`, `after`,
 `subscribe`, `follow`) may be called: from a host thread, a `run_blocking` job or a
@@ -283,7 +285,8 @@ class Replay:
         """Append one event without waiting for it (fire and forget).
 
         The payload, session id and revision are checked on the caller's thread
-        (`InvalidInput`, nothing appended), then the buffer is told. Never waits, so
+        (`InvalidInput`, nothing appended), then the event is appended here if the buffer
+        is dormant (see the module docstring), or its actor is told. Never waits, so
         it may be called from inside actor handlers. Events published from one thread
         are appended in the order sent (also relative to that thread's
         `append` calls); the buffer never retires while publishes are on their way
@@ -459,7 +462,7 @@ class Replay:
                     continue
                 held = slot.held
                 assert held is not None
-                if held and held[0] >= cutoff:
+                if len(held) > slot.head and held[slot.head] >= cutoff:
                     continue  # (the common case: nothing old enough)
                 _, by_age = slot.trim_held(config.max_events_per_session, cutoff, now)
                 if by_age:
@@ -551,8 +554,8 @@ class Replay:
         never waits (see `publish`)."""
         config = self._config
         for _ in range(_RETRIES):
-            now = self._clock.monotonic()
             with self._lock:
+                now = self._clock.monotonic()  # (read here: stamps stay in order)
                 slot = self._slot_locked(session_id)
                 held = slot.held is not None
                 if held:

@@ -6,6 +6,8 @@ from typing import Any
 
 __all__ = ["BufferSlot"]
 
+_CUT_AT = 96  # trimmed entries kept at the front before the list is cut (when half of it)
+
 
 class BufferSlot:
     """One buffer incarnation's epoch, its told appends and, while it has no actor, its
@@ -25,7 +27,17 @@ class BufferSlot:
     of its own (`greenroom.replay.namespace`): this module sits below the actors.
     """
 
-    __slots__ = ("epoch", "handled", "held", "idle_since", "oldest", "revision", "sent", "tail")
+    __slots__ = (
+        "epoch",
+        "handled",
+        "head",
+        "held",
+        "idle_since",
+        "oldest",
+        "revision",
+        "sent",
+        "tail",
+    )
 
     def __init__(self, epoch: str, now: float) -> None:
         self.epoch = epoch
@@ -33,10 +45,13 @@ class BufferSlot:
         self.handled = 0
         # While dormant: the held appends, oldest first, flat: arrival time, revision,
         # count, then that many payloads, for each (a tuple per append would be one
-        # more object for the cyclic GC to walk, per event of every session). Their
-        # positions run from `oldest` to `tail`, contiguous; `revision` is the highest
-        # seen, `idle_since` when the buffer was made or last became empty.
+        # more object for the cyclic GC to walk, per event of every session), from
+        # index `head` on (trimmed ones before it: the list is cut when they are half
+        # of it, as a `Fifo` is, so a trim costs what it trims). Their positions run
+        # from `oldest` to `tail`, contiguous; `revision` is the highest seen,
+        # `idle_since` when the buffer was made or last became empty.
         self.held: list[Any] | None = []
+        self.head = 0
         self.tail = 0
         self.oldest = 1
         self.revision = 0
@@ -66,27 +81,35 @@ class BufferSlot:
         `cutoff` (as the actor trims); the numbers dropped by count and by age."""
         held = self.held
         assert held is not None
+        at = self.head
         by_count = by_age = 0
         excess = self.tail - self.oldest + 1 - max_events
         while excess > 0:
-            count = held[2]
+            count = held[at + 2]
             if count <= excess:
-                del held[: 3 + count]
+                at += 3 + count
                 taken = count
-            else:  # (a batch across the bound keeps its newer part)
-                del held[3 : 3 + excess]
-                held[2] = count - excess
+            else:  # (a batch across the bound keeps its newer part: its head moves up)
+                stamp, revision = held[at], held[at + 1]
+                at += excess
+                held[at : at + 3] = (stamp, revision, count - excess)
                 taken = excess
-            self.oldest += taken
             by_count += taken
             excess -= taken
-        while held and held[0] < cutoff:
-            taken = held[2]
-            del held[: 3 + taken]
-            self.oldest += taken
+        while at < len(held) and held[at] < cutoff:
+            taken = held[at + 2]
+            at += 3 + taken
             by_age += taken
-        if (by_count or by_age) and not held:
-            self.idle_since = now
+        if at != self.head:
+            self.oldest += by_count + by_age
+            if at == len(held):
+                held.clear()
+                at = 0
+                self.idle_since = now
+            elif at >= _CUT_AT and at * 2 >= len(held):
+                del held[:at]
+                at = 0
+            self.head = at
         return by_count, by_age
 
     def __repr__(self) -> str:
