@@ -18,7 +18,8 @@ class BufferSlot:
     ever published to, and an actor per session is the larger part of their cost). The
     first call that needs the buffer's actor (an ask, a subscribe) spawns it under that
     lock; the actor takes `held`, `tail`, `revision` and `idle_since` over in its
-    constructor and `held` becomes `None`: from then on publishes are told.
+    constructor (and makes the events in its first turn, off that lock) and `held`
+    becomes `None`: from then on publishes are told.
 
     `sent` is bumped by publishers under the facade's replay lock before they tell;
     `handled` only by the buffer, on its own thread, as it handles each one. The
