@@ -465,12 +465,28 @@ def stats_of(
     prompt_source = PROVIDED if llm_calls and not prompt_estimated else ESTIMATED
     response_source = PROVIDED if responses and not response_estimated else ESTIMATED
     both = PROVIDED if prompt_source == response_source == PROVIDED else ESTIMATED
+    # (A large count is made here: a call to `_token_count` per count costs a feed of a
+    # long session about 0.5 us.)
     prompt = prompt_view or _ZERO_TOKENS
     if prompt.value != prompt_tokens or prompt.source != prompt_source:
-        prompt = _token_count(prompt_tokens, prompt_source)
+        prompt = (
+            _token_count(prompt_tokens, prompt_source)
+            if prompt_tokens < _SHARED_BELOW
+            else TokenCount(prompt_tokens, prompt_source)
+        )
     response = response_view or _ZERO_TOKENS
     if response.value != response_tokens or response.source != response_source:
-        response = _token_count(response_tokens, response_source)
+        response = (
+            _token_count(response_tokens, response_source)
+            if response_tokens < _SHARED_BELOW
+            else TokenCount(response_tokens, response_source)
+        )
+    total_tokens = prompt_tokens + response_tokens
+    total = (
+        _token_count(total_tokens, both)
+        if total_tokens < _SHARED_BELOW
+        else TokenCount(total_tokens, both)
+    )
     # Positional: this runs twice a feed, and keywords cost a third more here.
     return ExecutionStats(
         elapsed_ms,
@@ -481,7 +497,7 @@ def stats_of(
         response_chars,
         prompt,
         response,
-        _token_count(prompt_tokens + response_tokens, both),
+        total,
         custom,
         logs,
         logs_dropped,
