@@ -646,7 +646,7 @@ class LlmCall(Generic[T]):
     def requests(self) -> tuple[LlmRequest, ...]:
         """The requests asked, in order."""
         asked = self._asked
-        return asked if type(asked) is tuple else (asked,)  # type: ignore[return-value]
+        return asked if isinstance(asked, tuple) else (asked,)
 
     def __await__(self) -> Generator[LlmCall[T], list[str], T]:
         """Pause: the session's actor sends the answers back into the coroutine."""
