@@ -89,6 +89,7 @@ class BlockWriter(GreenroomActor):
         # not written here (its output fails, counted and logged).
         self._owned_by = owned_by
         self._creates: dict[str, dict[str, Any]] = {}  # new blocks' objects
+        self._unchecked: set[str] = set()  # those of them that may be stored already
         self._counts: dict[str, LineCounts] = {}  # blocks' live counts, loaded on first use
         self._output: dict[str, bytearray] = {}
         # Output held back while an operation of its block runs (counted already).
@@ -140,6 +141,8 @@ class BlockWriter(GreenroomActor):
             return counts.stats()
         elif cls is CreateBlock:
             self._creates[message.block_id] = message.meta
+            if not message.checked:
+                self._unchecked.add(message.block_id)
         elif cls is ForgetCounts:
             self._forget(message.block_id)
             return None
@@ -236,13 +239,16 @@ class BlockWriter(GreenroomActor):
         if counts is not None:
             return counts
         meta = self._creates.get(block_id)
-        if meta is None:
+        if meta is None or block_id in self._unchecked:
             try:
                 found = self.ctx.store.find_object(BLOCK, block_id)
             except StorageError as error:  # (a damaged row: counted from zero)
                 log.warning("block %r: counting from zero, its metadata: %s", block_id, error)
                 found = None
-            meta = {} if found is None else found.meta
+            if found is not None:
+                meta = found.meta
+            elif meta is None:
+                meta = {}
         return LineCounts(meta)
 
     def _queue_output(self, block_id: str, data: bytes | bytearray) -> None:
@@ -372,6 +378,7 @@ class BlockWriter(GreenroomActor):
 
     def _commit(self) -> None:
         creates, self._creates = self._creates, {}
+        unchecked, self._unchecked = self._unchecked, set()
         output, self._output = self._output, {}
         stats, self._stats = self._stats, {}
         waiting, self._waiting = self._waiting, []
@@ -383,6 +390,7 @@ class BlockWriter(GreenroomActor):
                 )
             except Exception as error:  # the whole transaction: nothing of it was stored
                 self._creates = {**creates, **self._creates}
+                self._unchecked |= unchecked
                 self._put_back(output, stats)
                 self._waiting = waiting + self._waiting  # answered once it is stored
                 self._retry(error)
@@ -435,6 +443,7 @@ class BlockWriter(GreenroomActor):
             if self._backlog is not None:
                 self._backlog.release(sum(len(data) for data in self._output.values()))
             self._output, self._stats, self._creates = {}, {}, {}
+            self._unchecked = set()
             return
         delay = min(_RETRY_FIRST_S * 2**self._retries, _RETRY_MAX_S)
         self._retries += 1

@@ -148,10 +148,13 @@ def prune_message(path: str | PathLike[str]) -> PruneArchive:
 @attrs.frozen
 class CreateBlock:
     """Tell the writer: make the block's stored object, with `meta`, if it is missing
-    (with its next batch: a new block costs no commit of its own)."""
+    (with its next batch: a new block costs no commit of its own). `checked`: the
+    sender knows the block is not stored (else the writer reads the store before it
+    counts the block's lines from `meta`)."""
 
     block_id: str
     meta: dict[str, Any]
+    checked: bool = True
 
 
 @attrs.frozen

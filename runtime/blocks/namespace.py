@@ -167,8 +167,10 @@ class Blocks:
         Block ids are 1-200 characters of letters, digits and `-_.:@` (else
         `InvalidInput`). An existing block keeps the view it was created with. The
         block's actor starts with the first call that needs it (output and stats never
-        do). May wait for the store: from an event loop, use `greenroom.aio`. On a
-        shared store, takes the block's lease (`LeaseHeld` if another host serves it).
+        do). A new block's object is made with the block writer's next batch (no read
+        or commit here). On a shared store, takes the block's lease (`LeaseHeld` if
+        another host serves it), which waits for the store: from an event loop, use
+        `greenroom.aio`.
         """
         self._kernel.check_open()
         check_block_id(block_id)
@@ -180,13 +182,13 @@ class Blocks:
         if self._leases.enabled:
             # A shared store: this host serves the block only with its lease
             # (`LeaseHeld` names the host that serves it now).
-            found: StoredObject | None = self._take_lease(block_id, view)
+            if self._take_lease(block_id, view) is None:
+                writer.tell(CreateBlock(block_id, {"view": view}))
         else:
-            found = self._kernel.store.find_object("block", block_id)
-        if found is None:
-            # A new block: the writer makes its object with its next batch (a read
-            # here, not a commit), before any of its output.
-            writer.tell(CreateBlock(block_id, {"view": view}))
+            # The writer makes the block's object with its next batch if it is missing
+            # (no read and no commit here: an existing one is left as it is), before
+            # any of its output, and reads it before it counts the block's lines.
+            writer.tell(CreateBlock(block_id, {"view": view}, checked=False))
         new = Block(None, block_id, writer, self._connector, self._backlog, self._handle_lock)
         with self._lock:
             return self._handles.setdefault(block_id, new)
