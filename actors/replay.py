@@ -57,7 +57,7 @@ from greenroom.replay.messages import (
     Unsubscribe,
 )
 from greenroom.replay.records import TRIMMED, UNAVAILABLE, Gap, ObservationEvent, Replayed
-from greenroom.replay.slot import BufferSlot
+from greenroom.replay.slot import BufferSlot, note_dropped, note_trimmed
 from greenroom.replay.subscription import Subscription
 
 __all__ = ["ReplayBuffer", "ReplayTrimmer", "gap_after"]
@@ -275,13 +275,7 @@ class ReplayBuffer(GreenroomActor):
         stamps = self._stamps
         while stamps and stamps.first()[1] < first:
             stamps.popleft()
-        self.ctx.metrics.incr("replay_events_trimmed", excess)
-        log.debug(
-            "replay buffer %r: trimmed %d events over max_events_per_session=%d",
-            self.session_id,
-            excess,
-            self._max_events,
-        )
+        note_trimmed(self.ctx.metrics, self.session_id, excess, 0, self._max_events, self._max_age)
 
     def _trim_age(self, now: float) -> None:
         stamps = self._stamps
@@ -298,12 +292,8 @@ class ReplayBuffer(GreenroomActor):
         if not events:
             self._idle_since = now
         if trimmed:
-            self.ctx.metrics.incr("replay_events_trimmed", trimmed)
-            log.debug(
-                "replay buffer %r: trimmed %d events older than max_event_age_s=%g",
-                self.session_id,
-                trimmed,
-                self._max_age,
+            note_trimmed(
+                self.ctx.metrics, self.session_id, 0, trimmed, self._max_events, self._max_age
             )
 
     def _fan_out(self, events: list[ObservationEvent]) -> None:
@@ -421,15 +411,7 @@ class ReplayBuffer(GreenroomActor):
             return
         self._retired = True
         self.actor_ref.stop(block=False)
-        self.ctx.metrics.incr("replay_buffers_dropped")
-        log.info(
-            "replay buffer %r (epoch %s, tail %d) dropped: no events and no subscribers "
-            "for more than max_event_age_s=%g",
-            self.session_id,
-            self.epoch,
-            self._tail,
-            self._max_age,
-        )
+        note_dropped(self.ctx.metrics, self.session_id, self.epoch, self._tail, self._max_age)
 
 
 class ReplayTrimmer(GreenroomActor):

@@ -90,7 +90,7 @@ from greenroom.replay.messages import (
     current_cursor_message,
 )
 from greenroom.replay.records import Gap, ObservationEvent, Replayed
-from greenroom.replay.slot import BufferSlot
+from greenroom.replay.slot import BufferSlot, note_dropped, note_trimmed
 from greenroom.replay.subscription import Subscription
 
 __all__ = ["PendingSubscribe", "Replay"]
@@ -425,25 +425,6 @@ class Replay:
                 self._wake_locked(session_id, slot)
             return slot
 
-    def _trimmed(self, session_id: str, by_count: int, by_age: int) -> None:
-        """Count and log the events trimmed from a dormant buffer (as its actor would)."""
-        self._metrics.incr("replay_events_trimmed", by_count + by_age)
-        config = self._config
-        if by_count:
-            log.debug(
-                "replay buffer %r: trimmed %d events over max_events_per_session=%d",
-                session_id,
-                by_count,
-                config.max_events_per_session,
-            )
-        if by_age:
-            log.debug(
-                "replay buffer %r: trimmed %d events older than max_event_age_s=%g",
-                session_id,
-                by_age,
-                config.max_event_age_s,
-            )
-
     def _tick(self) -> list[GreenroomActorRef]:
         """The trimmer's tick: trim the dormant buffers by age here and drop those idle
         past `max_event_age_s` (as a buffer's actor does on its tick); every other
@@ -470,19 +451,11 @@ class Replay:
                 if not held and now - slot.idle_since > max_age:
                     del self._buffers[session_id]
                     dropped.append((session_id, slot))
+        max_events = config.max_events_per_session
         for session_id, by_age in trimmed:
-            self._trimmed(session_id, 0, by_age)
-        if dropped:
-            self._metrics.incr("replay_buffers_dropped", len(dropped))
+            note_trimmed(self._metrics, session_id, 0, by_age, max_events, max_age)
         for session_id, slot in dropped:
-            log.info(
-                "replay buffer %r (epoch %s, tail %d) dropped: no events and no "
-                "subscribers for more than max_event_age_s=%g",
-                session_id,
-                slot.epoch,
-                slot.tail,
-                max_age,
-            )
+            note_dropped(self._metrics, session_id, slot.epoch, slot.tail, max_age)
         return refs
 
     def _retire(self, session_id: str, slot: BufferSlot) -> bool:
@@ -559,9 +532,12 @@ class Replay:
                 slot = self._slot_locked(session_id)
                 held = slot.held is not None
                 if held:
-                    slot.hold(now, message.revision, message.payloads)
-                    by_count, by_age = slot.trim_held(
-                        config.max_events_per_session, now - config.max_event_age_s, now
+                    by_count, by_age = slot.hold(
+                        now,
+                        message.revision,
+                        message.payloads,
+                        config.max_events_per_session,
+                        config.max_event_age_s,
                     )
                 else:
                     # Counted before the tell, under the lock the buffer retires under:
@@ -570,7 +546,14 @@ class Replay:
             if held:  # appended here, in the caller's thread
                 self._metrics.incr("replay_events_appended", len(message.payloads))
                 if by_count or by_age:
-                    self._trimmed(session_id, by_count, by_age)
+                    note_trimmed(
+                        self._metrics,
+                        session_id,
+                        by_count,
+                        by_age,
+                        config.max_events_per_session,
+                        config.max_event_age_s,
+                    )
                 return
             try:
                 slot.actor.tell(message)

@@ -1,10 +1,16 @@
-"""`BufferSlot`: what the facade and one replay buffer actor share about that buffer."""
+"""`BufferSlot`: what the facade and one replay buffer actor share about that buffer, and
+the counting and logging of trims and drops both do."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-__all__ = ["BufferSlot"]
+from greenroom.metrics import Metrics
+
+__all__ = ["BufferSlot", "note_dropped", "note_trimmed"]
+
+log = logging.getLogger("greenroom.replay")
 
 _CUT_AT = 96  # trimmed entries kept at the front before the list is cut (when half of it)
 
@@ -68,14 +74,18 @@ class BufferSlot:
         """Whether the buffer has no actor yet (its events are held here)."""
         return self.held is not None
 
-    def hold(self, now: float, revision: int, payloads: tuple[Any, ...]) -> None:
-        """Append `payloads` while dormant (under the facade's lock)."""
+    def hold(
+        self, now: float, revision: int, payloads: tuple[Any, ...], max_events: int, max_age: float
+    ) -> tuple[int, int]:
+        """Append `payloads` while dormant (under the facade's lock), then trim as the
+        actor does on an append; the numbers trimmed by count and by age."""
         held = self.held
         assert held is not None
         held += (now, revision, len(payloads), *payloads)
         self.tail += len(payloads)
         if revision > self.revision:
             self.revision = revision
+        return self.trim_held(max_events, now - max_age, now)
 
     def trim_held(self, max_events: int, cutoff: float, now: float) -> tuple[int, int]:
         """Drop held events beyond the newest `max_events` and those that arrived before
@@ -116,3 +126,42 @@ class BufferSlot:
     def __repr__(self) -> str:
         state = f"held={self.tail - self.oldest + 1}" if self.dormant else "live"
         return f"<BufferSlot epoch={self.epoch} {state} sent={self.sent} handled={self.handled}>"
+
+
+def note_trimmed(
+    metrics: Metrics,
+    session_id: str,
+    by_count: int,
+    by_age: int,
+    max_events: int,
+    max_age: float,
+) -> None:
+    """Count and log events trimmed from a session's buffer (awake or dormant)."""
+    metrics.incr("replay_events_trimmed", by_count + by_age)
+    if by_count:
+        log.debug(
+            "replay buffer %r: trimmed %d events over max_events_per_session=%d",
+            session_id,
+            by_count,
+            max_events,
+        )
+    if by_age:
+        log.debug(
+            "replay buffer %r: trimmed %d events older than max_event_age_s=%g",
+            session_id,
+            by_age,
+            max_age,
+        )
+
+
+def note_dropped(metrics: Metrics, session_id: str, epoch: str, tail: int, max_age: float) -> None:
+    """Count and log a buffer dropped for being idle (awake or dormant)."""
+    metrics.incr("replay_buffers_dropped")
+    log.info(
+        "replay buffer %r (epoch %s, tail %d) dropped: no events and no subscribers for more "
+        "than max_event_age_s=%g",
+        session_id,
+        epoch,
+        tail,
+        max_age,
+    )
