@@ -12,8 +12,13 @@ last saw), so a write is committed only if those before it were: the gate only c
 
     token = gate.submitted()
     store.submit_atomic(writes, lambda _results, error: gate.done(token, error))
-    if not gate.hold(lambda: reply.set(value), reply.fail):
+    if not gate.hold(reply, value):
         reply.set(value)  # nothing was pending: answered at once
+
+What waits is an `Answer`: anything with `set(value)` and `fail(error)`, such as an
+actor's `Reply`. The gate keeps the answer and its value, not a callable made for
+them: with thousands of answers waiting, each object one keeps is one more for the
+cyclic GC to walk.
 """
 
 from __future__ import annotations
@@ -21,9 +26,20 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable
+from typing import Any, Protocol
 
-__all__ = ["CommitGate"]
+__all__ = ["Answer", "CommitGate"]
+
+
+class Answer(Protocol):
+    """What a gate holds until the writes before it are committed (a `Reply`, say)."""
+
+    def set(self, value: Any) -> None:
+        """The writes are committed: answer with `value`."""
+
+    def fail(self, error: BaseException) -> None:
+        """A write failed: answer with its `error`."""
+
 
 # The gates' locks, shared: a lock per session is one more object for the cyclic GC to
 # walk, and a gate holds its lock only for a few assignments (it never calls out or
@@ -31,7 +47,7 @@ __all__ = ["CommitGate"]
 _LOCKS = tuple(threading.Lock() for _ in range(64))
 _next_lock = itertools.count()
 
-_NO_HELD: deque[tuple[int, Callable[[], object], Callable[[BaseException], object]]] = deque(
+_NO_HELD: deque[tuple[int, Answer, Any]] = deque(
     maxlen=0
 )  # (shared and always empty: nothing is ever added to it)
 
@@ -51,8 +67,7 @@ class CommitGate:
         self._committed = 0  # every write up to this token is committed
         self._failed: tuple[int, BaseException] | None = None
         # Made on first use: an empty deque costs 600 bytes a session.
-        self._held: deque[tuple[int, Callable[[], object], Callable[[BaseException], object]]]
-        self._held = _NO_HELD
+        self._held: deque[tuple[int, Answer, Any]] = _NO_HELD
 
     @property
     def pending(self) -> bool:
@@ -77,16 +92,10 @@ class CommitGate:
         with self._lock:
             return self._submitted
 
-    def hold(
-        self,
-        release: Callable[[], object],
-        fail: Callable[[BaseException], object],
-        *,
-        upto: int | None = None,
-    ) -> bool:
-        """Call `release()` once every write submitted so far (or up to token `upto`,
-        a `mark()`) is committed, or `fail(error)` if one failed; False (and nothing
-        held) when none is pending."""
+    def hold(self, answer: Answer, value: Any, *, upto: int | None = None) -> bool:
+        """Call `answer.set(value)` once every write submitted so far (or up to token
+        `upto`, a `mark()`) is committed, or `answer.fail(error)` if one failed; False
+        (and nothing held) when none is pending."""
         with self._lock:
             failed = self._failed
             if failed is None:
@@ -95,9 +104,9 @@ class CommitGate:
                     return False
                 if self._held is _NO_HELD:
                     self._held = deque()
-                self._held.append((token, release, fail))
+                self._held.append((token, answer, value))
                 return True
-        fail(failed[1])
+        answer.fail(failed[1])
         return True
 
     def done(self, token: int, error: BaseException | None) -> None:
@@ -118,9 +127,9 @@ class CommitGate:
                 ready.append(held.popleft())
             if ready and not held:
                 self._held = _NO_HELD  # (a paused session keeps no empty deque)
-        for waited_for, release, fail in ready:
+        for waited_for, answer, value in ready:
             if waited_for <= committed:
-                release()
+                answer.set(value)
             else:
                 assert failed is not None
-                fail(failed[1])
+                answer.fail(failed[1])

@@ -298,6 +298,41 @@ _END_COUNTERS = {
 }
 
 
+class _Committed:
+    """A submitted journal write's callback: `ExecutionActor._committed(token, on_error,
+    results, error)`, kept as one object while the write waits for its commit."""
+
+    __slots__ = ("actor", "on_error", "token")
+
+    def __init__(
+        self,
+        actor: ExecutionActor,
+        token: int,
+        on_error: Callable[[BaseException], None] | None,
+    ) -> None:
+        self.actor = actor
+        self.token = token
+        self.on_error = on_error
+
+    def __call__(self, results: Any, error: BaseException | None) -> None:
+        self.actor._committed(self.token, self.on_error, results, error)
+
+
+class _EndStored:
+    """What `_end` holds at the commit gate until the session's end is stored."""
+
+    __slots__ = ("actor",)
+
+    def __init__(self, actor: ExecutionActor) -> None:
+        self.actor = actor
+
+    def set(self, retained: RetainedResult) -> None:
+        self.actor._finished(retained)
+
+    def fail(self, error: BaseException) -> None:
+        """Nothing here: `_commit_failed` handles a failed write."""
+
+
 class ExecutionActor(GreenroomActor):
     """One execution session; see the module docstring. Spawned by `rt.executions.start`."""
 
@@ -446,7 +481,7 @@ class ExecutionActor(GreenroomActor):
         ):
             upto = None
         reply = Reply(self._reply_to)
-        if self._gate.hold(functools.partial(reply.set, result), reply.fail, upto=upto):
+        if self._gate.hold(reply, result, upto=upto):
             return DEFERRED
         return result
 
@@ -692,7 +727,7 @@ class ExecutionActor(GreenroomActor):
             # Submitted: this actor goes on, and its answers wait for the commit (the
             # gate), so many sessions' writes share one commit.
             token = self._gate.submitted()
-            done = functools.partial(self._committed, token, on_error)
+            done = _Committed(self, token, on_error)
             # Committed on this thread when nothing else waits for it (a lone caller
             # pays no hand-off); else by the store's committer, and this thread goes on.
             # A feed answered before its commit leaves the commit to the committer
@@ -889,7 +924,7 @@ class ExecutionActor(GreenroomActor):
                 if future is not None and result is not DEFERRED:
                     reply = Reply(future)
                     # As every answer: once the writes before it are stored.
-                    if not self._gate.hold(functools.partial(reply.set, result), reply.fail):
+                    if not self._gate.hold(reply, result):
                         reply.set(result)
             except Exception as error:
                 if future is not None:
@@ -1276,15 +1311,8 @@ class ExecutionActor(GreenroomActor):
             ended_on_redrive=redriving and status == "error",
         )
 
-        def finished() -> None:
-            # Once the end is stored: the registry keeps the result from now on (until
-            # then calls still reach this actor, whose answers wait for the same
-            # write), and the actor stops. If the write fails, `_commit_failed` does.
-            self._registry.finish(self.session_id, retained)
-            self.actor_ref.stop(block=False)
-
-        if not self._gate.hold(finished, lambda _error: None):
-            finished()
+        if not self._gate.hold(_EndStored(self), retained):
+            self._finished(retained)
         self._answers = {}
         # A helper thread of a plain strategy still waiting in ctx.llm (its main
         # function has returned): wake it, once the final state is visible.
@@ -1302,22 +1330,17 @@ class ExecutionActor(GreenroomActor):
         self._release_held()
         return final
 
+    def _finished(self, retained: RetainedResult) -> None:
+        """The end is stored: the registry keeps the result from now on (until then
+        calls still reach this actor, whose answers wait for the same write), and the
+        actor stops. If the write fails, `_commit_failed` does."""
+        self._registry.finish(self.session_id, retained)
+        self.actor_ref.stop(block=False)
+
     def _journal_end(self, status: str) -> None:
         assert self._final is not None
         now_ms = self.ctx.clock.now_ms()
-
-        def failed(error: BaseException) -> None:
-            if isinstance(error, Conflict):
-                return  # another runtime drives it: this end is not the session's
-            # The session has ended in memory; a re-drive elsewhere would run it again.
-            self.ctx.metrics.incr("execution_journal_failures")
-            log.error(
-                "execution %s ended %s but its end could not be journaled: %s",
-                self.session_id,
-                status,
-                describe_error(error),
-            )
-
+        failed = functools.partial(type(self)._end_not_journaled, self, status)
         try:
             self._write(
                 [end_record(self._final, now_ms)],
@@ -1328,6 +1351,18 @@ class ExecutionActor(GreenroomActor):
             raise  # another runtime drives it: this end is not the session's
         except Exception as error:
             failed(error)
+
+    def _end_not_journaled(self, status: str, error: BaseException) -> None:
+        if isinstance(error, Conflict):
+            return  # another runtime drives it: this end is not the session's
+        # The session has ended in memory; a re-drive elsewhere would run it again.
+        self.ctx.metrics.incr("execution_journal_failures")
+        log.error(
+            "execution %s ended %s but its end could not be journaled: %s",
+            self.session_id,
+            status,
+            describe_error(error),
+        )
 
     def _ended_error(self, action: str) -> InvalidTransition:
         return InvalidTransition(
@@ -1340,7 +1375,7 @@ class ExecutionActor(GreenroomActor):
         if self._waiters:
             waiters, self._waiters = self._waiters, ()
             for reply in waiters:
-                if not self._gate.hold(functools.partial(reply.set, result), reply.fail):
+                if not self._gate.hold(reply, result):
                     reply.set(result)
         return result
 

@@ -772,27 +772,27 @@ class Store:
         ]
         if not batch:
             return None
-
-        def op() -> list[StoredObject]:
-            results: list[StoredObject] = []
-            now = self._now_ms()
-            for kind, object_id, update in batch:
-                current = self._fetch(kind, object_id)
-                if current is None:
-                    raise NotFound(f"no {kind} with id {object_id!r}; metadata not updated")
-                merged = apply_update(current.meta, update)
-                version = current.version + 1
-                self._db.conn.execute(
-                    "UPDATE objects SET meta = ?, version = ?, updated_ms = ? "
-                    "WHERE kind = ? AND id = ?",
-                    [dumps_meta(merged), version, now, kind, object_id],
-                )
-                results.append(
-                    StoredObject(kind, object_id, merged, version, current.created_ms, now)
-                )
-            return results
-
+        # A partial, not a closure (see `_append_slot`).
+        op = functools.partial(type(self)._meta_op, self, batch)
         return _WriteSlot(f"update metadata of {len(batch)} object(s)", op)
+
+    def _meta_op(self, batch: list[tuple[str, str, dict[str, Any]]]) -> list[StoredObject]:
+        """`_meta_slot`'s write, in the batch's transaction."""
+        results: list[StoredObject] = []
+        now = self._now_ms()
+        for kind, object_id, update in batch:
+            current = self._fetch(kind, object_id)
+            if current is None:
+                raise NotFound(f"no {kind} with id {object_id!r}; metadata not updated")
+            merged = apply_update(current.meta, update)
+            version = current.version + 1
+            self._db.conn.execute(
+                "UPDATE objects SET meta = ?, version = ?, updated_ms = ? "
+                "WHERE kind = ? AND id = ?",
+                [dumps_meta(merged), version, now, kind, object_id],
+            )
+            results.append(StoredObject(kind, object_id, merged, version, current.created_ms, now))
+        return results
 
     def delete_object(self, kind: str, object_id: str) -> None:
         """Delete the object and all its files; `NotFound` if it does not exist."""
@@ -1287,14 +1287,15 @@ class Store:
     ) -> tuple[str, Callable[[], list[Any]] | None]:
         """`write_atomic`'s writes checked and made one operation: (what, op); op is
         None when there is nothing to write."""
-        conditions = list(expect)
+        conditions = tuple(expect)  # (the shared empty tuple, mostly)
         for condition in conditions:
             if not isinstance(condition, ExpectFile | ExpectMeta):
                 raise InvalidInput(
                     "write_atomic's expect takes ExpectFile and ExpectMeta, "
                     f"got {type(condition).__name__}"
                 )
-        slots: list[_WriteSlot] = []
+        ops: list[Callable[[], Any]] = []
+        whats: list[str] = []
         for write in writes:
             if isinstance(write, UpdateMeta):
                 slot = self._meta_slot([(write.kind, write.object_id, write.update)])
@@ -1313,22 +1314,24 @@ class Store:
                     "and RenameFile, "
                     f"got {type(write).__name__}"
                 )
-            slots.append(slot)
-        if not slots:
+            # Only the operation waits for the commit, not its slot: with thousands of
+            # writes queued, each object one keeps is one more for the cyclic GC to walk.
+            ops.append(slot.op)
+            whats.append(slot.what)
+        if not ops:
             self._ensure_open()
             return "write nothing", None
-
-        # (A partial rather than a closure: fewer objects for the cyclic GC to walk.)
-        op = functools.partial(type(self)._run_atomic, self, conditions, slots)
-        return " and ".join(slot.what for slot in slots), op
+        # (A partial rather than a closure, for the same reason.)
+        op = functools.partial(type(self)._run_atomic, self, conditions, ops)
+        return " and ".join(whats), op
 
     def _run_atomic(
-        self, conditions: list[ExpectFile | ExpectMeta], slots: list[_WriteSlot]
+        self, conditions: tuple[ExpectFile | ExpectMeta, ...], ops: list[Callable[[], Any]]
     ) -> list[Any]:
         """`_atomic_op`'s writes, in one transaction: the conditions checked first."""
         for condition in conditions:
             self._check_condition(condition)
-        return [slot.op() for slot in slots]
+        return [op() for op in ops]
 
     def _check_condition(self, condition: ExpectFile | ExpectMeta) -> None:
         if isinstance(condition, ExpectFile):

@@ -6,8 +6,23 @@ from greenroom.actors.commit_gate import CommitGate
 from greenroom.errors import StorageError
 
 
-def recorder(log: list[str], name: str) -> tuple[object, object]:
-    return (lambda: log.append(f"{name} ok"), lambda error: log.append(f"{name} {error}"))
+class Recorder:
+    """An answer that notes how it was given, in a shared log."""
+
+    def __init__(self, log: list[str], name: str) -> None:
+        self.log = log
+        self.name = name
+
+    def set(self, value: object) -> None:
+        self.log.append(f"{self.name} {value}")
+
+    def fail(self, error: BaseException) -> None:
+        self.log.append(f"{self.name} {error}")
+
+
+def recorder(log: list[str], name: str) -> tuple[Recorder, str]:
+    """An answer and the value it is held with ("ok")."""
+    return Recorder(log, name), "ok"
 
 
 def test_nothing_pending_is_answered_at_once() -> None:
