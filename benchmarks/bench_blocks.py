@@ -1,7 +1,8 @@
 """Blocks: output throughput, batched stats flushes and archiving, against baselines.
 
-Four measurements, each printed beside a baseline measured in the same run, on a
-real SQLite file in a temporary folder with the default config (synchronous FULL):
+Four measurements (and part 3 again in a busy process), each printed beside a baseline
+measured in the same run, on a real SQLite file in a temporary folder with the default
+config (synchronous FULL):
 
 1. Lines/s through `Block.append_output` into 100 blocks from 4 sender threads (one
    ~80-byte NDJSON-like line per call), timed until everything is handled and stored:
@@ -48,6 +49,15 @@ real SQLite file in a temporary folder with the default config (synchronous FULL
    output from the store, compressing, fsync and rename, then the transaction that
    points the metadata at the archive and deletes the live output.
 
+3b. The same in a busy process: another thread runs pure Python all the time (as a
+   host's busy worker does), while `Block.archive()` of part 3's output runs (on a copy
+   of its database; MB/s beside part 3's, alone) and while `read_output()` reads a
+   block whose 20,000 lines were each stored on its own (a pane that got a line at a
+   time; seconds, the median of 3, beside the same read alone, also the median of 3).
+   No target: what matters is that a busy interpreter slows them a little, not 100
+   times (each time a thread lets go of the interpreter's lock, for a statement's row
+   or a piece to compress, taking it back can cost a switch interval, 5 ms).
+
 4. CPU cost of output lines at host scale, on the real `SystemClock`: the process's CPU
    seconds (`getrusage`, user + system, all threads) over the wall seconds of a 10 s
    window ("cores"; target <= 0.15) while the runtime's own clock sends ~80-byte lines
@@ -91,6 +101,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import sqlite3
 import statistics
 import tempfile
@@ -105,7 +116,7 @@ import zstandard
 from greenroom import FakeClock, Runtime
 from greenroom.blocks.records import LAST_ACTIVITY, LINE_COUNT, SessionStats
 from greenroom.clock import stopwatch
-from greenroom.store import CreateObject, Store
+from greenroom.store import AppendFile, CreateObject, Store
 
 from _child import run_child, status_kb  # isort: skip (this folder's own module)
 from _table import Row, Target, add_json_option, cpu_model, figure, write_rows  # isort: skip
@@ -116,6 +127,8 @@ ROUNDS = 5  # part 1 alternates greenroom and pykka this many times; medians are
 LINE_BYTES = 80
 MB = 1_000_000
 PIECE = MB  # part 3 appends (and the baseline compresses) in pieces of this size
+READ_LINES = 20_000  # part 3b: the lines of the output read in a busy process
+READ_LINES_QUICK = 5_000
 HOST_TICK_S = 0.01  # part 4's senders run on the runtime's clock, this often
 HOST_ROUNDS = 2  # part 4 alternates greenroom and the baseline this many times per load
 HOST_KEPT_UP_S = 0.1  # part 4: the writer kept up if rt.settle() after the window is this quick
@@ -537,6 +550,74 @@ def child_archive(total: int, folder: str) -> dict[str, Any]:
     }
 
 
+# -- 3b. in a busy process ----------------------------------------------------------------
+
+
+class BusyThread:
+    """Another thread running Python all the time (a host's busy worker), while in use."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="busy", daemon=True)
+
+    def _run(self) -> None:
+        count = 0
+        while not self._stop.is_set():
+            count += 1  # pure Python: it takes the interpreter's lock and keeps it
+
+    def __enter__(self) -> BusyThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def child_archive_busy(total: int, folder: str) -> dict[str, Any]:
+    """Archive block "big" (set up by another process) while a `BusyThread` runs."""
+    with Runtime.open(Path(folder) / "blocks.db") as rt:
+        block = rt.blocks.get("big")
+        assert block.stats().line_count > 0
+        with BusyThread():
+            began = stopwatch()
+            result = block.archive()
+            took = stopwatch() - began
+        assert result.archived_bytes == total, result
+    return {"archive_s": took}
+
+
+def child_read_busy(lines: int, folder: str) -> dict[str, Any]:
+    """`read_output()` of a block whose output is `lines` lines, each stored on its own
+    (as a pane that got a line at a time), quiet and then while a `BusyThread` runs:
+    the median of 3 reads each."""
+    pool = _host_lines()
+    with Runtime.open(Path(folder) / "read.db") as rt:
+        block = rt.blocks.get("pane")
+        block.append_output(pool[0])
+        block.flush()
+        rt.settle()
+        data = [pool[n % len(pool)] for n in range(1, lines)]
+        for at in range(0, len(data), 1000):  # (the setup: a chunk a line)
+            rt.store.write_batch(
+                [AppendFile("block", "pane", "output", line) for line in data[at : at + 1000]]
+            )
+        expected = len(pool[0]) + sum(map(len, data))
+        chunks = rt.store.stat_file("block", "pane", "output").chunks
+
+        def read() -> float:
+            began = stopwatch()
+            got = block.read_output()
+            took = stopwatch() - began
+            assert len(got.data) == expected, (len(got.data), expected)
+            return took
+
+        quiet = statistics.median(read() for _ in range(3))
+        with BusyThread():
+            busy = statistics.median(read() for _ in range(3))
+    return {"lines": lines, "chunks": chunks, "quiet_s": quiet, "busy_s": busy}
+
+
 # -- 4. output lines at host scale ------------------------------------------------------
 
 
@@ -750,6 +831,8 @@ CHILDREN: dict[str, Callable[[int, str], dict[str, Any]]] = {
     "flush-fake": child_flush_fake,
     "archive-setup": child_archive_setup,
     "archive": child_archive,
+    "archive-busy": child_archive_busy,
+    "read-busy": child_read_busy,
 }
 
 
@@ -762,6 +845,43 @@ HOST_CHILDREN: dict[str, Callable[[HostLoad, str], dict[str, Any]]] = {
 
 def child(name: str, size: int, folder: str) -> dict[str, Any]:
     return run_child(__file__, "--child", name, "--size", size, "--folder", folder)
+
+
+def busy_process(
+    quick: bool, quiet_rate: float, archive: dict[str, Any], archive_bytes: int
+) -> list[Row]:
+    """Part 3b: the archive (run by `main`) and a read, while another thread runs Python."""
+    archive_mb = archive_bytes / MB
+    busy_rate = archive_mb / archive["archive_s"]
+    with tempfile.TemporaryDirectory(prefix="bench-blocks-") as tmp:
+        r = child("read-busy", READ_LINES_QUICK if quick else READ_LINES, tmp)
+    print("in a busy process: another thread running Python all the time")
+    print(
+        f"  Block.archive() of the {archive_mb:,.0f} MB output {busy_rate:>7,.1f} MB/s "
+        f"({archive['archive_s']:.2f} s; alone {quiet_rate:,.1f} MB/s)"
+    )
+    print(
+        f"  read_output() of a {r['lines']:,}-line output ({r['chunks']:,} chunks) "
+        f"{r['busy_s']:.3f} s (alone {r['quiet_s']:.3f} s; medians of 3)"
+    )
+    return [
+        figure(
+            f"Block.archive() of a {archive_mb:,.0f} MB output, another thread running Python",
+            busy_rate,
+            "MB/s",
+            baseline=quiet_rate,
+            baseline_label="the same archive alone",
+            ratio=busy_rate / quiet_rate,
+        ),
+        figure(
+            f"read_output() of a {r['lines']:,}-line output, another thread running Python",
+            r["busy_s"],
+            "s",
+            baseline=r["quiet_s"],
+            baseline_label="the same read alone",
+            ratio=r["busy_s"] / r["quiet_s"],
+        ),
+    ]
 
 
 def host_child(name: str, load: HostLoad, folder: str) -> dict[str, Any]:
@@ -1012,7 +1132,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-blocks-") as tmp:
         s = child("archive-setup", output, tmp)
+        busy_folder = Path(tmp) / "busy"
+        busy_folder.mkdir()
+        for made in Path(tmp).glob("blocks.db*"):
+            shutil.copy2(made, busy_folder / made.name)
         a = child("archive", output, tmp)
+        ab = child("archive-busy", output, str(busy_folder))
     mb = a["total"] / MB
     green_rate, raw_rate = mb / a["archive_s"], mb / a["raw_s"]
     print(f"archive of a {mb:,.0f} MB output (zstd level 3; MB = 10^6 bytes)")
@@ -1056,6 +1181,7 @@ def main() -> None:
         f"{s['setup_s']:.1f} s, its peak RSS {mbytes(s['setup_peak_kb']):,.1f} MB"
     )
     rows.append(figure("peak RSS growth during the archive", growth, "MB", target=RSS_TARGET))
+    rows.extend(busy_process(args.quick, green_rate, ab, output))
 
     rows.extend(host_scale(args.quick))
     write_rows(args.json, rows)

@@ -241,6 +241,13 @@ class PostgresStore(Store):
     def _read_schema_version(self, db: Database) -> int:
         return int(db.execute("SELECT max(version) FROM greenroom_schema").fetchone()[0])
 
+    def _page_chunks(
+        self, kind: str, object_id: str, name: str, lo: int, hi: int | None, what: str
+    ) -> Iterator[tuple[int, bytes]]:
+        """A row at a time: psycopg reads a statement's rows without letting go of the
+        interpreter's lock for each (SQLite's statements are joined in pages instead)."""
+        return self._page_chunk_rows(kind, object_id, name, lo, hi, what)
+
     def _run_batch(self, batch: list[_WriteSlot]) -> None:
         """As `Store._run_batch`; the writes another host's transaction conflicted with
         (rolled back whole: nothing of theirs committed) run again. A writer connection

@@ -1,0 +1,126 @@
+"""Reading files back in pages: small chunks joined a page to a row, large ones a row each.
+
+The page sizes are shrunk here (module constants of `greenroom.store`) so that a few
+dozen chunks cross every kind of page boundary: small chunks joined, a large chunk
+next, small ones after large ones, a damaged chunk inside a joined page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import greenroom.store as store_module
+from greenroom import FakeClock
+from greenroom.errors import StorageError
+from greenroom.store import AppendFile, Store
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages of at most 3 chunks joined; a chunk of more than 8 bytes is large; the
+    large ones are read 2 rows to a statement."""
+    monkeypatch.setattr(store_module, "_PAGE_CHUNKS", 3)
+    monkeypatch.setattr(store_module, "_SMALL_CHUNK", 8)
+    monkeypatch.setattr(store_module, "_PAGE_ROWS", 2)
+
+
+@contextlib.contextmanager
+def opened(path: Path) -> Iterator[Store]:
+    store = Store.open(path, now_ms=FakeClock().now_ms, chunk_bytes=64)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def write_chunks(store: Store, sizes: list[int]) -> bytes:
+    """A file "out" of block "b" made of one chunk per size; its bytes."""
+    store.create_object("block", "b")
+    store.create_file("block", "b", "out")
+    data = bytes((n * 7 + 3) % 256 for n in range(sum(sizes)))  # NULs and high bytes too
+    writes, at = [], 0
+    for size in sizes:
+        writes.append(AppendFile("block", "b", "out", data[at : at + size]))
+        at += size
+    if writes:
+        store.write_batch(writes)
+    return data
+
+
+chunk_sizes = st.lists(st.one_of(st.integers(1, 8), st.integers(9, 64)), max_size=40)
+
+
+@pytest.mark.usefixtures("small_pages")
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(sizes=chunk_sizes, offset=st.integers(0, 800), size=st.none() | st.integers(0, 800))
+@example(sizes=[1] * 7 + [40, 40, 40] + [2] * 5 + [64], offset=0, size=None)
+@example(sizes=[3] * 9, offset=4, size=11)
+def test_any_mix_of_chunks_reads_back_exactly_chunk_by_chunk(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], offset: int, size: int | None
+) -> None:
+    path = tmp_path_factory.mktemp("pages") / "store.db"
+    with opened(path) as store:
+        data = write_chunks(store, sizes)
+        pieces = list(store.iter_file("block", "b", "out"))
+        assert [len(piece) for piece in pieces] == sizes  # one piece a chunk, as stored
+        assert b"".join(pieces) == data
+        end = None if size is None else offset + size
+        assert store.read_file("block", "b", "out", offset=offset, size=size) == data[offset:end]
+
+
+@pytest.mark.usefixtures("small_pages")
+@pytest.mark.parametrize("where", [0, 1, 2, 4])
+def test_a_damaged_small_chunk_is_named_as_when_read_a_row_each(tmp_path: Path, where: int) -> None:
+    path = tmp_path / "store.db"
+    with opened(path) as store:
+        write_chunks(store, [2] * 6)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        seq = conn.execute(
+            "SELECT seq FROM file_chunks ORDER BY seq LIMIT 1 OFFSET ?", [where]
+        ).fetchone()[0]
+        conn.execute("UPDATE file_chunks SET start = start + 1 WHERE seq = ?", [seq])
+        conn.commit()
+    with opened(path) as store, pytest.raises(StorageError, match=f"its chunk {seq} is damaged"):
+        b"".join(store.iter_file("block", "b", "out"))
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_a_chunk_stored_as_text_is_refused_not_joined(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    with opened(path) as store:
+        write_chunks(store, [2] * 5)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "UPDATE file_chunks SET data = CAST(data AS TEXT) WHERE seq = "
+            "(SELECT seq FROM file_chunks ORDER BY seq LIMIT 1 OFFSET 1)"
+        )
+        conn.commit()
+    with opened(path) as store, pytest.raises(StorageError, match="holds str"):
+        store.read_file("block", "b", "out")
+
+
+def test_a_file_of_thousands_of_lines_reads_back_in_a_few_statements(tmp_path: Path) -> None:
+    """The point of joining: 5,000 one-line chunks cost a handful of statements on the
+    read connection, not one row each (each row lets go of the interpreter's lock)."""
+    path = tmp_path / "store.db"
+    with opened(path) as store:
+        lines = [b"line %d\n" % n for n in range(5000)]
+        store.create_object("block", "b")
+        store.write_batch([AppendFile("block", "b", "out", line, create=True) for line in lines])
+        steps: list[str] = []
+        reader = store._rdb.conn  # (the store's own read connection, traced)
+        reader.set_trace_callback(steps.append)
+        try:
+            assert store.read_file("block", "b", "out") == b"".join(lines)
+        finally:
+            reader.set_trace_callback(None)
+        assert len(steps) <= 10, steps
