@@ -35,7 +35,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -974,17 +974,25 @@ class Store:
         now = int(self._now_ms())
         changed = 0
         for keys, params in rows.items():
-            # One statement per distinct key set; json_set edits the stored JSON in
-            # place (an int, float or str parameter becomes that JSON value).
-            paths = ", ".join(f"'$.{json.dumps(key)}', ?" for key in keys)
-            cursor = self._db.conn.executemany(
-                f"UPDATE objects SET meta = json_set(meta, {paths}), "
-                f"version = version + 1, updated_ms = {now} WHERE kind = ? AND id = ? "
-                # (CASE: json_type only runs on valid JSON, which it requires.)
-                "AND CASE WHEN json_valid(meta) THEN json_type(meta) END = 'object'",
-                params,
+            # One statement per distinct key set and group of rows (see `_row_groups`);
+            # json_set edits the stored JSON in place (an int, float or str parameter
+            # becomes that JSON value). Each row: the values, then kind and id.
+            width = len(keys) + 2
+            paths = ", ".join(
+                f"'$.{json.dumps(key)}', v.column{index}" for index, key in enumerate(keys, 1)
             )
-            changed += cursor.rowcount
+            for count, flat in _row_groups(params, width):
+                # (The time a parameter, not in the text: a statement is compiled once.)
+                cursor = self._db.conn.execute(
+                    f"UPDATE objects SET meta = json_set(meta, {paths}), "
+                    "version = version + 1, updated_ms = ? "
+                    f"FROM ({_values(count, width)}) AS v "
+                    f"WHERE objects.kind = v.column{width - 1} AND objects.id = v.column{width} "
+                    # (CASE: json_type only runs on valid JSON, which it requires.)
+                    "AND CASE WHEN json_valid(meta) THEN json_type(meta) END = 'object'",
+                    [now, *flat],
+                )
+                changed += cursor.rowcount
         return changed
 
     def renew_leases(
@@ -1085,14 +1093,7 @@ class Store:
             return AppendedMany({}, {}, 0)
 
         def op() -> AppendedMany:
-            created = 0
-            if new_objects:
-                now = self._now_ms()
-                created = self._db.conn.executemany(
-                    "INSERT INTO objects (kind, id, meta, version, created_ms, updated_ms) "
-                    f"VALUES (?, ?, ?, 1, {int(now)}, {int(now)}) ON CONFLICT DO NOTHING",
-                    new_objects,
-                ).rowcount
+            created = self._insert_objects(new_objects) if new_objects else 0
             refused: dict[str, Exception] = {}
             if owned_by is not None:
                 others = self._not_owned(kind, [*pieces, *values_ids], *owned_by)
@@ -1135,18 +1136,12 @@ class Store:
     def _append_pieces(
         self, kind: str, name: str, pieces: dict[str, list[bytes]], create: bool
     ) -> tuple[dict[str, int], dict[str, Exception]]:
-        conn = self._db.conn
         found: dict[str, tuple[int, int, int]] = {}
         failed: dict[str, Exception] = {}
         ids = list(pieces)
         for at in range(0, len(ids), _IN_LIST):
             part = ids[at : at + _IN_LIST]
-            marks = ", ".join("?" * len(part))
-            for row in conn.execute(
-                "SELECT id, size, chunks, next_seq, created_ms, updated_ms FROM files "
-                f"WHERE kind = ? AND name = ? AND id IN ({marks})",
-                [kind, name, *part],
-            ):
+            for row in self._file_counts(kind, name, part):
                 object_id, size, chunks, next_seq = row[:4]
                 if _plain_counts(size, chunks, next_seq):
                     found[object_id] = (size, chunks, next_seq)
@@ -1184,16 +1179,75 @@ class Store:
             count = len(parts)
             file_rows.append((start, chunks + count, next_seq + count, now, kind, object_id, name))
             sizes[object_id] = start
-        conn.executemany(
-            "INSERT INTO file_chunks (kind, id, name, seq, start, data) VALUES (?, ?, ?, ?, ?, ?)",
-            chunk_rows,
-        )
-        conn.executemany(
-            "UPDATE files SET size = ?, chunks = ?, next_seq = ?, updated_ms = ? "
-            "WHERE kind = ? AND id = ? AND name = ?",
-            file_rows,
-        )
+        self._insert_chunks(chunk_rows)
+        self._update_file_counts(file_rows)
         return sizes, failed
+
+    # Many rows a statement. The driver lets go of the interpreter's lock for each row
+    # it writes or reads, and in a busy process taking it back can cost a whole switch
+    # interval (5 ms): `executemany` of 100 lines' rows took 1.3 s there, where a few
+    # statements of many rows each take about as long as alone. PostgreSQL's driver
+    # sends an `executemany` in one go: `PostgresStore` keeps it.
+
+    def _insert_objects(self, rows: list[tuple[str, str, str]]) -> int:
+        """Insert objects (kind, id, meta JSON) that do not exist yet; how many were."""
+        now = int(self._now_ms())
+        created = 0
+        for count, flat in _row_groups(rows, 3):
+            created += self._db.conn.execute(
+                "INSERT INTO objects (kind, id, meta, version, created_ms, updated_ms) "
+                "SELECT column1, column2, column3, 1, ?1, ?1 FROM "
+                f"({_values(count, 3)}) WHERE true ON CONFLICT DO NOTHING",
+                [now, *flat],
+            ).rowcount
+        return created
+
+    def _file_counts(self, kind: str, name: str, ids: list[str]) -> list[tuple[Any, ...]]:
+        """The file rows (id, size, chunks, next_seq, created_ms, updated_ms) of the
+        file `name` of `ids` that have one, read as one row: a row of any other type
+        than integers is read again alone, as stored (it is damaged: its caller says
+        how)."""
+        marks = ", ".join("?" * len(ids))
+        (joined,) = self._db.conn.execute(
+            "SELECT json_group_array(json_array(id, "
+            + ", ".join(
+                f"iif(typeof({column}) = 'integer', {column}, NULL)"
+                for column in ("size", "chunks", "next_seq", "created_ms", "updated_ms")
+            )
+            + f")) FROM files WHERE kind = ? AND name = ? AND id IN ({marks})",
+            [kind, name, *ids],
+        ).fetchone()
+        rows: list[tuple[Any, ...]] = []
+        for row in json.loads(joined):
+            if None in row:
+                rows.append(
+                    self._db.conn.execute(
+                        "SELECT id, size, chunks, next_seq, created_ms, updated_ms FROM files "
+                        "WHERE kind = ? AND id = ? AND name = ?",
+                        [kind, row[0], name],
+                    ).fetchone()
+                )
+            else:
+                rows.append(tuple(row))
+        return rows
+
+    def _insert_chunks(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert chunk rows (kind, id, name, seq, start, data)."""
+        for count, flat in _row_groups(rows, 6):
+            self._db.conn.execute(
+                f"INSERT INTO file_chunks (kind, id, name, seq, start, data) {_values(count, 6)}",
+                flat,
+            )
+
+    def _update_file_counts(self, rows: list[tuple[Any, ...]]) -> None:
+        """Set file rows' counts: rows (size, chunks, next_seq, updated_ms, kind, id, name)."""
+        for count, flat in _row_groups(rows, 7):
+            self._db.conn.execute(
+                "UPDATE files SET size = v.column1, chunks = v.column2, next_seq = v.column3, "
+                f"updated_ms = v.column4 FROM ({_values(count, 7)}) AS v "
+                "WHERE files.kind = v.column5 AND files.id = v.column6 AND files.name = v.column7",
+                flat,
+            )
 
     def _rename_slot(self, write: RenameFile) -> _WriteSlot:
         kind, object_id, old, new = write.kind, write.object_id, write.old, write.new
@@ -1680,6 +1734,30 @@ def _joined_page(
     if len(data) != at - first:
         return None
     return start_list, data, previous, at
+
+
+_GROUPS = (128, 64, 32, 16, 8, 4, 2, 1)
+_MAX_PARAMETERS = 999  # SQLite's bound on a statement's parameters before 3.32
+
+
+def _row_groups(rows: Sequence[Sequence[Any]], width: int) -> Iterator[tuple[int, list[Any]]]:
+    """`rows` (of `width` values each) in groups of the sizes of `_GROUPS` (each a
+    statement shape, compiled once and cached): (how many rows, their values in one
+    list), largest groups first."""
+    at = 0
+    for size in _GROUPS:
+        if size * width > _MAX_PARAMETERS:
+            continue
+        while len(rows) - at >= size:
+            yield size, [value for row in rows[at : at + size] for value in row]
+            at += size
+
+
+@functools.cache
+def _values(count: int, width: int) -> str:
+    """A `VALUES` clause of `count` rows of `width` parameters each."""
+    row = "(" + ", ".join("?" * width) + ")"
+    return "VALUES " + ", ".join([row] * count)
 
 
 def _chunk_end(seq: Any, start: Any, data: Any, lo: int, expected: int | None, failing: str) -> int:

@@ -308,6 +308,45 @@ class PostgresStore(Store):
         ).fetchall()
         return {row[0] for row in rows}
 
+    # psycopg sends an `executemany` in one go, and reads a statement's rows without
+    # letting go of the interpreter's lock for each: a row a parameter set here.
+
+    def _insert_objects(self, rows: list[tuple[str, str, str]]) -> int:
+        """`Store._insert_objects` on PostgreSQL."""
+        now = int(self._now_ms())
+        cursor = self._db.conn.executemany(
+            "INSERT INTO objects (kind, id, meta, version, created_ms, updated_ms) "
+            f"VALUES (?, ?, ?, 1, {now}, {now}) ON CONFLICT DO NOTHING",
+            rows,
+        )
+        created: int = max(0, cursor.rowcount)
+        return created
+
+    def _file_counts(self, kind: str, name: str, ids: list[str]) -> list[tuple[Any, ...]]:
+        """`Store._file_counts` on PostgreSQL."""
+        marks = ", ".join("?" * len(ids))
+        rows = self._db.conn.execute(
+            "SELECT id, size, chunks, next_seq, created_ms, updated_ms FROM files "
+            f"WHERE kind = ? AND name = ? AND id IN ({marks})",
+            [kind, name, *ids],
+        ).fetchall()
+        return [tuple(row) for row in rows]
+
+    def _insert_chunks(self, rows: list[tuple[Any, ...]]) -> None:
+        """`Store._insert_chunks` on PostgreSQL."""
+        self._db.conn.executemany(
+            "INSERT INTO file_chunks (kind, id, name, seq, start, data) VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def _update_file_counts(self, rows: list[tuple[Any, ...]]) -> None:
+        """`Store._update_file_counts` on PostgreSQL."""
+        self._db.conn.executemany(
+            "UPDATE files SET size = ?, chunks = ?, next_seq = ?, updated_ms = ? "
+            "WHERE kind = ? AND id = ? AND name = ?",
+            rows,
+        )
+
     def _set_values(self, rows: dict[tuple[str, ...], list[list[Any]]]) -> int:
         """`Store._set_values` on PostgreSQL: each object's keys merged into its `jsonb`."""
         now = int(self._now_ms())
