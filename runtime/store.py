@@ -706,11 +706,7 @@ class Store:
         """
         _check_kind(kind)
         with self._reading(f"list {kind} objects") as db:
-            rows = db.execute(
-                "SELECT kind, id, meta, version, created_ms, updated_ms FROM objects "
-                "WHERE kind = ? ORDER BY id",
-                [kind],
-            ).fetchall()
+            rows = self._object_rows(db, kind)
         found: list[StoredObject] = []
         for row in rows:
             try:
@@ -723,13 +719,62 @@ class Store:
                 unreadable.append(UnreadableObject(kind, object_id, str(error)))
         return found
 
+    def _object_rows(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
+        """Every object row of `kind` (kind, id, meta, version, created_ms, updated_ms),
+        ordered by id, read as one row of JSON (see `_insert_objects` on rows and the
+        interpreter's lock): 10,000 objects listed in 0.05 s alone took 9.6 s a row
+        each with another thread running Python. Read a row each when a row holds a
+        value of another type than its column's (damaged: its caller says how)."""
+        odd, joined = db.execute(
+            "SELECT total(typeof(id) <> 'text' OR typeof(meta) <> 'text' "
+            "OR typeof(version) <> 'integer' OR typeof(created_ms) <> 'integer' "
+            "OR typeof(updated_ms) <> 'integer'), "
+            # (A BLOB would make the JSON functions fail: odd rows read again.)
+            "json_group_array(json_array("
+            + ", ".join(
+                f"iif(typeof({column}) = 'blob', NULL, {column})"
+                for column in ("id", "meta", "version", "created_ms", "updated_ms")
+            )
+            + ")) FROM (SELECT * FROM objects WHERE kind = ? ORDER BY id) AS listed",
+            [kind],
+        ).fetchone()
+        if not odd:
+            rows = [(kind, *row) for row in json.loads(joined)]
+            if all(a[1] < b[1] for a, b in itertools.pairwise(rows)):  # (as ordered)
+                return rows
+        return [
+            tuple(row)
+            for row in db.execute(
+                "SELECT kind, id, meta, version, created_ms, updated_ms FROM objects "
+                "WHERE kind = ? ORDER BY id",
+                [kind],
+            ).fetchall()
+        ]
+
+    def _id_rows(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
+        """The ids of `kind`, ordered, as rows (id,): one row of JSON, as `_object_rows`."""
+        odd, joined = db.execute(
+            "SELECT total(typeof(id) <> 'text'), "
+            "json_group_array(iif(typeof(id) = 'blob', NULL, id)) FROM "
+            "(SELECT id FROM objects WHERE kind = ? ORDER BY id) AS listed",
+            [kind],
+        ).fetchone()
+        if not odd:
+            ids = json.loads(joined)
+            if all(a < b for a, b in itertools.pairwise(ids)):  # (as ordered)
+                return [(object_id,) for object_id in ids]
+        return [
+            tuple(row)
+            for row in db.execute(
+                "SELECT id FROM objects WHERE kind = ? ORDER BY id", [kind]
+            ).fetchall()
+        ]
+
     def list_ids(self, kind: str) -> list[str]:
         """The ids of every object of `kind`, sorted."""
         _check_kind(kind)
         with self._reading(f"list {kind} ids") as db:
-            rows = db.execute(
-                "SELECT id FROM objects WHERE kind = ? ORDER BY id", [kind]
-            ).fetchall()
+            rows = self._id_rows(db, kind)
         for (object_id,) in rows:
             if not isinstance(object_id, str):
                 raise StorageError(

@@ -9,6 +9,7 @@ results (every row written once, in order, failures alone) and the statement cou
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,28 @@ def test_a_batch_of_hundreds_of_blocks_is_a_few_statements_not_a_few_per_block(
         # The file rows read, the chunks, the file rows and the values written: a few
         # groups each (300 = 128 + 128 + 32 + 8 + 4), and the transaction's own.
         assert len(statements) <= 25, statements
+
+
+def test_listing_thousands_of_objects_is_one_statement_in_id_order(tmp_path: Path) -> None:
+    ids = [f"b{n}" for n in range(3000)] + ["é-accent", "Z", "a\u2603", "b0-older"]
+    with opened(tmp_path / "store.db") as store:
+        store.write_atomic(
+            [CreateObject("block", oid, {"n": n, "text": f"τ {oid}"}) for n, oid in enumerate(ids)]
+        )
+        store.create_object("transcript", "other")
+        statements: list[str] = []
+        reader = store._rdb.conn  # (the store's own read connection, traced)
+        reader.set_trace_callback(statements.append)
+        try:
+            listed = store.list_objects("block")
+            listed_ids = store.list_ids("block")
+        finally:
+            reader.set_trace_callback(None)
+        # Each statement hands back one row (each row costs the driver a round of the
+        # interpreter's lock): run again apart, as traced (values expanded).
+        with contextlib.closing(sqlite3.connect(store.path)) as conn:
+            assert [len(conn.execute(sql).fetchall()) for sql in statements] == [1, 1]
+        assert [obj.id for obj in listed] == sorted(ids) == listed_ids
+        by_id = {obj.id: obj for obj in listed}
+        assert by_id["é-accent"].meta == {"n": 3000, "text": "τ é-accent"}
+        assert (by_id["b7"].version, by_id["b7"].kind) == (1, "block")
