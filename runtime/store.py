@@ -742,14 +742,16 @@ class Store:
             rows = [(kind, *row) for row in json.loads(joined)]
             if all(a[1] < b[1] for a, b in itertools.pairwise(rows)):  # (as ordered)
                 return rows
-        return [
-            tuple(row)
-            for row in db.execute(
-                "SELECT kind, id, meta, version, created_ms, updated_ms FROM objects "
-                "WHERE kind = ? ORDER BY id",
-                [kind],
-            ).fetchall()
-        ]
+        return self._object_rows_each(db, kind)
+
+    def _object_rows_each(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
+        """`_object_rows`, a row each (PostgreSQL's driver reads them in one go)."""
+        rows = db.execute(
+            "SELECT kind, id, meta, version, created_ms, updated_ms FROM objects "
+            "WHERE kind = ? ORDER BY id",
+            [kind],
+        )
+        return [tuple(row) for row in rows.fetchall()]
 
     def _id_rows(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
         """The ids of `kind`, ordered, as rows (id,): one row of JSON, as `_object_rows`."""
@@ -763,12 +765,12 @@ class Store:
             ids = json.loads(joined)
             if all(a < b for a, b in itertools.pairwise(ids)):  # (as ordered)
                 return [(object_id,) for object_id in ids]
-        return [
-            tuple(row)
-            for row in db.execute(
-                "SELECT id FROM objects WHERE kind = ? ORDER BY id", [kind]
-            ).fetchall()
-        ]
+        return self._id_rows_each(db, kind)
+
+    def _id_rows_each(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
+        """`_id_rows`, a row each (PostgreSQL's driver reads them in one go)."""
+        rows = db.execute("SELECT id FROM objects WHERE kind = ? ORDER BY id", [kind])
+        return [tuple(row) for row in rows.fetchall()]
 
     def list_ids(self, kind: str) -> list[str]:
         """The ids of every object of `kind`, sorted."""

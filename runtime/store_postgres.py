@@ -324,19 +324,11 @@ class PostgresStore(Store):
 
     def _object_rows(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
         """`Store._object_rows` on PostgreSQL."""
-        return [
-            tuple(row)
-            for row in db.execute(
-                "SELECT kind, id, meta, version, created_ms, updated_ms FROM objects "
-                "WHERE kind = ? ORDER BY id",
-                [kind],
-            ).fetchall()
-        ]
+        return self._object_rows_each(db, kind)
 
     def _id_rows(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
         """`Store._id_rows` on PostgreSQL."""
-        rows = db.execute("SELECT id FROM objects WHERE kind = ? ORDER BY id", [kind])
-        return [tuple(row) for row in rows.fetchall()]
+        return self._id_rows_each(db, kind)
 
     def _file_counts(self, kind: str, name: str, ids: list[str]) -> list[tuple[Any, ...]]:
         """`Store._file_counts` on PostgreSQL."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from greenroom import FakeClock
 from greenroom.store import Store
 from greenroom.store_postgres import PostgresStore
 
@@ -26,6 +28,17 @@ def open_test_store(request: pytest.FixtureRequest, path: Path, **options: Any) 
         kept = {key: options[key] for key in ("now_ms", "chunk_bytes") if key in options}
         return PostgresStore.connect(url, **kept)
     return Store.open(path, **options)
+
+
+@contextlib.contextmanager
+def sqlite_store(path: Path, **options: Any) -> Iterator[Store]:
+    """A SQLite store on `path` on a fake clock (`options` as `Store.open` takes
+    them), closed after the block."""
+    store = Store.open(path, **{"now_ms": FakeClock().now_ms, **options})
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def reopen_test_store(store: Store, path: Path, **options: Any) -> Store:

@@ -16,7 +16,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from greenroom import FakeClock, Runtime, RuntimeConfig, Store
 from greenroom.errors import GreenroomError, InvalidInput, NotFound, StorageError
 from greenroom.meta import MAX_META_DEPTH
 from greenroom.models import UnreadableObject
+from tests.stores import sqlite_store
 
 from .conftest import QUIET
 
@@ -55,13 +56,8 @@ def _raised(call: Callable[[], object]) -> Exception | None:
     return None
 
 
-@contextlib.contextmanager
-def _store(path: Path) -> Iterator[Store]:
-    store = Store.open(path, now_ms=FakeClock().now_ms)
-    try:
-        yield store
-    finally:
-        store.close()
+def _store(path: Path) -> contextlib.AbstractContextManager[Store]:
+    return sqlite_store(path)
 
 
 @pytest.fixture

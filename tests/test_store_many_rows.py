@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import greenroom.store as store_module
-from greenroom import FakeClock
 from greenroom.errors import NotFound
 from greenroom.store import CreateObject, Store
+from tests.stores import sqlite_store
 
 
-@contextlib.contextmanager
-def opened(path: Path) -> Iterator[Store]:
-    store = Store.open(path, now_ms=FakeClock().now_ms)
-    try:
-        yield store
-    finally:
-        store.close()
+def opened(path: Path) -> contextlib.AbstractContextManager[Store]:
+    return sqlite_store(path)
 
 
 @given(count=st.integers(0, 1500), width=st.integers(1, 40))

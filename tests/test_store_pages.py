@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import greenroom.store as store_module
-from greenroom import FakeClock
 from greenroom.errors import StorageError
 from greenroom.store import AppendFile, Store
+from tests.stores import sqlite_store
 
 
 @pytest.fixture
@@ -31,13 +30,8 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_module, "_PAGE_ROWS", 2)
 
 
-@contextlib.contextmanager
-def opened(path: Path) -> Iterator[Store]:
-    store = Store.open(path, now_ms=FakeClock().now_ms, chunk_bytes=64)
-    try:
-        yield store
-    finally:
-        store.close()
+def opened(path: Path) -> contextlib.AbstractContextManager[Store]:
+    return sqlite_store(path, chunk_bytes=64)
 
 
 def write_chunks(store: Store, sizes: list[int]) -> bytes:
