@@ -313,6 +313,11 @@ class Store:
         self._path = path
         self._now_ms = now_ms
         self._chunk_bytes = chunk_bytes
+        # Chunks are joined as text (`_page_chunks`): byte for byte only in UTF-8 (a
+        # database made UTF-16 elsewhere would change bytes that are not valid UTF-16).
+        self._joins_chunks = (
+            self.dialect == "sqlite" and db.execute("PRAGMA encoding").fetchone()[0] == "UTF-8"
+        )
         self._lock = threading.Lock()
         # Reads use a connection of their own, so they never wait for a commit (WAL:
         # a read sees everything committed when it starts). In memory there is one.
@@ -721,28 +726,42 @@ class Store:
 
     def _object_rows(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
         """Every object row of `kind` (kind, id, meta, version, created_ms, updated_ms),
-        ordered by id, read as one row of JSON (see `_insert_objects` on rows and the
-        interpreter's lock): 10,000 objects listed in 0.05 s alone took 9.6 s a row
-        each with another thread running Python. Read a row each when a row holds a
-        value of another type than its column's (damaged: its caller says how)."""
-        odd, joined = db.execute(
-            "SELECT total(typeof(id) <> 'text' OR typeof(meta) <> 'text' "
-            "OR typeof(version) <> 'integer' OR typeof(created_ms) <> 'integer' "
-            "OR typeof(updated_ms) <> 'integer'), "
-            # (A BLOB would make the JSON functions fail: odd rows read again.)
-            "json_group_array(json_array("
-            + ", ".join(
-                f"iif(typeof({column}) = 'blob', NULL, {column})"
-                for column in ("id", "meta", "version", "created_ms", "updated_ms")
-            )
-            + ")) FROM (SELECT * FROM objects WHERE kind = ? ORDER BY id) AS listed",
-            [kind],
+        ordered by id: pages of up to `_LIST_ROWS` rows (about `_LIST_BYTES` of
+        metadata) each read as one row of JSON, in one read transaction (see
+        `_insert_objects` on rows and the interpreter's lock: 10,000 objects listed in
+        0.05 s alone took 9.6 s a row each with another thread running Python). Read a
+        row each when a row holds a value of another type than its column's (damaged:
+        its caller says how)."""
+        db.execute("BEGIN")  # (one snapshot for every page)
+        try:
+            return self._object_pages(db, kind)
+        finally:
+            db.execute("COMMIT")
+
+    def _object_pages(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
+        (odd,) = db.execute(
+            "SELECT total(typeof(id) <> 'text') FROM objects WHERE kind = ?", [kind]
         ).fetchone()
-        if not odd:
-            rows = [(kind, *row) for row in json.loads(joined)]
-            if all(a[1] < b[1] for a, b in itertools.pairwise(rows)):  # (as ordered)
-                return rows
-        return self._object_rows_each(db, kind)
+        if odd:  # (ids that are not text sort apart: no pages by id)
+            return self._object_rows_each(db, kind)
+        rows: list[tuple[Any, ...]] = []
+        after, above = "", ">="  # (the first page: from the smallest text on)
+        while True:
+            (last,) = db.execute(
+                _LIST_BOUND.format(above=above), [kind, after, _LIST_ROWS, _LIST_BYTES]
+            ).fetchone()
+            if last is None:
+                break
+            odd, joined = db.execute(
+                _LIST_JOINED.format(above=above), [kind, after, last]
+            ).fetchone()
+            if odd:
+                return self._object_rows_each(db, kind)
+            rows.extend((kind, *row) for row in json.loads(joined))
+            after, above = last, ">"
+        if not all(a[1] < b[1] for a, b in itertools.pairwise(rows)):  # (as ordered)
+            return self._object_rows_each(db, kind)
+        return rows
 
     def _object_rows_each(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
         """`_object_rows`, a row each (PostgreSQL's driver reads them in one go)."""
@@ -754,18 +773,32 @@ class Store:
         return [tuple(row) for row in rows.fetchall()]
 
     def _id_rows(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
-        """The ids of `kind`, ordered, as rows (id,): one row of JSON, as `_object_rows`."""
-        odd, joined = db.execute(
-            "SELECT total(typeof(id) <> 'text'), "
-            "json_group_array(iif(typeof(id) = 'blob', NULL, id)) FROM "
-            "(SELECT id FROM objects WHERE kind = ? ORDER BY id) AS listed",
-            [kind],
-        ).fetchone()
-        if not odd:
-            ids = json.loads(joined)
-            if all(a < b for a, b in itertools.pairwise(ids)):  # (as ordered)
-                return [(object_id,) for object_id in ids]
-        return self._id_rows_each(db, kind)
+        """The ids of `kind`, ordered, as rows (id,): pages of `_LIST_ROWS` ids each
+        read as one row of JSON, as `_object_rows`."""
+        db.execute("BEGIN")  # (one snapshot for every page)
+        try:
+            (odd,) = db.execute(
+                "SELECT total(typeof(id) <> 'text') FROM objects WHERE kind = ?", [kind]
+            ).fetchone()
+            if odd:
+                return self._id_rows_each(db, kind)
+            ids: list[str] = []
+            after, above = "", ">="
+            while True:
+                count, joined, last = db.execute(
+                    "SELECT count(*), json_group_array(id), max(id) FROM (SELECT id FROM "
+                    f"objects WHERE kind = ? AND id {above} ? ORDER BY id LIMIT ?) AS page",
+                    [kind, after, _LIST_ROWS],
+                ).fetchone()
+                ids.extend(json.loads(joined))
+                if count < _LIST_ROWS:
+                    break
+                after, above = last, ">"
+        finally:
+            db.execute("COMMIT")
+        if not all(a < b for a, b in itertools.pairwise(ids)):  # (as ordered)
+            return self._id_rows_each(db, kind)
+        return [(object_id,) for object_id in ids]
 
     def _id_rows_each(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
         """`_id_rows`, a row each (PostgreSQL's driver reads them in one go)."""
@@ -1507,20 +1540,23 @@ class Store:
         after = -1
         # Where the next chunk starts: chunks are contiguous, the first one at `lo` or before.
         expected: int | None = None
-        joining = True  # whether the next page is tried joined (it was small last time)
+        # Whether the next page is tried joined (its chunks were small last time).
+        joining = self._joins_chunks
         while True:
             where = [kind, object_id, name, after, lo, top]
             if joining:
                 with self._reading(what) as db:
-                    joined = db.execute(
+                    *joined, last = db.execute(
                         _PAGE_JOINED, [*where, _PAGE_CHUNKS, _SMALL_CHUNK, _MAX_COUNT]
                     ).fetchone()
-                page = _joined_page(joined, after, lo, expected)
+                page = _joined_page(tuple(joined), after, lo, expected)
                 if page is not None:
                     starts, data, after, expected = page
                     first = starts[0]
                     for start, end in itertools.pairwise([*starts, expected]):
                         yield start, data[start - first : end - first]  # chunk by chunk
+                    if after == last:
+                        return  # (the last chunk in the range: no statement more)
                     continue
             # A large chunk next (or none), or small ones damaged or changed meanwhile:
             # a row each, which also says what is wrong with a damaged one.
@@ -1724,12 +1760,14 @@ class Store:
 
 # A page of small chunks of a file, from offset ?5 (to ?6) after chunk ?4, as one row:
 # their count, seqs, starts and sizes (in the order the bytes are joined in), how many
-# have a wrong type, and their bytes. At most ?7 chunks, those before the first one of
-# more than ?8 bytes among them (?9: none); sizes are read from the rows' headers.
+# have a wrong type, their bytes, and the last seq in the range. At most ?7 chunks,
+# those before the first one of more than ?8 bytes among them (?9: none); sizes are
+# read from the rows' headers.
 _PAGE_JOINED = """
 SELECT count(*), group_concat(seq), group_concat(start), group_concat(length(data)),
   total(typeof(seq) <> 'integer' OR typeof(start) <> 'integer' OR typeof(data) <> 'blob'),
-  CAST(group_concat(data, '') AS BLOB)
+  CAST(group_concat(data, '') AS BLOB),
+  (SELECT max(seq) FROM file_chunks WHERE kind = ?1 AND id = ?2 AND name = ?3 AND start < ?6)
 FROM (
   SELECT seq, start, data FROM file_chunks
   WHERE kind = ?1 AND id = ?2 AND name = ?3 AND seq > ?4
@@ -1745,6 +1783,34 @@ FROM (
   ORDER BY seq LIMIT ?7
 ) AS page
 """
+
+_LIST_ROWS = 1024  # objects listed a statement (see Store._object_rows)
+_LIST_BYTES = 1 << 22  # ... and about this much metadata
+
+# A page of the objects of kind ?1 with ids from ?2 (`above` is ">=" or ">"): its last
+# id, for at most ?3 objects and about ?4 bytes of metadata (at least one object).
+_LIST_BOUND = """
+SELECT max(id) FROM (
+  SELECT id, size, sum(size) OVER (ORDER BY id) AS upto FROM (
+    SELECT id, length(meta) AS size FROM objects
+    WHERE kind = ?1 AND id {above} ?2 ORDER BY id LIMIT ?3
+  ) AS sized
+) AS paged WHERE upto - size < ?4
+"""
+
+# That page up to id ?3 as one row: how many rows have a value of another type than
+# their column's, and the rows as JSON (a BLOB would make the JSON functions fail).
+_LIST_JOINED = (
+    "SELECT total(typeof(meta) <> 'text' OR typeof(version) <> 'integer' "
+    "OR typeof(created_ms) <> 'integer' OR typeof(updated_ms) <> 'integer'), "
+    "json_group_array(json_array("
+    + ", ".join(
+        f"iif(typeof({column}) = 'blob', NULL, {column})"
+        for column in ("id", "meta", "version", "created_ms", "updated_ms")
+    )
+    + ")) FROM (SELECT * FROM objects WHERE kind = ?1 AND id {above} ?2 AND id <= ?3 "
+    "ORDER BY id) AS page"
+)
 
 # The chunks from offset ?5 (to ?6) after chunk ?4, a row each: at most ?7.
 _PAGE_ROWS_SQL = """
@@ -1784,7 +1850,9 @@ def _joined_page(
 
 
 _GROUPS = (128, 64, 32, 16, 8, 4, 2, 1)
-_MAX_PARAMETERS = 999  # SQLite's bound on a statement's parameters before 3.32
+# SQLite's default bound on a statement's parameters before 3.32 (the store needs 3.35
+# anyway, for RETURNING; a build may set it lower), less what a statement adds.
+_MAX_PARAMETERS = 990
 
 
 def _row_groups(rows: Sequence[Sequence[Any]], width: int) -> Iterator[tuple[int, list[Any]]]:

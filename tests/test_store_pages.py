@@ -8,6 +8,7 @@ next, small ones after large ones, a damaged chunk inside a joined page.
 from __future__ import annotations
 
 import contextlib
+import random
 import sqlite3
 from pathlib import Path
 
@@ -118,3 +119,34 @@ def test_a_file_of_thousands_of_lines_reads_back_in_a_few_statements(tmp_path: P
         finally:
             reader.set_trace_callback(None)
         assert len(steps) <= 10, steps
+
+
+def test_a_database_made_utf16_elsewhere_reads_its_bytes_back_exactly(tmp_path: Path) -> None:
+    """Chunks are joined as text only where text is UTF-8: in UTF-16, binary that is
+    not valid UTF-16 would come back changed (and as long), so it is read a row each."""
+    path = tmp_path / "store.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA encoding = 'UTF-16le'")
+        conn.execute("CREATE TABLE made_elsewhere (x)")  # (the encoding is fixed now)
+        conn.commit()
+    rng = random.Random(0)
+    chunks = [rng.randbytes(2 * rng.randint(1, 32)) for _ in range(50)]  # (one chunk each)
+    with opened(path) as store:
+        store.create_object("block", "b")
+        store.write_batch([AppendFile("block", "b", "out", chunk, create=True) for chunk in chunks])
+        assert store.read_file("block", "b", "out") == b"".join(chunks)
+        assert list(store.iter_file("block", "b", "out")) == chunks
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_a_short_file_is_read_in_one_statement(tmp_path: Path) -> None:
+    with opened(tmp_path / "store.db") as store:
+        data = write_chunks(store, [2] * 3)  # one joined page, its last chunk the file's
+        statements: list[str] = []
+        reader = store._rdb.conn  # (the store's own read connection, traced)
+        reader.set_trace_callback(statements.append)
+        try:
+            assert b"".join(store.iter_file("block", "b", "out")) == data
+        finally:
+            reader.set_trace_callback(None)
+        assert len([sql for sql in statements if "file_chunks" in sql]) == 1, statements
