@@ -1531,9 +1531,10 @@ class Store:
         Small chunks (a block's output lines, say) are read `_PAGE_CHUNKS` at a time in
         one row: the driver lets go of the interpreter's lock for every row it reads,
         and a thread taking it back may wait a whole switch interval (5 ms) while
-        another thread runs Python, so a file of 20,000 lines read a row each took 28 s
-        instead of 0.02 in a busy process (0.17 s this way). Large chunks are read a
-        row each, `_PAGE_ROWS` at a time (joined, they would only be copied more).
+        another thread runs Python: a file of 20,000 lines read a row each took 23.6 s
+        instead of 0.024 in a busy process (0.31-0.40 s this way). Large chunks are
+        read a row each, `_PAGE_ROWS` at a time (joined, they would only be copied
+        more), and so is everything in a database not encoded UTF-8 (see `__init__`).
         """
         top = _MAX_COUNT if hi is None else hi
         failing = f"could not {what} in store {self._path!r}"

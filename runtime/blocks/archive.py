@@ -25,7 +25,7 @@ __all__ = ["read_archive", "write_archive"]
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b"
 _READ_PIECE = 1 << 20
-_ZSTD_INPUT = 1 << 20
+_ZSTD_INPUT = 1 << 20  # an archive is read this much at a time (see below on why large)
 # What the compressor is handed at a time (and how much output it gathers before
 # writing it out). It lets go of the interpreter's lock while it works on each piece,
 # and taking the lock back can cost a whole switch interval (5 ms) when another thread
