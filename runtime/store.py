@@ -732,17 +732,11 @@ class Store:
         0.05 s alone took 9.6 s a row each with another thread running Python). Read a
         row each when a row holds a value of another type than its column's (damaged:
         its caller says how)."""
-        db.execute("BEGIN")  # (one snapshot for every page)
-        try:
+        with _snapshot(db):
             return self._object_pages(db, kind)
-        finally:
-            db.execute("COMMIT")
 
     def _object_pages(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
-        (odd,) = db.execute(
-            "SELECT total(typeof(id) <> 'text') FROM objects WHERE kind = ?", [kind]
-        ).fetchone()
-        if odd:  # (ids that are not text sort apart: no pages by id)
+        if _odd_ids(db, kind):  # (ids that are not text sort apart: no pages by id)
             return self._object_rows_each(db, kind)
         rows: list[tuple[Any, ...]] = []
         after, above = "", ">="  # (the first page: from the smallest text on)
@@ -775,12 +769,8 @@ class Store:
     def _id_rows(self, db: Database, kind: str) -> list[tuple[Any, ...]]:
         """The ids of `kind`, ordered, as rows (id,): pages of `_LIST_ROWS` ids each
         read as one row of JSON, as `_object_rows`."""
-        db.execute("BEGIN")  # (one snapshot for every page)
-        try:
-            (odd,) = db.execute(
-                "SELECT total(typeof(id) <> 'text') FROM objects WHERE kind = ?", [kind]
-            ).fetchone()
-            if odd:
+        with _snapshot(db):
+            if _odd_ids(db, kind):
                 return self._id_rows_each(db, kind)
             ids: list[str] = []
             after, above = "", ">="
@@ -794,8 +784,6 @@ class Store:
                 if count < _LIST_ROWS:
                     break
                 after, above = last, ">"
-        finally:
-            db.execute("COMMIT")
         if not all(a < b for a, b in itertools.pairwise(ids)):  # (as ordered)
             return self._id_rows_each(db, kind)
         return [(object_id,) for object_id in ids]
@@ -1820,6 +1808,24 @@ WHERE kind = ?1 AND id = ?2 AND name = ?3 AND seq > ?4
   AND start + length(data) > ?5 AND start < ?6
 ORDER BY seq LIMIT ?7
 """
+
+
+@contextlib.contextmanager
+def _snapshot(db: Database) -> Iterator[None]:
+    """One read transaction on `db`: every statement inside sees the same database."""
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        db.execute("COMMIT")
+
+
+def _odd_ids(db: Database, kind: str) -> bool:
+    """Whether an object of `kind` has an id that is not text (a hand-edited row)."""
+    (odd,) = db.execute(
+        "SELECT total(typeof(id) <> 'text') FROM objects WHERE kind = ?", [kind]
+    ).fetchone()
+    return bool(odd)
 
 
 def _joined_page(
