@@ -56,6 +56,7 @@ from greenroom.errors import (
 from greenroom.files import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, create_private, private_dir
 from greenroom.meta import apply_update, dumps_meta, loads_meta, merge_meta, validate_update
 from greenroom.models import AppendedMany, FileInfo, StoredObject, UnreadableObject
+from greenroom.write_plan import FileRow, ObjectRow, Step, WritePlan, planned_keys
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -612,7 +613,7 @@ class Store:
         conn = self._db.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            values = [slot.op() for slot in batch]
+            values = self._run_ops(batch)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -626,6 +627,149 @@ class Store:
             slot.value = value
             slot.done = True
         return True
+
+    def _run_ops(self, batch: list[_WriteSlot]) -> list[Any]:
+        """Every write of `batch` run in order (in the open transaction): their values.
+        Runs of writes a plan takes (`_plan_steps`) are planned together."""
+        values: list[Any] = [None] * len(batch)
+        run: list[tuple[int, list[Step], bool]] = []
+        for index, slot in enumerate(batch):
+            planned = self._plan_steps(slot.op)
+            if planned is None:
+                self._run_planned(batch, run, values)
+                run = []
+                values[index] = slot.op()
+            else:
+                run.append((index, *planned))
+        self._run_planned(batch, run, values)
+        return values
+
+    def _plan_steps(self, op: Callable[[], Any]) -> tuple[list[Step], bool] | None:
+        """The steps of a write a plan takes (a create, append or metadata update, or an
+        atomic write of those without conditions), and whether its value is their list;
+        None for any other write."""
+        if type(op) is not functools.partial:
+            return None
+        func, args = op.func, op.args
+        cls = type(self)
+        if func is cls._run_atomic:
+            if args[1]:  # (conditions: checked a row at a time)
+                return None
+            steps = []
+            for each in args[2]:
+                step = self._plan_step(each)
+                if step is None:
+                    return None
+                steps.append(step)
+            return steps, True
+        step = self._plan_step(op)
+        return None if step is None else ([step], False)
+
+    def _plan_step(self, op: Callable[[], Any]) -> Step | None:
+        if type(op) is not functools.partial:
+            return None
+        cls = type(self)
+        func = op.func
+        if func is cls._append_op:
+            return WritePlan.append, op.args[1:]
+        if func is cls._meta_op:
+            return WritePlan.update, op.args[1:]
+        if func is cls._create_op:
+            return WritePlan.create, op.args[1:]
+        return None
+
+    def _run_planned(
+        self, batch: list[_WriteSlot], run: list[tuple[int, list[Step], bool]], values: list[Any]
+    ) -> None:
+        """The writes of `run` (index in `batch`, steps, listed) planned together: the
+        rows they touch read in a few statements, written in a few more; `Replan` (or
+        any error) if one of them cannot be taken as it is. A lone write runs as is."""
+        if len(run) < 2:
+            for index, _, _ in run:
+                values[index] = batch[index].op()
+            return
+        object_keys, file_ids = planned_keys(step for _, steps, _ in run for step in steps)
+        plan = WritePlan(
+            self._now_ms(), self._planned_objects(object_keys), self._planned_files(file_ids)
+        )
+        for index, steps, listed in run:
+            results = [method(plan, *args) for method, args in steps]
+            values[index] = results if listed else results[0]
+        self._store_plan(plan)
+
+    def _planned_objects(
+        self, keys: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], ObjectRow | None]:
+        """The rows of the objects `keys`, read as one row of JSON a few hundred."""
+        found: dict[tuple[str, str], ObjectRow | None] = dict.fromkeys(keys)
+        by_kind: dict[str, list[str]] = {}
+        for kind, object_id in keys:
+            by_kind.setdefault(kind, []).append(object_id)
+        for kind, ids in by_kind.items():
+            for at in range(0, len(ids), _IN_LIST):
+                part = ids[at : at + _IN_LIST]
+                marks = ", ".join("?" * len(part))
+                (joined,) = self._db.conn.execute(
+                    "SELECT json_group_array(json_array(id, meta, version, created_ms, "
+                    f"updated_ms)) FROM objects WHERE kind = ? AND id IN ({marks})",
+                    [kind, *part],
+                ).fetchone()
+                for row in json.loads(joined):
+                    # (Checked as a read is: a damaged row fails the plan, and the write
+                    # that meets it, run alone, says what is wrong.)
+                    obj = _object_from_row((kind, *row))
+                    found[(kind, obj.id)] = ObjectRow(
+                        obj.meta, obj.version, obj.created_ms, obj.updated_ms
+                    )
+        return found
+
+    def _planned_files(
+        self, ids: dict[tuple[str, str], set[str]]
+    ) -> dict[tuple[str, str, str], FileRow | None]:
+        """The rows of the files (their ids by kind and name), a few hundred a statement."""
+        found: dict[tuple[str, str, str], FileRow | None] = {}
+        for (kind, name), object_ids in ids.items():
+            listed = list(object_ids)
+            found.update(((kind, object_id, name), None) for object_id in listed)
+            for at in range(0, len(listed), _IN_LIST):
+                for row in self._file_counts(kind, name, listed[at : at + _IN_LIST]):
+                    object_id, next_seq = row[0], row[3]
+                    info = _file_info(kind, object_id, name, *row[1:])
+                    found[(kind, object_id, name)] = FileRow(
+                        info.size, info.chunks, next_seq, info.created_ms, info.updated_ms
+                    )
+        return found
+
+    def _store_plan(self, plan: WritePlan) -> None:
+        """What `plan` changed, written as multi-row statements."""
+        conn = self._db.conn
+        inserted, updated = plan.object_rows()
+        for count, flat in _row_groups(
+            [(kind, oid, dumps_meta(meta), *rest) for kind, oid, meta, *rest in inserted], 6
+        ):
+            conn.execute(
+                "INSERT INTO objects (kind, id, meta, version, created_ms, updated_ms) "
+                + _values(count, 6),
+                flat,
+            )
+        rows = [(dumps_meta(meta), *rest) for meta, *rest in updated]
+        for count, flat in _row_groups(rows, 5):
+            # (Each of them read in this transaction: there is a row to update.)
+            conn.execute(
+                "UPDATE objects SET meta = v.column1, version = v.column2, "
+                f"updated_ms = v.column3 FROM ({_values(count, 5)}) AS v "
+                "WHERE objects.kind = v.column4 AND objects.id = v.column5",
+                flat,
+            )
+        new_files, changed_files = plan.file_rows()
+        for count, flat in _row_groups(new_files, 8):
+            conn.execute(
+                "INSERT INTO files (kind, id, name, size, chunks, next_seq, created_ms, "
+                f"updated_ms) {_values(count, 8)}",
+                flat,
+            )
+        self._insert_chunks(plan.chunks)
+        self._update_file_counts(changed_files)
 
     def _translate(self, exc: BaseException, what: str) -> BaseException:
         if isinstance(exc, self.db_errors):
@@ -669,12 +813,15 @@ class Store:
         kind, object_id = _check_kind(write.kind), _check_id(write.kind, write.object_id)
         initial = merge_meta({}, write.meta)
 
-        def op() -> StoredObject:
-            if self._exists(kind, object_id):
-                raise InvalidTransition(f"{kind} {object_id!r} already exists")
-            return self._insert_object(kind, object_id, initial)
-
+        # A partial, as `_append_slot` says; and `_plan_steps` knows it.
+        op = functools.partial(type(self)._create_op, self, kind, object_id, initial)
         return _WriteSlot(f"create {kind} {object_id!r}", op)
+
+    def _create_op(self, kind: str, object_id: str, initial: dict[str, Any]) -> StoredObject:
+        """`_create_slot`'s write, in the batch's transaction."""
+        if self._exists(kind, object_id):
+            raise InvalidTransition(f"{kind} {object_id!r} already exists")
+        return self._insert_object(kind, object_id, initial)
 
     def _insert_object(self, kind: str, object_id: str, meta: dict[str, Any]) -> StoredObject:
         now = self._now_ms()

@@ -35,6 +35,7 @@ from greenroom.clock import SystemClock
 from greenroom.errors import InvalidInput, SchemaTooNew, StorageError
 from greenroom.store import SCHEMA_VERSION, Database, Store, _WriteSlot
 from greenroom.urls import is_postgres_url, shown_url
+from greenroom.write_plan import Step
 
 try:  # the `postgres` extra
     import psycopg
@@ -247,6 +248,11 @@ class PostgresStore(Store):
         """A row at a time: psycopg reads a statement's rows without letting go of the
         interpreter's lock for each (SQLite's statements are joined in pages instead)."""
         return self._page_chunk_rows(kind, object_id, name, lo, hi, what)
+
+    def _plan_steps(self, op: Callable[[], Any]) -> tuple[list[Step], bool] | None:
+        """None: every write runs as it is (psycopg sends a statement's rows without
+        letting go of the interpreter's lock for each, and the plan's SQL is SQLite's)."""
+        return None
 
     def _run_batch(self, batch: list[_WriteSlot]) -> None:
         """As `Store._run_batch`; the writes another host's transaction conflicted with

@@ -1,0 +1,188 @@
+"""Queued writes worked out together in Python, so a batch is stored in a few statements.
+
+Python's `sqlite3` lets go of the interpreter's lock for every row a statement reads or
+writes, and in a busy process taking it back can cost a whole switch interval (5 ms). A
+batch of durable executions' journal writes (an append and a metadata update each) ran
+about five single-row statements a write. The store instead reads the rows the batch
+touches in a statement or two, plays the writes here in order (`WritePlan`), and writes
+what changed as multi-row statements. A write the plan cannot take as it is (a missing
+object, a size that is not the one expected) raises `Replan`: the store then runs the
+batch the plain way, a write at a time, and that write gets its own error there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+from greenroom.meta import apply_update
+from greenroom.models import FileInfo, StoredObject
+
+__all__ = ["FileRow", "ObjectRow", "Replan", "Step", "WritePlan", "planned_keys"]
+
+
+class Replan(Exception):
+    """A write the plan does not take as it is: run the batch a write at a time."""
+
+
+@attrs.define(slots=True)
+class ObjectRow:
+    """An object's row as the plan has it: its metadata, version and times."""
+
+    meta: dict[str, Any]
+    version: int
+    created_ms: int
+    updated_ms: int
+    new: bool = False  # made by this plan (inserted, not updated)
+    changed: bool = False
+
+
+@attrs.define(slots=True)
+class FileRow:
+    """A file's row as the plan has it: its size and counts, and times."""
+
+    size: int
+    chunks: int
+    next_seq: int
+    created_ms: int
+    updated_ms: int
+    new: bool = False
+    changed: bool = False
+
+
+class WritePlan:
+    """The rows a batch of writes touches, changed in order as the writes would change
+    them; what is left to store is in `objects`, `files` and `chunks`."""
+
+    __slots__ = ("chunks", "files", "now_ms", "objects")
+
+    def __init__(
+        self,
+        now_ms: int,
+        objects: dict[tuple[str, str], ObjectRow | None],
+        files: dict[tuple[str, str, str], FileRow | None],
+    ) -> None:
+        """`objects` and `files` hold a row (or None: there is none) for every key the
+        writes touch, as stored when the batch began."""
+        self.now_ms = now_ms
+        self.objects = objects
+        self.files = files
+        self.chunks: list[tuple[str, str, str, int, int, bytes]] = []
+
+    def create(self, kind: str, object_id: str, meta: dict[str, Any]) -> StoredObject:
+        """`Store._create_op`: a new object."""
+        key = (kind, object_id)
+        if self.objects[key] is not None:
+            raise Replan(f"{kind} {object_id!r} exists")
+        now = self.now_ms
+        self.objects[key] = ObjectRow(meta, 1, now, now, new=True, changed=True)
+        return StoredObject(kind, object_id, meta, 1, now, now)
+
+    def update(self, batch: list[tuple[str, str, dict[str, Any]]]) -> list[StoredObject]:
+        """`Store._meta_op`: metadata updates, each merged into the object's metadata."""
+        results = []
+        now = self.now_ms
+        for kind, object_id, update in batch:
+            row = self.objects[(kind, object_id)]
+            if row is None:
+                raise Replan(f"no {kind} {object_id!r}")
+            row.meta = apply_update(row.meta, update)
+            row.version += 1
+            row.updated_ms = now
+            row.changed = True
+            results.append(
+                StoredObject(kind, object_id, row.meta, row.version, row.created_ms, now)
+            )
+        return results
+
+    def append(
+        self,
+        kind: str,
+        object_id: str,
+        name: str,
+        create: bool,
+        expect_size: int | None,
+        pieces: list[bytes],
+    ) -> FileInfo:
+        """`Store._append_op`: bytes appended to a file (made first if `create`)."""
+        key = (kind, object_id, name)
+        row = self.files[key]
+        if expect_size is not None and (0 if row is None else row.size) != expect_size:
+            raise Replan(f"file {name!r} of {kind} {object_id!r} is not {expect_size} bytes")
+        now = self.now_ms
+        if row is None:
+            if not create or self.objects[(kind, object_id)] is None:
+                raise Replan(f"no file {name!r} of {kind} {object_id!r} to append to")
+            row = self.files[key] = FileRow(0, 0, 0, now, now, new=True, changed=True)
+        if not pieces:
+            return FileInfo(
+                kind, object_id, name, row.size, row.chunks, row.created_ms, row.updated_ms
+            )
+        start = row.size
+        seq = row.next_seq
+        for piece in pieces:
+            self.chunks.append((kind, object_id, name, seq, start, piece))
+            seq += 1
+            start += len(piece)
+        row.size = start
+        row.chunks += len(pieces)
+        row.next_seq = seq
+        row.updated_ms = now
+        row.changed = True
+        return FileInfo(kind, object_id, name, start, row.chunks, row.created_ms, now)
+
+    def object_rows(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The objects to insert (kind, id, meta, version, created_ms, updated_ms) and
+        to update (meta, version, updated_ms, kind, id); meta still a dict."""
+        inserted: list[tuple[Any, ...]] = []
+        updated: list[tuple[Any, ...]] = []
+        for (kind, object_id), row in self.objects.items():
+            if row is None or not row.changed:
+                continue
+            if row.new:
+                inserted.append(
+                    (kind, object_id, row.meta, row.version, row.created_ms, row.updated_ms)
+                )
+            else:
+                updated.append((row.meta, row.version, row.updated_ms, kind, object_id))
+        return inserted, updated
+
+    def file_rows(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The files to insert (kind, id, name, size, chunks, next_seq, created_ms,
+        updated_ms) and to update (size, chunks, next_seq, updated_ms, kind, id, name)."""
+        inserted: list[tuple[Any, ...]] = []
+        updated: list[tuple[Any, ...]] = []
+        for (kind, object_id, name), row in self.files.items():
+            if row is None or not row.changed:
+                continue
+            if row.new:
+                counts = (row.size, row.chunks, row.next_seq, row.created_ms, row.updated_ms)
+                inserted.append((kind, object_id, name, *counts))
+            else:
+                updated.append(
+                    (row.size, row.chunks, row.next_seq, row.updated_ms, kind, object_id, name)
+                )
+        return inserted, updated
+
+
+Step = tuple[Callable[..., Any], tuple[Any, ...]]
+"""A write as the plan takes it: `WritePlan.create`, `.update` or `.append`, and the
+arguments after the plan."""
+
+
+def planned_keys(
+    steps: Iterable[Step],
+) -> tuple[set[tuple[str, str]], dict[tuple[str, str], set[str]]]:
+    """The objects (kind, id) and the files, their ids by (kind, name), `steps` touch."""
+    objects: set[tuple[str, str]] = set()
+    files: dict[tuple[str, str], set[str]] = {}
+    for method, args in steps:
+        if method is WritePlan.update:
+            objects.update((kind, object_id) for kind, object_id, _ in args[0])
+            continue
+        objects.add((args[0], args[1]))
+        if method is WritePlan.append:
+            files.setdefault((args[0], args[2]), set()).add(args[1])
+    return objects, files

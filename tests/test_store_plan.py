@@ -1,0 +1,390 @@
+"""Batches of writes planned together on SQLite: the same outcome in a few statements.
+
+The store plays a batch's creates, appends and metadata updates in Python and writes
+what changed as multi-row statements (`greenroom.write_plan`); anything else, or a
+write the plan cannot take as it is, runs a write at a time. These tests hold the
+store's lock while writes queue, so each batch is one commit, and compare every
+outcome and the stored rows with a store that runs every write as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from greenroom.errors import Conflict, InvalidInput, StorageError
+from greenroom.store import (
+    AppendFile,
+    CreateObject,
+    DeleteFile,
+    ExpectMeta,
+    RenameFile,
+    Store,
+    UpdateMeta,
+)
+from tests.stores import sqlite_store
+
+WAIT_S = 30
+Write = CreateObject | AppendFile | UpdateMeta | DeleteFile | RenameFile
+
+
+class Told:
+    """Submitted writes' outcomes, by their order of submission."""
+
+    def __init__(self, count: int) -> None:
+        self.outcomes: list[Any] = [None] * count
+        self._left = count
+        self._lock = threading.Lock()
+        self._all = threading.Event()
+        if count == 0:
+            self._all.set()
+
+    def callback(self, index: int) -> Any:
+        def told(results: Any, error: BaseException | None) -> None:
+            with self._lock:
+                self.outcomes[index] = (
+                    results if error is None else (type(error).__name__, str(error))
+                )
+                self._left -= 1
+                if self._left == 0:
+                    self._all.set()
+
+        return told
+
+    def wait(self) -> list[Any]:
+        assert self._all.wait(WAIT_S), "not every write was told its outcome"
+        return self.outcomes
+
+
+def one_batch(
+    store: Store, groups: list[tuple[list[Write], list[ExpectMeta]]]
+) -> tuple[list[Any], int]:
+    """Submit every group while the store is held, so they commit as one batch: their
+    outcomes and the commits it took."""
+    told = Told(len(groups))
+    commits = store.stats()["store_commits"]
+    with store._lock:  # (the committer waits for it: everything below queues)
+        for index, (writes, expect) in enumerate(groups):
+            try:
+                store.submit_atomic(writes, told.callback(index), expect=expect, inline=False)
+            except InvalidInput as error:  # (refused before it queues)
+                told.callback(index)(None, error)
+    return told.wait(), store.stats()["store_commits"] - commits
+
+
+def stored(store: Store) -> list[Any]:
+    """Every object of the test's kind, with its files and their bytes."""
+    return [
+        (
+            obj,
+            [
+                (info, store.read_file(info.kind, info.id, info.name))
+                for info in store.list_files("execution", obj.id)
+            ],
+        )
+        for obj in store.list_objects("execution")
+    ]
+
+
+@contextlib.contextmanager
+def two_stores(folder: Path) -> Iterator[tuple[Store, Store]]:
+    """A store that plans batches and one that runs every write as it is."""
+    with (
+        sqlite_store(folder / "planned.db", chunk_bytes=16) as planned,
+        sqlite_store(folder / "each.db", chunk_bytes=16) as each,
+    ):
+        each._plan_steps = lambda op: None  # type: ignore[method-assign]
+        yield planned, each
+
+
+def setup(store: Store) -> None:
+    """What the batches start from: e0 with a journal, e1 bare, e2 with two files."""
+    store.write_atomic(
+        [
+            CreateObject("execution", "e0", {"state": "running", "n": 0}),
+            AppendFile("execution", "e0", "journal", b"start\n", create=True),
+            CreateObject("execution", "e1", {}),
+            CreateObject("execution", "e2", {"tags": ["a"]}),
+            AppendFile("execution", "e2", "journal", b"x" * 10, create=True),
+            AppendFile("execution", "e2", "notes", b"", create=True),
+        ]
+    )
+
+
+IDS = st.sampled_from(["e0", "e1", "e2", "e3", "e4"])  # e3, e4 made by the batch or missing
+NAMES = st.sampled_from(["journal", "notes"])
+writes = st.one_of(
+    st.builds(
+        CreateObject,
+        st.just("execution"),
+        IDS,
+        st.dictionaries(st.sampled_from(["state", "n"]), st.integers(0, 3), max_size=2),
+    ),
+    st.builds(
+        AppendFile,
+        st.just("execution"),
+        IDS,
+        NAMES,
+        st.binary(max_size=40),  # (chunks of 16 bytes: several pieces at times)
+        create=st.booleans(),
+        expect_size=st.none() | st.sampled_from([0, 6, 10, 16]),
+    ),
+    st.builds(
+        UpdateMeta,
+        st.just("execution"),
+        IDS,
+        st.dictionaries(
+            st.sampled_from(["state", "n", "tags", "x:*"]),
+            st.none() | st.integers(0, 5) | st.just(True),
+            max_size=3,
+        ),
+    ),
+    # Writes the plan does not take: they split a batch into runs.
+    st.builds(DeleteFile, st.just("execution"), IDS, NAMES),
+    st.builds(RenameFile, st.just("execution"), IDS, NAMES, st.just("old")),
+)
+groups = st.lists(
+    st.tuples(
+        st.lists(writes, min_size=1, max_size=3),
+        st.lists(
+            st.builds(ExpectMeta, st.just("execution"), IDS, st.just("state"), st.just("running")),
+            max_size=1,
+        ),
+    ),
+    max_size=12,
+)
+
+
+# Writes that succeed from `setup` on, in any order: the plan takes whole batches.
+fine_writes = st.one_of(
+    st.builds(
+        AppendFile,
+        st.just("execution"),
+        st.sampled_from(["e0", "e1", "e2"]),
+        NAMES,
+        st.binary(max_size=40),
+    ),
+    st.builds(
+        UpdateMeta,
+        st.just("execution"),
+        st.sampled_from(["e0", "e1", "e2"]),
+        st.dictionaries(
+            st.sampled_from(["state", "n", "tags", "x:1"]),
+            st.none() | st.integers(0, 5),
+            max_size=3,
+        ),
+    ),
+)
+
+
+# Writes that fail whatever came before them in a batch of `fine_writes`.
+FAILING: list[Write] = [
+    AppendFile("execution", "e0", "journal", b"late\n", expect_size=5),
+    AppendFile("execution", "e1", "gone", b"x", create=False),
+    AppendFile("execution", "nobody", "journal", b"x"),
+    UpdateMeta("execution", "nobody", {"n": 1}),
+    CreateObject("execution", "e2", {}),
+]
+
+
+@st.composite
+def fine_groups(draw: st.DrawFn) -> list[tuple[list[Write], list[ExpectMeta]]]:
+    """Groups of writes that all succeed, new objects made (once each) among them; and
+    maybe one group with a write that fails (it fails alone, the others planned)."""
+    batch = draw(st.lists(st.lists(fine_writes, min_size=1, max_size=3), max_size=12))
+    for index in draw(st.sets(st.integers(0, max(0, len(batch) - 1)), max_size=3)):
+        if index < len(batch):
+            batch[index].insert(0, CreateObject("execution", f"new{index}", {"n": index}))
+            batch[index].append(AppendFile("execution", f"new{index}", "journal", b"made\n"))
+    fails = draw(st.none() | st.sampled_from(FAILING))
+    if fails is not None:
+        batch.insert(draw(st.integers(0, len(batch))), [fails])
+    return [(writes, []) for writes in batch]
+
+
+def compared(folder: Path, batch: list[tuple[list[Write], list[ExpectMeta]]]) -> int:
+    """Run `batch` on a planning store and on one that runs each write as it is: the
+    same outcomes and rows. How many batches were planned."""
+    with two_stores(folder) as (planned, each):
+        for store in (planned, each):
+            setup(store)
+        plans = []
+        store_plan = planned._store_plan
+        planned._store_plan = lambda plan: plans.append(store_plan(plan))  # type: ignore[method-assign]
+        outcomes, commits = one_batch(planned, batch)
+        assert (outcomes, stored(planned)) == (one_batch(each, batch)[0], stored(each))
+        assert commits <= 1  # (one batch: none if nothing in it was written)
+        return len(plans)
+
+
+@settings(max_examples=150, deadline=None)
+@given(batch=groups)
+def test_a_planned_batch_ends_as_every_write_run_alone_would(
+    tmp_path_factory: pytest.TempPathFactory, batch: list[tuple[list[Write], list[ExpectMeta]]]
+) -> None:
+    compared(tmp_path_factory.mktemp("plan"), batch)
+
+
+@settings(max_examples=150, deadline=None)
+@given(batch=fine_groups())
+def test_a_batch_of_writes_that_succeed_is_planned_and_ends_the_same(
+    tmp_path_factory: pytest.TempPathFactory, batch: list[tuple[list[Write], list[ExpectMeta]]]
+) -> None:
+    planned = compared(tmp_path_factory.mktemp("plan"), batch)
+    fine = all(writes[0] not in FAILING for writes, _ in batch)
+    assert planned == (1 if len(batch) >= 2 and fine else 0)
+
+
+def traced(store: Store) -> contextlib.AbstractContextManager[list[str]]:
+    """The statements the store's write connection runs inside the block."""
+
+    @contextlib.contextmanager
+    def tracing() -> Iterator[list[str]]:
+        statements: list[str] = []
+        store._db.conn.set_trace_callback(statements.append)
+        try:
+            yield statements
+        finally:
+            store._db.conn.set_trace_callback(None)
+
+    return tracing()
+
+
+def journal_end(n: int, size: int) -> tuple[list[Write], list[ExpectMeta]]:
+    """A durable execution's last write: records appended, its state stored."""
+    return (
+        [
+            AppendFile(
+                "execution", f"s{n}", "journal", b'{"k": "end"}\n', create=False, expect_size=size
+            ),
+            UpdateMeta("execution", f"s{n}", {"state": "completed", "finished_ms": n}),
+        ],
+        [],
+    )
+
+
+def started(n: int) -> tuple[list[Write], list[ExpectMeta]]:
+    """A durable execution's first write: made, its journal begun."""
+    return (
+        [
+            CreateObject("execution", f"s{n}", {"durable": True, "state": "running"}),
+            AppendFile("execution", f"s{n}", "journal", b'{"k": "start"}\n', create=True),
+        ],
+        [],
+    )
+
+
+def test_a_batch_of_500_journal_writes_takes_a_few_statements_of_many_rows(
+    tmp_path: Path,
+) -> None:
+    with sqlite_store(tmp_path / "s.db") as store:
+        with traced(store) as statements:
+            outcomes, commits = one_batch(store, [started(n) for n in range(500)])
+        assert commits == 1
+        assert all(isinstance(value, list) for value in outcomes), outcomes[:3]
+        # The rows read (one JSON row for the objects, one for the files), then objects,
+        # files and chunks inserted in groups (500 = 128 * 3 + 64 + 32 + 16 + 4), and
+        # the transaction's own.
+        assert len(statements) <= 30, statements
+        size = len(b'{"k": "start"}\n')
+        with traced(store) as statements:
+            outcomes, commits = one_batch(store, [journal_end(n, size) for n in range(500)])
+        assert commits == 1
+        assert len(statements) <= 30, statements
+        assert outcomes[7][0].size == size + len(b'{"k": "end"}\n')
+        assert outcomes[7][1][0].meta == {
+            "durable": True,
+            "state": "completed",
+            "finished_ms": 7,
+        }
+        assert outcomes[7][1][0].version == 2
+        assert store.read_file("execution", "s499", "journal") == b'{"k": "start"}\n{"k": "end"}\n'
+        # The same batch a write at a time: several statements each.
+        store._plan_steps = lambda op: None  # type: ignore[method-assign]
+        with traced(store) as statements:
+            one_batch(store, [journal_end(n, 2 * size) for n in range(50)])
+        assert len(statements) >= 4 * 50
+
+
+def test_a_write_the_plan_cannot_take_fails_alone_and_the_others_commit(tmp_path: Path) -> None:
+    with sqlite_store(tmp_path / "s.db") as store:
+        one_batch(store, [started(n) for n in range(20)])
+        size = len(b'{"k": "start"}\n')
+        batch = [journal_end(n, size) for n in range(20)]
+        batch[5] = journal_end(5, size + 1)  # another size than the stored one
+        batch[9] = ([UpdateMeta("execution", "nobody", {"state": "x"})], [])
+        outcomes, commits = one_batch(store, batch)
+        assert commits == 1
+        assert outcomes[5][0] == "Conflict"
+        assert "not the 16 expected" in outcomes[5][1]
+        assert outcomes[9][0] == "NotFound"
+        for n in (0, 6, 19):
+            assert store.get_object("execution", f"s{n}").meta["state"] == "completed"
+        assert store.get_object("execution", "s5").meta["state"] == "running"
+        assert store.stat_file("execution", "s5", "journal").size == size
+
+
+def test_a_damaged_row_fails_the_write_that_meets_it_with_what_is_wrong(tmp_path: Path) -> None:
+    with sqlite_store(tmp_path / "s.db") as store:
+        one_batch(store, [started(n) for n in range(10)])
+        with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+            conn.execute("UPDATE objects SET meta = 'not json' WHERE id = 's3'")
+            conn.execute("UPDATE files SET size = 'big' WHERE id = 's4'")
+        size = len(b'{"k": "start"}\n')
+        outcomes, _ = one_batch(store, [journal_end(n, size) for n in range(10)])
+        assert outcomes[3][0] == StorageError.__name__
+        assert "s3" in outcomes[3][1]
+        assert outcomes[4][0] == StorageError.__name__
+        assert "size" in outcomes[4][1]
+        fine = [n for n, value in enumerate(outcomes) if isinstance(value, list)]
+        assert fine == [0, 1, 2, 5, 6, 7, 8, 9]
+
+
+def test_writes_between_others_the_plan_does_not_take_keep_their_order(tmp_path: Path) -> None:
+    with sqlite_store(tmp_path / "s.db") as store:
+        one_batch(store, [started(n) for n in range(3)])
+        outcomes, commits = one_batch(
+            store,
+            [
+                ([AppendFile("execution", "s0", "journal", b"a\n")], []),
+                ([AppendFile("execution", "s1", "journal", b"a\n")], []),
+                ([RenameFile("execution", "s0", "journal", "old")], []),
+                ([AppendFile("execution", "s0", "journal", b"b\n", create=True)], []),
+                ([AppendFile("execution", "s0", "old", b"c\n", create=False)], []),
+                ([DeleteFile("execution", "s1", "journal")], []),
+                ([AppendFile("execution", "s1", "journal", b"d\n")], []),
+                ([AppendFile("execution", "s2", "journal", b"e\n")], []),
+            ],
+        )
+        assert commits == 1
+        assert all(isinstance(value, list | bool) for value in outcomes), outcomes
+        assert store.read_file("execution", "s0", "old") == b'{"k": "start"}\na\nc\n'
+        assert store.read_file("execution", "s0", "journal") == b"b\n"
+        assert store.read_file("execution", "s1", "journal") == b"d\n"
+
+
+def test_a_conflict_on_a_condition_still_fails_alone(tmp_path: Path) -> None:
+    with sqlite_store(tmp_path / "s.db") as store:
+        one_batch(store, [started(n) for n in range(4)])
+        outcomes, _ = one_batch(
+            store,
+            [
+                ([UpdateMeta("execution", "s0", {"n": 1})], []),
+                (
+                    [UpdateMeta("execution", "s1", {"n": 1})],
+                    [ExpectMeta("execution", "s1", "state", "paused")],
+                ),
+                ([UpdateMeta("execution", "s2", {"n": 1})], []),
+            ],
+        )
+        assert outcomes[1][0] == Conflict.__name__
+        values = [store.get_object("execution", f"s{n}").meta.get("n") for n in range(3)]
+        assert values == [1, None, 1]
