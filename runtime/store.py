@@ -762,12 +762,7 @@ class Store:
                 flat,
             )
         new_files, changed_files = plan.file_rows()
-        for count, flat in _row_groups(new_files, 8):
-            conn.execute(
-                "INSERT INTO files (kind, id, name, size, chunks, next_seq, created_ms, "
-                f"updated_ms) {_values(count, 8)}",
-                flat,
-            )
+        self._insert_files(new_files)
         self._insert_chunks(plan.chunks)
         self._update_file_counts(changed_files)
 
@@ -1365,19 +1360,24 @@ class Store:
                     _file_info(kind, object_id, name, *row[1:])
                 except StorageError as error:
                     failed[object_id] = error
-        for object_id in ids:
-            if object_id in found or object_id in failed:
-                continue
-            if not create:
-                failed[object_id] = NotFound(f"{kind} {object_id!r} has no file {name!r}")
-                continue
-            try:  # (a missing file is rare: a block's first output)
-                self._insert_file(kind, object_id, name)
-            except NotFound as error:
-                failed[object_id] = error
-                continue
-            found[object_id] = (0, 0, 0)
+        missing = [oid for oid in ids if oid not in found and oid not in failed]
         now = self._now_ms()
+        if missing and not create:
+            for object_id in missing:
+                failed[object_id] = NotFound(f"{kind} {object_id!r} has no file {name!r}")
+        elif missing:  # (new blocks' first output: made together)
+            existing = self._existing_ids(kind, missing)
+            new_files = []
+            for object_id in missing:
+                if object_id in existing:
+                    new_files.append((kind, object_id, name, 0, 0, 0, now, now))
+                    found[object_id] = (0, 0, 0)
+                else:
+                    failed[object_id] = NotFound(
+                        f"no {kind} with id {object_id!r}; create the object before its files"
+                    )
+            if new_files:
+                self._insert_files(new_files)
         chunk_rows = []
         file_rows = []
         sizes = {}
@@ -1445,6 +1445,29 @@ class Store:
             else:
                 rows.append(tuple(row))
         return rows
+
+    def _existing_ids(self, kind: str, ids: list[str]) -> set[str]:
+        """Those of `ids` with an object of `kind`, read as one row a few hundred."""
+        found: set[str] = set()
+        for at in range(0, len(ids), _IN_LIST):
+            part = ids[at : at + _IN_LIST]
+            marks = ", ".join("?" * len(part))
+            (joined,) = self._db.conn.execute(
+                f"SELECT json_group_array(id) FROM objects WHERE kind = ? AND id IN ({marks})",
+                [kind, *part],
+            ).fetchone()
+            found.update(json.loads(joined))
+        return found
+
+    def _insert_files(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert file rows (kind, id, name, size, chunks, next_seq, created_ms,
+        updated_ms)."""
+        for count, flat in _row_groups(rows, 8):
+            self._db.conn.execute(
+                "INSERT INTO files (kind, id, name, size, chunks, next_seq, created_ms, "
+                f"updated_ms) {_values(count, 8)}",
+                flat,
+            )
 
     def _insert_chunks(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert chunk rows (kind, id, name, seq, start, data)."""

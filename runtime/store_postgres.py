@@ -346,6 +346,21 @@ class PostgresStore(Store):
         ).fetchall()
         return [tuple(row) for row in rows]
 
+    def _existing_ids(self, kind: str, ids: list[str]) -> set[str]:
+        """`Store._existing_ids` on PostgreSQL."""
+        rows = self._db.conn.execute(
+            "SELECT id FROM objects WHERE kind = ? AND id = ANY(?)", [kind, ids]
+        ).fetchall()
+        return {row[0] for row in rows}
+
+    def _insert_files(self, rows: list[tuple[Any, ...]]) -> None:
+        """`Store._insert_files` on PostgreSQL."""
+        self._db.conn.executemany(
+            "INSERT INTO files (kind, id, name, size, chunks, next_seq, created_ms, "
+            "updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
     def _insert_chunks(self, rows: list[tuple[Any, ...]]) -> None:
         """`Store._insert_chunks` on PostgreSQL."""
         self._db.conn.executemany(

@@ -74,17 +74,28 @@ def test_append_many_writes_every_block_once_and_fails_the_missing_alone(
             assert store.get_object("block", oid).version == 4  # made, then 3 updates
 
 
-def test_append_many_makes_new_objects_many_to_a_statement(tmp_path: Path) -> None:
+def test_append_many_makes_new_objects_and_files_many_to_a_statement(tmp_path: Path) -> None:
     with opened(tmp_path / "store.db") as store:
         store.create_object("block", "b0", {"view": "kept"})
         ids = [f"b{n}" for n in range(300)]
-        written = store.append_many(
-            "block",
-            "output",
-            {oid: b"x\n" for oid in ids},
-            objects={oid: {"view": "agent"} for oid in ids},
-        )
+        statements: list[str] = []
+        store._db.conn.set_trace_callback(statements.append)
+        try:
+            written = store.append_many(
+                "block",
+                "output",
+                {oid: b"x\n" for oid in [*ids, "nobody"]},
+                objects={oid: {"view": "agent"} for oid in ids},
+            )
+        finally:
+            store._db.conn.set_trace_callback(None)
         assert written.created == 299  # b0 was there: left as it was
+        assert list(written.failed) == ["nobody"]
+        assert isinstance(written.failed["nobody"], NotFound)
+        # Objects, files and chunks made and the file rows' counts set, in groups (300 =
+        # 128 + 128 + 32 + 8 + 4); the file rows and the objects read as a row of JSON;
+        # the transaction's own. (A file a statement: about 900.)
+        assert len(statements) <= 30, statements
         assert store.get_object("block", "b0").meta == {"view": "kept"}
         assert all(store.read_file("block", oid, "output") == b"x\n" for oid in ids)
 
