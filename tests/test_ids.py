@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable
 
-from greenroom import Runtime
+from greenroom import AsyncExecutionContext, Runtime
 from greenroom.cursor import parse_cursor
-from greenroom.ids import next_hex_id
+from greenroom.ids import next_hex_id, secret_hex
 
 
 def test_ids_are_16_hex_digits_and_never_repeat_across_threads() -> None:
@@ -31,3 +32,52 @@ def test_a_replay_buffer_made_again_has_a_new_epoch(open_rt: Callable[..., Runti
     one, two = open_rt(), open_rt()
     epochs = {parse_cursor(rt.replay.append("s", {"n": 1}).cursor).epoch for rt in (one, two)}
     assert len(epochs) == 2
+
+
+def test_secret_ids_are_hex_of_their_length_and_never_repeat_across_threads() -> None:
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def make(into: list[str]) -> None:
+        into.extend(secret_hex(12) for _ in range(3_000))  # (several pools each)
+
+    threads = [threading.Thread(target=make, args=(into,)) for into in made]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [one for into in made for one in into]
+    assert len(set(ids)) == 12_000
+    assert all(re.fullmatch(r"[0-9a-f]{24}", one) for one in ids)
+    assert re.fullmatch(r"[0-9a-f]{10000}", secret_hex(5_000))  # (more than a pool)
+
+
+def test_a_forked_child_draws_secrets_of_its_own() -> None:
+    secret_hex(1)  # (the pool holds unread bytes now)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        try:
+            os.write(write, secret_hex(16).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        theirs = pipe.read().decode()
+    os.waitpid(child, 0)
+    assert len(theirs) == 32
+    assert theirs != secret_hex(16)
+
+
+def test_execution_ids_are_secret_hex_after_the_runtime(
+    open_rt: Callable[..., Runtime],
+) -> None:
+    rt = open_rt()
+    rt.executions.register("t.ask", _ask)
+    ids = {rt.executions.start("t.ask").session_id for _ in range(50)}
+    assert len(ids) == 50
+    assert all(re.fullmatch(r"s-[0-9a-f]{8}[0-9a-f]{24}", one) for one in ids)
+    assert len({one[2:10] for one in ids}) == 1  # (the runtime's incarnation)
+
+
+async def _ask(ctx: AsyncExecutionContext) -> str:
+    return await ctx.llm("q")

@@ -40,6 +40,7 @@ from greenroom.executions.records import (
     answer_digest,
 )
 from greenroom.executions.registry import RetainedResult
+from greenroom.ids import secret_hex
 from greenroom.leases import Leases
 from greenroom.metrics import Metrics
 from greenroom.store import AppendFile, Store, UpdateMeta
@@ -167,7 +168,7 @@ class StoredSessions:
                 RUNTIME_KIND, self.incarnation, {"started_ms": self._clock.now_ms()}
             )
             self._recorded = True
-        return f"s-{self.incarnation}{secrets.token_hex(12)}"
+        return f"s-{self.incarnation}{secret_hex(12)}"
 
     def lost_or_unknown(self, session_id: str, retention_s: float) -> GreenroomError:
         """The error for an id neither in memory nor durable in the store."""
