@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: running a part in a child process, reading memory.
+"""What the benchmark scripts share: running a part in a child process, reading memory,
+a busy thread.
 
 Each benchmark runs its memory-sensitive parts in a child process, so each starts from
 a clean heap; the child prints one JSON line, which `run_child` returns. Imported by
@@ -11,10 +12,11 @@ import json
 import resource
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_child", "status_kb"]
+__all__ = ["BusyThread", "run_child", "status_kb"]
 
 
 def run_child(script: str, *args: object) -> dict[str, Any]:
@@ -43,3 +45,24 @@ def status_kb(field: str) -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+class BusyThread:
+    """Another thread running Python all the time (a host's busy worker), while in use."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="busy", daemon=True)
+
+    def _run(self) -> None:
+        count = 0
+        while not self._stop.is_set():
+            count += 1  # pure Python: it takes the interpreter's lock and keeps it
+
+    def __enter__(self) -> BusyThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -118,7 +118,7 @@ from greenroom.blocks.records import LAST_ACTIVITY, LINE_COUNT, SessionStats
 from greenroom.clock import stopwatch
 from greenroom.store import AppendFile, CreateObject, Store
 
-from _child import run_child, status_kb  # isort: skip (this folder's own module)
+from _child import BusyThread, run_child, status_kb  # isort: skip (this folder's own module)
 from _table import Row, Target, add_json_option, cpu_model, figure, write_rows  # isort: skip
 
 SENDERS = 4
@@ -551,27 +551,6 @@ def child_archive(total: int, folder: str) -> dict[str, Any]:
 
 
 # -- 3b. in a busy process ----------------------------------------------------------------
-
-
-class BusyThread:
-    """Another thread running Python all the time (a host's busy worker), while in use."""
-
-    def __init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="busy", daemon=True)
-
-    def _run(self) -> None:
-        count = 0
-        while not self._stop.is_set():
-            count += 1  # pure Python: it takes the interpreter's lock and keeps it
-
-    def __enter__(self) -> BusyThread:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def child_archive_busy(total: int, folder: str) -> dict[str, Any]:

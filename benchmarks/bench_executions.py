@@ -30,6 +30,10 @@ Two measurements:
    - 100,000 executions paused at once with passivation, in a child process: RSS above
      the empty runtime (target <= 100 MB), beside the in-memory figure of part 2 times
      100,000.
+   - 2,000 paused executions fed at once (every `send_feed` sent, then waited for),
+     while another thread of the process runs Python, beside the same alone: Python's
+     `sqlite3` lets go of the interpreter's lock for every row, which such a thread
+     makes cost up to a switch interval (no target).
 
     .venv/bin/python benchmarks/bench_executions.py          # the full run
     .venv/bin/python benchmarks/bench_executions.py --quick  # smaller counts, a smoke test
@@ -40,9 +44,11 @@ Two measurements:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sqlite3
+import statistics
 import tempfile
 import threading
 from pathlib import Path
@@ -54,13 +60,14 @@ from greenroom import FakeClock, Runtime, RuntimeConfig
 from greenroom.actors.base import GreenroomActor
 from greenroom.clock import stopwatch
 
-from _child import run_child, status_kb  # isort: skip (this folder's own module)
+from _child import BusyThread, run_child, status_kb  # isort: skip (this folder's own module)
 from _table import Row, Target, add_json_option, cpu_model, figure, write_rows  # isort: skip
 
 ROUNDS = 10
 TARGET_P50_RATIO = 1.2  # the host-scale issue's: feed p50 <= 1.2 x the bare pykka ask's p50
 TARGET = Target("<=", TARGET_P50_RATIO)
 TARGET_JOURNAL_RATIO = 1.5  # durable feed p50 <= 1.5 x the in-memory feed's p50
+BUSY_FEEDS = 2_000  # durable executions fed at once, with and without a busy thread
 TARGET_PASSIVATED_MB = 100.0  # 100,000 paused durable executions, RSS above empty
 PASSIVATED = 100_000
 
@@ -326,6 +333,31 @@ def child_passivated(count: int) -> dict[str, Any]:
     }
 
 
+def child_busy_feed(count: int) -> dict[str, Any]:
+    """`count` durable executions paused, then fed at once (every `send_feed` sent,
+    then every future waited for): the seconds that takes, alone and while a
+    `BusyThread` runs, each on executions of its own, alternating, 2 rounds."""
+    took: dict[str, list[float]] = {"alone": [], "busy": []}
+    with tempfile.TemporaryDirectory() as folder:
+        rt = Runtime.open(Path(folder) / "busy.db")
+        try:
+            rt.executions.register("bench.question", one_question)
+            for _ in range(2):
+                for case in ("alone", "busy"):
+                    ids = [rt.executions.start("bench.question").session_id for _ in range(count)]
+                    rt.settle()
+                    with BusyThread() if case == "busy" else contextlib.nullcontext():
+                        began = stopwatch()
+                        steps = [rt.executions.send_feed(sid, "answer") for sid in ids]
+                        for step in steps:
+                            step.future.wait(step.timeout)
+                            assert rt.executions.outcome(step).status == "completed"
+                        took[case].append(stopwatch() - began)
+        finally:
+            rt.close()
+    return {"count": count, **{case: statistics.median(values) for case, values in took.items()}}
+
+
 def _durable_figures(quick: bool, rows: list[Row], live_bytes: float) -> None:
     queries = 1_000 if quick else 5_000
     print(
@@ -413,6 +445,21 @@ def _durable_figures(quick: bool, rows: list[Row], live_bytes: float) -> None:
             target=Target("<=", TARGET_PASSIVATED_MB, on="value"),
         )
     )
+    b = run_child(__file__, "--child", "--busy-feed", "--count", BUSY_FEEDS)
+    print(
+        f"  {b['count']:,} durable executions fed at once, another thread running Python: "
+        f"{b['busy']:.2f} s (alone {b['alone']:.2f} s; medians of 2 rounds each)"
+    )
+    rows.append(
+        figure(
+            f"{b['count']:,} durable executions fed at once, another thread running Python",
+            b["busy"],
+            "s",
+            baseline=b["alone"],
+            baseline_label="the same alone",
+            ratio=b["busy"] / b["alone"],
+        )
+    )
 
 
 def main() -> None:
@@ -422,6 +469,7 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--one-cpu", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--passivated", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--busy-feed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -429,6 +477,8 @@ def main() -> None:
             print(json.dumps(child_round_trip_one_cpu(args.count)))
         elif args.passivated:
             print(json.dumps(child_passivated(args.count)))
+        elif args.busy_feed:
+            print(json.dumps(child_busy_feed(args.count)))
         else:
             print(json.dumps(child_paused(args.count)))
         return

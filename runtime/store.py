@@ -92,6 +92,9 @@ _PAGE_ROWS = 64  # chunks read a statement, a row each (see Store._page_chunk_ro
 _PAGE_CHUNKS = 1024  # small chunks read joined, in one row (see Store._page_chunks)
 _SMALL_CHUNK = 4096  # bytes: a chunk read joined with others (a page: at most 4 MB)
 _IN_LIST = 500  # ids per `IN (...)` lookup: well under SQLite's bound on parameters
+# Writes planned together (see Store._run_ops): a few statements each way, and what the
+# plan makes in memory stays small (a larger plan's rows outlive young collections).
+_PLAN_WRITES = 256
 _NO_IDS: Mapping[str, object] = {}
 _MAX_VERSION = 2**62
 _MAX_COUNT = 2**62  # sizes and counts: an append adds to them, below 2**63
@@ -641,6 +644,9 @@ class Store:
                 values[index] = slot.op()
             else:
                 run.append((index, *planned))
+                if len(run) == _PLAN_WRITES:
+                    self._run_planned(batch, run, values)
+                    run = []
         self._run_planned(batch, run, values)
         return values
 

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import greenroom.store as store_module
 from greenroom.errors import Conflict, InvalidInput, StorageError
 from greenroom.store import (
     AppendFile,
@@ -210,10 +211,14 @@ def fine_groups(draw: st.DrawFn) -> list[tuple[list[Write], list[ExpectMeta]]]:
     return [(writes, []) for writes in batch]
 
 
-def compared(folder: Path, batch: list[tuple[list[Write], list[ExpectMeta]]]) -> int:
-    """Run `batch` on a planning store and on one that runs each write as it is: the
-    same outcomes and rows. How many batches were planned."""
-    with two_stores(folder) as (planned, each):
+def compared(
+    folder: Path, batch: list[tuple[list[Write], list[ExpectMeta]]], plan_writes: int
+) -> int:
+    """Run `batch` on a planning store (at most `plan_writes` writes a plan) and on one
+    that runs each write as it is: the same outcomes and rows. How many plans were
+    stored."""
+    with two_stores(folder) as (planned, each), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store_module, "_PLAN_WRITES", plan_writes)
         for store in (planned, each):
             setup(store)
         plans = []
@@ -225,22 +230,31 @@ def compared(folder: Path, batch: list[tuple[list[Write], list[ExpectMeta]]]) ->
         return len(plans)
 
 
+PLAN_WRITES = st.sampled_from([2, 3, 256])  # (the store's is 256: smaller ones split)
+
+
 @settings(max_examples=150, deadline=None)
-@given(batch=groups)
+@given(batch=groups, plan_writes=PLAN_WRITES)
 def test_a_planned_batch_ends_as_every_write_run_alone_would(
-    tmp_path_factory: pytest.TempPathFactory, batch: list[tuple[list[Write], list[ExpectMeta]]]
+    tmp_path_factory: pytest.TempPathFactory,
+    batch: list[tuple[list[Write], list[ExpectMeta]]],
+    plan_writes: int,
 ) -> None:
-    compared(tmp_path_factory.mktemp("plan"), batch)
+    compared(tmp_path_factory.mktemp("plan"), batch, plan_writes)
 
 
 @settings(max_examples=150, deadline=None)
-@given(batch=fine_groups())
+@given(batch=fine_groups(), plan_writes=PLAN_WRITES)
 def test_a_batch_of_writes_that_succeed_is_planned_and_ends_the_same(
-    tmp_path_factory: pytest.TempPathFactory, batch: list[tuple[list[Write], list[ExpectMeta]]]
+    tmp_path_factory: pytest.TempPathFactory,
+    batch: list[tuple[list[Write], list[ExpectMeta]]],
+    plan_writes: int,
 ) -> None:
-    planned = compared(tmp_path_factory.mktemp("plan"), batch)
-    fine = all(writes[0] not in FAILING for writes, _ in batch)
-    assert planned == (1 if len(batch) >= 2 and fine else 0)
+    planned = compared(tmp_path_factory.mktemp("plan"), batch, plan_writes)
+    if all(writes[0] not in FAILING for writes, _ in batch):
+        # Plans of `plan_writes` writes, and the rest; a lone write runs as it is.
+        sizes = [min(plan_writes, len(batch) - at) for at in range(0, len(batch), plan_writes)]
+        assert planned == sum(size >= 2 for size in sizes)
 
 
 def traced(store: Store) -> contextlib.AbstractContextManager[list[str]]:
