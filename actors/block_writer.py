@@ -28,7 +28,7 @@ from typing import Any
 
 from greenroom.actors.base import ActorContext, GreenroomActor
 from greenroom.blocks.backlog import OutputBacklog
-from greenroom.blocks.counting import LineCounts
+from greenroom.blocks.counting import Counted, LineCounts
 from greenroom.blocks.messages import (
     AppendOutput,
     CommitDue,
@@ -91,6 +91,9 @@ class BlockWriter(GreenroomActor):
         self._creates: dict[str, dict[str, Any]] = {}  # new blocks' objects
         self._unchecked: set[str] = set()  # those of them that may be stored already
         self._counts: dict[str, LineCounts] = {}  # blocks' live counts, loaded on first use
+        # Unchecked new blocks counted from their creation's metadata until their stored
+        # rows are read, many a statement (`_resolve`): what each counted meanwhile.
+        self._pending: dict[str, list[Counted]] = {}
         self._output: dict[str, bytearray] = {}
         # Output held back while an operation of its block runs (counted already).
         self._held: dict[str, bytearray] = {}
@@ -118,7 +121,14 @@ class BlockWriter(GreenroomActor):
         if cls is AppendOutput:
             block_id = message.block_id
             counts = self._counts.get(block_id) or self._load(block_id)
-            if counts.add_output(message.data, self._now_ms):
+            counted = self._pending.get(block_id) if self._pending else None
+            if counted is None:
+                changed = counts.add_output(message.data, self._now_ms)
+            else:
+                at = self._now_ms()
+                counted.append((message.data, 0, at))
+                changed = counts.add_output(message.data, lambda: at)
+            if changed:
                 self._changed(block_id, counts)
             held = self._held.get(block_id)
             if held is None:
@@ -130,13 +140,18 @@ class BlockWriter(GreenroomActor):
         elif cls is RecordLine:
             block_id = message.block_id
             counts = self._counts.get(block_id) or self._load(block_id)
-            counts.count(1, message.n_bytes // 4, self._now_ms())
+            now, tokens = self._now_ms(), message.n_bytes // 4
+            counts.count(1, tokens, now)
+            counted = self._pending.get(block_id) if self._pending else None
+            if counted is not None:
+                counted.append((None, tokens, now))
             self._changed(block_id, counts)
             if not self._stats:
                 return None  # it waits for its interval: nothing to commit now
         elif cls is GetStats:
             # (Not kept when read for this: on a shared store, another host may write
             # to the block until this one takes its lease again.)
+            self._resolve([message.block_id])
             counts = self._counts.get(message.block_id) or self._read(message.block_id)
             return counts.stats()
         elif cls is CreateBlock:
@@ -228,9 +243,51 @@ class BlockWriter(GreenroomActor):
         return self.ctx.clock.now_ms()
 
     def _load(self, block_id: str) -> LineCounts:
-        """A block's counts, first used (`_read`), kept."""
+        """A block's counts, first used (`_read`), kept. A new block that may be stored
+        already is counted from its creation's metadata until the next commit reads its
+        row with the others' (`_resolve`)."""
+        if (
+            block_id in self._unchecked
+            and block_id in self._creates
+            and block_id not in self._stats
+            and block_id not in self._later
+        ):
+            counts = self._counts[block_id] = LineCounts(self._creates[block_id])
+            self._pending[block_id] = []
+            return counts
         counts = self._counts[block_id] = self._read(block_id)
         return counts
+
+    def _resolve(self, block_ids: list[str]) -> None:
+        """Read the stored rows of these pending blocks (`_load`), a few hundred a
+        statement: one stored already counts on from its stored counts, what it
+        counted meanwhile counted again."""
+        pending = [(bid, self._pending.pop(bid)) for bid in block_ids if bid in self._pending]
+        if not pending:
+            return
+        store = self.ctx.store
+        try:
+            stored = store.find_objects(BLOCK, [block_id for block_id, _ in pending])
+        except StorageError:  # a damaged row: each read alone, to say which
+            stored = {}
+            for block_id, _ in pending:
+                try:
+                    found = store.find_object(BLOCK, block_id)
+                except StorageError as error:
+                    log.warning("block %r: counting from zero, its metadata: %s", block_id, error)
+                    continue
+                if found is not None:
+                    stored[block_id] = found
+        for block_id, counted in pending:
+            found = stored.get(block_id)
+            counts = self._counts.get(block_id)
+            if found is None or counts is None:
+                continue  # a new block (its counts are right), or forgotten since
+            fresh = LineCounts(found.meta)
+            changed = fresh.again(counted)
+            counts.take(fresh)
+            if changed:
+                self._changed(block_id, counts)
 
     def _read(self, block_id: str) -> LineCounts:
         """A block's counts: those waiting to be stored (its actor stopped meanwhile),
@@ -261,6 +318,7 @@ class BlockWriter(GreenroomActor):
 
     def _forget(self, block_id: str) -> None:
         """Another host serves the block now: its counts here are stale."""
+        self._pending.pop(block_id, None)
         self._counts.pop(block_id, None)
         self._later.pop(block_id, None)
         self._stats.pop(block_id, None)  # (refused if stored now)
@@ -268,6 +326,7 @@ class BlockWriter(GreenroomActor):
     def _hold(self, block_id: str, end_line: bool) -> None:
         """An operation of the block starts: its output from now on is held back."""
         self._held.setdefault(block_id, bytearray())
+        self._resolve([block_id])
         if end_line:
             counts = self._counts.get(block_id) or self._load(block_id)
             if counts.end_partial_line(self._now_ms()):
@@ -279,6 +338,7 @@ class BlockWriter(GreenroomActor):
         if held:
             self._queue_output(block_id, held)
         if stopped:
+            self._resolve([block_id])
             counts = self._counts.pop(block_id, None)  # (loaded again if used again)
             if counts is not None and (
                 counts.end_partial_line(self._now_ms()) or block_id in self._later
@@ -370,6 +430,7 @@ class BlockWriter(GreenroomActor):
     def _end_streams(self) -> None:
         # (The blocks' actors stopped first and said so; these are blocks written to
         # since, or whose actor is gone: their streams end here too.)
+        self._resolve(list(self._pending))  # (together, not a statement each)
         for block_id in list(self._held):
             self._release(block_id, stopped=False)
         for block_id in list(self._counts):
@@ -377,6 +438,8 @@ class BlockWriter(GreenroomActor):
         self._store_all_stats()
 
     def _commit(self) -> None:
+        if self._pending:
+            self._resolve(list(self._pending))
         creates, self._creates = self._creates, {}
         unchecked, self._unchecked = self._unchecked, set()
         output, self._output = self._output, {}

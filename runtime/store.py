@@ -713,17 +713,9 @@ class Store:
             by_kind.setdefault(kind, []).append(object_id)
         for kind, ids in by_kind.items():
             for at in range(0, len(ids), _IN_LIST):
-                part = ids[at : at + _IN_LIST]
-                marks = ", ".join("?" * len(part))
-                (joined,) = self._db.conn.execute(
-                    "SELECT json_group_array(json_array(id, meta, version, created_ms, "
-                    f"updated_ms)) FROM objects WHERE kind = ? AND id IN ({marks})",
-                    [kind, *part],
-                ).fetchone()
-                for row in json.loads(joined):
-                    # (Checked as a read is: a damaged row fails the plan, and the write
-                    # that meets it, run alone, says what is wrong.)
-                    obj = _object_from_row((kind, *row))
+                # (A damaged row fails the plan, and the write that meets it, run
+                # alone, says what is wrong.)
+                for obj in self._objects_among(self._db.conn, kind, ids[at : at + _IN_LIST]):
                     found[(kind, obj.id)] = ObjectRow(
                         obj.meta, obj.version, obj.created_ms, obj.updated_ms
                     )
@@ -846,6 +838,30 @@ class Store:
         _check_id(kind, object_id)
         with self._reading(f"read {kind} {object_id!r}") as db:
             return self._fetch(kind, object_id, db.conn)
+
+    def find_objects(self, kind: str, ids: Iterable[str]) -> dict[str, StoredObject]:
+        """The objects of `kind` among `ids` that exist, by id: a few hundred read a
+        statement. `StorageError` if one of them is damaged (`find_object` of each
+        says which)."""
+        _check_kind(kind)
+        wanted = list(dict.fromkeys(_check_id(kind, object_id) for object_id in ids))
+        found: dict[str, StoredObject] = {}
+        with self._reading(f"read {len(wanted)} {kind}(s)") as db:
+            for at in range(0, len(wanted), _IN_LIST):
+                for obj in self._objects_among(db.conn, kind, wanted[at : at + _IN_LIST]):
+                    found[obj.id] = obj
+        return found
+
+    def _objects_among(self, conn: DbConnection, kind: str, ids: list[str]) -> list[StoredObject]:
+        """The objects of `kind` among `ids` (at most `_IN_LIST`), read as one row of
+        JSON; every column checked as a read is."""
+        marks = ", ".join("?" * len(ids))
+        (joined,) = conn.execute(
+            "SELECT json_group_array(json_array(id, meta, version, created_ms, updated_ms)) "
+            f"FROM objects WHERE kind = ? AND id IN ({marks})",
+            [kind, *ids],
+        ).fetchone()
+        return [_object_from_row((kind, *row)) for row in json.loads(joined)]
 
     def list_objects(
         self, kind: str, *, unreadable: list[UnreadableObject] | None = None

@@ -33,7 +33,15 @@ from typing import Any, ClassVar
 
 from greenroom.clock import SystemClock
 from greenroom.errors import InvalidInput, SchemaTooNew, StorageError
-from greenroom.store import SCHEMA_VERSION, Database, Store, _WriteSlot
+from greenroom.models import StoredObject
+from greenroom.store import (
+    SCHEMA_VERSION,
+    Database,
+    DbConnection,
+    Store,
+    _object_from_row,
+    _WriteSlot,
+)
 from greenroom.urls import is_postgres_url, shown_url
 from greenroom.write_plan import Step
 
@@ -345,6 +353,15 @@ class PostgresStore(Store):
             [kind, name, *ids],
         ).fetchall()
         return [tuple(row) for row in rows]
+
+    def _objects_among(self, conn: DbConnection, kind: str, ids: list[str]) -> list[StoredObject]:
+        """`Store._objects_among` on PostgreSQL: a row each."""
+        rows = conn.execute(
+            "SELECT kind, id, meta, version, created_ms, updated_ms FROM objects "
+            "WHERE kind = ? AND id = ANY(?)",
+            [kind, ids],
+        ).fetchall()
+        return [_object_from_row(tuple(row)) for row in rows]
 
     def _existing_ids(self, kind: str, ids: list[str]) -> set[str]:
         """`Store._existing_ids` on PostgreSQL."""

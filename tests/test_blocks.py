@@ -32,6 +32,7 @@ from .conftest import START_MS
 
 LINE_COUNT = "session:line_count"
 TOKENS = "session:token_estimate"
+OPEN_LINE = "session:open_line_counted"
 START = "session:start_ts_ms"
 LAST = "session:last_activity_ms"
 STATS_KEYS = (START, LAST, LINE_COUNT, TOKENS)
@@ -428,6 +429,40 @@ def test_counters_survive_a_reopen_and_keep_counting(
     assert rt.blocks.get("pane-1").stats() == SessionStats(START_MS, START_MS + 60_000, 8, 24)
     # The output itself is one stream across the re-opens.
     assert rt.blocks.get("pane-1").read_output().data == b"12345678\n" * 5 + b"abcdefghijkl\n"
+
+
+def test_a_reopened_blocks_counts_read_with_the_commit_go_on_from_its_open_line(
+    open_rt: Callable[..., Runtime], fake_clock: FakeClock
+) -> None:
+    # A block from an earlier run is counted from its creation's metadata until the
+    # writer reads its row, with its next commit: what it counted meanwhile is counted
+    # again on the stored counts then, an archive or a stop (which count an unfinished
+    # line) read the row first.
+    rt = open_rt()
+    rt.blocks.get("pane-1").append_output(b"12345678\n" * 2 + b"abcd")
+    rt.close()  # (the unfinished line counts at the stop: the open-line mark is stored)
+    assert open_rt().store.get_object("block", "pane-1").meta[OPEN_LINE] == 1
+    rt = open_rt()
+    block = rt.blocks.get("pane-1")
+    block.append_output(b"\n")  # ends the counted line: no line more, the mark goes
+    rt.settle()
+    meta = rt.store.get_object("block", "pane-1").meta
+    assert (meta[LINE_COUNT], meta.get(OPEN_LINE, 0)) == (3, 0)
+    rt.close()
+    fake_clock.advance(5)
+    rt = open_rt()
+    block = rt.blocks.get("pane-1")
+    block.append_output(b"12345678\n" + b"efghijkl")  # a line, and one unfinished
+    block.archive()  # counts the unfinished line (before the writer's next commit)
+    assert block.stats() == SessionStats(START_MS, START_MS + 5_000, 5, 2 + 2 + 1 + 2 + 2)
+    rt.close()
+    rt = open_rt()
+    block = rt.blocks.get("pane-1")
+    block.append_output(b"\n12345678")  # (an empty line: not counted) and one unfinished
+    block.meta()  # (its actor starts)
+    rt.get_actor("block", "pane-1").stop()  # the stream ends: the unfinished line counts
+    rt.settle()
+    assert stored(rt, "pane-1")[LINE_COUNT] == 6
 
 
 def test_counters_carry_on_for_blocks_only_touched_by_record_line(

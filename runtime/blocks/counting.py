@@ -13,7 +13,11 @@ from typing import Any
 
 from greenroom.blocks.records import OPEN_LINE, SessionStats, StatsSnapshot, meta_count
 
-__all__ = ["LineCounts"]
+__all__ = ["Counted", "LineCounts"]
+
+Counted = tuple[bytes | None, int, int]
+"""What a block counted, to count again (`LineCounts.again`): output as (its bytes, 0,
+when), or a line `record_line` told as (None, its tokens, when)."""
 
 
 class LineCounts:
@@ -73,6 +77,23 @@ class LineCounts:
             self.count(1, self.partial // 4, now_ms)
             return True
         return False
+
+    def again(self, counted: list[Counted]) -> bool:
+        """Count `counted` again, in order, on these counts; whether they changed."""
+        before = self.snapshot()
+        for data, tokens, at in counted:
+            if data is None:
+                self.count(1, tokens, at)
+            else:
+                self.add_output(data, lambda at=at: at)  # type: ignore[misc]
+        return self.snapshot() != before
+
+    def take(self, other: LineCounts) -> None:
+        """Hold `other`'s counts (this object is the one the writer's maps hold);
+        whether stats were stored since these were loaded stays as it is."""
+        self.start_ms, self.last_ms = other.start_ms, other.last_ms
+        self.lines, self.tokens = other.lines, other.tokens
+        self.partial, self.partial_counted = other.partial, other.partial_counted
 
     def snapshot(self) -> StatsSnapshot:
         """The counts as the writer stores them."""
