@@ -8,6 +8,7 @@ wrapping the store or the archive writer, never by sleeping.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import stat
@@ -462,6 +463,25 @@ def test_a_sweep_skips_a_block_whose_row_is_damaged_and_goes_on(
     assert skip.block_id == "bad"
     assert skip.error
     assert rt.blocks.ids(view="agent") == ["good"]
+
+
+def test_output_to_a_reopened_block_whose_row_is_damaged_counts_from_zero_and_is_stored(
+    open_rt: Callable[..., Runtime], db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = open_rt()
+    for block_id in ("good", "bad"):
+        rt.blocks.get(block_id).append_output(b"a line\n" * 3)
+    rt.close()
+    _damage(db_path, "UPDATE objects SET meta = '[1, 2]' WHERE id = 'bad'")
+    rt = open_rt()
+    with caplog.at_level(logging.WARNING, logger="greenroom"):
+        for block_id in ("good", "bad"):  # (their rows read with the writer's commit)
+            rt.blocks.get(block_id).append_output(b"one more\n")
+        rt.settle()
+    assert rt.blocks.get("good").stats().line_count == 4
+    assert rt.blocks.get("bad").stats().line_count == 1  # (its stored counts unreadable)
+    assert rt.store.read_file("block", "bad", "output") == b"a line\n" * 3 + b"one more\n"
+    assert any("'bad'" in r.getMessage() and "from zero" in r.getMessage() for r in caplog.records)
 
 
 def test_a_block_that_cannot_start_is_a_typed_error_naming_it(

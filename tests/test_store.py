@@ -31,6 +31,7 @@ from greenroom.models import FileInfo, StoredObject
 from greenroom.store import (
     SCHEMA_VERSION,
     AppendFile,
+    CreateObject,
     DeleteFile,
     ExpectFile,
     ExpectMeta,
@@ -251,6 +252,21 @@ def test_get_and_find_a_missing_object(store: Store) -> None:
     with pytest.raises(NotFound, match="nope") as info:
         store.get_object("block", "nope")
     assert isinstance(info.value, LookupError)
+
+
+def test_find_objects_reads_those_that_exist_by_id_hundreds_at_a_time(store: Store) -> None:
+    ids = [f"b{n}" for n in range(1200)] + ["é \u2603 'q\""]
+    store.write_atomic([CreateObject("block", oid, {"n": n}) for n, oid in enumerate(ids)])
+    store.create_object("session", "b7", {"other": True})
+    asked = [*ids[::-1], "nope", "b3", "b3"]
+    found = store.find_objects("block", asked)
+    assert set(found) == set(ids)
+    assert found["b1199"] == store.get_object("block", "b1199")
+    assert found["é \u2603 'q\""].meta == {"n": 1200}
+    assert found["b7"].meta == {"n": 7}  # (its kind's, not the session's)
+    assert store.find_objects("block", []) == {}
+    with pytest.raises(InvalidInput):
+        store.find_objects("block", ["ok", ""])
 
 
 def test_kinds_are_separate_namespaces(store: Store) -> None:
