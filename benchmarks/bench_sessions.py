@@ -25,6 +25,11 @@ on a real SQLite file in a temporary folder, with the default config (synchronou
    sessions in flight, the clock advanced 2 s after each (the GC passivates the paused
    executions that idled past 1 s). Peak RSS (target <= 500 MB), the executions left in
    memory and passivated, its wall time. Once, after the rounds.
+4. 2,000 sessions created and then fed as in parts 1 and 2, while another thread of
+   the process runs Python, beside the same alone (alternating, 2 rounds each; no
+   target): Python's `sqlite3` lets go of the interpreter's lock for every row a
+   statement reads or writes, and such a thread makes taking it back cost up to a
+   switch interval (5 ms).
 
 The baseline is what the storage alone costs, with no actors: one `sqlite3` connection
 (WAL, synchronous=FULL) on a fresh file with the store's tables, inserting per session
@@ -50,6 +55,7 @@ high-water mark starts at its parent's RSS at the fork).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -69,7 +75,7 @@ import greenroom
 from greenroom import AsyncExecutionContext, FakeClock, PendingStep, Runtime, RuntimeConfig
 from greenroom.clock import SystemClock, stopwatch
 
-from _child import run_child, status_kb  # isort: skip (this folder's own module)
+from _child import BusyThread, run_child, status_kb  # isort: skip (this folder's own module)
 from _table import Row, Target, add_json_option, cpu_model, figure, write_rows  # isort: skip
 
 SESSIONS = 100_000  # the full run's N; the targets are set for this many
@@ -91,6 +97,8 @@ CREATE_TARGET_S = 15.0
 FEED_TARGET_S = 3.0
 RSS_TARGET_MB = 1_000.0
 PASSIVATED_RSS_TARGET_MB = 500.0
+BUSY_SESSIONS = 2_000  # part 4: created and fed with and without a busy thread
+BUSY_ROUNDS = 2
 
 
 @greenroom.strategy(STRATEGY)
@@ -377,6 +385,38 @@ def child_passivated(count: int, folder: str) -> dict[str, Any]:
     return out
 
 
+def child_busy(count: int, folder: str) -> dict[str, Any]:
+    """Part 4: `count` sessions created (all in flight, as part 1) and then fed (as part
+    2), alone and while a `BusyThread` runs, alternating, 2 rounds each, on sessions of
+    their own in one runtime: the median seconds of each."""
+    lines = line_pool()
+    rt = _open(folder, RuntimeConfig())
+    took: dict[str, list[float]] = {
+        key: [] for key in ("create", "create_busy", "feed", "feed_busy")
+    }
+    try:
+        first = 0
+        for _ in range(BUSY_ROUNDS):
+            for case in ("", "_busy"):
+                with BusyThread() if case else contextlib.nullcontext():
+                    began = stopwatch()
+                    pending = [send_session(rt, i, lines) for i in range(first, first + count)]
+                    ids = [paused_session(rt, step) for step in pending]
+                    rt.settle(WAIT_S)
+                    took["create" + case].append(stopwatch() - began)
+                    began = stopwatch()
+                    feeds = [rt.executions.send_feed(sid, "answer", timeout=WAIT_S) for sid in ids]
+                    for step in feeds:
+                        step.future.wait(step.timeout)
+                        assert rt.executions.outcome(step).status == "completed"
+                    rt.settle(WAIT_S)
+                    took["feed" + case].append(stopwatch() - began)
+                first += count
+    finally:
+        rt.close()
+    return {"count": count, **{key: statistics.median(values) for key, values in took.items()}}
+
+
 # -- the baseline: the storage alone ----------------------------------------------------
 
 
@@ -452,6 +492,7 @@ CHILDREN: dict[str, Callable[[int, str], dict[str, Any]]] = {
     "green": child_green,
     "passivated": child_passivated,
     "baseline": child_baseline,
+    "busy": child_busy,
 }
 
 
@@ -634,6 +675,35 @@ def passivation(count: int, full: int) -> list[Row]:
     return [figure(f"create {count:,} sessions, passivated: peak RSS", peak, "MB", target=target)]
 
 
+def busy(count: int) -> list[Row]:
+    """Part 4's run, printout and rows."""
+    b = child("busy", count)
+    print(
+        f"{count:,} sessions created, then fed, while another thread runs Python (medians "
+        f"of {BUSY_ROUNDS} rounds, alternating with the same alone)"
+    )
+    print(f"  created in {b['create_busy']:.2f} s (alone {b['create']:.2f} s)")
+    print(f"  fed in {b['feed_busy']:.2f} s (alone {b['feed']:.2f} s)")
+    return [
+        figure(
+            f"create {count:,} sessions, another thread running Python",
+            b["create_busy"],
+            "s",
+            baseline=b["create"],
+            baseline_label="the same alone",
+            ratio=b["create_busy"] / b["create"],
+        ),
+        figure(
+            f"feed {count:,} executions once, another thread running Python",
+            b["feed_busy"],
+            "s",
+            baseline=b["feed"],
+            baseline_label="the same alone",
+            ratio=b["feed_busy"] / b["feed"],
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_SESSIONS:,} sessions")
@@ -670,6 +740,7 @@ def main() -> None:
     rows = creation(count, green, base)
     rows.extend(feeding(count, green))
     rows.extend(passivation(args.passivated_sessions or count, count))
+    rows.extend(busy(BUSY_SESSIONS))
     write_rows(args.json, rows)
 
 
