@@ -7,11 +7,11 @@ A system call for randomness per object shows in profiles of hosts that make obj
 the hundred thousand (a replay buffer's epoch, an unnamed actor's id), and those ids
 only have to differ from each other: from any other made in this process (the counter)
 and, with high probability, from those of another process (the prefix, 32 random bits,
-drawn again if the counter ever wraps). Ids a caller must not be able to guess (an
-execution's session id) come from `secret_hex`: the operating system's random bytes, as
-`secrets` draws them, but read 4 KB at a time (a system call lets go of the
-interpreter's lock, which a busy process pays up to 5 ms to take back). A forked child
-throws its parent's unread bytes away.
+drawn again if the counter ever wraps, and in a forked child). Ids a caller must not be
+able to guess (an execution's session id) come from `secret_hex`: the operating
+system's random bytes, as `secrets` draws them, but read 4 KB at a time (a system call
+lets go of the interpreter's lock, which a busy process pays up to 5 ms to take back).
+A forked child throws its parent's unread bytes away.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import itertools
 import os
 import secrets
 import threading
+
+from greenroom.checks import check_int
 
 __all__ = ["next_hex_id", "secret_hex"]
 
@@ -31,6 +33,12 @@ class _HexIds:
     """The process's id source (the counter's `next` is atomic under the GIL)."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._prefix = secrets.token_hex(4)
+        self._count = itertools.count()
+
+    def reseed(self) -> None:
+        """A new prefix and count (in a forked child: its parent goes on with its own)."""
         self._lock = threading.Lock()
         self._prefix = secrets.token_hex(4)
         self._count = itertools.count()
@@ -51,6 +59,7 @@ class _HexIds:
 
 
 _IDS = _HexIds()
+os.register_at_fork(after_in_child=_IDS.reseed)
 
 
 def next_hex_id() -> str:
@@ -73,7 +82,7 @@ class _SecretBytes:
         with self._lock:
             at = self._at
             if at + count > len(self._pool):
-                self._pool = os.urandom(max(_POOL_BYTES, count))
+                self._pool = os.urandom(_POOL_BYTES)
                 at = 0
             self._at = at + count
             return self._pool[at : at + count]
@@ -91,5 +100,8 @@ os.register_at_fork(after_in_child=_SECRETS.forget)
 
 def secret_hex(count: int) -> str:
     """`count` random bytes no one can guess, as `2 * count` lowercase hex digits (as
-    `secrets.token_hex(count)`, without a system call each)."""
-    return _SECRETS.take(count).hex()
+    `secrets.token_hex(count)`, without a system call each). `InvalidInput` unless
+    `count` is an int from 1 to 4,096."""
+    return _SECRETS.take(
+        check_int(count, "secret_hex's count", minimum=1, maximum=_POOL_BYTES)
+    ).hex()

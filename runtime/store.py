@@ -56,7 +56,15 @@ from greenroom.errors import (
 from greenroom.files import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, create_private, private_dir
 from greenroom.meta import apply_update, dumps_meta, loads_meta, merge_meta, validate_update
 from greenroom.models import AppendedMany, FileInfo, StoredObject, UnreadableObject
-from greenroom.write_plan import FileRow, ObjectRow, Step, WritePlan, planned_keys
+from greenroom.write_plan import (
+    MAX_COUNT,
+    MAX_VERSION,
+    FileRow,
+    ObjectRow,
+    Step,
+    WritePlan,
+    planned_keys,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -92,12 +100,13 @@ _PAGE_ROWS = 64  # chunks read a statement, a row each (see Store._page_chunk_ro
 _PAGE_CHUNKS = 1024  # small chunks read joined, in one row (see Store._page_chunks)
 _SMALL_CHUNK = 4096  # bytes: a chunk read joined with others (a page: at most 4 MB)
 _IN_LIST = 500  # ids per `IN (...)` lookup: well under SQLite's bound on parameters
-# Writes planned together (see Store._run_ops): a few statements each way, and what the
-# plan makes in memory stays small (a larger plan's rows outlive young collections).
-_PLAN_WRITES = 256
+# Steps (creates, appends, updates) planned together (see Store._run_ops): a few
+# statements each way, and what a plan makes in memory stays small (a larger plan's
+# rows would outlive young collections and bring full ones sooner).
+_PLAN_STEPS = 512
 _NO_IDS: Mapping[str, object] = {}
-_MAX_VERSION = 2**62
-_MAX_COUNT = 2**62  # sizes and counts: an append adds to them, below 2**63
+_MAX_VERSION = MAX_VERSION
+_MAX_COUNT = MAX_COUNT
 
 
 def _check_kind(kind: object) -> str:
@@ -636,17 +645,19 @@ class Store:
         Runs of writes a plan takes (`_plan_steps`) are planned together."""
         values: list[Any] = [None] * len(batch)
         run: list[tuple[int, list[Step], bool]] = []
+        steps = 0
         for index, slot in enumerate(batch):
             planned = self._plan_steps(slot.op)
             if planned is None:
                 self._run_planned(batch, run, values)
-                run = []
+                run, steps = [], 0
                 values[index] = slot.op()
-            else:
-                run.append((index, *planned))
-                if len(run) == _PLAN_WRITES:
-                    self._run_planned(batch, run, values)
-                    run = []
+                continue
+            run.append((index, *planned))
+            steps += len(planned[0])
+            if steps >= _PLAN_STEPS:
+                self._run_planned(batch, run, values)
+                run, steps = [], 0
         self._run_planned(batch, run, values)
         return values
 
@@ -657,8 +668,7 @@ class Store:
         if type(op) is not functools.partial:
             return None
         func, args = op.func, op.args
-        cls = type(self)
-        if func is cls._run_atomic:
+        if func is Store._run_atomic:
             if args[1]:  # (conditions: checked a row at a time)
                 return None
             steps = []
@@ -672,15 +682,16 @@ class Store:
         return None if step is None else ([step], False)
 
     def _plan_step(self, op: Callable[[], Any]) -> Step | None:
+        """A write's step, if it is one of `Store`'s own creates, appends or updates (a
+        subclass that overrides one of those runs it as it is: see `PostgresStore`)."""
         if type(op) is not functools.partial:
             return None
-        cls = type(self)
         func = op.func
-        if func is cls._append_op:
+        if func is Store._append_op:
             return WritePlan.append, op.args[1:]
-        if func is cls._meta_op:
+        if func is Store._meta_op:
             return WritePlan.update, op.args[1:]
-        if func is cls._create_op:
+        if func is Store._create_op:
             return WritePlan.create, op.args[1:]
         return None
 
@@ -695,9 +706,19 @@ class Store:
                 values[index] = batch[index].op()
             return
         object_keys, file_ids = planned_keys(step for _, steps, _ in run for step in steps)
-        plan = WritePlan(
-            self._now_ms(), self._planned_objects(object_keys), self._planned_files(file_ids)
-        )
+        files = self._planned_files(file_ids)
+        # Appends read no object, unless their file is missing (and may be made): then
+        # only whether it exists.
+        owners: dict[str, list[str]] = {}
+        for kind, object_id, _ in (key for key, row in files.items() if row is None):
+            if (kind, object_id) not in object_keys:
+                owners.setdefault(kind, []).append(object_id)
+        existing = {
+            (kind, object_id)
+            for kind, ids in owners.items()
+            for object_id in self._existing_ids(kind, list(dict.fromkeys(ids)))
+        }
+        plan = WritePlan(self._now_ms(), self._planned_objects(object_keys), files, existing)
         for index, steps, listed in run:
             results = [method(plan, *args) for method, args in steps]
             values[index] = results if listed else results[0]

@@ -17,10 +17,25 @@ from typing import Any
 
 import attrs
 
+from greenroom.jsonvalue import json_copy
 from greenroom.meta import apply_update
 from greenroom.models import FileInfo, StoredObject
 
-__all__ = ["FileRow", "ObjectRow", "Replan", "Step", "WritePlan", "planned_keys"]
+__all__ = [
+    "MAX_COUNT",
+    "MAX_VERSION",
+    "FileRow",
+    "ObjectRow",
+    "Replan",
+    "Step",
+    "WritePlan",
+    "planned_keys",
+]
+
+MAX_VERSION = 2**62
+"""The highest object version a read takes (an update adds one: below 2**63)."""
+MAX_COUNT = 2**62
+"""The highest file size or count a read takes (an append adds to them, below 2**63)."""
 
 
 class Replan(Exception):
@@ -56,19 +71,23 @@ class WritePlan:
     """The rows a batch of writes touches, changed in order as the writes would change
     them; what is left to store is in `objects`, `files` and `chunks`."""
 
-    __slots__ = ("chunks", "files", "now_ms", "objects")
+    __slots__ = ("chunks", "existing", "files", "now_ms", "objects")
 
     def __init__(
         self,
         now_ms: int,
         objects: dict[tuple[str, str], ObjectRow | None],
         files: dict[tuple[str, str, str], FileRow | None],
+        existing: set[tuple[str, str]],
     ) -> None:
-        """`objects` and `files` hold a row (or None: there is none) for every key the
-        writes touch, as stored when the batch began."""
+        """`objects` holds a row (or None: there is none) for every object the writes
+        create or update, `files` one for every file they append to, as stored when the
+        plan began; `existing` the other objects of files that are missing and may be
+        made, that exist."""
         self.now_ms = now_ms
         self.objects = objects
         self.files = files
+        self.existing = existing
         self.chunks: list[tuple[str, str, str, int, int, bytes]] = []
 
     def create(self, kind: str, object_id: str, meta: dict[str, Any]) -> StoredObject:
@@ -77,7 +96,9 @@ class WritePlan:
         if self.objects[key] is not None:
             raise Replan(f"{kind} {object_id!r} exists")
         now = self.now_ms
-        self.objects[key] = ObjectRow(meta, 1, now, now, new=True, changed=True)
+        # (The row's metadata is the plan's own: each result's is the caller's alone, as
+        # a write run alone hands out what it read.)
+        self.objects[key] = ObjectRow(json_copy(meta), 1, now, now, new=True, changed=True)
         return StoredObject(kind, object_id, meta, 1, now, now)
 
     def update(self, batch: list[tuple[str, str, dict[str, Any]]]) -> list[StoredObject]:
@@ -88,13 +109,14 @@ class WritePlan:
             row = self.objects[(kind, object_id)]
             if row is None:
                 raise Replan(f"no {kind} {object_id!r}")
+            if row.version > MAX_VERSION:
+                raise Replan(f"{kind} {object_id!r} is at its highest version")
             row.meta = apply_update(row.meta, update)
             row.version += 1
             row.updated_ms = now
             row.changed = True
-            results.append(
-                StoredObject(kind, object_id, row.meta, row.version, row.created_ms, now)
-            )
+            meta = json_copy(row.meta)
+            results.append(StoredObject(kind, object_id, meta, row.version, row.created_ms, now))
         return results
 
     def append(
@@ -113,9 +135,12 @@ class WritePlan:
             raise Replan(f"file {name!r} of {kind} {object_id!r} is not {expect_size} bytes")
         now = self.now_ms
         if row is None:
-            if not create or self.objects[(kind, object_id)] is None:
+            owner = (kind, object_id)
+            if not create or (self.objects.get(owner) is None and owner not in self.existing):
                 raise Replan(f"no file {name!r} of {kind} {object_id!r} to append to")
             row = self.files[key] = FileRow(0, 0, 0, now, now, new=True, changed=True)
+        elif max(row.size, row.chunks, row.next_seq) > MAX_COUNT:
+            raise Replan(f"file {name!r} of {kind} {object_id!r} is at its largest")
         if not pieces:
             return FileInfo(
                 kind, object_id, name, row.size, row.chunks, row.created_ms, row.updated_ms
@@ -175,14 +200,15 @@ arguments after the plan."""
 def planned_keys(
     steps: Iterable[Step],
 ) -> tuple[set[tuple[str, str]], dict[tuple[str, str], set[str]]]:
-    """The objects (kind, id) and the files, their ids by (kind, name), `steps` touch."""
+    """The objects (kind, id) `steps` create or update, and the files they append to
+    (their ids by kind and name)."""
     objects: set[tuple[str, str]] = set()
     files: dict[tuple[str, str], set[str]] = {}
     for method, args in steps:
         if method is WritePlan.update:
             objects.update((kind, object_id) for kind, object_id, _ in args[0])
-            continue
-        objects.add((args[0], args[1]))
-        if method is WritePlan.append:
+        elif method is WritePlan.append:
             files.setdefault((args[0], args[2]), set()).add(args[1])
+        else:
+            objects.add((args[0], args[1]))
     return objects, files

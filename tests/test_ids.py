@@ -7,8 +7,11 @@ import re
 import threading
 from collections.abc import Callable
 
+import pytest
+
 from greenroom import AsyncExecutionContext, Runtime
 from greenroom.cursor import parse_cursor
+from greenroom.errors import InvalidInput
 from greenroom.ids import next_hex_id, secret_hex
 
 
@@ -48,7 +51,19 @@ def test_secret_ids_are_hex_of_their_length_and_never_repeat_across_threads() ->
     ids = [one for into in made for one in into]
     assert len(set(ids)) == 12_000
     assert all(re.fullmatch(r"[0-9a-f]{24}", one) for one in ids)
-    assert re.fullmatch(r"[0-9a-f]{10000}", secret_hex(5_000))  # (more than a pool)
+    assert re.fullmatch(r"[0-9a-f]{8192}", secret_hex(4096))  # (a whole pool)
+
+
+@pytest.mark.parametrize("count", [0, -8, 4097, 1.5, True, "12"])
+def test_a_secret_of_no_sensible_length_is_refused_and_hands_out_nothing_twice(
+    count: object,
+) -> None:
+    before = secret_hex(8)
+    with pytest.raises(InvalidInput, match="secret_hex"):
+        secret_hex(count)  # type: ignore[arg-type]
+    after = secret_hex(8)
+    assert before != after
+    assert before not in after + secret_hex(8)
 
 
 def test_a_forked_child_draws_secrets_of_its_own() -> None:
@@ -66,6 +81,23 @@ def test_a_forked_child_draws_secrets_of_its_own() -> None:
     os.waitpid(child, 0)
     assert len(theirs) == 32
     assert theirs != secret_hex(16)
+
+
+def test_a_forked_child_makes_ids_of_its_own() -> None:
+    next_hex_id()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        try:
+            os.write(write, next_hex_id().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        theirs = pipe.read().decode()
+    os.waitpid(child, 0)
+    assert len(theirs) == 16
+    assert theirs[:8] != next_hex_id()[:8]  # (another prefix: never the parent's ids)
 
 
 def test_execution_ids_are_secret_hex_after_the_runtime(

@@ -212,13 +212,13 @@ def fine_groups(draw: st.DrawFn) -> list[tuple[list[Write], list[ExpectMeta]]]:
 
 
 def compared(
-    folder: Path, batch: list[tuple[list[Write], list[ExpectMeta]]], plan_writes: int
+    folder: Path, batch: list[tuple[list[Write], list[ExpectMeta]]], plan_steps: int
 ) -> int:
-    """Run `batch` on a planning store (at most `plan_writes` writes a plan) and on one
-    that runs each write as it is: the same outcomes and rows. How many plans were
-    stored."""
+    """Run `batch` on a planning store (a plan ends once it has `plan_steps` steps) and
+    on one that runs each write as it is: the same outcomes and rows. How many plans
+    were stored."""
     with two_stores(folder) as (planned, each), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(store_module, "_PLAN_WRITES", plan_writes)
+        patch.setattr(store_module, "_PLAN_STEPS", plan_steps)
         for store in (planned, each):
             setup(store)
         plans = []
@@ -230,31 +230,35 @@ def compared(
         return len(plans)
 
 
-PLAN_WRITES = st.sampled_from([2, 3, 256])  # (the store's is 256: smaller ones split)
+PLAN_STEPS = st.sampled_from([2, 3, 512])  # (the store's is 512: smaller ones split)
 
 
 @settings(max_examples=150, deadline=None)
-@given(batch=groups, plan_writes=PLAN_WRITES)
+@given(batch=groups, plan_steps=PLAN_STEPS)
 def test_a_planned_batch_ends_as_every_write_run_alone_would(
     tmp_path_factory: pytest.TempPathFactory,
     batch: list[tuple[list[Write], list[ExpectMeta]]],
-    plan_writes: int,
+    plan_steps: int,
 ) -> None:
-    compared(tmp_path_factory.mktemp("plan"), batch, plan_writes)
+    compared(tmp_path_factory.mktemp("plan"), batch, plan_steps)
 
 
 @settings(max_examples=150, deadline=None)
-@given(batch=fine_groups(), plan_writes=PLAN_WRITES)
+@given(batch=fine_groups(), plan_steps=PLAN_STEPS)
 def test_a_batch_of_writes_that_succeed_is_planned_and_ends_the_same(
     tmp_path_factory: pytest.TempPathFactory,
     batch: list[tuple[list[Write], list[ExpectMeta]]],
-    plan_writes: int,
+    plan_steps: int,
 ) -> None:
-    planned = compared(tmp_path_factory.mktemp("plan"), batch, plan_writes)
+    planned = compared(tmp_path_factory.mktemp("plan"), batch, plan_steps)
     if all(writes[0] not in FAILING for writes, _ in batch):
-        # Plans of `plan_writes` writes, and the rest; a lone write runs as it is.
-        sizes = [min(plan_writes, len(batch) - at) for at in range(0, len(batch), plan_writes)]
-        assert planned == sum(size >= 2 for size in sizes)
+        # A plan ends once it has `plan_steps` steps; a lone write runs as it is.
+        plans, writes, steps = 0, 0, 0
+        for group, _ in batch:
+            writes, steps = writes + 1, steps + len(group)
+            if steps >= plan_steps:
+                plans, writes, steps = plans + (writes >= 2), 0, 0
+        assert planned == plans + (writes >= 2)
 
 
 def traced(store: Store) -> contextlib.AbstractContextManager[list[str]]:
@@ -402,3 +406,60 @@ def test_a_conflict_on_a_condition_still_fails_alone(tmp_path: Path) -> None:
         assert outcomes[1][0] == Conflict.__name__
         values = [store.get_object("execution", f"s{n}").meta.get("n") for n in range(3)]
         assert values == [1, None, 1]
+
+
+def test_each_result_holds_metadata_of_its_own(tmp_path: Path) -> None:
+    with sqlite_store(tmp_path / "s.db") as store:
+        store.create_object("execution", "e1", {"tags": ["a"]})
+        outcomes, _ = one_batch(
+            store,
+            [
+                ([UpdateMeta("execution", "e1", {"n": 1})], []),
+                ([UpdateMeta("execution", "e1", {"n": 2})], []),
+                ([CreateObject("execution", "e2", {"tags": ["b"]})], []),
+                ([UpdateMeta("execution", "e2", {"n": 3})], []),
+            ],
+        )
+        first, second = outcomes[0][0][0], outcomes[1][0][0]
+        first.meta["tags"].append("changed by the first caller")
+        assert second.meta == {"tags": ["a"], "n": 2}
+        made, updated = outcomes[2][0], outcomes[3][0][0]
+        made.meta["tags"].append("changed")
+        assert updated.meta == {"tags": ["b"], "n": 3}
+        assert store.get_object("execution", "e2").meta == {"tags": ["b"], "n": 3}
+
+
+def test_versions_and_sizes_past_their_bound_fail_as_a_write_alone_would(
+    tmp_path: Path,
+) -> None:
+    with two_stores(tmp_path) as (planned, each):
+        for store in (planned, each):
+            setup(store)
+            with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+                conn.execute(f"UPDATE objects SET version = {2**62} WHERE id = 'e1'")
+                conn.execute(f"UPDATE files SET size = {2**62} WHERE id = 'e0'")
+        batch: list[tuple[list[Write], list[ExpectMeta]]] = [
+            ([UpdateMeta("execution", "e1", {"n": n})], []) for n in range(3)
+        ] + [([AppendFile("execution", "e0", "journal", b"x")], []) for _ in range(2)]
+        outcomes, _ = one_batch(planned, batch)
+        assert outcomes == one_batch(each, batch)[0]
+        assert [type(value) for value in outcomes] == [list, tuple, tuple, list, tuple]
+        assert outcomes[1][0] == StorageError.__name__
+
+
+def test_appends_to_existing_files_read_no_object(tmp_path: Path) -> None:
+    with sqlite_store(tmp_path / "s.db") as store:
+        one_batch(store, [started(n) for n in range(50)])
+        big = {"notes": "x" * 50_000}  # (large metadata: not read for an append)
+        one_batch(store, [([UpdateMeta("execution", f"s{n}", big)], []) for n in range(50)])
+        with traced(store) as statements:
+            outcomes, _ = one_batch(
+                store,
+                [([AppendFile("execution", f"s{n}", "journal", b"more\n")], []) for n in range(50)]
+                + [([AppendFile("execution", f"s{n}", "other", b"new\n")], []) for n in range(3)],
+            )
+        assert all(isinstance(value, list) for value in outcomes), outcomes
+        reads = [sql for sql in statements if "FROM objects" in sql]
+        # Only whether the 3 objects of the new files exist: one statement, ids only.
+        assert len(reads) == 1, reads
+        assert "json_group_array(id)" in reads[0]
