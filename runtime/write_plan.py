@@ -52,6 +52,7 @@ class ObjectRow:
     updated_ms: int
     new: bool = False  # made by this plan (inserted, not updated)
     changed: bool = False
+    handed: bool = False  # `meta` is a result's too: copied before it changes again
 
 
 @attrs.define(slots=True)
@@ -96,9 +97,7 @@ class WritePlan:
         if self.objects[key] is not None:
             raise Replan(f"{kind} {object_id!r} exists")
         now = self.now_ms
-        # (The row's metadata is the plan's own: each result's is the caller's alone, as
-        # a write run alone hands out what it read.)
-        self.objects[key] = ObjectRow(json_copy(meta), 1, now, now, new=True, changed=True)
+        self.objects[key] = ObjectRow(meta, 1, now, now, new=True, changed=True, handed=True)
         return StoredObject(kind, object_id, meta, 1, now, now)
 
     def update(self, batch: list[tuple[str, str, dict[str, Any]]]) -> list[StoredObject]:
@@ -111,12 +110,16 @@ class WritePlan:
                 raise Replan(f"no {kind} {object_id!r}")
             if row.version > MAX_VERSION:
                 raise Replan(f"{kind} {object_id!r} is at its highest version")
-            row.meta = apply_update(row.meta, update)
+            # Each result's metadata is its caller's alone, as a write run alone hands
+            # out what it read: one handed out already is copied before it changes.
+            current = json_copy(row.meta) if row.handed else row.meta
+            row.meta = apply_update(current, update)
             row.version += 1
             row.updated_ms = now
-            row.changed = True
-            meta = json_copy(row.meta)
-            results.append(StoredObject(kind, object_id, meta, row.version, row.created_ms, now))
+            row.changed = row.handed = True
+            results.append(
+                StoredObject(kind, object_id, row.meta, row.version, row.created_ms, now)
+            )
         return results
 
     def append(
