@@ -105,8 +105,6 @@ _IN_LIST = 500  # ids per `IN (...)` lookup: well under SQLite's bound on parame
 # rows would outlive young collections and bring full ones sooner).
 _PLAN_STEPS = 512
 _NO_IDS: Mapping[str, object] = {}
-_MAX_VERSION = MAX_VERSION
-_MAX_COUNT = MAX_COUNT
 
 
 def _check_kind(kind: object) -> str:
@@ -1737,7 +1735,7 @@ class Store:
         read a row each, `_PAGE_ROWS` at a time (joined, they would only be copied
         more), and so is everything in a database not encoded UTF-8 (see `__init__`).
         """
-        top = _MAX_COUNT if hi is None else hi
+        top = MAX_COUNT if hi is None else hi
         failing = f"could not {what} in store {self._path!r}"
         after = -1
         # Where the next chunk starts: chunks are contiguous, the first one at `lo` or before.
@@ -1749,7 +1747,7 @@ class Store:
             if joining:
                 with self._reading(what) as db:
                     *joined, last = db.execute(
-                        _PAGE_JOINED, [*where, _PAGE_CHUNKS, _SMALL_CHUNK, _MAX_COUNT]
+                        _PAGE_JOINED, [*where, _PAGE_CHUNKS, _SMALL_CHUNK, MAX_COUNT]
                     ).fetchone()
                 page = _joined_page(tuple(joined), after, lo, expected)
                 if page is not None:
@@ -1795,7 +1793,7 @@ class Store:
                         name,
                         after,
                         lo,
-                        _MAX_COUNT if hi is None else hi,
+                        MAX_COUNT if hi is None else hi,
                         _PAGE_ROWS,
                     ],
                 ).fetchall()
@@ -2150,7 +2148,7 @@ def _object_from_row(row: tuple[Any, ...]) -> StoredObject:
         object_id,
         loads_meta(meta, where),
         # (Bounded: an update adds one, and SQLite's integers stop at 2**63 - 1.)
-        _stored_int(where, "version", version, minimum=0, maximum=_MAX_VERSION),
+        _stored_int(where, "version", version, minimum=0, maximum=MAX_VERSION),
         _stored_int(where, "created_ms", created_ms),
         _stored_int(where, "updated_ms", updated_ms),
     )
@@ -2186,9 +2184,9 @@ def _plain_counts(size: object, chunks: object, next_seq: object) -> bool:
         type(size) is int
         and type(chunks) is int
         and type(next_seq) is int
-        and 0 <= size <= _MAX_COUNT
-        and 0 <= chunks <= _MAX_COUNT
-        and 0 <= next_seq <= _MAX_COUNT
+        and 0 <= size <= MAX_COUNT
+        and 0 <= chunks <= MAX_COUNT
+        and 0 <= next_seq <= MAX_COUNT
     )
 
 
@@ -2214,13 +2212,13 @@ def _file_info(
     where = f"file {_shown_id(name)} of {kind} {_shown_id(object_id)}"
     if not isinstance(name, str):
         raise StorageError(f"{where}: its stored name is a {type(name).__name__}, not text")
-    _stored_int(where, "next_seq", next_seq, minimum=0, maximum=_MAX_COUNT)
+    _stored_int(where, "next_seq", next_seq, minimum=0, maximum=MAX_COUNT)
     return FileInfo(
         kind,
         object_id,
         name,
-        _stored_int(where, "size", size, minimum=0, maximum=_MAX_COUNT),
-        _stored_int(where, "chunks", chunks, minimum=0, maximum=_MAX_COUNT),
+        _stored_int(where, "size", size, minimum=0, maximum=MAX_COUNT),
+        _stored_int(where, "chunks", chunks, minimum=0, maximum=MAX_COUNT),
         _stored_int(where, "created_ms", created_ms),
         _stored_int(where, "updated_ms", updated_ms),
     )
