@@ -933,9 +933,10 @@ class ExecutionActor(GreenroomActor):
                 self._reply_to = saved
 
     def _needs_response(self, queries: tuple[LlmQuery, ...]) -> FeedResult:
-        stats = self._stats()
-        self._snap(stats)
-        return FeedResult("needs_response", self.session_id, queries, metrics=stats)
+        # The snapshot keeps the counts, not these stats: a paused session then holds
+        # no stats record for the cyclic GC to walk (the caller's result has them).
+        self._snap()
+        return FeedResult("needs_response", self.session_id, queries, metrics=self._stats())
 
     def _feed(self, message: Feed) -> Any:
         if self._retained is not None:  # ended, its stop not handled yet
@@ -991,10 +992,9 @@ class ExecutionActor(GreenroomActor):
 
     def _accepted(self) -> FeedResult:
         pending = tuple(self._pending.values())
-        stats = self._stats()
-        self._snap(stats)
+        self._snap()  # (the counts: see _needs_response)
         return FeedResult(
-            "accepted", self.session_id, pending, remaining=len(pending), metrics=stats
+            "accepted", self.session_id, pending, remaining=len(pending), metrics=self._stats()
         )
 
     def _sole_pending(self) -> str:
@@ -1393,18 +1393,16 @@ class ExecutionActor(GreenroomActor):
     def _stats(self) -> ExecutionStats:
         return self._metrics.snapshot(self.ctx.clock.monotonic())
 
-    def _snapshot_of(self, stats: ExecutionStats | MetricCounts) -> LiveSnapshot:
+    def _snapshot_of(self, counts: MetricCounts) -> LiveSnapshot:
         return LiveSnapshot(
-            self._state, self._round, tuple(self._pending), stats, self._metrics.started_at
+            self._state, self._round, tuple(self._pending), counts, self._metrics.started_at
         )
 
-    def _snap(self, stats: ExecutionStats | None = None) -> None:
-        """Publish the session's state to the registry (read by the status calls); without
-        `stats`, its counts, made into stats only if read."""
+    def _snap(self) -> None:
+        """Publish the session's state to the registry (read by the status calls): its
+        counts, made into stats only if read."""
         if self._retained is None:
-            self._entry.snapshot = self._snapshot_of(
-                stats if stats is not None else self._metrics.counts()
-            )
+            self._entry.snapshot = self._snapshot_of(self._metrics.counts())
 
     def _status(self, final: FeedResult | None = None) -> dict[str, Any]:
         stats = final.metrics if final is not None and final.metrics is not None else None

@@ -8,6 +8,7 @@ those tests wait on futures with real-time `timeout`s, never by sleeping.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import re
@@ -1719,3 +1720,23 @@ def test_a_sent_cancel_waits_cancel_wait_s_then_defers(
     assert rt.executions.status(sid)["state"] == "cancelled"
     with pytest.raises(InvalidTransition, match="already been cancelled; cannot cancel"):
         rt.executions.send_cancel(sid)
+
+
+# -- what a paused session keeps ------------------------------------------------------------
+
+PAUSED_SESSION_GC_OBJECTS = 21  # a durable paused session's (see docs/performance.md)
+
+
+def test_a_paused_session_keeps_few_objects_for_the_cyclic_gc(rt: Runtime) -> None:
+    # Every full collection walks every tracked object of every live session, so a
+    # host with 100,000 paused sessions pays for each one kept (its results dropped).
+    rt.executions.register("units.ask_once", ask_once)
+    rt.executions.start("units.ask_once")  # warm up: the actors' shared parts are made
+    count = 300
+    gc.collect()
+    before = len(gc.get_objects())
+    for _ in range(count):
+        assert rt.executions.start("units.ask_once").status == "needs_response"
+    gc.collect()
+    kept = (len(gc.get_objects()) - before) / count
+    assert kept <= PAUSED_SESSION_GC_OBJECTS + 0.5, kept

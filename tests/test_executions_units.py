@@ -3,6 +3,7 @@ accounting, the registry's retention, the bounded strategy pool, cheap paused se
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -421,3 +422,25 @@ def test_a_snapshot_of_counts_reads_as_the_stats_it_stands_for(estimated: int) -
     stats.custom["m"].append(2)  # the reader's own copy
     metrics.custom["m"] = [3]  # (ctx.metric sets a copy) the session's later values
     assert from_counts.stats_at(12.5).custom == {"m": [1]}
+
+
+def test_counts_without_custom_entries_are_not_walked_by_the_gc() -> None:
+    # A paused session's snapshot keeps its counts: with only atomic values in them,
+    # Python's cyclic GC stops tracking the tuple (one object fewer per session).
+    metrics = SessionMetrics(10.0)
+    metrics.llm_calls = metrics.pauses = 1
+    metrics.log("hello")
+    counts = metrics.counts()
+    gc.collect()
+    assert not gc.is_tracked(counts)
+    metrics.custom["m"] = 1
+    assert metrics.counts()[10] == {"m": 1}
+
+
+def test_a_snapshot_without_custom_entries_gives_each_reader_its_own_dict() -> None:
+    snapshot = LiveSnapshot("paused", 1, ("q-1-0",), SessionMetrics(10.0).counts(), 10.0)
+    first = snapshot.stats_at(11.0)
+    assert first.custom == {}
+    first.custom["x"] = 1  # the reader's own
+    assert snapshot.stats_at(11.0).custom == {}
+    assert snapshot.status("s-1", 11.0, None)["metrics"]["custom"] == {}

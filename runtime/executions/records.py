@@ -427,14 +427,16 @@ class SessionMetrics:
             self.response_tokens,
             self.response_estimated,
             self.responses,
-            dict(self.custom),
+            # None for no custom entries: a tuple holding only atomic values is one
+            # the cyclic GC stops tracking, and a paused session keeps its counts.
+            self.custom.copy() if self.custom else None,
             self.logs_view,
             self.logs_dropped,
         )
 
 
 MetricCounts = tuple[
-    int, int, int, int, int, int, int, int, int, int, dict[str, Any], tuple[str, ...], int
+    int, int, int, int, int, int, int, int, int, int, dict[str, Any] | None, tuple[str, ...], int
 ]
 """`SessionMetrics.counts()`: a session's counts at one moment, before they are stats."""
 
@@ -498,7 +500,7 @@ def stats_of(
         prompt,
         response,
         total,
-        custom,
+        {} if custom is None else custom,
         logs,
         logs_dropped,
     )
