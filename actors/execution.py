@@ -49,7 +49,6 @@ A finished session (completed, error, cancelled) hands its final `FeedResult` to
 from __future__ import annotations
 
 import copy
-import functools
 import inspect
 import logging
 from collections.abc import Callable, Coroutine
@@ -299,23 +298,18 @@ _END_COUNTERS = {
 
 
 class _Committed:
-    """A submitted journal write's callback: `ExecutionActor._committed(token, on_error,
+    """A submitted journal write's callback: `ExecutionActor._committed(token, ending,
     results, error)`, kept as one object while the write waits for its commit."""
 
-    __slots__ = ("actor", "on_error", "token")
+    __slots__ = ("actor", "ending", "token")
 
-    def __init__(
-        self,
-        actor: ExecutionActor,
-        token: int,
-        on_error: Callable[[BaseException], None] | None,
-    ) -> None:
+    def __init__(self, actor: ExecutionActor, token: int, ending: str | None) -> None:
         self.actor = actor
         self.token = token
-        self.on_error = on_error
+        self.ending = ending  # the status whose end the write journals, if it does
 
     def __call__(self, results: Any, error: BaseException | None) -> None:
-        self.actor._committed(self.token, self.on_error, results, error)
+        self.actor._committed(self.token, self.ending, results, error)
 
 
 class _EndStored:
@@ -688,13 +682,14 @@ class ExecutionActor(GreenroomActor):
         meta: dict[str, Any] | None = None,
         *,
         wait: bool = False,
-        on_error: Callable[[BaseException], None] | None = None,
+        ending: str | None = None,
     ) -> None:
         """Write `records` (after those buffered) to the journal, in one transaction.
 
         Submitted, not waited for: every answer of this actor waits for it (`_gate`);
         if it fails, they fail, and the session leaves this runtime (`_commit_failed`)
-        to be re-driven from its journal; `on_error(error)` is told first. With
+        to be re-driven from its journal; a write that journals the session's end
+        (`ending`, its status) has the failure counted and logged first. With
         `wait`, committed before this returns: `StorageError` if the store fails,
         `Conflict` (and the session leaves this runtime, see `_detach`) if another
         runtime appended to the journal since.
@@ -727,7 +722,7 @@ class ExecutionActor(GreenroomActor):
             # Submitted: this actor goes on, and its answers wait for the commit (the
             # gate), so many sessions' writes share one commit.
             token = self._gate.submitted()
-            done = _Committed(self, token, on_error)
+            done = _Committed(self, token, ending)
             # Committed on this thread when nothing else waits for it (a lone caller
             # pays no hand-off); else by the store's committer, and this thread goes on.
             # A feed answered before its commit leaves the commit to the committer
@@ -751,7 +746,7 @@ class ExecutionActor(GreenroomActor):
     def _committed(
         self,
         token: int,
-        on_error: Callable[[BaseException], None] | None,
+        ending: str | None,
         _results: Any,
         error: BaseException | None,
     ) -> None:
@@ -764,8 +759,8 @@ class ExecutionActor(GreenroomActor):
             error = self._conflict(error)
         elif not isinstance(error, StorageError | Stopped):
             error = StorageError(f"execution {self.session_id}: its journal write failed: {error}")
-        if on_error is not None:
-            on_error(error)
+        if ending is not None:
+            self._end_not_journaled(ending, error)
         try:
             self.actor_ref.tell(_CommitFailed(token, error))
         except Exception:  # the actor is gone (the runtime closed): its callers hear now
@@ -1340,17 +1335,18 @@ class ExecutionActor(GreenroomActor):
     def _journal_end(self, status: str) -> None:
         assert self._final is not None
         now_ms = self.ctx.clock.now_ms()
-        failed = functools.partial(type(self)._end_not_journaled, self, status)
+        submitted = self._gate.mark()
         try:
             self._write(
                 [end_record(self._final, now_ms)],
                 {"state": status, "finished_ms": now_ms},
-                on_error=failed,
+                ending=status,
             )
         except Conflict:
             raise  # another runtime drives it: this end is not the session's
         except Exception as error:
-            failed(error)
+            if self._gate.mark() == submitted:  # (a write submitted told it: _committed)
+                self._end_not_journaled(status, error)
 
     def _end_not_journaled(self, status: str, error: BaseException) -> None:
         if isinstance(error, Conflict):

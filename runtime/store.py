@@ -1115,9 +1115,10 @@ class Store:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidInput(f"data must be bytes, got {type(data).__name__}")
         data = bytes(data)
-        pieces = [
+        # A tuple of bytes: one the cyclic GC stops tracking while the write waits.
+        pieces = tuple(
             data[at : at + self._chunk_bytes] for at in range(0, len(data), self._chunk_bytes)
-        ]
+        )
 
         # A partial, not a closure: a write queued for a commit is 2 objects for the
         # cyclic GC to walk, not a function, its cells and their tuple.
@@ -1133,7 +1134,7 @@ class Store:
         name: str,
         create: bool,
         expect_size: int | None,
-        pieces: list[bytes],
+        pieces: tuple[bytes, ...],
     ) -> FileInfo:
         """`_append_slot`'s write, in the batch's transaction."""
         row = self._file_row(kind, object_id, name)
@@ -1321,7 +1322,7 @@ class Store:
             (kind, _check_id(kind, object_id), dumps_meta(merge_meta({}, meta)))
             for object_id, meta in (objects or {}).items()
         ]
-        pieces: dict[str, list[bytes]] = {}
+        pieces: dict[str, tuple[bytes, ...]] = {}  # (tuples of bytes: untracked by the GC)
         step = self._chunk_bytes
         for object_id, data in appends.items():
             _check_id(kind, object_id)
@@ -1329,10 +1330,10 @@ class Store:
                 raise InvalidInput(f"data must be bytes, got {type(data).__name__}")
             if len(data) <= step:  # (the common case: one chunk)
                 if data:
-                    pieces[object_id] = [bytes(data)]
+                    pieces[object_id] = (bytes(data),)
                 continue
             data = bytes(data)
-            pieces[object_id] = [data[at : at + step] for at in range(0, len(data), step)]
+            pieces[object_id] = tuple(data[at : at + step] for at in range(0, len(data), step))
         rows = _value_rows(kind, values or {}, checked=appends)
         values_ids = [oid for oid in (values or {}) if oid not in pieces]
         if owned_by is not None:
@@ -1385,7 +1386,7 @@ class Store:
         return found
 
     def _append_pieces(
-        self, kind: str, name: str, pieces: dict[str, list[bytes]], create: bool
+        self, kind: str, name: str, pieces: dict[str, tuple[bytes, ...]], create: bool
     ) -> tuple[dict[str, int], dict[str, Exception]]:
         found: dict[str, tuple[int, int, int]] = {}
         failed: dict[str, Exception] = {}

@@ -129,7 +129,7 @@ class WritePlan:
         name: str,
         create: bool,
         expect_size: int | None,
-        pieces: list[bytes],
+        pieces: tuple[bytes, ...],
     ) -> FileInfo:
         """`Store._append_op`: bytes appended to a file (made first if `create`)."""
         key = (kind, object_id, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import types
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from greenroom import FakeClock, LlmRequest, Runtime
 from greenroom.errors import (
     Conflict,
     ExecutionLost,
+    GreenroomError,
     InvalidInput,
     InvalidTransition,
     NotFound,
@@ -638,3 +640,24 @@ def test_a_session_without_a_readable_start_can_still_be_cancelled(open_rt: Open
         rt.executions.resume(sid)
     assert rt.executions.cancel(sid).status == "cancelled"
     assert rt.executions.status(sid)["state"] == "cancelled"
+
+
+async def one_question(ctx: Any) -> str:
+    return str(await ctx.llm("the one question"))
+
+
+def test_an_end_that_cannot_be_journaled_is_counted_and_logged_once(
+    open_rt: OpenRt, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = open_rt()
+    rt.executions.register("one", one_question)
+    sid = rt.executions.start("one").session_id
+    rt.store.close()  # every later write fails at once (Stopped)
+    with (
+        caplog.at_level(logging.ERROR, logger="greenroom.executions"),
+        pytest.raises(GreenroomError),
+    ):
+        rt.executions.feed(sid, "the answer")
+    assert rt.metrics()["execution_journal_failures"] == 1
+    logged = [r for r in caplog.records if "could not be journaled" in r.getMessage()]
+    assert len(logged) == 1, [r.getMessage() for r in logged]
