@@ -213,6 +213,24 @@ class ExpectMeta:
     value: Any
 
 
+class _Op:
+    """A queued write's operation, `func(store, *args)`, as one object while it waits
+    for its commit: with thousands queued, each object one keeps is one more for the
+    cyclic GC to walk (a `functools.partial` is two, its arguments a tuple the GC
+    walks as long as the store is in it). Arguments that are all plain values make a
+    tuple the GC stops tracking. `Store._plan_steps` reads `func` and `args`."""
+
+    __slots__ = ("args", "func", "store")
+
+    def __init__(self, func: Callable[..., Any], store: Store, args: tuple[Any, ...]) -> None:
+        self.func = func
+        self.store = store
+        self.args = args
+
+    def __call__(self) -> Any:
+        return self.func(self.store, *self.args)
+
+
 class _WriteSlot:
     """One queued write operation and, once its batch ran, its outcome."""
 
@@ -663,14 +681,14 @@ class Store:
         """The steps of a write a plan takes (a create, append or metadata update, or an
         atomic write of those without conditions), and whether its value is their list;
         None for any other write."""
-        if type(op) is not functools.partial:
+        if type(op) is not _Op:
             return None
         func, args = op.func, op.args
         if func is Store._run_atomic:
-            if args[1]:  # (conditions: checked a row at a time)
+            if args[0]:  # (conditions: checked a row at a time)
                 return None
             steps = []
-            for each in args[2]:
+            for each in args[1:]:
                 step = self._plan_step(each)
                 if step is None:
                     return None
@@ -682,15 +700,15 @@ class Store:
     def _plan_step(self, op: Callable[[], Any]) -> Step | None:
         """A write's step, if it is one of `Store`'s own creates, appends or updates (a
         subclass that overrides one of those runs it as it is: see `PostgresStore`)."""
-        if type(op) is not functools.partial:
+        if type(op) is not _Op:
             return None
         func = op.func
         if func is Store._append_op:
-            return WritePlan.append, op.args[1:]
+            return WritePlan.append, op.args
         if func is Store._meta_op:
-            return WritePlan.update, op.args[1:]
+            return WritePlan.update, op.args
         if func is Store._create_op:
-            return WritePlan.create, op.args[1:]
+            return WritePlan.create, op.args
         return None
 
     def _run_planned(
@@ -825,8 +843,8 @@ class Store:
         kind, object_id = _check_kind(write.kind), _check_id(write.kind, write.object_id)
         initial = merge_meta({}, write.meta)
 
-        # A partial, as `_append_slot` says; and `_plan_steps` knows it.
-        op = functools.partial(type(self)._create_op, self, kind, object_id, initial)
+        # An `_Op`, as `_append_slot` says; and `_plan_steps` knows it.
+        op = _Op(type(self)._create_op, self, (kind, object_id, initial))
         return _WriteSlot(f"create {kind} {object_id!r}", op)
 
     def _create_op(self, kind: str, object_id: str, initial: dict[str, Any]) -> StoredObject:
@@ -1016,21 +1034,22 @@ class Store:
     def _meta_slot(
         self, updates: Iterable[tuple[str, str, Mapping[str, Any]]]
     ) -> _WriteSlot | None:
-        batch = [
+        # The operation's arguments (`_meta_op(*batch)`): no list kept beside them.
+        batch = tuple(
             (
                 _check_kind(kind),
                 _check_id(kind, oid),
                 validate_update(update, where=f"metadata update of {kind} {oid!r}"),
             )
             for kind, oid, update in updates
-        ]
+        )
         if not batch:
             return None
-        # A partial, not a closure (see `_append_slot`).
-        op = functools.partial(type(self)._meta_op, self, batch)
+        # An `_Op`, not a closure (see `_append_slot`).
+        op = _Op(type(self)._meta_op, self, batch)
         return _WriteSlot(f"update metadata of {len(batch)} object(s)", op)
 
-    def _meta_op(self, batch: list[tuple[str, str, dict[str, Any]]]) -> list[StoredObject]:
+    def _meta_op(self, *batch: tuple[str, str, dict[str, Any]]) -> list[StoredObject]:
         """`_meta_slot`'s write, in the batch's transaction."""
         results: list[StoredObject] = []
         now = self._now_ms()
@@ -1120,10 +1139,10 @@ class Store:
             data[at : at + self._chunk_bytes] for at in range(0, len(data), self._chunk_bytes)
         )
 
-        # A partial, not a closure: a write queued for a commit is 2 objects for the
+        # An `_Op`, not a closure: a write queued for a commit is 1 object for the
         # cyclic GC to walk, not a function, its cells and their tuple.
-        op = functools.partial(
-            type(self)._append_op, self, kind, object_id, name, create, write.expect_size, pieces
+        op = _Op(
+            type(self)._append_op, self, (kind, object_id, name, create, write.expect_size, pieces)
         )
         return _WriteSlot(f"append to file {name!r} of {kind} {object_id!r}", op)
 
@@ -1658,12 +1677,13 @@ class Store:
         if not ops:
             self._ensure_open()
             return "write nothing", None
-        # (A partial rather than a closure, for the same reason.)
-        op = functools.partial(type(self)._run_atomic, self, conditions, ops)
+        # (An `_Op` rather than a closure, for the same reason; the operations in its
+        # arguments, so that no list or tuple of them is kept too.)
+        op = _Op(type(self)._run_atomic, self, (conditions, *ops))
         return " and ".join(whats), op
 
     def _run_atomic(
-        self, conditions: tuple[ExpectFile | ExpectMeta, ...], ops: list[Callable[[], Any]]
+        self, conditions: tuple[ExpectFile | ExpectMeta, ...], *ops: Callable[[], Any]
     ) -> list[Any]:
         """`_atomic_op`'s writes, in one transaction: the conditions checked first."""
         for condition in conditions:

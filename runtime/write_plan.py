@@ -100,7 +100,7 @@ class WritePlan:
         self.objects[key] = ObjectRow(meta, 1, now, now, new=True, changed=True, handed=True)
         return StoredObject(kind, object_id, meta, 1, now, now)
 
-    def update(self, batch: list[tuple[str, str, dict[str, Any]]]) -> list[StoredObject]:
+    def update(self, *batch: tuple[str, str, dict[str, Any]]) -> list[StoredObject]:
         """`Store._meta_op`: metadata updates, each merged into the object's metadata."""
         results = []
         now = self.now_ms
@@ -209,7 +209,7 @@ def planned_keys(
     files: dict[tuple[str, str], set[str]] = {}
     for method, args in steps:
         if method is WritePlan.update:
-            objects.update((kind, object_id) for kind, object_id, _ in args[0])
+            objects.update((kind, object_id) for kind, object_id, _ in args)
         elif method is WritePlan.append:
             files.setdefault((args[0], args[2]), set()).add(args[1])
         else:
