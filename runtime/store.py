@@ -649,6 +649,15 @@ class Store:
                     conn.execute("ROLLBACK")
             if not isinstance(exc, Exception):
                 raise
+            # (Expected when a write fails; otherwise a sign of a fault in the plan.)
+            log.debug(
+                "store %r: a batch of %d writes failed together (%s: %s); each runs in a "
+                "savepoint of its own",
+                self._path,
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
             return False  # (run again with savepoints: each write's own outcome)
         self._commits += 1
         for slot, value in zip(batch, values, strict=True):

@@ -10,6 +10,7 @@ outcome and the stored rows with a store that runs every write as it is.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -348,6 +349,18 @@ def test_a_write_the_plan_cannot_take_fails_alone_and_the_others_commit(tmp_path
             assert store.get_object("execution", f"s{n}").meta["state"] == "completed"
         assert store.get_object("execution", "s5").meta["state"] == "running"
         assert store.stat_file("execution", "s5", "journal").size == size
+
+
+def test_a_batch_that_runs_again_a_write_at_a_time_says_why_in_the_debug_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with sqlite_store(tmp_path / "s.db") as store:
+        one_batch(store, [started(n) for n in range(3)])
+        with caplog.at_level(logging.DEBUG, logger="greenroom.store"):
+            one_batch(store, [started(3), ([UpdateMeta("execution", "nobody", {"a": 1})], [])])
+        [record] = [r for r in caplog.records if "failed together" in r.getMessage()]
+        assert "a batch of 2 writes" in record.getMessage()
+        assert "Replan: no execution 'nobody'" in record.getMessage()
 
 
 def test_a_damaged_row_fails_the_write_that_meets_it_with_what_is_wrong(tmp_path: Path) -> None:
