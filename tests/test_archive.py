@@ -10,15 +10,18 @@ from __future__ import annotations
 import errno
 import functools
 import gzip
+import io
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import greenroom.actors.block
 import greenroom.archives
@@ -32,7 +35,7 @@ from greenroom import (
 )
 from greenroom.actors.block import BlockActor
 from greenroom.archives import FolderArchives, checked_archive_path
-from greenroom.blocks.archive import read_archive, write_archive
+from greenroom.blocks.archive import _read_ahead, read_archive, write_archive
 from greenroom.errors import InvalidTransition, NotFound, Stopped, StorageError
 from greenroom.store import Store
 
@@ -800,6 +803,111 @@ def test_a_truncated_zstd_frame_is_refused_before_any_byte(tmp_path: Path) -> No
     pieces = read_archive(archives, name)
     with pytest.raises(StorageError, match="truncated"):
         next(pieces)
+
+
+# -- the output is read ahead of the compressor, by a thread of its own -------------------
+
+
+def _read_ahead_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "greenroom-archive-read"]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_an_error_reading_the_output_fails_the_archive_after_what_was_read(
+    tmp_path: Path, codec: str
+) -> None:
+    read: list[int] = []
+
+    def pieces() -> Iterator[bytes]:
+        for n in range(5):
+            read.append(n)
+            yield bytes([65 + n]) * (3 << 20)  # (gathered into 4 MiB pieces)
+        raise StorageError("injected read failure")
+
+    with pytest.raises(StorageError, match="injected read failure") as failed:
+        write_archive(pieces(), FolderArchives(tmp_path), "agent-1.1.zst", codec)
+    assert failed.value.__traceback__ is not None  # (kept while the rest is checked)
+    assert read == [0, 1, 2, 3, 4]
+    assert folder(tmp_path) == []  # no archive, no temporary file
+    assert _read_ahead_threads() == []
+
+
+class _FullDisk(FolderArchives):
+    """Archives whose files take `room` bytes, then fail as a full disk does."""
+
+    def __init__(self, folder: Path, room: int) -> None:
+        super().__init__(folder)
+        self.room = room
+
+    def save(self, name: str, write: Callable[[BinaryIO], None], *, owner: str) -> str:
+        def limited(out: BinaryIO) -> None:
+            write(_Limited(out, self.room))
+
+        return super().save(name, limited, owner=owner)
+
+
+class _Limited(io.RawIOBase):
+    def __init__(self, out: BinaryIO, room: int) -> None:
+        self.out, self.room = out, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "injected: no space left on device")
+        self.room -= len(data)
+        return self.out.write(data)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_failure_writing_the_archive_stops_reading_the_output_and_closes_it(
+    tmp_path: Path, codec: str
+) -> None:
+    read = [0]
+    closed = threading.Event()
+
+    def endless() -> Iterator[bytes]:
+        rng = random.Random(3)
+        try:
+            while True:
+                read[0] += 1
+                yield rng.randbytes(1 << 20)  # (incompressible: the disk fills)
+        finally:
+            closed.set()
+
+    # (The error is kept, as a future keeps it: its frames do not keep the reading on.)
+    with pytest.raises(StorageError, match="no space left") as failed:
+        write_archive(endless(), _FullDisk(tmp_path, 8 << 20), "agent-1.1.zst", codec)
+    assert closed.is_set()  # its reader's `finally` ran (in the thread that read it)
+    assert _read_ahead_threads() == []
+    # It read what was compressed and what it may read ahead, no more: 4 MiB pieces.
+    assert read[0] <= 4 * 5
+    assert folder(tmp_path) == []
+    assert failed.value.__cause__ is not None
+
+
+@given(st.lists(st.binary(max_size=64), max_size=40), st.integers(1, 3))
+@settings(max_examples=50, deadline=None)
+def test_reading_ahead_hands_out_every_piece_in_order(pieces: list[bytes], ahead: int) -> None:
+    assert list(_read_ahead(iter(pieces), ahead)) == pieces
+    assert _read_ahead_threads() == []
+
+
+def test_leaving_a_read_ahead_early_closes_what_it_reads(tmp_path: Path) -> None:
+    closed = threading.Event()
+
+    def pieces() -> Iterator[bytes]:
+        try:
+            yield from (bytes([n]) for n in range(100))
+        finally:
+            closed.set()
+
+    reading = _read_ahead(pieces(), 2)
+    assert [next(reading), next(reading)] == [b"\x00", b"\x01"]
+    reading.close()
+    assert closed.is_set()
+    assert _read_ahead_threads() == []
 
 
 def test_another_blocks_archive_name_is_refused(tmp_path: Path) -> None:
