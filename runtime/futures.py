@@ -92,6 +92,11 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
     _callbacks: list[Callable[[GreenroomFuture[Any]], object]] | None = None
     _sources: tuple[GreenroomFuture[Any], ...] | None = None
     """The futures a derived future (`map`, `filter`, `join`, `reduce`) is computed from."""
+    _done: threading.Lock | None = None
+    """What waiting threads sleep on: made, acquired, by the first thread that waits
+    (`_waiting_lock`) and released by whoever sets the result. Most futures never see a
+    waiting thread (resolved before anyone waits, or awaited through a callback), and a
+    lock is one more object for the cyclic GC while a call is in flight."""
 
     def __init__(self) -> None:
         # What `pykka.Future.__init__` does, with one shared "no hook result" marker
@@ -99,8 +104,6 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
         # (`greenroom.pykka_internals.check` pins the attributes it sets).
         self._get_hook = None
         self._get_hook_result = UNSET
-        self._done = threading.Lock()
-        self._done.acquire()  # released once, by whoever sets the result
         self._value: Any = None
         self._exc_info: OptExcInfo | None = None
         self._has_result = False
@@ -119,16 +122,15 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
             if timeout is not None and timeout <= 0:
                 raise FutureTimeout(f"no reply within {timeout} seconds")  # a poll never waits
             refuse_waiting_in_handler("get() on a future that is not resolved yet")
-            if timeout is None:
-                acquired = self._done.acquire()
-            else:
-                acquired = self._done.acquire(timeout=timeout)
-            if acquired:
-                # Pass the wake-up on to the next waiter, if several threads wait.
-                self._done.release()
-            elif not self._has_result:
-                # (The value may have arrived while another waiter held the hand-off.)
-                raise FutureTimeout(f"no reply within {timeout} seconds")
+            done = self._waiting_lock()
+            if done is not None:
+                # (-1: no limit, as Lock.acquire spells it.)
+                if done.acquire(timeout=-1 if timeout is None else timeout):
+                    # Pass the wake-up on to the next waiter, if several threads wait.
+                    done.release()
+                elif not self._has_result:
+                    # (The value may have arrived while another waiter held the hand-off.)
+                    raise FutureTimeout(f"no reply within {timeout} seconds")
         exc_info = self._exc_info
         if exc_info is not None:
             exc_type, exc_value, exc_tb = exc_info
@@ -158,10 +160,24 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
         if timeout is not None and timeout <= 0:
             return False
         refuse_waiting_in_handler("wait() on a future that is not resolved yet")
+        done = self._waiting_lock()
         # (-1: no limit, as Lock.acquire spells it.)
-        if self._done.acquire(timeout=-1 if timeout is None else timeout):
-            self._done.release()  # pass the wake-up on, as in get()
+        if done is not None and done.acquire(timeout=-1 if timeout is None else timeout):
+            done.release()  # pass the wake-up on, as in get()
         return self._has_result
+
+    def _waiting_lock(self) -> threading.Lock | None:
+        """The lock a waiting thread sleeps on (made, acquired, by the first one);
+        None if the result has arrived meanwhile. Under `_settle_lock`, as `set` reads
+        it there: either `set` sees the lock and releases it, or this sees the result."""
+        with _settle_lock:
+            if self._has_result:
+                return None
+            done = self._done
+            if done is None:
+                done = self._done = threading.Lock()
+                done.acquire()  # released once, by whoever sets the result
+            return done
 
     def set(self, value: Any | None = None) -> None:
         """Resolve with `value`; a second `set` raises `queue.Full` (as in pykka)."""
@@ -173,7 +189,9 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
             callbacks = self._callbacks
             if callbacks is not None:
                 self._callbacks = None
-        self._done.release()
+            done = self._done
+        if done is not None:
+            done.release()
         if callbacks is not None:
             self._run_callbacks(callbacks)
 
@@ -189,7 +207,9 @@ class GreenroomFuture(pykka.Future[T], Generic[T]):
             callbacks = self._callbacks
             if callbacks is not None:
                 self._callbacks = None
-        self._done.release()
+            done = self._done
+        if done is not None:
+            done.release()
         if callbacks is not None:
             self._run_callbacks(callbacks)
 

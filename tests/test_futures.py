@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
+import sys
 import threading
 from typing import Any
 
@@ -131,3 +133,75 @@ def test_wait_reports_without_raising_and_drive_runs_steps() -> None:
     assert drive(steps(ready)) == 42
     with pytest.raises(FutureTimeout):
         drive(steps(GreenroomFuture()), timeout=0.01)
+
+
+@pytest.mark.parametrize("how", ["value", "exception"])
+def test_every_waiting_thread_wakes_when_the_result_is_set(how: str) -> None:
+    future: GreenroomFuture[int] = GreenroomFuture()
+    with pytest.raises(FutureTimeout):
+        future.get(timeout=0.01)  # a waiter that gave up leaves nothing stuck behind
+    results: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+    waiting = threading.Barrier(7)
+
+    def getter() -> None:
+        waiting.wait(WAIT)
+        try:
+            results.put(("get", future.get(timeout=WAIT)))
+        except ValueError as error:
+            results.put(("get", str(error)))
+
+    def waiter() -> None:
+        waiting.wait(WAIT)
+        results.put(("wait", future.wait(WAIT)))
+
+    threads = [threading.Thread(target=f) for f in [getter, waiter] * 3]
+    for thread in threads:
+        thread.start()
+    waiting.wait(WAIT)
+    if how == "value":
+        future.set(7)
+    else:
+        future.set_exception((ValueError, ValueError("failed"), None))
+    for thread in threads:
+        thread.join(WAIT)
+    got = sorted(results.get(timeout=WAIT) for _ in threads)
+    shown = 7 if how == "value" else "failed"
+    assert got == [("get", shown)] * 3 + [("wait", True)] * 3
+    assert future.wait(0) is True
+
+
+def test_a_result_set_while_a_thread_starts_waiting_always_wakes_it() -> None:
+    # The setter and the waiter start together, many times: whichever comes first, the
+    # waiter returns the value (a wake-up lost in between would hang it until WAIT).
+    # The interpreter switches threads every microsecond meanwhile, so they interleave.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        _race_setting_and_waiting()
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def _race_setting_and_waiting() -> None:
+    rng = random.Random(5)
+    for round_no in range(1000):
+        future: GreenroomFuture[int] = GreenroomFuture()
+        start = threading.Barrier(2)
+        # (A varying head start for either side, so the set lands anywhere in the wait.)
+        setter_spins, waiter_spins = rng.randrange(400), rng.randrange(400)
+        setter = threading.Thread(target=_set_after, args=(future, round_no, start, setter_spins))
+        setter.start()
+        start.wait(WAIT)
+        for _ in range(waiter_spins):
+            pass
+        assert future.get(timeout=WAIT) == round_no
+        setter.join(WAIT)
+
+
+def _set_after(
+    future: GreenroomFuture[int], value: int, start: threading.Barrier, spins: int
+) -> None:
+    start.wait(WAIT)
+    for _ in range(spins):
+        pass
+    future.set(value)

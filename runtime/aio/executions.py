@@ -8,8 +8,8 @@
 The same names, arguments, results and errors as `greenroom.executions.namespace.
 Executions`, built on its public seam: each call sends with `send_start` /
 `send_feed` / `send_feed_many` / `send_cancel` (which check and send without waiting),
-awaits the step's future through `greenroom.aio.bridge.settled` (its timeout kept by
-the loop, with anyio's `move_on_after`), then reads `Executions.outcome`, which raises
+awaits the step's future through `greenroom.aio.bridge.settling` (what `settled`
+awaits; its timeout kept by the loop), then reads `Executions.outcome`, which raises
 the same `ExecutionTimeout` for a strategy that did not pause in time. Cancelling the
 awaiting task stops the wait, not the step.
 
@@ -35,7 +35,7 @@ from typing import Any
 import anyio
 
 from greenroom.actors.caller_runs import set_crowded
-from greenroom.aio.bridge import fair_turn, loop_share, settled
+from greenroom.aio.bridge import fair_turn, loop_share, settling
 from greenroom.errors import GreenroomError, InvalidInput
 from greenroom.executions.namespace import Executions, FeedItemInput, PendingStep, UsageInput
 from greenroom.executions.records import FeedResult
@@ -162,35 +162,48 @@ class AsyncExecutions:
         calls in flight, each object a call keeps is one more for the cyclic GC to walk.)
         """
         share = loop_share() if timeout is None else None
-        if share is None:
-            await fair_turn()
-            return await self._outcome(send(*args, timeout=timeout, caller_runs=False, **kwargs))
-        share.calls += 1
+        if share is not None:
+            share.calls += 1
         try:
             await fair_turn()
-            previous = set_crowded(share.calls > 1)
+            if share is None:
+                pending = send(*args, timeout=timeout, caller_runs=False, **kwargs)
+            else:
+                previous = set_crowded(share.calls > 1)
+                try:
+                    pending = send(*args, timeout=None, caller_runs=True, **kwargs)
+                finally:
+                    set_crowded(previous)
+            # (Awaited here, not through `_outcome`: one coroutine fewer in flight.)
             try:
-                pending = send(*args, timeout=None, caller_runs=True, **kwargs)
-            finally:
-                set_crowded(previous)
-            return await self._outcome(pending)
+                await settling(pending.future, pending.timeout)
+            except anyio.get_cancelled_exc_class():
+                await self._given_up(pending)
+                raise
+            return self._executions.outcome(pending)
         finally:
-            share.calls -= 1
+            if share is not None:
+                share.calls -= 1
 
     async def _outcome(self, pending: PendingStep) -> FeedResult:
         try:
-            await settled(pending.future, pending.timeout)
+            await settling(pending.future, pending.timeout)
         except anyio.get_cancelled_exc_class():
-            if pending.action == "start":
-                # The host never learns this session's id: cancel it rather than leave
-                # it paused (holding a strategy thread) until the GC's TTL. Shielded and
-                # bounded by the cancel's own wait (CANCEL_WAIT_S), then deferred.
-                with anyio.CancelScope(shield=True), contextlib.suppress(GreenroomError):
-                    cancel = self._executions.send_cancel(pending.session_id)
-                    await settled(cancel.future, cancel.timeout)
-                    self._executions.outcome(cancel)
+            await self._given_up(pending)
             raise
         return self._executions.outcome(pending)
+
+    async def _given_up(self, pending: PendingStep) -> None:
+        """The wait for `pending` was cancelled: a start's session, whose id the host
+        never learns, is cancelled rather than left paused (holding a strategy thread)
+        until the GC's TTL. Shielded and bounded by the cancel's own wait
+        (CANCEL_WAIT_S), then deferred."""
+        if pending.action != "start":
+            return
+        with anyio.CancelScope(shield=True), contextlib.suppress(GreenroomError):
+            cancel = self._executions.send_cancel(pending.session_id)
+            await settling(cancel.future, cancel.timeout)
+            self._executions.outcome(cancel)
 
     def __repr__(self) -> str:
         return f"<AsyncExecutions of {self._executions!r}>"

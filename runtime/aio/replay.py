@@ -42,7 +42,7 @@ from typing import Any, Self, TypeVar
 import anyio
 import anyio.lowlevel
 
-from greenroom.aio.bridge import call_soon_threadsafe, settled
+from greenroom.aio.bridge import call_soon_threadsafe, settling
 from greenroom.checks import check_timeout
 from greenroom.errors import InvalidInput, InvalidTransition, Stopped, SubscriberLagged, Timeout
 from greenroom.futures import GreenroomFuture, Steps
@@ -63,7 +63,7 @@ async def _run(steps: Steps[T]) -> T:
     try:
         future = next(steps)
         while True:
-            await settled(future)
+            await settling(future)
             future = steps.send(None)
     except StopIteration as stop:
         result: T = stop.value
@@ -76,7 +76,7 @@ async def _answer(pending: PendingSubscribe) -> Subscription | Gap:
     """The answer of `pending`, awaited on the loop (given up if the wait is cancelled)."""
     try:
         while (result := pending.poll()) is None:
-            await settled(pending.future)
+            await settling(pending.future)
     except BaseException:
         pending.cancel()  # cancelled, or the runtime closed: nobody will read it
         raise
