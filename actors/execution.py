@@ -395,8 +395,9 @@ class ExecutionActor(GreenroomActor):
         self._replay = journal
         self._steps = journal.steps if journal is not None else ()
         self._step_index = 0
-        # Journal records not committed yet (a list only while there are some).
-        self._buffer: list[dict[str, Any]] | tuple[()] = ()
+        # Journal records not committed yet, encoded (JSON lines): bytes, which the
+        # cyclic GC does not track, where the records' dicts and lists would be.
+        self._buffer = b""
         # The journal's size as this actor last wrote or read it (None: not created
         # yet); every append expects it, so two runtimes never both drive one session.
         self._journal_size: int | None = journal.size if journal is not None else None
@@ -673,8 +674,7 @@ class ExecutionActor(GreenroomActor):
     def _create_journal(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         # Encoded now (bad arguments fail the start), committed with the first pause,
         # step or end: one commit, and a start that never got that far leaves nothing.
-        self._buffer = [start_record(name, args, kwargs)]
-        encode(self._buffer)
+        self._buffer = encode([start_record(name, args, kwargs)])
 
     def _write(
         self,
@@ -696,8 +696,7 @@ class ExecutionActor(GreenroomActor):
         """
         if self._fenced is not None:
             raise self._fenced
-        lines = [*self._buffer, *records]
-        data = encode(lines)
+        data = self._buffer + encode(records)
         sid = self.session_id
         writes: list[CreateObject | AppendFile | UpdateMeta] = []
         size = self._journal_size
@@ -733,7 +732,7 @@ class ExecutionActor(GreenroomActor):
             except Exception as error:
                 done(None, error)  # (as a write that failed: this actor lets its copy go)
                 raise
-        self._buffer = ()
+        self._buffer = b""
         self._journal_size = (size or 0) + len(data)
 
     def _conflict(self, error: BaseException) -> Conflict:
@@ -971,7 +970,7 @@ class ExecutionActor(GreenroomActor):
             if self._async and len(plan) == len(pending):
                 # The round is complete: committed with the strategy's next pause or end,
                 # before this feed returns (one commit for both).
-                self._buffer = [*self._buffer, *records]
+                self._buffer += encode(records)
             else:
                 self._write(records)  # (if it fails, the answer fails: see _write)
         for query, response, usage in plan:
