@@ -288,7 +288,8 @@ class Runtime:
         handler raised, or a failing `on_start` / `on_stop` / `on_failure`),
         `actor_start_failures`, `ask_errors` (an ask whose handler raised; the asker got
         the exception), `dead_letters` (messages to stopped actors), `messages_handled`,
-        `slow_handlers` (handlers over `slow_handler_warning_s`), `store_commits`.
+        `slow_handlers` (handlers over `slow_handler_warning_s`), `store_commits`,
+        `store_plan_faults` (a batch that failed together, yet no write of it alone).
         Gauges: `actors_alive`, `messages_pending`, `dispatcher_threads`,
         `blocking_threads` (started so far), `blocking_queued` (jobs waiting for one).
         """

@@ -358,6 +358,7 @@ class Store:
         self._committing = False  # the committer has a drain under way or due
         self._closed = False
         self._commits = 0
+        self._plan_faults = 0  # see `_plan_fault`
 
     # -- opening and closing -------------------------------------------------------
 
@@ -488,8 +489,9 @@ class Store:
                 self._committer.shutdown(wait=True)
 
     def stats(self) -> dict[str, int]:
-        """Counters for `Runtime.metrics()`: committed write transactions."""
-        return {"store_commits": self._commits}
+        """Counters for `Runtime.metrics()`: committed write transactions, and batches
+        that failed together with no write failing alone (`_plan_fault`)."""
+        return {"store_commits": self._commits, "store_plan_faults": self._plan_faults}
 
     # -- transactions ------------------------------------------------------------------
 
@@ -580,9 +582,11 @@ class Store:
         is rolled back and the batch runs again, each write in its own savepoint, so
         the failing one is rolled back alone.
         """
+        together: Exception | None = None  # why the batch failed together, if it did
         if len(batch) > 1:
             try:
-                if self._run_together(batch):
+                together = self._run_together(batch)
+                if together is None:
                     return
             except BaseException as exc:  # (KeyboardInterrupt and the like: nothing written)
                 for slot in batch:
@@ -615,6 +619,8 @@ class Store:
             else:
                 conn.execute("COMMIT")
                 self._commits += 1
+                if together is not None and all(slot.error is None for slot in batch):
+                    self._plan_fault(len(batch), together)
         except BaseException as exc:
             # Nothing of this batch is committed: every caller whose write looked fine
             # gets the error too, so no change is reported done that was rolled back.
@@ -635,9 +641,10 @@ class Store:
             for slot in batch:
                 slot.done = True
 
-    def _run_together(self, batch: list[_WriteSlot]) -> bool:
-        """Run every write of `batch` in one plain transaction: True, every slot done,
-        if all of them succeeded and it committed; else False, nothing written."""
+    def _run_together(self, batch: list[_WriteSlot]) -> Exception | None:
+        """Run every write of `batch` in one plain transaction: None, every slot done,
+        if all of them succeeded and it committed; else the error that stopped it,
+        nothing written."""
         conn = self._db.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -658,12 +665,28 @@ class Store:
                 type(exc).__name__,
                 exc,
             )
-            return False  # (run again with savepoints: each write's own outcome)
+            return exc  # (run again with savepoints: each write's own outcome)
         self._commits += 1
         for slot, value in zip(batch, values, strict=True):
             slot.value = value
             slot.done = True
-        return True
+        return None
+
+    def _plan_fault(self, writes: int, error: Exception) -> None:
+        """A batch failed together and then every write of it succeeded alone: no write
+        explains the failure, so planning them together has a fault (or the engine
+        failed once). Nothing is lost (each write is stored); it cost time: counted
+        and logged."""
+        self._plan_faults += 1
+        log.warning(
+            "store %r: a batch of %d writes failed together (%s: %s), then each succeeded "
+            "alone: a fault in planning them together, or an engine error that passed "
+            "(counted in store_plan_faults; every write is stored)",
+            self._path,
+            writes,
+            type(error).__name__,
+            error,
+        )
 
     def _run_ops(self, batch: list[_WriteSlot]) -> list[Any]:
         """Every write of `batch` run in order (in the open transaction): their values.

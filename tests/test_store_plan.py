@@ -228,6 +228,7 @@ def compared(
         outcomes, commits = one_batch(planned, batch)
         assert (outcomes, stored(planned)) == (one_batch(each, batch)[0], stored(each))
         assert commits <= 1  # (one batch: none if nothing in it was written)
+        assert planned.stats()["store_plan_faults"] == 0  # (a fallback, if any, was due)
         return len(plans)
 
 
@@ -361,6 +362,40 @@ def test_a_batch_that_runs_again_a_write_at_a_time_says_why_in_the_debug_log(
         [record] = [r for r in caplog.records if "failed together" in r.getMessage()]
         assert "a batch of 2 writes" in record.getMessage()
         assert "Replan: no execution 'nobody'" in record.getMessage()
+
+
+def test_a_fault_in_planning_loses_no_write_and_is_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with sqlite_store(tmp_path / "s.db") as store:
+        one_batch(store, [started(n) for n in range(4)])
+        # A plan that breaks (a programming error, not a write that cannot be taken):
+        # the batch runs again a write at a time, and every write is stored.
+        monkeypatch.setattr(store_module.WritePlan, "update", _broken_plan_step)
+        size = len(b'{"k": "start"}\n')
+        with caplog.at_level(logging.WARNING, logger="greenroom.store"):
+            outcomes, commits = one_batch(store, [journal_end(n, size) for n in range(4)])
+        assert commits == 1
+        assert all(isinstance(value, list) for value in outcomes), outcomes
+        for n in range(4):
+            assert store.get_object("execution", f"s{n}").meta["state"] == "completed"
+        assert store.stats()["store_plan_faults"] == 1
+        [record] = [r for r in caplog.records if "store_plan_faults" in r.getMessage()]
+        assert record.levelno == logging.WARNING
+        assert "a batch of 4 writes" in record.getMessage()
+        assert "RuntimeError: broken plan" in record.getMessage()
+
+
+def _broken_plan_step(*_args: Any) -> Any:
+    raise RuntimeError("broken plan")
+
+
+def test_a_batch_split_by_a_write_that_fails_is_no_planning_fault(tmp_path: Path) -> None:
+    with sqlite_store(tmp_path / "s.db") as store:
+        one_batch(store, [started(n) for n in range(3)])
+        outcomes, _ = one_batch(store, [started(3), ([UpdateMeta("execution", "x", {})], [])])
+        assert outcomes[1][0] == "NotFound"
+        assert store.stats()["store_plan_faults"] == 0
 
 
 def test_a_damaged_row_fails_the_write_that_meets_it_with_what_is_wrong(tmp_path: Path) -> None:
