@@ -728,7 +728,10 @@ class ExecutionActor(GreenroomActor):
             # (it runs while the answer goes out).
             inline = not self._early and self.ctx.dispatcher.waiting == 0 and not caller_crowded()
             try:
-                self.ctx.store.submit_atomic(writes, done, expect=expect, inline=inline)
+                # (Results unread: its metadata update may be written without a read.)
+                self.ctx.store.submit_atomic(
+                    writes, done, expect=expect, inline=inline, results=False
+                )
             except Exception as error:
                 done(None, error)  # (as a write that failed: this actor lets its copy go)
                 raise

@@ -72,7 +72,7 @@ class WritePlan:
     """The rows a batch of writes touches, changed in order as the writes would change
     them; what is left to store is in `objects`, `files` and `chunks`."""
 
-    __slots__ = ("chunks", "existing", "files", "now_ms", "objects")
+    __slots__ = ("chunks", "existing", "files", "now_ms", "objects", "patches")
 
     def __init__(
         self,
@@ -90,6 +90,9 @@ class WritePlan:
         self.files = files
         self.existing = existing
         self.chunks: list[tuple[str, str, str, int, int, bytes]] = []
+        # Updates of objects the plan holds no row of (`patch`): by object, the values
+        # they set, merged in order, and how many updates they were.
+        self.patches: dict[tuple[str, str], tuple[dict[str, Any], list[int]]] = {}
 
     def create(self, kind: str, object_id: str, meta: dict[str, Any]) -> StoredObject:
         """`Store._create_op`: a new object."""
@@ -121,6 +124,36 @@ class WritePlan:
                 StoredObject(kind, object_id, row.meta, row.version, row.created_ms, now)
             )
         return results
+
+    def patch(self, *batch: tuple[str, str, dict[str, Any]]) -> list[None]:
+        """`Store._patch_op`: metadata updates of plain values whose results nobody
+        reads. One of an object the plan holds a row of (read, or made by it) is
+        applied as `update` applies it; any other is kept in `patches`, to be written
+        in the statement without its row being read (`Store._store_patches`, which
+        raises `Replan` if the object is missing, damaged or at its highest version)."""
+        patches = self.patches
+        for kind, object_id, update in batch:
+            key = (kind, object_id)
+            if key in self.objects:
+                self.update((kind, object_id, update))
+                continue
+            held = patches.get(key)
+            if held is None:
+                patches[key] = (dict(update), [1])
+            else:
+                held[0].update(update)  # (plain values only: a later one overwrites)
+                held[1][0] += 1
+        return [None] * len(batch)
+
+    def patch_rows(self) -> dict[tuple[str, ...], list[list[Any]]]:
+        """The patches as statement parameters, grouped by the keys they set: each row
+        the values, how many updates they were, then kind and id."""
+        rows: dict[tuple[str, ...], list[list[Any]]] = {}
+        for (kind, object_id), (values, updates) in self.patches.items():
+            rows.setdefault(tuple(values), []).append(
+                [*values.values(), updates[0], kind, object_id]
+            )
+        return rows
 
     def append(
         self,
@@ -203,13 +236,15 @@ arguments after the plan."""
 def planned_keys(
     steps: Iterable[Step],
 ) -> tuple[set[tuple[str, str]], dict[tuple[str, str], set[str]]]:
-    """The objects (kind, id) `steps` create or update, and the files they append to
-    (their ids by kind and name)."""
+    """The objects (kind, id) `steps` create or update (not those they only patch), and
+    the files they append to (their ids by kind and name)."""
     objects: set[tuple[str, str]] = set()
     files: dict[tuple[str, str], set[str]] = {}
     for method, args in steps:
         if method is WritePlan.update:
             objects.update((kind, object_id) for kind, object_id, _ in args)
+        elif method is WritePlan.patch:
+            continue  # (no row read for it: see `WritePlan.patch`)
         elif method is WritePlan.append:
             files.setdefault((args[0], args[2]), set()).add(args[1])
         else:

@@ -67,16 +67,18 @@ class Told:
 
 
 def one_batch(
-    store: Store, groups: list[tuple[list[Write], list[ExpectMeta]]]
+    store: Store, groups: list[tuple[list[Write], list[ExpectMeta]]], *, results: bool = True
 ) -> tuple[list[Any], int]:
     """Submit every group while the store is held, so they commit as one batch: their
-    outcomes and the commits it took."""
+    outcomes and the commits it took (`results` as `submit_atomic` takes it)."""
     told = Told(len(groups))
     commits = store.stats()["store_commits"]
     with store._lock:  # (the committer waits for it: everything below queues)
         for index, (writes, expect) in enumerate(groups):
             try:
-                store.submit_atomic(writes, told.callback(index), expect=expect, inline=False)
+                store.submit_atomic(
+                    writes, told.callback(index), expect=expect, inline=False, results=results
+                )
             except InvalidInput as error:  # (refused before it queues)
                 told.callback(index)(None, error)
     return told.wait(), store.stats()["store_commits"] - commits
@@ -145,7 +147,7 @@ writes = st.one_of(
         IDS,
         st.dictionaries(
             st.sampled_from(["state", "n", "tags", "x:*"]),
-            st.none() | st.integers(0, 5) | st.just(True),
+            st.none() | st.integers(0, 5) | st.just(True) | st.sampled_from(["a", "b"]),
             max_size=3,
         ),
     ),
@@ -180,7 +182,7 @@ fine_writes = st.one_of(
         st.sampled_from(["e0", "e1", "e2"]),
         st.dictionaries(
             st.sampled_from(["state", "n", "tags", "x:1"]),
-            st.none() | st.integers(0, 5),
+            st.none() | st.integers(0, 5) | st.sampled_from(["a", "b"]),
             max_size=3,
         ),
     ),
@@ -213,11 +215,14 @@ def fine_groups(draw: st.DrawFn) -> list[tuple[list[Write], list[ExpectMeta]]]:
 
 
 def compared(
-    folder: Path, batch: list[tuple[list[Write], list[ExpectMeta]]], plan_steps: int
+    folder: Path,
+    batch: list[tuple[list[Write], list[ExpectMeta]]],
+    plan_steps: int,
+    results: bool = True,
 ) -> int:
     """Run `batch` on a planning store (a plan ends once it has `plan_steps` steps) and
     on one that runs each write as it is: the same outcomes and rows. How many plans
-    were stored."""
+    were stored. (`results=False`: submitted so, metadata updates may be patched.)"""
     with two_stores(folder) as (planned, each), pytest.MonkeyPatch.context() as patch:
         patch.setattr(store_module, "_PLAN_STEPS", plan_steps)
         for store in (planned, each):
@@ -225,8 +230,9 @@ def compared(
         plans = []
         store_plan = planned._store_plan
         planned._store_plan = lambda plan: plans.append(store_plan(plan))  # type: ignore[method-assign]
-        outcomes, commits = one_batch(planned, batch)
-        assert (outcomes, stored(planned)) == (one_batch(each, batch)[0], stored(each))
+        outcomes, commits = one_batch(planned, batch, results=results)
+        alone = one_batch(each, batch, results=results)[0]
+        assert (outcomes, stored(planned)) == (alone, stored(each))
         assert commits <= 1  # (one batch: none if nothing in it was written)
         assert planned.stats()["store_plan_faults"] == 0  # (a fallback, if any, was due)
         return len(plans)
@@ -236,23 +242,25 @@ PLAN_STEPS = st.sampled_from([2, 3, 512])  # (the store's is 512: smaller ones s
 
 
 @settings(max_examples=150, deadline=None)
-@given(batch=groups, plan_steps=PLAN_STEPS)
+@given(batch=groups, plan_steps=PLAN_STEPS, results=st.booleans())
 def test_a_planned_batch_ends_as_every_write_run_alone_would(
     tmp_path_factory: pytest.TempPathFactory,
     batch: list[tuple[list[Write], list[ExpectMeta]]],
     plan_steps: int,
+    results: bool,
 ) -> None:
-    compared(tmp_path_factory.mktemp("plan"), batch, plan_steps)
+    compared(tmp_path_factory.mktemp("plan"), batch, plan_steps, results)
 
 
 @settings(max_examples=150, deadline=None)
-@given(batch=fine_groups(), plan_steps=PLAN_STEPS)
+@given(batch=fine_groups(), plan_steps=PLAN_STEPS, results=st.booleans())
 def test_a_batch_of_writes_that_succeed_is_planned_and_ends_the_same(
     tmp_path_factory: pytest.TempPathFactory,
     batch: list[tuple[list[Write], list[ExpectMeta]]],
     plan_steps: int,
+    results: bool,
 ) -> None:
-    planned = compared(tmp_path_factory.mktemp("plan"), batch, plan_steps)
+    planned = compared(tmp_path_factory.mktemp("plan"), batch, plan_steps, results)
     if all(writes[0] not in FAILING for writes, _ in batch):
         # A plan ends once it has `plan_steps` steps; a lone write runs as it is.
         plans, writes, steps = 0, 0, 0
@@ -412,6 +420,52 @@ def test_a_damaged_row_fails_the_write_that_meets_it_with_what_is_wrong(tmp_path
         assert "size" in outcomes[4][1]
         fine = [n for n, value in enumerate(outcomes) if isinstance(value, list)]
         assert fine == [0, 1, 2, 5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("meta = 'not json'", "s3"),
+        ("meta = '[1]'", "s3"),  # (JSON, but not an object)
+        ("version = 4611686018427387905", "version"),  # (past the highest version)
+        ("version = 'v'", "version"),
+    ],
+)
+def test_updates_nobody_reads_are_patched_in_place_and_a_bad_one_fails_alone(
+    tmp_path: Path, damage: str, says: str
+) -> None:
+    with sqlite_store(tmp_path / "s.db") as store:
+        one_batch(store, [started(n) for n in range(6)])
+        with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+            conn.execute(f"UPDATE objects SET {damage} WHERE id = 's3'")
+        size = len(b'{"k": "start"}\n')
+        # (s3 alone is bad, so only the statement's own checks can tell.)
+        outcomes, commits = one_batch(
+            store, [journal_end(n, size) for n in range(6)], results=False
+        )
+        assert commits == 1
+        assert outcomes[3][0] == StorageError.__name__
+        assert says in outcomes[3][1]
+        for n in (0, 1, 2, 4, 5):
+            assert outcomes[n][1] == [None], outcomes[n]  # (the update: no result read)
+            obj = store.get_object("execution", f"s{n}")
+            assert obj.meta == {"durable": True, "state": "completed", "finished_ms": n}
+            assert obj.version == 2
+        assert store.stats()["store_plan_faults"] == 0
+
+
+def test_updates_nobody_reads_are_written_with_json_set_without_reading_the_rows(
+    tmp_path: Path,
+) -> None:
+    with sqlite_store(tmp_path / "s.db") as store:
+        one_batch(store, [started(n) for n in range(4)])
+        size = len(b'{"k": "start"}\n')
+        with traced(store) as statements:
+            outcomes, _ = one_batch(store, [journal_end(n, size) for n in range(4)], results=False)
+        assert all(outcome[1] == [None] for outcome in outcomes)
+        assert any("json_set" in sql for sql in statements)
+        assert not any("FROM objects" in sql for sql in statements)  # (no row read)
+        assert store.get_object("execution", "s2").meta["state"] == "completed"
 
 
 def test_writes_between_others_the_plan_does_not_take_keep_their_order(tmp_path: Path) -> None:
