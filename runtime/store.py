@@ -1326,11 +1326,18 @@ class Store:
         changed = 0
         for keys, params in rows.items():
             # One statement per distinct key set and group of rows (see `_row_groups`);
-            # json_set edits the stored JSON in place (an int, float or str parameter
-            # becomes that JSON value). Each row: the values, then kind and id.
+            # json_set edits the stored JSON in place (an int or str parameter becomes
+            # that JSON value). Each row: the values, then kind and id.
             width = len(keys) + 2
+            # A float goes in as its JSON text, through json(): SQLite writes a REAL
+            # parameter with 15 significant digits (0.30000000000000004 as 0.3).
+            texts = [at for at in range(len(keys)) if any(type(r[at]) is float for r in params)]
+            if texts:
+                params = [_json_texts(row, texts) for row in params]
             paths = ", ".join(
-                f"'$.{json.dumps(key)}', v.column{index}" for index, key in enumerate(keys, 1)
+                f"'$.{json.dumps(key)}', "
+                + (f"json(v.column{index})" if index - 1 in texts else f"v.column{index}")
+                for index, key in enumerate(keys, 1)
             )
             for count, flat in _row_groups(params, width):
                 # (The time a parameter, not in the text: a statement is compiled once.)
@@ -2369,6 +2376,14 @@ def _value_rows(
         row += (kind, object_id)
         params.append(row)
     return rows
+
+
+def _json_texts(row: list[Any], columns: list[int]) -> list[Any]:
+    """`row` with the values in `columns` as their JSON text (for SQL's json())."""
+    row = list(row)
+    for column in columns:
+        row[column] = json.dumps(row[column])
+    return row
 
 
 def _patchable(update: Mapping[str, Any]) -> bool:
