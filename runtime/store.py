@@ -847,11 +847,8 @@ class Store:
         for keys, params in rows.items():
             # Each row: the values, how many updates they were, then kind and id.
             width = len(keys) + 3
-            paths = ", ".join(
-                f"'$.{json.dumps(key)}', v.column{index}" for index, key in enumerate(keys, 1)
-            )
             # (An empty update still counts a version, as one run alone does.)
-            setting = f"meta = json_set(meta, {paths}), " if keys else ""
+            setting = f"meta = json_set(meta, {_json_paths(keys)}), " if keys else ""
             updates = f"v.column{width - 2}"
             for count, flat in _row_groups(params, width):
                 changed = self._db.conn.execute(
@@ -859,7 +856,7 @@ class Store:
                     f"version = version + {updates}, updated_ms = ? "
                     f"FROM ({_values(count, width)}) AS v "
                     f"WHERE objects.kind = v.column{width - 1} AND objects.id = v.column{width} "
-                    "AND CASE WHEN json_valid(meta) THEN json_type(meta) END = 'object' "
+                    f"AND {_META_IS_OBJECT} "
                     f"AND typeof(version) = 'integer' AND version + {updates} <= {MAX_VERSION + 1}",
                     [now, *flat],
                 ).rowcount
@@ -1334,11 +1331,7 @@ class Store:
             texts = [at for at in range(len(keys)) if any(type(r[at]) is float for r in params)]
             if texts:
                 params = [_json_texts(row, texts) for row in params]
-            paths = ", ".join(
-                f"'$.{json.dumps(key)}', "
-                + (f"json(v.column{index})" if index - 1 in texts else f"v.column{index}")
-                for index, key in enumerate(keys, 1)
-            )
+            paths = _json_paths(keys, texts)
             for count, flat in _row_groups(params, width):
                 # (The time a parameter, not in the text: a statement is compiled once.)
                 cursor = self._db.conn.execute(
@@ -1346,8 +1339,7 @@ class Store:
                     "version = version + 1, updated_ms = ? "
                     f"FROM ({_values(count, width)}) AS v "
                     f"WHERE objects.kind = v.column{width - 1} AND objects.id = v.column{width} "
-                    # (CASE: json_type only runs on valid JSON, which it requires.)
-                    "AND CASE WHEN json_valid(meta) THEN json_type(meta) END = 'object'",
+                    f"AND {_META_IS_OBJECT}",
                     [now, *flat],
                 )
                 changed += cursor.rowcount
@@ -2376,6 +2368,20 @@ def _value_rows(
         row += (kind, object_id)
         params.append(row)
     return rows
+
+
+_META_IS_OBJECT = "CASE WHEN json_valid(meta) THEN json_type(meta) END = 'object'"
+"""SQL: the row's metadata is a JSON object (CASE: json_type needs valid JSON)."""
+
+
+def _json_paths(keys: tuple[str, ...], texts: Sequence[int] = ()) -> str:
+    """`json_set`'s path and value arguments for `keys`, the values the columns of
+    `v` in order (those at `texts`, 0-based, JSON text: through json())."""
+    return ", ".join(
+        f"'$.{json.dumps(key)}', "
+        + (f"json(v.column{index})" if index - 1 in texts else f"v.column{index}")
+        for index, key in enumerate(keys, 1)
+    )
 
 
 def _json_texts(row: list[Any], columns: list[int]) -> list[Any]:
